@@ -1,0 +1,40 @@
+# Two entry points do all the set-up on a fresh machine: `make demo` and `make test`.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(VENV)/bin/pip
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+.PHONY: demo test lint bench deps system-deps clean
+
+$(VENV)/.installed: pyproject.toml
+	python3 -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+	$(PIP) install -q -e '.[dev]'
+	touch $@
+
+deps: $(VENV)/.installed
+
+# Prometheus/promtool/Alertmanager/jsonnetfmt from Debian, installed only when missing.
+system-deps:
+	@if ! command -v prometheus >/dev/null || ! command -v promtool >/dev/null \
+	   || ! command -v prometheus-alertmanager >/dev/null || ! command -v jsonnetfmt >/dev/null || ! command -v jq >/dev/null; then \
+	  $(SUDO) apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq prometheus prometheus-alertmanager jsonnet jq; \
+	fi
+	@# The Debian package starts a system Prometheus on :9090; we run our own on free ports.
+
+demo: deps system-deps
+	$(PY) -m exporter.demo
+
+test: deps system-deps lint
+	$(PY) -m pytest -q tests
+
+lint: deps
+	$(VENV)/bin/ruff check exporter tests bench
+	$(VENV)/bin/mypy
+
+bench: deps system-deps
+	$(PY) -m bench.run
+
+clean:
+	rm -rf $(VENV) .demo .bench build *.egg-info

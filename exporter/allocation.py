@@ -1,0 +1,163 @@
+"""Allocation: pure cost math over plain data, no I/O.
+
+Input is what Prometheus aggregated for one window: per (namespace, node, resource)
+integrals of allocated, requested and used quantity (unit-seconds, overflow already
+scaled down per step), and per (node, resource) capacity integrals. Output is a cost
+table keyed by (namespace, node); idle is the remainder per node and resource under the
+pseudo-namespace `__idle__`, so the table always sums to the nodes' cost.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field, fields
+
+from .pricing import GIB, NodeFacts, NodeRates
+
+IDLE = "__idle__"
+RESOURCES = ("cpu", "memory", "gpu")
+# Unit divisor that turns a resource's unit-seconds into the unit-hours its rate is quoted in.
+_UNIT_HOURS = {"cpu": 3600.0, "memory": 3600.0 * GIB, "gpu": 3600.0}
+
+Key3 = tuple[str, str, str]
+
+
+@dataclass(frozen=True)
+class ChunkUsage:
+    """One window's aggregated quantities, as unit-seconds."""
+
+    start: int
+    end: int
+    allocated: dict[Key3, float]  # (namespace, node, resource)
+    requested: dict[Key3, float]
+    used: dict[Key3, float]
+    capacity: dict[tuple[str, str], float]  # (node, resource)
+    nodes: dict[str, NodeFacts]
+
+
+@dataclass
+class Line:
+    """Accumulated quantities (unit-seconds) and cost for one row of a cost table."""
+
+    cpu_core_seconds: float = 0.0
+    cpu_request_seconds: float = 0.0
+    cpu_usage_seconds: float = 0.0
+    ram_byte_seconds: float = 0.0
+    ram_request_byte_seconds: float = 0.0
+    ram_usage_byte_seconds: float = 0.0
+    gpu_seconds: float = 0.0
+    cpu_cost: float = 0.0
+    ram_cost: float = 0.0
+    gpu_cost: float = 0.0
+
+    def add(self, other: Line) -> None:
+        for f in fields(self):
+            setattr(self, f.name, getattr(self, f.name) + getattr(other, f.name))
+
+    @property
+    def total_cost(self) -> float:
+        return self.cpu_cost + self.ram_cost + self.gpu_cost
+
+    def cost_by_resource(self) -> dict[str, float]:
+        return {"cpu": self.cpu_cost, "memory": self.ram_cost, "gpu": self.gpu_cost}
+
+
+_QTY = {"cpu": "cpu_core_seconds", "memory": "ram_byte_seconds", "gpu": "gpu_seconds"}
+_REQ = {"cpu": "cpu_request_seconds", "memory": "ram_request_byte_seconds"}
+_USE = {"cpu": "cpu_usage_seconds", "memory": "ram_usage_byte_seconds"}
+_COST = {"cpu": "cpu_cost", "memory": "ram_cost", "gpu": "gpu_cost"}
+
+
+def rate_of(rates: NodeRates, resource: str) -> float:
+    return {"cpu": rates.cpu, "memory": rates.ram, "gpu": rates.gpu}[resource]
+
+
+@dataclass
+class CostResult:
+    """A window's cost table plus the node-side totals it must add up to."""
+
+    start: int
+    end: int
+    table: dict[tuple[str, str], Line] = field(default_factory=dict)  # (namespace, node)
+    node_cost: dict[tuple[str, str], float] = field(default_factory=dict)  # (node, resource)
+    rates: dict[str, NodeRates] = field(default_factory=dict)
+    nodes: dict[str, NodeFacts] = field(default_factory=dict)
+
+    @property
+    def total_cost(self) -> float:
+        return sum(self.node_cost.values())
+
+    def merge(self, other: CostResult) -> None:
+        """Append a later, adjacent window (the latest node facts and rates win)."""
+        self.start, self.end = min(self.start, other.start), max(self.end, other.end)
+        for key, line in other.table.items():
+            self.table.setdefault(key, Line()).add(line)
+        for k, v in other.node_cost.items():
+            self.node_cost[k] = self.node_cost.get(k, 0.0) + v
+        self.rates.update(other.rates)
+        self.nodes.update(other.nodes)
+
+
+def cost_chunk(usage: ChunkUsage, rates: dict[str, NodeRates]) -> CostResult:
+    """Price one window: allocated cost per (namespace, node), idle = node cost - allocated cost."""
+    result = CostResult(usage.start, usage.end, rates=dict(rates), nodes=dict(usage.nodes))
+    table = result.table
+    for (ns, node, res), qty in usage.allocated.items():
+        if node not in rates:
+            continue  # no capacity series: not a node we can cost; the collector reports it
+        line = table.setdefault((ns, node), Line())
+        setattr(line, _QTY[res], getattr(line, _QTY[res]) + qty)
+        cost = qty / _UNIT_HOURS[res] * rate_of(rates[node], res)
+        setattr(line, _COST[res], getattr(line, _COST[res]) + cost)
+    for source, names in ((usage.requested, _REQ), (usage.used, _USE)):
+        for (ns, node, res), qty in source.items():
+            if res in names and node in rates:
+                line = table.setdefault((ns, node), Line())
+                setattr(line, names[res], getattr(line, names[res]) + qty)
+    allocated: dict[tuple[str, str], tuple[float, float]] = {}
+    for (_ns, node), line in table.items():
+        for res in RESOURCES:
+            q, c = allocated.get((node, res), (0.0, 0.0))
+            allocated[(node, res)] = (q + getattr(line, _QTY[res]), c + getattr(line, _COST[res]))
+    for (node, res), cap in usage.capacity.items():
+        if node not in rates:
+            continue
+        node_cost = cap / _UNIT_HOURS[res] * rate_of(rates[node], res)
+        result.node_cost[(node, res)] = node_cost
+        q, c = allocated.get((node, res), (0.0, 0.0))
+        idle = table.setdefault((IDLE, node), Line())
+        setattr(idle, _QTY[res], getattr(idle, _QTY[res]) + max(cap - q, 0.0))
+        setattr(idle, _COST[res], getattr(idle, _COST[res]) + node_cost - c)
+    return result
+
+
+def aggregate(result: CostResult, by: str) -> dict[str, Line]:
+    """Roll the (namespace, node) table up by `namespace`, `node` or `cluster`."""
+    out: dict[str, Line] = {}
+    for (ns, node), line in result.table.items():
+        name = {"namespace": ns, "node": node, "cluster": "cluster"}[by]
+        out.setdefault(name, Line()).add(line)
+    return out
+
+
+def conservation_error(result: CostResult) -> float:
+    """Relative gap between the table's sum and the nodes' cost (0 when conserved)."""
+    total = result.total_cost
+    table_sum = sum(line.total_cost for line in result.table.values())
+    return abs(table_sum - total) / total if total else abs(table_sum)
+
+
+def efficiency(used: float, requested: float) -> float:
+    """OpenCost's definition: usage / request; 1 when something is used with no request."""
+    if requested > 0:
+        return used / requested
+    return 1.0 if used > 0 else 0.0
+
+
+def merge_all(results: Iterable[CostResult]) -> CostResult | None:
+    merged: CostResult | None = None
+    for r in results:
+        if merged is None:
+            merged = CostResult(r.start, r.end)
+        merged.merge(r)
+    return merged

@@ -1,0 +1,99 @@
+"""The `chargeback` command line: `allocate` (one window, from history) and `serve` (the exporter)."""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+from typing import Any
+
+import click
+
+from .config import Config, load_config
+from .errors import ChargebackError
+from .formatters import render
+from .pipeline import Pipeline
+from .prometheus import PrometheusClient
+from .window import Window, iso, parse_duration, parse_window
+
+AGGREGATES = ("namespace", "node", "cluster")
+
+
+def _load(config: str | None, prometheus_url: str | None) -> Config:
+    cfg = load_config(config)
+    if prometheus_url:
+        cfg = cfg.model_copy(update={"prometheus": cfg.prometheus.model_copy(update={"url": prometheus_url})})
+    return cfg
+
+
+def _fail(e: ChargebackError) -> None:
+    click.echo(f"chargeback: error: {e}", err=True)
+    sys.exit(2)
+
+
+@click.group()
+@click.option("--log-level", default="INFO", show_default=True,
+              type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False))
+def main(log_level: str) -> None:
+    """Kubernetes cost attribution from the metrics Prometheus already has."""
+    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+                        stream=sys.stderr)
+
+
+@main.command()
+@click.option("--prometheus-url", help="Prometheus base URL (overrides prometheus.url in the config).")
+@click.option("--window", "window_text", default="24h", show_default=True,
+              help="24h, 7d, today, yesterday, week, lastweek, month, lastmonth or RFC3339,RFC3339.")
+@click.option("--aggregate", default="namespace", show_default=True, type=click.Choice(AGGREGATES))
+@click.option("--config", type=click.Path(dir_okay=False), help="YAML config file.")
+@click.option("--format", "fmt", default="table", show_default=True, type=click.Choice(["table", "json", "csv"]))
+def allocate(prometheus_url: str | None, window_text: str, aggregate: str, config: str | None, fmt: str) -> None:
+    """Compute cost for a window straight from Prometheus history."""
+    try:
+        cfg = _load(config, prometheus_url)
+        step = parse_duration(cfg.allocation.resolution)
+        window = parse_window(window_text, time.time(), step)
+        pipeline = Pipeline(cfg, PrometheusClient(cfg.prometheus))
+        result = _with_progress(pipeline, window)
+    except ChargebackError as e:
+        _fail(e)
+        return
+    click.echo(render(result, aggregate, fmt, cfg.pricing.currency))
+
+
+def _with_progress(pipeline: Pipeline, window: Window) -> Any:
+    """Run the pipeline, drawing a progress bar on a terminal when the window has several chunks."""
+    chunks = len(window.chunks(pipeline.chunk))
+    if chunks <= 1 or not sys.stderr.isatty():
+        return pipeline.compute(window)
+    with click.progressbar(length=chunks, label=f"{iso(window.start)} .. {iso(window.end)}",
+                           file=sys.stderr, show_eta=True, show_pos=True) as bar:
+        def advance(_piece: Window) -> None:
+            bar.update(1)
+
+        return pipeline.compute(window, advance)
+
+
+@main.command()
+@click.option("--prometheus-url", help="Prometheus base URL (overrides prometheus.url in the config).")
+@click.option("--config", type=click.Path(dir_okay=False), help="YAML config file.")
+@click.option("--listen", help="host:port for /metrics, /healthz and /allocation/compute.")
+@click.option("--start", help="RFC3339 start for accrual when Prometheus holds no watermark (default: now).")
+@click.option("--until", help="RFC3339 time to stop accruing at (replays, tests); the server keeps serving.")
+def serve(prometheus_url: str | None, config: str | None, listen: str | None, start: str | None,
+          until: str | None) -> None:
+    """Run the long-lived exporter: accrue cost interval by interval and publish it as metrics."""
+    from .server import run_server
+
+    try:
+        cfg = _load(config, prometheus_url)
+        updates: dict[str, object] = {}
+        if listen:
+            updates["listen"] = listen
+        if start:
+            updates["start"] = start
+        if updates:
+            cfg = cfg.model_copy(update={"serve": cfg.serve.model_copy(update=updates)})
+        run_server(cfg, until)
+    except ChargebackError as e:
+        _fail(e)

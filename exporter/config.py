@@ -1,0 +1,160 @@
+"""Typed configuration: one YAML file, validated up front so a bad key fails with its name.
+
+Keys use camelCase, as in OpenCost/Kubecost values files, so a user's muscle memory carries over.
+Nothing here is global: the CLI loads a `Config` and passes it down.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from .errors import ConfigError
+from .window import parse_duration
+
+# OpenCost's configs/default.json rates (currency per unit-hour).
+DEFAULT_CPU = 0.031611
+DEFAULT_RAM = 0.004237
+DEFAULT_GPU = 0.95
+DEFAULT_SPOT_CPU = 0.006655
+DEFAULT_SPOT_RAM = 0.000892
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, frozen=True)
+
+
+class DefaultRates(_Model):
+    """Last-resort rates, used only for nodes that no other source prices."""
+
+    cpu: float = Field(DEFAULT_CPU, ge=0, description="per core-hour")
+    ram: float = Field(DEFAULT_RAM, ge=0, description="per GiB-hour")
+    gpu: float = Field(DEFAULT_GPU, ge=0, description="per GPU-hour")
+    spotCpu: float = Field(DEFAULT_SPOT_CPU, ge=0)
+    spotRam: float = Field(DEFAULT_SPOT_RAM, ge=0)
+
+
+class PriceRule(_Model):
+    """One price-book rule: node labels to match, and either unit rates or an instance's total price."""
+
+    match: dict[str, str] = Field(default_factory=dict)
+    hourly: float | None = Field(None, ge=0, description="whole-instance price per hour, split like OpenCost")
+    cpu: float | None = Field(None, ge=0)
+    ram: float | None = Field(None, ge=0)
+    gpu: float | None = Field(None, ge=0)
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> PriceRule:
+        rates = (self.cpu, self.ram)
+        if self.hourly is None and any(r is None for r in rates):
+            raise ValueError("a price rule needs either 'hourly' or both 'cpu' and 'ram'")
+        if self.hourly is not None and any(r is not None for r in rates):
+            raise ValueError("a price rule takes 'hourly' or 'cpu'/'ram' rates, not both")
+        return self
+
+
+class Pricing(_Model):
+    currency: str = "USD"
+    defaults: DefaultRates = Field(default_factory=DefaultRates)
+    allowDefaultRates: bool = Field(
+        True, description="price unmatched nodes at default rates (with a warning); false makes it an error"
+    )
+    rules: list[PriceRule] = Field(default_factory=list)
+
+
+class Allocation(_Model):
+    policy: Literal["max", "request", "usage", "weighted"] = "max"
+    requestWeight: float = Field(0.7, ge=0, le=1, description="share of request in the 'weighted' policy")
+    resolution: str = "1m"
+    usageRateWindow: str = "5m"
+    chunk: str = Field("1h", description="allocate/catch-up query size; also the progress unit")
+
+    @field_validator("resolution", "usageRateWindow", "chunk")
+    @classmethod
+    def _duration(cls, v: str) -> str:
+        parse_duration(v)
+        return v
+
+    @model_validator(mode="after")
+    def _chunk_multiple(self) -> Allocation:
+        res, chunk = parse_duration(self.resolution), parse_duration(self.chunk)
+        if chunk < res or chunk % res:
+            raise ValueError(f"chunk ({self.chunk}) must be a whole multiple of resolution ({self.resolution})")
+        return self
+
+
+_SELECTOR = re.compile(r'^\s*([a-zA-Z_][a-zA-Z0-9_]*\s*(=|!=|=~|!~)\s*"(?:[^"\\]|\\.)*"\s*,?\s*)*$')
+
+
+class Prometheus(_Model):
+    url: str = "http://127.0.0.1:9090"
+    timeout: str = "120s"
+    retries: int = Field(2, ge=0, le=10)
+    bearerTokenFile: str | None = None
+    cadvisorSelector: str = Field("", description='extra matchers for cAdvisor series, e.g. job="kubelet"')
+    ksmSelector: str = Field("", description='extra matchers for kube-state-metrics series, e.g. job="ksm"')
+    openCostSelector: str = ""
+
+    @field_validator("cadvisorSelector", "ksmSelector", "openCostSelector")
+    @classmethod
+    def _matchers(cls, v: str) -> str:
+        if not _SELECTOR.match(v):
+            raise ValueError(f"not a list of label matchers: {v!r} (write e.g. job=\"kubelet\")")
+        return v.strip().rstrip(",")
+
+    @field_validator("timeout")
+    @classmethod
+    def _duration(cls, v: str) -> str:
+        parse_duration(v)
+        return v
+
+
+class Serve(_Model):
+    listen: str = "0.0.0.0:9184"
+    interval: str = Field("60s", description="how often an accrual cycle runs")
+    lag: str = Field("3m", description="stay this far behind now so Prometheus holds the data")
+    watermarkSelector: str = Field('job="chargeback"', description="finds our own watermark in Prometheus")
+    watermarkLookback: str = "30d"
+    start: str | None = Field(None, description="RFC3339 start when Prometheus holds no watermark")
+
+    @field_validator("interval", "lag", "watermarkLookback")
+    @classmethod
+    def _duration(cls, v: str) -> str:
+        parse_duration(v)
+        return v
+
+
+class Config(_Model):
+    prometheus: Prometheus = Field(default_factory=Prometheus)
+    pricing: Pricing = Field(default_factory=Pricing)
+    allocation: Allocation = Field(default_factory=Allocation)
+    serve: Serve = Field(default_factory=Serve)
+
+
+def load_config(path: str | Path | None) -> Config:
+    """Read and validate a config file; raise ConfigError naming the first bad key."""
+    if path is None:
+        return Config()
+    p = Path(path)
+    try:
+        raw = yaml.safe_load(p.read_text()) or {}
+    except OSError as e:
+        raise ConfigError(f"config {p}: cannot read: {e.strerror}") from e
+    except yaml.YAMLError as e:
+        raise ConfigError(f"config {p}: not valid YAML: {str(e).splitlines()[0]}") from e
+    if not isinstance(raw, dict):
+        raise ConfigError(f"config {p}: top level must be a mapping, got {type(raw).__name__}")
+    return parse_config(raw, str(p))
+
+
+def parse_config(raw: dict[str, object], source: str = "config") -> Config:
+    try:
+        return Config.model_validate(raw)
+    except ValidationError as e:
+        first = e.errors()[0]
+        key = ".".join(str(p) for p in first["loc"]) or "<root>"
+        raise ConfigError(f"{source}: {key}: {first['msg']}") from e

@@ -1,0 +1,130 @@
+"""A real local Prometheus (Debian `prometheus` package) for the demo, the benchmark and the tests.
+
+History is loaded with `promtool tsdb create-blocks-from openmetrics`; retention is set
+long so Prometheus does not delete the backfilled blocks at start.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import time
+from pathlib import Path
+from types import TracebackType
+
+import requests
+import yaml
+
+from .synthetic import Cluster, write_openmetrics
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def find_binary(name: str) -> str:
+    path = shutil.which(name)
+    if not path:
+        raise RuntimeError(f"{name} not found on PATH: install the Debian package 'prometheus'")
+    return path
+
+
+def backfill(cluster: Cluster, data_dir: Path, start: int, end: int, interval: int) -> int:
+    """Write the cluster's history to OpenMetrics and import it as TSDB blocks; returns the sample count."""
+    data_dir.mkdir(parents=True, exist_ok=True)
+    om = data_dir.parent / f"{data_dir.name}.om"
+    with om.open("w") as fh:
+        n = write_openmetrics(cluster, start, end, interval, fh)
+    proc = subprocess.run(
+        [find_binary("promtool"), "tsdb", "create-blocks-from", "openmetrics", str(om), str(data_dir)],
+        capture_output=True,
+        text=True,
+    )
+    om.unlink()
+    if proc.returncode != 0:
+        raise RuntimeError(f"promtool backfill failed: {proc.stderr.strip()[-500:]}")
+    return n
+
+
+class PrometheusServer:
+    """Start `prometheus` on a free loopback port; stop it on exit."""
+
+    def __init__(
+        self,
+        data_dir: Path,
+        scrape_targets: dict[str, str] | None = None,
+        scrape_interval: str = "15s",
+        extra_args: list[str] | None = None,
+        port: int | None = None,
+    ) -> None:
+        self.data_dir = data_dir
+        self.port = port or free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.scrape_targets = scrape_targets or {}
+        self.scrape_interval = scrape_interval
+        self.extra_args = extra_args or []
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.log_path = data_dir.parent / f"prometheus-{self.port}.log"
+
+    def _config(self) -> dict[str, object]:
+        return {
+            "global": {"scrape_interval": self.scrape_interval, "evaluation_interval": self.scrape_interval},
+            "scrape_configs": [
+                {"job_name": job, "static_configs": [{"targets": [target]}]}
+                for job, target in self.scrape_targets.items()
+            ],
+        }
+
+    def start(self) -> PrometheusServer:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        cfg = self.data_dir.parent / f"prometheus-{self.port}.yml"
+        cfg.write_text(yaml.safe_dump(self._config()))
+        log = self.log_path.open("wb")
+        self.proc = subprocess.Popen(
+            [
+                find_binary("prometheus"),
+                f"--config.file={cfg}",
+                f"--storage.tsdb.path={self.data_dir}",
+                f"--web.listen-address=127.0.0.1:{self.port}",
+                "--storage.tsdb.retention.time=3650d",
+                "--web.enable-lifecycle",
+                *self.extra_args,
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            preexec_fn=os.setsid,
+        )
+        self.wait_ready()
+        return self
+
+    def wait_ready(self, timeout: float = 60) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc is not None and self.proc.poll() is not None:
+                raise RuntimeError(f"prometheus exited: {self.log_path.read_text()[-800:]}")
+            try:
+                if requests.get(f"{self.url}/-/ready", timeout=2).status_code == 200:
+                    return
+            except requests.RequestException:
+                pass
+            time.sleep(0.2)
+        raise RuntimeError(f"prometheus not ready after {timeout}s: {self.log_path.read_text()[-800:]}")
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+    def __enter__(self) -> PrometheusServer:
+        return self.start()
+
+    def __exit__(self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None) -> None:
+        self.stop()

@@ -1,0 +1,240 @@
+"""Fetching: the Prometheus HTTP API client and the PromQL query builders.
+
+Every query aggregates on the server (`sum by (namespace, node)`, subqueries with
+`sum_over_time`), so what crosses the wire, and what Python holds, grows with
+namespaces x nodes, not with containers.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import requests
+from requests.adapters import HTTPAdapter
+from urllib3.util.retry import Retry
+
+from .config import Allocation, Prometheus
+from .errors import PrometheusError
+from .window import format_duration, parse_duration
+
+Labels = dict[str, str]
+
+
+@dataclass
+class QueryStats:
+    """Counts kept by the client; the exporter publishes them and the benchmark prints them."""
+
+    queries: int = 0
+    errors: int = 0
+    wall_seconds: float = 0.0
+    server_seconds: float = 0.0
+    errors_by_reason: dict[str, int] = field(default_factory=dict)
+
+    def failed(self, reason: str) -> None:
+        self.errors += 1
+        self.errors_by_reason[reason] = self.errors_by_reason.get(reason, 0) + 1
+
+
+class PrometheusClient:
+    """Instant queries over HTTP with retries on connection errors and 5xx; raises PrometheusError."""
+
+    def __init__(self, cfg: Prometheus) -> None:
+        self.url = cfg.url.rstrip("/")
+        self.timeout = parse_duration(cfg.timeout)
+        self.stats = QueryStats()
+        self._session = requests.Session()
+        retry = Retry(
+            total=cfg.retries,
+            connect=cfg.retries,
+            read=0,
+            status=cfg.retries,
+            backoff_factor=0.5,
+            status_forcelist=(502, 503, 504),
+            allowed_methods=frozenset({"GET", "POST"}),
+            raise_on_status=False,
+        )
+        self._session.mount("http://", HTTPAdapter(max_retries=retry))
+        self._session.mount("https://", HTTPAdapter(max_retries=retry))
+        if cfg.bearerTokenFile:
+            with open(cfg.bearerTokenFile) as fh:
+                self._session.headers["Authorization"] = f"Bearer {fh.read().strip()}"
+
+    def query(self, expr: str, at: float) -> list[tuple[Labels, float]]:
+        """Evaluate `expr` at unix time `at`; return (labels, value) for each series of a vector result."""
+        started = time.monotonic()
+        self.stats.queries += 1
+        try:
+            resp = self._session.post(
+                f"{self.url}/api/v1/query",
+                data={"query": expr, "time": f"{at:.3f}", "timeout": f"{self.timeout}s", "stats": "all"},
+                timeout=self.timeout + 5,
+            )
+        except requests.Timeout as e:
+            self.stats.failed("timeout")
+            raise PrometheusError(f"Prometheus at {self.url} timed out after {self.timeout}s") from e
+        except requests.ConnectionError as e:
+            self.stats.failed("unreachable")
+            raise PrometheusError(f"Prometheus at {self.url} is unreachable: {_root_cause(e)}") from e
+        finally:
+            self.stats.wall_seconds += time.monotonic() - started
+        try:
+            body = resp.json()
+        except ValueError as e:
+            self.stats.failed("bad_response")
+            raise PrometheusError(
+                f"Prometheus at {self.url} answered HTTP {resp.status_code} with a non-JSON body"
+            ) from e
+        if body.get("status") != "success":
+            reason = "timeout" if body.get("errorType") == "timeout" else "query_error"
+            self.stats.failed(reason)
+            raise PrometheusError(
+                f"Prometheus query failed (HTTP {resp.status_code}, {body.get('errorType')}): "
+                f"{body.get('error')} in: {_short(expr)}"
+            )
+        data = body["data"]
+        timings = (data.get("stats") or {}).get("timings") or {}
+        self.stats.server_seconds += float(timings.get("execTotalTime", 0.0))
+        if data["resultType"] == "scalar":
+            return [({}, float(data["result"][1]))]
+        if data["resultType"] != "vector":
+            raise PrometheusError(f"expected a vector from Prometheus, got {data['resultType']}: {_short(expr)}")
+        return [(s["metric"], float(s["value"][1])) for s in data["result"]]
+
+    def query_range_raw(self, expr: str, at: float) -> list[tuple[Labels, list[tuple[float, float]]]]:
+        """Evaluate a range-vector selector at `at` and return raw samples (used to read counters back)."""
+        try:
+            resp = self._session.get(
+                f"{self.url}/api/v1/query", params={"query": expr, "time": f"{at:.3f}"}, timeout=self.timeout
+            )
+            body = resp.json()
+        except (requests.RequestException, ValueError) as e:
+            raise PrometheusError(f"Prometheus at {self.url} is unreachable: {_root_cause(e)}") from e
+        if body.get("status") != "success":
+            raise PrometheusError(f"Prometheus query failed: {body.get('error')} in: {_short(expr)}")
+        return [(s["metric"], [(float(t), float(v)) for t, v in s["values"]]) for s in body["data"]["result"]]
+
+
+def _root_cause(e: BaseException) -> str:
+    while e.__cause__ is not None or e.__context__ is not None:
+        e = e.__cause__ or e.__context__  # type: ignore[assignment]
+    text = str(e)
+    return text.split("] ", 1)[-1] if text else type(e).__name__
+
+
+def _short(expr: str) -> str:
+    flat = " ".join(expr.split())
+    return flat if len(flat) <= 160 else flat[:157] + "..."
+
+
+def _sel(*matchers: str) -> str:
+    return "{" + ",".join(m for m in matchers if m) + "}"
+
+
+# kube-state-metrics v2 spells extended resources with underscores.
+KSM_RESOURCE = {"cpu": "cpu", "memory": "memory", "gpu": "nvidia_com_gpu"}
+RESOURCE_FROM_KSM = {v: k for k, v in KSM_RESOURCE.items()}
+
+PRICE_METRICS = {
+    "cpu": "node_cpu_hourly_cost",
+    "ram": "node_ram_hourly_cost",
+    "gpu": "node_gpu_hourly_cost",
+    "total": "node_total_hourly_cost",
+    "spot": "kubecost_node_is_spot",
+}
+
+
+class Queries:
+    """PromQL builders. `chunk_seconds` windows end at the evaluation time and hold chunk/step steps."""
+
+    def __init__(self, prom: Prometheus, alloc: Allocation) -> None:
+        self.k = prom.ksmSelector
+        self.c = prom.cadvisorSelector
+        self.o = prom.openCostSelector
+        self.policy = alloc.policy
+        self.w = alloc.requestWeight
+        self.step = parse_duration(alloc.resolution)
+        self.rate_window = alloc.usageRateWindow
+
+    def _sub(self, chunk_seconds: int) -> str:
+        # Half a step short of the chunk: exactly chunk/step points whether the Prometheus
+        # version treats the range start as inclusive (2.x) or exclusive (3.x).
+        return f"[{chunk_seconds - self.step // 2}s:{format_duration(self.step)}]"
+
+    # ---- per-container building blocks (labels: namespace, pod, container) ----
+    def placement(self) -> str:
+        """1 per running pod with its node; Succeeded/Failed pods still export requests but cost nothing."""
+        info_sel, phase_sel = _sel('node!=""', self.k), _sel('phase="Running"', self.k)
+        info = f"max by (namespace, pod, node) (kube_pod_info{info_sel})"
+        running = f"max by (namespace, pod) (kube_pod_status_phase{phase_sel}) == 1"
+        return f"(topk by (namespace, pod) (1, {info}) and on (namespace, pod) ({running}))"
+
+    def request(self, resource: str) -> str:
+        sel = _sel(f'resource="{KSM_RESOURCE[resource]}"', self.k)
+        return f"max by (namespace, pod, container) (kube_pod_container_resource_requests{sel})"
+
+    def usage(self, resource: str) -> str:
+        # Drop pod-level (container=""), pause (container="POD") and namespace-less system cgroups.
+        sel = _sel('container!=""', 'container!="POD"', 'namespace!=""', 'pod!=""', self.c)
+        if resource == "cpu":
+            return (
+                f"max by (namespace, pod, container) "
+                f"(rate(container_cpu_usage_seconds_total{sel}[{self.rate_window}]))"
+            )
+        return f"max by (namespace, pod, container) (container_memory_working_set_bytes{sel})"
+
+    def allocation(self, resource: str) -> str:
+        """Per-container allocated quantity under the configured policy (GPU: always requests)."""
+        req = self.request(resource)
+        if resource == "gpu" or self.policy == "request":
+            return req
+        use = self.usage(resource)
+        if self.policy == "usage":
+            return use
+        if self.policy == "max":
+            return f"(({use}) > ({req}) or ({req}) or ({use}))"
+        w, u = self.w, 1 - self.w
+        return f"(({w} * ({req}) + {u} * ({use})) or {w} * ({req}) or {u} * ({use}))"
+
+    def _by_ns_node(self, per_container: str) -> str:
+        placed = f"* on (namespace, pod) group_left (node) {self.placement()}"
+        return f"sum by (namespace, node) (({per_container}) {placed})"
+
+    def capacity(self, resource: str) -> str:
+        sel = _sel(f'resource="{KSM_RESOURCE[resource]}"', self.k)
+        return f"max by (node) (kube_node_status_capacity{sel})"
+
+    # ---- chunk queries (evaluated at the chunk's end) ----
+    def allocated_integral(self, resource: str, chunk_seconds: int) -> str:
+        """Sum over steps of allocation per (namespace, node), scaled down per step where a node overflows."""
+        alloc = self._by_ns_node(self.allocation(resource))
+        scale = f"clamp_max({self.capacity(resource)} / on (node) (sum by (node) ({alloc}) > 0), 1)"
+        return f"sum_over_time(({alloc} * on (node) group_left () {scale}){self._sub(chunk_seconds)})"
+
+    def requested_integral(self, chunk_seconds: int) -> str:
+        sel = _sel('resource=~"cpu|memory"', self.k)
+        req = f"max by (namespace, pod, container, resource) (kube_pod_container_resource_requests{sel})"
+        placed = f"* on (namespace, pod) group_left (node) {self.placement()}"
+        inner = f"sum by (namespace, node, resource) (({req}) {placed})"
+        return f"sum_over_time(({inner}){self._sub(chunk_seconds)})"
+
+    def used_integral(self, resource: str, chunk_seconds: int) -> str:
+        return f"sum_over_time(({self._by_ns_node(self.usage(resource))}){self._sub(chunk_seconds)})"
+
+    def capacity_stats(self, fn: str, chunk_seconds: int) -> str:
+        """`avg_over_time` or `count_over_time` of node capacity per (node, resource) over the chunk's steps."""
+        res = "|".join(KSM_RESOURCE.values())
+        sel = _sel(f'resource=~"{res}"', self.k)
+        cap = f"max by (node, resource) (kube_node_status_capacity{sel})"
+        return f"{fn}(({cap}){self._sub(chunk_seconds)})"
+
+    def node_labels(self, chunk_seconds: int) -> str:
+        return f"last_over_time(kube_node_labels{_sel(self.k)}[{chunk_seconds}s])"
+
+    def opencost_prices(self, chunk_seconds: int) -> str:
+        """All OpenCost node price series in one round trip, tagged with a `price` label."""
+        parts = []
+        for kind, metric in PRICE_METRICS.items():
+            agg = f"max by (node) (avg_over_time({metric}{_sel(self.o)}[{chunk_seconds}s]))"
+            parts.append(f'label_replace({agg}, "price", "{kind}", "", "")')
+        return " or ".join(parts)

@@ -1,0 +1,243 @@
+"""A synthetic cluster that emits the exact series cAdvisor, kube-state-metrics and OpenCost do.
+
+One module serves the tests, `make demo` and `make bench`: it writes OpenMetrics for
+`promtool tsdb create-blocks-from openmetrics` (history) and renders a live exposition
+for Prometheus to scrape. It deliberately includes the traps real clusters have:
+pod-level (`container=""`) and pause (`container="POD"`) cAdvisor series, namespace-less
+system cgroups, cAdvisor series without a `node` label, completed pods that still export
+requests, and node capacity resources (`pods`, `ephemeral_storage`) that must be ignored.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from functools import partial
+from typing import TextIO
+
+GIB = 1024**3
+DAY = 86400
+
+Sampler = Callable[[int], float | None]
+
+
+@dataclass(frozen=True)
+class Container:
+    name: str
+    cpu_request: float | None = None  # cores; None = not set (BestEffort)
+    mem_request: float | None = None  # bytes
+    gpu_request: float = 0.0
+    cpu_usage: float = 0.0  # cores (mean)
+    mem_usage: float = 0.0  # bytes (mean)
+    wave: float = 0.0  # daily usage swing as a fraction of the mean (0 = constant)
+
+
+@dataclass(frozen=True)
+class Pod:
+    namespace: str
+    name: str
+    node: str
+    containers: tuple[Container, ...]
+    start: int | None = None  # first running timestamp; None = before the data begins
+    end: int | None = None  # last running timestamp; after it the pod is Succeeded
+    labels: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Node:
+    name: str
+    cores: float
+    mem_bytes: float
+    gpus: float = 0.0
+    labels: dict[str, str] = field(default_factory=dict)
+    opencost: dict[str, float] = field(default_factory=dict)  # cpu, ram, gpu, total (hourly)
+
+
+@dataclass(frozen=True)
+class Cluster:
+    nodes: tuple[Node, ...]
+    pods: tuple[Pod, ...]
+
+
+def _labels(**kv: str) -> str:
+    return "{" + ",".join(f'{k}="{v}"' for k, v in kv.items()) + "}"
+
+
+def _k8s_label(key: str) -> str:
+    return "label_" + "".join(c if c.isalnum() or c == "_" else "_" for c in key)
+
+
+def _const(v: float) -> Sampler:
+    return lambda t: v
+
+
+def _line(base: float, slope: float, t: int) -> float:
+    return base + slope * t
+
+
+def _memory(c: Container, t: int) -> float:
+    return c.mem_usage * (1 + c.wave * math.sin(2 * math.pi * t / DAY))
+
+
+def _cpu_counter(c: Container, t: int) -> float:
+    # Integral of the usage curve: a counter that starts high, so rate() never sees a reset.
+    base = 1e6 + c.cpu_usage * t
+    if c.wave:
+        base -= c.cpu_usage * c.wave * DAY / (2 * math.pi) * math.cos(2 * math.pi * t / DAY)
+    return base
+
+
+def series(cluster: Cluster) -> Iterator[tuple[str, str, Sampler]]:
+    """Every series of the cluster as (metric name, label string, value at t or None if absent)."""
+    ksm = {"job": "kube-state-metrics", "instance": "ksm:8080"}
+
+    for n in cluster.nodes:
+        for res, unit, cap, alloc in (
+            ("cpu", "core", n.cores, n.cores - 0.1),
+            ("memory", "byte", n.mem_bytes, n.mem_bytes - 0.5 * GIB),
+            ("pods", "integer", 110, 110),
+            ("ephemeral_storage", "byte", 100 * GIB, 90 * GIB),
+        ) + ((("nvidia_com_gpu", "integer", n.gpus, n.gpus),) if n.gpus else ()):
+            yield "kube_node_status_capacity", _labels(**ksm, node=n.name, resource=res, unit=unit), _const(cap)
+            yield "kube_node_status_allocatable", _labels(**ksm, node=n.name, resource=res, unit=unit), _const(alloc)
+        node_labels = {_k8s_label(k): v for k, v in sorted(n.labels.items())}
+        yield "kube_node_labels", _labels(**ksm, node=n.name, **node_labels), _const(1)
+        oc = {"job": "opencost", "instance": "opencost:9003", "node": n.name}
+        for kind, metric in (("cpu", "node_cpu_hourly_cost"), ("ram", "node_ram_hourly_cost"),
+                             ("gpu", "node_gpu_hourly_cost"), ("total", "node_total_hourly_cost")):
+            if kind in n.opencost:
+                yield metric, _labels(**oc), _const(n.opencost[kind])
+        # A root/system cgroup with no namespace: cAdvisor exports it, it must never be costed.
+        sys_lb = _labels(id="/system.slice/kubelet.service", instance=n.name, job="kubelet")
+        yield "container_cpu_usage_seconds_total", sys_lb, partial(_line, 5e5, 2.0)
+        yield "container_memory_working_set_bytes", sys_lb, _const(3 * GIB)
+
+    for p in cluster.pods:
+        yield from _pod_series(p, ksm)
+
+
+def _pod_series(p: Pod, ksm: dict[str, str]) -> Iterator[tuple[str, str, Sampler]]:
+    start, end = p.start, p.end
+
+    def exists(t: int) -> bool:
+        return start is None or t >= start
+
+    def running(t: int) -> bool:
+        return exists(t) and (end is None or t <= end)
+
+    def when(pred: Callable[[int], bool], f: Callable[[int], float | None]) -> Sampler:
+        return lambda t: f(t) if pred(t) else None
+
+    uid = f"uid-{p.namespace}-{p.name}"
+    pod_kv = {"namespace": p.namespace, "pod": p.name}
+    yield "kube_pod_info", _labels(**ksm, **pod_kv, uid=uid, node=p.node, host_ip="10.0.0.1"), when(exists, lambda t: 1)
+    for phase in ("Pending", "Running", "Succeeded", "Failed", "Unknown"):
+        def val(t: int, ph: str = phase) -> float:
+            return 1.0 if (ph == "Running" and running(t)) or (ph == "Succeeded" and not running(t)) else 0.0
+        yield "kube_pod_status_phase", _labels(**ksm, **pod_kv, uid=uid, phase=phase), when(exists, val)
+    if p.labels:
+        kv = {_k8s_label(k): v for k, v in sorted(p.labels.items())}
+        yield "kube_pod_labels", _labels(**ksm, **pod_kv, uid=uid, **kv), when(exists, lambda t: 1)
+    cad = {"job": "kubelet", "metrics_path": "/metrics/cadvisor", "instance": p.node}  # no `node` label
+    for c in p.containers:
+        for res, unit, req in (("cpu", "core", c.cpu_request), ("memory", "byte", c.mem_request),
+                               ("nvidia_com_gpu", "integer", c.gpu_request or None)):
+            if req is not None:
+                lb = _labels(**ksm, **pod_kv, uid=uid, container=c.name, node=p.node, resource=res, unit=unit)
+                yield "kube_pod_container_resource_requests", lb, when(exists, _const(req))
+        lb = _labels(**cad, **pod_kv, container=c.name, id=f"/kubepods/{uid}/{c.name}", image=f"img/{c.name}")
+        yield "container_cpu_usage_seconds_total", lb, when(running, partial(_cpu_counter, c))
+        yield "container_memory_working_set_bytes", lb, when(running, partial(_memory, c))
+    # Pod-level cgroup (container="") and pause container (container="POD"): both must be ignored.
+    total_cpu = sum(c.cpu_usage for c in p.containers)
+    for cname, factor in (("", 1.0), ("POD", 0.5)):
+        lb = _labels(**cad, **pod_kv, container=cname, id=f"/kubepods/{uid}{'/pause' if cname else ''}")
+        yield "container_cpu_usage_seconds_total", lb, when(running, partial(_line, 1e6, total_cpu + factor))
+        yield "container_memory_working_set_bytes", lb, when(running, _const((factor + 1) * GIB))
+
+
+def write_openmetrics(cluster: Cluster, start: int, end: int, interval: int, out: TextIO) -> int:
+    """Write samples at start, start+interval, ..., end (inclusive) for promtool backfill; returns sample count."""
+    n = 0
+    stamps = range(start, end + 1, interval)
+    for name, lb, fn in series(cluster):
+        prefix = name + lb + " "
+        lines = []
+        for t in stamps:
+            v = fn(t)
+            if v is not None:
+                lines.append(f"{prefix}{v!r} {t}\n")
+        out.writelines(lines)
+        n += len(lines)
+    out.write("# EOF\n")
+    return n
+
+
+def exposition(cluster: Cluster, t: int) -> str:
+    """The cluster's series at time t, in text exposition format (no timestamps), for live scraping."""
+    lines = [f"{name}{lb} {v!r}\n" for name, lb, fn in series(cluster) if (v := fn(t)) is not None]
+    return "".join(lines)
+
+
+# ---------------------------------------------------------------- scenarios
+
+def demo_cluster(seed: int = 7) -> Cluster:
+    """Six teams, shared platform namespaces, on-demand, spot, GPU and total-priced nodes."""
+    rnd = random.Random(seed)
+    it, cap = "node.kubernetes.io/instance-type", "karpenter.sh/capacity-type"
+    zone = "topology.kubernetes.io/zone"
+    nodes = [
+        Node(f"ip-10-0-1-{i}", 8, 32 * GIB, labels={it: "m5.2xlarge", cap: "on-demand", zone: "us-east-1a"},
+             opencost={"cpu": 0.031611, "ram": 0.004237})
+        for i in range(1, 5)
+    ] + [
+        Node(f"ip-10-0-2-{i}", 8, 32 * GIB, labels={it: "m5.2xlarge", cap: "spot", zone: "us-east-1b"})
+        for i in range(1, 3)
+    ] + [
+        Node("ip-10-0-3-1", 8, 61 * GIB, gpus=1, labels={it: "p3.2xlarge", cap: "on-demand", zone: "us-east-1a"}),
+        Node("ip-10-0-4-1", 4, 16 * GIB, labels={it: "m5.xlarge", cap: "on-demand", zone: "us-east-1c"}),
+    ]
+    general = [n.name for n in nodes[:6]]
+    teams = {
+        "payments": ("api", "worker", "ledger"),
+        "search": ("indexer", "query"),
+        "data-eng": ("etl", "airflow", "spark"),
+        "ml": ("trainer", "serving"),
+        "web": ("frontend", "bff"),
+        "growth": ("experiments", "email"),
+    }
+    pods: list[Pod] = []
+    for team, apps in teams.items():
+        for app in apps:
+            for r in range(rnd.randint(1, 3)):
+                cpu_req = rnd.choice((0.25, 0.5, 1.0, 2.0))
+                mem_req = rnd.choice((0.5, 1.0, 2.0, 4.0)) * GIB
+                use = rnd.uniform(0.2, 1.3)  # some over-request, some burst past requests
+                node = "ip-10-0-3-1" if app == "trainer" else rnd.choice(general)
+                c = Container(app, cpu_req, mem_req, 1.0 if app == "trainer" else 0.0,
+                              cpu_req * use, mem_req * rnd.uniform(0.4, 1.1), wave=0.4)
+                pods.append(Pod(team, f"{app}-{r}", node, (c,), labels={"team": team, "app": app}))
+    platform = {"kube-system": ("coredns", "kube-proxy"), "monitoring": ("prometheus", "grafana"),
+                "ingress-nginx": ("controller",)}
+    for ns, apps in platform.items():
+        for app in apps:
+            pods.append(Pod(ns, f"{app}-0", rnd.choice([*general, "ip-10-0-4-1"]),
+                            (Container(app, 0.5, 1 * GIB, 0, 0.3, 0.8 * GIB, wave=0.2),)))
+    return Cluster(tuple(nodes), tuple(pods))
+
+
+def bench_cluster(containers: int, nodes: int, namespaces: int, seed: int = 1) -> Cluster:
+    """A large, regular cluster: two containers per pod, spread round-robin over nodes and namespaces."""
+    rnd = random.Random(seed)
+    node_objs = tuple(
+        Node(f"node-{i:05d}", 32, 128 * GIB, labels={"node.kubernetes.io/instance-type": "m5.8xlarge"},
+             opencost={"cpu": 0.03, "ram": 0.004} if i % 2 else {})
+        for i in range(nodes)
+    )
+    pods = []
+    for i in range(containers // 2):
+        cs = tuple(Container(f"c{j}", 0.25, 0.5 * GIB, 0, rnd.uniform(0.05, 0.5), 0.4 * GIB) for j in range(2))
+        pods.append(Pod(f"ns-{i % namespaces:04d}", f"pod-{i:06d}", node_objs[i % nodes].name, cs))
+    return Cluster(node_objs, tuple(pods))

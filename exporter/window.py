@@ -1,0 +1,128 @@
+"""Durations and OpenCost-style windows (`24h`, `7d`, `today`, `lastmonth`, `RFC3339,RFC3339`).
+
+Windows are aligned to the resolution step, so consecutive windows tile time with no
+overlap and no gap: each evaluation step charges the resolution interval that ends at it.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+
+from .errors import ConfigError
+
+_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800, "y": 31536000}
+_DURATION = re.compile(r"^((\d+)(ms|s|m|h|d|w|y))+$")
+_PART = re.compile(r"(\d+)(ms|s|m|h|d|w|y)")
+
+
+def parse_duration(text: str) -> int:
+    """Prometheus duration (`90s`, `1h30m`, `7d`) to whole seconds."""
+    t = text.strip()
+    if not _DURATION.match(t):
+        raise ConfigError(f"invalid duration {text!r}: use Prometheus form such as 30s, 5m, 1h30m, 7d")
+    seconds = sum(int(n) * _UNITS[u] for n, u in _PART.findall(t))
+    if seconds <= 0 or seconds != int(seconds):
+        raise ConfigError(f"invalid duration {text!r}: must be a positive whole number of seconds")
+    return int(seconds)
+
+
+def format_duration(seconds: int) -> str:
+    """Whole seconds to the shortest Prometheus duration (`3600` -> `1h`)."""
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds % size == 0:
+            return f"{seconds // size}{unit}"
+    return f"{seconds}s"
+
+
+@dataclass(frozen=True)
+class Window:
+    """A half-open interval (start, end] in unix seconds, aligned to `step`."""
+
+    start: int
+    end: int
+    step: int
+
+    @property
+    def seconds(self) -> int:
+        return self.end - self.start
+
+    @property
+    def hours(self) -> float:
+        return self.seconds / 3600
+
+    def chunks(self, size: int) -> list[Window]:
+        """Split into pieces of at most `size` seconds (a multiple of step), oldest first."""
+        out, t = [], self.start
+        while t < self.end:
+            nxt = min(t + size, self.end)
+            out.append(Window(t, nxt, self.step))
+            t = nxt
+        return out
+
+
+def _utc(ts: float) -> datetime:
+    return datetime.fromtimestamp(ts, tz=timezone.utc)
+
+
+def iso(ts: float) -> str:
+    return _utc(ts).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _parse_instant(text: str) -> float:
+    t = text.strip()
+    if re.fullmatch(r"\d+(\.\d+)?", t):
+        return float(t)
+    try:
+        dt = datetime.fromisoformat(t.replace("Z", "+00:00"))
+    except ValueError as e:
+        raise ConfigError(f"invalid window bound {text!r}: use RFC3339 (2026-11-01T00:00:00Z) or unix seconds") from e
+    if dt.tzinfo is None:
+        dt = dt.replace(tzinfo=timezone.utc)
+    return dt.timestamp()
+
+
+def _midnight(dt: datetime) -> datetime:
+    return dt.replace(hour=0, minute=0, second=0, microsecond=0)
+
+
+def parse_window(text: str, now: float, step: int) -> Window:
+    """Resolve an OpenCost window expression against `now` (UTC), aligned down to `step`."""
+    t = text.strip().lower()
+    cur = _utc(now)
+    today = _midnight(cur)
+    start: float
+    end: float = now
+    if t == "today":
+        start = today.timestamp()
+    elif t == "yesterday":
+        start, end = (today - timedelta(days=1)).timestamp(), today.timestamp()
+    elif t in ("week", "lastweek"):
+        # OpenCost weeks start on Sunday.
+        sunday = today - timedelta(days=(cur.weekday() + 1) % 7)
+        start = sunday.timestamp()
+        if t == "lastweek":
+            start, end = (sunday - timedelta(days=7)).timestamp(), sunday.timestamp()
+    elif t in ("month", "lastmonth"):
+        first = today.replace(day=1)
+        start = first.timestamp()
+        if t == "lastmonth":
+            prev = (first - timedelta(days=1)).replace(day=1)
+            start, end = prev.timestamp(), first.timestamp()
+    elif "," in t:
+        a, b = text.split(",", 1)
+        start, end = _parse_instant(a), _parse_instant(b)
+    else:
+        try:
+            dur = parse_duration(t)
+        except ConfigError as e:
+            raise ConfigError(
+                f"invalid window {text!r}: use 24h, 7d, today, yesterday, week, lastweek, month, "
+                "lastmonth or RFC3339,RFC3339"
+            ) from e
+        start = now - dur
+    lo, hi = int(start // step * step), int(end // step * step)
+    if hi <= lo:
+        raise ConfigError(f"window {text!r} is empty once aligned to the {step}s resolution")
+    return Window(lo, hi, step)

@@ -1,0 +1,40 @@
+"""Fixtures: a real Prometheus (Debian package) on a free loopback port, backfilled by promtool."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import yaml
+
+from exporter.localprom import PrometheusServer, backfill
+
+from .scenarios import CORE_CONFIG, WINDOW_SECONDS, core_cluster
+
+
+def aligned_past(hours_back: int = 3) -> int:
+    """An hour boundary safely in the past, so every window under test is history."""
+    return int(time.time()) // 3600 * 3600 - hours_back * 3600
+
+
+@pytest.fixture(scope="session")
+def core_t0() -> int:
+    return aligned_past()
+
+
+@pytest.fixture(scope="session")
+def core_prom(tmp_path_factory: pytest.TempPathFactory, core_t0: int) -> Iterator[PrometheusServer]:
+    root = tmp_path_factory.mktemp("core")
+    backfill(core_cluster(core_t0), root / "data", core_t0 - 1800, core_t0 + WINDOW_SECONDS + 600, 60)
+    with PrometheusServer(root / "data") as prom:
+        yield prom
+
+
+@pytest.fixture()
+def core_config(tmp_path: Path, core_prom: PrometheusServer) -> Path:
+    cfg = dict(CORE_CONFIG, prometheus={"url": core_prom.url})
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return path
