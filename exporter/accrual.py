@@ -1,0 +1,99 @@
+"""Accrual: the exporter's counters and watermark, advanced one costed interval (batch) at a time.
+
+Two rules keep `increase()` in Prometheus exact across restarts:
+
+* Counters and the watermark change together, under one lock, so every scrape is a
+  consistent snapshot. After a restart the exporter reads the last *scraped* watermark
+  back from Prometheus and re-accrues from there: nothing unscraped is lost, nothing
+  scraped is counted twice (the counter reset is handled by `increase()`).
+* A series that does not exist yet is first exposed at 0 and the batch that creates it
+  waits for one scrape, because `increase()` cannot see a counter's first sample.
+
+Pure state, no I/O: the server feeds batches in and calls `scraped()` from /metrics.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections import deque
+from dataclasses import dataclass, field
+
+from .allocation import IDLE, CostResult
+
+log = logging.getLogger(__name__)
+
+# ("namespace", namespace, component, resource) or ("cluster", resource)
+CounterKey = tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Batch:
+    start: int
+    end: int
+    costs: dict[CounterKey, float]
+
+
+def batch_from(result: CostResult) -> Batch:
+    """Flatten a window's cost table into counter increments."""
+    costs: dict[CounterKey, float] = {}
+    for (ns, _node), line in result.table.items():
+        component = "idle" if ns == IDLE else "allocated"
+        for res, cost in line.cost_by_resource().items():
+            if cost:
+                key = ("namespace", ns, component, res)
+                costs[key] = costs.get(key, 0.0) + cost
+    for (_node, res), cost in result.node_cost.items():
+        costs[("cluster", res)] = costs.get(("cluster", res), 0.0) + cost
+    return Batch(result.start, result.end, costs)
+
+
+@dataclass
+class Ledger:
+    """Counters, watermark and the queue of batches not yet applied."""
+
+    watermark: int | None = None
+    counters: dict[CounterKey, float] = field(default_factory=dict)
+    hourly: dict[CounterKey, float] = field(default_factory=dict)  # rate of the last applied batch
+    max_pending: int = 240
+    pending: deque[Batch] = field(default_factory=deque)
+    exposed: set[CounterKey] = field(default_factory=set)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    @property
+    def frontier(self) -> int | None:
+        """Where the next batch starts: after the last queued batch, else at the watermark."""
+        return self.pending[-1].end if self.pending else self.watermark
+
+    def offer(self, batch: Batch) -> None:
+        with self.lock:
+            if self.frontier is not None and batch.start != self.frontier:
+                raise ValueError(f"batch starts at {batch.start}, expected {self.frontier}")
+            self.pending.append(batch)
+            self._settle()
+
+    def scraped(self) -> dict[CounterKey, float]:
+        """Snapshot for a scrape; everything in it now counts as exposed."""
+        with self.lock:
+            snap = dict(self.counters)
+            self.exposed.update(snap)
+            self._settle()
+            return snap
+
+    def _settle(self) -> None:
+        while self.pending:
+            head = self.pending[0]
+            new = [k for k in head.costs if k not in self.exposed]
+            if new and len(self.pending) <= self.max_pending:
+                for k in new:
+                    self.counters.setdefault(k, 0.0)
+                return
+            if new:
+                log.warning("no scrape for %d intervals; applying without exposing %d new series at 0 first",
+                            len(self.pending), len(new))
+            self.pending.popleft()
+            for k, v in head.costs.items():
+                self.counters[k] = self.counters.get(k, 0.0) + v
+            hours = (head.end - head.start) / 3600
+            self.hourly = {k: v / hours for k, v in head.costs.items()}
+            self.watermark = head.end

@@ -1,0 +1,114 @@
+"""The client_python custom Collector: every scrape builds the metric families fresh from state.
+
+No sample timestamps; counters carry `_total`; money is in the configured currency
+(exposed on `chargeback_info`), time in seconds.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from . import __version__
+
+if TYPE_CHECKING:
+    from .accrual import Ledger
+    from .pricing import NodeFacts, NodeRates
+    from .prometheus import QueryStats
+
+
+@dataclass
+class Health:
+    """What the accrual loop reports about itself; read by the collector and /healthz."""
+
+    up: bool = False
+    last_success: float | None = None
+    last_attempt: float | None = None
+    last_error: str | None = None
+    cycle_seconds: float | None = None
+    cycles: dict[str, int] = field(default_factory=lambda: {"success": 0, "failure": 0})
+    rates: dict[str, NodeRates] = field(default_factory=dict)
+    nodes: dict[str, NodeFacts] = field(default_factory=dict)
+
+
+class ChargebackCollector(Collector):
+    def __init__(self, ledger: Ledger, health: Health, stats: QueryStats, currency: str) -> None:
+        self.ledger = ledger
+        self.health = health
+        self.stats = stats
+        self.currency = currency
+
+    def collect(self) -> Iterator[Metric]:
+        counters = self.ledger.scraped()
+        with self.ledger.lock:
+            hourly = dict(self.ledger.hourly)
+            watermark = self.ledger.watermark
+        h = self.health
+
+        info = GaugeMetricFamily("chargeback_info", "Exporter version and the currency of all cost metrics.",
+                                 labels=["version", "currency"])
+        info.add_metric([__version__, self.currency], 1)
+        yield info
+
+        ns_labels = ["namespace", "component", "resource"]
+        cost = CounterMetricFamily(
+            "chargeback_namespace_cost",
+            "Cost accrued since the exporter started, in currency units; __idle__ holds unallocated capacity.",
+            labels=ns_labels)
+        rate = GaugeMetricFamily("chargeback_namespace_hourly_cost",
+                                 "Cost per hour over the most recently accrued interval, in currency units.",
+                                 labels=ns_labels)
+        cluster = CounterMetricFamily(
+            "chargeback_cluster_cost", "Nodes' total cost (capacity x price x time) accrued since start.",
+            labels=["resource"])
+        for key, value in sorted(counters.items()):
+            if key[0] == "namespace":
+                cost.add_metric(list(key[1:]), value)
+            else:
+                cluster.add_metric(list(key[1:]), value)
+        for key, value in sorted(hourly.items()):
+            if key[0] == "namespace":
+                rate.add_metric(list(key[1:]), value)
+        yield cost
+        yield rate
+        yield cluster
+
+        node = GaugeMetricFamily("chargeback_node_hourly_cost",
+                                 "A node's full price per hour, with the source that priced it.",
+                                 labels=["node", "price_source", "spot"])
+        defaulted = 0
+        for name, r in sorted(h.rates.items()):
+            facts = h.nodes.get(name)
+            if facts is not None:
+                node.add_metric([name, r.source, str(r.spot).lower()], r.hourly(facts))
+            defaulted += r.source.startswith("default")
+        yield node
+        yield GaugeMetricFamily("chargeback_nodes_default_priced",
+                                "Nodes priced at default rates because no pricing metric or price-book rule matched.",
+                                value=defaulted)
+
+        yield GaugeMetricFamily("chargeback_up", "1 if the last accrual cycle succeeded.", value=int(h.up))
+        if h.last_success is not None:
+            yield GaugeMetricFamily("chargeback_last_success_timestamp_seconds",
+                                    "When the last accrual cycle succeeded.", value=h.last_success)
+        if watermark is not None:
+            yield GaugeMetricFamily("chargeback_accrued_until_timestamp_seconds",
+                                    "Watermark: cost is accrued up to this time; read back after a restart.",
+                                    value=watermark)
+        if h.cycle_seconds is not None:
+            yield GaugeMetricFamily("chargeback_cycle_duration_seconds", "Duration of the last accrual cycle.",
+                                    value=h.cycle_seconds)
+        cycles = CounterMetricFamily("chargeback_cycles", "Accrual cycles by result.", labels=["result"])
+        for result, n in sorted(h.cycles.items()):
+            cycles.add_metric([result], n)
+        yield cycles
+        yield CounterMetricFamily("chargeback_prometheus_queries", "PromQL queries sent.", value=self.stats.queries)
+        errors = CounterMetricFamily("chargeback_prometheus_query_errors",
+                                     "PromQL queries that failed, by reason.", labels=["reason"])
+        for reason in ("unreachable", "timeout", "query_error", "bad_response"):
+            errors.add_metric([reason], self.stats.errors_by_reason.get(reason, 0))
+        yield errors

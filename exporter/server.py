@@ -1,0 +1,196 @@
+"""`chargeback serve`: the accrual loop plus the HTTP endpoints (/metrics, /healthz, /allocation/compute).
+
+The loop never exits on bad input: a failed cycle sets `chargeback_up 0`, keeps the
+last good values and retries from the same watermark next cycle, so no cost is lost.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import signal
+import threading
+import time
+from datetime import datetime
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import parse_qs, urlparse
+
+from prometheus_client import CollectorRegistry
+from prometheus_client.exposition import choose_encoder
+
+from .accrual import Ledger, batch_from
+from .collector import ChargebackCollector, Health
+from .config import Config
+from .errors import ChargebackError, ConfigError
+from .formatters import allocation_response
+from .pipeline import Pipeline
+from .prometheus import PrometheusClient
+from .window import Window, iso, parse_duration, parse_window
+
+log = logging.getLogger(__name__)
+
+
+def _parse_time(text: str) -> int:
+    try:
+        return int(datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp())
+    except ValueError as e:
+        raise ConfigError(f"invalid time {text!r}: use RFC3339, e.g. 2026-11-01T00:00:00Z") from e
+
+
+class Exporter:
+    """Owns the ledger and runs accrual cycles; thread-safe for the HTTP handlers."""
+
+    def __init__(self, cfg: Config, until: str | None = None) -> None:
+        self.cfg = cfg
+        self.client = PrometheusClient(cfg.prometheus)
+        self.pipeline = Pipeline(cfg, self.client)
+        self.ledger = Ledger()
+        self.health = Health()
+        self.step = self.pipeline.step
+        self.interval = parse_duration(cfg.serve.interval)
+        self.lag = parse_duration(cfg.serve.lag)
+        self.start = _parse_time(cfg.serve.start) if cfg.serve.start else None
+        self.until = _parse_time(until) if until else None
+        self.stop = threading.Event()
+        self.registry = CollectorRegistry(auto_describe=False)
+        self.registry.register(ChargebackCollector(self.ledger, self.health, self.client.stats, cfg.pricing.currency))
+
+    def read_watermark(self) -> int | None:
+        """The last watermark Prometheus scraped from any replica of us (so no volume is needed)."""
+        s = self.cfg.serve
+        series = f"chargeback_accrued_until_timestamp_seconds{{{s.watermarkSelector}}}"
+        expr = f"max(last_over_time({series}[{s.watermarkLookback}]))"
+        rows = self.client.query(expr, time.time())
+        return int(rows[0][1]) if rows else None
+
+    def cycle(self, now: float) -> int:
+        """One accrual cycle: catch up from the frontier to now - lag; returns the chunks costed."""
+        if self.ledger.frontier is None:
+            found = self.read_watermark()
+            initial = found if found is not None else (self.start or int(now - self.lag))
+            initial = initial // self.step * self.step
+            log.info("accrual starts at %s (%s)", iso(initial),
+                     "watermark read back from Prometheus" if found is not None else "no watermark in Prometheus")
+            with self.ledger.lock:
+                self.ledger.watermark = initial
+        frontier = self.ledger.frontier
+        assert frontier is not None
+        target = int(now - self.lag) // self.step * self.step
+        if self.until is not None:
+            target = min(target, self.until)
+        if target <= frontier:
+            return 0
+        pieces = Window(frontier, target, self.step).chunks(self.pipeline.chunk)
+        for i, piece in enumerate(pieces, 1):
+            if self.stop.is_set():
+                break
+            result = self.pipeline.compute_chunk(piece)
+            self.ledger.offer(batch_from(result))
+            self.health.rates, self.health.nodes = result.rates, result.nodes
+            if len(pieces) > 1:
+                log.info("catching up: %d/%d chunks, accrued to %s", i, len(pieces), iso(piece.end))
+        return len(pieces)
+
+    def run_once(self) -> None:
+        started = time.monotonic()
+        self.health.last_attempt = time.time()
+        try:
+            self.cycle(time.time())
+        except ChargebackError as e:
+            self._failed(str(e))
+        except Exception as e:  # never crash-loop: report, keep serving, retry next cycle
+            log.exception("accrual cycle failed unexpectedly")
+            self._failed(f"unexpected {type(e).__name__}: {e}")
+        else:
+            self.health.up = True
+            self.health.last_error = None
+            self.health.last_success = time.time()
+            self.health.cycles["success"] += 1
+        self.health.cycle_seconds = time.monotonic() - started
+
+    def _failed(self, message: str) -> None:
+        if message != self.health.last_error:
+            log.error("accrual cycle failed: %s", message)
+        self.health.up = False
+        self.health.last_error = message
+        self.health.cycles["failure"] += 1
+
+    def loop(self) -> None:
+        while not self.stop.is_set():
+            self.run_once()
+            self.stop.wait(self.interval)
+
+    def healthy(self) -> bool:
+        """Alive means the loop is cycling, not that Prometheus is up (that would crash-loop the pod)."""
+        last = self.health.last_attempt
+        return last is None or time.time() - last < max(10 * self.interval, 600)
+
+    def allocation(self, query: dict[str, list[str]]) -> dict[str, Any]:
+        window_text = query.get("window", ["24h"])[0]
+        aggregate = query.get("aggregate", ["namespace"])[0]
+        if aggregate not in ("namespace", "node", "cluster"):
+            raise ConfigError(f"aggregate={aggregate!r} is not supported: use namespace, node or cluster")
+        window = parse_window(window_text, time.time(), self.step)
+        return allocation_response(self.pipeline.compute(window), aggregate)
+
+
+def make_handler(exporter: Exporter) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, format: str, *args: Any) -> None:
+            log.debug("%s %s", self.address_string(), format % args)
+
+        def _send(self, code: int, body: bytes, ctype: str) -> None:
+            self.send_response(code)
+            self.send_header("Content-Type", ctype)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def _json(self, code: int, payload: Any) -> None:
+            self._send(code, json.dumps(payload).encode(), "application/json")
+
+        def do_GET(self) -> None:
+            url = urlparse(self.path)
+            if url.path == "/metrics":
+                encoder, ctype = choose_encoder(self.headers.get("Accept", ""))
+                self._send(200, encoder(exporter.registry), ctype)
+            elif url.path == "/healthz":
+                ok = exporter.healthy()
+                h = exporter.health
+                self._json(200 if ok else 503, {"alive": ok, "up": h.up, "lastError": h.last_error,
+                                                "accruedUntil": exporter.ledger.watermark})
+            elif url.path == "/readyz":
+                self._json(200 if exporter.health.up else 503, {"up": exporter.health.up,
+                                                                "lastError": exporter.health.last_error})
+            elif url.path == "/allocation/compute":
+                try:
+                    self._json(200, exporter.allocation(parse_qs(url.query)))
+                except ConfigError as e:
+                    self._json(400, {"code": 400, "message": str(e)})
+                except ChargebackError as e:
+                    self._json(502, {"code": 502, "message": str(e)})
+            else:
+                self._json(404, {"code": 404, "message": f"no such path {url.path}"})
+
+    return Handler
+
+
+def run_server(cfg: Config, until: str | None = None) -> None:
+    exporter = Exporter(cfg, until)
+    host, _, port = cfg.serve.listen.rpartition(":")
+    httpd = ThreadingHTTPServer((host or "0.0.0.0", int(port)), make_handler(exporter))
+    httpd.daemon_threads = True
+    worker = threading.Thread(target=exporter.loop, name="accrual", daemon=True)
+
+    def shutdown(signum: int, _frame: object) -> None:
+        log.info("signal %d: shutting down", signum)
+        exporter.stop.set()
+        threading.Thread(target=httpd.shutdown, daemon=True).start()
+
+    signal.signal(signal.SIGTERM, shutdown)
+    signal.signal(signal.SIGINT, shutdown)
+    log.info("serving on %s (Prometheus %s)", cfg.serve.listen, cfg.prometheus.url)
+    worker.start()
+    httpd.serve_forever()
+    worker.join(timeout=10)
