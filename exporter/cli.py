@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import sys
 import time
@@ -37,7 +38,9 @@ def _fail(e: ChargebackError) -> None:
 def main(log_level: str) -> None:
     """Kubernetes cost attribution from the metrics Prometheus already has."""
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-                        stream=sys.stderr)
+                        stream=sys.stderr, force=True)
+    if log_level.upper() != "DEBUG":  # retries are ours to report, once, with the cause
+        logging.getLogger("urllib3").setLevel(logging.ERROR)
 
 
 @main.command()
@@ -47,18 +50,25 @@ def main(log_level: str) -> None:
 @click.option("--aggregate", default="namespace", show_default=True, type=click.Choice(AGGREGATES))
 @click.option("--config", type=click.Path(dir_okay=False), help="YAML config file.")
 @click.option("--format", "fmt", default="table", show_default=True, type=click.Choice(["table", "json", "csv"]))
-def allocate(prometheus_url: str | None, window_text: str, aggregate: str, config: str | None, fmt: str) -> None:
+@click.option("--stats", is_flag=True, help="Print query statistics (count, wall and Prometheus time) to stderr.")
+def allocate(prometheus_url: str | None, window_text: str, aggregate: str, config: str | None, fmt: str,
+             stats: bool) -> None:
     """Compute cost for a window straight from Prometheus history."""
     try:
         cfg = _load(config, prometheus_url)
         step = parse_duration(cfg.allocation.resolution)
         window = parse_window(window_text, time.time(), step)
-        pipeline = Pipeline(cfg, PrometheusClient(cfg.prometheus))
+        client = PrometheusClient(cfg.prometheus)
+        pipeline = Pipeline(cfg, client)
         result = _with_progress(pipeline, window)
     except ChargebackError as e:
         _fail(e)
         return
     click.echo(render(result, aggregate, fmt, cfg.pricing.currency))
+    if stats:
+        s = client.stats
+        click.echo(json.dumps({"queries": s.queries, "http_seconds": round(s.wall_seconds, 3),
+                               "prometheus_seconds": round(s.server_seconds, 3)}), err=True)
 
 
 def _with_progress(pipeline: Pipeline, window: Window) -> Any:

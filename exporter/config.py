@@ -24,6 +24,14 @@ DEFAULT_SPOT_CPU = 0.006655
 DEFAULT_SPOT_RAM = 0.000892
 
 
+def _valid_duration(v: str) -> str:
+    try:
+        parse_duration(v)
+    except ConfigError as e:  # pydantic reports ValueErrors with the key's location
+        raise ValueError(str(e)) from e
+    return v
+
+
 class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", populate_by_name=True, frozen=True)
 
@@ -76,8 +84,7 @@ class Allocation(_Model):
     @field_validator("resolution", "usageRateWindow", "chunk")
     @classmethod
     def _duration(cls, v: str) -> str:
-        parse_duration(v)
-        return v
+        return _valid_duration(v)
 
     @model_validator(mode="after")
     def _chunk_multiple(self) -> Allocation:
@@ -109,8 +116,7 @@ class Prometheus(_Model):
     @field_validator("timeout")
     @classmethod
     def _duration(cls, v: str) -> str:
-        parse_duration(v)
-        return v
+        return _valid_duration(v)
 
 
 class Serve(_Model):
@@ -124,8 +130,7 @@ class Serve(_Model):
     @field_validator("interval", "lag", "watermarkLookback")
     @classmethod
     def _duration(cls, v: str) -> str:
-        parse_duration(v)
-        return v
+        return _valid_duration(v)
 
 
 class Config(_Model):

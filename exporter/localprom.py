@@ -40,7 +40,9 @@ def backfill(cluster: Cluster, data_dir: Path, start: int, end: int, interval: i
     with om.open("w") as fh:
         n = write_openmetrics(cluster, start, end, interval, fh)
     proc = subprocess.run(
-        [find_binary("promtool"), "tsdb", "create-blocks-from", "openmetrics", str(om), str(data_dir)],
+        # One pass per block: day-long blocks make a day's backfill ~3x faster than the 2h default.
+        [find_binary("promtool"), "tsdb", "create-blocks-from", "openmetrics", "--max-block-duration=24h",
+         str(om), str(data_dir)],
         capture_output=True,
         text=True,
     )

@@ -191,10 +191,14 @@ class Queries:
         use = self.usage(resource)
         if self.policy == "usage":
             return use
+        # Tag request and usage apart so one `max`/`sum` combines them: each is evaluated once,
+        # and a container with only one of the two (BestEffort, no cAdvisor yet) keeps it.
         if self.policy == "max":
-            return f"(({use}) > ({req}) or ({req}) or ({use}))"
-        w, u = self.w, 1 - self.w
-        return f"(({w} * ({req}) + {u} * ({use})) or {w} * ({req}) or {u} * ({use}))"
+            agg, r, u = "max", f"({req})", f"({use})"
+        else:
+            agg, r, u = "sum", f"{self.w} * ({req})", f"{1 - self.w} * ({use})"
+        tagged = f'label_replace({r}, "src", "request", "", "") or label_replace({u}, "src", "usage", "", "")'
+        return f"{agg} by (namespace, pod, container) ({tagged})"
 
     def _by_ns_node(self, per_container: str) -> str:
         placed = f"* on (namespace, pod) group_left (node) {self.placement()}"

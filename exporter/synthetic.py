@@ -229,7 +229,7 @@ def demo_cluster(seed: int = 7) -> Cluster:
 
 
 def bench_cluster(containers: int, nodes: int, namespaces: int, seed: int = 1) -> Cluster:
-    """A large, regular cluster: two containers per pod, spread round-robin over nodes and namespaces."""
+    """A large cluster: two containers per pod, pods placed at random (seeded) over nodes and namespaces."""
     rnd = random.Random(seed)
     node_objs = tuple(
         Node(f"node-{i:05d}", 32, 128 * GIB, labels={"node.kubernetes.io/instance-type": "m5.8xlarge"},
@@ -239,5 +239,6 @@ def bench_cluster(containers: int, nodes: int, namespaces: int, seed: int = 1) -
     pods = []
     for i in range(containers // 2):
         cs = tuple(Container(f"c{j}", 0.25, 0.5 * GIB, 0, rnd.uniform(0.05, 0.5), 0.4 * GIB) for j in range(2))
-        pods.append(Pod(f"ns-{i % namespaces:04d}", f"pod-{i:06d}", node_objs[i % nodes].name, cs))
+        ns, node = rnd.randrange(namespaces), rnd.randrange(nodes)
+        pods.append(Pod(f"ns-{ns:04d}", f"pod-{i:06d}", node_objs[node].name, cs))
     return Cluster(node_objs, tuple(pods))

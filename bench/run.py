@@ -1,0 +1,94 @@
+"""`make bench`: allocate a 24 h window over synthetic clusters of 1k, 10k and 100k containers.
+
+For each size it backfills a real Prometheus, runs `chargeback allocate` as a child
+process and prints: allocate wall time, the time Prometheus itself spent evaluating
+the queries (its execTotalTime stats), their ratio, Python's share, and peak RSS.
+A benchmark, not a test: nothing here asserts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import yaml
+
+from exporter.localprom import PrometheusServer, backfill
+from exporter.synthetic import bench_cluster
+
+SIZES = (1_000, 10_000, 100_000)
+# Samples every 15 minutes and a 15-minute resolution keep the 100k backfill to ~90M samples.
+INTERVAL = 900
+
+
+def run_one(containers: int, root: Path) -> dict[str, float]:
+    nodes = max(containers // 50, 10)
+    namespaces = max(containers // 200, 5)
+    end = int(time.time()) // 3600 * 3600
+    start = end - 86400
+    work = root / str(containers)
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    t = time.monotonic()
+    print(f"[{containers}] generating {containers} containers on {nodes} nodes in {namespaces} namespaces...",
+          file=sys.stderr, flush=True)
+    samples = backfill(bench_cluster(containers, nodes, namespaces), work / "data", start - 1800, end, INTERVAL)
+    backfill_s = time.monotonic() - t
+    print(f"[{containers}] backfilled {samples:,} samples in {backfill_s:.0f}s", file=sys.stderr, flush=True)
+    cfg = work / "config.yaml"
+    prom = PrometheusServer(work / "data", extra_args=["--query.lookback-delta=20m", "--query.max-samples=200000000",
+                                                        "--query.timeout=30m"])
+    with prom:
+        cfg.write_text(yaml.safe_dump({
+            "prometheus": {"url": prom.url, "timeout": "1800s"},
+            "allocation": {"resolution": "15m", "usageRateWindow": "45m", "chunk": "1h"},
+        }))
+        window = f"{start},{end}"
+        cmd = [sys.executable, "-m", "exporter", "--log-level", "ERROR", "allocate", "--config", str(cfg),
+               "--window", window, "--format", "json", "--stats"]
+        out_path, err_path = work / "allocate.json", work / "allocate.err"
+        with out_path.open("w") as out_fh, err_path.open("w") as err_fh:
+            t = time.monotonic()
+            proc = subprocess.Popen(cmd, stdout=out_fh, stderr=err_fh)
+            # wait4 gives this child's own rusage (ru_maxrss = its peak RSS), not every child's.
+            _, status, usage = os.wait4(proc.pid, 0)
+            wall = time.monotonic() - t
+        out, err = out_path.read_text(), err_path.read_text()
+        if os.waitstatus_to_exitcode(status) != 0:
+            raise SystemExit(f"allocate failed: {err.strip()}")
+    stats = json.loads(err.strip().splitlines()[-1])
+    data = json.loads(out)["data"][0]
+    return {
+        "containers": containers,
+        "nodes": nodes,
+        "namespaces": len(data) - 1,
+        "samples": samples,
+        "wall_s": wall,
+        "prometheus_s": stats["prometheus_seconds"],
+        "queries": stats["queries"],
+        "peak_rss_mb": usage.ru_maxrss / 1024,  # Linux reports KiB
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--sizes", default=",".join(map(str, SIZES)))
+    parser.add_argument("--dir", default=".bench")
+    args = parser.parse_args()
+    rows = [run_one(int(n), Path(args.dir)) for n in args.sizes.split(",")]
+    print(f"{'containers':>10} {'nodes':>6} {'samples':>12} {'allocate s':>10} {'prometheus s':>12} "
+          f"{'prom/total':>10} {'python %':>8} {'peak RSS MB':>11}")
+    for r in rows:
+        ratio = r["prometheus_s"] / r["wall_s"]
+        print(f"{r['containers']:>10,} {r['nodes']:>6} {r['samples']:>12,} {r['wall_s']:>10.2f} "
+              f"{r['prometheus_s']:>12.2f} {ratio:>10.2f} {100 * (1 - ratio):>8.1f} {r['peak_rss_mb']:>11.1f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,45 @@
+"""The ledger's rules, on plain data: consistent snapshots and zero-first exposure of new series."""
+
+from __future__ import annotations
+
+import pytest
+
+from exporter.accrual import Batch, Ledger
+
+A = ("namespace", "team-a", "allocated", "cpu")
+B = ("namespace", "team-b", "allocated", "cpu")
+
+
+def test_new_series_is_exposed_at_zero_before_its_first_cost() -> None:
+    led = Ledger(watermark=0)
+    led.offer(Batch(0, 60, {A: 1.5}))
+    assert led.counters == {A: 0.0} and led.watermark == 0  # held: A has never been scraped
+    assert led.scraped() == {A: 0.0}  # this scrape publishes 0 ...
+    assert led.counters == {A: 1.5} and led.watermark == 60  # ... and releases the batch
+    led.offer(Batch(60, 120, {A: 0.5}))  # known series apply at once
+    assert led.counters == {A: 2.0} and led.watermark == 120
+    assert led.hourly == {A: pytest.approx(0.5 * 60)}
+
+
+def test_batches_apply_in_order_and_atomically() -> None:
+    led = Ledger(watermark=0)
+    led.offer(Batch(0, 60, {A: 1.0}))
+    led.offer(Batch(60, 120, {A: 1.0, B: 2.0}))
+    assert led.frontier == 120 and led.watermark == 0
+    led.scraped()  # exposes A; batch 1 applies; batch 2 still waits for B
+    assert led.counters == {A: 1.0, B: 0.0} and led.watermark == 60
+    led.scraped()
+    assert led.counters == {A: 2.0, B: 2.0} and led.watermark == 120
+
+
+def test_gap_or_overlap_is_refused() -> None:
+    led = Ledger(watermark=0)
+    with pytest.raises(ValueError, match="expected 0"):
+        led.offer(Batch(60, 120, {A: 1.0}))
+
+
+def test_without_scrapes_the_queue_is_bounded() -> None:
+    led = Ledger(watermark=0, max_pending=2)
+    for i in range(4):
+        led.offer(Batch(i * 60, (i + 1) * 60, {A: 1.0}))
+    assert led.watermark == 60 * 2 and led.counters[A] == 2.0  # forced once more than 2 waited

@@ -1,0 +1,72 @@
+"""Pricing precedence and OpenCost's total split, by hand."""
+
+from __future__ import annotations
+
+import pytest
+
+from exporter.config import parse_config
+from exporter.errors import PricingError
+from exporter.pricing import GIB, NodeFacts, ksm_label, price_node
+
+IT = ksm_label("node.kubernetes.io/instance-type")
+RATIO = 0.031611 / 0.004237
+
+
+def pricing(**raw: object):  # type: ignore[no-untyped-def]
+    return parse_config({"pricing": raw}).pricing
+
+
+def test_opencost_metrics_win_over_price_book() -> None:
+    facts = NodeFacts("n", 4, 16 * GIB, labels={IT: "m5.xlarge"}, opencost={"cpu": 0.04, "ram": 0.005})
+    r = price_node(facts, pricing(rules=[{"match": {"node.kubernetes.io/instance-type": "m5.*"}, "hourly": 9.0}]))
+    assert (r.cpu, r.ram, r.source) == (0.04, 0.005, "opencost")
+    assert r.hourly(facts) == pytest.approx(4 * 0.04 + 16 * 0.005)
+
+
+def test_opencost_total_only_is_split_like_opencost() -> None:
+    facts = NodeFacts("n", 2, 8 * GIB, opencost={"total": 0.0832})
+    r = price_node(facts, pricing())
+    ram = 0.0832 / (2 * RATIO + 8)
+    assert r.ram == pytest.approx(ram) and r.cpu == pytest.approx(ram * RATIO)
+    assert r.source == "opencost-total"
+    assert r.hourly(facts) == pytest.approx(0.0832)
+
+
+def test_total_split_subtracts_known_gpu_price_first() -> None:
+    # p3.2xlarge-like: 8 cores, 61 GiB, 1 GPU; total 3.06/h with the GPU at 2.5/h leaves 0.56 for CPU+RAM.
+    facts = NodeFacts("g", 8, 61 * GIB, gpus=1, labels={IT: "p3.2xlarge"})
+    r = price_node(facts, pricing(rules=[{"match": {"node.kubernetes.io/instance-type": "p3.2xlarge"},
+                                          "hourly": 3.06, "gpu": 2.5}]))
+    ram = (3.06 - 2.5) / (8 * RATIO + 61)
+    assert r.gpu == 2.5 and r.ram == pytest.approx(ram) and r.cpu == pytest.approx(ram * RATIO)
+    assert r.source == "pricebook-total[0]"
+    assert r.hourly(facts) == pytest.approx(3.06)
+
+
+def test_first_matching_rule_wins_and_globs_match() -> None:
+    facts = NodeFacts("n", 4, 16 * GIB, labels={IT: "c6i.xlarge"})
+    rules = [{"match": {"node.kubernetes.io/instance-type": "m5.*"}, "cpu": 1, "ram": 1},
+             {"match": {"node.kubernetes.io/instance-type": "c6i.*"}, "cpu": 0.02, "ram": 0.003},
+             {"match": {}, "cpu": 9, "ram": 9}]
+    r = price_node(facts, pricing(rules=rules))
+    assert (r.cpu, r.ram, r.source) == (0.02, 0.003, "pricebook[1]")
+
+
+@pytest.mark.parametrize("label,value", [
+    ("karpenter.sh/capacity-type", "spot"),
+    ("eks.amazonaws.com/capacityType", "SPOT"),
+    ("cloud.google.com/gke-spot", "true"),
+    ("cloud.google.com/gke-preemptible", "true"),
+    ("kubernetes.azure.com/scalesetpriority", "spot"),
+])
+def test_spot_nodes_get_default_spot_rates(label: str, value: str) -> None:
+    r = price_node(NodeFacts("s", 8, 32 * GIB, labels={ksm_label(label): value}), pricing())
+    assert (r.cpu, r.ram, r.source, r.spot) == (0.006655, 0.000892, "default-spot", True)
+
+
+def test_unmatched_node_gets_default_rates_or_a_named_error() -> None:
+    facts = NodeFacts("lonely", 2, 4 * GIB, labels={IT: "x1.weird"})
+    r = price_node(facts, pricing())
+    assert (r.cpu, r.ram, r.gpu, r.source) == (0.031611, 0.004237, 0.95, "default")
+    with pytest.raises(PricingError, match="node lonely has no price"):
+        price_node(facts, pricing(allowDefaultRates=False))
