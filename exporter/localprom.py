@@ -62,6 +62,7 @@ class PrometheusServer:
         scrape_interval: str = "15s",
         extra_args: list[str] | None = None,
         port: int | None = None,
+        honor_labels: frozenset[str] = frozenset(),
     ) -> None:
         self.data_dir = data_dir
         self.port = port or free_port()
@@ -69,6 +70,7 @@ class PrometheusServer:
         self.scrape_targets = scrape_targets or {}
         self.scrape_interval = scrape_interval
         self.extra_args = extra_args or []
+        self.honor_labels = honor_labels  # jobs whose exported job/instance labels are kept
         self.proc: subprocess.Popen[bytes] | None = None
         self.log_path = data_dir.parent / f"prometheus-{self.port}.log"
 
@@ -76,7 +78,7 @@ class PrometheusServer:
         return {
             "global": {"scrape_interval": self.scrape_interval, "evaluation_interval": self.scrape_interval},
             "scrape_configs": [
-                {"job_name": job, "static_configs": [{"targets": [target]}]}
+                {"job_name": job, "honor_labels": job in self.honor_labels, "static_configs": [{"targets": [target]}]}
                 for job, target in self.scrape_targets.items()
             ],
         }

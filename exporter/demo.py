@@ -1,0 +1,130 @@
+"""`make demo`: a real local Prometheus holding a synthetic six-team cluster, and `chargeback serve` on it.
+
+24 h of history is backfilled with promtool; a live simulator keeps the cluster's
+series coming, Prometheus scrapes it and the exporter. Runs until Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import requests
+import yaml
+
+from .config import parse_config
+from .formatters import to_table
+from .localprom import PrometheusServer, backfill, free_port
+from .pipeline import Pipeline
+from .prometheus import PrometheusClient
+from .synthetic import Cluster, demo_cluster, exposition
+from .window import iso, parse_window
+
+IT = "node.kubernetes.io/instance-type"
+
+# The demo's config: what a user would write. OpenCost prices four nodes; the price book the rest.
+DEMO_CONFIG: dict[str, object] = {
+    "pricing": {
+        "currency": "USD",
+        "rules": [
+            {"match": {IT: "p3.2xlarge"}, "hourly": 3.06, "gpu": 2.5},
+            {"match": {IT: "m5.xlarge"}, "hourly": 0.192},
+        ],
+    },
+    "allocation": {"policy": "max", "resolution": "1m"},
+    "serve": {"interval": "30s", "lag": "2m"},
+}
+
+
+def serve_simulator(cluster: Cluster, port: int) -> ThreadingHTTPServer:
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, *args: object) -> None:
+            pass
+
+        def do_GET(self) -> None:
+            body = exposition(cluster, int(time.time())).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "text/plain; version=0.0.4")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+    srv = ThreadingHTTPServer(("127.0.0.1", port), Handler)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    return srv
+
+
+def main(root: Path = Path(".demo")) -> None:
+    shutil.rmtree(root, ignore_errors=True)
+    root.mkdir(parents=True)
+    cluster = demo_cluster()
+    now = int(time.time()) // 60 * 60
+    history_start = now - 86400 - 1800
+    print(f"backfilling 24h of a six-team cluster ({len(cluster.nodes)} nodes, {len(cluster.pods)} pods)...",
+          flush=True)
+    samples = backfill(cluster, root / "data", history_start, now - 60, 60)
+    print(f"  {samples:,} samples loaded with promtool", flush=True)
+
+    sim_port, exporter_port = free_port(), free_port()
+    serve_simulator(cluster, sim_port)
+    targets = {"synthetic-cluster": f"127.0.0.1:{sim_port}", "chargeback": f"127.0.0.1:{exporter_port}"}
+    prom = PrometheusServer(root / "data", targets, "15s", honor_labels=frozenset({"synthetic-cluster"}))
+    prom.start()
+    cfg_raw = dict(DEMO_CONFIG, prometheus={"url": prom.url},
+                   serve=dict(DEMO_CONFIG["serve"], listen=f"127.0.0.1:{exporter_port}"))  # type: ignore[arg-type]
+    cfg_path = root / "config.yaml"
+    cfg_path.write_text(yaml.safe_dump(cfg_raw, sort_keys=False))
+    cfg = parse_config(cfg_raw)
+    exporter = subprocess.Popen(
+        [sys.executable, "-m", "exporter", "serve", "--config", str(cfg_path), "--start", iso(now - 86400)],
+        stdout=(root / "serve.log").open("w"), stderr=subprocess.STDOUT)
+
+    result = Pipeline(cfg, PrometheusClient(cfg.prometheus)).compute(parse_window("24h", now, 60))
+    print()
+    print("Cost per namespace, last 24 h (chargeback allocate --window 24h):")
+    print(to_table(result, "namespace", cfg.pricing.currency))
+    base = f"http://127.0.0.1:{exporter_port}"
+    _wait_metrics(base)
+    print(f"""
+Prometheus UI        {prom.url}/graph?g0.expr=sum%20by%20(namespace)%20(chargeback_namespace_cost_total)
+Exporter /metrics    {base}/metrics
+Allocation API       {base}/allocation/compute?window=24h&aggregate=namespace
+Health               {base}/healthz
+Config               {cfg_path}   (exporter log: {root / "serve.log"})
+
+Try:  .venv/bin/chargeback allocate --config {cfg_path} --window today
+Ctrl-C stops everything.""", flush=True)
+
+    stop = threading.Event()
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    try:
+        while not stop.wait(1):
+            if exporter.poll() is not None:
+                print(f"exporter exited with {exporter.returncode}; see {root / 'serve.log'}", file=sys.stderr)
+                break
+    finally:
+        exporter.terminate()
+        exporter.wait(10)
+        prom.stop()
+
+
+def _wait_metrics(base: str, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if "chargeback_accrued_until_timestamp_seconds" in requests.get(f"{base}/metrics", timeout=2).text:
+                return
+        except requests.RequestException:
+            pass
+        time.sleep(0.5)
+
+
+if __name__ == "__main__":
+    main()
