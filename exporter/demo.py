@@ -38,7 +38,6 @@ DEMO_CONFIG: dict[str, object] = {
         ],
     },
     "allocation": {"policy": "max", "resolution": "1m"},
-    "serve": {"interval": "30s", "lag": "2m"},
 }
 
 
@@ -77,7 +76,7 @@ def main(root: Path = Path(".demo")) -> None:
     prom = PrometheusServer(root / "data", targets, "15s", honor_labels=frozenset({"synthetic-cluster"}))
     prom.start()
     cfg_raw = dict(DEMO_CONFIG, prometheus={"url": prom.url},
-                   serve=dict(DEMO_CONFIG["serve"], listen=f"127.0.0.1:{exporter_port}"))  # type: ignore[arg-type]
+                   serve={"interval": "30s", "lag": "2m", "listen": f"127.0.0.1:{exporter_port}"})
     cfg_path = root / "config.yaml"
     cfg_path.write_text(yaml.safe_dump(cfg_raw, sort_keys=False))
     cfg = parse_config(cfg_raw)
