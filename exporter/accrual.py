@@ -19,11 +19,12 @@ import threading
 from collections import deque
 from dataclasses import dataclass, field
 
-from .allocation import IDLE, CostResult
+from .allocation import OVERHEAD, CostResult
 
 log = logging.getLogger(__name__)
 
-# ("namespace", namespace, component, resource) or ("cluster", resource)
+# ("namespace", namespace, component, resource, shared_from, *attribution values),
+# ("cluster", resource) or ("pool", shared_from, resource)
 CounterKey = tuple[str, ...]
 
 
@@ -34,17 +35,23 @@ class Batch:
     costs: dict[CounterKey, float]
 
 
-def batch_from(result: CostResult) -> Batch:
-    """Flatten a window's cost table into counter increments."""
+def batch_from(result: CostResult, n_attrs: int) -> Batch:
+    """Flatten a window's cost entries into counter increments (attribution padded to `n_attrs`)."""
     costs: dict[CounterKey, float] = {}
-    for (ns, _node), line in result.table.items():
-        component = "idle" if ns == IDLE else "allocated"
-        for res, cost in line.cost_by_resource().items():
-            if cost:
-                key = ("namespace", ns, component, res)
-                costs[key] = costs.get(key, 0.0) + cost
+
+    def add(key: CounterKey, v: float) -> None:
+        if v:
+            costs[key] = costs.get(key, 0.0) + v
+
+    for (ns, attrs, component, res, source), cost in result.costs.items():
+        padded = tuple(attrs) + ("",) * (n_attrs - len(attrs))
+        add(("namespace", ns, component, res, source, *padded), cost)
     for (_node, res), cost in result.node_cost.items():
-        costs[("cluster", res)] = costs.get(("cluster", res), 0.0) + cost
+        add(("cluster", res), cost)
+    for (source, res), cost in result.pools.items():
+        add(("pool", source, res), cost)
+        if res == OVERHEAD:
+            add(("cluster", res), cost)
     return Batch(result.start, result.end, costs)
 
 

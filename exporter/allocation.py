@@ -1,10 +1,11 @@
 """Allocation: pure cost math over plain data, no I/O.
 
-Input is what Prometheus aggregated for one window: per (namespace, node, resource)
-integrals of allocated, requested and used quantity (unit-seconds, overflow already
-scaled down per step), and per (node, resource) capacity integrals. Output is a cost
-table keyed by (namespace, node); idle is the remainder per node and resource under the
-pseudo-namespace `__idle__`, so the table always sums to the nodes' cost.
+Input is what Prometheus aggregated for one window: per (namespace, node, attribution,
+resource) integrals of allocated, requested and used quantity (unit-seconds, overflow
+already scaled down per step), and per (node, resource) capacity integrals. Output is a
+cost table keyed by (namespace, node, attribution); idle is the remainder per node and
+resource under the pseudo-namespace `__idle__`, so the table always sums to the nodes' cost.
+`attribution` is a tuple of label values (team, cost centre, ...) in configured order.
 """
 
 from __future__ import annotations
@@ -15,11 +16,16 @@ from dataclasses import dataclass, field, fields
 from .pricing import GIB, NodeFacts, NodeRates
 
 IDLE = "__idle__"
+UNATTRIBUTED = "__unattributed__"
+OVERHEAD = "overhead"  # the resource label of fixed shared costs (control-plane fee, support, licences)
 RESOURCES = ("cpu", "memory", "gpu")
 # Unit divisor that turns a resource's unit-seconds into the unit-hours its rate is quoted in.
 _UNIT_HOURS = {"cpu": 3600.0, "memory": 3600.0 * GIB, "gpu": 3600.0}
 
-Key3 = tuple[str, str, str]
+Attrs = tuple[str, ...]
+UsageKey = tuple[str, str, Attrs, str]  # (namespace, node, attribution, resource)
+RowKey = tuple[str, str, Attrs]  # (namespace, node, attribution)
+EntryKey = tuple[str, Attrs, str, str, str]  # (namespace, attribution, component, resource, shared source)
 
 
 @dataclass(frozen=True)
@@ -28,9 +34,9 @@ class ChunkUsage:
 
     start: int
     end: int
-    allocated: dict[Key3, float]  # (namespace, node, resource)
-    requested: dict[Key3, float]
-    used: dict[Key3, float]
+    allocated: dict[UsageKey, float]
+    requested: dict[UsageKey, float]
+    used: dict[UsageKey, float]
     capacity: dict[tuple[str, str], float]  # (node, resource)
     nodes: dict[str, NodeFacts]
 
@@ -78,14 +84,19 @@ class CostResult:
 
     start: int
     end: int
-    table: dict[tuple[str, str], Line] = field(default_factory=dict)  # (namespace, node)
+    table: dict[RowKey, Line] = field(default_factory=dict)
+    # Final cost entries after sharing: (namespace, attribution, component, resource, source) -> cost.
+    costs: dict[EntryKey, float] = field(default_factory=dict)
+    # What each shared source (namespace or fixed cost) came to before distribution: (source, resource).
+    pools: dict[tuple[str, str], float] = field(default_factory=dict)
     node_cost: dict[tuple[str, str], float] = field(default_factory=dict)  # (node, resource)
     rates: dict[str, NodeRates] = field(default_factory=dict)
     nodes: dict[str, NodeFacts] = field(default_factory=dict)
 
     @property
     def total_cost(self) -> float:
-        return sum(self.node_cost.values())
+        """The cluster's cost: nodes' capacity cost plus fixed shared costs."""
+        return sum(self.node_cost.values()) + sum(v for (_s, r), v in self.pools.items() if r == OVERHEAD)
 
     def merge(self, other: CostResult) -> None:
         """Append a later, adjacent window (the latest node facts and rates win)."""
@@ -94,6 +105,10 @@ class CostResult:
             self.table.setdefault(key, Line()).add(line)
         for k, v in other.node_cost.items():
             self.node_cost[k] = self.node_cost.get(k, 0.0) + v
+        for ek, v in other.costs.items():
+            self.costs[ek] = self.costs.get(ek, 0.0) + v
+        for pk, v in other.pools.items():
+            self.pools[pk] = self.pools.get(pk, 0.0) + v
         self.rates.update(other.rates)
         self.nodes.update(other.nodes)
 
@@ -102,20 +117,20 @@ def cost_chunk(usage: ChunkUsage, rates: dict[str, NodeRates]) -> CostResult:
     """Price one window: allocated cost per (namespace, node), idle = node cost - allocated cost."""
     result = CostResult(usage.start, usage.end, rates=dict(rates), nodes=dict(usage.nodes))
     table = result.table
-    for (ns, node, res), qty in usage.allocated.items():
+    for (ns, node, attrs, res), qty in usage.allocated.items():
         if node not in rates:
             continue  # no capacity series: not a node we can cost; the collector reports it
-        line = table.setdefault((ns, node), Line())
+        line = table.setdefault((ns, node, attrs), Line())
         setattr(line, _QTY[res], getattr(line, _QTY[res]) + qty)
         cost = qty / _UNIT_HOURS[res] * rate_of(rates[node], res)
         setattr(line, _COST[res], getattr(line, _COST[res]) + cost)
     for source, names in ((usage.requested, _REQ), (usage.used, _USE)):
-        for (ns, node, res), qty in source.items():
+        for (ns, node, attrs, res), qty in source.items():
             if res in names and node in rates:
-                line = table.setdefault((ns, node), Line())
+                line = table.setdefault((ns, node, attrs), Line())
                 setattr(line, names[res], getattr(line, names[res]) + qty)
     allocated: dict[tuple[str, str], tuple[float, float]] = {}
-    for (_ns, node), line in table.items():
+    for (_ns, node, _attrs), line in table.items():
         for res in RESOURCES:
             q, c = allocated.get((node, res), (0.0, 0.0))
             allocated[(node, res)] = (q + getattr(line, _QTY[res]), c + getattr(line, _COST[res]))
@@ -125,26 +140,17 @@ def cost_chunk(usage: ChunkUsage, rates: dict[str, NodeRates]) -> CostResult:
         node_cost = cap / _UNIT_HOURS[res] * rate_of(rates[node], res)
         result.node_cost[(node, res)] = node_cost
         q, c = allocated.get((node, res), (0.0, 0.0))
-        idle = table.setdefault((IDLE, node), Line())
+        idle = table.setdefault((IDLE, node, ()), Line())
         setattr(idle, _QTY[res], getattr(idle, _QTY[res]) + max(cap - q, 0.0))
         setattr(idle, _COST[res], getattr(idle, _COST[res]) + node_cost - c)
     return result
 
 
-def aggregate(result: CostResult, by: str) -> dict[str, Line]:
-    """Roll the (namespace, node) table up by `namespace`, `node` or `cluster`."""
-    out: dict[str, Line] = {}
-    for (ns, node), line in result.table.items():
-        name = {"namespace": ns, "node": node, "cluster": "cluster"}[by]
-        out.setdefault(name, Line()).add(line)
-    return out
-
-
 def conservation_error(result: CostResult) -> float:
-    """Relative gap between the table's sum and the nodes' cost (0 when conserved)."""
+    """Relative gap between the distributed cost entries and the cluster's cost (0 when conserved)."""
     total = result.total_cost
-    table_sum = sum(line.total_cost for line in result.table.values())
-    return abs(table_sum - total) / total if total else abs(table_sum)
+    entries = sum(result.costs.values())
+    return abs(entries - total) / total if total else abs(entries)
 
 
 def efficiency(used: float, requested: float) -> float:

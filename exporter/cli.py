@@ -10,14 +10,13 @@ from typing import Any
 
 import click
 
-from .config import Config, load_config
+from .config import Config, load_config, override
 from .errors import ChargebackError
-from .formatters import render
+from .formatters import parse_aggregate, render
+from .kube import metadata_source
 from .pipeline import Pipeline
 from .prometheus import PrometheusClient
 from .window import Window, iso, parse_duration, parse_window
-
-AGGREGATES = ("namespace", "node", "cluster")
 
 
 def _load(config: str | None, prometheus_url: str | None) -> Config:
@@ -33,10 +32,13 @@ def _fail(e: ChargebackError) -> None:
 
 
 @click.group()
-@click.option("--log-level", default="INFO", show_default=True,
+@click.option("--log-level", default=None, help="Default: WARNING for one-shot commands, INFO for serve.",
               type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False))
-def main(log_level: str) -> None:
+@click.pass_context
+def main(ctx: click.Context, log_level: str | None) -> None:
     """Kubernetes cost attribution from the metrics Prometheus already has."""
+    if log_level is None:
+        log_level = "INFO" if ctx.invoked_subcommand == "serve" else "WARNING"
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s",
                         stream=sys.stderr, force=True)
     if log_level.upper() != "DEBUG":  # retries are ours to report, once, with the cause
@@ -47,24 +49,34 @@ def main(log_level: str) -> None:
 @click.option("--prometheus-url", help="Prometheus base URL (overrides prometheus.url in the config).")
 @click.option("--window", "window_text", default="24h", show_default=True,
               help="24h, 7d, today, yesterday, week, lastweek, month, lastmonth or RFC3339,RFC3339.")
-@click.option("--aggregate", default="namespace", show_default=True, type=click.Choice(AGGREGATES))
+@click.option("--aggregate", default="namespace", show_default=True,
+              help="namespace, node, cluster, team, cost_center, namespace,team, label:<key>, ...")
 @click.option("--config", type=click.Path(dir_okay=False), help="YAML config file.")
 @click.option("--format", "fmt", default="table", show_default=True, type=click.Choice(["table", "json", "csv"]))
+@click.option("--share-namespaces", help="Comma list of namespaces whose cost is shared (overrides the config).")
+@click.option("--share-split", type=click.Choice(["weighted", "even"]), help="Default split of shared costs.")
+@click.option("--share-idle/--no-share-idle", default=None, help="Share idle over tenants instead of __idle__.")
+@click.option("--idle-by-node/--no-idle-by-node", default=None, help="Share idle per node, not cluster-wide.")
 @click.option("--stats", is_flag=True, help="Print query statistics (count, wall and Prometheus time) to stderr.")
 def allocate(prometheus_url: str | None, window_text: str, aggregate: str, config: str | None, fmt: str,
-             stats: bool) -> None:
+             share_namespaces: str | None, share_split: str | None, share_idle: bool | None,
+             idle_by_node: bool | None, stats: bool) -> None:
     """Compute cost for a window straight from Prometheus history."""
     try:
         cfg = _load(config, prometheus_url)
+        cfg = override(cfg, "sharing", shareNamespaces=share_namespaces, shareSplit=share_split,
+                       shareIdle=share_idle, idleByNode=idle_by_node)
+        parts, labels = parse_aggregate(aggregate, cfg.attribution.labels)
+        cfg = override(cfg, "attribution", labels=labels)
         step = parse_duration(cfg.allocation.resolution)
         window = parse_window(window_text, time.time(), step)
         client = PrometheusClient(cfg.prometheus)
-        pipeline = Pipeline(cfg, client)
+        pipeline = Pipeline(cfg, client, metadata_source(cfg.attribution, watch=False))
         result = _with_progress(pipeline, window)
     except ChargebackError as e:
         _fail(e)
         return
-    click.echo(render(result, aggregate, fmt, cfg.pricing.currency))
+    click.echo(render(result, parts, tuple(cfg.attribution.labels), fmt, cfg.pricing.currency))
     if stats:
         s = client.stats
         click.echo(json.dumps({"queries": s.queries, "http_seconds": round(s.wall_seconds, 3),

@@ -14,9 +14,13 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from . import __version__
+from .allocation import IDLE
+from .attribution import coverage_by_cost, coverage_by_pods
+from .sharing import UNSHARED
 
 if TYPE_CHECKING:
     from .accrual import Ledger
+    from .pipeline import Pipeline
     from .pricing import NodeFacts, NodeRates
     from .prometheus import QueryStats
 
@@ -36,11 +40,13 @@ class Health:
 
 
 class ChargebackCollector(Collector):
-    def __init__(self, ledger: Ledger, health: Health, stats: QueryStats, currency: str) -> None:
+    def __init__(self, ledger: Ledger, health: Health, stats: QueryStats, pipeline: Pipeline) -> None:
         self.ledger = ledger
         self.health = health
         self.stats = stats
-        self.currency = currency
+        self.pipeline = pipeline
+        self.currency = pipeline.cfg.pricing.currency
+        self.attr_names = list(pipeline.cfg.attribution.labels)
 
     def collect(self) -> Iterator[Metric]:
         counters = self.ledger.scraped()
@@ -54,7 +60,7 @@ class ChargebackCollector(Collector):
         info.add_metric([__version__, self.currency], 1)
         yield info
 
-        ns_labels = ["namespace", "component", "resource"]
+        ns_labels = ["namespace", "component", "resource", "shared_from", *self.attr_names]
         cost = CounterMetricFamily(
             "chargeback_namespace_cost",
             "Cost accrued since the exporter started, in currency units; __idle__ holds unallocated capacity.",
@@ -63,11 +69,22 @@ class ChargebackCollector(Collector):
                                  "Cost per hour over the most recently accrued interval, in currency units.",
                                  labels=ns_labels)
         cluster = CounterMetricFamily(
-            "chargeback_cluster_cost", "Nodes' total cost (capacity x price x time) accrued since start.",
+            "chargeback_cluster_cost",
+            "Cluster cost accrued since start: nodes (capacity x price x time) plus fixed shared costs.",
             labels=["resource"])
+        pools = CounterMetricFamily(
+            "chargeback_shared_cost",
+            "What each shared namespace and fixed cost came to before it was distributed over tenants.",
+            labels=["shared_from", "resource"])
+        tenant_cost: dict[tuple[str, tuple[str, ...]], float] = {}
         for key, value in sorted(counters.items()):
             if key[0] == "namespace":
                 cost.add_metric(list(key[1:]), value)
+                if key[1] not in (IDLE, UNSHARED):
+                    tk = (key[1], tuple(key[5:]))
+                    tenant_cost[tk] = tenant_cost.get(tk, 0.0) + value
+            elif key[0] == "pool":
+                pools.add_metric(list(key[1:]), value)
             else:
                 cluster.add_metric(list(key[1:]), value)
         for key, value in sorted(hourly.items()):
@@ -76,6 +93,16 @@ class ChargebackCollector(Collector):
         yield cost
         yield rate
         yield cluster
+        yield pools
+
+        fallback = GaugeMetricFamily(
+            "chargeback_share_weight_fallback",
+            "1 if this shared source's policy had no data in the last interval and fell back to 'weighted'.",
+            labels=["shared_from"])
+        for source in sorted(self.pipeline.fallbacks):
+            fallback.add_metric([source], 1)
+        yield fallback
+        yield from self._coverage(tenant_cost)
 
         node = GaugeMetricFamily("chargeback_node_hourly_cost",
                                  "A node's full price per hour, with the source that priced it.",
@@ -92,6 +119,13 @@ class ChargebackCollector(Collector):
                                 value=defaulted)
 
         yield GaugeMetricFamily("chargeback_up", "1 if the last accrual cycle succeeded.", value=int(h.up))
+        meta = self.pipeline.last_metadata
+        if meta is not None:
+            src = GaugeMetricFamily("chargeback_label_source_info",
+                                    "Where attribution labels are read from: kubernetes or prometheus.",
+                                    labels=["source"])
+            src.add_metric([meta.source], 1)
+            yield src
         if h.last_success is not None:
             yield GaugeMetricFamily("chargeback_last_success_timestamp_seconds",
                                     "When the last accrual cycle succeeded.", value=h.last_success)
@@ -112,3 +146,22 @@ class ChargebackCollector(Collector):
         for reason in ("unreachable", "timeout", "query_error", "bad_response"):
             errors.add_metric([reason], self.stats.errors_by_reason.get(reason, 0))
         yield errors
+
+    def _coverage(self, tenant_cost: dict[tuple[str, tuple[str, ...]], float]) -> Iterator[Metric]:
+        """Label coverage by pod count (from the latest metadata) and by accrued cost."""
+        ratio = GaugeMetricFamily("chargeback_label_coverage_ratio",
+                                  "Share of pods (basis=pods) or of tenant cost (basis=cost) carrying the label.",
+                                  labels=["label", "basis"])
+        missing = CounterMetricFamily("chargeback_unattributed_cost",
+                                      "Cost accrued to __unattributed__ for lack of this label, in currency units.",
+                                      labels=["label"])
+        keys = list(self.pipeline.cfg.attribution.labels.values())
+        meta = self.pipeline.last_metadata
+        if meta is not None:
+            for name, key in zip(self.attr_names, keys, strict=True):
+                ratio.add_metric([name, "pods"], coverage_by_pods(meta, [key])[key])
+        for name, (share, lost) in coverage_by_cost(tenant_cost, self.attr_names).items():
+            ratio.add_metric([name, "cost"], share)
+            missing.add_metric([name], lost)
+        yield ratio
+        yield missing

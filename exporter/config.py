@@ -10,6 +10,7 @@ import re
 from pathlib import Path
 from typing import Literal
 
+import promql_parser
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
@@ -133,11 +134,114 @@ class Serve(_Model):
         return _valid_duration(v)
 
 
+_LABEL_NAME = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
+_RESERVED = {"namespace", "component", "resource", "shared_from", "node", "job", "instance", "cluster"}
+
+
+class SharePolicy(_Model):
+    """How one shared source (a shared namespace or a fixed cost) is split over tenants."""
+
+    split: Literal["weighted", "even", "fixed", "metric"] = "weighted"
+    fixedBy: str = Field("namespace", description="'namespace' or an attribution label such as 'team'")
+    percentages: dict[str, float] = Field(default_factory=dict)
+    query: str | None = Field(None, description="PromQL giving a weight per namespace; $window is the interval")
+    namespaceLabel: str = "namespace"
+
+    @model_validator(mode="after")
+    def _complete(self) -> SharePolicy:
+        if self.split == "fixed":
+            if not self.percentages:
+                raise ValueError("split 'fixed' needs 'percentages'")
+            total = sum(self.percentages.values())
+            if abs(total - 100) > 0.01:
+                raise ValueError(f"fixed percentages must sum to 100, got {total:g}")
+            if any(v < 0 for v in self.percentages.values()):
+                raise ValueError("fixed percentages cannot be negative")
+        if self.split == "metric":
+            if not self.query:
+                raise ValueError("split 'metric' needs a PromQL 'query'")
+            try:
+                promql_parser.parse(self.query.replace("$window", "1h"))
+            except ValueError as e:
+                raise ValueError(f"query is not valid PromQL: {e}") from e
+        return self
+
+
+class FixedCost(_Model):
+    """A monthly amount outside the nodes (control-plane fee, support, licences), prorated per window."""
+
+    name: str
+    monthly: float = Field(ge=0)
+
+
+def _split_list(v: object) -> object:
+    return [p.strip() for p in v.split(",") if p.strip()] if isinstance(v, str) else v
+
+
+class Sharing(_Model):
+    """Kubecost's sharing options, by their Kubecost names, plus per-source policies."""
+
+    shareNamespaces: list[str] = Field(default_factory=list)
+    shareLabels: dict[str, str] = Field(default_factory=dict, description="namespace labels, key: value")
+    shareSplit: Literal["weighted", "even"] = "weighted"
+    policies: dict[str, SharePolicy] = Field(default_factory=dict, description="per shared source")
+    shareCost: float = Field(0.0, ge=0, description="one monthly fixed cost, named 'shareCost'")
+    sharedCosts: list[FixedCost] = Field(default_factory=list)
+    shareIdle: bool = False
+    idleByNode: bool = False
+    hoursPerMonth: float = Field(730.0, gt=0)
+
+    @field_validator("shareNamespaces", mode="before")
+    @classmethod
+    def _comma_list(cls, v: object) -> object:
+        return _split_list(v)
+
+    @field_validator("shareLabels", mode="before")
+    @classmethod
+    def _pairs(cls, v: object) -> object:
+        if isinstance(v, str):
+            pairs = [p.split(":", 1) for p in v.split(",") if p.strip()]
+            if any(len(p) != 2 for p in pairs):
+                raise ValueError("write shareLabels as key:value pairs, e.g. 'platform:true,tier:infra'")
+            return {k.strip(): val.strip() for k, val in pairs}
+        return v
+
+    def fixed_costs(self) -> dict[str, float]:
+        costs = {c.name: c.monthly for c in self.sharedCosts}
+        if self.shareCost:
+            costs["shareCost"] = self.shareCost
+        return costs
+
+
+class Attribution(_Model):
+    """Which labels attribute cost (metric label name -> Kubernetes label key), and where to read them."""
+
+    labels: dict[str, str] = Field(
+        default_factory=lambda: {"team": "team", "cost_center": "cost-center", "environment": "environment"})
+    source: Literal["auto", "kubernetes", "prometheus"] = "auto"
+    kubeconfig: str | None = None
+
+    @field_validator("labels", mode="before")
+    @classmethod
+    def _list_form(cls, v: object) -> object:
+        return {k.replace("-", "_").replace(".", "_").replace("/", "_"): k for k in v} if isinstance(v, list) else v
+
+    @field_validator("labels")
+    @classmethod
+    def _names(cls, v: dict[str, str]) -> dict[str, str]:
+        for name in v:
+            if not _LABEL_NAME.match(name) or name in _RESERVED:
+                raise ValueError(f"{name!r} cannot be a metric label name")
+        return v
+
+
 class Config(_Model):
     prometheus: Prometheus = Field(default_factory=Prometheus)
     pricing: Pricing = Field(default_factory=Pricing)
     allocation: Allocation = Field(default_factory=Allocation)
     serve: Serve = Field(default_factory=Serve)
+    sharing: Sharing = Field(default_factory=Sharing)
+    attribution: Attribution = Field(default_factory=Attribution)
 
 
 def load_config(path: str | Path | None) -> Config:
@@ -163,3 +267,10 @@ def parse_config(raw: dict[str, object], source: str = "config") -> Config:
         first = e.errors()[0]
         key = ".".join(str(p) for p in first["loc"]) or "<root>"
         raise ConfigError(f"{source}: {key}: {first['msg']}") from e
+
+
+def override(cfg: Config, section: str, **values: object) -> Config:
+    """A copy of `cfg` with some keys of one section replaced (CLI flags, query parameters), re-validated."""
+    raw = cfg.model_dump()
+    raw[section].update({k: v for k, v in values.items() if v is not None})
+    return parse_config(raw, "override")

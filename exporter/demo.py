@@ -87,7 +87,7 @@ def main(root: Path = Path(".demo")) -> None:
     result = Pipeline(cfg, PrometheusClient(cfg.prometheus)).compute(parse_window("24h", now, 60))
     print()
     print("Cost per namespace, last 24 h (chargeback allocate --window 24h):")
-    print(to_table(result, "namespace", cfg.pricing.currency))
+    print(to_table(result, ["namespace"], tuple(cfg.attribution.labels), cfg.pricing.currency))
     base = f"http://127.0.0.1:{exporter_port}"
     _wait_metrics(base)
     print(f"""

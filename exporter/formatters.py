@@ -1,24 +1,106 @@
-"""Output: render a CostResult as OpenCost-shaped JSON, a human table, or CSV."""
+"""Output: aggregate a CostResult and render it as OpenCost-shaped JSON, a human table, or CSV."""
 
 from __future__ import annotations
 
 import csv
 import io
 import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 from tabulate import tabulate
 
-from .allocation import CostResult, Line, aggregate, efficiency
+from .allocation import IDLE, CostResult, Line, efficiency
+from .errors import ConfigError
+from .sharing import UNSHARED
 from .window import iso
 
+BASE_AGGREGATES = ("namespace", "node", "cluster")
 
-def allocation_item(name: str, line: Line, start: int, end: int) -> dict[str, Any]:
+
+def parse_aggregate(text: str, labels: Mapping[str, str]) -> tuple[list[str], dict[str, str]]:
+    """Split `namespace,team` or `label:app` into parts; returns (parts, attribution labels to use).
+
+    `label:<key>` adds the Kubernetes label `key` to the attribution labels for this query.
+    Parts are metric-label names (`team`) or `namespace`/`node`/`cluster`.
+    """
+    labels = dict(labels)
+    parts: list[str] = []
+    for raw in (p.strip() for p in text.split(",")):
+        if raw in BASE_AGGREGATES:
+            parts.append(raw)
+        elif raw.startswith("label:") and raw[6:]:
+            key = raw[6:]
+            name = next((n for n, k in labels.items() if k == key), None)
+            if name is None:
+                name = "label_" + "".join(c if c.isalnum() else "_" for c in key)
+                labels[name] = key
+            parts.append(name)
+        elif raw in labels:
+            parts.append(raw)
+        else:
+            choices = ", ".join([*BASE_AGGREGATES, *labels, "label:<key>"])
+            raise ConfigError(f"aggregate={text!r}: unknown property {raw!r}; use {choices}")
+    if not parts or (("node" in parts or "cluster" in parts) and len(parts) > 1):
+        raise ConfigError(f"aggregate={text!r}: node and cluster cannot be combined with other properties")
+    return parts, labels
+
+
+@dataclass
+class Row:
+    """One aggregated allocation: quantities (allocated only) plus cost by component."""
+
+    line: Line = field(default_factory=Line)
+    cost: dict[str, float] = field(default_factory=lambda: {"cpu": 0.0, "memory": 0.0, "gpu": 0.0})
+    shared: float = 0.0
+
+    @property
+    def total(self) -> float:
+        return sum(self.cost.values()) + self.shared
+
+
+def aggregate(result: CostResult, parts: list[str], attr_names: tuple[str, ...]) -> dict[str, Row]:
+    """Roll the result up by the aggregate parts (names joined with '/', as OpenCost does)."""
+    rows: dict[str, Row] = {}
+    if parts == ["node"]:
+        for (_ns, node, _attrs), line in result.table.items():
+            row = rows.setdefault(node, Row())
+            row.line.add(line)
+            for res, c in line.cost_by_resource().items():
+                row.cost[res] += c
+        return rows
+
+    # Quantities follow cost: a shared namespace's usage is not its tenants' usage.
+    owners = {(ns, attrs) for (ns, attrs, component, _r, _s) in result.costs if component == "allocated"}
+
+    def name(ns: str, attrs: tuple[str, ...]) -> str:
+        if parts == ["cluster"]:
+            return "cluster"
+        if ns in (IDLE, UNSHARED):
+            return ns
+        return "/".join(ns if p == "namespace" else attrs[attr_names.index(p)] for p in parts)
+
+    for (ns, _node, attrs), line in result.table.items():
+        if ns != IDLE and (ns, attrs) in owners:
+            rows.setdefault(name(ns, attrs), Row()).line.add(line)
+    for (ns, attrs, component, res, _source), c in result.costs.items():
+        row = rows.setdefault(name(ns, attrs), Row())
+        if component == "shared":
+            row.shared += c
+        else:
+            row.cost[res] += c
+    return {k: v for k, v in rows.items() if v.total or k == IDLE}
+
+
+def allocation_item(name: str, row: Row, start: int, end: int) -> dict[str, Any]:
     """One entry of OpenCost's /allocation/compute `data[0]` map, field for field."""
+    line = row.line
     hours = (end - start) / 3600 or 1.0
     cpu_eff = efficiency(line.cpu_usage_seconds, line.cpu_request_seconds)
     ram_eff = efficiency(line.ram_usage_byte_seconds, line.ram_request_byte_seconds)
-    cr = line.cpu_cost + line.ram_cost
+    cpu_cost, ram_cost, gpu_cost = row.cost["cpu"], row.cost["memory"], row.cost["gpu"]
+    cr = cpu_cost + ram_cost
     return {
         "name": name,
         "start": iso(start),
@@ -28,62 +110,59 @@ def allocation_item(name: str, line: Line, start: int, end: int) -> dict[str, An
         "cpuCoreRequestAverage": line.cpu_request_seconds / 3600 / hours,
         "cpuCoreUsageAverage": line.cpu_usage_seconds / 3600 / hours,
         "cpuCoreHours": line.cpu_core_seconds / 3600,
-        "cpuCost": line.cpu_cost,
+        "cpuCost": cpu_cost,
         "cpuEfficiency": cpu_eff,
         "gpuCount": line.gpu_seconds / 3600 / hours,
         "gpuHours": line.gpu_seconds / 3600,
-        "gpuCost": line.gpu_cost,
+        "gpuCost": gpu_cost,
         "ramBytes": line.ram_byte_seconds / 3600 / hours,
         "ramByteRequestAverage": line.ram_request_byte_seconds / 3600 / hours,
         "ramByteUsageAverage": line.ram_usage_byte_seconds / 3600 / hours,
         "ramByteHours": line.ram_byte_seconds / 3600,
-        "ramCost": line.ram_cost,
+        "ramCost": ram_cost,
         "ramEfficiency": ram_eff,
         "pvByteHours": 0.0,
         "pvCost": 0.0,
         "networkCost": 0.0,
         "loadBalancerCost": 0.0,
-        "sharedCost": 0.0,
+        "sharedCost": row.shared,
         "externalCost": 0.0,
-        "totalCost": line.total_cost,
-        "totalEfficiency": (cpu_eff * line.cpu_cost + ram_eff * line.ram_cost) / cr if cr else 0.0,
+        "totalCost": row.total,
+        "totalEfficiency": (cpu_eff * cpu_cost + ram_eff * ram_cost) / cr if cr else 0.0,
     }
 
 
-def allocation_response(result: CostResult, by: str) -> dict[str, Any]:
-    rows = aggregate(result, by)
+def allocation_response(result: CostResult, parts: list[str], attr_names: tuple[str, ...]) -> dict[str, Any]:
+    rows = aggregate(result, parts, attr_names)
     data = {name: allocation_item(name, rows[name], result.start, result.end) for name in sorted(rows)}
     return {"code": 200, "data": [data]}
 
 
-def to_json(result: CostResult, by: str) -> str:
-    return json.dumps(allocation_response(result, by), indent=2)
+_COLUMNS = ("cpuCost", "ramCost", "gpuCost", "sharedCost", "totalCost")
 
 
-_COLUMNS = ("cpuCost", "ramCost", "gpuCost", "totalCost")
-
-
-def _rows(result: CostResult, by: str) -> list[dict[str, Any]]:
-    data = allocation_response(result, by)["data"][0]
+def _rows(result: CostResult, parts: list[str], attr_names: tuple[str, ...]) -> list[dict[str, Any]]:
+    data = allocation_response(result, parts, attr_names)["data"][0]
     return sorted(data.values(), key=lambda r: -float(r["totalCost"]))
 
 
-def to_table(result: CostResult, by: str, currency: str = "USD") -> str:
-    rows = _rows(result, by)
+def to_table(result: CostResult, parts: list[str], attr_names: tuple[str, ...], currency: str = "USD") -> str:
+    rows = _rows(result, parts, attr_names)
     total = result.total_cost
     body = [
-        [r["name"], r["cpuCost"], r["ramCost"], r["gpuCost"], r["totalCost"],
+        [r["name"], r["cpuCost"], r["ramCost"], r["gpuCost"], r["sharedCost"], r["totalCost"],
          100 * r["totalCost"] / total if total else 0.0, r["cpuEfficiency"] * 100]
         for r in rows
     ]
     body.append(["TOTAL", *(sum(r[c] for r in rows) for c in _COLUMNS), 100.0 if total else 0.0, None])
-    head = [by, f"cpu {currency}", f"memory {currency}", f"gpu {currency}", f"total {currency}", "share %", "cpu eff %"]
+    head = [",".join(parts), f"cpu {currency}", f"memory {currency}", f"gpu {currency}", f"shared {currency}",
+            f"total {currency}", "share %", "cpu eff %"]
     title = f"{iso(result.start)} .. {iso(result.end)}  ({(result.end - result.start) / 3600:g} h)"
     return title + "\n" + tabulate(body, headers=head, floatfmt=".4f", missingval="")
 
 
-def to_csv(result: CostResult, by: str) -> str:
-    rows = _rows(result, by)
+def to_csv(result: CostResult, parts: list[str], attr_names: tuple[str, ...]) -> str:
+    rows = _rows(result, parts, attr_names)
     buf = io.StringIO()
     if rows:
         writer = csv.DictWriter(buf, fieldnames=list(rows[0]))
@@ -92,9 +171,10 @@ def to_csv(result: CostResult, by: str) -> str:
     return buf.getvalue()
 
 
-def render(result: CostResult, by: str, fmt: str, currency: str = "USD") -> str:
+def render(result: CostResult, parts: list[str], attr_names: tuple[str, ...], fmt: str,
+           currency: str = "USD") -> str:
     if fmt == "json":
-        return to_json(result, by)
+        return json.dumps(allocation_response(result, parts, attr_names), indent=2)
     if fmt == "csv":
-        return to_csv(result, by)
-    return to_table(result, by, currency)
+        return to_csv(result, parts, attr_names)
+    return to_table(result, parts, attr_names, currency)

@@ -1,7 +1,8 @@
-"""The pipeline for one window: run the chunk queries, price the nodes, cost each chunk, merge.
+"""The pipeline for one window: run the chunk queries, price the nodes, cost, attribute and share.
 
-This is the only place that connects fetching (`prometheus`), pricing and the pure
-allocation math; `allocate`, `/allocation/compute` and `serve` all go through it.
+This is the only place that connects fetching (`prometheus`), pricing, attribution and
+the pure allocation and sharing math; `allocate`, `/allocation/compute` and `serve` all
+go through it.
 """
 
 from __future__ import annotations
@@ -9,26 +10,36 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 
-from .allocation import ChunkUsage, CostResult, cost_chunk
+from .allocation import ChunkUsage, CostResult, UsageKey, cost_chunk
+from .attribution import Metadata, Owners, resolve
 from .config import Config
 from .errors import DataError
-from .pricing import NodeFacts, price_nodes
+from .pricing import NodeFacts, ksm_label, price_nodes
 from .prometheus import RESOURCE_FROM_KSM, PrometheusClient, Queries
+from .sharing import ShareInputs, distribute
 from .window import Window, iso, parse_duration
 
 log = logging.getLogger(__name__)
 
 Progress = Callable[[Window], None]
+MetadataSource = Callable[[Window], Metadata]
 
 
 class Pipeline:
-    def __init__(self, cfg: Config, client: PrometheusClient) -> None:
+    def __init__(self, cfg: Config, client: PrometheusClient, metadata: MetadataSource | None = None) -> None:
         self.cfg = cfg
         self.client = client
         self.queries = Queries(cfg.prometheus, cfg.allocation)
         self.step = parse_duration(cfg.allocation.resolution)
         self.chunk = parse_duration(cfg.allocation.chunk)
+        self.metadata = metadata or self.prometheus_metadata
         self.warnings: list[str] = []
+        self.fallbacks: set[str] = set()  # sharing sources that fell back to `weighted` in the last chunk
+        self.last_metadata: Metadata | None = None
+
+    @property
+    def attribution_keys(self) -> list[str]:
+        return list(self.cfg.attribution.labels.values())
 
     def compute(self, window: Window, progress: Progress | None = None) -> CostResult:
         """Cost a window chunk by chunk; raises a ChargebackError naming the cause on bad input."""
@@ -40,26 +51,77 @@ class Pipeline:
         return merged
 
     def compute_chunk(self, w: Window) -> CostResult:
-        usage = self.fetch(w)
+        meta = self.metadata(w)
+        self.last_metadata = meta
+        usage = self.fetch(w, resolve(meta, self.attribution_keys))
         rates = price_nodes(usage.nodes, self.cfg.pricing)
         defaulted = sorted(n for n, r in rates.items() if r.source.startswith("default"))
         if defaulted:
             self._warn(f"{len(defaulted)} node(s) priced at default rates (no OpenCost metric or price-book "
                        f"rule): {', '.join(defaulted[:10])}")
-        return cost_chunk(usage, rates)
+        result = cost_chunk(usage, rates)
+        shared = distribute(result, self.cfg.sharing, self.share_inputs(w, meta))
+        for note in shared.notes:
+            self._warn(note)
+        self.fallbacks = shared.fallbacks
+        result.costs, result.pools = shared.costs, shared.pools
+        return result
 
-    def fetch(self, w: Window) -> ChunkUsage:
+    def share_inputs(self, w: Window, meta: Metadata) -> ShareInputs:
+        s = self.cfg.sharing
+        shared = set(s.shareNamespaces)
+        if s.shareLabels:
+            shared |= {ns for ns, labels in meta.namespaces.items()
+                       if all(labels.get(k) == v for k, v in s.shareLabels.items())}
+        fraction = w.seconds / (s.hoursPerMonth * 3600)
+        fixed = {name: monthly * fraction for name, monthly in s.fixed_costs().items()}
+        weights: dict[str, dict[str, float]] = {}
+        for source, policy in s.policies.items():
+            if policy.split == "metric" and policy.query:
+                expr = policy.query.replace("$window", f"{w.seconds}s")
+                rows = self.client.query(expr, float(w.end))
+                weights[source] = {lb.get(policy.namespaceLabel, ""): v for lb, v in rows if v > 0}
+        return ShareInputs(frozenset(shared), fixed, weights, tuple(self.cfg.attribution.labels))
+
+    def prometheus_metadata(self, w: Window) -> Metadata:
+        """Pod and namespace labels from kube-state-metrics (needs its --metric-labels-allowlist)."""
+        keys = [ksm_label(k) for k in self.attribution_keys] + [ksm_label(k) for k in self.cfg.sharing.shareLabels]
+        at, span = float(w.end), w.seconds
+        back = {ksm_label(k): k for k in [*self.attribution_keys, *self.cfg.sharing.shareLabels]}
+
+        def k8s(labels: dict[str, str]) -> dict[str, str]:
+            return {back[k]: v for k, v in labels.items() if k in back and v}
+
+        namespaces = {lb["namespace"]: k8s(lb) for lb, _ in self.client.query(self.queries.namespace_labels(span), at)
+                      if "namespace" in lb}
+        pods = {(lb["namespace"], lb["pod"]): k8s(lb)
+                for lb, _ in self.client.query(self.queries.pod_labels(sorted(set(keys)), span), at)}
+        counts = {lb["namespace"]: int(v) for lb, v in self.client.query(self.queries.pod_counts(span), at)}
+        return Metadata("prometheus", namespaces, pods, counts)
+
+    def fetch(self, w: Window, owners: Owners) -> ChunkUsage:
         q, at, span = self.queries, float(w.end), w.seconds
         step = self.step
+        split = sorted(owners.split)
 
-        def integral(expr: str, with_resource: str | None = None) -> dict[tuple[str, str, str], float]:
-            out: dict[tuple[str, str, str], float] = {}
+        def integral(expr: str, with_resource: str | None = None, per_pod: bool = False) -> dict[UsageKey, float]:
+            out: dict[UsageKey, float] = {}
             for labels, value in self.client.query(expr, at):
                 res = with_resource or RESOURCE_FROM_KSM.get(labels.get("resource", ""), "")
-                if res:
-                    key = (labels.get("namespace", ""), labels.get("node", ""), res)
-                    out[key] = out.get(key, 0.0) + value * step
+                ns = labels.get("namespace", "")
+                if not res or (not per_pod and ns in owners.split):
+                    continue
+                key = (ns, labels.get("node", ""), owners.of(ns, labels.get("pod")), res)
+                out[key] = out.get(key, 0.0) + value * step
             return out
+
+        def both(make: Callable[[list[str] | None], str], with_resource: str | None = None) -> dict[UsageKey, float]:
+            """Per-namespace rows, plus per-pod rows for namespaces split between owners."""
+            rows = integral(make(None), with_resource)
+            if split:
+                for k, v in integral(make(split), with_resource, per_pod=True).items():
+                    rows[k] = rows.get(k, 0.0) + v
+            return rows
 
         avg = self.client.query(q.capacity_stats("avg_over_time", span), at)
         count = self.client.query(q.capacity_stats("count_over_time", span), at)
@@ -92,12 +154,12 @@ class Pipeline:
             )
             for name, caps in per_node.items()
         }
-        allocated: dict[tuple[str, str, str], float] = {}
+        allocated: dict[UsageKey, float] = {}
         for res in ("cpu", "memory", "gpu"):
-            allocated.update(integral(q.allocated_integral(res, span), res))
-        requested = integral(q.requested_integral(span))
-        used = integral(q.used_integral("cpu", span), "cpu")
-        used.update(integral(q.used_integral("memory", span), "memory"))
+            allocated.update(both(lambda p, r=res: q.allocated_integral(r, span, p), res))  # type: ignore[misc]
+        requested = both(lambda p: q.requested_integral(span, p))
+        used = both(lambda p: q.used_integral("cpu", span, p), "cpu")
+        used.update(both(lambda p: q.used_integral("memory", span, p), "memory"))
         if not used and self.cfg.allocation.policy != "request":
             self._warn(f"no cAdvisor usage series for {iso(w.start)}..{iso(w.end)}; costing requests only")
         return ChunkUsage(w.start, w.end, allocated, requested, used, capacity, nodes)

@@ -7,6 +7,8 @@ namespaces x nodes, not with containers.
 
 from __future__ import annotations
 
+import copy
+import re
 import time
 from dataclasses import dataclass, field
 
@@ -156,6 +158,14 @@ class Queries:
         self.step = parse_duration(alloc.resolution)
         self.rate_window = alloc.usageRateWindow
 
+    def scoped(self, namespaces: list[str]) -> Queries:
+        """A copy whose container-level selectors only match these namespaces (for per-pod detail)."""
+        q = copy.copy(self)
+        only = 'namespace=~"' + "|".join(re.escape(n) for n in sorted(namespaces)) + '"'
+        q.k = ",".join(m for m in (self.k, only) if m)
+        q.c = ",".join(m for m in (self.c, only) if m)
+        return q
+
     def _sub(self, chunk_seconds: int) -> str:
         # Half a step short of the chunk: exactly chunk/step points whether the Prometheus
         # version treats the range start as inclusive (2.x) or exclusive (3.x).
@@ -200,30 +210,56 @@ class Queries:
         tagged = f'label_replace({r}, "src", "request", "", "") or label_replace({u}, "src", "usage", "", "")'
         return f"{agg} by (namespace, pod, container) ({tagged})"
 
-    def _by_ns_node(self, per_container: str) -> str:
+    def _by_ns_node(self, per_container: str, by: str = "namespace, node") -> str:
         placed = f"* on (namespace, pod) group_left (node) {self.placement()}"
-        return f"sum by (namespace, node) (({per_container}) {placed})"
+        return f"sum by ({by}) (({per_container}) {placed})"
 
     def capacity(self, resource: str) -> str:
         sel = _sel(f'resource="{KSM_RESOURCE[resource]}"', self.k)
         return f"max by (node) (kube_node_status_capacity{sel})"
 
     # ---- chunk queries (evaluated at the chunk's end) ----
-    def allocated_integral(self, resource: str, chunk_seconds: int) -> str:
-        """Sum over steps of allocation per (namespace, node), scaled down per step where a node overflows."""
+    def allocated_integral(self, resource: str, chunk_seconds: int, pods_in: list[str] | None = None) -> str:
+        """Sum over steps of allocation per (namespace, node), scaled down per step where a node overflows.
+
+        With `pods_in`, rows are per (namespace, node, pod) for those namespaces only; the
+        overflow scale still comes from every namespace on the node.
+        """
         alloc = self._by_ns_node(self.allocation(resource))
         scale = f"clamp_max({self.capacity(resource)} / on (node) (sum by (node) ({alloc}) > 0), 1)"
+        if pods_in:
+            q = self.scoped(pods_in)
+            alloc = q._by_ns_node(q.allocation(resource), "namespace, node, pod")
         return f"sum_over_time(({alloc} * on (node) group_left () {scale}){self._sub(chunk_seconds)})"
 
-    def requested_integral(self, chunk_seconds: int) -> str:
-        sel = _sel('resource=~"cpu|memory"', self.k)
+    def requested_integral(self, chunk_seconds: int, pods_in: list[str] | None = None) -> str:
+        q = self.scoped(pods_in) if pods_in else self
+        sel = _sel('resource=~"cpu|memory"', q.k)
         req = f"max by (namespace, pod, container, resource) (kube_pod_container_resource_requests{sel})"
-        placed = f"* on (namespace, pod) group_left (node) {self.placement()}"
-        inner = f"sum by (namespace, node, resource) (({req}) {placed})"
+        by = "namespace, node, pod, resource" if pods_in else "namespace, node, resource"
+        inner = q._by_ns_node(req, by)
         return f"sum_over_time(({inner}){self._sub(chunk_seconds)})"
 
-    def used_integral(self, resource: str, chunk_seconds: int) -> str:
-        return f"sum_over_time(({self._by_ns_node(self.usage(resource))}){self._sub(chunk_seconds)})"
+    def used_integral(self, resource: str, chunk_seconds: int, pods_in: list[str] | None = None) -> str:
+        q = self.scoped(pods_in) if pods_in else self
+        inner = q._by_ns_node(q.usage(resource), "namespace, node, pod" if pods_in else "namespace, node")
+        return f"sum_over_time(({inner}){self._sub(chunk_seconds)})"
+
+    # ---- metadata for attribution and sharing ----
+    def pod_labels(self, keys: list[str], chunk_seconds: int) -> str:
+        """Pods carrying any attribution label, one row per pod with just those labels."""
+        cols = ", ".join(["namespace", "pod", *keys])
+        parts = []
+        for k in keys:
+            sel = _sel(k + '!=""', self.k)
+            parts.append(f"max by ({cols}) (last_over_time(kube_pod_labels{sel}[{chunk_seconds}s]))")
+        return " or ".join(parts) if parts else "vector(0) < 0"
+
+    def pod_counts(self, chunk_seconds: int) -> str:
+        return f"count by (namespace) (last_over_time(kube_pod_labels{_sel(self.k)}[{chunk_seconds}s]))"
+
+    def namespace_labels(self, chunk_seconds: int) -> str:
+        return f"last_over_time(kube_namespace_labels{_sel(self.k)}[{chunk_seconds}s])"
 
     def capacity_stats(self, fn: str, chunk_seconds: int) -> str:
         """`avg_over_time` or `count_over_time` of node capacity per (node, resource) over the chunk's steps."""

@@ -21,9 +21,10 @@ from prometheus_client.exposition import choose_encoder
 
 from .accrual import Ledger, batch_from
 from .collector import ChargebackCollector, Health
-from .config import Config
+from .config import Config, override
 from .errors import ChargebackError, ConfigError
-from .formatters import allocation_response
+from .formatters import allocation_response, parse_aggregate
+from .kube import metadata_source
 from .pipeline import Pipeline
 from .prometheus import PrometheusClient
 from .window import Window, iso, parse_duration, parse_window
@@ -44,7 +45,8 @@ class Exporter:
     def __init__(self, cfg: Config, until: str | None = None) -> None:
         self.cfg = cfg
         self.client = PrometheusClient(cfg.prometheus)
-        self.pipeline = Pipeline(cfg, self.client)
+        self.metadata = metadata_source(cfg.attribution, watch=True)
+        self.pipeline = Pipeline(cfg, self.client, self.metadata)
         self.ledger = Ledger()
         self.health = Health()
         self.step = self.pipeline.step
@@ -54,7 +56,7 @@ class Exporter:
         self.until = _parse_time(until) if until else None
         self.stop = threading.Event()
         self.registry = CollectorRegistry(auto_describe=False)
-        self.registry.register(ChargebackCollector(self.ledger, self.health, self.client.stats, cfg.pricing.currency))
+        self.registry.register(ChargebackCollector(self.ledger, self.health, self.client.stats, self.pipeline))
 
     def read_watermark(self) -> int | None:
         """The last watermark Prometheus scraped from any replica of us (so no volume is needed)."""
@@ -86,7 +88,7 @@ class Exporter:
             if self.stop.is_set():
                 break
             result = self.pipeline.compute_chunk(piece)
-            self.ledger.offer(batch_from(result))
+            self.ledger.offer(batch_from(result, len(self.cfg.attribution.labels)))
             self.health.rates, self.health.nodes = result.rates, result.nodes
             if len(pieces) > 1:
                 log.info("catching up: %d/%d chunks, accrued to %s", i, len(pieces), iso(piece.end))
@@ -127,12 +129,25 @@ class Exporter:
         return last is None or time.time() - last < max(10 * self.interval, 600)
 
     def allocation(self, query: dict[str, list[str]]) -> dict[str, Any]:
-        window_text = query.get("window", ["24h"])[0]
-        aggregate = query.get("aggregate", ["namespace"])[0]
-        if aggregate not in ("namespace", "node", "cluster"):
-            raise ConfigError(f"aggregate={aggregate!r} is not supported: use namespace, node or cluster")
-        window = parse_window(window_text, time.time(), self.step)
-        return allocation_response(self.pipeline.compute(window), aggregate)
+        """OpenCost's /allocation/compute, with Kubecost's sharing parameters."""
+        def arg(name: str) -> str | None:
+            return query.get(name, [None])[0]
+
+        def flag(name: str) -> bool | None:
+            v = arg(name)
+            if v is None:
+                return None
+            if v.lower() not in ("true", "false"):
+                raise ConfigError(f"{name}={v!r}: use true or false")
+            return v.lower() == "true"
+
+        cfg = override(self.cfg, "sharing", shareNamespaces=arg("shareNamespaces"), shareSplit=arg("shareSplit"),
+                       shareIdle=flag("shareIdle"), idleByNode=flag("idleByNode"))
+        parts, labels = parse_aggregate(arg("aggregate") or "namespace", cfg.attribution.labels)
+        cfg = override(cfg, "attribution", labels=labels)
+        window = parse_window(arg("window") or "24h", time.time(), self.step)
+        result = Pipeline(cfg, self.client, self.metadata).compute(window)
+        return allocation_response(result, parts, tuple(cfg.attribution.labels))
 
 
 def make_handler(exporter: Exporter) -> type[BaseHTTPRequestHandler]:

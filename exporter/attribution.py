@@ -1,0 +1,97 @@
+"""Attribution: who owns a namespace's (or a pod's) cost, from pod labels first, then namespace labels. Pure.
+
+A missing value is `__unattributed__`. A namespace whose pods resolve to different owners
+is *split*: its cost is then fetched per pod and attributed pod by pod.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from .allocation import UNATTRIBUTED, Attrs
+
+
+@dataclass(frozen=True)
+class Metadata:
+    """Labels as Kubernetes spells them (`cost-center`), from the API or from kube-state-metrics."""
+
+    source: str  # "kubernetes" or "prometheus"
+    namespaces: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
+    pods: Mapping[tuple[str, str], Mapping[str, str]] = field(default_factory=dict)  # only pods with labels
+    # Pods per namespace, when the source lists every pod; pods missing from `pods` then have no labels.
+    pod_counts: Mapping[str, int] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Owners:
+    """Resolved owners: per namespace, per pod in split namespaces."""
+
+    namespaces: dict[str, Attrs]
+    pods: dict[tuple[str, str], Attrs]
+    split: frozenset[str]
+
+    def of(self, namespace: str, pod: str | None = None) -> Attrs:
+        if pod is not None and (namespace, pod) in self.pods:
+            return self.pods[(namespace, pod)]
+        return self.namespaces.get(namespace, ())
+
+
+def _attrs(keys: list[str], *sources: Mapping[str, str]) -> Attrs:
+    out = []
+    for k in keys:
+        value = next((s[k] for s in sources if s.get(k)), UNATTRIBUTED)
+        out.append(value)
+    return tuple(out)
+
+
+def resolve(meta: Metadata, keys: list[str]) -> Owners:
+    """Owners for every namespace and labelled pod; `keys` are Kubernetes label keys in metric-label order."""
+    if not keys:
+        return Owners({}, {}, frozenset())
+    ns_default = {ns: _attrs(keys, labels) for ns, labels in meta.namespaces.items()}
+    pods: dict[tuple[str, str], Attrs] = {}
+    per_ns: dict[str, set[Attrs]] = {}
+    labelled: dict[str, int] = {}
+    for (ns, pod), labels in sorted(meta.pods.items()):
+        a = _attrs(keys, labels, meta.namespaces.get(ns, {}))
+        pods[(ns, pod)] = a
+        per_ns.setdefault(ns, set()).add(a)
+        labelled[ns] = labelled.get(ns, 0) + 1
+    namespaces = dict(ns_default)
+    split = set()
+    for ns, seen in per_ns.items():
+        default = ns_default.get(ns, tuple(UNATTRIBUTED for _ in keys))
+        if labelled[ns] < meta.pod_counts.get(ns, labelled[ns]):
+            seen = seen | {default}  # some pods carry no labels and fall back to the namespace's
+        if len(seen) == 1:
+            namespaces[ns] = next(iter(seen))
+        else:
+            namespaces[ns] = default
+            split.add(ns)
+    return Owners(namespaces, pods, frozenset(split))
+
+
+def coverage_by_pods(meta: Metadata, keys: list[str]) -> dict[str, float]:
+    """Share of pods that get each label, from the pod itself or its namespace."""
+    total = sum(meta.pod_counts.values())
+    out: dict[str, float] = {}
+    for key in keys:
+        covered = 0
+        for ns, count in meta.pod_counts.items():
+            if meta.namespaces.get(ns, {}).get(key):
+                covered += count
+            else:
+                covered += sum(1 for (pns, _p), lb in meta.pods.items() if pns == ns and lb.get(key))
+        out[key] = covered / total if total else 0.0
+    return out
+
+
+def coverage_by_cost(costs: Mapping[tuple[str, Attrs], float], names: list[str]) -> dict[str, tuple[float, float]]:
+    """Per label: (share of tenant cost that is attributed, cost that went to __unattributed__)."""
+    total = sum(costs.values())
+    out: dict[str, tuple[float, float]] = {}
+    for i, name in enumerate(names):
+        missing = sum(c for (_ns, attrs), c in costs.items() if len(attrs) > i and attrs[i] == UNATTRIBUTED)
+        out[name] = ((total - missing) / total if total else 0.0, missing)
+    return out
