@@ -56,9 +56,21 @@ class Node:
 
 
 @dataclass(frozen=True)
+class Counter:
+    """Any other counter series (ingress requests, log bytes, ...): value = base + slope * t."""
+
+    name: str
+    labels: dict[str, str]
+    slope: float
+    base: float = 1000.0
+
+
+@dataclass(frozen=True)
 class Cluster:
     nodes: tuple[Node, ...]
     pods: tuple[Pod, ...]
+    namespaces: dict[str, dict[str, str]] = field(default_factory=dict)  # namespace -> Kubernetes labels
+    counters: tuple[Counter, ...] = ()
 
 
 def _labels(**kv: str) -> str:
@@ -114,6 +126,11 @@ def series(cluster: Cluster) -> Iterator[tuple[str, str, Sampler]]:
         yield "container_cpu_usage_seconds_total", sys_lb, partial(_line, 5e5, 2.0)
         yield "container_memory_working_set_bytes", sys_lb, _const(3 * GIB)
 
+    for ns, ns_labels in sorted(cluster.namespaces.items()):
+        kv = {_k8s_label(k): v for k, v in sorted(ns_labels.items())}
+        yield "kube_namespace_labels", _labels(**ksm, namespace=ns, **kv), _const(1)
+    for c in cluster.counters:
+        yield c.name, _labels(**c.labels), partial(_line, c.base, c.slope)
     for p in cluster.pods:
         yield from _pod_series(p, ksm)
 

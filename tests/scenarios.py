@@ -6,7 +6,7 @@ calls the engine.
 
 from __future__ import annotations
 
-from exporter.synthetic import GIB, Cluster, Container, Node, Pod
+from exporter.synthetic import GIB, Cluster, Container, Counter, Node, Pod
 
 IT = "node.kubernetes.io/instance-type"
 
@@ -55,3 +55,42 @@ CORE_CONFIG = {
         ]
     }
 }
+
+
+# ---- sharing & attribution scenario -------------------------------------------------------------
+# Two identical nodes priced by OpenCost metrics at cpu 0.10/core-h and ram 0.01/GiB-h.
+# Every container uses half its request, so allocation = requests and cost per pod is
+# cpu cores x 0.10 + GiB x 0.01 per hour.
+SHARE_CPU, SHARE_RAM = 0.10, 0.01
+
+
+def share_cluster(t0: int) -> Cluster:
+    def pod(ns: str, name: str, node: str, cpu: float, gib: float, **labels: str) -> Pod:
+        return Pod(ns, name, node, (Container("app", cpu, gib * GIB, 0, cpu / 2, gib * GIB / 2),), labels=labels)
+
+    prices = {"cpu": SHARE_CPU, "ram": SHARE_RAM}
+    nodes = (Node("n1", 8, 32 * GIB, opencost=prices), Node("n2", 8, 32 * GIB, opencost=prices))
+    pods = (
+        pod("payments", "api", "n1", 2, 4),  # team from the namespace label: payments
+        pod("search", "query", "n1", 1, 2),  # team search
+        pod("kube-system", "coredns", "n1", 1, 2),  # shared by name
+        pod("web", "frontend", "n2", 1, 2, team="web-a"),  # pod label beats namespace label (web)
+        pod("web", "admin", "n2", 0.5, 1, team="web-b"),
+        pod("web", "legacy", "n2", 0.5, 1),  # no pod label: namespace label team=web
+        pod("monitoring", "prometheus", "n2", 2, 8),  # shared by label platform=true
+        pod("tools", "runner", "n2", 1, 2),  # no label anywhere: __unattributed__
+    )
+    namespaces = {
+        "payments": {"team": "payments", "cost-center": "CC-100"},
+        "search": {"team": "search", "cost-center": "CC-200"},
+        "web": {"team": "web", "cost-center": "CC-300"},
+        "monitoring": {"platform": "true"},
+        "kube-system": {},
+        "tools": {},
+    }
+    ingress = tuple(
+        Counter("nginx_ingress_controller_requests",
+                {"job": "ingress-nginx", "exported_namespace": ns, "status": "200"}, slope)
+        for ns, slope in (("payments", 3.0), ("search", 1.0), ("web", 1.0))
+    )
+    return Cluster(nodes, pods, namespaces, ingress)
