@@ -243,6 +243,14 @@ class Config(_Model):
     sharing: Sharing = Field(default_factory=Sharing)
     attribution: Attribution = Field(default_factory=Attribution)
 
+    @model_validator(mode="after")
+    def _fixed_by_known_label(self) -> Config:
+        for source, policy in self.sharing.policies.items():
+            if policy.split == "fixed" and policy.fixedBy != "namespace" and policy.fixedBy not in self.attribution.labels:
+                raise ValueError(f"sharing.policies.{source}.fixedBy: {policy.fixedBy!r} is neither 'namespace' "
+                                 f"nor an attribution label ({', '.join(self.attribution.labels)})")
+        return self
+
 
 def load_config(path: str | Path | None) -> Config:
     """Read and validate a config file; raise ConfigError naming the first bad key."""

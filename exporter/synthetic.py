@@ -154,9 +154,9 @@ def _pod_series(p: Pod, ksm: dict[str, str]) -> Iterator[tuple[str, str, Sampler
         def val(t: int, ph: str = phase) -> float:
             return 1.0 if (ph == "Running" and running(t)) or (ph == "Succeeded" and not running(t)) else 0.0
         yield "kube_pod_status_phase", _labels(**ksm, **pod_kv, uid=uid, phase=phase), when(exists, val)
-    if p.labels:
-        kv = {_k8s_label(k): v for k, v in sorted(p.labels.items())}
-        yield "kube_pod_labels", _labels(**ksm, **pod_kv, uid=uid, **kv), when(exists, lambda t: 1)
+    # kube-state-metrics exports kube_pod_labels for every pod, with label_* columns only when allow-listed.
+    kv = {_k8s_label(k): v for k, v in sorted(p.labels.items())}
+    yield "kube_pod_labels", _labels(**ksm, **pod_kv, uid=uid, **kv), when(exists, lambda t: 1)
     cad = {"job": "kubelet", "metrics_path": "/metrics/cadvisor", "instance": p.node}  # no `node` label
     for c in p.containers:
         for res, unit, req in (("cpu", "core", c.cpu_request), ("memory", "byte", c.mem_request),

@@ -128,6 +128,16 @@ def test_default_priced_nodes_are_warned_about(core_config: Path, core_t0: int) 
     ("promethus:\n  url: x\n", "promethus: Extra inputs are not permitted"),
     ("key: [unclosed\n", "not valid YAML"),
     ("- a\n- b\n", "top level must be a mapping"),
+    ("sharing:\n  policies:\n    monitoring: {split: fixed, percentages: {a: 60, b: 30}}\n",
+     "sharing.policies.monitoring: Value error, fixed percentages must sum to 100, got 90"),
+    ("sharing:\n  shareSplit: proportional\n", "sharing.shareSplit: Input should be 'weighted' or 'even'"),
+    ("sharing:\n  policies:\n    x: {split: random}\n",
+     "sharing.policies.x.split: Input should be 'weighted', 'even', 'fixed' or 'metric'"),
+    ("sharing:\n  policies:\n    kube-system: {split: metric, query: 'sum by (ns (up)'}\n",
+     "sharing.policies.kube-system: Value error, query is not valid PromQL"),
+    ("sharing:\n  policies:\n    monitoring: {split: fixed, fixedBy: squad, percentages: {a: 100}}\n",
+     "sharing.policies.monitoring.fixedBy: 'squad' is neither 'namespace' nor an attribution label"),
+    ("attribution:\n  labels: {namespace: team}\n", "attribution.labels: Value error, 'namespace' cannot be"),
 ])
 def test_malformed_config_names_the_key(tmp_path: Path, raw: str, expected: str) -> None:
     path = tmp_path / "bad.yaml"
