@@ -246,7 +246,8 @@ class Config(_Model):
     @model_validator(mode="after")
     def _fixed_by_known_label(self) -> Config:
         for source, policy in self.sharing.policies.items():
-            if policy.split == "fixed" and policy.fixedBy != "namespace" and policy.fixedBy not in self.attribution.labels:
+            known = ("namespace", *self.attribution.labels)
+            if policy.split == "fixed" and policy.fixedBy not in known:
                 raise ValueError(f"sharing.policies.{source}.fixedBy: {policy.fixedBy!r} is neither 'namespace' "
                                  f"nor an attribution label ({', '.join(self.attribution.labels)})")
         return self

@@ -11,7 +11,7 @@ import yaml
 
 from exporter.localprom import PrometheusServer, backfill
 
-from .scenarios import CORE_CONFIG, WINDOW_SECONDS, core_cluster
+from .scenarios import CORE_CONFIG, WINDOW_SECONDS, core_cluster, share_cluster
 
 
 def aligned_past(hours_back: int = 3) -> int:
@@ -38,3 +38,13 @@ def core_config(tmp_path: Path, core_prom: PrometheusServer) -> Path:
     path = tmp_path / "config.yaml"
     path.write_text(yaml.safe_dump(cfg))
     return path
+
+
+@pytest.fixture(scope="session")
+def share_prom(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[PrometheusServer, int]]:
+    """The sharing/attribution scenario, backfilled, with the hour under test starting at t0."""
+    t0 = aligned_past()
+    root = tmp_path_factory.mktemp("share")
+    backfill(share_cluster(t0), root / "data", t0 - 1800, t0 + WINDOW_SECONDS + 600, 60)
+    with PrometheusServer(root / "data") as prom:
+        yield prom, t0

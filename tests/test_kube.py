@@ -20,7 +20,7 @@ from exporter.server import Exporter
 
 from .fake_kube import FakeKube
 from .test_allocate_core import REL, window_arg
-from .test_sharing import BASE_SHARING, IDLE, SHARED, TEAMS, assert_costs, share_prom, totals  # noqa: F401
+from .test_sharing import BASE_SHARING, IDLE, SHARED, TEAMS, assert_costs, totals
 
 
 @pytest.fixture()
@@ -109,7 +109,8 @@ def test_auto_falls_back_to_prometheus_labels_and_says_so(share_prom: Any, tmp_p
     assert reg.get_sample_value("chargeback_label_coverage_ratio", {"label": "team", "basis": "pods"}) == 5 / 8
     # by cost: tools (0.12 + its weighted share of the 0.40 shared) is unattributed out of 0.72 + 0.40.
     tools = 0.12 + SHARED * 0.12 / 0.72
-    assert reg.get_sample_value("chargeback_unattributed_cost_total", {"label": "team"}) == pytest.approx(tools, rel=REL)
+    lost = reg.get_sample_value("chargeback_unattributed_cost_total", {"label": "team"})
+    assert lost == pytest.approx(tools, rel=REL)
     assert reg.get_sample_value("chargeback_label_coverage_ratio", {"label": "team", "basis": "cost"}) == \
         pytest.approx((1.12 - tools) / 1.12, rel=REL)
     # A tenant's share appears as component="shared" with its source; shared namespaces own nothing.

@@ -13,7 +13,6 @@ Scenario (scenarios.share_cluster), one hour, cpu 0.10/core-h, ram 0.01/GiB-h, a
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -22,9 +21,8 @@ import yaml
 from click.testing import CliRunner
 
 from exporter.cli import main
-from exporter.localprom import PrometheusServer, backfill
+from exporter.localprom import PrometheusServer
 
-from .scenarios import WINDOW_SECONDS, share_cluster
 from .test_allocate_core import REL, window_arg
 
 NODES = 2.24
@@ -33,17 +31,6 @@ TEAMS = {"payments": 0.24, "search": 0.12, "web-a": 0.12, "web-b": 0.06, "web": 
 SHARED = 0.12 + 0.28
 IDLE = 0.40 + 0.24 + 0.30 + 0.18
 BASE_SHARING = {"shareNamespaces": ["kube-system"], "shareLabels": {"platform": "true"}}
-
-
-@pytest.fixture(scope="module")
-def share_prom(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[PrometheusServer, int]]:
-    from .conftest import aligned_past
-
-    t0 = aligned_past()
-    root = tmp_path_factory.mktemp("share")
-    backfill(share_cluster(t0), root / "data", t0 - 1800, t0 + WINDOW_SECONDS + 600, 60)
-    with PrometheusServer(root / "data") as prom:
-        yield prom, t0
 
 
 def run(share_prom: tuple[PrometheusServer, int], tmp_path: Path, sharing: dict[str, Any] | None = None,
