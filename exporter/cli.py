@@ -119,3 +119,47 @@ def serve(prometheus_url: str | None, config: str | None, listen: str | None, st
         run_server(cfg, until)
     except ChargebackError as e:
         _fail(e)
+
+
+@main.command("audit-labels")
+@click.option("--prometheus-url", help="Prometheus base URL (overrides prometheus.url in the config).")
+@click.option("--config", type=click.Path(dir_okay=False), help="YAML config file.")
+@click.option("--window", "window_text", default="7d", show_default=True, help="Window for the cost at stake.")
+@click.option("--format", "fmt", default="table", show_default=True, type=click.Choice(["table", "json"]))
+def audit_labels(prometheus_url: str | None, config: str | None, window_text: str, fmt: str) -> None:
+    """Coverage of each attribution label: who is missing it, and the cost at stake."""
+    from .allocation import IDLE
+    from .audit import audit, to_json, to_text
+    from .sharing import UNSHARED
+
+    try:
+        cfg = _load(config, prometheus_url)
+        window = parse_window(window_text, time.time(), parse_duration(cfg.allocation.resolution))
+        client = PrometheusClient(cfg.prometheus)
+        pipeline = Pipeline(cfg, client, metadata_source(cfg.attribution, watch=False))
+        result = _with_progress(pipeline, window)
+        meta = pipeline.metadata(window)
+        if meta.source == "kubernetes":
+            pods: dict[str, list[str]] = {}
+            for ns, pod in meta.pods:
+                pods.setdefault(ns, []).append(pod)
+        else:
+            pods = {}
+            for lb, _ in client.query(pipeline.queries.all_pods(window.seconds), float(window.end)):
+                pods.setdefault(lb["namespace"], []).append(lb["pod"])
+        # Shared namespaces' cost is distributed over tenants; their own labels decide nothing.
+        shared = pipeline.share_inputs(window, meta).shared
+        pods = {ns: p for ns, p in pods.items() if ns not in shared}
+    except ChargebackError as e:
+        _fail(e)
+        return
+    costs: dict[tuple[str, tuple[str, ...]], float] = {}
+    for (ns, attrs, _component, _res, _source), c in result.costs.items():
+        if ns not in (IDLE, UNSHARED):
+            costs[(ns, attrs)] = costs.get((ns, attrs), 0.0) + c
+    audits = audit(meta, pods, cfg.attribution.labels, costs)
+    if fmt == "json":
+        click.echo(json.dumps(to_json(audits), indent=2))
+    else:
+        click.echo(f"attribution labels read from {meta.source}")
+        click.echo(to_text(audits, cfg.pricing.currency, window_text))

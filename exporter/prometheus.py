@@ -255,6 +255,9 @@ class Queries:
             parts.append(f"max by ({cols}) (last_over_time(kube_pod_labels{sel}[{chunk_seconds}s]))")
         return " or ".join(parts) if parts else "vector(0) < 0"
 
+    def all_pods(self, chunk_seconds: int) -> str:
+        return f"count by (namespace, pod) (last_over_time(kube_pod_labels{_sel(self.k)}[{chunk_seconds}s]))"
+
     def pod_counts(self, chunk_seconds: int) -> str:
         return f"count by (namespace) (last_over_time(kube_pod_labels{_sel(self.k)}[{chunk_seconds}s]))"
 

@@ -101,8 +101,12 @@ def _cpu_counter(c: Container, t: int) -> float:
     return base
 
 
-def series(cluster: Cluster) -> Iterator[tuple[str, str, Sampler]]:
-    """Every series of the cluster as (metric name, label string, value at t or None if absent)."""
+def series(cluster: Cluster, lean: bool = False) -> Iterator[tuple[str, str, Sampler]]:
+    """Every series of the cluster as (metric name, label string, value at t or None if absent).
+
+    `lean` (the benchmark) leaves out series no query selects: pod-level, pause and system
+    cgroups, phases other than Running. It keeps the query work the same and the backfill small.
+    """
     ksm = {"job": "kube-state-metrics", "instance": "ksm:8080"}
 
     for n in cluster.nodes:
@@ -122,9 +126,10 @@ def series(cluster: Cluster) -> Iterator[tuple[str, str, Sampler]]:
             if kind in n.opencost:
                 yield metric, _labels(**oc), _const(n.opencost[kind])
         # A root/system cgroup with no namespace: cAdvisor exports it, it must never be costed.
-        sys_lb = _labels(id="/system.slice/kubelet.service", instance=n.name, job="kubelet")
-        yield "container_cpu_usage_seconds_total", sys_lb, partial(_line, 5e5, 2.0)
-        yield "container_memory_working_set_bytes", sys_lb, _const(3 * GIB)
+        if not lean:
+            sys_lb = _labels(id="/system.slice/kubelet.service", instance=n.name, job="kubelet")
+            yield "container_cpu_usage_seconds_total", sys_lb, partial(_line, 5e5, 2.0)
+            yield "container_memory_working_set_bytes", sys_lb, _const(3 * GIB)
 
     for ns, ns_labels in sorted(cluster.namespaces.items()):
         kv = {_k8s_label(k): v for k, v in sorted(ns_labels.items())}
@@ -132,10 +137,10 @@ def series(cluster: Cluster) -> Iterator[tuple[str, str, Sampler]]:
     for c in cluster.counters:
         yield c.name, _labels(**c.labels), partial(_line, c.base, c.slope)
     for p in cluster.pods:
-        yield from _pod_series(p, ksm)
+        yield from _pod_series(p, ksm, lean)
 
 
-def _pod_series(p: Pod, ksm: dict[str, str]) -> Iterator[tuple[str, str, Sampler]]:
+def _pod_series(p: Pod, ksm: dict[str, str], lean: bool) -> Iterator[tuple[str, str, Sampler]]:
     start, end = p.start, p.end
 
     def exists(t: int) -> bool:
@@ -150,7 +155,7 @@ def _pod_series(p: Pod, ksm: dict[str, str]) -> Iterator[tuple[str, str, Sampler
     uid = f"uid-{p.namespace}-{p.name}"
     pod_kv = {"namespace": p.namespace, "pod": p.name}
     yield "kube_pod_info", _labels(**ksm, **pod_kv, uid=uid, node=p.node, host_ip="10.0.0.1"), when(exists, lambda t: 1)
-    for phase in ("Pending", "Running", "Succeeded", "Failed", "Unknown"):
+    for phase in ("Running",) if lean else ("Pending", "Running", "Succeeded", "Failed", "Unknown"):
         def val(t: int, ph: str = phase) -> float:
             return 1.0 if (ph == "Running" and running(t)) or (ph == "Succeeded" and not running(t)) else 0.0
         yield "kube_pod_status_phase", _labels(**ksm, **pod_kv, uid=uid, phase=phase), when(exists, val)
@@ -169,17 +174,17 @@ def _pod_series(p: Pod, ksm: dict[str, str]) -> Iterator[tuple[str, str, Sampler
         yield "container_memory_working_set_bytes", lb, when(running, partial(_memory, c))
     # Pod-level cgroup (container="") and pause container (container="POD"): both must be ignored.
     total_cpu = sum(c.cpu_usage for c in p.containers)
-    for cname, factor in (("", 1.0), ("POD", 0.5)):
+    for cname, factor in () if lean else (("", 1.0), ("POD", 0.5)):
         lb = _labels(**cad, **pod_kv, container=cname, id=f"/kubepods/{uid}{'/pause' if cname else ''}")
         yield "container_cpu_usage_seconds_total", lb, when(running, partial(_line, 1e6, total_cpu + factor))
         yield "container_memory_working_set_bytes", lb, when(running, _const((factor + 1) * GIB))
 
 
-def write_openmetrics(cluster: Cluster, start: int, end: int, interval: int, out: TextIO) -> int:
+def write_openmetrics(cluster: Cluster, start: int, end: int, interval: int, out: TextIO, lean: bool = False) -> int:
     """Write samples at start, start+interval, ..., end (inclusive) for promtool backfill; returns sample count."""
     n = 0
     stamps = range(start, end + 1, interval)
-    for name, lb, fn in series(cluster):
+    for name, lb, fn in series(cluster, lean):
         prefix = name + lb + " "
         lines = []
         for t in stamps:
