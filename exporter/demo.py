@@ -38,6 +38,16 @@ DEMO_CONFIG: dict[str, object] = {
         ],
     },
     "allocation": {"policy": "max", "resolution": "1m"},
+    # Platform namespaces are shared, so a newcomer sees shared costs at once.
+    "sharing": {
+        "shareNamespaces": ["kube-system", "monitoring"],
+        "sharedCosts": [{"name": "eks-control-plane", "monthly": 73}],
+        "policies": {"ingress-nginx": {
+            "split": "metric", "namespaceLabel": "exported_namespace",
+            "query": "sum by (exported_namespace) (increase(nginx_ingress_controller_requests[$window]))"}},
+        "shareLabels": {"platform": "true"},
+    },
+    "attribution": {"source": "prometheus"},
 }
 
 
@@ -87,7 +97,11 @@ def main(root: Path = Path(".demo")) -> None:
     result = Pipeline(cfg, PrometheusClient(cfg.prometheus)).compute(parse_window("24h", now, 60))
     print()
     print("Cost per namespace, last 24 h (chargeback allocate --window 24h):")
-    print(to_table(result, ["namespace"], tuple(cfg.attribution.labels), cfg.pricing.currency))
+    attrs = tuple(cfg.attribution.labels)
+    print(to_table(result, ["namespace"], attrs, cfg.pricing.currency))
+    print()
+    print("The same by team (chargeback allocate --window 24h --aggregate team):")
+    print(to_table(result, ["team"], attrs, cfg.pricing.currency))
     base = f"http://127.0.0.1:{exporter_port}"
     _wait_metrics(base)
     print(f"""

@@ -247,7 +247,15 @@ def demo_cluster(seed: int = 7) -> Cluster:
         for app in apps:
             pods.append(Pod(ns, f"{app}-0", rnd.choice([*general, "ip-10-0-4-1"]),
                             (Container(app, 0.5, 1 * GIB, 0, 0.3, 0.8 * GIB, wave=0.2),)))
-    return Cluster(tuple(nodes), tuple(pods))
+    centers = {"payments": "CC-100", "search": "CC-200", "data-eng": "CC-300", "ml": "CC-300", "web": "CC-400",
+               "growth": "CC-400"}
+    namespaces = {team: {"team": team, "cost-center": centers[team], "environment": "prod"} for team in teams}
+    namespaces.update({ns: {"platform": "true"} for ns in platform})
+    requests = tuple(
+        Counter("nginx_ingress_controller_requests", {"job": "ingress-nginx", "exported_namespace": ns}, rate)
+        for ns, rate in (("payments", 40.0), ("search", 120.0), ("web", 200.0), ("growth", 30.0))
+    )
+    return Cluster(tuple(nodes), tuple(pods), namespaces, requests)
 
 
 def bench_cluster(containers: int, nodes: int, namespaces: int, seed: int = 1) -> Cluster:

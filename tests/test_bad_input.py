@@ -152,3 +152,9 @@ def test_malformed_config_names_the_key(tmp_path: Path, raw: str, expected: str)
 def test_missing_config_file(tmp_path: Path) -> None:
     line = one_line_error(allocate("--config", str(tmp_path / "nope.yaml"), "--window", "1h"))
     assert "cannot read" in line
+
+
+def test_shipped_example_config_is_valid() -> None:
+    cfg = load_config("examples/chargeback.yaml")
+    assert cfg.sharing.policies["ingress-nginx"].namespaceLabel == "exported_namespace"
+    assert cfg.sharing.fixed_costs() == {"eks-control-plane": 73, "support": 1500}
