@@ -189,3 +189,25 @@ def test_unknown_aggregate_is_rejected(share_prom: Any, tmp_path: Path) -> None:
     res = CliRunner().invoke(main, ["allocate", "--prometheus-url", prom.url, "--aggregate", "squad",
                                     "--window", window_arg(t0)])
     assert res.exit_code == 2 and "unknown property 'squad'" in res.stderr
+
+
+def test_http_endpoint_takes_kubecost_parameters(share_prom: Any) -> None:
+    from exporter.config import parse_config
+    from exporter.errors import ConfigError
+    from exporter.server import Exporter
+
+    prom, t0 = share_prom
+    exporter = Exporter(parse_config({"prometheus": {"url": prom.url}, "attribution": {"source": "prometheus"}}))
+    body = exporter.allocation({"window": [window_arg(t0)], "aggregate": ["namespace"],
+                                "shareNamespaces": ["kube-system,monitoring"], "shareSplit": ["even"],
+                                "shareIdle": ["true"], "idleByNode": ["false"]})
+    cpu = {"payments": 0.2, "search": 0.1, "web": 0.2, "tools": 0.1}
+    ram = {"payments": 0.04, "search": 0.02, "web": 0.04, "tools": 0.02}
+    assert_costs(totals(body["data"][0]), {ns: c + SHARED / 4 + 0.70 * cpu[ns] / 0.60 + 0.42 * ram[ns] / 0.12
+                                           for ns, c in TENANTS.items()})
+    teams = exporter.allocation({"window": [window_arg(t0)], "aggregate": ["namespace,team"]})["data"][0]
+    assert teams["web/web-b"]["totalCost"] == pytest.approx(0.06, rel=REL)
+    with pytest.raises(ConfigError, match="shareIdle='yes': use true or false"):
+        exporter.allocation({"window": [window_arg(t0)], "shareIdle": ["yes"]})
+    with pytest.raises(ConfigError, match=r"sharing\.shareSplit"):
+        exporter.allocation({"window": [window_arg(t0)], "shareSplit": ["random"]})
