@@ -13,6 +13,7 @@ from tabulate import tabulate
 
 from .allocation import IDLE, CostResult, Line, efficiency
 from .errors import ConfigError
+from .pricing import ksm_label
 from .sharing import UNSHARED
 from .window import iso
 
@@ -34,7 +35,7 @@ def parse_aggregate(text: str, labels: Mapping[str, str]) -> tuple[list[str], di
             key = raw[6:]
             name = next((n for n, k in labels.items() if k == key), None)
             if name is None:
-                name = "label_" + "".join(c if c.isalnum() else "_" for c in key)
+                name = ksm_label(key)
                 labels[name] = key
             parts.append(name)
         elif raw in labels:

@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import TextIO
 
+from .pricing import ksm_label
+
 GIB = 1024**3
 DAY = 86400
 
@@ -77,10 +79,6 @@ def _labels(**kv: str) -> str:
     return "{" + ",".join(f'{k}="{v}"' for k, v in kv.items()) + "}"
 
 
-def _k8s_label(key: str) -> str:
-    return "label_" + "".join(c if c.isalnum() or c == "_" else "_" for c in key)
-
-
 def _const(v: float) -> Sampler:
     return lambda t: v
 
@@ -118,7 +116,7 @@ def series(cluster: Cluster, lean: bool = False) -> Iterator[tuple[str, str, Sam
         ) + ((("nvidia_com_gpu", "integer", n.gpus, n.gpus),) if n.gpus else ()):
             yield "kube_node_status_capacity", _labels(**ksm, node=n.name, resource=res, unit=unit), _const(cap)
             yield "kube_node_status_allocatable", _labels(**ksm, node=n.name, resource=res, unit=unit), _const(alloc)
-        node_labels = {_k8s_label(k): v for k, v in sorted(n.labels.items())}
+        node_labels = {ksm_label(k): v for k, v in sorted(n.labels.items())}
         yield "kube_node_labels", _labels(**ksm, node=n.name, **node_labels), _const(1)
         oc = {"job": "opencost", "instance": "opencost:9003", "node": n.name}
         for kind, metric in (("cpu", "node_cpu_hourly_cost"), ("ram", "node_ram_hourly_cost"),
@@ -132,7 +130,7 @@ def series(cluster: Cluster, lean: bool = False) -> Iterator[tuple[str, str, Sam
             yield "container_memory_working_set_bytes", sys_lb, _const(3 * GIB)
 
     for ns, ns_labels in sorted(cluster.namespaces.items()):
-        kv = {_k8s_label(k): v for k, v in sorted(ns_labels.items())}
+        kv = {ksm_label(k): v for k, v in sorted(ns_labels.items())}
         yield "kube_namespace_labels", _labels(**ksm, namespace=ns, **kv), _const(1)
     for c in cluster.counters:
         yield c.name, _labels(**c.labels), partial(_line, c.base, c.slope)
@@ -160,7 +158,7 @@ def _pod_series(p: Pod, ksm: dict[str, str], lean: bool) -> Iterator[tuple[str, 
             return 1.0 if (ph == "Running" and running(t)) or (ph == "Succeeded" and not running(t)) else 0.0
         yield "kube_pod_status_phase", _labels(**ksm, **pod_kv, uid=uid, phase=phase), when(exists, val)
     # kube-state-metrics exports kube_pod_labels for every pod, with label_* columns only when allow-listed.
-    kv = {_k8s_label(k): v for k, v in sorted(p.labels.items())}
+    kv = {ksm_label(k): v for k, v in sorted(p.labels.items())}
     yield "kube_pod_labels", _labels(**ksm, **pod_kv, uid=uid, **kv), when(exists, lambda t: 1)
     cad = {"job": "kubelet", "metrics_path": "/metrics/cadvisor", "instance": p.node}  # no `node` label
     for c in p.containers:
