@@ -211,3 +211,19 @@ def test_http_endpoint_takes_kubecost_parameters(share_prom: Any) -> None:
         exporter.allocation({"window": [window_arg(t0)], "shareIdle": ["yes"]})
     with pytest.raises(ConfigError, match=r"sharing\.shareSplit"):
         exporter.allocation({"window": [window_arg(t0)], "shareSplit": ["random"]})
+
+
+def test_fallback_is_published_as_a_metric(share_prom: Any) -> None:
+    from exporter.config import parse_config
+    from exporter.server import Exporter
+
+    prom, t0 = share_prom
+    empty = "sum by (namespace) (rate(nothing_here[$window]))"
+    raw = {"prometheus": {"url": prom.url}, "attribution": {"source": "prometheus"},
+           "sharing": {**BASE_SHARING, "policies": {"kube-system": {"split": "metric", "query": empty}}},
+           "serve": {"start": window_arg(t0).split(",")[0]}}
+    exporter = Exporter(parse_config(raw), until=window_arg(t0).split(",")[1])
+    exporter.run_once()
+    assert exporter.health.up
+    assert exporter.registry.get_sample_value("chargeback_share_weight_fallback", {"shared_from": "kube-system"}) == 1
+    assert exporter.registry.get_sample_value("chargeback_share_weight_fallback", {"shared_from": "monitoring"}) is None
