@@ -163,3 +163,53 @@ def audit_labels(prometheus_url: str | None, config: str | None, window_text: st
     else:
         click.echo(f"attribution labels read from {meta.source}")
         click.echo(to_text(audits, cfg.pricing.currency, window_text))
+
+
+@main.command()
+@click.option("--prometheus-url", help="Prometheus base URL (overrides prometheus.url in the config).")
+@click.option("--config", type=click.Path(dir_okay=False), help="YAML config file.")
+@click.option("--window", "window_text", default="1h", show_default=True, help="Window to read node facts over.")
+@click.option("--format", "fmt", default="table", show_default=True, type=click.Choice(["table", "json"]))
+def prices(prometheus_url: str | None, config: str | None, window_text: str, fmt: str) -> None:
+    """Every node with its instance type, capacity type, hourly price, CPU/RAM/GPU split and price source."""
+    from tabulate import tabulate
+
+    from .pricing import GIB, capacity_type, price_nodes, unmatched_rules
+
+    try:
+        cfg = _load(config, prometheus_url)
+        window = parse_window(window_text, time.time(), parse_duration(cfg.allocation.resolution))
+        pipeline = Pipeline(cfg, PrometheusClient(cfg.prometheus))
+        _capacity, nodes = pipeline.node_facts(window)
+        rates = price_nodes(nodes, cfg.pricing, pipeline.shipped)
+    except ChargebackError as e:
+        _fail(e)
+        return
+    rows: list[dict[str, Any]] = []
+    for name, r in rates.items():
+        f = nodes[name]
+        hourly = r.hourly(f)
+        rows.append({"node": name, "instanceType": f.instance_type, "capacityType": capacity_type(f),
+                     "cores": f.cores, "ramGiB": f.ram_bytes / GIB, "gpus": f.gpus, "hourly": hourly,
+                     "cpuPerCoreHour": r.cpu, "ramPerGiBHour": r.ram, "gpuPerHour": r.gpu,
+                     "cpuShare": f.cores * r.cpu / hourly if hourly else 0.0,
+                     "ramShare": f.ram_bytes / GIB * r.ram / hourly if hourly else 0.0,
+                     "gpuShare": f.gpus * r.gpu / hourly if hourly else 0.0, "source": r.source})
+    for row in rows:
+        if row["source"].startswith("default"):
+            click.echo(f"warning: node {row['node']} has no price source; priced at {row['source']} rates", err=True)
+    for i in unmatched_rules(nodes, cfg.pricing):
+        click.echo(f"warning: pricing.rules.{i} matches no node (match {cfg.pricing.rules[i].match})", err=True)
+    if fmt == "json":
+        click.echo(json.dumps(rows, indent=2))
+        return
+    table = [[r["node"], r["instanceType"], r["capacityType"], r["hourly"], r["cpuPerCoreHour"], r["ramPerGiBHour"],
+              r["gpuPerHour"] if r["gpus"] else None,
+              f"{100 * r['cpuShare']:.0f}/{100 * r['ramShare']:.0f}/{100 * r['gpuShare']:.0f}", r["source"]]
+             for r in rows]
+    cur = cfg.pricing.currency
+    click.echo(tabulate(table, headers=["node", "instance type", "capacity", f"{cur}/h", "per core-h", "per GiB-h",
+                                        "per GPU-h", "cpu/ram/gpu %", "source"], floatfmt=".6f", missingval=""))
+    if pipeline.shipped:
+        click.echo(f"shipped on-demand prices compiled {pipeline.shipped.compiled}; precedence: price-book rule > "
+                   "OpenCost metrics > shipped prices > default rates")

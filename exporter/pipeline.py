@@ -14,7 +14,7 @@ from .allocation import ChunkUsage, CostResult, UsageKey, cost_chunk
 from .attribution import Metadata, Owners, resolve
 from .config import Config
 from .errors import DataError
-from .pricing import NodeFacts, ksm_label, price_nodes
+from .pricing import NodeFacts, ksm_label, load_shipped_prices, price_nodes, unmatched_rules
 from .prometheus import RESOURCE_FROM_KSM, PrometheusClient, Queries
 from .sharing import ShareInputs, distribute
 from .window import Window, iso, parse_duration
@@ -36,6 +36,7 @@ class Pipeline:
         self.warnings: list[str] = []
         self.fallbacks: set[str] = set()  # sharing sources that fell back to `weighted` in the last chunk
         self.last_metadata: Metadata | None = None
+        self.shipped = load_shipped_prices() if cfg.pricing.shippedPrices else None
 
     @property
     def attribution_keys(self) -> list[str]:
@@ -54,11 +55,13 @@ class Pipeline:
         meta = self.metadata(w)
         self.last_metadata = meta
         usage = self.fetch(w, resolve(meta, self.attribution_keys))
-        rates = price_nodes(usage.nodes, self.cfg.pricing)
+        rates = price_nodes(usage.nodes, self.cfg.pricing, self.shipped)
         defaulted = sorted(n for n, r in rates.items() if r.source.startswith("default"))
         if defaulted:
-            self._warn(f"{len(defaulted)} node(s) priced at default rates (no OpenCost metric or price-book "
-                       f"rule): {', '.join(defaulted[:10])}")
+            self._warn(f"{len(defaulted)} node(s) priced at default rates (no price-book rule, OpenCost metric "
+                       f"or shipped price): {', '.join(defaulted[:10])}")
+        for i in unmatched_rules(usage.nodes, self.cfg.pricing):
+            self._warn(f"pricing.rules.{i} matches no node (match {self.cfg.pricing.rules[i].match})")
         result = cost_chunk(usage, rates)
         shared = distribute(result, self.cfg.sharing, self.share_inputs(w, meta))
         for note in shared.notes:
@@ -99,30 +102,9 @@ class Pipeline:
         counts = {lb["namespace"]: int(v) for lb, v in self.client.query(self.queries.pod_counts(span), at)}
         return Metadata("prometheus", namespaces, pods, counts)
 
-    def fetch(self, w: Window, owners: Owners) -> ChunkUsage:
-        q, at, span = self.queries, float(w.end), w.seconds
-        step = self.step
-        split = sorted(owners.split)
-
-        def integral(expr: str, with_resource: str | None = None, per_pod: bool = False) -> dict[UsageKey, float]:
-            out: dict[UsageKey, float] = {}
-            for labels, value in self.client.query(expr, at):
-                res = with_resource or RESOURCE_FROM_KSM.get(labels.get("resource", ""), "")
-                ns = labels.get("namespace", "")
-                if not res or (not per_pod and ns in owners.split):
-                    continue
-                key = (ns, labels.get("node", ""), owners.of(ns, labels.get("pod")), res)
-                out[key] = out.get(key, 0.0) + value * step
-            return out
-
-        def both(make: Callable[[list[str] | None], str], with_resource: str | None = None) -> dict[UsageKey, float]:
-            """Per-namespace rows, plus per-pod rows for namespaces split between owners."""
-            rows = integral(make(None), with_resource)
-            if split:
-                for k, v in integral(make(split), with_resource, per_pod=True).items():
-                    rows[k] = rows.get(k, 0.0) + v
-            return rows
-
+    def node_facts(self, w: Window) -> tuple[dict[tuple[str, str], float], dict[str, NodeFacts]]:
+        """Capacity integrals per (node, resource) and what is known about each node, for one window."""
+        q, at, span, step = self.queries, float(w.end), w.seconds, self.step
         avg = self.client.query(q.capacity_stats("avg_over_time", span), at)
         count = self.client.query(q.capacity_stats("count_over_time", span), at)
         if not avg:
@@ -154,6 +136,33 @@ class Pipeline:
             )
             for name, caps in per_node.items()
         }
+        return capacity, nodes
+
+    def fetch(self, w: Window, owners: Owners) -> ChunkUsage:
+        q, at, span = self.queries, float(w.end), w.seconds
+        step = self.step
+        split = sorted(owners.split)
+
+        def integral(expr: str, with_resource: str | None = None, per_pod: bool = False) -> dict[UsageKey, float]:
+            out: dict[UsageKey, float] = {}
+            for labels, value in self.client.query(expr, at):
+                res = with_resource or RESOURCE_FROM_KSM.get(labels.get("resource", ""), "")
+                ns = labels.get("namespace", "")
+                if not res or (not per_pod and ns in owners.split):
+                    continue
+                key = (ns, labels.get("node", ""), owners.of(ns, labels.get("pod")), res)
+                out[key] = out.get(key, 0.0) + value * step
+            return out
+
+        def both(make: Callable[[list[str] | None], str], with_resource: str | None = None) -> dict[UsageKey, float]:
+            """Per-namespace rows, plus per-pod rows for namespaces split between owners."""
+            rows = integral(make(None), with_resource)
+            if split:
+                for k, v in integral(make(split), with_resource, per_pod=True).items():
+                    rows[k] = rows.get(k, 0.0) + v
+            return rows
+
+        capacity, nodes = self.node_facts(w)
         allocated: dict[UsageKey, float] = {}
         for res in ("cpu", "memory", "gpu"):
             allocated.update(both(lambda p, r=res: q.allocated_integral(r, span, p), res))  # type: ignore[misc]

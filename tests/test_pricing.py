@@ -6,7 +6,7 @@ import pytest
 
 from exporter.config import parse_config
 from exporter.errors import PricingError
-from exporter.pricing import GIB, NodeFacts, ksm_label, price_node
+from exporter.pricing import GIB, NodeFacts, ksm_label, load_shipped_prices, price_node
 
 IT = ksm_label("node.kubernetes.io/instance-type")
 RATIO = 0.031611 / 0.004237
@@ -16,11 +16,18 @@ def pricing(**raw: object):  # type: ignore[no-untyped-def]
     return parse_config({"pricing": raw}).pricing
 
 
-def test_opencost_metrics_win_over_price_book() -> None:
+def test_opencost_metrics_win_over_shipped_prices_and_defaults() -> None:
     facts = NodeFacts("n", 4, 16 * GIB, labels={IT: "m5.xlarge"}, opencost={"cpu": 0.04, "ram": 0.005})
-    r = price_node(facts, pricing(rules=[{"match": {"node.kubernetes.io/instance-type": "m5.*"}, "hourly": 9.0}]))
+    r = price_node(facts, pricing(), load_shipped_prices())
     assert (r.cpu, r.ram, r.source) == (0.04, 0.005, "opencost")
     assert r.hourly(facts) == pytest.approx(4 * 0.04 + 16 * 0.005)
+
+
+def test_explicit_rule_wins_over_opencost_metrics() -> None:
+    facts = NodeFacts("n", 4, 16 * GIB, labels={IT: "m5.xlarge"}, opencost={"cpu": 0.04, "ram": 0.005})
+    r = price_node(facts, pricing(rules=[{"match": {"node.kubernetes.io/instance-type": "m5.*"}, "cpu": 0.03,
+                                          "ram": 0.002}]))
+    assert (r.cpu, r.ram, r.source) == (0.03, 0.002, "pricebook[0]")
 
 
 def test_opencost_total_only_is_split_like_opencost() -> None:
