@@ -10,9 +10,10 @@ resource under the pseudo-namespace `__idle__`, so the table always sums to the 
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, fields
 
+from .assets import AssetCost
 from .pricing import GIB, NodeFacts, NodeRates
 
 IDLE = "__idle__"
@@ -52,9 +53,13 @@ class Line:
     ram_request_byte_seconds: float = 0.0
     ram_usage_byte_seconds: float = 0.0
     gpu_seconds: float = 0.0
+    pv_byte_seconds: float = 0.0
     cpu_cost: float = 0.0
     ram_cost: float = 0.0
     gpu_cost: float = 0.0
+    pv_cost: float = 0.0
+    lb_cost: float = 0.0
+    network_cost: float = 0.0
 
     def add(self, other: Line) -> None:
         for f in fields(self):
@@ -62,10 +67,11 @@ class Line:
 
     @property
     def total_cost(self) -> float:
-        return self.cpu_cost + self.ram_cost + self.gpu_cost
+        return sum(self.cost_by_resource().values())
 
     def cost_by_resource(self) -> dict[str, float]:
-        return {"cpu": self.cpu_cost, "memory": self.ram_cost, "gpu": self.gpu_cost}
+        return {"cpu": self.cpu_cost, "memory": self.ram_cost, "gpu": self.gpu_cost, "storage": self.pv_cost,
+                "load_balancer": self.lb_cost, "network": self.network_cost}
 
 
 _QTY = {"cpu": "cpu_core_seconds", "memory": "ram_byte_seconds", "gpu": "gpu_seconds"}
@@ -90,13 +96,15 @@ class CostResult:
     # What each shared source (namespace or fixed cost) came to before distribution: (source, resource).
     pools: dict[tuple[str, str], float] = field(default_factory=dict)
     node_cost: dict[tuple[str, str], float] = field(default_factory=dict)  # (node, resource)
+    asset_cost: dict[tuple[str, str], float] = field(default_factory=dict)  # (PV/LB/egress, resource)
     rates: dict[str, NodeRates] = field(default_factory=dict)
     nodes: dict[str, NodeFacts] = field(default_factory=dict)
 
     @property
     def total_cost(self) -> float:
         """The cluster's cost: nodes' capacity cost plus fixed shared costs."""
-        return sum(self.node_cost.values()) + sum(v for (_s, r), v in self.pools.items() if r == OVERHEAD)
+        fixed = sum(v for (_s, r), v in self.pools.items() if r == OVERHEAD)
+        return sum(self.node_cost.values()) + sum(self.asset_cost.values()) + fixed
 
     def merge(self, other: CostResult) -> None:
         """Append a later, adjacent window (the latest node facts and rates win)."""
@@ -105,6 +113,8 @@ class CostResult:
             self.table.setdefault(key, Line()).add(line)
         for k, v in other.node_cost.items():
             self.node_cost[k] = self.node_cost.get(k, 0.0) + v
+        for k, v in other.asset_cost.items():
+            self.asset_cost[k] = self.asset_cost.get(k, 0.0) + v
         for ek, v in other.costs.items():
             self.costs[ek] = self.costs.get(ek, 0.0) + v
         for pk, v in other.pools.items():
@@ -144,6 +154,20 @@ def cost_chunk(usage: ChunkUsage, rates: dict[str, NodeRates]) -> CostResult:
         setattr(idle, _QTY[res], getattr(idle, _QTY[res]) + max(cap - q, 0.0))
         setattr(idle, _COST[res], getattr(idle, _COST[res]) + node_cost - c)
     return result
+
+
+_ASSET_FIELD = {"storage": "pv_cost", "load_balancer": "lb_cost", "network": "network_cost"}
+
+
+def add_assets(result: CostResult, assets: Iterable[AssetCost], owner: Callable[[str], Attrs]) -> None:
+    """Book PV, load-balancer and network costs to their namespaces (node ""), and to the assets' total."""
+    for a in assets:
+        line = result.table.setdefault((a.namespace, "", owner(a.namespace)), Line())
+        setattr(line, _ASSET_FIELD[a.resource], getattr(line, _ASSET_FIELD[a.resource]) + a.cost)
+        if a.resource == "storage":
+            line.pv_byte_seconds += a.quantity
+        key = (a.asset, a.resource)
+        result.asset_cost[key] = result.asset_cost.get(key, 0.0) + a.cost
 
 
 def conservation_error(result: CostResult) -> float:

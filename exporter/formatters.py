@@ -53,7 +53,8 @@ class Row:
     """One aggregated allocation: quantities (allocated only) plus cost by component."""
 
     line: Line = field(default_factory=Line)
-    cost: dict[str, float] = field(default_factory=lambda: {"cpu": 0.0, "memory": 0.0, "gpu": 0.0})
+    cost: dict[str, float] = field(default_factory=lambda: dict.fromkeys(
+        ("cpu", "memory", "gpu", "storage", "load_balancer", "network", "overhead"), 0.0))
     shared: float = 0.0
 
     @property
@@ -122,10 +123,10 @@ def allocation_item(name: str, row: Row, start: int, end: int) -> dict[str, Any]
         "ramByteHours": line.ram_byte_seconds / 3600,
         "ramCost": ram_cost,
         "ramEfficiency": ram_eff,
-        "pvByteHours": 0.0,
-        "pvCost": 0.0,
-        "networkCost": 0.0,
-        "loadBalancerCost": 0.0,
+        "pvByteHours": line.pv_byte_seconds / 3600,
+        "pvCost": row.cost["storage"],
+        "networkCost": row.cost["network"],
+        "loadBalancerCost": row.cost["load_balancer"],
         "sharedCost": row.shared,
         "externalCost": 0.0,
         "totalCost": row.total,

@@ -10,7 +10,8 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 
-from .allocation import ChunkUsage, CostResult, UsageKey, cost_chunk
+from .allocation import ChunkUsage, CostResult, UsageKey, add_assets, cost_chunk
+from .assets import AssetCost, Service, Volume, price_load_balancers, price_network, price_volumes
 from .attribution import Metadata, Owners, resolve
 from .config import Config
 from .errors import DataError
@@ -54,7 +55,8 @@ class Pipeline:
     def compute_chunk(self, w: Window) -> CostResult:
         meta = self.metadata(w)
         self.last_metadata = meta
-        usage = self.fetch(w, resolve(meta, self.attribution_keys))
+        owners = resolve(meta, self.attribution_keys)
+        usage = self.fetch(w, owners)
         rates = price_nodes(usage.nodes, self.cfg.pricing, self.shipped)
         defaulted = sorted(n for n, r in rates.items() if r.source.startswith("default"))
         if defaulted:
@@ -63,6 +65,7 @@ class Pipeline:
         for i in unmatched_rules(usage.nodes, self.cfg.pricing):
             self._warn(f"pricing.rules.{i} matches no node (match {self.cfg.pricing.rules[i].match})")
         result = cost_chunk(usage, rates)
+        add_assets(result, self.fetch_assets(w), owners.of)
         shared = distribute(result, self.cfg.sharing, self.share_inputs(w, meta))
         for note in shared.notes:
             self._warn(note)
@@ -137,6 +140,31 @@ class Pipeline:
             for name, caps in per_node.items()
         }
         return capacity, nodes
+
+    def fetch_assets(self, w: Window) -> list[AssetCost]:
+        """Persistent volumes, LoadBalancer Services and network egress for one window, priced."""
+        q, at, span, step, p = self.queries, float(w.end), w.seconds, self.step, self.cfg.pricing
+
+        def by(expr: str, *keys: str) -> dict[tuple[str, ...], float]:
+            return {tuple(lb.get(k, "") for k in keys): v for lb, v in self.client.query(expr, at)}
+
+        classes = {k[0]: k[1] for k in by(q.pv_info(span), "persistentvolume", "storageclass")}
+        claims = {k[0]: k[1] for k in by(q.pv_claims(span), "persistentvolume", "claim_namespace")}
+        pv_price = {k[0]: v for k, v in by(q.pv_prices(span), "persistentvolume").items()}
+        volumes = [Volume(pv, v * step, classes.get(pv, ""), claims.get(pv) or None, pv_price.get(pv))
+                   for (pv,), v in by(q.pv_capacity_integral(span), "persistentvolume").items()]
+        lb_price = by(q.lb_prices(span), "namespace", "service_name")
+        services = [Service(ns, svc, v * step, lb_price.get((ns, svc)))
+                    for (ns, svc), v in by(q.lb_presence(span), "namespace", "service").items()]
+        classified: dict[tuple[str, str], float] = {}
+        for (ns, internet, same_region, same_zone), v in by(
+                q.egress_classified(span), "namespace", "internet", "same_region", "same_zone").items():
+            klass = ("internet" if internet == "true" else "region" if same_region == "false"
+                     else "zone" if same_zone == "false" else "free")
+            classified[(ns, klass)] = classified.get((ns, klass), 0.0) + v * step
+        transmitted = {k[0]: v * step for k, v in by(q.transmitted(span), "namespace").items()}
+        return [*price_volumes(volumes, p.storage), *price_load_balancers(services, p.loadBalancer.hourly),
+                *price_network(classified, transmitted, p.network, w.seconds, self.cfg.sharing.hoursPerMonth)]
 
     def fetch(self, w: Window, owners: Owners) -> ChunkUsage:
         q, at, span = self.queries, float(w.end), w.seconds

@@ -245,6 +245,43 @@ class Queries:
         inner = q._by_ns_node(q.usage(resource), "namespace, node, pod" if pods_in else "namespace, node")
         return f"sum_over_time(({inner}){self._sub(chunk_seconds)})"
 
+    # ---- assets beyond nodes: volumes, load balancers, network ----
+    def pv_capacity_integral(self, span: int) -> str:
+        cap = f"max by (persistentvolume) (kube_persistentvolume_capacity_bytes{_sel(self.k)})"
+        return f"sum_over_time(({cap}){self._sub(span)})"
+
+    def pv_info(self, span: int) -> str:
+        return (f"max by (persistentvolume, storageclass) "
+                f"(last_over_time(kube_persistentvolume_info{_sel(self.k)}[{span}s]))")
+
+    def pv_claims(self, span: int) -> str:
+        return (f"max by (persistentvolume, claim_namespace) "
+                f"(last_over_time(kube_persistentvolume_claim_ref{_sel(self.k)}[{span}s]))")
+
+    def pv_prices(self, span: int) -> str:
+        return f"max by (persistentvolume) (avg_over_time(pv_hourly_cost{_sel(self.o)}[{span}s]))"
+
+    def lb_presence(self, span: int) -> str:
+        sel = _sel('type="LoadBalancer"', self.k)
+        return f"sum_over_time((max by (namespace, service) (kube_service_spec_type{sel})){self._sub(span)})"
+
+    def lb_prices(self, span: int) -> str:
+        return (f"max by (namespace, service_name) "
+                f"(avg_over_time(kubecost_load_balancer_cost{_sel(self.o)}[{span}s]))")
+
+    def egress_classified(self, span: int) -> str:
+        """Kubecost's network-costs daemonset: egress bytes per namespace and destination class."""
+        rate = f"rate(kubecost_pod_network_egress_bytes_total{_sel(self.o)}[{self.rate_window}])"
+        inner = f"sum by (namespace, internet, same_region, same_zone) ({rate})"
+        return f"sum_over_time(({inner}){self._sub(span)})"
+
+    def transmitted(self, span: int) -> str:
+        """cAdvisor transmit bytes per namespace (pod-level series; loopback excluded)."""
+        sel = _sel('namespace!=""', 'pod!=""', 'interface!="lo"', self.c)
+        rate = f"rate(container_network_transmit_bytes_total{sel}[{self.rate_window}])"
+        per_pod = f"max by (namespace, pod, interface) ({rate})"
+        return f"sum_over_time((sum by (namespace) ({per_pod})){self._sub(span)})"
+
     # ---- metadata for attribution and sharing ----
     def pod_labels(self, keys: list[str], chunk_seconds: int) -> str:
         """Pods carrying any attribution label, one row per pod with just those labels."""

@@ -116,6 +116,8 @@ def distribute(result: CostResult, sharing: Sharing, inputs: ShareInputs) -> Sha
             elif ns in inputs.shared:
                 pools[(ns, res)] += cost
                 owner.setdefault(ns, attrs)
+            elif ns.startswith("__"):  # __unmounted__, __unallocated__: keep their cost, share nothing to them
+                costs[(ns, attrs, "allocated", res, "")] += cost
             else:
                 costs[(ns, attrs, "allocated", res, "")] += cost
                 alloc[(ns, attrs)] += cost
