@@ -58,12 +58,15 @@ class Node:
 
 
 @dataclass(frozen=True)
-class Counter:
-    """Any other counter series (ingress requests, log bytes, ...): value = base + slope * t."""
+class Series:
+    """Any other series: value = base + slope * t (a gauge with slope 0, a counter otherwise).
+
+    Used for PVs, Services, ingress requests, network bytes and OpenCost asset prices.
+    """
 
     name: str
     labels: dict[str, str]
-    slope: float
+    slope: float = 0.0
     base: float = 1000.0
 
 
@@ -72,7 +75,7 @@ class Cluster:
     nodes: tuple[Node, ...]
     pods: tuple[Pod, ...]
     namespaces: dict[str, dict[str, str]] = field(default_factory=dict)  # namespace -> Kubernetes labels
-    counters: tuple[Counter, ...] = ()
+    extra: tuple[Series, ...] = ()
 
 
 def _labels(**kv: str) -> str:
@@ -132,7 +135,7 @@ def series(cluster: Cluster, lean: bool = False) -> Iterator[tuple[str, str, Sam
     for ns, ns_labels in sorted(cluster.namespaces.items()):
         kv = {ksm_label(k): v for k, v in sorted(ns_labels.items())}
         yield "kube_namespace_labels", _labels(**ksm, namespace=ns, **kv), _const(1)
-    for c in cluster.counters:
+    for c in cluster.extra:
         yield c.name, _labels(**c.labels), partial(_line, c.base, c.slope)
     for p in cluster.pods:
         yield from _pod_series(p, ksm, lean)
@@ -250,7 +253,7 @@ def demo_cluster(seed: int = 7) -> Cluster:
     namespaces = {team: {"team": team, "cost-center": centers[team], "environment": "prod"} for team in teams}
     namespaces.update({ns: {"platform": "true"} for ns in platform})
     requests = tuple(
-        Counter("nginx_ingress_controller_requests", {"job": "ingress-nginx", "exported_namespace": ns}, rate)
+        Series("nginx_ingress_controller_requests", {"job": "ingress-nginx", "exported_namespace": ns}, rate)
         for ns, rate in (("payments", 40.0), ("search", 120.0), ("web", 200.0), ("growth", 30.0))
     )
     return Cluster(tuple(nodes), tuple(pods), namespaces, requests)

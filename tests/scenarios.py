@@ -6,7 +6,7 @@ calls the engine.
 
 from __future__ import annotations
 
-from exporter.synthetic import GIB, Cluster, Container, Counter, Node, Pod
+from exporter.synthetic import GIB, Cluster, Container, Node, Pod, Series
 
 IT = "node.kubernetes.io/instance-type"
 
@@ -89,8 +89,88 @@ def share_cluster(t0: int) -> Cluster:
         "tools": {},
     }
     ingress = tuple(
-        Counter("nginx_ingress_controller_requests",
+        Series("nginx_ingress_controller_requests",
                 {"job": "ingress-nginx", "exported_namespace": ns, "status": "200"}, slope)
         for ns, slope in (("payments", 3.0), ("search", 1.0), ("web", 1.0))
     )
     return Cluster(nodes, pods, namespaces, ingress)
+
+
+# ---- assets scenario: price sources, PVs, load balancers, network, multi-GPU ----------------------
+ASSET_CONFIG = {
+    "pricing": {
+        "rules": [
+            # One rule for both capacity types of m5.2xlarge: a Savings Plan rate on-demand, a spot price on spot.
+            {"match": {IT: "m5.2xlarge"}, "hourly": 0.384, "spotHourly": 0.1152, "effectiveHourly": 0.25},
+        ],
+        "storage": {"classes": {"gp3": 0.08}},
+        "loadBalancer": {"hourly": 0.025},
+        "network": {"internetPerGiB": 0.12, "zonePerGiB": 0.01, "regionPerGiB": 0.02,
+                    "monthly": [{"name": "nat-gateway", "monthly": 73}]},
+    },
+    "attribution": {"source": "prometheus"},
+}
+
+
+def asset_cluster(t0: int) -> Cluster:
+    spot = {"karpenter.sh/capacity-type": "spot"}
+    nodes = (
+        Node("n-sp-od", 8, 32 * GIB, labels={IT: "m5.2xlarge", "karpenter.sh/capacity-type": "on-demand"}),
+        Node("n-sp-spot", 8, 32 * GIB, labels={IT: "m5.2xlarge", **spot}),
+        Node("n-gpu", 32, 244 * GIB, gpus=4, labels={IT: "p3.8xlarge"}),  # shipped price, no GPU price known
+        Node("n-shipped", 4, 16 * GIB, labels={IT: "m5.xlarge"}),  # shipped price
+    )
+
+    def pod(ns: str, name: str, node: str, cpu: float, gib: float, gpus: float = 0) -> Pod:
+        return Pod(ns, name, node, (Container("app", cpu, gib * GIB, gpus, cpu / 4, gib * GIB / 4),))
+
+    pods = (
+        pod("payments", "api", "n-sp-od", 2, 8),
+        pod("search", "query", "n-sp-spot", 1, 4),
+        pod("ml", "train", "n-gpu", 8, 64, gpus=2),
+        pod("web", "frontend", "n-shipped", 1, 2),
+    )
+    ksm = {"job": "kube-state-metrics"}
+    oc = {"job": "opencost"}
+    cad = {"job": "kubelet", "metrics_path": "/metrics/cadvisor", "container": "", "interface": "eth0"}
+
+    def pv(name: str, gib: float, sc: str, claim: tuple[str, str] | None) -> tuple[Series, ...]:
+        out = [Series("kube_persistentvolume_capacity_bytes", {**ksm, "persistentvolume": name}, base=gib * GIB),
+               Series("kube_persistentvolume_info", {**ksm, "persistentvolume": name, "storageclass": sc}, base=1)]
+        if claim:
+            ref = {**ksm, "persistentvolume": name, "claim_namespace": claim[0], "name": claim[1]}
+            out.append(Series("kube_persistentvolume_claim_ref", ref, base=1))
+        return tuple(out)
+
+    gib_h = GIB / 3600  # bytes per second for 1 GiB an hour
+    extra = (
+        *pv("pv-gp3", 100, "gp3", ("payments", "data")),
+        *pv("pv-noclass", 50, "", ("search", "cache")),  # static/CSI volume with no storage class
+        *pv("pv-opencost", 20, "gp3", ("search", "index")),
+        *pv("pv-orphan", 10, "gp3", None),  # no claim: __unmounted__
+        Series("pv_hourly_cost", {**oc, "persistentvolume": "pv-opencost", "volumename": "pv-opencost"},
+               base=0.0002),
+        Series("kube_service_spec_type", {**ksm, "namespace": "payments", "service": "api-lb", "type": "LoadBalancer"},
+               base=1),
+        Series("kube_service_spec_type", {**ksm, "namespace": "search", "service": "web-lb", "type": "LoadBalancer"},
+               base=1),
+        Series("kube_service_spec_type", {**ksm, "namespace": "search", "service": "internal", "type": "ClusterIP"},
+               base=1),
+        Series("kubecost_load_balancer_cost", {**oc, "namespace": "payments", "service_name": "api-lb",
+                                               "ingress_ip": "10.1.1.1"}, base=0.03),
+        # cAdvisor transmit bytes (pod-level): payments 2 GiB/h, search 1 GiB/h; loopback is ignored.
+        Series("container_network_transmit_bytes_total", {**cad, "namespace": "payments", "pod": "api"}, 2 * gib_h),
+        Series("container_network_transmit_bytes_total", {**cad, "namespace": "search", "pod": "query"}, gib_h),
+        Series("container_network_transmit_bytes_total", {**cad, "namespace": "search", "pod": "query",
+                                                          "interface": "lo"}, 50 * gib_h),
+        # Kubecost network-costs daemonset: classified egress.
+        *(Series("kubecost_pod_network_egress_bytes_total",
+                 {**oc, "namespace": ns, "pod_name": p, "internet": i, "same_region": r, "same_zone": z}, rate * gib_h)
+          for ns, p, i, r, z, rate in (
+              ("payments", "api", "true", "false", "false", 0.5),  # internet
+              ("payments", "api", "false", "true", "false", 1.0),  # cross-zone
+              ("search", "query", "false", "false", "false", 0.25),  # cross-region
+              ("search", "query", "false", "true", "true", 4.0),  # same zone: free
+          )),
+    )
+    return Cluster(nodes, pods, {}, extra)

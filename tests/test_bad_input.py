@@ -138,6 +138,12 @@ def test_default_priced_nodes_are_warned_about(core_config: Path, core_t0: int) 
     ("sharing:\n  policies:\n    monitoring: {split: fixed, fixedBy: squad, percentages: {a: 100}}\n",
      "sharing.policies.monitoring.fixedBy: 'squad' is neither 'namespace' nor an attribution label"),
     ("attribution:\n  labels: {namespace: team}\n", "attribution.labels: Value error, 'namespace' cannot be"),
+    ("pricing:\n  rules:\n  - {match: {a: b}, hourly: 1, price: 2}\n",
+     "pricing.rules.0.price: Extra inputs are not permitted"),
+    ("pricing:\n  rules:\n  - {match: {a: b}, spotHourly: -0.1}\n",
+     "pricing.rules.0.spotHourly: Input should be greater than or equal to 0"),
+    ("pricing:\n  storage:\n    classes: {gp3: -1}\n", "pricing.storage.classes: Value error, negative price"),
+    ("pricing:\n  network:\n    unclassified: everywhere\n", "pricing.network.unclassified: Input should be"),
 ])
 def test_malformed_config_names_the_key(tmp_path: Path, raw: str, expected: str) -> None:
     path = tmp_path / "bad.yaml"

@@ -77,3 +77,45 @@ def test_unmatched_node_gets_default_rates_or_a_named_error() -> None:
     assert (r.cpu, r.ram, r.gpu, r.source) == (0.031611, 0.004237, 0.95, "default")
     with pytest.raises(PricingError, match="node lonely has no price"):
         price_node(facts, pricing(allowDefaultRates=False))
+
+
+def test_enterprise_discount_applies_to_shipped_and_default_not_to_effective_rates() -> None:
+    shipped = load_shipped_prices()
+    od = NodeFacts("a", 4, 16 * GIB, labels={IT: "m5.xlarge"})
+    r = price_node(od, pricing(discount=10), shipped)
+    assert r.source == "shipped" and r.hourly(od) == pytest.approx(0.192 * 0.9)
+    other = NodeFacts("b", 2, 4 * GIB, labels={IT: "x9.odd"})
+    assert price_node(other, pricing(discount=10), shipped).cpu == pytest.approx(0.031611 * 0.9)
+    rule = {"match": {"node.kubernetes.io/instance-type": "m5.xlarge"}, "hourly": 0.192, "effectiveHourly": 0.12}
+    sp = price_node(od, pricing(discount=10, rules=[rule]), shipped)
+    assert sp.source == "pricebook-effective[0]" and sp.hourly(od) == pytest.approx(0.12)
+
+
+def test_capacity_type_rules_and_shipped_prices_skip_spot() -> None:
+    spot = NodeFacts("s", 4, 16 * GIB, labels={IT: "m5.xlarge", ksm_label("cloud.google.com/gke-spot"): "true"})
+    shipped = load_shipped_prices()
+    assert price_node(spot, pricing(), shipped).source == "default-spot"  # list prices are on-demand only
+    rules = [{"match": {"node.kubernetes.io/instance-type": "m5.*"}, "capacityType": "on-demand", "hourly": 1.0},
+             {"match": {"node.kubernetes.io/instance-type": "m5.*"}, "capacityType": "spot", "hourly": 0.06}]
+    r = price_node(spot, pricing(rules=rules), shipped)
+    assert r.source == "pricebook-total[1]" and r.hourly(spot) == pytest.approx(0.06)
+
+
+def test_shipped_price_list_is_dated_and_covers_three_clouds() -> None:
+    shipped = load_shipped_prices()
+    assert shipped.compiled == "2026-11-26"
+    for it in ("m5.xlarge", "e2-standard-4", "Standard_D4s_v5", "p3.8xlarge"):
+        assert shipped.prices[it] > 0
+
+
+def test_unclassified_egress_and_monthly_network_amounts() -> None:
+    from exporter.assets import UNALLOCATED, price_network
+    from exporter.config import Network
+
+    net = Network(unclassified="zone", zonePerGiB=0.01, monthly=[{"name": "nat", "monthly": 730}])  # type: ignore[list-item]
+    costs = price_network({}, {"a": 3 * GIB, "b": 1 * GIB}, net, 3600, 730)
+    by = {(c.namespace, c.asset): c.cost for c in costs}
+    assert by[("a", "egress-zone")] == pytest.approx(0.03) and by[("b", "egress-zone")] == pytest.approx(0.01)
+    assert by[("a", "nat")] == pytest.approx(0.75) and by[("b", "nat")] == pytest.approx(0.25)
+    idle = price_network({}, {}, net, 3600, 730)
+    assert [(c.namespace, c.cost) for c in idle] == [(UNALLOCATED, pytest.approx(1.0))]
