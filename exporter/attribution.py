@@ -30,11 +30,13 @@ class Owners:
     namespaces: dict[str, Attrs]
     pods: dict[tuple[str, str], Attrs]
     split: frozenset[str]
+    width: int = 0  # number of attribution labels
 
     def of(self, namespace: str, pod: str | None = None) -> Attrs:
+        """Owner of a pod or namespace; one never seen in metadata is __unattributed__ on every label."""
         if pod is not None and (namespace, pod) in self.pods:
             return self.pods[(namespace, pod)]
-        return self.namespaces.get(namespace, ())
+        return self.namespaces.get(namespace, (UNATTRIBUTED,) * self.width)
 
 
 def _attrs(keys: list[str], *sources: Mapping[str, str]) -> Attrs:
@@ -69,7 +71,7 @@ def resolve(meta: Metadata, keys: list[str]) -> Owners:
         else:
             namespaces[ns] = default
             split.add(ns)
-    return Owners(namespaces, pods, frozenset(split))
+    return Owners(namespaces, pods, frozenset(split), len(keys))
 
 
 def coverage_by_pods(meta: Metadata, keys: list[str]) -> dict[str, float]:

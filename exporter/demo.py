@@ -36,6 +36,10 @@ DEMO_CONFIG: dict[str, object] = {
             {"match": {IT: "p3.2xlarge"}, "hourly": 3.06, "gpu": 2.5},
             {"match": {IT: "m5.xlarge"}, "hourly": 0.192},
         ],
+        "storage": {"classes": {"gp3": 0.08, "gp2": 0.10, "io2": 0.125}},
+        "loadBalancer": {"hourly": 0.0225},
+        "network": {"unclassified": "zone", "zonePerGiB": 0.01,
+                    "monthly": [{"name": "nat-gateway", "monthly": 32.85}]},
     },
     "allocation": {"policy": "max", "resolution": "1m"},
     # Platform namespaces are shared, so a newcomer sees shared costs at once.
@@ -99,6 +103,7 @@ def main(root: Path = Path(".demo")) -> None:
     print("Cost per namespace, last 24 h (chargeback allocate --window 24h):")
     attrs = tuple(cfg.attribution.labels)
     print(to_table(result, ["namespace"], attrs, cfg.pricing.currency))
+    print("(storage, load balancers and network are in the 'pv+lb+net' column; `--format json` itemises them)")
     print()
     print("The same by team (chargeback allocate --window 24h --aggregate team):")
     print(to_table(result, ["team"], attrs, cfg.pricing.currency))

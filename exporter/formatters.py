@@ -14,7 +14,6 @@ from tabulate import tabulate
 from .allocation import IDLE, CostResult, Line, efficiency
 from .errors import ConfigError
 from .pricing import ksm_label
-from .sharing import UNSHARED
 from .window import iso
 
 BASE_AGGREGATES = ("namespace", "node", "cluster")
@@ -79,7 +78,7 @@ def aggregate(result: CostResult, parts: list[str], attr_names: tuple[str, ...])
     def name(ns: str, attrs: tuple[str, ...]) -> str:
         if parts == ["cluster"]:
             return "cluster"
-        if ns in (IDLE, UNSHARED):
+        if ns.startswith("__"):  # __idle__, __shared__, __unmounted__, __unallocated__
             return ns
         return "/".join(ns if p == "namespace" else attrs[attr_names.index(p)] for p in parts)
 
@@ -140,7 +139,13 @@ def allocation_response(result: CostResult, parts: list[str], attr_names: tuple[
     return {"code": 200, "data": [data]}
 
 
-_COLUMNS = ("cpuCost", "ramCost", "gpuCost", "sharedCost", "totalCost")
+_COLUMNS = ("cpuCost", "ramCost", "gpuCost", "assets", "sharedCost", "totalCost")
+
+
+def _col(row: dict[str, Any], column: str) -> float:
+    if column == "assets":
+        return float(row["pvCost"] + row["loadBalancerCost"] + row["networkCost"])
+    return float(row[column])
 
 
 def _rows(result: CostResult, parts: list[str], attr_names: tuple[str, ...]) -> list[dict[str, Any]]:
@@ -152,13 +157,13 @@ def to_table(result: CostResult, parts: list[str], attr_names: tuple[str, ...], 
     rows = _rows(result, parts, attr_names)
     total = result.total_cost
     body = [
-        [r["name"], r["cpuCost"], r["ramCost"], r["gpuCost"], r["sharedCost"], r["totalCost"],
-         100 * r["totalCost"] / total if total else 0.0, r["cpuEfficiency"] * 100]
+        [r["name"], r["cpuCost"], r["ramCost"], r["gpuCost"], r["pvCost"] + r["loadBalancerCost"] + r["networkCost"],
+         r["sharedCost"], r["totalCost"], 100 * r["totalCost"] / total if total else 0.0, r["cpuEfficiency"] * 100]
         for r in rows
     ]
-    body.append(["TOTAL", *(sum(r[c] for r in rows) for c in _COLUMNS), 100.0 if total else 0.0, None])
-    head = [",".join(parts), f"cpu {currency}", f"memory {currency}", f"gpu {currency}", f"shared {currency}",
-            f"total {currency}", "share %", "cpu eff %"]
+    body.append(["TOTAL", *(sum(_col(r, c) for r in rows) for c in _COLUMNS), 100.0 if total else 0.0, None])
+    head = [",".join(parts), f"cpu {currency}", f"memory {currency}", f"gpu {currency}", f"pv+lb+net {currency}",
+            f"shared {currency}", f"total {currency}", "share %", "cpu eff %"]
     title = f"{iso(result.start)} .. {iso(result.end)}  ({(result.end - result.start) / 3600:g} h)"
     return title + "\n" + tabulate(body, headers=head, floatfmt=".4f", missingval="")
 

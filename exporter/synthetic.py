@@ -256,7 +256,31 @@ def demo_cluster(seed: int = 7) -> Cluster:
         Series("nginx_ingress_controller_requests", {"job": "ingress-nginx", "exported_namespace": ns}, rate)
         for ns, rate in (("payments", 40.0), ("search", 120.0), ("web", 200.0), ("growth", 30.0))
     )
-    return Cluster(tuple(nodes), tuple(pods), namespaces, requests)
+    return Cluster(tuple(nodes), tuple(pods), namespaces, requests + _demo_assets(rnd))
+
+
+def _demo_assets(rnd: random.Random) -> tuple[Series, ...]:
+    """Volumes, LoadBalancer Services and network traffic for the demo cluster."""
+    ksm = {"job": "kube-state-metrics", "instance": "ksm:8080"}
+    out: list[Series] = []
+    volumes = (("pv-payments-db", 100, "gp3", "payments"), ("pv-search-index", 200, "gp3", "search"),
+               ("pv-data-lake", 500, "", "data-eng"), ("pv-ml-datasets", 300, "io2", "ml"),
+               ("pv-prometheus", 150, "gp3", "monitoring"), ("pv-released-2023", 40, "gp2", None))
+    for name, gib, sc, ns in volumes:
+        pv = {**ksm, "persistentvolume": name}
+        out.append(Series("kube_persistentvolume_capacity_bytes", pv, base=gib * GIB))
+        out.append(Series("kube_persistentvolume_info", {**pv, "storageclass": sc}, base=1))
+        if ns:
+            out.append(Series("kube_persistentvolume_claim_ref", {**pv, "claim_namespace": ns, "name": "data"}, base=1))
+    for ns, svc, kind in (("web", "frontend", "LoadBalancer"), ("payments", "api", "LoadBalancer"),
+                          ("ingress-nginx", "controller", "LoadBalancer"), ("search", "query", "ClusterIP")):
+        out.append(Series("kube_service_spec_type", {**ksm, "namespace": ns, "service": svc, "type": kind}, base=1))
+    cad = {"job": "kubelet", "metrics_path": "/metrics/cadvisor", "container": "", "interface": "eth0"}
+    for ns in ("payments", "search", "data-eng", "ml", "web", "growth", "monitoring"):
+        gib_per_hour = rnd.uniform(0.5, 8.0)
+        out.append(Series("container_network_transmit_bytes_total", {**cad, "namespace": ns, "pod": f"{ns}-0"},
+                          gib_per_hour * GIB / 3600))
+    return tuple(out)
 
 
 def bench_cluster(containers: int, nodes: int, namespaces: int, seed: int = 1) -> Cluster:

@@ -146,3 +146,13 @@ def test_unmatched_rule_and_default_priced_node_warn(asset_prom: Any, tmp_path: 
     assert res.exit_code == 0
     assert "warning: pricing.rules.1 matches no node" in res.stderr
     assert "warning: node n-gpu has no price source; priced at default rates" in res.stderr
+
+
+def test_team_view_keeps_pseudo_namespaces_apart(asset_prom: Any, tmp_path: Path) -> None:
+    """No namespace here carries labels (nor has a kube_namespace_labels series): all tenants are unattributed."""
+    data = allocate(config(asset_prom, tmp_path), asset_prom[1], "team")
+    assert set(data) == {"__unattributed__", "__unmounted__", "__idle__"}
+    assert data["__unmounted__"]["pvCost"] == pytest.approx(10 * 0.08 / 730, rel=REL)
+    tenants = sum(COMPUTE.values()) + sum(LB.values()) + sum(NETWORK.values()) + STORAGE["payments"] + STORAGE["search"]
+    assert data["__unattributed__"]["totalCost"] == pytest.approx(tenants, rel=REL)
+    assert sum(v["totalCost"] for v in data.values()) == pytest.approx(TOTAL, rel=REL)
