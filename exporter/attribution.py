@@ -21,6 +21,8 @@ class Metadata:
     pods: Mapping[tuple[str, str], Mapping[str, str]] = field(default_factory=dict)  # only pods with labels
     # Pods per namespace, when the source lists every pod; pods missing from `pods` then have no labels.
     pod_counts: Mapping[str, int] = field(default_factory=dict)
+    # Node labels, when the source is the Kubernetes API (price-book rules match on them).
+    nodes: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

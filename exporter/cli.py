@@ -179,8 +179,8 @@ def prices(prometheus_url: str | None, config: str | None, window_text: str, fmt
     try:
         cfg = _load(config, prometheus_url)
         window = parse_window(window_text, time.time(), parse_duration(cfg.allocation.resolution))
-        pipeline = Pipeline(cfg, PrometheusClient(cfg.prometheus))
-        _capacity, nodes = pipeline.node_facts(window)
+        pipeline = Pipeline(cfg, PrometheusClient(cfg.prometheus), metadata_source(cfg.attribution, watch=False))
+        _capacity, nodes = pipeline.node_facts(window, pipeline.metadata(window))
         rates = price_nodes(nodes, cfg.pricing, pipeline.shipped)
     except ChargebackError as e:
         _fail(e)

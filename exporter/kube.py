@@ -3,7 +3,7 @@
 Uses the kubernetes client's configuration (in-cluster service account, or a kubeconfig)
 for TLS and auth, and asks the API server for PartialObjectMetadata, so a pod costs a
 few hundred bytes here instead of its whole spec. RBAC needed: get/list/watch on
-namespaces and pods.
+namespaces, pods and nodes.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ log = logging.getLogger(__name__)
 
 PARTIAL = "application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1"
 PARTIAL_WATCH = "application/json;as=PartialObjectMetadata;g=meta.k8s.io;v=v1"
-RESOURCES = {"namespaces": "/api/v1/namespaces", "pods": "/api/v1/pods"}
+RESOURCES = {"namespaces": "/api/v1/namespaces", "pods": "/api/v1/pods", "nodes": "/api/v1/nodes"}
 
 
 def load_api_client(kubeconfig: str | None) -> k8s.ApiClient:
@@ -50,7 +50,7 @@ class KubeMetadata:
         self.api = api
         self.timeout = timeout
         self.lock = threading.Lock()
-        self.objects: dict[str, dict[tuple[str, str], dict[str, str]]] = {"namespaces": {}, "pods": {}}
+        self.objects: dict[str, dict[tuple[str, str], dict[str, str]]] = {k: {} for k in RESOURCES}
         self.versions: dict[str, str] = {}
         self.stop = threading.Event()
 
@@ -142,11 +142,12 @@ class KubeMetadata:
     def snapshot(self, _window: object = None) -> Metadata:
         with self.lock:
             namespaces = {name: dict(labels) for (_ns, name), labels in self.objects["namespaces"].items()}
+            nodes = {name: dict(labels) for (_ns, name), labels in self.objects["nodes"].items()}
             pods = {k: dict(v) for k, v in self.objects["pods"].items()}
         counts: dict[str, int] = {}
         for ns, _pod in pods:
             counts[ns] = counts.get(ns, 0) + 1
-        return Metadata("kubernetes", namespaces, pods, counts)
+        return Metadata("kubernetes", namespaces, pods, counts, nodes)
 
 
 def _key(obj: dict[str, Any]) -> tuple[str, str]:

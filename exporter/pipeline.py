@@ -56,7 +56,7 @@ class Pipeline:
         meta = self.metadata(w)
         self.last_metadata = meta
         owners = resolve(meta, self.attribution_keys)
-        usage = self.fetch(w, owners)
+        usage = self.fetch(w, owners, meta)
         rates = price_nodes(usage.nodes, self.cfg.pricing, self.shipped)
         defaulted = sorted(n for n, r in rates.items() if r.source.startswith("default"))
         if defaulted:
@@ -105,8 +105,12 @@ class Pipeline:
         counts = {lb["namespace"]: int(v) for lb, v in self.client.query(self.queries.pod_counts(span), at)}
         return Metadata("prometheus", namespaces, pods, counts)
 
-    def node_facts(self, w: Window) -> tuple[dict[tuple[str, str], float], dict[str, NodeFacts]]:
-        """Capacity integrals per (node, resource) and what is known about each node, for one window."""
+    def node_facts(self, w: Window, meta: Metadata | None = None
+                   ) -> tuple[dict[tuple[str, str], float], dict[str, NodeFacts]]:
+        """Capacity integrals per (node, resource) and what is known about each node, for one window.
+
+        Node labels come from kube_node_labels, overlaid by the Kubernetes API's when it is the source.
+        """
         q, at, span, step = self.queries, float(w.end), w.seconds, self.step
         avg = self.client.query(q.capacity_stats("avg_over_time", span), at)
         count = self.client.query(q.capacity_stats("count_over_time", span), at)
@@ -134,7 +138,8 @@ class Pipeline:
                 cores=caps.get("cpu", 0.0),
                 ram_bytes=caps.get("memory", 0.0),
                 gpus=caps.get("gpu", 0.0),
-                labels={k: v for k, v in labels.get(name, {}).items() if k.startswith("label_")},
+                labels={**{k: v for k, v in labels.get(name, {}).items() if k.startswith("label_")},
+                        **{ksm_label(k): v for k, v in (meta.nodes.get(name, {}) if meta else {}).items()}},
                 opencost=opencost.get(name, {}),
             )
             for name, caps in per_node.items()
@@ -166,7 +171,7 @@ class Pipeline:
         return [*price_volumes(volumes, p.storage), *price_load_balancers(services, p.loadBalancer.hourly),
                 *price_network(classified, transmitted, p.network, w.seconds, self.cfg.sharing.hoursPerMonth)]
 
-    def fetch(self, w: Window, owners: Owners) -> ChunkUsage:
+    def fetch(self, w: Window, owners: Owners, meta: Metadata | None = None) -> ChunkUsage:
         q, at, span = self.queries, float(w.end), w.seconds
         step = self.step
         split = sorted(owners.split)
@@ -190,7 +195,7 @@ class Pipeline:
                     rows[k] = rows.get(k, 0.0) + v
             return rows
 
-        capacity, nodes = self.node_facts(w)
+        capacity, nodes = self.node_facts(w, meta)
         allocated: dict[UsageKey, float] = {}
         for res in ("cpu", "memory", "gpu"):
             allocated.update(both(lambda p, r=res: q.allocated_integral(r, span, p), res))  # type: ignore[misc]

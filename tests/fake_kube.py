@@ -21,9 +21,10 @@ TOKEN = "chargeback-test-token"
 
 class FakeKube:
     def __init__(self) -> None:
-        self.objects: dict[str, dict[tuple[str, str], dict[str, str]]] = {"namespaces": {}, "pods": {}}
+        kinds = ("namespaces", "pods", "nodes")
+        self.objects: dict[str, dict[tuple[str, str], dict[str, str]]] = {k: {} for k in kinds}
         self.version = 100
-        self.events: dict[str, list[tuple[int, dict[str, Any]]]] = {"namespaces": [], "pods": []}
+        self.events: dict[str, list[tuple[int, dict[str, Any]]]] = {k: [] for k in kinds}
         self.unexpected: list[str] = []
         self.requests: list[str] = []
         self.cond = threading.Condition()
@@ -86,7 +87,8 @@ class FakeKube:
             def do_GET(self) -> None:
                 url = urlparse(self.path)
                 fake.requests.append(self.path)
-                kind = {"/api/v1/namespaces": "namespaces", "/api/v1/pods": "pods"}.get(url.path)
+                kind = {"/api/v1/namespaces": "namespaces", "/api/v1/pods": "pods",
+                        "/api/v1/nodes": "nodes"}.get(url.path)
                 if kind is None:
                     return self._fail(404, "unexpected path")
                 if self.headers.get("Authorization") != f"Bearer {TOKEN}":

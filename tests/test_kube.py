@@ -123,3 +123,22 @@ def test_auto_falls_back_to_prometheus_labels_and_says_so(share_prom: Any, tmp_p
     names = {s.labels.get("namespace") for m in reg.collect() for s in m.samples
              if m.name == "chargeback_namespace_cost"}
     assert "kube-system" not in names and "monitoring" not in names
+
+
+def test_price_book_matches_node_labels_from_the_api(kube: FakeKube, share_prom: Any, tmp_path: Path) -> None:
+    prom, t0 = share_prom
+    kube.put("nodes", "", "n1", {"node.kubernetes.io/instance-type": "custom.big", "topology.kubernetes.io/zone": "a"})
+    kube.put("nodes", "", "n2", {"node.kubernetes.io/instance-type": "custom.small"})
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(yaml.safe_dump({
+        "prometheus": {"url": prom.url},
+        "pricing": {"rules": [{"match": {"node.kubernetes.io/instance-type": "custom.big",
+                                         "topology.kubernetes.io/zone": "a"}, "cpu": 0.2, "ram": 0.02}]},
+        "attribution": {"source": "kubernetes", "kubeconfig": str(kube.kubeconfig(tmp_path / "kubeconfig"))}}))
+    res = CliRunner().invoke(main, ["prices", "--config", str(cfg), "--window", window_arg(t0), "--format", "json"])
+    assert res.exit_code == 0, res.output
+    rows = {r["node"]: r for r in json.loads(res.stdout)}
+    assert rows["n1"]["source"] == "pricebook[0]" and rows["n1"]["instanceType"] == "custom.big"
+    assert rows["n1"]["hourly"] == pytest.approx(8 * 0.2 + 32 * 0.02, rel=REL)
+    assert rows["n2"]["source"] == "opencost"  # kube_node_labels has nothing; the API label matches no rule
+    assert any(r.startswith("/api/v1/nodes?") for r in kube.requests)
