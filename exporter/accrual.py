@@ -20,6 +20,7 @@ from collections import deque
 from dataclasses import dataclass, field
 
 from .allocation import OVERHEAD, CostResult
+from .window import PERIODS, period_bounds
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +34,8 @@ class Batch:
     start: int
     end: int
     costs: dict[CounterKey, float]
+    # (namespace, resource) -> usage / request over the batch, for efficiency alerts
+    efficiency: dict[tuple[str, str], float] = field(default_factory=dict)
 
 
 def batch_from(result: CostResult, n_attrs: int) -> Batch:
@@ -52,7 +55,20 @@ def batch_from(result: CostResult, n_attrs: int) -> Batch:
         add(("pool", source, res), cost)
         if res == OVERHEAD:
             add(("cluster", res), cost)
-    return Batch(result.start, result.end, costs)
+    usage: dict[str, list[float]] = {}
+    for (ns, _node, _attrs), line in result.table.items():
+        u = usage.setdefault(ns, [0.0, 0.0, 0.0, 0.0])
+        u[0] += line.cpu_usage_seconds
+        u[1] += line.cpu_request_seconds
+        u[2] += line.ram_usage_byte_seconds
+        u[3] += line.ram_request_byte_seconds
+    efficiency = {}
+    for ns, (cu, cr, mu, mr) in usage.items():
+        if cr > 0:
+            efficiency[(ns, "cpu")] = cu / cr
+        if mr > 0:
+            efficiency[(ns, "memory")] = mu / mr
+    return Batch(result.start, result.end, costs, efficiency)
 
 
 @dataclass
@@ -62,6 +78,10 @@ class Ledger:
     watermark: int | None = None
     counters: dict[CounterKey, float] = field(default_factory=dict)
     hourly: dict[CounterKey, float] = field(default_factory=dict)  # rate of the last applied batch
+    efficiency: dict[tuple[str, str], float] = field(default_factory=dict)
+    # Calendar period-to-date cost per (period, period start, namespace, *attribution); reset at boundaries.
+    periods: dict[CounterKey, float] = field(default_factory=dict)
+    period_starts: dict[str, int] = field(default_factory=dict)
     max_pending: int = 240
     pending: deque[Batch] = field(default_factory=deque)
     exposed: set[CounterKey] = field(default_factory=set)
@@ -103,4 +123,24 @@ class Ledger:
                 self.counters[k] = self.counters.get(k, 0.0) + v
             hours = (head.end - head.start) / 3600
             self.hourly = {k: v / hours for k, v in head.costs.items()}
+            self.efficiency = dict(head.efficiency)
+            self._add_periods(head)
             self.watermark = head.end
+
+    def _add_periods(self, batch: Batch) -> None:
+        """Accumulate period-to-date cost; a batch never straddles a UTC day boundary (the server splits)."""
+        for period in PERIODS:
+            start, _end = period_bounds(period, batch.start)
+            if self.period_starts.get(period) != start:
+                self.periods = {k: v for k, v in self.periods.items() if k[0] != period}
+                self.period_starts[period] = start
+            for key, v in batch.costs.items():
+                if key[0] == "namespace":
+                    pk = (period, str(start), key[1], *key[5:])
+                    self.periods[pk] = self.periods.get(pk, 0.0) + v
+
+    def restore_periods(self, period_starts: dict[str, int], periods: dict[CounterKey, float]) -> None:
+        """Resume period-to-date sums read back from Prometheus after a restart."""
+        with self.lock:
+            self.period_starts.update(period_starts)
+            self.periods.update(periods)

@@ -11,6 +11,36 @@ from dataclasses import dataclass, field
 
 from .allocation import UNATTRIBUTED, Attrs
 
+BUDGET_PREFIX = "chargeback.io/budget-"  # chargeback.io/budget-{daily,weekly,monthly}, chargeback.io/budget-notify
+
+
+@dataclass(frozen=True)
+class Budget:
+    namespace: str
+    period: str  # daily | weekly | monthly
+    amount: float
+    notify: str = ""
+
+
+def annotation_budgets(meta: Metadata) -> tuple[list[Budget], list[str]]:
+    """Budgets declared as namespace annotations, plus one warning per unreadable value."""
+    budgets, problems = [], []
+    for ns, notes in sorted(meta.annotations.items()):
+        notify = notes.get(BUDGET_PREFIX + "notify", "")
+        for period in ("daily", "weekly", "monthly"):
+            raw = notes.get(BUDGET_PREFIX + period)
+            if raw is None:
+                continue
+            try:
+                amount = float(raw)
+                if amount <= 0 or amount != amount:
+                    raise ValueError
+            except ValueError:
+                problems.append(f"namespace {ns}: annotation {BUDGET_PREFIX}{period}={raw!r} is not a positive amount")
+                continue
+            budgets.append(Budget(ns, period, amount, notify))
+    return budgets, problems
+
 
 @dataclass(frozen=True)
 class Metadata:
@@ -23,6 +53,8 @@ class Metadata:
     pod_counts: Mapping[str, int] = field(default_factory=dict)
     # Node labels, when the source is the Kubernetes API (price-book rules match on them).
     nodes: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
+    # Namespaces' chargeback.io/* annotations (budgets declared next to the namespace).
+    annotations: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

@@ -15,8 +15,9 @@ from prometheus_client.registry import Collector
 
 from . import __version__
 from .allocation import IDLE
-from .attribution import coverage_by_cost, coverage_by_pods
+from .attribution import annotation_budgets, coverage_by_cost, coverage_by_pods
 from .sharing import UNSHARED
+from .window import period_bounds
 
 if TYPE_CHECKING:
     from .accrual import Ledger
@@ -95,6 +96,7 @@ class ChargebackCollector(Collector):
         yield cluster
         yield pools
 
+        yield from self._periods()
         fallback = GaugeMetricFamily(
             "chargeback_share_weight_fallback",
             "1 if this shared source's policy had no data in the last interval and fell back to 'weighted'.",
@@ -165,3 +167,40 @@ class ChargebackCollector(Collector):
             missing.add_metric([name], lost)
         yield ratio
         yield missing
+
+    def _periods(self) -> Iterator[Metric]:
+        """Calendar period-to-date cost, period bounds, efficiency and annotation budgets."""
+        with self.ledger.lock:
+            periods = dict(self.ledger.periods)
+            starts = dict(self.ledger.period_starts)
+            eff = dict(self.ledger.efficiency)
+        cost = GaugeMetricFamily(
+            "chargeback_period_cost",
+            "Cost so far in the current calendar period (UTC; weeks start Monday), in currency units.",
+            labels=["period", "period_start", "namespace", *self.attr_names])
+        for key, value in sorted(periods.items()):
+            cost.add_metric(list(key), value)
+        yield cost
+        start_f = GaugeMetricFamily("chargeback_period_start_timestamp_seconds", "Start of the current period.",
+                                    labels=["period"])
+        end_f = GaugeMetricFamily("chargeback_period_end_timestamp_seconds", "End of the current period.",
+                                  labels=["period"])
+        for period, start in sorted(starts.items()):
+            start_f.add_metric([period], start)
+            end_f.add_metric([period], period_bounds(period, start)[1])
+        yield start_f
+        yield end_f
+        ratio = GaugeMetricFamily("chargeback_namespace_efficiency_ratio",
+                                  "Usage over requests in the most recently accrued interval.",
+                                  labels=["namespace", "resource"])
+        for (ns, res), v in sorted(eff.items()):
+            ratio.add_metric([ns, res], v)
+        yield ratio
+        budget = GaugeMetricFamily("chargeback_budget_amount",
+                                   "Budgets declared as chargeback.io/budget-* namespace annotations.",
+                                   labels=["namespace", "period", "notify"])
+        meta = self.pipeline.last_metadata
+        if meta is not None:
+            for b in annotation_budgets(meta)[0]:
+                budget.add_metric([b.namespace, b.period, b.notify], b.amount)
+        yield budget

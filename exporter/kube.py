@@ -19,7 +19,7 @@ from typing import Any
 from kubernetes import client as k8s
 from kubernetes import config as k8s_config
 
-from .attribution import Metadata
+from .attribution import BUDGET_PREFIX, Metadata
 from .config import Attribution
 from .errors import ConfigError
 
@@ -52,6 +52,7 @@ class KubeMetadata:
         self.lock = threading.Lock()
         self.objects: dict[str, dict[tuple[str, str], dict[str, str]]] = {k: {} for k in RESOURCES}
         self.versions: dict[str, str] = {}
+        self.annotations: dict[tuple[str, str], dict[str, str]] = {}  # namespaces' chargeback.io/* only
         self.stop = threading.Event()
 
     def _get(self, path: str, accept: str, params: list[tuple[str, Any]], stream: bool = False) -> Any:
@@ -68,17 +69,22 @@ class KubeMetadata:
     def list(self, kind: str) -> None:
         """Full list: replaces the cache for `kind` and records the resourceVersion to watch from."""
         items: dict[tuple[str, str], dict[str, str]] = {}
+        notes: dict[tuple[str, str], dict[str, str]] = {}
         cont: str | None = None
         while True:
             params: list[tuple[str, Any]] = [("limit", 500)] + ([("continue", cont)] if cont else [])
             body = json.loads(self._get(RESOURCES[kind], PARTIAL, params).data)
             for obj in body.get("items", []):
                 items[_key(obj)] = (obj.get("metadata") or {}).get("labels") or {}
+                if kind == "namespaces":
+                    notes[_key(obj)] = _budget_annotations(obj)
             cont = (body.get("metadata") or {}).get("continue")
             if not cont:
                 break
         with self.lock:
             self.objects[kind] = items
+            if kind == "namespaces":
+                self.annotations = notes
             self.versions[kind] = (body.get("metadata") or {}).get("resourceVersion", "")
 
     def sync(self) -> KubeMetadata:
@@ -112,8 +118,11 @@ class KubeMetadata:
         with self.lock:
             if event.get("type") == "DELETED":
                 self.objects[kind].pop(_key(obj), None)
+                self.annotations.pop(_key(obj), None)
             else:
                 self.objects[kind][_key(obj)] = meta.get("labels") or {}
+                if kind == "namespaces":
+                    self.annotations[_key(obj)] = _budget_annotations(obj)
         return True
 
     def watch_forever(self, kind: str) -> None:
@@ -143,11 +152,17 @@ class KubeMetadata:
         with self.lock:
             namespaces = {name: dict(labels) for (_ns, name), labels in self.objects["namespaces"].items()}
             nodes = {name: dict(labels) for (_ns, name), labels in self.objects["nodes"].items()}
+            notes = {name: dict(a) for (_ns, name), a in self.annotations.items() if a}
             pods = {k: dict(v) for k, v in self.objects["pods"].items()}
         counts: dict[str, int] = {}
         for ns, _pod in pods:
             counts[ns] = counts.get(ns, 0) + 1
-        return Metadata("kubernetes", namespaces, pods, counts, nodes)
+        return Metadata("kubernetes", namespaces, pods, counts, nodes, notes)
+
+
+def _budget_annotations(obj: dict[str, Any]) -> dict[str, str]:
+    notes = (obj.get("metadata") or {}).get("annotations") or {}
+    return {k: str(v) for k, v in notes.items() if k.startswith(BUDGET_PREFIX)}
 
 
 def _key(obj: dict[str, Any]) -> tuple[str, str]:

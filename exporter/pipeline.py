@@ -12,7 +12,7 @@ from collections.abc import Callable
 
 from .allocation import ChunkUsage, CostResult, UsageKey, add_assets, cost_chunk
 from .assets import AssetCost, Service, Volume, price_load_balancers, price_network, price_volumes
-from .attribution import Metadata, Owners, resolve
+from .attribution import BUDGET_PREFIX, Metadata, Owners, resolve
 from .config import Config
 from .errors import DataError
 from .pricing import NodeFacts, ksm_label, load_shipped_prices, price_nodes, unmatched_rules
@@ -103,7 +103,14 @@ class Pipeline:
         pods = {(lb["namespace"], lb["pod"]): k8s(lb)
                 for lb, _ in self.client.query(self.queries.pod_labels(sorted(set(keys)), span), at)}
         counts = {lb["namespace"]: int(v) for lb, v in self.client.query(self.queries.pod_counts(span), at)}
-        return Metadata("prometheus", namespaces, pods, counts)
+        wanted = {"annotation_" + ksm_label(BUDGET_PREFIX + s)[6:]: BUDGET_PREFIX + s
+                  for s in ("daily", "weekly", "monthly", "notify")}
+        notes = {}
+        for lb, _ in self.client.query(self.queries.namespace_annotations(span), at):
+            found = {wanted[k]: v for k, v in lb.items() if k in wanted and v}
+            if found and "namespace" in lb:
+                notes[lb["namespace"]] = found
+        return Metadata("prometheus", namespaces, pods, counts, annotations=notes)
 
     def node_facts(self, w: Window, meta: Metadata | None = None
                    ) -> tuple[dict[tuple[str, str], float], dict[str, NodeFacts]]:

@@ -298,6 +298,10 @@ class Queries:
     def pod_counts(self, chunk_seconds: int) -> str:
         return f"count by (namespace) (last_over_time(kube_pod_labels{_sel(self.k)}[{chunk_seconds}s]))"
 
+    def namespace_annotations(self, chunk_seconds: int) -> str:
+        """Needs kube-state-metrics --metric-annotations-allowlist=namespaces=[chargeback.io/budget-...]."""
+        return f"last_over_time(kube_namespace_annotations{_sel(self.k)}[{chunk_seconds}s])"
+
     def namespace_labels(self, chunk_seconds: int) -> str:
         return f"last_over_time(kube_namespace_labels{_sel(self.k)}[{chunk_seconds}s])"
 

@@ -27,7 +27,7 @@ from .formatters import allocation_response, parse_aggregate
 from .kube import metadata_source
 from .pipeline import Pipeline
 from .prometheus import PrometheusClient
-from .window import Window, iso, parse_duration, parse_window
+from .window import PERIODS, Window, iso, parse_duration, parse_window, period_bounds
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +66,25 @@ class Exporter:
         rows = self.client.query(expr, time.time())
         return int(rows[0][1]) if rows else None
 
+    def restore_periods(self, watermark: int) -> None:
+        """Read back the period-to-date sums of the periods the watermark falls in (same scrape as it)."""
+        s = self.cfg.serve
+        starts, sums = {}, {}
+        names = ["period", "period_start", "namespace", *self.cfg.attribution.labels]
+        for period in PERIODS:
+            start = period_bounds(period, watermark)[0]
+            if start == watermark:
+                continue  # the next interval opens a new period
+            sel = f'{s.watermarkSelector},period="{period}",period_start="{start}"'
+            last = f"last_over_time(chargeback_period_cost{{{sel}}}[{s.watermarkLookback}])"
+            expr = f"max by ({', '.join(names)}) ({last})"
+            rows = self.client.query(expr, time.time())
+            starts[period] = start
+            for labels, value in rows:
+                sums[tuple(labels.get(n, "") for n in names)] = value
+        self.ledger.restore_periods(starts, sums)
+        log.info("restored period-to-date cost for %s (%d series)", ", ".join(starts) or "no period", len(sums))
+
     def cycle(self, now: float) -> int:
         """One accrual cycle: catch up from the frontier to now - lag; returns the chunks costed."""
         if self.ledger.frontier is None:
@@ -76,6 +95,8 @@ class Exporter:
                      "watermark read back from Prometheus" if found is not None else "no watermark in Prometheus")
             with self.ledger.lock:
                 self.ledger.watermark = initial
+            if found is not None:
+                self.restore_periods(initial)
         frontier = self.ledger.frontier
         assert frontier is not None
         target = int(now - self.lag) // self.step * self.step
@@ -83,7 +104,8 @@ class Exporter:
             target = min(target, self.until)
         if target <= frontier:
             return 0
-        pieces = Window(frontier, target, self.step).chunks(self.pipeline.chunk)
+        # Pieces never cross UTC midnight, so each falls in one day, week and month for budgets.
+        pieces = Window(frontier, target, self.step).chunks(self.pipeline.chunk, boundary=86400)
         for i, piece in enumerate(pieces, 1):
             if self.stop.is_set():
                 break

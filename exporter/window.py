@@ -52,11 +52,16 @@ class Window:
     def hours(self) -> float:
         return self.seconds / 3600
 
-    def chunks(self, size: int) -> list[Window]:
-        """Split into pieces of at most `size` seconds (a multiple of step), oldest first."""
+    def chunks(self, size: int, boundary: int | None = None) -> list[Window]:
+        """Split into pieces of at most `size` seconds (a multiple of step), oldest first.
+
+        With `boundary`, no piece crosses a multiple of it (UTC midnight for budget periods).
+        """
         out, t = [], self.start
         while t < self.end:
             nxt = min(t + size, self.end)
+            if boundary:
+                nxt = min(nxt, (t // boundary + 1) * boundary)
             out.append(Window(t, nxt, self.step))
             t = nxt
         return out
@@ -126,3 +131,25 @@ def parse_window(text: str, now: float, step: int) -> Window:
     if hi <= lo:
         raise ConfigError(f"window {text!r} is empty once aligned to the {step}s resolution")
     return Window(lo, hi, step)
+
+
+PERIODS = ("daily", "weekly", "monthly")
+
+
+def period_bounds(period: str, t: float) -> tuple[int, int]:
+    """The calendar period (UTC) holding the interval that starts at t: [start, end).
+
+    Weeks start on Monday (ISO 8601), as finance calendars do; months on the 1st.
+    """
+    day = _midnight(_utc(t))
+    if period == "daily":
+        start, end = day, day + timedelta(days=1)
+    elif period == "weekly":
+        start = day - timedelta(days=day.weekday())
+        end = start + timedelta(days=7)
+    elif period == "monthly":
+        start = day.replace(day=1)
+        end = (start + timedelta(days=32)).replace(day=1)
+    else:
+        raise ConfigError(f"unknown budget period {period!r}: use daily, weekly or monthly")
+    return int(start.timestamp()), int(end.timestamp())

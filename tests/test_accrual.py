@@ -43,3 +43,18 @@ def test_without_scrapes_the_queue_is_bounded() -> None:
     for i in range(4):
         led.offer(Batch(i * 60, (i + 1) * 60, {A: 1.0}))
     assert led.watermark == 60 * 2 and led.counters[A] == 2.0  # forced once more than 2 waited
+
+
+def test_period_sums_reset_at_calendar_boundaries() -> None:
+    from exporter.window import period_bounds
+
+    day0, _ = period_bounds("daily", 1795651200)  # 2026-11-26T00:00:00Z, a Thursday
+    key = ("namespace", "team-a", "allocated", "cpu", "", "payments")
+    led = Ledger(watermark=day0 - 60, exposed={key})
+    led.offer(Batch(day0 - 60, day0, {key: 1.0}))  # last minute of Wednesday
+    led.offer(Batch(day0, day0 + 60, {key: 2.0}))  # first minute of Thursday
+    assert led.periods[("daily", str(day0), "team-a", "payments")] == 2.0
+    assert ("daily", str(day0 - 86400), "team-a", "payments") not in led.periods  # yesterday's day is gone
+    week = period_bounds("weekly", day0)[0]
+    assert led.periods[("weekly", str(week), "team-a", "payments")] == 3.0  # same ISO week (Mon 23rd)
+    assert led.period_starts["monthly"] == period_bounds("monthly", day0)[0]

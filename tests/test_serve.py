@@ -135,6 +135,13 @@ def test_restart_loses_nothing_and_counts_nothing_twice(stack: Stack) -> None:
     assert sum(got.values()) == pytest.approx(NODES_TOTAL, rel=REL)
     cluster = increase_by_series(stack, "chargeback_cluster_cost_total", "resource")
     assert sum(cluster.values()) == pytest.approx(NODES_TOTAL, rel=REL)
+    # Period-to-date sums were read back with the watermark: the day, week and month so far hold the hour.
+    assert "restored period-to-date cost" in (stack.root / "serve-2.log").read_text()
+    for period in ("daily", "weekly", "monthly"):
+        rows = stack.query(f'sum(chargeback_period_cost{{job="chargeback",period="{period}"}})')
+        assert float(rows[0]["value"][1]) == pytest.approx(NODES_TOTAL, rel=REL), period
+    team_a = stack.query('sum(chargeback_period_cost{job="chargeback",period="monthly",namespace="team-a"})')
+    assert float(team_a[0]["value"][1]) == pytest.approx(4 * 0.04 + 3 * 0.005, rel=REL)
     c.send_signal(signal.SIGTERM)
     assert c.wait(15) == 0
 
