@@ -4,7 +4,7 @@ PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: demo test lint bench deps system-deps clean
+.PHONY: demo test lint bench deps system-deps clean rules
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
@@ -32,6 +32,12 @@ test: deps system-deps lint
 lint: deps
 	$(VENV)/bin/ruff check exporter tests bench
 	$(VENV)/bin/mypy
+
+# Generated rule files are committed; tests fail if they drift from the mixin.
+rules: deps
+	$(VENV)/bin/chargeback rules --out deploy/rules
+	$(VENV)/bin/chargeback rules --budgets examples/budgets.yaml --out rules/tests/generated
+	jsonnetfmt -i rules/*.libsonnet rules/*/*.libsonnet rules/lib/*.jsonnet
 
 bench: deps system-deps
 	$(PY) -m bench.run

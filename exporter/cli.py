@@ -213,3 +213,22 @@ def prices(prometheus_url: str | None, config: str | None, window_text: str, fmt
     if pipeline.shipped:
         click.echo(f"shipped on-demand prices compiled {pipeline.shipped.compiled}; precedence: price-book rule > "
                    "OpenCost metrics > shipped prices > default rates")
+
+
+@main.command()
+@click.option("--budgets", "budgets_file", type=click.Path(dir_okay=False), help="Budgets YAML (optional).")
+@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False), help="Output folder.")
+@click.option("--namespace", default="monitoring", show_default=True, help="Namespace of the PrometheusRule.")
+def rules(budgets_file: str | None, out_dir: str, namespace: str) -> None:
+    """Render recording rules and (budget) alerts from the Jsonnet mixin: a rule file and a PrometheusRule."""
+    from pathlib import Path
+
+    from .budgets import load_budgets, write_rules
+
+    try:
+        budgets = load_budgets(budgets_file) if budgets_file else []
+        written = write_rules(budgets, Path(out_dir), namespace)
+    except ChargebackError as e:
+        _fail(e)
+        return
+    click.echo(f"{len(budgets)} budget(s) -> " + ", ".join(str(p) for p in written))

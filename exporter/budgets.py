@@ -1,0 +1,151 @@
+"""Budgets as code: a typed budgets file, rendered into alert rules through the Jsonnet mixin.
+
+Python evaluates the mixin with the jsonnet library (no shelling out) and writes a plain
+Prometheus rule file and a monitoring.coreos.com/v1 PrometheusRule.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+import _jsonnet
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from .errors import ConfigError
+
+SCOPES = ("namespace", "team", "cost_center")
+_LABEL = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
+
+
+class Budget(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = Field(pattern=r"^[a-z0-9][a-z0-9._-]*$")
+    scope: dict[str, str] = Field(description="exactly one of namespace, team, cost_center -> value")
+    period: Literal["daily", "weekly", "monthly"] = "monthly"
+    amount: float = Field(gt=0)
+    thresholds: list[float] = Field(default_factory=lambda: [0.5, 0.8, 1.0])
+    forecast: bool = True
+    labels: dict[str, str] = Field(default_factory=dict, description="routing labels added to the alerts")
+
+    @field_validator("scope")
+    @classmethod
+    def _one_scope(cls, v: dict[str, str]) -> dict[str, str]:
+        if len(v) != 1:
+            raise ValueError(f"give exactly one scope ({', '.join(SCOPES)}), got {len(v)}")
+        kind = next(iter(v))
+        if kind not in SCOPES:
+            raise ValueError(f"unknown scope {kind!r}: use {', '.join(SCOPES)}")
+        return v
+
+    @field_validator("thresholds")
+    @classmethod
+    def _thresholds(cls, v: list[float]) -> list[float]:
+        if not v:
+            raise ValueError("at least one threshold is needed")
+        for t in v:
+            if not 0 < t <= 10:
+                raise ValueError(f"threshold {t:g} is out of range: thresholds are fractions of the budget, "
+                                 "0 < t <= 10 (0.8 means 80%)")
+        if sorted(set(v)) != v:
+            raise ValueError("thresholds must be increasing and distinct")
+        return v
+
+    @field_validator("labels")
+    @classmethod
+    def _label_names(cls, v: dict[str, str]) -> dict[str, str]:
+        for k in v:
+            if not _LABEL.match(k) or k in ("budget", "period", "severity", "threshold"):
+                raise ValueError(f"{k!r} cannot be a routing label")
+        return v
+
+    @model_validator(mode="after")
+    def _default_team_label(self) -> Budget:
+        if "team" in self.scope and "team" not in self.labels:
+            object.__setattr__(self, "labels", {**self.labels, "team": self.scope["team"]})
+        return self
+
+    def for_mixin(self) -> dict[str, Any]:
+        kind, value = next(iter(self.scope.items()))
+        return {"name": self.name, "scope": {"kind": kind, "value": value}, "period": self.period,
+                "amount": self.amount, "thresholds": self.thresholds, "forecast": self.forecast,
+                "labels": self.labels}
+
+
+class BudgetsFile(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    budgets: list[Budget] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _unique(self) -> BudgetsFile:
+        names = [b.name for b in self.budgets]
+        dup = {n for n in names if names.count(n) > 1}
+        if dup:
+            raise ValueError(f"budget names must be unique: {', '.join(sorted(dup))}")
+        return self
+
+
+def load_budgets(path: str | Path) -> list[Budget]:
+    p = Path(path)
+    try:
+        raw = yaml.safe_load(p.read_text()) or {}
+    except OSError as e:
+        raise ConfigError(f"budgets {p}: cannot read: {e.strerror}") from e
+    except yaml.YAMLError as e:
+        raise ConfigError(f"budgets {p}: not valid YAML: {str(e).splitlines()[0]}") from e
+    try:
+        return list(BudgetsFile.model_validate(raw).budgets)
+    except ValidationError as e:
+        first = e.errors()[0]
+        key = ".".join(str(x) for x in first["loc"]) or "<root>"
+        raise ConfigError(f"budgets {p}: {key}: {first['msg']}") from e
+
+
+def mixin_dir() -> Path:
+    """The rules/ mixin: $CHARGEBACK_MIXIN_DIR, else next to the package in a source checkout."""
+    env = os.environ.get("CHARGEBACK_MIXIN_DIR")
+    path = Path(env) if env else Path(__file__).resolve().parent.parent / "rules"
+    if not (path / "mixin.libsonnet").is_file():
+        raise ConfigError(f"monitoring mixin not found at {path}: set CHARGEBACK_MIXIN_DIR to the rules/ folder")
+    return path
+
+
+def render(budgets: list[Budget], namespace: str = "monitoring") -> tuple[dict[str, Any], dict[str, Any]]:
+    """(plain rule file, PrometheusRule) for these budgets."""
+    tla = {"budgets": json.dumps([b.for_mixin() for b in budgets])}
+    lib = mixin_dir() / "lib"
+    try:
+        groups = json.loads(_jsonnet.evaluate_file(str(lib / "rules.jsonnet"), tla_codes=tla))
+        crd = json.loads(_jsonnet.evaluate_file(str(lib / "prometheusrule.jsonnet"),
+                                                tla_codes={**tla, "namespace": json.dumps(namespace)}))
+    except RuntimeError as e:
+        raise ConfigError(f"rendering the mixin failed: {str(e).splitlines()[0]}") from e
+    return groups, crd
+
+
+def write_rules(budgets: list[Budget], out: Path, namespace: str = "monitoring") -> list[Path]:
+    groups, crd = render(budgets, namespace)
+    out.mkdir(parents=True, exist_ok=True)
+    header = "# Generated by `chargeback rules` from the rules/ mixin. Do not edit.\n"
+    files = {out / "chargeback.rules.yaml": groups, out / "prometheusrule.yaml": crd}
+    for path, doc in files.items():
+        path.write_text(header + yaml.dump(doc, Dumper=_Dumper, sort_keys=False, width=1000))
+    return list(files)
+
+
+class _Dumper(yaml.SafeDumper):
+    """Multi-line PromQL as YAML block scalars, as people write rule files."""
+
+
+def _str(dumper: yaml.SafeDumper, value: str) -> yaml.ScalarNode:
+    style = "|" if "\n" in value else None
+    return dumper.represent_scalar("tag:yaml.org,2002:str", value, style=style)
+
+
+_Dumper.add_representer(str, _str)

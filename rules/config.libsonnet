@@ -1,0 +1,40 @@
+{
+  _config+:: {
+    // Selects the chargeback exporter's series.
+    chargebackSelector: 'job="chargeback"',
+    // Label that tells clusters apart when many Prometheus servers feed Thanos/Mimir.
+    clusterLabel: 'cluster',
+    currency: 'USD',
+
+    // Recording rule evaluation and windows.
+    ruleInterval: '1m',
+    costRateWindow: '1h',
+    costDayWindow: '1d',
+
+    // Budgets from a budgets file (chargeback rules --budgets), and the thresholds
+    // (fractions of the budget) used for budgets declared as namespace annotations.
+    budgets: [],
+    annotationBudgetThresholds: [0.5, 0.8, 1.0],
+    // Threshold (fraction) -> severity: below 0.8 info, below 1.0 warning, else critical.
+    severityFor(threshold):: if threshold >= 1.0 then 'critical' else if threshold >= 0.8 then 'warning' else 'info',
+    budgetFor: '0m',
+    forecastFor: '1h',
+
+    // Other alerts.
+    spikeFactor: 1.5,  // a day's cost this many times the previous week's daily average
+    spikeBaseline: '7d',
+    spikeFloorPerDay: 10,  // ignore spikes below this daily spend
+    efficiencyThreshold: 0.3,
+    efficiencyFloorPerHour: 0.5,
+    efficiencyFor: '6h',
+    exporterDownFor: '10m',
+    accrualFailingFor: '15m',
+    staleAfterSeconds: 900,
+    staleFor: '10m',
+    labelCoverageTarget: 0.95,
+    labelCoverageFor: '1h',
+    unpricedNodeFor: '30m',
+
+    runbookURLPattern: 'https://github.com/chargeback/chargeback/blob/main/docs/runbook.md#%s',
+  },
+}

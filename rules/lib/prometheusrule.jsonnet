@@ -1,0 +1,1 @@
+function(budgets=[], namespace='monitoring') { apiVersion: 'monitoring.coreos.com/v1', kind: 'PrometheusRule', metadata: { name: 'chargeback', namespace: namespace, labels: { 'app.kubernetes.io/name': 'chargeback', prometheus: 'k8s', role: 'alert-rules' } }, spec: (import 'rules.jsonnet')(budgets) }

@@ -1,0 +1,4 @@
+(import 'config.libsonnet') +
+(import 'rules/recording.libsonnet') +
+(import 'alerts/alerts.libsonnet') +
+(import 'alerts/budgets.libsonnet')
