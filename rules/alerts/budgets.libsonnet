@@ -68,8 +68,10 @@
 
   local budgets = [fileBudget(b) for b in c.budgets],
   local nsUsage = 'namespace_period:chargeback_budget_usage:ratio * on (%s, namespace) group_left (team) namespace:chargeback_owner:info' % cl,
-  local nsAmount = quote('max(chargeback_budget_amount{namespace="{{ $labels.namespace }}", period="{{ $labels.period }}"})'),
-  local nsSpend = quote('sum(chargeback_period_cost{namespace="{{ $labels.namespace }}", period="{{ $labels.period }}"})'),
+  // A query built from the alert's namespace and period labels, its value as money.
+  local nsMoney(fmt) = '{{ with printf "%s" $labels.namespace $labels.period | query }}{{ . | first | value | printf "%%.2f" }}{{ end }} %s' % [quote(fmt), c.currency],
+  local nsAmount = nsMoney('max(chargeback_budget_amount{namespace="%s", period="%s"})'),
+  local nsSpend = nsMoney('sum(chargeback_period_cost{namespace="%s", period="%s"})'),
   local ts = c.annotationBudgetThresholds,
 
   prometheusRules+:: {
@@ -102,7 +104,7 @@
           labels: { severity: c.severityFor(ts[i]), threshold: pct(ts[i]) },
           annotations: {
             summary: 'Namespace {{ $labels.namespace }} has used {{ $value | humanizePercentage }} of its {{ $labels.period }} budget.',
-            description: 'Namespace {{ $labels.namespace }} has spent %s of its {{ $labels.period }} budget of %s ({{ $value | humanizePercentage }}, threshold %s).' % [money(nsSpend), money(nsAmount), pct(ts[i])],
+            description: 'Namespace {{ $labels.namespace }} has spent %s of its {{ $labels.period }} budget of %s ({{ $value | humanizePercentage }}, threshold %s).' % [nsSpend, nsAmount, pct(ts[i])],
             runbook_url: runbook('ChargebackNamespaceBudgetThresholdReached'),
           },
         }
@@ -114,7 +116,7 @@
         labels: { severity: 'warning' },
         annotations: {
           summary: 'Namespace {{ $labels.namespace }} is on pace to exceed its {{ $labels.period }} budget.',
-          description: 'At the pace so far, namespace {{ $labels.namespace }} will spend {{ $value | humanizePercentage }} of its {{ $labels.period }} budget of %s.' % money(nsAmount),
+          description: 'At the pace so far, namespace {{ $labels.namespace }} will spend {{ $value | humanizePercentage }} of its {{ $labels.period }} budget of %s.' % nsAmount,
           runbook_url: runbook('ChargebackNamespaceBudgetForecastExceeded'),
         },
       }],
