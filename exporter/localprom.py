@@ -65,6 +65,8 @@ class PrometheusServer:
         extra_args: list[str] | None = None,
         port: int | None = None,
         honor_labels: frozenset[str] = frozenset(),
+        rule_files: list[Path] | None = None,
+        alertmanagers: list[str] | None = None,
     ) -> None:
         self.data_dir = data_dir
         self.port = port or free_port()
@@ -73,11 +75,19 @@ class PrometheusServer:
         self.scrape_interval = scrape_interval
         self.extra_args = extra_args or []
         self.honor_labels = honor_labels  # jobs whose exported job/instance labels are kept
+        self.rule_files = rule_files or []
+        self.alertmanagers = alertmanagers or []
         self.proc: subprocess.Popen[bytes] | None = None
         self.log_path = data_dir.parent / f"prometheus-{self.port}.log"
 
     def _config(self) -> dict[str, object]:
+        extra: dict[str, object] = {}
+        if self.rule_files:
+            extra["rule_files"] = [str(p) for p in self.rule_files]
+        if self.alertmanagers:
+            extra["alerting"] = {"alertmanagers": [{"static_configs": [{"targets": self.alertmanagers}]}]}
         return {
+            **extra,
             "global": {"scrape_interval": self.scrape_interval, "evaluation_interval": self.scrape_interval},
             "scrape_configs": [
                 {"job_name": job, "honor_labels": job in self.honor_labels, "static_configs": [{"targets": [target]}]}

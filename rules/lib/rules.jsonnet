@@ -1,1 +1,1 @@
-function(budgets=[]) local m = (import '../mixin.libsonnet') + { _config+:: { budgets: budgets } }; { groups: m.prometheusRules.groups + m.prometheusAlerts.groups }
+function(budgets=[], config={}) local m = (import '../mixin.libsonnet') + { _config+:: config { budgets: budgets } }; { groups: m.prometheusRules.groups + m.prometheusAlerts.groups }
