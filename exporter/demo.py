@@ -18,6 +18,8 @@ from pathlib import Path
 import requests
 import yaml
 
+from .budgets import Budget
+from .budgets import render as render_rules
 from .config import parse_config
 from .formatters import to_table
 from .localprom import PrometheusServer, backfill, free_port
@@ -84,10 +86,17 @@ def main(root: Path = Path(".demo")) -> None:
     samples = backfill(cluster, root / "data", history_start, now - 60, 60)
     print(f"  {samples:,} samples loaded with promtool", flush=True)
 
+    # Budgets as code, rendered through the mixin; ml's daily budget is set to fire at once.
+    budgets = [Budget(name="ml-daily", scope={"team": "ml"}, period="daily", amount=10.0),
+               Budget(name="payments-monthly", scope={"team": "payments"}, period="monthly", amount=500.0)]
+    groups, _ = render_rules(budgets, config={"ruleInterval": "15s"})
+    rules_file = root / "chargeback.rules.yaml"
+    rules_file.write_text(yaml.safe_dump(groups, sort_keys=False))
     sim_port, exporter_port = free_port(), free_port()
     serve_simulator(cluster, sim_port)
     targets = {"synthetic-cluster": f"127.0.0.1:{sim_port}", "chargeback": f"127.0.0.1:{exporter_port}"}
-    prom = PrometheusServer(root / "data", targets, "15s", honor_labels=frozenset({"synthetic-cluster"}))
+    prom = PrometheusServer(root / "data", targets, "15s", honor_labels=frozenset({"synthetic-cluster"}),
+                            rule_files=[rules_file])
     prom.start()
     cfg_raw = dict(DEMO_CONFIG, prometheus={"url": prom.url},
                    serve={"interval": "30s", "lag": "2m", "listen": f"127.0.0.1:{exporter_port}"})
@@ -111,6 +120,7 @@ def main(root: Path = Path(".demo")) -> None:
     _wait_metrics(base)
     print(f"""
 Prometheus UI        {prom.url}/graph?g0.expr=sum%20by%20(namespace)%20(chargeback_namespace_cost_total)
+Budget alerts        {prom.url}/alerts   (ml-daily fires within a minute; rules: {rules_file})
 Exporter /metrics    {base}/metrics
 Allocation API       {base}/allocation/compute?window=24h&aggregate=namespace
 Health               {base}/healthz

@@ -83,7 +83,7 @@ class PrometheusServer:
     def _config(self) -> dict[str, object]:
         extra: dict[str, object] = {}
         if self.rule_files:
-            extra["rule_files"] = [str(p) for p in self.rule_files]
+            extra["rule_files"] = [str(p.resolve()) for p in self.rule_files]  # relative = to the config file
         if self.alertmanagers:
             extra["alerting"] = {"alertmanagers": [{"static_configs": [{"targets": self.alertmanagers}]}]}
         return {

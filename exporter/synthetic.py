@@ -275,6 +275,10 @@ def _demo_assets(rnd: random.Random) -> tuple[Series, ...]:
     for ns, svc, kind in (("web", "frontend", "LoadBalancer"), ("payments", "api", "LoadBalancer"),
                           ("ingress-nginx", "controller", "LoadBalancer"), ("search", "query", "ClusterIP")):
         out.append(Series("kube_service_spec_type", {**ksm, "namespace": ns, "service": svc, "type": kind}, base=1))
+    # A budget declared next to its namespace (kube-state-metrics --metric-annotations-allowlist).
+    out.append(Series("kube_namespace_annotations", {**ksm, "namespace": "web",
+                                                     "annotation_chargeback_io_budget_monthly": "60",
+                                                     "annotation_chargeback_io_budget_notify": "slack:#web"}, base=1))
     cad = {"job": "kubelet", "metrics_path": "/metrics/cadvisor", "container": "", "interface": "eth0"}
     for ns in ("payments", "search", "data-eng", "ml", "web", "growth", "monitoring"):
         gib_per_hour = rnd.uniform(0.5, 8.0)
