@@ -12,7 +12,7 @@ from collections.abc import Callable
 
 from .allocation import ChunkUsage, CostResult, UsageKey, add_assets, cost_chunk
 from .assets import AssetCost, Service, Volume, price_load_balancers, price_network, price_volumes
-from .attribution import BUDGET_PREFIX, Metadata, Owners, resolve
+from .attribution import BUDGET_PREFIX, Metadata, Owners, annotation_budgets, resolve
 from .config import Config
 from .errors import DataError
 from .pricing import NodeFacts, ksm_label, load_shipped_prices, price_nodes, unmatched_rules
@@ -55,6 +55,8 @@ class Pipeline:
     def compute_chunk(self, w: Window) -> CostResult:
         meta = self.metadata(w)
         self.last_metadata = meta
+        for problem in annotation_budgets(meta)[1]:
+            self._warn(problem)
         owners = resolve(meta, self.attribution_keys)
         usage = self.fetch(w, owners, meta)
         rates = price_nodes(usage.nodes, self.cfg.pricing, self.shipped)

@@ -58,6 +58,13 @@ class Exporter:
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(ChargebackCollector(self.ledger, self.health, self.client.stats, self.pipeline))
 
+    def close(self) -> None:
+        """Stop the accrual loop and any Kubernetes watches."""
+        self.stop.set()
+        owner = getattr(self.metadata, "__self__", None)
+        if owner is not None:
+            owner.stop.set()
+
     def read_watermark(self) -> int | None:
         """The last watermark Prometheus scraped from any replica of us (so no volume is needed)."""
         s = self.cfg.serve
@@ -222,7 +229,7 @@ def run_server(cfg: Config, until: str | None = None) -> None:
 
     def shutdown(signum: int, _frame: object) -> None:
         log.info("signal %d: shutting down", signum)
-        exporter.stop.set()
+        exporter.close()
         threading.Thread(target=httpd.shutdown, daemon=True).start()
 
     signal.signal(signal.SIGTERM, shutdown)

@@ -26,6 +26,7 @@ class FakeKube:
         self.version = 100
         self.events: dict[str, list[tuple[int, dict[str, Any]]]] = {k: [] for k in kinds}
         self.unexpected: list[str] = []
+        self.annotations: dict[tuple[str, str], dict[str, str]] = {}
         self.requests: list[str] = []
         self.cond = threading.Condition()
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
@@ -66,6 +67,8 @@ class FakeKube:
                                 "uid": f"uid-{key[0]}-{key[1]}"}
         if kind == "pods":
             meta["namespace"] = key[0]
+        if self.annotations.get(key):
+            meta["annotations"] = self.annotations[key]
         return {"kind": "PartialObjectMetadata", "apiVersion": "meta.k8s.io/v1", "metadata": meta}
 
     def _handler(self) -> type[BaseHTTPRequestHandler]:

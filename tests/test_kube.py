@@ -142,3 +142,23 @@ def test_price_book_matches_node_labels_from_the_api(kube: FakeKube, share_prom:
     assert rows["n1"]["hourly"] == pytest.approx(8 * 0.2 + 32 * 0.02, rel=REL)
     assert rows["n2"]["source"] == "opencost"  # kube_node_labels has nothing; the API label matches no rule
     assert any(r.startswith("/api/v1/nodes?") for r in kube.requests)
+
+
+def test_budget_annotations_from_the_api_become_budget_series(kube: FakeKube, share_prom: Any, tmp_path: Path) -> None:
+    prom, t0 = share_prom
+    kube.annotations[("", "payments")] = {"chargeback.io/budget-monthly": "500", "chargeback.io/budget-notify": "#pay",
+                                         "chargeback.io/budget-daily": "lots", "unrelated/annotation": "x"}
+    kube.put("namespaces", "", "payments", {"team": "payments"}, "MODIFIED")
+    raw = {"prometheus": {"url": prom.url}, "serve": {"start": window_arg(t0).split(",")[0]},
+           "attribution": {"source": "kubernetes", "kubeconfig": str(kube.kubeconfig(tmp_path / "kubeconfig"))}}
+    exporter = Exporter(parse_config(raw), until=window_arg(t0).split(",")[1])
+    try:
+        exporter.run_once()
+        reg = exporter.registry
+        assert reg.get_sample_value("chargeback_budget_amount",
+                                    {"namespace": "payments", "period": "monthly", "notify": "#pay"}) == 500
+        # "lots" is not an amount: no series for it (and a warning in the log).
+        assert reg.get_sample_value("chargeback_budget_amount",
+                                    {"namespace": "payments", "period": "daily", "notify": "#pay"}) is None
+    finally:
+        exporter.close()
