@@ -19,13 +19,13 @@ import threading
 from collections import deque
 from dataclasses import dataclass, field
 
-from .allocation import OVERHEAD, CostResult
+from .allocation import IDLE, OVERHEAD, CostResult
 from .window import PERIODS, period_bounds
 
 log = logging.getLogger(__name__)
 
 # ("namespace", namespace, component, resource, shared_from, *attribution values),
-# ("cluster", resource) or ("pool", shared_from, resource)
+# ("cluster", resource), ("pool", shared_from, resource) or ("node_idle", node, resource)
 CounterKey = tuple[str, ...]
 
 
@@ -51,6 +51,10 @@ def batch_from(result: CostResult, n_attrs: int) -> Batch:
         add(("namespace", ns, component, res, source, *padded), cost)
     for (_node, res), cost in result.node_cost.items():
         add(("cluster", res), cost)
+    for (ns, node, _attrs), line in result.table.items():
+        if ns == IDLE:
+            for res, cost in line.cost_by_resource().items():
+                add(("node_idle", node, res), cost)
     for (source, res), cost in result.pools.items():
         add(("pool", source, res), cost)
         if res == OVERHEAD:

@@ -77,6 +77,9 @@ class ChargebackCollector(Collector):
             "chargeback_shared_cost",
             "What each shared namespace and fixed cost came to before it was distributed over tenants.",
             labels=["shared_from", "resource"])
+        node_idle = CounterMetricFamily(
+            "chargeback_node_idle_cost", "Unallocated capacity cost per node (before any idle sharing).",
+            labels=["node", "resource"])
         tenant_cost: dict[tuple[str, tuple[str, ...]], float] = {}
         for key, value in sorted(counters.items()):
             if key[0] == "namespace":
@@ -86,6 +89,8 @@ class ChargebackCollector(Collector):
                     tenant_cost[tk] = tenant_cost.get(tk, 0.0) + value
             elif key[0] == "pool":
                 pools.add_metric(list(key[1:]), value)
+            elif key[0] == "node_idle":
+                node_idle.add_metric(list(key[1:]), value)
             else:
                 cluster.add_metric(list(key[1:]), value)
         for key, value in sorted(hourly.items()):
@@ -95,6 +100,7 @@ class ChargebackCollector(Collector):
         yield rate
         yield cluster
         yield pools
+        yield node_idle
 
         yield from self._periods()
         fallback = GaugeMetricFamily(
@@ -108,12 +114,12 @@ class ChargebackCollector(Collector):
 
         node = GaugeMetricFamily("chargeback_node_hourly_cost",
                                  "A node's full price per hour, with the source that priced it.",
-                                 labels=["node", "price_source", "spot"])
+                                 labels=["node", "instance_type", "price_source", "spot"])
         defaulted = 0
         for name, r in sorted(h.rates.items()):
             facts = h.nodes.get(name)
             if facts is not None:
-                node.add_metric([name, r.source, str(r.spot).lower()], r.hourly(facts))
+                node.add_metric([name, facts.instance_type, r.source, str(r.spot).lower()], r.hourly(facts))
             defaulted += r.source.startswith("default")
         yield node
         yield GaugeMetricFamily("chargeback_nodes_default_priced",

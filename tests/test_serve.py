@@ -160,7 +160,13 @@ def test_endpoints_and_metric_hygiene(stack: Stack) -> None:
     assert samples and all(s.timestamp is None for s in samples)  # no sample timestamps
     assert all(s.name.startswith("chargeback_") for s in samples)
     # The spot node is priced at default spot rates and says so.
-    assert 'chargeback_node_hourly_cost{node="n-spot",price_source="default-spot",spot="true"}' in metrics
+    assert ('chargeback_node_hourly_cost{instance_type="m5.2xlarge",node="n-spot",price_source="default-spot",'
+            'spot="true"}') in metrics
+    # n-od: 13 GiB of its 16 idle at 0.005/GiB-h, no idle CPU (overflowed).
+    idle = {(s.labels["node"], s.labels["resource"]): s.value for s in samples
+            if s.name == "chargeback_node_idle_cost_total"}
+    assert idle[("n-od", "memory")] == pytest.approx(13 * 0.005, rel=REL)
+    assert idle[("n-od", "cpu")] == pytest.approx(0.0, abs=1e-12) if ("n-od", "cpu") in idle else True
     assert "chargeback_nodes_default_priced 2.0" in metrics  # n-spot and n-default
     health = requests.get(f"{base}/healthz", timeout=10).json()
     assert health["alive"] and health["up"] and health["accruedUntil"] == t0 + 3600
