@@ -166,7 +166,8 @@ def test_endpoints_and_metric_hygiene(stack: Stack) -> None:
     idle = {(s.labels["node"], s.labels["resource"]): s.value for s in samples
             if s.name == "chargeback_node_idle_cost_total"}
     assert idle[("n-od", "memory")] == pytest.approx(13 * 0.005, rel=REL)
-    assert idle[("n-od", "cpu")] == pytest.approx(0.0, abs=1e-12) if ("n-od", "cpu") in idle else True
+    assert ("n-od", "cpu") not in idle  # overflowed: no idle CPU, so no series
+    assert idle[("n-gpu", "gpu")] == pytest.approx(3 * 2.0, rel=REL)  # 3 of 4 GPUs unrequested
     assert "chargeback_nodes_default_priced 2.0" in metrics  # n-spot and n-default
     health = requests.get(f"{base}/healthz", timeout=10).json()
     assert health["alive"] and health["up"] and health["accruedUntil"] == t0 + 3600
