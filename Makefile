@@ -4,7 +4,7 @@ PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: demo test lint bench deps system-deps clean rules
+.PHONY: demo test lint bench deps system-deps clean rules dashboards
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
@@ -38,6 +38,10 @@ rules: deps
 	$(VENV)/bin/chargeback rules --out deploy/rules
 	$(VENV)/bin/chargeback rules --budgets examples/budgets.yaml --out rules/tests/generated
 	jsonnetfmt -i rules/*.libsonnet rules/*/*.libsonnet rules/lib/*.jsonnet
+
+dashboards: deps
+	jsonnetfmt -i dashboards/*.libsonnet dashboards/lib/*.*sonnet
+	$(VENV)/bin/chargeback dashboards --out dashboards/generated --configmaps deploy/dashboards
 
 bench: deps system-deps
 	$(PY) -m bench.run

@@ -232,3 +232,21 @@ def rules(budgets_file: str | None, out_dir: str, namespace: str) -> None:
         _fail(e)
         return
     click.echo(f"{len(budgets)} budget(s) -> " + ", ".join(str(p) for p in written))
+
+
+@main.command()
+@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False), help="Folder for the JSON.")
+@click.option("--configmaps", type=click.Path(file_okay=False), help="Also write Grafana sidecar ConfigMaps here.")
+@click.option("--namespace", default="monitoring", show_default=True, help="Namespace of the ConfigMaps.")
+def dashboards(out_dir: str, configmaps: str | None, namespace: str) -> None:
+    """Render the Grafana dashboards from dashboards/ (and their sidecar ConfigMaps)."""
+    from pathlib import Path
+
+    from .dashboards import write_dashboards
+
+    try:
+        written = write_dashboards(Path(out_dir), Path(configmaps) if configmaps else None, namespace)
+    except ChargebackError as e:
+        _fail(e)
+        return
+    click.echo(f"{len(written)} file(s) written to {out_dir}" + (f" and {configmaps}" if configmaps else ""))

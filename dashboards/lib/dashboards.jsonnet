@@ -1,0 +1,1 @@
+function(config={}) ((import '../mixin.libsonnet') + { _config+:: config }).grafanaDashboards
