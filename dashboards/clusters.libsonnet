@@ -9,6 +9,9 @@ function(c)
     ],
     [
       g.timeseries('The same team across clusters', "The selected team's cost per hour in each cluster.", [g.target('sum by (%s, team) (team:chargeback_cost_per_hour:sum_rate{team=~"$team"})' % cl, '{{team}} in {{%s}}' % cl)], m),
-      g.bars('Month to date by cluster', 'Calendar month-to-date cost per cluster.', 'sort_desc(sum by (%s) (cluster:chargeback_cost_month_to_date:sum))' % cl, '{{%s}}' % cl, m),
+      g.bars('Month to date by cluster', 'Calendar month-to-date cost per cluster.', 'sort_desc(sum by (%s) (cluster:chargeback_cost_month_to_date:sum{%s=~"$cluster"}))' % [cl, cl], '{{%s}}' % cl, m),
     ],
-  ], namespace=false)
+    [
+      g.timeseries('The same namespace across clusters', "The selected namespaces' cost per hour in each cluster.", [g.target('sum by (%s, namespace) (namespace:chargeback_cost_per_hour:sum_rate{%s=~"$cluster", namespace=~"$namespace"})' % [cl, cl], '{{namespace}} in {{%s}}' % cl)], m, w=24),
+    ],
+  ])

@@ -18,7 +18,7 @@ function(c)
     [
       g.timeseries('Unallocated capacity cost by resource', 'Idle cost per hour by resource.', [g.target('sum by (resource) (rate(chargeback_node_idle_cost_total{%s}[$__rate_interval])) * 3600' % s, '{{resource}}')], m, stacked=true),
       g.table('Least efficient workloads by wasted cost', 'Namespaces ranked by the hourly cost of CPU they request but do not use.', [
-        g.target('topk(10, sum by (namespace) (chargeback_namespace_hourly_cost{%s, component="allocated", resource="cpu"}) * on (namespace) (1 - clamp_max(max by (namespace) (chargeback_namespace_efficiency_ratio{%s, resource="cpu"}), 1)))' % [s, s], '{{namespace}}'),
+        g.target('topk(10, sum by (namespace) (chargeback_namespace_hourly_cost{%s, component="allocated", resource="cpu", team=~"$team", namespace=~"$namespace"}) * on (namespace) (1 - clamp_max(max by (namespace) (chargeback_namespace_efficiency_ratio{%s, resource="cpu"}), 1)))' % [s, s], '{{namespace}}'),
       ], m, w=12),
     ],
-  ], team=false, namespace=false)
+  ])

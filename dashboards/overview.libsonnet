@@ -12,7 +12,7 @@ function(c)
     ],
     [
       g.bars('Cost by team', 'Total cost per team over the period, shared and idle shares included where configured.', 'sort_desc(sum by (team) (increase(chargeback_namespace_cost_total{%s}[$__range])))' % s, '{{team}}', m),
-      g.bars('Cost by namespace', 'Total cost per namespace over the period; __idle__ is unallocated capacity.', 'sort_desc(sum by (namespace) (increase(chargeback_namespace_cost_total{%s}[$__range])))' % s, '{{namespace}}', m),
+      g.bars('Cost by namespace', 'Total cost per namespace over the period, for the selected teams and namespaces; __idle__ is unallocated capacity.', 'sort_desc(sum by (namespace) (increase(chargeback_namespace_cost_total{%s, team=~"$team", namespace=~"$namespace"}[$__range])))' % s, '{{namespace}}', m),
     ],
     [
       g.timeseries('Allocated, shared and idle', 'Cost per hour by component, stacked: allocated to workloads, shared from platform namespaces and fixed costs, idle.', [g.target('sum by (component) (rate(chargeback_namespace_cost_total{%s}[$__rate_interval])) * 3600' % s, '{{component}}')], m, stacked=true),
@@ -27,4 +27,4 @@ function(c)
       ], m, w=12),
       g.timeseries('Cost per hour by team', 'Burn rate per team, from team:chargeback_cost_per_hour:sum_rate.', [g.target('sum by (team) (team:chargeback_cost_per_hour:sum_rate{%s=~"$cluster"})' % cl, '{{team}}')], m),
     ],
-  ], team=false, namespace=false)
+  ])
