@@ -126,6 +126,10 @@ Allocation API       {base}/allocation/compute?window=24h&aggregate=namespace
 Health               {base}/healthz
 Config               {cfg_path}   (exporter log: {root / "serve.log"})
 
+Grafana dashboards   dashboards/generated/*.json: in Grafana, Dashboards > New > Import, upload each file
+                     and pick a Prometheus data source pointing at {prom.url}
+                     (in a cluster: kubectl apply -f deploy/dashboards/ for the Grafana sidecar)
+
 Try:  .venv/bin/chargeback allocate --config {cfg_path} --window today
 Ctrl-C stops everything.""", flush=True)
 

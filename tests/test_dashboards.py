@@ -69,7 +69,7 @@ def test_structure(name: str) -> None:
     assert len(ids) == len(set(ids))
     rects = [p["gridPos"] for p in dash["panels"]]
     for i, a in enumerate(rects):
-        assert 0 <= a["x"] and a["x"] + a["w"] <= 24
+        assert a["x"] >= 0 and a["x"] + a["w"] <= 24
         for b in rects[i + 1:]:
             overlap = a["x"] < b["x"] + b["w"] and b["x"] < a["x"] + a["w"] and a["y"] < b["y"] + b["h"] \
                 and b["y"] < a["y"] + a["h"]
@@ -109,7 +109,8 @@ def populated(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Promet
                               "--until", until], stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
 
     def q(expr: str) -> list[Any]:
-        return list(requests.get(f"{prom.url}/api/v1/query", params={"query": expr}, timeout=10).json()["data"]["result"])
+        body = requests.get(f"{prom.url}/api/v1/query", params={"query": expr}, timeout=10).json()
+        return list(body["data"]["result"])
 
     try:
         wait_for(lambda: q(f'chargeback_accrued_until_timestamp_seconds == {t0 + 3600}'), what="accrual")
