@@ -4,7 +4,7 @@ PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: demo test lint bench deps system-deps clean rules dashboards
+.PHONY: demo test lint bench deps system-deps clean rules dashboards manifests
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
@@ -35,13 +35,18 @@ lint: deps
 
 # Generated rule files are committed; tests fail if they drift from the mixin.
 rules: deps
-	$(VENV)/bin/chargeback rules --out deploy/rules
+	$(VENV)/bin/chargeback rules --out rules/generated
 	$(VENV)/bin/chargeback rules --budgets examples/budgets.yaml --out rules/tests/generated
 	jsonnetfmt -i rules/*.libsonnet rules/*/*.libsonnet rules/lib/*.jsonnet
 
 dashboards: deps
 	jsonnetfmt -i dashboards/*.libsonnet dashboards/lib/*.*sonnet
-	$(VENV)/bin/chargeback dashboards --out dashboards/generated --configmaps deploy/dashboards
+	$(VENV)/bin/chargeback dashboards --out dashboards/generated
+
+# deploy/ from one Jsonnet entry point (exporter, PrometheusRule, dashboard ConfigMaps, Kyverno policy).
+manifests: deps
+	jsonnetfmt -i deploy/jsonnet/*.*sonnet
+	$(VENV)/bin/chargeback manifests --out deploy
 
 bench: deps system-deps
 	$(PY) -m bench.run

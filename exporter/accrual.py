@@ -143,6 +143,18 @@ class Ledger:
                     pk = (period, str(start), key[1], *key[5:])
                     self.periods[pk] = self.periods.get(pk, 0.0) + v
 
+    def reset(self) -> None:
+        """Forget everything (lost leadership): the next leader term reads the watermark back."""
+        with self.lock:
+            self.watermark = None
+            self.counters.clear()
+            self.hourly.clear()
+            self.efficiency.clear()
+            self.periods.clear()
+            self.period_starts.clear()
+            self.pending.clear()
+            self.exposed.clear()
+
     def restore_periods(self, period_starts: dict[str, int], periods: dict[CounterKey, float]) -> None:
         """Resume period-to-date sums read back from Prometheus after a restart."""
         with self.lock:

@@ -236,17 +236,31 @@ def rules(budgets_file: str | None, out_dir: str, namespace: str) -> None:
 
 @main.command()
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False), help="Folder for the JSON.")
-@click.option("--configmaps", type=click.Path(file_okay=False), help="Also write Grafana sidecar ConfigMaps here.")
-@click.option("--namespace", default="monitoring", show_default=True, help="Namespace of the ConfigMaps.")
-def dashboards(out_dir: str, configmaps: str | None, namespace: str) -> None:
-    """Render the Grafana dashboards from dashboards/ (and their sidecar ConfigMaps)."""
+def dashboards(out_dir: str) -> None:
+    """Render the Grafana dashboards from dashboards/ as JSON (the ConfigMaps come with `manifests`)."""
     from pathlib import Path
 
     from .dashboards import write_dashboards
 
     try:
-        written = write_dashboards(Path(out_dir), Path(configmaps) if configmaps else None, namespace)
+        written = write_dashboards(Path(out_dir))
     except ChargebackError as e:
         _fail(e)
         return
-    click.echo(f"{len(written)} file(s) written to {out_dir}" + (f" and {configmaps}" if configmaps else ""))
+    click.echo(f"{len(written)} dashboard(s) written to {out_dir}")
+
+
+@main.command()
+@click.option("--out", "out_dir", default="deploy", show_default=True, type=click.Path(file_okay=False))
+def manifests(out_dir: str) -> None:
+    """Render deploy/ from deploy/jsonnet/main.jsonnet: one file per object and a kustomization."""
+    from pathlib import Path
+
+    from .dashboards import write_manifests
+
+    try:
+        written = write_manifests(Path(out_dir))
+    except ChargebackError as e:
+        _fail(e)
+        return
+    click.echo(f"{len(written)} file(s) written under {out_dir}")

@@ -36,6 +36,7 @@ class Health:
     last_error: str | None = None
     cycle_seconds: float | None = None
     cycles: dict[str, int] = field(default_factory=lambda: {"success": 0, "failure": 0})
+    leader: bool | None = None  # None when leader election is off
     rates: dict[str, NodeRates] = field(default_factory=dict)
     nodes: dict[str, NodeFacts] = field(default_factory=dict)
 
@@ -127,6 +128,9 @@ class ChargebackCollector(Collector):
                                 value=defaulted)
 
         yield GaugeMetricFamily("chargeback_up", "1 if the last accrual cycle succeeded.", value=int(h.up))
+        if h.leader is not None:
+            yield GaugeMetricFamily("chargeback_leader", "1 on the replica holding the Lease (the one that accrues).",
+                                    value=int(h.leader))
         meta = self.pipeline.last_metadata
         if meta is not None:
             src = GaugeMetricFamily("chargeback_label_source_info",

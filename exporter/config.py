@@ -177,6 +177,21 @@ class Prometheus(_Model):
         return _valid_duration(v)
 
 
+class LeaderElection(_Model):
+    """Only the holder of a coordination.k8s.io Lease accrues; other replicas stand by."""
+
+    enabled: bool = False
+    namespace: str = "monitoring"
+    name: str = "chargeback"
+    leaseDuration: str = "30s"
+    kubeconfig: str | None = None
+
+    @field_validator("leaseDuration")
+    @classmethod
+    def _duration(cls, v: str) -> str:
+        return _valid_duration(v)
+
+
 class Serve(_Model):
     listen: str = "0.0.0.0:9184"
     interval: str = Field("60s", description="how often an accrual cycle runs")
@@ -184,6 +199,7 @@ class Serve(_Model):
     watermarkSelector: str = Field('job="chargeback"', description="finds our own watermark in Prometheus")
     watermarkLookback: str = "30d"
     start: str | None = Field(None, description="RFC3339 start when Prometheus holds no watermark")
+    leaderElection: LeaderElection = Field(default_factory=LeaderElection)
 
     @field_validator("interval", "lag", "watermarkLookback")
     @classmethod

@@ -128,7 +128,7 @@ Config               {cfg_path}   (exporter log: {root / "serve.log"})
 
 Grafana dashboards   dashboards/generated/*.json: in Grafana, Dashboards > New > Import, upload each file
                      and pick a Prometheus data source pointing at {prom.url}
-                     (in a cluster: kubectl apply -f deploy/dashboards/ for the Grafana sidecar)
+                     (in a cluster, kubectl apply -k deploy/ ships them as Grafana sidecar ConfigMaps)
 
 Try:  .venv/bin/chargeback allocate --config {cfg_path} --window today
 Ctrl-C stops everything.""", flush=True)

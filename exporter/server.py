@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import signal
+import socket
 import threading
 import time
 from datetime import datetime
@@ -24,7 +26,8 @@ from .collector import ChargebackCollector, Health
 from .config import Config, override
 from .errors import ChargebackError, ConfigError
 from .formatters import allocation_response, parse_aggregate
-from .kube import metadata_source
+from .kube import load_api_client, metadata_source
+from .leader import LeaseElector
 from .pipeline import Pipeline
 from .prometheus import PrometheusClient
 from .window import PERIODS, Window, iso, parse_duration, parse_window, period_bounds
@@ -55,12 +58,21 @@ class Exporter:
         self.start = _parse_time(cfg.serve.start) if cfg.serve.start else None
         self.until = _parse_time(until) if until else None
         self.stop = threading.Event()
+        self.elector: LeaseElector | None = None
+        le = cfg.serve.leaderElection
+        if le.enabled:
+            identity = os.environ.get("POD_NAME") or socket.gethostname()
+            self.elector = LeaseElector(load_api_client(le.kubeconfig), le.namespace, le.name, identity,
+                                        parse_duration(le.leaseDuration), on_lost=self.ledger.reset)
+            self.health.leader = False
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(ChargebackCollector(self.ledger, self.health, self.client.stats, self.pipeline))
 
     def close(self) -> None:
         """Stop the accrual loop and any Kubernetes watches."""
         self.stop.set()
+        if self.elector is not None:
+            self.elector.stop.set()
         owner = getattr(self.metadata, "__self__", None)
         if owner is not None:
             owner.stop.set()
@@ -126,6 +138,12 @@ class Exporter:
     def run_once(self) -> None:
         started = time.monotonic()
         self.health.last_attempt = time.time()
+        if self.elector is not None:
+            self.health.leader = self.elector.leader.is_set()
+            if not self.health.leader:
+                self.health.up = True  # a healthy standby: nothing to accrue
+                self.health.last_error = None
+                return
         try:
             self.cycle(time.time())
         except ChargebackError as e:
@@ -148,6 +166,8 @@ class Exporter:
         self.health.cycles["failure"] += 1
 
     def loop(self) -> None:
+        if self.elector is not None:
+            self.elector.start()
         while not self.stop.is_set():
             self.run_once()
             self.stop.wait(self.interval)

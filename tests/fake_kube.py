@@ -27,6 +27,7 @@ class FakeKube:
         self.events: dict[str, list[tuple[int, dict[str, Any]]]] = {k: [] for k in kinds}
         self.unexpected: list[str] = []
         self.annotations: dict[tuple[str, str], dict[str, str]] = {}
+        self.leases: dict[tuple[str, str], dict[str, Any]] = {}  # coordination.k8s.io/v1
         self.requests: list[str] = []
         self.cond = threading.Condition()
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
@@ -40,7 +41,7 @@ class FakeKube:
     def stop(self) -> None:
         with self.cond:
             self.cond.notify_all()
-        self.server.shutdown()
+        self.server.shutdown()  # a no-op if a test already shut it down
 
     def kubeconfig(self, path: Path) -> Path:
         path.write_text(yaml.safe_dump({
@@ -87,9 +88,59 @@ class FakeKube:
                 self.end_headers()
                 self.wfile.write(body)
 
+            def _lease_path(self) -> tuple[str, str | None] | None:
+                parts = urlparse(self.path).path.split("/")
+                # /apis/coordination.k8s.io/v1/namespaces/{ns}/leases[/{name}]
+                if parts[1:4] == ["apis", "coordination.k8s.io", "v1"] and len(parts) in (7, 8) \
+                        and parts[4] == "namespaces" and parts[6] == "leases":
+                    return parts[5], (parts[7] if len(parts) == 8 else None)
+                return None
+
+            def _send_json(self, code: int, obj: dict[str, Any]) -> None:
+                body = json.dumps(obj).encode()
+                self.send_response(code)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def _status(self, code: int, reason: str) -> None:
+                self._send_json(code, {"kind": "Status", "apiVersion": "v1", "status": "Failure", "code": code,
+                                       "reason": reason, "message": reason})
+
+            def _lease_write(self) -> None:
+                fake.requests.append(f"{self.command} {self.path}")
+                where = self._lease_path()
+                if where is None or self.headers.get("Authorization") != f"Bearer {TOKEN}":
+                    return self._fail(404, "unexpected path or token")
+                obj = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                ns, name = where[0], where[1] or obj["metadata"]["name"]
+                with fake.cond:
+                    current = fake.leases.get((ns, name))
+                    if self.command == "POST" and current is not None:
+                        return self._status(409, "AlreadyExists")
+                    if self.command == "PUT":
+                        if current is None:
+                            return self._status(404, "NotFound")
+                        if obj["metadata"].get("resourceVersion") != current["metadata"]["resourceVersion"]:
+                            return self._status(409, "Conflict")
+                    fake.version += 1
+                    obj["metadata"].update(namespace=ns, resourceVersion=str(fake.version))
+                    obj.update(kind="Lease", apiVersion="coordination.k8s.io/v1")
+                    fake.leases[(ns, name)] = obj
+                self._send_json(201 if self.command == "POST" else 200, obj)
+
+            do_POST = _lease_write
+            do_PUT = _lease_write
+
             def do_GET(self) -> None:
                 url = urlparse(self.path)
                 fake.requests.append(self.path)
+                lease = self._lease_path()
+                if lease is not None and lease[1] is not None:
+                    with fake.cond:
+                        current = fake.leases.get((lease[0], lease[1]))
+                    return self._send_json(200, current) if current else self._status(404, "NotFound")
                 kind = {"/api/v1/namespaces": "namespaces", "/api/v1/pods": "pods",
                         "/api/v1/nodes": "nodes"}.get(url.path)
                 if kind is None:

@@ -37,7 +37,7 @@ def test_jsonnet_is_formatted() -> None:
     assert proc.returncode == 0, f"run `make rules` to format: {proc.stdout}{proc.stderr}"
 
 
-@pytest.mark.parametrize(("budgets", "folder"), [(None, "deploy/rules"),
+@pytest.mark.parametrize(("budgets", "folder"), [(None, "rules/generated"),
                                                 ("examples/budgets.yaml", "rules/tests/generated")])
 def test_generated_rules_have_not_drifted(tmp_path: Path, budgets: str | None, folder: str) -> None:
     args = ["rules", "--out", str(tmp_path)] + (["--budgets", str(ROOT / budgets)] if budgets else [])
@@ -51,7 +51,7 @@ def test_generated_rules_have_not_drifted(tmp_path: Path, budgets: str | None, f
 
 
 def test_prometheusrule_is_a_valid_crd_object() -> None:
-    doc = yaml.safe_load((ROOT / "deploy/rules/prometheusrule.yaml").read_text())
+    doc = yaml.safe_load((ROOT / "deploy/manifests/chargeback-prometheusrule.yaml").read_text())
     assert doc["apiVersion"] == "monitoring.coreos.com/v1" and doc["kind"] == "PrometheusRule"
     rules = [r for g in doc["spec"]["groups"] for r in g["rules"]]
     for r in rules:
