@@ -19,11 +19,9 @@ from .prometheus import PrometheusClient
 from .window import Window, iso, parse_duration, parse_window
 
 
-def _load(config: str | None, prometheus_url: str | None) -> Config:
+def _load(config: str | None, prometheus_url: str | None, cluster_selector: str | None = None) -> Config:
     cfg = load_config(config)
-    if prometheus_url:
-        cfg = cfg.model_copy(update={"prometheus": cfg.prometheus.model_copy(update={"url": prometheus_url})})
-    return cfg
+    return override(cfg, "prometheus", url=prometheus_url, clusterSelector=cluster_selector)
 
 
 def _fail(e: ChargebackError) -> None:
@@ -58,12 +56,13 @@ def main(ctx: click.Context, log_level: str | None) -> None:
 @click.option("--share-idle/--no-share-idle", default=None, help="Share idle over tenants instead of __idle__.")
 @click.option("--idle-by-node/--no-idle-by-node", default=None, help="Share idle per node, not cluster-wide.")
 @click.option("--stats", is_flag=True, help="Print query statistics (count, wall and Prometheus time) to stderr.")
+@click.option("--cluster-selector", help='Matchers added to every query, e.g. cluster="prod" (Thanos/Mimir).')
 def allocate(prometheus_url: str | None, window_text: str, aggregate: str, config: str | None, fmt: str,
              share_namespaces: str | None, share_split: str | None, share_idle: bool | None,
-             idle_by_node: bool | None, stats: bool) -> None:
+             idle_by_node: bool | None, stats: bool, cluster_selector: str | None) -> None:
     """Compute cost for a window straight from Prometheus history."""
     try:
-        cfg = _load(config, prometheus_url)
+        cfg = _load(config, prometheus_url, cluster_selector)
         cfg = override(cfg, "sharing", shareNamespaces=share_namespaces, shareSplit=share_split,
                        shareIdle=share_idle, idleByNode=idle_by_node)
         parts, labels = parse_aggregate(aggregate, cfg.attribution.labels)
@@ -102,20 +101,16 @@ def _with_progress(pipeline: Pipeline, window: Window) -> Any:
 @click.option("--listen", help="host:port for /metrics, /healthz and /allocation/compute.")
 @click.option("--start", help="RFC3339 start for accrual when Prometheus holds no watermark (default: now).")
 @click.option("--until", help="RFC3339 time to stop accruing at (replays, tests); the server keeps serving.")
+@click.option("--cluster-name", help="Add cluster=<name> to every series (when Prometheus has no external label).")
+@click.option("--cluster-selector", help='Matchers added to every query, e.g. cluster="prod" (Thanos/Mimir).')
 def serve(prometheus_url: str | None, config: str | None, listen: str | None, start: str | None,
-          until: str | None) -> None:
+          until: str | None, cluster_name: str | None, cluster_selector: str | None) -> None:
     """Run the long-lived exporter: accrue cost interval by interval and publish it as metrics."""
     from .server import run_server
 
     try:
-        cfg = _load(config, prometheus_url)
-        updates: dict[str, object] = {}
-        if listen:
-            updates["listen"] = listen
-        if start:
-            updates["start"] = start
-        if updates:
-            cfg = cfg.model_copy(update={"serve": cfg.serve.model_copy(update=updates)})
+        cfg = _load(config, prometheus_url, cluster_selector)
+        cfg = override(cfg, "serve", listen=listen, start=start, clusterName=cluster_name)
         run_server(cfg, until)
     except ChargebackError as e:
         _fail(e)

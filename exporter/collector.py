@@ -51,6 +51,15 @@ class ChargebackCollector(Collector):
         self.attr_names = list(pipeline.cfg.attribution.labels)
 
     def collect(self) -> Iterator[Metric]:
+        """Every family, with cluster=<serve.clusterName> added when set."""
+        serve = self.pipeline.cfg.serve
+        for family in self._families():
+            if serve.clusterName:
+                family.samples = [s._replace(labels={**s.labels, serve.clusterLabel: serve.clusterName})
+                                  for s in family.samples]
+            yield family
+
+    def _families(self) -> Iterator[Metric]:
         counters = self.ledger.scraped()
         with self.ledger.lock:
             hourly = dict(self.ledger.hourly)

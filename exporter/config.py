@@ -163,8 +163,10 @@ class Prometheus(_Model):
     cadvisorSelector: str = Field("", description='extra matchers for cAdvisor series, e.g. job="kubelet"')
     ksmSelector: str = Field("", description='extra matchers for kube-state-metrics series, e.g. job="ksm"')
     openCostSelector: str = ""
+    clusterSelector: str = Field("", description='added to every query, e.g. cluster="prod-us-east-1", '
+                                                 "to read one cluster from Thanos Query or Mimir")
 
-    @field_validator("cadvisorSelector", "ksmSelector", "openCostSelector")
+    @field_validator("cadvisorSelector", "ksmSelector", "openCostSelector", "clusterSelector")
     @classmethod
     def _matchers(cls, v: str) -> str:
         if not _SELECTOR.match(v):
@@ -200,6 +202,8 @@ class Serve(_Model):
     watermarkLookback: str = "30d"
     start: str | None = Field(None, description="RFC3339 start when Prometheus holds no watermark")
     leaderElection: LeaderElection = Field(default_factory=LeaderElection)
+    clusterName: str | None = Field(None, description="adds cluster=<name> to every series (else use external labels)")
+    clusterLabel: str = "cluster"
 
     @field_validator("interval", "lag", "watermarkLookback")
     @classmethod

@@ -34,12 +34,12 @@ def find_binary(name: str) -> str:
 
 
 def backfill(cluster: Cluster, data_dir: Path, start: int, end: int, interval: int, lean: bool = False,
-             block: str = "24h") -> int:
+             block: str = "24h", extra_labels: dict[str, str] | None = None) -> int:
     """Write the cluster's history to OpenMetrics and import it as TSDB blocks; returns the sample count."""
     data_dir.mkdir(parents=True, exist_ok=True)
     om = data_dir.parent / f"{data_dir.name}.om"
     with om.open("w") as fh:
-        n = write_openmetrics(cluster, start, end, interval, fh, lean)
+        n = write_openmetrics(cluster, start, end, interval, fh, lean, extra_labels)
     proc = subprocess.run(
         # promtool reads the file once per block: day-long blocks make a day's backfill ~3x faster than the
         # 2h default, but hold a block's series in memory, so the benchmark's 100k cluster uses shorter ones.
@@ -67,6 +67,8 @@ class PrometheusServer:
         honor_labels: frozenset[str] = frozenset(),
         rule_files: list[Path] | None = None,
         alertmanagers: list[str] | None = None,
+        external_labels: dict[str, str] | None = None,
+        remote_write: list[str] | None = None,
     ) -> None:
         self.data_dir = data_dir
         self.port = port or free_port()
@@ -77,6 +79,8 @@ class PrometheusServer:
         self.honor_labels = honor_labels  # jobs whose exported job/instance labels are kept
         self.rule_files = rule_files or []
         self.alertmanagers = alertmanagers or []
+        self.external_labels = external_labels or {}
+        self.remote_write = remote_write or []
         self.proc: subprocess.Popen[bytes] | None = None
         self.log_path = data_dir.parent / f"prometheus-{self.port}.log"
 
@@ -86,9 +90,13 @@ class PrometheusServer:
             extra["rule_files"] = [str(p.resolve()) for p in self.rule_files]  # relative = to the config file
         if self.alertmanagers:
             extra["alerting"] = {"alertmanagers": [{"static_configs": [{"targets": self.alertmanagers}]}]}
+        if self.remote_write:
+            extra["remote_write"] = [{"url": u, "queue_config": {"batch_send_deadline": "1s"}}
+                                     for u in self.remote_write]
         return {
             **extra,
-            "global": {"scrape_interval": self.scrape_interval, "evaluation_interval": self.scrape_interval},
+            "global": {"scrape_interval": self.scrape_interval, "evaluation_interval": self.scrape_interval,
+                       "external_labels": self.external_labels},
             "scrape_configs": [
                 {"job_name": job, "honor_labels": job in self.honor_labels, "static_configs": [{"targets": [target]}]}
                 for job, target in self.scrape_targets.items()

@@ -150,9 +150,10 @@ class Queries:
     """PromQL builders. `chunk_seconds` windows end at the evaluation time and hold chunk/step steps."""
 
     def __init__(self, prom: Prometheus, alloc: Allocation) -> None:
-        self.k = prom.ksmSelector
-        self.c = prom.cadvisorSelector
-        self.o = prom.openCostSelector
+        # A cluster selector narrows every query to one cluster of a global store (Thanos, Mimir).
+        self.k = ",".join(m for m in (prom.ksmSelector, prom.clusterSelector) if m)
+        self.c = ",".join(m for m in (prom.cadvisorSelector, prom.clusterSelector) if m)
+        self.o = ",".join(m for m in (prom.openCostSelector, prom.clusterSelector) if m)
         self.policy = alloc.policy
         self.w = alloc.requestWeight
         self.step = parse_duration(alloc.resolution)

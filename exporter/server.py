@@ -80,7 +80,8 @@ class Exporter:
     def read_watermark(self) -> int | None:
         """The last watermark Prometheus scraped from any replica of us (so no volume is needed)."""
         s = self.cfg.serve
-        series = f"chargeback_accrued_until_timestamp_seconds{{{s.watermarkSelector}}}"
+        sel = ",".join(m for m in (s.watermarkSelector, self.cfg.prometheus.clusterSelector) if m)
+        series = f"chargeback_accrued_until_timestamp_seconds{{{sel}}}"
         expr = f"max(last_over_time({series}[{s.watermarkLookback}]))"
         rows = self.client.query(expr, time.time())
         return int(rows[0][1]) if rows else None
@@ -94,7 +95,8 @@ class Exporter:
             start = period_bounds(period, watermark)[0]
             if start == watermark:
                 continue  # the next interval opens a new period
-            sel = f'{s.watermarkSelector},period="{period}",period_start="{start}"'
+            sel = ",".join(m for m in (s.watermarkSelector, self.cfg.prometheus.clusterSelector,
+                                       f'period="{period}",period_start="{start}"') if m)
             last = f"last_over_time(chargeback_period_cost{{{sel}}}[{s.watermarkLookback}])"
             expr = f"max by ({', '.join(names)}) ({last})"
             rows = self.client.query(expr, time.time())

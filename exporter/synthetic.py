@@ -181,11 +181,18 @@ def _pod_series(p: Pod, ksm: dict[str, str], lean: bool) -> Iterator[tuple[str, 
         yield "container_memory_working_set_bytes", lb, when(running, _const((factor + 1) * GIB))
 
 
-def write_openmetrics(cluster: Cluster, start: int, end: int, interval: int, out: TextIO, lean: bool = False) -> int:
-    """Write samples at start, start+interval, ..., end (inclusive) for promtool backfill; returns sample count."""
+def write_openmetrics(cluster: Cluster, start: int, end: int, interval: int, out: TextIO, lean: bool = False,
+                      extra_labels: dict[str, str] | None = None) -> int:
+    """Write samples at start, start+interval, ..., end (inclusive) for promtool backfill; returns sample count.
+
+    `extra_labels` (e.g. cluster="a") go on every series, as a global store's external labels would.
+    """
     n = 0
     stamps = range(start, end + 1, interval)
+    extra = ",".join(f'{k}="{v}"' for k, v in (extra_labels or {}).items())
     for name, lb, fn in series(cluster, lean):
+        if extra:
+            lb = "{" + extra + ("," + lb[1:] if lb != "{}" else "}")
         prefix = name + lb + " "
         lines = []
         for t in stamps:
