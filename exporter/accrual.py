@@ -75,6 +75,18 @@ def batch_from(result: CostResult, n_attrs: int) -> Batch:
     return Batch(result.start, result.end, costs, efficiency)
 
 
+@dataclass(frozen=True)
+class Snapshot:
+    """Everything one scrape publishes, copied under one lock so it is mutually consistent."""
+
+    counters: dict[CounterKey, float]
+    watermark: int | None
+    hourly: dict[CounterKey, float]
+    efficiency: dict[tuple[str, str], float]
+    periods: dict[CounterKey, float]
+    period_starts: dict[str, int]
+
+
 @dataclass
 class Ledger:
     """Counters, watermark and the queue of batches not yet applied."""
@@ -88,6 +100,8 @@ class Ledger:
     period_starts: dict[str, int] = field(default_factory=dict)
     max_pending: int = 240
     pending: deque[Batch] = field(default_factory=deque)
+    # After reaching UTC midnight, wait for one scrape: reports then find every day boundary exactly.
+    hold: bool = False
     exposed: set[CounterKey] = field(default_factory=set)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -103,16 +117,18 @@ class Ledger:
             self.pending.append(batch)
             self._settle()
 
-    def scraped(self) -> dict[CounterKey, float]:
-        """Snapshot for a scrape; everything in it now counts as exposed."""
+    def scraped(self) -> Snapshot:
+        """Snapshot for a scrape, taken before any held batch is released; it now counts as exposed."""
         with self.lock:
-            snap = dict(self.counters)
-            self.exposed.update(snap)
+            snap = Snapshot(dict(self.counters), self.watermark, dict(self.hourly), dict(self.efficiency),
+                            dict(self.periods), dict(self.period_starts))
+            self.exposed.update(snap.counters)
+            self.hold = False
             self._settle()
             return snap
 
     def _settle(self) -> None:
-        while self.pending:
+        while self.pending and not (self.hold and len(self.pending) <= self.max_pending):
             head = self.pending[0]
             new = [k for k in head.costs if k not in self.exposed]
             if new and len(self.pending) <= self.max_pending:
@@ -130,6 +146,7 @@ class Ledger:
             self.efficiency = dict(head.efficiency)
             self._add_periods(head)
             self.watermark = head.end
+            self.hold = head.end % 86400 == 0
 
     def _add_periods(self, batch: Batch) -> None:
         """Accumulate period-to-date cost; a batch never straddles a UTC day boundary (the server splits)."""

@@ -20,7 +20,7 @@ from .sharing import UNSHARED
 from .window import period_bounds
 
 if TYPE_CHECKING:
-    from .accrual import Ledger
+    from .accrual import Ledger, Snapshot
     from .pipeline import Pipeline
     from .pricing import NodeFacts, NodeRates
     from .prometheus import QueryStats
@@ -60,10 +60,8 @@ class ChargebackCollector(Collector):
             yield family
 
     def _families(self) -> Iterator[Metric]:
-        counters = self.ledger.scraped()
-        with self.ledger.lock:
-            hourly = dict(self.ledger.hourly)
-            watermark = self.ledger.watermark
+        snap = self.ledger.scraped()
+        counters, hourly, watermark = snap.counters, snap.hourly, snap.watermark
         h = self.health
 
         info = GaugeMetricFamily("chargeback_info", "Exporter version and the currency of all cost metrics.",
@@ -112,7 +110,7 @@ class ChargebackCollector(Collector):
         yield pools
         yield node_idle
 
-        yield from self._periods()
+        yield from self._periods(snap)
         fallback = GaugeMetricFamily(
             "chargeback_share_weight_fallback",
             "1 if this shared source's policy had no data in the last interval and fell back to 'weighted'.",
@@ -187,12 +185,9 @@ class ChargebackCollector(Collector):
         yield ratio
         yield missing
 
-    def _periods(self) -> Iterator[Metric]:
+    def _periods(self, snap: Snapshot) -> Iterator[Metric]:
         """Calendar period-to-date cost, period bounds, efficiency and annotation budgets."""
-        with self.ledger.lock:
-            periods = dict(self.ledger.periods)
-            starts = dict(self.ledger.period_starts)
-            eff = dict(self.ledger.efficiency)
+        periods, starts, eff = snap.periods, snap.period_starts, snap.efficiency
         cost = GaugeMetricFamily(
             "chargeback_period_cost",
             "Cost so far in the current calendar period (UTC; weeks start Monday), in currency units.",
