@@ -11,7 +11,7 @@ from typing import Any
 import click
 
 from .config import Config, load_config, override
-from .errors import ChargebackError
+from .errors import ChargebackError, ConfigError
 from .formatters import parse_aggregate, render
 from .kube import metadata_source
 from .pipeline import Pipeline
@@ -259,3 +259,54 @@ def manifests(out_dir: str) -> None:
         _fail(e)
         return
     click.echo(f"{len(written)} file(s) written under {out_dir}")
+
+
+@main.command()
+@click.option("--prometheus-url", help="Prometheus base URL (overrides prometheus.url in the config).")
+@click.option("--config", type=click.Path(dir_okay=False), help="YAML config file (reports: destinations).")
+@click.option("--window", "window_text", default="lastweek", show_default=True,
+              help="lastweek, lastmonth, or any allocate window.")
+@click.option("--by", default="team", show_default=True,
+              help="team, namespace, cost_center (or any attribution label).")
+@click.option("--format", "fmt", default="markdown", show_default=True,
+              type=click.Choice(["markdown", "csv", "html", "json"]))
+@click.option("--source", default="auto", show_default=True, type=click.Choice(["auto", "exporter", "computed"]),
+              help="exporter series (exact, cheap) when they cover the window, else computed from raw metrics.")
+@click.option("--send", is_flag=True, help="Deliver to the configured destinations instead of printing.")
+@click.option("--dry-run", is_flag=True, help="With --send: print what would be sent, send nothing.")
+@click.option("--out", type=click.Path(dir_okay=False), help="Write the report here instead of stdout.")
+def report(prometheus_url: str | None, config: str | None, window_text: str, by: str, fmt: str, source: str,
+           send: bool, dry_run: bool, out: str | None) -> None:
+    """Showback report per team (or namespace, cost centre) against the previous period."""
+    from pathlib import Path
+
+    from .delivery import deliver
+    from .report import describe, make_report
+    from .reportformat import render as render_report
+
+    try:
+        cfg = _load(config, prometheus_url)
+        if by != "namespace" and by not in cfg.attribution.labels:
+            labels = ", ".join(cfg.attribution.labels)
+            raise ConfigError(f"--by {by!r}: use namespace or an attribution label ({labels})")
+        now = time.time()
+        window = parse_window(window_text, now, parse_duration(cfg.allocation.resolution))
+        rep = make_report(cfg, window, by, now, source)
+    except ChargebackError as e:
+        _fail(e)
+        return
+    click.echo(f"report {describe(rep)}", err=True)
+    if not send:
+        text = render_report(rep, fmt)
+        if out:
+            Path(out).write_text(text)
+        else:
+            click.echo(text, nl=False)
+        return
+    outcomes = deliver(rep, cfg.reports, dry_run=dry_run)
+    for o in outcomes:
+        click.echo(f"{'ok  ' if o.ok else 'FAIL'} {o.destination}: {o.detail}", err=not o.ok)
+    if not outcomes:
+        click.echo("no destinations configured under reports:", err=True)
+    if any(not o.ok for o in outcomes):
+        sys.exit(1)

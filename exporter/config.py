@@ -6,6 +6,7 @@ Nothing here is global: the CLI loads a `Config` and passes it down.
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 from typing import Literal
@@ -305,6 +306,56 @@ class Attribution(_Model):
         return v
 
 
+class SecretRef(_Model):
+    """A secret read from an environment variable or a file, never written in the config itself."""
+
+    env: str | None = None
+    file: str | None = None
+
+    @model_validator(mode="after")
+    def _one(self) -> SecretRef:
+        if (self.env is None) == (self.file is None):
+            raise ValueError("give exactly one of 'env' or 'file' (secrets never go in the config)")
+        return self
+
+    def value(self) -> str:
+        if self.env is not None:
+            v = os.environ.get(self.env)
+            if not v:
+                raise ConfigError(f"secret environment variable {self.env} is not set")
+            return v
+        assert self.file is not None
+        try:
+            return Path(self.file).read_text().strip()
+        except OSError as e:
+            raise ConfigError(f"secret file {self.file}: {e.strerror}") from e
+
+
+class Destination(_Model):
+    slack: SecretRef | None = Field(None, description="Slack incoming webhook URL")
+    email: list[str] = Field(default_factory=list, description="recipients")
+    webhook: SecretRef | None = Field(None, description="generic JSON webhook URL (a finance portal)")
+
+
+class Smtp(_Model):
+    host: str
+    port: int = 587
+    starttls: bool = True
+    username: str | None = None
+    password: SecretRef | None = None
+    sender: str = "chargeback@localhost"
+    timeout: float = 30
+
+
+class Reports(_Model):
+    grafanaURL: str | None = None
+    teams: dict[str, Destination] = Field(default_factory=dict, description="group name -> its own report")
+    finance: Destination | None = Field(None, description="gets the full report")
+    smtp: Smtp | None = None
+    retries: int = Field(4, ge=0, le=10)
+    backoff: float = Field(0.5, ge=0, description="seconds, doubled per retry")
+
+
 class Config(_Model):
     prometheus: Prometheus = Field(default_factory=Prometheus)
     pricing: Pricing = Field(default_factory=Pricing)
@@ -312,6 +363,7 @@ class Config(_Model):
     serve: Serve = Field(default_factory=Serve)
     sharing: Sharing = Field(default_factory=Sharing)
     attribution: Attribution = Field(default_factory=Attribution)
+    reports: Reports = Field(default_factory=Reports)
 
     @model_validator(mode="after")
     def _fixed_by_known_label(self) -> Config:

@@ -25,6 +25,8 @@ from .formatters import to_table
 from .localprom import PrometheusServer, backfill, free_port
 from .pipeline import Pipeline
 from .prometheus import PrometheusClient
+from .report import make_report
+from .reportformat import render as render_report
 from .synthetic import Cluster, demo_cluster, exposition
 from .window import iso, parse_window
 
@@ -116,6 +118,9 @@ def main(root: Path = Path(".demo")) -> None:
     print()
     print("The same by team (chargeback allocate --window 24h --aggregate team):")
     print(to_table(result, ["team"], attrs, cfg.pricing.currency))
+    print()
+    print("A sample showback report (chargeback report --window 12h --by team):")
+    print(render_report(make_report(cfg, parse_window("12h", now, 60), "team", now, "computed"), "markdown"))
     base = f"http://127.0.0.1:{exporter_port}"
     _wait_metrics(base)
     print(f"""

@@ -101,3 +101,11 @@ def test_kustomize_renders() -> None:
 def test_kustomization_lists_every_manifest() -> None:
     k = yaml.safe_load((ROOT / "deploy/kustomization.yaml").read_text())
     assert k["resources"] == [f"manifests/{p.name}" for p in MANIFESTS]
+
+
+def test_weekly_report_cronjob() -> None:
+    cron = OBJECTS["chargeback-reportcronjob.yaml"]
+    assert cron["spec"]["schedule"] == "0 9 * * 1"  # Monday 09:00
+    [c] = cron["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"]
+    assert c["args"][:1] == ["report"] and "--send" in c["args"] and "lastweek" in c["args"]
+    assert c["envFrom"] == [{"secretRef": {"name": "chargeback-report-secrets"}}]

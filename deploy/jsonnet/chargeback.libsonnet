@@ -87,6 +87,7 @@
               env: [
                 { name: 'POD_NAME', valueFrom: { fieldRef: { fieldPath: 'metadata.name' } } },
                 { name: 'HOME', value: '/tmp' },
+                { name: 'MPLCONFIGDIR', value: '/tmp' },
               ],
               ports: [{ name: 'http', containerPort: c.port }],
               resources: c.resources,
@@ -118,6 +119,37 @@
         // job="chargeback" is what the rules, dashboards and watermark read-back select on.
         jobLabel: 'app.kubernetes.io/name',
         endpoints: [{ port: 'http', interval: '60s', scrapeTimeout: '30s' }],
+      },
+    },
+
+    // Weekly showback, Monday 09:00 UTC. Webhook URLs and the SMTP password come from this Secret.
+    reportCronJob: {
+      apiVersion: 'batch/v1',
+      kind: 'CronJob',
+      metadata: meta('cron') { name: c.name + '-weekly-report' },
+      spec: {
+        schedule: '0 9 * * 1',
+        timeZone: 'Etc/UTC',
+        concurrencyPolicy: 'Forbid',
+        jobTemplate: { spec: { backoffLimit: 2, template: {
+          metadata: { labels: labels { 'app.kubernetes.io/component': 'report' } },
+          spec: {
+            serviceAccountName: c.name,
+            restartPolicy: 'OnFailure',
+            securityContext: { runAsNonRoot: true, runAsUser: 65534, runAsGroup: 65534, seccompProfile: { type: 'RuntimeDefault' } },
+            containers: [{
+              name: 'report',
+              image: c.image,
+              args: ['report', '--config', '/etc/chargeback/config.yaml', '--window', 'lastweek', '--by', 'team', '--send'],
+              env: [{ name: 'HOME', value: '/tmp' }, { name: 'MPLCONFIGDIR', value: '/tmp' }],
+              envFrom: [{ secretRef: { name: c.name + '-report-secrets' } }],
+              resources: c.resources,
+              securityContext: { allowPrivilegeEscalation: false, readOnlyRootFilesystem: true, capabilities: { drop: ['ALL'] } },
+              volumeMounts: [{ name: 'config', mountPath: '/etc/chargeback', readOnly: true }, { name: 'tmp', mountPath: '/tmp' }],
+            }],
+            volumes: [{ name: 'config', configMap: { name: c.name + '-config' } }, { name: 'tmp', emptyDir: {} }],
+          },
+        } } },
       },
     },
 
