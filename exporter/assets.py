@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from .config import Network, Storage
+from .pricebook import Network, Storage
 from .pricing import GIB
 
 UNMOUNTED = "__unmounted__"  # OpenCost's name for PVs with no claim (and LBs selecting nothing)

@@ -17,8 +17,8 @@ from typing import Any
 
 import yaml
 
-from .config import PriceRule, Pricing
 from .errors import PricingError
+from .pricebook import PriceRule, Pricing
 
 GIB = 1024**3
 AWS_CPU_TO_RAM = 9.0  # AWS Split Cost Allocation: a vCPU weighs 9 GiB of memory
