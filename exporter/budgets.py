@@ -6,17 +6,15 @@ Prometheus rule file and a monitoring.coreos.com/v1 PrometheusRule.
 
 from __future__ import annotations
 
-import json
-import os
 import re
 from pathlib import Path
 from typing import Any, Literal
 
-import _jsonnet
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from .errors import ConfigError
+from .jsonnet import evaluate, source_dir
+from .model import read_yaml, validated
 
 SCOPES = ("namespace", "team", "cost_center")
 _LABEL = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
@@ -92,41 +90,16 @@ class BudgetsFile(BaseModel):
 
 
 def load_budgets(path: str | Path) -> list[Budget]:
-    p = Path(path)
-    try:
-        raw = yaml.safe_load(p.read_text()) or {}
-    except OSError as e:
-        raise ConfigError(f"budgets {p}: cannot read: {e.strerror}") from e
-    except yaml.YAMLError as e:
-        raise ConfigError(f"budgets {p}: not valid YAML: {str(e).splitlines()[0]}") from e
-    try:
-        return list(BudgetsFile.model_validate(raw).budgets)
-    except ValidationError as e:
-        first = e.errors()[0]
-        key = ".".join(str(x) for x in first["loc"]) or "<root>"
-        raise ConfigError(f"budgets {p}: {key}: {first['msg']}") from e
-
-
-def mixin_dir() -> Path:
-    """The rules/ mixin: $CHARGEBACK_MIXIN_DIR, else next to the package in a source checkout."""
-    env = os.environ.get("CHARGEBACK_MIXIN_DIR")
-    path = Path(env) if env else Path(__file__).resolve().parent.parent / "rules"
-    if not (path / "mixin.libsonnet").is_file():
-        raise ConfigError(f"monitoring mixin not found at {path}: set CHARGEBACK_MIXIN_DIR to the rules/ folder")
-    return path
+    return list(validated(BudgetsFile, read_yaml(path, "budgets"), f"budgets {path}").budgets)
 
 
 def render(budgets: list[Budget], namespace: str = "monitoring", config: dict[str, Any] | None = None
            ) -> tuple[dict[str, Any], dict[str, Any]]:
     """(plain rule file, PrometheusRule) for these budgets; `config` overrides keys of the mixin's _config."""
-    tla = {"budgets": json.dumps([b.for_mixin() for b in budgets]), "config": json.dumps(config or {})}
-    lib = mixin_dir() / "lib"
-    try:
-        groups = json.loads(_jsonnet.evaluate_file(str(lib / "rules.jsonnet"), tla_codes=tla))
-        crd = json.loads(_jsonnet.evaluate_file(str(lib / "prometheusrule.jsonnet"),
-                                                tla_codes={**tla, "namespace": json.dumps(namespace)}))
-    except RuntimeError as e:
-        raise ConfigError(f"rendering the mixin failed: {str(e).splitlines()[0]}") from e
+    lib = source_dir("CHARGEBACK_MIXIN_DIR", "rules") / "lib"
+    tla = {"budgets": [b.for_mixin() for b in budgets], "config": config or {}}
+    groups = evaluate(lib / "rules.jsonnet", "the rules mixin", **tla)
+    crd = evaluate(lib / "prometheusrule.jsonnet", "the rules mixin", **tla, namespace=namespace)
     return groups, crd
 
 

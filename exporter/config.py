@@ -9,15 +9,14 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import promql_parser
-import yaml
-from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from .errors import ConfigError
 from .model import StrictModel as _Model
-from .model import valid_duration
+from .model import read_yaml, valid_duration, validated
 from .pricebook import FixedCost, Pricing
 from .window import parse_duration
 
@@ -268,25 +267,11 @@ def load_config(path: str | Path | None) -> Config:
     """Read and validate a config file; raise ConfigError naming the first bad key."""
     if path is None:
         return Config()
-    p = Path(path)
-    try:
-        raw = yaml.safe_load(p.read_text()) or {}
-    except OSError as e:
-        raise ConfigError(f"config {p}: cannot read: {e.strerror}") from e
-    except yaml.YAMLError as e:
-        raise ConfigError(f"config {p}: not valid YAML: {str(e).splitlines()[0]}") from e
-    if not isinstance(raw, dict):
-        raise ConfigError(f"config {p}: top level must be a mapping, got {type(raw).__name__}")
-    return parse_config(raw, str(p))
+    return parse_config(read_yaml(path, "config"), str(path))
 
 
-def parse_config(raw: dict[str, object], source: str = "config") -> Config:
-    try:
-        return Config.model_validate(raw)
-    except ValidationError as e:
-        first = e.errors()[0]
-        key = ".".join(str(p) for p in first["loc"]) or "<root>"
-        raise ConfigError(f"{source}: {key}: {first['msg']}") from e
+def parse_config(raw: dict[str, Any], source: str = "config") -> Config:
+    return validated(Config, raw, source)
 
 
 def override(cfg: Config, section: str, **values: object) -> Config:

@@ -3,33 +3,18 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
 
-import _jsonnet
 import yaml
 
-from .errors import ConfigError
-
-
-def dashboards_dir() -> Path:
-    """The dashboards/ folder: $CHARGEBACK_DASHBOARDS_DIR, else next to the package in a source checkout."""
-    env = os.environ.get("CHARGEBACK_DASHBOARDS_DIR")
-    path = Path(env) if env else Path(__file__).resolve().parent.parent / "dashboards"
-    if not (path / "mixin.libsonnet").is_file():
-        raise ConfigError(f"dashboards not found at {path}: set CHARGEBACK_DASHBOARDS_DIR to the dashboards/ folder")
-    return path
+from .jsonnet import evaluate, source_dir
 
 
 def render(config: dict[str, Any] | None = None) -> dict[str, dict[str, Any]]:
     """File name -> dashboard JSON; `config` overrides keys of the dashboards' _config."""
-    try:
-        out = _jsonnet.evaluate_file(str(dashboards_dir() / "lib" / "dashboards.jsonnet"),
-                                     tla_codes={"config": json.dumps(config or {})})
-    except RuntimeError as e:
-        raise ConfigError(f"rendering the dashboards failed: {str(e).splitlines()[0]}") from e
-    result: dict[str, dict[str, Any]] = json.loads(out)
+    entry = source_dir("CHARGEBACK_DASHBOARDS_DIR", "dashboards") / "lib" / "dashboards.jsonnet"
+    result: dict[str, dict[str, Any]] = evaluate(entry, "the dashboards", config=config or {})
     return result
 
 
@@ -45,11 +30,8 @@ def write_dashboards(out: Path) -> list[Path]:
 
 def render_manifests() -> dict[str, dict[str, Any]]:
     """deploy/jsonnet/main.jsonnet: file name -> Kubernetes object (exporter, rules, dashboards, policy)."""
-    entry = dashboards_dir().parent / "deploy" / "jsonnet" / "main.jsonnet"
-    try:
-        result: dict[str, dict[str, Any]] = json.loads(_jsonnet.evaluate_file(str(entry)))
-    except RuntimeError as e:
-        raise ConfigError(f"rendering the manifests failed: {str(e).splitlines()[0]}") from e
+    entry = source_dir("CHARGEBACK_DEPLOY_JSONNET_DIR", "deploy/jsonnet") / "main.jsonnet"
+    result: dict[str, dict[str, Any]] = evaluate(entry, "the manifests")
     return result
 
 
