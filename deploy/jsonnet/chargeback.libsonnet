@@ -6,8 +6,8 @@
     image: 'ghcr.io/chargeback/chargeback:0.1.0',
     replicas: 2,  // only the Lease holder accrues; the other is a warm standby
     port: 9184,
-    // Sized from `make bench`: see README "Scale".
-    resources: { requests: { cpu: '100m', memory: '192Mi' }, limits: { memory: '512Mi' } },
+    // Sized from `make bench`: peak RSS 51 MB at 1k containers, 65 MB at 10k, 253 MB at 100k (README "Scale").
+    resources: { requests: { cpu: '100m', memory: '256Mi' }, limits: { memory: '512Mi' } },
     prometheusURL: 'http://prometheus-operated.monitoring.svc:9090',
     prometheusSelector: { 'app.kubernetes.io/name': 'prometheus' },
     // The exporter's config.yaml (see README "Configuration").
