@@ -310,3 +310,52 @@ def report(prometheus_url: str | None, config: str | None, window_text: str, by:
         click.echo("no destinations configured under reports:", err=True)
     if any(not o.ok for o in outcomes):
         sys.exit(1)
+
+
+@main.command()
+@click.option("--bill", "bills", multiple=True, required=True, type=click.Path(dir_okay=False),
+              help="FOCUS, AWS CUR 2.0 or GCP billing export (CSV, .gz); repeat for several files.")
+@click.option("--prometheus-url", help="Prometheus base URL (overrides prometheus.url in the config).")
+@click.option("--config", type=click.Path(dir_okay=False), help="YAML config file.")
+@click.option("--window", "window_text", default="lastmonth", show_default=True)
+@click.option("--format", "fmt", default="table", show_default=True, type=click.Choice(["table", "json", "csv"]))
+def reconcile(bills: tuple[str, ...], prometheus_url: str | None, config: str | None, window_text: str,
+              fmt: str) -> None:
+    """Compare the cloud bill with chargeback's computed cost, by category and by node."""
+    import csv
+    import io
+
+    from .billing import read_bill
+    from .reconcile import inventory, rows, to_table
+    from .reconcile import reconcile as compare
+
+    try:
+        cfg = _load(config, prometheus_url)
+        bill = read_bill(list(bills))
+        window = parse_window(window_text, time.time(), parse_duration(cfg.allocation.resolution))
+        client = PrometheusClient(cfg.prometheus)
+        result = _with_progress(Pipeline(cfg, client), window)
+        inv = inventory(client, window, ",".join(m for m in (cfg.prometheus.ksmSelector,
+                                                             cfg.prometheus.clusterSelector) if m))
+    except ChargebackError as e:
+        _fail(e)
+        return
+    rec = compare(bill, inv, result, window)
+    if bill.currency and bill.currency != cfg.pricing.currency:
+        click.echo(f"chargeback: error: the bill is in {bill.currency}, prices are in {cfg.pricing.currency}",
+                   err=True)
+        sys.exit(2)
+    if fmt == "json":
+        click.echo(json.dumps({"window": [window.start, window.end], "currency": rec.currency,
+                               "categories": rows(rec), "nodes": rec.nodes, "unmatched": rec.unmatched,
+                               "ignored": rec.ignored, "totalBill": rec.total_bill,
+                               "totalComputed": rec.total_computed, "totalVariance": rec.total_variance,
+                               "verdict": rec.verdict()}, indent=2))
+    elif fmt == "csv":
+        buf = io.StringIO()
+        writer = csv.DictWriter(buf, fieldnames=["category", "bill", "computed", "variance"])
+        writer.writeheader()
+        writer.writerows(rows(rec))
+        click.echo(buf.getvalue(), nl=False)
+    else:
+        click.echo(to_table(rec))

@@ -55,6 +55,7 @@ class Node:
     gpus: float = 0.0
     labels: dict[str, str] = field(default_factory=dict)
     opencost: dict[str, float] = field(default_factory=dict)  # cpu, ram, gpu, total (hourly)
+    provider_id: str = ""  # e.g. aws:///us-east-1a/i-0abc (kube_node_info{provider_id})
 
 
 @dataclass(frozen=True)
@@ -121,6 +122,8 @@ def series(cluster: Cluster, lean: bool = False) -> Iterator[tuple[str, str, Sam
             yield "kube_node_status_allocatable", _labels(**ksm, node=n.name, resource=res, unit=unit), _const(alloc)
         node_labels = {ksm_label(k): v for k, v in sorted(n.labels.items())}
         yield "kube_node_labels", _labels(**ksm, node=n.name, **node_labels), _const(1)
+        pid = n.provider_id or f"aws:///us-east-1a/i-{n.name}"
+        yield "kube_node_info", _labels(**ksm, node=n.name, provider_id=pid), _const(1)
         oc = {"job": "opencost", "instance": "opencost:9003", "node": n.name}
         for kind, metric in (("cpu", "node_cpu_hourly_cost"), ("ram", "node_ram_hourly_cost"),
                              ("gpu", "node_gpu_hourly_cost"), ("total", "node_total_hourly_cost")):

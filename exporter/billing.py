@@ -1,0 +1,220 @@
+"""Billing exports: read FOCUS 1.0/1.2, AWS CUR 2.0 and GCP detailed exports into one line model.
+
+CSV, gzipped or not. Every problem names the file, line and column; rows are never dropped
+silently: ignored rows are counted with their reason (tax, a zero-cost negation, ...).
+"""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import io
+import json
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+from .errors import ConfigError
+
+CATEGORIES = ("compute", "storage", "load_balancer", "network", "other")
+
+
+@dataclass(frozen=True)
+class BillLine:
+    file: str
+    line: int
+    start: float  # charge period start (inclusive), unix seconds
+    end: float  # charge period end (exclusive)
+    cost: float  # effective cost: amortised RI/Savings Plan, after credits and refunds
+    currency: str
+    resource: str  # normalised id: i-0abc, vol-0abc, a disk or load balancer name; "" if none
+    service: str
+    category: str  # one of CATEGORIES
+    tags: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class Bill:
+    lines: list[BillLine] = field(default_factory=list)
+    ignored: Counter[str] = field(default_factory=Counter)  # reason -> rows
+
+    @property
+    def currency(self) -> str:
+        return self.lines[0].currency if self.lines else ""
+
+
+def resource_id(raw: str) -> str:
+    """The last path or ARN segment: arn:aws:ec2:...:instance/i-0abc and aws:///zone/i-0abc -> i-0abc."""
+    raw = raw.strip().rstrip("/")
+    return raw.rsplit("/", 1)[-1].rsplit(":", 1)[-1] if raw else ""
+
+
+def _open(path: Path) -> io.TextIOBase:
+    if path.suffix == ".gz":
+        return io.TextIOWrapper(gzip.open(path), encoding="utf-8", newline="")
+    return path.open(newline="", encoding="utf-8")
+
+
+class _Row:
+    """Typed access to one CSV row with errors that name file, line and column."""
+
+    def __init__(self, path: Path, line: int, row: dict[str, str]) -> None:
+        self.path, self.line, self.row = path, line, row
+
+    def err(self, column: str, why: str) -> ConfigError:
+        return ConfigError(f"{self.path.name}:{self.line}: column {column}: {why}")
+
+    def text(self, column: str) -> str:
+        return (self.row.get(column) or "").strip()
+
+    def number(self, column: str, default: float | None = None) -> float:
+        raw = self.text(column)
+        if not raw:
+            if default is not None:
+                return default
+            raise self.err(column, "empty")
+        try:
+            return float(raw)
+        except ValueError as e:
+            raise self.err(column, f"not a number: {raw!r}") from e
+
+    def time(self, column: str) -> float:
+        raw = self.text(column)
+        try:
+            dt = datetime.fromisoformat(raw.replace("Z", "+00:00").replace(" UTC", "+00:00"))
+        except ValueError as e:
+            raise self.err(column, f"not a timestamp: {raw!r}") from e
+        return (dt if dt.tzinfo else dt.replace(tzinfo=timezone.utc)).timestamp()
+
+    def tags(self, column: str) -> dict[str, str]:
+        raw = self.text(column)
+        if not raw:
+            return {}
+        try:
+            value = json.loads(raw)
+        except ValueError as e:
+            raise self.err(column, "not JSON") from e
+        if isinstance(value, list):  # GCP: [{"key": .., "value": ..}]
+            return {str(d.get("key")): str(d.get("value")) for d in value if isinstance(d, dict)}
+        return {str(k): str(v) for k, v in value.items()}
+
+
+FORMATS = {
+    "focus": ("EffectiveCost", "BilledCost", "ListCost", "ChargePeriodStart", "ChargePeriodEnd", "ChargeCategory",
+              "ResourceId", "ServiceName", "BillingCurrency"),
+    "cur2": ("line_item_line_item_type", "line_item_unblended_cost", "line_item_resource_id",
+             "line_item_usage_start_date", "line_item_usage_end_date", "line_item_currency_code",
+             "line_item_product_code", "line_item_usage_type"),
+    "gcp": ("cost", "currency", "usage_start_time", "usage_end_time", "service.description", "sku.description",
+            "resource.global_name"),
+}
+
+
+def _focus(r: _Row) -> tuple[str, BillLine] | str:
+    charge = r.text("ChargeCategory")
+    if charge == "Tax":
+        return "tax line"
+    service, svc_cat = r.text("ServiceName"), r.text("ServiceCategory")
+    res = resource_id(r.text("ResourceId"))
+    return "", BillLine(str(r.path), r.line, r.time("ChargePeriodStart"), r.time("ChargePeriodEnd"),
+                        r.number("EffectiveCost"), r.text("BillingCurrency"), res, service,
+                        _category(service, svc_cat, res, ""), r.tags("Tags") if "Tags" in r.row else {})
+
+
+def _cur(r: _Row) -> tuple[str, BillLine] | str:
+    kind = r.text("line_item_line_item_type")
+    if kind == "Tax":
+        return "tax line"
+    if kind in ("SavingsPlanNegation", "SavingsPlanRecurringFee", "RIFee", "SavingsPlanUpfrontFee"):
+        return f"{kind} (already amortised into the covered usage's effective cost)"
+    cost = r.number("line_item_unblended_cost")
+    if kind == "SavingsPlanCoveredUsage":
+        cost = r.number("savings_plan_savings_plan_effective_cost")
+    elif kind == "DiscountedUsage":
+        cost = r.number("reservation_effective_cost")
+    res = resource_id(r.text("line_item_resource_id"))
+    usage = r.text("line_item_usage_type")
+    tags = r.tags("resource_tags") if "resource_tags" in r.row else {}
+    return "", BillLine(str(r.path), r.line, r.time("line_item_usage_start_date"),
+                        r.time("line_item_usage_end_date"), cost, r.text("line_item_currency_code"), res,
+                        r.text("line_item_product_code"), _category(r.text("line_item_product_code"), "", res, usage),
+                        tags)
+
+
+def _gcp(r: _Row) -> tuple[str, BillLine] | str:
+    if r.text("cost_type") == "tax":
+        return "tax line"
+    credits = 0.0
+    if r.text("credits"):
+        try:
+            credits = sum(float(c.get("amount", 0)) for c in json.loads(r.text("credits")))
+        except (ValueError, AttributeError, TypeError) as e:
+            raise r.err("credits", "not a JSON list of {amount}") from e
+    res = resource_id(r.text("resource.global_name"))
+    service, sku = r.text("service.description"), r.text("sku.description")
+    return "", BillLine(str(r.path), r.line, r.time("usage_start_time"), r.time("usage_end_time"),
+                        r.number("cost") + credits, r.text("currency"), res, service,
+                        _category(service, "", res, sku), r.tags("labels") if "labels" in r.row else {})
+
+
+def _category(service: str, service_category: str, res: str, usage: str) -> str:
+    text = f"{service} {service_category} {usage}".lower()
+    if "load balanc" in text or "elb" in text or res.startswith(("loadbalancer", "app/", "net/")):
+        return "load_balancer"
+    if res.startswith(("vol-", "pvc-", "disk-")) or "storage" in text or "ebs" in text or "persistent disk" in text:
+        return "storage"
+    if any(w in text for w in ("datatransfer", "data transfer", "egress", "natgateway", "nat gateway", "network")):
+        return "network"
+    if res.startswith("i-") or "compute" in text or "boxusage" in text or "virtual machines" in text:
+        return "compute"
+    return "other"
+
+
+def read_bill(paths: list[str | Path]) -> Bill:
+    """Read and validate billing files; one currency, no duplicate lines, no file covering another's period."""
+    bill = Bill()
+    seen: dict[tuple[str, float, float, str, float], str] = {}
+    periods: list[tuple[float, float, str, str]] = []  # (start, end, file, format)
+    parsers = {"focus": _focus, "cur2": _cur, "gcp": _gcp}
+    for raw_path in paths:
+        path = Path(raw_path)
+        try:
+            fh = _open(path)
+        except OSError as e:
+            raise ConfigError(f"bill {path}: cannot read: {e.strerror}") from e
+        with fh:
+            reader = csv.DictReader(fh)
+            header = set(reader.fieldnames or [])
+            markers = {"focus": "ChargePeriodStart", "cur2": "line_item_line_item_type", "gcp": "usage_start_time"}
+            fmt = next((f for f, marker in markers.items() if marker in header), None)
+            if fmt is None:
+                raise ConfigError(f"bill {path}: not a FOCUS, CUR 2.0 or GCP billing export (header: "
+                                  f"{', '.join(sorted(header))[:200]})")
+            missing = [c for c in FORMATS[fmt] if c not in header]
+            if missing:
+                raise ConfigError(f"bill {path}: {fmt} export without column {missing[0]}")
+            lo, hi = float("inf"), float("-inf")
+            for n, row in enumerate(reader, start=2):
+                out = parsers[fmt](_Row(path, n, row))
+                if isinstance(out, str):
+                    bill.ignored[out] += 1
+                    continue
+                _reason, line = out
+                if bill.lines and line.currency != bill.currency:
+                    raise ConfigError(f"{path.name}:{n}: column currency: {line.currency!r} mixed with "
+                                      f"{bill.currency!r}; reconcile one currency at a time")
+                if not line.currency:
+                    raise ConfigError(f"{path.name}:{n}: column currency: empty")
+                key = (line.resource, line.start, line.end, line.service, line.cost)
+                if key in seen and line.resource:
+                    raise ConfigError(f"{path.name}:{n}: duplicate of {seen[key]} (same resource, period and cost)")
+                seen[key] = f"{path.name}:{n}"
+                bill.lines.append(line)
+                lo, hi = min(lo, line.start), max(hi, line.end)
+            for p_start, p_end, other, ofmt in periods:
+                if ofmt == fmt and lo < p_end and p_start < hi:
+                    raise ConfigError(f"bill {path}: its period overlaps {other}'s; pass each period once")
+            if hi > lo:
+                periods.append((lo, hi, str(path), fmt))
+    return bill

@@ -1,0 +1,160 @@
+"""Reconciliation: the cloud bill against chargeback's computed cost, by category and by node.
+
+Bill lines are prorated to the window and matched to the cluster: nodes by the instance id
+in their provider id, volumes by volume id or PV name, load balancers by the
+`kubernetes.io/service-name` tag. Lines that match nothing are listed by service; they are
+what the sharing policies (sharedCosts) can distribute.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import Any
+
+from .allocation import CostResult
+from .billing import CATEGORIES, Bill, resource_id
+from .window import Window, iso
+
+LB_TAGS = ("kubernetes.io/service-name", "service-name")
+
+
+@dataclass
+class Inventory:
+    """What the cluster has, with the ids a bill uses."""
+
+    nodes: dict[str, str] = field(default_factory=dict)  # instance id -> node
+    volumes: dict[str, str] = field(default_factory=dict)  # volume id or PV name -> PV
+    services: set[str] = field(default_factory=set)  # namespace/service of LoadBalancer Services
+
+
+@dataclass
+class Reconciliation:
+    window: Window
+    currency: str
+    bill: dict[str, float]  # category -> matched bill cost
+    computed: dict[str, float]  # category -> chargeback's cost
+    nodes: list[dict[str, Any]]  # node, instance, bill (None if not billed), computed
+    unmatched: dict[str, float]  # service -> bill cost with no cluster resource
+    ignored: dict[str, int]
+
+    def variance(self, category: str) -> float | None:
+        b = self.bill.get(category, 0.0)
+        return (self.computed.get(category, 0.0) - b) / b if b else None
+
+    @property
+    def total_bill(self) -> float:
+        return sum(self.bill.values())
+
+    @property
+    def total_computed(self) -> float:
+        return sum(self.computed.values())
+
+    @property
+    def total_variance(self) -> float | None:
+        return (self.total_computed - self.total_bill) / self.total_bill if self.total_bill else None
+
+    def verdict(self, chargeback: float = 0.01, showback: float = 0.05) -> str:
+        v = self.total_variance
+        if v is None:
+            return "no matched bill lines: check provider ids, volume ids and tags"
+        pct = f"{100 * abs(v):.1f}%"
+        if abs(v) <= chargeback:
+            return f"within {pct}: chargeback-ready"
+        if abs(v) <= showback:
+            return f"within {pct}: showback-ready; reconcile prices before charging back"
+        return f"off by {pct} ({'over' if v > 0 else 'under'} the bill): check the price book and discounts"
+
+
+def overlap(start: float, end: float, w: Window) -> float:
+    """Share of a charge period [start, end) that falls in the window."""
+    if end <= start:
+        return 0.0
+    return max(0.0, min(end, w.end) - max(start, w.start)) / (end - start)
+
+
+def reconcile(bill: Bill, inv: Inventory, result: CostResult, window: Window) -> Reconciliation:
+    """Pure: compare prorated bill lines with the computed cost of the same window."""
+    billed: dict[str, float] = defaultdict(float)
+    per_node: dict[str, float] = defaultdict(float)
+    unmatched: dict[str, float] = defaultdict(float)
+    for line in bill.lines:
+        share = overlap(line.start, line.end, window)
+        if share == 0:
+            continue
+        cost = line.cost * share
+        service_tag = next((line.tags[t] for t in LB_TAGS if t in line.tags), "")
+        if line.resource in inv.nodes:
+            billed["compute"] += cost
+            per_node[inv.nodes[line.resource]] += cost
+        elif line.resource in inv.volumes:
+            billed["storage"] += cost
+        elif service_tag in inv.services:
+            billed["load_balancer"] += cost
+        else:
+            unmatched[line.service or "(no service)"] += cost
+    computed: dict[str, float] = defaultdict(float)
+    node_cost: dict[str, float] = defaultdict(float)
+    for (node, _res), c in result.node_cost.items():
+        computed["compute"] += c
+        node_cost[node] += c
+    for (_asset, res), c in result.asset_cost.items():
+        computed[res] += c
+    instance_of = {node: iid for iid, node in inv.nodes.items()}
+    nodes = [{"node": n, "instance": instance_of.get(n, ""), "bill": per_node.get(n), "computed": c}
+             for n, c in sorted(node_cost.items())]
+    return Reconciliation(window, bill.currency, {k: billed.get(k, 0.0) for k in CATEGORIES},
+                          {k: computed.get(k, 0.0) for k in CATEGORIES}, nodes, dict(unmatched), dict(bill.ignored))
+
+
+def inventory(client: Any, window: Window, ksm_selector: str) -> Inventory:
+    """Provider ids of nodes, volume ids of PVs and LoadBalancer Services, from kube-state-metrics."""
+    sel = "{" + ksm_selector + "}" if ksm_selector else ""
+    at, span = float(window.end), f"{window.seconds}s"
+    inv = Inventory()
+    for lb, _ in client.query(f"max by (node, provider_id) (last_over_time(kube_node_info{sel}[{span}]))", at):
+        if lb.get("provider_id"):
+            inv.nodes[resource_id(lb["provider_id"])] = lb["node"]
+    pv_query = (f"max by (persistentvolume, ebs_volume_id, csi_volume_handle, gce_persistent_disk_name) "
+                f"(last_over_time(kube_persistentvolume_info{sel}[{span}]))")
+    for lb, _ in client.query(pv_query, at):
+        pv = lb["persistentvolume"]
+        inv.volumes[pv] = pv
+        for key in ("ebs_volume_id", "csi_volume_handle", "gce_persistent_disk_name"):
+            if lb.get(key):
+                inv.volumes[resource_id(lb[key])] = pv
+    svc_sel = "{" + ",".join(m for m in (ksm_selector, 'type="LoadBalancer"') if m) + "}"
+    for lb, _ in client.query(f"max by (namespace, service) (last_over_time(kube_service_spec_type{svc_sel}[{span}]))",
+                              at):
+        inv.services.add(f"{lb['namespace']}/{lb['service']}")
+    return inv
+
+
+def rows(r: Reconciliation) -> list[dict[str, Any]]:
+    return [{"category": c, "bill": r.bill[c], "computed": r.computed[c], "variance": r.variance(c)}
+            for c in CATEGORIES]
+
+
+def to_table(r: Reconciliation) -> str:
+    from tabulate import tabulate
+
+    cur = r.currency or ""
+    head = f"Reconciliation {iso(r.window.start)} .. {iso(r.window.end)}"
+    cats = [[x["category"], x["bill"], x["computed"],
+             f"{100 * x['variance']:+.2f}%" if x["variance"] is not None else "-"] for x in rows(r)]
+    cats.append(["TOTAL", r.total_bill, r.total_computed,
+                 f"{100 * r.total_variance:+.2f}%" if r.total_variance is not None else "-"])
+    worst = sorted(r.nodes, key=lambda n: -abs((n["computed"] or 0) - (n["bill"] or 0)))[:10]
+    nodes = [[n["node"], n["instance"], "not on the bill" if n["bill"] is None else n["bill"], n["computed"]]
+             for n in worst]
+    parts = [head, tabulate(cats, headers=["category", f"bill {cur}", f"computed {cur}", "variance"], floatfmt=".4f"),
+             "", "Largest node discrepancies:",
+             tabulate(nodes, headers=["node", "instance", f"bill {cur}", f"computed {cur}"], floatfmt=".4f")]
+    if r.unmatched:
+        parts += ["", "Bill lines matching no cluster resource (share them with sharing.sharedCosts):",
+                  tabulate([[k, v] for k, v in sorted(r.unmatched.items(), key=lambda kv: -kv[1])],
+                           headers=["service", cur],
+                           floatfmt=".4f")]
+    if r.ignored:
+        parts += ["", "Ignored rows: " + "; ".join(f"{n} {why}" for why, n in sorted(r.ignored.items()))]
+    return "\n".join([*parts, "", f"Verdict: {r.verdict()}"])

@@ -1,0 +1,192 @@
+"""Reconciliation against synthetic bills in each format, written here with the real column names.
+
+The cluster is scenarios.asset_cluster over one hour; its computed costs are hand-worked in
+test_assets (nodes 0.25, 0.1152, 12.24, 0.192; the PVs and load balancers there)."""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from click.testing import CliRunner
+
+from exporter.billing import read_bill
+from exporter.cli import main
+from exporter.errors import ConfigError
+
+from .test_allocate_core import REL, window_arg
+from .test_assets import asset_prom  # noqa: F401  (module fixture)
+
+FOCUS = ["BilledCost", "EffectiveCost", "ListCost", "BillingCurrency", "ChargePeriodStart", "ChargePeriodEnd",
+         "ChargeCategory", "ResourceId", "ServiceName", "ServiceCategory", "Tags"]
+
+
+def iso(t: int) -> str:
+    return window_arg(t, 0).split(",")[0]
+
+
+def focus_bill(path: Path, t0: int, rows: list[dict[str, Any]]) -> Path:
+    with path.open("w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=FOCUS)
+        w.writeheader()
+        for r in rows:
+            w.writerow({"BillingCurrency": "USD", "ChargePeriodStart": iso(t0), "ChargePeriodEnd": iso(t0 + 3600),
+                        "ChargeCategory": "Usage", "Tags": "{}", "ServiceCategory": "Compute", **r,
+                        "BilledCost": r.get("EffectiveCost"), "ListCost": r.get("ListCost", r.get("EffectiveCost"))})
+    return path
+
+
+def hour_bill(tmp_path: Path, t0: int) -> Path:
+    rows = [
+        # Savings Plan node: effective 0.25 against a 0.384 list price.
+        {"ResourceId": "arn:aws:ec2:us-east-1:1:instance/i-n-sp-od", "ServiceName": "Amazon EC2",
+         "EffectiveCost": 0.25, "ListCost": 0.384},
+        {"ResourceId": "i-n-sp-spot", "ServiceName": "Amazon EC2", "EffectiveCost": 0.11},  # actual spot price
+        {"ResourceId": "i-n-gpu", "ServiceName": "Amazon EC2", "EffectiveCost": 12.24},
+        {"ResourceId": "i-n-gpu", "ServiceName": "Amazon EC2", "EffectiveCost": -1.0, "ChargeCategory": "Credit"},
+        # n-shipped is in the cluster but not on this bill; i-old-node is on the bill but gone.
+        {"ResourceId": "i-old-node", "ServiceName": "Amazon EC2", "EffectiveCost": 0.5},
+        {"ResourceId": "pv-gp3", "ServiceName": "Amazon EBS", "ServiceCategory": "Storage",
+         "EffectiveCost": 0.011},
+        {"ResourceId": "pv-gp3", "ServiceName": "Amazon EBS", "ServiceCategory": "Storage", "EffectiveCost": -0.001,
+         "ChargeCategory": "Adjustment"},  # a refund
+        {"ResourceId": "pv-noclass", "ServiceName": "Amazon EBS", "ServiceCategory": "Storage", "EffectiveCost": 0.003},
+        {"ResourceId": "arn:aws:elasticloadbalancing:us-east-1:1:loadbalancer/net/k8s-payments/abc",
+         "ServiceName": "Elastic Load Balancing", "ServiceCategory": "Networking", "EffectiveCost": 0.0225,
+         "Tags": json.dumps({"kubernetes.io/service-name": "payments/api-lb"})},
+        {"ResourceId": "nat-0abc", "ServiceName": "Amazon VPC", "ServiceCategory": "Networking",
+         "EffectiveCost": 0.045},
+        {"ResourceId": "", "ServiceName": "Tax", "EffectiveCost": 1.0, "ChargeCategory": "Tax"},
+    ]
+    return focus_bill(tmp_path / "focus.csv", t0, rows)
+
+
+def reconcile_json(prom_url: str, t0: int, tmp_path: Path, *bills: Path) -> Any:
+    cfg = tmp_path / "c.yaml"
+    from .scenarios import ASSET_CONFIG
+    cfg.write_text(yaml.safe_dump({**ASSET_CONFIG, "prometheus": {"url": prom_url}}))
+    args = ["reconcile", "--config", str(cfg), "--window", window_arg(t0), "--format", "json"]
+    for b in bills:
+        args += ["--bill", str(b)]
+    res = CliRunner().invoke(main, args)
+    assert res.exit_code == 0, res.output
+    return json.loads(res.stdout)
+
+
+def test_focus_bill_against_the_cluster(asset_prom: Any, tmp_path: Path) -> None:  # noqa: F811
+    prom, t0 = asset_prom
+    rec = reconcile_json(prom.url, t0, tmp_path, hour_bill(tmp_path, t0))
+    cats = {c["category"]: c for c in rec["categories"]}
+    # compute: the bill has 0.25 + 0.11 + (12.24 - 1.00) for the three matched nodes;
+    # chargeback computed all four nodes: 0.25 + 0.1152 + 12.24 + 0.192.
+    assert cats["compute"]["bill"] == pytest.approx(0.25 + 0.11 + 11.24, rel=REL)
+    assert cats["compute"]["computed"] == pytest.approx(0.25 + 0.1152 + 12.24 + 0.192, rel=REL)
+    assert cats["compute"]["variance"] == pytest.approx((12.7972 - 11.6) / 11.6, rel=REL)
+    # storage: pv-gp3 0.011 - 0.001 refund, pv-noclass 0.003; computed covers all four PVs.
+    assert cats["storage"]["bill"] == pytest.approx(0.013, rel=REL)
+    computed_storage = 100 * 0.08 / 730 + 50 * 0.04 / 730 + 20 * 0.0002 + 10 * 0.08 / 730
+    assert cats["storage"]["computed"] == pytest.approx(computed_storage, rel=REL)
+    assert cats["load_balancer"]["bill"] == pytest.approx(0.0225, rel=REL)
+    assert cats["load_balancer"]["computed"] == pytest.approx(0.03 + 0.025, rel=REL)
+    nodes = {n["node"]: n for n in rec["nodes"]}
+    assert nodes["n-sp-od"]["bill"] == pytest.approx(0.25, rel=REL) and nodes["n-sp-od"]["instance"] == "i-n-sp-od"
+    assert nodes["n-shipped"]["bill"] is None  # in the cluster, not on the bill
+    assert rec["unmatched"] == pytest.approx({"Amazon EC2": 0.5, "Amazon VPC": 0.045}, rel=REL)  # gone node, NAT
+    assert rec["ignored"] == {"tax line": 1}
+    total_bill = 11.6 + 0.013 + 0.0225
+    assert rec["totalBill"] == pytest.approx(total_bill, rel=REL)
+    assert rec["verdict"].startswith("off by")
+
+
+def test_half_the_charge_period_is_prorated(asset_prom: Any, tmp_path: Path) -> None:  # noqa: F811
+    prom, t0 = asset_prom
+    # A two-hour charge period of 0.50 for n-sp-od overlaps the one-hour window by half.
+    path = focus_bill(tmp_path / "two-hours.csv", t0, [{"ResourceId": "i-n-sp-od", "ServiceName": "Amazon EC2",
+                                                         "EffectiveCost": 0.5, "ChargePeriodEnd": iso(t0 + 7200)}])
+    rec = reconcile_json(prom.url, t0, tmp_path, path)
+    nodes = {n["node"]: n for n in rec["nodes"]}
+    assert nodes["n-sp-od"]["bill"] == pytest.approx(0.25, rel=REL)
+
+
+def test_cur2_effective_costs(tmp_path: Path) -> None:
+    cols = ["line_item_line_item_type", "line_item_unblended_cost", "line_item_resource_id",
+            "line_item_usage_start_date", "line_item_usage_end_date", "line_item_currency_code",
+            "line_item_product_code", "line_item_usage_type", "savings_plan_savings_plan_effective_cost",
+            "reservation_effective_cost", "split_line_item_split_cost", "split_line_item_unused_cost",
+            "resource_tags"]
+    rows = [
+        ("SavingsPlanCoveredUsage", "0.384", "i-a", "0.25", ""),  # unblended is on-demand; effective counts
+        ("SavingsPlanNegation", "-0.384", "i-a", "", ""),
+        ("DiscountedUsage", "0.192", "i-b", "", "0.12"),  # RI: reservation effective cost
+        ("Usage", "0.07", "i-c", "", ""),
+        ("Tax", "0.9", "", "", ""),
+    ]
+    path = tmp_path / "cur.csv.gz"
+    with gzip.open(path, "wt", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(cols)
+        for kind, unblended, res, sp, ri in rows:
+            w.writerow([kind, unblended, res, "2026-11-01T00:00:00Z", "2026-11-01T01:00:00Z", "USD",
+                        "AmazonEC2", "BoxUsage:m5.2xlarge", sp, ri, "", "", json.dumps({"user:team": "a"})])
+    bill = read_bill([path])
+    assert [(ln.resource, ln.cost, ln.category) for ln in bill.lines] == [
+        ("i-a", 0.25, "compute"), ("i-b", 0.12, "compute"), ("i-c", 0.07, "compute")]
+    assert sum(bill.ignored.values()) == 2 and bill.ignored["tax line"] == 1
+    assert bill.lines[0].tags == {"user:team": "a"}
+
+
+def test_gcp_export_with_credits(tmp_path: Path) -> None:
+    cols = ["cost", "credits", "currency", "usage_start_time", "usage_end_time", "service.description",
+            "sku.description", "resource.global_name", "labels", "cost_type"]
+    path = tmp_path / "gcp.csv"
+    with path.open("w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(cols)
+        w.writerow(["0.2", json.dumps([{"name": "CUD", "amount": -0.05}]), "USD", "2026-11-01 00:00:00 UTC",
+                    "2026-11-01 01:00:00 UTC", "Compute Engine", "N2 Instance Core",
+                    "//compute.googleapis.com/projects/p/zones/z/instances/gke-pool-1",
+                    json.dumps([{"key": "goog-k8s-cluster-name", "value": "prod"}]), "regular"])
+        w.writerow(["0.02", "[]", "USD", "2026-11-01 00:00:00 UTC", "2026-11-01 01:00:00 UTC", "Tax", "", "", "[]",
+                    "tax"])
+    bill = read_bill([path])
+    [line] = bill.lines
+    assert (line.resource, line.cost, line.category) == ("gke-pool-1", pytest.approx(0.15), "compute")
+    assert line.tags == {"goog-k8s-cluster-name": "prod"} and bill.ignored == {"tax line": 1}
+
+
+@pytest.mark.parametrize(("edit", "message"), [
+    (lambda rows: [{k: v for k, v in r.items() if k != "EffectiveCost"} for r in rows], "without column EffectiveCost"),
+    (lambda rows: [{**rows[0], "EffectiveCost": "12,5"}], "focus.csv:2: column EffectiveCost: not a number: '12,5'"),
+    (lambda rows: [rows[0], {**rows[0], "BillingCurrency": "EUR", "ResourceId": "i-x"}],
+     "focus.csv:3: column currency: 'EUR' mixed with 'USD'"),
+    (lambda rows: [rows[0], rows[0]], "focus.csv:3: duplicate of focus.csv:2"),
+    (lambda rows: [{**rows[0], "ChargePeriodStart": "yesterday"}], "column ChargePeriodStart: not a timestamp"),
+])
+def test_bad_bills_name_file_line_and_column(tmp_path: Path, edit: Any, message: str) -> None:
+    base = [{"BilledCost": "1", "EffectiveCost": "1", "ListCost": "1", "BillingCurrency": "USD",
+             "ChargePeriodStart": "2026-11-01T00:00:00Z", "ChargePeriodEnd": "2026-11-01T01:00:00Z",
+             "ChargeCategory": "Usage", "ResourceId": "i-a", "ServiceName": "EC2", "ServiceCategory": "Compute",
+             "Tags": "{}"}]
+    rows = edit(base)
+    path = tmp_path / "focus.csv"
+    with path.open("w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+    with pytest.raises(ConfigError, match=None) as err:
+        read_bill([path])
+    assert message in str(err.value)
+
+
+def test_overlapping_bill_files_are_refused(tmp_path: Path) -> None:
+    a = focus_bill(tmp_path / "a.csv", 1_800_000_000, [{"ResourceId": "i-a", "ServiceName": "EC2",
+                                                        "EffectiveCost": 1}])
+    b = focus_bill(tmp_path / "b.csv", 1_800_000_000, [{"ResourceId": "i-b", "ServiceName": "EC2",
+                                                        "EffectiveCost": 1}])
+    with pytest.raises(ConfigError, match="overlaps"):
+        read_bill([a, b])
