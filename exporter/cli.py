@@ -319,8 +319,12 @@ def report(prometheus_url: str | None, config: str | None, window_text: str, by:
 @click.option("--config", type=click.Path(dir_okay=False), help="YAML config file.")
 @click.option("--window", "window_text", default="lastmonth", show_default=True)
 @click.option("--format", "fmt", default="table", show_default=True, type=click.Choice(["table", "json", "csv"]))
+@click.option("--reconciled", is_flag=True,
+              help="Recompute the allocation on the bill's effective prices and print it (OpenCost JSON with "
+                   "--format json); unmatched bill lines are shared by the sharing policy.")
+@click.option("--aggregate", default="namespace", show_default=True, help="With --reconciled.")
 def reconcile(bills: tuple[str, ...], prometheus_url: str | None, config: str | None, window_text: str,
-              fmt: str) -> None:
+              fmt: str, reconciled: bool, aggregate: str) -> None:
     """Compare the cloud bill with chargeback's computed cost, by category and by node."""
     import csv
     import io
@@ -345,6 +349,25 @@ def reconcile(bills: tuple[str, ...], prometheus_url: str | None, config: str | 
         click.echo(f"chargeback: error: the bill is in {bill.currency}, prices are in {cfg.pricing.currency}",
                    err=True)
         sys.exit(2)
+    if reconciled:
+        from .reconcile import apply_bill
+
+        try:
+            parts, labels = parse_aggregate(aggregate, cfg.attribution.labels)
+            cfg = override(cfg, "attribution", labels=labels)
+            pipeline = Pipeline(cfg, client)
+            apply_bill(pipeline, rec, result)
+            again = _with_progress(pipeline, window)
+        except ChargebackError as e:
+            _fail(e)
+            return
+        unbilled = sum(n["computed"] for n in rec.nodes if n["bill"] is None)
+        click.echo(f"reconciled: namespaces sum to {sum(again.costs.values()):.2f}; bill {rec.total_bill:.2f} "
+                   f"matched + {sum(rec.unmatched.values()):.2f} shared, nodes not on the bill kept at "
+                   f"their computed {unbilled:.2f}", err=True)
+        click.echo(render(again, parts, tuple(cfg.attribution.labels), "json" if fmt == "json" else fmt,
+                          cfg.pricing.currency))
+        return
     if fmt == "json":
         click.echo(json.dumps({"window": [window.start, window.end], "currency": rec.currency,
                                "categories": rows(rec), "nodes": rec.nodes, "unmatched": rec.unmatched,

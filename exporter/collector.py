@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from .pipeline import Pipeline
     from .pricing import NodeFacts, NodeRates
     from .prometheus import QueryStats
+    from .reconcile import Reconciliation
 
 
 @dataclass
@@ -37,6 +38,8 @@ class Health:
     cycle_seconds: float | None = None
     cycles: dict[str, int] = field(default_factory=lambda: {"success": 0, "failure": 0})
     leader: bool | None = None  # None when leader election is off
+    reconciliation: Reconciliation | None = None
+    reconciliation_error: str | None = None
     rates: dict[str, NodeRates] = field(default_factory=dict)
     nodes: dict[str, NodeFacts] = field(default_factory=dict)
 
@@ -111,6 +114,7 @@ class ChargebackCollector(Collector):
         yield node_idle
 
         yield from self._periods(snap)
+        yield from self._reconciliation()
         fallback = GaugeMetricFamily(
             "chargeback_share_weight_fallback",
             "1 if this shared source's policy had no data in the last interval and fell back to 'weighted'.",
@@ -218,3 +222,31 @@ class ChargebackCollector(Collector):
             for b in annotation_budgets(meta)[0]:
                 budget.add_metric([b.namespace, b.period, b.notify], b.amount)
         yield budget
+
+    def _reconciliation(self) -> Iterator[Metric]:
+        """The bill against the computed cost for the reconciliation window (labelled, so re-runs replace)."""
+        rec = self.health.reconciliation
+        if rec is None:
+            return
+        labels = ["category", "window_start", "window_end"]
+        span = [str(rec.window.start), str(rec.window.end)]
+        ratio = GaugeMetricFamily("chargeback_reconciliation_variance_ratio",
+                                  "(computed - bill) / bill per category for the reconciled window.", labels=labels)
+        bill = GaugeMetricFamily("chargeback_bill_cost", "Matched bill cost per category for the window.",
+                                 labels=labels)
+        computed = GaugeMetricFamily("chargeback_reconciliation_computed_cost",
+                                     "chargeback's computed cost per category for the window.", labels=labels)
+        for category in rec.bill:
+            variance = rec.variance(category)
+            if variance is not None:
+                ratio.add_metric([category, *span], variance)
+            bill.add_metric([category, *span], rec.bill[category])
+            computed.add_metric([category, *span], rec.computed[category])
+        if rec.total_variance is not None:
+            ratio.add_metric(["total", *span], rec.total_variance)
+        unmatched = GaugeMetricFamily("chargeback_bill_unmatched_cost",
+                                      "Bill cost matching no cluster resource, by service, for the window.",
+                                      labels=["service", "window_start", "window_end"])
+        for service, cost in sorted(rec.unmatched.items()):
+            unmatched.add_metric([service, *span], cost)
+        yield from (ratio, bill, computed, unmatched)

@@ -244,6 +244,19 @@ class Reports(_Model):
     backoff: float = Field(0.5, ge=0, description="seconds, doubled per retry")
 
 
+class Reconciliation(_Model):
+    """serve re-reads the bill files every `interval` and publishes the variance for `window`."""
+
+    bills: list[str] = Field(default_factory=list, description="paths or globs of billing exports")
+    window: str = "lastmonth"
+    interval: str = "6h"
+
+    @field_validator("interval")
+    @classmethod
+    def _duration(cls, v: str) -> str:
+        return valid_duration(v)
+
+
 class Config(_Model):
     prometheus: Prometheus = Field(default_factory=Prometheus)
     pricing: Pricing = Field(default_factory=Pricing)
@@ -252,6 +265,7 @@ class Config(_Model):
     sharing: Sharing = Field(default_factory=Sharing)
     attribution: Attribution = Field(default_factory=Attribution)
     reports: Reports = Field(default_factory=Reports)
+    reconciliation: Reconciliation = Field(default_factory=Reconciliation)
 
     @model_validator(mode="after")
     def _fixed_by_known_label(self) -> Config:

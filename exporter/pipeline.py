@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from dataclasses import replace
 
 from .allocation import ChunkUsage, CostResult, UsageKey, add_assets, cost_chunk
 from .assets import AssetCost, Service, Volume, price_load_balancers, price_network, price_volumes
@@ -38,6 +39,11 @@ class Pipeline:
         self.fallbacks: set[str] = set()  # sharing sources that fell back to `weighted` in the last chunk
         self.last_metadata: Metadata | None = None
         self.shipped = load_shipped_prices() if cfg.pricing.shippedPrices else None
+        # Reconciled prices (set by reconciliation): a factor per node and per asset that turns the
+        # computed cost into the bill's effective cost, and bill lines to share, per second of window.
+        self.node_factors: dict[str, float] = {}
+        self.asset_factors: dict[str, float] = {}
+        self.extra_fixed: dict[str, float] = {}
 
     @property
     def attribution_keys(self) -> list[str]:
@@ -66,8 +72,14 @@ class Pipeline:
                        f"or shipped price): {', '.join(defaulted[:10])}")
         for i in unmatched_rules(usage.nodes, self.cfg.pricing):
             self._warn(f"pricing.rules.{i} matches no node (match {self.cfg.pricing.rules[i].match})")
+        if self.node_factors:
+            rates = {n: replace(r, cpu=r.cpu * f, ram=r.ram * f, gpu=r.gpu * f, source=r.source + "+bill")
+                     if (f := self.node_factors.get(n)) is not None else r for n, r in rates.items()}
         result = cost_chunk(usage, rates)
-        add_assets(result, self.fetch_assets(w), owners.of)
+        assets = self.fetch_assets(w)
+        if self.asset_factors:
+            assets = [replace(a, cost=a.cost * self.asset_factors.get(a.asset, 1.0)) for a in assets]
+        add_assets(result, assets, owners.of)
         shared = distribute(result, self.cfg.sharing, self.share_inputs(w, meta))
         for note in shared.notes:
             self._warn(note)
@@ -83,6 +95,8 @@ class Pipeline:
                        if all(labels.get(k) == v for k, v in s.shareLabels.items())}
         fraction = w.seconds / (s.hoursPerMonth * 3600)
         fixed = {name: monthly * fraction for name, monthly in s.fixed_costs().items()}
+        for name, per_second in self.extra_fixed.items():
+            fixed[name] = fixed.get(name, 0.0) + per_second * w.seconds
         weights: dict[str, dict[str, float]] = {}
         for source, policy in s.policies.items():
             if policy.split == "metric" and policy.query:

@@ -37,6 +37,8 @@ class Reconciliation:
     nodes: list[dict[str, Any]]  # node, instance, bill (None if not billed), computed
     unmatched: dict[str, float]  # service -> bill cost with no cluster resource
     ignored: dict[str, int]
+    by_asset: dict[str, float] = field(default_factory=dict)  # PV name or namespace/service -> matched bill cost
+    node_bill: dict[str, float] = field(default_factory=dict)  # node -> matched bill cost
 
     def variance(self, category: str) -> float | None:
         b = self.bill.get(category, 0.0)
@@ -77,6 +79,7 @@ def reconcile(bill: Bill, inv: Inventory, result: CostResult, window: Window) ->
     """Pure: compare prorated bill lines with the computed cost of the same window."""
     billed: dict[str, float] = defaultdict(float)
     per_node: dict[str, float] = defaultdict(float)
+    per_asset: dict[str, float] = defaultdict(float)
     unmatched: dict[str, float] = defaultdict(float)
     for line in bill.lines:
         share = overlap(line.start, line.end, window)
@@ -89,8 +92,10 @@ def reconcile(bill: Bill, inv: Inventory, result: CostResult, window: Window) ->
             per_node[inv.nodes[line.resource]] += cost
         elif line.resource in inv.volumes:
             billed["storage"] += cost
+            per_asset[inv.volumes[line.resource]] += cost
         elif service_tag in inv.services:
             billed["load_balancer"] += cost
+            per_asset[service_tag] += cost
         else:
             unmatched[line.service or "(no service)"] += cost
     computed: dict[str, float] = defaultdict(float)
@@ -104,7 +109,26 @@ def reconcile(bill: Bill, inv: Inventory, result: CostResult, window: Window) ->
     nodes = [{"node": n, "instance": instance_of.get(n, ""), "bill": per_node.get(n), "computed": c}
              for n, c in sorted(node_cost.items())]
     return Reconciliation(window, bill.currency, {k: billed.get(k, 0.0) for k in CATEGORIES},
-                          {k: computed.get(k, 0.0) for k in CATEGORIES}, nodes, dict(unmatched), dict(bill.ignored))
+                          {k: computed.get(k, 0.0) for k in CATEGORIES}, nodes, dict(unmatched), dict(bill.ignored),
+                          dict(per_asset), dict(per_node))
+
+
+def apply_bill(pipeline: Any, rec: Reconciliation, result: CostResult) -> None:
+    """Reconciled prices: every billed node and asset costs what the bill says; unmatched lines are shared.
+
+    Cost is linear in price, so a factor per node (bill / computed over the window) applied to
+    each chunk's rates makes the window's node cost equal its bill lines exactly.
+    """
+    node_cost: dict[str, float] = defaultdict(float)
+    for (node, _res), c in result.node_cost.items():
+        node_cost[node] += c
+    asset_cost: dict[str, float] = defaultdict(float)
+    for (asset, _res), c in result.asset_cost.items():
+        asset_cost[asset] += c
+    pipeline.node_factors = {n: b / node_cost[n] for n, b in rec.node_bill.items() if node_cost.get(n)}
+    pipeline.asset_factors = {a: b / asset_cost[a] for a, b in rec.by_asset.items() if asset_cost.get(a)}
+    seconds = rec.window.seconds
+    pipeline.extra_fixed = {f"bill:{service}": cost / seconds for service, cost in rec.unmatched.items()}
 
 
 def inventory(client: Any, window: Window, ksm_selector: str) -> Inventory:

@@ -6,6 +6,7 @@ last good values and retries from the same watermark next cycle, so no cost is l
 
 from __future__ import annotations
 
+import glob
 import json
 import logging
 import os
@@ -58,6 +59,7 @@ class Exporter:
         self.start = _parse_time(cfg.serve.start) if cfg.serve.start else None
         self.until = _parse_time(until) if until else None
         self.stop = threading.Event()
+        self.last_reconcile = 0.0
         self.elector: LeaseElector | None = None
         le = cfg.serve.leaderElection
         if le.enabled:
@@ -167,11 +169,35 @@ class Exporter:
         self.health.last_error = message
         self.health.cycles["failure"] += 1
 
+    def reconcile_once(self) -> None:
+        """Re-read the bills and compare them with the computed cost of the reconciliation window."""
+        from .billing import read_bill
+        from .reconcile import inventory, reconcile
+
+        rc = self.cfg.reconciliation
+        files = sorted({f for pattern in rc.bills for f in glob.glob(pattern)})
+        try:
+            if not files:
+                raise ConfigError(f"reconciliation.bills matches no file: {', '.join(rc.bills)}")
+            window = parse_window(rc.window, time.time(), self.step)
+            bill = read_bill(list(files))
+            inv = inventory(self.client, window, ",".join(m for m in (self.cfg.prometheus.ksmSelector,
+                                                                      self.cfg.prometheus.clusterSelector) if m))
+            self.health.reconciliation = reconcile(bill, inv, Pipeline(self.cfg, self.client).compute(window), window)
+            self.health.reconciliation_error = None
+        except ChargebackError as e:
+            log.error("reconciliation failed: %s", e)
+            self.health.reconciliation_error = str(e)
+        self.last_reconcile = time.time()
+
     def loop(self) -> None:
         if self.elector is not None:
             self.elector.start()
         while not self.stop.is_set():
             self.run_once()
+            due = time.time() - self.last_reconcile >= parse_duration(self.cfg.reconciliation.interval)
+            if self.cfg.reconciliation.bills and due and self.health.leader is not False:
+                self.reconcile_once()
             self.stop.wait(self.interval)
 
     def healthy(self) -> bool:

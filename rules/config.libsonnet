@@ -34,6 +34,8 @@
     labelCoverageTarget: 0.95,
     labelCoverageFor: '1h',
     unpricedNodeFor: '30m',
+    reconciliationTolerance: 0.05,  // |computed - bill| / bill above this alerts
+    reconciliationFor: '1h',
 
     runbookURLPattern: 'https://github.com/chargeback/chargeback/blob/main/docs/runbook.md#%s',
   },

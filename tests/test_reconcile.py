@@ -190,3 +190,57 @@ def test_overlapping_bill_files_are_refused(tmp_path: Path) -> None:
                                                         "EffectiveCost": 1}])
     with pytest.raises(ConfigError, match="overlaps"):
         read_bill([a, b])
+
+
+def test_reconciled_allocation_uses_the_bill_prices(asset_prom: Any, tmp_path: Path) -> None:  # noqa: F811
+    prom, t0 = asset_prom
+    from .scenarios import ASSET_CONFIG
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(yaml.safe_dump({**ASSET_CONFIG, "prometheus": {"url": prom.url}}))
+    res = CliRunner().invoke(main, ["reconcile", "--config", str(cfg), "--window", window_arg(t0), "--bill",
+                                    str(hour_bill(tmp_path, t0)), "--reconciled", "--format", "json"])
+    assert res.exit_code == 0, res.output
+    data = json.loads(res.stdout)["data"][0]
+    # Billed assets now cost exactly their bill lines: pv-gp3 0.011 - 0.001, payments' load balancer 0.0225.
+    assert data["payments"]["pvCost"] == pytest.approx(0.010, rel=REL)
+    assert data["payments"]["loadBalancerCost"] == pytest.approx(0.0225, rel=REL)
+    # search: pv-noclass at its bill 0.003; pv-opencost is not on the bill and keeps 20 GiB x 0.0002.
+    assert data["search"]["pvCost"] == pytest.approx(0.003 + 20 * 0.0002, rel=REL)
+    # The GPU node's bill is 12.24 - 1.00 credit: every rate on it scales by 11.24 / 12.24.
+    assert data["ml"]["gpuCost"] == pytest.approx(2 * 0.95 * 11.24 / 12.24, rel=REL)
+    # Conservation against the bill: everything billed (matched 11.6 + 0.013 + 0.0225, unmatched 0.545
+    # shared), plus what the bill does not cover at its computed cost: node n-shipped 0.192, pv-orphan,
+    # pv-opencost, search's load balancer and the network (NAT spread and classified egress).
+    unbilled = 0.192 + 10 * 0.08 / 730 + 20 * 0.0002 + 0.025
+    network = 0.5 * 0.12 + 1.0 * 0.01 + 0.25 * 0.02 + 73 / 730
+    total = 11.6 + 0.013 + 0.0225 + 0.545 + unbilled + network
+    assert sum(v["totalCost"] for v in data.values()) == pytest.approx(total, rel=REL)
+    assert "nodes not on the bill kept at their computed 0.19" in res.stderr
+
+
+def test_serve_publishes_the_variance(asset_prom: Any, tmp_path: Path) -> None:  # noqa: F811
+    from exporter.config import parse_config
+    from exporter.server import Exporter
+
+    from .scenarios import ASSET_CONFIG
+
+    prom, t0 = asset_prom
+    bill = hour_bill(tmp_path, t0)
+    exporter = Exporter(parse_config({**ASSET_CONFIG, "prometheus": {"url": prom.url},
+                                      "reconciliation": {"bills": [str(tmp_path / "*.csv")],
+                                                         "window": window_arg(t0)}}))
+    exporter.reconcile_once()
+    assert exporter.health.reconciliation_error is None and bill.exists()
+    reg = exporter.registry
+    span = {"window_start": str(t0), "window_end": str(t0 + 3600)}
+    assert reg.get_sample_value("chargeback_bill_cost", {"category": "compute", **span}) == pytest.approx(11.6, rel=REL)
+    assert reg.get_sample_value("chargeback_reconciliation_variance_ratio", {"category": "compute", **span}) == \
+        pytest.approx((12.7972 - 11.6) / 11.6, rel=REL)
+    assert reg.get_sample_value("chargeback_bill_unmatched_cost", {"service": "Amazon VPC", **span}) == \
+        pytest.approx(0.045, rel=REL)
+    # A glob that matches nothing is an error, logged and kept, never a silent zero.
+    bad = Exporter(parse_config({"prometheus": {"url": prom.url},
+                                 "reconciliation": {"bills": [str(tmp_path / "none-*.csv")]}}))
+    bad.reconcile_once()
+    assert "matches no file" in (bad.health.reconciliation_error or "")
+    assert bad.registry.get_sample_value("chargeback_reconciliation_variance_ratio", {"category": "total"}) is None

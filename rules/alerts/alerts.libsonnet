@@ -83,6 +83,17 @@
           },
         },
         {
+          alert: 'ChargebackReconciliationVariance',
+          expr: 'abs(chargeback_reconciliation_variance_ratio{%s, category="total"}) > %g' % [sel, c.reconciliationTolerance],
+          'for': c.reconciliationFor,
+          labels: { severity: 'warning' },
+          annotations: {
+            summary: 'Computed cost is off the cloud bill by more than %d%%.' % std.round(c.reconciliationTolerance * 100),
+            description: "For the window starting {{ $labels.window_start | humanizeTimestamp }}, chargeback's computed cost differs from the bill by {{ $value | humanizePercentage }}; run chargeback reconcile to see which category and nodes.",
+            runbook_url: runbook('ChargebackReconciliationVariance'),
+          },
+        },
+        {
           alert: 'ChargebackNodeUnpriced',
           expr: 'chargeback_nodes_default_priced{%s} > 0' % sel,
           'for': c.unpricedNodeFor,
