@@ -11,6 +11,7 @@ import gzip
 import io
 import json
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -48,6 +49,37 @@ def resource_id(raw: str) -> str:
     """The last path or ARN segment: arn:aws:ec2:...:instance/i-0abc and aws:///zone/i-0abc -> i-0abc."""
     raw = raw.strip().rstrip("/")
     return raw.rsplit("/", 1)[-1].rsplit(":", 1)[-1] if raw else ""
+
+
+def _parquet_rows(path: Path) -> tuple[list[str], list[dict[str, str]]]:
+    """Parquet exports, when the optional pyarrow is installed (pip install 'chargeback[parquet]')."""
+    try:
+        import pyarrow.parquet as pq
+    except ImportError as e:
+        raise ConfigError(f"bill {path}: reading Parquet needs pyarrow: pip install 'chargeback[parquet]'") from e
+    table = pq.read_table(path)
+    rows = [{k: "" if v is None else (json.dumps(v) if isinstance(v, (list, dict)) else str(v))
+             for k, v in r.items()} for r in table.to_pylist()]
+    return list(table.column_names), rows
+
+
+def _records(path: Path) -> tuple[list[str], Iterator[dict[str, str]]]:
+    """Header and rows of a CSV (optionally gzipped) or Parquet export, streamed."""
+    if path.suffix == ".parquet":
+        columns, table_rows = _parquet_rows(path)
+        return columns, iter(table_rows)
+    try:
+        fh = _open(path)
+    except OSError as e:
+        raise ConfigError(f"bill {path}: cannot read: {e.strerror}") from e
+    reader = csv.DictReader(fh)
+    header = list(reader.fieldnames or [])
+
+    def streamed() -> Iterator[dict[str, str]]:
+        with fh:
+            yield from reader
+
+    return header, streamed()
 
 
 def _open(path: Path) -> io.TextIOBase:
@@ -179,42 +211,39 @@ def read_bill(paths: list[str | Path]) -> Bill:
     parsers = {"focus": _focus, "cur2": _cur, "gcp": _gcp}
     for raw_path in paths:
         path = Path(raw_path)
-        try:
-            fh = _open(path)
-        except OSError as e:
-            raise ConfigError(f"bill {path}: cannot read: {e.strerror}") from e
-        with fh:
-            reader = csv.DictReader(fh)
-            header = set(reader.fieldnames or [])
-            markers = {"focus": "ChargePeriodStart", "cur2": "line_item_line_item_type", "gcp": "usage_start_time"}
-            fmt = next((f for f, marker in markers.items() if marker in header), None)
-            if fmt is None:
-                raise ConfigError(f"bill {path}: not a FOCUS, CUR 2.0 or GCP billing export (header: "
-                                  f"{', '.join(sorted(header))[:200]})")
-            missing = [c for c in FORMATS[fmt] if c not in header]
-            if missing:
-                raise ConfigError(f"bill {path}: {fmt} export without column {missing[0]}")
-            lo, hi = float("inf"), float("-inf")
-            for n, row in enumerate(reader, start=2):
-                out = parsers[fmt](_Row(path, n, row))
-                if isinstance(out, str):
-                    bill.ignored[out] += 1
-                    continue
-                _reason, line = out
-                if bill.lines and line.currency != bill.currency:
-                    raise ConfigError(f"{path.name}:{n}: column currency: {line.currency!r} mixed with "
-                                      f"{bill.currency!r}; reconcile one currency at a time")
-                if not line.currency:
-                    raise ConfigError(f"{path.name}:{n}: column currency: empty")
-                key = (line.resource, line.start, line.end, line.service, line.cost)
-                if key in seen and line.resource:
-                    raise ConfigError(f"{path.name}:{n}: duplicate of {seen[key]} (same resource, period and cost)")
-                seen[key] = f"{path.name}:{n}"
-                bill.lines.append(line)
-                lo, hi = min(lo, line.start), max(hi, line.end)
-            for p_start, p_end, other, ofmt in periods:
-                if ofmt == fmt and lo < p_end and p_start < hi:
-                    raise ConfigError(f"bill {path}: its period overlaps {other}'s; pass each period once")
-            if hi > lo:
-                periods.append((lo, hi, str(path), fmt))
+        if not path.is_file():
+            raise ConfigError(f"bill {path}: cannot read: no such file")
+        columns, reader = _records(path)
+        header = set(columns)
+        markers = {"focus": "ChargePeriodStart", "cur2": "line_item_line_item_type", "gcp": "usage_start_time"}
+        fmt = next((f for f, marker in markers.items() if marker in header), None)
+        if fmt is None:
+            raise ConfigError(f"bill {path}: not a FOCUS, CUR 2.0 or GCP billing export (header: "
+                              f"{', '.join(sorted(header))[:200]})")
+        missing = [c for c in FORMATS[fmt] if c not in header]
+        if missing:
+            raise ConfigError(f"bill {path}: {fmt} export without column {missing[0]}")
+        lo, hi = float("inf"), float("-inf")
+        for n, row in enumerate(reader, start=2):
+            out = parsers[fmt](_Row(path, n, row))
+            if isinstance(out, str):
+                bill.ignored[out] += 1
+                continue
+            _reason, line = out
+            if bill.lines and line.currency != bill.currency:
+                raise ConfigError(f"{path.name}:{n}: column currency: {line.currency!r} mixed with "
+                                  f"{bill.currency!r}; reconcile one currency at a time")
+            if not line.currency:
+                raise ConfigError(f"{path.name}:{n}: column currency: empty")
+            key = (line.resource, line.start, line.end, line.service, line.cost)
+            if key in seen and line.resource:
+                raise ConfigError(f"{path.name}:{n}: duplicate of {seen[key]} (same resource, period and cost)")
+            seen[key] = f"{path.name}:{n}"
+            bill.lines.append(line)
+            lo, hi = min(lo, line.start), max(hi, line.end)
+        for p_start, p_end, other, ofmt in periods:
+            if ofmt == fmt and lo < p_end and p_start < hi:
+                raise ConfigError(f"bill {path}: its period overlaps {other}'s; pass each period once")
+        if hi > lo:
+            periods.append((lo, hi, str(path), fmt))
     return bill

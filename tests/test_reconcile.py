@@ -244,3 +244,21 @@ def test_serve_publishes_the_variance(asset_prom: Any, tmp_path: Path) -> None: 
     bad.reconcile_once()
     assert "matches no file" in (bad.health.reconciliation_error or "")
     assert bad.registry.get_sample_value("chargeback_reconciliation_variance_ratio", {"category": "total"}) is None
+
+
+def test_parquet_needs_the_optional_extra(tmp_path: Path) -> None:
+    path = tmp_path / "bill.parquet"
+    path.write_bytes(b"PAR1")
+    try:
+        import pyarrow  # noqa: F401
+    except ImportError:
+        with pytest.raises(ConfigError, match=r"reading Parquet needs pyarrow: pip install 'chargeback\[parquet\]'"):
+            read_bill([path])
+    else:  # pragma: no cover - only where pyarrow is installed
+        with pytest.raises(Exception):  # noqa: B017
+            read_bill([path])
+
+
+def test_missing_bill_file(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="no such file"):
+        read_bill([tmp_path / "nope.csv"])
