@@ -335,7 +335,10 @@ def reconcile(bills: tuple[str, ...], prometheus_url: str | None, config: str | 
 
     try:
         cfg = _load(config, prometheus_url)
-        bill = read_bill(list(bills))
+        import glob
+
+        files = sorted({f for b in bills for f in (glob.glob(b) or [b])})  # globs, for the CronJob's volume
+        bill = read_bill(list(files))
         window = parse_window(window_text, time.time(), parse_duration(cfg.allocation.resolution))
         client = PrometheusClient(cfg.prometheus)
         result = _with_progress(Pipeline(cfg, client), window)

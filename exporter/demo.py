@@ -6,6 +6,7 @@ series coming, Prometheus scrapes it and the exporter. Runs until Ctrl-C.
 
 from __future__ import annotations
 
+import csv
 import shutil
 import signal
 import subprocess
@@ -18,6 +19,8 @@ from pathlib import Path
 import requests
 import yaml
 
+from .allocation import CostResult
+from .billing import read_bill
 from .budgets import Budget
 from .budgets import render as render_rules
 from .config import parse_config
@@ -25,6 +28,8 @@ from .formatters import to_table
 from .localprom import PrometheusServer, backfill, free_port
 from .pipeline import Pipeline
 from .prometheus import PrometheusClient
+from .reconcile import inventory, reconcile
+from .reconcile import to_table as reconcile_table
 from .report import make_report
 from .reportformat import render as render_report
 from .synthetic import Cluster, demo_cluster, exposition
@@ -119,6 +124,13 @@ def main(root: Path = Path(".demo")) -> None:
     print("The same by team (chargeback allocate --window 24h --aggregate team):")
     print(to_table(result, ["team"], attrs, cfg.pricing.currency))
     print()
+    print(f"Reconciliation against a sample FOCUS bill the demo wrote ({root / 'bill-focus.csv'}):")
+    bill_path = write_sample_bill(result, root / "bill-focus.csv")
+    client = PrometheusClient(cfg.prometheus)
+    window = parse_window("24h", now, 60)
+    rec = reconcile(read_bill([bill_path]), inventory(client, window, ""), result, window)
+    print(reconcile_table(rec))
+    print()
     print("A sample showback report (chargeback report --window 12h --by team):")
     print(render_report(make_report(cfg, parse_window("12h", now, 60), "team", now, "computed"), "markdown"))
     base = f"http://127.0.0.1:{exporter_port}"
@@ -150,6 +162,32 @@ Ctrl-C stops everything.""", flush=True)
         exporter.terminate()
         exporter.wait(10)
         prom.stop()
+
+
+def write_sample_bill(result: CostResult, path: Path) -> Path:
+    """A FOCUS export for the demo's 24 h: on-demand nodes under a 28% Savings Plan, spot at list, the GPU
+    node with a credit, the volumes at their class price, a NAT gateway and a tax line."""
+    start, end = iso(result.start), iso(result.end)
+    node_cost: dict[str, float] = {}
+    for (node, _res), c in result.node_cost.items():
+        node_cost[node] = node_cost.get(node, 0.0) + c
+    rows = []
+    for node, cost in sorted(node_cost.items()):
+        factor = 1.0 if "-2-" in node else 0.72  # ip-10-0-2-* are the spot nodes
+        rows.append((f"i-{node}", "Amazon EC2", "Compute", "Usage", round(cost * factor, 4), round(cost, 4)))
+    rows.append(("i-ip-10-0-3-1", "Amazon EC2", "Compute", "Credit", -5.0, 0.0))
+    for (asset, res), cost in sorted(result.asset_cost.items()):
+        if res == "storage":
+            rows.append((asset, "Amazon EBS", "Storage", "Usage", round(cost, 4), round(cost, 4)))
+    rows.append(("nat-0demo", "Amazon VPC", "Networking", "Usage", 1.08, 1.08))
+    rows.append(("", "Tax", "Other", "Tax", 9.5, 9.5))
+    with path.open("w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["BilledCost", "EffectiveCost", "ListCost", "BillingCurrency", "ChargePeriodStart",
+                    "ChargePeriodEnd", "ChargeCategory", "ResourceId", "ServiceName", "ServiceCategory", "Tags"])
+        for rid, service, category, charge, effective, listed in rows:
+            w.writerow([effective, effective, listed, "USD", start, end, charge, rid, service, category, "{}"])
+    return path
 
 
 def _wait_metrics(base: str, timeout: float = 60) -> None:

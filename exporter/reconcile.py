@@ -45,12 +45,17 @@ class Reconciliation:
         return (self.computed.get(category, 0.0) - b) / b if b else None
 
     @property
+    def billed_categories(self) -> list[str]:
+        """Categories the bill has matched lines for; the totals compare only those."""
+        return [c for c, v in self.bill.items() if v]
+
+    @property
     def total_bill(self) -> float:
-        return sum(self.bill.values())
+        return sum(self.bill[c] for c in self.billed_categories)
 
     @property
     def total_computed(self) -> float:
-        return sum(self.computed.values())
+        return sum(self.computed[c] for c in self.billed_categories)
 
     @property
     def total_variance(self) -> float | None:

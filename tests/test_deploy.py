@@ -109,3 +109,12 @@ def test_weekly_report_cronjob() -> None:
     [c] = cron["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"]
     assert c["args"][:1] == ["report"] and "--send" in c["args"] and "lastweek" in c["args"]
     assert c["envFrom"] == [{"secretRef": {"name": "chargeback-report-secrets"}}]
+
+
+def test_monthly_reconcile_cronjob() -> None:
+    cron = OBJECTS["chargeback-reconcilecronjob.yaml"]
+    assert cron["spec"]["schedule"] == "0 6 3 * *" and cron["spec"]["suspend"] is True
+    spec = cron["spec"]["jobTemplate"]["spec"]["template"]["spec"]
+    [c] = spec["containers"]
+    assert c["args"][:1] == ["reconcile"] and "lastmonth" in c["args"]
+    assert {"name": "bills", "persistentVolumeClaim": {"claimName": "chargeback-bills"}} in spec["volumes"]

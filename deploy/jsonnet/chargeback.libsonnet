@@ -153,6 +153,25 @@
       },
     },
 
+    // Monthly reconciliation against the cloud bill, on the 3rd (bills arrive late, credits at month end).
+    // Suspended until you provide the exports: a PVC named chargeback-bills (synced from S3, GCS or Azure
+    // storage) mounted at /bills. Then set suspend: false.
+    reconcileCronJob: self.reportCronJob {
+      metadata+: { name: c.name + '-monthly-reconcile' },
+      spec+: {
+        schedule: '0 6 3 * *',
+        suspend: true,
+        jobTemplate+: { spec+: { template+: { spec+: {
+          containers: [super.containers[0] {
+            name: 'reconcile',
+            args: ['reconcile', '--config', '/etc/chargeback/config.yaml', '--window', 'lastmonth', '--bill', '/bills/*.csv*'],
+            volumeMounts+: [{ name: 'bills', mountPath: '/bills', readOnly: true }],
+          }],
+          volumes+: [{ name: 'bills', persistentVolumeClaim: { claimName: c.name + '-bills' } }],
+        } } } },
+      },
+    },
+
     networkPolicy: {
       apiVersion: 'networking.k8s.io/v1',
       kind: 'NetworkPolicy',
