@@ -262,3 +262,38 @@ def test_parquet_needs_the_optional_extra(tmp_path: Path) -> None:
 def test_missing_bill_file(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="no such file"):
         read_bill([tmp_path / "nope.csv"])
+
+
+def test_cur2_and_gcp_bills_reconcile_like_focus(asset_prom: Any, tmp_path: Path) -> None:  # noqa: F811
+    """The same compute bill in CUR 2.0 (Savings Plan + RI + spot) and in GCP's export (with a credit)."""
+    prom, t0 = asset_prom
+    start, end = iso(t0), iso(t0 + 3600)
+    cur = tmp_path / "cur" / "cur.csv.gz"
+    cur.parent.mkdir()
+    cols = ["line_item_line_item_type", "line_item_unblended_cost", "line_item_resource_id",
+            "line_item_usage_start_date", "line_item_usage_end_date", "line_item_currency_code",
+            "line_item_product_code", "line_item_usage_type", "savings_plan_savings_plan_effective_cost",
+            "reservation_effective_cost"]
+    with gzip.open(cur, "wt", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(cols)
+        for kind, unblended, res, sp, ri in [("SavingsPlanCoveredUsage", "0.384", "i-n-sp-od", "0.25", ""),
+                                             ("SavingsPlanNegation", "-0.384", "i-n-sp-od", "", ""),
+                                             ("Usage", "0.11", "i-n-sp-spot", "", ""),
+                                             ("DiscountedUsage", "12.24", "i-n-gpu", "", "11.24"),
+                                             ("Tax", "0.8", "", "", "")]:
+            w.writerow([kind, unblended, res, start, end, "USD", "AmazonEC2", "BoxUsage", sp, ri])
+    gcp = tmp_path / "gcp" / "gcp.csv"
+    gcp.parent.mkdir()
+    with gcp.open("w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["cost", "credits", "currency", "usage_start_time", "usage_end_time", "service.description",
+                    "sku.description", "resource.global_name", "labels", "cost_type"])
+        for res, cost, credit in [("i-n-sp-od", 0.25, 0.0), ("i-n-sp-spot", 0.11, 0.0), ("i-n-gpu", 12.24, -1.0)]:
+            w.writerow([cost, json.dumps([{"amount": credit}]), "USD", start, end, "Compute Engine", "Core",
+                        f"//compute.googleapis.com/projects/p/zones/z/instances/{res}", "[]", "regular"])
+    for bill in (cur, gcp):
+        rec = reconcile_json(prom.url, t0, bill.parent, bill)
+        cats = {c["category"]: c for c in rec["categories"]}
+        assert cats["compute"]["bill"] == pytest.approx(0.25 + 0.11 + 11.24, rel=REL), bill.name
+        assert {n["node"]: n["bill"] for n in rec["nodes"]}["n-gpu"] == pytest.approx(11.24, rel=REL)
