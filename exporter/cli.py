@@ -347,7 +347,7 @@ def reconcile(bills: tuple[str, ...], prometheus_url: str | None, config: str | 
     except ChargebackError as e:
         _fail(e)
         return
-    rec = compare(bill, inv, result, window)
+    rec = compare(bill, inv, result, window, cfg.reconciliation.clusterTags)
     if bill.currency and bill.currency != cfg.pricing.currency:
         click.echo(f"chargeback: error: the bill is in {bill.currency}, prices are in {cfg.pricing.currency}",
                    err=True)
@@ -365,9 +365,11 @@ def reconcile(bills: tuple[str, ...], prometheus_url: str | None, config: str | 
             _fail(e)
             return
         unbilled = sum(n["computed"] for n in rec.nodes if n["bill"] is None)
+        shared = sum(rec.unmatched.values()) if rec.scoped else 0.0
         click.echo(f"reconciled: namespaces sum to {sum(again.costs.values()):.2f}; bill {rec.total_bill:.2f} "
-                   f"matched + {sum(rec.unmatched.values()):.2f} shared, nodes not on the bill kept at "
-                   f"their computed {unbilled:.2f}", err=True)
+                   f"matched + {shared:.2f} shared, nodes not on the bill kept at their computed {unbilled:.2f}"
+                   + ("" if rec.scoped else "; unmatched lines not shared: set reconciliation.clusterTags"),
+                   err=True)
         click.echo(render(again, parts, tuple(cfg.attribution.labels), "json" if fmt == "json" else fmt,
                           cfg.pricing.currency))
         return

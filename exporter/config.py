@@ -248,6 +248,9 @@ class Reconciliation(_Model):
     """serve re-reads the bill files every `interval` and publishes the variance for `window`."""
 
     bills: list[str] = Field(default_factory=list, description="paths or globs of billing exports")
+    clusterTags: dict[str, str] = Field(
+        default_factory=dict, description="bill tags that mark this cluster's lines, e.g. aws:eks:cluster-name: prod; "
+                                          "without them, unmatched lines may be other clusters' and are not shared")
     window: str = "lastmonth"
     interval: str = "6h"
 

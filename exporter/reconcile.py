@@ -39,6 +39,7 @@ class Reconciliation:
     ignored: dict[str, int]
     by_asset: dict[str, float] = field(default_factory=dict)  # PV name or namespace/service -> matched bill cost
     node_bill: dict[str, float] = field(default_factory=dict)  # node -> matched bill cost
+    scoped: bool = False  # unmatched lines were filtered by cluster tags, so they can be shared
 
     def variance(self, category: str) -> float | None:
         b = self.bill.get(category, 0.0)
@@ -80,8 +81,15 @@ def overlap(start: float, end: float, w: Window) -> float:
     return max(0.0, min(end, w.end) - max(start, w.start)) / (end - start)
 
 
-def reconcile(bill: Bill, inv: Inventory, result: CostResult, window: Window) -> Reconciliation:
-    """Pure: compare prorated bill lines with the computed cost of the same window."""
+def reconcile(bill: Bill, inv: Inventory, result: CostResult, window: Window,
+              cluster_tags: dict[str, str] | None = None) -> Reconciliation:
+    """Pure: compare prorated bill lines with the computed cost of the same window.
+
+    With `cluster_tags`, a line that matches no cluster resource counts only if it carries one of
+    them (aws:eks:cluster-name, goog-k8s-cluster-name, ...); other lines belong to other clusters or
+    accounts and are counted as ignored.
+    """
+    ignored = dict(bill.ignored)
     billed: dict[str, float] = defaultdict(float)
     per_node: dict[str, float] = defaultdict(float)
     per_asset: dict[str, float] = defaultdict(float)
@@ -101,6 +109,8 @@ def reconcile(bill: Bill, inv: Inventory, result: CostResult, window: Window) ->
         elif service_tag in inv.services:
             billed["load_balancer"] += cost
             per_asset[service_tag] += cost
+        elif cluster_tags and not any(line.tags.get(k) == v for k, v in cluster_tags.items()):
+            ignored["not this cluster (no cluster tag)"] = ignored.get("not this cluster (no cluster tag)", 0) + 1
         else:
             unmatched[line.service or "(no service)"] += cost
     computed: dict[str, float] = defaultdict(float)
@@ -114,8 +124,8 @@ def reconcile(bill: Bill, inv: Inventory, result: CostResult, window: Window) ->
     nodes = [{"node": n, "instance": instance_of.get(n, ""), "bill": per_node.get(n), "computed": c}
              for n, c in sorted(node_cost.items())]
     return Reconciliation(window, bill.currency, {k: billed.get(k, 0.0) for k in CATEGORIES},
-                          {k: computed.get(k, 0.0) for k in CATEGORIES}, nodes, dict(unmatched), dict(bill.ignored),
-                          dict(per_asset), dict(per_node))
+                          {k: computed.get(k, 0.0) for k in CATEGORIES}, nodes, dict(unmatched), ignored,
+                          dict(per_asset), dict(per_node), bool(cluster_tags))
 
 
 def apply_bill(pipeline: Any, rec: Reconciliation, result: CostResult) -> None:
@@ -133,7 +143,8 @@ def apply_bill(pipeline: Any, rec: Reconciliation, result: CostResult) -> None:
     pipeline.node_factors = {n: b / node_cost[n] for n, b in rec.node_bill.items() if node_cost.get(n)}
     pipeline.asset_factors = {a: b / asset_cost[a] for a, b in rec.by_asset.items() if asset_cost.get(a)}
     seconds = rec.window.seconds
-    pipeline.extra_fixed = {f"bill:{service}": cost / seconds for service, cost in rec.unmatched.items()}
+    if rec.scoped:  # only lines tagged for this cluster; otherwise they may be another cluster's spend
+        pipeline.extra_fixed = {f"bill:{service}": cost / seconds for service, cost in rec.unmatched.items()}
 
 
 def inventory(client: Any, window: Window, ksm_selector: str) -> Inventory:
@@ -180,7 +191,8 @@ def to_table(r: Reconciliation) -> str:
              "", "Largest node discrepancies:",
              tabulate(nodes, headers=["node", "instance", f"bill {cur}", f"computed {cur}"], floatfmt=".4f")]
     if r.unmatched:
-        parts += ["", "Bill lines matching no cluster resource (share them with sharing.sharedCosts):",
+        note = "" if r.scoped else " (set reconciliation.clusterTags to keep only this cluster's)"
+        parts += ["", f"Bill lines matching no cluster resource{note}:",
                   tabulate([[k, v] for k, v in sorted(r.unmatched.items(), key=lambda kv: -kv[1])],
                            headers=["service", cur],
                            floatfmt=".4f")]

@@ -183,7 +183,8 @@ class Exporter:
             bill = read_bill(list(files))
             inv = inventory(self.client, window, ",".join(m for m in (self.cfg.prometheus.ksmSelector,
                                                                       self.cfg.prometheus.clusterSelector) if m))
-            self.health.reconciliation = reconcile(bill, inv, Pipeline(self.cfg, self.client).compute(window), window)
+            result = Pipeline(self.cfg, self.client).compute(window)
+            self.health.reconciliation = reconcile(bill, inv, result, window, rc.clusterTags)
             self.health.reconciliation_error = None
         except ChargebackError as e:
             log.error("reconciliation failed: %s", e)

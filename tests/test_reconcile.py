@@ -26,6 +26,10 @@ FOCUS = ["BilledCost", "EffectiveCost", "ListCost", "BillingCurrency", "ChargePe
          "ChargeCategory", "ResourceId", "ServiceName", "ServiceCategory", "Tags"]
 
 
+CLUSTER_TAG = json.dumps({"aws:eks:cluster-name": "demo"})
+RECONCILIATION = {"clusterTags": {"aws:eks:cluster-name": "demo"}}
+
+
 def iso(t: int) -> str:
     return window_arg(t, 0).split(",")[0]
 
@@ -50,7 +54,10 @@ def hour_bill(tmp_path: Path, t0: int) -> Path:
         {"ResourceId": "i-n-gpu", "ServiceName": "Amazon EC2", "EffectiveCost": 12.24},
         {"ResourceId": "i-n-gpu", "ServiceName": "Amazon EC2", "EffectiveCost": -1.0, "ChargeCategory": "Credit"},
         # n-shipped is in the cluster but not on this bill; i-old-node is on the bill but gone.
-        {"ResourceId": "i-old-node", "ServiceName": "Amazon EC2", "EffectiveCost": 0.5},
+        {"ResourceId": "i-old-node", "ServiceName": "Amazon EC2", "EffectiveCost": 0.5, "Tags": CLUSTER_TAG},
+        # Another cluster's node in the same account: not ours, ignored when cluster tags are set.
+        {"ResourceId": "i-elsewhere", "ServiceName": "Amazon EC2", "EffectiveCost": 3.0,
+         "Tags": json.dumps({"aws:eks:cluster-name": "other"})},
         {"ResourceId": "pv-gp3", "ServiceName": "Amazon EBS", "ServiceCategory": "Storage",
          "EffectiveCost": 0.011},
         {"ResourceId": "pv-gp3", "ServiceName": "Amazon EBS", "ServiceCategory": "Storage", "EffectiveCost": -0.001,
@@ -60,7 +67,7 @@ def hour_bill(tmp_path: Path, t0: int) -> Path:
          "ServiceName": "Elastic Load Balancing", "ServiceCategory": "Networking", "EffectiveCost": 0.0225,
          "Tags": json.dumps({"kubernetes.io/service-name": "payments/api-lb"})},
         {"ResourceId": "nat-0abc", "ServiceName": "Amazon VPC", "ServiceCategory": "Networking",
-         "EffectiveCost": 0.045},
+         "EffectiveCost": 0.045, "Tags": CLUSTER_TAG},
         {"ResourceId": "", "ServiceName": "Tax", "EffectiveCost": 1.0, "ChargeCategory": "Tax"},
     ]
     return focus_bill(tmp_path / "focus.csv", t0, rows)
@@ -69,7 +76,8 @@ def hour_bill(tmp_path: Path, t0: int) -> Path:
 def reconcile_json(prom_url: str, t0: int, tmp_path: Path, *bills: Path) -> Any:
     cfg = tmp_path / "c.yaml"
     from .scenarios import ASSET_CONFIG
-    cfg.write_text(yaml.safe_dump({**ASSET_CONFIG, "prometheus": {"url": prom_url}}))
+    cfg.write_text(yaml.safe_dump({**ASSET_CONFIG, "prometheus": {"url": prom_url},
+                                   "reconciliation": RECONCILIATION}))
     args = ["reconcile", "--config", str(cfg), "--window", window_arg(t0), "--format", "json"]
     for b in bills:
         args += ["--bill", str(b)]
@@ -97,7 +105,7 @@ def test_focus_bill_against_the_cluster(asset_prom: Any, tmp_path: Path) -> None
     assert nodes["n-sp-od"]["bill"] == pytest.approx(0.25, rel=REL) and nodes["n-sp-od"]["instance"] == "i-n-sp-od"
     assert nodes["n-shipped"]["bill"] is None  # in the cluster, not on the bill
     assert rec["unmatched"] == pytest.approx({"Amazon EC2": 0.5, "Amazon VPC": 0.045}, rel=REL)  # gone node, NAT
-    assert rec["ignored"] == {"tax line": 1}
+    assert rec["ignored"] == {"tax line": 1, "not this cluster (no cluster tag)": 1}
     total_bill = 11.6 + 0.013 + 0.0225
     assert rec["totalBill"] == pytest.approx(total_bill, rel=REL)
     assert rec["verdict"].startswith("off by")
@@ -196,7 +204,7 @@ def test_reconciled_allocation_uses_the_bill_prices(asset_prom: Any, tmp_path: P
     prom, t0 = asset_prom
     from .scenarios import ASSET_CONFIG
     cfg = tmp_path / "c.yaml"
-    cfg.write_text(yaml.safe_dump({**ASSET_CONFIG, "prometheus": {"url": prom.url}}))
+    cfg.write_text(yaml.safe_dump({**ASSET_CONFIG, "prometheus": {"url": prom.url}, "reconciliation": RECONCILIATION}))
     res = CliRunner().invoke(main, ["reconcile", "--config", str(cfg), "--window", window_arg(t0), "--bill",
                                     str(hour_bill(tmp_path, t0)), "--reconciled", "--format", "json"])
     assert res.exit_code == 0, res.output
@@ -297,3 +305,17 @@ def test_cur2_and_gcp_bills_reconcile_like_focus(asset_prom: Any, tmp_path: Path
         cats = {c["category"]: c for c in rec["categories"]}
         assert cats["compute"]["bill"] == pytest.approx(0.25 + 0.11 + 11.24, rel=REL), bill.name
         assert {n["node"]: n["bill"] for n in rec["nodes"]}["n-gpu"] == pytest.approx(11.24, rel=REL)
+
+
+def test_without_cluster_tags_unmatched_lines_are_listed_but_not_shared(asset_prom: Any,  # noqa: F811
+                                                                         tmp_path: Path) -> None:
+    prom, t0 = asset_prom
+    from .scenarios import ASSET_CONFIG
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(yaml.safe_dump({**ASSET_CONFIG, "prometheus": {"url": prom.url}}))
+    bill = str(hour_bill(tmp_path, t0))
+    res = CliRunner().invoke(main, ["reconcile", "--config", str(cfg), "--window", window_arg(t0), "--bill", bill])
+    assert "Amazon EC2" in res.stdout and "set reconciliation.clusterTags" in res.stdout  # 0.5 + 3.0, listed
+    res = CliRunner().invoke(main, ["reconcile", "--config", str(cfg), "--window", window_arg(t0), "--bill", bill,
+                                    "--reconciled", "--format", "json"])
+    assert res.exit_code == 0 and "0.00 shared" in res.stderr and "not shared" in res.stderr
