@@ -170,13 +170,6 @@ def add_assets(result: CostResult, assets: Iterable[AssetCost], owner: Callable[
         result.asset_cost[key] = result.asset_cost.get(key, 0.0) + a.cost
 
 
-def conservation_error(result: CostResult) -> float:
-    """Relative gap between the distributed cost entries and the cluster's cost (0 when conserved)."""
-    total = result.total_cost
-    entries = sum(result.costs.values())
-    return abs(entries - total) / total if total else abs(entries)
-
-
 def efficiency(used: float, requested: float) -> float:
     """OpenCost's definition: usage / request; 1 when something is used with no request."""
     if requested > 0:

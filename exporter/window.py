@@ -48,10 +48,6 @@ class Window:
     def seconds(self) -> int:
         return self.end - self.start
 
-    @property
-    def hours(self) -> float:
-        return self.seconds / 3600
-
     def chunks(self, size: int, boundary: int | None = None) -> list[Window]:
         """Split into pieces of at most `size` seconds (a multiple of step), oldest first.
 

@@ -10,8 +10,9 @@ import pytest
 import yaml
 
 from exporter.localprom import PrometheusServer, backfill
+from exporter.synthetic import Cluster
 
-from .scenarios import CORE_CONFIG, WINDOW_SECONDS, core_cluster, share_cluster
+from .scenarios import CORE_CONFIG, WINDOW_SECONDS, asset_cluster, core_cluster, share_cluster
 
 
 def aligned_past(hours_back: int = 3) -> int:
@@ -24,12 +25,18 @@ def core_t0() -> int:
     return aligned_past()
 
 
-@pytest.fixture(scope="session")
-def core_prom(tmp_path_factory: pytest.TempPathFactory, core_t0: int) -> Iterator[PrometheusServer]:
-    root = tmp_path_factory.mktemp("core")
-    backfill(core_cluster(core_t0), root / "data", core_t0 - 1800, core_t0 + WINDOW_SECONDS + 600, 60)
+def scenario_prom(tmp_path_factory: pytest.TempPathFactory, name: str, cluster: Cluster,
+                  t0: int) -> Iterator[PrometheusServer]:
+    """A Prometheus holding a scenario from 30 minutes before t0 to 10 minutes after the hour under test."""
+    root = tmp_path_factory.mktemp(name)
+    backfill(cluster, root / "data", t0 - 1800, t0 + WINDOW_SECONDS + 600, 60)
     with PrometheusServer(root / "data") as prom:
         yield prom
+
+
+@pytest.fixture(scope="session")
+def core_prom(tmp_path_factory: pytest.TempPathFactory, core_t0: int) -> Iterator[PrometheusServer]:
+    yield from scenario_prom(tmp_path_factory, "core", core_cluster(core_t0), core_t0)
 
 
 @pytest.fixture()
@@ -44,7 +51,13 @@ def core_config(tmp_path: Path, core_prom: PrometheusServer) -> Path:
 def share_prom(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[PrometheusServer, int]]:
     """The sharing/attribution scenario, backfilled, with the hour under test starting at t0."""
     t0 = aligned_past()
-    root = tmp_path_factory.mktemp("share")
-    backfill(share_cluster(t0), root / "data", t0 - 1800, t0 + WINDOW_SECONDS + 600, 60)
-    with PrometheusServer(root / "data") as prom:
+    for prom in scenario_prom(tmp_path_factory, "share", share_cluster(t0), t0):
+        yield prom, t0
+
+
+@pytest.fixture(scope="session")
+def asset_prom(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[PrometheusServer, int]]:
+    """The assets scenario (price sources, PVs, load balancers, network, multi-GPU)."""
+    t0 = aligned_past()
+    for prom in scenario_prom(tmp_path_factory, "assets", asset_cluster(t0), t0):
         yield prom, t0

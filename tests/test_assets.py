@@ -6,7 +6,6 @@ Scenario: scenarios.asset_cluster over one hour; amounts worked out by hand belo
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -15,10 +14,9 @@ import yaml
 from click.testing import CliRunner
 
 from exporter.cli import main
-from exporter.localprom import PrometheusServer, backfill
+from exporter.localprom import PrometheusServer
 
-from .conftest import aligned_past
-from .scenarios import ASSET_CONFIG, WINDOW_SECONDS, asset_cluster
+from .scenarios import ASSET_CONFIG
 from .test_allocate_core import REL, window_arg
 
 R = 0.031611 / 0.004237  # OpenCost's split ratio: a core weighs R GiB
@@ -47,15 +45,6 @@ COMPUTE = {
 }
 NODES = 0.25 + 0.1152 + 12.24 + 0.192
 TOTAL = NODES + sum(STORAGE.values()) + sum(LB.values()) + sum(NETWORK.values())
-
-
-@pytest.fixture(scope="module")
-def asset_prom(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[PrometheusServer, int]]:
-    t0 = aligned_past()
-    root = tmp_path_factory.mktemp("assets")
-    backfill(asset_cluster(t0), root / "data", t0 - 1800, t0 + WINDOW_SECONDS + 600, 60)
-    with PrometheusServer(root / "data") as prom:
-        yield prom, t0
 
 
 def config(asset_prom: tuple[PrometheusServer, int], tmp_path: Path, **extra: Any) -> Path:

@@ -20,7 +20,6 @@ from exporter.cli import main
 from exporter.errors import ConfigError
 
 from .test_allocate_core import REL, window_arg
-from .test_assets import asset_prom  # noqa: F401  (module fixture)
 
 FOCUS = ["BilledCost", "EffectiveCost", "ListCost", "BillingCurrency", "ChargePeriodStart", "ChargePeriodEnd",
          "ChargeCategory", "ResourceId", "ServiceName", "ServiceCategory", "Tags"]
@@ -86,7 +85,7 @@ def reconcile_json(prom_url: str, t0: int, tmp_path: Path, *bills: Path) -> Any:
     return json.loads(res.stdout)
 
 
-def test_focus_bill_against_the_cluster(asset_prom: Any, tmp_path: Path) -> None:  # noqa: F811
+def test_focus_bill_against_the_cluster(asset_prom: Any, tmp_path: Path) -> None:
     prom, t0 = asset_prom
     rec = reconcile_json(prom.url, t0, tmp_path, hour_bill(tmp_path, t0))
     cats = {c["category"]: c for c in rec["categories"]}
@@ -111,7 +110,7 @@ def test_focus_bill_against_the_cluster(asset_prom: Any, tmp_path: Path) -> None
     assert rec["verdict"].startswith("off by")
 
 
-def test_half_the_charge_period_is_prorated(asset_prom: Any, tmp_path: Path) -> None:  # noqa: F811
+def test_half_the_charge_period_is_prorated(asset_prom: Any, tmp_path: Path) -> None:
     prom, t0 = asset_prom
     # A two-hour charge period of 0.50 for n-sp-od overlaps the one-hour window by half.
     path = focus_bill(tmp_path / "two-hours.csv", t0, [{"ResourceId": "i-n-sp-od", "ServiceName": "Amazon EC2",
@@ -200,7 +199,7 @@ def test_overlapping_bill_files_are_refused(tmp_path: Path) -> None:
         read_bill([a, b])
 
 
-def test_reconciled_allocation_uses_the_bill_prices(asset_prom: Any, tmp_path: Path) -> None:  # noqa: F811
+def test_reconciled_allocation_uses_the_bill_prices(asset_prom: Any, tmp_path: Path) -> None:
     prom, t0 = asset_prom
     from .scenarios import ASSET_CONFIG
     cfg = tmp_path / "c.yaml"
@@ -226,7 +225,7 @@ def test_reconciled_allocation_uses_the_bill_prices(asset_prom: Any, tmp_path: P
     assert "nodes not on the bill kept at their computed 0.19" in res.stderr
 
 
-def test_serve_publishes_the_variance(asset_prom: Any, tmp_path: Path) -> None:  # noqa: F811
+def test_serve_publishes_the_variance(asset_prom: Any, tmp_path: Path) -> None:
     from exporter.config import parse_config
     from exporter.server import Exporter
 
@@ -272,7 +271,7 @@ def test_missing_bill_file(tmp_path: Path) -> None:
         read_bill([tmp_path / "nope.csv"])
 
 
-def test_cur2_and_gcp_bills_reconcile_like_focus(asset_prom: Any, tmp_path: Path) -> None:  # noqa: F811
+def test_cur2_and_gcp_bills_reconcile_like_focus(asset_prom: Any, tmp_path: Path) -> None:
     """The same compute bill in CUR 2.0 (Savings Plan + RI + spot) and in GCP's export (with a credit)."""
     prom, t0 = asset_prom
     start, end = iso(t0), iso(t0 + 3600)
@@ -307,7 +306,7 @@ def test_cur2_and_gcp_bills_reconcile_like_focus(asset_prom: Any, tmp_path: Path
         assert {n["node"]: n["bill"] for n in rec["nodes"]}["n-gpu"] == pytest.approx(11.24, rel=REL)
 
 
-def test_without_cluster_tags_unmatched_lines_are_listed_but_not_shared(asset_prom: Any,  # noqa: F811
+def test_without_cluster_tags_unmatched_lines_are_listed_but_not_shared(asset_prom: Any,
                                                                          tmp_path: Path) -> None:
     prom, t0 = asset_prom
     from .scenarios import ASSET_CONFIG
