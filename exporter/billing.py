@@ -39,6 +39,14 @@ class BillLine:
 class Bill:
     lines: list[BillLine] = field(default_factory=list)
     ignored: Counter[str] = field(default_factory=Counter)  # reason -> rows
+    # The provider's own Kubernetes split (AWS Split Cost Allocation Data, GKE cost allocation):
+    # namespace -> (split cost, unused cost), for comparison with chargeback's namespaces.
+    provider_split: dict[str, list[float]] = field(default_factory=dict)
+
+    def add_split(self, namespace: str, split: float, unused: float) -> None:
+        acc = self.provider_split.setdefault(namespace, [0.0, 0.0])
+        acc[0] += split
+        acc[1] += unused
 
     @property
     def currency(self) -> str:
@@ -154,8 +162,13 @@ def _focus(r: _Row) -> tuple[str, BillLine] | str:
                         _category(service, svc_cat, res, ""), r.tags("Tags") if "Tags" in r.row else {})
 
 
+SPLIT_ROW = "EKS split-cost row (compared per namespace; its parent instance line carries the cost)"
+
+
 def _cur(r: _Row) -> tuple[str, BillLine] | str:
     kind = r.text("line_item_line_item_type")
+    if r.text("split_line_item_parent_resource_id"):
+        return SPLIT_ROW
     if kind == "Tax":
         return "tax line"
     if kind in ("SavingsPlanNegation", "SavingsPlanRecurringFee", "RIFee", "SavingsPlanUpfrontFee"):
@@ -225,10 +238,18 @@ def read_bill(paths: list[str | Path]) -> Bill:
             raise ConfigError(f"bill {path}: {fmt} export without column {missing[0]}")
         lo, hi = float("inf"), float("-inf")
         for n, row in enumerate(reader, start=2):
-            out = parsers[fmt](_Row(path, n, row))
+            parsed = _Row(path, n, row)
+            out = parsers[fmt](parsed)
+            if out == SPLIT_ROW:
+                tags = parsed.tags("resource_tags") if "resource_tags" in row else {}
+                namespace = tags.get("aws:eks:namespace") or tags.get("resource_tags_aws_eks_namespace", "")
+                bill.add_split(namespace or "(no namespace tag)", parsed.number("split_line_item_split_cost", 0.0),
+                               parsed.number("split_line_item_unused_cost", 0.0))
             if isinstance(out, str):
                 bill.ignored[out] += 1
                 continue
+            if out[1].tags.get("k8s-namespace"):  # GKE cost allocation labels the namespace's share
+                bill.add_split(out[1].tags["k8s-namespace"], out[1].cost, 0.0)
             _reason, line = out
             if bill.lines and line.currency != bill.currency:
                 raise ConfigError(f"{path.name}:{n}: column currency: {line.currency!r} mixed with "

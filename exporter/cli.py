@@ -377,6 +377,8 @@ def reconcile(bills: tuple[str, ...], prometheus_url: str | None, config: str | 
         click.echo(json.dumps({"window": [window.start, window.end], "currency": rec.currency,
                                "categories": rows(rec), "nodes": rec.nodes, "unmatched": rec.unmatched,
                                "ignored": rec.ignored, "totalBill": rec.total_bill,
+                               "namespaces": {ns: {"split": s, "unused": u, "chargeback": c}
+                                              for ns, (s, u, c) in rec.namespaces.items()},
                                "totalComputed": rec.total_computed, "totalVariance": rec.total_variance,
                                "verdict": rec.verdict()}, indent=2))
     elif fmt == "csv":

@@ -40,6 +40,8 @@ class Reconciliation:
     by_asset: dict[str, float] = field(default_factory=dict)  # PV name or namespace/service -> matched bill cost
     node_bill: dict[str, float] = field(default_factory=dict)  # node -> matched bill cost
     scoped: bool = False  # unmatched lines were filtered by cluster tags, so they can be shared
+    # namespace -> (provider's split cost, provider's unused cost, chargeback's cost) when the bill has a split
+    namespaces: dict[str, tuple[float, float, float]] = field(default_factory=dict)
 
     def variance(self, category: str) -> float | None:
         b = self.bill.get(category, 0.0)
@@ -120,12 +122,16 @@ def reconcile(bill: Bill, inv: Inventory, result: CostResult, window: Window,
         node_cost[node] += c
     for (_asset, res), c in result.asset_cost.items():
         computed[res] += c
+    mine: dict[str, float] = defaultdict(float)
+    for (ns, _attrs, _component, _res, _src), c in result.costs.items():
+        mine[ns] += c
+    split = {ns: (v[0], v[1], mine.get(ns, 0.0)) for ns, v in bill.provider_split.items()}
     instance_of = {node: iid for iid, node in inv.nodes.items()}
     nodes = [{"node": n, "instance": instance_of.get(n, ""), "bill": per_node.get(n), "computed": c}
              for n, c in sorted(node_cost.items())]
     return Reconciliation(window, bill.currency, {k: billed.get(k, 0.0) for k in CATEGORIES},
                           {k: computed.get(k, 0.0) for k in CATEGORIES}, nodes, dict(unmatched), ignored,
-                          dict(per_asset), dict(per_node), bool(cluster_tags))
+                          dict(per_asset), dict(per_node), bool(cluster_tags), split)
 
 
 def apply_bill(pipeline: Any, rec: Reconciliation, result: CostResult) -> None:
@@ -190,6 +196,11 @@ def to_table(r: Reconciliation) -> str:
     parts = [head, tabulate(cats, headers=["category", f"bill {cur}", f"computed {cur}", "variance"], floatfmt=".4f"),
              "", "Largest node discrepancies:",
              tabulate(nodes, headers=["node", "instance", f"bill {cur}", f"computed {cur}"], floatfmt=".4f")]
+    if r.namespaces:
+        split_rows = [[ns, s, u, c] for ns, (s, u, c) in sorted(r.namespaces.items())]
+        parts += ["", "The provider's own split (AWS Split Cost Allocation / GKE cost allocation) by namespace:",
+                  tabulate(split_rows, headers=["namespace", f"split {cur}", f"unused {cur}", f"chargeback {cur}"],
+                           floatfmt=".4f")]
     if r.unmatched:
         note = "" if r.scoped else " (set reconciliation.clusterTags to keep only this cluster's)"
         parts += ["", f"Bill lines matching no cluster resource{note}:",

@@ -318,3 +318,31 @@ def test_without_cluster_tags_unmatched_lines_are_listed_but_not_shared(asset_pr
     res = CliRunner().invoke(main, ["reconcile", "--config", str(cfg), "--window", window_arg(t0), "--bill", bill,
                                     "--reconciled", "--format", "json"])
     assert res.exit_code == 0 and "0.00 shared" in res.stderr and "not shared" in res.stderr
+
+
+def test_eks_split_cost_rows_are_compared_per_namespace(asset_prom: Any, tmp_path: Path) -> None:
+    """CUR 2.0 with Split Cost Allocation Data: pod rows carry split/unused cost under their parent instance."""
+    prom, t0 = asset_prom
+    from .test_assets import COMPUTE, LB, NETWORK, STORAGE
+    start, end = iso(t0), iso(t0 + 3600)
+    cols = ["line_item_line_item_type", "line_item_unblended_cost", "line_item_resource_id",
+            "line_item_usage_start_date", "line_item_usage_end_date", "line_item_currency_code",
+            "line_item_product_code", "line_item_usage_type", "split_line_item_parent_resource_id",
+            "split_line_item_split_cost", "split_line_item_unused_cost", "resource_tags"]
+    path = tmp_path / "cur" / "cur.csv"
+    path.parent.mkdir()
+    with path.open("w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(cols)
+        w.writerow(["Usage", "0.25", "i-n-sp-od", start, end, "USD", "AmazonEC2", "BoxUsage", "", "", "", "{}"])
+        w.writerow(["Usage", "0", "arn:aws:eks:us-east-1:1:pod/c/payments/api", start, end, "USD", "AmazonEKS",
+                    "SplitCost", "i-n-sp-od", "0.08", "0.11", json.dumps({"aws:eks:namespace": "payments"})])
+    rec = reconcile_json(prom.url, t0, path.parent, path)
+    cats = {c["category"]: c for c in rec["categories"]}
+    assert cats["compute"]["bill"] == pytest.approx(0.25, rel=REL)  # the split row adds nothing to the total
+    assert rec["ignored"][next(k for k in rec["ignored"] if k.startswith("EKS split-cost row"))] == 1
+    payments = rec["namespaces"]["payments"]
+    assert (payments["split"], payments["unused"]) == (pytest.approx(0.08), pytest.approx(0.11))
+    # chargeback's payments: its compute on n-sp-od plus its volume, load balancer and network.
+    mine = COMPUTE["payments"] + STORAGE["payments"] + LB["payments"] + NETWORK["payments"]
+    assert payments["chargeback"] == pytest.approx(mine, rel=REL)
