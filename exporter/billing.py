@@ -33,6 +33,7 @@ class BillLine:
     service: str
     category: str  # one of CATEGORIES
     tags: dict[str, str] = field(default_factory=dict)
+    raw_resource: str = ""  # the id as the bill wrote it (ARNs keep load balancer names)
 
 
 @dataclass
@@ -159,7 +160,8 @@ def _focus(r: _Row) -> tuple[str, BillLine] | str:
     res = resource_id(r.text("ResourceId"))
     return "", BillLine(str(r.path), r.line, r.time("ChargePeriodStart"), r.time("ChargePeriodEnd"),
                         r.number("EffectiveCost"), r.text("BillingCurrency"), res, service,
-                        _category(service, svc_cat, res, ""), r.tags("Tags") if "Tags" in r.row else {})
+                        _category(service, svc_cat, res, ""), r.tags("Tags") if "Tags" in r.row else {},
+                        r.text("ResourceId"))
 
 
 SPLIT_ROW = "EKS split-cost row (compared per namespace; its parent instance line carries the cost)"
@@ -184,7 +186,7 @@ def _cur(r: _Row) -> tuple[str, BillLine] | str:
     return "", BillLine(str(r.path), r.line, r.time("line_item_usage_start_date"),
                         r.time("line_item_usage_end_date"), cost, r.text("line_item_currency_code"), res,
                         r.text("line_item_product_code"), _category(r.text("line_item_product_code"), "", res, usage),
-                        tags)
+                        tags, r.text("line_item_resource_id"))
 
 
 def _gcp(r: _Row) -> tuple[str, BillLine] | str:
@@ -200,7 +202,8 @@ def _gcp(r: _Row) -> tuple[str, BillLine] | str:
     service, sku = r.text("service.description"), r.text("sku.description")
     return "", BillLine(str(r.path), r.line, r.time("usage_start_time"), r.time("usage_end_time"),
                         r.number("cost") + credits, r.text("currency"), res, service,
-                        _category(service, "", res, sku), r.tags("labels") if "labels" in r.row else {})
+                        _category(service, "", res, sku), r.tags("labels") if "labels" in r.row else {},
+                        r.text("resource.global_name"))
 
 
 def _category(service: str, service_category: str, res: str, usage: str) -> str:

@@ -76,6 +76,18 @@ class Reconciliation:
         return f"off by {pct} ({'over' if v > 0 else 'under'} the bill): check the price book and discounts"
 
 
+def lb_by_name(resource: str, inv: Inventory) -> str:
+    """A load balancer named after its Service, as the AWS LB controller and cloud controllers do
+    (k8s-<namespace>-<service>-<hash>, or containing <namespace>-<service>)."""
+    if not resource:
+        return ""
+    for svc in sorted(inv.services):
+        ns, name = svc.split("/", 1)
+        if f"{ns}-{name}" in resource:
+            return svc
+    return ""
+
+
 def overlap(start: float, end: float, w: Window) -> float:
     """Share of a charge period [start, end) that falls in the window."""
     if end <= start:
@@ -101,7 +113,7 @@ def reconcile(bill: Bill, inv: Inventory, result: CostResult, window: Window,
         if share == 0:
             continue
         cost = line.cost * share
-        service_tag = next((line.tags[t] for t in LB_TAGS if t in line.tags), "")
+        service_tag = next((line.tags[t] for t in LB_TAGS if t in line.tags), "") or lb_by_name(line.raw_resource, inv)
         if line.resource in inv.nodes:
             billed["compute"] += cost
             per_node[inv.nodes[line.resource]] += cost

@@ -346,3 +346,14 @@ def test_eks_split_cost_rows_are_compared_per_namespace(asset_prom: Any, tmp_pat
     # chargeback's payments: its compute on n-sp-od plus its volume, load balancer and network.
     mine = COMPUTE["payments"] + STORAGE["payments"] + LB["payments"] + NETWORK["payments"]
     assert payments["chargeback"] == pytest.approx(mine, rel=REL)
+
+
+def test_load_balancer_matched_by_name(asset_prom: Any, tmp_path: Path) -> None:
+    prom, t0 = asset_prom
+    (tmp_path / "lb").mkdir()
+    path = focus_bill(tmp_path / "lb" / "focus.csv", t0, [
+        {"ResourceId": "arn:aws:elasticloadbalancing:us-east-1:1:loadbalancer/net/k8s-search-web-lb-4f2a/9c",
+         "ServiceName": "Elastic Load Balancing", "ServiceCategory": "Networking", "EffectiveCost": 0.02}])
+    rec = reconcile_json(prom.url, t0, path.parent, path)
+    cats = {c["category"]: c for c in rec["categories"]}
+    assert cats["load_balancer"]["bill"] == pytest.approx(0.02, rel=REL) and not rec["unmatched"]
