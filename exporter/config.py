@@ -233,6 +233,8 @@ class Smtp(_Model):
     password: SecretRef | None = None
     sender: str = "chargeback@localhost"
     timeout: float = 30
+    caFile: str | None = Field(None, description="CA bundle to verify the server's STARTTLS certificate")
+    verify: bool = Field(True, description="verify the server certificate (leave on)")
 
 
 class Reports(_Model):

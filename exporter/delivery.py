@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import smtplib
+import ssl
 import time
 from dataclasses import dataclass
 from email.message import EmailMessage
@@ -73,7 +74,12 @@ def _send_email(cfg: Reports, msg: EmailMessage) -> str:
         try:
             with smtplib.SMTP(smtp.host, smtp.port, timeout=smtp.timeout) as s:
                 if smtp.starttls:
-                    s.starttls()
+                    # smtplib's default context does not verify the server; a default context does.
+                    context = ssl.create_default_context(cafile=smtp.caFile)
+                    if not smtp.verify:
+                        context.check_hostname = False
+                        context.verify_mode = ssl.CERT_NONE
+                    s.starttls(context=context)
                 if smtp.username:
                     s.login(smtp.username, smtp.password.value() if smtp.password else "")
                 s.send_message(msg)

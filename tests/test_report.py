@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import email
 import json
+import shutil
 import subprocess
 import sys
 import threading
@@ -234,3 +235,42 @@ def test_secrets_never_in_the_config(tmp_path: Path) -> None:
     cfg.write_text(yaml.safe_dump({"reports": {"smtp": {"host": "h", "password": {"env": "A", "file": "b"}}}}))
     res = run(["report", "--config", str(cfg)])
     assert res.exit_code == 2 and "exactly one of 'env' or 'file'" in res.stderr
+
+
+@pytest.mark.skipif(shutil.which("openssl") is None, reason="openssl is needed to make a test certificate")
+def test_email_over_starttls_with_auth(share_prom: Any, tmp_path: Path) -> None:
+    """A verified STARTTLS session (our own CA file) and AUTH LOGIN with the password from a secret file."""
+    import ssl
+
+    from aiosmtpd.smtp import AuthResult
+
+    prom, t0 = share_prom
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(tmp_path / "key.pem"),
+                    "-out", str(tmp_path / "cert.pem"), "-days", "1", "-subj", "/CN=127.0.0.1",
+                    "-addext", "subjectAltName=IP:127.0.0.1"], check=True, capture_output=True)
+    server_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server_ctx.load_cert_chain(tmp_path / "cert.pem", tmp_path / "key.pem")
+    logins: list[tuple[bytes, bytes]] = []
+
+    def authenticator(server: Any, session: Any, envelope: Any, mechanism: str, auth_data: Any) -> AuthResult:
+        logins.append((auth_data.login, auth_data.password))
+        return AuthResult(success=auth_data.password == b"s3cret")
+
+    box = Mailbox()
+    port = free_port()
+    smtp = Controller(box, hostname="127.0.0.1", port=port, tls_context=server_ctx, require_starttls=True,
+                      authenticator=authenticator, auth_require_tls=True)
+    smtp.start()
+    try:
+        (tmp_path / "smtp-password").write_text("s3cret\n")
+        secret = {"file": str(tmp_path / "smtp-password")}
+        reports = {"retries": 0, "smtp": {"host": "127.0.0.1", "port": port, "starttls": True,
+                                          "username": "chargeback", "password": secret,
+                                          "caFile": str(tmp_path / "cert.pem"), "sender": "chargeback@example.com"},
+                   "finance": {"email": ["finops@example.com"]}}
+        cfg = cfg_file(tmp_path, prom.url, reports=reports)
+        res = run(["report", "--config", str(cfg), "--window", window_arg(t0), "--send"])
+        assert res.exit_code == 0, res.output
+        assert logins == [(b"chargeback", b"s3cret")] and len(box.messages) == 1
+    finally:
+        smtp.stop()
