@@ -60,6 +60,7 @@ class Exporter:
         self.until = _parse_time(until) if until else None
         self.stop = threading.Event()
         self.last_reconcile = 0.0
+        self.reconciler: threading.Thread | None = None
         self.elector: LeaseElector | None = None
         le = cfg.serve.leaderElection
         if le.enabled:
@@ -197,8 +198,12 @@ class Exporter:
         while not self.stop.is_set():
             self.run_once()
             due = time.time() - self.last_reconcile >= parse_duration(self.cfg.reconciliation.interval)
-            if self.cfg.reconciliation.bills and due and self.health.leader is not False:
-                self.reconcile_once()
+            busy = self.reconciler is not None and self.reconciler.is_alive()
+            if self.cfg.reconciliation.bills and due and not busy and self.health.leader is not False:
+                # A month's computation can take minutes: never hold up accrual for it.
+                self.last_reconcile = time.time()
+                self.reconciler = threading.Thread(target=self.reconcile_once, name="reconcile", daemon=True)
+                self.reconciler.start()
             self.stop.wait(self.interval)
 
     def healthy(self) -> bool:
