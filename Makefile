@@ -50,8 +50,10 @@ manifests: deps
 	jsonnetfmt -i deploy/jsonnet/*.*sonnet
 	$(VENV)/bin/chargeback manifests --out deploy
 
+# Scale benchmark (not a test). The 100k size takes about 40 minutes on 2 cores: `make bench SIZES=1000,10000`.
+SIZES ?= 1000,10000,100000
 bench: deps system-deps
-	$(PY) -m bench.run
+	$(PY) -m bench.run --sizes $(SIZES)
 
 clean:
 	rm -rf $(VENV) .demo .bench build *.egg-info
