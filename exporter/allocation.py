@@ -84,6 +84,11 @@ def rate_of(rates: NodeRates, resource: str) -> float:
     return {"cpu": rates.cpu, "memory": rates.ram, "gpu": rates.gpu}[resource]
 
 
+def priced(resource: str, unit_seconds: float, rates: NodeRates) -> float:
+    """Cost of a quantity integrated over time (core-, byte- or GPU-seconds) at a node's rates."""
+    return unit_seconds / _UNIT_HOURS[resource] * rate_of(rates, resource)
+
+
 @dataclass
 class CostResult:
     """A window's cost table plus the node-side totals it must add up to."""
@@ -132,7 +137,7 @@ def cost_chunk(usage: ChunkUsage, rates: dict[str, NodeRates]) -> CostResult:
             continue  # no capacity series: not a node we can cost; the collector reports it
         line = table.setdefault((ns, node, attrs), Line())
         setattr(line, _QTY[res], getattr(line, _QTY[res]) + qty)
-        cost = qty / _UNIT_HOURS[res] * rate_of(rates[node], res)
+        cost = priced(res, qty, rates[node])
         setattr(line, _COST[res], getattr(line, _COST[res]) + cost)
     for source, names in ((usage.requested, _REQ), (usage.used, _USE)):
         for (ns, node, attrs, res), qty in source.items():
@@ -147,7 +152,7 @@ def cost_chunk(usage: ChunkUsage, rates: dict[str, NodeRates]) -> CostResult:
     for (node, res), cap in usage.capacity.items():
         if node not in rates:
             continue
-        node_cost = cap / _UNIT_HOURS[res] * rate_of(rates[node], res)
+        node_cost = priced(res, cap, rates[node])
         result.node_cost[(node, res)] = node_cost
         q, c = allocated.get((node, res), (0.0, 0.0))
         idle = table.setdefault((IDLE, node, ()), Line())

@@ -220,7 +220,8 @@ class Queries:
         return f"max by (node) (kube_node_status_capacity{sel})"
 
     # ---- chunk queries (evaluated at the chunk's end) ----
-    def allocated_integral(self, resource: str, chunk_seconds: int, pods_in: list[str] | None = None) -> str:
+    def allocated_integral(self, resource: str, chunk_seconds: int, pods_in: list[str] | None = None,
+                           every_pod: bool = False) -> str:
         """Sum over steps of allocation per (namespace, node), scaled down per step where a node overflows.
 
         With `pods_in`, rows are per (namespace, node, pod) for those namespaces only; the
@@ -231,6 +232,8 @@ class Queries:
         if pods_in:
             q = self.scoped(pods_in)
             alloc = q._by_ns_node(q.allocation(resource), "namespace, node, pod")
+        elif every_pod:  # reports' top workloads
+            alloc = self._by_ns_node(self.allocation(resource), "namespace, node, pod")
         return f"sum_over_time(({alloc} * on (node) group_left () {scale}){self._sub(chunk_seconds)})"
 
     def requested_integral(self, chunk_seconds: int, pods_in: list[str] | None = None) -> str:

@@ -38,6 +38,10 @@ class Group:
     cpu_efficiency: float | None = None
     unused_request_cost: float = 0.0
     budgets: list[dict[str, Any]] = field(default_factory=list)
+    workloads: dict[str, float] = field(default_factory=dict)  # namespace/workload -> allocated compute cost
+
+    def top_workloads(self, n: int = 3) -> list[tuple[str, float]]:
+        return sorted(self.workloads.items(), key=lambda kv: -kv[1])[:n]
 
     @property
     def change(self) -> float:
@@ -185,6 +189,31 @@ class ReportSource:
         return [{**lb, "usage": v} for lb, v in rows]
 
 
+def workload_costs(pipeline: Pipeline, window: Window, by: str, attr_names: tuple[str, ...]
+                   ) -> dict[str, dict[str, float]]:
+    """Allocated CPU/memory/GPU cost per group and workload (namespace/name), one day at a time."""
+    from .allocation import priced
+    from .attribution import resolve
+    from .audit import workload_of
+    from .pricing import price_nodes
+
+    out: dict[str, dict[str, float]] = defaultdict(lambda: defaultdict(float))
+    keys = list(pipeline.cfg.attribution.labels.values())
+    for day in window.chunks(86400, boundary=86400):
+        _capacity, nodes = pipeline.node_facts(day)
+        rates = price_nodes(nodes, pipeline.cfg.pricing, pipeline.shipped)
+        owners = resolve(pipeline.metadata(day), keys)
+        for res in ("cpu", "memory", "gpu"):
+            expr = pipeline.queries.allocated_integral(res, day.seconds, every_pod=True)
+            for lb, v in pipeline.client.query(expr, float(day.end)):
+                node, ns, pod = lb.get("node", ""), lb.get("namespace", ""), lb.get("pod", "")
+                if node not in rates:
+                    continue
+                cost = priced(res, v * pipeline.step, rates[node])
+                out[group_of(by, attr_names, ns, owners.of(ns, pod))][f"{ns}/{workload_of(pod)}"] += cost
+    return {g: dict(w) for g, w in out.items()}
+
+
 def make_report(cfg: Config, window: Window, by: str, now: float, source: str = "auto") -> Report:
     """Build the report for `window` against the window of the same length before it."""
     client = PrometheusClient(cfg.prometheus)
@@ -198,6 +227,7 @@ def make_report(cfg: Config, window: Window, by: str, now: float, source: str = 
             report = build(window, previous, by, src.attr_names, "exporter", cfg.pricing.currency, current, before,
                            src.exporter_efficiency(window), src.budgets(window.end))
             report.daily = src.exporter_daily(days, by)
+            _add_workloads(report, workload_costs(pipeline, window, by, src.attr_names))
             return report
         if source == "exporter":
             raise DataError(f"the exporter's series do not cover {iso(window.start)}..{iso(window.end)} exactly "
@@ -221,7 +251,13 @@ def make_report(cfg: Config, window: Window, by: str, now: float, source: str = 
         for name, cost in per.items():
             daily[name].append((day.start, cost))
     report.daily = dict(daily)
+    _add_workloads(report, workload_costs(pipeline, window, by, src.attr_names))
     return report
+
+
+def _add_workloads(report: Report, costs: dict[str, dict[str, float]]) -> None:
+    for g in report.groups:
+        g.workloads = costs.get(g.name, {})
 
 
 def describe(report: Report) -> str:

@@ -39,6 +39,7 @@ def rows(report: Report) -> list[dict[str, Any]]:
             "cpu_efficiency": g.cpu_efficiency,
             "unused_request_cost": g.unused_request_cost,
             "top_namespaces": "; ".join(f"{n} {c:.2f}" for n, c in g.top_namespaces()),
+            "top_workloads": "; ".join(f"{n} {c:.2f}" for n, c in g.top_workloads()),
         })
     return out
 
@@ -75,15 +76,16 @@ def to_markdown(report: Report) -> str:
              f"Total **{_money(report.cluster_total, cur)}** ({_change(delta, pct, cur)} against the previous "
              f"period). Source: {report.source}.", "",
              f"| {report.by} | total | allocated | shared | idle | change | CPU efficiency | unused requests | "
-             "top namespaces |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|---|"]
+             "top namespaces | top workloads (compute) |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---|---|"]
     for g in report.groups:
         eff = f"{100 * g.cpu_efficiency:.0f}%" if g.cpu_efficiency is not None else "-"
         lines.append(
             f"| {g.name} | {g.total:,.2f} | {g.by_component.get('allocated', 0):,.2f} | "
             f"{g.by_component.get('shared', 0):,.2f} | {g.by_component.get('idle', 0):,.2f} | "
             f"{_change(g.change, g.change_pct, cur)} | {eff} | {g.unused_request_cost:,.2f} | "
-            f"{', '.join(f'{n} {c:,.2f}' for n, c in g.top_namespaces())} |")
+            f"{', '.join(f'{n} {c:,.2f}' for n, c in g.top_namespaces())} | "
+            f"{', '.join(f'{n} {c:,.2f}' for n, c in g.top_workloads())} |")
     lines += ["", f"The {len(report.groups)} groups add up to {_money(report.groups_total, cur)}"
               + (", the cluster total." if report.adds_up else f", NOT the cluster total {report.cluster_total:.2f}.")]
     budgets = [(g.name, b) for g in report.groups for b in g.budgets]
