@@ -107,7 +107,6 @@ class Pipeline:
 
     def prometheus_metadata(self, w: Window) -> Metadata:
         """Pod and namespace labels from kube-state-metrics (needs its --metric-labels-allowlist)."""
-        keys = [ksm_label(k) for k in self.attribution_keys] + [ksm_label(k) for k in self.cfg.sharing.shareLabels]
         at, span = float(w.end), w.seconds
         back = {ksm_label(k): k for k in [*self.attribution_keys, *self.cfg.sharing.shareLabels]}
 
@@ -117,7 +116,7 @@ class Pipeline:
         namespaces = {lb["namespace"]: k8s(lb) for lb, _ in self.client.query(self.queries.namespace_labels(span), at)
                       if "namespace" in lb}
         pods = {(lb["namespace"], lb["pod"]): k8s(lb)
-                for lb, _ in self.client.query(self.queries.pod_labels(sorted(set(keys)), span), at)}
+                for lb, _ in self.client.query(self.queries.pod_labels(sorted(back), span), at)}
         counts = {lb["namespace"]: int(v) for lb, v in self.client.query(self.queries.pod_counts(span), at)}
         wanted = {"annotation_" + ksm_label(BUDGET_PREFIX + s)[6:]: BUDGET_PREFIX + s
                   for s in ("daily", "weekly", "monthly", "notify")}
