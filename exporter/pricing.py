@@ -9,6 +9,7 @@ an error that names it.
 from __future__ import annotations
 
 import fnmatch
+import functools
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -46,6 +47,7 @@ class ShippedPrices:
     prices: Mapping[str, float]
 
 
+@functools.cache
 def load_shipped_prices() -> ShippedPrices:
     """The on-demand price list shipped in exporter/data (dated; see its header)."""
     raw: dict[str, Any] = yaml.safe_load(resources.files("exporter").joinpath("data/instance-prices.yaml").read_text())
