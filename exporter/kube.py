@@ -136,8 +136,11 @@ class KubeMetadata:
                         break
                 backoff = 1.0
             except Exception as e:  # keep the last good cache; retry with backoff
+                if self.stop.is_set():  # closed: the connection dropping is expected, not news
+                    return
                 log.warning("watch on %s failed: %s; retrying in %.0fs", kind, e, backoff)
-                self.stop.wait(backoff)
+                if self.stop.wait(backoff):
+                    return
                 backoff = min(backoff * 2, 60)
                 try:
                     self.list(kind)
@@ -147,6 +150,10 @@ class KubeMetadata:
     def start_watches(self) -> None:
         for kind in RESOURCES:
             threading.Thread(target=self.watch_forever, args=(kind,), name=f"watch-{kind}", daemon=True).start()
+
+    def close(self) -> None:
+        """Stop watching; a watcher blocked on an open stream exits quietly when it next wakes."""
+        self.stop.set()
 
     def snapshot(self, _window: object = None) -> Metadata:
         with self.lock:

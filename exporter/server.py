@@ -78,7 +78,7 @@ class Exporter:
             self.elector.stop.set()
         owner = getattr(self.metadata, "__self__", None)
         if owner is not None:
-            owner.stop.set()
+            owner.close()
 
     def read_watermark(self) -> int | None:
         """The last watermark Prometheus scraped from any replica of us (so no volume is needed)."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -11,10 +12,11 @@ from typing import Any
 import pytest
 import yaml
 from click.testing import CliRunner
+from kubernetes.client import ApiClient
 
 from exporter.cli import main
 from exporter.config import parse_config
-from exporter.kube import connect
+from exporter.kube import KubeMetadata, connect
 from exporter.localprom import free_port
 from exporter.server import Exporter
 
@@ -75,7 +77,21 @@ def test_watch_keeps_the_cache_current(kube: FakeKube, tmp_path: Path) -> None:
         assert settled()
         assert any("watch=true" in r for r in kube.requests)
     finally:
-        meta.stop.set()
+        meta.close()
+
+
+def test_closed_watch_exits_quietly_when_the_api_goes_away(caplog: pytest.LogCaptureFixture) -> None:
+    # CI caught a closed watcher reconnecting to an API that had just gone away: its "watch on pods
+    # failed" warning leaked into the next command's one-line error. Once closed, a failure is expected.
+    meta = KubeMetadata(ApiClient())
+
+    def refused(kind: str) -> Iterator[dict[str, Any]]:
+        meta.close()  # closed while the reconnect is in flight
+        raise ConnectionError("Connection refused")
+
+    meta.events = refused  # type: ignore[method-assign]
+    meta.watch_forever("pods")  # returns at once instead of backing off and relisting
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING] == []
 
 
 def test_api_required_but_unreachable_is_one_line(tmp_path: Path) -> None:
