@@ -46,15 +46,16 @@ class AssetCost:
     source: str = ""
 
 
-def price_volumes(volumes: list[Volume], storage: Storage) -> list[AssetCost]:
+def price_volumes(volumes: list[Volume], storage: Storage, hours_per_month: float) -> list[AssetCost]:
+    """Per GiB-month prices prorate over the same month length as every other monthly amount."""
     out = []
     for v in volumes:
         if v.hourly_per_gib is not None:
             rate, source = v.hourly_per_gib, "pv_hourly_cost"
         elif v.storage_class in storage.classes:
-            rate, source = storage.classes[v.storage_class] / 730, f"class:{v.storage_class}"
+            rate, source = storage.classes[v.storage_class] / hours_per_month, f"class:{v.storage_class}"
         else:
-            rate, source = storage.defaultGiBMonth / 730, "default"
+            rate, source = storage.defaultGiBMonth / hours_per_month, "default"
         cost = v.byte_seconds / GIB / 3600 * rate
         out.append(AssetCost(v.claim_namespace or UNMOUNTED, v.name, "storage", cost, v.byte_seconds, source))
     return out

@@ -190,8 +190,9 @@ class Pipeline:
                      else "zone" if same_zone == "false" else "free")
             classified[(ns, klass)] = classified.get((ns, klass), 0.0) + v * step
         transmitted = {k[0]: v * step for k, v in by(q.transmitted(span), "namespace").items()}
-        return [*price_volumes(volumes, p.storage), *price_load_balancers(services, p.loadBalancer.hourly),
-                *price_network(classified, transmitted, p.network, w.seconds, self.cfg.sharing.hoursPerMonth)]
+        month = self.cfg.sharing.hoursPerMonth
+        return [*price_volumes(volumes, p.storage, month), *price_load_balancers(services, p.loadBalancer.hourly),
+                *price_network(classified, transmitted, p.network, w.seconds, month)]
 
     def fetch(self, w: Window, owners: Owners, meta: Metadata | None = None) -> ChunkUsage:
         q, at, span = self.queries, float(w.end), w.seconds

@@ -13,8 +13,10 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
+from exporter.assets import Volume, price_volumes
 from exporter.cli import main
 from exporter.localprom import PrometheusServer
+from exporter.pricebook import Storage
 
 from .scenarios import ASSET_CONFIG
 from .test_allocate_core import REL, window_arg
@@ -145,3 +147,14 @@ def test_team_view_keeps_pseudo_namespaces_apart(asset_prom: Any, tmp_path: Path
     tenants = sum(COMPUTE.values()) + sum(LB.values()) + sum(NETWORK.values()) + STORAGE["payments"] + STORAGE["search"]
     assert data["__unattributed__"]["totalCost"] == pytest.approx(tenants, rel=REL)
     assert sum(v["totalCost"] for v in data.values()) == pytest.approx(TOTAL, rel=REL)
+
+
+def test_storage_prorates_over_the_configured_month_like_every_monthly_amount() -> None:
+    # A 31-day month (744 h): a 100 GiB gp3 volume at 0.08/GiB-month costs 100 x 0.08 / 744 an hour,
+    # the same month length the control-plane fee and the NAT gateway are prorated over.
+    gib = 1024**3
+    volumes = [Volume("pv-a", 100 * gib * 3600, "gp3", "payments", None),
+               Volume("pv-b", 10 * gib * 3600, "", None, None)]
+    [a, b] = price_volumes(volumes, Storage(classes={"gp3": 0.08}), 744)
+    assert (a.namespace, a.cost, a.source) == ("payments", pytest.approx(100 * 0.08 / 744, rel=1e-12), "class:gp3")
+    assert (b.namespace, b.cost, b.source) == ("__unmounted__", pytest.approx(10 * 0.04 / 744, rel=1e-12), "default")
