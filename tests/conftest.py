@@ -61,3 +61,12 @@ def asset_prom(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Prome
     t0 = aligned_past()
     for prom in scenario_prom(tmp_path_factory, "assets", asset_cluster(t0), t0):
         yield prom, t0
+
+
+@pytest.fixture(scope="session")
+def demo_prom(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[PrometheusServer, int]]:
+    """The cluster `make demo` runs (six teams, platform namespaces, spot, GPU, volumes, load balancers)."""
+    from exporter.synthetic import demo_cluster
+    t0 = aligned_past()
+    for prom in scenario_prom(tmp_path_factory, "demo", demo_cluster(), t0):
+        yield prom, t0

@@ -1,0 +1,174 @@
+"""The demo's own cluster and config, one hour of it: what a newcomer sees in `make demo` adds up.
+
+Every amount below is worked out from the scenario's inputs: the node list and price rules in
+exporter.demo / exporter.synthetic, copied here as numbers. Only the network bytes come from the
+cluster definition (seeded random rates), read from its input series, not from the engine.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+from typing import Any, cast
+
+import pytest
+import yaml
+from click.testing import CliRunner
+
+from exporter.cli import main
+from exporter.demo import DEMO_CONFIG
+from exporter.synthetic import GIB, demo_cluster
+
+from .test_allocate_core import REL, window_arg
+from .test_reconcile import iso
+
+# Nodes, per hour. Four m5.2xlarge on-demand priced by OpenCost's metrics (8 cores, 32 GiB at the
+# default rates); two m5.2xlarge spot with no rule and no metric (default spot rates); the p3.2xlarge
+# GPU node at the price book's 3.06 total; the m5.xlarge at the price book's 0.192.
+ON_DEMAND = 8 * 0.031611 + 32 * 0.004237  # 0.388472
+SPOT = 8 * 0.006655 + 32 * 0.000892  # 0.081784
+NODES = 4 * ON_DEMAND + 2 * SPOT + 3.06 + 0.192
+# Volumes (GiB x class price per GiB-month over 730 h): payments-db 100 gp3, search-index 200 gp3,
+# data-lake 500 with no class (default 0.04), ml-datasets 300 io2, prometheus 150 gp3, and an
+# unclaimed 40 GiB gp2 volume that goes to __unmounted__.
+PV = {"payments": 100 * 0.08 / 730, "search": 200 * 0.08 / 730, "data-eng": 500 * 0.04 / 730,
+      "ml": 300 * 0.125 / 730, "monitoring": 150 * 0.08 / 730, "__unmounted__": 40 * 0.10 / 730}
+LB = 3 * 0.0225  # web/frontend, payments/api and ingress-nginx/controller; search/query is ClusterIP
+NAT = 32.85 / 730  # the configured NAT gateway, spread by transmitted bytes
+CONTROL_PLANE = 73 / 730  # the EKS fee, a shared fixed cost
+
+
+def egress_gib() -> dict[str, float]:
+    """GiB each namespace transmits in the hour: the counters' slopes (bytes/s) in the demo's inputs."""
+    return {s.labels["namespace"]: s.slope * 3600 / GIB for s in demo_cluster().extra
+            if s.name == "container_network_transmit_bytes_total"}
+
+
+def network() -> float:
+    return 0.01 * sum(egress_gib().values()) + NAT  # unclassified egress priced as cross-zone, 0.01/GiB
+
+
+def demo_config(tmp_path: Path, prom_url: str, **overrides: Any) -> Path:
+    path = tmp_path / "demo.yaml"
+    path.write_text(yaml.safe_dump({**DEMO_CONFIG, "prometheus": {"url": prom_url}, **overrides}))
+    return path
+
+
+def allocate(cfg: Path, t0: int, *extra: str) -> dict[str, Any]:
+    res = CliRunner().invoke(main, ["allocate", "--config", str(cfg), "--window", window_arg(t0),
+                                    "--format", "json", *extra])
+    assert res.exit_code == 0, res.output
+    data: dict[str, Any] = json.loads(res.stdout)["data"][0]
+    return data
+
+
+def test_demo_hour_adds_up_to_the_cluster(demo_prom: Any, tmp_path: Path) -> None:
+    prom, t0 = demo_prom
+    data = allocate(demo_config(tmp_path, prom.url), t0)
+    total = NODES + sum(PV.values()) + LB + network() + CONTROL_PLANE
+    assert sum(v["totalCost"] for v in data.values()) == pytest.approx(total, rel=REL)
+    # Issue 3: the platform namespaces are shared out, so they have no cost of their own.
+    assert not {"kube-system", "monitoring", "ingress-nginx"} & set(data)
+    # Issue 4: the demo shows storage, load balancer, network and GPU cost.
+    assert data["__unmounted__"]["pvCost"] == pytest.approx(PV["__unmounted__"], rel=REL)
+    assert data["payments"]["pvCost"] == pytest.approx(PV["payments"], rel=REL)
+    assert data["web"]["loadBalancerCost"] == pytest.approx(0.0225, rel=REL)
+    gib = egress_gib()
+    assert data["search"]["networkCost"] == pytest.approx(
+        0.01 * gib["search"] + NAT * gib["search"] / sum(gib.values()), rel=REL)
+    # The trainer requests the p3's one GPU for the whole hour: 2.5 of the node's 3.06.
+    assert data["ml"]["gpuCost"] == pytest.approx(2.5, rel=REL)
+    assert data["__idle__"]["totalCost"] > 0
+
+
+def test_demo_team_view_keeps_the_total(demo_prom: Any, tmp_path: Path) -> None:
+    prom, t0 = demo_prom
+    teams = allocate(demo_config(tmp_path, prom.url), t0, "--aggregate", "team")
+    total = NODES + sum(PV.values()) + LB + network() + CONTROL_PLANE
+    assert sum(v["totalCost"] for v in teams.values()) == pytest.approx(total, rel=REL)
+    assert {"payments", "search", "data-eng", "ml", "web", "growth"} <= set(teams)
+
+
+def demo_bill(path: Path, t0: int) -> Path:
+    """A FOCUS export for the demo hour: Savings Plan, actual spot, a credit, a refund, a gone node."""
+    cluster = json.dumps({"aws:eks:cluster-name": "demo"})
+    rows = [(f"i-ip-10-0-1-{i}", "Amazon EC2", "Compute", "Usage", 0.28, 0.384, "{}") for i in range(1, 5)]
+    rows += [(f"i-ip-10-0-2-{i}", "Amazon EC2", "Compute", "Usage", 0.1152, 0.1152, "{}") for i in (1, 2)]
+    rows += [("i-ip-10-0-3-1", "Amazon EC2", "Compute", "Usage", 3.06, 3.06, "{}"),
+             ("i-ip-10-0-3-1", "Amazon EC2", "Compute", "Credit", -0.5, 0.0, "{}"),
+             # ip-10-0-4-1 is missing from the bill; ip-10-0-9-9 was billed but is gone from the cluster.
+             ("i-ip-10-0-9-9", "Amazon EC2", "Compute", "Usage", 0.384, 0.384, cluster),
+             ("pv-payments-db", "Amazon EBS", "Storage", "Usage", 0.011, 0.011, "{}"),
+             ("pv-payments-db", "Amazon EBS", "Storage", "Adjustment", -0.001, 0.0, "{}"),
+             ("pv-data-lake", "Amazon EBS", "Storage", "Usage", 0.0274, 0.0274, "{}"),
+             ("arn:aws:elasticloadbalancing:us-east-1:1:loadbalancer/net/k8s-web-frontend/1",
+              "Elastic Load Balancing", "Networking", "Usage", 0.0225, 0.0225,
+              json.dumps({"kubernetes.io/service-name": "web/frontend"})),
+             ("nat-0demo", "Amazon VPC", "Networking", "Usage", 0.045, 0.045, cluster),
+             ("i-0other", "Amazon EC2", "Compute", "Usage", 2.0, 2.0, json.dumps({"aws:eks:cluster-name": "b"})),
+             ("", "Tax", "Other", "Tax", 0.9, 0.9, "{}")]
+    with path.open("w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["BilledCost", "EffectiveCost", "ListCost", "BillingCurrency", "ChargePeriodStart",
+                    "ChargePeriodEnd", "ChargeCategory", "ResourceId", "ServiceName", "ServiceCategory", "Tags"])
+        for rid, service, category, charge, effective, listed, tags in rows:
+            w.writerow([effective, effective, listed, "USD", iso(t0), iso(t0 + 3600), charge, rid, service,
+                        category, tags])
+    return path
+
+
+BILLED_COMPUTE = 4 * 0.28 + 2 * 0.1152 + 3.06 - 0.5  # 3.9104
+BILLED_STORAGE = 0.011 - 0.001 + 0.0274
+BILLED_LB = 0.0225
+UNMATCHED = {"Amazon EC2": 0.384, "Amazon VPC": 0.045}
+
+
+def reconcile(tmp_path: Path, prom_url: str, t0: int, *extra: str, **overrides: Any) -> tuple[Any, str]:
+    cfg = demo_config(tmp_path, prom_url, reconciliation={"clusterTags": {"aws:eks:cluster-name": "demo"}},
+                      **overrides)
+    res = CliRunner().invoke(main, ["reconcile", "--config", str(cfg), "--window", window_arg(t0), "--bill",
+                                    str(demo_bill(tmp_path / "focus.csv", t0)), "--format", "json", *extra])
+    assert res.exit_code == 0, res.output
+    return json.loads(res.stdout), res.stderr
+
+
+def test_demo_bill_against_the_demo_cluster(demo_prom: Any, tmp_path: Path) -> None:
+    prom, t0 = demo_prom
+    rec, _ = reconcile(tmp_path, prom.url, t0)
+    cats = {c["category"]: c for c in rec["categories"]}
+    assert cats["compute"]["bill"] == pytest.approx(BILLED_COMPUTE, rel=REL)
+    assert cats["compute"]["computed"] == pytest.approx(NODES, rel=REL)
+    assert cats["compute"]["variance"] == pytest.approx((NODES - BILLED_COMPUTE) / BILLED_COMPUTE, rel=REL)
+    assert cats["storage"]["bill"] == pytest.approx(BILLED_STORAGE, rel=REL)
+    assert cats["storage"]["computed"] == pytest.approx(sum(PV.values()), rel=REL)
+    assert cats["load_balancer"]["bill"] == pytest.approx(BILLED_LB, rel=REL)
+    nodes = {n["node"]: n for n in rec["nodes"]}
+    assert nodes["ip-10-0-1-1"]["bill"] == pytest.approx(0.28, rel=REL)
+    assert nodes["ip-10-0-2-2"]["bill"] == pytest.approx(0.1152, rel=REL)  # the actual spot price
+    assert nodes["ip-10-0-3-1"]["bill"] == pytest.approx(2.56, rel=REL)  # after the credit
+    assert nodes["ip-10-0-4-1"]["bill"] is None and nodes["ip-10-0-4-1"]["computed"] == pytest.approx(0.192, rel=REL)
+    assert rec["unmatched"] == pytest.approx(UNMATCHED, rel=REL)
+    assert rec["ignored"] == {"tax line": 1, "not this cluster (no cluster tag)": 1}
+
+
+def test_demo_reconciled_allocation_conserves_the_bill_to_the_cent(demo_prom: Any, tmp_path: Path) -> None:
+    prom, t0 = demo_prom
+    # The bill carries the NAT gateway, so the config's monthly estimate of it is dropped.
+    pricing = dict(cast(dict[str, Any], DEMO_CONFIG["pricing"]), network={"unclassified": "zone", "zonePerGiB": 0.01})
+    data, stderr = reconcile(tmp_path, prom.url, t0, "--reconciled", pricing=pricing)
+    data = data["data"][0]
+    # Billed: matched lines, plus the unmatched ones (the gone node, NAT) shared by policy.
+    billed = BILLED_COMPUTE + BILLED_STORAGE + BILLED_LB + sum(UNMATCHED.values())
+    # Not on the bill, so kept at computed cost: the m5.xlarge node, four volumes, two load balancers,
+    # cross-zone egress and the control-plane fee (a config amount, not a bill line).
+    unbilled = (0.192 + PV["search"] + PV["ml"] + PV["monitoring"] + PV["__unmounted__"] + 2 * 0.0225
+                + 0.01 * sum(egress_gib().values()) + CONTROL_PLANE)
+    assert round(sum(v["totalCost"] for v in data.values()), 2) == round(billed + unbilled, 2)
+    assert sum(v["totalCost"] for v in data.values()) == pytest.approx(billed + unbilled, rel=REL)
+    # Billed assets cost exactly their lines: payments' volume 0.011 - 0.001, web's load balancer 0.0225.
+    assert data["payments"]["pvCost"] == pytest.approx(0.010, rel=REL)
+    assert data["web"]["loadBalancerCost"] == pytest.approx(0.0225, rel=REL)
+    # The trainer's GPU scales with its node's bill: 2.5 x (3.06 - 0.5) / 3.06.
+    assert data["ml"]["gpuCost"] == pytest.approx(2.5 * 2.56 / 3.06, rel=REL)
+    assert "0.43 shared, nodes not on the bill kept at their computed 0.19" in stderr  # 0.384 + 0.045; ip-10-0-4-1
