@@ -5,7 +5,6 @@ Run it before switching the Kyverno policy from Audit to Enforce.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -14,19 +13,7 @@ from tabulate import tabulate
 
 from .allocation import UNATTRIBUTED, Attrs
 from .attribution import Metadata
-
-# Generated pod-name suffixes: ReplicaSet/Job random suffix, pod-template-hash, StatefulSet ordinal.
-_SUFFIXES = (re.compile(r"-[a-z0-9]{5}$"), re.compile(r"-[a-f0-9]{6,10}$"), re.compile(r"-\d+$"))
-
-
-def workload_of(pod: str) -> str:
-    """Best-effort workload name from a pod name (`api-7d9f8b6c5d-x2x9q` -> `api`)."""
-    name = pod
-    for rx in _SUFFIXES:
-        stripped = rx.sub("", name)
-        if stripped and stripped != name:
-            name = stripped
-    return name
+from .workloads import PodKey, name_of
 
 
 @dataclass
@@ -58,8 +45,10 @@ class LabelAudit:
 
 
 def audit(meta: Metadata, all_pods: Mapping[str, list[str]], labels: Mapping[str, str],
-          costs: Mapping[tuple[str, Attrs], float]) -> list[LabelAudit]:
-    """`all_pods`: namespace -> pod names; `costs`: tenant cost per (namespace, attribution) over the window."""
+          costs: Mapping[tuple[str, Attrs], float], workloads: Mapping[PodKey, str] | None = None
+          ) -> list[LabelAudit]:
+    """`all_pods`: namespace -> pod names; `costs`: tenant cost per (namespace, attribution) over the window;
+    `workloads`: each pod's controller (workloads.resolve), so the fix is named where it is made."""
     out = []
     total_cost = sum(costs.values())
     for i, (name, key) in enumerate(labels.items()):
@@ -75,7 +64,8 @@ def audit(meta: Metadata, all_pods: Mapping[str, list[str]], labels: Mapping[str
             if missing:
                 stake = sum(c for (cns, attrs), c in costs.items()
                             if cns == ns and len(attrs) > i and attrs[i] == UNATTRIBUTED)
-                gaps.append(NamespaceGap(ns, len(missing), len(pods), stake, sorted({workload_of(p) for p in missing})))
+                names = sorted({name_of(workloads or {}, ns, p) for p in missing})
+                gaps.append(NamespaceGap(ns, len(missing), len(pods), stake, names))
         gaps.sort(key=lambda g: (-g.cost_at_stake, g.namespace))
         lost = sum(c for (_ns, attrs), c in costs.items() if len(attrs) > i and attrs[i] == UNATTRIBUTED)
         out.append(LabelAudit(name, key, total, covered, total_cost, lost, gaps))

@@ -152,7 +152,12 @@ def audit_labels(prometheus_url: str | None, config: str | None, window_text: st
     for (ns, attrs, _component, _res, _source), c in result.costs.items():
         if ns not in (IDLE, UNSHARED):
             costs[(ns, attrs)] = costs.get((ns, attrs), 0.0) + c
-    audits = audit(meta, pods, cfg.attribution.labels, costs)
+    try:
+        controllers = pipeline.workloads(window)
+    except ChargebackError as e:
+        _fail(e)
+        return
+    audits = audit(meta, pods, cfg.attribution.labels, costs, controllers)
     if fmt == "json":
         click.echo(json.dumps(to_json(audits), indent=2))
     else:

@@ -11,6 +11,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import replace
 
+from . import workloads
 from .allocation import ChunkUsage, CostResult, UsageKey, add_assets, cost_chunk
 from .assets import AssetCost, Service, Volume, price_load_balancers, price_network, price_volumes
 from .attribution import BUDGET_PREFIX, Metadata, Owners, annotation_budgets, resolve
@@ -126,6 +127,21 @@ class Pipeline:
             if found and "namespace" in lb:
                 notes[lb["namespace"]] = found
         return Metadata("prometheus", namespaces, pods, counts, annotations=notes)
+
+    def workloads(self, w: Window) -> dict[tuple[str, str], str]:
+        """Each pod's top controller over `w` (workloads.resolve), from kube-state-metrics' owner series."""
+        at, span, q = float(w.end), w.seconds, self.queries
+
+        def owners(metric: str, label: str) -> dict[tuple[str, str], tuple[str, str]]:
+            return {(lb.get("namespace", ""), lb.get(label, "")): (lb.get("owner_kind", ""), lb.get("owner_name", ""))
+                    for lb, _ in self.client.query(q.owners(metric, label, span), at)}
+
+        pods = owners("kube_pod_owner", "pod")
+        if not pods:
+            log.info("no kube_pod_owner series: workload names are guessed from pod names")
+            return {}
+        return workloads.resolve(pods, owners("kube_replicaset_owner", "replicaset"),
+                                 owners("kube_job_owner", "job_name"))
 
     def node_facts(self, w: Window, meta: Metadata | None = None
                    ) -> tuple[dict[tuple[str, str], float], dict[str, NodeFacts]]:

@@ -299,6 +299,12 @@ class Queries:
     def all_pods(self, chunk_seconds: int) -> str:
         return f"count by (namespace, pod) (last_over_time(kube_pod_labels{_sel(self.k)}[{chunk_seconds}s]))"
 
+    def owners(self, metric: str, name_label: str, chunk_seconds: int) -> str:
+        """Controller owner references (kube_pod_owner, kube_replicaset_owner, kube_job_owner)."""
+        sel = _sel('owner_is_controller=~"true|<none>"', self.k)
+        return (f"max by (namespace, {name_label}, owner_kind, owner_name) "
+                f"(last_over_time({metric}{sel}[{chunk_seconds}s]))")
+
     def pod_counts(self, chunk_seconds: int) -> str:
         return f"count by (namespace) (last_over_time(kube_pod_labels{_sel(self.k)}[{chunk_seconds}s]))"
 

@@ -194,8 +194,8 @@ def workload_costs(pipeline: Pipeline, window: Window, by: str, attr_names: tupl
     """Allocated CPU/memory/GPU cost per group and workload (namespace/name), one day at a time."""
     from .allocation import priced
     from .attribution import resolve
-    from .audit import workload_of
     from .pricing import price_nodes
+    from .workloads import name_of
 
     out: dict[str, dict[str, float]] = defaultdict(lambda: defaultdict(float))
     keys = list(pipeline.cfg.attribution.labels.values())
@@ -203,6 +203,7 @@ def workload_costs(pipeline: Pipeline, window: Window, by: str, attr_names: tupl
         _capacity, nodes = pipeline.node_facts(day)
         rates = price_nodes(nodes, pipeline.cfg.pricing, pipeline.shipped)
         owners = resolve(pipeline.metadata(day), keys)
+        controllers = pipeline.workloads(day)
         for res in ("cpu", "memory", "gpu"):
             expr = pipeline.queries.allocated_integral(res, day.seconds, every_pod=True)
             for lb, v in pipeline.client.query(expr, float(day.end)):
@@ -210,7 +211,7 @@ def workload_costs(pipeline: Pipeline, window: Window, by: str, attr_names: tupl
                 if node not in rates:
                     continue
                 cost = priced(res, v * pipeline.step, rates[node])
-                out[group_of(by, attr_names, ns, owners.of(ns, pod))][f"{ns}/{workload_of(pod)}"] += cost
+                out[group_of(by, attr_names, ns, owners.of(ns, pod))][f"{ns}/{name_of(controllers, ns, pod)}"] += cost
     return {g: dict(w) for g, w in out.items()}
 
 

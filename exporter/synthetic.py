@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 import random
+import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from functools import partial
@@ -45,6 +46,9 @@ class Pod:
     start: int | None = None  # first running timestamp; None = before the data begins
     end: int | None = None  # last running timestamp; after it the pod is Succeeded
     labels: dict[str, str] = field(default_factory=dict)
+    # The controller that owns the pod, as (kind, name): Deployment, StatefulSet, DaemonSet, Job or
+    # CronJob. A Deployment owns it through a ReplicaSet, a CronJob through a Job, as in a cluster.
+    owner: tuple[str, str] | None = None
 
 
 @dataclass(frozen=True)
@@ -142,6 +146,35 @@ def series(cluster: Cluster, lean: bool = False) -> Iterator[tuple[str, str, Sam
         yield c.name, _labels(**c.labels), partial(_line, c.base, c.slope)
     for p in cluster.pods:
         yield from _pod_series(p, ksm, lean)
+    if not lean:
+        yield from _owner_series(cluster.pods, ksm)
+
+
+# A controller's intermediate owner: a Deployment's ReplicaSet, a CronJob's Job.
+_VIA = {"Deployment": ("ReplicaSet", "kube_replicaset_owner", "replicaset"),
+        "CronJob": ("Job", "kube_job_owner", "job_name")}
+
+
+def _direct_owner(p: Pod) -> tuple[str, str]:
+    """What kube_pod_owner names: `<none>` for a bare pod, else the pod's controller or its go-between."""
+    if p.owner is None:
+        return "<none>", "<none>"
+    kind, name = p.owner
+    if kind in _VIA:
+        return _VIA[kind][0], f"{name}-{zlib.crc32(name.encode()) % 10**9}"
+    return kind, name
+
+
+def _owner_series(pods: tuple[Pod, ...], ksm: dict[str, str]) -> Iterator[tuple[str, str, Sampler]]:
+    """One kube_replicaset_owner / kube_job_owner per go-between (pods share them)."""
+    via: dict[tuple[str, str, str], tuple[str, str]] = {}
+    for p in pods:
+        if p.owner is not None and p.owner[0] in _VIA:
+            via[(p.namespace, p.owner[0], _direct_owner(p)[1])] = p.owner
+    for (ns, top_kind, name), (kind, top) in sorted(via.items()):
+        _, metric, label = _VIA[top_kind]
+        yield metric, _labels(**ksm, namespace=ns, **{label: name}, owner_kind=kind, owner_name=top,
+                              owner_is_controller="true"), _const(1)
 
 
 def _pod_series(p: Pod, ksm: dict[str, str], lean: bool) -> Iterator[tuple[str, str, Sampler]]:
@@ -166,6 +199,11 @@ def _pod_series(p: Pod, ksm: dict[str, str], lean: bool) -> Iterator[tuple[str, 
     # kube-state-metrics exports kube_pod_labels for every pod, with label_* columns only when allow-listed.
     kv = {ksm_label(k): v for k, v in sorted(p.labels.items())}
     yield "kube_pod_labels", _labels(**ksm, **pod_kv, uid=uid, **kv), when(exists, lambda t: 1)
+    if not lean:
+        kind, name = _direct_owner(p)
+        lb = _labels(**ksm, **pod_kv, uid=uid, owner_kind=kind, owner_name=name,
+                     owner_is_controller="<none>" if p.owner is None else "true")
+        yield "kube_pod_owner", lb, when(exists, lambda t: 1)
     cad = {"job": "kubelet", "metrics_path": "/metrics/cadvisor", "instance": p.node}  # no `node` label
     for c in p.containers:
         for res, unit, req in (("cpu", "core", c.cpu_request), ("memory", "byte", c.mem_request),
@@ -251,13 +289,15 @@ def demo_cluster(seed: int = 7) -> Cluster:
                 node = "ip-10-0-3-1" if app == "trainer" else rnd.choice(general)
                 c = Container(app, cpu_req, mem_req, 1.0 if app == "trainer" else 0.0,
                               cpu_req * use, mem_req * rnd.uniform(0.4, 1.1), wave=0.4)
-                pods.append(Pod(team, f"{app}-{r}", node, (c,), labels={"team": team, "app": app}))
+                kind = {"etl": "CronJob", "spark": "StatefulSet"}.get(app, "Deployment")
+                pods.append(Pod(team, f"{app}-{r}", node, (c,), labels={"team": team, "app": app}, owner=(kind, app)))
     platform = {"kube-system": ("coredns", "kube-proxy"), "monitoring": ("prometheus", "grafana"),
                 "ingress-nginx": ("controller",)}
     for ns, apps in platform.items():
         for app in apps:
+            kind = {"kube-proxy": "DaemonSet", "prometheus": "StatefulSet"}.get(app, "Deployment")
             pods.append(Pod(ns, f"{app}-0", rnd.choice([*general, "ip-10-0-4-1"]),
-                            (Container(app, 0.5, 1 * GIB, 0, 0.3, 0.8 * GIB, wave=0.2),)))
+                            (Container(app, 0.5, 1 * GIB, 0, 0.3, 0.8 * GIB, wave=0.2),), owner=(kind, app)))
     centers = {"payments": "CC-100", "search": "CC-200", "data-eng": "CC-300", "ml": "CC-300", "web": "CC-400",
                "growth": "CC-400"}
     namespaces = {team: {"team": team, "cost-center": centers[team], "environment": "prod"} for team in teams}

@@ -65,20 +65,22 @@ SHARE_CPU, SHARE_RAM = 0.10, 0.01
 
 
 def share_cluster(t0: int) -> Cluster:
-    def pod(ns: str, name: str, node: str, cpu: float, gib: float, **labels: str) -> Pod:
-        return Pod(ns, name, node, (Container("app", cpu, gib * GIB, 0, cpu / 2, gib * GIB / 2),), labels=labels)
+    def pod(ns: str, name: str, node: str, cpu: float, gib: float, owner: tuple[str, str] | None = None,
+            **labels: str) -> Pod:
+        return Pod(ns, name, node, (Container("app", cpu, gib * GIB, 0, cpu / 2, gib * GIB / 2),), labels=labels,
+                   owner=owner)
 
     prices = {"cpu": SHARE_CPU, "ram": SHARE_RAM}
     nodes = (Node("n1", 8, 32 * GIB, opencost=prices), Node("n2", 8, 32 * GIB, opencost=prices))
     pods = (
-        pod("payments", "api", "n1", 2, 4),  # team from the namespace label: payments
+        pod("payments", "api", "n1", 2, 4, ("Deployment", "payments-api")),  # team from the namespace label
         pod("search", "query", "n1", 1, 2),  # team search
         pod("kube-system", "coredns", "n1", 1, 2),  # shared by name
         pod("web", "frontend", "n2", 1, 2, team="web-a"),  # pod label beats namespace label (web)
         pod("web", "admin", "n2", 0.5, 1, team="web-b"),
         pod("web", "legacy", "n2", 0.5, 1),  # no pod label: namespace label team=web
         pod("monitoring", "prometheus", "n2", 2, 8),  # shared by label platform=true
-        pod("tools", "runner", "n2", 1, 2),  # no label anywhere: __unattributed__
+        pod("tools", "runner", "n2", 1, 2, ("CronJob", "nightly")),  # no label anywhere: __unattributed__
     )
     namespaces = {
         "payments": {"team": "payments", "cost-center": "CC-100"},

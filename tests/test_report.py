@@ -63,8 +63,9 @@ def test_report_amounts_by_hand_and_equal_to_allocate(share_prom: Any, tmp_path:
     # Every container uses half its request: CPU efficiency 50%, half the CPU cost is unused requests.
     assert got["payments"]["cpu_efficiency"] == pytest.approx(0.5, rel=REL)
     assert got["payments"]["unused_request_cost"] == pytest.approx(0.2 * 0.5, rel=REL)
-    # Top workloads by allocated compute: payments/api's 2 cores and 4 GiB; team web's pods by name.
-    assert got["payments"]["top_workloads"] == "payments/api 0.24"
+    # Top workloads by allocated compute. payments' pod "api" belongs to Deployment payments-api
+    # (kube_pod_owner -> ReplicaSet -> kube_replicaset_owner): 2 cores and 4 GiB. web's pods have no owner.
+    assert got["payments"]["top_workloads"] == "payments/deployment:payments-api 0.24"
     assert got["web-a"]["top_workloads"] == "web/frontend 0.12"
     # The same numbers as allocate for the same window.
     alloc = run(["allocate", "--config", str(cfg), "--window", window_arg(t0), "--aggregate", "team",
