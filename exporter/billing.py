@@ -34,6 +34,10 @@ class BillLine:
     category: str  # one of CATEGORIES
     tags: dict[str, str] = field(default_factory=dict)
     raw_resource: str = ""  # the id as the bill wrote it (ARNs keep load balancer names)
+    list_cost: float | None = None  # at public on-demand prices: list minus effective is the discount
+    invoiced: float | None = None  # cash basis (FOCUS BilledCost), what the invoice for the period says
+    quantity: float | None = None  # FOCUS PricingQuantity in `unit` (Hours for an instance)
+    unit: str = ""
 
 
 @dataclass
@@ -120,6 +124,10 @@ class _Row:
         except ValueError as e:
             raise self.err(column, f"not a number: {raw!r}") from e
 
+    def optional(self, column: str) -> float | None:
+        """A number from a column the export may leave out or leave empty."""
+        return self.number(column) if self.text(column) else None
+
     def time(self, column: str) -> float:
         raw = self.text(column)
         try:
@@ -161,7 +169,8 @@ def _focus(r: _Row) -> tuple[str, BillLine] | str:
     return "", BillLine(str(r.path), r.line, r.time("ChargePeriodStart"), r.time("ChargePeriodEnd"),
                         r.number("EffectiveCost"), r.text("BillingCurrency"), res, service,
                         _category(service, svc_cat, res, ""), r.tags("Tags") if "Tags" in r.row else {},
-                        r.text("ResourceId"))
+                        r.text("ResourceId"), r.optional("ListCost"), r.optional("BilledCost"),
+                        r.optional("PricingQuantity"), r.text("PricingUnit"))
 
 
 SPLIT_ROW = "EKS split-cost row (compared per namespace; its parent instance line carries the cost)"
@@ -176,6 +185,9 @@ def _cur(r: _Row) -> tuple[str, BillLine] | str:
     if kind in ("SavingsPlanNegation", "SavingsPlanRecurringFee", "RIFee", "SavingsPlanUpfrontFee"):
         return f"{kind} (already amortised into the covered usage's effective cost)"
     cost = r.number("line_item_unblended_cost")
+    invoiced: float | None = cost
+    if kind in ("SavingsPlanCoveredUsage", "DiscountedUsage"):
+        invoiced = None  # covered usage is paid through the plan's or reservation's fee lines
     if kind == "SavingsPlanCoveredUsage":
         cost = r.number("savings_plan_savings_plan_effective_cost")
     elif kind == "DiscountedUsage":
@@ -186,7 +198,8 @@ def _cur(r: _Row) -> tuple[str, BillLine] | str:
     return "", BillLine(str(r.path), r.line, r.time("line_item_usage_start_date"),
                         r.time("line_item_usage_end_date"), cost, r.text("line_item_currency_code"), res,
                         r.text("line_item_product_code"), _category(r.text("line_item_product_code"), "", res, usage),
-                        tags, r.text("line_item_resource_id"))
+                        tags, r.text("line_item_resource_id"), r.optional("pricing_public_on_demand_cost"), invoiced,
+                        r.optional("line_item_usage_amount"), r.text("pricing_unit"))
 
 
 def _gcp(r: _Row) -> tuple[str, BillLine] | str:
@@ -200,10 +213,12 @@ def _gcp(r: _Row) -> tuple[str, BillLine] | str:
             raise r.err("credits", "not a JSON list of {amount}") from e
     res = resource_id(r.text("resource.global_name"))
     service, sku = r.text("service.description"), r.text("sku.description")
+    cost = r.number("cost") + credits
     return "", BillLine(str(r.path), r.line, r.time("usage_start_time"), r.time("usage_end_time"),
-                        r.number("cost") + credits, r.text("currency"), res, service,
+                        cost, r.text("currency"), res, service,
                         _category(service, "", res, sku), r.tags("labels") if "labels" in r.row else {},
-                        r.text("resource.global_name"))
+                        r.text("resource.global_name"), r.optional("cost_at_list"), cost,
+                        r.optional("usage.amount_in_pricing_units"), r.text("usage.pricing_unit"))
 
 
 def _category(service: str, service_category: str, res: str, usage: str) -> str:

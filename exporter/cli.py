@@ -385,10 +385,11 @@ def reconcile(bills: tuple[str, ...], prometheus_url: str | None, config: str | 
                                "namespaces": {ns: {"split": s, "unused": u, "chargeback": c}
                                               for ns, (s, u, c) in rec.namespaces.items()},
                                "totalComputed": rec.total_computed, "totalVariance": rec.total_variance,
+                               "totalList": rec.total_listed,
                                "verdict": rec.verdict()}, indent=2))
     elif fmt == "csv":
         buf = io.StringIO()
-        writer = csv.DictWriter(buf, fieldnames=["category", "bill", "computed", "variance"])
+        writer = csv.DictWriter(buf, fieldnames=["category", "bill", "computed", "variance", "list", "invoiced"])
         writer.writeheader()
         writer.writerows(rows(rec))
         click.echo(buf.getvalue(), nl=False)

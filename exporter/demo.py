@@ -168,6 +168,7 @@ def write_sample_bill(result: CostResult, path: Path) -> Path:
     """A FOCUS export for the demo's 24 h: on-demand nodes under a 28% Savings Plan, spot at list, the GPU
     node with a credit, the volumes at their class price, a NAT gateway and a tax line."""
     start, end = iso(result.start), iso(result.end)
+    hours = (result.end - result.start) / 3600
     node_cost: dict[str, float] = {}
     for (node, _res), c in result.node_cost.items():
         node_cost[node] = node_cost.get(node, 0.0) + c
@@ -184,9 +185,12 @@ def write_sample_bill(result: CostResult, path: Path) -> Path:
     with path.open("w", newline="") as fh:
         w = csv.writer(fh)
         w.writerow(["BilledCost", "EffectiveCost", "ListCost", "BillingCurrency", "ChargePeriodStart",
-                    "ChargePeriodEnd", "ChargeCategory", "ResourceId", "ServiceName", "ServiceCategory", "Tags"])
+                    "ChargePeriodEnd", "ChargeCategory", "ResourceId", "ServiceName", "ServiceCategory", "Tags",
+                    "PricingQuantity", "PricingUnit"])
         for rid, service, category, charge, effective, listed in rows:
-            w.writerow([effective, effective, listed, "USD", start, end, charge, rid, service, category, "{}"])
+            usage = category == "Compute" and charge == "Usage"  # instance-hours
+            w.writerow([effective, effective, listed, "USD", start, end, charge, rid, service, category, "{}",
+                        hours if usage else "", "Hours" if usage else ""])
     return path
 
 

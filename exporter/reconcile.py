@@ -42,6 +42,9 @@ class Reconciliation:
     scoped: bool = False  # unmatched lines were filtered by cluster tags, so they can be shared
     # namespace -> (provider's split cost, provider's unused cost, chargeback's cost) when the bill has a split
     namespaces: dict[str, tuple[float, float, float]] = field(default_factory=dict)
+    # category -> matched cost at list prices / on the invoice (cash), where every matched line states it
+    listed: dict[str, float] = field(default_factory=dict)
+    invoiced: dict[str, float] = field(default_factory=dict)
 
     def variance(self, category: str) -> float | None:
         b = self.bill.get(category, 0.0)
@@ -64,6 +67,19 @@ class Reconciliation:
     def total_variance(self) -> float | None:
         return (self.total_computed - self.total_bill) / self.total_bill if self.total_bill else None
 
+    @property
+    def total_listed(self) -> float | None:
+        """The billed categories at list prices, if the bill states list cost for all of them."""
+        cats = self.billed_categories
+        return sum(self.listed[c] for c in cats) if cats and all(c in self.listed for c in cats) else None
+
+    def node_totals(self) -> tuple[float, float, float] | None:
+        """(computed, list, bill) over the billed nodes, if the bill states every one's list cost."""
+        billed = [n for n in self.nodes if n["bill"] is not None]
+        if not billed or any(n["list"] is None for n in billed):
+            return None
+        return (sum(n["computed"] for n in billed), sum(n["list"] for n in billed), sum(n["bill"] for n in billed))
+
     def verdict(self, chargeback: float = 0.01, showback: float = 0.05) -> str:
         v = self.total_variance
         if v is None:
@@ -72,8 +88,21 @@ class Reconciliation:
         if abs(v) <= chargeback:
             return f"within {pct}: chargeback-ready"
         if abs(v) <= showback:
-            return f"within {pct}: showback-ready; reconcile prices before charging back"
-        return f"off by {pct} ({'over' if v > 0 else 'under'} the bill): check the price book and discounts"
+            return f"within {pct}: showback-ready; reconcile prices before charging back" + self._discount_hint()
+        return (f"off by {pct} ({'over' if v > 0 else 'under'} the bill): check the price book and discounts"
+                + self._discount_hint())
+
+    def _discount_hint(self, close: float = 0.01) -> str:
+        """When the billed nodes' computed cost matches their list prices, the gap is discounts."""
+        totals = self.node_totals()
+        if totals is None:
+            return ""
+        computed, listed, bill = totals
+        if not listed or abs(computed - listed) > close * listed or abs(listed - bill) <= close * abs(bill):
+            return ""
+        return (f"; the billed nodes are priced within {100 * abs(computed - listed) / listed:.1f}% of their list "
+                f"cost and the bill is {100 * (listed - bill) / listed:.1f}% below list, so the gap is discounts: "
+                "set effectiveHourly or discount in the price book, or allocate with --reconciled")
 
 
 def lb_by_name(resource: str, inv: Inventory) -> str:
@@ -105,6 +134,10 @@ def reconcile(bill: Bill, inv: Inventory, result: CostResult, window: Window,
     """
     ignored = dict(bill.ignored)
     billed: dict[str, float] = defaultdict(float)
+    listed: dict[str, float | None] = {}
+    invoiced: dict[str, float | None] = {}
+    node_list: dict[str, float | None] = {}
+    node_hours: dict[str, float] = defaultdict(float)
     per_node: dict[str, float] = defaultdict(float)
     per_asset: dict[str, float] = defaultdict(float)
     unmatched: dict[str, float] = defaultdict(float)
@@ -114,14 +147,21 @@ def reconcile(bill: Bill, inv: Inventory, result: CostResult, window: Window,
             continue
         cost = line.cost * share
         service_tag = next((line.tags[t] for t in LB_TAGS if t in line.tags), "") or lb_by_name(line.raw_resource, inv)
-        if line.resource in inv.nodes:
-            billed["compute"] += cost
-            per_node[inv.nodes[line.resource]] += cost
-        elif line.resource in inv.volumes:
-            billed["storage"] += cost
+        category = ("compute" if line.resource in inv.nodes else "storage" if line.resource in inv.volumes
+                    else "load_balancer" if service_tag in inv.services else "")
+        if category:
+            billed[category] += cost
+            _add(listed, category, line.list_cost, share)
+            _add(invoiced, category, line.invoiced, share)
+        if category == "compute":
+            node = inv.nodes[line.resource]
+            per_node[node] += cost
+            _add(node_list, node, line.list_cost, share)
+            if line.quantity is not None and line.unit.lower().startswith(("hour", "hrs")):
+                node_hours[node] += line.quantity * share
+        elif category == "storage":
             per_asset[inv.volumes[line.resource]] += cost
-        elif service_tag in inv.services:
-            billed["load_balancer"] += cost
+        elif category == "load_balancer":
             per_asset[service_tag] += cost
         elif cluster_tags and not any(line.tags.get(k) == v for k, v in cluster_tags.items()):
             ignored["not this cluster (no cluster tag)"] = ignored.get("not this cluster (no cluster tag)", 0) + 1
@@ -139,11 +179,28 @@ def reconcile(bill: Bill, inv: Inventory, result: CostResult, window: Window,
         mine[ns] += c
     split = {ns: (v[0], v[1], mine.get(ns, 0.0)) for ns, v in bill.provider_split.items()}
     instance_of = {node: iid for iid, node in inv.nodes.items()}
-    nodes = [{"node": n, "instance": instance_of.get(n, ""), "bill": per_node.get(n), "computed": c}
-             for n, c in sorted(node_cost.items())]
+    nodes = []
+    for n, c in sorted(node_cost.items()):
+        hours = node_hours.get(n)
+        if hours and hours > window.seconds / 3600 * 1.0001:
+            hours = None  # per-vCPU or per-SKU hours (GCP), not instance-hours: no single hourly rate
+        # The bill's effective hourly rate (PricingQuantity in hours), ready for a price-book effectiveHourly.
+        rate = per_node[n] / hours if hours and n in per_node else None
+        nodes.append({"node": n, "instance": instance_of.get(n, ""), "bill": per_node.get(n), "computed": c,
+                      "list": node_list.get(n), "billedHours": hours, "billHourly": rate})
     return Reconciliation(window, bill.currency, {k: billed.get(k, 0.0) for k in CATEGORIES},
                           {k: computed.get(k, 0.0) for k in CATEGORIES}, nodes, dict(unmatched), ignored,
-                          dict(per_asset), dict(per_node), bool(cluster_tags), split)
+                          dict(per_asset), dict(per_node), bool(cluster_tags), split,
+                          {k: v for k, v in listed.items() if v is not None},
+                          {k: v for k, v in invoiced.items() if v is not None})
+
+
+def _add(acc: dict[str, float | None], key: str, amount: float | None, share: float) -> None:
+    """Sum an optional amount; one line without it makes the key's total unknown (None), not low."""
+    if amount is None or (key in acc and acc[key] is None):
+        acc[key] = None
+    else:
+        acc[key] = (acc.get(key) or 0.0) + amount * share
 
 
 def apply_bill(pipeline: Any, rec: Reconciliation, result: CostResult) -> None:
@@ -189,8 +246,8 @@ def inventory(client: Any, window: Window, ksm_selector: str) -> Inventory:
 
 
 def rows(r: Reconciliation) -> list[dict[str, Any]]:
-    return [{"category": c, "bill": r.bill[c], "computed": r.computed[c], "variance": r.variance(c)}
-            for c in CATEGORIES]
+    return [{"category": c, "bill": r.bill[c], "computed": r.computed[c], "variance": r.variance(c),
+             "list": r.listed.get(c), "invoiced": r.invoiced.get(c)} for c in CATEGORIES]
 
 
 def to_table(r: Reconciliation) -> str:
@@ -199,15 +256,19 @@ def to_table(r: Reconciliation) -> str:
     cur = r.currency or ""
     head = f"Reconciliation {iso(r.window.start)} .. {iso(r.window.end)}"
     cats = [[x["category"], x["bill"], x["computed"],
-             f"{100 * x['variance']:+.2f}%" if x["variance"] is not None else "-"] for x in rows(r)]
+             f"{100 * x['variance']:+.2f}%" if x["variance"] is not None else "-",
+             "-" if x["list"] is None else x["list"]] for x in rows(r)]
     cats.append(["TOTAL", r.total_bill, r.total_computed,
-                 f"{100 * r.total_variance:+.2f}%" if r.total_variance is not None else "-"])
+                 f"{100 * r.total_variance:+.2f}%" if r.total_variance is not None else "-",
+                 "-" if r.total_listed is None else r.total_listed])
     worst = sorted(r.nodes, key=lambda n: -abs((n["computed"] or 0) - (n["bill"] or 0)))[:10]
-    nodes = [[n["node"], n["instance"], "not on the bill" if n["bill"] is None else n["bill"], n["computed"]]
-             for n in worst]
-    parts = [head, tabulate(cats, headers=["category", f"bill {cur}", f"computed {cur}", "variance"], floatfmt=".4f"),
+    nodes = [[n["node"], n["instance"], "not on the bill" if n["bill"] is None else n["bill"], n["computed"],
+              "-" if n["billHourly"] is None else n["billHourly"]] for n in worst]
+    parts = [head, tabulate(cats, headers=["category", f"bill {cur}", f"computed {cur}", "variance",
+                                           f"at list prices {cur}"], floatfmt=".4f"),
              "", "Largest node discrepancies:",
-             tabulate(nodes, headers=["node", "instance", f"bill {cur}", f"computed {cur}"], floatfmt=".4f")]
+             tabulate(nodes, headers=["node", "instance", f"bill {cur}", f"computed {cur}", f"bill {cur}/h"],
+                      floatfmt=".4f")]
     if r.namespaces:
         split_rows = [[ns, s, u, c] for ns, (s, u, c) in sorted(r.namespaces.items())]
         parts += ["", "The provider's own split (AWS Split Cost Allocation / GKE cost allocation) by namespace:",

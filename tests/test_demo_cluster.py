@@ -17,8 +17,12 @@ import yaml
 from click.testing import CliRunner
 
 from exporter.cli import main
-from exporter.demo import DEMO_CONFIG
+from exporter.config import parse_config
+from exporter.demo import DEMO_CONFIG, write_sample_bill
+from exporter.pipeline import Pipeline
+from exporter.prometheus import PrometheusClient
 from exporter.synthetic import GIB, demo_cluster
+from exporter.window import parse_window
 
 from .test_allocate_core import REL, window_arg
 from .test_reconcile import iso
@@ -172,3 +176,21 @@ def test_demo_reconciled_allocation_conserves_the_bill_to_the_cent(demo_prom: An
     # The trainer's GPU scales with its node's bill: 2.5 x (3.06 - 0.5) / 3.06.
     assert data["ml"]["gpuCost"] == pytest.approx(2.5 * 2.56 / 3.06, rel=REL)
     assert "0.43 shared, nodes not on the bill kept at their computed 0.19" in stderr  # 0.384 + 0.045; ip-10-0-4-1
+
+
+def test_the_demo_sample_bill_shows_the_missing_discount(demo_prom: Any, tmp_path: Path) -> None:
+    """`make demo` bills its on-demand nodes under a 28% Savings Plan, at list = chargeback's price."""
+    prom, t0 = demo_prom
+    cfg = parse_config({**DEMO_CONFIG, "prometheus": {"url": prom.url}})
+    result = Pipeline(cfg, PrometheusClient(cfg.prometheus)).compute(parse_window(window_arg(t0), t0, 60))
+    bill = write_sample_bill(result, tmp_path / "bill.csv")
+    res = CliRunner().invoke(main, ["reconcile", "--config", str(demo_config(tmp_path, prom.url)), "--window",
+                                    window_arg(t0), "--bill", str(bill), "--format", "json"])
+    assert res.exit_code == 0, res.output
+    rec = json.loads(res.stdout)
+    node = next(n for n in rec["nodes"] if n["node"] == "ip-10-0-1-1")
+    # One instance-hour at 72% of the OpenCost-priced 0.388472, rounded to the bill's 4 decimals.
+    assert (node["billedHours"], node["billHourly"]) == (1.0, pytest.approx(round(0.72 * ON_DEMAND, 4), rel=REL))
+    assert node["list"] == pytest.approx(round(ON_DEMAND, 4), rel=REL)
+    assert "the billed nodes are priced within 0.0% of their list cost" in rec["verdict"]
+    assert "so the gap is discounts" in rec["verdict"]

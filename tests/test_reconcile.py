@@ -22,7 +22,7 @@ from exporter.errors import ConfigError
 from .test_allocate_core import REL, window_arg
 
 FOCUS = ["BilledCost", "EffectiveCost", "ListCost", "BillingCurrency", "ChargePeriodStart", "ChargePeriodEnd",
-         "ChargeCategory", "ResourceId", "ServiceName", "ServiceCategory", "Tags"]
+         "ChargeCategory", "ResourceId", "ServiceName", "ServiceCategory", "Tags", "PricingQuantity", "PricingUnit"]
 
 
 CLUSTER_TAG = json.dumps({"aws:eks:cluster-name": "demo"})
@@ -40,18 +40,21 @@ def focus_bill(path: Path, t0: int, rows: list[dict[str, Any]]) -> Path:
         for r in rows:
             w.writerow({"BillingCurrency": "USD", "ChargePeriodStart": iso(t0), "ChargePeriodEnd": iso(t0 + 3600),
                         "ChargeCategory": "Usage", "Tags": "{}", "ServiceCategory": "Compute", **r,
-                        "BilledCost": r.get("EffectiveCost"), "ListCost": r.get("ListCost", r.get("EffectiveCost"))})
+                        "BilledCost": r.get("BilledCost", r.get("EffectiveCost")),
+                        "ListCost": r.get("ListCost", r.get("EffectiveCost"))})
     return path
 
 
 def hour_bill(tmp_path: Path, t0: int) -> Path:
     rows = [
         # Savings Plan node: effective 0.25 against a 0.384 list price.
+        # The invoice shows nothing for it: the plan's fee is billed on its own line.
         {"ResourceId": "arn:aws:ec2:us-east-1:1:instance/i-n-sp-od", "ServiceName": "Amazon EC2",
-         "EffectiveCost": 0.25, "ListCost": 0.384},
+         "EffectiveCost": 0.25, "ListCost": 0.384, "BilledCost": 0.0, "PricingQuantity": 1, "PricingUnit": "Hours"},
         {"ResourceId": "i-n-sp-spot", "ServiceName": "Amazon EC2", "EffectiveCost": 0.11},  # actual spot price
         {"ResourceId": "i-n-gpu", "ServiceName": "Amazon EC2", "EffectiveCost": 12.24},
-        {"ResourceId": "i-n-gpu", "ServiceName": "Amazon EC2", "EffectiveCost": -1.0, "ChargeCategory": "Credit"},
+        {"ResourceId": "i-n-gpu", "ServiceName": "Amazon EC2", "EffectiveCost": -1.0, "ChargeCategory": "Credit",
+         "ListCost": 0.0},
         # n-shipped is in the cluster but not on this bill; i-old-node is on the bill but gone.
         {"ResourceId": "i-old-node", "ServiceName": "Amazon EC2", "EffectiveCost": 0.5, "Tags": CLUSTER_TAG},
         # Another cluster's node in the same account: not ours, ignored when cluster tags are set.
@@ -60,7 +63,7 @@ def hour_bill(tmp_path: Path, t0: int) -> Path:
         {"ResourceId": "pv-gp3", "ServiceName": "Amazon EBS", "ServiceCategory": "Storage",
          "EffectiveCost": 0.011},
         {"ResourceId": "pv-gp3", "ServiceName": "Amazon EBS", "ServiceCategory": "Storage", "EffectiveCost": -0.001,
-         "ChargeCategory": "Adjustment"},  # a refund
+         "ChargeCategory": "Adjustment", "ListCost": 0.0},  # a refund
         {"ResourceId": "pv-noclass", "ServiceName": "Amazon EBS", "ServiceCategory": "Storage", "EffectiveCost": 0.003},
         {"ResourceId": "arn:aws:elasticloadbalancing:us-east-1:1:loadbalancer/net/k8s-payments/abc",
          "ServiceName": "Elastic Load Balancing", "ServiceCategory": "Networking", "EffectiveCost": 0.0225,
@@ -100,8 +103,17 @@ def test_focus_bill_against_the_cluster(asset_prom: Any, tmp_path: Path) -> None
     assert cats["storage"]["computed"] == pytest.approx(computed_storage, rel=REL)
     assert cats["load_balancer"]["bill"] == pytest.approx(0.0225, rel=REL)
     assert cats["load_balancer"]["computed"] == pytest.approx(0.03 + 0.025, rel=REL)
+    # At list prices: the Savings Plan node 0.384, spot 0.11, the GPU node 12.24 (its credit lists at 0).
+    assert cats["compute"]["list"] == pytest.approx(0.384 + 0.11 + 12.24, rel=REL)
+    assert cats["storage"]["list"] == pytest.approx(0.011 + 0.003, rel=REL)  # the refund lists at 0
+    # Cash basis: the Savings Plan node's usage is invoiced at 0 (its fee is a separate line).
+    assert cats["compute"]["invoiced"] == pytest.approx(0.0 + 0.11 + 12.24 - 1.0, rel=REL)
     nodes = {n["node"]: n for n in rec["nodes"]}
     assert nodes["n-sp-od"]["bill"] == pytest.approx(0.25, rel=REL) and nodes["n-sp-od"]["instance"] == "i-n-sp-od"
+    assert nodes["n-sp-od"]["list"] == pytest.approx(0.384, rel=REL)
+    # PricingQuantity: 1 hour at an effective 0.25/h, the rate to put in the price book.
+    assert (nodes["n-sp-od"]["billedHours"], nodes["n-sp-od"]["billHourly"]) == (1.0, pytest.approx(0.25, rel=REL))
+    assert nodes["n-sp-spot"]["billedHours"] is None  # its line states no quantity
     assert nodes["n-shipped"]["bill"] is None  # in the cluster, not on the bill
     assert rec["unmatched"] == pytest.approx({"Amazon EC2": 0.5, "Amazon VPC": 0.045}, rel=REL)  # gone node, NAT
     assert rec["ignored"] == {"tax line": 1, "not this cluster (no cluster tag)": 1}
@@ -120,36 +132,70 @@ def test_half_the_charge_period_is_prorated(asset_prom: Any, tmp_path: Path) -> 
     assert nodes["n-sp-od"]["bill"] == pytest.approx(0.25, rel=REL)
 
 
+def test_computed_at_list_prices_points_at_missing_discounts(asset_prom: Any, tmp_path: Path) -> None:
+    prom, t0 = asset_prom
+    # The GPU node is priced from the shipped list (12.24/h); the bill lists it at 12.24 but charges
+    # 11.016 after a 10% enterprise discount the price book does not know about.
+    path = focus_bill(tmp_path / "focus.csv", t0, [{"ResourceId": "i-n-gpu", "ServiceName": "Amazon EC2",
+                                                    "EffectiveCost": 11.016, "ListCost": 12.24,
+                                                    "PricingQuantity": 1, "PricingUnit": "Hours"}])
+    rec = reconcile_json(prom.url, t0, tmp_path, path)
+    # Totals compare the billed category (compute): all four nodes computed against the one billed.
+    computed = 0.25 + 0.1152 + 12.24 + 0.192
+    assert rec["verdict"] == (
+        f"off by {100 * (computed - 11.016) / 11.016:.1f}% (over the bill): check the price book and discounts; "
+        "the billed nodes are priced within 0.0% of their list cost and the bill is 10.0% below list, so the gap "
+        "is discounts: set effectiveHourly or discount in the price book, or allocate with --reconciled")
+    assert rec["totalList"] == pytest.approx(12.24, rel=REL)
+    # Where the computed price is not the list price (a Savings Plan rate in the price book), no such hint.
+    (tmp_path / "sp").mkdir()
+    # Its quantity is 8 vCPU-hours in the one-hour window: not instance-hours, so no hourly rate is derived.
+    path = focus_bill(tmp_path / "sp" / "focus.csv", t0, [{"ResourceId": "i-n-sp-od", "ServiceName": "Amazon EC2",
+                                                           "EffectiveCost": 0.2, "ListCost": 0.384,
+                                                           "PricingQuantity": 8, "PricingUnit": "Hours"}])
+    rec = reconcile_json(prom.url, t0, tmp_path / "sp", path)
+    assert rec["verdict"].startswith("off by")
+    node = next(n for n in rec["nodes"] if n["node"] == "n-sp-od")
+    assert (node["billedHours"], node["billHourly"]) == (None, None)
+    assert "list cost" not in rec["verdict"]
+
+
 def test_cur2_effective_costs(tmp_path: Path) -> None:
     cols = ["line_item_line_item_type", "line_item_unblended_cost", "line_item_resource_id",
             "line_item_usage_start_date", "line_item_usage_end_date", "line_item_currency_code",
             "line_item_product_code", "line_item_usage_type", "savings_plan_savings_plan_effective_cost",
             "reservation_effective_cost", "split_line_item_split_cost", "split_line_item_unused_cost",
-            "resource_tags"]
+            "resource_tags", "pricing_public_on_demand_cost", "line_item_usage_amount", "pricing_unit"]
     rows = [
         ("SavingsPlanCoveredUsage", "0.384", "i-a", "0.25", ""),  # unblended is on-demand; effective counts
         ("SavingsPlanNegation", "-0.384", "i-a", "", ""),
         ("DiscountedUsage", "0.192", "i-b", "", "0.12"),  # RI: reservation effective cost
-        ("Usage", "0.07", "i-c", "", ""),
+        ("Usage", "0.07", "i-c", "", ""),  # spot: on-demand would be 0.192
         ("Tax", "0.9", "", "", ""),
     ]
+    public = {"i-a": "0.384", "i-b": "0.192", "i-c": "0.192"}
     path = tmp_path / "cur.csv.gz"
     with gzip.open(path, "wt", newline="") as fh:
         w = csv.writer(fh)
         w.writerow(cols)
         for kind, unblended, res, sp, ri in rows:
             w.writerow([kind, unblended, res, "2026-11-01T00:00:00Z", "2026-11-01T01:00:00Z", "USD",
-                        "AmazonEC2", "BoxUsage:m5.2xlarge", sp, ri, "", "", json.dumps({"user:team": "a"})])
+                        "AmazonEC2", "BoxUsage:m5.2xlarge", sp, ri, "", "", json.dumps({"user:team": "a"}),
+                        public.get(res, ""), "1" if res else "", "Hrs" if res else ""])
     bill = read_bill([path])
     assert [(ln.resource, ln.cost, ln.category) for ln in bill.lines] == [
         ("i-a", 0.25, "compute"), ("i-b", 0.12, "compute"), ("i-c", 0.07, "compute")]
+    # List prices, and the invoice: covered usage is paid through the plan's and reservation's fee lines.
+    assert [(ln.list_cost, ln.invoiced, ln.quantity, ln.unit) for ln in bill.lines] == [
+        (0.384, None, 1.0, "Hrs"), (0.192, None, 1.0, "Hrs"), (0.192, 0.07, 1.0, "Hrs")]
     assert sum(bill.ignored.values()) == 2 and bill.ignored["tax line"] == 1
     assert bill.lines[0].tags == {"user:team": "a"}
 
 
 def test_gcp_export_with_credits(tmp_path: Path) -> None:
     cols = ["cost", "credits", "currency", "usage_start_time", "usage_end_time", "service.description",
-            "sku.description", "resource.global_name", "labels", "cost_type"]
+            "sku.description", "resource.global_name", "labels", "cost_type", "cost_at_list",
+            "usage.amount_in_pricing_units", "usage.pricing_unit"]
     path = tmp_path / "gcp.csv"
     with path.open("w", newline="") as fh:
         w = csv.writer(fh)
@@ -157,12 +203,13 @@ def test_gcp_export_with_credits(tmp_path: Path) -> None:
         w.writerow(["0.2", json.dumps([{"name": "CUD", "amount": -0.05}]), "USD", "2026-11-01 00:00:00 UTC",
                     "2026-11-01 01:00:00 UTC", "Compute Engine", "N2 Instance Core",
                     "//compute.googleapis.com/projects/p/zones/z/instances/gke-pool-1",
-                    json.dumps([{"key": "goog-k8s-cluster-name", "value": "prod"}]), "regular"])
+                    json.dumps([{"key": "goog-k8s-cluster-name", "value": "prod"}]), "regular", "0.25", "4", "hour"])
         w.writerow(["0.02", "[]", "USD", "2026-11-01 00:00:00 UTC", "2026-11-01 01:00:00 UTC", "Tax", "", "", "[]",
-                    "tax"])
+                    "tax", "", "", ""])
     bill = read_bill([path])
     [line] = bill.lines
     assert (line.resource, line.cost, line.category) == ("gke-pool-1", pytest.approx(0.15), "compute")
+    assert (line.list_cost, line.invoiced, line.quantity, line.unit) == (0.25, pytest.approx(0.15), 4.0, "hour")
     assert line.tags == {"goog-k8s-cluster-name": "prod"} and bill.ignored == {"tax line": 1}
 
 
