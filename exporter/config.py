@@ -27,6 +27,8 @@ class Allocation(_Model):
     resolution: str = "1m"
     usageRateWindow: str = "5m"
     chunk: str = Field("1h", description="allocate/catch-up query size; also the progress unit")
+    concurrency: int = Field(1, ge=1, le=32, description="chunks of a long window queried at once (not serve's "
+                             "accrual, which stays in order); Prometheus evaluates each query on one core")
 
     @field_validator("resolution", "usageRateWindow", "chunk")
     @classmethod

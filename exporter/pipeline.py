@@ -8,7 +8,9 @@ go through it.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 
 from . import workloads
@@ -37,6 +39,7 @@ class Pipeline:
         self.chunk = parse_duration(cfg.allocation.chunk)
         self.metadata = metadata or self.prometheus_metadata
         self.warnings: list[str] = []
+        self._lock = threading.Lock()
         self.fallbacks: set[str] = set()  # sharing sources that fell back to `weighted` in the last chunk
         self.last_metadata: Metadata | None = None
         self.shipped = load_shipped_prices() if cfg.pricing.shippedPrices else None
@@ -51,12 +54,29 @@ class Pipeline:
         return list(self.cfg.attribution.labels.values())
 
     def compute(self, window: Window, progress: Progress | None = None) -> CostResult:
-        """Cost a window chunk by chunk; raises a ChargebackError naming the cause on bad input."""
+        """Cost a window chunk by chunk; raises a ChargebackError naming the cause on bad input.
+
+        With `allocation.concurrency` > 1, chunks are queried in parallel (as Thanos' query-frontend
+        splits by interval) but merged in window order, so the result is the same to the last bit.
+        """
         merged = CostResult(window.start, window.end)
-        for piece in window.chunks(self.chunk):
-            merged.merge(self.compute_chunk(piece))
-            if progress:
-                progress(piece)
+        pieces = window.chunks(self.chunk)
+        workers = min(self.cfg.allocation.concurrency, len(pieces))
+        if workers <= 1:
+            results: Iterable[CostResult] = map(self.compute_chunk, pieces)
+            for piece, result in zip(pieces, results, strict=True):
+                merged.merge(result)
+                if progress:
+                    progress(piece)
+            return merged
+        pool = ThreadPoolExecutor(workers, thread_name_prefix="chunk")
+        try:
+            for piece, result in zip(pieces, pool.map(self.compute_chunk, pieces), strict=True):
+                merged.merge(result)
+                if progress:
+                    progress(piece)
+        finally:  # on an error, drop the chunks not started rather than wait for them
+            pool.shutdown(wait=True, cancel_futures=True)
         return merged
 
     def compute_chunk(self, w: Window) -> CostResult:
@@ -246,6 +266,8 @@ class Pipeline:
         return ChunkUsage(w.start, w.end, allocated, requested, used, capacity, nodes)
 
     def _warn(self, text: str) -> None:
-        if text not in self.warnings:
-            log.warning(text)
+        with self._lock:  # chunks may run in parallel; each warning is logged once
+            if text in self.warnings:
+                return
             self.warnings.append(text)
+        log.warning(text)

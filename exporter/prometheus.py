@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import re
+import threading
 import time
 from dataclasses import dataclass, field
 
@@ -33,9 +34,19 @@ class QueryStats:
     server_seconds: float = 0.0
     errors_by_reason: dict[str, int] = field(default_factory=dict)
 
+    lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
+
     def failed(self, reason: str) -> None:
-        self.errors += 1
-        self.errors_by_reason[reason] = self.errors_by_reason.get(reason, 0) + 1
+        with self.lock:
+            self.errors += 1
+            self.errors_by_reason[reason] = self.errors_by_reason.get(reason, 0) + 1
+
+    def add(self, wall: float = 0.0, server: float = 0.0, queries: int = 0) -> None:
+        """Counted under a lock: the accrual loop, the HTTP API and parallel chunks share one client."""
+        with self.lock:
+            self.queries += queries
+            self.wall_seconds += wall
+            self.server_seconds += server
 
 
 class PrometheusClient:
@@ -65,7 +76,7 @@ class PrometheusClient:
     def query(self, expr: str, at: float) -> list[tuple[Labels, float]]:
         """Evaluate `expr` at unix time `at`; return (labels, value) for each series of a vector result."""
         started = time.monotonic()
-        self.stats.queries += 1
+        self.stats.add(queries=1)
         try:
             resp = self._session.post(
                 f"{self.url}/api/v1/query",
@@ -79,7 +90,7 @@ class PrometheusClient:
             self.stats.failed("unreachable")
             raise PrometheusError(f"Prometheus at {self.url} is unreachable: {_root_cause(e)}") from e
         finally:
-            self.stats.wall_seconds += time.monotonic() - started
+            self.stats.add(wall=time.monotonic() - started)
         try:
             body = resp.json()
         except ValueError as e:
@@ -96,7 +107,7 @@ class PrometheusClient:
             )
         data = body["data"]
         timings = (data.get("stats") or {}).get("timings") or {}
-        self.stats.server_seconds += float(timings.get("execTotalTime", 0.0))
+        self.stats.add(server=float(timings.get("execTotalTime", 0.0)))
         if data["resultType"] == "scalar":
             return [({}, float(data["result"][1]))]
         if data["resultType"] != "vector":

@@ -145,6 +145,21 @@ def test_multi_chunk_window_equals_sum_of_parts(core_config: Path, core_t0: int,
         assert first[ns]["totalCost"] + second[ns]["totalCost"] == pytest.approx(data[ns]["totalCost"], rel=REL)
 
 
+def test_parallel_chunks_give_the_serial_result_exactly(core_config: Path, core_t0: int, tmp_path: Path) -> None:
+    """Six 10-minute chunks queried four at a time, merged in window order: the same bits as one by one."""
+    cfg = yaml.safe_load(core_config.read_text())
+    serial = tmp_path / "serial.yaml"
+    serial.write_text(yaml.safe_dump({**cfg, "allocation": {"chunk": "10m"}}))
+    parallel = tmp_path / "parallel.yaml"
+    parallel.write_text(yaml.safe_dump({**cfg, "allocation": {"chunk": "10m", "concurrency": 4}}))
+    one, four = run_allocate(serial, window_arg(core_t0)), run_allocate(parallel, window_arg(core_t0))
+    assert four == one
+    data = four["data"][0]
+    for ns, exp in EXPECTED.items():
+        assert data[ns]["totalCost"] == pytest.approx(sum(exp.values()), rel=REL), ns
+    assert sum(v["totalCost"] for v in data.values()) == pytest.approx(NODES_TOTAL, rel=REL)
+
+
 def test_aggregate_by_node_and_cluster(core_config: Path, core_t0: int) -> None:
     nodes = run_allocate(core_config, window_arg(core_t0), "--aggregate", "node")["data"][0]
     assert nodes["n-od"]["totalCost"] == pytest.approx(4 * 0.04 + 16 * 0.005, rel=REL)

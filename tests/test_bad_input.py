@@ -77,6 +77,15 @@ def test_query_error_is_reported_with_prometheus_message(fake_prom: tuple[str, t
     assert "Prometheus query failed (HTTP 400, bad_data): 1:5: parse error" in line
 
 
+def test_query_error_with_parallel_chunks_is_one_line(fake_prom: tuple[str, type[FakePrometheus]],
+                                                      tmp_path: Path) -> None:
+    url, _ = fake_prom
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(yaml.safe_dump({"prometheus": {"url": url}, "allocation": {"chunk": "10m", "concurrency": 4}}))
+    line = one_line_error(allocate("--config", str(cfg), "--window", "1h"))
+    assert "Prometheus query failed (HTTP 400, bad_data): 1:5: parse error" in line
+
+
 def test_non_json_answer(fake_prom: tuple[str, type[FakePrometheus]], tmp_path: Path) -> None:
     url, handler = fake_prom
     handler.mode = "html"
