@@ -13,7 +13,6 @@ from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 
-from . import workloads
 from .allocation import ChunkUsage, CostResult, UsageKey, add_assets, cost_chunk
 from .assets import AssetCost, Service, Volume, price_load_balancers, price_network, price_volumes
 from .attribution import BUDGET_PREFIX, Metadata, Owners, annotation_budgets, resolve
@@ -23,6 +22,7 @@ from .pricing import NodeFacts, ksm_label, load_shipped_prices, price_nodes, unm
 from .prometheus import RESOURCE_FROM_KSM, PrometheusClient, Queries
 from .sharing import ShareInputs, distribute
 from .window import Window, iso, parse_duration
+from .workloads import resolve as resolve_workloads
 
 log = logging.getLogger(__name__)
 
@@ -160,7 +160,7 @@ class Pipeline:
         if not pods:
             log.info("no kube_pod_owner series: workload names are guessed from pod names")
             return {}
-        return workloads.resolve(pods, owners("kube_replicaset_owner", "replicaset"),
+        return resolve_workloads(pods, owners("kube_replicaset_owner", "replicaset"),
                                  owners("kube_job_owner", "job_name"))
 
     def node_facts(self, w: Window, meta: Metadata | None = None

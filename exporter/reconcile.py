@@ -98,7 +98,7 @@ class Reconciliation:
         if totals is None:
             return ""
         computed, listed, bill = totals
-        if not listed or abs(computed - listed) > close * listed or abs(listed - bill) <= close * abs(bill):
+        if not listed or abs(computed - listed) > close * listed or listed - bill <= close * abs(bill):
             return ""
         return (f"; the billed nodes are priced within {100 * abs(computed - listed) / listed:.1f}% of their list "
                 f"cost and the bill is {100 * (listed - bill) / listed:.1f}% below list, so the gap is discounts: "
