@@ -220,6 +220,7 @@ def test_gcp_export_with_credits(tmp_path: Path) -> None:
      "focus.csv:3: column currency: 'EUR' mixed with 'USD'"),
     (lambda rows: [rows[0], rows[0]], "focus.csv:3: duplicate of focus.csv:2"),
     (lambda rows: [{**rows[0], "ChargePeriodStart": "yesterday"}], "column ChargePeriodStart: not a timestamp"),
+    (lambda rows: [{**rows[0], "PricingQuantity": "1 hr"}], "focus.csv:2: column PricingQuantity: not a number"),
 ])
 def test_bad_bills_name_file_line_and_column(tmp_path: Path, edit: Any, message: str) -> None:
     base = [{"BilledCost": "1", "EffectiveCost": "1", "ListCost": "1", "BillingCurrency": "USD",
