@@ -57,14 +57,16 @@ def main(ctx: click.Context, log_level: str | None) -> None:
 @click.option("--idle-by-node/--no-idle-by-node", default=None, help="Share idle per node, not cluster-wide.")
 @click.option("--stats", is_flag=True, help="Print query statistics (count, wall and Prometheus time) to stderr.")
 @click.option("--cluster-selector", help='Matchers added to every query, e.g. cluster="prod" (Thanos/Mimir).')
+@click.option("--concurrency", type=int, help="Chunks queried at once (overrides allocation.concurrency).")
 def allocate(prometheus_url: str | None, window_text: str, aggregate: str, config: str | None, fmt: str,
              share_namespaces: str | None, share_split: str | None, share_idle: bool | None,
-             idle_by_node: bool | None, stats: bool, cluster_selector: str | None) -> None:
+             idle_by_node: bool | None, stats: bool, cluster_selector: str | None, concurrency: int | None) -> None:
     """Compute cost for a window straight from Prometheus history."""
     try:
         cfg = _load(config, prometheus_url, cluster_selector)
         cfg = override(cfg, "sharing", shareNamespaces=share_namespaces, shareSplit=share_split,
                        shareIdle=share_idle, idleByNode=idle_by_node)
+        cfg = override(cfg, "allocation", concurrency=concurrency)
         parts, labels = parse_aggregate(aggregate, cfg.attribution.labels)
         cfg = override(cfg, "attribution", labels=labels)
         step = parse_duration(cfg.allocation.resolution)

@@ -154,6 +154,10 @@ def test_parallel_chunks_give_the_serial_result_exactly(core_config: Path, core_
     parallel.write_text(yaml.safe_dump({**cfg, "allocation": {"chunk": "10m", "concurrency": 4}}))
     one, four = run_allocate(serial, window_arg(core_t0)), run_allocate(parallel, window_arg(core_t0))
     assert four == one
+    # The flag reaches the validated config: 0 is refused by name.
+    res = CliRunner().invoke(main, ["allocate", "--config", str(serial), "--window", window_arg(core_t0),
+                                    "--concurrency", "0"])
+    assert res.exit_code == 2 and "allocation.concurrency: Input should be greater than or equal to 1" in res.stderr
     data = four["data"][0]
     for ns, exp in EXPECTED.items():
         assert data[ns]["totalCost"] == pytest.approx(sum(exp.values()), rel=REL), ns
