@@ -13,6 +13,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from .config import Config
 from .jsonnet import evaluate, source_dir
 from .model import read_yaml, validated
 
@@ -91,6 +92,23 @@ class BudgetsFile(BaseModel):
 
 def load_budgets(path: str | Path) -> list[Budget]:
     return list(validated(BudgetsFile, read_yaml(path, "budgets"), f"budgets {path}").budgets)
+
+
+def allocation_config(cfg: Config) -> dict[str, Any]:
+    """The mixin's _config keys that must match the exporter's config for its recorded series to be read."""
+    a, p = cfg.allocation, cfg.prometheus
+    return {"allocationPolicy": a.policy, "requestWeight": a.requestWeight, "usageRateWindow": a.usageRateWindow,
+            "allocationRuleInterval": a.resolution, "ksmSelector": p.ksmSelector,
+            "cadvisorSelector": p.cadvisorSelector}
+
+
+ALLOCATION_GROUP = "chargeback-allocation.rules"
+
+
+def allocation_rules(cfg: Config) -> dict[str, Any]:
+    """Just the recorded-allocation group, as a rule file (for `promtool create-blocks-from rules`)."""
+    groups, _ = render([], config=allocation_config(cfg))
+    return {"groups": [g for g in groups["groups"] if g["name"] == ALLOCATION_GROUP]}
 
 
 def render(budgets: list[Budget], namespace: str = "monitoring", config: dict[str, Any] | None = None

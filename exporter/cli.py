@@ -81,7 +81,9 @@ def allocate(prometheus_url: str | None, window_text: str, aggregate: str, confi
     if stats:
         s = client.stats
         click.echo(json.dumps({"queries": s.queries, "http_seconds": round(s.wall_seconds, 3),
-                               "prometheus_seconds": round(s.server_seconds, 3)}), err=True)
+                               "prometheus_seconds": round(s.server_seconds, 3),
+                               "chunks": {"recorded": pipeline.sources["recorded"],
+                                          "raw": pipeline.sources["raw"]}}), err=True)
 
 
 def _with_progress(pipeline: Pipeline, window: Window) -> Any:
@@ -221,15 +223,18 @@ def prices(prometheus_url: str | None, config: str | None, window_text: str, fmt
 @click.option("--budgets", "budgets_file", type=click.Path(dir_okay=False), help="Budgets YAML (optional).")
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False), help="Output folder.")
 @click.option("--namespace", default="monitoring", show_default=True, help="Namespace of the PrometheusRule.")
-def rules(budgets_file: str | None, out_dir: str, namespace: str) -> None:
+@click.option("--config", type=click.Path(dir_okay=False),
+              help="The exporter's config: its allocation policy and selectors shape the recorded allocation rules.")
+def rules(budgets_file: str | None, out_dir: str, namespace: str, config: str | None) -> None:
     """Render recording rules and (budget) alerts from the Jsonnet mixin: a rule file and a PrometheusRule."""
     from pathlib import Path
 
-    from .budgets import load_budgets, write_rules
+    from .budgets import allocation_config, load_budgets, write_rules
 
     try:
         budgets = load_budgets(budgets_file) if budgets_file else []
-        written = write_rules(budgets, Path(out_dir), namespace)
+        mixin = allocation_config(_load(config, None)) if config else None
+        written = write_rules(budgets, Path(out_dir), namespace, mixin)
     except ChargebackError as e:
         _fail(e)
         return

@@ -29,6 +29,8 @@ class Allocation(_Model):
     chunk: str = Field("1h", description="allocate/catch-up query size; also the progress unit")
     concurrency: int = Field(1, ge=1, le=32, description="chunks of a long window queried at once (not serve's "
                              "accrual, which stays in order); Prometheus evaluates each query on one core")
+    recordedRules: Literal["auto", "off"] = Field(
+        "auto", description="read the mixin's per-(namespace, node) recorded series where they cover a chunk")
 
     @field_validator("resolution", "usageRateWindow", "chunk")
     @classmethod

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections import Counter
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
@@ -40,6 +41,7 @@ class Pipeline:
         self.metadata = metadata or self.prometheus_metadata
         self.warnings: list[str] = []
         self._lock = threading.Lock()
+        self.sources: Counter[str] = Counter()  # chunks read from recorded series vs raw series
         self.fallbacks: set[str] = set()  # sharing sources that fell back to `weighted` in the last chunk
         self.last_metadata: Metadata | None = None
         self.shipped = load_shipped_prices() if cfg.pricing.shippedPrices else None
@@ -246,24 +248,41 @@ class Pipeline:
                 out[key] = out.get(key, 0.0) + value * step
             return out
 
-        def both(make: Callable[[list[str] | None], str], with_resource: str | None = None) -> dict[UsageKey, float]:
-            """Per-namespace rows, plus per-pod rows for namespaces split between owners."""
-            rows = integral(make(None), with_resource)
+        def both(make: Callable[[list[str] | None], str], recorded: str | None,
+                 with_resource: str | None = None) -> dict[UsageKey, float]:
+            """Per-namespace rows (recorded when the rules cover the chunk), plus per-pod rows for
+            namespaces split between owners (always raw: the rules keep no pods)."""
+            rows = integral(recorded or make(None), with_resource)
             if split:
                 for k, v in integral(make(split), with_resource, per_pod=True).items():
                     rows[k] = rows.get(k, 0.0) + v
             return rows
 
         capacity, nodes = self.node_facts(w, meta)
+        rec = self.recorded_covers(w)
         allocated: dict[UsageKey, float] = {}
         for res in ("cpu", "memory", "gpu"):
-            allocated.update(both(lambda p, r=res: q.allocated_integral(r, span, p), res))  # type: ignore[misc]
-        requested = both(lambda p: q.requested_integral(span, p))
-        used = both(lambda p: q.used_integral("cpu", span, p), "cpu")
-        used.update(both(lambda p: q.used_integral("memory", span, p), "memory"))
+            allocated.update(both(lambda p, r=res: q.allocated_integral(r, span, p),  # type: ignore[misc]
+                                  q.recorded_allocated_integral(res, span) if rec else None, res))
+        requested = both(lambda p: q.requested_integral(span, p), q.recorded_requested_integral(span) if rec else None)
+        used = both(lambda p: q.used_integral("cpu", span, p), q.recorded_used_integral("cpu", span) if rec else None,
+                    "cpu")
+        used.update(both(lambda p: q.used_integral("memory", span, p),
+                         q.recorded_used_integral("memory", span) if rec else None, "memory"))
         if not used and self.cfg.allocation.policy != "request":
             self._warn(f"no cAdvisor usage series for {iso(w.start)}..{iso(w.end)}; costing requests only")
         return ChunkUsage(w.start, w.end, allocated, requested, used, capacity, nodes)
+
+    def recorded_covers(self, w: Window) -> bool:
+        """True when the mixin's allocation rules ran at every step of `w` (one miss allowed: rule
+        timestamps sit anywhere inside their interval), under this config's policy."""
+        covered = False
+        if self.cfg.allocation.recordedRules != "off":
+            rows = self.client.query(self.queries.recorded_coverage(w.seconds), float(w.end))
+            covered = bool(rows) and rows[0][1] >= max(w.seconds // self.step - 1, 1)
+        with self._lock:
+            self.sources["recorded" if covered else "raw"] += 1
+        return covered
 
     def _warn(self, text: str) -> None:
         with self._lock:  # chunks may run in parallel; each warning is logged once

@@ -148,6 +148,12 @@ def _sel(*matchers: str) -> str:
 KSM_RESOURCE = {"cpu": "cpu", "memory": "memory", "gpu": "nvidia_com_gpu"}
 RESOURCE_FROM_KSM = {v: k for k, v in KSM_RESOURCE.items()}
 
+# Per-(namespace, node) sums that the mixin records every rule interval, and its evaluation heartbeat.
+UNITS = {"cpu": "cpu_cores", "memory": "memory_bytes", "gpu": "gpus"}
+RECORDED = {(kind, res): f"namespace_node:chargeback_{kind}_{UNITS[res]}:sum"
+            for kind in ("allocated", "requested", "used") for res in UNITS}
+RULES_EVALUATED = "cluster:chargeback_allocation_rules_evaluated:count"
+
 PRICE_METRICS = {
     "cpu": "node_cpu_hourly_cost",
     "ram": "node_ram_hourly_cost",
@@ -169,6 +175,10 @@ class Queries:
         self.w = alloc.requestWeight
         self.step = parse_duration(alloc.resolution)
         self.rate_window = alloc.usageRateWindow
+        # Recorded series carry the policy they were recorded under; only matching ones are read.
+        self.policy_label = f"weighted:{self.w:g}" if self.policy == "weighted" else self.policy
+        self.r = ",".join(m for m in (f'policy="{self.policy_label}"', f'usage_rate_window="{self.rate_window}"',
+                                      prom.clusterSelector) if m)
 
     def scoped(self, namespaces: list[str]) -> Queries:
         """A copy whose container-level selectors only match these namespaces (for per-pod detail)."""
@@ -218,7 +228,7 @@ class Queries:
         if self.policy == "max":
             agg, r, u = "max", f"({req})", f"({use})"
         else:
-            agg, r, u = "sum", f"{self.w} * ({req})", f"{1 - self.w} * ({use})"
+            agg, r, u = "sum", f"{self.w:g} * ({req})", f"{1 - self.w:g} * ({use})"
         tagged = f'label_replace({r}, "src", "request", "", "") or label_replace({u}, "src", "usage", "", "")'
         return f"{agg} by (namespace, pod, container) ({tagged})"
 
@@ -259,6 +269,38 @@ class Queries:
         q = self.scoped(pods_in) if pods_in else self
         inner = q._by_ns_node(q.usage(resource), "namespace, node, pod" if pods_in else "namespace, node")
         return f"sum_over_time(({inner}){self._sub(chunk_seconds)})"
+
+    # ---- recorded per-(namespace, node) series (rules/rules/allocation.libsonnet records them) ----
+    def recording_rules(self) -> dict[str, str]:
+        """Record name -> expression the mixin's allocation rules must use (a test pins the two together)."""
+        rules = {RECORDED["allocated", res]: self._by_ns_node(self.allocation(res)) for res in ("cpu", "memory", "gpu")}
+        for res in ("cpu", "memory"):
+            rules[RECORDED["requested", res]] = self._by_ns_node(self.request(res))
+            rules[RECORDED["used", res]] = self._by_ns_node(self.usage(res))
+        return rules
+
+    def recorded_coverage(self, chunk_seconds: int) -> str:
+        """Rule evaluations inside the chunk; each step needs one for the recorded path to be exact."""
+        return f"count_over_time({RULES_EVALUATED}{_sel(self.r)}[{chunk_seconds - self.step // 2}s])"
+
+    def _recorded(self, kind: str, resource: str) -> str:
+        """The one sample recorded within each step. Not the bare series: a pair that vanished (a pod
+        finished) would live on for the 5-minute lookback where no staleness marker was written."""
+        return f"last_over_time({RECORDED[kind, resource]}{_sel(self.r)}[{self.step - 1}s])"
+
+    def recorded_allocated_integral(self, resource: str, chunk_seconds: int) -> str:
+        """As allocated_integral, from the recorded sums; the overflow scale is applied at query time."""
+        alloc = self._recorded("allocated", resource)
+        scale = f"clamp_max({self.capacity(resource)} / on (node) (sum by (node) ({alloc}) > 0), 1)"
+        return f"sum_over_time(({alloc} * on (node) group_left () {scale}){self._sub(chunk_seconds)})"
+
+    def recorded_requested_integral(self, chunk_seconds: int) -> str:
+        parts = " or ".join(f'label_replace({self._recorded("requested", res)}, "resource", "{res}", "", "")'
+                            for res in ("cpu", "memory"))
+        return f"sum_over_time(({parts}){self._sub(chunk_seconds)})"
+
+    def recorded_used_integral(self, resource: str, chunk_seconds: int) -> str:
+        return f"sum_over_time(({self._recorded('used', resource)}){self._sub(chunk_seconds)})"
 
     # ---- assets beyond nodes: volumes, load balancers, network ----
     def pv_capacity_integral(self, span: int) -> str:

@@ -8,6 +8,18 @@
 
     // Recording rule evaluation and windows.
     ruleInterval: '1m',
+
+    // Per-(namespace, node) allocation recorded for the exporter's long windows. These must match
+    // the exporter's config: allocation.policy, requestWeight, usageRateWindow, and the
+    // prometheus.ksmSelector / cadvisorSelector. allocationRuleInterval should equal
+    // allocation.resolution; the exporter falls back to raw series wherever they don't match.
+    allocationRules: true,
+    allocationRuleInterval: '1m',
+    allocationPolicy: 'max',  // max | request | usage | weighted
+    requestWeight: 0.7,
+    usageRateWindow: '5m',
+    ksmSelector: '',
+    cadvisorSelector: '',
     costRateWindow: '1h',
     costDayWindow: '1d',
 

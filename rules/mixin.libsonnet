@@ -1,4 +1,5 @@
 (import 'config.libsonnet') +
 (import 'rules/recording.libsonnet') +
+(import 'rules/allocation.libsonnet') +
 (import 'alerts/alerts.libsonnet') +
 (import 'alerts/budgets.libsonnet')

@@ -1,0 +1,134 @@
+"""Long windows from the mixin's recorded per-(namespace, node) series.
+
+The allocation rules are rendered from the mixin, backfilled over the core scenario with
+`promtool tsdb create-blocks-from rules`, and must give `allocate` the numbers of the raw path:
+the hand-worked amounts of test_allocate_core, and conservation.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+import yaml
+from click.testing import CliRunner
+
+from exporter.budgets import allocation_rules
+from exporter.cli import main
+from exporter.config import parse_config
+from exporter.localprom import PrometheusServer, backfill, backfill_rules
+from exporter.prometheus import Queries
+
+from .scenarios import CORE_CONFIG, WINDOW_SECONDS, core_cluster
+from .test_allocate_core import D_SPOT_CPU, D_SPOT_RAM, EXPECTED, NODES_TOTAL, REL, window_arg
+
+
+@pytest.fixture(scope="module")
+def recorded_prom(tmp_path_factory: pytest.TempPathFactory, core_t0: int) -> Iterator[PrometheusServer]:
+    """The core scenario, with the allocation rules evaluated from t0 - 10 min to the hour's end only."""
+    root = tmp_path_factory.mktemp("recorded")
+    backfill(core_cluster(core_t0), root / "data", core_t0 - 1800, core_t0 + WINDOW_SECONDS + 600, 60)
+    rules = root / "allocation.rules.yaml"
+    rules.write_text(yaml.safe_dump(allocation_rules(parse_config(CORE_CONFIG))))
+    prom = PrometheusServer(root / "data").start()
+    try:
+        backfill_rules(prom, rules, core_t0 - 600, core_t0 + WINDOW_SECONDS)
+        yield prom
+    finally:
+        prom.stop()
+
+
+def allocate(prom: PrometheusServer, tmp_path: Path, window: str, **allocation: Any) -> tuple[dict[str, Any], Any]:
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(yaml.safe_dump({**CORE_CONFIG, "prometheus": {"url": prom.url}, "allocation": allocation}))
+    res = CliRunner().invoke(main, ["allocate", "--config", str(cfg), "--window", window, "--format", "json",
+                                    "--stats"])
+    assert res.exit_code == 0, res.output
+    data: dict[str, Any] = json.loads(res.stdout)["data"][0]
+    return data, json.loads(res.stderr.strip().splitlines()[-1])
+
+
+def same(a: dict[str, Any], b: dict[str, Any]) -> None:
+    assert set(a) == set(b)
+    for ns in a:
+        for key, value in a[ns].items():
+            if isinstance(value, float):
+                assert value == pytest.approx(b[ns][key], rel=1e-12, abs=1e-15), (ns, key)
+            else:
+                assert value == b[ns][key], (ns, key)
+
+
+def rule_phase(prom: PrometheusServer, at: int) -> int:
+    """Seconds past the minute at which the rule group evaluates (Prometheus and promtool offset each
+    group by a hash of its name and file, so the phase differs from run to run)."""
+    body = requests.get(f"{prom.url}/api/v1/query", params={
+        "query": "cluster:chargeback_allocation_rules_evaluated:count[1m]", "time": at}, timeout=10).json()
+    [series] = body["data"]["result"]
+    return int(float(series["values"][-1][0])) % 60
+
+
+def test_recorded_hour_gives_the_hand_worked_amounts(recorded_prom: PrometheusServer, core_t0: int,
+                                                     tmp_path: Path) -> None:
+    data, stats = allocate(recorded_prom, tmp_path, window_arg(core_t0), chunk="10m")
+    assert stats["chunks"] == {"recorded": 6, "raw": 0}
+    # Each step reads the rule sample of its own minute. Unless the group evaluates on the minute,
+    # that sample saw the data of the minute before: batch (ending at t0 + 30 min) then counts 31
+    # one-minute steps instead of 30. Steady pods are the same either way.
+    minutes = 30 if rule_phase(recorded_prom, core_t0 + 600) == 0 else 31
+    team_b = {"cpu": (2 * minutes / 60 + 0.5) * D_SPOT_CPU, "memory": (4 * minutes / 60 + 1) * D_SPOT_RAM}
+    idle_cpu = EXPECTED["__idle__"]["cpu"] - (team_b["cpu"] - EXPECTED["team-b"]["cpu"])
+    idle_ram = EXPECTED["__idle__"]["memory"] - (team_b["memory"] - EXPECTED["team-b"]["memory"])
+    expected = {**EXPECTED, "team-b": {**team_b, "gpu": 0.0},
+                "__idle__": {"cpu": idle_cpu, "memory": idle_ram, "gpu": EXPECTED["__idle__"]["gpu"]}}
+    for ns, exp in expected.items():
+        assert data[ns]["cpuCost"] == pytest.approx(exp["cpu"], rel=REL), ns
+        assert data[ns]["ramCost"] == pytest.approx(exp["memory"], rel=REL), ns
+        assert data[ns]["totalCost"] == pytest.approx(sum(exp.values()), rel=REL), ns
+    assert sum(v["totalCost"] for v in data.values()) == pytest.approx(NODES_TOTAL, rel=REL)
+    # Requests and usage (efficiency, averages) come from the recorded series too.
+    assert data["team-a"]["cpuCoreRequestAverage"] == pytest.approx(2.0, rel=REL)
+    assert data["team-a"]["cpuCoreUsageAverage"] == pytest.approx(4.5, rel=REL)
+    raw, raw_stats = allocate(recorded_prom, tmp_path, window_arg(core_t0), chunk="10m", recordedRules="off")
+    assert raw_stats["chunks"] == {"recorded": 0, "raw": 6}
+    steady = {ns: v for ns, v in data.items() if ns not in ("team-b", "__idle__")}
+    same(steady, {ns: raw[ns] for ns in steady})
+
+
+def test_chunks_the_rules_do_not_cover_are_read_raw(recorded_prom: PrometheusServer, core_t0: int,
+                                                    tmp_path: Path) -> None:
+    # The rules ran from t0 - 10 min: of the half hour before t0 in 10-minute chunks, only the last is covered.
+    data, stats = allocate(recorded_prom, tmp_path, window_arg(core_t0 - 1800, 0.5), chunk="10m")
+    assert stats["chunks"] == {"recorded": 1, "raw": 2}
+    raw, _ = allocate(recorded_prom, tmp_path, window_arg(core_t0 - 1800, 0.5), chunk="10m", recordedRules="off")
+    same(data, raw)
+
+
+def test_rules_recorded_under_another_policy_are_not_read(recorded_prom: PrometheusServer, core_t0: int,
+                                                          tmp_path: Path) -> None:
+    # Recorded for `max`; a `request` config must not read them. team-a requests 1 + 1 cores on a spot node.
+    data, stats = allocate(recorded_prom, tmp_path, window_arg(core_t0), policy="request")
+    assert stats["chunks"] == {"recorded": 0, "raw": 1}
+    assert data["team-a"]["cpuCost"] == pytest.approx(2 * 0.04, rel=REL)
+    assert sum(v["totalCost"] for v in data.values()) == pytest.approx(NODES_TOTAL, rel=REL)
+
+
+@pytest.mark.parametrize("allocation", [
+    {"policy": "max"}, {"policy": "request"}, {"policy": "usage", "usageRateWindow": "3m"},
+    {"policy": "weighted", "requestWeight": 0.6, "resolution": "30s", "chunk": "30m"},
+])
+def test_mixin_records_exactly_what_the_exporter_reads(allocation: dict[str, Any]) -> None:
+    cfg = parse_config({"allocation": allocation, "prometheus": {"ksmSelector": 'job="kube-state-metrics"',
+                                                                 "cadvisorSelector": 'job="kubelet"'}})
+    [group] = allocation_rules(cfg)["groups"]
+    q = Queries(cfg.prometheus, cfg.allocation)
+    wanted = q.recording_rules()
+    recorded = {r["record"]: r for r in group["rules"] if r["record"] in wanted}
+    assert {k: r["expr"] for k, r in recorded.items()} == wanted
+    policy = "weighted:0.6" if allocation["policy"] == "weighted" else allocation["policy"]
+    for r in group["rules"]:
+        assert r["labels"] == {"policy": policy, "usage_rate_window": cfg.allocation.usageRateWindow}
+    assert group["interval"] == cfg.allocation.resolution
