@@ -53,8 +53,9 @@ manifests: deps
 # Scale benchmark (not a test). The 100k size takes about 40 minutes on 2 cores: `make bench SIZES=1000,10000`.
 SIZES ?= 1000,10000,100000
 CONCURRENCY ?= 1
+BENCH_ARGS ?=
 bench: deps system-deps
-	$(PY) -m bench.run --sizes $(SIZES) --concurrency $(CONCURRENCY)
+	$(PY) -m bench.run --sizes $(SIZES) --concurrency $(CONCURRENCY) $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .demo .bench build *.egg-info
