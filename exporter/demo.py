@@ -21,11 +21,11 @@ import yaml
 
 from .allocation import CostResult
 from .billing import read_bill
-from .budgets import Budget
+from .budgets import ALLOCATION_GROUP, Budget, allocation_config
 from .budgets import render as render_rules
 from .config import parse_config
 from .formatters import to_table
-from .localprom import PrometheusServer, backfill, free_port
+from .localprom import PrometheusServer, backfill, backfill_rules, free_port
 from .pipeline import Pipeline
 from .prometheus import PrometheusClient
 from .reconcile import inventory, reconcile
@@ -96,7 +96,8 @@ def main(root: Path = Path(".demo")) -> None:
     # Budgets as code, rendered through the mixin; ml's daily budget is set to fire at once.
     budgets = [Budget(name="ml-daily", scope={"team": "ml"}, period="daily", amount=10.0),
                Budget(name="payments-monthly", scope={"team": "payments"}, period="monthly", amount=500.0)]
-    groups, _ = render_rules(budgets, config={"ruleInterval": "15s"})
+    # The allocation rules are rendered for the demo's own config, so the exporter can read them.
+    groups, _ = render_rules(budgets, config={"ruleInterval": "15s", **allocation_config(parse_config(DEMO_CONFIG))})
     rules_file = root / "chargeback.rules.yaml"
     rules_file.write_text(yaml.safe_dump(groups, sort_keys=False))
     sim_port, exporter_port = free_port(), free_port()
@@ -105,6 +106,14 @@ def main(root: Path = Path(".demo")) -> None:
     prom = PrometheusServer(root / "data", targets, "15s", honor_labels=frozenset({"synthetic-cluster"}),
                             rule_files=[rules_file])
     prom.start()
+    # Rules record only from when they are loaded; give the history its recorded allocation too.
+    allocation_file = root / "allocation.rules.yaml"
+    allocation_file.write_text(yaml.safe_dump(
+        {"groups": [g for g in groups["groups"] if g["name"] == ALLOCATION_GROUP]}, sort_keys=False))
+    started = time.monotonic()
+    backfill_rules(prom, allocation_file, history_start + 600, now - 60)
+    print(f"  recorded allocation rules backfilled over the history in {time.monotonic() - started:.0f}s "
+          "(long windows read them)", flush=True)
     cfg_raw = dict(DEMO_CONFIG, prometheus={"url": prom.url},
                    serve={"interval": "30s", "lag": "2m", "listen": f"127.0.0.1:{exporter_port}"})
     cfg_path = root / "config.yaml"
