@@ -103,17 +103,20 @@ def main(root: Path = Path(".demo")) -> None:
     sim_port, exporter_port = free_port(), free_port()
     serve_simulator(cluster, sim_port)
     targets = {"synthetic-cluster": f"127.0.0.1:{sim_port}", "chargeback": f"127.0.0.1:{exporter_port}"}
-    prom = PrometheusServer(root / "data", targets, "15s", honor_labels=frozenset({"synthetic-cluster"}),
-                            rule_files=[rules_file])
-    prom.start()
-    # Rules record only from when they are loaded; give the history its recorded allocation too.
+    # Rules record only from when they are loaded; give the history its recorded allocation too. This
+    # runs on a Prometheus that scrapes nothing, before the live one starts: blocks moved in under a
+    # live head would make it drop the newer samples it already holds.
     allocation_file = root / "allocation.rules.yaml"
     allocation_file.write_text(yaml.safe_dump(
         {"groups": [g for g in groups["groups"] if g["name"] == ALLOCATION_GROUP]}, sort_keys=False))
     started = time.monotonic()
-    backfill_rules(prom, allocation_file, history_start + 600, now - 60)
+    with PrometheusServer(root / "data") as history:
+        backfill_rules(history, allocation_file, history_start + 600, now - 60)
     print(f"  recorded allocation rules backfilled over the history in {time.monotonic() - started:.0f}s "
           "(long windows read them)", flush=True)
+    prom = PrometheusServer(root / "data", targets, "15s", honor_labels=frozenset({"synthetic-cluster"}),
+                            rule_files=[rules_file])
+    prom.start()
     cfg_raw = dict(DEMO_CONFIG, prometheus={"url": prom.url},
                    serve={"interval": "30s", "lag": "2m", "listen": f"127.0.0.1:{exporter_port}"})
     cfg_path = root / "config.yaml"

@@ -58,7 +58,8 @@ def backfill_rules(prom: PrometheusServer, rules_file: Path, start: int, end: in
     """Evaluate recording rules over history (promtool create-blocks-from rules) and load the blocks.
 
     Rules only record from the moment Prometheus loads them; history gets them this way. The
-    server is restarted on the same port to pick the new blocks up.
+    server is restarted on the same port to pick the new blocks up, so use one that is not
+    scraping: a live head holding samples newer than a moved-in block would drop them.
     """
     out = prom.data_dir.parent / f"{prom.data_dir.name}-rules"
     shutil.rmtree(out, ignore_errors=True)

@@ -148,6 +148,8 @@ def _sel(*matchers: str) -> str:
 KSM_RESOURCE = {"cpu": "cpu", "memory": "memory", "gpu": "nvidia_com_gpu"}
 RESOURCE_FROM_KSM = {v: k for k, v in KSM_RESOURCE.items()}
 
+LOOKBACK_SECONDS = 300  # Prometheus' default --query.lookback-delta
+
 # Per-(namespace, node) sums that the mixin records every rule interval, and its evaluation heartbeat.
 UNITS = {"cpu": "cpu_cores", "memory": "memory_bytes", "gpu": "gpus"}
 RECORDED = {(kind, res): f"namespace_node:chargeback_{kind}_{UNITS[res]}:sum"
@@ -187,6 +189,12 @@ class Queries:
         q.k = ",".join(m for m in (self.k, only) if m)
         q.c = ",".join(m for m in (self.c, only) if m)
         return q
+
+    def _range(self, chunk_seconds: int) -> str:
+        """Range for label, info and price lookups over a chunk: never shorter than Prometheus' 5-minute
+        lookback, which the step integrals use. A chunk inside a scrape gap (a Prometheus restart) then
+        still finds its nodes' labels and prices, instead of pricing them at default rates."""
+        return f"[{max(chunk_seconds, LOOKBACK_SECONDS)}s]"
 
     def _sub(self, chunk_seconds: int) -> str:
         # Half a step short of the chunk: exactly chunk/step points whether the Prometheus
@@ -309,14 +317,14 @@ class Queries:
 
     def pv_info(self, span: int) -> str:
         return (f"max by (persistentvolume, storageclass) "
-                f"(last_over_time(kube_persistentvolume_info{_sel(self.k)}[{span}s]))")
+                f"(last_over_time(kube_persistentvolume_info{_sel(self.k)}{self._range(span)}))")
 
     def pv_claims(self, span: int) -> str:
         return (f"max by (persistentvolume, claim_namespace) "
-                f"(last_over_time(kube_persistentvolume_claim_ref{_sel(self.k)}[{span}s]))")
+                f"(last_over_time(kube_persistentvolume_claim_ref{_sel(self.k)}{self._range(span)}))")
 
     def pv_prices(self, span: int) -> str:
-        return f"max by (persistentvolume) (avg_over_time(pv_hourly_cost{_sel(self.o)}[{span}s]))"
+        return f"max by (persistentvolume) (avg_over_time(pv_hourly_cost{_sel(self.o)}{self._range(span)}))"
 
     def lb_presence(self, span: int) -> str:
         sel = _sel('type="LoadBalancer"', self.k)
@@ -324,7 +332,7 @@ class Queries:
 
     def lb_prices(self, span: int) -> str:
         return (f"max by (namespace, service_name) "
-                f"(avg_over_time(kubecost_load_balancer_cost{_sel(self.o)}[{span}s]))")
+                f"(avg_over_time(kubecost_load_balancer_cost{_sel(self.o)}{self._range(span)}))")
 
     def egress_classified(self, span: int) -> str:
         """Kubecost's network-costs daemonset: egress bytes per namespace and destination class."""
@@ -346,27 +354,27 @@ class Queries:
         parts = []
         for k in keys:
             sel = _sel(k + '!=""', self.k)
-            parts.append(f"max by ({cols}) (last_over_time(kube_pod_labels{sel}[{chunk_seconds}s]))")
+            parts.append(f"max by ({cols}) (last_over_time(kube_pod_labels{sel}{self._range(chunk_seconds)}))")
         return " or ".join(parts) if parts else "vector(0) < 0"
 
     def all_pods(self, chunk_seconds: int) -> str:
-        return f"count by (namespace, pod) (last_over_time(kube_pod_labels{_sel(self.k)}[{chunk_seconds}s]))"
+        return f"count by (namespace, pod) (last_over_time(kube_pod_labels{_sel(self.k)}{self._range(chunk_seconds)}))"
 
     def owners(self, metric: str, name_label: str, chunk_seconds: int) -> str:
         """Controller owner references (kube_pod_owner, kube_replicaset_owner, kube_job_owner)."""
         sel = _sel('owner_is_controller=~"true|<none>"', self.k)
         return (f"max by (namespace, {name_label}, owner_kind, owner_name) "
-                f"(last_over_time({metric}{sel}[{chunk_seconds}s]))")
+                f"(last_over_time({metric}{sel}{self._range(chunk_seconds)}))")
 
     def pod_counts(self, chunk_seconds: int) -> str:
-        return f"count by (namespace) (last_over_time(kube_pod_labels{_sel(self.k)}[{chunk_seconds}s]))"
+        return f"count by (namespace) (last_over_time(kube_pod_labels{_sel(self.k)}{self._range(chunk_seconds)}))"
 
     def namespace_annotations(self, chunk_seconds: int) -> str:
         """Needs kube-state-metrics --metric-annotations-allowlist=namespaces=[chargeback.io/budget-...]."""
-        return f"last_over_time(kube_namespace_annotations{_sel(self.k)}[{chunk_seconds}s])"
+        return f"last_over_time(kube_namespace_annotations{_sel(self.k)}{self._range(chunk_seconds)})"
 
     def namespace_labels(self, chunk_seconds: int) -> str:
-        return f"last_over_time(kube_namespace_labels{_sel(self.k)}[{chunk_seconds}s])"
+        return f"last_over_time(kube_namespace_labels{_sel(self.k)}{self._range(chunk_seconds)})"
 
     def capacity_stats(self, fn: str, chunk_seconds: int) -> str:
         """`avg_over_time` or `count_over_time` of node capacity per (node, resource) over the chunk's steps."""
@@ -376,12 +384,12 @@ class Queries:
         return f"{fn}(({cap}){self._sub(chunk_seconds)})"
 
     def node_labels(self, chunk_seconds: int) -> str:
-        return f"last_over_time(kube_node_labels{_sel(self.k)}[{chunk_seconds}s])"
+        return f"last_over_time(kube_node_labels{_sel(self.k)}{self._range(chunk_seconds)})"
 
     def opencost_prices(self, chunk_seconds: int) -> str:
         """All OpenCost node price series in one round trip, tagged with a `price` label."""
         parts = []
         for kind, metric in PRICE_METRICS.items():
-            agg = f"max by (node) (avg_over_time({metric}{_sel(self.o)}[{chunk_seconds}s]))"
+            agg = f"max by (node) (avg_over_time({metric}{_sel(self.o)}{self._range(chunk_seconds)}))"
             parts.append(f'label_replace({agg}, "price", "{kind}", "", "")')
         return " or ".join(parts)
