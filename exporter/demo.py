@@ -93,8 +93,11 @@ def main(root: Path = Path(".demo")) -> None:
     samples = backfill(cluster, root / "data", history_start, now - 60, 60)
     print(f"  {samples:,} samples loaded with promtool", flush=True)
 
-    # Budgets as code, rendered through the mixin; ml's daily budget is set to fire at once.
-    budgets = [Budget(name="ml-daily", scope={"team": "ml"}, period="daily", amount=10.0),
+    # Budgets as code, rendered through the mixin. ml spends about 2.9 an hour; its daily budget is one
+    # unit per hour elapsed since UTC midnight, so it is already overrun whenever the demo starts.
+    hours_today = (now % 86400) / 3600
+    ml_daily = round(max(hours_today, 0.05), 2)
+    budgets = [Budget(name="ml-daily", scope={"team": "ml"}, period="daily", amount=ml_daily),
                Budget(name="payments-monthly", scope={"team": "payments"}, period="monthly", amount=500.0)]
     # The allocation rules are rendered for the demo's own config, so the exporter can read them.
     groups, _ = render_rules(budgets, config={"ruleInterval": "15s", **allocation_config(parse_config(DEMO_CONFIG))})
