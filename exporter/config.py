@@ -114,7 +114,8 @@ class SharePolicy(_Model):
     split: Literal["weighted", "even", "fixed", "metric"] = "weighted"
     fixedBy: str = Field("namespace", description="'namespace' or an attribution label such as 'team'")
     percentages: dict[str, float] = Field(default_factory=dict)
-    query: str | None = Field(None, description="PromQL giving a weight per namespace; $window is the interval")
+    query: str | None = Field(None, description="PromQL giving a weight per namespace; $window: the interval, "
+                                                "at least 5m")
     namespaceLabel: str = "namespace"
 
     @model_validator(mode="after")

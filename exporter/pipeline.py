@@ -20,7 +20,7 @@ from .attribution import BUDGET_PREFIX, Metadata, Owners, annotation_budgets, re
 from .config import Config
 from .errors import DataError
 from .pricing import NodeFacts, ksm_label, load_shipped_prices, price_nodes, unmatched_rules
-from .prometheus import RESOURCE_FROM_KSM, PrometheusClient, Queries
+from .prometheus import LOOKBACK_SECONDS, RESOURCE_FROM_KSM, PrometheusClient, Queries
 from .sharing import ShareInputs, distribute
 from .window import Window, iso, parse_duration
 from .workloads import resolve as resolve_workloads
@@ -123,7 +123,8 @@ class Pipeline:
         weights: dict[str, dict[str, float]] = {}
         for source, policy in s.policies.items():
             if policy.split == "metric" and policy.query:
-                expr = policy.query.replace("$window", f"{w.seconds}s")
+                # At least the lookback: a 1-minute serve piece in a scrape gap still gets its weights.
+                expr = policy.query.replace("$window", f"{max(w.seconds, LOOKBACK_SECONDS)}s")
                 rows = self.client.query(expr, float(w.end))
                 weights[source] = {lb.get(policy.namespaceLabel, ""): v for lb, v in rows if v > 0}
         return ShareInputs(frozenset(shared), fixed, weights, tuple(self.cfg.attribution.labels))

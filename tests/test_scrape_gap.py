@@ -16,23 +16,29 @@ from click.testing import CliRunner
 
 from exporter.cli import main
 from exporter.localprom import PrometheusServer, backfill
+from exporter.synthetic import Cluster
 
-from .scenarios import CORE_CONFIG, core_cluster
+from .scenarios import CORE_CONFIG, core_cluster, share_cluster
 from .test_allocate_core import EXPECTED, NODES_TOTAL, REL, run_allocate, window_arg
+from .test_sharing import BASE_SHARING, IDLE, NODES, assert_costs, totals
+from .test_sharing import run as run_shared
 
 
-@pytest.fixture(scope="module")
-def gap_prom(tmp_path_factory: pytest.TempPathFactory, core_t0: int) -> Iterator[PrometheusServer]:
-    root = tmp_path_factory.mktemp("gap")
-    cluster = core_cluster(core_t0)
-    backfill(cluster, root / "before", core_t0 - 1800, core_t0 + 600, 60)  # samples up to t0 + 10 min
-    backfill(cluster, root / "after", core_t0 + 840, core_t0 + 3600, 60)  # and again from t0 + 14 min
+def gapped(root: Path, cluster: Cluster, t0: int) -> Path:
+    """The cluster's history with no sample between t0 + 10 min and t0 + 14 min."""
+    backfill(cluster, root / "before", t0 - 1800, t0 + 600, 60)
+    backfill(cluster, root / "after", t0 + 840, t0 + 3600, 60)
     data = root / "data"
     data.mkdir()
     for part in ("before", "after"):
         for block in (root / part).iterdir():
             block.rename(data / block.name)
-    with PrometheusServer(data) as prom:
+    return data
+
+
+@pytest.fixture(scope="module")
+def gap_prom(tmp_path_factory: pytest.TempPathFactory, core_t0: int) -> Iterator[PrometheusServer]:
+    with PrometheusServer(gapped(tmp_path_factory.mktemp("gap"), core_cluster(core_t0), core_t0)) as prom:
         yield prom
 
 
@@ -56,3 +62,22 @@ def test_minutes_inside_a_scrape_gap_keep_their_prices(gap_prom: PrometheusServe
     for ns in ("team-c", "kube-system"):
         assert data[ns]["totalCost"] == pytest.approx(sum(EXPECTED[ns].values()) * 2 / 60, rel=REL), ns
     assert sum(v["totalCost"] for v in data.values()) == pytest.approx(NODES_TOTAL * 2 / 60, rel=REL)
+
+
+def test_metric_weights_inside_a_scrape_gap(tmp_path_factory: pytest.TempPathFactory, core_t0: int,
+                                            tmp_path: Path) -> None:
+    """Ingress weights for two 1-minute chunks in the gap: increase() over 5 minutes, not 1, finds them."""
+    data = gapped(tmp_path_factory.mktemp("share-gap"), share_cluster(core_t0), core_t0)
+    query = "sum by (exported_namespace) (increase(nginx_ingress_controller_requests[$window]))"
+    sharing = {**BASE_SHARING, "policies": {"kube-system": {"split": "metric", "query": query,
+                                                            "namespaceLabel": "exported_namespace"}}}
+    with PrometheusServer(data) as prom:
+        got = totals(run_shared((prom, core_t0 + 660), tmp_path, sharing, allocation={"chunk": "1m"},
+                                extra=("--window", window_arg(core_t0 + 660, 2 / 60))))
+    # As test_sharing's hour, for 2 minutes: requests 3, 1 and 1 per second split kube-system's 0.12/h.
+    mon, f = 0.28, 2 / 60
+    expected = {"payments": (0.24 + 0.12 * 3 / 5 + mon * 0.24 / 0.72) * f,
+                "search": (0.12 + 0.12 * 1 / 5 + mon * 0.12 / 0.72) * f,
+                "web": (0.24 + 0.12 * 1 / 5 + mon * 0.24 / 0.72) * f,
+                "tools": (0.12 + mon * 0.12 / 0.72) * f, "__idle__": IDLE * f}
+    assert_costs(got, expected, total=NODES * f)
