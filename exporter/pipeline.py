@@ -28,6 +28,7 @@ from .workloads import resolve as resolve_workloads
 log = logging.getLogger(__name__)
 
 Progress = Callable[[Window], None]
+MIN_RECORDED_STEPS = 5  # shorter chunks read raw series: cheap, and no heartbeat check to pay for
 MetadataSource = Callable[[Window], Metadata]
 
 
@@ -275,12 +276,15 @@ class Pipeline:
         return ChunkUsage(w.start, w.end, allocated, requested, used, capacity, nodes)
 
     def recorded_covers(self, w: Window) -> bool:
-        """True when the mixin's allocation rules ran at every step of `w` (one miss allowed: rule
-        timestamps sit anywhere inside their interval), under this config's policy."""
+        """True when the mixin's allocation rules ran at every step of `w`, under this config's policy.
+
+        A missed evaluation would leave a step with no allocation (all idle), so that chunk reads raw
+        series instead. So do chunks of a few steps (serve's cycles): raw is cheap there."""
         covered = False
-        if self.cfg.allocation.recordedRules != "off":
+        steps = w.seconds // self.step
+        if self.cfg.allocation.recordedRules != "off" and steps >= MIN_RECORDED_STEPS:
             rows = self.client.query(self.queries.recorded_coverage(w.seconds), float(w.end))
-            covered = bool(rows) and rows[0][1] >= max(w.seconds // self.step - 1, 1)
+            covered = bool(rows) and rows[0][1] >= steps
         with self._lock:
             self.sources["recorded" if covered else "raw"] += 1
         return covered

@@ -288,8 +288,9 @@ class Queries:
         return rules
 
     def recorded_coverage(self, chunk_seconds: int) -> str:
-        """Rule evaluations inside the chunk; each step needs one for the recorded path to be exact."""
-        return f"count_over_time({RULES_EVALUATED}{_sel(self.r)}[{chunk_seconds - self.step // 2}s])"
+        """Rule evaluations in the samples the steps read (each step reads its last `step - 1s`):
+        one per step when the rules ran throughout, fewer if an evaluation was missed."""
+        return f"count_over_time({RULES_EVALUATED}{_sel(self.r)}[{chunk_seconds - 1}s])"
 
     def _recorded(self, kind: str, resource: str) -> str:
         """The one sample recorded within each step. Not the bare series: a pair that vanished (a pod

@@ -29,14 +29,16 @@ from .test_allocate_core import D_SPOT_CPU, D_SPOT_RAM, EXPECTED, NODES_TOTAL, R
 
 @pytest.fixture(scope="module")
 def recorded_prom(tmp_path_factory: pytest.TempPathFactory, core_t0: int) -> Iterator[PrometheusServer]:
-    """The core scenario, with the allocation rules evaluated from t0 - 10 min to the hour's end only."""
+    """The core scenario, with the allocation rules evaluated from t0 - 10 min to the hour's end only,
+    and two evaluations missed after minute 20 (as if Prometheus had restarted)."""
     root = tmp_path_factory.mktemp("recorded")
     backfill(core_cluster(core_t0), root / "data", core_t0 - 1800, core_t0 + WINDOW_SECONDS + 600, 60)
     rules = root / "allocation.rules.yaml"
     rules.write_text(yaml.safe_dump(allocation_rules(parse_config(CORE_CONFIG))))
     prom = PrometheusServer(root / "data").start()
     try:
-        backfill_rules(prom, rules, core_t0 - 600, core_t0 + WINDOW_SECONDS)
+        backfill_rules(prom, rules, core_t0 - 600, core_t0 + 1200)
+        backfill_rules(prom, rules, core_t0 + 1320, core_t0 + WINDOW_SECONDS)
         yield prom
     finally:
         prom.stop()
@@ -74,7 +76,8 @@ def rule_phase(prom: PrometheusServer, at: int) -> int:
 def test_recorded_hour_gives_the_hand_worked_amounts(recorded_prom: PrometheusServer, core_t0: int,
                                                      tmp_path: Path) -> None:
     data, stats = allocate(recorded_prom, tmp_path, window_arg(core_t0), chunk="10m")
-    assert stats["chunks"] == {"recorded": 6, "raw": 0}
+    # Minutes 20-30 miss two rule evaluations: that chunk reads raw series, the other five recorded ones.
+    assert stats["chunks"] == {"recorded": 5, "raw": 1}
     # Each step reads the rule sample of its own minute. Unless the group evaluates on the minute,
     # that sample saw the data of the minute before: batch (ending at t0 + 30 min) then counts 31
     # one-minute steps instead of 30. Steady pods are the same either way.
@@ -105,6 +108,9 @@ def test_chunks_the_rules_do_not_cover_are_read_raw(recorded_prom: PrometheusSer
     assert stats["chunks"] == {"recorded": 1, "raw": 2}
     raw, _ = allocate(recorded_prom, tmp_path, window_arg(core_t0 - 1800, 0.5), chunk="10m", recordedRules="off")
     same(data, raw)
+    # Chunks of under five steps (serve's cycles) read raw series without asking for the heartbeat.
+    _, short = allocate(recorded_prom, tmp_path, window_arg(core_t0, 3 / 60), chunk="1m")
+    assert short["chunks"] == {"recorded": 0, "raw": 3}
 
 
 def test_rules_recorded_under_another_policy_are_not_read(recorded_prom: PrometheusServer, core_t0: int,
