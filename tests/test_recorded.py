@@ -138,3 +138,18 @@ def test_mixin_records_exactly_what_the_exporter_reads(allocation: dict[str, Any
     for r in group["rules"]:
         assert r["labels"] == {"policy": policy, "usage_rate_window": cfg.allocation.usageRateWindow}
     assert group["interval"] == cfg.allocation.resolution
+
+
+def test_rules_command_renders_the_allocation_rules_for_a_config(tmp_path: Path) -> None:
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(yaml.safe_dump({"allocation": {"policy": "request", "resolution": "5m", "chunk": "1h"}}))
+    res = CliRunner().invoke(main, ["rules", "--config", str(cfg), "--out", str(tmp_path / "out")])
+    assert res.exit_code == 0, res.output
+    groups = yaml.safe_load((tmp_path / "out" / "chargeback.rules.yaml").read_text())["groups"]
+    [group] = [g for g in groups if g["name"] == "chargeback-allocation.rules"]
+    assert group["interval"] == "5m"
+    assert {r["labels"]["policy"] for r in group["rules"]} == {"request"}
+    # A bad config is one line naming the key, as everywhere.
+    cfg.write_text(yaml.safe_dump({"allocation": {"policy": "median"}}))
+    res = CliRunner().invoke(main, ["rules", "--config", str(cfg), "--out", str(tmp_path / "out")])
+    assert res.exit_code == 2 and res.stderr.startswith("chargeback: error: ") and "allocation.policy" in res.stderr
