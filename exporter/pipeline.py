@@ -261,7 +261,9 @@ class Pipeline:
             return rows
 
         capacity, nodes = self.node_facts(w, meta)
-        rec = self.recorded_covers(w)
+        # A split namespace needs per-pod rows, which only raw series have; mixing their phase with the
+        # recorded rows of the same nodes could over-fill a node at a step. Such chunks read raw.
+        rec = self.recorded_covers(w, split=bool(split))
         allocated: dict[UsageKey, float] = {}
         for res in ("cpu", "memory", "gpu"):
             allocated.update(both(lambda p, r=res: q.allocated_integral(r, span, p),  # type: ignore[misc]
@@ -275,14 +277,15 @@ class Pipeline:
             self._warn(f"no cAdvisor usage series for {iso(w.start)}..{iso(w.end)}; costing requests only")
         return ChunkUsage(w.start, w.end, allocated, requested, used, capacity, nodes)
 
-    def recorded_covers(self, w: Window) -> bool:
+    def recorded_covers(self, w: Window, split: bool = False) -> bool:
         """True when the mixin's allocation rules ran at every step of `w`, under this config's policy.
 
         A missed evaluation would leave a step with no allocation (all idle), so that chunk reads raw
-        series instead. So do chunks of a few steps (serve's cycles): raw is cheap there."""
+        series instead. So do chunks of a few steps (serve's cycles), where raw is cheap, and chunks
+        with a namespace split between owners."""
         covered = False
         steps = w.seconds // self.step
-        if self.cfg.allocation.recordedRules != "off" and steps >= MIN_RECORDED_STEPS:
+        if self.cfg.allocation.recordedRules != "off" and steps >= MIN_RECORDED_STEPS and not split:
             rows = self.client.query(self.queries.recorded_coverage(w.seconds), float(w.end))
             covered = bool(rows) and rows[0][1] >= steps
         with self._lock:

@@ -23,7 +23,7 @@ from exporter.config import parse_config
 from exporter.localprom import PrometheusServer, backfill, backfill_rules
 from exporter.prometheus import Queries
 
-from .scenarios import CORE_CONFIG, WINDOW_SECONDS, core_cluster
+from .scenarios import CORE_CONFIG, WINDOW_SECONDS, core_cluster, share_cluster
 from .test_allocate_core import D_SPOT_CPU, D_SPOT_RAM, EXPECTED, NODES_TOTAL, REL, window_arg
 
 
@@ -153,3 +153,26 @@ def test_rules_command_renders_the_allocation_rules_for_a_config(tmp_path: Path)
     cfg.write_text(yaml.safe_dump({"allocation": {"policy": "median"}}))
     res = CliRunner().invoke(main, ["rules", "--config", str(cfg), "--out", str(tmp_path / "out")])
     assert res.exit_code == 2 and res.stderr.startswith("chargeback: error: ") and "allocation.policy" in res.stderr
+
+
+def test_a_namespace_split_between_teams_keeps_the_chunk_raw(tmp_path_factory: pytest.TempPathFactory,
+                                                             core_t0: int, tmp_path: Path) -> None:
+    """web's pods belong to two teams: its rows come per pod from raw series, so its chunks stay raw."""
+    root = tmp_path_factory.mktemp("recorded-split")
+    backfill(share_cluster(core_t0), root / "data", core_t0 - 1800, core_t0 + WINDOW_SECONDS + 600, 60)
+    rules = root / "allocation.rules.yaml"
+    rules.write_text(yaml.safe_dump(allocation_rules(parse_config({}))))
+    with PrometheusServer(root / "data") as prom:
+        backfill_rules(prom, rules, core_t0 - 600, core_t0 + WINDOW_SECONDS)
+        cfg = tmp_path / "c.yaml"
+        cfg.write_text(yaml.safe_dump({"prometheus": {"url": prom.url}, "attribution": {"source": "prometheus"},
+                                       "allocation": {"chunk": "10m"}}))
+        res = CliRunner().invoke(main, ["allocate", "--config", str(cfg), "--window", window_arg(core_t0),
+                                        "--format", "json", "--aggregate", "team", "--stats"])
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.stderr.strip().splitlines()[-1])["chunks"] == {"recorded": 0, "raw": 6}
+    teams = {k: v["totalCost"] for k, v in json.loads(res.stdout)["data"][0].items()}
+    # Pods cost cpu x 0.10 + GiB x 0.01 an hour: web-a's frontend (1 core, 2 GiB), web-b's admin (0.5, 1).
+    assert teams["web-a"] == pytest.approx(1 * 0.10 + 2 * 0.01, rel=REL)
+    assert teams["web-b"] == pytest.approx(0.5 * 0.10 + 1 * 0.01, rel=REL)
+    assert sum(teams.values()) == pytest.approx(2.24, rel=REL)
