@@ -288,14 +288,16 @@ class Queries:
         return rules
 
     def recorded_coverage(self, chunk_seconds: int) -> str:
-        """Rule evaluations in the samples the steps read (each step reads its last `step - 1s`):
+        """Rule evaluations in the samples the steps read (each step reads its last step, less 1 ms):
         one per step when the rules ran throughout, fewer if an evaluation was missed."""
-        return f"count_over_time({RULES_EVALUATED}{_sel(self.r)}[{chunk_seconds - 1}s])"
+        return f"count_over_time({RULES_EVALUATED}{_sel(self.r)}[{chunk_seconds * 1000 - 1}ms])"
 
     def _recorded(self, kind: str, resource: str) -> str:
         """The one sample recorded within each step. Not the bare series: a pair that vanished (a pod
-        finished) would live on for the 5-minute lookback where no staleness marker was written."""
-        return f"last_over_time({RECORDED[kind, resource]}{_sel(self.r)}[{self.step - 1}s])"
+        finished) would live on for the 5-minute lookback where no staleness marker was written. The
+        range is a millisecond short of the step, so that a group evaluating exactly on the step
+        boundary does not also see the previous step's sample, while any other phase is kept."""
+        return f"last_over_time({RECORDED[kind, resource]}{_sel(self.r)}[{self.step * 1000 - 1}ms])"
 
     def recorded_allocated_integral(self, resource: str, chunk_seconds: int) -> str:
         """As allocated_integral, from the recorded sums; the overflow scale is applied at query time."""

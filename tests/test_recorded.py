@@ -65,12 +65,12 @@ def same(a: dict[str, Any], b: dict[str, Any]) -> None:
 
 
 def rule_phase(prom: PrometheusServer, at: int) -> int:
-    """Seconds past the minute at which the rule group evaluates (Prometheus and promtool offset each
-    group by a hash of its name and file, so the phase differs from run to run)."""
+    """Milliseconds past the minute at which the rule group evaluates (Prometheus and promtool offset
+    each group by a hash of its name and file, so the phase differs from run to run)."""
     body = requests.get(f"{prom.url}/api/v1/query", params={
         "query": "cluster:chargeback_allocation_rules_evaluated:count[1m]", "time": at}, timeout=10).json()
     [series] = body["data"]["result"]
-    return int(float(series["values"][-1][0])) % 60
+    return round(float(series["values"][-1][0]) * 1000) % 60000  # milliseconds
 
 
 def test_recorded_hour_gives_the_hand_worked_amounts(recorded_prom: PrometheusServer, core_t0: int,
