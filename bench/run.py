@@ -19,6 +19,7 @@ from pathlib import Path
 
 import yaml
 
+from exporter.budgets import allocation_group_only
 from exporter.localprom import PrometheusServer, backfill, backfill_rules
 from exporter.synthetic import bench_cluster
 
@@ -32,9 +33,9 @@ def allocation_rules_file(cfg: Path, work: Path) -> Path:
     rendering Jsonnet here would grow this process, and a forked child's peak RSS starts from ours."""
     subprocess.run([sys.executable, "-m", "exporter", "rules", "--config", str(cfg), "--out", str(work / "rules")],
                    check=True, capture_output=True)
-    groups = yaml.safe_load((work / "rules" / "chargeback.rules.yaml").read_text())["groups"]
+    rendered = yaml.safe_load((work / "rules" / "chargeback.rules.yaml").read_text())
     path = work / "allocation.rules.yaml"
-    path.write_text(yaml.safe_dump({"groups": [g for g in groups if g["name"] == "chargeback-allocation.rules"]}))
+    path.write_text(yaml.safe_dump(allocation_group_only(rendered)))
     return path
 
 

@@ -105,10 +105,15 @@ def allocation_config(cfg: Config) -> dict[str, Any]:
 ALLOCATION_GROUP = "chargeback-allocation.rules"
 
 
+def allocation_group_only(rule_file: dict[str, Any]) -> dict[str, Any]:
+    """A rule file cut down to the recorded-allocation group (for `promtool create-blocks-from rules`)."""
+    return {"groups": [g for g in rule_file["groups"] if g["name"] == ALLOCATION_GROUP]}
+
+
 def allocation_rules(cfg: Config) -> dict[str, Any]:
-    """Just the recorded-allocation group, as a rule file (for `promtool create-blocks-from rules`)."""
+    """Just the recorded-allocation group for this exporter config, as a rule file."""
     groups, _ = render([], config=allocation_config(cfg))
-    return {"groups": [g for g in groups["groups"] if g["name"] == ALLOCATION_GROUP]}
+    return allocation_group_only(groups)
 
 
 def render(budgets: list[Budget], namespace: str = "monitoring", config: dict[str, Any] | None = None

@@ -21,7 +21,7 @@ import yaml
 
 from .allocation import CostResult
 from .billing import read_bill
-from .budgets import ALLOCATION_GROUP, Budget, allocation_config
+from .budgets import Budget, allocation_config, allocation_group_only
 from .budgets import render as render_rules
 from .config import parse_config
 from .formatters import to_table
@@ -110,8 +110,7 @@ def main(root: Path = Path(".demo")) -> None:
     # runs on a Prometheus that scrapes nothing, before the live one starts: blocks moved in under a
     # live head would make it drop the newer samples it already holds.
     allocation_file = root / "allocation.rules.yaml"
-    allocation_file.write_text(yaml.safe_dump(
-        {"groups": [g for g in groups["groups"] if g["name"] == ALLOCATION_GROUP]}, sort_keys=False))
+    allocation_file.write_text(yaml.safe_dump(allocation_group_only(groups), sort_keys=False))
     started = time.monotonic()
     with PrometheusServer(root / "data") as history:
         backfill_rules(history, allocation_file, history_start + 600, now - 60)
