@@ -6,7 +6,9 @@ import json
 import logging
 import sys
 import time
-from typing import Any
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, NoReturn
 
 import click
 
@@ -24,9 +26,17 @@ def _load(config: str | None, prometheus_url: str | None, cluster_selector: str 
     return override(cfg, "prometheus", url=prometheus_url, clusterSelector=cluster_selector)
 
 
-def _fail(e: ChargebackError) -> None:
+def _fail(e: ChargebackError) -> NoReturn:
     click.echo(f"chargeback: error: {e}", err=True)
     sys.exit(2)
+
+
+def _render_to(write: Callable[[Path], list[Path]], out_dir: str) -> list[Path]:
+    """Run a file-rendering step (dashboards, manifests); its error is the usual one line."""
+    try:
+        return write(Path(out_dir))
+    except ChargebackError as e:
+        _fail(e)
 
 
 @click.group()
@@ -76,7 +86,6 @@ def allocate(prometheus_url: str | None, window_text: str, aggregate: str, confi
         result = _with_progress(pipeline, window)
     except ChargebackError as e:
         _fail(e)
-        return
     click.echo(render(result, parts, tuple(cfg.attribution.labels), fmt, cfg.pricing.currency))
     if stats:
         s = client.stats
@@ -151,7 +160,6 @@ def audit_labels(prometheus_url: str | None, config: str | None, window_text: st
         pods = {ns: p for ns, p in pods.items() if ns not in shared}
     except ChargebackError as e:
         _fail(e)
-        return
     costs: dict[tuple[str, tuple[str, ...]], float] = {}
     for (ns, attrs, _component, _res, _source), c in result.costs.items():
         if ns not in (IDLE, UNSHARED):
@@ -160,7 +168,6 @@ def audit_labels(prometheus_url: str | None, config: str | None, window_text: st
         controllers = pipeline.workloads(window)
     except ChargebackError as e:
         _fail(e)
-        return
     audits = audit(meta, pods, cfg.attribution.labels, costs, controllers)
     if fmt == "json":
         click.echo(json.dumps(to_json(audits), indent=2))
@@ -188,7 +195,6 @@ def prices(prometheus_url: str | None, config: str | None, window_text: str, fmt
         rates = price_nodes(nodes, cfg.pricing, pipeline.shipped)
     except ChargebackError as e:
         _fail(e)
-        return
     rows: list[dict[str, Any]] = []
     for name, r in rates.items():
         f = nodes[name]
@@ -227,8 +233,6 @@ def prices(prometheus_url: str | None, config: str | None, window_text: str, fmt
               help="The exporter's config: its allocation policy and selectors shape the recorded allocation rules.")
 def rules(budgets_file: str | None, out_dir: str, namespace: str, config: str | None) -> None:
     """Render recording rules and (budget) alerts from the Jsonnet mixin: a rule file and a PrometheusRule."""
-    from pathlib import Path
-
     from .budgets import allocation_config, load_budgets, write_rules
 
     try:
@@ -237,7 +241,6 @@ def rules(budgets_file: str | None, out_dir: str, namespace: str, config: str | 
         written = write_rules(budgets, Path(out_dir), namespace, mixin)
     except ChargebackError as e:
         _fail(e)
-        return
     click.echo(f"{len(budgets)} budget(s) -> " + ", ".join(str(p) for p in written))
 
 
@@ -245,15 +248,9 @@ def rules(budgets_file: str | None, out_dir: str, namespace: str, config: str | 
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False), help="Folder for the JSON.")
 def dashboards(out_dir: str) -> None:
     """Render the Grafana dashboards from dashboards/ as JSON (the ConfigMaps come with `manifests`)."""
-    from pathlib import Path
-
     from .dashboards import write_dashboards
 
-    try:
-        written = write_dashboards(Path(out_dir))
-    except ChargebackError as e:
-        _fail(e)
-        return
+    written = _render_to(write_dashboards, out_dir)
     click.echo(f"{len(written)} dashboard(s) written to {out_dir}")
 
 
@@ -261,15 +258,9 @@ def dashboards(out_dir: str) -> None:
 @click.option("--out", "out_dir", default="deploy", show_default=True, type=click.Path(file_okay=False))
 def manifests(out_dir: str) -> None:
     """Render deploy/ from deploy/jsonnet/main.jsonnet: one file per object and a kustomization."""
-    from pathlib import Path
-
     from .dashboards import write_manifests
 
-    try:
-        written = write_manifests(Path(out_dir))
-    except ChargebackError as e:
-        _fail(e)
-        return
+    written = _render_to(write_manifests, out_dir)
     click.echo(f"{len(written)} file(s) written under {out_dir}")
 
 
@@ -290,8 +281,6 @@ def manifests(out_dir: str) -> None:
 def report(prometheus_url: str | None, config: str | None, window_text: str, by: str, fmt: str, source: str,
            send: bool, dry_run: bool, out: str | None) -> None:
     """Showback report per team (or namespace, cost centre) against the previous period."""
-    from pathlib import Path
-
     from .delivery import deliver
     from .report import describe, make_report
     from .reportformat import render as render_report
@@ -306,7 +295,6 @@ def report(prometheus_url: str | None, config: str | None, window_text: str, by:
         rep = make_report(cfg, window, by, now, source)
     except ChargebackError as e:
         _fail(e)
-        return
     click.echo(f"report {describe(rep)}", err=True)
     if not send:
         text = render_report(rep, fmt)
@@ -358,7 +346,6 @@ def reconcile(bills: tuple[str, ...], prometheus_url: str | None, config: str | 
                                                              cfg.prometheus.clusterSelector) if m))
     except ChargebackError as e:
         _fail(e)
-        return
     rec = compare(bill, inv, result, window, cfg.reconciliation.clusterTags)
     if bill.currency and bill.currency != cfg.pricing.currency:
         click.echo(f"chargeback: error: the bill is in {bill.currency}, prices are in {cfg.pricing.currency}",
@@ -375,7 +362,6 @@ def reconcile(bills: tuple[str, ...], prometheus_url: str | None, config: str | 
             again = _with_progress(pipeline, window)
         except ChargebackError as e:
             _fail(e)
-            return
         unbilled = sum(n["computed"] for n in rec.nodes if n["bill"] is None)
         shared = sum(rec.unmatched.values()) if rec.scoped else 0.0
         click.echo(f"reconciled: namespaces sum to {sum(again.costs.values()):.2f}; bill {rec.total_bill:.2f} "
