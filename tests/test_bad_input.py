@@ -8,6 +8,7 @@ import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -23,6 +24,13 @@ from .test_allocate_core import window_arg
 
 def allocate(*args: str) -> Result:
     return CliRunner().invoke(main, ["allocate", "--format", "json", *args])
+
+
+def allocate_with(tmp_path: Path, raw: dict[str, Any], window: str = "1h") -> Result:
+    """`allocate` with this config written to a file."""
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(yaml.safe_dump(raw))
+    return allocate("--config", str(cfg), "--window", window)
 
 
 def one_line_error(res: Result) -> str:
@@ -80,28 +88,23 @@ def test_query_error_is_reported_with_prometheus_message(fake_prom: tuple[str, t
 def test_query_error_with_parallel_chunks_is_one_line(fake_prom: tuple[str, type[FakePrometheus]],
                                                       tmp_path: Path) -> None:
     url, _ = fake_prom
-    cfg = tmp_path / "c.yaml"
-    cfg.write_text(yaml.safe_dump({"prometheus": {"url": url}, "allocation": {"chunk": "10m", "concurrency": 4}}))
-    line = one_line_error(allocate("--config", str(cfg), "--window", "1h"))
+    raw = {"prometheus": {"url": url}, "allocation": {"chunk": "10m", "concurrency": 4}}
+    line = one_line_error(allocate_with(tmp_path, raw))
     assert "Prometheus query failed (HTTP 400, bad_data): 1:5: parse error" in line
 
 
 def test_non_json_answer(fake_prom: tuple[str, type[FakePrometheus]], tmp_path: Path) -> None:
     url, handler = fake_prom
     handler.mode = "html"
-    cfg = tmp_path / "c.yaml"
-    cfg.write_text(yaml.safe_dump({"prometheus": {"url": url, "retries": 0}}))
-    line = one_line_error(allocate("--config", str(cfg), "--window", "1h"))
+    line = one_line_error(allocate_with(tmp_path, {"prometheus": {"url": url, "retries": 0}}))
     assert "answered HTTP 502 with a non-JSON body" in line
 
 
 def test_query_timeout(fake_prom: tuple[str, type[FakePrometheus]], tmp_path: Path) -> None:
     url, handler = fake_prom
     handler.mode = "hang"
-    cfg = tmp_path / "c.yaml"
-    cfg.write_text(yaml.safe_dump({"prometheus": {"url": url, "timeout": "1s", "retries": 0}}))
     # the client allows the server-side timeout plus 5s of transport slack before giving up
-    line = one_line_error(allocate("--config", str(cfg), "--window", "1h"))
+    line = one_line_error(allocate_with(tmp_path, {"prometheus": {"url": url, "timeout": "1s", "retries": 0}}))
     assert "Prometheus query failed" in line or "timed out" in line
 
 
@@ -114,9 +117,7 @@ def test_empty_prometheus_is_an_error_not_zero(tmp_path: Path) -> None:
 def test_unpriced_node_with_defaults_disabled(core_config: Path, core_t0: int, tmp_path: Path) -> None:
     cfg = yaml.safe_load(core_config.read_text())
     cfg["pricing"]["allowDefaultRates"] = False
-    path = tmp_path / "strict.yaml"
-    path.write_text(yaml.safe_dump(cfg))
-    line = one_line_error(allocate("--config", str(path), "--window", window_arg(core_t0)))
+    line = one_line_error(allocate_with(tmp_path, cfg, window_arg(core_t0)))
     assert "node n-default has no price" in line
 
 
