@@ -24,7 +24,7 @@ from exporter.prometheus import PrometheusClient
 from exporter.synthetic import GIB, demo_cluster
 from exporter.window import parse_window
 
-from .test_allocate_core import REL, window_arg
+from .test_allocate_core import REL, run_allocate, window_arg
 from .test_reconcile import iso
 
 # Nodes, per hour. Four m5.2xlarge on-demand priced by OpenCost's metrics (8 cores, 32 GiB at the
@@ -60,10 +60,7 @@ def demo_config(tmp_path: Path, prom_url: str, **overrides: Any) -> Path:
 
 
 def allocate(cfg: Path, t0: int, *extra: str) -> dict[str, Any]:
-    res = CliRunner().invoke(main, ["allocate", "--config", str(cfg), "--window", window_arg(t0),
-                                    "--format", "json", *extra])
-    assert res.exit_code == 0, res.output
-    data: dict[str, Any] = json.loads(res.stdout)["data"][0]
+    data: dict[str, Any] = run_allocate(cfg, window_arg(t0), *extra)["data"][0]
     return data
 
 
