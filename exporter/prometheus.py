@@ -140,6 +140,11 @@ def _short(expr: str) -> str:
     return flat if len(flat) <= 160 else flat[:157] + "..."
 
 
+def _just_under(seconds: int) -> str:
+    """A range a millisecond short of `seconds`: it holds one rule sample per interval, whatever the phase."""
+    return f"[{seconds * 1000 - 1}ms]"
+
+
 def _sel(*matchers: str) -> str:
     return "{" + ",".join(m for m in matchers if m) + "}"
 
@@ -290,14 +295,14 @@ class Queries:
     def recorded_coverage(self, chunk_seconds: int) -> str:
         """Rule evaluations in the samples the steps read (each step reads its last step, less 1 ms):
         one per step when the rules ran throughout, fewer if an evaluation was missed."""
-        return f"count_over_time({RULES_EVALUATED}{_sel(self.r)}[{chunk_seconds * 1000 - 1}ms])"
+        return f"count_over_time({RULES_EVALUATED}{_sel(self.r)}{_just_under(chunk_seconds)})"
 
     def _recorded(self, kind: str, resource: str) -> str:
         """The one sample recorded within each step. Not the bare series: a pair that vanished (a pod
         finished) would live on for the 5-minute lookback where no staleness marker was written. The
         range is a millisecond short of the step, so that a group evaluating exactly on the step
         boundary does not also see the previous step's sample, while any other phase is kept."""
-        return f"last_over_time({RECORDED[kind, resource]}{_sel(self.r)}[{self.step * 1000 - 1}ms])"
+        return f"last_over_time({RECORDED[kind, resource]}{_sel(self.r)}{_just_under(self.step)})"
 
     def recorded_allocated_integral(self, resource: str, chunk_seconds: int) -> str:
         """As allocated_integral, from the recorded sums; the overflow scale is applied at query time."""
