@@ -83,8 +83,13 @@ class Cluster:
     extra: tuple[Series, ...] = ()
 
 
+def _escape(v: str) -> str:
+    """An OpenMetrics label value: backslash, double quote and line feed escaped."""
+    return v.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+
+
 def _labels(**kv: str) -> str:
-    return "{" + ",".join(f'{k}="{v}"' for k, v in kv.items()) + "}"
+    return "{" + ",".join(f'{k}="{_escape(v)}"' for k, v in kv.items()) + "}"
 
 
 def _const(v: float) -> Sampler:
