@@ -31,9 +31,12 @@ from .kube import load_api_client, metadata_source
 from .leader import LeaseElector
 from .pipeline import Pipeline
 from .prometheus import PrometheusClient
+from .warnlog import WarningLog
 from .window import PERIODS, Window, iso, parse_duration, parse_window, period_bounds
 
 log = logging.getLogger(__name__)
+
+WARNING_LOG_INTERVAL = 3600.0  # seconds between two log lines of one warning kind
 
 
 def _parse_time(text: str) -> int:
@@ -50,7 +53,9 @@ class Exporter:
         self.cfg = cfg
         self.client = PrometheusClient(cfg.prometheus)
         self.metadata = metadata_source(cfg.attribution, watch=True)
-        self.pipeline = Pipeline(cfg, self.client, self.metadata)
+        # One warning log for every pipeline of the process: a kind is logged at most hourly, all counted.
+        self.warnings = WarningLog(every=WARNING_LOG_INTERVAL)
+        self.pipeline = Pipeline(cfg, self.client, self.metadata, self.warnings)
         self.ledger = Ledger()
         self.health = Health()
         self.step = self.pipeline.step
@@ -184,7 +189,7 @@ class Exporter:
             bill = read_bill(list(files))
             inv = inventory(self.client, window, ",".join(m for m in (self.cfg.prometheus.ksmSelector,
                                                                       self.cfg.prometheus.clusterSelector) if m))
-            result = Pipeline(self.cfg, self.client).compute(window)
+            result = Pipeline(self.cfg, self.client, warnings=self.warnings).compute(window)
             self.health.reconciliation = reconcile(bill, inv, result, window, rc.clusterTags)
             self.health.reconciliation_error = None
         except ChargebackError as e:
@@ -229,7 +234,7 @@ class Exporter:
         parts, labels = parse_aggregate(arg("aggregate") or "namespace", cfg.attribution.labels)
         cfg = override(cfg, "attribution", labels=labels)
         window = parse_window(arg("window") or "24h", time.time(), self.step)
-        result = Pipeline(cfg, self.client, self.metadata).compute(window)
+        result = Pipeline(cfg, self.client, self.metadata, self.warnings).compute(window)
         return allocation_response(result, parts, tuple(cfg.attribution.labels))
 
 
