@@ -268,10 +268,10 @@ class Pipeline:
             return rows
 
         capacity, nodes = self.node_facts(w, meta)
-        self.check_inputs(w)
         # A split namespace needs per-pod rows, which only raw series have; mixing their phase with the
         # recorded rows of the same nodes could over-fill a node at a step. Such chunks read raw.
         rec = self.recorded_covers(w, split=bool(split))
+        self.check_inputs(w, requests=not rec)
         allocated: dict[UsageKey, float] = {}
         for res in ("cpu", "memory", "gpu"):
             allocated.update(both(lambda p, r=res: q.allocated_integral(r, span, p),  # type: ignore[misc]
@@ -303,10 +303,12 @@ class Pipeline:
             self.sources["recorded" if covered else "raw"] += 1
         return covered
 
-    def check_inputs(self, w: Window) -> None:
+    def check_inputs(self, w: Window, requests: bool) -> None:
         """Warn about input samples that were NaN or Inf: the integrals leave those steps out, so a node's
-        capacity there is not covered (nothing on it is costed) and a request there counts as absent."""
-        for lb, n in self.client.query(self.queries.non_finite_inputs(w.seconds), float(w.end)):
+        capacity there is not covered (nothing on it is costed) and a request there counts as absent.
+        Raw requests are checked only where the chunk reads them: on the recorded path it would cost a
+        per-container pass the recorded series exist to avoid."""
+        for lb, n in self.client.query(self.queries.non_finite_inputs(w.seconds, requests), float(w.end)):
             series = ", ".join(f'{k}="{v}"' for k, v in sorted(lb.items()) if k != "metric")
             self._warn(f"{lb.get('metric')}{{{series}}} was NaN or Inf at {int(n)} step(s) of {iso(w.start)}.."
                        f"{iso(w.end)}: those steps are left out", "non_finite")

@@ -424,10 +424,12 @@ class Queries:
         cap = f"max by (node, resource) ({_finite(f'kube_node_status_capacity{sel}')})"
         return f"{fn}(({cap}){self._sub(chunk_seconds)})"
 
-    def non_finite_inputs(self, chunk_seconds: int) -> str:
+    def non_finite_inputs(self, chunk_seconds: int, requests: bool = True) -> str:
         """Steps at which a checked input series held NaN or Inf (the integrals drop those samples), per series."""
         parts = []
         for metric, by in CHECKED_INPUTS:
+            if metric == "kube_pod_container_resource_requests" and not requests:
+                continue
             raw = f"{metric}{_sel(self.k)}"
             bad = f"count by ({by}) ({raw} unless {_finite(raw)})"
             steps = f"count_over_time(({bad}){self._sub(chunk_seconds)})"
