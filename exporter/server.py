@@ -25,7 +25,7 @@ from prometheus_client.exposition import choose_encoder
 from .accrual import Ledger, batch_from
 from .collector import ChargebackCollector, Health
 from .config import Config, override
-from .errors import ChargebackError, ConfigError
+from .errors import ChargebackError, ConfigError, DataError
 from .formatters import allocation_response, parse_aggregate
 from .kube import load_api_client, metadata_source
 from .leader import LeaseElector
@@ -90,9 +90,13 @@ class Exporter:
         s = self.cfg.serve
         sel = ",".join(m for m in (s.watermarkSelector, self.cfg.prometheus.clusterSelector) if m)
         series = f"chargeback_accrued_until_timestamp_seconds{{{sel}}}"
-        expr = f"max(last_over_time({series}[{s.watermarkLookback}]))"
+        # `or vector(-1)` answers "no watermark" explicitly: an empty answer then means the client left a
+        # NaN/Inf out, and starting over from serve.start would count the past twice.
+        expr = f"max(last_over_time({series}[{s.watermarkLookback}])) or vector(-1)"
         rows = self.client.query(expr, time.time())
-        return int(rows[0][1]) if rows else None
+        if not rows:
+            raise DataError("the watermark read back from Prometheus is not a finite number; not accruing")
+        return int(rows[0][1]) if rows[0][1] >= 0 else None
 
     def restore_periods(self, watermark: int) -> None:
         """Read back the period-to-date sums of the periods the watermark falls in (same scrape as it)."""

@@ -225,3 +225,17 @@ def test_ledger_refuses_a_nan_and_serve_retries_the_interval(core_prom: Promethe
         assert got[ns] == pytest.approx(sum(exp.values()), rel=REL), ns
     assert sum(got.values()) == pytest.approx(NODES_TOTAL, rel=REL)
     exporter.close()
+
+
+def test_a_non_finite_watermark_stops_accrual_instead_of_starting_over(proxy: NanProxy, core_t0: int) -> None:
+    """Starting from serve.start again would count the past twice: up 0 with the reason, nothing accrued."""
+    proxy.injects = [Inject("chargeback_accrued_until_timestamp_seconds", {})]
+    exporter = Exporter(serve_config(proxy.url, core_t0))
+    accrue(exporter, core_t0 + 600)
+    assert exporter.registry.get_sample_value("chargeback_up") == 0
+    assert "watermark read back from Prometheus is not a finite number" in (exporter.health.last_error or "")
+    assert exporter.ledger.watermark is None and exporter.ledger.counters == {}
+    proxy.injects = []
+    accrue(exporter, core_t0 + 600)
+    assert exporter.health.up and exporter.ledger.watermark == core_t0 + 600
+    exporter.close()
