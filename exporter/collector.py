@@ -169,6 +169,11 @@ class ChargebackCollector(Collector):
         for reason in ("unreachable", "timeout", "query_error", "bad_response"):
             errors.add_metric([reason], self.stats.errors_by_reason.get(reason, 0))
         yield errors
+        warned = CounterMetricFamily("chargeback_warnings", "Warnings by kind (each kind is logged at most hourly).",
+                                     labels=["kind"])
+        for kind, n in sorted(self.pipeline.warnings.counts().items()):
+            warned.add_metric([kind], n)
+        yield warned
 
     def _coverage(self, tenant_cost: dict[tuple[str, tuple[str, ...]], float]) -> Iterator[Metric]:
         """Label coverage by pod count (from the latest metadata) and by accrued cost."""

@@ -25,16 +25,19 @@ from prometheus_client.exposition import choose_encoder
 from .accrual import Ledger, batch_from
 from .collector import ChargebackCollector, Health
 from .config import Config, override
-from .errors import ChargebackError, ConfigError
+from .errors import ChargebackError, ConfigError, DataError
 from .formatters import allocation_response, parse_aggregate
 from .kube import load_api_client, metadata_source
 from .leader import LeaseElector
 from .pipeline import Pipeline
 from .prometheus import PrometheusClient
 from .promql import OwnSeries, join_matchers
+from .warnlog import WarningLog
 from .window import PERIODS, Window, iso, parse_duration, parse_window, period_bounds
 
 log = logging.getLogger(__name__)
+
+WARNING_LOG_INTERVAL = 3600.0  # seconds between two log lines of one warning kind
 
 
 def _parse_time(text: str) -> int:
@@ -51,8 +54,10 @@ class Exporter:
         self.cfg = cfg
         self.client = PrometheusClient(cfg.prometheus)
         self.metadata = metadata_source(cfg.attribution, watch=True)
-        self.pipeline = Pipeline(cfg, self.client, self.metadata)
         self.own = OwnSeries(cfg.serve.watermarkSelector, cfg.prometheus.clusterSelector)
+        # One warning log for every pipeline of the process: a kind is logged at most hourly, all counted.
+        self.warnings = WarningLog(every=WARNING_LOG_INTERVAL)
+        self.pipeline = Pipeline(cfg, self.client, self.metadata, self.warnings)
         self.ledger = Ledger()
         self.health = Health()
         self.step = self.pipeline.step
@@ -84,8 +89,12 @@ class Exporter:
 
     def read_watermark(self) -> int | None:
         """The last watermark Prometheus scraped from any replica of us (so no volume is needed)."""
-        rows = self.client.query(self.own.watermark(self.cfg.serve.watermarkLookback), time.time())
-        return int(rows[0][1]) if rows else None
+        # `or vector(-1)` answers "no watermark" explicitly: an empty answer then means the client left a
+        # NaN/Inf out, and starting over from serve.start would count the past twice.
+        rows = self.client.query(self.own.watermark(self.cfg.serve.watermarkLookback) + " or vector(-1)", time.time())
+        if not rows:
+            raise DataError("the watermark read back from Prometheus is not a finite number; not accruing")
+        return int(rows[0][1]) if rows[0][1] >= 0 else None
 
     def restore_periods(self, watermark: int) -> None:
         """Read back the period-to-date sums of the periods the watermark falls in (same scrape as it)."""
@@ -178,7 +187,7 @@ class Exporter:
             bill = read_bill(list(files))
             inv = inventory(self.client, window, join_matchers(self.cfg.prometheus.ksmSelector,
                                                                self.cfg.prometheus.clusterSelector))
-            result = Pipeline(self.cfg, self.client).compute(window)
+            result = Pipeline(self.cfg, self.client, warnings=self.warnings).compute(window)
             self.health.reconciliation = reconcile(bill, inv, result, window, rc.clusterTags)
             self.health.reconciliation_error = None
         except ChargebackError as e:
@@ -223,7 +232,7 @@ class Exporter:
         parts, labels = parse_aggregate(arg("aggregate") or "namespace", cfg.attribution.labels)
         cfg = override(cfg, "attribution", labels=labels)
         window = parse_window(arg("window") or "24h", time.time(), self.step)
-        result = Pipeline(cfg, self.client, self.metadata).compute(window)
+        result = Pipeline(cfg, self.client, self.metadata, self.warnings).compute(window)
         return allocation_response(result, parts, tuple(cfg.attribution.labels))
 
 
