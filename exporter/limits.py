@@ -37,7 +37,7 @@ def check_window(window: Window, max_window: str, key: str = "api.maxWindow") ->
     """Refuse a window longer than the limit before anything is allocated for it."""
     limit = parse_duration(max_window)
     if window.seconds > limit:
-        raise ConfigError(f"window of {format_duration(window.seconds)} is longer than {key} ({max_window}): "
+        raise ConfigError(f"window of {window.seconds / 86400:.6g} days is longer than {key} ({max_window}): "
                           f"ask for a shorter window, or raise {key}")
 
 

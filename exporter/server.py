@@ -317,6 +317,9 @@ def make_handler(exporter: Exporter, auth: Auth | None = None) -> type[BaseHTTPR
                     self._error(400, str(e))
                 except ChargebackError as e:
                     self._error(502, str(e))
+                except Exception as e:  # a bug must not drop the connection without an answer
+                    log.exception("/allocation/compute failed unexpectedly")
+                    self._error(500, f"unexpected {type(e).__name__}")
             else:
                 self._error(404, f"no such path {url.path}")
 

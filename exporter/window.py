@@ -6,6 +6,7 @@ overlap and no gap: each evaluation step charges the resolution interval that en
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -156,6 +157,8 @@ def parse_window(text: str, now: float, step: int) -> Window:
                 "lastmonth or RFC3339,RFC3339"
             ) from e
         start = now - dur
+    if not (math.isfinite(start) and math.isfinite(end)):  # unix seconds of 309+ digits are float infinity
+        raise ConfigError(f"window {text[:40]!r} is out of range")
     lo, hi = int(start // step * step), int(end // step * step)
     if hi <= lo:
         raise ConfigError(f"window {text!r} is empty once aligned to the {step}s resolution")
