@@ -94,18 +94,30 @@ class Admission:
     def __post_init__(self) -> None:
         self._free = threading.BoundedSemaphore(self.slots)
         self._pool = ThreadPoolExecutor(self.slots, thread_name_prefix="api")
+        self._running: set[threading.Event] = set()
+        self._lock = threading.Lock()
 
     def run(self, job: Callable[[threading.Event], T]) -> T:
         """job(cancel) on a worker; Busy when all slots are taken, DeadlineExceeded past the timeout."""
         if not self._free.acquire(blocking=False):
             raise Busy(f"all {self.slots} API workers are busy (api.maxConcurrent): retry later")
         cancel = threading.Event()
+        with self._lock:
+            self._running.add(cancel)
+
+        def done(_f: Future[T]) -> None:
+            with self._lock:
+                self._running.discard(cancel)
+            self._free.release()
+
         try:
             fut = self._pool.submit(job, cancel)
-        except BaseException:
+        except RuntimeError:  # shutting down
+            with self._lock:
+                self._running.discard(cancel)
             self._free.release()
-            raise
-        fut.add_done_callback(lambda _f: self._free.release())
+            raise Busy("shutting down: retry on another replica") from None
+        fut.add_done_callback(done)
         try:
             return fut.result(timeout=self.timeout)
         except FutureTimeout:
@@ -113,3 +125,10 @@ class Admission:
             raise DeadlineExceeded(
                 f"the computation did not finish within api.timeout ({format_duration(int(self.timeout))}); "
                 "its remaining Prometheus queries were cancelled: ask for a shorter window") from None
+
+    def close(self) -> None:
+        """On shutdown: stop every computation at its next chunk, so exit does not wait for whole windows."""
+        with self._lock:
+            for cancel in self._running:
+                cancel.set()
+        self._pool.shutdown(wait=False, cancel_futures=True)

@@ -253,6 +253,7 @@ def make_handler(exporter: Exporter, auth: Auth | None = None) -> type[BaseHTTPR
 
     class Handler(BaseHTTPRequestHandler):
         server_version = "chargeback"
+        computations = admission  # run_server stops them on shutdown
 
         def log_message(self, format: str, *args: Any) -> None:
             log.debug("%s %s", self.address_string(), format % args)
@@ -330,13 +331,15 @@ def run_server(cfg: Config, until: str | None = None) -> None:
     auth, tls = load_auth(cfg.api.webConfigFile, cfg.api.bearerTokenFile, cfg.api.openPaths)
     exporter = Exporter(cfg, until)
     host, _, port = cfg.serve.listen.rpartition(":")
-    httpd = BoundedHTTPServer((host or "0.0.0.0", int(port)), make_handler(exporter, auth), cfg.api.maxConnections,
+    handler = make_handler(exporter, auth)
+    httpd = BoundedHTTPServer((host or "0.0.0.0", int(port)), handler, cfg.api.maxConnections,
                               parse_duration(cfg.api.readTimeout), tls)
     worker = threading.Thread(target=exporter.loop, name="accrual", daemon=True)
 
     def shutdown(signum: int, _frame: object) -> None:
         log.info("signal %d: shutting down", signum)
         exporter.close()
+        handler.computations.close()  # type: ignore[attr-defined]
         threading.Thread(target=httpd.shutdown, daemon=True).start()
 
     signal.signal(signal.SIGTERM, shutdown)

@@ -8,6 +8,7 @@ answered 501 and /healthz timed a whole catch-up as one cycle.
 from __future__ import annotations
 
 import itertools
+import signal
 import socket
 import subprocess
 import sys
@@ -161,6 +162,22 @@ def test_deadline_answers_503_and_stops_querying(day_prom: tuple[PrometheusServe
         data = r.json()["data"][0]
         assert data["team-a"]["totalCost"] == pytest.approx(HOURLY_TEAM_A / 6, rel=REL)
         assert sum(v["totalCost"] for v in data.values()) == pytest.approx(HOURLY_NODE / 6, rel=REL)
+
+
+def test_sigterm_stops_a_running_computation(day_prom: tuple[PrometheusServer, int], tmp_path: Path) -> None:
+    """A pod being stopped does not wait for a long /allocation/compute to finish."""
+    prom, t0 = day_prom
+    with Serve(tmp_path, prom.url, allocation={"chunk": "5m"}) as s:
+        pool = ThreadPoolExecutor(1)
+        pending = pool.submit(requests.get, f"{s.url}/allocation/compute", params={"window": day_window(t0)},
+                              timeout=60)
+        time.sleep(1.5)
+        assert s.proc is not None
+        s.proc.send_signal(signal.SIGTERM)
+        assert s.proc.wait(8) == 0
+        with pytest.raises(requests.RequestException):
+            pending.result()
+        pool.shutdown()
 
 
 def test_cancel_stops_parallel_chunks(day_prom: tuple[PrometheusServer, int]) -> None:
