@@ -50,7 +50,7 @@ def in_order(items: Iterable[T], fn: Callable[[T], R], pool: ThreadPoolExecutor 
     """
     def check() -> None:
         if cancel is not None and cancel.is_set():
-            raise Cancelled("cancelled: the request's deadline passed")
+            raise Cancelled("the computation was cancelled (its deadline passed, or the server is stopping)")
 
     if pool is None:
         for item in items:

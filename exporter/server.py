@@ -31,7 +31,7 @@ from .formatters import allocation_response, parse_aggregate
 from .httpserver import BoundedHTTPServer
 from .kube import load_api_client, metadata_source
 from .leader import LeaseElector
-from .limits import Admission, Busy, DeadlineExceeded, check_window
+from .limits import Admission, Busy, Cancelled, DeadlineExceeded, check_window
 from .pipeline import Pipeline
 from .prometheus import PrometheusClient
 from .webauth import Auth, load_auth
@@ -312,7 +312,7 @@ def make_handler(exporter: Exporter, auth: Auth | None = None) -> type[BaseHTTPR
                     self._json(200, admission.run(lambda cancel: exporter.allocation(query, cancel)))
                 except Busy as e:
                     self._error(429, str(e), [("Retry-After", "5")])
-                except DeadlineExceeded as e:
+                except (DeadlineExceeded, Cancelled) as e:
                     self._error(503, str(e))
                 except ConfigError as e:
                     self._error(400, str(e))

@@ -7,6 +7,7 @@ answered 501 and /healthz timed a whole catch-up as one cycle.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import signal
 import socket
@@ -175,8 +176,9 @@ def test_sigterm_stops_a_running_computation(day_prom: tuple[PrometheusServer, i
         assert s.proc is not None
         s.proc.send_signal(signal.SIGTERM)
         assert s.proc.wait(8) == 0
-        with pytest.raises(requests.RequestException):
-            pending.result()
+        # The connection drops at exit, or the cancelled computation is answered 503 just before.
+        with contextlib.suppress(requests.RequestException):
+            assert pending.result().status_code == 503
         pool.shutdown()
 
 
