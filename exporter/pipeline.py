@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 
@@ -20,6 +20,7 @@ from .attribution import BUDGET_PREFIX, Metadata, Owners, annotation_budgets, re
 from .config import Config
 from .errors import DataError
 from .finite import NonFinite
+from .limits import in_order
 from .pricing import NodeFacts, ksm_label, load_shipped_prices, price_nodes, unmatched_rules
 from .prometheus import LOOKBACK_SECONDS, RESOURCE_FROM_KSM, PrometheusClient, Queries
 from .promql import with_window
@@ -62,30 +63,26 @@ class Pipeline:
     def attribution_keys(self) -> list[str]:
         return list(self.cfg.attribution.labels.values())
 
-    def compute(self, window: Window, progress: Progress | None = None) -> CostResult:
+    def compute(self, window: Window, progress: Progress | None = None,
+                cancel: threading.Event | None = None) -> CostResult:
         """Cost a window chunk by chunk; raises a ChargebackError naming the cause on bad input.
 
         With `allocation.concurrency` > 1, chunks are queried in parallel (as Thanos' query-frontend
         splits by interval) but merged in window order, so the result is the same to the last bit.
+        Chunks are made as they are queried; `cancel` (a request's deadline) stops between chunks.
         """
         merged = CostResult(window.start, window.end)
         pieces = window.chunks(self.chunk)
         workers = min(self.cfg.allocation.concurrency, len(pieces))
-        if workers <= 1:
-            results: Iterable[CostResult] = map(self.compute_chunk, pieces)
-            for piece, result in zip(pieces, results, strict=True):
-                merged.merge(result)
-                if progress:
-                    progress(piece)
-            return merged
-        pool = ThreadPoolExecutor(workers, thread_name_prefix="chunk")
+        pool = ThreadPoolExecutor(workers, thread_name_prefix="chunk") if workers > 1 else None
         try:
-            for piece, result in zip(pieces, pool.map(self.compute_chunk, pieces), strict=True):
+            for piece, result in in_order(pieces, self.compute_chunk, pool, 2 * workers, cancel):
                 merged.merge(result)
                 if progress:
                     progress(piece)
         finally:  # on an error, drop the chunks not started rather than wait for them
-            pool.shutdown(wait=True, cancel_futures=True)
+            if pool is not None:
+                pool.shutdown(wait=True, cancel_futures=True)
         return merged
 
     def compute_chunk(self, w: Window) -> CostResult:
