@@ -14,6 +14,8 @@ import click
 
 from .config import Config, load_config, override
 from .errors import ChargebackError, ConfigError
+from .focus import PERIODS as FOCUS_PERIODS
+from .focus import export_for
 from .formatters import parse_aggregate, render
 from .kube import metadata_source
 from .limits import check_window
@@ -61,7 +63,11 @@ def main(ctx: click.Context, log_level: str | None) -> None:
 @click.option("--aggregate", default="namespace", show_default=True,
               help="namespace, node, cluster, team, cost_center, namespace,team, label:<key>, ...")
 @click.option("--config", type=click.Path(dir_okay=False), help="YAML config file.")
-@click.option("--format", "fmt", default="table", show_default=True, type=click.Choice(["table", "json", "csv"]))
+@click.option("--format", "fmt", default="table", show_default=True,
+              type=click.Choice(["table", "json", "csv", "focus"]), help="focus: FOCUS 1.0 rows (CSV).")
+@click.option("--focus-period", default="day", show_default=True, type=click.Choice(FOCUS_PERIODS),
+              help="With --format focus: the charge period of a row (UTC days, hours, or the whole window).")
+@click.option("--cluster-name", help="With --format focus: SubAccountId (default: serve.clusterName).")
 @click.option("--share-namespaces", help="Comma list of namespaces whose cost is shared (overrides the config).")
 @click.option("--share-split", type=click.Choice(["weighted", "even"]), help="Default split of shared costs.")
 @click.option("--share-idle/--no-share-idle", default=None, help="Share idle over tenants instead of __idle__.")
@@ -70,8 +76,9 @@ def main(ctx: click.Context, log_level: str | None) -> None:
 @click.option("--cluster-selector", help='Matchers added to every query, e.g. cluster="prod" (Thanos/Mimir).')
 @click.option("--concurrency", type=int, help="Chunks queried at once (overrides allocation.concurrency).")
 def allocate(prometheus_url: str | None, window_text: str, aggregate: str, config: str | None, fmt: str,
-             share_namespaces: str | None, share_split: str | None, share_idle: bool | None,
-             idle_by_node: bool | None, stats: bool, cluster_selector: str | None, concurrency: int | None) -> None:
+             focus_period: str, cluster_name: str | None, share_namespaces: str | None, share_split: str | None,
+             share_idle: bool | None, idle_by_node: bool | None, stats: bool, cluster_selector: str | None,
+             concurrency: int | None) -> None:
     """Compute cost for a window straight from Prometheus history."""
     try:
         cfg = _load(config, prometheus_url, cluster_selector)
@@ -85,10 +92,14 @@ def allocate(prometheus_url: str | None, window_text: str, aggregate: str, confi
         check_window(window, cfg.api.maxWindow)
         client = PrometheusClient(cfg.prometheus)
         pipeline = Pipeline(cfg, client, metadata_source(cfg.attribution, watch=False))
-        result = _with_progress(pipeline, window)
+        if fmt == "focus":  # one computation per charge period
+            text = export_for(cfg, lambda w: _with_progress(pipeline, w), window, focus_period, parts, cluster_name)
+        else:
+            text = render(_with_progress(pipeline, window), parts, tuple(cfg.attribution.labels), fmt,
+                          cfg.pricing.currency)
     except ChargebackError as e:
         _fail(e)
-    click.echo(render(result, parts, tuple(cfg.attribution.labels), fmt, cfg.pricing.currency))
+    click.echo(text, nl=fmt != "focus")
     if stats:
         s = client.stats
         click.echo(json.dumps({"queries": s.queries, "http_seconds": round(s.wall_seconds, 3),
@@ -278,14 +289,18 @@ def manifests(out_dir: str) -> None:
 @click.option("--by", default="team", show_default=True,
               help="team, namespace, cost_center (or any attribution label).")
 @click.option("--format", "fmt", default="markdown", show_default=True,
-              type=click.Choice(["markdown", "csv", "html", "json"]))
+              type=click.Choice(["markdown", "csv", "html", "json", "focus"]),
+              help="focus: FOCUS 1.0 rows (CSV), computed per UTC day (see allocate --format focus).")
+@click.option("--focus-period", default="day", show_default=True, type=click.Choice(FOCUS_PERIODS))
+@click.option("--cluster-name", help="With --format focus: SubAccountId (default: serve.clusterName).")
 @click.option("--source", default="auto", show_default=True, type=click.Choice(["auto", "exporter", "computed"]),
               help="exporter series (exact, cheap) when they cover the window, else computed from raw metrics.")
 @click.option("--send", is_flag=True, help="Deliver to the configured destinations instead of printing.")
 @click.option("--dry-run", is_flag=True, help="With --send: print what would be sent, send nothing.")
 @click.option("--out", type=click.Path(dir_okay=False), help="Write the report here instead of stdout.")
-def report(prometheus_url: str | None, config: str | None, window_text: str, by: str, fmt: str, source: str,
-           send: bool, dry_run: bool, out: str | None) -> None:
+def report(prometheus_url: str | None, config: str | None, window_text: str, by: str, fmt: str,
+           focus_period: str, cluster_name: str | None, source: str, send: bool, dry_run: bool,
+           out: str | None) -> None:
     """Showback report per team (or namespace, cost centre) against the previous period."""
     from .delivery import deliver
     from .report import describe, make_report
@@ -298,6 +313,16 @@ def report(prometheus_url: str | None, config: str | None, window_text: str, by:
             raise ConfigError(f"--by {by!r}: use namespace or an attribution label ({labels})")
         now = time.time()
         window = parse_window(window_text, now, parse_duration(cfg.allocation.resolution))
+        if fmt == "focus":  # the computed split per charge period, grouped --by
+            if send:
+                raise ConfigError("--format focus is written, not sent: use --out")
+            pipeline = Pipeline(cfg, PrometheusClient(cfg.prometheus))
+            text = export_for(cfg, pipeline.compute, window, focus_period, [by], cluster_name)
+            if out:
+                Path(out).write_text(text)
+            else:
+                click.echo(text, nl=False)
+            return
         rep = make_report(cfg, window, by, now, source)
     except ChargebackError as e:
         _fail(e)
