@@ -70,7 +70,10 @@ def _parquet_rows(path: Path) -> tuple[list[str], list[dict[str, str]]]:
         import pyarrow.parquet as pq
     except ImportError as e:
         raise ConfigError(f"bill {path}: reading Parquet needs pyarrow: pip install 'chargeback[parquet]'") from e
-    table = pq.read_table(path)
+    try:
+        table = pq.read_table(path)
+    except (OSError, ValueError) as e:  # pyarrow's ArrowInvalid is a ValueError, ArrowIOError an OSError
+        raise ConfigError(f"bill {path}: not a readable Parquet file: {str(e).splitlines()[0][:200]}") from e
     rows = [{k: "" if v is None else (json.dumps(v) if isinstance(v, (list, dict)) else str(v))
              for k, v in r.items()} for r in table.to_pylist()]
     return list(table.column_names), rows

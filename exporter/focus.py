@@ -71,9 +71,9 @@ class Charge:
 def periods(window: Window, period: str) -> list[Window]:
     """Charge periods tiling the window: UTC days or hours, or the whole window cut at month ends."""
     if period == "day":
-        return window.chunks(86400, boundary=86400)
+        return list(window.chunks(86400, boundary=86400))
     if period == "hour":
-        return window.chunks(3600, boundary=3600)
+        return list(window.chunks(3600, boundary=3600))
     out, t = [], window.start
     while t < window.end:  # a charge period never crosses its billing period (the calendar month)
         nxt = min(window.end, period_bounds("monthly", t)[1])
