@@ -68,7 +68,8 @@ def timed_out(e: BaseException) -> bool:
         if not isinstance(x, BaseException) or id(x) in seen:
             continue
         seen.add(id(x))
-        if isinstance(x, (urllib3.exceptions.TimeoutError, socket.timeout)):
+        # Not urllib3's TimeoutError: a refused connection (NewConnectionError) subclasses it.
+        if isinstance(x, (urllib3.exceptions.ReadTimeoutError, socket.timeout)):
             return True
         todo += [x.__cause__, x.__context__, getattr(x, "reason", None), *x.args]
     return False
