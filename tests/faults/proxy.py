@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import random
 import socket
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -93,6 +94,10 @@ class FaultProxy:
             def log_message(self, *args: object) -> None:
                 pass
 
+            def setup(self) -> None:
+                super().setup()  # headers and body go out in separate writes: no Nagle delay between them
+                self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
             def do_GET(self) -> None:
                 self.handle_any(b"")
 
@@ -136,7 +141,6 @@ class FaultProxy:
                     self.reply(503, b"Service Unavailable\n", "text/plain", {"Retry-After": "1"})
                 elif m == "slow":
                     time.sleep(f.delay)
-                    self.close_connection = True
                     with contextlib.suppress(OSError):  # the client gave up first, as it should
                         self.forward(body)
                 elif m == "truncated":  # a consistent Content-Length, but the JSON stops mid-way
@@ -164,7 +168,7 @@ class FaultProxy:
                 else:  # pragma: no cover - a test typo
                     raise AssertionError(f"unknown fault {m}")
 
-        srv = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        srv = _QuietServer(("127.0.0.1", 0), Handler)
         srv.daemon_threads = True
         thread = threading.Thread(target=srv.serve_forever, daemon=True)
         thread.start()
@@ -173,3 +177,11 @@ class FaultProxy:
         finally:
             srv.shutdown()
             srv.server_close()
+
+
+class _QuietServer(ThreadingHTTPServer):
+    def handle_error(self, request: object, client_address: object) -> None:
+        """A client that hung up (timed out, was killed) is part of the test, not an error to print."""
+        if not isinstance(sys.exc_info()[1], (ConnectionError, TimeoutError)):
+            super().handle_error(request, client_address)  # type: ignore[arg-type]
+
