@@ -41,6 +41,15 @@ def metrics_in(expr: str) -> str:
     return ", ".join(list(names)[:3]) or " ".join(expr.split())[:80]
 
 
+def spelled(value: float) -> str:
+    """A float as Prometheus spells it (NaN, +Inf, -Inf, or the number)."""
+    if math.isnan(value):
+        return "NaN"
+    if math.isinf(value):
+        return "+Inf" if value > 0 else "-Inf"
+    return repr(value)
+
+
 def finite_samples(rows: list[tuple[Labels, str, float]], expr: str,
                    report: Callable[[NonFinite], None]) -> list[tuple[Labels, float]]:
     """Keep finite values; report each NaN/Inf so the caller can warn naming the series and time."""

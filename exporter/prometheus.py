@@ -8,23 +8,40 @@ namespaces x nodes, not with containers.
 from __future__ import annotations
 
 import copy
+import itertools
+import json
+import logging
 import math
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import requests
 from requests.adapters import HTTPAdapter
-from urllib3.util.retry import Retry
 
 from .config import Allocation, Prometheus
 from .errors import PrometheusError
-from .finite import NonFinite, finite_samples, log_non_finite, metrics_in
+from .finite import NonFinite, finite_samples, log_non_finite, metrics_in, spelled
+from .promanswer import (
+    RETRY_BACKOFF_CAP_SECONDS,
+    RETRY_BACKOFF_SECONDS,
+    Failed,
+    Shape,
+    T,
+    json_type,
+    matrix,
+    one_line,
+    retry_after,
+    timed_out,
+    vector,
+)
 from .promql import join_matchers, matcher, one_of, quote, selector
 from .window import format_duration, parse_duration
 
 Labels = dict[str, str]
+log = logging.getLogger(__name__)
 
 
 
@@ -54,27 +71,24 @@ class QueryStats:
 
 
 class PrometheusClient:
-    """Instant queries over HTTP with retries on connection errors and 5xx; raises PrometheusError."""
+    """Instant queries over HTTP; transient failures are retried with backoff; raises PrometheusError.
+
+    Every failure, whatever the transport or the body, ends as one PrometheusError line counted by
+    reason (unreachable, timeout, query_error, bad_response): never a traceback, never a zero.
+    """
 
     def __init__(self, cfg: Prometheus) -> None:
         self.url = cfg.url.rstrip("/")
         self.timeout = parse_duration(cfg.timeout)
+        self.retries = cfg.retries
         self.stats = QueryStats()
         # Told about every non-finite value left out; the pipeline points it at its warning log.
         self.on_non_finite: Callable[[NonFinite], None] = log_non_finite
         self._session = requests.Session()
-        retry = Retry(
-            total=cfg.retries,
-            connect=cfg.retries,
-            read=0,
-            status=cfg.retries,
-            backoff_factor=0.5,
-            status_forcelist=(502, 503, 504),
-            allowed_methods=frozenset({"GET", "POST"}),
-            raise_on_status=False,
-        )
-        self._session.mount("http://", HTTPAdapter(max_retries=retry))
-        self._session.mount("https://", HTTPAdapter(max_retries=retry))
+        # No urllib3 retries: one loop (`_call`) retries every transient failure, body reads included,
+        # with one backoff and one count, and never resends a query that timed out.
+        self._session.mount("http://", HTTPAdapter(max_retries=0))
+        self._session.mount("https://", HTTPAdapter(max_retries=0))
         if cfg.bearerTokenFile:
             with open(cfg.bearerTokenFile) as fh:
                 self._session.headers["Authorization"] = f"Bearer {fh.read().strip()}"
@@ -87,66 +101,102 @@ class PrometheusClient:
         started = time.monotonic()
         self.stats.add(queries=1)
         try:
-            resp = self._session.post(
-                f"{self.url}/api/v1/query",
-                data={"query": expr, "time": f"{at:.3f}", "timeout": f"{self.timeout}s", "stats": "all"},
-                timeout=self.timeout + 5,
-            )
-        except requests.Timeout as e:
-            self.stats.failed("timeout")
-            raise PrometheusError(f"Prometheus at {self.url} timed out after {self.timeout}s") from e
-        except requests.ConnectionError as e:
-            self.stats.failed("unreachable")
-            raise PrometheusError(f"Prometheus at {self.url} is unreachable: {_root_cause(e)}") from e
+            params = {"query": expr, "time": f"{at:.3f}", "timeout": f"{self.timeout}s", "stats": "all"}
+            data = self._call("POST", params, expr, self.timeout + 5)
         finally:
             self.stats.add(wall=time.monotonic() - started)
-        try:
-            body = resp.json()
-        except ValueError as e:
-            self.stats.failed("bad_response")
-            raise PrometheusError(
-                f"Prometheus at {self.url} answered HTTP {resp.status_code} with a non-JSON body"
-            ) from e
-        if body.get("status") != "success":
-            reason = "timeout" if body.get("errorType") == "timeout" else "query_error"
-            self.stats.failed(reason)
-            raise PrometheusError(
-                f"Prometheus query failed (HTTP {resp.status_code}, {body.get('errorType')}): "
-                f"{body.get('error')} in: {_short(expr)}"
-            )
-        data = body["data"]
-        timings = (data.get("stats") or {}).get("timings") or {}
-        self.stats.add(server=float(timings.get("execTotalTime", 0.0)))
-        if data["resultType"] == "scalar":
-            return finite_samples([({}, data["result"][1], at)], expr, self.on_non_finite)
-        if data["resultType"] != "vector":
-            raise PrometheusError(f"expected a vector from Prometheus, got {data['resultType']}: {_short(expr)}")
-        return finite_samples([(s["metric"], s["value"][1], at) for s in data["result"]], expr, self.on_non_finite)
+        stats = data.get("stats")
+        timings = stats.get("timings") if isinstance(stats, dict) else None
+        if isinstance(timings, dict) and isinstance(timings.get("execTotalTime"), (int, float)):
+            self.stats.add(server=float(timings["execTotalTime"]))
+        return self._finite_rows(expr, at, self._parse(expr, data, vector))
 
     def query_range_raw(self, expr: str, at: float) -> list[tuple[Labels, list[tuple[float, float]]]]:
         """Evaluate a range-vector selector at `at` and return raw samples (used to read counters back).
 
         Non-finite samples are left out and reported, as in `query`."""
-        try:
-            resp = self._session.get(
-                f"{self.url}/api/v1/query", params={"query": expr, "time": f"{at:.3f}"}, timeout=self.timeout
-            )
-            body = resp.json()
-        except (requests.RequestException, ValueError) as e:
-            raise PrometheusError(f"Prometheus at {self.url} is unreachable: {_root_cause(e)}") from e
-        if body.get("status") != "success":
-            raise PrometheusError(f"Prometheus query failed: {body.get('error')} in: {_short(expr)}")
+        data = self._call("GET", {"query": expr, "time": f"{at:.3f}"}, expr, self.timeout)
         out = []
-        for series in body["data"]["result"]:
-            labels = series["metric"]
+        for labels, samples in self._parse(expr, data, matrix):
             kept = []
-            for t, v in series["values"]:
-                if math.isfinite(float(v)):
-                    kept.append((float(t), float(v)))
+            for t, v in samples:
+                if math.isfinite(v):
+                    kept.append((t, v))
                 else:
-                    self.on_non_finite(NonFinite(labels, float(t), v, metrics_in(expr)))
+                    self.on_non_finite(NonFinite(labels, t, spelled(v), metrics_in(expr)))
             out.append((labels, kept))
         return out
+
+    def _finite_rows(self, expr: str, at: float, rows: list[tuple[Labels, float]]) -> list[tuple[Labels, float]]:
+        """Only finite values: each NaN/Inf is reported to `on_non_finite` and left out."""
+        return finite_samples([(lb, spelled(v), at) for lb, v in rows], expr, self.on_non_finite)
+
+    def _parse(self, expr: str, data: dict[str, Any], parse: Callable[[dict[str, Any]], T]) -> T:
+        try:
+            return parse(data)
+        except Shape as e:  # a well-formed answer of the wrong type: the query's fault, not the wire's
+            self.stats.failed("bad_response")
+            raise PrometheusError(f"unexpected answer from Prometheus at {self.url}: {e} in: {_short(expr)}") from e
+
+    def _call(self, method: str, params: dict[str, str], expr: str, timeout: float) -> dict[str, Any]:
+        """The `data` object of a successful answer, after up to `retries` retries of transient failures."""
+        for attempt in itertools.count():
+            try:
+                return self._attempt(method, params, expr, timeout)
+            except Failed as e:
+                if not e.transient or attempt >= self.retries:
+                    self.stats.failed(e.reason)
+                    raise
+                wait = e.wait if e.wait is not None else RETRY_BACKOFF_SECONDS * 2**attempt
+                wait = min(wait, RETRY_BACKOFF_CAP_SECONDS)
+                log.info("%s; retry %d of %d in %.1fs", e, attempt + 1, self.retries, wait)
+                time.sleep(wait)
+        raise AssertionError("unreachable")  # pragma: no cover - the loop returns or raises
+
+    def _attempt(self, method: str, params: dict[str, str], expr: str, timeout: float) -> dict[str, Any]:
+        url = self.url
+        try:
+            resp = self._session.request(method, f"{url}/api/v1/query", timeout=timeout,
+                                         data=params if method == "POST" else None,
+                                         params=params if method == "GET" else None)
+        except requests.RequestException as e:
+            if isinstance(e, requests.Timeout) or timed_out(e):
+                raise Failed(f"Prometheus at {url} timed out after {timeout:g}s", "timeout", False) from e
+            if isinstance(e, (requests.exceptions.ChunkedEncodingError, requests.exceptions.ContentDecodingError)):
+                raise Failed(f"Prometheus at {url} dropped the connection mid-answer: {_root_cause(e)}",
+                              "bad_response", True) from e
+            transient = isinstance(e, requests.ConnectionError)
+            raise Failed(f"Prometheus at {url} is unreachable: {_root_cause(e)}", "unreachable", transient) from e
+        code = resp.status_code
+        retry = code >= 500 or code == 429
+        wait = retry_after(resp.headers.get("Retry-After"))
+        try:
+            body = resp.json()
+        except ValueError as e:  # JSONDecodeError, UnicodeDecodeError: an HTML error page, a cut or garbled body
+            kind = resp.headers.get("Content-Type") or "no content type"
+            detail = (str(e).splitlines() or [type(e).__name__])[0]
+            if isinstance(e, json.JSONDecodeError) and e.doc.strip() and e.pos >= len(e.doc.rstrip()):
+                detail = "the JSON stops mid-way, truncated"
+            raise Failed(f"Prometheus at {url} answered HTTP {code} with a non-JSON body "
+                          f"({kind}, {len(resp.content)} bytes: {detail})", "bad_response", retry or code == 200,
+                          wait) from e
+        if not isinstance(body, dict):
+            raise Failed(f"Prometheus at {url} answered HTTP {code} with a JSON {json_type(body)} where an "
+                          "object was expected", "bad_response", True, wait)
+        if body.get("status") == "error":
+            error_type = body.get("errorType")
+            server_timeout = error_type == "timeout"
+            raise Failed(f"Prometheus query failed (HTTP {code}, {error_type}): "
+                          f"{one_line(body.get('error'))} in: {_short(expr)}",
+                          "timeout" if server_timeout else "query_error", retry and not server_timeout, wait)
+        if body.get("status") != "success":
+            raise Failed(f"Prometheus at {url} answered HTTP {code} with JSON whose status is "
+                          f"{one_line(body.get('status'))}, not 'success' or 'error'", "bad_response", True, wait)
+        data = body.get("data")
+        if not isinstance(data, dict):
+            what = "no 'data'" if data is None else f"'data' as a JSON {json_type(data)}, not an object"
+            raise Failed(f"Prometheus at {url} answered 'success' with {what}", "bad_response", True, wait)
+        return data
 
 
 def _root_cause(e: BaseException) -> str:

@@ -19,6 +19,8 @@ from click.testing import CliRunner
 
 from exporter.cli import main
 
+from .console import CHARGEBACK
+
 REL = 1e-9
 
 # OpenCost default rates (per core-hour / GiB-hour), and the total-price split ratio.
@@ -187,8 +189,8 @@ def test_table_and_csv_formats(core_config: Path, core_t0: int) -> None:
 
 
 def test_console_script_output_works_with_opencost_jq(core_config: Path, core_t0: int) -> None:
-    """The installed `chargeback` script; the JSON answers OpenCost's documented jq one-liner."""
-    proc = subprocess.run(["chargeback", "allocate", "--config", str(core_config), "--window",
+    """The venv's `chargeback` script (next to sys.executable, not PATH); the JSON answers OpenCost's jq one-liner."""
+    proc = subprocess.run([CHARGEBACK, "allocate", "--config", str(core_config), "--window",
                            window_arg(core_t0), "--format", "json"], capture_output=True, text=True, check=True)
     jq = subprocess.run(["jq", "-c", ".data[0] | to_entries[] | {namespace: .key, totalCost: .value.totalCost}"],
                         input=proc.stdout, capture_output=True, text=True, check=True)
