@@ -19,6 +19,7 @@ from urllib3.util.retry import Retry
 
 from .config import Allocation, Prometheus
 from .errors import PrometheusError
+from .redact import redact, redact_url, remember
 from .window import format_duration, parse_duration
 
 Labels = dict[str, str]
@@ -53,7 +54,9 @@ class PrometheusClient:
     """Instant queries over HTTP with retries on connection errors and 5xx; raises PrometheusError."""
 
     def __init__(self, cfg: Prometheus) -> None:
-        self.url = cfg.url.rstrip("/")
+        # Requests go to the real URL; every message names the redacted one (no user:password@, no ?token=).
+        self._base = cfg.url.rstrip("/")
+        self.url = redact_url(self._base)
         self.timeout = parse_duration(cfg.timeout)
         self.stats = QueryStats()
         self._session = requests.Session()
@@ -70,8 +73,13 @@ class PrometheusClient:
         self._session.mount("http://", HTTPAdapter(max_retries=retry))
         self._session.mount("https://", HTTPAdapter(max_retries=retry))
         if cfg.bearerTokenFile:
-            with open(cfg.bearerTokenFile) as fh:
-                self._session.headers["Authorization"] = f"Bearer {fh.read().strip()}"
+            try:
+                with open(cfg.bearerTokenFile, encoding="utf-8") as fh:
+                    token = remember(fh.read().strip())
+            except (OSError, UnicodeDecodeError) as e:
+                why = getattr(e, "strerror", None) or "not UTF-8 text"
+                raise PrometheusError(f"prometheus.bearerTokenFile {cfg.bearerTokenFile}: cannot read: {why}") from e
+            self._session.headers["Authorization"] = f"Bearer {token}"
 
     def query(self, expr: str, at: float) -> list[tuple[Labels, float]]:
         """Evaluate `expr` at unix time `at`; return (labels, value) for each series of a vector result."""
@@ -79,7 +87,7 @@ class PrometheusClient:
         self.stats.add(queries=1)
         try:
             resp = self._session.post(
-                f"{self.url}/api/v1/query",
+                f"{self._base}/api/v1/query",
                 data={"query": expr, "time": f"{at:.3f}", "timeout": f"{self.timeout}s", "stats": "all"},
                 timeout=self.timeout + 5,
             )
@@ -118,7 +126,7 @@ class PrometheusClient:
         """Evaluate a range-vector selector at `at` and return raw samples (used to read counters back)."""
         try:
             resp = self._session.get(
-                f"{self.url}/api/v1/query", params={"query": expr, "time": f"{at:.3f}"}, timeout=self.timeout
+                f"{self._base}/api/v1/query", params={"query": expr, "time": f"{at:.3f}"}, timeout=self.timeout
             )
             body = resp.json()
         except (requests.RequestException, ValueError) as e:
@@ -131,7 +139,7 @@ class PrometheusClient:
 def _root_cause(e: BaseException) -> str:
     while e.__cause__ is not None or e.__context__ is not None:
         e = e.__cause__ or e.__context__  # type: ignore[assignment]
-    text = str(e)
+    text = redact(str(e))  # urllib3's text can hold the request URL and its credentials
     return text.split("] ", 1)[-1] if text else type(e).__name__
 
 

@@ -14,7 +14,6 @@ import signal
 import socket
 import threading
 import time
-from datetime import datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlparse
@@ -31,16 +30,15 @@ from .kube import load_api_client, metadata_source
 from .leader import LeaseElector
 from .pipeline import Pipeline
 from .prometheus import PrometheusClient
-from .window import PERIODS, Window, iso, parse_duration, parse_window, period_bounds
+from .redact import redact_url
+from .window import PERIODS, Window, iso, parse_duration, parse_instant, parse_window, period_bounds
 
 log = logging.getLogger(__name__)
 
 
 def _parse_time(text: str) -> int:
-    try:
-        return int(datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp())
-    except ValueError as e:
-        raise ConfigError(f"invalid time {text!r}: use RFC3339, e.g. 2026-11-01T00:00:00Z") from e
+    """`--start`/`--until`: the same parser as allocate's windows (UTC without a zone, unix seconds)."""
+    return int(parse_instant(text))
 
 
 class Exporter:
@@ -288,7 +286,7 @@ def run_server(cfg: Config, until: str | None = None) -> None:
 
     signal.signal(signal.SIGTERM, shutdown)
     signal.signal(signal.SIGINT, shutdown)
-    log.info("serving on %s (Prometheus %s)", cfg.serve.listen, cfg.prometheus.url)
+    log.info("serving on %s (Prometheus %s)", cfg.serve.listen, redact_url(cfg.prometheus.url))
     worker.start()
     httpd.serve_forever()
     worker.join(timeout=10)
