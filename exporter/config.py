@@ -265,6 +265,7 @@ class Reports(_Model):
     smtp: Smtp | None = None
     retries: int = Field(4, ge=0, le=10)
     backoff: float = Field(0.5, ge=0, description="seconds, doubled per retry")
+    timeout: float = Field(30, gt=0, description="seconds per HTTP delivery attempt (SMTP has smtp.timeout)")
 
 
 class Reconciliation(_Model):

@@ -45,8 +45,8 @@ def _session(cfg: Reports) -> requests.Session:
     return s
 
 
-def _post(session: requests.Session, url: str, payload: object) -> str:
-    resp = session.post(url, json=payload, timeout=30)
+def _post(session: requests.Session, url: str, payload: object, timeout: float) -> str:
+    resp = session.post(url, json=payload, timeout=timeout)
     if resp.status_code >= 300:
         # The body may echo the request URL (the credential): redacted like everything else.
         body = " ".join(resp.text[:200].split())
@@ -132,9 +132,9 @@ def deliver(report: Report, cfg: Reports, dry_run: bool = False) -> list[Outcome
                 if dry_run:
                     detail = f"would send {len(part.groups)} group(s), total {part.groups_total:.2f}, to {where}"
                 elif kind == "slack":
-                    detail = _post(session, secrets[0], slack_blocks(part, cfg.grafanaURL))
+                    detail = _post(session, secrets[0], slack_blocks(part, cfg.grafanaURL), cfg.timeout)
                 elif kind == "webhook":
-                    detail = _post(session, secrets[0], {"subject": subject, "report": _json(part)})
+                    detail = _post(session, secrets[0], {"subject": subject, "report": _json(part)}, cfg.timeout)
                 else:
                     sender = cfg.smtp.sender if cfg.smtp else "chargeback@localhost"
                     detail = _send_email(cfg, email_message(part, sender, list(dest.email), subject))

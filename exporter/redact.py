@@ -32,8 +32,11 @@ _QUERY = re.compile(r"(?i)([?&;](?:[\w.\-]*(?:token|key|secret|passw|pwd|sig|aut
                     r"[\w.\-]*)=)[^&#\s'\"<>]*")
 
 _MIN_SECRET = 4  # shorter strings would mask ordinary words; nobody's credential is that short
+# Known secrets as regex alternatives. A whole secret is masked wherever it appears; a piece of a secret
+# URL (its path, a query value) only where it stands alone, so a path `/hook` does not eat `//hookuser`.
 _known: set[str] = set()
 _lock = threading.Lock()
+_PATH_END = r"(?![\w.~%+/-])"
 
 
 def _userinfo(m: re.Match[str]) -> str:
@@ -48,9 +51,8 @@ def redact(text: str, secrets: Iterable[str] = ()) -> str:
     out = _QUERY.sub(lambda m: m.group(1) + MASK, out)
     with _lock:
         every = _known | {p for s in secrets for p in _parts(s)}
-    for s in sorted(every, key=len, reverse=True):  # longest first: a URL before its own path
-        if s in out:
-            out = out.replace(s, MASK)
+    if every:  # longest first: a URL before its own path
+        out = re.sub("|".join(sorted(every, key=len, reverse=True)), MASK, out)
     return out
 
 
@@ -74,26 +76,25 @@ def redact_url(url: str, secrets: Iterable[str] = ()) -> str:
 
 
 def _parts(secret: str) -> set[str]:
-    """The secret and, for a URL, the pieces that leak on their own: path+query, path, password, values."""
+    """Patterns for the secret and, for a URL, the pieces that leak on their own: path, password, values."""
     secret = secret.strip()
-    parts = {secret, quote(secret, safe="")}
+    whole = {secret, quote(secret, safe="")}
+    pieces: set[str] = set()  # must stand alone: not inside a longer path or word
     if "://" in secret:
         try:
             u = urlsplit(secret)
         except ValueError:
             u = None
         if u is not None:
-            if u.password:
-                parts.add(u.password)
-            if u.username and not u.password:
-                parts.add(u.username)
-            if len(u.path) > 1:
-                parts.add(u.path)
-                if u.query:
-                    parts.add(f"{u.path}?{u.query}")
+            whole.add(u.password or u.username or "")
+            if len(u.path) >= _MIN_SECRET:
+                pieces.add(re.escape(u.path) + (re.escape(f"?{u.query}") if u.query else "") + _PATH_END)
+                pieces.add(r"(?<!/)" + re.escape(u.path) + _PATH_END)
             for pair in u.query.split("&"):
-                parts.add(pair.partition("=")[2])
-    return {p for p in parts if len(p) >= _MIN_SECRET}
+                value = pair.partition("=")[2]
+                if len(value) >= _MIN_SECRET:
+                    pieces.add(r"(?<![\w.~%+-])" + re.escape(value) + r"(?![\w.~%+-])")
+    return {re.escape(w) for w in whole if len(w) >= _MIN_SECRET} | pieces
 
 
 def remember(secret: str) -> str:
