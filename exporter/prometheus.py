@@ -54,9 +54,7 @@ class PrometheusClient:
     """Instant queries over HTTP with retries on connection errors and 5xx; raises PrometheusError."""
 
     def __init__(self, cfg: Prometheus) -> None:
-        # Requests go to the real URL; every message names the redacted one (no user:password@, no ?token=).
-        self._base = cfg.url.rstrip("/")
-        self.url = redact_url(self._base)
+        self.url = cfg.url
         self.timeout = parse_duration(cfg.timeout)
         self.stats = QueryStats()
         self._session = requests.Session()
@@ -80,6 +78,16 @@ class PrometheusClient:
                 why = getattr(e, "strerror", None) or "not UTF-8 text"
                 raise PrometheusError(f"prometheus.bearerTokenFile {cfg.bearerTokenFile}: cannot read: {why}") from e
             self._session.headers["Authorization"] = f"Bearer {token}"
+
+    @property
+    def url(self) -> str:
+        """The base URL as messages show it: redacted (no user:password@, no ?token=). Requests use the real one."""
+        return self._shown
+
+    @url.setter
+    def url(self, value: str) -> None:
+        self._base = value.rstrip("/")
+        self._shown = redact_url(self._base)
 
     def query(self, expr: str, at: float) -> list[tuple[Labels, float]]:
         """Evaluate `expr` at unix time `at`; return (labels, value) for each series of a vector result."""
