@@ -157,6 +157,7 @@ def test_no_secret_in_any_delivery_failure(destinations: Any, caplog: pytest.Log
         monkeypatch.setenv(k, v)
     install_log_redaction()  # as `chargeback` does at start-up: urllib3's own log lines name the path
     caplog.set_level(logging.DEBUG)
+    caplog.set_level(logging.DEBUG, logger="urllib3")  # an earlier CLI run in this process may have quietened it
     outcomes = deliver(_report(), Reports.model_validate(reports))
     got = {o.destination: o for o in outcomes}
     assert len(got) == 9 and not any(o.ok for o in outcomes)
