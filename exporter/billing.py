@@ -10,13 +10,14 @@ import csv
 import gzip
 import io
 import json
+import zlib
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from pathlib import Path
 
 from .errors import ConfigError
+from .window import parse_instant
 
 CATEGORIES = ("compute", "storage", "load_balancer", "network", "other")
 
@@ -86,16 +87,30 @@ def _records(path: Path) -> tuple[list[str], Iterator[dict[str, str]]]:
         return columns, iter(table_rows)
     try:
         fh = _open(path)
-    except OSError as e:
-        raise ConfigError(f"bill {path}: cannot read: {e.strerror}") from e
-    reader = csv.DictReader(fh)
-    header = list(reader.fieldnames or [])
+        reader = csv.DictReader(fh)
+        header = list(reader.fieldnames or [])
+    except (OSError, EOFError, UnicodeDecodeError, csv.Error, zlib.error) as e:
+        raise _unreadable(path, e, 1) from e
 
     def streamed() -> Iterator[dict[str, str]]:
         with fh:
-            yield from reader
+            try:
+                yield from reader
+            except (OSError, EOFError, UnicodeDecodeError, csv.Error, zlib.error) as e:
+                raise _unreadable(path, e, reader.line_num + 1) from e
 
     return header, streamed()
+
+
+def _unreadable(path: Path, e: Exception, line: int) -> ConfigError:
+    """A bill that is not UTF-8 CSV (or a truncated .gz) is one line naming the file, never a traceback."""
+    if isinstance(e, csv.Error):  # the reader knows the line; decoding errors are only known per block
+        return ConfigError(f"{path.name}:{line}: not valid CSV: {e}")
+    if isinstance(e, UnicodeDecodeError):
+        return ConfigError(f"bill {path}: not UTF-8 text")
+    if isinstance(e, OSError) and e.strerror:
+        return ConfigError(f"bill {path}: cannot read: {e.strerror}")
+    return ConfigError(f"bill {path}: unreadable: {str(e).splitlines()[0] if str(e) else type(e).__name__}")
 
 
 def _open(path: Path) -> io.TextIOBase:
@@ -134,10 +149,9 @@ class _Row:
     def time(self, column: str) -> float:
         raw = self.text(column)
         try:
-            dt = datetime.fromisoformat(raw.replace("Z", "+00:00").replace(" UTC", "+00:00"))
-        except ValueError as e:
+            return parse_instant(raw)
+        except ConfigError as e:
             raise self.err(column, f"not a timestamp: {raw!r}") from e
-        return (dt if dt.tzinfo else dt.replace(tzinfo=timezone.utc)).timestamp()
 
     def tags(self, column: str) -> dict[str, str]:
         raw = self.text(column)

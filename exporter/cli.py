@@ -21,6 +21,7 @@ from .kube import metadata_source
 from .limits import check_window
 from .pipeline import Pipeline
 from .prometheus import PrometheusClient
+from .redact import install_log_redaction, redact
 from .window import Window, iso, parse_duration, parse_window
 
 
@@ -30,7 +31,7 @@ def _load(config: str | None, prometheus_url: str | None, cluster_selector: str 
 
 
 def _fail(e: ChargebackError) -> NoReturn:
-    click.echo(f"chargeback: error: {e}", err=True)
+    click.echo(f"chargeback: error: {redact(str(e))}", err=True)
     sys.exit(2)
 
 
@@ -52,6 +53,7 @@ def main(ctx: click.Context, log_level: str | None) -> None:
         log_level = "INFO" if ctx.invoked_subcommand == "serve" else "WARNING"
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s",
                         stream=sys.stderr, force=True)
+    install_log_redaction()  # no URL credential or known secret in any log line, ours or a library's
     if log_level.upper() != "DEBUG":  # retries are ours to report, once, with the cause
         logging.getLogger("urllib3").setLevel(logging.ERROR)
 
@@ -125,8 +127,9 @@ def _with_progress(pipeline: Pipeline, window: Window) -> Any:
 @click.option("--prometheus-url", help="Prometheus base URL (overrides prometheus.url in the config).")
 @click.option("--config", type=click.Path(dir_okay=False), help="YAML config file.")
 @click.option("--listen", help="host:port for /metrics, /healthz and /allocation/compute.")
-@click.option("--start", help="RFC3339 start for accrual when Prometheus holds no watermark (default: now).")
-@click.option("--until", help="RFC3339 time to stop accruing at (replays, tests); the server keeps serving.")
+@click.option("--start", help="Accrual start when Prometheus holds no watermark (default: now): RFC3339 "
+              "(UTC when no zone is given) or unix seconds.")
+@click.option("--until", help="Time to stop accruing at (replays, tests), as --start; the server keeps serving.")
 @click.option("--cluster-name", help="Add cluster=<name> to every series (when Prometheus has no external label).")
 @click.option("--cluster-selector", help='Matchers added to every query, e.g. cluster="prod" (Thanos/Mimir).')
 @click.option("--web.config.file", "web_config_file", type=click.Path(dir_okay=False),

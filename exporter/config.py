@@ -10,6 +10,7 @@ import os
 import re
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 import promql_parser
 from pydantic import Field, field_validator, model_validator
@@ -18,6 +19,7 @@ from .errors import ConfigError
 from .model import StrictModel as _Model
 from .model import read_yaml, valid_duration, validated
 from .pricebook import FixedCost, Pricing
+from .redact import redact_url, remember
 from .window import parse_duration
 
 
@@ -70,6 +72,18 @@ class Prometheus(_Model):
     @classmethod
     def _duration(cls, v: str) -> str:
         return valid_duration(v)
+
+    @field_validator("url")
+    @classmethod
+    def _http_url(cls, v: str) -> str:
+        try:
+            u = urlsplit(v.strip())
+            ok = u.scheme.lower() in ("http", "https") and bool(u.hostname) and (u.port is None or u.port > 0)
+        except ValueError:  # a port that is not a number, or out of range
+            ok = False
+        if not ok:
+            raise ValueError(f"not an http(s) URL: {redact_url(v)!r} (write e.g. http://prometheus:9090)")
+        return v.strip()
 
 
 class LeaderElection(_Model):
@@ -216,12 +230,14 @@ class SecretRef(_Model):
             v = os.environ.get(self.env)
             if not v:
                 raise ConfigError(f"secret environment variable {self.env} is not set")
-            return v
+            return remember(v)
         assert self.file is not None
         try:
-            return Path(self.file).read_text().strip()
+            return remember(Path(self.file).read_text(encoding="utf-8").strip())
         except OSError as e:
             raise ConfigError(f"secret file {self.file}: {e.strerror}") from e
+        except UnicodeDecodeError as e:
+            raise ConfigError(f"secret file {self.file}: not UTF-8 text") from e
 
 
 class Destination(_Model):
@@ -249,6 +265,7 @@ class Reports(_Model):
     smtp: Smtp | None = None
     retries: int = Field(4, ge=0, le=10)
     backoff: float = Field(0.5, ge=0, description="seconds, doubled per retry")
+    timeout: float = Field(30, gt=0, description="seconds per HTTP delivery attempt (SMTP has smtp.timeout)")
 
 
 class Reconciliation(_Model):

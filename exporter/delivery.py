@@ -18,8 +18,9 @@ import requests
 from requests.adapters import HTTPAdapter
 from urllib3.util.retry import Retry
 
-from .config import Destination, Reports
+from .config import Destination, Reports, SecretRef
 from .errors import ChargebackError
+from .redact import redact, redact_url
 from .report import Report
 from .reportformat import chart_png, slack_blocks, to_csv, to_html, to_json, to_markdown
 
@@ -44,10 +45,12 @@ def _session(cfg: Reports) -> requests.Session:
     return s
 
 
-def _post(session: requests.Session, url: str, payload: object) -> str:
-    resp = session.post(url, json=payload, timeout=30)
+def _post(session: requests.Session, url: str, payload: object, timeout: float) -> str:
+    resp = session.post(url, json=payload, timeout=timeout)
     if resp.status_code >= 300:
-        raise ChargebackError(f"HTTP {resp.status_code} after retries: {resp.text[:200]}")
+        # The body may echo the request URL (the credential): redacted like everything else.
+        body = " ".join(resp.text[:200].split())
+        raise ChargebackError(f"HTTP {resp.status_code} after retries: {redact(body, [url])}")
     return f"HTTP {resp.status_code}"
 
 
@@ -89,7 +92,7 @@ def _send_email(cfg: Reports, msg: EmailMessage) -> str:
             if isinstance(e, smtplib.SMTPAuthenticationError):
                 break
             time.sleep(cfg.backoff * 2**attempt)
-    raise ChargebackError(f"SMTP {smtp.host}:{smtp.port}: {last}")
+    raise ChargebackError(f"SMTP {smtp.host}:{smtp.port}: {redact(str(last))}")
 
 
 def plan(report: Report, cfg: Reports) -> list[tuple[str, Destination, Report]]:
@@ -119,20 +122,28 @@ def deliver(report: Report, cfg: Reports, dry_run: bool = False) -> list[Outcome
             channels.append(("webhook", dest.webhook))
         for kind, target in channels:
             name = f"{who}: {kind}"
+            secrets: list[str] = []  # the webhook URL is the credential: never in a message
             try:
+                if isinstance(target, SecretRef):
+                    secrets.append(target.value())
+                    where = redact_url(secrets[0])
+                else:
+                    where = ", ".join(dest.email)
                 if dry_run:
-                    detail = f"would send {len(part.groups)} group(s), total {part.groups_total:.2f}"
+                    detail = f"would send {len(part.groups)} group(s), total {part.groups_total:.2f}, to {where}"
                 elif kind == "slack":
-                    detail = _post(session, target.value(), slack_blocks(part, cfg.grafanaURL))  # type: ignore[attr-defined]
+                    detail = _post(session, secrets[0], slack_blocks(part, cfg.grafanaURL), cfg.timeout)
                 elif kind == "webhook":
-                    detail = _post(session, target.value(), {"subject": subject, "report": _json(part)})  # type: ignore[attr-defined]
+                    detail = _post(session, secrets[0], {"subject": subject, "report": _json(part)}, cfg.timeout)
                 else:
                     sender = cfg.smtp.sender if cfg.smtp else "chargeback@localhost"
-                    detail = _send_email(cfg, email_message(part, sender, list(target), subject))  # type: ignore[call-overload]
-                outcomes.append(Outcome(name, True, detail))
+                    detail = _send_email(cfg, email_message(part, sender, list(dest.email), subject))
+                outcomes.append(Outcome(name, True, redact(detail, secrets)))
             except (ChargebackError, requests.RequestException) as e:
-                log.error("delivery to %s failed: %s", name, e)
-                outcomes.append(Outcome(name, False, str(e).splitlines()[0][:300]))
+                # requests' text names the request path ("with url: /services/T/B/SECRET"): redact it.
+                message = redact(str(e), secrets)
+                log.error("delivery to %s failed: %s", name, message)
+                outcomes.append(Outcome(name, False, message.splitlines()[0][:300]))
     return outcomes
 
 

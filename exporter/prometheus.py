@@ -38,6 +38,7 @@ from .promanswer import (
     vector,
 )
 from .promql import join_matchers, matcher, one_of, quote, selector
+from .redact import redact, redact_url, remember
 from .window import format_duration, parse_duration
 
 Labels = dict[str, str]
@@ -78,7 +79,7 @@ class PrometheusClient:
     """
 
     def __init__(self, cfg: Prometheus) -> None:
-        self.url = cfg.url.rstrip("/")
+        self.url = cfg.url
         self.timeout = parse_duration(cfg.timeout)
         self.retries = cfg.retries
         self.stats = QueryStats()
@@ -90,8 +91,23 @@ class PrometheusClient:
         self._session.mount("http://", HTTPAdapter(max_retries=0))
         self._session.mount("https://", HTTPAdapter(max_retries=0))
         if cfg.bearerTokenFile:
-            with open(cfg.bearerTokenFile) as fh:
-                self._session.headers["Authorization"] = f"Bearer {fh.read().strip()}"
+            try:
+                with open(cfg.bearerTokenFile, encoding="utf-8") as fh:
+                    token = remember(fh.read().strip())
+            except (OSError, UnicodeDecodeError) as e:
+                why = getattr(e, "strerror", None) or "not UTF-8 text"
+                raise PrometheusError(f"prometheus.bearerTokenFile {cfg.bearerTokenFile}: cannot read: {why}") from e
+            self._session.headers["Authorization"] = f"Bearer {token}"
+
+    @property
+    def url(self) -> str:
+        """The base URL as messages show it: redacted (no user:password@, no ?token=). Requests use the real one."""
+        return self._shown
+
+    @url.setter
+    def url(self, value: str) -> None:
+        self._base = value.rstrip("/")
+        self._shown = redact_url(self._base)
 
     def query(self, expr: str, at: float) -> list[tuple[Labels, float]]:
         """Evaluate `expr` at unix time `at`; return (labels, value) for each series of a vector result.
@@ -156,7 +172,7 @@ class PrometheusClient:
     def _attempt(self, method: str, params: dict[str, str], expr: str, timeout: float) -> dict[str, Any]:
         url = self.url
         try:
-            resp = self._session.request(method, f"{url}/api/v1/query", timeout=timeout,
+            resp = self._session.request(method, f"{self._base}/api/v1/query", timeout=timeout,
                                          data=params if method == "POST" else None,
                                          params=params if method == "GET" else None)
         except requests.RequestException as e:
@@ -202,7 +218,7 @@ class PrometheusClient:
 def _root_cause(e: BaseException) -> str:
     while e.__cause__ is not None or e.__context__ is not None:
         e = e.__cause__ or e.__context__  # type: ignore[assignment]
-    text = str(e)
+    text = redact(str(e))  # urllib3's text can hold the request URL and its credentials
     return text.split("] ", 1)[-1] if text else type(e).__name__
 
 

@@ -15,7 +15,6 @@ import socket
 import threading
 import time
 from collections.abc import Callable
-from datetime import datetime
 from http.server import BaseHTTPRequestHandler
 from typing import Any
 from urllib.parse import parse_qs, urlparse
@@ -35,9 +34,10 @@ from .limits import Admission, Busy, Cancelled, DeadlineExceeded, check_window
 from .pipeline import Pipeline
 from .prometheus import PrometheusClient
 from .promql import OwnSeries, join_matchers
+from .redact import redact_url
 from .warnlog import WarningLog
 from .webauth import Auth, load_auth
-from .window import PERIODS, Window, iso, parse_duration, parse_window, period_bounds
+from .window import PERIODS, Window, iso, parse_duration, parse_instant, parse_window, period_bounds
 
 log = logging.getLogger(__name__)
 
@@ -45,10 +45,8 @@ WARNING_LOG_INTERVAL = 3600.0  # seconds between two log lines of one warning ki
 
 
 def _parse_time(text: str) -> int:
-    try:
-        return int(datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp())
-    except ValueError as e:
-        raise ConfigError(f"invalid time {text!r}: use RFC3339, e.g. 2026-11-01T00:00:00Z") from e
+    """`--start`/`--until`: the same parser as allocate's windows (UTC without a zone, unix seconds)."""
+    return int(parse_instant(text))
 
 
 class Exporter:
@@ -347,7 +345,7 @@ def run_server(cfg: Config, until: str | None = None) -> None:
 
     signal.signal(signal.SIGTERM, shutdown)
     signal.signal(signal.SIGINT, shutdown)
-    log.info("serving on %s (Prometheus %s)", cfg.serve.listen, cfg.prometheus.url)
+    log.info("serving on %s (Prometheus %s)", cfg.serve.listen, redact_url(cfg.prometheus.url))
     worker.start()
     httpd.serve_forever()
     worker.join(timeout=10)

@@ -105,17 +105,31 @@ def iso(ts: float) -> str:
     return _utc(ts).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def _parse_instant(text: str) -> float:
+_LATEST = 253402300799  # 9999-12-31T23:59:59Z, the last instant datetime can print
+
+
+def parse_instant(text: str, what: str = "time") -> float:
+    """The one time parser for every flag, config key, API parameter and bill column.
+
+    Unix seconds, or ISO 8601/RFC3339 (`2026-11-01T10:00:00Z`, `+02:00`, `2026-11-01`, the billing
+    exports' `2026-11-01 00:00:00 UTC`). A time without a zone is UTC, never the machine's local time.
+    """
     t = text.strip()
     if re.fullmatch(r"\d+(\.\d+)?", t):
-        return float(t)
-    try:
-        dt = datetime.fromisoformat(t.replace("Z", "+00:00"))
-    except ValueError as e:
-        raise ConfigError(f"invalid window bound {text!r}: use RFC3339 (2026-11-01T00:00:00Z) or unix seconds") from e
-    if dt.tzinfo is None:
-        dt = dt.replace(tzinfo=timezone.utc)
-    return dt.timestamp()
+        value = float(t)
+    else:
+        iso_text = t[:-4] + "+00:00" if t.upper().endswith(" UTC") else t
+        if iso_text[-1:] in ("Z", "z"):
+            iso_text = iso_text[:-1] + "+00:00"
+        try:
+            dt = datetime.fromisoformat(iso_text)
+        except ValueError as e:
+            raise ConfigError(f"invalid {what} {text!r}: use RFC3339 (2026-11-01T00:00:00Z; UTC when no zone "
+                              "is given) or unix seconds") from e
+        value = (dt if dt.tzinfo else dt.replace(tzinfo=timezone.utc)).timestamp()
+    if not 0 <= value <= _LATEST:
+        raise ConfigError(f"invalid {what} {text!r}: out of range (1970 to 9999)")
+    return value
 
 
 def _midnight(dt: datetime) -> datetime:
@@ -147,7 +161,7 @@ def parse_window(text: str, now: float, step: int) -> Window:
             start, end = prev.timestamp(), first.timestamp()
     elif "," in t:
         a, b = text.split(",", 1)
-        start, end = _parse_instant(a), _parse_instant(b)
+        start, end = parse_instant(a, "window bound"), parse_instant(b, "window bound")
     else:
         try:
             dur = parse_duration(t)

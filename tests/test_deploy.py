@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -83,11 +84,52 @@ def test_rbac_is_least_privilege() -> None:
     assert any(r.get("resourceNames") == ["chargeback"] and "update" in r["verbs"] for r in lease["rules"])
 
 
-def test_network_policy_admits_only_prometheus() -> None:
+PROMETHEUS_PEER = {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}},
+                   "podSelector": {"matchLabels": {"app.kubernetes.io/name": "prometheus"}}}
+DNS = {"to": [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "kube-system"}},
+               "podSelector": {"matchLabels": {"k8s-app": "kube-dns"}}}],
+       "ports": [{"port": 53, "protocol": "UDP"}, {"port": 53, "protocol": "TCP"}]}
+TO_PROMETHEUS = {"to": [PROMETHEUS_PEER], "ports": [{"port": 9090, "protocol": "TCP"}]}
+# No `to`: NetworkPolicy cannot select the API server; port-only until _config.apiServerCIDRs is set.
+TO_API = {"ports": [{"port": 443, "protocol": "TCP"}, {"port": 6443, "protocol": "TCP"}]}
+
+
+def test_network_policy_admits_only_the_monitoring_namespaces_prometheus() -> None:
     np = OBJECTS["chargeback-networkpolicy.yaml"]["spec"]
-    assert np["policyTypes"] == ["Ingress"]
+    assert np["podSelector"]["matchLabels"]["app.kubernetes.io/component"] == "exporter"
+    assert np["policyTypes"] == ["Ingress", "Egress"]
     [rule] = np["ingress"]
-    assert rule["from"][0]["podSelector"]["matchLabels"] == {"app.kubernetes.io/name": "prometheus"}
+    # ONE peer holding both selectors (AND). Two peers, or a namespaceSelector of {}, would admit a
+    # tenant's pod labelled app.kubernetes.io/name=prometheus from any namespace.
+    assert rule["from"] == [PROMETHEUS_PEER]
+    assert rule["ports"] == [{"port": "http", "protocol": "TCP"}]
+
+
+def test_network_policy_egress_only_to_dns_prometheus_and_the_api() -> None:
+    np = OBJECTS["chargeback-networkpolicy.yaml"]["spec"]
+    assert np["egress"] == [DNS, TO_PROMETHEUS, TO_API]  # the exporter never delivers reports: no SMTP
+
+
+def test_report_jobs_egress_adds_only_the_delivery_ports() -> None:
+    np = OBJECTS["chargeback-reportnetworkpolicy.yaml"]["spec"]
+    report_pods = OBJECTS["chargeback-reportcronjob.yaml"]["spec"]["jobTemplate"]["spec"]["template"]["metadata"]
+    reconcile_pods = OBJECTS["chargeback-reconcilecronjob.yaml"]["spec"]["jobTemplate"]["spec"]["template"]["metadata"]
+    for pods in (report_pods, reconcile_pods):  # the policy selects both CronJobs' pods
+        assert np["podSelector"]["matchLabels"].items() <= pods["labels"].items()
+    assert np["policyTypes"] == ["Ingress", "Egress"] and np["ingress"] == []  # nothing may connect to a job
+    assert np["egress"] == [DNS, TO_PROMETHEUS, TO_API,
+                            {"ports": [{"port": 443, "protocol": "TCP"}, {"port": 587, "protocol": "TCP"}]}]
+
+
+def test_tmp_is_size_limited_and_the_image_pinned_by_digest() -> None:
+    pods = [OBJECTS["chargeback-deployment.yaml"]["spec"]["template"]["spec"],
+            *(OBJECTS[f]["spec"]["jobTemplate"]["spec"]["template"]["spec"]
+              for f in ("chargeback-reportcronjob.yaml", "chargeback-reconcilecronjob.yaml"))]
+    for spec in pods:
+        [tmp] = [v for v in spec["volumes"] if v["name"] == "tmp"]
+        assert tmp["emptyDir"] == {"sizeLimit": "64Mi"}
+        [c] = spec["containers"]
+        assert re.fullmatch(r"ghcr\.io/chargeback/chargeback@sha256:[0-9a-f]{64}", c["image"]), c["image"]
 
 
 @pytest.mark.skipif(shutil.which("kubectl") is None, reason="kubectl is not installed on this machine")

@@ -3,7 +3,12 @@
   _config+:: {
     namespace: 'monitoring',
     name: 'chargeback',
-    image: 'ghcr.io/chargeback/chargeback:0.1.0',
+    // The image is pinned by digest, never a tag, so every replica and CronJob runs the same bytes.
+    // PLACEHOLDER: no image is published yet. Build one (see Dockerfile) and set imageDigest to the
+    // digest your registry reports, e.g. `crane digest ghcr.io/you/chargeback:0.1.0` (README "Deployment").
+    imageRepo: 'ghcr.io/chargeback/chargeback',
+    imageDigest: 'sha256:0000000000000000000000000000000000000000000000000000000000000000',
+    image: $._config.imageRepo + '@' + $._config.imageDigest,
     replicas: 2,  // only the Lease holder accrues; the other is a warm standby
     port: 9184,
     // Merged into the ServiceMonitor endpoint when the exporter's api section turns on TLS or auth (README
@@ -13,7 +18,23 @@
     // Sized from `make bench`: peak RSS 51 MB at 1k containers, 65 MB at 10k, 253 MB at 100k (README "Scale").
     resources: { requests: { cpu: '100m', memory: '256Mi' }, limits: { memory: '512Mi' } },
     prometheusURL: 'http://prometheus-operated.monitoring.svc:9090',
+    // Who may scrape us: pods matching prometheusSelector IN namespaces matching prometheusNamespaceSelector
+    // (one NetworkPolicy peer, so both must match). The same peer is where we send queries.
     prometheusSelector: { 'app.kubernetes.io/name': 'prometheus' },
+    prometheusNamespaceSelector: { 'kubernetes.io/metadata.name': 'monitoring' },
+    prometheusPort: 9090,
+    // Egress. NetworkPolicy cannot select the API server (it is not a pod) and applies after the Service's
+    // DNAT on most CNIs, so the API is reached on the endpoint's port: 443 on managed clusters, 6443 on
+    // kubeadm. With apiServerCIDRs empty the rule is port-only (any address on those ports); set it to
+    // your control plane's addresses (kubectl get endpoints kubernetes) to narrow it to an ipBlock.
+    apiServerPorts: [443, 6443],
+    apiServerCIDRs: [],
+    dnsSelector: { namespace: { 'kubernetes.io/metadata.name': 'kube-system' }, pod: { 'k8s-app': 'kube-dns' } },
+    // Report delivery (the report and reconcile CronJobs only): HTTPS for Slack/Teams/webhooks, SMTP submission.
+    // Add 465 (SMTPS) or 25 if your relay uses them; set deliveryCIDRs to your relay's/proxy's addresses.
+    deliveryPorts: [443, 587],
+    deliveryCIDRs: [],
+    tmpSizeLimit: '64Mi',  // /tmp holds only matplotlib's cache and the report chart
     // The exporter's config.yaml (see README "Configuration").
     exporterConfig: {
       prometheus: { url: $._config.prometheusURL },
@@ -101,7 +122,7 @@
               readinessProbe: { httpGet: { path: '/healthz', port: 'http' }, periodSeconds: 10 },
               volumeMounts: [{ name: 'config', mountPath: '/etc/chargeback', readOnly: true }, { name: 'tmp', mountPath: '/tmp' }],
             }],
-            volumes: [{ name: 'config', configMap: { name: c.name + '-config' } }, { name: 'tmp', emptyDir: {} }],
+            volumes: [{ name: 'config', configMap: { name: c.name + '-config' } }, { name: 'tmp', emptyDir: { sizeLimit: c.tmpSizeLimit } }],
           },
         },
       },
@@ -151,7 +172,7 @@
               securityContext: { allowPrivilegeEscalation: false, readOnlyRootFilesystem: true, capabilities: { drop: ['ALL'] } },
               volumeMounts: [{ name: 'config', mountPath: '/etc/chargeback', readOnly: true }, { name: 'tmp', mountPath: '/tmp' }],
             }],
-            volumes: [{ name: 'config', configMap: { name: c.name + '-config' } }, { name: 'tmp', emptyDir: {} }],
+            volumes: [{ name: 'config', configMap: { name: c.name + '-config' } }, { name: 'tmp', emptyDir: { sizeLimit: c.tmpSizeLimit } }],
           },
         } } },
       },
@@ -176,18 +197,51 @@
       },
     },
 
+    // Ingress only from Prometheus in the monitoring namespace; egress only to DNS, Prometheus and the API.
     networkPolicy: {
       apiVersion: 'networking.k8s.io/v1',
       kind: 'NetworkPolicy',
       metadata: meta('np'),
       spec: {
         podSelector: { matchLabels: labels },
-        policyTypes: ['Ingress'],
+        policyTypes: ['Ingress', 'Egress'],
         ingress: [{
-          from: [{ podSelector: { matchLabels: c.prometheusSelector }, namespaceSelector: {} }],
+          // One peer with both selectors: the pod must match AND be in a matching namespace. (Two
+          // peers would OR them: any pod labelled prometheus, in any namespace, would be admitted.)
+          from: [prometheusPeer],
           ports: [{ port: 'http', protocol: 'TCP' }],
         }],
+        egress: baseEgress,
+      },
+    },
+
+    // The report and reconcile CronJobs: no ingress at all; egress as the exporter's plus report delivery.
+    reportNetworkPolicy: {
+      apiVersion: 'networking.k8s.io/v1',
+      kind: 'NetworkPolicy',
+      metadata: meta('np') { name: c.name + '-report', labels+: { 'app.kubernetes.io/component': 'report' } },
+      spec: {
+        podSelector: { matchLabels: labels { 'app.kubernetes.io/component': 'report' } },
+        policyTypes: ['Ingress', 'Egress'],
+        ingress: [],
+        egress: baseEgress + [
+          { ports: [{ port: p, protocol: 'TCP' } for p in c.deliveryPorts] } + cidrs(c.deliveryCIDRs),
+        ],
       },
     },
   },
+
+  local prometheusPeer = {
+    namespaceSelector: { matchLabels: c.prometheusNamespaceSelector },
+    podSelector: { matchLabels: c.prometheusSelector },
+  },
+  local cidrs(list) = if std.length(list) == 0 then {} else { to: [{ ipBlock: { cidr: x } } for x in list] },
+  local baseEgress = [
+    {
+      to: [{ namespaceSelector: { matchLabels: c.dnsSelector.namespace }, podSelector: { matchLabels: c.dnsSelector.pod } }],
+      ports: [{ port: 53, protocol: 'UDP' }, { port: 53, protocol: 'TCP' }],
+    },
+    { to: [prometheusPeer], ports: [{ port: c.prometheusPort, protocol: 'TCP' }] },
+    { ports: [{ port: p, protocol: 'TCP' } for p in c.apiServerPorts] } + cidrs(c.apiServerCIDRs),
+  ],
 }
