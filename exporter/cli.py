@@ -87,6 +87,8 @@ def allocate(prometheus_url: str | None, window_text: str, aggregate: str, confi
     except ChargebackError as e:
         _fail(e)
     click.echo(render(result, parts, tuple(cfg.attribution.labels), fmt, cfg.pricing.currency))
+    for line in result.coverage.warnings():  # exit 0: the covered part is right, the rest is named
+        click.echo(f"chargeback: warning: {line}", err=True)
     if stats:
         s = client.stats
         click.echo(json.dumps({"queries": s.queries, "http_seconds": round(s.wall_seconds, 3),

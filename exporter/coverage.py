@@ -108,6 +108,21 @@ def plan(start: int, end: int, step: int, present: dict[str, set[int]], max_brid
     return segments
 
 
+def open_gap(segments: list[Segment], now: float, max_bridge: int) -> Segment | None:
+    """The first segment where a source is missing with no data after it yet, for less than
+    `max_bridge`: it may still be bridged, so serve waits for it rather than report it uncovered."""
+    for seg in segments:
+        for st in seg.sources.values():
+            if st.reason is Reason.AFTER and st.before is not None and now - st.before <= max_bridge:
+                return seg
+    return None
+
+
+def waiting_reason(seg: Segment) -> str:
+    return ", ".join(f"{SOURCE_NAMES.get(s, s)} missing since {iso(st.before)}"
+                     for s, st in sorted(seg.sources.items()) if st.before is not None)
+
+
 @dataclass(frozen=True)
 class Interval:
     start: int
@@ -164,11 +179,11 @@ class Coverage:
                 "uncovered": [iv.to_json() for iv in self.uncovered]}
 
     def warnings(self) -> list[str]:
-        """One line per uncovered interval, then how much of the window the costs cover."""
-        lines = [f"{iso(iv.start)}..{iso(iv.end)} uncovered ({iv.reason})" for iv in self.uncovered]
-        if lines:
-            lines[-1] += f"; costs cover {_hours(self.covered_seconds)} of {_hours(self.seconds)}"
-        return lines
+        """One line naming every uncovered interval and how much of the window the costs cover."""
+        if not self.uncovered:
+            return []
+        parts = ", ".join(f"{iso(iv.start)}..{iso(iv.end)} uncovered ({iv.reason})" for iv in self.uncovered)
+        return [f"{parts}; costs cover {_hours(self.covered_seconds)} of {_hours(self.seconds)}"]
 
 
 def _append(intervals: list[Interval], iv: Interval) -> None:

@@ -86,12 +86,13 @@ class Pipeline:
             pool.shutdown(wait=True, cancel_futures=True)
         return merged
 
-    def coverage_plan(self, w: Window) -> list[Segment]:
-        """The chunk's segments (exporter/coverage.py) from one probe reaching maxGapBridge either side."""
+    def coverage_plan(self, w: Window, now: float | None = None) -> list[Segment]:
+        """The chunk's segments (exporter/coverage.py) from one probe reaching maxGapBridge either side
+        (never past `now`: serve must not mistake "no data after yet" for a bridgeable gap)."""
         q, bridge = self.queries, self.queries.max_gap_bridge
+        at = w.end + bridge if now is None else max(w.end, min(w.end + bridge, int(now) // self.step * self.step))
         present: dict[str, set[int]] = {}
-        for labels, samples in self.client.query_range_raw(q.coverage_probe(w.seconds + 2 * bridge),
-                                                            float(w.end + bridge)):
+        for labels, samples in self.client.query_range_raw(q.coverage_probe(at - w.start + bridge), float(at)):
             present.setdefault(labels.get("source", ""), set()).update(int(t) for t, _v in samples)
         sources = ("ksm", "cadvisor") if self.cfg.allocation.policy != "request" else ("ksm",)
         segments = plan(w.start, w.end, self.step, present, bridge, sources)

@@ -45,6 +45,7 @@ class Pod:
     containers: tuple[Container, ...]
     start: int | None = None  # first running timestamp; None = before the data begins
     end: int | None = None  # last running timestamp; after it the pod is Succeeded
+    deleted: int | None = None  # last timestamp the pod exists at all; after it, no series
     labels: dict[str, str] = field(default_factory=dict)
     # The controller that owns the pod, as (kind, name): Deployment, StatefulSet, DaemonSet, Job or
     # CronJob. A Deployment owns it through a ReplicaSet, a CronJob through a Job, as in a cluster.
@@ -76,11 +77,38 @@ class Series:
 
 
 @dataclass(frozen=True)
+class Gap:
+    """A source's outage: no sample of its series strictly between `start` and `end`.
+
+    source: "ksm" (kube_* series), "cadvisor" (container_*) or "opencost" (prices)."""
+
+    source: str
+    start: int
+    end: int
+
+
+@dataclass(frozen=True)
 class Cluster:
     nodes: tuple[Node, ...]
     pods: tuple[Pod, ...]
     namespaces: dict[str, dict[str, str]] = field(default_factory=dict)  # namespace -> Kubernetes labels
     extra: tuple[Series, ...] = ()
+    gaps: tuple[Gap, ...] = ()
+
+
+def source_of(metric: str) -> str:
+    """Which exporter a synthetic series comes from, for `Gap`."""
+    if metric.startswith("kube_"):
+        return "ksm"
+    if metric.startswith("container_"):
+        return "cadvisor"
+    if metric.startswith(("node_", "kubecost_", "pv_hourly")):
+        return "opencost"
+    return "other"
+
+
+def _gapped(fn: Sampler, gaps: list[Gap]) -> Sampler:
+    return lambda t: None if any(g.start < t < g.end for g in gaps) else fn(t)
 
 
 def _labels(**kv: str) -> str:
@@ -112,7 +140,14 @@ def series(cluster: Cluster, lean: bool = False) -> Iterator[tuple[str, str, Sam
 
     `lean` (the benchmark) leaves out series no query selects: pod-level, pause and system
     cgroups, phases other than Running. It keeps the query work the same and the backfill small.
+    A source's `gaps` blank its series.
     """
+    for name, lb, fn in _series(cluster, lean):
+        gaps = [g for g in cluster.gaps if g.source == source_of(name)]
+        yield name, lb, _gapped(fn, gaps) if gaps else fn
+
+
+def _series(cluster: Cluster, lean: bool) -> Iterator[tuple[str, str, Sampler]]:
     ksm = {"job": "kube-state-metrics", "instance": "ksm:8080"}
 
     for n in cluster.nodes:
@@ -178,10 +213,10 @@ def _owner_series(pods: tuple[Pod, ...], ksm: dict[str, str]) -> Iterator[tuple[
 
 
 def _pod_series(p: Pod, ksm: dict[str, str], lean: bool) -> Iterator[tuple[str, str, Sampler]]:
-    start, end = p.start, p.end
+    start, end, deleted = p.start, p.end, p.deleted
 
     def exists(t: int) -> bool:
-        return start is None or t >= start
+        return (start is None or t >= start) and (deleted is None or t <= deleted)
 
     def running(t: int) -> bool:
         return exists(t) and (end is None or t <= end)
