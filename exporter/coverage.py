@@ -62,7 +62,8 @@ class Segment:
         return all(s.state is State.COVERED for s in self.sources.values())
 
 
-def _source_states(steps: list[int], present: set[int], step: int, max_bridge: int) -> list[SourceState]:
+def _source_states(steps: list[int], present: set[int], step: int, max_bridge: int,
+                   horizon: int | None) -> list[SourceState]:
     """The state of one source at each chunk step, from the steps (over the wider probe span) it is present."""
     ordered = sorted(present)
     out: list[SourceState] = []
@@ -76,6 +77,8 @@ def _source_states(steps: list[int], present: set[int], step: int, max_bridge: i
             out.append(SourceState(State.UNCOVERED, reason=Reason.NO_DATA))
         elif before is None:
             out.append(SourceState(State.UNCOVERED, after=after, reason=Reason.BEFORE))
+        elif after is None and horizon is not None and horizon - before - step >= max_bridge:
+            out.append(SourceState(State.UNCOVERED, before, None, Reason.TOO_LONG))  # already too long
         elif after is None:
             out.append(SourceState(State.UNCOVERED, before=before, reason=Reason.AFTER))
         elif after - before - step > max_bridge:
@@ -86,17 +89,18 @@ def _source_states(steps: list[int], present: set[int], step: int, max_bridge: i
 
 
 def plan(start: int, end: int, step: int, present: dict[str, set[int]], max_bridge: int,
-         sources: Iterable[str] = SOURCES) -> list[Segment]:
+         sources: Iterable[str] = SOURCES, horizon: int | None = None) -> list[Segment]:
     """Split the chunk (start, end] into segments of equal state per source.
 
     `present` holds, per source, the step timestamps at which it had data, over a span reaching
     `max_bridge` either side of the chunk (so a gap crossing the chunk's edges is seen whole). A gap is
     bridged when the source is present before and after it and at most `max_bridge` seconds of steps
-    are missing; otherwise it is uncovered, with the reason.
+    are missing; otherwise it is uncovered, with the reason. `horizon` is the last step probed: a gap
+    still open there but already longer than `max_bridge` is too long, not "no data after yet".
     """
     steps = list(range(start + step, end + 1, step))
     names = list(sources)
-    per_source = {s: _source_states(steps, present.get(s, set()), step, max_bridge) for s in names}
+    per_source = {s: _source_states(steps, present.get(s, set()), step, max_bridge, horizon) for s in names}
     segments: list[Segment] = []
     seg_start = start
     for i, t in enumerate(steps):
@@ -151,7 +155,10 @@ class Coverage:
         self.seconds += length
         if seg.state("ksm").state is not State.UNCOVERED:
             self.covered_seconds += length
-        for source, st in sorted(seg.sources.items()):
+        states = sorted(seg.sources.items())
+        if seg.state("ksm").state is State.UNCOVERED:  # nothing is costed: the other sources do not matter
+            states = [("ksm", seg.state("ksm"))]
+        for source, st in states:
             if st.state is State.BRIDGED:
                 _append(self.bridged, Interval(seg.start, seg.end, source))
             elif st.state is State.UNCOVERED:
@@ -189,12 +196,13 @@ class Coverage:
 def _append(intervals: list[Interval], iv: Interval) -> None:
     """Adjacent intervals of one source (consecutive chunks) join into one. A chunk far from any data
     says "no data"; its neighbour nearer the data names where the data starts, which says more."""
-    last = intervals[-1] if intervals else None
-    if last and last.end == iv.start and last.source == iv.source:
-        reason = iv.reason if last.reason.startswith("no") and last.reason.endswith(" data") else last.reason
-        intervals[-1] = Interval(last.start, iv.end, iv.source, reason)
-    else:
-        intervals.append(iv)
+    for i, last in enumerate(intervals):
+        if last.end == iv.start and last.source == iv.source:
+            reason = iv.reason if last.reason.startswith("no") and last.reason.endswith(" data") else last.reason
+            intervals[i] = Interval(last.start, iv.end, iv.source, reason)
+            return
+    intervals.append(iv)
+    intervals.sort(key=lambda x: (x.start, x.source))
 
 
 def _hours(seconds: int) -> str:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 from collections import Counter
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
@@ -95,16 +94,16 @@ class Pipeline:
         for labels, samples in self.client.query_range_raw(q.coverage_probe(at - w.start + bridge), float(at)):
             present.setdefault(labels.get("source", ""), set()).update(int(t) for t, _v in samples)
         sources = ("ksm", "cadvisor") if self.cfg.allocation.policy != "request" else ("ksm",)
-        segments = plan(w.start, w.end, self.step, present, bridge, sources)
+        segments = plan(w.start, w.end, self.step, present, bridge, sources, horizon=at)
         if not present.get("ksm"):
             self.require_ksm(w)
         return segments
 
     def require_ksm(self, w: Window) -> None:
-        """Data missing around a chunk is reported, not an error, unless kube-state-metrics reports
-        nothing at all, lately either: then it is most likely not scraped (or the selector is wrong)."""
+        """Data missing around a chunk is reported, not an error, unless Prometheus holds no
+        kube-state-metrics series at all: then it is not scraped (or the selector is wrong)."""
         if self._ksm_seen is None:
-            self._ksm_seen = bool(self.client.query(self.queries.ksm_seen(), time.time()))
+            self._ksm_seen = self.client.series_exist(self.queries.ksm_series())
         if not self._ksm_seen:
             raise DataError(
                 f"no node capacity in Prometheus for {iso(w.start)}..{iso(w.end)}: "

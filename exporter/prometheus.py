@@ -114,6 +114,17 @@ class PrometheusClient:
             raise PrometheusError(f"expected a vector from Prometheus, got {data['resultType']}: {_short(expr)}")
         return [(s["metric"], float(s["value"][1])) for s in data["result"]]
 
+    def series_exist(self, match: str) -> bool:
+        """Whether the TSDB holds any series matching `match`, at any time (an index lookup, no samples)."""
+        try:
+            resp = self._session.get(f"{self.url}/api/v1/series", params={"match[]": match}, timeout=self.timeout)
+            body = resp.json()
+        except (requests.RequestException, ValueError) as e:
+            raise PrometheusError(f"Prometheus at {self.url} is unreachable: {_root_cause(e)}") from e
+        if body.get("status") != "success":
+            raise PrometheusError(f"Prometheus series lookup failed: {body.get('error')} for {_short(match)}")
+        return bool(body["data"])
+
     def query_range_raw(self, expr: str, at: float) -> list[tuple[Labels, list[tuple[float, float]]]]:
         """Evaluate a range-vector selector at `at` and return raw samples (used to read counters back)."""
         try:
@@ -217,9 +228,9 @@ class Queries:
             parts.append(f'label_replace(count({rate}), "source", "cadvisor", "", "")')
         return f"({' or '.join(parts)})[{span}s:{format_duration(self.step)}]"
 
-    def ksm_seen(self) -> str:
-        """Whether kube-state-metrics reported at all lately: tells "not scraped" from "not yet / no longer"."""
-        return f"count(last_over_time(kube_node_status_capacity{_sel(self.k)}[{format_duration(self.max_gap_bridge)}]))"
+    def ksm_series(self) -> str:
+        """The series whose existence anywhere in the TSDB tells "not scraped" from "not then"."""
+        return f"kube_node_status_capacity{_sel(self.k)}"
 
     def scoped(self, namespaces: list[str]) -> Queries:
         """A copy whose container-level selectors only match these namespaces (for per-pod detail)."""
