@@ -25,8 +25,10 @@ import yaml
 from click.testing import CliRunner, Result
 
 from exporter.cli import main
+from exporter.config import parse_config
 from exporter.coverage import COVERED, Reason, SourceState, State, plan
 from exporter.localprom import PrometheusServer, backfill
+from exporter.server import Exporter
 from exporter.synthetic import GIB, Cluster, Container, Gap, Node, Pod
 
 from .conftest import aligned_past
@@ -192,3 +194,70 @@ def test_no_ksm_at_all_is_still_an_error(prom: tuple[PrometheusServer, int], tmp
 
 def iso(t: int) -> str:
     return window_arg(t, 0).split(",")[0]
+
+
+def serve_through(url: str, start: int, end: int, nows: list[int]) -> Exporter:
+    """Drive serve's accrual cycle at fixed times (each cycle followed by a scrape, which settles it)."""
+    raw = {"prometheus": {"url": url}, "serve": {"lag": "1m", "start": iso(start)}}
+    exporter = Exporter(parse_config(raw), until=iso(end))
+    for now in nows:
+        exporter.cycle(now)
+        exporter.ledger.scraped()
+        exporter.ledger.scraped()
+    return exporter
+
+
+def namespace_totals(exporter: Exporter) -> dict[str, float]:
+    out: dict[str, float] = {}
+    for key, v in exporter.ledger.counters.items():
+        if key[0] == "namespace":
+            out[key[1]] = out.get(key[1], 0.0) + v
+    return out
+
+
+def test_serve_waits_on_an_open_gap_then_bridges_it(prom: tuple[PrometheusServer, int], tmp_path: Path) -> None:
+    """(f) serve at fixed times through gap A: while KSM is silent and could come back it accrues up to
+    the gap and waits; once KSM is back it bridges the gap. Its counters equal allocate's, to the cent."""
+    p, d0 = prom
+    start, end = d0 + H, d0 + 3 * H
+    inside = d0 + A_G0 + 20 * M  # KSM silent for 20 minutes, 5 of them still within the lookback
+    exporter = serve_through(p.url, start, end, [inside])
+    assert exporter.ledger.watermark == d0 + A_G0 + 300  # the last step that still sees KSM
+    for now in (inside + 10 * M, end + H):  # still open, then KSM is back and the gap bridged
+        exporter.cycle(now)
+        exporter.ledger.scraped()
+        exporter.ledger.scraped()
+    assert exporter.ledger.watermark == end
+    _res, body = allocate(config(tmp_path, p.url), start, 2)
+    assert_cents(namespace_totals(exporter), totals(body), 2 * NODES)
+    assert exporter.registry.get_sample_value("chargeback_bridged_seconds_total", {"source": "ksm"}) == 1140
+    assert exporter.registry.get_sample_value("chargeback_uncovered_seconds_total", {"source": "ksm"}) == 0
+    exporter.close()
+
+
+def test_serve_passes_a_gap_older_than_the_bridge_as_uncovered(prom: tuple[PrometheusServer, int],
+                                                               tmp_path: Path) -> None:
+    """(f) Gap B seen live: after an hour without KSM, serve stops waiting and reports the time uncovered;
+    when KSM returns it goes on. Counters equal allocate over the same 3 h; 6840 s counted uncovered."""
+    p, d0 = prom
+    start, end = d0 + 4 * H, d0 + 7 * H
+    nows = [d0 + B_G0 + 30 * M, d0 + B_G0 + 90 * M, d0 + B_G1 + 10 * M, end + H]
+    exporter = serve_through(p.url, start, end, nows[:1])
+    assert exporter.ledger.watermark == d0 + B_G0 + 300  # waiting: the gap may still be bridged
+    exporter = serve_through(p.url, start, end, nows)
+    assert exporter.ledger.watermark == end
+    _res, body = allocate(config(tmp_path, p.url), start, 3)
+    assert_cents(namespace_totals(exporter), totals(body), NODES * 3960 / H)
+    assert exporter.registry.get_sample_value("chargeback_uncovered_seconds_total", {"source": "ksm"}) == 6840
+    exporter.close()
+
+
+def test_allocation_api_carries_coverage(prom: tuple[PrometheusServer, int]) -> None:
+    """/allocation/compute keeps OpenCost's shape and adds `coverage` next to `data`."""
+    p, d0 = prom
+    exporter = Exporter(parse_config({"prometheus": {"url": p.url}}))
+    body = exporter.allocation({"window": [window_arg(d0 - 86400, 25)]})
+    assert body["code"] == 200 and set(body) == {"code", "data", "coverage"}
+    assert body["coverage"]["coveredSeconds"] == 3660 and body["coverage"]["windowSeconds"] == 25 * H
+    assert sum(r["totalCost"] for r in body["data"][0].values()) == pytest.approx(NODES * 61 / 60, rel=1e-9)
+    exporter.close()
