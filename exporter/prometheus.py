@@ -12,6 +12,7 @@ import re
 import threading
 import time
 from dataclasses import dataclass, field
+from typing import Any
 
 import requests
 from requests.adapters import HTTPAdapter
@@ -75,6 +76,15 @@ class PrometheusClient:
 
     def query(self, expr: str, at: float) -> list[tuple[Labels, float]]:
         """Evaluate `expr` at unix time `at`; return (labels, value) for each series of a vector result."""
+        data = self._instant(expr, at)
+        if data["resultType"] == "scalar":
+            return [({}, float(data["result"][1]))]
+        if data["resultType"] != "vector":
+            raise PrometheusError(f"expected a vector from Prometheus, got {data['resultType']}: {_short(expr)}")
+        return [(s["metric"], float(s["value"][1])) for s in data["result"]]
+
+    def _instant(self, expr: str, at: float) -> dict[str, Any]:
+        """POST an instant query; the `data` of a successful answer, else a one-line PrometheusError."""
         started = time.monotonic()
         self.stats.add(queries=1)
         try:
@@ -108,11 +118,7 @@ class PrometheusClient:
         data = body["data"]
         timings = (data.get("stats") or {}).get("timings") or {}
         self.stats.add(server=float(timings.get("execTotalTime", 0.0)))
-        if data["resultType"] == "scalar":
-            return [({}, float(data["result"][1]))]
-        if data["resultType"] != "vector":
-            raise PrometheusError(f"expected a vector from Prometheus, got {data['resultType']}: {_short(expr)}")
-        return [(s["metric"], float(s["value"][1])) for s in data["result"]]
+        return data  # type: ignore[no-any-return]
 
     def series_exist(self, match: str) -> bool:
         """Whether the TSDB holds any series matching `match`, at any time (an index lookup, no samples)."""
@@ -126,17 +132,11 @@ class PrometheusClient:
         return bool(body["data"])
 
     def query_range_raw(self, expr: str, at: float) -> list[tuple[Labels, list[tuple[float, float]]]]:
-        """Evaluate a range-vector selector at `at` and return raw samples (used to read counters back)."""
-        try:
-            resp = self._session.get(
-                f"{self.url}/api/v1/query", params={"query": expr, "time": f"{at:.3f}"}, timeout=self.timeout
-            )
-            body = resp.json()
-        except (requests.RequestException, ValueError) as e:
-            raise PrometheusError(f"Prometheus at {self.url} is unreachable: {_root_cause(e)}") from e
-        if body.get("status") != "success":
-            raise PrometheusError(f"Prometheus query failed: {body.get('error')} in: {_short(expr)}")
-        return [(s["metric"], [(float(t), float(v)) for t, v in s["values"]]) for s in body["data"]["result"]]
+        """Evaluate a range-vector selector at `at` and return raw samples (counters read back, coverage)."""
+        data = self._instant(expr, at)
+        if data["resultType"] != "matrix":
+            raise PrometheusError(f"expected a matrix from Prometheus, got {data['resultType']}: {_short(expr)}")
+        return [(s["metric"], [(float(t), float(v)) for t, v in s["values"]]) for s in data["result"]]
 
 
 def _root_cause(e: BaseException) -> str:
