@@ -235,7 +235,9 @@ class Queries:
     def scoped(self, namespaces: list[str]) -> Queries:
         """A copy whose container-level selectors only match these namespaces (for per-pod detail)."""
         q = copy.copy(self)
-        only = 'namespace=~"' + "|".join(re.escape(n) for n in sorted(namespaces)) + '"'
+        # RE2-escaped, then escaped for a PromQL string ("team\-web" is an unknown escape otherwise).
+        alternatives = "|".join(re.escape(n).replace("\\", "\\\\").replace('"', '\\"') for n in sorted(namespaces))
+        only = f'namespace=~"{alternatives}"'
         q.k = ",".join(m for m in (self.k, only) if m)
         q.c = ",".join(m for m in (self.c, only) if m)
         return q

@@ -289,8 +289,12 @@ def exposition(cluster: Cluster, t: int) -> str:
 
 # ---------------------------------------------------------------- scenarios
 
-def demo_cluster(seed: int = 7) -> Cluster:
-    """Six teams, shared platform namespaces, on-demand, spot, GPU and total-priced nodes."""
+def demo_cluster(seed: int = 7, ksm_gap_at: int | None = None) -> Cluster:
+    """Six teams, shared platform namespaces, on-demand, spot, GPU and total-priced nodes.
+
+    payments also owns payments-batch; web-shared is split between web and growth by pod labels, so
+    `--aggregate team` differs from namespace. `ksm_gap_at` silences kube-state-metrics for 10 minutes
+    from then (an OOM-kill), which the allocation bridges."""
     rnd = random.Random(seed)
     it, cap = "node.kubernetes.io/instance-type", "karpenter.sh/capacity-type"
     zone = "topology.kubernetes.io/zone"
@@ -337,11 +341,21 @@ def demo_cluster(seed: int = 7) -> Cluster:
                "growth": "CC-400"}
     namespaces = {team: {"team": team, "cost-center": centers[team], "environment": "prod"} for team in teams}
     namespaces.update({ns: {"platform": "true"} for ns in platform})
+    # Added after the seeded draws above, on fixed nodes, so the first pods stay as they were.
+    c_batch = Container("settlement", 1.0, 2 * GIB, 0, 0.6, 1.5 * GIB)
+    pods.append(Pod("payments-batch", "settlement-0", "ip-10-0-1-4", (c_batch,), owner=("CronJob", "settlement")))
+    for app, team, node in (("landing", "web", "ip-10-0-1-3"), ("newsletter", "growth", "ip-10-0-2-2")):
+        c = Container(app, 0.5, 1 * GIB, 0, 0.3, 0.75 * GIB)
+        pods.append(Pod("web-shared", f"{app}-0", node, (c,), labels={"team": team, "app": app},
+                        owner=("Deployment", app)))
+    namespaces["payments-batch"] = {"team": "payments", "cost-center": "CC-100", "environment": "prod"}
+    namespaces["web-shared"] = {"cost-center": "CC-400", "environment": "prod"}
     requests = tuple(
         Series("nginx_ingress_controller_requests", {"job": "ingress-nginx", "exported_namespace": ns}, rate)
         for ns, rate in (("payments", 40.0), ("search", 120.0), ("web", 200.0), ("growth", 30.0))
     )
-    return Cluster(tuple(nodes), tuple(pods), namespaces, requests + _demo_assets(rnd))
+    gaps = (Gap("ksm", ksm_gap_at, ksm_gap_at + 600),) if ksm_gap_at is not None else ()
+    return Cluster(tuple(nodes), tuple(pods), namespaces, requests + _demo_assets(rnd), gaps=gaps)
 
 
 def _demo_assets(rnd: random.Random) -> tuple[Series, ...]:
