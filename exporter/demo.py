@@ -24,6 +24,7 @@ from .billing import read_bill
 from .budgets import Budget, allocation_config, allocation_group_only
 from .budgets import render as render_rules
 from .config import parse_config
+from .coverage import SOURCE_NAMES
 from .formatters import to_table
 from .localprom import PrometheusServer, backfill, backfill_rules, free_port
 from .pipeline import Pipeline
@@ -135,9 +136,9 @@ def main(root: Path = Path(".demo")) -> None:
     attrs = tuple(cfg.attribution.labels)
     print(to_table(result, ["namespace"], attrs, cfg.pricing.currency))
     print("(storage, load balancers and network are in the 'pv+lb+net' column; `--format json` itemises them)")
-    for iv in result.coverage.bridged:
-        print(f"Coverage: {iv.source} data missing {iso(iv.start)} .. {iso(iv.end)}, bridged with its last known "
-              "state (allocation.maxGapBridge; `--format json` has a `coverage` field)")
+    for iv in result.coverage.bridged:  # the 10-minute KSM outage, less the 5 minutes Prometheus looks back
+        print(f"Coverage: {iso(iv.start)} .. {iso(iv.end)} bridged: {SOURCE_NAMES[iv.source]} was silent, its last "
+              "known state is carried over (allocation.maxGapBridge; `--format json` has a `coverage` field)")
     for line in result.coverage.warnings():
         print(f"Coverage: {line}")
     print()
