@@ -26,7 +26,7 @@ from click.testing import CliRunner, Result
 
 from exporter.cli import main
 from exporter.config import parse_config
-from exporter.coverage import COVERED, Reason, SourceState, State, plan
+from exporter.coverage import COVERED, Coverage, Reason, SourceState, State, plan
 from exporter.localprom import PrometheusServer, backfill
 from exporter.server import Exporter
 from exporter.synthetic import GIB, Cluster, Container, Gap, Node, Pod
@@ -120,6 +120,22 @@ def test_plan_splits_where_either_source_changes() -> None:
     # ksm absent at 600, 660; cadvisor absent at 660, 720 (630 is no step): 540 | 600 | 660 | 720 | ...
     assert [(s.start, s.end) for s in segs] == [(0, 540), (540, 600), (600, 660), (660, 720), (720, 3600)]
     assert set(segs[2].sources) == {"ksm", "cadvisor"}
+
+
+def test_coverage_joins_chunks_and_says_it_in_one_line() -> None:
+    """Two chunks before the data (the first far from it) and one reaching it: one interval, one line."""
+    steps = set(range(7200, 14401, 60))
+    cov = Coverage()
+    for start in (0, 3600, 7200):
+        result = Coverage()
+        for seg in plan(start, start + 3600, 60, {"ksm": {t for t in steps if t <= start + 3600 + 3600}}, 3600,
+                        ("ksm",), horizon=start + 7200):
+            result.add_segment(seg)
+        cov.merge(result)
+    assert cov.seconds == 10800 and cov.covered_seconds == 3660  # steps 7200 .. 10800
+    assert [(iv.start, iv.end, iv.source) for iv in cov.uncovered] == [(0, 7140, "ksm")]
+    assert cov.warnings() == [f"{iso(0)}..{iso(7140)} uncovered (no kube-state-metrics data before {iso(7200)}); "
+                              "costs cover 1.02h of 3h"]
 
 
 # ---- against a real Prometheus --------------------------------------------------------------------
