@@ -22,6 +22,7 @@ from .coverage import Segment, State, plan
 from .errors import DataError
 from .pricing import NodeFacts, ksm_label, load_shipped_prices, price_nodes, unmatched_rules
 from .prometheus import LOOKBACK_SECONDS, RESOURCE_FROM_KSM, PrometheusClient, Queries
+from .promql import with_window
 from .sharing import ShareInputs, distribute
 from .window import Window, iso, parse_duration
 from .workloads import resolve as resolve_workloads
@@ -170,7 +171,7 @@ class Pipeline:
         for source, policy in s.policies.items():
             if policy.split == "metric" and policy.query:
                 # At least the lookback: a 1-minute serve piece in a scrape gap still gets its weights.
-                expr = policy.query.replace("$window", f"{max(w.seconds, LOOKBACK_SECONDS)}s")
+                expr = with_window(policy.query, max(w.seconds, LOOKBACK_SECONDS))
                 rows = self.client.query(expr, float(w.end))
                 weights[source] = {lb.get(policy.namespaceLabel, ""): v for lb, v in rows if v > 0}
         return ShareInputs(frozenset(shared), fixed, weights, tuple(self.cfg.attribution.labels))

@@ -8,7 +8,6 @@ namespaces x nodes, not with containers.
 from __future__ import annotations
 
 import copy
-import re
 import threading
 import time
 from dataclasses import dataclass, field
@@ -20,6 +19,7 @@ from urllib3.util.retry import Retry
 
 from .config import Allocation, Prometheus
 from .errors import PrometheusError
+from .promql import join_matchers, matcher, one_of, quote, selector
 from .window import format_duration, parse_duration
 
 Labels = dict[str, str]
@@ -156,8 +156,7 @@ def _just_under(seconds: int) -> str:
     return f"[{seconds * 1000 - 1}ms]"
 
 
-def _sel(*matchers: str) -> str:
-    return "{" + ",".join(m for m in matchers if m) + "}"
+_sel = selector
 
 
 # kube-state-metrics v2 spells extended resources with underscores.
@@ -186,17 +185,17 @@ class Queries:
 
     def __init__(self, prom: Prometheus, alloc: Allocation) -> None:
         # A cluster selector narrows every query to one cluster of a global store (Thanos, Mimir).
-        self.k = ",".join(m for m in (prom.ksmSelector, prom.clusterSelector) if m)
-        self.c = ",".join(m for m in (prom.cadvisorSelector, prom.clusterSelector) if m)
-        self.o = ",".join(m for m in (prom.openCostSelector, prom.clusterSelector) if m)
+        self.k = join_matchers(prom.ksmSelector, prom.clusterSelector)
+        self.c = join_matchers(prom.cadvisorSelector, prom.clusterSelector)
+        self.o = join_matchers(prom.openCostSelector, prom.clusterSelector)
         self.policy = alloc.policy
         self.w = alloc.requestWeight
         self.step = parse_duration(alloc.resolution)
         self.rate_window = alloc.usageRateWindow
         # Recorded series carry the policy they were recorded under; only matching ones are read.
         self.policy_label = f"weighted:{self.w:g}" if self.policy == "weighted" else self.policy
-        self.r = ",".join(m for m in (f'policy="{self.policy_label}"', f'usage_rate_window="{self.rate_window}"',
-                                      prom.clusterSelector) if m)
+        self.r = join_matchers(matcher("policy", self.policy_label), matcher("usage_rate_window", self.rate_window),
+                               prom.clusterSelector)
         self.max_gap_bridge = parse_duration(alloc.maxGapBridge)
         # A bridged gap (exporter/coverage.py): kube-state-metrics read at the last step before it, pods
         # kept only if they still exist at the first step after; cAdvisor's CPU counter read across it.
@@ -235,11 +234,9 @@ class Queries:
     def scoped(self, namespaces: list[str]) -> Queries:
         """A copy whose container-level selectors only match these namespaces (for per-pod detail)."""
         q = copy.copy(self)
-        # RE2-escaped, then escaped for a PromQL string ("team\-web" is an unknown escape otherwise).
-        alternatives = "|".join(re.escape(n).replace("\\", "\\\\").replace('"', '\\"') for n in sorted(namespaces))
-        only = f'namespace=~"{alternatives}"'
-        q.k = ",".join(m for m in (self.k, only) if m)
-        q.c = ",".join(m for m in (self.c, only) if m)
+        only = one_of("namespace", namespaces)
+        q.k = join_matchers(self.k, only)
+        q.c = join_matchers(self.c, only)
         return q
 
     def _range(self, chunk_seconds: int) -> str:
@@ -266,7 +263,7 @@ class Queries:
         return placed
 
     def request(self, resource: str) -> str:
-        sel = _sel(f'resource="{KSM_RESOURCE[resource]}"', self.k)
+        sel = _sel(matcher("resource", KSM_RESOURCE[resource]), self.k)
         return f"max by (namespace, pod, container) (kube_pod_container_resource_requests{sel}{self._at})"
 
     def usage(self, resource: str) -> str:
@@ -308,7 +305,7 @@ class Queries:
         return f"sum by ({by}) (({per_container}) {placed})"
 
     def capacity(self, resource: str) -> str:
-        sel = _sel(f'resource="{KSM_RESOURCE[resource]}"', self.k)
+        sel = _sel(matcher("resource", KSM_RESOURCE[resource]), self.k)
         return f"max by (node) (kube_node_status_capacity{sel}{self._at})"
 
     # ---- chunk queries (evaluated at the chunk's end) ----
@@ -330,7 +327,7 @@ class Queries:
 
     def requested_integral(self, chunk_seconds: int, pods_in: list[str] | None = None) -> str:
         q = self.scoped(pods_in) if pods_in else self
-        sel = _sel('resource=~"cpu|memory"', q.k)
+        sel = _sel(one_of("resource", ("cpu", "memory")), q.k)
         req = f"max by (namespace, pod, container, resource) (kube_pod_container_resource_requests{sel}{q._at})"
         by = "namespace, node, pod, resource" if pods_in else "namespace, node, resource"
         inner = q._by_ns_node(req, by)
@@ -369,7 +366,7 @@ class Queries:
         return f"sum_over_time(({alloc} * on (node) group_left () {scale}){self._sub(chunk_seconds)})"
 
     def recorded_requested_integral(self, chunk_seconds: int) -> str:
-        parts = " or ".join(f'label_replace({self._recorded("requested", res)}, "resource", "{res}", "", "")'
+        parts = " or ".join(f'label_replace({self._recorded("requested", res)}, "resource", {quote(res)}, "", "")'
                             for res in ("cpu", "memory"))
         return f"sum_over_time(({parts}){self._sub(chunk_seconds)})"
 
@@ -447,8 +444,7 @@ class Queries:
 
     def capacity_stats(self, fn: str, chunk_seconds: int) -> str:
         """`avg_over_time` or `count_over_time` of node capacity per (node, resource) over the chunk's steps."""
-        res = "|".join(KSM_RESOURCE.values())
-        sel = _sel(f'resource=~"{res}"', self.k)
+        sel = _sel(one_of("resource", KSM_RESOURCE.values()), self.k)
         cap = f"max by (node, resource) (kube_node_status_capacity{sel}{self._at})"
         return f"{fn}(({cap}){self._sub(chunk_seconds)})"
 
@@ -464,5 +460,5 @@ class Queries:
             m = f"{metric}{_sel(self.o)}"
             agg = (f"max by (node) (avg_over_time({m}{self._range(chunk_seconds)}) "
                    f"or last_over_time({m}{bridge}))")
-            parts.append(f'label_replace({agg}, "price", "{kind}", "", "")')
+            parts.append(f'label_replace({agg}, "price", {quote(kind)}, "", "")')
         return " or ".join(parts)

@@ -14,6 +14,7 @@ from typing import Any
 
 from .allocation import CostResult
 from .billing import CATEGORIES, Bill, resource_id
+from .promql import inventory_queries
 from .window import Window, iso
 
 LB_TAGS = ("kubernetes.io/service-name", "service-name")
@@ -224,23 +225,19 @@ def apply_bill(pipeline: Any, rec: Reconciliation, result: CostResult) -> None:
 
 def inventory(client: Any, window: Window, ksm_selector: str) -> Inventory:
     """Provider ids of nodes, volume ids of PVs and LoadBalancer Services, from kube-state-metrics."""
-    sel = "{" + ksm_selector + "}" if ksm_selector else ""
-    at, span = float(window.end), f"{window.seconds}s"
+    q = inventory_queries(ksm_selector, window.seconds)
+    at = float(window.end)
     inv = Inventory()
-    for lb, _ in client.query(f"max by (node, provider_id) (last_over_time(kube_node_info{sel}[{span}]))", at):
+    for lb, _ in client.query(q["nodes"], at):
         if lb.get("provider_id"):
             inv.nodes[resource_id(lb["provider_id"])] = lb["node"]
-    pv_query = (f"max by (persistentvolume, ebs_volume_id, csi_volume_handle, gce_persistent_disk_name) "
-                f"(last_over_time(kube_persistentvolume_info{sel}[{span}]))")
-    for lb, _ in client.query(pv_query, at):
+    for lb, _ in client.query(q["volumes"], at):
         pv = lb["persistentvolume"]
         inv.volumes[pv] = pv
         for key in ("ebs_volume_id", "csi_volume_handle", "gce_persistent_disk_name"):
             if lb.get(key):
                 inv.volumes[resource_id(lb[key])] = pv
-    svc_sel = "{" + ",".join(m for m in (ksm_selector, 'type="LoadBalancer"') if m) + "}"
-    for lb, _ in client.query(f"max by (namespace, service) (last_over_time(kube_service_spec_type{svc_sel}[{span}]))",
-                              at):
+    for lb, _ in client.query(q["services"], at):
         inv.services.add(f"{lb['namespace']}/{lb['service']}")
     return inv
 

@@ -20,6 +20,7 @@ from .config import Config
 from .errors import DataError
 from .pipeline import Pipeline
 from .prometheus import PrometheusClient
+from .promql import OwnSeries, duration, matcher
 from .window import Window, iso
 
 log = logging.getLogger(__name__)
@@ -130,13 +131,13 @@ class ReportSource:
     def __init__(self, cfg: Config, client: PrometheusClient, pipeline: Pipeline) -> None:
         self.cfg, self.client, self.pipeline = cfg, client, pipeline
         self.attr_names = tuple(cfg.attribution.labels)
-        self.selector = ",".join(m for m in (cfg.serve.watermarkSelector, cfg.prometheus.clusterSelector) if m)
+        self.own = OwnSeries(cfg.serve.watermarkSelector, cfg.prometheus.clusterSelector)
 
     def scrape_at(self, watermark: int, search_until: int) -> float | None:
         """Timestamp of the first scrape whose watermark was exactly `watermark`, if there is one."""
         span = max(search_until - watermark, 60)
         rows = self.client.query_range_raw(
-            f"chargeback_accrued_until_timestamp_seconds{{{self.selector}}}[{span}s]", search_until)
+            self.own.watermark_samples(span), search_until)
         hits = [t for _lb, samples in rows for t, v in samples if v == watermark]
         return min(hits) if hits else None
 
@@ -146,10 +147,9 @@ class ReportSource:
         t_end = self.scrape_at(w.end, horizon)
         if t_start is None or t_end is None or t_end <= t_start:
             return None
-        labels = ", ".join(["namespace", "component", *self.attr_names])
+        labels = ["namespace", "component", *self.attr_names]
         rng = f"{(t_end - t_start) * 1000:.0f}ms"
-        rows = self.client.query(
-            f"sum by ({labels}) (increase(chargeback_namespace_cost_total{{{self.selector}}}[{rng}]))", t_end)
+        rows = self.client.query(self.own.cost_increase(labels, rng), t_end)
         out: Entries = defaultdict(float)
         for lb, v in rows:
             attrs = tuple(lb.get(n, "") for n in self.attr_names) if not lb["namespace"].startswith("__") else ()
@@ -165,13 +165,10 @@ class ReportSource:
 
     def exporter_efficiency(self, w: Window) -> dict[str, tuple[float, float, float]]:
         """Per namespace: (mean CPU usage/request over the window, 1, allocated CPU cost) from the exporter."""
-        span, at = f"{w.seconds}s", float(w.end)
-        ratio = {lb["namespace"]: v for lb, v in self.client.query(
-            f'avg by (namespace) (avg_over_time(chargeback_namespace_efficiency_ratio{{{self.selector}, '
-            f'resource="cpu"}}[{span}]))', at)}
-        cost = {lb["namespace"]: v for lb, v in self.client.query(
-            f'sum by (namespace) (increase(chargeback_namespace_cost_total{{{self.selector}, resource="cpu", '
-            f'component="allocated"}}[{span}]))', at)}
+        at, own = float(w.end), self.own
+        ratio = {lb["namespace"]: v for lb, v in self.client.query(own.mean_efficiency("cpu", w.seconds), at)}
+        cost = {lb["namespace"]: v for lb, v in self.client.query(own.cost_increase(
+            ["namespace"], duration(w.seconds), matcher("resource", "cpu"), matcher("component", "allocated")), at)}
         return {ns: (r, 1.0, cost.get(ns, 0.0)) for ns, r in ratio.items()}
 
     def exporter_daily(self, days: list[Window], by: str) -> dict[str, list[tuple[int, float]]]:
@@ -179,7 +176,7 @@ class ReportSource:
         label = "namespace" if by == "namespace" else by
         out: dict[str, list[tuple[int, float]]] = defaultdict(list)
         for day in days:
-            expr = f"sum by ({label}) (increase(chargeback_namespace_cost_total{{{self.selector}}}[{day.seconds}s]))"
+            expr = self.own.cost_increase([label], duration(day.seconds))
             for lb, v in self.client.query(expr, float(day.end)):
                 out[lb.get(label, "") or "__idle__"].append((day.start, v))
         return dict(out)

@@ -32,6 +32,7 @@ from .kube import load_api_client, metadata_source
 from .leader import LeaseElector
 from .pipeline import Pipeline
 from .prometheus import PrometheusClient
+from .promql import OwnSeries, join_matchers
 from .window import PERIODS, Window, iso, parse_duration, parse_window, period_bounds
 
 log = logging.getLogger(__name__)
@@ -52,6 +53,7 @@ class Exporter:
         self.client = PrometheusClient(cfg.prometheus)
         self.metadata = metadata_source(cfg.attribution, watch=True)
         self.pipeline = Pipeline(cfg, self.client, self.metadata)
+        self.own = OwnSeries(cfg.serve.watermarkSelector, cfg.prometheus.clusterSelector)
         self.ledger = Ledger()
         self.health = Health()
         self.step = self.pipeline.step
@@ -83,11 +85,7 @@ class Exporter:
 
     def read_watermark(self) -> int | None:
         """The last watermark Prometheus scraped from any replica of us (so no volume is needed)."""
-        s = self.cfg.serve
-        sel = ",".join(m for m in (s.watermarkSelector, self.cfg.prometheus.clusterSelector) if m)
-        series = f"chargeback_accrued_until_timestamp_seconds{{{sel}}}"
-        expr = f"max(last_over_time({series}[{s.watermarkLookback}]))"
-        rows = self.client.query(expr, time.time())
+        rows = self.client.query(self.own.watermark(self.cfg.serve.watermarkLookback), time.time())
         return int(rows[0][1]) if rows else None
 
     def restore_periods(self, watermark: int) -> None:
@@ -99,11 +97,7 @@ class Exporter:
             start = period_bounds(period, watermark)[0]
             if start == watermark:
                 continue  # the next interval opens a new period
-            sel = ",".join(m for m in (s.watermarkSelector, self.cfg.prometheus.clusterSelector,
-                                       f'period="{period}",period_start="{start}"') if m)
-            last = f"last_over_time(chargeback_period_cost{{{sel}}}[{s.watermarkLookback}])"
-            expr = f"max by ({', '.join(names)}) ({last})"
-            rows = self.client.query(expr, time.time())
+            rows = self.client.query(self.own.period_cost(period, start, names, s.watermarkLookback), time.time())
             starts[period] = start
             for labels, value in rows:
                 sums[tuple(labels.get(n, "") for n in names)] = value
@@ -196,8 +190,8 @@ class Exporter:
                 raise ConfigError(f"reconciliation.bills matches no file: {', '.join(rc.bills)}")
             window = parse_window(rc.window, time.time(), self.step)
             bill = read_bill(list(files))
-            inv = inventory(self.client, window, ",".join(m for m in (self.cfg.prometheus.ksmSelector,
-                                                                      self.cfg.prometheus.clusterSelector) if m))
+            inv = inventory(self.client, window, join_matchers(self.cfg.prometheus.ksmSelector,
+                                                               self.cfg.prometheus.clusterSelector))
             result = Pipeline(self.cfg, self.client).compute(window)
             self.health.reconciliation = reconcile(bill, inv, result, window, rc.clusterTags)
             self.health.reconciliation_error = None

@@ -111,8 +111,13 @@ def _gapped(fn: Sampler, gaps: list[Gap]) -> Sampler:
     return lambda t: None if any(g.start < t < g.end for g in gaps) else fn(t)
 
 
+def _escape(v: str) -> str:
+    """An OpenMetrics label value: backslash, double quote and line feed escaped."""
+    return v.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+
+
 def _labels(**kv: str) -> str:
-    return "{" + ",".join(f'{k}="{v}"' for k, v in kv.items()) + "}"
+    return "{" + ",".join(f'{k}="{_escape(v)}"' for k, v in kv.items()) + "}"
 
 
 def _const(v: float) -> Sampler:

@@ -11,9 +11,10 @@
   local quote(s) = std.strReplace(s, '"', '\\"'),
 
   local fileBudget(b) = {
-    local scopeSel = '%s="%s"' % [b.scope.kind, b.scope.value],
+    // Values go into PromQL as JSON string literals (a subset of PromQL's), so quotes and backslashes are safe.
+    local scopeSel = '%s=%s' % [b.scope.kind, std.escapeStringJson(b.scope.value)],
     local who = '%s %s' % [std.strReplace(b.scope.kind, '_', ' '), b.scope.value],
-    local id = 'budget="%s"' % b.name,
+    local id = 'budget=%s' % std.escapeStringJson(b.name),
     local ids = { budget: b.name, period: b.period, [b.scope.kind]: b.scope.value },
     local spend = quote('budget:chargeback_budget_spend:sum{%s}' % id),
     local forecast = quote('budget:chargeback_budget_forecast:sum{%s}' % id),
