@@ -45,6 +45,8 @@ A_G0, A_G1 = 110 * M, 2 * H + 15 * M
 B_G0, B_G1 = 4 * H + 30 * M, 6 * H + 30 * M
 # Window D (D0+8h, D0+9h]: cAdvisor silent 20 minutes (D0+8h20m .. D0+8h40m).
 D_G0, D_G1 = 8 * H + 20 * M, 8 * H + 40 * M
+# OpenCost silent 25 minutes (D0+9h30m .. D0+9h55m), for a 10-minute chunk inside it.
+O_G0, O_G1 = 9 * H + 30 * M, 9 * H + 55 * M
 
 
 def cluster(d0: int) -> Cluster:
@@ -57,7 +59,7 @@ def cluster(d0: int) -> Cluster:
     pods = (pod("a", "web", "n1", 1, 4, 0.5, 2), pod("a", "burst", "n1", 0.5, 1, 1.5, 0.5),
             pod("b", "api", "n2", 2, 8, 1, 4), pod("c", "temp", "n2", 1, 2, 0.5, 1, deleted=d0 + A_G0 + 60))
     gaps = (Gap("ksm", d0 + A_G0, d0 + A_G1), Gap("ksm", d0 + B_G0, d0 + B_G1),
-            Gap("cadvisor", d0 + D_G0, d0 + D_G1))
+            Gap("cadvisor", d0 + D_G0, d0 + D_G1), Gap("opencost", d0 + O_G0, d0 + O_G1))
     return Cluster(nodes, pods, {"a": {}, "b": {}, "c": {}}, gaps=gaps)
 
 
@@ -70,9 +72,9 @@ def prom(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[PrometheusS
         yield p, d0
 
 
-def config(tmp_path: Path, url: str, **prometheus: str) -> Path:
+def config(tmp_path: Path, url: str, allocation: dict[str, str] | None = None, **prometheus: str) -> Path:
     path = tmp_path / "c.yaml"
-    path.write_text(yaml.safe_dump({"prometheus": {"url": url, **prometheus}}))
+    path.write_text(yaml.safe_dump({"prometheus": {"url": url, **prometheus}, "allocation": allocation or {}}))
     return path
 
 
@@ -195,6 +197,15 @@ def test_a_cadvisor_gap_uses_the_counter_increase(prom: tuple[PrometheusServer, 
     _res, body = allocate(config(tmp_path, p.url), d0 + 8 * H, 1)
     assert_cents(totals(body), {"a": A, "b": B, "__idle__": NODES - A - B}, NODES)
     assert [iv["source"] for iv in body["coverage"]["bridged"]] == ["cadvisor"]
+
+
+def test_an_opencost_gap_keeps_the_last_price(prom: tuple[PrometheusServer, int], tmp_path: Path) -> None:
+    """A 10-minute chunk with no OpenCost sample in it: the nodes keep their last price (within maxGapBridge)
+    instead of dropping to OpenCost's default rates. 0.96/h for 10 minutes = 0.16."""
+    p, d0 = prom
+    res, body = allocate(config(tmp_path, p.url, {"chunk": "10m"}), d0 + 9 * H + 35 * M, 10 / 60)
+    assert_cents(totals(body), {"a": A / 6, "b": B / 6, "__idle__": (NODES - A - B) / 6}, NODES / 6)
+    assert "default rates" not in res.stderr
 
 
 def test_no_ksm_at_all_is_still_an_error(prom: tuple[PrometheusServer, int], tmp_path: Path) -> None:
