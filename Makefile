@@ -4,7 +4,7 @@ PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: demo test lint bench deps system-deps clean rules dashboards manifests
+.PHONY: demo test lint bench soak deps system-deps clean rules dashboards manifests
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
@@ -56,6 +56,11 @@ CONCURRENCY ?= 1
 BENCH_ARGS ?=
 bench: deps system-deps
 	$(PY) -m bench.run --sizes $(SIZES) --concurrency $(CONCURRENCY) $(BENCH_ARGS)
+	$(PY) -m bench.soak
+
+# Memory soak (not a test): serve's accrual over 30 days of backfilled history, RSS per day; ~3 minutes.
+soak: deps system-deps
+	$(PY) -m bench.soak
 
 clean:
 	rm -rf $(VENV) .demo .bench build *.egg-info

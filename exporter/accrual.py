@@ -15,12 +15,14 @@ Pure state, no I/O: the server feeds batches in and calls `scraped()` from /metr
 from __future__ import annotations
 
 import logging
+import math
 import threading
 from collections import deque
 from dataclasses import dataclass, field
 
 from .allocation import IDLE, OVERHEAD, CostResult
-from .window import PERIODS, period_bounds
+from .errors import DataError
+from .window import PERIODS, iso, period_bounds
 
 log = logging.getLogger(__name__)
 
@@ -111,6 +113,11 @@ class Ledger:
         return self.pending[-1].end if self.pending else self.watermark
 
     def offer(self, batch: Batch) -> None:
+        """Queue a batch; one with a non-finite amount is refused whole (a NaN in a counter is forever)."""
+        bad = next((k for k, v in batch.costs.items() if not math.isfinite(v)), None)
+        if bad is not None:
+            raise DataError(f"refusing to accrue {batch.costs[bad]} for {'/'.join(bad)} in "
+                            f"{iso(batch.start)}..{iso(batch.end)}: the interval is retried next cycle")
         with self.lock:
             if self.frontier is not None and batch.start != self.frontier:
                 raise ValueError(f"batch starts at {batch.start}, expected {self.frontier}")
@@ -173,7 +180,10 @@ class Ledger:
             self.exposed.clear()
 
     def restore_periods(self, period_starts: dict[str, int], periods: dict[CounterKey, float]) -> None:
-        """Resume period-to-date sums read back from Prometheus after a restart."""
+        """Resume period-to-date sums read back from Prometheus after a restart (non-finite ones ignored)."""
+        for key in [k for k, v in periods.items() if not math.isfinite(v)]:
+            log.warning("ignoring non-finite period-to-date cost %s read back for %s", periods[key], "/".join(key))
+        periods = {k: v for k, v in periods.items() if math.isfinite(v)}
         with self.lock:
             self.period_starts.update(period_starts)
             self.periods.update(periods)

@@ -16,6 +16,7 @@ from .config import Config, load_config, override
 from .errors import ChargebackError, ConfigError
 from .formatters import parse_aggregate, render
 from .kube import metadata_source
+from .limits import check_window
 from .pipeline import Pipeline
 from .prometheus import PrometheusClient
 from .window import Window, iso, parse_duration, parse_window
@@ -81,6 +82,7 @@ def allocate(prometheus_url: str | None, window_text: str, aggregate: str, confi
         cfg = override(cfg, "attribution", labels=labels)
         step = parse_duration(cfg.allocation.resolution)
         window = parse_window(window_text, time.time(), step)
+        check_window(window, cfg.api.maxWindow)
         client = PrometheusClient(cfg.prometheus)
         pipeline = Pipeline(cfg, client, metadata_source(cfg.attribution, watch=False))
         result = _with_progress(pipeline, window)
@@ -118,14 +120,18 @@ def _with_progress(pipeline: Pipeline, window: Window) -> Any:
 @click.option("--until", help="RFC3339 time to stop accruing at (replays, tests); the server keeps serving.")
 @click.option("--cluster-name", help="Add cluster=<name> to every series (when Prometheus has no external label).")
 @click.option("--cluster-selector", help='Matchers added to every query, e.g. cluster="prod" (Thanos/Mimir).')
+@click.option("--web.config.file", "web_config_file", type=click.Path(dir_okay=False),
+              help="Prometheus exporter-toolkit web config: TLS and basic auth (overrides api.webConfigFile).")
 def serve(prometheus_url: str | None, config: str | None, listen: str | None, start: str | None,
-          until: str | None, cluster_name: str | None, cluster_selector: str | None) -> None:
+          until: str | None, cluster_name: str | None, cluster_selector: str | None,
+          web_config_file: str | None) -> None:
     """Run the long-lived exporter: accrue cost interval by interval and publish it as metrics."""
     from .server import run_server
 
     try:
         cfg = _load(config, prometheus_url, cluster_selector)
         cfg = override(cfg, "serve", listen=listen, start=start, clusterName=cluster_name)
+        cfg = override(cfg, "api", webConfigFile=web_config_file)
         run_server(cfg, until)
     except ChargebackError as e:
         _fail(e)

@@ -189,6 +189,11 @@ class ChargebackCollector(Collector):
             bridged.add_metric([source], h.bridged_seconds.get(source, 0))
         yield uncovered
         yield bridged
+        warned = CounterMetricFamily("chargeback_warnings", "Warnings by kind (each kind is logged at most hourly).",
+                                     labels=["kind"])
+        for kind, n in sorted(self.pipeline.warnings.counts().items()):
+            warned.add_metric([kind], n)
+        yield warned
 
     def _coverage(self, tenant_cost: dict[tuple[str, tuple[str, ...]], float]) -> Iterator[Metric]:
         """Label coverage by pod count (from the latest metadata) and by accrued cost."""

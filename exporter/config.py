@@ -271,6 +271,31 @@ class Reconciliation(_Model):
         return valid_duration(v)
 
 
+class Api(_Model):
+    """Bounds and optional authentication of serve's HTTP endpoints (maxWindow also bounds `allocate`)."""
+
+    maxWindow: str = Field("400d", description="longest window /allocation/compute and allocate accept "
+                                               "(a year of monthly reports fits)")
+    maxConcurrent: int = Field(4, ge=1, le=64, description="/allocation/compute requests computed at once; "
+                                                           "more get 429 with Retry-After")
+    timeout: str = Field("120s", description="deadline of one /allocation/compute; past it the answer is 503 "
+                                             "and no further chunk is queried")
+    readTimeout: str = Field("10s", description="a connection that sends nothing for this long is closed")
+    maxConnections: int = Field(64, ge=1, le=4096, description="connections served at once (one thread each); "
+                                                               "more wait to be accepted")
+    webConfigFile: str | None = Field(None, description="Prometheus exporter-toolkit web config (TLS, basic "
+                                                        "auth with bcrypt hashes); --web.config.file")
+    bearerTokenFile: str | None = Field(None, description="file holding a token accepted as "
+                                                          "'Authorization: Bearer <token>'")
+    openPaths: list[str] = Field(default_factory=list, description="paths answered without credentials, "
+                                                                   "e.g. [/metrics, /healthz, /readyz]")
+
+    @field_validator("maxWindow", "timeout", "readTimeout")
+    @classmethod
+    def _duration(cls, v: str) -> str:
+        return valid_duration(v)
+
+
 class Config(_Model):
     prometheus: Prometheus = Field(default_factory=Prometheus)
     pricing: Pricing = Field(default_factory=Pricing)
@@ -280,6 +305,7 @@ class Config(_Model):
     attribution: Attribution = Field(default_factory=Attribution)
     reports: Reports = Field(default_factory=Reports)
     reconciliation: Reconciliation = Field(default_factory=Reconciliation)
+    api: Api = Field(default_factory=Api)
 
     @model_validator(mode="after")
     def _fixed_by_known_label(self) -> Config:

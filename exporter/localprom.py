@@ -93,6 +93,7 @@ class PrometheusServer:
         alertmanagers: list[str] | None = None,
         external_labels: dict[str, str] | None = None,
         remote_write: list[str] | None = None,
+        scrape_options: dict[str, dict[str, object]] | None = None,
     ) -> None:
         self.data_dir = data_dir
         self.port = port or free_port()
@@ -105,6 +106,7 @@ class PrometheusServer:
         self.alertmanagers = alertmanagers or []
         self.external_labels = external_labels or {}
         self.remote_write = remote_write or []
+        self.scrape_options = scrape_options or {}  # job -> extra scrape config keys (scheme, tls_config, auth)
         self.proc: subprocess.Popen[bytes] | None = None
         self.log_path = data_dir.parent / f"prometheus-{self.port}.log"
 
@@ -122,7 +124,8 @@ class PrometheusServer:
             "global": {"scrape_interval": self.scrape_interval, "evaluation_interval": self.scrape_interval,
                        "external_labels": self.external_labels},
             "scrape_configs": [
-                {"job_name": job, "honor_labels": job in self.honor_labels, "static_configs": [{"targets": [target]}]}
+                {"job_name": job, "honor_labels": job in self.honor_labels, "static_configs": [{"targets": [target]}],
+                 **self.scrape_options.get(job, {})}
                 for job, target in self.scrape_targets.items()
             ],
         }

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 
@@ -20,10 +20,13 @@ from .attribution import BUDGET_PREFIX, Metadata, Owners, annotation_budgets, re
 from .config import Config
 from .coverage import Segment, State, plan
 from .errors import DataError
+from .finite import NonFinite
+from .limits import in_order
 from .pricing import NodeFacts, ksm_label, load_shipped_prices, price_nodes, unmatched_rules
 from .prometheus import LOOKBACK_SECONDS, RESOURCE_FROM_KSM, PrometheusClient, Queries
 from .promql import with_window
 from .sharing import ShareInputs, distribute
+from .warnlog import WarningLog
 from .window import Window, iso, parse_duration
 from .workloads import resolve as resolve_workloads
 
@@ -35,7 +38,8 @@ MetadataSource = Callable[[Window], Metadata]
 
 
 class Pipeline:
-    def __init__(self, cfg: Config, client: PrometheusClient, metadata: MetadataSource | None = None) -> None:
+    def __init__(self, cfg: Config, client: PrometheusClient, metadata: MetadataSource | None = None,
+                 warnings: WarningLog | None = None) -> None:
         self.cfg = cfg
         self.client = client
         self.queries = Queries(cfg.prometheus, cfg.allocation)
@@ -44,7 +48,9 @@ class Pipeline:
         self.metadata = metadata or self.prometheus_metadata
         self._meta_from_prometheus = metadata is None  # then a bridged gap reads labels as of its start
         self._ksm_seen: bool | None = None  # whether kube-state-metrics reported lately (asked once)
-        self.warnings: list[str] = []
+        # Bounded: counted per kind, last message per kind (serve passes one that logs a kind hourly).
+        self.warnings = warnings if warnings is not None else WarningLog()
+        client.on_non_finite = self._non_finite
         self._lock = threading.Lock()
         self.sources: Counter[str] = Counter()  # chunks read from recorded series vs raw series
         self.fallbacks: set[str] = set()  # sharing sources that fell back to `weighted` in the last chunk
@@ -60,30 +66,26 @@ class Pipeline:
     def attribution_keys(self) -> list[str]:
         return list(self.cfg.attribution.labels.values())
 
-    def compute(self, window: Window, progress: Progress | None = None) -> CostResult:
+    def compute(self, window: Window, progress: Progress | None = None,
+                cancel: threading.Event | None = None) -> CostResult:
         """Cost a window chunk by chunk; raises a ChargebackError naming the cause on bad input.
 
         With `allocation.concurrency` > 1, chunks are queried in parallel (as Thanos' query-frontend
         splits by interval) but merged in window order, so the result is the same to the last bit.
+        Chunks are made as they are queried; `cancel` (a request's deadline) stops between chunks.
         """
         merged = CostResult(window.start, window.end)
         pieces = window.chunks(self.chunk)
         workers = min(self.cfg.allocation.concurrency, len(pieces))
-        if workers <= 1:
-            results: Iterable[CostResult] = map(self.compute_chunk, pieces)
-            for piece, result in zip(pieces, results, strict=True):
-                merged.merge(result)
-                if progress:
-                    progress(piece)
-            return merged
-        pool = ThreadPoolExecutor(workers, thread_name_prefix="chunk")
+        pool = ThreadPoolExecutor(workers, thread_name_prefix="chunk") if workers > 1 else None
         try:
-            for piece, result in zip(pieces, pool.map(self.compute_chunk, pieces), strict=True):
+            for piece, result in in_order(pieces, self.compute_chunk, pool, 2 * workers, cancel):
                 merged.merge(result)
                 if progress:
                     progress(piece)
         finally:  # on an error, drop the chunks not started rather than wait for them
-            pool.shutdown(wait=True, cancel_futures=True)
+            if pool is not None:
+                pool.shutdown(wait=True, cancel_futures=True)
         return merged
 
     def coverage_plan(self, w: Window, now: float | None = None) -> list[Segment]:
@@ -132,16 +134,17 @@ class Pipeline:
         meta = self.prometheus_metadata(w, q) if self._meta_from_prometheus else self.metadata(w)
         self.last_metadata = meta
         for problem in annotation_budgets(meta)[1]:
-            self._warn(problem)
+            self._warn(problem, "bad_budget")
         owners = resolve(meta, self.attribution_keys)
         usage = self.fetch(w, owners, meta, q, recorded)
         rates = price_nodes(usage.nodes, self.cfg.pricing, self.shipped)
         defaulted = sorted(n for n, r in rates.items() if r.source.startswith("default"))
         if defaulted:
             self._warn(f"{len(defaulted)} node(s) priced at default rates (no price-book rule, OpenCost metric "
-                       f"or shipped price): {', '.join(defaulted[:10])}")
+                       f"or shipped price): {', '.join(defaulted[:10])}", "default_priced")
         for i in unmatched_rules(usage.nodes, self.cfg.pricing):
-            self._warn(f"pricing.rules.{i} matches no node (match {self.cfg.pricing.rules[i].match})")
+            self._warn(f"pricing.rules.{i} matches no node (match {self.cfg.pricing.rules[i].match})",
+                       "unmatched_rule")
         if self.node_factors:
             rates = {n: replace(r, cpu=r.cpu * f, ram=r.ram * f, gpu=r.gpu * f, source=r.source + "+bill")
                      if (f := self.node_factors.get(n)) is not None else r for n, r in rates.items()}
@@ -152,7 +155,7 @@ class Pipeline:
         add_assets(result, assets, owners.of)
         shared = distribute(result, self.cfg.sharing, self.share_inputs(w, meta))
         for note in shared.notes:
-            self._warn(note)
+            self._warn(note, "share_fallback")
         self.fallbacks = shared.fallbacks
         result.costs, result.pools = shared.costs, shared.pools
         return result
@@ -233,8 +236,9 @@ class Pipeline:
         for lb, v in avg:
             res = RESOURCE_FROM_KSM.get(lb["resource"])
             if res:
-                capacity[(lb["node"], res)] = v * steps.get((lb["node"], lb["resource"]), 0) * step
                 per_node.setdefault(lb["node"], {})[res] = v
+                if n := steps.get((lb["node"], lb["resource"])):  # none left out as non-finite
+                    capacity[(lb["node"], res)] = v * n * step
 
         labels = {lb.get("node", ""): lb for lb, _ in self.client.query(q.node_labels(span), at)}
         opencost: dict[str, dict[str, float]] = {}
@@ -311,6 +315,7 @@ class Pipeline:
         # A split namespace needs per-pod rows, which only raw series have; mixing their phase with the
         # recorded rows of the same nodes could over-fill a node at a step. Such chunks read raw.
         rec = self.recorded_covers(w, split=bool(split) or not recorded)
+        self.check_inputs(w, requests=not rec)
         allocated: dict[UsageKey, float] = {}
         for res in ("cpu", "memory", "gpu"):
             allocated.update(both(lambda p, r=res: q.allocated_integral(r, span, p),  # type: ignore[misc]
@@ -320,8 +325,11 @@ class Pipeline:
                     "cpu")
         used.update(both(lambda p: q.used_integral("memory", span, p),
                          q.recorded_used_integral("memory", span) if rec else None, "memory"))
+        # A (node, resource) with no finite capacity (left out as NaN/Inf) is not covered: nothing on it
+        # is costed, so no cost appears without the node cost it comes out of.
+        allocated = {k: v for k, v in allocated.items() if (k[1], k[3]) in capacity}
         if not used and self.cfg.allocation.policy != "request":
-            self._warn(f"no cAdvisor usage series for {iso(w.start)}..{iso(w.end)}; costing requests only")
+            self._warn(f"no cAdvisor usage series for {iso(w.start)}..{iso(w.end)}; costing requests only", "no_usage")
         return ChunkUsage(w.start, w.end, allocated, requested, used, capacity, nodes)
 
     def recorded_covers(self, w: Window, split: bool = False) -> bool:
@@ -339,9 +347,19 @@ class Pipeline:
             self.sources["recorded" if covered else "raw"] += 1
         return covered
 
-    def _warn(self, text: str) -> None:
-        with self._lock:  # chunks may run in parallel; each warning is logged once
-            if text in self.warnings:
-                return
-            self.warnings.append(text)
-        log.warning(text)
+    def check_inputs(self, w: Window, requests: bool) -> None:
+        """Warn about input samples that were NaN or Inf: the integrals leave those steps out, so a node's
+        capacity there is not covered (nothing on it is costed) and a request there counts as absent.
+        Raw requests are checked only where the chunk reads them: on the recorded path it would cost a
+        per-container pass the recorded series exist to avoid."""
+        for lb, n in self.client.query(self.queries.non_finite_inputs(w.seconds, requests), float(w.end)):
+            series = ", ".join(f'{k}="{v}"' for k, v in sorted(lb.items()) if k != "metric")
+            self._warn(f"{lb.get('metric')}{{{series}}} was NaN or Inf at {int(n)} step(s) of {iso(w.start)}.."
+                       f"{iso(w.end)}: those steps are left out", "non_finite")
+
+    def _warn(self, text: str, kind: str = "other") -> None:
+        """Counted per kind; logged as the WarningLog decides (each message once, or a kind hourly)."""
+        self.warnings.warn(kind, text)
+
+    def _non_finite(self, dropped: NonFinite) -> None:
+        self._warn(dropped.describe(), "non_finite")

@@ -8,8 +8,10 @@ namespaces x nodes, not with containers.
 from __future__ import annotations
 
 import copy
+import math
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -19,10 +21,12 @@ from urllib3.util.retry import Retry
 
 from .config import Allocation, Prometheus
 from .errors import PrometheusError
+from .finite import NonFinite, finite_samples, log_non_finite, metrics_in
 from .promql import join_matchers, matcher, one_of, quote, selector
 from .window import format_duration, parse_duration
 
 Labels = dict[str, str]
+
 
 
 @dataclass
@@ -57,6 +61,8 @@ class PrometheusClient:
         self.url = cfg.url.rstrip("/")
         self.timeout = parse_duration(cfg.timeout)
         self.stats = QueryStats()
+        # Told about every non-finite value left out; the pipeline points it at its warning log.
+        self.on_non_finite: Callable[[NonFinite], None] = log_non_finite
         self._session = requests.Session()
         retry = Retry(
             total=cfg.retries,
@@ -75,13 +81,16 @@ class PrometheusClient:
                 self._session.headers["Authorization"] = f"Bearer {fh.read().strip()}"
 
     def query(self, expr: str, at: float) -> list[tuple[Labels, float]]:
-        """Evaluate `expr` at unix time `at`; return (labels, value) for each series of a vector result."""
+        """Evaluate `expr` at unix time `at`; return (labels, value) for each series of a vector result.
+
+        Only finite values are returned: a NaN or Inf is reported to `on_non_finite` and left out, so it
+        can never be multiplied into a cost or reach a counter."""
         data = self._instant(expr, at)
         if data["resultType"] == "scalar":
-            return [({}, float(data["result"][1]))]
+            return finite_samples([({}, data["result"][1], at)], expr, self.on_non_finite)
         if data["resultType"] != "vector":
             raise PrometheusError(f"expected a vector from Prometheus, got {data['resultType']}: {_short(expr)}")
-        return [(s["metric"], float(s["value"][1])) for s in data["result"]]
+        return finite_samples([(s["metric"], s["value"][1], at) for s in data["result"]], expr, self.on_non_finite)
 
     def _instant(self, expr: str, at: float) -> dict[str, Any]:
         """POST an instant query; the `data` of a successful answer, else a one-line PrometheusError."""
@@ -132,11 +141,23 @@ class PrometheusClient:
         return bool(body["data"])
 
     def query_range_raw(self, expr: str, at: float) -> list[tuple[Labels, list[tuple[float, float]]]]:
-        """Evaluate a range-vector selector at `at` and return raw samples (counters read back, coverage)."""
+        """Evaluate a range-vector selector at `at` and return raw samples (counters read back, coverage).
+
+        Non-finite samples are left out and reported, as in `query`."""
         data = self._instant(expr, at)
         if data["resultType"] != "matrix":
             raise PrometheusError(f"expected a matrix from Prometheus, got {data['resultType']}: {_short(expr)}")
-        return [(s["metric"], [(float(t), float(v)) for t, v in s["values"]]) for s in data["result"]]
+        out = []
+        for series in data["result"]:
+            labels = series["metric"]
+            kept = []
+            for t, v in series["values"]:
+                if math.isfinite(float(v)):
+                    kept.append((float(t), float(v)))
+                else:
+                    self.on_non_finite(NonFinite(labels, float(t), v, metrics_in(expr)))
+            out.append((labels, kept))
+        return out
 
 
 def _root_cause(e: BaseException) -> str:
@@ -157,6 +178,18 @@ def _just_under(seconds: int) -> str:
 
 
 _sel = selector
+
+
+def _finite(expr: str) -> str:
+    """Only the finite samples of `expr` (NaN fails every comparison). Inside a `sum_over_time` subquery one
+    NaN sample would make the whole chunk's integral NaN; filtered per step, it costs only that step."""
+    return f"(({expr}) > -Inf < +Inf)"
+
+
+# Inputs whose NaN/Inf samples the per-step filter drops, with the labels that name the series for a warning.
+CHECKED_INPUTS = (("kube_node_status_capacity", "node, resource"),
+                  ("kube_pod_container_resource_requests", "namespace, pod, container, resource"),
+                  ("kube_persistentvolume_capacity_bytes", "persistentvolume"))
 
 
 # kube-state-metrics v2 spells extended resources with underscores.
@@ -306,7 +339,7 @@ class Queries:
 
     def capacity(self, resource: str) -> str:
         sel = _sel(matcher("resource", KSM_RESOURCE[resource]), self.k)
-        return f"max by (node) (kube_node_status_capacity{sel}{self._at})"
+        return f"max by (node) ({_finite(f'kube_node_status_capacity{sel}{self._at}')})"
 
     # ---- chunk queries (evaluated at the chunk's end) ----
     def allocated_integral(self, resource: str, chunk_seconds: int, pods_in: list[str] | None = None,
@@ -323,7 +356,7 @@ class Queries:
             alloc = q._by_ns_node(q.allocation(resource), "namespace, node, pod")
         elif every_pod:  # reports' top workloads
             alloc = self._by_ns_node(self.allocation(resource), "namespace, node, pod")
-        return f"sum_over_time(({alloc} * on (node) group_left () {scale}){self._sub(chunk_seconds)})"
+        return f"sum_over_time({_finite(f'{alloc} * on (node) group_left () {scale}')}{self._sub(chunk_seconds)})"
 
     def requested_integral(self, chunk_seconds: int, pods_in: list[str] | None = None) -> str:
         q = self.scoped(pods_in) if pods_in else self
@@ -331,12 +364,12 @@ class Queries:
         req = f"max by (namespace, pod, container, resource) (kube_pod_container_resource_requests{sel}{q._at})"
         by = "namespace, node, pod, resource" if pods_in else "namespace, node, resource"
         inner = q._by_ns_node(req, by)
-        return f"sum_over_time(({inner}){self._sub(chunk_seconds)})"
+        return f"sum_over_time({_finite(inner)}{self._sub(chunk_seconds)})"
 
     def used_integral(self, resource: str, chunk_seconds: int, pods_in: list[str] | None = None) -> str:
         q = self.scoped(pods_in) if pods_in else self
         inner = q._by_ns_node(q.usage(resource), "namespace, node, pod" if pods_in else "namespace, node")
-        return f"sum_over_time(({inner}){self._sub(chunk_seconds)})"
+        return f"sum_over_time({_finite(inner)}{self._sub(chunk_seconds)})"
 
     # ---- recorded per-(namespace, node) series (rules/rules/allocation.libsonnet records them) ----
     def recording_rules(self) -> dict[str, str]:
@@ -363,19 +396,19 @@ class Queries:
         """As allocated_integral, from the recorded sums; the overflow scale is applied at query time."""
         alloc = self._recorded("allocated", resource)
         scale = f"clamp_max({self.capacity(resource)} / on (node) (sum by (node) ({alloc}) > 0), 1)"
-        return f"sum_over_time(({alloc} * on (node) group_left () {scale}){self._sub(chunk_seconds)})"
+        return f"sum_over_time({_finite(f'{alloc} * on (node) group_left () {scale}')}{self._sub(chunk_seconds)})"
 
     def recorded_requested_integral(self, chunk_seconds: int) -> str:
         parts = " or ".join(f'label_replace({self._recorded("requested", res)}, "resource", {quote(res)}, "", "")'
                             for res in ("cpu", "memory"))
-        return f"sum_over_time(({parts}){self._sub(chunk_seconds)})"
+        return f"sum_over_time({_finite(parts)}{self._sub(chunk_seconds)})"
 
     def recorded_used_integral(self, resource: str, chunk_seconds: int) -> str:
-        return f"sum_over_time(({self._recorded('used', resource)}){self._sub(chunk_seconds)})"
+        return f"sum_over_time({_finite(self._recorded('used', resource))}{self._sub(chunk_seconds)})"
 
     # ---- assets beyond nodes: volumes, load balancers, network ----
     def pv_capacity_integral(self, span: int) -> str:
-        cap = f"max by (persistentvolume) (kube_persistentvolume_capacity_bytes{_sel(self.k)}{self._at})"
+        cap = f"max by (persistentvolume) ({_finite(f'kube_persistentvolume_capacity_bytes{_sel(self.k)}{self._at}')})"
         return f"sum_over_time(({cap}){self._sub(span)})"
 
     def pv_info(self, span: int) -> str:
@@ -445,8 +478,20 @@ class Queries:
     def capacity_stats(self, fn: str, chunk_seconds: int) -> str:
         """`avg_over_time` or `count_over_time` of node capacity per (node, resource) over the chunk's steps."""
         sel = _sel(one_of("resource", KSM_RESOURCE.values()), self.k)
-        cap = f"max by (node, resource) (kube_node_status_capacity{sel}{self._at})"
+        cap = f"max by (node, resource) ({_finite(f'kube_node_status_capacity{sel}{self._at}')})"
         return f"{fn}(({cap}){self._sub(chunk_seconds)})"
+
+    def non_finite_inputs(self, chunk_seconds: int, requests: bool = True) -> str:
+        """Steps at which a checked input series held NaN or Inf (the integrals drop those samples), per series."""
+        parts = []
+        for metric, by in CHECKED_INPUTS:
+            if metric == "kube_pod_container_resource_requests" and not requests:
+                continue
+            raw = f"{metric}{_sel(self.k)}"
+            bad = f"count by ({by}) ({raw} unless {_finite(raw)})"
+            steps = f"count_over_time(({bad}){self._sub(chunk_seconds)})"
+            parts.append(f'label_replace({steps}, "metric", {quote(metric)}, "", "")')
+        return " or ".join(parts)
 
     def node_labels(self, chunk_seconds: int) -> str:
         return f"last_over_time(kube_node_labels{_sel(self.k)}{self._range(chunk_seconds)}{self._at})"

@@ -218,7 +218,7 @@ def make_report(cfg: Config, window: Window, by: str, now: float, source: str = 
     pipeline = Pipeline(cfg, client)
     src = ReportSource(cfg, client, pipeline)
     previous = Window(window.start - window.seconds, window.start, window.step)
-    days = window.chunks(86400, boundary=86400)
+    days = list(window.chunks(86400, boundary=86400))  # a report period: a few dozen days
     if source in ("auto", "exporter"):
         current, before = src.from_exporter(window, now), src.from_exporter(previous, now)
         if current is not None and before is not None:

@@ -14,8 +14,9 @@ import signal
 import socket
 import threading
 import time
+from collections.abc import Callable
 from datetime import datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 from urllib.parse import parse_qs, urlparse
 
@@ -26,16 +27,22 @@ from .accrual import Ledger, batch_from
 from .collector import ChargebackCollector, Health
 from .config import Config, override
 from .coverage import open_gap, waiting_reason
-from .errors import ChargebackError, ConfigError
+from .errors import ChargebackError, ConfigError, DataError
 from .formatters import allocation_response, parse_aggregate
+from .httpserver import BoundedHTTPServer
 from .kube import load_api_client, metadata_source
 from .leader import LeaseElector
+from .limits import Admission, Busy, Cancelled, DeadlineExceeded, check_window
 from .pipeline import Pipeline
 from .prometheus import PrometheusClient
 from .promql import OwnSeries, join_matchers
+from .warnlog import WarningLog
+from .webauth import Auth, load_auth
 from .window import PERIODS, Window, iso, parse_duration, parse_window, period_bounds
 
 log = logging.getLogger(__name__)
+
+WARNING_LOG_INTERVAL = 3600.0  # seconds between two log lines of one warning kind
 
 
 def _parse_time(text: str) -> int:
@@ -52,8 +59,10 @@ class Exporter:
         self.cfg = cfg
         self.client = PrometheusClient(cfg.prometheus)
         self.metadata = metadata_source(cfg.attribution, watch=True)
-        self.pipeline = Pipeline(cfg, self.client, self.metadata)
         self.own = OwnSeries(cfg.serve.watermarkSelector, cfg.prometheus.clusterSelector)
+        # One warning log for every pipeline of the process: a kind is logged at most hourly, all counted.
+        self.warnings = WarningLog(every=WARNING_LOG_INTERVAL)
+        self.pipeline = Pipeline(cfg, self.client, self.metadata, self.warnings)
         self.ledger = Ledger()
         self.health = Health()
         self.step = self.pipeline.step
@@ -62,6 +71,8 @@ class Exporter:
         self.start = _parse_time(cfg.serve.start) if cfg.serve.start else None
         self.until = _parse_time(until) if until else None
         self.stop = threading.Event()
+        self.clock: Callable[[], float] = time.time  # liveness reads it; tests inject their own
+        self.progress_at = self.clock()  # last finished cycle or accrued chunk
         self.last_reconcile = 0.0
         self.reconciler: threading.Thread | None = None
         self.elector: LeaseElector | None = None
@@ -85,8 +96,12 @@ class Exporter:
 
     def read_watermark(self) -> int | None:
         """The last watermark Prometheus scraped from any replica of us (so no volume is needed)."""
-        rows = self.client.query(self.own.watermark(self.cfg.serve.watermarkLookback), time.time())
-        return int(rows[0][1]) if rows else None
+        # `or vector(-1)` answers "no watermark" explicitly: an empty answer then means the client left a
+        # NaN/Inf out, and starting over from serve.start would count the past twice.
+        rows = self.client.query(self.own.watermark(self.cfg.serve.watermarkLookback) + " or vector(-1)", time.time())
+        if not rows:
+            raise DataError("the watermark read back from Prometheus is not a finite number; not accruing")
+        return int(rows[0][1]) if rows[0][1] >= 0 else None
 
     def restore_periods(self, watermark: int) -> None:
         """Read back the period-to-date sums of the periods the watermark falls in (same scrape as it)."""
@@ -138,6 +153,7 @@ class Exporter:
                 piece = Window(piece.start, segments[-1].end, self.step)
             result = self.pipeline.compute_chunk(piece, segments)
             self.ledger.offer(batch_from(result, len(self.cfg.attribution.labels)))
+            self.progress_at = self.clock()
             self.health.rates, self.health.nodes = result.rates, result.nodes
             self.health.add_coverage(result.coverage)
             for line in result.coverage.warnings():
@@ -156,6 +172,7 @@ class Exporter:
             if not self.health.leader:
                 self.health.up = True  # a healthy standby: nothing to accrue
                 self.health.last_error = None
+                self.progress_at = self.clock()
                 return
         try:
             self.cycle(time.time())
@@ -170,6 +187,7 @@ class Exporter:
             self.health.last_success = time.time()
             self.health.cycles["success"] += 1
         self.health.cycle_seconds = time.monotonic() - started
+        self.progress_at = self.clock()
 
     def _failed(self, message: str) -> None:
         if message != self.health.last_error:
@@ -192,7 +210,7 @@ class Exporter:
             bill = read_bill(list(files))
             inv = inventory(self.client, window, join_matchers(self.cfg.prometheus.ksmSelector,
                                                                self.cfg.prometheus.clusterSelector))
-            result = Pipeline(self.cfg, self.client).compute(window)
+            result = Pipeline(self.cfg, self.client, warnings=self.warnings).compute(window)
             self.health.reconciliation = reconcile(bill, inv, result, window, rc.clusterTags)
             self.health.reconciliation_error = None
         except ChargebackError as e:
@@ -215,11 +233,12 @@ class Exporter:
             self.stop.wait(self.interval)
 
     def healthy(self) -> bool:
-        """Alive means the loop is cycling, not that Prometheus is up (that would crash-loop the pod)."""
-        last = self.health.last_attempt
-        return last is None or time.time() - last < max(10 * self.interval, 600)
+        """Alive means the loop makes progress: it finishes cycles (good or failed), or a catch-up keeps
+        accruing chunks. Not that Prometheus is up (that would crash-loop the pod), nor that a cycle is
+        short (a long catch-up on a big cluster would be restarted mid-way and start over)."""
+        return self.clock() - self.progress_at < max(10 * self.interval, 600)
 
-    def allocation(self, query: dict[str, list[str]]) -> dict[str, Any]:
+    def allocation(self, query: dict[str, list[str]], cancel: threading.Event | None = None) -> dict[str, Any]:
         """OpenCost's /allocation/compute, with Kubecost's sharing parameters."""
         def arg(name: str) -> str | None:
             return query.get(name, [None])[0]
@@ -237,61 +256,107 @@ class Exporter:
         parts, labels = parse_aggregate(arg("aggregate") or "namespace", cfg.attribution.labels)
         cfg = override(cfg, "attribution", labels=labels)
         window = parse_window(arg("window") or "24h", time.time(), self.step)
-        result = Pipeline(cfg, self.client, self.metadata).compute(window)
+        check_window(window, self.cfg.api.maxWindow)
+        result = Pipeline(cfg, self.client, self.metadata, self.warnings).compute(window, cancel=cancel)
         return allocation_response(result, parts, tuple(cfg.attribution.labels))
 
 
-def make_handler(exporter: Exporter) -> type[BaseHTTPRequestHandler]:
+def make_handler(exporter: Exporter, auth: Auth | None = None) -> type[BaseHTTPRequestHandler]:
+    """The endpoints. /metrics, /healthz and /readyz are cheap and never refused for load;
+    /allocation/compute runs on a bounded pool (429 beyond it) under a deadline (503 past it)."""
+    api = exporter.cfg.api
+    admission = Admission(api.maxConcurrent, parse_duration(api.timeout))
+    checker = auth or Auth()
+
     class Handler(BaseHTTPRequestHandler):
+        server_version = "chargeback"
+        computations = admission  # run_server stops them on shutdown
+
         def log_message(self, format: str, *args: Any) -> None:
             log.debug("%s %s", self.address_string(), format % args)
 
-        def _send(self, code: int, body: bytes, ctype: str) -> None:
+        def end_headers(self) -> None:  # every answer, send_error's included
+            self.send_header("X-Content-Type-Options", "nosniff")
+            super().end_headers()
+
+        def _send(self, code: int, body: bytes, ctype: str, headers: list[tuple[str, str]] | None = None) -> None:
             self.send_response(code)
             self.send_header("Content-Type", ctype)
             self.send_header("Content-Length", str(len(body)))
+            for name, value in headers or []:
+                self.send_header(name, value)
             self.end_headers()
-            self.wfile.write(body)
+            if self.command != "HEAD":
+                self.wfile.write(body)
 
-        def _json(self, code: int, payload: Any) -> None:
-            self._send(code, json.dumps(payload).encode(), "application/json")
+        def _json(self, code: int, payload: Any, headers: list[tuple[str, str]] | None = None) -> None:
+            self._send(code, json.dumps(payload).encode(), "application/json", headers)
+
+        def _error(self, code: int, message: str, headers: list[tuple[str, str]] | None = None) -> None:
+            self._json(code, {"code": code, "message": message}, headers)
+
+        def _authorized(self, path: str) -> bool:
+            if not checker.required(path):
+                return True
+            try:
+                return checker.allows(self.headers.get("Authorization"))
+            except ConfigError as e:  # the token file vanished: refuse, and say why in the log
+                log.error("cannot check credentials: %s", e)
+                return False
+
+        def do_HEAD(self) -> None:
+            self.do_GET()
 
         def do_GET(self) -> None:
             url = urlparse(self.path)
-            if url.path == "/metrics":
+            if not self._authorized(url.path):
+                self._error(401, "authentication required", [("WWW-Authenticate", c) for c in checker.challenges()])
+            elif url.path == "/metrics":
                 encoder, ctype = choose_encoder(self.headers.get("Accept", ""))
                 self._send(200, encoder(exporter.registry), ctype)
             elif url.path == "/healthz":
                 ok = exporter.healthy()
                 h = exporter.health
                 self._json(200 if ok else 503, {"alive": ok, "up": h.up, "lastError": h.last_error,
-                                                "accruedUntil": exporter.ledger.watermark})
+                                                "accruedUntil": exporter.ledger.watermark,
+                                                "lastProgress": int(exporter.progress_at)})
             elif url.path == "/readyz":
                 self._json(200 if exporter.health.up else 503, {"up": exporter.health.up,
                                                                 "lastError": exporter.health.last_error})
             elif url.path == "/allocation/compute":
+                query = parse_qs(url.query)
                 try:
-                    self._json(200, exporter.allocation(parse_qs(url.query)))
+                    self._json(200, admission.run(lambda cancel: exporter.allocation(query, cancel)))
+                except Busy as e:
+                    self._error(429, str(e), [("Retry-After", "5")])
+                except (DeadlineExceeded, Cancelled) as e:
+                    self._error(503, str(e))
                 except ConfigError as e:
-                    self._json(400, {"code": 400, "message": str(e)})
+                    self._error(400, str(e))
                 except ChargebackError as e:
-                    self._json(502, {"code": 502, "message": str(e)})
+                    self._error(502, str(e))
+                except Exception as e:  # a bug must not drop the connection without an answer
+                    log.exception("/allocation/compute failed unexpectedly")
+                    self._error(500, f"unexpected {type(e).__name__}")
             else:
-                self._json(404, {"code": 404, "message": f"no such path {url.path}"})
+                self._error(404, f"no such path {url.path}")
 
     return Handler
 
 
 def run_server(cfg: Config, until: str | None = None) -> None:
+    auth, tls = load_auth(cfg.api.webConfigFile, cfg.api.bearerTokenFile, cfg.api.openPaths)
     exporter = Exporter(cfg, until)
     host, _, port = cfg.serve.listen.rpartition(":")
-    httpd = ThreadingHTTPServer((host or "0.0.0.0", int(port)), make_handler(exporter))
-    httpd.daemon_threads = True
+    handler = make_handler(exporter, auth)
+    httpd = BoundedHTTPServer((host or "0.0.0.0", int(port)), handler, cfg.api.maxConnections,
+                              parse_duration(cfg.api.readTimeout), tls)
     worker = threading.Thread(target=exporter.loop, name="accrual", daemon=True)
 
     def shutdown(signum: int, _frame: object) -> None:
         log.info("signal %d: shutting down", signum)
         exporter.close()
+        handler.computations.close()  # type: ignore[attr-defined]
         threading.Thread(target=httpd.shutdown, daemon=True).start()
 
     signal.signal(signal.SIGTERM, shutdown)

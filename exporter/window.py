@@ -6,13 +6,16 @@ overlap and no gap: each evaluation step charges the resolution interval that en
 
 from __future__ import annotations
 
+import math
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 
 from .errors import ConfigError
 
-_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800, "y": 31536000}
+_MILLIS = {"ms": 1, "s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000, "w": 604_800_000, "y": 31_536_000_000}
+_MAX_DURATION_CHARS = 64  # 10**60 days still parses (and fails a window limit by name); floats stop near 1e308
 _DURATION = re.compile(r"^((\d+)(ms|s|m|h|d|w|y))+$")
 _PART = re.compile(r"(\d+)(ms|s|m|h|d|w|y)")
 
@@ -22,10 +25,13 @@ def parse_duration(text: str) -> int:
     t = text.strip()
     if not _DURATION.match(t):
         raise ConfigError(f"invalid duration {text!r}: use Prometheus form such as 30s, 5m, 1h30m, 7d")
-    seconds = sum(int(n) * _UNITS[u] for n, u in _PART.findall(t))
-    if seconds <= 0 or seconds != int(seconds):
+    if len(t) > _MAX_DURATION_CHARS:  # int() of a huge digit string is slow, and the result is no window
+        raise ConfigError(f"invalid duration {text[:20]!r}...: longer than {_MAX_DURATION_CHARS} characters")
+    # Whole milliseconds in integers: no float to overflow, however many digits.
+    millis = sum(int(n) * _MILLIS[u] for n, u in _PART.findall(t))
+    if millis <= 0 or millis % 1000:
         raise ConfigError(f"invalid duration {text!r}: must be a positive whole number of seconds")
-    return int(seconds)
+    return millis // 1000
 
 
 def format_duration(seconds: int) -> str:
@@ -48,19 +54,47 @@ class Window:
     def seconds(self) -> int:
         return self.end - self.start
 
-    def chunks(self, size: int, boundary: int | None = None) -> list[Window]:
-        """Split into pieces of at most `size` seconds (a multiple of step), oldest first.
+    def chunks(self, size: int, boundary: int | None = None) -> Chunks:
+        """Pieces of at most `size` seconds (a multiple of step), oldest first, made as they are read.
 
         With `boundary`, no piece crosses a multiple of it (UTC midnight for budget periods).
         """
-        out, t = [], self.start
-        while t < self.end:
-            nxt = min(t + size, self.end)
-            if boundary:
-                nxt = min(nxt, (t // boundary + 1) * boundary)
-            out.append(Window(t, nxt, self.step))
+        return Chunks(self, size, boundary)
+
+
+@dataclass(frozen=True)
+class Chunks:
+    """A window's pieces, lazily: a year of minutes must not become a list before the first query.
+
+    `len()` is arithmetic, so progress bars and "catching up i/n" logs cost nothing.
+    """
+
+    window: Window
+    size: int
+    boundary: int | None = None
+
+    def __iter__(self) -> Iterator[Window]:
+        w, t = self.window, self.window.start
+        while t < w.end:
+            nxt = min(t + self.size, w.end)
+            if self.boundary:
+                nxt = min(nxt, (t // self.boundary + 1) * self.boundary)
+            yield Window(t, nxt, w.step)
             t = nxt
-        return out
+
+    def __len__(self) -> int:
+        start, end, b = self.window.start, self.window.end, self.boundary
+        if end <= start:
+            return 0
+        if not b:
+            return -(-(end - start) // self.size)
+        first_end = (start // b + 1) * b
+        if end <= first_end:
+            return -(-(end - start) // self.size)
+        last_start = (end - 1) // b * b  # the segment holding the last second
+        whole = (last_start - first_end) // b
+        return (-(-(first_end - start) // self.size) + whole * -(-b // self.size)
+                + -(-(end - last_start) // self.size))
 
 
 def _utc(ts: float) -> datetime:
@@ -123,6 +157,8 @@ def parse_window(text: str, now: float, step: int) -> Window:
                 "lastmonth or RFC3339,RFC3339"
             ) from e
         start = now - dur
+    if not (math.isfinite(start) and math.isfinite(end)):  # unix seconds of 309+ digits are float infinity
+        raise ConfigError(f"window {text[:40]!r} is out of range")
     lo, hi = int(start // step * step), int(end // step * step)
     if hi <= lo:
         raise ConfigError(f"window {text!r} is empty once aligned to the {step}s resolution")
