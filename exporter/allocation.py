@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, fields
 
 from .assets import AssetCost
+from .coverage import Coverage
 from .pricing import GIB, NodeFacts, NodeRates
 
 IDLE = "__idle__"
@@ -104,6 +105,8 @@ class CostResult:
     asset_cost: dict[tuple[str, str], float] = field(default_factory=dict)  # (PV/LB/egress, resource)
     rates: dict[str, NodeRates] = field(default_factory=dict)
     nodes: dict[str, NodeFacts] = field(default_factory=dict)
+    # Which of the window the costs stand on: covered, bridged over a gap, or uncovered (no cost).
+    coverage: Coverage = field(default_factory=Coverage)
 
     @property
     def total_cost(self) -> float:
@@ -126,6 +129,7 @@ class CostResult:
             self.pools[pk] = self.pools.get(pk, 0.0) + v
         self.rates.update(other.rates)
         self.nodes.update(other.nodes)
+        self.coverage.merge(other.coverage)
 
 
 def cost_chunk(usage: ChunkUsage, rates: dict[str, NodeRates]) -> CostResult:

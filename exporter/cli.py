@@ -94,14 +94,18 @@ def allocate(prometheus_url: str | None, window_text: str, aggregate: str, confi
         check_window(window, cfg.api.maxWindow)
         client = PrometheusClient(cfg.prometheus)
         pipeline = Pipeline(cfg, client, metadata_source(cfg.attribution, watch=False))
+        result = None
         if fmt == "focus":  # one computation per charge period
             text = export_for(cfg, lambda w: _with_progress(pipeline, w), window, focus_period, parts, cluster_name)
         else:
-            text = render(_with_progress(pipeline, window), parts, tuple(cfg.attribution.labels), fmt,
-                          cfg.pricing.currency)
+            result = _with_progress(pipeline, window)
+            text = render(result, parts, tuple(cfg.attribution.labels), fmt, cfg.pricing.currency)
     except ChargebackError as e:
         _fail(e)
     click.echo(text, nl=fmt != "focus")
+    # Exit 0: the covered part is right, and the rest is named.
+    for line in result.coverage.warnings() if result is not None else ():
+        click.echo(f"chargeback: warning: {line}", err=True)
     if stats:
         s = client.stats
         click.echo(json.dumps({"queries": s.queries, "http_seconds": round(s.wall_seconds, 3),

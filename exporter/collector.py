@@ -16,6 +16,7 @@ from prometheus_client.registry import Collector
 from . import __version__
 from .allocation import IDLE
 from .attribution import annotation_budgets, coverage_by_cost, coverage_by_pods
+from .coverage import SOURCES, Coverage
 from .sharing import UNSHARED
 from .window import period_bounds
 
@@ -42,6 +43,14 @@ class Health:
     reconciliation_error: str | None = None
     rates: dict[str, NodeRates] = field(default_factory=dict)
     nodes: dict[str, NodeFacts] = field(default_factory=dict)
+    # Seconds of accrued time per source that were uncovered (not costed) or bridged (last known state).
+    uncovered_seconds: dict[str, int] = field(default_factory=dict)
+    bridged_seconds: dict[str, int] = field(default_factory=dict)
+
+    def add_coverage(self, coverage: Coverage) -> None:
+        for source in SOURCES:
+            self.uncovered_seconds[source] = self.uncovered_seconds.get(source, 0) + coverage.uncovered_seconds(source)
+            self.bridged_seconds[source] = self.bridged_seconds.get(source, 0) + coverage.bridged_seconds(source)
 
 
 class ChargebackCollector(Collector):
@@ -169,6 +178,17 @@ class ChargebackCollector(Collector):
         for reason in ("unreachable", "timeout", "query_error", "bad_response"):
             errors.add_metric([reason], self.stats.errors_by_reason.get(reason, 0))
         yield errors
+        uncovered = CounterMetricFamily("chargeback_uncovered_seconds",
+                                        "Accrued seconds not costed because this source's data was missing "
+                                        "longer than maxGapBridge (or before its first sample).", labels=["source"])
+        bridged = CounterMetricFamily("chargeback_bridged_seconds",
+                                      "Accrued seconds costed with this source's last known state over a gap.",
+                                      labels=["source"])
+        for source in SOURCES:
+            uncovered.add_metric([source], h.uncovered_seconds.get(source, 0))
+            bridged.add_metric([source], h.bridged_seconds.get(source, 0))
+        yield uncovered
+        yield bridged
         warned = CounterMetricFamily("chargeback_warnings", "Warnings by kind (each kind is logged at most hourly).",
                                      labels=["kind"])
         for kind, n in sorted(self.pipeline.warnings.counts().items()):

@@ -33,8 +33,12 @@ class Allocation(_Model):
                              "accrual, which stays in order); Prometheus evaluates each query on one core")
     recordedRules: Literal["auto", "off"] = Field(
         "auto", description="read the mixin's per-(namespace, node) recorded series where they cover a chunk")
+    # kube-state-metrics restarts and OOM kills last minutes: an hour bounds the state carried over a
+    # gap (a node or pod that changed during it is wrong for at most an hour); longer gaps are
+    # reported as uncovered, never invented.
+    maxGapBridge: str = Field("1h", description="longest source outage bridged with the last known state")
 
-    @field_validator("resolution", "usageRateWindow", "chunk")
+    @field_validator("resolution", "usageRateWindow", "chunk", "maxGapBridge")
     @classmethod
     def _duration(cls, v: str) -> str:
         return valid_duration(v)

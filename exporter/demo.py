@@ -24,6 +24,7 @@ from .billing import read_bill
 from .budgets import Budget, allocation_config, allocation_group_only
 from .budgets import render as render_rules
 from .config import parse_config
+from .coverage import SOURCE_NAMES
 from .formatters import to_table
 from .localprom import PrometheusServer, backfill, backfill_rules, free_port
 from .pipeline import Pipeline
@@ -85,8 +86,9 @@ def serve_simulator(cluster: Cluster, port: int) -> ThreadingHTTPServer:
 def main(root: Path = Path(".demo")) -> None:
     shutil.rmtree(root, ignore_errors=True)
     root.mkdir(parents=True)
-    cluster = demo_cluster()
     now = int(time.time()) // 60 * 60
+    # kube-state-metrics was OOM-killed six hours ago for 10 minutes: the allocation bridges the gap.
+    cluster = demo_cluster(ksm_gap_at=now - 6 * 3600)
     history_start = now - 86400 - 1800
     print(f"backfilling 24h of a six-team cluster ({len(cluster.nodes)} nodes, {len(cluster.pods)} pods)...",
           flush=True)
@@ -134,8 +136,14 @@ def main(root: Path = Path(".demo")) -> None:
     attrs = tuple(cfg.attribution.labels)
     print(to_table(result, ["namespace"], attrs, cfg.pricing.currency))
     print("(storage, load balancers and network are in the 'pv+lb+net' column; `--format json` itemises them)")
+    for iv in result.coverage.bridged:  # the 10-minute KSM outage, less the 5 minutes Prometheus looks back
+        print(f"Coverage: {iso(iv.start)} .. {iso(iv.end)} bridged: {SOURCE_NAMES[iv.source]} was silent, its last "
+              "known state is carried over (allocation.maxGapBridge; `--format json` has a `coverage` field)")
+    for line in result.coverage.warnings():
+        print(f"Coverage: {line}")
     print()
-    print("The same by team (chargeback allocate --window 24h --aggregate team):")
+    print("The same by team (chargeback allocate --window 24h --aggregate team): payments owns two namespaces,")
+    print("web-shared is split between web and growth by pod label:")
     print(to_table(result, ["team"], attrs, cfg.pricing.currency))
     print()
     print(f"Reconciliation against a sample FOCUS bill the demo wrote ({root / 'bill-focus.csv'}):")

@@ -136,7 +136,8 @@ def allocation_item(name: str, row: Row, start: int, end: int) -> dict[str, Any]
 def allocation_response(result: CostResult, parts: list[str], attr_names: tuple[str, ...]) -> dict[str, Any]:
     rows = aggregate(result, parts, attr_names)
     data = {name: allocation_item(name, rows[name], result.start, result.end) for name in sorted(rows)}
-    return {"code": 200, "data": [data]}
+    # OpenCost's shape, plus what the numbers stand on: bridged and uncovered intervals.
+    return {"code": 200, "data": [data], "coverage": result.coverage.to_json()}
 
 
 _COLUMNS = ("cpuCost", "ramCost", "gpuCost", "assets", "sharedCost", "totalCost")

@@ -18,6 +18,7 @@ from .allocation import ChunkUsage, CostResult, UsageKey, add_assets, cost_chunk
 from .assets import AssetCost, Service, Volume, price_load_balancers, price_network, price_volumes
 from .attribution import BUDGET_PREFIX, Metadata, Owners, annotation_budgets, resolve
 from .config import Config
+from .coverage import Segment, State, plan
 from .errors import DataError
 from .finite import NonFinite
 from .limits import in_order
@@ -45,6 +46,8 @@ class Pipeline:
         self.step = parse_duration(cfg.allocation.resolution)
         self.chunk = parse_duration(cfg.allocation.chunk)
         self.metadata = metadata or self.prometheus_metadata
+        self._meta_from_prometheus = metadata is None  # then a bridged gap reads labels as of its start
+        self._ksm_seen: bool | None = None  # whether kube-state-metrics reported lately (asked once)
         # Bounded: counted per kind, last message per kind (serve passes one that logs a kind hourly).
         self.warnings = warnings if warnings is not None else WarningLog()
         client.on_non_finite = self._non_finite
@@ -85,13 +88,55 @@ class Pipeline:
                 pool.shutdown(wait=True, cancel_futures=True)
         return merged
 
-    def compute_chunk(self, w: Window) -> CostResult:
-        meta = self.metadata(w)
+    def coverage_plan(self, w: Window, now: float | None = None) -> list[Segment]:
+        """The chunk's segments (exporter/coverage.py) from one probe reaching maxGapBridge either side
+        (never past `now`: serve must not mistake "no data after yet" for a bridgeable gap)."""
+        q, bridge = self.queries, self.queries.max_gap_bridge
+        at = w.end + bridge if now is None else max(w.end, min(w.end + bridge, int(now) // self.step * self.step))
+        present: dict[str, set[int]] = {}
+        for labels, samples in self.client.query_range_raw(q.coverage_probe(at - w.start + bridge), float(at)):
+            present.setdefault(labels.get("source", ""), set()).update(int(t) for t, _v in samples)
+        sources = ("ksm", "cadvisor") if self.cfg.allocation.policy != "request" else ("ksm",)
+        segments = plan(w.start, w.end, self.step, present, bridge, sources, horizon=at)
+        if not present.get("ksm"):
+            self.require_ksm(w)
+        return segments
+
+    def require_ksm(self, w: Window) -> None:
+        """Data missing around a chunk is reported, not an error, unless Prometheus holds no
+        kube-state-metrics series at all: then it is not scraped (or the selector is wrong)."""
+        if self._ksm_seen is None:
+            self._ksm_seen = self.client.series_exist(self.queries.ksm_series())
+        if not self._ksm_seen:
+            raise DataError(
+                f"no node capacity in Prometheus for {iso(w.start)}..{iso(w.end)}: "
+                "kube_node_status_capacity is missing (is kube-state-metrics scraped?)"
+            )
+
+    def compute_chunk(self, w: Window, segments: list[Segment] | None = None) -> CostResult:
+        """Cost a chunk segment by segment: covered and bridged ones are costed, uncovered ones only recorded."""
+        segments = self.coverage_plan(w) if segments is None else segments
+        result = CostResult(w.start, w.end)
+        for seg in segments:
+            result.coverage.add_segment(seg)
+            ksm, cad = seg.state("ksm"), seg.state("cadvisor")
+            if ksm.state is State.UNCOVERED:
+                continue  # no capacity, no placement: nothing is invented
+            q = self.queries if seg.covered else self.queries.bridged(
+                (ksm.before, ksm.after) if ksm.state is State.BRIDGED and ksm.before and ksm.after else None,
+                (cad.before, cad.after) if cad.state is State.BRIDGED and cad.before and cad.after else None)
+            piece = w if len(segments) == 1 else Window(seg.start, seg.end, self.step)
+            # Chunks with any gap read raw series: the recorded rules have nothing for the gap either.
+            result.merge(self.cost_segment(piece, q, recorded=len(segments) == 1 and seg.covered))
+        return result
+
+    def cost_segment(self, w: Window, q: Queries, recorded: bool = True) -> CostResult:
+        meta = self.prometheus_metadata(w, q) if self._meta_from_prometheus else self.metadata(w)
         self.last_metadata = meta
         for problem in annotation_budgets(meta)[1]:
             self._warn(problem, "bad_budget")
         owners = resolve(meta, self.attribution_keys)
-        usage = self.fetch(w, owners, meta)
+        usage = self.fetch(w, owners, meta, q, recorded)
         rates = price_nodes(usage.nodes, self.cfg.pricing, self.shipped)
         defaulted = sorted(n for n, r in rates.items() if r.source.startswith("default"))
         if defaulted:
@@ -104,7 +149,7 @@ class Pipeline:
             rates = {n: replace(r, cpu=r.cpu * f, ram=r.ram * f, gpu=r.gpu * f, source=r.source + "+bill")
                      if (f := self.node_factors.get(n)) is not None else r for n, r in rates.items()}
         result = cost_chunk(usage, rates)
-        assets = self.fetch_assets(w)
+        assets = self.fetch_assets(w, q)
         if self.asset_factors:
             assets = [replace(a, cost=a.cost * self.asset_factors.get(a.asset, 1.0)) for a in assets]
         add_assets(result, assets, owners.of)
@@ -134,23 +179,23 @@ class Pipeline:
                 weights[source] = {lb.get(policy.namespaceLabel, ""): v for lb, v in rows if v > 0}
         return ShareInputs(frozenset(shared), fixed, weights, tuple(self.cfg.attribution.labels))
 
-    def prometheus_metadata(self, w: Window) -> Metadata:
+    def prometheus_metadata(self, w: Window, q: Queries | None = None) -> Metadata:
         """Pod and namespace labels from kube-state-metrics (needs its --metric-labels-allowlist)."""
-        at, span = float(w.end), w.seconds
+        at, span, queries = float(w.end), w.seconds, q or self.queries
         back = {ksm_label(k): k for k in [*self.attribution_keys, *self.cfg.sharing.shareLabels]}
 
         def k8s(labels: dict[str, str]) -> dict[str, str]:
             return {back[k]: v for k, v in labels.items() if k in back and v}
 
-        namespaces = {lb["namespace"]: k8s(lb) for lb, _ in self.client.query(self.queries.namespace_labels(span), at)
+        namespaces = {lb["namespace"]: k8s(lb) for lb, _ in self.client.query(queries.namespace_labels(span), at)
                       if "namespace" in lb}
         pods = {(lb["namespace"], lb["pod"]): k8s(lb)
-                for lb, _ in self.client.query(self.queries.pod_labels(sorted(back), span), at)}
-        counts = {lb["namespace"]: int(v) for lb, v in self.client.query(self.queries.pod_counts(span), at)}
+                for lb, _ in self.client.query(queries.pod_labels(sorted(back), span), at)}
+        counts = {lb["namespace"]: int(v) for lb, v in self.client.query(queries.pod_counts(span), at)}
         wanted = {"annotation_" + ksm_label(BUDGET_PREFIX + s)[6:]: BUDGET_PREFIX + s
                   for s in ("daily", "weekly", "monthly", "notify")}
         notes = {}
-        for lb, _ in self.client.query(self.queries.namespace_annotations(span), at):
+        for lb, _ in self.client.query(queries.namespace_annotations(span), at):
             found = {wanted[k]: v for k, v in lb.items() if k in wanted and v}
             if found and "namespace" in lb:
                 notes[lb["namespace"]] = found
@@ -171,13 +216,13 @@ class Pipeline:
         return resolve_workloads(pods, owners("kube_replicaset_owner", "replicaset"),
                                  owners("kube_job_owner", "job_name"))
 
-    def node_facts(self, w: Window, meta: Metadata | None = None
+    def node_facts(self, w: Window, meta: Metadata | None = None, queries: Queries | None = None
                    ) -> tuple[dict[tuple[str, str], float], dict[str, NodeFacts]]:
         """Capacity integrals per (node, resource) and what is known about each node, for one window.
 
         Node labels come from kube_node_labels, overlaid by the Kubernetes API's when it is the source.
         """
-        q, at, span, step = self.queries, float(w.end), w.seconds, self.step
+        q, at, span, step = queries or self.queries, float(w.end), w.seconds, self.step
         avg = self.client.query(q.capacity_stats("avg_over_time", span), at)
         count = self.client.query(q.capacity_stats("count_over_time", span), at)
         if not avg:
@@ -213,9 +258,9 @@ class Pipeline:
         }
         return capacity, nodes
 
-    def fetch_assets(self, w: Window) -> list[AssetCost]:
+    def fetch_assets(self, w: Window, queries: Queries | None = None) -> list[AssetCost]:
         """Persistent volumes, LoadBalancer Services and network egress for one window, priced."""
-        q, at, span, step, p = self.queries, float(w.end), w.seconds, self.step, self.cfg.pricing
+        q, at, span, step, p = queries or self.queries, float(w.end), w.seconds, self.step, self.cfg.pricing
 
         def by(expr: str, *keys: str) -> dict[tuple[str, ...], float]:
             return {tuple(lb.get(k, "") for k in keys): v for lb, v in self.client.query(expr, at)}
@@ -239,8 +284,9 @@ class Pipeline:
         return [*price_volumes(volumes, p.storage, month), *price_load_balancers(services, p.loadBalancer.hourly),
                 *price_network(classified, transmitted, p.network, w.seconds, month)]
 
-    def fetch(self, w: Window, owners: Owners, meta: Metadata | None = None) -> ChunkUsage:
-        q, at, span = self.queries, float(w.end), w.seconds
+    def fetch(self, w: Window, owners: Owners, meta: Metadata | None = None, queries: Queries | None = None,
+              recorded: bool = True) -> ChunkUsage:
+        q, at, span = queries or self.queries, float(w.end), w.seconds
         step = self.step
         split = sorted(owners.split)
 
@@ -265,10 +311,10 @@ class Pipeline:
                     rows[k] = rows.get(k, 0.0) + v
             return rows
 
-        capacity, nodes = self.node_facts(w, meta)
+        capacity, nodes = self.node_facts(w, meta, q)
         # A split namespace needs per-pod rows, which only raw series have; mixing their phase with the
         # recorded rows of the same nodes could over-fill a node at a step. Such chunks read raw.
-        rec = self.recorded_covers(w, split=bool(split))
+        rec = self.recorded_covers(w, split=bool(split) or not recorded)
         self.check_inputs(w, requests=not rec)
         allocated: dict[UsageKey, float] = {}
         for res in ("cpu", "memory", "gpu"):

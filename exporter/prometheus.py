@@ -114,6 +114,10 @@ class PrometheusClient:
 
         Only finite values are returned: a NaN or Inf is reported to `on_non_finite` and left out, so it
         can never be multiplied into a cost or reach a counter."""
+        return self._finite_rows(expr, at, self._parse(expr, self._instant(expr, at), vector))
+
+    def _instant(self, expr: str, at: float) -> dict[str, Any]:
+        """POST an instant query; the `data` of a successful answer, else a one-line PrometheusError."""
         started = time.monotonic()
         self.stats.add(queries=1)
         try:
@@ -125,13 +129,25 @@ class PrometheusClient:
         timings = stats.get("timings") if isinstance(stats, dict) else None
         if isinstance(timings, dict) and isinstance(timings.get("execTotalTime"), (int, float)):
             self.stats.add(server=float(timings["execTotalTime"]))
-        return self._finite_rows(expr, at, self._parse(expr, data, vector))
+        return data
+
+    def series_exist(self, match: str) -> bool:
+        """Whether the TSDB holds any series matching `match`, at any time (an index lookup, no samples)."""
+        try:
+            resp = self._session.get(f"{self._base}/api/v1/series", params={"match[]": match}, timeout=self.timeout)
+            body = resp.json()
+        except (requests.RequestException, ValueError) as e:
+            raise PrometheusError(f"Prometheus at {self.url} is unreachable: {_root_cause(e)}") from e
+        if not isinstance(body, dict) or body.get("status") != "success":
+            error = body.get("error") if isinstance(body, dict) else "not a JSON object"
+            raise PrometheusError(f"Prometheus series lookup failed: {one_line(error)} for {_short(match)}")
+        return bool(body.get("data"))
 
     def query_range_raw(self, expr: str, at: float) -> list[tuple[Labels, list[tuple[float, float]]]]:
         """Evaluate a range-vector selector at `at` and return raw samples (used to read counters back).
 
         Non-finite samples are left out and reported, as in `query`."""
-        data = self._call("GET", {"query": expr, "time": f"{at:.3f}"}, expr, self.timeout)
+        data = self._instant(expr, at)
         out = []
         for labels, samples in self._parse(expr, data, matrix):
             kept = []
@@ -191,7 +207,9 @@ class PrometheusClient:
         except ValueError as e:  # JSONDecodeError, UnicodeDecodeError: an HTML error page, a cut or garbled body
             kind = resp.headers.get("Content-Type") or "no content type"
             detail = (str(e).splitlines() or [type(e).__name__])[0]
-            if isinstance(e, json.JSONDecodeError) and e.doc.strip() and e.pos >= len(e.doc.rstrip()):
+            # Cut mid-way: the parser ran off the end, or a string opened and never closed.
+            if isinstance(e, json.JSONDecodeError) and e.doc.strip() and (
+                    e.pos >= len(e.doc.rstrip()) or e.msg.startswith("Unterminated string")):
                 detail = "the JSON stops mid-way, truncated"
             raise Failed(f"Prometheus at {url} answered HTTP {code} with a non-JSON body "
                           f"({kind}, {len(resp.content)} bytes: {detail})", "bad_response", retry or code == 200,
@@ -284,6 +302,40 @@ class Queries:
         self.policy_label = f"weighted:{self.w:g}" if self.policy == "weighted" else self.policy
         self.r = join_matchers(matcher("policy", self.policy_label), matcher("usage_rate_window", self.rate_window),
                                prom.clusterSelector)
+        self.max_gap_bridge = parse_duration(alloc.maxGapBridge)
+        # A bridged gap (exporter/coverage.py): kube-state-metrics read at the last step before it, pods
+        # kept only if they still exist at the first step after; cAdvisor's CPU counter read across it.
+        self.ksm_at: int | None = None
+        self.ksm_after: int | None = None
+        self.cadvisor_bridge: tuple[int, int] | None = None
+
+    def bridged(self, ksm: tuple[int, int] | None, cadvisor: tuple[int, int] | None) -> Queries:
+        """A copy reading kube-state-metrics as of `ksm[0]` (pods alive at `ksm[1]`) and/or cAdvisor across
+        the gap `cadvisor` = (before, after)."""
+        q = copy.copy(self)
+        q.ksm_at, q.ksm_after = ksm if ksm else (None, None)
+        q.cadvisor_bridge = cadvisor
+        return q
+
+    @property
+    def _at(self) -> str:
+        """The `@` modifier every kube-state-metrics selector takes inside a bridged gap."""
+        return f" @ {self.ksm_at}" if self.ksm_at is not None else ""
+
+    def coverage_probe(self, span: int) -> str:
+        """Per step over `span`, a sample tagged source="ksm" / "cadvisor" where that source has data
+        (a raw selector already reaches back the 5-minute lookback, so absent means absent)."""
+        ksm = f'label_replace(count(kube_node_status_capacity{_sel(self.k)}), "source", "ksm", "", "")'
+        parts = [ksm]
+        if self.policy != "request":
+            sel = _sel('container!=""', 'container!="POD"', 'namespace!=""', 'pod!=""', self.c)
+            rate = f"rate(container_cpu_usage_seconds_total{sel}[{self.rate_window}])"
+            parts.append(f'label_replace(count({rate}), "source", "cadvisor", "", "")')
+        return f"({' or '.join(parts)})[{span}s:{format_duration(self.step)}]"
+
+    def ksm_series(self) -> str:
+        """The series whose existence anywhere in the TSDB tells "not scraped" from "not then"."""
+        return f"kube_node_status_capacity{_sel(self.k)}"
 
     def scoped(self, namespaces: list[str]) -> Queries:
         """A copy whose container-level selectors only match these namespaces (for per-pod detail)."""
@@ -308,17 +360,28 @@ class Queries:
     def placement(self) -> str:
         """1 per running pod with its node; Succeeded/Failed pods still export requests but cost nothing."""
         info_sel, phase_sel = _sel('node!=""', self.k), _sel('phase="Running"', self.k)
-        info = f"max by (namespace, pod, node) (kube_pod_info{info_sel})"
-        running = f"max by (namespace, pod) (kube_pod_status_phase{phase_sel}) == 1"
-        return f"(topk by (namespace, pod) (1, {info}) and on (namespace, pod) ({running}))"
+        info = f"max by (namespace, pod, node) (kube_pod_info{info_sel}{self._at})"
+        running = f"max by (namespace, pod) (kube_pod_status_phase{phase_sel}{self._at}) == 1"
+        placed = f"(topk by (namespace, pod) (1, {info}) and on (namespace, pod) ({running}))"
+        if self.ksm_after is not None:  # a pod deleted during the gap is not charged for it
+            alive = f"max by (namespace, pod) (kube_pod_info{_sel(self.k)} @ {self.ksm_after})"
+            placed = f"({placed} and on (namespace, pod) {alive})"
+        return placed
 
     def request(self, resource: str) -> str:
         sel = _sel(matcher("resource", KSM_RESOURCE[resource]), self.k)
-        return f"max by (namespace, pod, container) (kube_pod_container_resource_requests{sel})"
+        return f"max by (namespace, pod, container) (kube_pod_container_resource_requests{sel}{self._at})"
 
     def usage(self, resource: str) -> str:
         # Drop pod-level (container=""), pause (container="POD") and namespace-less system cgroups.
         sel = _sel('container!=""', 'container!="POD"', 'namespace!=""', 'pod!=""', self.c)
+        if self.cadvisor_bridge is not None:  # exact: the counter's increase across the gap
+            before, after = self.cadvisor_bridge
+            if resource == "cpu":
+                span = after - before + parse_duration(self.rate_window)
+                return (f"max by (namespace, pod, container) "
+                        f"(rate(container_cpu_usage_seconds_total{sel}[{span}s] @ {after}))")
+            return f"max by (namespace, pod, container) (container_memory_working_set_bytes{sel} @ {before})"
         if resource == "cpu":
             return (
                 f"max by (namespace, pod, container) "
@@ -349,7 +412,7 @@ class Queries:
 
     def capacity(self, resource: str) -> str:
         sel = _sel(matcher("resource", KSM_RESOURCE[resource]), self.k)
-        return f"max by (node) ({_finite(f'kube_node_status_capacity{sel}')})"
+        return f"max by (node) ({_finite(f'kube_node_status_capacity{sel}{self._at}')})"
 
     # ---- chunk queries (evaluated at the chunk's end) ----
     def allocated_integral(self, resource: str, chunk_seconds: int, pods_in: list[str] | None = None,
@@ -371,7 +434,7 @@ class Queries:
     def requested_integral(self, chunk_seconds: int, pods_in: list[str] | None = None) -> str:
         q = self.scoped(pods_in) if pods_in else self
         sel = _sel(one_of("resource", ("cpu", "memory")), q.k)
-        req = f"max by (namespace, pod, container, resource) (kube_pod_container_resource_requests{sel})"
+        req = f"max by (namespace, pod, container, resource) (kube_pod_container_resource_requests{sel}{q._at})"
         by = "namespace, node, pod, resource" if pods_in else "namespace, node, resource"
         inner = q._by_ns_node(req, by)
         return f"sum_over_time({_finite(inner)}{self._sub(chunk_seconds)})"
@@ -418,23 +481,23 @@ class Queries:
 
     # ---- assets beyond nodes: volumes, load balancers, network ----
     def pv_capacity_integral(self, span: int) -> str:
-        cap = f"max by (persistentvolume) ({_finite(f'kube_persistentvolume_capacity_bytes{_sel(self.k)}')})"
+        cap = f"max by (persistentvolume) ({_finite(f'kube_persistentvolume_capacity_bytes{_sel(self.k)}{self._at}')})"
         return f"sum_over_time(({cap}){self._sub(span)})"
 
     def pv_info(self, span: int) -> str:
         return (f"max by (persistentvolume, storageclass) "
-                f"(last_over_time(kube_persistentvolume_info{_sel(self.k)}{self._range(span)}))")
+                f"(last_over_time(kube_persistentvolume_info{_sel(self.k)}{self._range(span)}{self._at}))")
 
     def pv_claims(self, span: int) -> str:
         return (f"max by (persistentvolume, claim_namespace) "
-                f"(last_over_time(kube_persistentvolume_claim_ref{_sel(self.k)}{self._range(span)}))")
+                f"(last_over_time(kube_persistentvolume_claim_ref{_sel(self.k)}{self._range(span)}{self._at}))")
 
     def pv_prices(self, span: int) -> str:
         return f"max by (persistentvolume) (avg_over_time(pv_hourly_cost{_sel(self.o)}{self._range(span)}))"
 
     def lb_presence(self, span: int) -> str:
         sel = _sel('type="LoadBalancer"', self.k)
-        return f"sum_over_time((max by (namespace, service) (kube_service_spec_type{sel})){self._sub(span)})"
+        return f"sum_over_time((max by (namespace, service) (kube_service_spec_type{sel}{self._at})){self._sub(span)})"
 
     def lb_prices(self, span: int) -> str:
         return (f"max by (namespace, service_name) "
@@ -460,32 +523,35 @@ class Queries:
         parts = []
         for k in keys:
             sel = _sel(k + '!=""', self.k)
-            parts.append(f"max by ({cols}) (last_over_time(kube_pod_labels{sel}{self._range(chunk_seconds)}))")
+            labels = f"kube_pod_labels{sel}{self._range(chunk_seconds)}{self._at}"
+            parts.append(f"max by ({cols}) (last_over_time({labels}))")
         return " or ".join(parts) if parts else "vector(0) < 0"
 
     def all_pods(self, chunk_seconds: int) -> str:
-        return f"count by (namespace, pod) (last_over_time(kube_pod_labels{_sel(self.k)}{self._range(chunk_seconds)}))"
+        return (f"count by (namespace, pod) "
+                f"(last_over_time(kube_pod_labels{_sel(self.k)}{self._range(chunk_seconds)}{self._at}))")
 
     def owners(self, metric: str, name_label: str, chunk_seconds: int) -> str:
         """Controller owner references (kube_pod_owner, kube_replicaset_owner, kube_job_owner)."""
         sel = _sel('owner_is_controller=~"true|<none>"', self.k)
         return (f"max by (namespace, {name_label}, owner_kind, owner_name) "
-                f"(last_over_time({metric}{sel}{self._range(chunk_seconds)}))")
+                f"(last_over_time({metric}{sel}{self._range(chunk_seconds)}{self._at}))")
 
     def pod_counts(self, chunk_seconds: int) -> str:
-        return f"count by (namespace) (last_over_time(kube_pod_labels{_sel(self.k)}{self._range(chunk_seconds)}))"
+        return (f"count by (namespace) "
+                f"(last_over_time(kube_pod_labels{_sel(self.k)}{self._range(chunk_seconds)}{self._at}))")
 
     def namespace_annotations(self, chunk_seconds: int) -> str:
         """Needs kube-state-metrics --metric-annotations-allowlist=namespaces=[chargeback.io/budget-...]."""
-        return f"last_over_time(kube_namespace_annotations{_sel(self.k)}{self._range(chunk_seconds)})"
+        return f"last_over_time(kube_namespace_annotations{_sel(self.k)}{self._range(chunk_seconds)}{self._at})"
 
     def namespace_labels(self, chunk_seconds: int) -> str:
-        return f"last_over_time(kube_namespace_labels{_sel(self.k)}{self._range(chunk_seconds)})"
+        return f"last_over_time(kube_namespace_labels{_sel(self.k)}{self._range(chunk_seconds)}{self._at})"
 
     def capacity_stats(self, fn: str, chunk_seconds: int) -> str:
         """`avg_over_time` or `count_over_time` of node capacity per (node, resource) over the chunk's steps."""
         sel = _sel(one_of("resource", KSM_RESOURCE.values()), self.k)
-        cap = f"max by (node, resource) ({_finite(f'kube_node_status_capacity{sel}')})"
+        cap = f"max by (node, resource) ({_finite(f'kube_node_status_capacity{sel}{self._at}')})"
         return f"{fn}(({cap}){self._sub(chunk_seconds)})"
 
     def non_finite_inputs(self, chunk_seconds: int, requests: bool = True) -> str:
@@ -501,12 +567,16 @@ class Queries:
         return " or ".join(parts)
 
     def node_labels(self, chunk_seconds: int) -> str:
-        return f"last_over_time(kube_node_labels{_sel(self.k)}{self._range(chunk_seconds)})"
+        return f"last_over_time(kube_node_labels{_sel(self.k)}{self._range(chunk_seconds)}{self._at})"
 
     def opencost_prices(self, chunk_seconds: int) -> str:
-        """All OpenCost node price series in one round trip, tagged with a `price` label."""
+        """All OpenCost node price series in one round trip, tagged with a `price` label. A price with no
+        sample in the chunk (OpenCost restarting) is its last one within maxGapBridge."""
         parts = []
+        bridge = f"[{format_duration(self.max_gap_bridge + max(chunk_seconds, LOOKBACK_SECONDS))}]"
         for kind, metric in PRICE_METRICS.items():
-            agg = f"max by (node) (avg_over_time({metric}{_sel(self.o)}{self._range(chunk_seconds)}))"
+            m = f"{metric}{_sel(self.o)}"
+            agg = (f"max by (node) (avg_over_time({m}{self._range(chunk_seconds)}) "
+                   f"or last_over_time({m}{bridge}))")
             parts.append(f'label_replace({agg}, "price", {quote(kind)}, "", "")')
         return " or ".join(parts)

@@ -25,6 +25,7 @@ from prometheus_client.exposition import choose_encoder
 from .accrual import Ledger, batch_from
 from .collector import ChargebackCollector, Health
 from .config import Config, override
+from .coverage import open_gap, waiting_reason
 from .errors import ChargebackError, ConfigError, DataError
 from .formatters import allocation_response, parse_aggregate
 from .httpserver import BoundedHTTPServer
@@ -140,10 +141,23 @@ class Exporter:
         for i, piece in enumerate(pieces, 1):
             if self.stop.is_set():
                 break
-            result = self.pipeline.compute_chunk(piece)
+            segments = self.pipeline.coverage_plan(piece, now)
+            waiting = open_gap(segments, now, self.pipeline.queries.max_gap_bridge)
+            if waiting is not None:  # a source is missing and may yet come back: accrue up to it, retry later
+                segments = [s for s in segments if s.end <= waiting.start]
+                if not segments:
+                    log.info("waiting for data: %s", waiting_reason(waiting))
+                    return i - 1
+                piece = Window(piece.start, segments[-1].end, self.step)
+            result = self.pipeline.compute_chunk(piece, segments)
             self.ledger.offer(batch_from(result, len(self.cfg.attribution.labels)))
             self.progress_at = self.clock()
             self.health.rates, self.health.nodes = result.rates, result.nodes
+            self.health.add_coverage(result.coverage)
+            for line in result.coverage.warnings():
+                log.warning(line)
+            if waiting is not None:
+                return i
             if len(pieces) > 1:
                 log.info("catching up: %d/%d chunks, accrued to %s", i, len(pieces), iso(piece.end))
         return len(pieces)

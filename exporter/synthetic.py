@@ -45,6 +45,7 @@ class Pod:
     containers: tuple[Container, ...]
     start: int | None = None  # first running timestamp; None = before the data begins
     end: int | None = None  # last running timestamp; after it the pod is Succeeded
+    deleted: int | None = None  # last timestamp the pod exists at all; after it, no series
     labels: dict[str, str] = field(default_factory=dict)
     # The controller that owns the pod, as (kind, name): Deployment, StatefulSet, DaemonSet, Job or
     # CronJob. A Deployment owns it through a ReplicaSet, a CronJob through a Job, as in a cluster.
@@ -76,11 +77,38 @@ class Series:
 
 
 @dataclass(frozen=True)
+class Gap:
+    """A source's outage: no sample of its series strictly between `start` and `end`.
+
+    source: "ksm" (kube_* series), "cadvisor" (container_*) or "opencost" (prices)."""
+
+    source: str
+    start: int
+    end: int
+
+
+@dataclass(frozen=True)
 class Cluster:
     nodes: tuple[Node, ...]
     pods: tuple[Pod, ...]
     namespaces: dict[str, dict[str, str]] = field(default_factory=dict)  # namespace -> Kubernetes labels
     extra: tuple[Series, ...] = ()
+    gaps: tuple[Gap, ...] = ()
+
+
+def source_of(metric: str) -> str:
+    """Which exporter a synthetic series comes from, for `Gap`."""
+    if metric.startswith("kube_"):
+        return "ksm"
+    if metric.startswith("container_"):
+        return "cadvisor"
+    if metric.startswith(("node_", "kubecost_", "pv_hourly")):
+        return "opencost"
+    return "other"
+
+
+def _gapped(fn: Sampler, gaps: list[Gap]) -> Sampler:
+    return lambda t: None if any(g.start < t < g.end for g in gaps) else fn(t)
 
 
 def _escape(v: str) -> str:
@@ -117,7 +145,14 @@ def series(cluster: Cluster, lean: bool = False) -> Iterator[tuple[str, str, Sam
 
     `lean` (the benchmark) leaves out series no query selects: pod-level, pause and system
     cgroups, phases other than Running. It keeps the query work the same and the backfill small.
+    A source's `gaps` blank its series.
     """
+    for name, lb, fn in _series(cluster, lean):
+        gaps = [g for g in cluster.gaps if g.source == source_of(name)]
+        yield name, lb, _gapped(fn, gaps) if gaps else fn
+
+
+def _series(cluster: Cluster, lean: bool) -> Iterator[tuple[str, str, Sampler]]:
     ksm = {"job": "kube-state-metrics", "instance": "ksm:8080"}
 
     for n in cluster.nodes:
@@ -183,10 +218,10 @@ def _owner_series(pods: tuple[Pod, ...], ksm: dict[str, str]) -> Iterator[tuple[
 
 
 def _pod_series(p: Pod, ksm: dict[str, str], lean: bool) -> Iterator[tuple[str, str, Sampler]]:
-    start, end = p.start, p.end
+    start, end, deleted = p.start, p.end, p.deleted
 
     def exists(t: int) -> bool:
-        return start is None or t >= start
+        return (start is None or t >= start) and (deleted is None or t <= deleted)
 
     def running(t: int) -> bool:
         return exists(t) and (end is None or t <= end)
@@ -259,8 +294,12 @@ def exposition(cluster: Cluster, t: int) -> str:
 
 # ---------------------------------------------------------------- scenarios
 
-def demo_cluster(seed: int = 7) -> Cluster:
-    """Six teams, shared platform namespaces, on-demand, spot, GPU and total-priced nodes."""
+def demo_cluster(seed: int = 7, ksm_gap_at: int | None = None) -> Cluster:
+    """Six teams, shared platform namespaces, on-demand, spot, GPU and total-priced nodes.
+
+    payments also owns payments-batch; web-shared is split between web and growth by pod labels, so
+    `--aggregate team` differs from namespace. `ksm_gap_at` silences kube-state-metrics for 10 minutes
+    from then (an OOM-kill), which the allocation bridges."""
     rnd = random.Random(seed)
     it, cap = "node.kubernetes.io/instance-type", "karpenter.sh/capacity-type"
     zone = "topology.kubernetes.io/zone"
@@ -307,11 +346,21 @@ def demo_cluster(seed: int = 7) -> Cluster:
                "growth": "CC-400"}
     namespaces = {team: {"team": team, "cost-center": centers[team], "environment": "prod"} for team in teams}
     namespaces.update({ns: {"platform": "true"} for ns in platform})
+    # Added after the seeded draws above, on fixed nodes, so the first pods stay as they were.
+    c_batch = Container("settlement", 1.0, 2 * GIB, 0, 0.6, 1.5 * GIB)
+    pods.append(Pod("payments-batch", "settlement-0", "ip-10-0-1-4", (c_batch,), owner=("CronJob", "settlement")))
+    for app, team, node in (("landing", "web", "ip-10-0-1-3"), ("newsletter", "growth", "ip-10-0-2-2")):
+        c = Container(app, 0.5, 1 * GIB, 0, 0.3, 0.75 * GIB)
+        pods.append(Pod("web-shared", f"{app}-0", node, (c,), labels={"team": team, "app": app},
+                        owner=("Deployment", app)))
+    namespaces["payments-batch"] = {"team": "payments", "cost-center": "CC-100", "environment": "prod"}
+    namespaces["web-shared"] = {"cost-center": "CC-400", "environment": "prod"}
     requests = tuple(
         Series("nginx_ingress_controller_requests", {"job": "ingress-nginx", "exported_namespace": ns}, rate)
         for ns, rate in (("payments", 40.0), ("search", 120.0), ("web", 200.0), ("growth", 30.0))
     )
-    return Cluster(tuple(nodes), tuple(pods), namespaces, requests + _demo_assets(rnd))
+    gaps = (Gap("ksm", ksm_gap_at, ksm_gap_at + 600),) if ksm_gap_at is not None else ()
+    return Cluster(tuple(nodes), tuple(pods), namespaces, requests + _demo_assets(rnd), gaps=gaps)
 
 
 def _demo_assets(rnd: random.Random) -> tuple[Series, ...]:

@@ -91,6 +91,34 @@ def test_demo_team_view_keeps_the_total(demo_prom: Any, tmp_path: Path) -> None:
     assert {"payments", "search", "data-eng", "ml", "web", "growth"} <= set(teams)
 
 
+def test_demo_team_owns_two_namespaces_and_splits_a_hyphenated_one(demo_prom: Any, tmp_path: Path) -> None:
+    """payments owns payments and payments-batch; web-shared is split between web and growth by pod label."""
+    prom, t0 = demo_prom
+    cfg = demo_config(tmp_path, prom.url)
+    ns, teams = allocate(cfg, t0), allocate(cfg, t0, "--aggregate", "team")
+    # settlement-0: 1 core, 2 GiB requested (usage 0.6 core, 1.5 GiB) on ip-10-0-1-4 at OpenCost's
+    # on-demand rates: 1 x 0.031611 + 2 x 0.004237.
+    assert (ns["payments-batch"]["cpuCost"], ns["payments-batch"]["ramCost"]) == (
+        pytest.approx(0.031611, rel=REL), pytest.approx(2 * 0.004237, rel=REL))
+    assert teams["payments"]["totalCost"] == pytest.approx(
+        ns["payments"]["totalCost"] + ns["payments-batch"]["totalCost"], rel=REL)
+    # web-shared: landing-0 (team web) 0.5 core, 1 GiB on on-demand ip-10-0-1-3; newsletter-0 (team growth)
+    # 0.5 core, 1 GiB on spot ip-10-0-2-2 (default spot rates 0.006655 and 0.000892).
+    assert ns["web-shared"]["cpuCost"] == pytest.approx(0.5 * 0.031611 + 0.5 * 0.006655, rel=REL)
+    assert teams["web"]["cpuCost"] == pytest.approx(ns["web"]["cpuCost"] + 0.5 * 0.031611, rel=REL)
+    assert teams["growth"]["ramCost"] == pytest.approx(ns["growth"]["ramCost"] + 1 * 0.000892, rel=REL)
+    assert "web-shared" not in teams
+
+
+def test_demo_ksm_gap_is_reported_bridged(demo_prom: Any, tmp_path: Path) -> None:
+    """kube-state-metrics is silent from t0 + 20 min to t0 + 30 min: the lookback sees its last sample up
+    to t0 + 25 min, so t0 + 26 .. t0 + 29 min are bridged (the hour's totals above are unchanged)."""
+    prom, t0 = demo_prom
+    cov = run_allocate(demo_config(tmp_path, prom.url), window_arg(t0))["coverage"]
+    assert cov["bridged"] == [{"start": iso(t0 + 1500), "end": iso(t0 + 1740), "source": "ksm"}]
+    assert cov["uncovered"] == [] and cov["coveredSeconds"] == 3600
+
+
 def demo_bill(path: Path, t0: int) -> Path:
     """A FOCUS export for the demo hour: Savings Plan, actual spot, a credit, a refund, a gone node."""
     cluster = json.dumps({"aws:eks:cluster-name": "demo"})

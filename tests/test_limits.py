@@ -24,6 +24,7 @@ import pytest
 import requests
 
 from exporter.config import parse_config
+from exporter.coverage import Segment
 from exporter.localprom import PrometheusServer, backfill
 from exporter.pipeline import Pipeline
 from exporter.prometheus import PrometheusClient
@@ -254,10 +255,10 @@ def test_liveness_tracks_progress_not_cycle_length(day_prom: tuple[PrometheusSer
     alive_during: list[bool] = []
     compute = exporter.pipeline.compute_chunk
 
-    def slow_chunk(w: Window) -> object:
+    def slow_chunk(w: Window, segments: list[Segment] | None = None) -> object:
         now[0] += 400
         alive_during.append(exporter.healthy())
-        return compute(w)
+        return compute(w, segments)
 
     exporter.pipeline.compute_chunk = slow_chunk  # type: ignore[method-assign,assignment]
     try:
