@@ -22,7 +22,7 @@ from urllib.parse import parse_qs, urlparse
 from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import choose_encoder
 
-from .accrual import Ledger, batch_from
+from .accrual import CounterKey, Ledger, batch_from
 from .collector import ChargebackCollector, Health
 from .config import Config, override
 from .errors import ChargebackError, ConfigError
@@ -51,7 +51,7 @@ class Exporter:
         self.client = PrometheusClient(cfg.prometheus)
         self.metadata = metadata_source(cfg.attribution, watch=True)
         self.pipeline = Pipeline(cfg, self.client, self.metadata)
-        self.ledger = Ledger()
+        self.ledger = Ledger(expose_for=cfg.serve.expose_seconds())
         self.health = Health()
         self.step = self.pipeline.step
         self.interval = parse_duration(cfg.serve.interval)
@@ -65,8 +65,11 @@ class Exporter:
         le = cfg.serve.leaderElection
         if le.enabled:
             identity = os.environ.get("POD_NAME") or socket.gethostname()
+            # Each acquisition starts a term with an empty ledger; a loss ends it (term None: accept nothing).
             self.elector = LeaseElector(load_api_client(le.kubeconfig), le.namespace, le.name, identity,
-                                        parse_duration(le.leaseDuration), on_lost=self.ledger.reset)
+                                        parse_duration(le.leaseDuration), on_lost=self.ledger.reset,
+                                        on_acquired=self.ledger.reset)
+            self.ledger.term = None
             self.health.leader = False
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(ChargebackCollector(self.ledger, self.health, self.client.stats, self.pipeline))
@@ -89,7 +92,7 @@ class Exporter:
         rows = self.client.query(expr, time.time())
         return int(rows[0][1]) if rows else None
 
-    def restore_periods(self, watermark: int) -> None:
+    def read_periods(self, watermark: int) -> tuple[dict[str, int], dict[CounterKey, float]]:
         """Read back the period-to-date sums of the periods the watermark falls in (same scrape as it)."""
         s = self.cfg.serve
         starts, sums = {}, {}
@@ -106,23 +109,33 @@ class Exporter:
             starts[period] = start
             for labels, value in rows:
                 sums[tuple(labels.get(n, "") for n in names)] = value
-        self.ledger.restore_periods(starts, sums)
-        log.info("restored period-to-date cost for %s (%d series)", ", ".join(starts) or "no period", len(sums))
+        return starts, sums
+
+    def begin(self, now: float, term: int) -> bool:
+        """Start a term (or a run): the frontier comes only from the watermark read back from Prometheus."""
+        found = self.read_watermark()
+        initial = found if found is not None else (self.start or int(now - self.lag))
+        initial = initial // self.step * self.step
+        starts, sums = self.read_periods(initial) if found is not None else ({}, {})
+        if not self.ledger.begin(initial, term, starts, sums):
+            return False
+        log.info("accrual starts at %s (%s)", iso(initial),
+                 "watermark read back from Prometheus" if found is not None else "no watermark in Prometheus")
+        if found is not None:
+            log.info("restored period-to-date cost for %s (%d series)", ", ".join(starts) or "no period", len(sums))
+        return True
 
     def cycle(self, now: float) -> int:
         """One accrual cycle: catch up from the frontier to now - lag; returns the chunks costed."""
-        if self.ledger.frontier is None:
-            found = self.read_watermark()
-            initial = found if found is not None else (self.start or int(now - self.lag))
-            initial = initial // self.step * self.step
-            log.info("accrual starts at %s (%s)", iso(initial),
-                     "watermark read back from Prometheus" if found is not None else "no watermark in Prometheus")
-            with self.ledger.lock:
-                self.ledger.watermark = initial
-            if found is not None:
-                self.restore_periods(initial)
+        term = self.ledger.term
+        if term is None:
+            return 0  # not leading
+        self.ledger.tick()
+        if self.ledger.frontier is None and not self.begin(now, term):
+            return 0
         frontier = self.ledger.frontier
-        assert frontier is not None
+        if frontier is None:
+            return 0  # the term ended since
         target = int(now - self.lag) // self.step * self.step
         if self.until is not None:
             target = min(target, self.until)
@@ -131,10 +144,16 @@ class Exporter:
         # Pieces never cross UTC midnight, so each falls in one day, week and month for budgets.
         pieces = Window(frontier, target, self.step).chunks(self.pipeline.chunk, boundary=86400)
         for i, piece in enumerate(pieces, 1):
-            if self.stop.is_set():
-                break
+            if self.stop.is_set() or self.ledger.full:
+                break  # full: held batches wait for their exposure time; the next cycle goes on
             result = self.pipeline.compute_chunk(piece)
-            self.ledger.offer(batch_from(result, len(self.cfg.attribution.labels)))
+            batch = batch_from(result, len(self.cfg.attribution.labels), term)
+            if self.elector is not None and not self.elector.holds(term):
+                log.info("dropped the piece %s..%s: leadership term %d ended while it was computed",
+                         iso(piece.start), iso(piece.end), term)
+                break
+            if not self.ledger.offer(batch):
+                break
             self.health.rates, self.health.nodes = result.rates, result.nodes
             if len(pieces) > 1:
                 log.info("catching up: %d/%d chunks, accrued to %s", i, len(pieces), iso(piece.end))
@@ -197,6 +216,7 @@ class Exporter:
             self.elector.start()
         while not self.stop.is_set():
             self.run_once()
+            next_cycle = time.time() + self.interval
             due = time.time() - self.last_reconcile >= parse_duration(self.cfg.reconciliation.interval)
             busy = self.reconciler is not None and self.reconciler.is_alive()
             if self.cfg.reconciliation.bills and due and not busy and self.health.leader is not False:
@@ -204,7 +224,10 @@ class Exporter:
                 self.last_reconcile = time.time()
                 self.reconciler = threading.Thread(target=self.reconcile_once, name="reconcile", daemon=True)
                 self.reconciler.start()
-            self.stop.wait(self.interval)
+            # Held batches apply on the clock, not on scrapes: wake when the next hold ends.
+            while not self.stop.is_set() and (left := next_cycle - time.time()) > 0:
+                hold = self.ledger.tick()
+                self.stop.wait(min(left, max(hold, 0.05)) if hold is not None else left)
 
     def healthy(self) -> bool:
         """Alive means the loop is cycling, not that Prometheus is up (that would crash-loop the pod)."""

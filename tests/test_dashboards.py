@@ -100,7 +100,8 @@ def populated(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Promet
     cfg = tmp / "serve.yaml"
     cfg.write_text(yaml.safe_dump({"prometheus": {"url": prom.url}, "attribution": {"source": "prometheus"},
                                    "sharing": BASE_SHARING, "allocation": {"chunk": "30m"},
-                                   "serve": {"interval": "1s", "listen": f"127.0.0.1:{port}"}}))
+                                   "serve": {"interval": "1s", "listen": f"127.0.0.1:{port}",
+                                             "exposeNewSeriesFor": "3s"}}))
     start, until = window_arg(t0).split(",")
     serve = subprocess.Popen([sys.executable, "-m", "exporter", "serve", "--config", str(cfg), "--start", start,
                               "--until", until], stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)

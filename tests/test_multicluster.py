@@ -70,7 +70,8 @@ def test_two_clusters_through_a_central_store(tmp_path: Path) -> None:
             path = tmp_path / f"{name}.yaml"
             path.write_text(yaml.safe_dump({**cfg, "prometheus": {"url": prom.url},
                                             "attribution": {"source": "prometheus"}, "allocation": {"chunk": "30m"},
-                                            "serve": {"interval": "1s", "listen": f"127.0.0.1:{port}"}}))
+                                            "serve": {"interval": "1s", "listen": f"127.0.0.1:{port}",
+                                                      "exposeNewSeriesFor": "3s"}}))
             procs.append(subprocess.Popen([sys.executable, "-m", "exporter", "serve", "--config", str(path),
                                            "--start", start, "--until", until],
                                           stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT))
@@ -135,9 +136,9 @@ def test_cluster_name_labels_every_series(share_prom: Any) -> None:
     prom, t0 = share_prom
     start, until = window_arg(t0).split(",")
     exporter = Exporter(parse_config({"prometheus": {"url": prom.url}, "attribution": {"source": "prometheus"},
-                                      "serve": {"start": start, "clusterName": "prod-eu-1"}}), until=until)
+                                      "serve": {"start": start, "clusterName": "prod-eu-1",
+                                                "exposeNewSeriesFor": "0s"}}), until=until)
     exporter.run_once()
-    exporter.ledger.scraped()
     samples = [s for m in exporter.registry.collect() for s in m.samples]
     assert samples and all(s.labels.get("cluster") == "prod-eu-1" for s in samples)
     total = exporter.registry.get_sample_value("chargeback_cluster_cost_total",
