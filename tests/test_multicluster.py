@@ -24,7 +24,7 @@ from exporter.localprom import PrometheusServer, backfill, free_port
 from .scenarios import CORE_CONFIG, WINDOW_SECONDS, core_cluster, share_cluster
 from .test_allocate_core import D_CPU, D_RAM, REL, window_arg
 from .test_allocate_core import NODES_TOTAL as CORE_TOTAL
-from .test_serve import wait_for
+from .test_serve import wait_for, wait_scraping
 from .test_sharing import NODES as SHARE_TOTAL
 
 CLUSTERS = {"a": (share_cluster, {}, SHARE_TOTAL), "b": (core_cluster, CORE_CONFIG, CORE_TOTAL)}
@@ -66,6 +66,7 @@ def test_two_clusters_through_a_central_store(tmp_path: Path) -> None:
             prom = PrometheusServer(tmp_path / name, {"chargeback": f"127.0.0.1:{port}"}, "1s",
                                     external_labels={"cluster": name},
                                     remote_write=[f"{central.url}/api/v1/write"]).start()
+            wait_scraping(prom.url)
             servers.append(prom)
             path = tmp_path / f"{name}.yaml"
             path.write_text(yaml.safe_dump({**cfg, "prometheus": {"url": prom.url},

@@ -40,6 +40,18 @@ def wait_for(pred: Any, timeout: float = 60, what: str = "condition") -> Any:
     raise AssertionError(f"timed out waiting for {what}")
 
 
+def wait_scraping(url: str, job: str = "chargeback") -> None:
+    """Wait until Prometheus runs its scrape loop for `job` (it starts a few seconds after Prometheus does).
+
+    The exporter shows a new series at 0 for serve.exposeNewSeriesFor on its own clock; a Prometheus
+    that only starts scraping after that misses the 0, as it would for a pod discovered too late.
+    """
+    def scraping() -> bool:
+        body = requests.get(f"{url}/api/v1/query", params={"query": f'up{{job="{job}"}}'}, timeout=10).json()
+        return bool(body["data"]["result"])
+    wait_for(scraping, what=f"Prometheus {url} to scrape job {job}")
+
+
 class Stack:
     """A Prometheus holding the core scenario and scraping an exporter port every second."""
 
@@ -49,6 +61,7 @@ class Stack:
         self.root = root
         backfill(core_cluster(t0), root / "data", t0 - 1800, t0 + WINDOW_SECONDS + 600, 60)
         self.prom = PrometheusServer(root / "data", {"chargeback": f"127.0.0.1:{self.port}"}, "1s").start()
+        wait_scraping(self.prom.url)
         cfg = dict(CORE_CONFIG, prometheus={"url": self.prom.url},
                    allocation={"chunk": "10m"},
                    serve={"interval": "1s", "lag": "3m", "listen": f"127.0.0.1:{self.port}",
