@@ -33,7 +33,7 @@ from .kube import load_api_client, metadata_source
 from .leader import LeaseElector
 from .limits import Admission, Busy, Cancelled, DeadlineExceeded, check_window
 from .pipeline import Pipeline
-from .prometheus import PrometheusClient
+from .promclient import PrometheusClient
 from .promql import OwnSeries, join_matchers
 from .redact import redact_url
 from .warnlog import WarningLog
