@@ -283,8 +283,7 @@ def assets_response(cfg: Config, client: PrometheusClient, make: Callable[[Confi
     def arg(name: str) -> str | None:
         return query.get(name, [None])[0]
 
-    probe = make(cfg)
-    window = parse_window(arg("window") or "24h", now, probe.step)
+    window = parse_window(arg("window") or "24h", now, parse_duration(cfg.allocation.resolution))
     check_window(window, cfg.api.maxWindow)
     parts = parse_asset_aggregate(arg("aggregate"))
     accumulate = parse_flag(query, "accumulate")

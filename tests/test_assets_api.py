@@ -141,6 +141,8 @@ def test_assets_step_and_accumulate(asset_prom: Any) -> None:
     assert len(sets) == 2  # 1 h in 30 m steps, as OpenCost sets
     for s in sets:
         assert s["Node"]["totalCost"] == pytest.approx(NODES / 2, rel=REL)
+    # The sets of a window add up to the window's cluster cost.
+    assert sum(sum(totals(s).values()) for s in sets) == pytest.approx(TOTAL, rel=REL)
     assert [s["Node"]["start"] for s in sets] == [window_arg(t0, 0).split(",")[0],
                                                  window_arg(t0 + 1800, 0).split(",")[0]]
     [one] = ex.assets(q(window=w, step="30m", accumulate="true"))["data"]
