@@ -72,7 +72,7 @@ def parse_flag(query: dict[str, list[str]], name: str, default: bool = False) ->
 
 
 def step_windows(window: Window, query: dict[str, list[str]]) -> list[Window]:
-    """The sets OpenCost returns: the window cut by `step` (whole window without one), oldest first."""
+    """The sets OpenCost returns: the window cut by `step` (the whole window without one), oldest first."""
     text = query.get("step", [None])[0]
     if not text:
         return [window]
@@ -82,7 +82,9 @@ def step_windows(window: Window, query: dict[str, list[str]]) -> list[Window]:
         raise ConfigError(f"step={text!r}: {e}") from e
     if step <= 0 or step % window.step:
         raise ConfigError(f"step={text!r}: must be a positive multiple of the resolution ({window.step}s)")
-    return [Window(t, min(t + step, window.end), window.step) for t in range(window.start, window.end, step)]
+    # As OpenCost: steps are taken backward from the window's end, so only the oldest set may be short.
+    ends = range(window.end, window.start, -step)
+    return [Window(max(e - step, window.start), e, window.step) for e in reversed(ends)]
 
 
 class RecordingPipeline(Pipeline):

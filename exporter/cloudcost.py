@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from typing import Any
 
 from .billing import Bill, BillLine
@@ -23,13 +24,35 @@ from .limits import check_window
 from .prometheus import PrometheusClient
 from .promql import join_matchers
 from .reconcile import LB_TAGS, Inventory, inventory, lb_by_name, overlap
-from .window import Window, iso, parse_window
+from .window import Window, iso, parse_window, period_bounds
 
 CLOUD_FIELDS = ("invoiceEntityID", "accountID", "provider", "providerID", "category", "service")
 BASES = ("listCost", "netCost", "amortizedNetCost", "invoicedCost", "amortizedCost")
 _CATEGORY = {"compute": "Compute", "storage": "Storage", "load_balancer": "Network", "network": "Network",
              "other": "Other"}
 UNALLOCATED = "__unallocated__"
+# OpenCost's accumulate for /cloudCost (default day), plus true/false as /allocation takes them.
+ACCUMULATE = {"all": "all", "true": "all", "hour": "hour", "day": "daily", "false": "daily", "week": "weekly",
+              "month": "monthly", "quarter": "quarter"}
+
+
+def calendar_windows(window: Window, period: str) -> list[Window]:
+    """The window cut at UTC hour, day, week (Monday), month or quarter boundaries, oldest first."""
+    if period == "all":
+        return [window]
+    out, t = [], window.start
+    while t < window.end:
+        if period == "hour":
+            end = (t // 3600 + 1) * 3600
+        elif period == "quarter":
+            d = datetime.fromtimestamp(t, tz=timezone.utc)
+            first = (d.month - 1) // 3 * 3 + 1  # the quarter's first month; it ends 3 months on
+            end = int(datetime(d.year + (first + 2) // 12, (first + 2) % 12 + 1, 1, tzinfo=timezone.utc).timestamp())
+        else:
+            end = period_bounds(period, t)[1]
+        out.append(Window(t, min(end, window.end), window.step))
+        t = min(end, window.end)
+    return out
 
 
 @dataclass(frozen=True)
@@ -137,7 +160,7 @@ def cloud_cost_set(bill: Bill, inv: Inventory, w: Window, parts: list[str], clau
         for b in BASES:
             total = item[b]["cost"]
             item[b]["kubernetesPercent"] = k8s[key][b] / total if total else 0.0
-    return {"window": {"start": iso(w.start), "end": iso(w.end)}, "aggregationProperties": parts,
+    return {"window": {"start": iso(w.start), "end": iso(w.end)}, "aggregationProperties": parts or list(CLOUD_FIELDS),
             "cloudCosts": items}
 
 
@@ -175,7 +198,7 @@ def accumulate_sets(sets: list[dict[str, Any]], w: Window) -> dict[str, Any]:
 def cloud_cost_response(cfg: Config, client: PrometheusClient, query: dict[str, list[str]], now: float,
                         resolution: int) -> dict[str, Any]:
     """/cloudCost: window, step, aggregate, accumulate and filter over the configured bills."""
-    from .assets_api import load_bill, parse_flag, step_windows
+    from .assets_api import load_bill, step_windows
 
     def arg(name: str) -> str | None:
         return query.get(name, [None])[0]
@@ -184,11 +207,14 @@ def cloud_cost_response(cfg: Config, client: PrometheusClient, query: dict[str, 
     check_window(window, cfg.api.maxWindow)
     parts = parse_cloud_aggregate(arg("aggregate"))
     clauses = parse_filter(arg("filter") or "") if (arg("filter") or "").strip() else []
-    accumulate = parse_flag(query, "accumulate")
-    windows = step_windows(window, query)
+    accumulate = (arg("accumulate") or "day").lower()
+    if accumulate not in ACCUMULATE:
+        raise ConfigError(f"accumulate={arg('accumulate')!r}: use one of {', '.join(ACCUMULATE)}")
+    # `step` (as /allocation's) cuts the sets when given; otherwise accumulate's calendar periods do.
+    windows = step_windows(window, query) if arg("step") else calendar_windows(window, ACCUMULATE[accumulate])
     bill = load_bill(cfg)
     inv = inventory(client, window, join_matchers(cfg.prometheus.ksmSelector, cfg.prometheus.clusterSelector))
     sets = [cloud_cost_set(bill, inv, w, parts, clauses) for w in windows]
-    if accumulate:
+    if ACCUMULATE[accumulate] == "all" and len(sets) > 1:
         sets = [accumulate_sets(sets, window)]
     return {"code": 200, "data": {"sets": sets, "window": {"start": iso(window.start), "end": iso(window.end)}}}

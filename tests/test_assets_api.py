@@ -10,6 +10,7 @@ import gzip
 import json
 import threading
 from collections.abc import Iterator
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -151,6 +152,12 @@ def test_assets_step_and_accumulate(asset_prom: Any) -> None:
     assert node["cpuCoreHours"] == pytest.approx(32, rel=REL)
     assert sum(totals(one).values()) == pytest.approx(TOTAL, rel=REL)
     assert len(ex.assets(q(window=w, step="10m"))["data"]) == 6
+    # Steps run backward from the window's end, as OpenCost's: a 50 m step leaves the oldest set 10 m long.
+    short, full = ex.assets(q(window=w, step="50m", aggregate="type"))["data"]
+    assert (short["Node"]["start"], short["Node"]["end"]) == (window_arg(t0, 0).split(",")[0],
+                                                              window_arg(t0 + 600, 0).split(",")[0])
+    assert short["Node"]["totalCost"] == pytest.approx(NODES / 6, rel=REL)
+    assert full["Node"]["totalCost"] == pytest.approx(NODES * 5 / 6, rel=REL)
 
 
 def test_assets_reconciled_against_the_bill(asset_prom: Any, tmp_path: Path) -> None:
@@ -272,6 +279,29 @@ def test_cloud_cost_filter_step_and_accumulate(asset_prom: Any, tmp_path: Path) 
     assert len(cloud(ex, t0, step="10m")["sets"]) == 6
 
 
+def test_cloud_cost_accumulate_by_calendar_period(asset_prom: Any, tmp_path: Path) -> None:
+    """OpenCost's accumulate for /cloudCost: all, hour, day (the default), week, month, quarter."""
+    t0 = asset_prom[1]
+    ex = exporter_for(asset_prom, reconciliation={"bills": [str(with_accounts(hour_bill(tmp_path, t0)))]})
+
+    def sets(start: int, end: int, **params: str) -> list[dict[str, float]]:
+        w = f"{window_arg(start, 0).split(',')[0]},{window_arg(end, 0).split(',')[0]}"
+        got = ex.cloud_costs(q(window=w, aggregate="service", **params))["data"]["sets"]
+        return [{k: v["netCost"]["cost"] for k, v in s["cloudCosts"].items()} for s in got]
+
+    # Three hours around the billed one, by hour: the bill's hour is the middle set.
+    by_hour = sets(t0 - 3600, t0 + 7200, accumulate="hour")
+    assert len(by_hour) == 3 and by_hour[0] == {} and by_hour[2] == {}
+    assert by_hour[1]["Amazon EC2"] == pytest.approx(EC2, rel=REL)
+    # From the hour before t0's UTC midnight to t0 + 1 h: two days by default, the bill in the second.
+    midnight = t0 // 86400 * 86400
+    by_day = sets(midnight - 3600, t0 + 3600)
+    assert len(by_day) == 2 and by_day[0] == {} and by_day[1]["Amazon EC2"] == pytest.approx(EC2, rel=REL)
+    assert len(sets(midnight - 3600, t0 + 3600, accumulate="all")) == 1
+    first_of_month = datetime.fromtimestamp(midnight, tz=timezone.utc).day == 1
+    assert len(sets(midnight - 3600, t0 + 3600, accumulate="month")) == (2 if first_of_month else 1)
+
+
 def test_cloud_cost_from_cur_and_gcp_exports(asset_prom: Any, tmp_path: Path) -> None:
     t0 = asset_prom[1]
     start, end = window_arg(t0).split(",")
@@ -328,6 +358,7 @@ def test_both_endpoints_over_http_with_clear_errors(asset_prom: Any, http: str) 
         ("/assets", {"window": w, "aggregate": "namespace"}, "'namespace' is not one of type, cluster"),
         ("/assets", {"window": w, "accumulate": "maybe"}, "accumulate='maybe': use true or false"),
         ("/assets", {"window": w, "step": "7s"}, "must be a positive multiple of the resolution"),
+        ("/cloudCost", {"window": w, "accumulate": "fortnight"}, "accumulate='fortnight': use one of all, true"),
         ("/cloudCost", {"window": w, "aggregate": "region"}, "'region' is not one of invoiceEntityID"),
         ("/cloudCost", {"window": w, "filter": 'service~:"EC2"'}, "at position 7: operator '~:' is not supported"),
         ("/cloudCost", {"window": w, "filter": 'region:"x"'}, "at position 0: expected one of invoiceEntityID"),
