@@ -82,9 +82,8 @@ def step_windows(window: Window, query: dict[str, list[str]]) -> list[Window]:
         raise ConfigError(f"step={text!r}: {e}") from e
     if step <= 0 or step % window.step:
         raise ConfigError(f"step={text!r}: must be a positive multiple of the resolution ({window.step}s)")
-    # As OpenCost: steps are taken backward from the window's end, so only the oldest set may be short.
-    ends = range(window.end, window.start, -step)
-    return [Window(max(e - step, window.start), e, window.step) for e in reversed(ends)]
+    # As /allocation's sets: from the window's start, the last one cut at the window's end.
+    return [Window(t, min(t + step, window.end), window.step) for t in range(window.start, window.end, step)]
 
 
 class RecordingPipeline(Pipeline):

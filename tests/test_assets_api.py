@@ -152,10 +152,10 @@ def test_assets_step_and_accumulate(asset_prom: Any) -> None:
     assert node["cpuCoreHours"] == pytest.approx(32, rel=REL)
     assert sum(totals(one).values()) == pytest.approx(TOTAL, rel=REL)
     assert len(ex.assets(q(window=w, step="10m"))["data"]) == 6
-    # Steps run backward from the window's end, as OpenCost's: a 50 m step leaves the oldest set 10 m long.
-    short, full = ex.assets(q(window=w, step="50m", aggregate="type"))["data"]
-    assert (short["Node"]["start"], short["Node"]["end"]) == (window_arg(t0, 0).split(",")[0],
-                                                              window_arg(t0 + 600, 0).split(",")[0])
+    # As /allocation's sets: from the window's start, a 50 m step leaves the last set 10 m long.
+    full, short = ex.assets(q(window=w, step="50m", aggregate="type"))["data"]
+    assert (short["Node"]["start"], short["Node"]["end"]) == (window_arg(t0 + 3000, 0).split(",")[0],
+                                                              window_arg(t0 + 3600, 0).split(",")[0])
     assert short["Node"]["totalCost"] == pytest.approx(NODES / 6, rel=REL)
     assert full["Node"]["totalCost"] == pytest.approx(NODES * 5 / 6, rel=REL)
 
