@@ -22,7 +22,6 @@ from .config import Config
 from .errors import ConfigError
 from .limits import check_window
 from .pipeline import Pipeline
-from .pricing import GIB
 from .prometheus import PrometheusClient
 from .promql import inventory_queries, join_matchers
 from .window import Window, iso, parse_duration, parse_window
@@ -185,7 +184,6 @@ def provider_of(provider_id: str) -> str:
 
 def asset_item(row: AssetRow) -> dict[str, Any]:
     """One asset in OpenCost's field names."""
-    hours = row.seconds / 3600
     item: dict[str, Any] = {
         "type": row.type,
         "properties": {"category": _CATEGORY[row.type], "provider": provider_of(row.provider_id),
@@ -206,11 +204,9 @@ def asset_item(row: AssetRow) -> dict[str, Any]:
     elif row.type == "Disk":
         item.update({"bytes": row.byte_seconds / row.seconds if row.seconds else 0.0,
                      "byteHours": row.byte_seconds / 3600, "local": 0.0, "volumeName": row.name,
-                     "claimNamespace": row.extra.get("claimNamespace", ""),
-                     "gib": row.byte_seconds / row.seconds / GIB if row.seconds else 0.0})
+                     "claimNamespace": row.extra.get("claimNamespace", "")})
     else:
         item["cost"] = row.cost
-    item["hours"] = hours
     return item
 
 
@@ -232,9 +228,9 @@ def aggregate_rows(rows: list[AssetRow], parts: list[str]) -> dict[str, dict[str
             out[key] = item
             continue
         for k, v in item.items():
-            if isinstance(v, float) and k in have and k not in ("minutes", "hours") and isinstance(have[k], float):
+            if isinstance(v, float) and k in have and k != "minutes" and isinstance(have[k], float):
                 have[k] += v
-            elif k in ("minutes", "hours"):
+            elif k == "minutes":
                 have[k] = max(have[k], v)
             elif k == "properties":
                 have[k] = {pk: pv for pk, pv in have[k].items() if v.get(pk) == pv}

@@ -37,7 +37,7 @@ ACCUMULATE = {"all": "all", "true": "all", "hour": "hour", "day": "daily", "fals
 
 
 def calendar_windows(window: Window, period: str) -> list[Window]:
-    """The window cut at UTC hour, day, week (Monday), month or quarter boundaries, oldest first."""
+    """The window cut at UTC hour, day, week (Sunday), month or quarter boundaries, oldest first."""
     if period == "all":
         return [window]
     out, t = [], window.start
@@ -48,6 +48,9 @@ def calendar_windows(window: Window, period: str) -> list[Window]:
             d = datetime.fromtimestamp(t, tz=timezone.utc)
             first = (d.month - 1) // 3 * 3 + 1  # the quarter's first month; it ends 3 months on
             end = int(datetime(d.year + (first + 2) // 12, (first + 2) % 12 + 1, 1, tzinfo=timezone.utc).timestamp())
+        elif period == "weekly":  # OpenCost's weeks start on Sunday
+            day = t // 86400 * 86400
+            end = day + (7 - (datetime.fromtimestamp(day, tz=timezone.utc).weekday() + 1) % 7) * 86400
         else:
             end = period_bounds(period, t)[1]
         out.append(Window(t, min(end, window.end), window.step))

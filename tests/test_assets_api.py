@@ -376,3 +376,25 @@ def test_cloud_cost_without_bills_is_a_clear_400(asset_prom: Any) -> None:
 
     with pytest.raises(ConfigError, match=r"reconciliation\.bills matches no file"):
         ex.cloud_costs(q(window="1h"))
+
+
+def test_cloud_cost_calendar_periods_by_hand() -> None:
+    from exporter.cloudcost import calendar_windows
+    from exporter.window import Window, iso
+
+    def utc(*a: int) -> int:
+        return int(datetime(*a, tzinfo=timezone.utc).timestamp())  # type: ignore[misc]
+
+    def cut(start: int, end: int, period: str) -> list[tuple[str, str]]:
+        return [(iso(w.start), iso(w.end)) for w in calendar_windows(Window(start, end, 60), period)]
+
+    # 2026-11-29 is a Sunday: OpenCost's weeks start there.
+    assert cut(utc(2026, 11, 25, 5), utc(2026, 12, 7), "weekly") == [
+        ("2026-11-25T05:00:00Z", "2026-11-29T00:00:00Z"), ("2026-11-29T00:00:00Z", "2026-12-06T00:00:00Z"),
+        ("2026-12-06T00:00:00Z", "2026-12-07T00:00:00Z")]
+    assert cut(utc(2026, 8, 15), utc(2027, 1, 2), "quarter") == [
+        ("2026-08-15T00:00:00Z", "2026-10-01T00:00:00Z"), ("2026-10-01T00:00:00Z", "2027-01-01T00:00:00Z"),
+        ("2027-01-01T00:00:00Z", "2027-01-02T00:00:00Z")]
+    assert cut(utc(2026, 11, 30, 22, 30), utc(2026, 12, 1, 1), "hour") == [
+        ("2026-11-30T22:30:00Z", "2026-11-30T23:00:00Z"), ("2026-11-30T23:00:00Z", "2026-12-01T00:00:00Z"),
+        ("2026-12-01T00:00:00Z", "2026-12-01T01:00:00Z")]
