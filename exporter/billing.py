@@ -39,6 +39,11 @@ class BillLine:
     invoiced: float | None = None  # cash basis (FOCUS BilledCost), what the invoice for the period says
     quantity: float | None = None  # FOCUS PricingQuantity in `unit` (Hours for an instance)
     unit: str = ""
+    # Who bills it (/cloudCost's provider, invoiceEntityID and accountID): FOCUS ProviderName,
+    # BillingAccountId and SubAccountId; CUR's payer and usage accounts; GCP's billing account and project.
+    provider: str = ""
+    invoice_entity: str = ""
+    account: str = ""
 
 
 @dataclass
@@ -187,7 +192,9 @@ def _focus(r: _Row) -> tuple[str, BillLine] | str:
                         r.number("EffectiveCost"), r.text("BillingCurrency"), res, service,
                         _category(service, svc_cat, res, ""), r.tags("Tags") if "Tags" in r.row else {},
                         r.text("ResourceId"), r.optional("ListCost"), r.optional("BilledCost"),
-                        r.optional("PricingQuantity"), r.text("PricingUnit"))
+                        r.optional("PricingQuantity"), r.text("PricingUnit"),
+                        provider=r.text("ProviderName") or r.text("Provider"),
+                        invoice_entity=r.text("BillingAccountId"), account=r.text("SubAccountId"))
 
 
 SPLIT_ROW = "EKS split-cost row (compared per namespace; its parent instance line carries the cost)"
@@ -216,7 +223,8 @@ def _cur(r: _Row) -> tuple[str, BillLine] | str:
                         r.time("line_item_usage_end_date"), cost, r.text("line_item_currency_code"), res,
                         r.text("line_item_product_code"), _category(r.text("line_item_product_code"), "", res, usage),
                         tags, r.text("line_item_resource_id"), r.optional("pricing_public_on_demand_cost"), invoiced,
-                        r.optional("line_item_usage_amount"), r.text("pricing_unit"))
+                        r.optional("line_item_usage_amount"), r.text("pricing_unit"), provider="AWS",
+                        invoice_entity=r.text("bill_payer_account_id"), account=r.text("line_item_usage_account_id"))
 
 
 def _gcp(r: _Row) -> tuple[str, BillLine] | str:
@@ -235,7 +243,8 @@ def _gcp(r: _Row) -> tuple[str, BillLine] | str:
                         cost, r.text("currency"), res, service,
                         _category(service, "", res, sku), r.tags("labels") if "labels" in r.row else {},
                         r.text("resource.global_name"), r.optional("cost_at_list"), cost,
-                        r.optional("usage.amount_in_pricing_units"), r.text("usage.pricing_unit"))
+                        r.optional("usage.amount_in_pricing_units"), r.text("usage.pricing_unit"), provider="GCP",
+                        invoice_entity=r.text("billing_account_id"), account=r.text("project.id"))
 
 
 def _category(service: str, service_category: str, res: str, usage: str) -> str:

@@ -281,6 +281,20 @@ class Exporter:
         result = Pipeline(cfg, self.client, self.metadata, self.warnings).compute(window, cancel=cancel)
         return allocation_response(result, parts, tuple(cfg.attribution.labels))
 
+    def assets(self, query: dict[str, list[str]], cancel: threading.Event | None = None) -> dict[str, Any]:
+        """OpenCost's /assets (exporter/assets_api.py)."""
+        from .assets_api import RecordingPipeline, assets_response
+
+        return assets_response(self.cfg, self.client,
+                               lambda cfg: RecordingPipeline(cfg, self.client, self.metadata, self.warnings),
+                               query, time.time(), cancel)
+
+    def cloud_costs(self, query: dict[str, list[str]], cancel: threading.Event | None = None) -> dict[str, Any]:
+        """OpenCost's /cloudCost from the configured bills (exporter/cloudcost.py)."""
+        from .cloudcost import cloud_cost_response
+
+        return cloud_cost_response(self.cfg, self.client, query, time.time(), self.step)
+
 
 def make_handler(exporter: Exporter, auth: Auth | None = None) -> type[BaseHTTPRequestHandler]:
     """The endpoints. /metrics, /healthz and /readyz are cheap and never refused for load;
@@ -358,6 +372,22 @@ def make_handler(exporter: Exporter, auth: Auth | None = None) -> type[BaseHTTPR
                     self._error(502, str(e))
                 except Exception as e:  # a bug must not drop the connection without an answer
                     log.exception("/allocation/compute failed unexpectedly")
+                    self._error(500, f"unexpected {type(e).__name__}")
+            elif url.path in ("/assets", "/model/assets", "/cloudCost", "/model/cloudCost"):
+                query = parse_qs(url.query)
+                compute = exporter.assets if url.path.endswith("/assets") else exporter.cloud_costs
+                try:
+                    self._json(200, admission.run(lambda cancel: compute(query, cancel)))
+                except Busy as e:
+                    self._error(429, str(e), [("Retry-After", "5")])
+                except (DeadlineExceeded, Cancelled) as e:
+                    self._error(503, str(e))
+                except ConfigError as e:
+                    self._error(400, str(e))
+                except ChargebackError as e:
+                    self._error(502, str(e))
+                except Exception as e:  # a bug must not drop the connection without an answer
+                    log.exception("%s failed unexpectedly", url.path)
                     self._error(500, f"unexpected {type(e).__name__}")
             else:
                 self._error(404, f"no such path {url.path}")
