@@ -9,7 +9,7 @@ import pytest
 
 from exporter.allocfilter import FilterError, Props, parse_filter
 from exporter.errors import ConfigError
-from exporter.opencost_api import api_window, parse_aggregate_keys, parse_query, plan_sets
+from exporter.opencost_api import api_window, parse_aggregate_keys, parse_query
 from exporter.window import Window, parse_window
 
 
