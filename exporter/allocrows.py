@@ -125,6 +125,7 @@ class Group:
     props: Props
     row: Row
     namespace_labels: dict[str, str]
+    by_node: dict[str, dict[str, float]] = field(default_factory=dict)  # node -> cpu/memory/gpu cost on it
 
 
 def aggregate(rows: list[AllocRow], keys: list[AggKey], flt: Node | None, include_idle: bool) -> dict[str, Group]:
@@ -147,6 +148,10 @@ def aggregate(rows: list[AllocRow], keys: list[AggKey], flt: Node | None, includ
         for res, c in r.row.cost.items():
             g.row.cost[res] += c
         g.row.shared += r.row.shared
+        if r.props.node:
+            on = g.by_node.setdefault(r.props.node, dict.fromkeys(("cpu", "memory", "gpu"), 0.0))
+            for res in on:
+                on[res] += r.row.cost[res]
     return {k: g for k, g in out.items() if g.row.total or k == IDLE}
 
 
@@ -163,6 +168,20 @@ def properties_json(g: Group) -> dict[str, Any]:
         out["namespaceLabels"] = dict(g.namespace_labels)
     if p.annotations:
         out["annotations"] = dict(p.annotations)
+    return out
+
+
+def proportional_costs(g: Group, node_cost: Mapping[tuple[str, str], float], cluster: str) -> dict[str, Any]:
+    """OpenCost's proportionalAssetResourceCosts: the share of each node's cpu, ram and gpu cost (and of
+    their sum) that this allocation's rows on that node carry, keyed "cluster,node"."""
+    out: dict[str, Any] = {}
+    for node, cost in sorted(g.by_node.items()):
+        total = {res: node_cost.get((node, res), 0.0) for res in cost}
+        pct = {res: cost[res] / total[res] if total[res] else 0.0 for res in cost}
+        whole = sum(total.values())
+        out[f"{cluster},{node}"] = {"cluster": cluster, "node": node, "cpuPercentage": pct["cpu"],
+                                    "gpuPercentage": pct["gpu"], "ramPercentage": pct["memory"],
+                                    "nodeResourceCostPercentage": sum(cost.values()) / whole if whole else 0.0}
     return out
 
 
@@ -185,7 +204,8 @@ def response(results: list[tuple[AllocationSet, CostResult]], query: AllocationQ
         groups = aggregate(rows, query.aggregate, query.filter, query.include_idle)
         bounds = (s.bounds.start, s.bounds.end)
         data.append({name: api_item(name, g.row, result.start, result.end, bounds, properties_json(g),
-                                    {} if query.proportional else None)
+                                    proportional_costs(g, result.node_cost, cluster) if query.proportional
+                                    else None)
                      for name, g in sorted(groups.items())})
         coverage.merge(result.coverage)
     return {"code": 200, "data": data, "coverage": coverage.to_json()}

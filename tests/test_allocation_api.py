@@ -118,6 +118,16 @@ def test_every_documented_field_is_present(exporter: Exporter, share_prom: Any) 
     assert item["window"] == {"start": window_arg(t0).split(",")[0], "end": window_arg(t0).split(",")[1]}
 
 
+def test_proportional_asset_resource_costs(exporter: Exporter, share_prom: Any) -> None:
+    item = call(exporter, share_prom[1], includeProportionalAssetResourceCosts="true")["data"][0]["payments"]
+    # n1 costs cpu 8 x 0.10 = 0.80 and ram 32 x 0.01 = 0.32; payments has cpu 0.20 and ram 0.04 of them.
+    assert item["proportionalAssetResourceCosts"] == {"cluster,n1": {
+        "cluster": "cluster", "node": "n1", "cpuPercentage": pytest.approx(0.25, rel=REL), "gpuPercentage": 0.0,
+        "ramPercentage": pytest.approx(0.125, rel=REL), "nodeResourceCostPercentage": pytest.approx(0.24 / 1.12,
+                                                                                                 rel=REL)}}
+    assert "proportionalAssetResourceCosts" not in call(exporter, share_prom[1])["data"][0]["payments"]
+
+
 def test_filters_apply_to_rows_before_aggregation(exporter: Exporter, share_prom: Any) -> None:
     t0 = share_prom[1]
     got = totals(call(exporter, t0, filter='namespace:"payments","search"'))
