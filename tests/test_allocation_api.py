@@ -197,6 +197,33 @@ def test_window_before_the_oldest_sample_returns_the_covered_part(exporter: Expo
     assert got["payments"] == pytest.approx(0.24 * hours, rel=REL)
 
 
+def _forms(t0: int) -> list[str]:
+    day = window_arg(t0).split("T")[0]
+    return ["60m", "1h", f"{t0},{t0 + 3600}", f"{t0}-{t0 + 3600}", window_arg(t0), "today", "24h", "7d",
+            f"{day},{day}"]
+
+
+@pytest.mark.parametrize("form", range(9))
+def test_every_window_form_through_the_api(exporter: Exporter, share_prom: Any, form: int) -> None:
+    """With now at the end of the hour under test: the first five forms are exactly that hour (60m and 1h
+    end at the next whole minute/hour, which is now); the rest reach before the oldest sample and return
+    the covered part, every namespace in proportion to the covered time."""
+    t0 = share_prom[1]
+    text = _forms(t0)[form]
+    if text == "today" and t0 % 86400 == 82800:
+        pytest.skip("the hour under test ends at midnight: today is empty")
+    body = exporter.allocation({"window": [text]}, now=t0 + 3600)
+    if form < 5:
+        check(totals(body), NAMESPACES)
+        assert body["coverage"]["uncovered"] == []
+        return
+    hours = body["coverage"]["coveredSeconds"] / 3600
+    assert body["coverage"]["uncovered"] and 1 <= hours < 2
+    got = totals(body)
+    assert sum(got.values()) == pytest.approx(NODES * hours, rel=REL)
+    assert got["payments"] == pytest.approx(0.24 * hours, rel=REL)
+
+
 @pytest.fixture(scope="module")
 def base_url(exporter: Exporter) -> Iterator[str]:
     httpd = ThreadingHTTPServer(("127.0.0.1", 0), make_handler(exporter))
