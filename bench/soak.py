@@ -2,7 +2,7 @@
 
 The parent backfills a small synthetic cluster at a coarse step (15-minute samples and resolution)
 into a real Prometheus, then runs the accrual in a child process: one `Exporter.cycle` per chunk,
-each followed by a scrape of the ledger, as `serve` does live. The child reads its own VmRSS from
+each followed by a tick of the ledger and a scrape, as `serve` does live. The child reads its own VmRSS from
 /proc/self/status after every chunk. The curve is printed per day, with whether it is flat (the
 last day's peak within 10% of the first day's). A benchmark, not a test: nothing here asserts.
 """
@@ -52,7 +52,7 @@ def child(config: Path, start: int, days: int) -> None:
     for t in range(start + chunk, start + days * 86400 + 1, chunk):
         exporter.until = t
         exporter.cycle(time.time())
-        exporter.ledger.scraped()  # a scrape: new series exposed at 0, held batches released
+        exporter.ledger.tick()  # held batches applied (new series are exposed for 0 s in the soak)
         list(exporter.registry.collect())  # what a scrape builds
         cost = sum(v for k, v in exporter.ledger.counters.items() if k[0] == "cluster")
         print(json.dumps({"t": t, "rss": rss_mb(), "watermark": exporter.ledger.watermark, "cost": cost,
@@ -75,7 +75,8 @@ def run(root: Path, containers: int, days: int, chunk: str) -> list[dict[str, fl
         cfg.write_text(yaml.safe_dump({
             "prometheus": {"url": prom.url, "timeout": "300s"},
             "allocation": {"resolution": "15m", "usageRateWindow": "45m", "chunk": chunk, "recordedRules": "off"},
-            "serve": {"lag": "1m", "start": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(start))},
+            "serve": {"lag": "1m", "start": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(start)),
+                      "exposeNewSeriesFor": "0s"},
         }))
         t = time.monotonic()
         proc = subprocess.run([sys.executable, "-m", "bench.soak", "--child", str(cfg), "--start", str(start),

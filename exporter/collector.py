@@ -72,7 +72,7 @@ class ChargebackCollector(Collector):
             yield family
 
     def _families(self) -> Iterator[Metric]:
-        snap = self.ledger.scraped()
+        snap = self.ledger.snapshot()
         counters, hourly, watermark = snap.counters, snap.hourly, snap.watermark
         h = self.health
 
@@ -91,7 +91,8 @@ class ChargebackCollector(Collector):
                                  labels=ns_labels)
         cluster = CounterMetricFamily(
             "chargeback_cluster_cost",
-            "Cluster cost accrued since start: nodes (capacity x price x time) plus fixed shared costs.",
+            "Cluster cost accrued since start: nodes, storage, load balancers, network and fixed costs; "
+            "the namespace counters sum to it.",
             labels=["resource"])
         pools = CounterMetricFamily(
             "chargeback_shared_cost",

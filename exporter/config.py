@@ -109,6 +109,9 @@ class Serve(_Model):
     listen: str = "0.0.0.0:9184"
     interval: str = Field("60s", description="how often an accrual cycle runs")
     lag: str = Field("3m", description="stay this far behind now so Prometheus holds the data")
+    exposeNewSeriesFor: str = Field("2m", description="a new series shows 0 this long before its first increment "
+                                                      "(and the watermark rests at midnight): 2x the longest "
+                                                      "scrape interval of any Prometheus scraping us")
     watermarkSelector: str = Field('job="chargeback"', description="finds our own watermark in Prometheus")
     watermarkLookback: str = "30d"
     start: str | None = Field(None, description="RFC3339 start when Prometheus holds no watermark")
@@ -120,6 +123,14 @@ class Serve(_Model):
     @classmethod
     def _duration(cls, v: str) -> str:
         return valid_duration(v)
+
+    @field_validator("exposeNewSeriesFor")
+    @classmethod
+    def _hold(cls, v: str) -> str:
+        return v if v.strip() == "0s" else valid_duration(v)  # 0s: no hold (in-process tests, nobody scraping)
+
+    def expose_seconds(self) -> int:
+        return 0 if self.exposeNewSeriesFor.strip() == "0s" else parse_duration(self.exposeNewSeriesFor)
 
 
 _LABEL_NAME = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")

@@ -122,7 +122,8 @@ def main(root: Path = Path(".demo")) -> None:
                             rule_files=[rules_file])
     prom.start()
     cfg_raw = dict(DEMO_CONFIG, prometheus={"url": prom.url},
-                   serve={"interval": "30s", "lag": "2m", "listen": f"127.0.0.1:{exporter_port}"})
+                   serve={"interval": "30s", "lag": "2m", "listen": f"127.0.0.1:{exporter_port}",
+                          "exposeNewSeriesFor": "30s"})  # 2x the 15 s scrape interval
     cfg_path = root / "config.yaml"
     cfg_path.write_text(yaml.safe_dump(cfg_raw, sort_keys=False))
     cfg = parse_config(cfg_raw)

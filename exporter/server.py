@@ -22,7 +22,7 @@ from urllib.parse import parse_qs, urlparse
 from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import choose_encoder
 
-from .accrual import Ledger, batch_from
+from .accrual import CounterKey, Ledger, batch_from
 from .allocrows import cluster_name
 from .allocrows import response as allocation_sets
 from .collector import ChargebackCollector, Health
@@ -65,7 +65,7 @@ class Exporter:
         # One warning log for every pipeline of the process: a kind is logged at most hourly, all counted.
         self.warnings = WarningLog(every=WARNING_LOG_INTERVAL)
         self.pipeline = Pipeline(cfg, self.client, self.metadata, self.warnings)
-        self.ledger = Ledger()
+        self.ledger = Ledger(expose_for=cfg.serve.expose_seconds())
         self.health = Health()
         self.step = self.pipeline.step
         self.interval = parse_duration(cfg.serve.interval)
@@ -81,8 +81,11 @@ class Exporter:
         le = cfg.serve.leaderElection
         if le.enabled:
             identity = os.environ.get("POD_NAME") or socket.gethostname()
+            # Each acquisition starts a term with an empty ledger; a loss ends it (term None: accept nothing).
             self.elector = LeaseElector(load_api_client(le.kubeconfig), le.namespace, le.name, identity,
-                                        parse_duration(le.leaseDuration), on_lost=self.ledger.reset)
+                                        parse_duration(le.leaseDuration), on_lost=self.ledger.reset,
+                                        on_acquired=self.ledger.reset)
+            self.ledger.term = None
             self.health.leader = False
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(ChargebackCollector(self.ledger, self.health, self.client.stats, self.pipeline))
@@ -105,7 +108,7 @@ class Exporter:
             raise DataError("the watermark read back from Prometheus is not a finite number; not accruing")
         return int(rows[0][1]) if rows[0][1] >= 0 else None
 
-    def restore_periods(self, watermark: int) -> None:
+    def read_periods(self, watermark: int) -> tuple[dict[str, int], dict[CounterKey, float]]:
         """Read back the period-to-date sums of the periods the watermark falls in (same scrape as it)."""
         s = self.cfg.serve
         starts, sums = {}, {}
@@ -118,23 +121,33 @@ class Exporter:
             starts[period] = start
             for labels, value in rows:
                 sums[tuple(labels.get(n, "") for n in names)] = value
-        self.ledger.restore_periods(starts, sums)
-        log.info("restored period-to-date cost for %s (%d series)", ", ".join(starts) or "no period", len(sums))
+        return starts, sums
+
+    def begin(self, now: float, term: int) -> bool:
+        """Start a term (or a run): the frontier comes only from the watermark read back from Prometheus."""
+        found = self.read_watermark()
+        initial = found if found is not None else (self.start or int(now - self.lag))
+        initial = initial // self.step * self.step
+        starts, sums = self.read_periods(initial) if found is not None else ({}, {})
+        if not self.ledger.begin(initial, term, starts, sums):
+            return False
+        log.info("accrual starts at %s (%s)", iso(initial),
+                 "watermark read back from Prometheus" if found is not None else "no watermark in Prometheus")
+        if found is not None:
+            log.info("restored period-to-date cost for %s (%d series)", ", ".join(starts) or "no period", len(sums))
+        return True
 
     def cycle(self, now: float) -> int:
         """One accrual cycle: catch up from the frontier to now - lag; returns the chunks costed."""
-        if self.ledger.frontier is None:
-            found = self.read_watermark()
-            initial = found if found is not None else (self.start or int(now - self.lag))
-            initial = initial // self.step * self.step
-            log.info("accrual starts at %s (%s)", iso(initial),
-                     "watermark read back from Prometheus" if found is not None else "no watermark in Prometheus")
-            with self.ledger.lock:
-                self.ledger.watermark = initial
-            if found is not None:
-                self.restore_periods(initial)
+        term = self.ledger.term
+        if term is None:
+            return 0  # not leading
+        self.ledger.tick()
+        if self.ledger.frontier is None and not self.begin(now, term):
+            return 0
         frontier = self.ledger.frontier
-        assert frontier is not None
+        if frontier is None:
+            return 0  # the term ended since
         target = int(now - self.lag) // self.step * self.step
         if self.until is not None:
             target = min(target, self.until)
@@ -143,8 +156,8 @@ class Exporter:
         # Pieces never cross UTC midnight, so each falls in one day, week and month for budgets.
         pieces = Window(frontier, target, self.step).chunks(self.pipeline.chunk, boundary=86400)
         for i, piece in enumerate(pieces, 1):
-            if self.stop.is_set():
-                break
+            if self.stop.is_set() or self.ledger.full:
+                break  # full: held batches wait for their exposure time; the next cycle goes on
             segments = self.pipeline.coverage_plan(piece, now)
             waiting = open_gap(segments, now, self.pipeline.queries.max_gap_bridge)
             if waiting is not None:  # a source is missing and may yet come back: accrue up to it, retry later
@@ -154,7 +167,13 @@ class Exporter:
                     return i - 1
                 piece = Window(piece.start, segments[-1].end, self.step)
             result = self.pipeline.compute_chunk(piece, segments)
-            self.ledger.offer(batch_from(result, len(self.cfg.attribution.labels)))
+            batch = batch_from(result, len(self.cfg.attribution.labels), term)
+            if self.elector is not None and not self.elector.holds(term):
+                log.info("dropped the piece %s..%s: leadership term %d ended while it was computed",
+                         iso(piece.start), iso(piece.end), term)
+                break
+            if not self.ledger.offer(batch):
+                break
             self.progress_at = self.clock()
             self.health.rates, self.health.nodes = result.rates, result.nodes
             self.health.add_coverage(result.coverage)
@@ -225,6 +244,7 @@ class Exporter:
             self.elector.start()
         while not self.stop.is_set():
             self.run_once()
+            next_cycle = time.time() + self.interval
             due = time.time() - self.last_reconcile >= parse_duration(self.cfg.reconciliation.interval)
             busy = self.reconciler is not None and self.reconciler.is_alive()
             if self.cfg.reconciliation.bills and due and not busy and self.health.leader is not False:
@@ -232,7 +252,10 @@ class Exporter:
                 self.last_reconcile = time.time()
                 self.reconciler = threading.Thread(target=self.reconcile_once, name="reconcile", daemon=True)
                 self.reconciler.start()
-            self.stop.wait(self.interval)
+            # Held batches apply on the clock, not on scrapes: wake when the next hold ends.
+            while not self.stop.is_set() and (left := next_cycle - time.time()) > 0:
+                hold = self.ledger.tick()
+                self.stop.wait(min(left, max(hold, 0.05)) if hold is not None else left)
 
     def healthy(self) -> bool:
         """Alive means the loop makes progress: it finishes cycles (good or failed), or a catch-up keeps

@@ -224,13 +224,12 @@ def iso(t: int) -> str:
 
 
 def serve_through(url: str, start: int, end: int, nows: list[int]) -> Exporter:
-    """Drive serve's accrual cycle at fixed times (each cycle followed by a scrape, which settles it)."""
-    raw = {"prometheus": {"url": url}, "serve": {"lag": "1m", "start": iso(start)}}
+    """Drive serve's accrual cycle at fixed times (new series exposed for 0 s, so each tick applies all)."""
+    raw = {"prometheus": {"url": url}, "serve": {"lag": "1m", "start": iso(start), "exposeNewSeriesFor": "0s"}}
     exporter = Exporter(parse_config(raw), until=iso(end))
     for now in nows:
         exporter.cycle(now)
-        exporter.ledger.scraped()
-        exporter.ledger.scraped()
+        exporter.ledger.tick()
     return exporter
 
 
@@ -252,8 +251,7 @@ def test_serve_waits_on_an_open_gap_then_bridges_it(prom: tuple[PrometheusServer
     assert exporter.ledger.watermark == d0 + A_G0 + 300  # the last step that still sees KSM
     for now in (inside + 10 * M, end + H):  # still open, then KSM is back and the gap bridged
         exporter.cycle(now)
-        exporter.ledger.scraped()
-        exporter.ledger.scraped()
+        exporter.ledger.tick()
     assert exporter.ledger.watermark == end
     _res, body = allocate(config(tmp_path, p.url), start, 2)
     assert_cents(namespace_totals(exporter), totals(body), 2 * NODES)

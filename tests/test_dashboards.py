@@ -26,7 +26,7 @@ from exporter.localprom import PrometheusServer, backfill, free_port
 
 from .scenarios import WINDOW_SECONDS, share_cluster
 from .test_allocate_core import REL, window_arg
-from .test_serve import wait_for
+from .test_serve import wait_for, wait_scraping
 from .test_sharing import BASE_SHARING, NODES, SHARED, TENANTS
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -100,8 +100,10 @@ def populated(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Promet
     cfg = tmp / "serve.yaml"
     cfg.write_text(yaml.safe_dump({"prometheus": {"url": prom.url}, "attribution": {"source": "prometheus"},
                                    "sharing": BASE_SHARING, "allocation": {"chunk": "30m"},
-                                   "serve": {"interval": "1s", "listen": f"127.0.0.1:{port}"}}))
+                                   "serve": {"interval": "1s", "listen": f"127.0.0.1:{port}",
+                                             "exposeNewSeriesFor": "3s"}}))
     start, until = window_arg(t0).split(",")
+    wait_scraping(prom.url)
     serve = subprocess.Popen([sys.executable, "-m", "exporter", "serve", "--config", str(cfg), "--start", start,
                               "--until", until], stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
 

@@ -113,11 +113,10 @@ def test_auto_falls_back_to_prometheus_labels_and_says_so(share_prom: Any, tmp_p
     monkeypatch.setenv("KUBECONFIG", str(tmp_path / "missing"))
     monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
     raw = {"prometheus": {"url": prom.url}, "sharing": BASE_SHARING, "allocation": {"chunk": "30m"},
-           "serve": {"lag": "1m", "start": window_arg(t0).split(",")[0]}}
+           "serve": {"lag": "1m", "start": window_arg(t0).split(",")[0], "exposeNewSeriesFor": "0s"}}
     exporter = Exporter(parse_config(raw), until=window_arg(t0).split(",")[1])
     assert exporter.metadata is None  # no API configured: kube_pod_labels / kube_namespace_labels
     exporter.run_once()
-    exporter.ledger.scraped()
     assert exporter.health.up and exporter.ledger.watermark == t0 + 3600
     reg = exporter.registry
     assert reg.get_sample_value("chargeback_label_source_info", {"source": "prometheus"}) == 1

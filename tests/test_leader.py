@@ -82,7 +82,8 @@ def test_only_the_leader_accrues(kube: FakeKube, share_prom: Any, tmp_path: Path
     replicas = []
     for pod in ("pod-a", "pod-b"):
         raw = {"prometheus": {"url": prom.url}, "attribution": {"source": "prometheus"},
-               "serve": {"start": start, "leaderElection": {"enabled": True, "kubeconfig": kubeconfig}}}
+               "serve": {"start": start, "exposeNewSeriesFor": "0s",
+                         "leaderElection": {"enabled": True, "kubeconfig": kubeconfig}}}
         ex = Exporter(parse_config(raw), until=until)
         assert ex.elector is not None
         ex.elector.identity = pod
@@ -92,7 +93,6 @@ def test_only_the_leader_accrues(kube: FakeKube, share_prom: Any, tmp_path: Path
     b.elector.step()  # type: ignore[union-attr]
     for ex in replicas:
         ex.run_once()
-        ex.ledger.scraped()
     assert a.registry.get_sample_value("chargeback_leader") == 1
     assert b.registry.get_sample_value("chargeback_leader") == 0 and b.registry.get_sample_value("chargeback_up") == 1
     total_a = sum(v for k, v in a.ledger.counters.items() if k[0] == "namespace")

@@ -24,7 +24,7 @@ from exporter.localprom import PrometheusServer, backfill, free_port
 from .scenarios import CORE_CONFIG, WINDOW_SECONDS, core_cluster, share_cluster
 from .test_allocate_core import D_CPU, D_RAM, REL, window_arg
 from .test_allocate_core import NODES_TOTAL as CORE_TOTAL
-from .test_serve import wait_for
+from .test_serve import wait_for, wait_scraping
 from .test_sharing import NODES as SHARE_TOTAL
 
 CLUSTERS = {"a": (share_cluster, {}, SHARE_TOTAL), "b": (core_cluster, CORE_CONFIG, CORE_TOTAL)}
@@ -66,11 +66,13 @@ def test_two_clusters_through_a_central_store(tmp_path: Path) -> None:
             prom = PrometheusServer(tmp_path / name, {"chargeback": f"127.0.0.1:{port}"}, "1s",
                                     external_labels={"cluster": name},
                                     remote_write=[f"{central.url}/api/v1/write"]).start()
+            wait_scraping(prom.url)
             servers.append(prom)
             path = tmp_path / f"{name}.yaml"
             path.write_text(yaml.safe_dump({**cfg, "prometheus": {"url": prom.url},
                                             "attribution": {"source": "prometheus"}, "allocation": {"chunk": "30m"},
-                                            "serve": {"interval": "1s", "listen": f"127.0.0.1:{port}"}}))
+                                            "serve": {"interval": "1s", "listen": f"127.0.0.1:{port}",
+                                                      "exposeNewSeriesFor": "3s"}}))
             procs.append(subprocess.Popen([sys.executable, "-m", "exporter", "serve", "--config", str(path),
                                            "--start", start, "--until", until],
                                           stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT))
@@ -135,9 +137,9 @@ def test_cluster_name_labels_every_series(share_prom: Any) -> None:
     prom, t0 = share_prom
     start, until = window_arg(t0).split(",")
     exporter = Exporter(parse_config({"prometheus": {"url": prom.url}, "attribution": {"source": "prometheus"},
-                                      "serve": {"start": start, "clusterName": "prod-eu-1"}}), until=until)
+                                      "serve": {"start": start, "clusterName": "prod-eu-1",
+                                                "exposeNewSeriesFor": "0s"}}), until=until)
     exporter.run_once()
-    exporter.ledger.scraped()
     samples = [s for m in exporter.registry.collect() for s in m.samples]
     assert samples and all(s.labels.get("cluster") == "prod-eu-1" for s in samples)
     total = exporter.registry.get_sample_value("chargeback_cluster_cost_total",

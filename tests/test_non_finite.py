@@ -154,15 +154,15 @@ def test_one_nan_sample_costs_one_step_not_the_window(tmp_path: Path) -> None:
 
 def serve_config(url: str, t0: int) -> Any:
     return parse_config(dict(CORE_CONFIG, prometheus={"url": url, "retries": 0}, allocation={"chunk": "10m"},
-                             serve={"lag": "3m", "start": iso(t0)}))
+                             serve={"lag": "3m", "start": iso(t0), "exposeNewSeriesFor": "0s"}))
 
 
 def accrue(exporter: Exporter, until: int) -> None:
-    """One cycle up to `until`, with scrapes releasing the batches held for new series."""
+    """One cycle up to `until`; ticks apply the batches (new series are exposed for 0 s here)."""
     exporter.until = until
     exporter.run_once()
     for _ in range(20):
-        exporter.ledger.scraped()
+        exporter.ledger.tick()
         if exporter.ledger.watermark == until:
             return
 

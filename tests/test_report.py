@@ -26,7 +26,7 @@ from exporter.localprom import PrometheusServer, backfill, free_port
 
 from .scenarios import WINDOW_SECONDS, share_cluster
 from .test_allocate_core import REL, window_arg
-from .test_serve import wait_for
+from .test_serve import wait_for, wait_scraping
 from .test_sharing import BASE_SHARING, SHARED, TEAMS
 
 # Team totals for the hour with kube-system and monitoring shared by weight (see test_sharing).
@@ -88,7 +88,7 @@ def exporter_history(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple
     backfill(share_cluster(t0), tmp / "data", t0 - 1800, t0 + WINDOW_SECONDS + 600, 60)
     prom = PrometheusServer(tmp / "data", {"chargeback": f"127.0.0.1:{port}"}, "1s").start()
     cfg = cfg_file(tmp, prom.url, allocation={"chunk": "10m"},
-                   serve={"interval": "1s", "listen": f"127.0.0.1:{port}"})
+                   serve={"interval": "1s", "listen": f"127.0.0.1:{port}", "exposeNewSeriesFor": "3s"})
     start = window_arg(t0).split(",")[0]
     import requests
 
@@ -97,6 +97,7 @@ def exporter_history(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple
                             params={"query": "chargeback_accrued_until_timestamp_seconds"}, timeout=5).json()
         return any(float(r["value"][1]) == t for r in body["data"]["result"])
 
+    wait_scraping(prom.url)
     # Two runs, so a scrape sees the watermark at exactly t0+30m too (catch-up applies chunks together).
     for until in (t0 + 1800, t0 + 3600):
         serve = subprocess.Popen([sys.executable, "-m", "exporter", "serve", "--config", str(cfg), "--start", start,

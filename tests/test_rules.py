@@ -25,7 +25,7 @@ from exporter.localprom import PrometheusServer, backfill, free_port
 
 from .scenarios import WINDOW_SECONDS, share_cluster
 from .test_allocate_core import window_arg
-from .test_serve import wait_for
+from .test_serve import wait_for, wait_scraping
 
 ROOT = Path(__file__).resolve().parent.parent
 JSONNET = sorted(glob.glob(str(ROOT / "rules/**/*.*sonnet"), recursive=True))
@@ -157,11 +157,13 @@ def test_budget_alert_reaches_only_the_owner_and_finance(tmp_path: Path, webhook
     serve_cfg = tmp_path / "serve.yaml"
     serve_cfg.write_text(yaml.safe_dump({
         "prometheus": {"url": prom.url}, "attribution": {"source": "prometheus"},
-        "allocation": {"chunk": "30m"}, "serve": {"interval": "1s", "listen": f"127.0.0.1:{exporter_port}"}}))
+        "allocation": {"chunk": "30m"}, "serve": {"interval": "1s", "listen": f"127.0.0.1:{exporter_port}",
+                                                 "exposeNewSeriesFor": "3s"}}))
     serve = None
     try:
         wait_for(lambda: _ready(f"http://127.0.0.1:{am_port}"), what="alertmanager")
         prom.start()
+        wait_scraping(prom.url)
         serve = subprocess.Popen([sys.executable, "-m", "exporter", "serve", "--config", str(serve_cfg),
                                   "--start", window_arg(t0).split(",")[0], "--until", window_arg(t0).split(",")[1]],
                                  stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)

@@ -83,6 +83,6 @@ def test_non_finite_period_sums_read_back_are_ignored(caplog: pytest.LogCaptureF
     ledger = Ledger()
     good, bad = ("daily", "0", "team-a"), ("daily", "0", "team-b")
     with caplog.at_level(logging.WARNING):
-        ledger.restore_periods({"daily": 0}, {good: 1.25, bad: float("nan")})
+        assert ledger.begin(0, 0, {"daily": 0}, {good: 1.25, bad: float("nan")})
     assert ledger.periods == {good: 1.25}
     assert "ignoring non-finite period-to-date cost nan read back for daily/0/team-b" in caplog.text
