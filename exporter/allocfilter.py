@@ -14,7 +14,7 @@ Errors name the 0-based character position, as OpenCost's do. Pure: no I/O.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from .errors import ConfigError
@@ -73,7 +73,7 @@ class Compare:
         if self.field in MAP_FIELDS:
             m = p.labels if self.field == "label" else p.annotations
             if self.key is None:  # on the keys: `label:"app"` means the label is set
-                return _test(self.op if self.op != "equals" else "equals", list(m), value, slice_=True)
+                return _test(self.op, list(m), value, slice_=True)
             return _test(self.op, [m.get(self.key, "")], value)
         if self.field == "services":
             return _test(self.op, list(p.services), value, slice_=True)
@@ -246,5 +246,3 @@ def parse_filter(text: str, aliases: Mapping[str, str] | None = None) -> Node | 
         raise parser.fail("'+', '|' or the end of the filter")
     return node
 
-
-Matcher = Callable[[Props], bool]

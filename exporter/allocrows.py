@@ -8,7 +8,7 @@ idle), whose node is unknown. Adding pod/controller/container rows later only ad
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
@@ -192,15 +192,15 @@ def cluster_name(cluster_selector: str) -> str:
     return m.group(1) if m else "cluster"
 
 
-def response(results: list[tuple[AllocationSet, CostResult]], query: AllocationQuery, label_keys: tuple[str, ...],
-             cluster: str, meta: Metadata | None) -> dict[str, Any]:
-    """OpenCost's body: `data` is one map per set; plus `coverage` over all sets (what the numbers stand on)."""
+def response(results: Iterable[tuple[AllocationSet, CostResult]], query: AllocationQuery,
+             label_keys: tuple[str, ...], cluster: str, meta: Callable[[], Metadata | None]) -> dict[str, Any]:
+    """OpenCost's body: `data` is one map per set; plus `coverage` over all sets (what the numbers stand on).
+    Sets are consumed one by one, so only one set's cost table is held at a time."""
     data: list[dict[str, Any]] = []
     coverage = Coverage()
-    ns_labels = meta.namespaces if meta is not None else {}
-    ns_notes = meta.annotations if meta is not None else {}
     for s, result in results:
-        rows = build_rows(result, label_keys, cluster, ns_labels, ns_notes)
+        m = meta()
+        rows = build_rows(result, label_keys, cluster, m.namespaces if m else {}, m.annotations if m else {})
         groups = aggregate(rows, query.aggregate, query.filter, query.include_idle)
         bounds = (s.bounds.start, s.bounds.end)
         data.append({name: api_item(name, g.row, result.start, result.end, bounds, properties_json(g),

@@ -1,4 +1,4 @@
-"""`chargeback serve`: the accrual loop plus the HTTP endpoints (/metrics, /healthz, /allocation/compute).
+"""`chargeback serve`: the accrual loop plus the HTTP endpoints (/metrics, /healthz, /allocation and its aliases).
 
 The loop never exits on bad input: a failed cycle sets `chargeback_up 0`, keeps the
 last good values and retries from the same watermark next cycle, so no cost is lost.
@@ -273,9 +273,9 @@ class Exporter:
         if q.sets:
             check_window(Window(q.sets[0].compute.start, q.sets[-1].compute.end, self.step), self.cfg.api.maxWindow)
         pipeline = Pipeline(cfg, self.client, self.metadata, self.warnings)
-        results = [(s, pipeline.compute(s.compute, cancel=cancel)) for s in q.sets]
+        results = ((s, pipeline.compute(s.compute, cancel=cancel)) for s in q.sets)
         return allocation_sets(results, q, tuple(cfg.attribution.labels.values()),
-                               cluster_name(cfg.prometheus.clusterSelector), pipeline.last_metadata)
+                               cluster_name(cfg.prometheus.clusterSelector), lambda: pipeline.last_metadata)
 
 
 def make_handler(exporter: Exporter, auth: Auth | None = None) -> type[BaseHTTPRequestHandler]:
