@@ -245,3 +245,22 @@ def test_the_three_paths_answer_alike(base_url: str, share_prom: Any, path: str)
     assert bad.json()["message"] == "filter position 10: unterminated string starting here (missing \")"
     later = requests.get(base_url + path, params={"window": window_arg(t0), "aggregate": "controller"}, timeout=60)
     assert later.status_code == 400 and "not available at this granularity yet" in later.json()["message"]
+
+
+def test_namespace_annotations_aggregate_and_filter(demo_prom: tuple[PrometheusServer, int]) -> None:
+    """The demo cluster annotates namespace web with chargeback.io/budget-monthly=60 (the annotations
+    kube-state-metrics exports): aggregating by it puts exactly web's cost under "60"."""
+    prom, t0 = demo_prom
+    ex = Exporter(parse_config({"prometheus": {"url": prom.url}, "attribution": {"source": "prometheus"}}))
+    try:
+        by_ns = totals(call(ex, t0))
+        key = "chargeback.io/budget-monthly"
+        by_note = totals(call(ex, t0, aggregate=f"annotation:{key}"))
+        assert set(by_note) == {"60", "__unallocated__", "__idle__", "__unmounted__"}  # pv-released-2023
+        assert by_note["60"] == pytest.approx(by_ns["web"], rel=REL)
+        assert sum(by_note.values()) == pytest.approx(sum(by_ns.values()), rel=REL)  # conservation
+        only = call(ex, t0, filter=f'annotation[{key}]:"60"')["data"][0]
+        assert set(only) == {"web"} and only["web"]["properties"]["annotations"] == {
+            key: "60", "chargeback.io/budget-notify": "slack:#web"}
+    finally:
+        ex.close()
