@@ -29,7 +29,6 @@ class AllocRow:
     props: Props
     row: Row = field(default_factory=Row)
     namespace_labels: Mapping[str, str] = field(default_factory=dict)
-    namespace_annotations: Mapping[str, str] = field(default_factory=dict)
 
 
 def _labels(attrs: tuple[str, ...], keys: tuple[str, ...]) -> dict[str, str]:
@@ -166,8 +165,9 @@ def properties_json(g: Group) -> dict[str, Any]:
         out["labels"] = dict(p.labels)
     if g.namespace_labels:
         out["namespaceLabels"] = dict(g.namespace_labels)
-    if p.annotations:
+    if p.annotations:  # namespace annotations only today, so both of OpenCost's names carry them
         out["annotations"] = dict(p.annotations)
+        out["namespaceAnnotations"] = dict(p.annotations)
     return out
 
 
