@@ -20,7 +20,7 @@ from .formatters import parse_aggregate, render
 from .kube import metadata_source
 from .limits import check_window
 from .pipeline import Pipeline
-from .prometheus import PrometheusClient
+from .promclient import PrometheusClient
 from .redact import install_log_redaction, redact
 from .window import Window, iso, parse_duration, parse_window
 

@@ -24,7 +24,7 @@ if TYPE_CHECKING:
     from .accrual import Ledger, Snapshot
     from .pipeline import Pipeline
     from .pricing import NodeFacts, NodeRates
-    from .prometheus import QueryStats
+    from .promclient import QueryStats
     from .reconcile import Reconciliation
 
 

@@ -28,7 +28,7 @@ from .coverage import SOURCE_NAMES
 from .formatters import to_table
 from .localprom import PrometheusServer, backfill, backfill_rules, free_port
 from .pipeline import Pipeline
-from .prometheus import PrometheusClient
+from .promclient import PrometheusClient
 from .reconcile import inventory, reconcile
 from .reconcile import to_table as reconcile_table
 from .report import make_report

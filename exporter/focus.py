@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 
 from .allocation import IDLE, CostResult
 from .config import Config
+from .formatters import group_name
 from .window import Window, iso, period_bounds
 
 FOCUS_VERSION = "1.0"
@@ -105,11 +106,7 @@ def charges(result: CostResult, parts: list[str], attr_names: tuple[str, ...],
     node_view = parts == ["node"]
 
     def name(ns: str, attrs: tuple[str, ...]) -> str:
-        if parts == ["cluster"]:
-            return "cluster"
-        if ns.startswith("__"):  # __idle__, __shared__, __unmounted__, __unallocated__
-            return ns
-        return "/".join(ns if p == "namespace" else attrs[attr_names.index(p)] for p in parts)
+        return group_name(ns, attrs, parts, attr_names)
 
     out: dict[tuple[str, str, str], Charge] = {}
     members: dict[tuple[str, str, str], list[tuple[str, tuple[str, ...]]]] = {}

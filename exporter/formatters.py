@@ -61,6 +61,15 @@ class Row:
         return sum(self.cost.values()) + self.shared
 
 
+def group_name(ns: str, attrs: tuple[str, ...], parts: list[str], attr_names: tuple[str, ...]) -> str:
+    """An entry's row name under `aggregate` parts, joined with `/` as OpenCost does."""
+    if parts == ["cluster"]:
+        return "cluster"
+    if ns.startswith("__"):  # __idle__, __shared__, __unmounted__, __unallocated__
+        return ns
+    return "/".join(ns if p == "namespace" else attrs[attr_names.index(p)] for p in parts)
+
+
 def aggregate(result: CostResult, parts: list[str], attr_names: tuple[str, ...]) -> dict[str, Row]:
     """Roll the result up by the aggregate parts (names joined with '/', as OpenCost does)."""
     rows: dict[str, Row] = {}
@@ -76,11 +85,7 @@ def aggregate(result: CostResult, parts: list[str], attr_names: tuple[str, ...])
     owners = {(ns, attrs) for (ns, attrs, component, _r, _s) in result.costs if component == "allocated"}
 
     def name(ns: str, attrs: tuple[str, ...]) -> str:
-        if parts == ["cluster"]:
-            return "cluster"
-        if ns.startswith("__"):  # __idle__, __shared__, __unmounted__, __unallocated__
-            return ns
-        return "/".join(ns if p == "namespace" else attrs[attr_names.index(p)] for p in parts)
+        return group_name(ns, attrs, parts, attr_names)
 
     for (ns, _node, attrs), line in result.table.items():
         if ns != IDLE and (ns, attrs) in owners:

@@ -23,7 +23,8 @@ from .errors import DataError
 from .finite import NonFinite
 from .limits import in_order
 from .pricing import NodeFacts, ksm_label, load_shipped_prices, price_nodes, unmatched_rules
-from .prometheus import LOOKBACK_SECONDS, RESOURCE_FROM_KSM, PrometheusClient, Queries
+from .promclient import PrometheusClient
+from .prometheus import LOOKBACK_SECONDS, RESOURCE_FROM_KSM, Queries
 from .promql import with_window
 from .sharing import ShareInputs, distribute
 from .warnlog import WarningLog

@@ -19,7 +19,7 @@ from .allocation import IDLE, CostResult, merge_all
 from .config import Config
 from .errors import DataError
 from .pipeline import Pipeline
-from .prometheus import PrometheusClient
+from .promclient import PrometheusClient
 from .promql import OwnSeries, duration, matcher
 from .window import Window, iso
 

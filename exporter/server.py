@@ -35,7 +35,7 @@ from .leader import LeaseElector
 from .limits import Admission, Busy, Cancelled, DeadlineExceeded, check_window
 from .opencost_api import parse_query
 from .pipeline import Pipeline
-from .prometheus import PrometheusClient
+from .promclient import PrometheusClient
 from .promql import OwnSeries, join_matchers
 from .redact import redact_url
 from .warnlog import WarningLog

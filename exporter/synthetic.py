@@ -270,7 +270,7 @@ def write_openmetrics(cluster: Cluster, start: int, end: int, interval: int, out
     """
     n = 0
     stamps = range(start, end + 1, interval)
-    extra = ",".join(f'{k}="{v}"' for k, v in (extra_labels or {}).items())
+    extra = ",".join(f'{k}="{_escape(v)}"' for k, v in (extra_labels or {}).items())
     for name, lb, fn in series(cluster, lean):
         if extra:
             lb = "{" + extra + ("," + lb[1:] if lb != "{}" else "}")

@@ -20,7 +20,7 @@ from exporter.cli import main
 from exporter.config import parse_config
 from exporter.demo import DEMO_CONFIG, write_sample_bill
 from exporter.pipeline import Pipeline
-from exporter.prometheus import PrometheusClient
+from exporter.promclient import PrometheusClient
 from exporter.synthetic import GIB, demo_cluster
 from exporter.window import parse_window
 

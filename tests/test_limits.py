@@ -27,7 +27,7 @@ from exporter.config import parse_config
 from exporter.coverage import Segment
 from exporter.localprom import PrometheusServer, backfill
 from exporter.pipeline import Pipeline
-from exporter.prometheus import PrometheusClient
+from exporter.promclient import PrometheusClient
 from exporter.server import Exporter
 from exporter.window import Window
 

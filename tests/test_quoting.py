@@ -23,7 +23,7 @@ from click.testing import CliRunner
 from exporter.cli import main
 from exporter.config import Prometheus
 from exporter.localprom import PrometheusServer
-from exporter.prometheus import PrometheusClient
+from exporter.promclient import PrometheusClient
 from exporter.promql import matcher, one_of, quote, re2_escape
 from exporter.synthetic import GIB, Cluster, Container, Node, Pod
 

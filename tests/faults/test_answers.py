@@ -15,7 +15,7 @@ import pytest
 from exporter.config import Prometheus
 from exporter.errors import PrometheusError
 from exporter.localprom import PrometheusServer
-from exporter.prometheus import PrometheusClient
+from exporter.promclient import PrometheusClient
 
 from ..test_allocate_core import EXPECTED, NODES_TOTAL, REL, window_arg
 from .helpers import allocate, assert_costs, costs, one_line_error, write_config
