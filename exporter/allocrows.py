@@ -100,7 +100,7 @@ def _value(row: AllocRow, key: AggKey) -> str:
     return source.get(key.key, "")
 
 
-def group_name(row: AllocRow, keys: list[AggKey]) -> str:
+def row_group_name(row: AllocRow, keys: list[AggKey]) -> str:
     """OpenCost's key: values joined with '/', `__unallocated__` where a row lacks one; pseudo rows keep
     their own name (__idle__, __unmounted__, __shared__)."""
     if row.name:
@@ -135,7 +135,7 @@ def aggregate(rows: list[AllocRow], keys: list[AggKey], flt: Node | None, includ
             continue
         if r.name == IDLE and not include_idle:
             continue
-        name = group_name(r, keys)
+        name = row_group_name(r, keys)
         g = out.get(name)
         if g is None:
             out[name] = Group(r.props, Row(), dict(r.namespace_labels))
