@@ -191,3 +191,27 @@ def render(result: CostResult, parts: list[str], attr_names: tuple[str, ...], fm
     if fmt == "csv":
         return to_csv(result, parts, attr_names)
     return to_table(result, parts, attr_names, currency)
+
+
+# Fields OpenCost's Allocation carries that have no source here yet; always 0 (README, "OpenCost API").
+_ZERO_FIELDS = ("cpuCostAdjustment", "gpuCostAdjustment", "ramCostAdjustment", "pvCostAdjustment",
+                "networkCostAdjustment", "loadBalancerCostAdjustment", "networkTransferBytes",
+                "networkReceiveBytes", "networkCrossZoneCost", "networkCrossRegionCost", "networkInternetCost")
+
+
+def api_item(name: str, row: Row, start: int, end: int, bounds: tuple[int, int],
+             properties: dict[str, Any], proportional: dict[str, Any] | None = None) -> dict[str, Any]:
+    """One allocation as OpenCost's /allocation serialises it: `properties`, the set's `window`, and
+    every documented field (those with no meaning here are 0)."""
+    item = allocation_item(name, row, start, end)
+    hours = (end - start) / 3600 or 1.0
+    out: dict[str, Any] = {"name": name, "properties": properties,
+                           "window": {"start": iso(bounds[0]), "end": iso(bounds[1])}}
+    out.update(item)
+    out.update(dict.fromkeys(_ZERO_FIELDS, 0.0))
+    out["pvBytes"] = row.line.pv_byte_seconds / 3600 / hours
+    out["pvs"] = None
+    out["rawAllocationOnly"] = None
+    if proportional is not None:
+        out["proportionalAssetResourceCosts"] = proportional
+    return out

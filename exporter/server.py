@@ -1,4 +1,4 @@
-"""`chargeback serve`: the accrual loop plus the HTTP endpoints (/metrics, /healthz, /allocation/compute).
+"""`chargeback serve`: the accrual loop plus the HTTP endpoints (/metrics, /healthz, /allocation and its aliases).
 
 The loop never exits on bad input: a failed cycle sets `chargeback_up 0`, keeps the
 last good values and retries from the same watermark next cycle, so no cost is lost.
@@ -23,15 +23,17 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import choose_encoder
 
 from .accrual import CounterKey, Ledger, batch_from
+from .allocrows import cluster_name
+from .allocrows import response as allocation_sets
 from .collector import ChargebackCollector, Health
 from .config import Config, override
 from .coverage import open_gap, waiting_reason
 from .errors import ChargebackError, ConfigError, DataError
-from .formatters import allocation_response, parse_aggregate
 from .httpserver import BoundedHTTPServer
 from .kube import load_api_client, metadata_source
 from .leader import LeaseElector
 from .limits import Admission, Busy, Cancelled, DeadlineExceeded, check_window
+from .opencost_api import parse_query
 from .pipeline import Pipeline
 from .promclient import PrometheusClient
 from .promql import OwnSeries, join_matchers
@@ -42,6 +44,8 @@ from .window import PERIODS, Window, iso, parse_duration, parse_instant, parse_w
 
 log = logging.getLogger(__name__)
 
+# OpenCost's path, its older one, and Kubecost's (same handler, same parameters).
+ALLOCATION_PATHS = ("/allocation", "/allocation/compute", "/model/allocation")
 WARNING_LOG_INTERVAL = 3600.0  # seconds between two log lines of one warning kind
 
 
@@ -259,27 +263,19 @@ class Exporter:
         short (a long catch-up on a big cluster would be restarted mid-way and start over)."""
         return self.clock() - self.progress_at < max(10 * self.interval, 600)
 
-    def allocation(self, query: dict[str, list[str]], cancel: threading.Event | None = None) -> dict[str, Any]:
-        """OpenCost's /allocation/compute, with Kubecost's sharing parameters."""
-        def arg(name: str) -> str | None:
-            return query.get(name, [None])[0]
-
-        def flag(name: str) -> bool | None:
-            v = arg(name)
-            if v is None:
-                return None
-            if v.lower() not in ("true", "false"):
-                raise ConfigError(f"{name}={v!r}: use true or false")
-            return v.lower() == "true"
-
-        cfg = override(self.cfg, "sharing", shareNamespaces=arg("shareNamespaces"), shareSplit=arg("shareSplit"),
-                       shareIdle=flag("shareIdle"), idleByNode=flag("idleByNode"))
-        parts, labels = parse_aggregate(arg("aggregate") or "namespace", cfg.attribution.labels)
-        cfg = override(cfg, "attribution", labels=labels)
-        window = parse_window(arg("window") or "24h", time.time(), self.step)
-        check_window(window, self.cfg.api.maxWindow)
-        result = Pipeline(cfg, self.client, self.metadata, self.warnings).compute(window, cancel=cancel)
-        return allocation_response(result, parts, tuple(cfg.attribution.labels))
+    def allocation(self, query: dict[str, list[str]], cancel: threading.Event | None = None,
+                   now: float | None = None) -> dict[str, Any]:
+        """OpenCost's /allocation (windows, step, accumulate, aggregate, filter), with Kubecost's sharing
+        parameters: one `Pipeline.compute` per set (exporter/opencost_api.py plans them)."""
+        q = parse_query(query, self.cfg.attribution.labels, time.time() if now is None else now, self.step)
+        cfg = override(self.cfg, "sharing", **q.sharing) if q.sharing else self.cfg
+        cfg = override(cfg, "attribution", labels=q.labels)
+        if q.sets:
+            check_window(Window(q.sets[0].compute.start, q.sets[-1].compute.end, self.step), self.cfg.api.maxWindow)
+        pipeline = Pipeline(cfg, self.client, self.metadata, self.warnings)
+        results = ((s, pipeline.compute(s.compute, cancel=cancel)) for s in q.sets)
+        return allocation_sets(results, q, tuple(cfg.attribution.labels.values()),
+                               cluster_name(cfg.prometheus.clusterSelector), lambda: pipeline.last_metadata)
 
     def assets(self, query: dict[str, list[str]], cancel: threading.Event | None = None) -> dict[str, Any]:
         """OpenCost's /assets (exporter/assets_api.py)."""
@@ -358,7 +354,7 @@ def make_handler(exporter: Exporter, auth: Auth | None = None) -> type[BaseHTTPR
             elif url.path == "/readyz":
                 self._json(200 if exporter.health.up else 503, {"up": exporter.health.up,
                                                                 "lastError": exporter.health.last_error})
-            elif url.path == "/allocation/compute":
+            elif url.path in ALLOCATION_PATHS:
                 query = parse_qs(url.query)
                 try:
                     self._json(200, admission.run(lambda cancel: exporter.allocation(query, cancel)))
@@ -371,7 +367,7 @@ def make_handler(exporter: Exporter, auth: Auth | None = None) -> type[BaseHTTPR
                 except ChargebackError as e:
                     self._error(502, str(e))
                 except Exception as e:  # a bug must not drop the connection without an answer
-                    log.exception("/allocation/compute failed unexpectedly")
+                    log.exception("%s failed unexpectedly", url.path)
                     self._error(500, f"unexpected {type(e).__name__}")
             elif url.path in ("/assets", "/model/assets", "/cloudCost", "/model/cloudCost"):
                 query = parse_qs(url.query)

@@ -159,16 +159,18 @@ def parse_window(text: str, now: float, step: int) -> Window:
         if t == "lastmonth":
             prev = (first - timedelta(days=1)).replace(day=1)
             start, end = prev.timestamp(), first.timestamp()
-    elif "," in t:
-        a, b = text.split(",", 1)
+    elif "," in t or re.fullmatch(r"\d+-\d+", t):  # OpenCost also takes unix pairs as `start-end`
+        a, b = text.split("," if "," in t else "-", 1)
         start, end = parse_instant(a, "window bound"), parse_instant(b, "window bound")
+        if re.fullmatch(r"\d{4}-\d{2}-\d{2}", b.strip()):
+            end += 86400  # a date-only end is a whole day: 2026-11-01,2026-11-30 is all of November
     else:
         try:
             dur = parse_duration(t)
         except ConfigError as e:
             raise ConfigError(
                 f"invalid window {text!r}: use 24h, 7d, today, yesterday, week, lastweek, month, "
-                "lastmonth or RFC3339,RFC3339"
+                "lastmonth, RFC3339,RFC3339, unix,unix or YYYY-MM-DD,YYYY-MM-DD"
             ) from e
         start = now - dur
     if not (math.isfinite(start) and math.isfinite(end)):  # unix seconds of 309+ digits are float infinity
