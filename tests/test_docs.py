@@ -140,9 +140,8 @@ def test_jsonnetfile_is_a_valid_jsonnet_bundler_file() -> None:
 
 
 def _mixin(extra: str = "") -> Any:
-    snippet = ("local m = (import 'mixin.libsonnet') + { _config+:: { %s } };"
-               " { rules: m.prometheusRules.groups + m.prometheusAlerts.groups, dashboards: m.grafanaDashboards }"
-               % extra)
+    snippet = ("local m = (import 'mixin.libsonnet') + { _config+:: { " + extra + " } };"
+               " { rules: m.prometheusRules.groups + m.prometheusAlerts.groups, dashboards: m.grafanaDashboards }")
     return json.loads(_jsonnet.evaluate_snippet(str(ROOT / "snippet.jsonnet"), snippet))
 
 
