@@ -40,6 +40,8 @@ not UTF-8 CSV, or a truncated `.gz`, is also one line.
 
 Durations are Prometheus durations (`90s`, `5m`, `1h`, `30d`). Selectors are lists of label matchers
 such as `job="kubelet", metrics_path="/metrics/cadvisor"`.
+`allocation.chunk` must be a whole multiple of `allocation.resolution`. Flags such as `--prometheus-url`,
+`--cluster-selector`, `--cluster-name` and `--web.config.file` override the matching keys.
 """
 
 
@@ -111,7 +113,7 @@ def _table(section: Section, first: dict[type[BaseModel], str]) -> list[str]:
     seen = first.setdefault(section.model, section.path)
     if seen != section.path:
         return [*lines, f"The same keys as [`{seen}`](#{anchor(seen)}).", ""]
-    if doc and not doc.startswith(("A base class", "!!!")):
+    if doc:
         lines += [doc, ""]
     lines += ["| key | type | default | description |", "|---|---|---|---|"]
     for name, info in section.model.model_fields.items():
