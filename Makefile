@@ -4,7 +4,7 @@ PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: demo test lint bench soak deps system-deps clean rules dashboards manifests
+.PHONY: demo test lint bench soak deps system-deps clean rules dashboards manifests docs
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
@@ -38,7 +38,7 @@ lint: deps
 # Generated rule files are committed; tests fail if they drift from the mixin. The plain rule file
 # lands in rules/generated/, the PrometheusRule in deploy/manifests/ (via `manifests`).
 rules: deps
-	jsonnetfmt -i rules/*.libsonnet rules/*/*.libsonnet rules/lib/*.jsonnet
+	jsonnetfmt -i mixin.libsonnet rules/*.libsonnet rules/*/*.libsonnet rules/lib/*.jsonnet
 	$(VENV)/bin/chargeback rules --out rules/generated
 	$(VENV)/bin/chargeback rules --budgets examples/budgets.yaml --out rules/tests/generated
 	$(MAKE) manifests
@@ -51,6 +51,10 @@ dashboards: deps
 manifests: deps
 	jsonnetfmt -i deploy/jsonnet/*.*sonnet
 	$(VENV)/bin/chargeback manifests --out deploy
+
+# docs/configuration.md from the pydantic schema (exporter/config.py); committed, and tests fail on drift.
+docs: deps
+	$(PY) -m exporter.configdoc --out docs/configuration.md
 
 # Scale benchmark (not a test). The 100k size takes about 40 minutes on 2 cores: `make bench SIZES=1000,10000`.
 SIZES ?= 1000,10000,100000

@@ -1,9 +1,2 @@
-(import 'config.libsonnet') + {
-  grafanaDashboards+:: {
-    'chargeback-overview.json': (import 'overview.libsonnet')($._config),
-    'chargeback-team.json': (import 'team.libsonnet')($._config),
-    'chargeback-idle.json': (import 'idle.libsonnet')($._config),
-    'chargeback-budgets.json': (import 'budgets.libsonnet')($._config),
-    'chargeback-clusters.json': (import 'clusters.libsonnet')($._config),
-  },
-}
+// The dashboards on their own, with the mixin's one _config (shared with the rules).
+(import '../rules/config.libsonnet') + (import 'dashboards.libsonnet')

@@ -24,10 +24,12 @@ from .window import parse_duration
 
 
 class Allocation(_Model):
-    policy: Literal["max", "request", "usage", "weighted"] = "max"
+    policy: Literal["max", "request", "usage", "weighted"] = Field(
+        "max", description="what a container is charged: max(request, usage), request, usage or a weighted mix")
     requestWeight: float = Field(0.7, ge=0, le=1, description="share of request in the 'weighted' policy")
-    resolution: str = "1m"
-    usageRateWindow: str = "5m"
+    resolution: str = Field(
+        "1m", description="the step cost is measured at; each step charges the interval that ends at it")
+    usageRateWindow: str = Field("5m", description="rate() window of cAdvisor usage counters")
     chunk: str = Field("1h", description="allocate/catch-up query size; also the progress unit")
     concurrency: int = Field(1, ge=1, le=32, description="chunks of a long window queried at once (not serve's "
                              "accrual, which stays in order); Prometheus evaluates each query on one core")
@@ -55,13 +57,14 @@ _SELECTOR = re.compile(r'^\s*([a-zA-Z_][a-zA-Z0-9_]*\s*(=|!=|=~|!~)\s*"(?:[^"\\]
 
 
 class Prometheus(_Model):
-    url: str = "http://127.0.0.1:9090"
-    timeout: str = "120s"
-    retries: int = Field(2, ge=0, le=10)
-    bearerTokenFile: str | None = None
+    url: str = Field("http://127.0.0.1:9090", description="Prometheus (or Thanos Query, Mimir) base URL")
+    timeout: str = Field("120s", description="per query")
+    retries: int = Field(2, ge=0, le=10, description="per query, on transient failures; backoff 0.5 s, doubling")
+    bearerTokenFile: str | None = Field(
+        None, description="file holding a token sent as 'Authorization: Bearer <token>'")
     cadvisorSelector: str = Field("", description='extra matchers for cAdvisor series, e.g. job="kubelet"')
     ksmSelector: str = Field("", description='extra matchers for kube-state-metrics series, e.g. job="ksm"')
-    openCostSelector: str = ""
+    openCostSelector: str = Field("", description="extra matchers for OpenCost's pricing series")
     clusterSelector: str = Field("", description='added to every query, e.g. cluster="prod-us-east-1", '
                                                  "to read one cluster from Thanos Query or Mimir")
 
@@ -93,11 +96,11 @@ class Prometheus(_Model):
 class LeaderElection(_Model):
     """Only the holder of a coordination.k8s.io Lease accrues; other replicas stand by."""
 
-    enabled: bool = False
-    namespace: str = "monitoring"
-    name: str = "chargeback"
-    leaseDuration: str = "30s"
-    kubeconfig: str | None = None
+    enabled: bool = Field(False, description="accrue only while holding the Lease (set true with several replicas)")
+    namespace: str = Field("monitoring", description="namespace of the Lease")
+    name: str = Field("chargeback", description="name of the Lease")
+    leaseDuration: str = Field("30s", description="the leader steps down if it cannot renew within 2/3 of this")
+    kubeconfig: str | None = Field(None, description="kubeconfig file; default: in-cluster, then ~/.kube/config")
 
     @field_validator("leaseDuration")
     @classmethod
@@ -106,18 +109,19 @@ class LeaderElection(_Model):
 
 
 class Serve(_Model):
-    listen: str = "0.0.0.0:9184"
+    listen: str = Field("0.0.0.0:9184", description="host:port for /metrics, /healthz, /readyz and /allocation/compute")
     interval: str = Field("60s", description="how often an accrual cycle runs")
     lag: str = Field("3m", description="stay this far behind now so Prometheus holds the data")
     exposeNewSeriesFor: str = Field("2m", description="a new series shows 0 this long before its first increment "
                                                       "(and the watermark rests at midnight): 2x the longest "
                                                       "scrape interval of any Prometheus scraping us")
     watermarkSelector: str = Field('job="chargeback"', description="finds our own watermark in Prometheus")
-    watermarkLookback: str = "30d"
+    watermarkLookback: str = Field(
+        "30d", description="how far back the last scraped watermark is looked for after a restart")
     start: str | None = Field(None, description="RFC3339 start when Prometheus holds no watermark")
-    leaderElection: LeaderElection = Field(default_factory=LeaderElection)
+    leaderElection: LeaderElection = Field(default_factory=LeaderElection, description="Lease leader election")
     clusterName: str | None = Field(None, description="adds cluster=<name> to every series (else use external labels)")
-    clusterLabel: str = "cluster"
+    clusterLabel: str = Field("cluster", description="label name clusterName is published under")
 
     @field_validator("interval", "lag", "watermarkLookback")
     @classmethod
@@ -140,12 +144,15 @@ _RESERVED = {"namespace", "component", "resource", "shared_from", "node", "job",
 class SharePolicy(_Model):
     """How one shared source (a shared namespace or a fixed cost) is split over tenants."""
 
-    split: Literal["weighted", "even", "fixed", "metric"] = "weighted"
+    split: Literal["weighted", "even", "fixed", "metric"] = Field(
+        "weighted", description="how this source is split over tenants")
     fixedBy: str = Field("namespace", description="'namespace' or an attribution label such as 'team'")
-    percentages: dict[str, float] = Field(default_factory=dict)
+    percentages: dict[str, float] = Field(
+        default_factory=dict, description="split 'fixed': fixedBy value -> percent, summing to 100")
     query: str | None = Field(None, description="PromQL giving a weight per namespace; $window: the interval, "
                                                 "at least 5m")
-    namespaceLabel: str = "namespace"
+    namespaceLabel: str = Field(
+        "namespace", description="split 'metric': the label of the query's result naming the namespace")
 
     @model_validator(mode="after")
     def _complete(self) -> SharePolicy:
@@ -174,15 +181,18 @@ def _split_list(v: object) -> object:
 class Sharing(_Model):
     """Kubecost's sharing options, by their Kubecost names, plus per-source policies."""
 
-    shareNamespaces: list[str] = Field(default_factory=list)
+    shareNamespaces: list[str] = Field(
+        default_factory=list, description="namespaces whose cost is shared over tenants (a list or a comma string)")
     shareLabels: dict[str, str] = Field(default_factory=dict, description="namespace labels, key: value")
-    shareSplit: Literal["weighted", "even"] = "weighted"
+    shareSplit: Literal["weighted", "even"] = Field(
+        "weighted", description="default split of shared costs over tenants")
     policies: dict[str, SharePolicy] = Field(default_factory=dict, description="per shared source")
     shareCost: float = Field(0.0, ge=0, description="one monthly fixed cost, named 'shareCost'")
-    sharedCosts: list[FixedCost] = Field(default_factory=list)
-    shareIdle: bool = False
-    idleByNode: bool = False
-    hoursPerMonth: float = Field(730.0, gt=0)
+    sharedCosts: list[FixedCost] = Field(
+        default_factory=list, description="fixed monthly costs (name, monthly) shared over tenants")
+    shareIdle: bool = Field(False, description="share idle over tenants instead of publishing it as __idle__")
+    idleByNode: bool = Field(False, description="share each node's idle over that node's tenants, not cluster-wide")
+    hoursPerMonth: float = Field(730.0, gt=0, description="hours a monthly amount is prorated over")
 
     @field_validator("shareNamespaces", mode="before")
     @classmethod
@@ -210,9 +220,11 @@ class Attribution(_Model):
     """Which labels attribute cost (metric label name -> Kubernetes label key), and where to read them."""
 
     labels: dict[str, str] = Field(
-        default_factory=lambda: {"team": "team", "cost_center": "cost-center", "environment": "environment"})
-    source: Literal["auto", "kubernetes", "prometheus"] = "auto"
-    kubeconfig: str | None = None
+        default_factory=lambda: {"team": "team", "cost_center": "cost-center", "environment": "environment"},
+        description="metric label name -> Kubernetes label key (a list keeps the key as the name)")
+    source: Literal["auto", "kubernetes", "prometheus"] = Field(
+        "auto", description="where labels are read: the Kubernetes API, kube-state-metrics series, or auto")
+    kubeconfig: str | None = Field(None, description="kubeconfig file; default: in-cluster, then ~/.kube/config")
 
     @field_validator("labels", mode="before")
     @classmethod
@@ -231,8 +243,8 @@ class Attribution(_Model):
 class SecretRef(_Model):
     """A secret read from an environment variable or a file, never written in the config itself."""
 
-    env: str | None = None
-    file: str | None = None
+    env: str | None = Field(None, description="environment variable holding the secret")
+    file: str | None = Field(None, description="file holding the secret")
 
     @model_validator(mode="after")
     def _one(self) -> SecretRef:
@@ -262,23 +274,23 @@ class Destination(_Model):
 
 
 class Smtp(_Model):
-    host: str
-    port: int = 587
-    starttls: bool = True
-    username: str | None = None
-    password: SecretRef | None = None
-    sender: str = "chargeback@localhost"
-    timeout: float = 30
+    host: str = Field(description="SMTP relay host")
+    port: int = Field(587, description="SMTP port (587: submission with STARTTLS)")
+    starttls: bool = Field(True, description="upgrade the connection with STARTTLS")
+    username: str | None = Field(None, description="login user, if the relay needs one")
+    password: SecretRef | None = Field(None, description="login password, from an env variable or a file")
+    sender: str = Field("chargeback@localhost", description="From: address")
+    timeout: float = Field(30, description="seconds per SMTP connection")
     caFile: str | None = Field(None, description="CA bundle to verify the server's STARTTLS certificate")
     verify: bool = Field(True, description="verify the server certificate (leave on)")
 
 
 class Reports(_Model):
-    grafanaURL: str | None = None
+    grafanaURL: str | None = Field(None, description="Grafana base URL the reports link to")
     teams: dict[str, Destination] = Field(default_factory=dict, description="group name -> its own report")
     finance: Destination | None = Field(None, description="gets the full report")
-    smtp: Smtp | None = None
-    retries: int = Field(4, ge=0, le=10)
+    smtp: Smtp | None = Field(None, description="mail relay for email destinations")
+    retries: int = Field(4, ge=0, le=10, description="delivery retries per destination")
     backoff: float = Field(0.5, ge=0, description="seconds, doubled per retry")
     timeout: float = Field(30, gt=0, description="seconds per HTTP delivery attempt (SMTP has smtp.timeout)")
 
@@ -290,8 +302,9 @@ class Reconciliation(_Model):
     clusterTags: dict[str, str] = Field(
         default_factory=dict, description="bill tags that mark this cluster's lines, e.g. aws:eks:cluster-name: prod; "
                                           "without them, unmatched lines may be other clusters' and are not shared")
-    window: str = "lastmonth"
-    interval: str = "6h"
+    window: str = Field(
+        "lastmonth", description="the window the bill is compared over (an OpenCost window, e.g. lastmonth)")
+    interval: str = Field("6h", description="how often serve re-reads the bill files")
 
     @field_validator("interval")
     @classmethod

@@ -22,30 +22,30 @@ class DefaultRates(_Model):
     cpu: float = Field(DEFAULT_CPU, ge=0, description="per core-hour")
     ram: float = Field(DEFAULT_RAM, ge=0, description="per GiB-hour")
     gpu: float = Field(DEFAULT_GPU, ge=0, description="per GPU-hour")
-    spotCpu: float = Field(DEFAULT_SPOT_CPU, ge=0)
-    spotRam: float = Field(DEFAULT_SPOT_RAM, ge=0)
+    spotCpu: float = Field(DEFAULT_SPOT_CPU, ge=0, description="per core-hour on spot nodes")
+    spotRam: float = Field(DEFAULT_SPOT_RAM, ge=0, description="per GiB-hour on spot nodes")
 
 
 class FixedCost(_Model):
     """A monthly amount outside the nodes (control-plane fee, support, licences), prorated per window."""
 
-    name: str
-    monthly: float = Field(ge=0)
+    name: str = Field(description="name of the cost (shared_from label)")
+    monthly: float = Field(ge=0, description="amount per month, prorated per window")
 
 
 class PriceRule(_Model):
     """One price-book rule: node labels to match, and either unit rates or an instance's total price."""
 
-    match: dict[str, str] = Field(default_factory=dict)
+    match: dict[str, str] = Field(default_factory=dict, description="node labels that must all match")
     capacityType: Literal["spot", "on-demand"] | None = Field(
         None, description="matches the capacity type read from any of the standard capacity-type labels")
     hourly: float | None = Field(None, ge=0, description="on-demand instance price per hour, split into CPU/RAM/GPU")
     spotHourly: float | None = Field(None, ge=0, description="instance price per hour on spot nodes")
     effectiveHourly: float | None = Field(None, ge=0, description="Savings Plan / RI effective rate per hour")
     discount: float | None = Field(None, ge=0, lt=100, description="percent off this rule's prices")
-    cpu: float | None = Field(None, ge=0)
-    ram: float | None = Field(None, ge=0)
-    gpu: float | None = Field(None, ge=0)
+    cpu: float | None = Field(None, ge=0, description="per core-hour")
+    ram: float | None = Field(None, ge=0, description="per GiB-hour")
+    gpu: float | None = Field(None, ge=0, description="per GPU-hour")
 
     @model_validator(mode="after")
     def _one_kind(self) -> PriceRule:
@@ -88,24 +88,25 @@ class LoadBalancer(_Model):
 class Network(_Model):
     """Egress prices per GiB, and monthly amounts from the bill spread by transmitted bytes."""
 
-    internetPerGiB: float = Field(0.12, ge=0)
-    zonePerGiB: float = Field(0.01, ge=0)
-    regionPerGiB: float = Field(0.01, ge=0)
+    internetPerGiB: float = Field(0.12, ge=0, description="egress to the internet, per GiB")
+    zonePerGiB: float = Field(0.01, ge=0, description="cross-zone traffic, per GiB")
+    regionPerGiB: float = Field(0.01, ge=0, description="cross-region traffic, per GiB")
     unclassified: Literal["internet", "zone", "region", "free"] = Field(
         "free", description="price class for cAdvisor transmit bytes when no classified egress metric exists")
     monthly: list[FixedCost] = Field(default_factory=list, description="e.g. NAT gateway, data transfer")
 
 
 class Pricing(_Model):
-    currency: str = "USD"
-    defaults: DefaultRates = Field(default_factory=DefaultRates)
+    currency: str = Field("USD", description="currency of every amount (chargeback_info{currency})")
+    defaults: DefaultRates = Field(default_factory=DefaultRates, description="last-resort rates")
     allowDefaultRates: bool = Field(
         True, description="price unmatched nodes at default rates (with a warning); false makes it an error"
     )
     discount: float = Field(0.0, ge=0, lt=100, description="enterprise discount, percent off list prices")
     shippedPrices: bool = Field(True, description="use the shipped on-demand instance price list")
-    split: Split = Field(default_factory=Split)
-    rules: list[PriceRule] = Field(default_factory=list)
-    storage: Storage = Field(default_factory=Storage)
-    loadBalancer: LoadBalancer = Field(default_factory=LoadBalancer)
-    network: Network = Field(default_factory=Network)
+    split: Split = Field(
+        default_factory=Split, description="how an instance's total price is split into CPU, RAM and GPU")
+    rules: list[PriceRule] = Field(default_factory=list, description="price-book rules, first match wins")
+    storage: Storage = Field(default_factory=Storage, description="persistent volume prices")
+    loadBalancer: LoadBalancer = Field(default_factory=LoadBalancer, description="load balancer prices")
+    network: Network = Field(default_factory=Network, description="egress prices")

@@ -1,3 +1,5 @@
+// The one hidden _config of the chargeback mixin (rules, alerts and dashboards), as in kubernetes-mixin.
+// The repository's mixin.libsonnet, rules/mixin.libsonnet and dashboards/mixin.libsonnet all start from it.
 {
   _config+:: {
     // Selects the chargeback exporter's series.
@@ -11,14 +13,16 @@
 
     // Per-(namespace, node) allocation recorded for the exporter's long windows. These must match
     // the exporter's config: allocation.policy, requestWeight, usageRateWindow, and the
-    // prometheus.ksmSelector / cadvisorSelector. allocationRuleInterval should equal
-    // allocation.resolution; the exporter falls back to raw series wherever they don't match.
+    // prometheus.ksmSelector / cadvisorSelector (here under the ecosystem's names
+    // kubeStateMetricsSelector / cadvisorSelector: extra matchers, empty by default). allocationRuleInterval
+    // should equal allocation.resolution; the exporter falls back to raw series wherever they don't match.
     allocationRules: true,
     allocationRuleInterval: '1m',
     allocationPolicy: 'max',  // max | request | usage | weighted
     requestWeight: 0.7,
     usageRateWindow: '5m',
-    ksmSelector: '',
+    kubeStateMetricsSelector: self.ksmSelector,
+    ksmSelector: '',  // deprecated alias of kubeStateMetricsSelector (the exporter's config key)
     cadvisorSelector: '',
     costRateWindow: '1h',
     costDayWindow: '1d',
@@ -50,5 +54,26 @@
     reconciliationFor: '1h',
 
     runbookURLPattern: 'https://github.com/chargeback/chargeback/blob/main/docs/runbook.md#%s',
+    // GitHub's heading anchor: lower case, spaces to hyphens, other punctuation dropped. docs/runbook.md
+    // has one heading per alert, named as the alert; tests/test_docs.py checks every URL resolves.
+    runbookAnchor(heading):: std.join('', [
+      ch
+      for ch in std.stringChars(std.strReplace(std.asciiLower(heading), ' ', '-'))
+      if std.member('abcdefghijklmnopqrstuvwxyz0123456789-_', ch)
+    ]),
+    runbookURL(alert):: self.runbookURLPattern % self.runbookAnchor(alert),
+
+    // Dashboards. Grafana unit for money; match the exporter's pricing.currency (currencyUSD, currencyEUR, ...).
+    currencyUnit: 'currencyUSD',
+    defaultFrom: 'now-30d',
+    refresh: '5m',
+    tags: ['chargeback', 'cost'],
+    uids: {
+      overview: 'chargeback-overview',
+      team: 'chargeback-team',
+      idle: 'chargeback-idle',
+      budgets: 'chargeback-budgets',
+      clusters: 'chargeback-clusters',
+    },
   },
 }

@@ -2,7 +2,7 @@
   local c = $._config,
   local sel = c.chargebackSelector,
   local cl = c.clusterLabel,
-  local runbook(name) = c.runbookURLPattern % std.asciiLower(name),
+  local runbook(name) = c.runbookURL(name),
   local money = '{{ $value | printf "%.2f" }} ' + c.currency,
 
   prometheusAlerts+:: {

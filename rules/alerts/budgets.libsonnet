@@ -2,7 +2,7 @@
   local c = $._config,
   local sel = c.chargebackSelector,
   local cl = c.clusterLabel,
-  local runbook(name) = c.runbookURLPattern % std.asciiLower(name),
+  local runbook(name) = c.runbookURL(name),
   local pct(t) = '%d%%' % std.round(t * 100),
   local money(expr) = '{{ with query "%s" }}{{ . | first | value | printf "%%.2f" }}{{ end }} %s' % [expr, c.currency],
   // Exclusive bands, so one threshold alert fires at a time: [t_i, t_i+1).

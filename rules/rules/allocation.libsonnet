@@ -9,12 +9,12 @@
     local ksm = { cpu: 'cpu', memory: 'memory', gpu: 'nvidia_com_gpu' },
     local units = { cpu: 'cpu_cores', memory: 'memory_bytes', gpu: 'gpus' },
     local placement =
-      local info = 'max by (namespace, pod, node) (kube_pod_info%s)' % sel(['node!=""', c.ksmSelector]);
-      local running = 'max by (namespace, pod) (kube_pod_status_phase%s) == 1' % sel(['phase="Running"', c.ksmSelector]);
+      local info = 'max by (namespace, pod, node) (kube_pod_info%s)' % sel(['node!=""', c.kubeStateMetricsSelector]);
+      local running = 'max by (namespace, pod) (kube_pod_status_phase%s) == 1' % sel(['phase="Running"', c.kubeStateMetricsSelector]);
       '(topk by (namespace, pod) (1, %s) and on (namespace, pod) (%s))' % [info, running],
     local request(res) =
       'max by (namespace, pod, container) (kube_pod_container_resource_requests%s)'
-      % sel(['resource="%s"' % ksm[res], c.ksmSelector]),
+      % sel(['resource="%s"' % ksm[res], c.kubeStateMetricsSelector]),
     local usageSel = sel(['container!=""', 'container!="POD"', 'namespace!=""', 'pod!=""', c.cadvisorSelector]),
     local usage(res) =
       if res == 'cpu' then
