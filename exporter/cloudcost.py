@@ -12,11 +12,13 @@ BilledCost (cash; 0 for CUR usage covered by a plan or reservation, which is pai
 
 from __future__ import annotations
 
-import re
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
+from . import allocfilter
+from .allocfilter import Node, Schema
 from .billing import Bill, BillLine
 from .config import Config
 from .errors import ConfigError
@@ -59,61 +61,38 @@ def calendar_windows(window: Window, period: str) -> list[Window]:
 
 
 @dataclass(frozen=True)
-class Clause:
-    """field:"v1","v2": the line's field equals one of the values."""
+class CloudProps:
+    """What a filter can look at on one bill line (OpenCost's CloudCostProperties)."""
 
-    field: str
-    values: tuple[str, ...]
-
-
-_FIELD = re.compile(r"\s*([A-Za-z]*)\s*")
-_VALUE = re.compile(r'"((?:[^"\\]|\\.)*)"\s*')
-_ONLY = "only field:\"value\",... clauses joined by + are supported"
-
-
-def parse_filter(text: str) -> list[Clause]:
-    """A minimal OpenCost filter: `field:"v1","v2"` clauses joined by `+` (and). Anything else is refused
-    with the position, until the shared filter grammar (allocfilter) serves this endpoint too."""
-    clauses, pos = [], 0
-    while True:
-        m = _FIELD.match(text, pos)
-        assert m is not None  # the pattern matches the empty string
-        name, at = m.group(1), m.start(1)
-        if name not in CLOUD_FIELDS:
-            raise ConfigError(f"filter={text!r}: at position {at}: expected one of {', '.join(CLOUD_FIELDS)}, "
-                              f"got {name or text[at:at + 1] or 'the end'!r}")
-        pos = m.end()
-        if not text.startswith(":", pos):
-            op = re.match(r"[!<>~]*:?", text[pos:])
-            raise ConfigError(f"filter={text!r}: at position {pos}: operator {(op.group(0) if op else '') or 'none'!r} "
-                              f"is not supported here; {_ONLY}")
-        pos, values = pos + 1, []
-        while True:
-            pos += len(text[pos:]) - len(text[pos:].lstrip())
-            v = _VALUE.match(text, pos)
-            if not v:
-                raise ConfigError(f"filter={text!r}: at position {pos}: expected a double-quoted value")
-            values.append(v.group(1).replace('\\"', '"'))
-            pos = v.end()
-            if not text.startswith(",", pos):
-                break
-            pos += 1
-        clauses.append(Clause(name, tuple(values)))
-        if pos == len(text):
-            return clauses
-        if text[pos] != "+":
-            raise ConfigError(f"filter={text!r}: at position {pos}: expected '+' or the end; {_ONLY}")
-        pos += 1
+    invoiceEntityID: str = ""
+    accountID: str = ""
+    provider: str = ""
+    providerID: str = ""
+    category: str = ""
+    service: str = ""
+    labels: Mapping[str, str] = field(default_factory=dict)
 
 
-def properties(line: BillLine) -> dict[str, str]:
+# OpenCost's CloudCost filter fields (v2 names, and the plural names of its v1 CloudCostFilter), plus label[k].
+CLOUD_SCHEMA = Schema(
+    {**{f: f for f in CLOUD_FIELDS}, "invoiceEntityIDs": "invoiceEntityID", "accountIDs": "accountID",
+     "providers": "provider", "providerIDs": "providerID", "categories": "category", "services": "service"},
+    {"label": "labels"}, example="service, accountID, category or label[team]")
+
+
+def parse_filter(text: str) -> Node | None:
+    """OpenCost's v2 filter grammar (allocfilter) over the cloud cost fields; None for an empty filter."""
+    return allocfilter.parse_filter(text, schema=CLOUD_SCHEMA)
+
+
+def properties(line: BillLine) -> dict[str, Any]:
     return {"providerID": line.raw_resource, "provider": line.provider, "accountID": line.account,
             "invoiceEntityID": line.invoice_entity, "service": line.service, "category": _CATEGORY[line.category],
-            "labels": line.tags}  # type: ignore[dict-item]
+            "labels": line.tags}
 
 
-def matches(props: dict[str, Any], clauses: list[Clause]) -> bool:
-    return all(props[c.field] in c.values for c in clauses)
+def cloud_props(props: dict[str, Any]) -> CloudProps:
+    return CloudProps(**{f: props[f] for f in CLOUD_FIELDS}, labels=props["labels"])
 
 
 def in_cluster(line: BillLine, inv: Inventory) -> bool:
@@ -131,7 +110,7 @@ def amounts(line: BillLine, share: float) -> dict[str, float]:
             "invoicedCost": (line.invoiced or 0.0) * share, "amortizedCost": effective}
 
 
-def cloud_cost_set(bill: Bill, inv: Inventory, w: Window, parts: list[str], clauses: list[Clause]
+def cloud_cost_set(bill: Bill, inv: Inventory, w: Window, parts: list[str], flt: Node | None
                    ) -> dict[str, Any]:
     """Pure: one set of OpenCost CloudCosts over window `w`, keyed by the aggregate values joined with '/'."""
     items: dict[str, dict[str, Any]] = {}
@@ -141,7 +120,7 @@ def cloud_cost_set(bill: Bill, inv: Inventory, w: Window, parts: list[str], clau
         if share == 0:
             continue
         props = properties(line)
-        if not matches(props, clauses):
+        if flt is not None and not flt.matches(cloud_props(props)):
             continue
         key = "/".join(props[p] or UNALLOCATED for p in parts) if parts else \
             "/".join(props[p] or UNALLOCATED for p in ("invoiceEntityID", "accountID", "provider", "providerID",
@@ -209,7 +188,7 @@ def cloud_cost_response(cfg: Config, client: PrometheusClient, query: dict[str, 
     window = parse_window(arg("window") or "7d", now, resolution)
     check_window(window, cfg.api.maxWindow)
     parts = parse_cloud_aggregate(arg("aggregate"))
-    clauses = parse_filter(arg("filter") or "") if (arg("filter") or "").strip() else []
+    flt = parse_filter(arg("filter") or "")
     accumulate = (arg("accumulate") or "day").lower()
     if accumulate not in ACCUMULATE:
         raise ConfigError(f"accumulate={arg('accumulate')!r}: use one of {', '.join(ACCUMULATE)}")
@@ -217,7 +196,7 @@ def cloud_cost_response(cfg: Config, client: PrometheusClient, query: dict[str, 
     windows = step_windows(window, query) if arg("step") else calendar_windows(window, ACCUMULATE[accumulate])
     bill = load_bill(cfg)
     inv = inventory(client, window, join_matchers(cfg.prometheus.ksmSelector, cfg.prometheus.clusterSelector))
-    sets = [cloud_cost_set(bill, inv, w, parts, clauses) for w in windows]
+    sets = [cloud_cost_set(bill, inv, w, parts, flt) for w in windows]
     if ACCUMULATE[accumulate] == "all" and len(sets) > 1:
         sets = [accumulate_sets(sets, window)]
     return {"code": 200, "data": {"sets": sets, "window": {"start": iso(window.start), "end": iso(window.end)}}}
