@@ -14,7 +14,6 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from typing import Any
 
 from . import allocfilter
@@ -23,10 +22,11 @@ from .billing import Bill, BillLine
 from .config import Config
 from .errors import ConfigError
 from .limits import check_window
+from .opencost_api import calendar_next, calendar_start, step_windows
 from .prometheus import PrometheusClient
 from .promql import join_matchers
 from .reconcile import LB_TAGS, Inventory, inventory, lb_by_name, overlap
-from .window import Window, iso, parse_window, period_bounds
+from .window import Window, iso, parse_window
 
 CLOUD_FIELDS = ("invoiceEntityID", "accountID", "provider", "providerID", "category", "service")
 BASES = ("listCost", "netCost", "amortizedNetCost", "invoicedCost", "amortizedCost")
@@ -39,24 +39,16 @@ ACCUMULATE = {"all": "all", "true": "all", "hour": "hour", "day": "daily", "fals
 
 
 def calendar_windows(window: Window, period: str) -> list[Window]:
-    """The window cut at UTC hour, day, week (Sunday), month or quarter boundaries, oldest first."""
+    """The window cut at UTC hour, day, week (Sunday), month or quarter boundaries, oldest first
+    (/allocation's calendar periods, opencost_api.calendar_start, cut to the window)."""
     if period == "all":
         return [window]
+    unit = {"daily": "day", "weekly": "week", "monthly": "month"}.get(period, period)
     out, t = [], window.start
     while t < window.end:
-        if period == "hour":
-            end = (t // 3600 + 1) * 3600
-        elif period == "quarter":
-            d = datetime.fromtimestamp(t, tz=timezone.utc)
-            first = (d.month - 1) // 3 * 3 + 1  # the quarter's first month; it ends 3 months on
-            end = int(datetime(d.year + (first + 2) // 12, (first + 2) % 12 + 1, 1, tzinfo=timezone.utc).timestamp())
-        elif period == "weekly":  # OpenCost's weeks start on Sunday
-            day = t // 86400 * 86400
-            end = day + (7 - (datetime.fromtimestamp(day, tz=timezone.utc).weekday() + 1) % 7) * 86400
-        else:
-            end = period_bounds(period, t)[1]
-        out.append(Window(t, min(end, window.end), window.step))
-        t = min(end, window.end)
+        end = min(calendar_next(calendar_start(t, unit), unit), window.end)
+        out.append(Window(t, end, window.step))
+        t = end
     return out
 
 
@@ -180,7 +172,7 @@ def accumulate_sets(sets: list[dict[str, Any]], w: Window) -> dict[str, Any]:
 def cloud_cost_response(cfg: Config, client: PrometheusClient, query: dict[str, list[str]], now: float,
                         resolution: int) -> dict[str, Any]:
     """/cloudCost: window, step, aggregate, accumulate and filter over the configured bills."""
-    from .assets_api import load_bill, step_windows
+    from .assets_api import load_bill
 
     def arg(name: str) -> str | None:
         return query.get(name, [None])[0]
@@ -193,7 +185,7 @@ def cloud_cost_response(cfg: Config, client: PrometheusClient, query: dict[str, 
     if accumulate not in ACCUMULATE:
         raise ConfigError(f"accumulate={arg('accumulate')!r}: use one of {', '.join(ACCUMULATE)}")
     # `step` (as /allocation's) cuts the sets when given; otherwise accumulate's calendar periods do.
-    windows = step_windows(window, query) if arg("step") else calendar_windows(window, ACCUMULATE[accumulate])
+    windows = step_windows(window, arg("step")) if arg("step") else calendar_windows(window, ACCUMULATE[accumulate])
     bill = load_bill(cfg)
     inv = inventory(client, window, join_matchers(cfg.prometheus.ksmSelector, cfg.prometheus.clusterSelector))
     sets = [cloud_cost_set(bill, inv, w, parts, flt) for w in windows]
