@@ -142,7 +142,7 @@ def serve(prometheus_url: str | None, config: str | None, listen: str | None, st
           until: str | None, cluster_name: str | None, cluster_selector: str | None,
           web_config_file: str | None) -> None:
     """Run the long-lived exporter: accrue cost interval by interval and publish it as metrics."""
-    from .server import run_server
+    from .httpapi import run_server
 
     try:
         cfg = _load(config, prometheus_url, cluster_selector)

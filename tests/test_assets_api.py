@@ -18,9 +18,10 @@ import pytest
 import requests
 
 from exporter.config import parse_config
+from exporter.httpapi import make_handler
 from exporter.httpserver import BoundedHTTPServer
 from exporter.localprom import free_port
-from exporter.server import Exporter, make_handler
+from exporter.server import Exporter
 
 from .scenarios import ASSET_CONFIG
 from .test_allocate_core import REL, window_arg
