@@ -227,11 +227,12 @@ def aggregate_rows(rows: list[AssetRow], parts: list[str]) -> dict[str, dict[str
     return out
 
 
-def parse_asset_aggregate(text: str | None) -> list[str]:
+def parse_aggregate_parts(text: str | None, allowed: tuple[str, ...] = ASSET_AGGREGATES) -> list[str]:
+    """`aggregate=a,b` of /assets (or, with its fields, /cloudCost): each part must be one of `allowed`."""
     parts = [p.strip() for p in (text or "").split(",") if p.strip()]
     for p in parts:
-        if p not in ASSET_AGGREGATES:
-            raise ConfigError(f"aggregate={text!r}: {p!r} is not one of {', '.join(ASSET_AGGREGATES)}")
+        if p not in allowed:
+            raise ConfigError(f"aggregate={text!r}: {p!r} is not one of {', '.join(allowed)}")
     return parts
 
 
@@ -268,7 +269,7 @@ def assets_response(cfg: Config, client: PrometheusClient, make: Callable[[Confi
 
     window = parse_window(arg("window") or "24h", now, parse_duration(cfg.allocation.resolution))
     check_window(window, cfg.api.maxWindow)
-    parts = parse_asset_aggregate(arg("aggregate"))
+    parts = parse_aggregate_parts(arg("aggregate"))
     accumulate = parse_flag(query, "accumulate")
     reconciled = parse_flag(query, "reconciled")
     windows = step_windows(window, arg("step"))

@@ -138,14 +138,6 @@ def cloud_cost_set(bill: Bill, inv: Inventory, w: Window, parts: list[str], flt:
             "cloudCosts": items}
 
 
-def parse_cloud_aggregate(text: str | None) -> list[str]:
-    parts = [p.strip() for p in (text or "").split(",") if p.strip()]
-    for p in parts:
-        if p not in CLOUD_FIELDS:
-            raise ConfigError(f"aggregate={text!r}: {p!r} is not one of {', '.join(CLOUD_FIELDS)}")
-    return parts
-
-
 def accumulate_sets(sets: list[dict[str, Any]], w: Window) -> dict[str, Any]:
     """Sum sets into one over the whole window (kubernetesPercent weighted by cost)."""
     out: dict[str, Any] = {"window": {"start": iso(w.start), "end": iso(w.end)},
@@ -172,14 +164,14 @@ def accumulate_sets(sets: list[dict[str, Any]], w: Window) -> dict[str, Any]:
 def cloud_cost_response(cfg: Config, client: PrometheusClient, query: dict[str, list[str]], now: float,
                         resolution: int) -> dict[str, Any]:
     """/cloudCost: window, step, aggregate, accumulate and filter over the configured bills."""
-    from .assets_api import load_bill
+    from .assets_api import load_bill, parse_aggregate_parts
 
     def arg(name: str) -> str | None:
         return query.get(name, [None])[0]
 
     window = parse_window(arg("window") or "7d", now, resolution)
     check_window(window, cfg.api.maxWindow)
-    parts = parse_cloud_aggregate(arg("aggregate"))
+    parts = parse_aggregate_parts(arg("aggregate"), CLOUD_FIELDS)
     flt = parse_filter(arg("filter") or "")
     accumulate = (arg("accumulate") or "day").lower()
     if accumulate not in ACCUMULATE:

@@ -9,6 +9,7 @@ import json
 import logging
 import signal
 import threading
+from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler
 from typing import Any
 from urllib.parse import parse_qs, urlparse
@@ -73,6 +74,22 @@ def make_handler(exporter: Exporter, auth: Auth | None = None) -> type[BaseHTTPR
                 log.error("cannot check credentials: %s", e)
                 return False
 
+        def _compute(self, path: str, run: Callable[[threading.Event], Any]) -> None:
+            """An API answer on the bounded pool: 429 when full, 503 past the deadline, 400 for bad input."""
+            try:
+                self._json(200, admission.run(run))
+            except Busy as e:
+                self._error(429, str(e), [("Retry-After", "5")])
+            except (DeadlineExceeded, Cancelled) as e:
+                self._error(503, str(e))
+            except ConfigError as e:
+                self._error(400, str(e))
+            except ChargebackError as e:
+                self._error(502, str(e))
+            except Exception as e:  # a bug must not drop the connection without an answer
+                log.exception("%s failed unexpectedly", path)
+                self._error(500, f"unexpected {type(e).__name__}")
+
         def do_HEAD(self) -> None:
             self.do_GET()
 
@@ -94,35 +111,11 @@ def make_handler(exporter: Exporter, auth: Auth | None = None) -> type[BaseHTTPR
                                                                 "lastError": exporter.health.last_error})
             elif url.path in ALLOCATION_PATHS:
                 query = parse_qs(url.query)
-                try:
-                    self._json(200, admission.run(lambda cancel: exporter.allocation(query, cancel)))
-                except Busy as e:
-                    self._error(429, str(e), [("Retry-After", "5")])
-                except (DeadlineExceeded, Cancelled) as e:
-                    self._error(503, str(e))
-                except ConfigError as e:
-                    self._error(400, str(e))
-                except ChargebackError as e:
-                    self._error(502, str(e))
-                except Exception as e:  # a bug must not drop the connection without an answer
-                    log.exception("%s failed unexpectedly", url.path)
-                    self._error(500, f"unexpected {type(e).__name__}")
+                self._compute(url.path, lambda cancel: exporter.allocation(query, cancel))
             elif url.path in ("/assets", "/model/assets", "/cloudCost", "/model/cloudCost"):
                 query = parse_qs(url.query)
                 compute = exporter.assets if url.path.endswith("/assets") else exporter.cloud_costs
-                try:
-                    self._json(200, admission.run(lambda cancel: compute(query, cancel)))
-                except Busy as e:
-                    self._error(429, str(e), [("Retry-After", "5")])
-                except (DeadlineExceeded, Cancelled) as e:
-                    self._error(503, str(e))
-                except ConfigError as e:
-                    self._error(400, str(e))
-                except ChargebackError as e:
-                    self._error(502, str(e))
-                except Exception as e:  # a bug must not drop the connection without an answer
-                    log.exception("%s failed unexpectedly", url.path)
-                    self._error(500, f"unexpected {type(e).__name__}")
+                self._compute(url.path, lambda cancel: compute(query, cancel))
             else:
                 self._error(404, f"no such path {url.path}")
 
