@@ -21,7 +21,7 @@ import yaml
 
 from exporter.budgets import allocation_group_only
 from exporter.localprom import PrometheusServer, backfill, backfill_rules
-from exporter.synthetic import bench_cluster
+from exporter.synthetic_clusters import bench_cluster
 
 SIZES = (1_000, 10_000, 100_000)
 # Samples every 15 minutes and a 15-minute resolution keep the 100k backfill to ~90M samples.

@@ -20,7 +20,8 @@ from pathlib import Path
 import yaml
 
 from exporter.localprom import PrometheusServer, backfill
-from exporter.synthetic import Cluster, Series, bench_cluster
+from exporter.synthetic import Cluster, Series
+from exporter.synthetic_clusters import bench_cluster
 
 INTERVAL = 900
 FLAT = 0.10

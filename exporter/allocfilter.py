@@ -14,8 +14,10 @@ Errors name the 0-based character position, as OpenCost's do. Pure: no I/O.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 from .errors import ConfigError
 
@@ -25,7 +27,6 @@ UNALLOCATED = "__unallocated__"
 _OPS = {"!~>:": ("suffix", True), "!<~:": ("prefix", True), "!~:": ("contains", True), "~>:": ("suffix", False),
         ">~:": ("suffix", False), "<~:": ("prefix", False), "~:": ("contains", False), "!:": ("equals", True),
         ":": ("equals", False)}
-MAP_FIELDS = ("label", "annotation")
 # Field names as OpenCost spells them (controllerName), plus the short names its aggregate uses (controller).
 FIELDS = {"cluster": "cluster", "node": "node", "namespace": "namespace", "controllerKind": "controllerKind",
           "controllerName": "controller", "controller": "controller", "pod": "pod", "container": "container",
@@ -37,6 +38,20 @@ ALIASES = {"department": "department", "environment": "environment", "owner": "o
 
 class FilterError(ConfigError):
     """A filter that does not parse; the message names the position."""
+
+
+@dataclass(frozen=True)
+class Schema:
+    """The fields a filter may name and where a row keeps them, so one grammar serves every endpoint."""
+
+    fields: Mapping[str, str]  # spelling in a filter -> the row attribute compared
+    maps: Mapping[str, str]  # map fields (label[k]) -> the row attribute holding the map
+    lists: frozenset[str] = frozenset()  # attributes holding several values (an allocation's services)
+    aliases: Mapping[str, str] = field(default_factory=dict)  # names that mean label[key]
+    example: str = "namespace, node, cluster or label[app]"
+
+
+ALLOCATION = Schema(FIELDS, {"label": "labels", "annotation": "annotations"}, frozenset({"services"}), ALIASES)
 
 
 @dataclass(frozen=True)
@@ -58,25 +73,27 @@ class Props:
 
 @dataclass(frozen=True)
 class Compare:
-    field: str  # a FIELDS value, "label" or "annotation"
+    field: str  # a schema's field value (FIELDS for allocations) or one of its map fields ("label")
     key: str | None  # the map key; None for plain fields and for key-less map tests (`label:"app"`: has key)
     op: str  # equals | contains | prefix | suffix
     negated: bool
     values: tuple[str, ...]
     position: int
+    schema: Schema = dataclasses.field(default=ALLOCATION, compare=False, repr=False)
 
-    def matches(self, p: Props) -> bool:
+    def matches(self, p: Any) -> bool:
+        """`p` is a row of the schema: Props for allocations, CloudProps for cloud costs."""
         hits = [self._one(p, v) for v in self.values]
         return not any(hits) if self.negated else any(hits)
 
-    def _one(self, p: Props, value: str) -> bool:
-        if self.field in MAP_FIELDS:
-            m = p.labels if self.field == "label" else p.annotations
+    def _one(self, p: Any, value: str) -> bool:
+        if self.field in self.schema.maps:
+            m: Mapping[str, str] = getattr(p, self.schema.maps[self.field])
             if self.key is None:  # on the keys: `label:"app"` means the label is set
                 return _test(self.op, list(m), value, slice_=True)
             return _test(self.op, [m.get(self.key, "")], value)
-        if self.field == "services":
-            return _test(self.op, list(p.services), value, slice_=True)
+        if self.field in self.schema.lists:
+            return _test(self.op, list(getattr(p, self.field)), value, slice_=True)
         return _test(self.op, [getattr(p, self.field)], value)
 
 
@@ -97,7 +114,7 @@ class Group:
     op: str  # "and" | "or"
     items: tuple[Node, ...]
 
-    def matches(self, p: Props) -> bool:
+    def matches(self, p: Any) -> bool:
         results = (i.matches(p) for i in self.items)
         return all(results) if self.op == "and" else any(results)
 
@@ -161,8 +178,8 @@ def _describe(t: _Tok) -> str:
 
 
 class _Parser:
-    def __init__(self, tokens: list[_Tok], aliases: Mapping[str, str]) -> None:
-        self.toks, self.i, self.aliases = tokens, 0, aliases
+    def __init__(self, tokens: list[_Tok], schema: Schema, aliases: Mapping[str, str]) -> None:
+        self.toks, self.i, self.schema, self.aliases = tokens, 0, schema, aliases
 
     def peek(self) -> _Tok:
         return self.toks[self.i]
@@ -207,19 +224,20 @@ class _Parser:
     def comparison(self) -> Compare:
         t = self.peek()
         if t.kind != "ident":
-            raise self.fail("a field such as namespace, node, cluster or label[app]")
+            raise self.fail(f"a field such as {self.schema.example}")
         self.take()
         key: str | None = None
-        if t.text in MAP_FIELDS:
+        fields = self.schema.fields
+        if t.text in self.schema.maps:
             name = t.text
             if self.peek().kind == "key":
                 key = self.take().text
-        elif t.text in FIELDS:
-            name = FIELDS[t.text]
+        elif t.text in fields:
+            name = fields[t.text]
         elif t.text in self.aliases:
             name, key = "label", self.aliases[t.text]
         else:
-            known = ", ".join([*FIELDS, "label[k]", "annotation[k]", *self.aliases])
+            known = ", ".join([*fields, *(f"{m}[k]" for m in self.schema.maps), *self.aliases])
             raise FilterError(f"filter position {t.pos}: unknown field {t.text!r}; use {known}")
         if self.peek().kind != "op":
             raise self.fail("an operator (:, !:, ~:, !~:, <~:, !<~:, ~>:, !~>:)")
@@ -228,7 +246,7 @@ class _Parser:
         while self.peek().kind == ",":
             self.take()
             values.append(self.value())
-        return Compare(name, key, op, negated, tuple(values), t.pos)
+        return Compare(name, key, op, negated, tuple(values), t.pos, self.schema)
 
     def value(self) -> str:
         if self.peek().kind != "str":
@@ -236,11 +254,12 @@ class _Parser:
         return self.take().text
 
 
-def parse_filter(text: str, aliases: Mapping[str, str] | None = None) -> Node | None:
-    """Parse a filter; None for an empty one. `aliases` maps extra field names to label keys."""
+def parse_filter(text: str, aliases: Mapping[str, str] | None = None, schema: Schema = ALLOCATION) -> Node | None:
+    """Parse a filter over `schema`'s fields (allocations by default); None for an empty one.
+    `aliases` maps extra field names to label keys."""
     if not text.strip():
         return None
-    parser = _Parser(_lex(text), {**ALIASES, **(aliases or {})})
+    parser = _Parser(_lex(text), schema, {**schema.aliases, **(aliases or {})})
     node = parser.filter(0)
     if parser.peek().kind != "eof":
         raise parser.fail("'+', '|' or the end of the filter")

@@ -21,6 +21,7 @@ from .billing import Bill, read_bill
 from .config import Config
 from .errors import ConfigError
 from .limits import check_window
+from .opencost_api import step_windows
 from .pipeline import Pipeline
 from .prometheus import PrometheusClient
 from .promql import inventory_queries, join_matchers
@@ -68,21 +69,6 @@ def parse_flag(query: dict[str, list[str]], name: str, default: bool = False) ->
     if v.lower() not in ("true", "false"):
         raise ConfigError(f"{name}={v!r}: use true or false")
     return v.lower() == "true"
-
-
-def step_windows(window: Window, query: dict[str, list[str]]) -> list[Window]:
-    """The sets OpenCost returns: the window cut by `step` (the whole window without one), oldest first."""
-    text = query.get("step", [None])[0]
-    if not text:
-        return [window]
-    try:
-        step = parse_duration(text)
-    except ConfigError as e:
-        raise ConfigError(f"step={text!r}: {e}") from e
-    if step <= 0 or step % window.step:
-        raise ConfigError(f"step={text!r}: must be a positive multiple of the resolution ({window.step}s)")
-    # As /allocation's sets: from the window's start, the last one cut at the window's end.
-    return [Window(t, min(t + step, window.end), window.step) for t in range(window.start, window.end, step)]
 
 
 class RecordingPipeline(Pipeline):
@@ -241,11 +227,12 @@ def aggregate_rows(rows: list[AssetRow], parts: list[str]) -> dict[str, dict[str
     return out
 
 
-def parse_asset_aggregate(text: str | None) -> list[str]:
+def parse_aggregate_parts(text: str | None, allowed: tuple[str, ...] = ASSET_AGGREGATES) -> list[str]:
+    """`aggregate=a,b` of /assets (or, with its fields, /cloudCost): each part must be one of `allowed`."""
     parts = [p.strip() for p in (text or "").split(",") if p.strip()]
     for p in parts:
-        if p not in ASSET_AGGREGATES:
-            raise ConfigError(f"aggregate={text!r}: {p!r} is not one of {', '.join(ASSET_AGGREGATES)}")
+        if p not in allowed:
+            raise ConfigError(f"aggregate={text!r}: {p!r} is not one of {', '.join(allowed)}")
     return parts
 
 
@@ -282,10 +269,10 @@ def assets_response(cfg: Config, client: PrometheusClient, make: Callable[[Confi
 
     window = parse_window(arg("window") or "24h", now, parse_duration(cfg.allocation.resolution))
     check_window(window, cfg.api.maxWindow)
-    parts = parse_asset_aggregate(arg("aggregate"))
+    parts = parse_aggregate_parts(arg("aggregate"))
     accumulate = parse_flag(query, "accumulate")
     reconciled = parse_flag(query, "reconciled")
-    windows = step_windows(window, query)
+    windows = step_windows(window, arg("step"))
     ksm = join_matchers(cfg.prometheus.ksmSelector, cfg.prometheus.clusterSelector)
     node_ids, volume_ids = provider_ids(client, window, ksm)
     cluster = cfg.serve.clusterName or "cluster"

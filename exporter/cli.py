@@ -12,8 +12,9 @@ from typing import Any, NoReturn
 
 import click
 
+from .cli_reports import reconcile, report
 from .config import Config, load_config, override
-from .errors import ChargebackError, ConfigError
+from .errors import ChargebackError
 from .focus import PERIODS as FOCUS_PERIODS
 from .focus import export_for
 from .formatters import parse_aggregate, render
@@ -142,7 +143,7 @@ def serve(prometheus_url: str | None, config: str | None, listen: str | None, st
           until: str | None, cluster_name: str | None, cluster_selector: str | None,
           web_config_file: str | None) -> None:
     """Run the long-lived exporter: accrue cost interval by interval and publish it as metrics."""
-    from .server import run_server
+    from .httpapi import run_server
 
     try:
         cfg = _load(config, prometheus_url, cluster_selector)
@@ -288,141 +289,6 @@ def manifests(out_dir: str) -> None:
     click.echo(f"{len(written)} file(s) written under {out_dir}")
 
 
-@main.command()
-@click.option("--prometheus-url", help="Prometheus base URL (overrides prometheus.url in the config).")
-@click.option("--config", type=click.Path(dir_okay=False), help="YAML config file (reports: destinations).")
-@click.option("--window", "window_text", default="lastweek", show_default=True,
-              help="lastweek, lastmonth, or any allocate window.")
-@click.option("--by", default="team", show_default=True,
-              help="team, namespace, cost_center (or any attribution label).")
-@click.option("--format", "fmt", default="markdown", show_default=True,
-              type=click.Choice(["markdown", "csv", "html", "json", "focus"]),
-              help="focus: FOCUS 1.0 rows (CSV), computed per UTC day (see allocate --format focus).")
-@click.option("--focus-period", default="day", show_default=True, type=click.Choice(FOCUS_PERIODS))
-@click.option("--cluster-name", help="With --format focus: SubAccountId (default: serve.clusterName).")
-@click.option("--source", default="auto", show_default=True, type=click.Choice(["auto", "exporter", "computed"]),
-              help="exporter series (exact, cheap) when they cover the window, else computed from raw metrics.")
-@click.option("--send", is_flag=True, help="Deliver to the configured destinations instead of printing.")
-@click.option("--dry-run", is_flag=True, help="With --send: print what would be sent, send nothing.")
-@click.option("--out", type=click.Path(dir_okay=False), help="Write the report here instead of stdout.")
-def report(prometheus_url: str | None, config: str | None, window_text: str, by: str, fmt: str,
-           focus_period: str, cluster_name: str | None, source: str, send: bool, dry_run: bool,
-           out: str | None) -> None:
-    """Showback report per team (or namespace, cost centre) against the previous period."""
-    from .delivery import deliver
-    from .report import describe, make_report
-    from .reportformat import render as render_report
-
-    try:
-        cfg = _load(config, prometheus_url)
-        if by != "namespace" and by not in cfg.attribution.labels:
-            labels = ", ".join(cfg.attribution.labels)
-            raise ConfigError(f"--by {by!r}: use namespace or an attribution label ({labels})")
-        now = time.time()
-        window = parse_window(window_text, now, parse_duration(cfg.allocation.resolution))
-        if fmt == "focus":  # the computed split per charge period, grouped --by
-            if send:
-                raise ConfigError("--format focus is written, not sent: use --out")
-            pipeline = Pipeline(cfg, PrometheusClient(cfg.prometheus))
-            text = export_for(cfg, pipeline.compute, window, focus_period, [by], cluster_name)
-            if out:
-                Path(out).write_text(text)
-            else:
-                click.echo(text, nl=False)
-            return
-        rep = make_report(cfg, window, by, now, source)
-    except ChargebackError as e:
-        _fail(e)
-    click.echo(f"report {describe(rep)}", err=True)
-    if not send:
-        text = render_report(rep, fmt)
-        if out:
-            Path(out).write_text(text)
-        else:
-            click.echo(text, nl=False)
-        return
-    outcomes = deliver(rep, cfg.reports, dry_run=dry_run)
-    for o in outcomes:
-        click.echo(f"{'ok  ' if o.ok else 'FAIL'} {o.destination}: {o.detail}", err=not o.ok)
-    if not outcomes:
-        click.echo("no destinations configured under reports:", err=True)
-    if any(not o.ok for o in outcomes):
-        sys.exit(1)
-
-
-@main.command()
-@click.option("--bill", "bills", multiple=True, required=True, type=click.Path(dir_okay=False),
-              help="FOCUS, AWS CUR 2.0 or GCP billing export (CSV, .gz); repeat for several files.")
-@click.option("--prometheus-url", help="Prometheus base URL (overrides prometheus.url in the config).")
-@click.option("--config", type=click.Path(dir_okay=False), help="YAML config file.")
-@click.option("--window", "window_text", default="lastmonth", show_default=True)
-@click.option("--format", "fmt", default="table", show_default=True, type=click.Choice(["table", "json", "csv"]))
-@click.option("--reconciled", is_flag=True,
-              help="Recompute the allocation on the bill's effective prices and print it (OpenCost JSON with "
-                   "--format json); unmatched bill lines are shared by the sharing policy.")
-@click.option("--aggregate", default="namespace", show_default=True, help="With --reconciled.")
-def reconcile(bills: tuple[str, ...], prometheus_url: str | None, config: str | None, window_text: str,
-              fmt: str, reconciled: bool, aggregate: str) -> None:
-    """Compare the cloud bill with chargeback's computed cost, by category and by node."""
-    import csv
-    import io
-
-    from .billing import read_bill
-    from .reconcile import inventory, rows, to_table
-    from .reconcile import reconcile as compare
-
-    try:
-        cfg = _load(config, prometheus_url)
-        import glob
-
-        files = sorted({f for b in bills for f in (glob.glob(b) or [b])})  # globs, for the CronJob's volume
-        bill = read_bill(list(files))
-        window = parse_window(window_text, time.time(), parse_duration(cfg.allocation.resolution))
-        client = PrometheusClient(cfg.prometheus)
-        result = _with_progress(Pipeline(cfg, client), window)
-        inv = inventory(client, window, ",".join(m for m in (cfg.prometheus.ksmSelector,
-                                                             cfg.prometheus.clusterSelector) if m))
-    except ChargebackError as e:
-        _fail(e)
-    rec = compare(bill, inv, result, window, cfg.reconciliation.clusterTags)
-    if bill.currency and bill.currency != cfg.pricing.currency:
-        click.echo(f"chargeback: error: the bill is in {bill.currency}, prices are in {cfg.pricing.currency}",
-                   err=True)
-        sys.exit(2)
-    if reconciled:
-        from .reconcile import apply_bill
-
-        try:
-            parts, labels = parse_aggregate(aggregate, cfg.attribution.labels)
-            cfg = override(cfg, "attribution", labels=labels)
-            pipeline = Pipeline(cfg, client)
-            apply_bill(pipeline, rec, result)
-            again = _with_progress(pipeline, window)
-        except ChargebackError as e:
-            _fail(e)
-        unbilled = sum(n["computed"] for n in rec.nodes if n["bill"] is None)
-        shared = sum(rec.unmatched.values()) if rec.scoped else 0.0
-        click.echo(f"reconciled: namespaces sum to {sum(again.costs.values()):.2f}; bill {rec.total_bill:.2f} "
-                   f"matched + {shared:.2f} shared, nodes not on the bill kept at their computed {unbilled:.2f}"
-                   + ("" if rec.scoped else "; unmatched lines not shared: set reconciliation.clusterTags"),
-                   err=True)
-        click.echo(render(again, parts, tuple(cfg.attribution.labels), "json" if fmt == "json" else fmt,
-                          cfg.pricing.currency))
-        return
-    if fmt == "json":
-        click.echo(json.dumps({"window": [window.start, window.end], "currency": rec.currency,
-                               "categories": rows(rec), "nodes": rec.nodes, "unmatched": rec.unmatched,
-                               "ignored": rec.ignored, "totalBill": rec.total_bill,
-                               "namespaces": {ns: {"split": s, "unused": u, "chargeback": c}
-                                              for ns, (s, u, c) in rec.namespaces.items()},
-                               "totalComputed": rec.total_computed, "totalVariance": rec.total_variance,
-                               "totalList": rec.total_listed,
-                               "verdict": rec.verdict()}, indent=2))
-    elif fmt == "csv":
-        buf = io.StringIO()
-        writer = csv.DictWriter(buf, fieldnames=["category", "bill", "computed", "variance", "list", "invoiced"])
-        writer.writeheader()
-        writer.writerows(rows(rec))
-        click.echo(buf.getvalue(), nl=False)
-    else:
-        click.echo(to_table(rec))
+# `report` and `reconcile` live in cli_reports.py (they only wire computed results to their outputs).
+main.add_command(report)
+main.add_command(reconcile)

@@ -12,19 +12,21 @@ BilledCost (cash; 0 for CUR usage covered by a plan or reservation, which is pai
 
 from __future__ import annotations
 
-import re
-from dataclasses import dataclass
-from datetime import datetime, timezone
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
+from . import allocfilter
+from .allocfilter import Node, Schema
 from .billing import Bill, BillLine
 from .config import Config
 from .errors import ConfigError
 from .limits import check_window
+from .opencost_api import calendar_next, calendar_start, step_windows
 from .prometheus import PrometheusClient
 from .promql import join_matchers
 from .reconcile import LB_TAGS, Inventory, inventory, lb_by_name, overlap
-from .window import Window, iso, parse_window, period_bounds
+from .window import Window, iso, parse_window
 
 CLOUD_FIELDS = ("invoiceEntityID", "accountID", "provider", "providerID", "category", "service")
 BASES = ("listCost", "netCost", "amortizedNetCost", "invoicedCost", "amortizedCost")
@@ -37,83 +39,52 @@ ACCUMULATE = {"all": "all", "true": "all", "hour": "hour", "day": "daily", "fals
 
 
 def calendar_windows(window: Window, period: str) -> list[Window]:
-    """The window cut at UTC hour, day, week (Sunday), month or quarter boundaries, oldest first."""
+    """The window cut at UTC hour, day, week (Sunday), month or quarter boundaries, oldest first
+    (/allocation's calendar periods, opencost_api.calendar_start, cut to the window)."""
     if period == "all":
         return [window]
+    unit = {"daily": "day", "weekly": "week", "monthly": "month"}.get(period, period)
     out, t = [], window.start
     while t < window.end:
-        if period == "hour":
-            end = (t // 3600 + 1) * 3600
-        elif period == "quarter":
-            d = datetime.fromtimestamp(t, tz=timezone.utc)
-            first = (d.month - 1) // 3 * 3 + 1  # the quarter's first month; it ends 3 months on
-            end = int(datetime(d.year + (first + 2) // 12, (first + 2) % 12 + 1, 1, tzinfo=timezone.utc).timestamp())
-        elif period == "weekly":  # OpenCost's weeks start on Sunday
-            day = t // 86400 * 86400
-            end = day + (7 - (datetime.fromtimestamp(day, tz=timezone.utc).weekday() + 1) % 7) * 86400
-        else:
-            end = period_bounds(period, t)[1]
-        out.append(Window(t, min(end, window.end), window.step))
-        t = min(end, window.end)
+        end = min(calendar_next(calendar_start(t, unit), unit), window.end)
+        out.append(Window(t, end, window.step))
+        t = end
     return out
 
 
 @dataclass(frozen=True)
-class Clause:
-    """field:"v1","v2": the line's field equals one of the values."""
+class CloudProps:
+    """What a filter can look at on one bill line (OpenCost's CloudCostProperties)."""
 
-    field: str
-    values: tuple[str, ...]
-
-
-_FIELD = re.compile(r"\s*([A-Za-z]*)\s*")
-_VALUE = re.compile(r'"((?:[^"\\]|\\.)*)"\s*')
-_ONLY = "only field:\"value\",... clauses joined by + are supported"
-
-
-def parse_filter(text: str) -> list[Clause]:
-    """A minimal OpenCost filter: `field:"v1","v2"` clauses joined by `+` (and). Anything else is refused
-    with the position, until the shared filter grammar (allocfilter) serves this endpoint too."""
-    clauses, pos = [], 0
-    while True:
-        m = _FIELD.match(text, pos)
-        assert m is not None  # the pattern matches the empty string
-        name, at = m.group(1), m.start(1)
-        if name not in CLOUD_FIELDS:
-            raise ConfigError(f"filter={text!r}: at position {at}: expected one of {', '.join(CLOUD_FIELDS)}, "
-                              f"got {name or text[at:at + 1] or 'the end'!r}")
-        pos = m.end()
-        if not text.startswith(":", pos):
-            op = re.match(r"[!<>~]*:?", text[pos:])
-            raise ConfigError(f"filter={text!r}: at position {pos}: operator {(op.group(0) if op else '') or 'none'!r} "
-                              f"is not supported here; {_ONLY}")
-        pos, values = pos + 1, []
-        while True:
-            pos += len(text[pos:]) - len(text[pos:].lstrip())
-            v = _VALUE.match(text, pos)
-            if not v:
-                raise ConfigError(f"filter={text!r}: at position {pos}: expected a double-quoted value")
-            values.append(v.group(1).replace('\\"', '"'))
-            pos = v.end()
-            if not text.startswith(",", pos):
-                break
-            pos += 1
-        clauses.append(Clause(name, tuple(values)))
-        if pos == len(text):
-            return clauses
-        if text[pos] != "+":
-            raise ConfigError(f"filter={text!r}: at position {pos}: expected '+' or the end; {_ONLY}")
-        pos += 1
+    invoiceEntityID: str = ""
+    accountID: str = ""
+    provider: str = ""
+    providerID: str = ""
+    category: str = ""
+    service: str = ""
+    labels: Mapping[str, str] = field(default_factory=dict)
 
 
-def properties(line: BillLine) -> dict[str, str]:
+# OpenCost's CloudCost filter fields (v2 names, and the plural names of its v1 CloudCostFilter), plus label[k].
+CLOUD_SCHEMA = Schema(
+    {**{f: f for f in CLOUD_FIELDS}, "invoiceEntityIDs": "invoiceEntityID", "accountIDs": "accountID",
+     "providers": "provider", "providerIDs": "providerID", "categories": "category", "services": "service"},
+    {"label": "labels"}, example="service, accountID, category or label[team]")
+
+
+def parse_filter(text: str) -> Node | None:
+    """OpenCost's v2 filter grammar (allocfilter) over the cloud cost fields; None for an empty filter."""
+    return allocfilter.parse_filter(text, schema=CLOUD_SCHEMA)
+
+
+def properties(line: BillLine) -> dict[str, Any]:
     return {"providerID": line.raw_resource, "provider": line.provider, "accountID": line.account,
             "invoiceEntityID": line.invoice_entity, "service": line.service, "category": _CATEGORY[line.category],
-            "labels": line.tags}  # type: ignore[dict-item]
+            "labels": line.tags}
 
 
-def matches(props: dict[str, Any], clauses: list[Clause]) -> bool:
-    return all(props[c.field] in c.values for c in clauses)
+def cloud_props(props: dict[str, Any]) -> CloudProps:
+    return CloudProps(**{f: props[f] for f in CLOUD_FIELDS}, labels=props["labels"])
 
 
 def in_cluster(line: BillLine, inv: Inventory) -> bool:
@@ -131,7 +102,7 @@ def amounts(line: BillLine, share: float) -> dict[str, float]:
             "invoicedCost": (line.invoiced or 0.0) * share, "amortizedCost": effective}
 
 
-def cloud_cost_set(bill: Bill, inv: Inventory, w: Window, parts: list[str], clauses: list[Clause]
+def cloud_cost_set(bill: Bill, inv: Inventory, w: Window, parts: list[str], flt: Node | None
                    ) -> dict[str, Any]:
     """Pure: one set of OpenCost CloudCosts over window `w`, keyed by the aggregate values joined with '/'."""
     items: dict[str, dict[str, Any]] = {}
@@ -141,7 +112,7 @@ def cloud_cost_set(bill: Bill, inv: Inventory, w: Window, parts: list[str], clau
         if share == 0:
             continue
         props = properties(line)
-        if not matches(props, clauses):
+        if flt is not None and not flt.matches(cloud_props(props)):
             continue
         key = "/".join(props[p] or UNALLOCATED for p in parts) if parts else \
             "/".join(props[p] or UNALLOCATED for p in ("invoiceEntityID", "accountID", "provider", "providerID",
@@ -165,14 +136,6 @@ def cloud_cost_set(bill: Bill, inv: Inventory, w: Window, parts: list[str], clau
             item[b]["kubernetesPercent"] = k8s[key][b] / total if total else 0.0
     return {"window": {"start": iso(w.start), "end": iso(w.end)}, "aggregationProperties": parts or list(CLOUD_FIELDS),
             "cloudCosts": items}
-
-
-def parse_cloud_aggregate(text: str | None) -> list[str]:
-    parts = [p.strip() for p in (text or "").split(",") if p.strip()]
-    for p in parts:
-        if p not in CLOUD_FIELDS:
-            raise ConfigError(f"aggregate={text!r}: {p!r} is not one of {', '.join(CLOUD_FIELDS)}")
-    return parts
 
 
 def accumulate_sets(sets: list[dict[str, Any]], w: Window) -> dict[str, Any]:
@@ -201,23 +164,23 @@ def accumulate_sets(sets: list[dict[str, Any]], w: Window) -> dict[str, Any]:
 def cloud_cost_response(cfg: Config, client: PrometheusClient, query: dict[str, list[str]], now: float,
                         resolution: int) -> dict[str, Any]:
     """/cloudCost: window, step, aggregate, accumulate and filter over the configured bills."""
-    from .assets_api import load_bill, step_windows
+    from .assets_api import load_bill, parse_aggregate_parts
 
     def arg(name: str) -> str | None:
         return query.get(name, [None])[0]
 
     window = parse_window(arg("window") or "7d", now, resolution)
     check_window(window, cfg.api.maxWindow)
-    parts = parse_cloud_aggregate(arg("aggregate"))
-    clauses = parse_filter(arg("filter") or "") if (arg("filter") or "").strip() else []
+    parts = parse_aggregate_parts(arg("aggregate"), CLOUD_FIELDS)
+    flt = parse_filter(arg("filter") or "")
     accumulate = (arg("accumulate") or "day").lower()
     if accumulate not in ACCUMULATE:
         raise ConfigError(f"accumulate={arg('accumulate')!r}: use one of {', '.join(ACCUMULATE)}")
     # `step` (as /allocation's) cuts the sets when given; otherwise accumulate's calendar periods do.
-    windows = step_windows(window, query) if arg("step") else calendar_windows(window, ACCUMULATE[accumulate])
+    windows = step_windows(window, arg("step")) if arg("step") else calendar_windows(window, ACCUMULATE[accumulate])
     bill = load_bill(cfg)
     inv = inventory(client, window, join_matchers(cfg.prometheus.ksmSelector, cfg.prometheus.clusterSelector))
-    sets = [cloud_cost_set(bill, inv, w, parts, clauses) for w in windows]
+    sets = [cloud_cost_set(bill, inv, w, parts, flt) for w in windows]
     if ACCUMULATE[accumulate] == "all" and len(sets) > 1:
         sets = [accumulate_sets(sets, window)]
     return {"code": 200, "data": {"sets": sets, "window": {"start": iso(window.start), "end": iso(window.end)}}}

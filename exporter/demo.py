@@ -33,7 +33,8 @@ from .reconcile import inventory, reconcile
 from .reconcile import to_table as reconcile_table
 from .report import make_report
 from .reportformat import render as render_report
-from .synthetic import Cluster, demo_cluster, exposition
+from .synthetic import Cluster, exposition
+from .synthetic_clusters import demo_cluster
 from .window import iso, parse_window
 
 IT = "node.kubernetes.io/instance-type"

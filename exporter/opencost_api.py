@@ -83,7 +83,8 @@ def api_window(text: str, now: float, step: int) -> Window:
     return Window(lo, hi, step)
 
 
-def _calendar_start(t: int, unit: str) -> int:
+def calendar_start(t: int, unit: str) -> int:
+    """The start of the UTC hour/day/week (Sunday)/month/quarter holding t."""
     d = _utc(t)
     if unit == "hour":
         return t // 3600 * 3600
@@ -97,7 +98,8 @@ def _calendar_start(t: int, unit: str) -> int:
     return int(day.timestamp())
 
 
-def _calendar_next(t: int, unit: str) -> int:
+def calendar_next(t: int, unit: str) -> int:
+    """The start of the period after the one starting at t."""
     d = _utc(t)
     if unit in ("hour", "day", "week"):
         return t + {"hour": 3600, "day": 86400, "week": 604800}[unit]
@@ -111,9 +113,13 @@ def parse_step(text: str | None, window: Window) -> int:
     if text is None or not text.strip():
         return window.seconds
     t = text.strip().lower()
-    step = _NAMED_STEPS.get(t) or parse_duration(t)
+    try:
+        step = _NAMED_STEPS.get(t) or parse_duration(t)
+    except ConfigError as e:
+        raise ConfigError(f"step={text!r}: {e}") from e
     if step % window.step:
-        raise ConfigError(f"step={text!r}: must be a whole multiple of the {window.step}s resolution")
+        raise ConfigError(f"step={text!r}: must be a positive multiple of the resolution; {text.strip()} is not "
+                          f"a whole multiple of the {window.step}s resolution")
     return step
 
 
@@ -148,15 +154,21 @@ def plan_sets(window: Window, step_text: str | None, accumulate: str, now: float
                                                                                 window.step)))
             t += step
         return sets
-    t = _calendar_start(window.start, accumulate)
+    t = calendar_start(window.start, accumulate)
     while t < window.end:
-        nxt = _calendar_next(t, accumulate)
+        nxt = calendar_next(t, accumulate)
         if len(sets) >= MAX_SETS:
             raise ConfigError(f"accumulate={accumulate} makes more than {MAX_SETS} sets over this window")
         compute = Window(t, min(nxt, last), window.step)
         sets.append(AllocationSet(Window(t, nxt, window.step), compute))
         t = nxt
     return [s for s in sets if s.compute.end > s.compute.start]
+
+
+def step_windows(window: Window, step_text: str | None) -> list[Window]:
+    """What each set of a step-only query (/assets, /cloudCost with step) computes: /allocation's sets
+    with accumulate=false, the last one cut at the window's end."""
+    return [s.compute for s in plan_sets(window, step_text, "none", window.end)]
 
 
 def parse_aggregate_keys(text: str, labels: Mapping[str, str]) -> tuple[list[AggKey], dict[str, str]]:

@@ -1,4 +1,4 @@
-"""`chargeback serve`: the accrual loop plus the HTTP endpoints (/metrics, /healthz, /allocation and its aliases).
+"""`chargeback serve`: the accrual loop, and what the HTTP endpoints ask of it (their routing is exporter/httpapi.py).
 
 The loop never exits on bad input: a failed cycle sets `chargeback_up 0`, keeps the
 last good values and retries from the same watermark next cycle, so no cost is lost.
@@ -7,20 +7,15 @@ last good values and retries from the same watermark next cycle, so no cost is l
 from __future__ import annotations
 
 import glob
-import json
 import logging
 import os
-import signal
 import socket
 import threading
 import time
 from collections.abc import Callable
-from http.server import BaseHTTPRequestHandler
 from typing import Any
-from urllib.parse import parse_qs, urlparse
 
 from prometheus_client import CollectorRegistry
-from prometheus_client.exposition import choose_encoder
 
 from .accrual import CounterKey, Ledger, batch_from
 from .allocrows import cluster_name
@@ -29,23 +24,18 @@ from .collector import ChargebackCollector, Health
 from .config import Config, override
 from .coverage import open_gap, waiting_reason
 from .errors import ChargebackError, ConfigError, DataError
-from .httpserver import BoundedHTTPServer
 from .kube import load_api_client, metadata_source
 from .leader import LeaseElector
-from .limits import Admission, Busy, Cancelled, DeadlineExceeded, check_window
+from .limits import check_window
 from .opencost_api import parse_query
 from .pipeline import Pipeline
 from .promclient import PrometheusClient
 from .promql import OwnSeries, join_matchers
-from .redact import redact_url
 from .warnlog import WarningLog
-from .webauth import Auth, load_auth
 from .window import PERIODS, Window, iso, parse_duration, parse_instant, parse_window, period_bounds
 
 log = logging.getLogger(__name__)
 
-# OpenCost's path, its older one, and Kubecost's (same handler, same parameters).
-ALLOCATION_PATHS = ("/allocation", "/allocation/compute", "/model/allocation")
 WARNING_LOG_INTERVAL = 3600.0  # seconds between two log lines of one warning kind
 
 
@@ -290,125 +280,3 @@ class Exporter:
         from .cloudcost import cloud_cost_response
 
         return cloud_cost_response(self.cfg, self.client, query, time.time(), self.step)
-
-
-def make_handler(exporter: Exporter, auth: Auth | None = None) -> type[BaseHTTPRequestHandler]:
-    """The endpoints. /metrics, /healthz and /readyz are cheap and never refused for load;
-    /allocation/compute runs on a bounded pool (429 beyond it) under a deadline (503 past it)."""
-    api = exporter.cfg.api
-    admission = Admission(api.maxConcurrent, parse_duration(api.timeout))
-    checker = auth or Auth()
-
-    class Handler(BaseHTTPRequestHandler):
-        server_version = "chargeback"
-        computations = admission  # run_server stops them on shutdown
-
-        def log_message(self, format: str, *args: Any) -> None:
-            log.debug("%s %s", self.address_string(), format % args)
-
-        def end_headers(self) -> None:  # every answer, send_error's included
-            self.send_header("X-Content-Type-Options", "nosniff")
-            super().end_headers()
-
-        def _send(self, code: int, body: bytes, ctype: str, headers: list[tuple[str, str]] | None = None) -> None:
-            self.send_response(code)
-            self.send_header("Content-Type", ctype)
-            self.send_header("Content-Length", str(len(body)))
-            for name, value in headers or []:
-                self.send_header(name, value)
-            self.end_headers()
-            if self.command != "HEAD":
-                self.wfile.write(body)
-
-        def _json(self, code: int, payload: Any, headers: list[tuple[str, str]] | None = None) -> None:
-            self._send(code, json.dumps(payload).encode(), "application/json", headers)
-
-        def _error(self, code: int, message: str, headers: list[tuple[str, str]] | None = None) -> None:
-            self._json(code, {"code": code, "message": message}, headers)
-
-        def _authorized(self, path: str) -> bool:
-            if not checker.required(path):
-                return True
-            try:
-                return checker.allows(self.headers.get("Authorization"))
-            except ConfigError as e:  # the token file vanished: refuse, and say why in the log
-                log.error("cannot check credentials: %s", e)
-                return False
-
-        def do_HEAD(self) -> None:
-            self.do_GET()
-
-        def do_GET(self) -> None:
-            url = urlparse(self.path)
-            if not self._authorized(url.path):
-                self._error(401, "authentication required", [("WWW-Authenticate", c) for c in checker.challenges()])
-            elif url.path == "/metrics":
-                encoder, ctype = choose_encoder(self.headers.get("Accept", ""))
-                self._send(200, encoder(exporter.registry), ctype)
-            elif url.path == "/healthz":
-                ok = exporter.healthy()
-                h = exporter.health
-                self._json(200 if ok else 503, {"alive": ok, "up": h.up, "lastError": h.last_error,
-                                                "accruedUntil": exporter.ledger.watermark,
-                                                "lastProgress": int(exporter.progress_at)})
-            elif url.path == "/readyz":
-                self._json(200 if exporter.health.up else 503, {"up": exporter.health.up,
-                                                                "lastError": exporter.health.last_error})
-            elif url.path in ALLOCATION_PATHS:
-                query = parse_qs(url.query)
-                try:
-                    self._json(200, admission.run(lambda cancel: exporter.allocation(query, cancel)))
-                except Busy as e:
-                    self._error(429, str(e), [("Retry-After", "5")])
-                except (DeadlineExceeded, Cancelled) as e:
-                    self._error(503, str(e))
-                except ConfigError as e:
-                    self._error(400, str(e))
-                except ChargebackError as e:
-                    self._error(502, str(e))
-                except Exception as e:  # a bug must not drop the connection without an answer
-                    log.exception("%s failed unexpectedly", url.path)
-                    self._error(500, f"unexpected {type(e).__name__}")
-            elif url.path in ("/assets", "/model/assets", "/cloudCost", "/model/cloudCost"):
-                query = parse_qs(url.query)
-                compute = exporter.assets if url.path.endswith("/assets") else exporter.cloud_costs
-                try:
-                    self._json(200, admission.run(lambda cancel: compute(query, cancel)))
-                except Busy as e:
-                    self._error(429, str(e), [("Retry-After", "5")])
-                except (DeadlineExceeded, Cancelled) as e:
-                    self._error(503, str(e))
-                except ConfigError as e:
-                    self._error(400, str(e))
-                except ChargebackError as e:
-                    self._error(502, str(e))
-                except Exception as e:  # a bug must not drop the connection without an answer
-                    log.exception("%s failed unexpectedly", url.path)
-                    self._error(500, f"unexpected {type(e).__name__}")
-            else:
-                self._error(404, f"no such path {url.path}")
-
-    return Handler
-
-
-def run_server(cfg: Config, until: str | None = None) -> None:
-    auth, tls = load_auth(cfg.api.webConfigFile, cfg.api.bearerTokenFile, cfg.api.openPaths)
-    exporter = Exporter(cfg, until)
-    host, _, port = cfg.serve.listen.rpartition(":")
-    handler = make_handler(exporter, auth)
-    httpd = BoundedHTTPServer((host or "0.0.0.0", int(port)), handler, cfg.api.maxConnections,
-                              parse_duration(cfg.api.readTimeout), tls)
-    worker = threading.Thread(target=exporter.loop, name="accrual", daemon=True)
-
-    def shutdown(signum: int, _frame: object) -> None:
-        log.info("signal %d: shutting down", signum)
-        exporter.close()
-        handler.computations.close()  # type: ignore[attr-defined]
-        threading.Thread(target=httpd.shutdown, daemon=True).start()
-
-    signal.signal(signal.SIGTERM, shutdown)
-    signal.signal(signal.SIGINT, shutdown)
-    log.info("serving on %s (Prometheus %s)", cfg.serve.listen, redact_url(cfg.prometheus.url))
-    worker.start()
-    httpd.serve_forever()
-    worker.join(timeout=10)

@@ -67,7 +67,7 @@ def asset_prom(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Prome
 def demo_prom(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[PrometheusServer, int]]:
     """The cluster `make demo` runs (six teams, platform namespaces, spot, GPU, volumes, load balancers),
     with its 10-minute kube-state-metrics gap 20 minutes into the hour under test."""
-    from exporter.synthetic import demo_cluster
+    from exporter.synthetic_clusters import demo_cluster
     t0 = aligned_past()
     for prom in scenario_prom(tmp_path_factory, "demo", demo_cluster(ksm_gap_at=t0 + 1200), t0):
         yield prom, t0

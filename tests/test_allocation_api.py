@@ -19,8 +19,9 @@ import requests
 
 from exporter.config import parse_config
 from exporter.errors import ConfigError
+from exporter.httpapi import make_handler
 from exporter.localprom import PrometheusServer
-from exporter.server import Exporter, make_handler
+from exporter.server import Exporter
 
 from .test_allocate_core import REL, window_arg
 

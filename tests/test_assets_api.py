@@ -18,9 +18,10 @@ import pytest
 import requests
 
 from exporter.config import parse_config
+from exporter.httpapi import make_handler
 from exporter.httpserver import BoundedHTTPServer
 from exporter.localprom import free_port
-from exporter.server import Exporter, make_handler
+from exporter.server import Exporter
 
 from .scenarios import ASSET_CONFIG
 from .test_allocate_core import REL, window_arg
@@ -279,6 +280,27 @@ def test_cloud_cost_filter_step_and_accumulate(asset_prom: Any, tmp_path: Path) 
     assert len(cloud(ex, t0, step="10m")["sets"]) == 6
 
 
+def test_cloud_cost_filter_grammar_is_allocations(asset_prom: Any, tmp_path: Path) -> None:
+    """/cloudCost takes the whole v2 grammar: contains, prefix, suffix, negations, | and parentheses."""
+    t0 = asset_prom[1]
+    ex = exporter_for(asset_prom, reconciliation={"bills": [str(with_accounts(hour_bill(tmp_path, t0)))]})
+
+    def net(flt: str) -> dict[str, float]:
+        [s] = cloud(ex, t0, aggregate="service", filter=flt)["sets"]
+        return {k: v["netCost"]["cost"] for k, v in s["cloudCosts"].items()}
+
+    # "Amazon EC2" contains EC2 (15.10); EBS is the Storage category (0.011 - 0.001 + 0.003 = 0.013).
+    assert net('service~:"EC2"|category:"Storage"') == {"Amazon EC2": pytest.approx(15.10, rel=REL),
+                                                         "Amazon EBS": pytest.approx(0.013, rel=REL)}
+    # Services starting "Amazon E" (EC2, EBS) without the two instances outside the cluster:
+    # EC2 0.25 + 0.11 + 12.24 - 1.0 = 11.60; EBS 0.013 (its pv- ids end in neither).
+    assert net('service<~:"Amazon E"+providerID!~>:"i-old-node","i-elsewhere"') == {
+        "Amazon EC2": pytest.approx(11.60, rel=REL), "Amazon EBS": pytest.approx(0.013, rel=REL)}
+    # OpenCost's v1 plural names, and a negated group: account 222 less Storage = ELB 0.0225 + VPC 0.045.
+    assert net('accountIDs:"222"+(categories!:"Storage")') == {"Elastic Load Balancing": pytest.approx(0.0225, rel=REL),
+                                                               "Amazon VPC": pytest.approx(0.045, rel=REL)}
+
+
 def test_cloud_cost_accumulate_by_calendar_period(asset_prom: Any, tmp_path: Path) -> None:
     """OpenCost's accumulate for /cloudCost: all, hour, day (the default), week, month, quarter."""
     t0 = asset_prom[1]
@@ -360,9 +382,13 @@ def test_both_endpoints_over_http_with_clear_errors(asset_prom: Any, http: str) 
         ("/assets", {"window": w, "step": "7s"}, "must be a positive multiple of the resolution"),
         ("/cloudCost", {"window": w, "accumulate": "fortnight"}, "accumulate='fortnight': use one of all, true"),
         ("/cloudCost", {"window": w, "aggregate": "region"}, "'region' is not one of invoiceEntityID"),
-        ("/cloudCost", {"window": w, "filter": 'service~:"EC2"'}, "at position 7: operator '~:' is not supported"),
-        ("/cloudCost", {"window": w, "filter": 'region:"x"'}, "at position 0: expected one of invoiceEntityID"),
-        ("/cloudCost", {"window": w, "filter": 'service:"a" | service:"b"'}, "at position 12: expected '+'"),
+        # The shared filter grammar (allocfilter): errors name the position.
+        ("/cloudCost", {"window": w, "filter": 'service~"EC2"'}, "filter position 7: unexpected character '~'"),
+        ("/cloudCost", {"window": w, "filter": 'region:"x"'},
+         "filter position 0: unknown field 'region'; use invoiceEntityID"),
+        ("/cloudCost", {"window": w, "filter": 'service:"a" service:"b"'}, "filter position 12: expected '+'"),
+        ("/cloudCost", {"window": w, "filter": 'service:"a" | service:"b" + category:"c"'},
+         "filter position 26: '+' and '|' are mixed"),
         ("/cloudCost", {"window": "yesterdayish"}, "invalid window"),
     ]:
         r = requests.get(f"{http}{path}", params=params, timeout=60)

@@ -21,7 +21,8 @@ from exporter.config import parse_config
 from exporter.demo import DEMO_CONFIG, write_sample_bill
 from exporter.pipeline import Pipeline
 from exporter.promclient import PrometheusClient
-from exporter.synthetic import GIB, demo_cluster
+from exporter.synthetic import GIB
+from exporter.synthetic_clusters import demo_cluster
 from exporter.window import parse_window
 
 from .test_allocate_core import REL, run_allocate, window_arg

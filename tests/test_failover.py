@@ -21,8 +21,9 @@ import requests
 import yaml
 
 from exporter.config import parse_config
+from exporter.httpapi import make_handler
 from exporter.localprom import PrometheusServer, backfill, free_port
-from exporter.server import Exporter, make_handler
+from exporter.server import Exporter
 from exporter.window import Window
 
 from .fake_kube import FakeKube
