@@ -4,25 +4,22 @@
 runs the engine behind the HTTP API (Exporter.allocation/assets/cloud_costs, Pipeline.compute,
 the audit), under the API's admission (api.maxConcurrent, api.timeout); errors come back as MCP
 tool errors carrying the one-line message, never as a crash of the session.
-
-The stdlib HTTP server is not ASGI, so `McpBridge` runs the SDK's Starlette app (stateless,
-JSON responses: one POST in, one JSON body out, no server-held session or stream) on an asyncio
-loop in one background thread, and each handler thread hands it a request and waits for the body.
+serve's side of the transport is exporter/mcpbridge.py.
 """
 
 from __future__ import annotations
 
-import asyncio
 import threading
 import time
-from collections.abc import Callable, MutableMapping
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import anyio.to_thread
 from mcp.server.mcpserver import MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
-from mcp.server.transport_security import TransportSecuritySettings
+from mcp.types import ToolAnnotations
+from pydantic import Field
 
 from .allocation import IDLE, CostResult
 from .errors import ChargebackError
@@ -32,8 +29,16 @@ from .window import parse_duration, parse_window
 if TYPE_CHECKING:
     from .server import Exporter
 
-MCP_PATH = "/mcp"
-REQUEST_TIMEOUT = 600.0  # seconds a handler thread waits for the loop; the admission deadline is shorter
+WindowArg = Annotated[str, Field(description=(
+    "OpenCost window: a duration (30m, 24h, 7d, 2w), today, yesterday, week, lastweek, month, lastmonth, "
+    "or 'start,end' as RFC3339 times, unix seconds or dates (2026-11-01,2026-11-30)."))]
+StepArg = Annotated[str | None, Field(description="Cut the window into sets of this duration, e.g. 1h or 1d.")]
+AccumulateArg = Annotated[str | None, Field(description=(
+    "true: one summed set; false: one set per step; day, week or month: sets per calendar period."))]
+FilterArg = Annotated[str | None, Field(description=(
+    "OpenCost v2 filter, e.g. namespace:\"web\" or label[team]:\"payments\" + node!:\"n1\"."))]
+READ_ONLY = ToolAnnotations(read_only_hint=True, destructive_hint=False, idempotent_hint=True,
+                            open_world_hint=False)
 
 
 @dataclass
@@ -106,43 +111,68 @@ def build_server(exporter: Exporter, admission: Admission) -> MCPServer:
                 raise ToolError(str(e)) from e
         return await anyio.to_thread.run_sync(guarded)
 
-    @server.tool(description=(
+    @server.tool(annotations=READ_ONLY, description=(
         "Cost allocation as OpenCost's /allocation: cost per namespace, node, team, label:<k>, etc. over a "
         "window. Returns {code, data: [one map per set: name -> allocation with totalCost, cpuCost, ramCost, "
         "properties...]}. Use step (e.g. 1d) with accumulate=false for a series of sets."))
-    async def allocation(window: str = "24h", aggregate: str = "namespace", step: str | None = None,
-                         accumulate: str | None = None, filter: str | None = None,
-                         include_idle: bool | None = None, share_idle: bool | None = None,
-                         share_namespaces: str | None = None, share_labels: str | None = None,
-                         share_split: str | None = None) -> dict[str, Any]:
+    async def allocation(
+            window: WindowArg = "24h",
+            aggregate: Annotated[str, Field(description=(
+                "Comma-separated keys: cluster, node, namespace, controllerKind, controller, service, pod, "
+                "container, label:<k>, annotation:<k>, team, cost_center."))] = "namespace",
+            step: StepArg = None, accumulate: AccumulateArg = None, filter: FilterArg = None,
+            include_idle: Annotated[bool | None, Field(description="Show idle cost as __idle__ (default).")] = None,
+            share_idle: Annotated[bool | None, Field(description="Spread idle cost over tenants.")] = None,
+            share_namespaces: Annotated[str | None, Field(description=(
+                "Comma-separated namespaces whose cost is shared over the others, e.g. kube-system."))] = None,
+            share_labels: Annotated[str | None, Field(description=(
+                "Comma-separated label:value pairs whose namespaces' cost is shared."))] = None,
+            share_split: Annotated[str | None, Field(description="weighted (by cost, default) or even.")] = None,
+    ) -> dict[str, Any]:
         q = _query(window=window, aggregate=aggregate, step=step, accumulate=accumulate, filter=filter,
                    includeIdle=include_idle, shareIdle=share_idle, shareNamespaces=share_namespaces,
                    shareLabels=share_labels, shareSplit=share_split)
         result: dict[str, Any] = await run(lambda cancel: exporter.allocation(q, cancel))
         return result
 
-    @server.tool(description=(
+    @server.tool(annotations=READ_ONLY, description=(
         "Cluster assets as OpenCost's /assets: nodes, disks, load balancers, network and fixed fees with their "
         "costs over a window. aggregate: type, cluster, node or providerID (comma-separated); empty for each asset."))
-    async def assets(window: str = "24h", aggregate: str | None = None, step: str | None = None,
-                     accumulate: bool | None = None, reconciled: bool | None = None) -> dict[str, Any]:
+    async def assets(
+            window: WindowArg = "24h",
+            aggregate: Annotated[str | None, Field(description=(
+                "Comma-separated: type, cluster, node, providerID; empty for one entry per asset."))] = None,
+            step: StepArg = None,
+            accumulate: Annotated[bool | None, Field(description="Sum the step sets into one.")] = None,
+            reconciled: Annotated[bool | None, Field(description=(
+                "Add each asset's adjustment against the configured bills."))] = None,
+    ) -> dict[str, Any]:
         q = _query(window=window, aggregate=aggregate, step=step, accumulate=accumulate, reconciled=reconciled)
         return await _optional(run, exporter, "assets", q)
 
-    @server.tool(description=(
+    @server.tool(annotations=READ_ONLY, description=(
         "Cloud bill costs as OpenCost's /cloudCost, from the configured bill files: list, net, amortized and "
         "invoiced cost, with kubernetesPercent. aggregate: invoiceEntityID, accountID, provider, providerID, "
         "category or service."))
-    async def cloud_costs(window: str = "7d", aggregate: str | None = None, accumulate: str | None = None,
-                          filter: str | None = None) -> dict[str, Any]:
+    async def cloud_costs(
+            window: WindowArg = "7d",
+            aggregate: Annotated[str | None, Field(description=(
+                "Comma-separated: invoiceEntityID, accountID, provider, providerID, category, service."))] = None,
+            accumulate: AccumulateArg = None, filter: FilterArg = None,
+    ) -> dict[str, Any]:
         q = _query(window=window, aggregate=aggregate, accumulate=accumulate, filter=filter)
         return await _optional(run, exporter, "cloud_costs", q)
 
-    @server.tool(name="efficiency", description=(
+    @server.tool(name="efficiency", annotations=READ_ONLY, description=(
         "Rightsizing: CPU and memory requests against actual usage per namespace (by=namespace) or per "
         "attribution label such as team (by=team), with efficiency = usage/requests and unused_cost, the cost "
         "of requested but unused CPU and memory (the saving if requests matched usage). Sorted by unused_cost."))
-    async def efficiency_report(window: str = "24h", by: str = "namespace") -> dict[str, Any]:
+    async def efficiency_report(
+            window: WindowArg = "24h",
+            by: Annotated[str, Field(description=(
+                "namespace, or an attribution label name from the config such as team or cost_center."))
+            ] = "namespace",
+    ) -> dict[str, Any]:
         names = list(exporter.cfg.attribution.labels)
         if by != "namespace" and by not in names:
             raise ToolError(f"by={by!r}: use namespace or one of {', '.join(names)}")
@@ -158,7 +188,7 @@ def build_server(exporter: Exporter, admission: Admission) -> MCPServer:
         result: dict[str, Any] = await run(work)
         return result
 
-    @server.tool(description=(
+    @server.tool(annotations=READ_ONLY, description=(
         "Budget status: each configured budget (budgets file rendered into the rules mixin, or namespace "
         "annotations) with its period-to-date spend, usage of the amount and forecast, as Prometheus records "
         "them. Empty when no budget rules are loaded in Prometheus."))
@@ -168,10 +198,10 @@ def build_server(exporter: Exporter, admission: Admission) -> MCPServer:
         result: dict[str, Any] = await run(work)
         return result
 
-    @server.tool(description=(
+    @server.tool(annotations=READ_ONLY, description=(
         "Label coverage (audit-labels): for each attribution label (team, cost center...), the share of pods "
         "carrying it, the cost left unattributed, and the namespaces and workloads missing it."))
-    async def label_coverage(window: str = "7d") -> dict[str, Any]:
+    async def label_coverage(window: WindowArg = "7d") -> dict[str, Any]:
         from .audit import label_audit, to_json
 
         def work(cancel: threading.Event) -> dict[str, Any]:
@@ -206,72 +236,6 @@ def budget_rows(exporter: Exporter) -> dict[str, Any]:
                   for labels, value in exporter.client.query("namespace_period:chargeback_budget_usage:ratio", now)]
     return {"budgets": sorted(budgets.values(), key=lambda b: str(b.get("budget"))),
             "namespaceBudgets": namespaces}
-
-
-@dataclass
-class Answer:
-    status: int
-    headers: list[tuple[str, str]]
-    body: bytes
-
-
-class McpBridge:
-    """The SDK's Streamable HTTP app on a private asyncio loop, called from the stdlib handler threads."""
-
-    def __init__(self, server: MCPServer) -> None:
-        # Stateless JSON mode: no session state to lose across replicas, no long-lived SSE stream to hold a
-        # bounded connection thread. Host checks are off: auth (webauth) guards /mcp like the API.
-        self.app = server.streamable_http_app(
-            streamable_http_path=MCP_PATH, json_response=True, stateless_http=True,
-            transport_security=TransportSecuritySettings(enable_dns_rebinding_protection=False))
-        self.manager = server.session_manager
-        self.loop = asyncio.new_event_loop()
-        self.ready = threading.Event()
-        self.thread = threading.Thread(target=self._main, name="mcp", daemon=True)
-        self.thread.start()
-        self.ready.wait(30)
-
-    def _main(self) -> None:
-        asyncio.set_event_loop(self.loop)
-        self.loop.run_until_complete(self._serve())
-
-    async def _serve(self) -> None:
-        self.stopped = asyncio.Event()
-        async with self.manager.run():
-            self.ready.set()
-            await self.stopped.wait()
-
-    def close(self) -> None:
-        if self.loop.is_running():
-            self.loop.call_soon_threadsafe(self.stopped.set)
-        self.thread.join(timeout=5)
-
-    def handle(self, method: str, path: str, query: str, headers: list[tuple[str, str]], body: bytes,
-               client: tuple[str, int]) -> Answer:
-        """One HTTP exchange through the ASGI app; the whole body is collected (JSON responses only)."""
-        scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": method,
-                 "scheme": "http", "path": path, "raw_path": path.encode(), "query_string": query.encode(),
-                 "root_path": "", "headers": [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in headers],
-                 "client": client, "server": ("chargeback", 0)}
-        answer = Answer(500, [], b"")
-        sent = False
-
-        async def receive() -> dict[str, Any]:
-            nonlocal sent
-            if sent:
-                await asyncio.Event().wait()  # the request is whole: nothing more will come
-            sent = True
-            return {"type": "http.request", "body": body, "more_body": False}
-
-        async def send(message: MutableMapping[str, Any]) -> None:
-            if message["type"] == "http.response.start":
-                answer.status = message["status"]
-                answer.headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in message.get("headers", [])]
-            elif message["type"] == "http.response.body":
-                answer.body += message.get("body", b"")
-
-        asyncio.run_coroutine_threadsafe(self.app(scope, receive, send), self.loop).result(REQUEST_TIMEOUT)
-        return answer
 
 
 def run_stdio(exporter: Exporter) -> None:

@@ -33,6 +33,7 @@ from .httpserver import BoundedHTTPServer
 from .kube import load_api_client, metadata_source
 from .leader import LeaseElector
 from .limits import Admission, Busy, Cancelled, DeadlineExceeded, check_window
+from .mcpbridge import MCP_PATH, lazy_bridge
 from .opencost_api import parse_query
 from .pipeline import Pipeline
 from .promclient import PrometheusClient
@@ -46,7 +47,6 @@ log = logging.getLogger(__name__)
 
 # OpenCost's path, its older one, and Kubecost's (same handler, same parameters).
 ALLOCATION_PATHS = ("/allocation", "/allocation/compute", "/model/allocation")
-MCP_MAX_BODY = 1 << 20  # bytes of one MCP JSON-RPC request
 WARNING_LOG_INTERVAL = 3600.0  # seconds between two log lines of one warning kind
 
 
@@ -299,16 +299,7 @@ def make_handler(exporter: Exporter, auth: Auth | None = None) -> type[BaseHTTPR
     api = exporter.cfg.api
     admission = Admission(api.maxConcurrent, parse_duration(api.timeout))
     checker = auth or Auth()
-    bridge: list[Any] = []  # the MCP bridge, started on the first /mcp request (it loads the SDK)
-    bridge_lock = threading.Lock()
-
-    def mcp_bridge() -> Any:
-        with bridge_lock:
-            if not bridge:
-                from .mcpserver import McpBridge, build_server
-
-                bridge.append(McpBridge(build_server(exporter, admission)))
-            return bridge[0]
+    mcp_bridge = lazy_bridge(exporter, admission)
 
     class Handler(BaseHTTPRequestHandler):
         server_version = "chargeback"
@@ -356,31 +347,14 @@ def make_handler(exporter: Exporter, auth: Auth | None = None) -> type[BaseHTTPR
             self._mcp()
 
         def _mcp(self) -> None:
-            """/mcp (any method): the MCP Streamable HTTP endpoint (exporter/mcpserver.py), auth as the API."""
+            """/mcp (POST, GET, DELETE): MCP Streamable HTTP (exporter/mcpserver.py), with the API's auth."""
             url = urlparse(self.path)
-            if url.path.rstrip("/") != "/mcp":
+            if url.path.rstrip("/") != MCP_PATH:
                 self._error(404, f"no such path {url.path}")
-                return
-            if not self._authorized(url.path):
+            elif not self._authorized(url.path):
                 self._error(401, "authentication required", [("WWW-Authenticate", c) for c in checker.challenges()])
-                return
-            try:
-                length = int(self.headers.get("Content-Length") or 0)
-            except ValueError:
-                length = -1
-            if not 0 <= length <= MCP_MAX_BODY:
-                self._error(413 if length > 0 else 400, "bad or too large Content-Length")
-                return
-            body = self.rfile.read(length) if length else b""
-            try:
-                answer = mcp_bridge().handle(self.command, "/mcp", url.query, list(self.headers.items()), body,
-                                             self.client_address[:2])
-            except Exception as e:  # a bug must not drop the connection without an answer
-                log.exception("/mcp failed unexpectedly")
-                self._error(500, f"unexpected {type(e).__name__}")
-                return
-            self._send(answer.status, answer.body, dict(answer.headers).get("content-type", "application/json"),
-                       [(k, v) for k, v in answer.headers if k.lower() not in ("content-type", "content-length")])
+            else:
+                mcp_bridge().serve(self, self._send, self._error)
 
         def do_GET(self) -> None:
             url = urlparse(self.path)
@@ -413,7 +387,7 @@ def make_handler(exporter: Exporter, auth: Auth | None = None) -> type[BaseHTTPR
                 except Exception as e:  # a bug must not drop the connection without an answer
                     log.exception("%s failed unexpectedly", url.path)
                     self._error(500, f"unexpected {type(e).__name__}")
-            elif url.path.rstrip("/") == "/mcp":
+            elif url.path.rstrip("/") == MCP_PATH:
                 self._mcp()
             elif url.path in ("/assets", "/model/assets", "/cloudCost", "/model/cloudCost"):
                 query = parse_qs(url.query)
