@@ -105,9 +105,7 @@ def build_server(exporter: Exporter, admission: Admission) -> MCPServer:
         def guarded() -> Any:
             try:
                 return admission.run(work)
-            except Busy as e:
-                raise ToolError(f"busy: {e}; retry in a few seconds") from e
-            except (DeadlineExceeded, Cancelled, ChargebackError) as e:
+            except (Busy, DeadlineExceeded, Cancelled, ChargebackError) as e:
                 raise ToolError(str(e)) from e
         return await anyio.to_thread.run_sync(guarded)
 

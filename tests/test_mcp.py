@@ -35,8 +35,9 @@ NAMESPACES = {"payments": 0.24, "search": 0.12, "kube-system": 0.12, "web": 0.24
               "tools": 0.12, "__idle__": 0.64 + 0.48}
 
 
-def serve(prom_url: str, auth: Auth | None = None) -> tuple[BoundedHTTPServer, Exporter]:
-    ex = Exporter(parse_config({"prometheus": {"url": prom_url}, "attribution": {"source": "prometheus"}}))
+def serve(prom_url: str, auth: Auth | None = None, **api: Any) -> tuple[BoundedHTTPServer, Exporter]:
+    ex = Exporter(parse_config({"prometheus": {"url": prom_url}, "attribution": {"source": "prometheus"},
+                                "api": api}))
     httpd = BoundedHTTPServer(("127.0.0.1", 0), make_handler(ex, auth), 16, 30.0)
     threading.Thread(target=httpd.serve_forever, daemon=True).start()
     return httpd, ex
@@ -62,7 +63,7 @@ async def session_calls(url: str, calls: list[tuple[str, dict[str, Any]]], heade
 def test_tools_over_streamable_http(server: str, share_prom: tuple[PrometheusServer, int]) -> None:
     t0 = share_prom[1]
     w = window_arg(t0)
-    names, (alloc, eff, team, bad, cov, budgets, assets) = asyncio.run(session_calls(server, [
+    names, (alloc, eff, team, bad, cov, budgets, assets, cloud, bad_by) = asyncio.run(session_calls(server, [
         ("allocation", {"window": w, "aggregate": "namespace"}),
         ("efficiency", {"window": w}),
         ("efficiency", {"window": w, "by": "team"}),
@@ -70,6 +71,8 @@ def test_tools_over_streamable_http(server: str, share_prom: tuple[PrometheusSer
         ("label_coverage", {"window": w}),
         ("budgets_status", {}),
         ("assets", {"window": w, "aggregate": "type"}),
+        ("cloud_costs", {"window": w}),
+        ("efficiency", {"window": w, "by": "nobody"}),
     ]))
     assert names >= TOOLS
     assert not alloc.is_error
@@ -93,7 +96,10 @@ def test_tools_over_streamable_http(server: str, share_prom: tuple[PrometheusSer
     assert budgets.structured_content == {"budgets": [], "namespaceBudgets": []}  # no budget rules loaded
     assert not assets.is_error
     total = sum(v["totalCost"] for v in assets.structured_content["data"][0].values())
-    assert total == pytest.approx(2.24, rel=REL)
+    assert total == pytest.approx(2.24, rel=REL)  # the two nodes, 1.12 each
+    assert cloud.is_error and "reconciliation.bills" in cloud.content[0].text  # no bill configured
+    assert bad_by.is_error and bad_by.content[0].text == (
+        "Error executing tool efficiency: by='nobody': use namespace or one of team, cost_center, environment")
 
 
 def test_prometheus_down_is_a_tool_error() -> None:
@@ -101,7 +107,8 @@ def test_prometheus_down_is_a_tool_error() -> None:
     try:
         url = f"http://127.0.0.1:{httpd.server_address[1]}/mcp"
         _, (res,) = asyncio.run(session_calls(url, [("allocation", {"window": "1h"})]))
-        assert res.is_error and "\n" not in res.content[0].text
+        text = res.content[0].text
+        assert res.is_error and "127.0.0.1:9" in text and "\n" not in text, text
     finally:
         httpd.shutdown()
         ex.close()
@@ -119,6 +126,24 @@ def test_mcp_needs_credentials_when_auth_is_configured(tmp_path: Path,
         names, _ = asyncio.run(session_calls(url, [], {"Authorization": "Bearer s3cret"}))
         assert names >= TOOLS
     finally:
+        httpd.shutdown()
+        ex.close()
+
+
+def test_tools_share_the_api_workers(share_prom: tuple[PrometheusServer, int]) -> None:
+    """api.maxConcurrent bounds MCP tools and the HTTP API together: one slot held by the API means busy."""
+    httpd, ex = serve(share_prom[0].url, maxConcurrent=1)
+    release = threading.Event()
+    admission = httpd.RequestHandlerClass.computations  # type: ignore[attr-defined]
+    holder = threading.Thread(target=admission.run, args=(lambda _cancel: release.wait(30),))
+    holder.start()
+    try:
+        url = f"http://127.0.0.1:{httpd.server_address[1]}/mcp"
+        _, (res,) = asyncio.run(session_calls(url, [("efficiency", {"window": "1h"})]))
+        assert res.is_error and "all 1 API workers are busy (api.maxConcurrent)" in res.content[0].text
+    finally:
+        release.set()
+        holder.join()
         httpd.shutdown()
         ex.close()
 
