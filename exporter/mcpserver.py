@@ -156,7 +156,11 @@ def build_server(exporter: Exporter, admission: Admission) -> MCPServer:
             window: WindowArg = "7d",
             aggregate: Annotated[str | None, Field(description=(
                 "Comma-separated: invoiceEntityID, accountID, provider, providerID, category, service."))] = None,
-            accumulate: AccumulateArg = None, filter: FilterArg = None,
+            accumulate: Annotated[str | None, Field(description=(
+                "Calendar sets: day (default), hour, week, month, quarter, or all for one set."))] = None,
+            filter: Annotated[str | None, Field(description=(
+                "field:\"v1\",\"v2\" clauses on the aggregate fields joined by +, e.g. category:\"Compute\"."))
+            ] = None,
     ) -> dict[str, Any]:
         q = _query(window=window, aggregate=aggregate, accumulate=accumulate, filter=filter)
         return await _optional(run, exporter, "cloud_costs", q)

@@ -349,8 +349,8 @@ def make_handler(exporter: Exporter, auth: Auth | None = None) -> type[BaseHTTPR
         def _mcp(self) -> None:
             """/mcp (POST, GET, DELETE): MCP Streamable HTTP (exporter/mcpserver.py), with the API's auth."""
             url = urlparse(self.path)
-            if url.path.rstrip("/") != MCP_PATH:
-                self._error(404, f"no such path {url.path}")
+            if url.path.rstrip("/") != MCP_PATH:  # other paths answer POST/DELETE as http.server did before
+                self.send_error(501, f"Unsupported method ({self.command!r})")
             elif not self._authorized(url.path):
                 self._error(401, "authentication required", [("WWW-Authenticate", c) for c in checker.challenges()])
             else:

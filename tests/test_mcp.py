@@ -122,7 +122,8 @@ def test_mcp_needs_credentials_when_auth_is_configured(tmp_path: Path,
     try:
         url = f"http://127.0.0.1:{httpd.server_address[1]}/mcp"
         r = httpx2.post(url, json={"jsonrpc": "2.0", "id": 1, "method": "ping"})
-        assert r.status_code == 401
+        assert r.status_code == 401 and httpx2.get(url).status_code == 401
+        assert httpx2.post(url.replace("/mcp", "/metrics")).status_code == 501  # POST elsewhere: as before
         names, _ = asyncio.run(session_calls(url, [], {"Authorization": "Bearer s3cret"}))
         assert names >= TOOLS
     finally:
