@@ -24,6 +24,7 @@ from pydantic import Field
 from .allocation import IDLE, CostResult
 from .errors import ChargebackError
 from .limits import Admission, Busy, Cancelled, DeadlineExceeded
+from .pipeline import Pipeline
 from .window import parse_duration, parse_window
 
 if TYPE_CHECKING:
@@ -83,6 +84,11 @@ def efficiency(result: CostResult, by_index: int | None) -> list[Efficiency]:
             if alloc > 0 and req > use:
                 e.unused_cost += cost * (req - use) / alloc
     return sorted(groups.values(), key=lambda e: -e.unused_cost)
+
+
+def fresh_pipeline(exporter: Exporter) -> Pipeline:
+    """A pipeline per call, as the API's handler makes one: the accrual loop's own keeps per-run state."""
+    return Pipeline(exporter.cfg, exporter.client, exporter.metadata, exporter.warnings)
 
 
 def _query(**params: str | bool | None) -> dict[str, list[str]]:
@@ -182,7 +188,7 @@ def build_server(exporter: Exporter, admission: Admission) -> MCPServer:
 
         def work(cancel: threading.Event) -> dict[str, Any]:
             w = parse_window(window, time.time(), exporter.step)
-            rows = efficiency(exporter.pipeline.compute(w, cancel=cancel), index)
+            rows = efficiency(fresh_pipeline(exporter).compute(w, cancel=cancel), index)
             return {"window": {"start": w.start, "end": w.end}, "by": by, "currency":
                     exporter.cfg.pricing.currency, "groups": [
                         {**asdict(e), "cpu_efficiency": e.cpu_efficiency, "ram_efficiency": e.ram_efficiency}
@@ -208,7 +214,8 @@ def build_server(exporter: Exporter, admission: Admission) -> MCPServer:
 
         def work(cancel: threading.Event) -> dict[str, Any]:
             w = parse_window(window, time.time(), exporter.step)
-            return {"labels": to_json(label_audit(exporter.pipeline, exporter.client, w, cancel=cancel)[1])}
+            audits = label_audit(fresh_pipeline(exporter), exporter.client, w, cancel=cancel)[1]
+            return {"labels": to_json(audits)}
         result: dict[str, Any] = await run(work)
         return result
 
