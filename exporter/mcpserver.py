@@ -3,8 +3,8 @@
 `serve` answers Streamable HTTP at /mcp on its own port; `chargeback mcp` speaks stdio. Every tool
 runs the engine behind the HTTP API (Exporter.allocation/assets/cloud_costs, Pipeline.compute,
 the audit), under the API's admission (api.maxConcurrent, api.timeout); errors come back as MCP
-tool errors carrying the one-line message, never as a crash of the session.
-serve's side of the transport is exporter/mcpbridge.py.
+tool errors carrying the one-line message, never as a crash of the session. serve's side of the
+transport is exporter/mcpbridge.py.
 """
 
 from __future__ import annotations
