@@ -1,4 +1,6 @@
-"""Label coverage audit: for each attribution label, who is missing it and what cost rides on that. Pure.
+"""Label coverage audit: for each attribution label, who is missing it and what cost rides on that.
+
+Pure but for `label_audit`, which gathers the inputs for `audit-labels` and the MCP tool alike.
 
 Run it before switching the Kyverno policy from Audit to Enforce.
 """
@@ -7,13 +9,20 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tabulate import tabulate
 
-from .allocation import UNATTRIBUTED, Attrs
+from .allocation import IDLE, UNATTRIBUTED, Attrs, CostResult
 from .attribution import Metadata
 from .workloads import PodKey, name_of
+
+if TYPE_CHECKING:
+    import threading
+
+    from .pipeline import Pipeline
+    from .promclient import PrometheusClient
+    from .window import Window
 
 
 @dataclass
@@ -91,3 +100,27 @@ def to_text(audits: list[LabelAudit], currency: str, window: str) -> str:
         else:
             parts.append("  every pod carries it")
     return "\n".join(parts)
+
+
+def label_audit(pipeline: Pipeline, client: PrometheusClient, window: Window, result: CostResult | None = None,
+                cancel: threading.Event | None = None) -> tuple[Metadata, list[LabelAudit]]:
+    """Every pod of the window (but shared namespaces', whose labels decide nothing) against the labels."""
+    from .sharing import UNSHARED
+
+    if result is None:
+        result = pipeline.compute(window, cancel=cancel)
+    meta = pipeline.metadata(window)
+    pods: dict[str, list[str]] = {}
+    if meta.source == "kubernetes":
+        for ns, pod in meta.pods:
+            pods.setdefault(ns, []).append(pod)
+    else:
+        for lb, _ in client.query(pipeline.queries.all_pods(window.seconds), float(window.end)):
+            pods.setdefault(lb["namespace"], []).append(lb["pod"])
+    shared = pipeline.share_inputs(window, meta).shared
+    pods = {ns: p for ns, p in pods.items() if ns not in shared}
+    costs: dict[tuple[str, tuple[str, ...]], float] = {}
+    for (ns, attrs, _component, _res, _source), c in result.costs.items():
+        if ns not in (IDLE, UNSHARED):
+            costs[(ns, attrs)] = costs.get((ns, attrs), 0.0) + c
+    return meta, audit(meta, pods, pipeline.cfg.attribution.labels, costs, pipeline.workloads(window))

@@ -154,6 +154,25 @@ def serve(prometheus_url: str | None, config: str | None, listen: str | None, st
         _fail(e)
 
 
+@main.command()
+@click.option("--prometheus-url", help="Prometheus base URL (overrides prometheus.url in the config).")
+@click.option("--config", type=click.Path(dir_okay=False), help="YAML config file.")
+@click.option("--cluster-selector", help='Matchers added to every query, e.g. cluster="prod" (Thanos/Mimir).')
+def mcp(prometheus_url: str | None, config: str | None, cluster_selector: str | None) -> None:
+    """MCP server over stdio for AI agents: read-only cost tools (serve also answers it at /mcp)."""
+    from .mcpserver import run_stdio
+    from .server import Exporter
+
+    try:
+        exporter = Exporter(_load(config, prometheus_url, cluster_selector))
+    except ChargebackError as e:
+        _fail(e)
+    try:
+        run_stdio(exporter)
+    finally:
+        exporter.close()
+
+
 @main.command("audit-labels")
 @click.option("--prometheus-url", help="Prometheus base URL (overrides prometheus.url in the config).")
 @click.option("--config", type=click.Path(dir_okay=False), help="YAML config file.")
@@ -161,9 +180,7 @@ def serve(prometheus_url: str | None, config: str | None, listen: str | None, st
 @click.option("--format", "fmt", default="table", show_default=True, type=click.Choice(["table", "json"]))
 def audit_labels(prometheus_url: str | None, config: str | None, window_text: str, fmt: str) -> None:
     """Coverage of each attribution label: who is missing it, and the cost at stake."""
-    from .allocation import IDLE
-    from .audit import audit, to_json, to_text
-    from .sharing import UNSHARED
+    from .audit import label_audit, to_json, to_text
 
     try:
         cfg = _load(config, prometheus_url)
@@ -171,29 +188,9 @@ def audit_labels(prometheus_url: str | None, config: str | None, window_text: st
         client = PrometheusClient(cfg.prometheus)
         pipeline = Pipeline(cfg, client, metadata_source(cfg.attribution, watch=False))
         result = _with_progress(pipeline, window)
-        meta = pipeline.metadata(window)
-        if meta.source == "kubernetes":
-            pods: dict[str, list[str]] = {}
-            for ns, pod in meta.pods:
-                pods.setdefault(ns, []).append(pod)
-        else:
-            pods = {}
-            for lb, _ in client.query(pipeline.queries.all_pods(window.seconds), float(window.end)):
-                pods.setdefault(lb["namespace"], []).append(lb["pod"])
-        # Shared namespaces' cost is distributed over tenants; their own labels decide nothing.
-        shared = pipeline.share_inputs(window, meta).shared
-        pods = {ns: p for ns, p in pods.items() if ns not in shared}
+        meta, audits = label_audit(pipeline, client, window, result)
     except ChargebackError as e:
         _fail(e)
-    costs: dict[tuple[str, tuple[str, ...]], float] = {}
-    for (ns, attrs, _component, _res, _source), c in result.costs.items():
-        if ns not in (IDLE, UNSHARED):
-            costs[(ns, attrs)] = costs.get((ns, attrs), 0.0) + c
-    try:
-        controllers = pipeline.workloads(window)
-    except ChargebackError as e:
-        _fail(e)
-    audits = audit(meta, pods, cfg.attribution.labels, costs, controllers)
     if fmt == "json":
         click.echo(json.dumps(to_json(audits), indent=2))
     else:

@@ -20,6 +20,7 @@ from .config import Config
 from .errors import ChargebackError, ConfigError
 from .httpserver import BoundedHTTPServer
 from .limits import Admission, Busy, Cancelled, DeadlineExceeded
+from .mcpbridge import MCP_PATH, lazy_bridge
 from .redact import redact_url
 from .server import Exporter
 from .webauth import Auth, load_auth
@@ -37,6 +38,7 @@ def make_handler(exporter: Exporter, auth: Auth | None = None) -> type[BaseHTTPR
     api = exporter.cfg.api
     admission = Admission(api.maxConcurrent, parse_duration(api.timeout))
     checker = auth or Auth()
+    mcp_bridge = lazy_bridge(exporter, admission)
 
     class Handler(BaseHTTPRequestHandler):
         server_version = "chargeback"
@@ -93,6 +95,22 @@ def make_handler(exporter: Exporter, auth: Auth | None = None) -> type[BaseHTTPR
         def do_HEAD(self) -> None:
             self.do_GET()
 
+        def do_POST(self) -> None:
+            self._mcp()
+
+        def do_DELETE(self) -> None:
+            self._mcp()
+
+        def _mcp(self) -> None:
+            """/mcp (POST, GET, DELETE): MCP Streamable HTTP (exporter/mcpserver.py), with the API's auth."""
+            url = urlparse(self.path)
+            if url.path.rstrip("/") != MCP_PATH:  # other paths answer POST/DELETE as http.server did before
+                self.send_error(501, f"Unsupported method ({self.command!r})")
+            elif not self._authorized(url.path):
+                self._error(401, "authentication required", [("WWW-Authenticate", c) for c in checker.challenges()])
+            else:
+                mcp_bridge().serve(self, self._send, self._error)
+
         def do_GET(self) -> None:
             url = urlparse(self.path)
             if not self._authorized(url.path):
@@ -112,6 +130,8 @@ def make_handler(exporter: Exporter, auth: Auth | None = None) -> type[BaseHTTPR
             elif url.path in ALLOCATION_PATHS:
                 query = parse_qs(url.query)
                 self._compute(url.path, lambda cancel: exporter.allocation(query, cancel))
+            elif url.path.rstrip("/") == MCP_PATH:
+                self._mcp()
             elif url.path in ("/assets", "/model/assets", "/cloudCost", "/model/cloudCost"):
                 query = parse_qs(url.query)
                 compute = exporter.assets if url.path.endswith("/assets") else exporter.cloud_costs
