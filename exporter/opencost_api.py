@@ -60,7 +60,8 @@ def _utc(ts: float) -> datetime:
 
 def api_window(text: str, now: float, step: int) -> Window:
     """An OpenCost window. Single-unit durations round as OpenCost does (`24h` ends at the next whole
-    hour, `7d` and `2w` at the next midnight), then every window stops at `now`; the rest is parse_window."""
+    hour, `7d` and `2w` at the next midnight), then every window stops at `now`; the rest is parse_window.
+    A rounded window holding no whole step yet falls back to the trailing duration."""
     t = text.strip()
     m = _OC_DURATION.match(t)
     if m is None:
@@ -79,7 +80,9 @@ def api_window(text: str, now: float, step: int) -> Window:
     hi = min(end, int(now)) // step * step
     lo = start // step * step
     if hi <= lo:
-        raise ConfigError(f"window {text!r} is empty once aligned to the {step}s resolution")
+        # `1h` in the first minute of an hour: the rounded window holds no whole step yet. An error
+        # here would fail a client's query only at some times of day; answer the trailing hour instead.
+        return parse_window(t, now, step)
     return Window(lo, hi, step)
 
 

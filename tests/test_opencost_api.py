@@ -45,6 +45,15 @@ def test_every_opencost_window_form(expr: str, start: str, end: str) -> None:
     assert api_window(expr, NOW, 60) == Window(ts(start), ts(end), 60)
 
 
+@pytest.mark.parametrize("now,start,end", [
+    # 02:00:30: the rounded hour [02:00, 03:00) cut at now holds no whole minute; the trailing hour answers
+    ("2026-11-26T02:00:30", "2026-11-26T01:00:00", "2026-11-26T02:00:00"),
+    ("2026-11-26T02:01:00", "2026-11-26T02:00:00", "2026-11-26T02:01:00"),  # one whole minute: rounded
+])
+def test_one_hour_window_is_never_empty(now: str, start: str, end: str) -> None:
+    assert api_window("1h", ts(now), 60) == Window(ts(start), ts(end), 60)
+
+
 def test_date_only_pair_is_whole_days_for_the_cli_too() -> None:
     assert parse_window("2026-11-30,2026-11-30", NOW, 60) == Window(ts("2026-11-30T00:00:00"),
                                                                     ts("2026-12-01T00:00:00"), 60)
