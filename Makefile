@@ -24,7 +24,7 @@ system-deps:
 	@# The Debian package starts a system Prometheus on :9090; we run our own on free ports.
 
 demo: deps system-deps
-	$(PY) -m exporter.demo
+	$(PY) -m demo
 
 # The venv's bin/ first on PATH, as for a user who activated it; tests themselves find the console script
 # next to sys.executable (tests/console.py), so they also pass without it.
@@ -32,7 +32,7 @@ test: deps system-deps lint
 	PATH="$(abspath $(VENV))/bin:$$PATH" $(PY) -m pytest -q tests
 
 lint: deps
-	$(VENV)/bin/ruff check exporter tests bench
+	$(VENV)/bin/ruff check exporter demo tests bench
 	$(VENV)/bin/mypy
 
 # Generated rule files are committed; tests fail if they drift from the mixin. The plain rule file
@@ -52,9 +52,9 @@ manifests: deps
 	jsonnetfmt -i deploy/jsonnet/*.*sonnet
 	$(VENV)/bin/chargeback manifests --out deploy
 
-# docs/configuration.md from the pydantic schema (exporter/config.py); committed, and tests fail on drift.
+# docs/configuration.md from the pydantic schema (exporter/config/schema.py); committed, and tests fail on drift.
 docs: deps
-	$(PY) -m exporter.configdoc --out docs/configuration.md
+	$(PY) -m exporter.config.doc --out docs/configuration.md
 
 # Scale benchmark (not a test). The 100k size takes about 40 minutes on 2 cores: `make bench SIZES=1000,10000`.
 SIZES ?= 1000,10000,100000

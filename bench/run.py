@@ -19,9 +19,9 @@ from pathlib import Path
 
 import yaml
 
-from exporter.budgets import allocation_group_only
-from exporter.localprom import PrometheusServer, backfill, backfill_rules
-from exporter.synthetic_clusters import bench_cluster
+from demo.clusters import bench_cluster
+from demo.localprom import PrometheusServer, backfill, backfill_rules
+from exporter.mixin.budgets import allocation_group_only
 
 SIZES = (1_000, 10_000, 100_000)
 # Samples every 15 minutes and a 15-minute resolution keep the 100k backfill to ~90M samples.

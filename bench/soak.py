@@ -19,9 +19,9 @@ from pathlib import Path
 
 import yaml
 
-from exporter.localprom import PrometheusServer, backfill
-from exporter.synthetic import Cluster, Series
-from exporter.synthetic_clusters import bench_cluster
+from demo.clusters import bench_cluster
+from demo.localprom import PrometheusServer, backfill
+from demo.synthetic import Cluster, Series
 
 INTERVAL = 900
 FLAT = 0.10
@@ -45,8 +45,8 @@ def rss_mb() -> float:
 
 def child(config: Path, start: int, days: int) -> None:
     """Accrue chunk by chunk from `start`; print one JSON line per chunk: time reached, RSS, warnings."""
-    from exporter.config import load_config
-    from exporter.server import Exporter
+    from exporter.config.schema import load_config
+    from exporter.serve.server import Exporter
 
     exporter = Exporter(load_config(str(config)))
     chunk = exporter.pipeline.chunk

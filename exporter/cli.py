@@ -12,18 +12,19 @@ from typing import Any, NoReturn
 
 import click
 
+from exporter.config.schema import Config, load_config, override
+from exporter.core.errors import ChargebackError
+from exporter.core.redact import install_log_redaction, redact
+from exporter.core.window import Window, iso, parse_duration, parse_window
+from exporter.engine.limits import check_window
+from exporter.engine.pipeline import Pipeline
+from exporter.outputs.focus import PERIODS as FOCUS_PERIODS
+from exporter.outputs.focus import export_for
+from exporter.outputs.formatters import parse_aggregate, render
+from exporter.sources.kube import metadata_source
+from exporter.sources.prometheus import PrometheusClient
+
 from .cli_reports import reconcile, report
-from .config import Config, load_config, override
-from .errors import ChargebackError
-from .focus import PERIODS as FOCUS_PERIODS
-from .focus import export_for
-from .formatters import parse_aggregate, render
-from .kube import metadata_source
-from .limits import check_window
-from .pipeline import Pipeline
-from .promclient import PrometheusClient
-from .redact import install_log_redaction, redact
-from .window import Window, iso, parse_duration, parse_window
 
 
 def _load(config: str | None, prometheus_url: str | None, cluster_selector: str | None = None) -> Config:
@@ -143,7 +144,7 @@ def serve(prometheus_url: str | None, config: str | None, listen: str | None, st
           until: str | None, cluster_name: str | None, cluster_selector: str | None,
           web_config_file: str | None) -> None:
     """Run the long-lived exporter: accrue cost interval by interval and publish it as metrics."""
-    from .httpapi import run_server
+    from exporter.serve.httpapi import run_server
 
     try:
         cfg = _load(config, prometheus_url, cluster_selector)
@@ -160,8 +161,8 @@ def serve(prometheus_url: str | None, config: str | None, listen: str | None, st
 @click.option("--cluster-selector", help='Matchers added to every query, e.g. cluster="prod" (Thanos/Mimir).')
 def mcp(prometheus_url: str | None, config: str | None, cluster_selector: str | None) -> None:
     """MCP server over stdio for AI agents: read-only cost tools (serve also answers it at /mcp)."""
-    from .mcpserver import run_stdio
-    from .server import Exporter
+    from exporter.serve.mcpserver import run_stdio
+    from exporter.serve.server import Exporter
 
     try:
         exporter = Exporter(_load(config, prometheus_url, cluster_selector))
@@ -180,7 +181,7 @@ def mcp(prometheus_url: str | None, config: str | None, cluster_selector: str | 
 @click.option("--format", "fmt", default="table", show_default=True, type=click.Choice(["table", "json"]))
 def audit_labels(prometheus_url: str | None, config: str | None, window_text: str, fmt: str) -> None:
     """Coverage of each attribution label: who is missing it, and the cost at stake."""
-    from .audit import label_audit, to_json, to_text
+    from exporter.outputs.audit import label_audit, to_json, to_text
 
     try:
         cfg = _load(config, prometheus_url)
@@ -207,7 +208,7 @@ def prices(prometheus_url: str | None, config: str | None, window_text: str, fmt
     """Every node with its instance type, capacity type, hourly price, CPU/RAM/GPU split and price source."""
     from tabulate import tabulate
 
-    from .pricing import GIB, capacity_type, price_nodes, unmatched_rules
+    from exporter.core.pricing import GIB, capacity_type, price_nodes, unmatched_rules
 
     try:
         cfg = _load(config, prometheus_url)
@@ -255,7 +256,7 @@ def prices(prometheus_url: str | None, config: str | None, window_text: str, fmt
               help="The exporter's config: its allocation policy and selectors shape the recorded allocation rules.")
 def rules(budgets_file: str | None, out_dir: str, namespace: str, config: str | None) -> None:
     """Render recording rules and (budget) alerts from the Jsonnet mixin: a rule file and a PrometheusRule."""
-    from .budgets import allocation_config, load_budgets, write_rules
+    from exporter.mixin.budgets import allocation_config, load_budgets, write_rules
 
     try:
         budgets = load_budgets(budgets_file) if budgets_file else []
@@ -270,7 +271,7 @@ def rules(budgets_file: str | None, out_dir: str, namespace: str, config: str | 
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False), help="Folder for the JSON.")
 def dashboards(out_dir: str) -> None:
     """Render the Grafana dashboards from dashboards/ as JSON (the ConfigMaps come with `manifests`)."""
-    from .dashboards import write_dashboards
+    from exporter.mixin.dashboards import write_dashboards
 
     written = _render_to(write_dashboards, out_dir)
     click.echo(f"{len(written)} dashboard(s) written to {out_dir}")
@@ -280,7 +281,7 @@ def dashboards(out_dir: str) -> None:
 @click.option("--out", "out_dir", default="deploy", show_default=True, type=click.Path(file_okay=False))
 def manifests(out_dir: str) -> None:
     """Render deploy/ from deploy/jsonnet/main.jsonnet: one file per object and a kustomization."""
-    from .dashboards import write_manifests
+    from exporter.mixin.dashboards import write_manifests
 
     written = _render_to(write_manifests, out_dir)
     click.echo(f"{len(written)} file(s) written under {out_dir}")

@@ -13,14 +13,14 @@ from pathlib import Path
 
 import click
 
-from .config import override
-from .errors import ChargebackError, ConfigError
-from .focus import PERIODS as FOCUS_PERIODS
-from .focus import export_for
-from .formatters import parse_aggregate, render
-from .pipeline import Pipeline
-from .promclient import PrometheusClient
-from .window import parse_duration, parse_window
+from exporter.config.schema import override
+from exporter.core.errors import ChargebackError, ConfigError
+from exporter.core.window import parse_duration, parse_window
+from exporter.engine.pipeline import Pipeline
+from exporter.outputs.focus import PERIODS as FOCUS_PERIODS
+from exporter.outputs.focus import export_for
+from exporter.outputs.formatters import parse_aggregate, render
+from exporter.sources.prometheus import PrometheusClient
 
 
 @click.command()
@@ -44,10 +44,11 @@ def report(prometheus_url: str | None, config: str | None, window_text: str, by:
            focus_period: str, cluster_name: str | None, source: str, send: bool, dry_run: bool,
            out: str | None) -> None:
     """Showback report per team (or namespace, cost centre) against the previous period."""
+    from exporter.outputs.delivery import deliver
+    from exporter.outputs.report import describe, make_report
+    from exporter.outputs.reportformat import render as render_report
+
     from .cli import _fail, _load
-    from .delivery import deliver
-    from .report import describe, make_report
-    from .reportformat import render as render_report
 
     try:
         cfg = _load(config, prometheus_url)
@@ -103,10 +104,11 @@ def reconcile(bills: tuple[str, ...], prometheus_url: str | None, config: str | 
     import csv
     import io
 
-    from .billing import read_bill
+    from exporter.outputs.reconcile import inventory, rows, to_table
+    from exporter.outputs.reconcile import reconcile as compare
+    from exporter.sources.billing import read_bill
+
     from .cli import _fail, _load, _with_progress
-    from .reconcile import inventory, rows, to_table
-    from .reconcile import reconcile as compare
 
     try:
         cfg = _load(config, prometheus_url)
@@ -127,7 +129,7 @@ def reconcile(bills: tuple[str, ...], prometheus_url: str | None, config: str | 
                    err=True)
         sys.exit(2)
     if reconciled:
-        from .reconcile import apply_bill
+        from exporter.outputs.reconcile import apply_bill
 
         try:
             parts, labels = parse_aggregate(aggregate, cfg.attribution.labels)

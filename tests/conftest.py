@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from exporter.localprom import PrometheusServer, backfill
-from exporter.synthetic import Cluster
+from demo.localprom import PrometheusServer, backfill
+from demo.synthetic import Cluster
 
 from .scenarios import CORE_CONFIG, WINDOW_SECONDS, asset_cluster, core_cluster, share_cluster
 
@@ -67,7 +67,7 @@ def asset_prom(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Prome
 def demo_prom(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[PrometheusServer, int]]:
     """The cluster `make demo` runs (six teams, platform namespaces, spot, GPU, volumes, load balancers),
     with its 10-minute kube-state-metrics gap 20 minutes into the hour under test."""
-    from exporter.synthetic_clusters import demo_cluster
+    from demo.clusters import demo_cluster
     t0 = aligned_past()
     for prom in scenario_prom(tmp_path_factory, "demo", demo_cluster(ksm_gap_at=t0 + 1200), t0):
         yield prom, t0

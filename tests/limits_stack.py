@@ -19,8 +19,8 @@ from typing import Any
 import requests
 import yaml
 
-from exporter.localprom import free_port
-from exporter.synthetic import GIB, Cluster, Container, Node, Pod
+from demo.localprom import free_port
+from demo.synthetic import GIB, Cluster, Container, Node, Pod
 
 DAY = 86400
 HOURLY_NODE, HOURLY_TEAM_A = 4 * 0.04 + 16 * 0.005, 1 * 0.04 + 2 * 0.005

@@ -17,7 +17,7 @@ from urllib.parse import parse_qs, urlparse
 
 import requests
 
-from exporter.localprom import free_port
+from demo.localprom import free_port
 
 
 @dataclass

@@ -6,7 +6,7 @@ calls the engine.
 
 from __future__ import annotations
 
-from exporter.synthetic import GIB, Cluster, Container, Node, Pod, Series
+from demo.synthetic import GIB, Cluster, Container, Node, Pod, Series
 
 IT = "node.kubernetes.io/instance-type"
 

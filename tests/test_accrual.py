@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from exporter.accrual import Batch, Ledger
+from exporter.serve.accrual import Batch, Ledger
 
 A = ("namespace", "team-a", "allocated", "cpu")
 B = ("namespace", "team-b", "allocated", "cpu")
@@ -81,7 +81,7 @@ def test_the_queue_reports_full_for_backpressure() -> None:
 
 
 def test_period_sums_reset_at_calendar_boundaries() -> None:
-    from exporter.window import period_bounds
+    from exporter.core.window import period_bounds
 
     day0, _ = period_bounds("daily", DAY)  # a Thursday
     key = ("namespace", "team-a", "allocated", "cpu", "", "payments")

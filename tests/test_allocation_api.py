@@ -17,11 +17,11 @@ from typing import Any
 import pytest
 import requests
 
-from exporter.config import parse_config
-from exporter.errors import ConfigError
-from exporter.httpapi import make_handler
-from exporter.localprom import PrometheusServer
-from exporter.server import Exporter
+from demo.localprom import PrometheusServer
+from exporter.config.schema import parse_config
+from exporter.core.errors import ConfigError
+from exporter.serve.httpapi import make_handler
+from exporter.serve.server import Exporter
 
 from .test_allocate_core import REL, window_arg
 
@@ -214,7 +214,7 @@ def test_every_window_form_through_the_api(exporter: Exporter, share_prom: Any, 
     if text == "today" and t0 % 86400 == 82800:
         pytest.skip("the hour under test ends at midnight: today is empty")
     body = exporter.allocation({"window": [text]}, now=t0 + 3600)
-    if form < 5:
+    if form < 5 or (text == "today" and t0 % 86400 == 0):  # an hour under test from midnight is all of today
         check(totals(body), NAMESPACES)
         assert body["coverage"]["uncovered"] == []
         return

@@ -13,10 +13,10 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
-from exporter.assets import Volume, price_volumes
+from demo.localprom import PrometheusServer
 from exporter.cli import main
-from exporter.localprom import PrometheusServer
-from exporter.pricebook import Storage
+from exporter.config.pricebook import Storage
+from exporter.core.assets import Volume, price_volumes
 
 from .scenarios import ASSET_CONFIG
 from .test_allocate_core import REL, window_arg

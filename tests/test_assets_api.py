@@ -17,11 +17,11 @@ from typing import Any
 import pytest
 import requests
 
-from exporter.config import parse_config
-from exporter.httpapi import make_handler
-from exporter.httpserver import BoundedHTTPServer
-from exporter.localprom import free_port
-from exporter.server import Exporter
+from demo.localprom import free_port
+from exporter.config.schema import parse_config
+from exporter.serve.httpapi import make_handler
+from exporter.serve.httpserver import BoundedHTTPServer
+from exporter.serve.server import Exporter
 
 from .scenarios import ASSET_CONFIG
 from .test_allocate_core import REL, window_arg
@@ -398,15 +398,15 @@ def test_both_endpoints_over_http_with_clear_errors(asset_prom: Any, http: str) 
 
 def test_cloud_cost_without_bills_is_a_clear_400(asset_prom: Any) -> None:
     ex = exporter_for(asset_prom)
-    from exporter.errors import ConfigError
+    from exporter.core.errors import ConfigError
 
     with pytest.raises(ConfigError, match=r"reconciliation\.bills matches no file"):
         ex.cloud_costs(q(window="1h"))
 
 
 def test_cloud_cost_calendar_periods_by_hand() -> None:
-    from exporter.cloudcost import calendar_windows
-    from exporter.window import Window, iso
+    from exporter.core.window import Window, iso
+    from exporter.outputs.cloudcost import calendar_windows
 
     def utc(*a: int) -> int:
         return int(datetime(*a, tzinfo=timezone.utc).timestamp())  # type: ignore[misc]

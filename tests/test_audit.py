@@ -11,7 +11,7 @@ import yaml
 from click.testing import CliRunner
 
 from exporter.cli import main
-from exporter.workloads import resolve, workload_of
+from exporter.core.workloads import resolve, workload_of
 
 from .test_allocate_core import REL, window_arg
 from .test_sharing import BASE_SHARING, SHARED

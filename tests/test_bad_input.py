@@ -14,10 +14,10 @@ import pytest
 import yaml
 from click.testing import CliRunner, Result
 
+from demo.localprom import PrometheusServer, free_port
 from exporter.cli import main
-from exporter.config import load_config
-from exporter.errors import ConfigError
-from exporter.localprom import PrometheusServer, free_port
+from exporter.config.schema import load_config
+from exporter.core.errors import ConfigError
 
 from .test_allocate_core import window_arg
 

@@ -7,9 +7,9 @@ from typing import Any
 
 import pytest
 
-from exporter.config import parse_config
-from exporter.demo import DEMO_CONFIG
-from exporter.server import Exporter
+from demo.run import DEMO_CONFIG
+from exporter.config.schema import parse_config
+from exporter.serve.server import Exporter
 
 from .scenarios import ASSET_CONFIG
 from .test_allocate_core import REL, window_arg

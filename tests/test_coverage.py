@@ -24,12 +24,12 @@ import pytest
 import yaml
 from click.testing import CliRunner, Result
 
+from demo.localprom import PrometheusServer, backfill
+from demo.synthetic import GIB, Cluster, Container, Gap, Node, Pod
 from exporter.cli import main
-from exporter.config import parse_config
-from exporter.coverage import COVERED, Coverage, Reason, SourceState, State, plan
-from exporter.localprom import PrometheusServer, backfill
-from exporter.server import Exporter
-from exporter.synthetic import GIB, Cluster, Container, Gap, Node, Pod
+from exporter.config.schema import parse_config
+from exporter.core.coverage import COVERED, Coverage, Reason, SourceState, State, plan
+from exporter.serve.server import Exporter
 
 from .conftest import aligned_past
 from .test_allocate_core import window_arg

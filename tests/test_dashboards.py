@@ -18,11 +18,11 @@ import requests
 import yaml
 from click.testing import CliRunner
 
-from exporter.budgets import Budget
-from exporter.budgets import render as render_rules
+from demo.localprom import PrometheusServer, backfill, free_port
 from exporter.cli import main
-from exporter.dashboards import render
-from exporter.localprom import PrometheusServer, backfill, free_port
+from exporter.mixin.budgets import Budget
+from exporter.mixin.budgets import render as render_rules
+from exporter.mixin.dashboards import render
 
 from .scenarios import WINDOW_SECONDS, share_cluster
 from .test_allocate_core import REL, window_arg

@@ -1,7 +1,7 @@
 """The demo's own cluster and config, one hour of it: what a newcomer sees in `make demo` adds up.
 
 Every amount below is worked out from the scenario's inputs: the node list and price rules in
-exporter.demo / exporter.synthetic, copied here as numbers. Only the network bytes come from the
+demo.run / demo.synthetic, copied here as numbers. Only the network bytes come from the
 cluster definition (seeded random rates), read from its input series, not from the engine.
 """
 
@@ -16,14 +16,14 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
+from demo.clusters import demo_cluster
+from demo.run import DEMO_CONFIG, write_sample_bill
+from demo.synthetic import GIB
 from exporter.cli import main
-from exporter.config import parse_config
-from exporter.demo import DEMO_CONFIG, write_sample_bill
-from exporter.pipeline import Pipeline
-from exporter.promclient import PrometheusClient
-from exporter.synthetic import GIB
-from exporter.synthetic_clusters import demo_cluster
-from exporter.window import parse_window
+from exporter.config.schema import parse_config
+from exporter.core.window import parse_window
+from exporter.engine.pipeline import Pipeline
+from exporter.sources.prometheus import PrometheusClient
 
 from .test_allocate_core import REL, run_allocate, window_arg
 from .test_reconcile import iso

@@ -14,7 +14,7 @@ import yaml
 from click.testing import CliRunner
 
 from exporter.cli import main
-from exporter.config import parse_config
+from exporter.config.schema import parse_config
 
 ROOT = Path(__file__).resolve().parent.parent
 MANIFESTS = sorted((ROOT / "deploy/manifests").glob("*.yaml"))

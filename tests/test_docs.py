@@ -15,8 +15,8 @@ import _jsonnet
 import pytest
 import yaml
 
-from exporter.config import Config
-from exporter.configdoc import anchor, render, sections
+from exporter.config.doc import anchor, render, sections
+from exporter.config.schema import Config
 
 ROOT = Path(__file__).resolve().parent.parent
 RUNBOOK = ROOT / "docs" / "runbook.md"
@@ -101,7 +101,7 @@ def test_configuration_reference_lists_every_key_with_a_description() -> None:
 
 def test_configdoc_writes_the_file(tmp_path: Path) -> None:
     out = tmp_path / "configuration.md"
-    subprocess.run([sys.executable, "-m", "exporter.configdoc", "--out", str(out)], check=True, cwd=ROOT)
+    subprocess.run([sys.executable, "-m", "exporter.config.doc", "--out", str(out)], check=True, cwd=ROOT)
     assert out.read_text() == (ROOT / "docs/configuration.md").read_text()
 
 

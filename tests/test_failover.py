@@ -20,11 +20,11 @@ import pytest
 import requests
 import yaml
 
-from exporter.config import parse_config
-from exporter.httpapi import make_handler
-from exporter.localprom import PrometheusServer, backfill, free_port
-from exporter.server import Exporter
-from exporter.window import Window
+from demo.localprom import PrometheusServer, backfill, free_port
+from exporter.config.schema import parse_config
+from exporter.core.window import Window
+from exporter.serve.httpapi import make_handler
+from exporter.serve.server import Exporter
 
 from .fake_kube import FakeKube
 from .scenarios import CORE_CONFIG, WINDOW_SECONDS, core_cluster

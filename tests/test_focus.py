@@ -22,9 +22,9 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
+from demo.localprom import PrometheusServer, backfill
+from demo.synthetic import GIB, Cluster, Container, Node, Pod
 from exporter.cli import main
-from exporter.localprom import PrometheusServer, backfill
-from exporter.synthetic import GIB, Cluster, Container, Node, Pod
 
 from .test_allocate_core import EXPECTED, NODES_TOTAL, REL, run_allocate, window_arg
 

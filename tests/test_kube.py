@@ -14,11 +14,11 @@ import yaml
 from click.testing import CliRunner
 from kubernetes.client import ApiClient
 
+from demo.localprom import free_port
 from exporter.cli import main
-from exporter.config import parse_config
-from exporter.kube import KubeMetadata, connect
-from exporter.localprom import free_port
-from exporter.server import Exporter
+from exporter.config.schema import parse_config
+from exporter.serve.server import Exporter
+from exporter.sources.kube import KubeMetadata, connect
 
 from .fake_kube import FakeKube
 from .test_allocate_core import REL, window_arg

@@ -8,10 +8,10 @@ from typing import Any
 
 import pytest
 
-from exporter.config import parse_config
-from exporter.kube import load_api_client
-from exporter.leader import LeaseElector
-from exporter.server import Exporter
+from exporter.config.schema import parse_config
+from exporter.serve.leader import LeaseElector
+from exporter.serve.server import Exporter
+from exporter.sources.kube import load_api_client
 
 from .fake_kube import FakeKube
 from .test_allocate_core import REL, window_arg

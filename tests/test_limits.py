@@ -23,13 +23,13 @@ from pathlib import Path
 import pytest
 import requests
 
-from exporter.config import parse_config
-from exporter.coverage import Segment
-from exporter.localprom import PrometheusServer, backfill
-from exporter.pipeline import Pipeline
-from exporter.promclient import PrometheusClient
-from exporter.server import Exporter
-from exporter.window import Window
+from demo.localprom import PrometheusServer, backfill
+from exporter.config.schema import parse_config
+from exporter.core.coverage import Segment
+from exporter.core.window import Window
+from exporter.engine.pipeline import Pipeline
+from exporter.serve.server import Exporter
+from exporter.sources.prometheus import PrometheusClient
 
 from .limits_stack import DAY, HOURLY_NODE, HOURLY_TEAM_A, Serve, day_cluster, limit_memory, proc_status
 from .test_allocate_core import REL, window_arg
@@ -185,7 +185,7 @@ def test_sigterm_stops_a_running_computation(day_prom: tuple[PrometheusServer, i
 
 def test_cancel_stops_parallel_chunks(day_prom: tuple[PrometheusServer, int]) -> None:
     """With 4 chunk workers, a cancel after the second chunk leaves at most 2 x 4 chunks in flight."""
-    from exporter.limits import Cancelled
+    from exporter.engine.limits import Cancelled
 
     prom, t0 = day_prom
     cfg = parse_config({"prometheus": {"url": prom.url}, "allocation": {"chunk": "30m", "concurrency": 4}})

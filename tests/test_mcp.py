@@ -21,12 +21,12 @@ from mcp.client.session import ClientSession
 from mcp.client.stdio import StdioServerParameters, stdio_client
 from mcp.client.streamable_http import streamable_http_client
 
-from exporter.config import parse_config
-from exporter.httpapi import make_handler
-from exporter.httpserver import BoundedHTTPServer
-from exporter.localprom import PrometheusServer
-from exporter.server import Exporter
-from exporter.webauth import Auth, TokenFile
+from demo.localprom import PrometheusServer
+from exporter.config.schema import parse_config
+from exporter.serve.httpapi import make_handler
+from exporter.serve.httpserver import BoundedHTTPServer
+from exporter.serve.server import Exporter
+from exporter.serve.webauth import Auth, TokenFile
 
 from .console import CHARGEBACK
 from .test_allocate_core import REL, window_arg

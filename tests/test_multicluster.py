@@ -16,10 +16,10 @@ import requests
 import yaml
 from click.testing import CliRunner
 
-from exporter.budgets import render as render_rules
+from demo.localprom import PrometheusServer, backfill, free_port
 from exporter.cli import main
-from exporter.dashboards import render as render_dashboards
-from exporter.localprom import PrometheusServer, backfill, free_port
+from exporter.mixin.budgets import render as render_rules
+from exporter.mixin.dashboards import render as render_dashboards
 
 from .scenarios import CORE_CONFIG, WINDOW_SECONDS, core_cluster, share_cluster
 from .test_allocate_core import D_CPU, D_RAM, REL, window_arg
@@ -131,8 +131,8 @@ def test_two_clusters_through_a_central_store(tmp_path: Path) -> None:
 
 
 def test_cluster_name_labels_every_series(share_prom: Any) -> None:
-    from exporter.config import parse_config
-    from exporter.server import Exporter
+    from exporter.config.schema import parse_config
+    from exporter.serve.server import Exporter
 
     prom, t0 = share_prom
     start, until = window_arg(t0).split(",")

@@ -20,11 +20,11 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
+from demo.localprom import PrometheusServer, find_binary
+from demo.synthetic import write_openmetrics
 from exporter.cli import main
-from exporter.config import parse_config
-from exporter.localprom import PrometheusServer, find_binary
-from exporter.server import Exporter
-from exporter.synthetic import write_openmetrics
+from exporter.config.schema import parse_config
+from exporter.serve.server import Exporter
 
 from .conftest import aligned_past
 from .nanproxy import Inject, NanProxy

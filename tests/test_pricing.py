@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from exporter.config import parse_config
-from exporter.errors import PricingError
-from exporter.pricing import GIB, NodeFacts, ksm_label, load_shipped_prices, price_node
+from exporter.config.schema import parse_config
+from exporter.core.errors import PricingError
+from exporter.core.pricing import GIB, NodeFacts, ksm_label, load_shipped_prices, price_node
 
 IT = ksm_label("node.kubernetes.io/instance-type")
 RATIO = 0.031611 / 0.004237
@@ -109,8 +109,8 @@ def test_shipped_price_list_is_dated_and_covers_three_clouds() -> None:
 
 
 def test_unclassified_egress_and_monthly_network_amounts() -> None:
-    from exporter.assets import UNALLOCATED, price_network
-    from exporter.pricebook import Network
+    from exporter.config.pricebook import Network
+    from exporter.core.assets import UNALLOCATED, price_network
 
     net = Network(unclassified="zone", zonePerGiB=0.01, monthly=[{"name": "nat", "monthly": 730}])  # type: ignore[list-item]
     costs = price_network({}, {"a": 3 * GIB, "b": 1 * GIB}, net, 3600, 730)

@@ -20,12 +20,12 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
+from demo.localprom import PrometheusServer
+from demo.synthetic import GIB, Cluster, Container, Node, Pod
 from exporter.cli import main
-from exporter.config import Prometheus
-from exporter.localprom import PrometheusServer
-from exporter.promclient import PrometheusClient
-from exporter.promql import matcher, one_of, quote, re2_escape
-from exporter.synthetic import GIB, Cluster, Container, Node, Pod
+from exporter.config.schema import Prometheus
+from exporter.sources.prometheus import PrometheusClient
+from exporter.sources.promql import matcher, one_of, quote, re2_escape
 
 from .conftest import aligned_past, scenario_prom
 from .test_allocate_core import REL, window_arg

@@ -15,9 +15,9 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
-from exporter.billing import read_bill
 from exporter.cli import main
-from exporter.errors import ConfigError
+from exporter.core.errors import ConfigError
+from exporter.sources.billing import read_bill
 
 from .test_allocate_core import REL, window_arg
 
@@ -274,8 +274,8 @@ def test_reconciled_allocation_uses_the_bill_prices(asset_prom: Any, tmp_path: P
 
 
 def test_serve_publishes_the_variance(asset_prom: Any, tmp_path: Path) -> None:
-    from exporter.config import parse_config
-    from exporter.server import Exporter
+    from exporter.config.schema import parse_config
+    from exporter.serve.server import Exporter
 
     from .scenarios import ASSET_CONFIG
 

@@ -17,11 +17,11 @@ import requests
 import yaml
 from click.testing import CliRunner
 
-from exporter.budgets import allocation_rules
+from demo.localprom import PrometheusServer, backfill, backfill_rules
 from exporter.cli import main
-from exporter.config import parse_config
-from exporter.localprom import PrometheusServer, backfill, backfill_rules
-from exporter.prometheus import Queries
+from exporter.config.schema import parse_config
+from exporter.mixin.budgets import allocation_rules
+from exporter.sources.queries import Queries
 
 from .scenarios import CORE_CONFIG, WINDOW_SECONDS, core_cluster, share_cluster
 from .test_allocate_core import D_SPOT_CPU, D_SPOT_RAM, EXPECTED, NODES_TOTAL, REL, window_arg

@@ -21,13 +21,13 @@ from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult
 from click.testing import CliRunner
 
+from demo.localprom import free_port
 from exporter.cli import main
-from exporter.config import Reports
-from exporter.delivery import deliver
-from exporter.localprom import free_port
-from exporter.redact import install_log_redaction, redact, redact_url
-from exporter.report import Group, Report
-from exporter.window import Window
+from exporter.config.schema import Reports
+from exporter.core.redact import install_log_redaction, redact, redact_url
+from exporter.core.window import Window
+from exporter.outputs.delivery import deliver
+from exporter.outputs.report import Group, Report
 
 from .test_allocate_core import window_arg
 from .test_report import Mailbox

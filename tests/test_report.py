@@ -21,8 +21,8 @@ import yaml
 from aiosmtpd.controller import Controller
 from click.testing import CliRunner
 
+from demo.localprom import PrometheusServer, backfill, free_port
 from exporter.cli import main
-from exporter.localprom import PrometheusServer, backfill, free_port
 
 from .scenarios import WINDOW_SECONDS, share_cluster
 from .test_allocate_core import REL, window_arg

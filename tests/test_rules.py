@@ -19,9 +19,9 @@ import requests
 import yaml
 from click.testing import CliRunner
 
-from exporter.budgets import load_budgets, render
+from demo.localprom import PrometheusServer, backfill, free_port
 from exporter.cli import main
-from exporter.localprom import PrometheusServer, backfill, free_port
+from exporter.mixin.budgets import load_budgets, render
 
 from .scenarios import WINDOW_SECONDS, share_cluster
 from .test_allocate_core import window_arg

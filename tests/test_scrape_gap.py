@@ -15,9 +15,9 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
+from demo.localprom import PrometheusServer, backfill
+from demo.synthetic import Cluster
 from exporter.cli import main
-from exporter.localprom import PrometheusServer, backfill
-from exporter.synthetic import Cluster
 
 from .scenarios import CORE_CONFIG, core_cluster, share_cluster
 from .test_allocate_core import EXPECTED, NODES_TOTAL, REL, window_arg

@@ -17,8 +17,8 @@ import pytest
 import requests
 import yaml
 
-from exporter.localprom import PrometheusServer, backfill, free_port
-from exporter.synthetic import GIB, Cluster, Container, Pod
+from demo.localprom import PrometheusServer, backfill, free_port
+from demo.synthetic import GIB, Cluster, Container, Pod
 
 from .scenarios import CORE_CONFIG, WINDOW_SECONDS, core_cluster
 from .test_allocate_core import EXPECTED, NODES_TOTAL, run_allocate, window_arg

@@ -18,9 +18,9 @@ import requests
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
-from exporter.config import parse_config
-from exporter.localprom import PrometheusServer, backfill, free_port
-from exporter.server import Exporter
+from demo.localprom import PrometheusServer, backfill, free_port
+from exporter.config.schema import parse_config
+from exporter.serve.server import Exporter
 
 from .scenarios import CORE_CONFIG, WINDOW_SECONDS, core_cluster
 from .test_allocate_core import EXPECTED, NODES_TOTAL, REL, window_arg

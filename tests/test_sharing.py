@@ -20,8 +20,8 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
+from demo.localprom import PrometheusServer
 from exporter.cli import main
-from exporter.localprom import PrometheusServer
 
 from .test_allocate_core import REL, window_arg
 
@@ -192,9 +192,9 @@ def test_unknown_aggregate_is_rejected(share_prom: Any, tmp_path: Path) -> None:
 
 
 def test_http_endpoint_takes_kubecost_parameters(share_prom: Any) -> None:
-    from exporter.config import parse_config
-    from exporter.errors import ConfigError
-    from exporter.server import Exporter
+    from exporter.config.schema import parse_config
+    from exporter.core.errors import ConfigError
+    from exporter.serve.server import Exporter
 
     prom, t0 = share_prom
     exporter = Exporter(parse_config({"prometheus": {"url": prom.url}, "attribution": {"source": "prometheus"}}))
@@ -214,8 +214,8 @@ def test_http_endpoint_takes_kubecost_parameters(share_prom: Any) -> None:
 
 
 def test_fallback_is_published_as_a_metric(share_prom: Any) -> None:
-    from exporter.config import parse_config
-    from exporter.server import Exporter
+    from exporter.config.schema import parse_config
+    from exporter.serve.server import Exporter
 
     prom, t0 = share_prom
     empty = "sum by (namespace) (rate(nothing_here[$window]))"

@@ -7,9 +7,9 @@ import threading
 
 import pytest
 
-from exporter.accrual import Batch, Ledger
-from exporter.errors import ChargebackError
-from exporter.warnlog import WarningLog
+from exporter.core.errors import ChargebackError
+from exporter.engine.warnlog import WarningLog
+from exporter.serve.accrual import Batch, Ledger
 
 
 class Clock:

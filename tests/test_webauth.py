@@ -15,7 +15,7 @@ import pytest
 import requests
 import yaml
 
-from exporter.localprom import PrometheusServer, free_port
+from demo.localprom import PrometheusServer, free_port
 
 from .limits_stack import Serve
 

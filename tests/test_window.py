@@ -6,8 +6,8 @@ from datetime import datetime, timezone
 
 import pytest
 
-from exporter.errors import ConfigError
-from exporter.window import Window, parse_duration, parse_window
+from exporter.core.errors import ConfigError
+from exporter.core.window import Window, parse_duration, parse_window
 
 
 def ts(text: str) -> int:

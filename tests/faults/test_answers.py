@@ -12,10 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from exporter.config import Prometheus
-from exporter.errors import PrometheusError
-from exporter.localprom import PrometheusServer
-from exporter.promclient import PrometheusClient
+from demo.localprom import PrometheusServer
+from exporter.config.schema import Prometheus
+from exporter.core.errors import PrometheusError
+from exporter.sources.prometheus import PrometheusClient
 
 from ..test_allocate_core import EXPECTED, NODES_TOTAL, REL, window_arg
 from .helpers import allocate, assert_costs, costs, one_line_error, write_config

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import requests
 
-from exporter.localprom import PrometheusServer, backfill
+from demo.localprom import PrometheusServer, backfill
 
 from ..conftest import aligned_past
 from ..console import CHARGEBACK

@@ -1,0 +1,1 @@
+"""The demo and its tooling: a synthetic cluster, a local Prometheus, `make demo`. Not part of the wheel."""

@@ -1,0 +1,124 @@
+"""The synthetic clusters of `make demo` and `make bench` (the model and its series are in synthetic.py).
+
+demo_cluster is the demo's and many tests' cluster, hand-worked in tests/test_demo_cluster.py: keep its
+seeded draws in order. bench_cluster is the large, random, seeded one of bench/.
+"""
+
+from __future__ import annotations
+
+import random
+
+from demo.synthetic import GIB, Cluster, Container, Gap, Node, Pod, Series
+
+
+def demo_cluster(seed: int = 7, ksm_gap_at: int | None = None) -> Cluster:
+    """Six teams, shared platform namespaces, on-demand, spot, GPU and total-priced nodes.
+
+    payments also owns payments-batch; web-shared is split between web and growth by pod labels, so
+    `--aggregate team` differs from namespace. `ksm_gap_at` silences kube-state-metrics for 10 minutes
+    from then (an OOM-kill), which the allocation bridges."""
+    rnd = random.Random(seed)
+    it, cap = "node.kubernetes.io/instance-type", "karpenter.sh/capacity-type"
+    zone = "topology.kubernetes.io/zone"
+    nodes = [
+        Node(f"ip-10-0-1-{i}", 8, 32 * GIB, labels={it: "m5.2xlarge", cap: "on-demand", zone: "us-east-1a"},
+             opencost={"cpu": 0.031611, "ram": 0.004237})
+        for i in range(1, 5)
+    ] + [
+        Node(f"ip-10-0-2-{i}", 8, 32 * GIB, labels={it: "m5.2xlarge", cap: "spot", zone: "us-east-1b"})
+        for i in range(1, 3)
+    ] + [
+        Node("ip-10-0-3-1", 8, 61 * GIB, gpus=1, labels={it: "p3.2xlarge", cap: "on-demand", zone: "us-east-1a"}),
+        Node("ip-10-0-4-1", 4, 16 * GIB, labels={it: "m5.xlarge", cap: "on-demand", zone: "us-east-1c"}),
+    ]
+    general = [n.name for n in nodes[:6]]
+    teams = {
+        "payments": ("api", "worker", "ledger"),
+        "search": ("indexer", "query"),
+        "data-eng": ("etl", "airflow", "spark"),
+        "ml": ("trainer", "serving"),
+        "web": ("frontend", "bff"),
+        "growth": ("experiments", "email"),
+    }
+    pods: list[Pod] = []
+    for team, apps in teams.items():
+        for app in apps:
+            for r in range(rnd.randint(1, 3)):
+                cpu_req = rnd.choice((0.25, 0.5, 1.0, 2.0))
+                mem_req = rnd.choice((0.5, 1.0, 2.0, 4.0)) * GIB
+                use = rnd.uniform(0.2, 1.3)  # some over-request, some burst past requests
+                node = "ip-10-0-3-1" if app == "trainer" else rnd.choice(general)
+                c = Container(app, cpu_req, mem_req, 1.0 if app == "trainer" else 0.0,
+                              cpu_req * use, mem_req * rnd.uniform(0.4, 1.1), wave=0.4)
+                kind = {"etl": "CronJob", "spark": "StatefulSet"}.get(app, "Deployment")
+                pods.append(Pod(team, f"{app}-{r}", node, (c,), labels={"team": team, "app": app}, owner=(kind, app)))
+    platform = {"kube-system": ("coredns", "kube-proxy"), "monitoring": ("prometheus", "grafana"),
+                "ingress-nginx": ("controller",)}
+    for ns, apps in platform.items():
+        for app in apps:
+            kind = {"kube-proxy": "DaemonSet", "prometheus": "StatefulSet"}.get(app, "Deployment")
+            pods.append(Pod(ns, f"{app}-0", rnd.choice([*general, "ip-10-0-4-1"]),
+                            (Container(app, 0.5, 1 * GIB, 0, 0.3, 0.8 * GIB, wave=0.2),), owner=(kind, app)))
+    centers = {"payments": "CC-100", "search": "CC-200", "data-eng": "CC-300", "ml": "CC-300", "web": "CC-400",
+               "growth": "CC-400"}
+    namespaces = {team: {"team": team, "cost-center": centers[team], "environment": "prod"} for team in teams}
+    namespaces.update({ns: {"platform": "true"} for ns in platform})
+    # Added after the seeded draws above, on fixed nodes, so the first pods stay as they were.
+    c_batch = Container("settlement", 1.0, 2 * GIB, 0, 0.6, 1.5 * GIB)
+    pods.append(Pod("payments-batch", "settlement-0", "ip-10-0-1-4", (c_batch,), owner=("CronJob", "settlement")))
+    for app, team, node in (("landing", "web", "ip-10-0-1-3"), ("newsletter", "growth", "ip-10-0-2-2")):
+        c = Container(app, 0.5, 1 * GIB, 0, 0.3, 0.75 * GIB)
+        pods.append(Pod("web-shared", f"{app}-0", node, (c,), labels={"team": team, "app": app},
+                        owner=("Deployment", app)))
+    namespaces["payments-batch"] = {"team": "payments", "cost-center": "CC-100", "environment": "prod"}
+    namespaces["web-shared"] = {"cost-center": "CC-400", "environment": "prod"}
+    requests = tuple(
+        Series("nginx_ingress_controller_requests", {"job": "ingress-nginx", "exported_namespace": ns}, rate)
+        for ns, rate in (("payments", 40.0), ("search", 120.0), ("web", 200.0), ("growth", 30.0))
+    )
+    gaps = (Gap("ksm", ksm_gap_at, ksm_gap_at + 600),) if ksm_gap_at is not None else ()
+    return Cluster(tuple(nodes), tuple(pods), namespaces, requests + _demo_assets(rnd), gaps=gaps)
+
+
+def _demo_assets(rnd: random.Random) -> tuple[Series, ...]:
+    """Volumes, LoadBalancer Services and network traffic for the demo cluster."""
+    ksm = {"job": "kube-state-metrics", "instance": "ksm:8080"}
+    out: list[Series] = []
+    volumes = (("pv-payments-db", 100, "gp3", "payments"), ("pv-search-index", 200, "gp3", "search"),
+               ("pv-data-lake", 500, "", "data-eng"), ("pv-ml-datasets", 300, "io2", "ml"),
+               ("pv-prometheus", 150, "gp3", "monitoring"), ("pv-released-2023", 40, "gp2", None))
+    for name, gib, sc, ns in volumes:
+        pv = {**ksm, "persistentvolume": name}
+        out.append(Series("kube_persistentvolume_capacity_bytes", pv, base=gib * GIB))
+        out.append(Series("kube_persistentvolume_info", {**pv, "storageclass": sc}, base=1))
+        if ns:
+            out.append(Series("kube_persistentvolume_claim_ref", {**pv, "claim_namespace": ns, "name": "data"}, base=1))
+    for ns, svc, kind in (("web", "frontend", "LoadBalancer"), ("payments", "api", "LoadBalancer"),
+                          ("ingress-nginx", "controller", "LoadBalancer"), ("search", "query", "ClusterIP")):
+        out.append(Series("kube_service_spec_type", {**ksm, "namespace": ns, "service": svc, "type": kind}, base=1))
+    # A budget declared next to its namespace (kube-state-metrics --metric-annotations-allowlist).
+    out.append(Series("kube_namespace_annotations", {**ksm, "namespace": "web",
+                                                     "annotation_chargeback_io_budget_monthly": "60",
+                                                     "annotation_chargeback_io_budget_notify": "slack:#web"}, base=1))
+    cad = {"job": "kubelet", "metrics_path": "/metrics/cadvisor", "container": "", "interface": "eth0"}
+    for ns in ("payments", "search", "data-eng", "ml", "web", "growth", "monitoring"):
+        gib_per_hour = rnd.uniform(0.5, 8.0)
+        out.append(Series("container_network_transmit_bytes_total", {**cad, "namespace": ns, "pod": f"{ns}-0"},
+                          gib_per_hour * GIB / 3600))
+    return tuple(out)
+
+
+def bench_cluster(containers: int, nodes: int, namespaces: int, seed: int = 1) -> Cluster:
+    """A large cluster: two containers per pod, pods placed at random (seeded) over nodes and namespaces."""
+    rnd = random.Random(seed)
+    node_objs = tuple(
+        Node(f"node-{i:05d}", 32, 128 * GIB, labels={"node.kubernetes.io/instance-type": "m5.8xlarge"},
+             opencost={"cpu": 0.03, "ram": 0.004} if i % 2 else {})
+        for i in range(nodes)
+    )
+    pods = []
+    for i in range(containers // 2):
+        cs = tuple(Container(f"c{j}", 0.25, 0.5 * GIB, 0, rnd.uniform(0.05, 0.5), 0.4 * GIB) for j in range(2))
+        ns, node = rnd.randrange(namespaces), rnd.randrange(nodes)
+        pods.append(Pod(f"ns-{ns:04d}", f"pod-{i:06d}", node_objs[node].name, cs))
+    return Cluster(node_objs, tuple(pods))

@@ -1,0 +1,291 @@
+"""A synthetic cluster that emits the exact series cAdvisor, kube-state-metrics and OpenCost do.
+
+One module serves the tests, `make demo` and `make bench`: it writes OpenMetrics for
+`promtool tsdb create-blocks-from openmetrics` (history) and renders a live exposition
+for Prometheus to scrape. It deliberately includes the traps real clusters have:
+pod-level (`container=""`) and pause (`container="POD"`) cAdvisor series, namespace-less
+system cgroups, cAdvisor series without a `node` label, completed pods that still export
+requests, and node capacity resources (`pods`, `ephemeral_storage`) that must be ignored.
+"""
+
+from __future__ import annotations
+
+import math
+import zlib
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from functools import partial
+from typing import TextIO
+
+from exporter.core.pricing import ksm_label
+
+GIB = 1024**3
+DAY = 86400
+
+Sampler = Callable[[int], float | None]
+
+
+@dataclass(frozen=True)
+class Container:
+    name: str
+    cpu_request: float | None = None  # cores; None = not set (BestEffort)
+    mem_request: float | None = None  # bytes
+    gpu_request: float = 0.0
+    cpu_usage: float = 0.0  # cores (mean)
+    mem_usage: float = 0.0  # bytes (mean)
+    wave: float = 0.0  # daily usage swing as a fraction of the mean (0 = constant)
+
+
+@dataclass(frozen=True)
+class Pod:
+    namespace: str
+    name: str
+    node: str
+    containers: tuple[Container, ...]
+    start: int | None = None  # first running timestamp; None = before the data begins
+    end: int | None = None  # last running timestamp; after it the pod is Succeeded
+    deleted: int | None = None  # last timestamp the pod exists at all; after it, no series
+    labels: dict[str, str] = field(default_factory=dict)
+    # The controller that owns the pod, as (kind, name): Deployment, StatefulSet, DaemonSet, Job or
+    # CronJob. A Deployment owns it through a ReplicaSet, a CronJob through a Job, as in a cluster.
+    owner: tuple[str, str] | None = None
+
+
+@dataclass(frozen=True)
+class Node:
+    name: str
+    cores: float
+    mem_bytes: float
+    gpus: float = 0.0
+    labels: dict[str, str] = field(default_factory=dict)
+    opencost: dict[str, float] = field(default_factory=dict)  # cpu, ram, gpu, total (hourly)
+    provider_id: str = ""  # e.g. aws:///us-east-1a/i-0abc (kube_node_info{provider_id})
+
+
+@dataclass(frozen=True)
+class Series:
+    """Any other series: value = base + slope * t (a gauge with slope 0, a counter otherwise).
+
+    Used for PVs, Services, ingress requests, network bytes and OpenCost asset prices.
+    """
+
+    name: str
+    labels: dict[str, str]
+    slope: float = 0.0
+    base: float = 1000.0
+
+
+@dataclass(frozen=True)
+class Gap:
+    """A source's outage: no sample of its series strictly between `start` and `end`.
+
+    source: "ksm" (kube_* series), "cadvisor" (container_*) or "opencost" (prices)."""
+
+    source: str
+    start: int
+    end: int
+
+
+@dataclass(frozen=True)
+class Cluster:
+    nodes: tuple[Node, ...]
+    pods: tuple[Pod, ...]
+    namespaces: dict[str, dict[str, str]] = field(default_factory=dict)  # namespace -> Kubernetes labels
+    extra: tuple[Series, ...] = ()
+    gaps: tuple[Gap, ...] = ()
+
+
+def source_of(metric: str) -> str:
+    """Which exporter a synthetic series comes from, for `Gap`."""
+    if metric.startswith("kube_"):
+        return "ksm"
+    if metric.startswith("container_"):
+        return "cadvisor"
+    if metric.startswith(("node_", "kubecost_", "pv_hourly")):
+        return "opencost"
+    return "other"
+
+
+def _gapped(fn: Sampler, gaps: list[Gap]) -> Sampler:
+    return lambda t: None if any(g.start < t < g.end for g in gaps) else fn(t)
+
+
+def _escape(v: str) -> str:
+    """An OpenMetrics label value: backslash, double quote and line feed escaped."""
+    return v.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+
+
+def _labels(**kv: str) -> str:
+    return "{" + ",".join(f'{k}="{_escape(v)}"' for k, v in kv.items()) + "}"
+
+
+def _const(v: float) -> Sampler:
+    return lambda t: v
+
+
+def _line(base: float, slope: float, t: int) -> float:
+    return base + slope * t
+
+
+def _memory(c: Container, t: int) -> float:
+    return c.mem_usage * (1 + c.wave * math.sin(2 * math.pi * t / DAY))
+
+
+def _cpu_counter(c: Container, t: int) -> float:
+    # Integral of the usage curve: a counter that starts high, so rate() never sees a reset.
+    base = 1e6 + c.cpu_usage * t
+    if c.wave:
+        base -= c.cpu_usage * c.wave * DAY / (2 * math.pi) * math.cos(2 * math.pi * t / DAY)
+    return base
+
+
+def series(cluster: Cluster, lean: bool = False) -> Iterator[tuple[str, str, Sampler]]:
+    """Every series of the cluster as (metric name, label string, value at t or None if absent).
+
+    `lean` (the benchmark) leaves out series no query selects: pod-level, pause and system
+    cgroups, phases other than Running. It keeps the query work the same and the backfill small.
+    A source's `gaps` blank its series.
+    """
+    for name, lb, fn in _series(cluster, lean):
+        gaps = [g for g in cluster.gaps if g.source == source_of(name)]
+        yield name, lb, _gapped(fn, gaps) if gaps else fn
+
+
+def _series(cluster: Cluster, lean: bool) -> Iterator[tuple[str, str, Sampler]]:
+    ksm = {"job": "kube-state-metrics", "instance": "ksm:8080"}
+
+    for n in cluster.nodes:
+        for res, unit, cap, alloc in (
+            ("cpu", "core", n.cores, n.cores - 0.1),
+            ("memory", "byte", n.mem_bytes, n.mem_bytes - 0.5 * GIB),
+            ("pods", "integer", 110, 110),
+            ("ephemeral_storage", "byte", 100 * GIB, 90 * GIB),
+        ) + ((("nvidia_com_gpu", "integer", n.gpus, n.gpus),) if n.gpus else ()):
+            yield "kube_node_status_capacity", _labels(**ksm, node=n.name, resource=res, unit=unit), _const(cap)
+            yield "kube_node_status_allocatable", _labels(**ksm, node=n.name, resource=res, unit=unit), _const(alloc)
+        node_labels = {ksm_label(k): v for k, v in sorted(n.labels.items())}
+        yield "kube_node_labels", _labels(**ksm, node=n.name, **node_labels), _const(1)
+        pid = n.provider_id or f"aws:///us-east-1a/i-{n.name}"
+        yield "kube_node_info", _labels(**ksm, node=n.name, provider_id=pid), _const(1)
+        oc = {"job": "opencost", "instance": "opencost:9003", "node": n.name}
+        for kind, metric in (("cpu", "node_cpu_hourly_cost"), ("ram", "node_ram_hourly_cost"),
+                             ("gpu", "node_gpu_hourly_cost"), ("total", "node_total_hourly_cost")):
+            if kind in n.opencost:
+                yield metric, _labels(**oc), _const(n.opencost[kind])
+        # A root/system cgroup with no namespace: cAdvisor exports it, it must never be costed.
+        if not lean:
+            sys_lb = _labels(id="/system.slice/kubelet.service", instance=n.name, job="kubelet")
+            yield "container_cpu_usage_seconds_total", sys_lb, partial(_line, 5e5, 2.0)
+            yield "container_memory_working_set_bytes", sys_lb, _const(3 * GIB)
+
+    for ns, ns_labels in sorted(cluster.namespaces.items()):
+        kv = {ksm_label(k): v for k, v in sorted(ns_labels.items())}
+        yield "kube_namespace_labels", _labels(**ksm, namespace=ns, **kv), _const(1)
+    for c in cluster.extra:
+        yield c.name, _labels(**c.labels), partial(_line, c.base, c.slope)
+    for p in cluster.pods:
+        yield from _pod_series(p, ksm, lean)
+    if not lean:
+        yield from _owner_series(cluster.pods, ksm)
+
+
+# A controller's intermediate owner: a Deployment's ReplicaSet, a CronJob's Job.
+_VIA = {"Deployment": ("ReplicaSet", "kube_replicaset_owner", "replicaset"),
+        "CronJob": ("Job", "kube_job_owner", "job_name")}
+
+
+def _direct_owner(p: Pod) -> tuple[str, str]:
+    """What kube_pod_owner names: `<none>` for a bare pod, else the pod's controller or its go-between."""
+    if p.owner is None:
+        return "<none>", "<none>"
+    kind, name = p.owner
+    if kind in _VIA:
+        return _VIA[kind][0], f"{name}-{zlib.crc32(name.encode()) % 10**9}"
+    return kind, name
+
+
+def _owner_series(pods: tuple[Pod, ...], ksm: dict[str, str]) -> Iterator[tuple[str, str, Sampler]]:
+    """One kube_replicaset_owner / kube_job_owner per go-between (pods share them)."""
+    via: dict[tuple[str, str, str], tuple[str, str]] = {}
+    for p in pods:
+        if p.owner is not None and p.owner[0] in _VIA:
+            via[(p.namespace, p.owner[0], _direct_owner(p)[1])] = p.owner
+    for (ns, top_kind, name), (kind, top) in sorted(via.items()):
+        _, metric, label = _VIA[top_kind]
+        yield metric, _labels(**ksm, namespace=ns, **{label: name}, owner_kind=kind, owner_name=top,
+                              owner_is_controller="true"), _const(1)
+
+
+def _pod_series(p: Pod, ksm: dict[str, str], lean: bool) -> Iterator[tuple[str, str, Sampler]]:
+    start, end, deleted = p.start, p.end, p.deleted
+
+    def exists(t: int) -> bool:
+        return (start is None or t >= start) and (deleted is None or t <= deleted)
+
+    def running(t: int) -> bool:
+        return exists(t) and (end is None or t <= end)
+
+    def when(pred: Callable[[int], bool], f: Callable[[int], float | None]) -> Sampler:
+        return lambda t: f(t) if pred(t) else None
+
+    uid = f"uid-{p.namespace}-{p.name}"
+    pod_kv = {"namespace": p.namespace, "pod": p.name}
+    yield "kube_pod_info", _labels(**ksm, **pod_kv, uid=uid, node=p.node, host_ip="10.0.0.1"), when(exists, lambda t: 1)
+    for phase in ("Running",) if lean else ("Pending", "Running", "Succeeded", "Failed", "Unknown"):
+        def val(t: int, ph: str = phase) -> float:
+            return 1.0 if (ph == "Running" and running(t)) or (ph == "Succeeded" and not running(t)) else 0.0
+        yield "kube_pod_status_phase", _labels(**ksm, **pod_kv, uid=uid, phase=phase), when(exists, val)
+    # kube-state-metrics exports kube_pod_labels for every pod, with label_* columns only when allow-listed.
+    kv = {ksm_label(k): v for k, v in sorted(p.labels.items())}
+    yield "kube_pod_labels", _labels(**ksm, **pod_kv, uid=uid, **kv), when(exists, lambda t: 1)
+    if not lean:
+        kind, name = _direct_owner(p)
+        lb = _labels(**ksm, **pod_kv, uid=uid, owner_kind=kind, owner_name=name,
+                     owner_is_controller="<none>" if p.owner is None else "true")
+        yield "kube_pod_owner", lb, when(exists, lambda t: 1)
+    cad = {"job": "kubelet", "metrics_path": "/metrics/cadvisor", "instance": p.node}  # no `node` label
+    for c in p.containers:
+        for res, unit, req in (("cpu", "core", c.cpu_request), ("memory", "byte", c.mem_request),
+                               ("nvidia_com_gpu", "integer", c.gpu_request or None)):
+            if req is not None:
+                lb = _labels(**ksm, **pod_kv, uid=uid, container=c.name, node=p.node, resource=res, unit=unit)
+                yield "kube_pod_container_resource_requests", lb, when(exists, _const(req))
+        lb = _labels(**cad, **pod_kv, container=c.name, id=f"/kubepods/{uid}/{c.name}", image=f"img/{c.name}")
+        yield "container_cpu_usage_seconds_total", lb, when(running, partial(_cpu_counter, c))
+        yield "container_memory_working_set_bytes", lb, when(running, partial(_memory, c))
+    # Pod-level cgroup (container="") and pause container (container="POD"): both must be ignored.
+    total_cpu = sum(c.cpu_usage for c in p.containers)
+    for cname, factor in () if lean else (("", 1.0), ("POD", 0.5)):
+        lb = _labels(**cad, **pod_kv, container=cname, id=f"/kubepods/{uid}{'/pause' if cname else ''}")
+        yield "container_cpu_usage_seconds_total", lb, when(running, partial(_line, 1e6, total_cpu + factor))
+        yield "container_memory_working_set_bytes", lb, when(running, _const((factor + 1) * GIB))
+
+
+def write_openmetrics(cluster: Cluster, start: int, end: int, interval: int, out: TextIO, lean: bool = False,
+                      extra_labels: dict[str, str] | None = None) -> int:
+    """Write samples at start, start+interval, ..., end (inclusive) for promtool backfill; returns sample count.
+
+    `extra_labels` (e.g. cluster="a") go on every series, as a global store's external labels would.
+    """
+    n = 0
+    stamps = range(start, end + 1, interval)
+    extra = ",".join(f'{k}="{_escape(v)}"' for k, v in (extra_labels or {}).items())
+    for name, lb, fn in series(cluster, lean):
+        if extra:
+            lb = "{" + extra + ("," + lb[1:] if lb != "{}" else "}")
+        prefix = name + lb + " "
+        lines = []
+        for t in stamps:
+            v = fn(t)
+            if v is not None:
+                lines.append(f"{prefix}{v!r} {t}\n")
+        out.writelines(lines)
+        n += len(lines)
+    out.write("# EOF\n")
+    return n
+
+
+def exposition(cluster: Cluster, t: int) -> str:
+    """The cluster's series at time t, in text exposition format (no timestamps), for live scraping."""
+    lines = [f"{name}{lb} {v!r}\n" for name, lb, fn in series(cluster) if (v := fn(t)) is not None]
+    return "".join(lines)

@@ -1,0 +1,195 @@
+"""Allocation: pure cost math over plain data, no I/O.
+
+Input is what Prometheus aggregated for one window: per (namespace, node, attribution,
+resource) integrals of allocated, requested and used quantity (unit-seconds, overflow
+already scaled down per step), and per (node, resource) capacity integrals. Output is a
+cost table keyed by (namespace, node, attribution); idle is the remainder per node and
+resource under the pseudo-namespace `__idle__`, so the table always sums to the nodes' cost.
+`attribution` is a tuple of label values (team, cost centre, ...) in configured order.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field, fields
+
+from exporter.core.assets import AssetCost
+from exporter.core.coverage import Coverage
+from exporter.core.pricing import GIB, NodeFacts, NodeRates
+
+IDLE = "__idle__"
+UNATTRIBUTED = "__unattributed__"
+OVERHEAD = "overhead"  # the resource label of fixed shared costs (control-plane fee, support, licences)
+RESOURCES = ("cpu", "memory", "gpu")
+# Unit divisor that turns a resource's unit-seconds into the unit-hours its rate is quoted in.
+_UNIT_HOURS = {"cpu": 3600.0, "memory": 3600.0 * GIB, "gpu": 3600.0}
+
+Attrs = tuple[str, ...]
+UsageKey = tuple[str, str, Attrs, str]  # (namespace, node, attribution, resource)
+RowKey = tuple[str, str, Attrs]  # (namespace, node, attribution)
+EntryKey = tuple[str, Attrs, str, str, str]  # (namespace, attribution, component, resource, shared source)
+
+
+@dataclass(frozen=True)
+class ChunkUsage:
+    """One window's aggregated quantities, as unit-seconds."""
+
+    start: int
+    end: int
+    allocated: dict[UsageKey, float]
+    requested: dict[UsageKey, float]
+    used: dict[UsageKey, float]
+    capacity: dict[tuple[str, str], float]  # (node, resource)
+    nodes: dict[str, NodeFacts]
+
+
+@dataclass
+class Line:
+    """Accumulated quantities (unit-seconds) and cost for one row of a cost table."""
+
+    cpu_core_seconds: float = 0.0
+    cpu_request_seconds: float = 0.0
+    cpu_usage_seconds: float = 0.0
+    ram_byte_seconds: float = 0.0
+    ram_request_byte_seconds: float = 0.0
+    ram_usage_byte_seconds: float = 0.0
+    gpu_seconds: float = 0.0
+    pv_byte_seconds: float = 0.0
+    cpu_cost: float = 0.0
+    ram_cost: float = 0.0
+    gpu_cost: float = 0.0
+    pv_cost: float = 0.0
+    lb_cost: float = 0.0
+    network_cost: float = 0.0
+
+    def add(self, other: Line) -> None:
+        for f in fields(self):
+            setattr(self, f.name, getattr(self, f.name) + getattr(other, f.name))
+
+    @property
+    def total_cost(self) -> float:
+        return sum(self.cost_by_resource().values())
+
+    def cost_by_resource(self) -> dict[str, float]:
+        return {"cpu": self.cpu_cost, "memory": self.ram_cost, "gpu": self.gpu_cost, "storage": self.pv_cost,
+                "load_balancer": self.lb_cost, "network": self.network_cost}
+
+
+_QTY = {"cpu": "cpu_core_seconds", "memory": "ram_byte_seconds", "gpu": "gpu_seconds"}
+_REQ = {"cpu": "cpu_request_seconds", "memory": "ram_request_byte_seconds"}
+_USE = {"cpu": "cpu_usage_seconds", "memory": "ram_usage_byte_seconds"}
+_COST = {"cpu": "cpu_cost", "memory": "ram_cost", "gpu": "gpu_cost"}
+
+
+def rate_of(rates: NodeRates, resource: str) -> float:
+    return {"cpu": rates.cpu, "memory": rates.ram, "gpu": rates.gpu}[resource]
+
+
+def priced(resource: str, unit_seconds: float, rates: NodeRates) -> float:
+    """Cost of a quantity integrated over time (core-, byte- or GPU-seconds) at a node's rates."""
+    return unit_seconds / _UNIT_HOURS[resource] * rate_of(rates, resource)
+
+
+@dataclass
+class CostResult:
+    """A window's cost table plus the node-side totals it must add up to."""
+
+    start: int
+    end: int
+    table: dict[RowKey, Line] = field(default_factory=dict)
+    # Final cost entries after sharing: (namespace, attribution, component, resource, source) -> cost.
+    costs: dict[EntryKey, float] = field(default_factory=dict)
+    # What each shared source (namespace or fixed cost) came to before distribution: (source, resource).
+    pools: dict[tuple[str, str], float] = field(default_factory=dict)
+    node_cost: dict[tuple[str, str], float] = field(default_factory=dict)  # (node, resource)
+    asset_cost: dict[tuple[str, str], float] = field(default_factory=dict)  # (PV/LB/egress, resource)
+    rates: dict[str, NodeRates] = field(default_factory=dict)
+    nodes: dict[str, NodeFacts] = field(default_factory=dict)
+    # Which of the window the costs stand on: covered, bridged over a gap, or uncovered (no cost).
+    coverage: Coverage = field(default_factory=Coverage)
+
+    @property
+    def total_cost(self) -> float:
+        """The cluster's cost: nodes' capacity cost plus fixed shared costs."""
+        fixed = sum(v for (_s, r), v in self.pools.items() if r == OVERHEAD)
+        return sum(self.node_cost.values()) + sum(self.asset_cost.values()) + fixed
+
+    def merge(self, other: CostResult) -> None:
+        """Append a later, adjacent window (the latest node facts and rates win)."""
+        self.start, self.end = min(self.start, other.start), max(self.end, other.end)
+        for key, line in other.table.items():
+            self.table.setdefault(key, Line()).add(line)
+        for k, v in other.node_cost.items():
+            self.node_cost[k] = self.node_cost.get(k, 0.0) + v
+        for k, v in other.asset_cost.items():
+            self.asset_cost[k] = self.asset_cost.get(k, 0.0) + v
+        for ek, v in other.costs.items():
+            self.costs[ek] = self.costs.get(ek, 0.0) + v
+        for pk, v in other.pools.items():
+            self.pools[pk] = self.pools.get(pk, 0.0) + v
+        self.rates.update(other.rates)
+        self.nodes.update(other.nodes)
+        self.coverage.merge(other.coverage)
+
+
+def cost_chunk(usage: ChunkUsage, rates: dict[str, NodeRates]) -> CostResult:
+    """Price one window: allocated cost per (namespace, node), idle = node cost - allocated cost."""
+    result = CostResult(usage.start, usage.end, rates=dict(rates), nodes=dict(usage.nodes))
+    table = result.table
+    for (ns, node, attrs, res), qty in usage.allocated.items():
+        if node not in rates:
+            continue  # no capacity series: not a node we can cost; the collector reports it
+        line = table.setdefault((ns, node, attrs), Line())
+        setattr(line, _QTY[res], getattr(line, _QTY[res]) + qty)
+        cost = priced(res, qty, rates[node])
+        setattr(line, _COST[res], getattr(line, _COST[res]) + cost)
+    for source, names in ((usage.requested, _REQ), (usage.used, _USE)):
+        for (ns, node, attrs, res), qty in source.items():
+            if res in names and node in rates:
+                line = table.setdefault((ns, node, attrs), Line())
+                setattr(line, names[res], getattr(line, names[res]) + qty)
+    allocated: dict[tuple[str, str], tuple[float, float]] = {}
+    for (_ns, node, _attrs), line in table.items():
+        for res in RESOURCES:
+            q, c = allocated.get((node, res), (0.0, 0.0))
+            allocated[(node, res)] = (q + getattr(line, _QTY[res]), c + getattr(line, _COST[res]))
+    for (node, res), cap in usage.capacity.items():
+        if node not in rates:
+            continue
+        node_cost = priced(res, cap, rates[node])
+        result.node_cost[(node, res)] = node_cost
+        q, c = allocated.get((node, res), (0.0, 0.0))
+        idle = table.setdefault((IDLE, node, ()), Line())
+        setattr(idle, _QTY[res], getattr(idle, _QTY[res]) + max(cap - q, 0.0))
+        setattr(idle, _COST[res], getattr(idle, _COST[res]) + node_cost - c)
+    return result
+
+
+_ASSET_FIELD = {"storage": "pv_cost", "load_balancer": "lb_cost", "network": "network_cost"}
+
+
+def add_assets(result: CostResult, assets: Iterable[AssetCost], owner: Callable[[str], Attrs]) -> None:
+    """Book PV, load-balancer and network costs to their namespaces (node ""), and to the assets' total."""
+    for a in assets:
+        line = result.table.setdefault((a.namespace, "", owner(a.namespace)), Line())
+        setattr(line, _ASSET_FIELD[a.resource], getattr(line, _ASSET_FIELD[a.resource]) + a.cost)
+        if a.resource == "storage":
+            line.pv_byte_seconds += a.quantity
+        key = (a.asset, a.resource)
+        result.asset_cost[key] = result.asset_cost.get(key, 0.0) + a.cost
+
+
+def efficiency(used: float, requested: float) -> float:
+    """OpenCost's definition: usage / request; 1 when something is used with no request."""
+    if requested > 0:
+        return used / requested
+    return 1.0 if used > 0 else 0.0
+
+
+def merge_all(results: Iterable[CostResult]) -> CostResult | None:
+    merged: CostResult | None = None
+    for r in results:
+        if merged is None:
+            merged = CostResult(r.start, r.end)
+        merged.merge(r)
+    return merged

@@ -1,0 +1,133 @@
+"""Attribution: who owns a namespace's (or a pod's) cost, from pod labels first, then namespace labels. Pure.
+
+A missing value is `__unattributed__`. A namespace whose pods resolve to different owners
+is *split*: its cost is then fetched per pod and attributed pod by pod.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from exporter.core.allocation import UNATTRIBUTED, Attrs
+
+BUDGET_PREFIX = "chargeback.io/budget-"  # chargeback.io/budget-{daily,weekly,monthly}, chargeback.io/budget-notify
+
+
+@dataclass(frozen=True)
+class Budget:
+    namespace: str
+    period: str  # daily | weekly | monthly
+    amount: float
+    notify: str = ""
+
+
+def annotation_budgets(meta: Metadata) -> tuple[list[Budget], list[str]]:
+    """Budgets declared as namespace annotations, plus one warning per unreadable value."""
+    budgets, problems = [], []
+    for ns, notes in sorted(meta.annotations.items()):
+        notify = notes.get(BUDGET_PREFIX + "notify", "")
+        for period in ("daily", "weekly", "monthly"):
+            raw = notes.get(BUDGET_PREFIX + period)
+            if raw is None:
+                continue
+            try:
+                amount = float(raw)
+                if amount <= 0 or amount != amount:
+                    raise ValueError
+            except ValueError:
+                problems.append(f"namespace {ns}: annotation {BUDGET_PREFIX}{period}={raw!r} is not a positive amount")
+                continue
+            budgets.append(Budget(ns, period, amount, notify))
+    return budgets, problems
+
+
+@dataclass(frozen=True)
+class Metadata:
+    """Labels as Kubernetes spells them (`cost-center`), from the API or from kube-state-metrics."""
+
+    source: str  # "kubernetes" or "prometheus"
+    namespaces: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
+    pods: Mapping[tuple[str, str], Mapping[str, str]] = field(default_factory=dict)  # only pods with labels
+    # Pods per namespace, when the source lists every pod; pods missing from `pods` then have no labels.
+    pod_counts: Mapping[str, int] = field(default_factory=dict)
+    # Node labels, when the source is the Kubernetes API (price-book rules match on them).
+    nodes: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
+    # Namespaces' chargeback.io/* annotations (budgets declared next to the namespace).
+    annotations: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Owners:
+    """Resolved owners: per namespace, per pod in split namespaces."""
+
+    namespaces: dict[str, Attrs]
+    pods: dict[tuple[str, str], Attrs]
+    split: frozenset[str]
+    width: int = 0  # number of attribution labels
+
+    def of(self, namespace: str, pod: str | None = None) -> Attrs:
+        """Owner of a pod or namespace; one never seen in metadata is __unattributed__ on every label."""
+        if pod is not None and (namespace, pod) in self.pods:
+            return self.pods[(namespace, pod)]
+        return self.namespaces.get(namespace, (UNATTRIBUTED,) * self.width)
+
+
+def _attrs(keys: list[str], *sources: Mapping[str, str]) -> Attrs:
+    out = []
+    for k in keys:
+        value = next((s[k] for s in sources if s.get(k)), UNATTRIBUTED)
+        out.append(value)
+    return tuple(out)
+
+
+def resolve(meta: Metadata, keys: list[str]) -> Owners:
+    """Owners for every namespace and labelled pod; `keys` are Kubernetes label keys in metric-label order."""
+    if not keys:
+        return Owners({}, {}, frozenset())
+    ns_default = {ns: _attrs(keys, labels) for ns, labels in meta.namespaces.items()}
+    pods: dict[tuple[str, str], Attrs] = {}
+    per_ns: dict[str, set[Attrs]] = {}
+    labelled: dict[str, int] = {}
+    for (ns, pod), labels in sorted(meta.pods.items()):
+        a = _attrs(keys, labels, meta.namespaces.get(ns, {}))
+        pods[(ns, pod)] = a
+        per_ns.setdefault(ns, set()).add(a)
+        labelled[ns] = labelled.get(ns, 0) + 1
+    namespaces = dict(ns_default)
+    split = set()
+    for ns, seen in per_ns.items():
+        default = ns_default.get(ns, tuple(UNATTRIBUTED for _ in keys))
+        if labelled[ns] < meta.pod_counts.get(ns, labelled[ns]):
+            seen = seen | {default}  # some pods carry no labels and fall back to the namespace's
+        if len(seen) == 1:
+            namespaces[ns] = next(iter(seen))
+        else:
+            namespaces[ns] = default
+            split.add(ns)
+    return Owners(namespaces, pods, frozenset(split), len(keys))
+
+
+def coverage_by_pods(meta: Metadata, keys: list[str]) -> dict[str, float]:
+    """Share of pods that get each label, from the pod itself or its namespace."""
+    total = sum(meta.pod_counts.values())
+    out: dict[str, float] = {}
+    for key in keys:
+        covered = 0
+        for ns, count in meta.pod_counts.items():
+            if meta.namespaces.get(ns, {}).get(key):
+                covered += count
+            else:
+                covered += sum(1 for (pns, _p), lb in meta.pods.items() if pns == ns and lb.get(key))
+        out[key] = covered / total if total else 0.0
+    return out
+
+
+def coverage_by_cost(costs: Mapping[tuple[str, Attrs], float], names: list[str]) -> dict[str, tuple[float, float]]:
+    """Per label: (share of tenant cost that is attributed, cost that went to __unattributed__)."""
+    total = sum(costs.values())
+    out: dict[str, tuple[float, float]] = {}
+    for i, name in enumerate(names):
+        missing = sum(c for (_ns, attrs), c in costs.items() if len(attrs) > i and attrs[i] == UNATTRIBUTED)
+        out[name] = ((total - missing) / total if total else 0.0, missing)
+    return out

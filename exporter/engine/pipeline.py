@@ -1,0 +1,366 @@
+"""The pipeline for one window: run the chunk queries, price the nodes, cost, attribute and share.
+
+This is the only place that connects fetching (`prometheus`), pricing, attribution and
+the pure allocation and sharing math; `allocate`, `/allocation/compute` and `serve` all
+go through it.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections import Counter
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
+
+from exporter.config.schema import Config
+from exporter.core.allocation import ChunkUsage, CostResult, UsageKey, add_assets, cost_chunk
+from exporter.core.assets import AssetCost, Service, Volume, price_load_balancers, price_network, price_volumes
+from exporter.core.attribution import BUDGET_PREFIX, Metadata, Owners, annotation_budgets, resolve
+from exporter.core.coverage import Segment, State, plan
+from exporter.core.errors import DataError
+from exporter.core.finite import NonFinite
+from exporter.core.pricing import NodeFacts, ksm_label, load_shipped_prices, price_nodes, unmatched_rules
+from exporter.core.sharing import ShareInputs, distribute
+from exporter.core.window import Window, iso, parse_duration
+from exporter.core.workloads import resolve as resolve_workloads
+from exporter.engine.limits import in_order
+from exporter.engine.warnlog import WarningLog
+from exporter.sources.prometheus import PrometheusClient
+from exporter.sources.promql import with_window
+from exporter.sources.queries import LOOKBACK_SECONDS, RESOURCE_FROM_KSM, Queries
+
+log = logging.getLogger(__name__)
+
+Progress = Callable[[Window], None]
+MIN_RECORDED_STEPS = 5  # shorter chunks read raw series: cheap, and no heartbeat check to pay for
+MetadataSource = Callable[[Window], Metadata]
+
+
+class Pipeline:
+    def __init__(self, cfg: Config, client: PrometheusClient, metadata: MetadataSource | None = None,
+                 warnings: WarningLog | None = None) -> None:
+        self.cfg = cfg
+        self.client = client
+        self.queries = Queries(cfg.prometheus, cfg.allocation)
+        self.step = parse_duration(cfg.allocation.resolution)
+        self.chunk = parse_duration(cfg.allocation.chunk)
+        self.metadata = metadata or self.prometheus_metadata
+        self._meta_from_prometheus = metadata is None  # then a bridged gap reads labels as of its start
+        self._ksm_seen: bool | None = None  # whether kube-state-metrics reported lately (asked once)
+        # Bounded: counted per kind, last message per kind (serve passes one that logs a kind hourly).
+        self.warnings = warnings if warnings is not None else WarningLog()
+        client.on_non_finite = self._non_finite
+        self._lock = threading.Lock()
+        self.sources: Counter[str] = Counter()  # chunks read from recorded series vs raw series
+        self.fallbacks: set[str] = set()  # sharing sources that fell back to `weighted` in the last chunk
+        self.last_metadata: Metadata | None = None
+        self.shipped = load_shipped_prices() if cfg.pricing.shippedPrices else None
+        # Reconciled prices (set by reconciliation): a factor per node and per asset that turns the
+        # computed cost into the bill's effective cost, and bill lines to share, per second of window.
+        self.node_factors: dict[str, float] = {}
+        self.asset_factors: dict[str, float] = {}
+        self.extra_fixed: dict[str, float] = {}
+
+    @property
+    def attribution_keys(self) -> list[str]:
+        return list(self.cfg.attribution.labels.values())
+
+    def compute(self, window: Window, progress: Progress | None = None,
+                cancel: threading.Event | None = None) -> CostResult:
+        """Cost a window chunk by chunk; raises a ChargebackError naming the cause on bad input.
+
+        With `allocation.concurrency` > 1, chunks are queried in parallel (as Thanos' query-frontend
+        splits by interval) but merged in window order, so the result is the same to the last bit.
+        Chunks are made as they are queried; `cancel` (a request's deadline) stops between chunks.
+        """
+        merged = CostResult(window.start, window.end)
+        pieces = window.chunks(self.chunk)
+        workers = min(self.cfg.allocation.concurrency, len(pieces))
+        pool = ThreadPoolExecutor(workers, thread_name_prefix="chunk") if workers > 1 else None
+        try:
+            for piece, result in in_order(pieces, self.compute_chunk, pool, 2 * workers, cancel):
+                merged.merge(result)
+                if progress:
+                    progress(piece)
+        finally:  # on an error, drop the chunks not started rather than wait for them
+            if pool is not None:
+                pool.shutdown(wait=True, cancel_futures=True)
+        return merged
+
+    def coverage_plan(self, w: Window, now: float | None = None) -> list[Segment]:
+        """The chunk's segments (exporter/core/coverage.py) from one probe reaching maxGapBridge either side
+        (never past `now`: serve must not mistake "no data after yet" for a bridgeable gap)."""
+        q, bridge = self.queries, self.queries.max_gap_bridge
+        at = w.end + bridge if now is None else max(w.end, min(w.end + bridge, int(now) // self.step * self.step))
+        present: dict[str, set[int]] = {}
+        for labels, samples in self.client.query_range_raw(q.coverage_probe(at - w.start + bridge), float(at)):
+            present.setdefault(labels.get("source", ""), set()).update(int(t) for t, _v in samples)
+        sources = ("ksm", "cadvisor") if self.cfg.allocation.policy != "request" else ("ksm",)
+        segments = plan(w.start, w.end, self.step, present, bridge, sources, horizon=at)
+        if not present.get("ksm"):
+            self.require_ksm(w)
+        return segments
+
+    def require_ksm(self, w: Window) -> None:
+        """Data missing around a chunk is reported, not an error, unless Prometheus holds no
+        kube-state-metrics series at all: then it is not scraped (or the selector is wrong)."""
+        if self._ksm_seen is None:
+            self._ksm_seen = self.client.series_exist(self.queries.ksm_series())
+        if not self._ksm_seen:
+            raise DataError(
+                f"no node capacity in Prometheus for {iso(w.start)}..{iso(w.end)}: "
+                "kube_node_status_capacity is missing (is kube-state-metrics scraped?)"
+            )
+
+    def compute_chunk(self, w: Window, segments: list[Segment] | None = None) -> CostResult:
+        """Cost a chunk segment by segment: covered and bridged ones are costed, uncovered ones only recorded."""
+        segments = self.coverage_plan(w) if segments is None else segments
+        result = CostResult(w.start, w.end)
+        for seg in segments:
+            result.coverage.add_segment(seg)
+            ksm, cad = seg.state("ksm"), seg.state("cadvisor")
+            if ksm.state is State.UNCOVERED:
+                continue  # no capacity, no placement: nothing is invented
+            q = self.queries if seg.covered else self.queries.bridged(
+                (ksm.before, ksm.after) if ksm.state is State.BRIDGED and ksm.before and ksm.after else None,
+                (cad.before, cad.after) if cad.state is State.BRIDGED and cad.before and cad.after else None)
+            piece = w if len(segments) == 1 else Window(seg.start, seg.end, self.step)
+            # Chunks with any gap read raw series: the recorded rules have nothing for the gap either.
+            result.merge(self.cost_segment(piece, q, recorded=len(segments) == 1 and seg.covered))
+        return result
+
+    def cost_segment(self, w: Window, q: Queries, recorded: bool = True) -> CostResult:
+        meta = self.prometheus_metadata(w, q) if self._meta_from_prometheus else self.metadata(w)
+        self.last_metadata = meta
+        for problem in annotation_budgets(meta)[1]:
+            self._warn(problem, "bad_budget")
+        owners = resolve(meta, self.attribution_keys)
+        usage = self.fetch(w, owners, meta, q, recorded)
+        rates = price_nodes(usage.nodes, self.cfg.pricing, self.shipped)
+        defaulted = sorted(n for n, r in rates.items() if r.source.startswith("default"))
+        if defaulted:
+            self._warn(f"{len(defaulted)} node(s) priced at default rates (no price-book rule, OpenCost metric "
+                       f"or shipped price): {', '.join(defaulted[:10])}", "default_priced")
+        for i in unmatched_rules(usage.nodes, self.cfg.pricing):
+            self._warn(f"pricing.rules.{i} matches no node (match {self.cfg.pricing.rules[i].match})",
+                       "unmatched_rule")
+        if self.node_factors:
+            rates = {n: replace(r, cpu=r.cpu * f, ram=r.ram * f, gpu=r.gpu * f, source=r.source + "+bill")
+                     if (f := self.node_factors.get(n)) is not None else r for n, r in rates.items()}
+        result = cost_chunk(usage, rates)
+        assets = self.fetch_assets(w, q)
+        if self.asset_factors:
+            assets = [replace(a, cost=a.cost * self.asset_factors.get(a.asset, 1.0)) for a in assets]
+        add_assets(result, assets, owners.of)
+        shared = distribute(result, self.cfg.sharing, self.share_inputs(w, meta))
+        for note in shared.notes:
+            self._warn(note, "share_fallback")
+        self.fallbacks = shared.fallbacks
+        result.costs, result.pools = shared.costs, shared.pools
+        return result
+
+    def share_inputs(self, w: Window, meta: Metadata) -> ShareInputs:
+        s = self.cfg.sharing
+        shared = set(s.shareNamespaces)
+        if s.shareLabels:
+            shared |= {ns for ns, labels in meta.namespaces.items()
+                       if all(labels.get(k) == v for k, v in s.shareLabels.items())}
+        fraction = w.seconds / (s.hoursPerMonth * 3600)
+        fixed = {name: monthly * fraction for name, monthly in s.fixed_costs().items()}
+        for name, per_second in self.extra_fixed.items():
+            fixed[name] = fixed.get(name, 0.0) + per_second * w.seconds
+        weights: dict[str, dict[str, float]] = {}
+        for source, policy in s.policies.items():
+            if policy.split == "metric" and policy.query:
+                # At least the lookback: a 1-minute serve piece in a scrape gap still gets its weights.
+                expr = with_window(policy.query, max(w.seconds, LOOKBACK_SECONDS))
+                rows = self.client.query(expr, float(w.end))
+                weights[source] = {lb.get(policy.namespaceLabel, ""): v for lb, v in rows if v > 0}
+        return ShareInputs(frozenset(shared), fixed, weights, tuple(self.cfg.attribution.labels))
+
+    def prometheus_metadata(self, w: Window, q: Queries | None = None) -> Metadata:
+        """Pod and namespace labels from kube-state-metrics (needs its --metric-labels-allowlist)."""
+        at, span, queries = float(w.end), w.seconds, q or self.queries
+        back = {ksm_label(k): k for k in [*self.attribution_keys, *self.cfg.sharing.shareLabels]}
+
+        def k8s(labels: dict[str, str]) -> dict[str, str]:
+            return {back[k]: v for k, v in labels.items() if k in back and v}
+
+        namespaces = {lb["namespace"]: k8s(lb) for lb, _ in self.client.query(queries.namespace_labels(span), at)
+                      if "namespace" in lb}
+        pods = {(lb["namespace"], lb["pod"]): k8s(lb)
+                for lb, _ in self.client.query(queries.pod_labels(sorted(back), span), at)}
+        counts = {lb["namespace"]: int(v) for lb, v in self.client.query(queries.pod_counts(span), at)}
+        wanted = {"annotation_" + ksm_label(BUDGET_PREFIX + s)[6:]: BUDGET_PREFIX + s
+                  for s in ("daily", "weekly", "monthly", "notify")}
+        notes = {}
+        for lb, _ in self.client.query(queries.namespace_annotations(span), at):
+            found = {wanted[k]: v for k, v in lb.items() if k in wanted and v}
+            if found and "namespace" in lb:
+                notes[lb["namespace"]] = found
+        return Metadata("prometheus", namespaces, pods, counts, annotations=notes)
+
+    def workloads(self, w: Window) -> dict[tuple[str, str], str]:
+        """Each pod's top controller over `w` (workloads.resolve), from kube-state-metrics' owner series."""
+        at, span, q = float(w.end), w.seconds, self.queries
+
+        def owners(metric: str, label: str) -> dict[tuple[str, str], tuple[str, str]]:
+            return {(lb.get("namespace", ""), lb.get(label, "")): (lb.get("owner_kind", ""), lb.get("owner_name", ""))
+                    for lb, _ in self.client.query(q.owners(metric, label, span), at)}
+
+        pods = owners("kube_pod_owner", "pod")
+        if not pods:
+            log.info("no kube_pod_owner series: workload names are guessed from pod names")
+            return {}
+        return resolve_workloads(pods, owners("kube_replicaset_owner", "replicaset"),
+                                 owners("kube_job_owner", "job_name"))
+
+    def node_facts(self, w: Window, meta: Metadata | None = None, queries: Queries | None = None
+                   ) -> tuple[dict[tuple[str, str], float], dict[str, NodeFacts]]:
+        """Capacity integrals per (node, resource) and what is known about each node, for one window.
+
+        Node labels come from kube_node_labels, overlaid by the Kubernetes API's when it is the source.
+        """
+        q, at, span, step = queries or self.queries, float(w.end), w.seconds, self.step
+        avg = self.client.query(q.capacity_stats("avg_over_time", span), at)
+        count = self.client.query(q.capacity_stats("count_over_time", span), at)
+        if not avg:
+            raise DataError(
+                f"no node capacity in Prometheus for {iso(w.start)}..{iso(w.end)}: "
+                "kube_node_status_capacity is missing (is kube-state-metrics scraped?)"
+            )
+        steps = {(lb["node"], lb["resource"]): v for lb, v in count}
+        capacity: dict[tuple[str, str], float] = {}
+        per_node: dict[str, dict[str, float]] = {}
+        for lb, v in avg:
+            res = RESOURCE_FROM_KSM.get(lb["resource"])
+            if res:
+                per_node.setdefault(lb["node"], {})[res] = v
+                if n := steps.get((lb["node"], lb["resource"])):  # none left out as non-finite
+                    capacity[(lb["node"], res)] = v * n * step
+
+        labels = {lb.get("node", ""): lb for lb, _ in self.client.query(q.node_labels(span), at)}
+        opencost: dict[str, dict[str, float]] = {}
+        for lb, v in self.client.query(q.opencost_prices(span), at):
+            opencost.setdefault(lb.get("node", ""), {})[lb["price"]] = v
+        nodes = {
+            name: NodeFacts(
+                name=name,
+                cores=caps.get("cpu", 0.0),
+                ram_bytes=caps.get("memory", 0.0),
+                gpus=caps.get("gpu", 0.0),
+                labels={**{k: v for k, v in labels.get(name, {}).items() if k.startswith("label_")},
+                        **{ksm_label(k): v for k, v in (meta.nodes.get(name, {}) if meta else {}).items()}},
+                opencost=opencost.get(name, {}),
+            )
+            for name, caps in per_node.items()
+        }
+        return capacity, nodes
+
+    def fetch_assets(self, w: Window, queries: Queries | None = None) -> list[AssetCost]:
+        """Persistent volumes, LoadBalancer Services and network egress for one window, priced."""
+        q, at, span, step, p = queries or self.queries, float(w.end), w.seconds, self.step, self.cfg.pricing
+
+        def by(expr: str, *keys: str) -> dict[tuple[str, ...], float]:
+            return {tuple(lb.get(k, "") for k in keys): v for lb, v in self.client.query(expr, at)}
+
+        classes = {k[0]: k[1] for k in by(q.pv_info(span), "persistentvolume", "storageclass")}
+        claims = {k[0]: k[1] for k in by(q.pv_claims(span), "persistentvolume", "claim_namespace")}
+        pv_price = {k[0]: v for k, v in by(q.pv_prices(span), "persistentvolume").items()}
+        volumes = [Volume(pv, v * step, classes.get(pv, ""), claims.get(pv) or None, pv_price.get(pv))
+                   for (pv,), v in by(q.pv_capacity_integral(span), "persistentvolume").items()]
+        lb_price = by(q.lb_prices(span), "namespace", "service_name")
+        services = [Service(ns, svc, v * step, lb_price.get((ns, svc)))
+                    for (ns, svc), v in by(q.lb_presence(span), "namespace", "service").items()]
+        classified: dict[tuple[str, str], float] = {}
+        for (ns, internet, same_region, same_zone), v in by(
+                q.egress_classified(span), "namespace", "internet", "same_region", "same_zone").items():
+            klass = ("internet" if internet == "true" else "region" if same_region == "false"
+                     else "zone" if same_zone == "false" else "free")
+            classified[(ns, klass)] = classified.get((ns, klass), 0.0) + v * step
+        transmitted = {k[0]: v * step for k, v in by(q.transmitted(span), "namespace").items()}
+        month = self.cfg.sharing.hoursPerMonth
+        return [*price_volumes(volumes, p.storage, month), *price_load_balancers(services, p.loadBalancer.hourly),
+                *price_network(classified, transmitted, p.network, w.seconds, month)]
+
+    def fetch(self, w: Window, owners: Owners, meta: Metadata | None = None, queries: Queries | None = None,
+              recorded: bool = True) -> ChunkUsage:
+        q, at, span = queries or self.queries, float(w.end), w.seconds
+        step = self.step
+        split = sorted(owners.split)
+
+        def integral(expr: str, with_resource: str | None = None, per_pod: bool = False) -> dict[UsageKey, float]:
+            out: dict[UsageKey, float] = {}
+            for labels, value in self.client.query(expr, at):
+                res = with_resource or RESOURCE_FROM_KSM.get(labels.get("resource", ""), "")
+                ns = labels.get("namespace", "")
+                if not res or (not per_pod and ns in owners.split):
+                    continue
+                key = (ns, labels.get("node", ""), owners.of(ns, labels.get("pod")), res)
+                out[key] = out.get(key, 0.0) + value * step
+            return out
+
+        def both(make: Callable[[list[str] | None], str], recorded: str | None,
+                 with_resource: str | None = None) -> dict[UsageKey, float]:
+            """Per-namespace rows (recorded when the rules cover the chunk), plus per-pod rows for
+            namespaces split between owners (always raw: the rules keep no pods)."""
+            rows = integral(recorded or make(None), with_resource)
+            if split:
+                for k, v in integral(make(split), with_resource, per_pod=True).items():
+                    rows[k] = rows.get(k, 0.0) + v
+            return rows
+
+        capacity, nodes = self.node_facts(w, meta, q)
+        # A split namespace needs per-pod rows, which only raw series have; mixing their phase with the
+        # recorded rows of the same nodes could over-fill a node at a step. Such chunks read raw.
+        rec = self.recorded_covers(w, split=bool(split) or not recorded)
+        self.check_inputs(w, requests=not rec)
+        allocated: dict[UsageKey, float] = {}
+        for res in ("cpu", "memory", "gpu"):
+            allocated.update(both(lambda p, r=res: q.allocated_integral(r, span, p),  # type: ignore[misc]
+                                  q.recorded_allocated_integral(res, span) if rec else None, res))
+        requested = both(lambda p: q.requested_integral(span, p), q.recorded_requested_integral(span) if rec else None)
+        used = both(lambda p: q.used_integral("cpu", span, p), q.recorded_used_integral("cpu", span) if rec else None,
+                    "cpu")
+        used.update(both(lambda p: q.used_integral("memory", span, p),
+                         q.recorded_used_integral("memory", span) if rec else None, "memory"))
+        # A (node, resource) with no finite capacity (left out as NaN/Inf) is not covered: nothing on it
+        # is costed, so no cost appears without the node cost it comes out of.
+        allocated = {k: v for k, v in allocated.items() if (k[1], k[3]) in capacity}
+        if not used and self.cfg.allocation.policy != "request":
+            self._warn(f"no cAdvisor usage series for {iso(w.start)}..{iso(w.end)}; costing requests only", "no_usage")
+        return ChunkUsage(w.start, w.end, allocated, requested, used, capacity, nodes)
+
+    def recorded_covers(self, w: Window, split: bool = False) -> bool:
+        """True when the mixin's allocation rules ran at every step of `w`, under this config's policy.
+
+        A missed evaluation would leave a step with no allocation (all idle), so that chunk reads raw
+        series instead. So do chunks of a few steps (serve's cycles), where raw is cheap, and chunks
+        with a namespace split between owners."""
+        covered = False
+        steps = w.seconds // self.step
+        if self.cfg.allocation.recordedRules != "off" and steps >= MIN_RECORDED_STEPS and not split:
+            rows = self.client.query(self.queries.recorded_coverage(w.seconds), float(w.end))
+            covered = bool(rows) and rows[0][1] >= steps
+        with self._lock:
+            self.sources["recorded" if covered else "raw"] += 1
+        return covered
+
+    def check_inputs(self, w: Window, requests: bool) -> None:
+        """Warn about input samples that were NaN or Inf: the integrals leave those steps out, so a node's
+        capacity there is not covered (nothing on it is costed) and a request there counts as absent.
+        Raw requests are checked only where the chunk reads them: on the recorded path it would cost a
+        per-container pass the recorded series exist to avoid."""
+        for lb, n in self.client.query(self.queries.non_finite_inputs(w.seconds, requests), float(w.end)):
+            series = ", ".join(f'{k}="{v}"' for k, v in sorted(lb.items()) if k != "metric")
+            self._warn(f"{lb.get('metric')}{{{series}}} was NaN or Inf at {int(n)} step(s) of {iso(w.start)}.."
+                       f"{iso(w.end)}: those steps are left out", "non_finite")
+
+    def _warn(self, text: str, kind: str = "other") -> None:
+        """Counted per kind; logged as the WarningLog decides (each message once, or a kind hourly)."""
+        self.warnings.warn(kind, text)
+
+    def _non_finite(self, dropped: NonFinite) -> None:
+        self._warn(dropped.describe(), "non_finite")

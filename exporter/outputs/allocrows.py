@@ -1,0 +1,211 @@
+"""Allocation rows with OpenCost's properties, filtered, then grouped by any aggregate keys. Pure.
+
+A row is the finest thing the engine has today: (namespace, node, owner) for allocated cost and
+quantities (from the cost table), and (namespace, owner) for what sharing moved (shared cost, shared
+idle), whose node is unknown. Adding pod/controller/container rows later only adds properties.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field, fields, replace
+from typing import Any
+
+from exporter.core.allocation import IDLE, UNATTRIBUTED, CostResult, Line
+from exporter.core.attribution import Metadata
+from exporter.core.coverage import Coverage
+from exporter.outputs.allocfilter import UNALLOCATED, Node, Props
+from exporter.outputs.formatters import Row, api_item
+from exporter.outputs.opencost_api import AggKey, AllocationQuery, AllocationSet
+
+_RES_COST = {"cpu": "cpu_cost", "memory": "ram_cost", "gpu": "gpu_cost", "storage": "pv_cost",
+             "load_balancer": "lb_cost", "network": "network_cost"}
+
+
+@dataclass
+class AllocRow:
+    name: str  # "" for tenants; the pseudo-namespace (__idle__, __unmounted__, ...) otherwise
+    props: Props
+    row: Row = field(default_factory=Row)
+    namespace_labels: Mapping[str, str] = field(default_factory=dict)
+
+
+def _labels(attrs: tuple[str, ...], keys: tuple[str, ...]) -> dict[str, str]:
+    return {k: v for k, v in zip(keys, attrs, strict=False) if v and v != UNATTRIBUTED}
+
+
+def build_rows(result: CostResult, label_keys: tuple[str, ...], cluster: str,
+               ns_labels: Mapping[str, Mapping[str, str]] | None = None,
+               ns_annotations: Mapping[str, Mapping[str, str]] | None = None) -> list[AllocRow]:
+    """Rows whose cost adds up to `result.costs` exactly: allocated and kept idle cost per node from the
+    table (scaled to the cost entries, so sharing is honoured), everything sharing moved without a node."""
+    ns_labels, ns_annotations = ns_labels or {}, ns_annotations or {}
+    kept: dict[tuple[str, tuple[str, ...], str], float] = {}  # (ns, attrs, res): allocated or kept idle
+    moved: dict[tuple[str, tuple[str, ...]], Row] = {}
+    for (ns, attrs, component, res, _src), c in result.costs.items():
+        if component == "allocated" or (ns == IDLE and component == "idle"):
+            kept[(ns, attrs, res)] = kept.get((ns, attrs, res), 0.0) + c
+        else:
+            r = moved.setdefault((ns, attrs), Row())
+            if component == "shared":
+                r.shared += c
+            else:
+                r.cost[res] += c
+    table_sum: dict[tuple[str, tuple[str, ...], str], float] = {}
+    for (ns, _node, attrs), line in result.table.items():
+        for res, c in line.cost_by_resource().items():
+            table_sum[(ns, attrs, res)] = table_sum.get((ns, attrs, res), 0.0) + c
+
+    def props(ns: str, node: str, attrs: tuple[str, ...]) -> Props:
+        real = "" if ns.startswith("__") else ns
+        return Props(cluster=cluster, node=node, namespace=real, labels=_labels(attrs, label_keys),
+                     annotations=dict(ns_annotations.get(real, {})))
+
+    def pseudo(ns: str) -> str:
+        return ns if ns.startswith("__") else ""
+
+    rows: list[AllocRow] = []
+    for (ns, node, attrs), line in result.table.items():
+        owner = any((ns, attrs, res) in kept for res in _RES_COST)
+        if not owner:
+            continue  # a shared namespace: its cost reached the tenants as shared cost
+        r = Row()
+        if ns != IDLE:
+            r.line.add(line)
+        for res, c in line.cost_by_resource().items():
+            total = table_sum.get((ns, attrs, res), 0.0)
+            r.cost[res] += c * kept.get((ns, attrs, res), 0.0) / total if total else 0.0
+        if ns == IDLE:  # idle has no requests or usage; keep the allocated-capacity quantities
+            r.line = Line(cpu_core_seconds=line.cpu_core_seconds, ram_byte_seconds=line.ram_byte_seconds,
+                          gpu_seconds=line.gpu_seconds)
+        rows.append(AllocRow(pseudo(ns), props(ns, node, attrs), r, ns_labels.get(ns, {})))
+    for (ns, attrs), r in moved.items():
+        rows.append(AllocRow(pseudo(ns), props(ns, "", attrs), r, ns_labels.get(ns, {})))
+    # Fixed costs no tenant could take, and kept entries with no table row (none today): no node.
+    for (ns, attrs, res), c in kept.items():
+        if not table_sum.get((ns, attrs, res)) and c:
+            r = Row()
+            r.cost[res] = c
+            rows.append(AllocRow(pseudo(ns), props(ns, "", attrs), r, ns_labels.get(ns, {})))
+    return rows
+
+
+def _value(row: AllocRow, key: AggKey) -> str:
+    if key.kind == "cluster":
+        return row.props.cluster
+    if key.kind in ("node", "namespace"):
+        return str(getattr(row.props, key.kind))
+    source = row.props.labels if key.kind == "label" else row.props.annotations
+    return source.get(key.key, "")
+
+
+def row_group_name(row: AllocRow, keys: list[AggKey]) -> str:
+    """OpenCost's key: values joined with '/', `__unallocated__` where a row lacks one; pseudo rows keep
+    their own name (__idle__, __unmounted__, __shared__)."""
+    if row.name:
+        return row.name
+    return "/".join(_value(row, k) or UNALLOCATED for k in keys)
+
+
+def _intersect(a: Props, b: Props) -> Props:
+    """Keep what both share: a property of an aggregate is kept only when every item has it."""
+    same = {f.name: getattr(a, f.name) for f in fields(Props)
+            if f.name not in ("labels", "annotations") and getattr(a, f.name) == getattr(b, f.name)}
+    blank = {f.name: ("" if f.name != "services" else ()) for f in fields(Props)
+             if f.name not in ("labels", "annotations")}
+    return replace(a, **{**blank, **same},
+                   labels={k: v for k, v in a.labels.items() if b.labels.get(k) == v},
+                   annotations={k: v for k, v in a.annotations.items() if b.annotations.get(k) == v})
+
+
+@dataclass
+class Group:
+    props: Props
+    row: Row
+    namespace_labels: dict[str, str]
+    by_node: dict[str, dict[str, float]] = field(default_factory=dict)  # node -> cpu/memory/gpu cost on it
+
+
+def aggregate(rows: list[AllocRow], keys: list[AggKey], flt: Node | None, include_idle: bool) -> dict[str, Group]:
+    """Filter rows (before grouping, as OpenCost does), then group them by the keys."""
+    out: dict[str, Group] = {}
+    for r in rows:
+        if flt is not None and not flt.matches(r.props):
+            continue
+        if r.name == IDLE and not include_idle:
+            continue
+        name = row_group_name(r, keys)
+        g = out.get(name)
+        if g is None:
+            out[name] = Group(r.props, Row(), dict(r.namespace_labels))
+            g = out[name]
+        else:
+            g.props = _intersect(g.props, r.props)
+            g.namespace_labels = {k: v for k, v in g.namespace_labels.items() if r.namespace_labels.get(k) == v}
+        g.row.line.add(r.row.line)
+        for res, c in r.row.cost.items():
+            g.row.cost[res] += c
+        g.row.shared += r.row.shared
+        if r.props.node:
+            on = g.by_node.setdefault(r.props.node, dict.fromkeys(("cpu", "memory", "gpu"), 0.0))
+            for res in on:
+                on[res] += r.row.cost[res]
+    return {k: g for k, g in out.items() if g.row.total or k == IDLE}
+
+
+def properties_json(g: Group) -> dict[str, Any]:
+    """OpenCost's `properties`: only what every aggregated item shares, empty values left out."""
+    p = g.props
+    out: dict[str, Any] = {f.name: getattr(p, f.name) for f in fields(Props)
+                           if f.name not in ("labels", "annotations", "services") and getattr(p, f.name)}
+    if p.services:
+        out["services"] = list(p.services)
+    if p.labels:
+        out["labels"] = dict(p.labels)
+    if g.namespace_labels:
+        out["namespaceLabels"] = dict(g.namespace_labels)
+    if p.annotations:  # namespace annotations only today, so both of OpenCost's names carry them
+        out["annotations"] = dict(p.annotations)
+        out["namespaceAnnotations"] = dict(p.annotations)
+    return out
+
+
+def proportional_costs(g: Group, node_cost: Mapping[tuple[str, str], float], cluster: str) -> dict[str, Any]:
+    """OpenCost's proportionalAssetResourceCosts: the share of each node's cpu, ram and gpu cost (and of
+    their sum) that this allocation's rows on that node carry, keyed "cluster,node"."""
+    out: dict[str, Any] = {}
+    for node, cost in sorted(g.by_node.items()):
+        total = {res: node_cost.get((node, res), 0.0) for res in cost}
+        pct = {res: cost[res] / total[res] if total[res] else 0.0 for res in cost}
+        whole = sum(total.values())
+        out[f"{cluster},{node}"] = {"cluster": cluster, "node": node, "cpuPercentage": pct["cpu"],
+                                    "gpuPercentage": pct["gpu"], "ramPercentage": pct["memory"],
+                                    "nodeResourceCostPercentage": sum(cost.values()) / whole if whole else 0.0}
+    return out
+
+
+def cluster_name(cluster_selector: str) -> str:
+    """The `cluster` property: the value of a cluster="..." matcher in prometheus.clusterSelector, else
+    "cluster" (the name `aggregate=cluster` has always answered with)."""
+    m = re.search(r'\bcluster\s*=\s*"((?:[^"\\]|\\.)*)"', cluster_selector)
+    return m.group(1) if m else "cluster"
+
+
+def response(results: Iterable[tuple[AllocationSet, CostResult]], query: AllocationQuery,
+             label_keys: tuple[str, ...], cluster: str, meta: Callable[[], Metadata | None]) -> dict[str, Any]:
+    """OpenCost's body: `data` is one map per set; plus `coverage` over all sets (what the numbers stand on).
+    Sets are consumed one by one, so only one set's cost table is held at a time."""
+    data: list[dict[str, Any]] = []
+    coverage = Coverage()
+    for s, result in results:
+        m = meta()
+        rows = build_rows(result, label_keys, cluster, m.namespaces if m else {}, m.annotations if m else {})
+        groups = aggregate(rows, query.aggregate, query.filter, query.include_idle)
+        bounds = (s.bounds.start, s.bounds.end)
+        data.append({name: api_item(name, g.row, result.start, result.end, bounds, properties_json(g),
+                                    proportional_costs(g, result.node_cost, cluster) if query.proportional
+                                    else None)
+                     for name, g in sorted(groups.items())})
+        coverage.merge(result.coverage)
+    return {"code": 200, "data": data, "coverage": coverage.to_json()}

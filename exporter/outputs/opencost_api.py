@@ -1,0 +1,242 @@
+"""OpenCost's /allocation parameters: window, step, accumulate, aggregate, filter and the sharing flags.
+
+Pure: turns a query string into an `AllocationQuery` (the sets to compute, what to group by, what to
+keep) so the handler only runs `Pipeline.compute` per set. Windows and set bounds follow OpenCost's
+`parseWindow` and `ComputeAllocationHandler` (see the README's "OpenCost API" section for differences).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+
+from exporter.core.errors import ConfigError
+from exporter.core.pricing import ksm_label
+from exporter.core.window import Window, parse_duration, parse_window
+from exporter.outputs.allocfilter import FIELDS, Node, comparisons, parse_filter
+
+# What the engine produces today; anything else a client may name answers 400 until it exists.
+AVAILABLE_FIELDS = frozenset({"cluster", "node", "namespace", "label", "annotation"})
+LATER = ("controllerKind", "controller", "service", "pod", "container")
+MAX_SETS = 1000  # step=1m over a month would be 43,200 computations: refused by name instead
+_OC_DURATION = re.compile(r"^(\d+)(m|h|d|w)$")
+_UNIT = {"m": 60, "h": 3600, "d": 86400, "w": 604800}
+_NAMED_STEPS = {"hour": 3600, "day": 86400, "week": 604800}
+_CALENDAR = ("hour", "day", "week", "month", "quarter")
+
+
+@dataclass(frozen=True)
+class AggKey:
+    """One aggregate property: `namespace`, `node`, `cluster`, or a label/annotation key."""
+
+    kind: str  # cluster | node | namespace | label | annotation
+    key: str = ""  # the Kubernetes label or annotation key
+
+
+@dataclass(frozen=True)
+class AllocationSet:
+    """One set of the answer: the bounds OpenCost reports (`window`) and the part that is computed."""
+
+    bounds: Window
+    compute: Window
+
+
+@dataclass(frozen=True)
+class AllocationQuery:
+    sets: list[AllocationSet]
+    aggregate: list[AggKey]
+    labels: dict[str, str]  # attribution labels for this query (metric name -> Kubernetes key)
+    filter: Node | None
+    include_idle: bool
+    sharing: dict[str, object] = field(default_factory=dict)  # overrides of the `sharing` config section
+    proportional: bool = False
+
+
+def _utc(ts: float) -> datetime:
+    return datetime.fromtimestamp(ts, tz=timezone.utc)
+
+
+def api_window(text: str, now: float, step: int) -> Window:
+    """An OpenCost window. Single-unit durations round as OpenCost does (`24h` ends at the next whole
+    hour, `7d` and `2w` at the next midnight), then every window stops at `now`; the rest is parse_window.
+    A rounded window holding no whole step yet falls back to the trailing duration."""
+    t = text.strip()
+    m = _OC_DURATION.match(t)
+    if m is None:
+        return parse_window(t, now, step)
+    n, unit = int(m.group(1)), m.group(2)
+    if n <= 0:
+        raise ConfigError(f"invalid window {text!r}: the duration must be positive")
+    size = _UNIT[unit]
+    if unit == "w":
+        day = int(now) // 86400 * 86400
+        end = day + 86400
+        start = (int(now) - n * size) // 86400 * 86400 + 86400
+    else:
+        end = -(-int(now) // size) * size if unit != "d" else (int(now) // 86400 + 1) * 86400
+        start = end - n * size
+    hi = min(end, int(now)) // step * step
+    lo = start // step * step
+    if hi <= lo:
+        # `1h` in the first minute of an hour: the rounded window holds no whole step yet. An error
+        # here would fail a client's query only at some times of day; answer the trailing hour instead.
+        return parse_window(t, now, step)
+    return Window(lo, hi, step)
+
+
+def calendar_start(t: int, unit: str) -> int:
+    """The start of the UTC hour/day/week (Sunday)/month/quarter holding t."""
+    d = _utc(t)
+    if unit == "hour":
+        return t // 3600 * 3600
+    day = d.replace(hour=0, minute=0, second=0, microsecond=0)
+    if unit == "week":  # OpenCost's weeks start on Sunday
+        day -= timedelta(days=(day.weekday() + 1) % 7)
+    elif unit == "month":
+        day = day.replace(day=1)
+    elif unit == "quarter":
+        day = day.replace(day=1, month=(day.month - 1) // 3 * 3 + 1)
+    return int(day.timestamp())
+
+
+def calendar_next(t: int, unit: str) -> int:
+    """The start of the period after the one starting at t."""
+    d = _utc(t)
+    if unit in ("hour", "day", "week"):
+        return t + {"hour": 3600, "day": 86400, "week": 604800}[unit]
+    months = 1 if unit == "month" else 3
+    y, mo = divmod(d.month - 1 + months, 12)
+    return int(d.replace(year=d.year + y, month=mo + 1).timestamp())
+
+
+def parse_step(text: str | None, window: Window) -> int:
+    """`step`: a duration (`1h`, `1d`) or hour/day/week; absent means one set for the whole window."""
+    if text is None or not text.strip():
+        return window.seconds
+    t = text.strip().lower()
+    try:
+        step = _NAMED_STEPS.get(t) or parse_duration(t)
+    except ConfigError as e:
+        raise ConfigError(f"step={text!r}: {e}") from e
+    if step % window.step:
+        raise ConfigError(f"step={text!r}: must be a positive multiple of the resolution; {text.strip()} is not "
+                          f"a whole multiple of the {window.step}s resolution")
+    return step
+
+
+def parse_accumulate(text: str | None) -> str:
+    """OpenCost's accumulate: true/all (one set), false/none (a set per step), or a calendar period."""
+    t = (text or "").strip().lower()
+    if t in ("", "false", "none", "0"):
+        return "none"
+    if t in ("true", "all", "1"):
+        return "all"
+    if t in _CALENDAR:
+        return t
+    raise ConfigError(f"accumulate={text!r}: use true, false, hour, day, week, month or quarter")
+
+
+def plan_sets(window: Window, step_text: str | None, accumulate: str, now: float) -> list[AllocationSet]:
+    """The sets OpenCost returns. none: one per step from the window's start (the last one cut at the
+    window's end); all: one; hour/day/week/month/quarter: the calendar periods the window touches, whole
+    (OpenCost widens the query to them), each computed up to now at most."""
+    last = int(now) // window.step * window.step
+    sets: list[AllocationSet] = []
+    if accumulate == "all":
+        return [AllocationSet(window, window)]
+    if accumulate == "none":
+        step = parse_step(step_text, window)
+        if -(-window.seconds // step) > MAX_SETS:
+            raise ConfigError(f"step={step_text!r} makes more than {MAX_SETS} sets over this window; "
+                              "use a longer step or a shorter window")
+        t = window.start
+        while t < window.end:
+            sets.append(AllocationSet(Window(t, t + step, window.step), Window(t, min(t + step, window.end),
+                                                                                window.step)))
+            t += step
+        return sets
+    t = calendar_start(window.start, accumulate)
+    while t < window.end:
+        nxt = calendar_next(t, accumulate)
+        if len(sets) >= MAX_SETS:
+            raise ConfigError(f"accumulate={accumulate} makes more than {MAX_SETS} sets over this window")
+        compute = Window(t, min(nxt, last), window.step)
+        sets.append(AllocationSet(Window(t, nxt, window.step), compute))
+        t = nxt
+    return [s for s in sets if s.compute.end > s.compute.start]
+
+
+def step_windows(window: Window, step_text: str | None) -> list[Window]:
+    """What each set of a step-only query (/assets, /cloudCost with step) computes: /allocation's sets
+    with accumulate=false, the last one cut at the window's end."""
+    return [s.compute for s in plan_sets(window, step_text, "none", window.end)]
+
+
+def parse_aggregate_keys(text: str, labels: Mapping[str, str]) -> tuple[list[AggKey], dict[str, str]]:
+    """`namespace,label:app,team` into keys; label keys not yet attributed are added for this query."""
+    labels = dict(labels)
+    keys: list[AggKey] = []
+    for raw in (p.strip() for p in text.split(",")):
+        if raw in ("cluster", "node", "namespace"):
+            keys.append(AggKey(raw))
+        elif raw in LATER:
+            raise ConfigError(f"aggregate={text!r}: {raw!r} is not available at this granularity yet "
+                              "(the engine allocates per namespace and node today)")
+        elif raw.startswith(("label:", "annotation:")) and raw.split(":", 1)[1]:
+            kind, key = raw.split(":", 1)
+            keys.append(AggKey(kind, key))
+            if kind == "label" and key not in labels.values():
+                labels[ksm_label(key)] = key
+        elif raw in labels:  # the project's aliases: team, cost_center, ...
+            keys.append(AggKey("label", labels[raw]))
+        else:
+            choices = ", ".join(["cluster", "node", "namespace", "label:<key>", "annotation:<key>", *labels])
+            raise ConfigError(f"aggregate={text!r}: unknown property {raw!r}; use {choices}")
+    return keys, labels
+
+
+def _flag(query: Mapping[str, list[str]], name: str, default: bool | None = None) -> bool | None:
+    v = query.get(name, [None])[0]
+    if v is None or v == "":
+        return default
+    if v.lower() not in ("true", "false", "1", "0"):
+        raise ConfigError(f"{name}={v!r}: use true or false")
+    return v.lower() in ("true", "1")
+
+
+def parse_query(query: Mapping[str, list[str]], labels: Mapping[str, str], now: float,
+                step: int) -> AllocationQuery:
+    """Every OpenCost /allocation parameter this engine answers, validated; bad ones raise ConfigError."""
+    def arg(name: str) -> str | None:
+        return query.get(name, [None])[0]
+
+    window = api_window(arg("window") or "24h", now, step)
+    accumulate = parse_accumulate(arg("accumulate"))
+    keys, labels = parse_aggregate_keys(arg("aggregate") or "namespace", labels)
+    aliases = {name: key for name, key in labels.items()}
+    node = parse_filter(arg("filter") or "", aliases)
+    for c in comparisons(node) if node is not None else []:
+        if c.field not in AVAILABLE_FIELDS:
+            spelled = next((k for k, v in FIELDS.items() if v == c.field), c.field)
+            raise ConfigError(f"filter position {c.position}: {spelled!r} is not available at this granularity yet "
+                              "(the engine allocates per namespace and node today)")
+    sharing: dict[str, object] = {}
+    for name in ("shareNamespaces", "shareSplit", "shareLabels"):
+        if arg(name):
+            sharing[name] = arg(name)
+    if arg("shareCost"):
+        try:
+            sharing["shareCost"] = float(arg("shareCost") or 0)
+        except ValueError as e:
+            raise ConfigError(f"shareCost={arg('shareCost')!r}: a monthly amount such as 30.42") from e
+    for name in ("shareIdle", "idleByNode"):
+        value = _flag(query, name)
+        if value is not None:
+            sharing[name] = value
+    if _flag(query, "shareTenancyCosts") is False:
+        sharing["sharedCosts"] = []  # the configured fixed costs (control plane, ...) are left out
+    include_idle = _flag(query, "includeIdle", _flag(query, "idle", True))
+    return AllocationQuery(plan_sets(window, arg("step"), accumulate, now), keys, labels, node,
+                           bool(include_idle), sharing, bool(_flag(query, "includeProportionalAssetResourceCosts")))

@@ -1,0 +1,282 @@
+"""Reconciliation: the cloud bill against chargeback's computed cost, by category and by node.
+
+Bill lines are prorated to the window and matched to the cluster: nodes by the instance id
+in their provider id, volumes by volume id or PV name, load balancers by the
+`kubernetes.io/service-name` tag. Lines that match nothing are listed by service; they are
+what the sharing policies (sharedCosts) can distribute.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import Any
+
+from exporter.core.allocation import CostResult
+from exporter.core.window import Window, iso
+from exporter.sources.billing import CATEGORIES, Bill, resource_id
+from exporter.sources.promql import inventory_queries
+
+LB_TAGS = ("kubernetes.io/service-name", "service-name")
+
+
+@dataclass
+class Inventory:
+    """What the cluster has, with the ids a bill uses."""
+
+    nodes: dict[str, str] = field(default_factory=dict)  # instance id -> node
+    volumes: dict[str, str] = field(default_factory=dict)  # volume id or PV name -> PV
+    services: set[str] = field(default_factory=set)  # namespace/service of LoadBalancer Services
+
+
+@dataclass
+class Reconciliation:
+    window: Window
+    currency: str
+    bill: dict[str, float]  # category -> matched bill cost
+    computed: dict[str, float]  # category -> chargeback's cost
+    nodes: list[dict[str, Any]]  # node, instance, bill (None if not billed), computed
+    unmatched: dict[str, float]  # service -> bill cost with no cluster resource
+    ignored: dict[str, int]
+    by_asset: dict[str, float] = field(default_factory=dict)  # PV name or namespace/service -> matched bill cost
+    node_bill: dict[str, float] = field(default_factory=dict)  # node -> matched bill cost
+    scoped: bool = False  # unmatched lines were filtered by cluster tags, so they can be shared
+    # namespace -> (provider's split cost, provider's unused cost, chargeback's cost) when the bill has a split
+    namespaces: dict[str, tuple[float, float, float]] = field(default_factory=dict)
+    # category -> matched cost at list prices / on the invoice (cash), where every matched line states it
+    listed: dict[str, float] = field(default_factory=dict)
+    invoiced: dict[str, float] = field(default_factory=dict)
+
+    def variance(self, category: str) -> float | None:
+        b = self.bill.get(category, 0.0)
+        return (self.computed.get(category, 0.0) - b) / b if b else None
+
+    @property
+    def billed_categories(self) -> list[str]:
+        """Categories the bill has matched lines for; the totals compare only those."""
+        return [c for c, v in self.bill.items() if v]
+
+    @property
+    def total_bill(self) -> float:
+        return sum(self.bill[c] for c in self.billed_categories)
+
+    @property
+    def total_computed(self) -> float:
+        return sum(self.computed[c] for c in self.billed_categories)
+
+    @property
+    def total_variance(self) -> float | None:
+        return (self.total_computed - self.total_bill) / self.total_bill if self.total_bill else None
+
+    @property
+    def total_listed(self) -> float | None:
+        """The billed categories at list prices, if the bill states list cost for all of them."""
+        cats = self.billed_categories
+        return sum(self.listed[c] for c in cats) if cats and all(c in self.listed for c in cats) else None
+
+    def node_totals(self) -> tuple[float, float, float] | None:
+        """(computed, list, bill) over the billed nodes, if the bill states every one's list cost."""
+        billed = [n for n in self.nodes if n["bill"] is not None]
+        if not billed or any(n["list"] is None for n in billed):
+            return None
+        return (sum(n["computed"] for n in billed), sum(n["list"] for n in billed), sum(n["bill"] for n in billed))
+
+    def verdict(self, chargeback: float = 0.01, showback: float = 0.05) -> str:
+        v = self.total_variance
+        if v is None:
+            return "no matched bill lines: check provider ids, volume ids and tags"
+        pct = f"{100 * abs(v):.1f}%"
+        if abs(v) <= chargeback:
+            return f"within {pct}: chargeback-ready"
+        if abs(v) <= showback:
+            return f"within {pct}: showback-ready; reconcile prices before charging back" + self._discount_hint()
+        return (f"off by {pct} ({'over' if v > 0 else 'under'} the bill): check the price book and discounts"
+                + self._discount_hint())
+
+    def _discount_hint(self, close: float = 0.01) -> str:
+        """When the billed nodes' computed cost matches their list prices, the gap is discounts."""
+        totals = self.node_totals()
+        if totals is None:
+            return ""
+        computed, listed, bill = totals
+        if not listed or abs(computed - listed) > close * listed or listed - bill <= close * abs(bill):
+            return ""
+        return (f"; the billed nodes are priced within {100 * abs(computed - listed) / listed:.1f}% of their list "
+                f"cost and the bill is {100 * (listed - bill) / listed:.1f}% below list, so the gap is discounts: "
+                "set effectiveHourly or discount in the price book, or allocate with --reconciled")
+
+
+def lb_by_name(resource: str, inv: Inventory) -> str:
+    """A load balancer named after its Service, as the AWS LB controller and cloud controllers do
+    (k8s-<namespace>-<service>-<hash>, or containing <namespace>-<service>)."""
+    if not resource:
+        return ""
+    for svc in sorted(inv.services):
+        ns, name = svc.split("/", 1)
+        if f"{ns}-{name}" in resource:
+            return svc
+    return ""
+
+
+def overlap(start: float, end: float, w: Window) -> float:
+    """Share of a charge period [start, end) that falls in the window."""
+    if end <= start:
+        return 0.0
+    return max(0.0, min(end, w.end) - max(start, w.start)) / (end - start)
+
+
+def reconcile(bill: Bill, inv: Inventory, result: CostResult, window: Window,
+              cluster_tags: dict[str, str] | None = None) -> Reconciliation:
+    """Pure: compare prorated bill lines with the computed cost of the same window.
+
+    With `cluster_tags`, a line that matches no cluster resource counts only if it carries one of
+    them (aws:eks:cluster-name, goog-k8s-cluster-name, ...); other lines belong to other clusters or
+    accounts and are counted as ignored.
+    """
+    ignored = dict(bill.ignored)
+    billed: dict[str, float] = defaultdict(float)
+    listed: dict[str, float | None] = {}
+    invoiced: dict[str, float | None] = {}
+    node_list: dict[str, float | None] = {}
+    node_hours: dict[str, float] = defaultdict(float)
+    per_node: dict[str, float] = defaultdict(float)
+    per_asset: dict[str, float] = defaultdict(float)
+    unmatched: dict[str, float] = defaultdict(float)
+    for line in bill.lines:
+        share = overlap(line.start, line.end, window)
+        if share == 0:
+            continue
+        cost = line.cost * share
+        service_tag = next((line.tags[t] for t in LB_TAGS if t in line.tags), "") or lb_by_name(line.raw_resource, inv)
+        category = ("compute" if line.resource in inv.nodes else "storage" if line.resource in inv.volumes
+                    else "load_balancer" if service_tag in inv.services else "")
+        if category:
+            billed[category] += cost
+            _add(listed, category, line.list_cost, share)
+            _add(invoiced, category, line.invoiced, share)
+        if category == "compute":
+            node = inv.nodes[line.resource]
+            per_node[node] += cost
+            _add(node_list, node, line.list_cost, share)
+            if line.quantity is not None and line.unit.lower().startswith(("hour", "hrs")):
+                node_hours[node] += line.quantity * share
+        elif category == "storage":
+            per_asset[inv.volumes[line.resource]] += cost
+        elif category == "load_balancer":
+            per_asset[service_tag] += cost
+        elif cluster_tags and not any(line.tags.get(k) == v for k, v in cluster_tags.items()):
+            ignored["not this cluster (no cluster tag)"] = ignored.get("not this cluster (no cluster tag)", 0) + 1
+        else:
+            unmatched[line.service or "(no service)"] += cost
+    computed: dict[str, float] = defaultdict(float)
+    node_cost: dict[str, float] = defaultdict(float)
+    for (node, _res), c in result.node_cost.items():
+        computed["compute"] += c
+        node_cost[node] += c
+    for (_asset, res), c in result.asset_cost.items():
+        computed[res] += c
+    mine: dict[str, float] = defaultdict(float)
+    for (ns, _attrs, _component, _res, _src), c in result.costs.items():
+        mine[ns] += c
+    split = {ns: (v[0], v[1], mine.get(ns, 0.0)) for ns, v in bill.provider_split.items()}
+    instance_of = {node: iid for iid, node in inv.nodes.items()}
+    nodes = []
+    for n, c in sorted(node_cost.items()):
+        hours = node_hours.get(n)
+        if hours and hours > window.seconds / 3600 * 1.0001:
+            hours = None  # per-vCPU or per-SKU hours (GCP), not instance-hours: no single hourly rate
+        # The bill's effective hourly rate (PricingQuantity in hours), ready for a price-book effectiveHourly.
+        rate = per_node[n] / hours if hours and n in per_node else None
+        nodes.append({"node": n, "instance": instance_of.get(n, ""), "bill": per_node.get(n), "computed": c,
+                      "list": node_list.get(n), "billedHours": hours, "billHourly": rate})
+    return Reconciliation(window, bill.currency, {k: billed.get(k, 0.0) for k in CATEGORIES},
+                          {k: computed.get(k, 0.0) for k in CATEGORIES}, nodes, dict(unmatched), ignored,
+                          dict(per_asset), dict(per_node), bool(cluster_tags), split,
+                          {k: v for k, v in listed.items() if v is not None},
+                          {k: v for k, v in invoiced.items() if v is not None})
+
+
+def _add(acc: dict[str, float | None], key: str, amount: float | None, share: float) -> None:
+    """Sum an optional amount; one line without it makes the key's total unknown (None), not low."""
+    if amount is None or (key in acc and acc[key] is None):
+        acc[key] = None
+    else:
+        acc[key] = (acc.get(key) or 0.0) + amount * share
+
+
+def apply_bill(pipeline: Any, rec: Reconciliation, result: CostResult) -> None:
+    """Reconciled prices: every billed node and asset costs what the bill says; unmatched lines are shared.
+
+    Cost is linear in price, so a factor per node (bill / computed over the window) applied to
+    each chunk's rates makes the window's node cost equal its bill lines exactly.
+    """
+    node_cost: dict[str, float] = defaultdict(float)
+    for (node, _res), c in result.node_cost.items():
+        node_cost[node] += c
+    asset_cost: dict[str, float] = defaultdict(float)
+    for (asset, _res), c in result.asset_cost.items():
+        asset_cost[asset] += c
+    pipeline.node_factors = {n: b / node_cost[n] for n, b in rec.node_bill.items() if node_cost.get(n)}
+    pipeline.asset_factors = {a: b / asset_cost[a] for a, b in rec.by_asset.items() if asset_cost.get(a)}
+    seconds = rec.window.seconds
+    if rec.scoped:  # only lines tagged for this cluster; otherwise they may be another cluster's spend
+        pipeline.extra_fixed = {f"bill:{service}": cost / seconds for service, cost in rec.unmatched.items()}
+
+
+def inventory(client: Any, window: Window, ksm_selector: str) -> Inventory:
+    """Provider ids of nodes, volume ids of PVs and LoadBalancer Services, from kube-state-metrics."""
+    q = inventory_queries(ksm_selector, window.seconds)
+    at = float(window.end)
+    inv = Inventory()
+    for lb, _ in client.query(q["nodes"], at):
+        if lb.get("provider_id"):
+            inv.nodes[resource_id(lb["provider_id"])] = lb["node"]
+    for lb, _ in client.query(q["volumes"], at):
+        pv = lb["persistentvolume"]
+        inv.volumes[pv] = pv
+        for key in ("ebs_volume_id", "csi_volume_handle", "gce_persistent_disk_name"):
+            if lb.get(key):
+                inv.volumes[resource_id(lb[key])] = pv
+    for lb, _ in client.query(q["services"], at):
+        inv.services.add(f"{lb['namespace']}/{lb['service']}")
+    return inv
+
+
+def rows(r: Reconciliation) -> list[dict[str, Any]]:
+    return [{"category": c, "bill": r.bill[c], "computed": r.computed[c], "variance": r.variance(c),
+             "list": r.listed.get(c), "invoiced": r.invoiced.get(c)} for c in CATEGORIES]
+
+
+def to_table(r: Reconciliation) -> str:
+    from tabulate import tabulate
+
+    cur = r.currency or ""
+    head = f"Reconciliation {iso(r.window.start)} .. {iso(r.window.end)}"
+    cats = [[x["category"], x["bill"], x["computed"],
+             f"{100 * x['variance']:+.2f}%" if x["variance"] is not None else "-",
+             "-" if x["list"] is None else x["list"]] for x in rows(r)]
+    cats.append(["TOTAL", r.total_bill, r.total_computed,
+                 f"{100 * r.total_variance:+.2f}%" if r.total_variance is not None else "-",
+                 "-" if r.total_listed is None else r.total_listed])
+    worst = sorted(r.nodes, key=lambda n: -abs((n["computed"] or 0) - (n["bill"] or 0)))[:10]
+    nodes = [[n["node"], n["instance"], "not on the bill" if n["bill"] is None else n["bill"], n["computed"],
+              "-" if n["billHourly"] is None else n["billHourly"]] for n in worst]
+    parts = [head, tabulate(cats, headers=["category", f"bill {cur}", f"computed {cur}", "variance",
+                                           f"at list prices {cur}"], floatfmt=".4f"),
+             "", "Largest node discrepancies:",
+             tabulate(nodes, headers=["node", "instance", f"bill {cur}", f"computed {cur}", f"bill {cur}/h"],
+                      floatfmt=".4f")]
+    if r.namespaces:
+        split_rows = [[ns, s, u, c] for ns, (s, u, c) in sorted(r.namespaces.items())]
+        parts += ["", "The provider's own split (AWS Split Cost Allocation / GKE cost allocation) by namespace:",
+                  tabulate(split_rows, headers=["namespace", f"split {cur}", f"unused {cur}", f"chargeback {cur}"],
+                           floatfmt=".4f")]
+    if r.unmatched:
+        note = "" if r.scoped else " (set reconciliation.clusterTags to keep only this cluster's)"
+        parts += ["", f"Bill lines matching no cluster resource{note}:",
+                  tabulate([[k, v] for k, v in sorted(r.unmatched.items(), key=lambda kv: -kv[1])],
+                           headers=["service", cur],
+                           floatfmt=".4f")]
+    if r.ignored:
+        parts += ["", "Ignored rows: " + "; ".join(f"{n} {why}" for why, n in sorted(r.ignored.items()))]
+    return "\n".join([*parts, "", f"Verdict: {r.verdict()}"])

@@ -1,0 +1,91 @@
+"""Reading a Prometheus API answer: what counts as a failure, which failures are worth a retry, and the
+shapes a result must have. Every check ends in one line for the user, never a KeyError or a traceback.
+"""
+
+from __future__ import annotations
+
+import socket
+from typing import Any, TypeVar
+
+import urllib3
+
+from exporter.core.errors import PrometheusError
+
+Labels = dict[str, str]
+RETRY_BACKOFF_SECONDS = 0.5  # before the first retry; doubled for each further one
+RETRY_BACKOFF_CAP_SECONDS = 8.0  # also caps a server's Retry-After
+T = TypeVar("T")
+
+
+class Failed(PrometheusError):
+    """One failed attempt: its message is the user's line; `reason` is the error counter's label, and
+    `transient` whether the same query may well succeed if sent again (a restart, a reset, a cut body)."""
+
+    def __init__(self, message: str, reason: str, transient: bool, wait: float | None = None) -> None:
+        super().__init__(message)
+        self.reason, self.transient, self.wait = reason, transient, wait
+
+
+class Shape(Exception):
+    """The JSON parsed but is not what the API documents."""
+
+
+def vector(data: dict[str, Any]) -> list[tuple[Labels, float]]:
+    kind, result = data.get("resultType"), data.get("result")
+    try:
+        if kind == "scalar":
+            return [({}, float(result[1]))]  # type: ignore[index]
+        if kind != "vector":
+            raise Shape(f"expected a vector, got {one_line(kind)}")
+        return [(_labels(s["metric"]), float(s["value"][1])) for s in result]  # type: ignore[union-attr]
+    except (KeyError, IndexError, TypeError, ValueError) as e:
+        raise Shape(f"a malformed {kind} result ({type(e).__name__}: {one_line(e)})") from e
+
+
+def matrix(data: dict[str, Any]) -> list[tuple[Labels, list[tuple[float, float]]]]:
+    kind, result = data.get("resultType"), data.get("result")
+    if kind != "matrix":
+        raise Shape(f"expected a range vector (matrix), got {one_line(kind)}")
+    try:
+        return [(_labels(s["metric"]), [(float(t), float(v)) for t, v in s["values"]])
+                for s in result]  # type: ignore[union-attr]
+    except (KeyError, IndexError, TypeError, ValueError) as e:
+        raise Shape(f"a malformed matrix result ({type(e).__name__}: {one_line(e)})") from e
+
+
+def _labels(metric: object) -> Labels:
+    if not isinstance(metric, dict) or not all(isinstance(v, str) for v in metric.values()):
+        raise TypeError("series labels are not an object of strings")
+    return metric
+
+
+def timed_out(e: BaseException) -> bool:
+    """A read timeout that requests reports as a ConnectionError (it happened while reading the body)."""
+    seen: set[int] = set()
+    todo: list[object] = [e]
+    while todo:
+        x = todo.pop()
+        if not isinstance(x, BaseException) or id(x) in seen:
+            continue
+        seen.add(id(x))
+        # Not urllib3's TimeoutError: a refused connection (NewConnectionError) subclasses it.
+        if isinstance(x, (urllib3.exceptions.ReadTimeoutError, socket.timeout)):
+            return True
+        todo += [x.__cause__, x.__context__, getattr(x, "reason", None), *x.args]
+    return False
+
+
+def retry_after(value: str | None) -> float | None:
+    try:
+        return max(0.0, float(value)) if value else None
+    except ValueError:
+        return None  # an HTTP date: use our own backoff
+
+
+def json_type(value: object) -> str:
+    return {list: "array", str: "string", bool: "boolean", type(None): "null"}.get(type(value), "number")
+
+
+def one_line(value: object) -> str:
+    text = " ".join(str(value).split())
+    return text if len(text) <= 200 else text[:197] + "..."

@@ -1,0 +1,351 @@
+"""Fetching: the PromQL query builders of the cost engine (the HTTP client is `sources.prometheus`).
+
+Every query aggregates on the server (`sum by (namespace, node)`, subqueries with
+`sum_over_time`), so what crosses the wire, and what Python holds, grows with
+namespaces x nodes, not with containers.
+"""
+
+from __future__ import annotations
+
+import copy
+
+from exporter.config.schema import Allocation, Prometheus
+from exporter.core.window import format_duration, parse_duration
+from exporter.sources.promql import join_matchers, matcher, one_of, quote, selector
+
+
+def _just_under(seconds: int) -> str:
+    """A range a millisecond short of `seconds`: it holds one rule sample per interval, whatever the phase."""
+    return f"[{seconds * 1000 - 1}ms]"
+
+
+_sel = selector
+
+
+def _finite(expr: str) -> str:
+    """Only the finite samples of `expr` (NaN fails every comparison). Inside a `sum_over_time` subquery one
+    NaN sample would make the whole chunk's integral NaN; filtered per step, it costs only that step."""
+    return f"(({expr}) > -Inf < +Inf)"
+
+
+# Inputs whose NaN/Inf samples the per-step filter drops, with the labels that name the series for a warning.
+CHECKED_INPUTS = (("kube_node_status_capacity", "node, resource"),
+                  ("kube_pod_container_resource_requests", "namespace, pod, container, resource"),
+                  ("kube_persistentvolume_capacity_bytes", "persistentvolume"))
+
+
+# kube-state-metrics v2 spells extended resources with underscores.
+KSM_RESOURCE = {"cpu": "cpu", "memory": "memory", "gpu": "nvidia_com_gpu"}
+RESOURCE_FROM_KSM = {v: k for k, v in KSM_RESOURCE.items()}
+
+LOOKBACK_SECONDS = 300  # Prometheus' default --query.lookback-delta
+
+# Per-(namespace, node) sums that the mixin records every rule interval, and its evaluation heartbeat.
+UNITS = {"cpu": "cpu_cores", "memory": "memory_bytes", "gpu": "gpus"}
+RECORDED = {(kind, res): f"namespace_node:chargeback_{kind}_{UNITS[res]}:sum"
+            for kind in ("allocated", "requested", "used") for res in UNITS}
+RULES_EVALUATED = "cluster:chargeback_allocation_rules_evaluated:count"
+
+PRICE_METRICS = {
+    "cpu": "node_cpu_hourly_cost",
+    "ram": "node_ram_hourly_cost",
+    "gpu": "node_gpu_hourly_cost",
+    "total": "node_total_hourly_cost",
+    "spot": "kubecost_node_is_spot",
+}
+
+
+class Queries:
+    """PromQL builders. `chunk_seconds` windows end at the evaluation time and hold chunk/step steps."""
+
+    def __init__(self, prom: Prometheus, alloc: Allocation) -> None:
+        # A cluster selector narrows every query to one cluster of a global store (Thanos, Mimir).
+        self.k = join_matchers(prom.ksmSelector, prom.clusterSelector)
+        self.c = join_matchers(prom.cadvisorSelector, prom.clusterSelector)
+        self.o = join_matchers(prom.openCostSelector, prom.clusterSelector)
+        self.policy = alloc.policy
+        self.w = alloc.requestWeight
+        self.step = parse_duration(alloc.resolution)
+        self.rate_window = alloc.usageRateWindow
+        # Recorded series carry the policy they were recorded under; only matching ones are read.
+        self.policy_label = f"weighted:{self.w:g}" if self.policy == "weighted" else self.policy
+        self.r = join_matchers(matcher("policy", self.policy_label), matcher("usage_rate_window", self.rate_window),
+                               prom.clusterSelector)
+        self.max_gap_bridge = parse_duration(alloc.maxGapBridge)
+        # A bridged gap (exporter/core/coverage.py): kube-state-metrics read at the last step before it, pods
+        # kept only if they still exist at the first step after; cAdvisor's CPU counter read across it.
+        self.ksm_at: int | None = None
+        self.ksm_after: int | None = None
+        self.cadvisor_bridge: tuple[int, int] | None = None
+
+    def bridged(self, ksm: tuple[int, int] | None, cadvisor: tuple[int, int] | None) -> Queries:
+        """A copy reading kube-state-metrics as of `ksm[0]` (pods alive at `ksm[1]`) and/or cAdvisor across
+        the gap `cadvisor` = (before, after)."""
+        q = copy.copy(self)
+        q.ksm_at, q.ksm_after = ksm if ksm else (None, None)
+        q.cadvisor_bridge = cadvisor
+        return q
+
+    @property
+    def _at(self) -> str:
+        """The `@` modifier every kube-state-metrics selector takes inside a bridged gap."""
+        return f" @ {self.ksm_at}" if self.ksm_at is not None else ""
+
+    def coverage_probe(self, span: int) -> str:
+        """Per step over `span`, a sample tagged source="ksm" / "cadvisor" where that source has data
+        (a raw selector already reaches back the 5-minute lookback, so absent means absent)."""
+        ksm = f'label_replace(count(kube_node_status_capacity{_sel(self.k)}), "source", "ksm", "", "")'
+        parts = [ksm]
+        if self.policy != "request":
+            sel = _sel('container!=""', 'container!="POD"', 'namespace!=""', 'pod!=""', self.c)
+            rate = f"rate(container_cpu_usage_seconds_total{sel}[{self.rate_window}])"
+            parts.append(f'label_replace(count({rate}), "source", "cadvisor", "", "")')
+        return f"({' or '.join(parts)})[{span}s:{format_duration(self.step)}]"
+
+    def ksm_series(self) -> str:
+        """The series whose existence anywhere in the TSDB tells "not scraped" from "not then"."""
+        return f"kube_node_status_capacity{_sel(self.k)}"
+
+    def scoped(self, namespaces: list[str]) -> Queries:
+        """A copy whose container-level selectors only match these namespaces (for per-pod detail)."""
+        q = copy.copy(self)
+        only = one_of("namespace", namespaces)
+        q.k = join_matchers(self.k, only)
+        q.c = join_matchers(self.c, only)
+        return q
+
+    def _range(self, chunk_seconds: int) -> str:
+        """Range for label, info and price lookups over a chunk: never shorter than Prometheus' 5-minute
+        lookback, which the step integrals use. A chunk inside a scrape gap (a Prometheus restart) then
+        still finds its nodes' labels and prices, instead of pricing them at default rates."""
+        return f"[{max(chunk_seconds, LOOKBACK_SECONDS)}s]"
+
+    def _sub(self, chunk_seconds: int) -> str:
+        # Half a step short of the chunk: exactly chunk/step points whether the Prometheus
+        # version treats the range start as inclusive (2.x) or exclusive (3.x).
+        return f"[{chunk_seconds - self.step // 2}s:{format_duration(self.step)}]"
+
+    # ---- per-container building blocks (labels: namespace, pod, container) ----
+    def placement(self) -> str:
+        """1 per running pod with its node; Succeeded/Failed pods still export requests but cost nothing."""
+        info_sel, phase_sel = _sel('node!=""', self.k), _sel('phase="Running"', self.k)
+        info = f"max by (namespace, pod, node) (kube_pod_info{info_sel}{self._at})"
+        running = f"max by (namespace, pod) (kube_pod_status_phase{phase_sel}{self._at}) == 1"
+        placed = f"(topk by (namespace, pod) (1, {info}) and on (namespace, pod) ({running}))"
+        if self.ksm_after is not None:  # a pod deleted during the gap is not charged for it
+            alive = f"max by (namespace, pod) (kube_pod_info{_sel(self.k)} @ {self.ksm_after})"
+            placed = f"({placed} and on (namespace, pod) {alive})"
+        return placed
+
+    def request(self, resource: str) -> str:
+        sel = _sel(matcher("resource", KSM_RESOURCE[resource]), self.k)
+        return f"max by (namespace, pod, container) (kube_pod_container_resource_requests{sel}{self._at})"
+
+    def usage(self, resource: str) -> str:
+        # Drop pod-level (container=""), pause (container="POD") and namespace-less system cgroups.
+        sel = _sel('container!=""', 'container!="POD"', 'namespace!=""', 'pod!=""', self.c)
+        if self.cadvisor_bridge is not None:  # exact: the counter's increase across the gap
+            before, after = self.cadvisor_bridge
+            if resource == "cpu":
+                span = after - before + parse_duration(self.rate_window)
+                return (f"max by (namespace, pod, container) "
+                        f"(rate(container_cpu_usage_seconds_total{sel}[{span}s] @ {after}))")
+            return f"max by (namespace, pod, container) (container_memory_working_set_bytes{sel} @ {before})"
+        if resource == "cpu":
+            return (
+                f"max by (namespace, pod, container) "
+                f"(rate(container_cpu_usage_seconds_total{sel}[{self.rate_window}]))"
+            )
+        return f"max by (namespace, pod, container) (container_memory_working_set_bytes{sel})"
+
+    def allocation(self, resource: str) -> str:
+        """Per-container allocated quantity under the configured policy (GPU: always requests)."""
+        req = self.request(resource)
+        if resource == "gpu" or self.policy == "request":
+            return req
+        use = self.usage(resource)
+        if self.policy == "usage":
+            return use
+        # Tag request and usage apart so one `max`/`sum` combines them: each is evaluated once,
+        # and a container with only one of the two (BestEffort, no cAdvisor yet) keeps it.
+        if self.policy == "max":
+            agg, r, u = "max", f"({req})", f"({use})"
+        else:
+            agg, r, u = "sum", f"{self.w:g} * ({req})", f"{1 - self.w:g} * ({use})"
+        tagged = f'label_replace({r}, "src", "request", "", "") or label_replace({u}, "src", "usage", "", "")'
+        return f"{agg} by (namespace, pod, container) ({tagged})"
+
+    def _by_ns_node(self, per_container: str, by: str = "namespace, node") -> str:
+        placed = f"* on (namespace, pod) group_left (node) {self.placement()}"
+        return f"sum by ({by}) (({per_container}) {placed})"
+
+    def capacity(self, resource: str) -> str:
+        sel = _sel(matcher("resource", KSM_RESOURCE[resource]), self.k)
+        return f"max by (node) ({_finite(f'kube_node_status_capacity{sel}{self._at}')})"
+
+    # ---- chunk queries (evaluated at the chunk's end) ----
+    def allocated_integral(self, resource: str, chunk_seconds: int, pods_in: list[str] | None = None,
+                           every_pod: bool = False) -> str:
+        """Sum over steps of allocation per (namespace, node), scaled down per step where a node overflows.
+
+        With `pods_in`, rows are per (namespace, node, pod) for those namespaces only; the
+        overflow scale still comes from every namespace on the node.
+        """
+        alloc = self._by_ns_node(self.allocation(resource))
+        scale = f"clamp_max({self.capacity(resource)} / on (node) (sum by (node) ({alloc}) > 0), 1)"
+        if pods_in:
+            q = self.scoped(pods_in)
+            alloc = q._by_ns_node(q.allocation(resource), "namespace, node, pod")
+        elif every_pod:  # reports' top workloads
+            alloc = self._by_ns_node(self.allocation(resource), "namespace, node, pod")
+        return f"sum_over_time({_finite(f'{alloc} * on (node) group_left () {scale}')}{self._sub(chunk_seconds)})"
+
+    def requested_integral(self, chunk_seconds: int, pods_in: list[str] | None = None) -> str:
+        q = self.scoped(pods_in) if pods_in else self
+        sel = _sel(one_of("resource", ("cpu", "memory")), q.k)
+        req = f"max by (namespace, pod, container, resource) (kube_pod_container_resource_requests{sel}{q._at})"
+        by = "namespace, node, pod, resource" if pods_in else "namespace, node, resource"
+        inner = q._by_ns_node(req, by)
+        return f"sum_over_time({_finite(inner)}{self._sub(chunk_seconds)})"
+
+    def used_integral(self, resource: str, chunk_seconds: int, pods_in: list[str] | None = None) -> str:
+        q = self.scoped(pods_in) if pods_in else self
+        inner = q._by_ns_node(q.usage(resource), "namespace, node, pod" if pods_in else "namespace, node")
+        return f"sum_over_time({_finite(inner)}{self._sub(chunk_seconds)})"
+
+    # ---- recorded per-(namespace, node) series (rules/rules/allocation.libsonnet records them) ----
+    def recording_rules(self) -> dict[str, str]:
+        """Record name -> expression the mixin's allocation rules must use (a test pins the two together)."""
+        rules = {RECORDED["allocated", res]: self._by_ns_node(self.allocation(res)) for res in ("cpu", "memory", "gpu")}
+        for res in ("cpu", "memory"):
+            rules[RECORDED["requested", res]] = self._by_ns_node(self.request(res))
+            rules[RECORDED["used", res]] = self._by_ns_node(self.usage(res))
+        return rules
+
+    def recorded_coverage(self, chunk_seconds: int) -> str:
+        """Rule evaluations in the samples the steps read (each step reads its last step, less 1 ms):
+        one per step when the rules ran throughout, fewer if an evaluation was missed."""
+        return f"count_over_time({RULES_EVALUATED}{_sel(self.r)}{_just_under(chunk_seconds)})"
+
+    def _recorded(self, kind: str, resource: str) -> str:
+        """The one sample recorded within each step. Not the bare series: a pair that vanished (a pod
+        finished) would live on for the 5-minute lookback where no staleness marker was written. The
+        range is a millisecond short of the step, so that a group evaluating exactly on the step
+        boundary does not also see the previous step's sample, while any other phase is kept."""
+        return f"last_over_time({RECORDED[kind, resource]}{_sel(self.r)}{_just_under(self.step)})"
+
+    def recorded_allocated_integral(self, resource: str, chunk_seconds: int) -> str:
+        """As allocated_integral, from the recorded sums; the overflow scale is applied at query time."""
+        alloc = self._recorded("allocated", resource)
+        scale = f"clamp_max({self.capacity(resource)} / on (node) (sum by (node) ({alloc}) > 0), 1)"
+        return f"sum_over_time({_finite(f'{alloc} * on (node) group_left () {scale}')}{self._sub(chunk_seconds)})"
+
+    def recorded_requested_integral(self, chunk_seconds: int) -> str:
+        parts = " or ".join(f'label_replace({self._recorded("requested", res)}, "resource", {quote(res)}, "", "")'
+                            for res in ("cpu", "memory"))
+        return f"sum_over_time({_finite(parts)}{self._sub(chunk_seconds)})"
+
+    def recorded_used_integral(self, resource: str, chunk_seconds: int) -> str:
+        return f"sum_over_time({_finite(self._recorded('used', resource))}{self._sub(chunk_seconds)})"
+
+    # ---- assets beyond nodes: volumes, load balancers, network ----
+    def pv_capacity_integral(self, span: int) -> str:
+        cap = f"max by (persistentvolume) ({_finite(f'kube_persistentvolume_capacity_bytes{_sel(self.k)}{self._at}')})"
+        return f"sum_over_time(({cap}){self._sub(span)})"
+
+    def pv_info(self, span: int) -> str:
+        return (f"max by (persistentvolume, storageclass) "
+                f"(last_over_time(kube_persistentvolume_info{_sel(self.k)}{self._range(span)}{self._at}))")
+
+    def pv_claims(self, span: int) -> str:
+        return (f"max by (persistentvolume, claim_namespace) "
+                f"(last_over_time(kube_persistentvolume_claim_ref{_sel(self.k)}{self._range(span)}{self._at}))")
+
+    def pv_prices(self, span: int) -> str:
+        return f"max by (persistentvolume) (avg_over_time(pv_hourly_cost{_sel(self.o)}{self._range(span)}))"
+
+    def lb_presence(self, span: int) -> str:
+        sel = _sel('type="LoadBalancer"', self.k)
+        return f"sum_over_time((max by (namespace, service) (kube_service_spec_type{sel}{self._at})){self._sub(span)})"
+
+    def lb_prices(self, span: int) -> str:
+        return (f"max by (namespace, service_name) "
+                f"(avg_over_time(kubecost_load_balancer_cost{_sel(self.o)}{self._range(span)}))")
+
+    def egress_classified(self, span: int) -> str:
+        """Kubecost's network-costs daemonset: egress bytes per namespace and destination class."""
+        rate = f"rate(kubecost_pod_network_egress_bytes_total{_sel(self.o)}[{self.rate_window}])"
+        inner = f"sum by (namespace, internet, same_region, same_zone) ({rate})"
+        return f"sum_over_time(({inner}){self._sub(span)})"
+
+    def transmitted(self, span: int) -> str:
+        """cAdvisor transmit bytes per namespace (pod-level series; loopback excluded)."""
+        sel = _sel('namespace!=""', 'pod!=""', 'interface!="lo"', self.c)
+        rate = f"rate(container_network_transmit_bytes_total{sel}[{self.rate_window}])"
+        per_pod = f"max by (namespace, pod, interface) ({rate})"
+        return f"sum_over_time((sum by (namespace) ({per_pod})){self._sub(span)})"
+
+    # ---- metadata for attribution and sharing ----
+    def pod_labels(self, keys: list[str], chunk_seconds: int) -> str:
+        """Pods carrying any attribution label, one row per pod with just those labels."""
+        cols = ", ".join(["namespace", "pod", *keys])
+        parts = []
+        for k in keys:
+            sel = _sel(k + '!=""', self.k)
+            labels = f"kube_pod_labels{sel}{self._range(chunk_seconds)}{self._at}"
+            parts.append(f"max by ({cols}) (last_over_time({labels}))")
+        return " or ".join(parts) if parts else "vector(0) < 0"
+
+    def all_pods(self, chunk_seconds: int) -> str:
+        return (f"count by (namespace, pod) "
+                f"(last_over_time(kube_pod_labels{_sel(self.k)}{self._range(chunk_seconds)}{self._at}))")
+
+    def owners(self, metric: str, name_label: str, chunk_seconds: int) -> str:
+        """Controller owner references (kube_pod_owner, kube_replicaset_owner, kube_job_owner)."""
+        sel = _sel('owner_is_controller=~"true|<none>"', self.k)
+        return (f"max by (namespace, {name_label}, owner_kind, owner_name) "
+                f"(last_over_time({metric}{sel}{self._range(chunk_seconds)}{self._at}))")
+
+    def pod_counts(self, chunk_seconds: int) -> str:
+        return (f"count by (namespace) "
+                f"(last_over_time(kube_pod_labels{_sel(self.k)}{self._range(chunk_seconds)}{self._at}))")
+
+    def namespace_annotations(self, chunk_seconds: int) -> str:
+        """Needs kube-state-metrics --metric-annotations-allowlist=namespaces=[chargeback.io/budget-...]."""
+        return f"last_over_time(kube_namespace_annotations{_sel(self.k)}{self._range(chunk_seconds)}{self._at})"
+
+    def namespace_labels(self, chunk_seconds: int) -> str:
+        return f"last_over_time(kube_namespace_labels{_sel(self.k)}{self._range(chunk_seconds)}{self._at})"
+
+    def capacity_stats(self, fn: str, chunk_seconds: int) -> str:
+        """`avg_over_time` or `count_over_time` of node capacity per (node, resource) over the chunk's steps."""
+        sel = _sel(one_of("resource", KSM_RESOURCE.values()), self.k)
+        cap = f"max by (node, resource) ({_finite(f'kube_node_status_capacity{sel}{self._at}')})"
+        return f"{fn}(({cap}){self._sub(chunk_seconds)})"
+
+    def non_finite_inputs(self, chunk_seconds: int, requests: bool = True) -> str:
+        """Steps at which a checked input series held NaN or Inf (the integrals drop those samples), per series."""
+        parts = []
+        for metric, by in CHECKED_INPUTS:
+            if metric == "kube_pod_container_resource_requests" and not requests:
+                continue
+            raw = f"{metric}{_sel(self.k)}"
+            bad = f"count by ({by}) ({raw} unless {_finite(raw)})"
+            steps = f"count_over_time(({bad}){self._sub(chunk_seconds)})"
+            parts.append(f'label_replace({steps}, "metric", {quote(metric)}, "", "")')
+        return " or ".join(parts)
+
+    def node_labels(self, chunk_seconds: int) -> str:
+        return f"last_over_time(kube_node_labels{_sel(self.k)}{self._range(chunk_seconds)}{self._at})"
+
+    def opencost_prices(self, chunk_seconds: int) -> str:
+        """All OpenCost node price series in one round trip, tagged with a `price` label. A price with no
+        sample in the chunk (OpenCost restarting) is its last one within maxGapBridge."""
+        parts = []
+        bridge = f"[{format_duration(self.max_gap_bridge + max(chunk_seconds, LOOKBACK_SECONDS))}]"
+        for kind, metric in PRICE_METRICS.items():
+            m = f"{metric}{_sel(self.o)}"
+            agg = (f"max by (node) (avg_over_time({m}{self._range(chunk_seconds)}) "
+                   f"or last_over_time({m}{bridge}))")
+            parts.append(f'label_replace({agg}, "price", {quote(kind)}, "", "")')
+        return " or ".join(parts)
