@@ -110,7 +110,8 @@ def test_shipped_price_list_is_dated_and_covers_three_clouds() -> None:
 
 def test_unclassified_egress_and_monthly_network_amounts() -> None:
     from exporter.config.pricebook import Network
-    from exporter.core.assets import UNALLOCATED, price_network
+    from exporter.core.assets import price_network
+    from exporter.core.names import UNALLOCATED
 
     net = Network(unclassified="zone", zonePerGiB=0.01, monthly=[{"name": "nat", "monthly": 730}])  # type: ignore[list-item]
     costs = price_network({}, {"a": 3 * GIB, "b": 1 * GIB}, net, 3600, 730)

@@ -279,3 +279,14 @@ def test_email_over_starttls_with_auth(share_prom: Any, tmp_path: Path) -> None:
         assert logins == [(b"chargeback", b"s3cret")] and len(box.messages) == 1
     finally:
         smtp.stop()
+
+
+def test_daily_chart_keeps_pseudo_namespaces_apart() -> None:
+    """The exporter's rows carry no owner label on pseudo-namespaces: each is its own group (as in the
+    report's table), never all of them counted as idle."""
+    from exporter.outputs.report import daily_groups
+    rows = [({"namespace": "web", "team": "web"}, 1.5), ({"namespace": "web-2", "team": "web"}, 0.25),
+            ({"namespace": "__idle__", "team": ""}, 2.0), ({"namespace": "__shared__", "team": ""}, 0.5),
+            ({"namespace": "__unmounted__", "team": ""}, 0.125)]
+    assert daily_groups(rows, "team") == {"web": 1.75, "__idle__": 2.0, "__shared__": 0.5, "__unmounted__": 0.125}
+    assert daily_groups(rows, "namespace")["web-2"] == 0.25

@@ -15,10 +15,9 @@ from dataclasses import dataclass, field, fields
 
 from exporter.core.assets import AssetCost
 from exporter.core.coverage import Coverage
+from exporter.core.names import IDLE
 from exporter.core.pricing import GIB, NodeFacts, NodeRates
 
-IDLE = "__idle__"
-UNATTRIBUTED = "__unattributed__"
 OVERHEAD = "overhead"  # the resource label of fixed shared costs (control-plane fee, support, licences)
 RESOURCES = ("cpu", "memory", "gpu")
 # Unit divisor that turns a resource's unit-seconds into the unit-hours its rate is quoted in.

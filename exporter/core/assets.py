@@ -12,10 +12,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from exporter.config.pricebook import Network, Storage
+from exporter.core.names import UNALLOCATED, UNMOUNTED
 from exporter.core.pricing import GIB
 
-UNMOUNTED = "__unmounted__"  # OpenCost's name for PVs with no claim (and LBs selecting nothing)
-UNALLOCATED = "__unallocated__"  # network amounts in a window where nobody transmitted
 EGRESS_CLASSES = ("internet", "region", "zone")
 
 

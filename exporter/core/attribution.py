@@ -9,7 +9,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from exporter.core.allocation import UNATTRIBUTED, Attrs
+from exporter.core.allocation import Attrs
+from exporter.core.names import UNATTRIBUTED
 
 BUDGET_PREFIX = "chargeback.io/budget-"  # chargeback.io/budget-{daily,weekly,monthly}, chargeback.io/budget-notify
 

@@ -14,10 +14,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from exporter.config.schema import SharePolicy, Sharing
-from exporter.core.allocation import IDLE, OVERHEAD, Attrs, CostResult, EntryKey
+from exporter.core.allocation import OVERHEAD, Attrs, CostResult, EntryKey
+from exporter.core.names import IDLE, SHARED, is_pseudo
 
 # Fixed costs that cannot be placed (no tenant in the window) stay visible here.
-UNSHARED = "__shared__"
 
 Tenant = tuple[str, Attrs]
 
@@ -116,7 +116,7 @@ def distribute(result: CostResult, sharing: Sharing, inputs: ShareInputs) -> Sha
             elif ns in inputs.shared:
                 pools[(ns, res)] += cost
                 owner.setdefault(ns, attrs)
-            elif ns.startswith("__"):  # __unmounted__, __unallocated__: keep their cost, share nothing to them
+            elif is_pseudo(ns):  # __unmounted__, __unallocated__: keep their cost, share nothing to them
                 costs[(ns, attrs, "allocated", res, "")] += cost
             else:
                 costs[(ns, attrs, "allocated", res, "")] += cost
@@ -159,7 +159,7 @@ def distribute(result: CostResult, sharing: Sharing, inputs: ShareInputs) -> Sha
             if source in inputs.shared:
                 costs[(source, owner.get(source, ()), "allocated", res, "")] += amount
             else:
-                costs[(UNSHARED, (), "shared", res, source)] += amount
+                costs[(SHARED, (), "shared", res, source)] += amount
             continue
         for (ns, attrs), c in shares.items():
             costs[(ns, attrs, "shared", res, source)] += c

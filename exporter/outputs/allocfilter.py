@@ -20,8 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from exporter.core.errors import ConfigError
-
-UNALLOCATED = "__unallocated__"
+from exporter.core.names import UNALLOCATED
 
 # Operators, longest first so that '!~>:' is not read as '!~' + '>:'.
 _OPS = {"!~>:": ("suffix", True), "!<~:": ("prefix", True), "!~:": ("contains", True), "~>:": ("suffix", False),

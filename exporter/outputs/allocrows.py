@@ -12,10 +12,11 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
-from exporter.core.allocation import IDLE, UNATTRIBUTED, CostResult, Line
+from exporter.core.allocation import CostResult, Line
 from exporter.core.attribution import Metadata
 from exporter.core.coverage import Coverage
-from exporter.outputs.allocfilter import UNALLOCATED, Node, Props
+from exporter.core.names import IDLE, UNALLOCATED, UNATTRIBUTED, is_pseudo
+from exporter.outputs.allocfilter import Node, Props
 from exporter.outputs.formatters import Row, api_item
 from exporter.outputs.opencost_api import AggKey, AllocationQuery, AllocationSet
 
@@ -58,12 +59,12 @@ def build_rows(result: CostResult, label_keys: tuple[str, ...], cluster: str,
             table_sum[(ns, attrs, res)] = table_sum.get((ns, attrs, res), 0.0) + c
 
     def props(ns: str, node: str, attrs: tuple[str, ...]) -> Props:
-        real = "" if ns.startswith("__") else ns
+        real = "" if is_pseudo(ns) else ns
         return Props(cluster=cluster, node=node, namespace=real, labels=_labels(attrs, label_keys),
                      annotations=dict(ns_annotations.get(real, {})))
 
     def pseudo(ns: str) -> str:
-        return ns if ns.startswith("__") else ""
+        return ns if is_pseudo(ns) else ""
 
     rows: list[AllocRow] = []
     for (ns, node, attrs), line in result.table.items():

@@ -19,6 +19,7 @@ from exporter.config.schema import Config
 from exporter.core.allocation import OVERHEAD, CostResult
 from exporter.core.assets import AssetCost
 from exporter.core.errors import ConfigError
+from exporter.core.names import UNALLOCATED
 from exporter.core.window import Window, iso, parse_duration, parse_window
 from exporter.engine.limits import check_window
 from exporter.engine.pipeline import Pipeline
@@ -27,7 +28,6 @@ from exporter.sources.billing import Bill, read_bill
 from exporter.sources.prometheus import PrometheusClient
 from exporter.sources.promql import inventory_queries, join_matchers
 
-UNALLOCATED = "__unallocated__"
 ASSET_AGGREGATES = ("type", "cluster", "node", "providerID")
 _TYPE = {"storage": "Disk", "load_balancer": "LoadBalancer", "network": "Network"}
 _CATEGORY = {"Node": "Compute", "Disk": "Storage", "LoadBalancer": "Network", "Network": "Network",

@@ -13,8 +13,9 @@ from typing import TYPE_CHECKING, Any
 
 from tabulate import tabulate
 
-from exporter.core.allocation import IDLE, UNATTRIBUTED, Attrs, CostResult
+from exporter.core.allocation import Attrs, CostResult
 from exporter.core.attribution import Metadata
+from exporter.core.names import IDLE, UNATTRIBUTED
 from exporter.core.workloads import PodKey, name_of
 
 if TYPE_CHECKING:
@@ -105,7 +106,7 @@ def to_text(audits: list[LabelAudit], currency: str, window: str) -> str:
 def label_audit(pipeline: Pipeline, client: PrometheusClient, window: Window, result: CostResult | None = None,
                 cancel: threading.Event | None = None) -> tuple[Metadata, list[LabelAudit]]:
     """Every pod of the window (but shared namespaces', whose labels decide nothing) against the labels."""
-    from exporter.core.sharing import UNSHARED
+    from exporter.core.names import SHARED
 
     if result is None:
         result = pipeline.compute(window, cancel=cancel)
@@ -121,6 +122,6 @@ def label_audit(pipeline: Pipeline, client: PrometheusClient, window: Window, re
     pods = {ns: p for ns, p in pods.items() if ns not in shared}
     costs: dict[tuple[str, tuple[str, ...]], float] = {}
     for (ns, attrs, _component, _res, _source), c in result.costs.items():
-        if ns not in (IDLE, UNSHARED):
+        if ns not in (IDLE, SHARED):
             costs[(ns, attrs)] = costs.get((ns, attrs), 0.0) + c
     return meta, audit(meta, pods, pipeline.cfg.attribution.labels, costs, pipeline.workloads(window))

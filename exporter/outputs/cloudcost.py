@@ -18,6 +18,7 @@ from typing import Any
 
 from exporter.config.schema import Config
 from exporter.core.errors import ConfigError
+from exporter.core.names import UNALLOCATED
 from exporter.core.window import Window, iso, parse_window
 from exporter.engine.limits import check_window
 from exporter.outputs import allocfilter
@@ -32,7 +33,6 @@ CLOUD_FIELDS = ("invoiceEntityID", "accountID", "provider", "providerID", "categ
 BASES = ("listCost", "netCost", "amortizedNetCost", "invoicedCost", "amortizedCost")
 _CATEGORY = {"compute": "Compute", "storage": "Storage", "load_balancer": "Network", "network": "Network",
              "other": "Other"}
-UNALLOCATED = "__unallocated__"
 # OpenCost's accumulate for /cloudCost (default day), plus true/false as /allocation takes them.
 ACCUMULATE = {"all": "all", "true": "all", "hour": "hour", "day": "daily", "false": "daily", "week": "weekly",
               "month": "monthly", "quarter": "quarter"}

@@ -15,7 +15,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 from exporter.config.schema import Config
-from exporter.core.allocation import IDLE, CostResult
+from exporter.core.allocation import CostResult
+from exporter.core.names import IDLE, UNALLOCATED, UNATTRIBUTED, is_pseudo
 from exporter.core.window import Window, iso, period_bounds
 from exporter.outputs.formatters import group_name
 
@@ -23,7 +24,7 @@ FOCUS_VERSION = "1.0"
 PERIODS = ("day", "hour", "window")
 PROVIDER = "chargeback"
 DEFAULT_CLUSTER = "default-cluster"
-UNKEYED = "__unallocated__"  # node-aggregated rows with no node (volumes, load balancers, egress), as OpenCost
+UNKEYED = UNALLOCATED  # node-aggregated rows with no node (volumes, load balancers, egress), as OpenCost
 
 # Every FOCUS 1.0 column, in the specification's order, then ours (custom columns take the x_ prefix).
 COLUMNS = (
@@ -88,11 +89,11 @@ def _shared_tags(items: list[tuple[str, tuple[str, ...]]], attr_names: tuple[str
     """Tags every aggregated item shares (as OpenCost's properties): namespace and attribution labels."""
     tags: dict[str, str] = {}
     namespaces = {ns for ns, _ in items}
-    if len(namespaces) == 1 and not (ns := next(iter(namespaces))).startswith("__"):
+    if len(namespaces) == 1 and not is_pseudo(ns := next(iter(namespaces))):
         tags["namespace"] = ns
     for i, name in enumerate(attr_names):
         values = {attrs[i] if i < len(attrs) else "" for _, attrs in items}
-        if len(values) == 1 and (v := next(iter(values))) and not v.startswith("__"):  # not __unattributed__
+        if len(values) == 1 and (v := next(iter(values))) and v != UNATTRIBUTED:
             tags[labels.get(name, name)] = v
     return tags
 

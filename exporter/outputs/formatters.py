@@ -11,8 +11,9 @@ from typing import Any
 
 from tabulate import tabulate
 
-from exporter.core.allocation import IDLE, CostResult, Line, efficiency
+from exporter.core.allocation import CostResult, Line, efficiency
 from exporter.core.errors import ConfigError
+from exporter.core.names import IDLE, is_pseudo
 from exporter.core.pricing import ksm_label
 from exporter.core.window import iso
 
@@ -65,7 +66,7 @@ def group_name(ns: str, attrs: tuple[str, ...], parts: list[str], attr_names: tu
     """An entry's row name under `aggregate` parts, joined with `/` as OpenCost does."""
     if parts == ["cluster"]:
         return "cluster"
-    if ns.startswith("__"):  # __idle__, __shared__, __unmounted__, __unallocated__
+    if is_pseudo(ns):
         return ns
     return "/".join(ns if p == "namespace" else attrs[attr_names.index(p)] for p in parts)
 

@@ -16,8 +16,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from exporter.config.schema import Config
-from exporter.core.allocation import IDLE, CostResult, merge_all
+from exporter.core.allocation import CostResult, merge_all
 from exporter.core.errors import DataError
+from exporter.core.names import IDLE, is_pseudo
 from exporter.core.window import Window, iso
 from exporter.engine.pipeline import Pipeline
 from exporter.sources.prometheus import PrometheusClient
@@ -84,12 +85,22 @@ class Report:
 
 
 def group_of(by: str, attr_names: tuple[str, ...], namespace: str, attrs: tuple[str, ...]) -> str:
-    if namespace.startswith("__"):
+    if is_pseudo(namespace):
         return namespace
     if by == "namespace":
         return namespace
     i = attr_names.index(by)
     return attrs[i] if i < len(attrs) else namespace
+
+
+def daily_groups(rows: list[tuple[dict[str, str], float]], by: str) -> dict[str, float]:
+    """One day's exporter rows by group. Pseudo-namespaces carry no owner label: each is its own group,
+    as `group_of` makes them in the report's table."""
+    out: dict[str, float] = defaultdict(float)
+    for lb, v in rows:
+        ns = lb.get("namespace", "")
+        out[ns if is_pseudo(ns) else lb.get(by, "")] += v
+    return dict(out)
 
 
 def entries_of(result: CostResult) -> Entries:
@@ -152,7 +163,7 @@ class ReportSource:
         rows = self.client.query(self.own.cost_increase(labels, rng), t_end)
         out: Entries = defaultdict(float)
         for lb, v in rows:
-            attrs = tuple(lb.get(n, "") for n in self.attr_names) if not lb["namespace"].startswith("__") else ()
+            attrs = tuple(lb.get(n, "") for n in self.attr_names) if not is_pseudo(lb["namespace"]) else ()
             out[(lb["namespace"], attrs, lb["component"])] += v
         return dict(out)
 
@@ -173,12 +184,11 @@ class ReportSource:
 
     def exporter_daily(self, days: list[Window], by: str) -> dict[str, list[tuple[int, float]]]:
         """Approximate daily cost per group for the chart (increase over each day)."""
-        label = "namespace" if by == "namespace" else by
         out: dict[str, list[tuple[int, float]]] = defaultdict(list)
         for day in days:
-            expr = self.own.cost_increase([label], duration(day.seconds))
-            for lb, v in self.client.query(expr, float(day.end)):
-                out[lb.get(label, "") or "__idle__"].append((day.start, v))
+            expr = self.own.cost_increase(sorted({by, "namespace"}), duration(day.seconds))
+            for group, v in daily_groups(self.client.query(expr, float(day.end)), by).items():
+                out[group].append((day.start, v))
         return dict(out)
 
     def budgets(self, at: float) -> list[dict[str, Any]]:

@@ -26,8 +26,9 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from exporter.core.allocation import IDLE, OVERHEAD, CostResult
+from exporter.core.allocation import OVERHEAD, CostResult
 from exporter.core.errors import DataError
+from exporter.core.names import IDLE
 from exporter.core.window import PERIODS, iso, period_bounds
 
 log = logging.getLogger(__name__)

@@ -14,10 +14,9 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from exporter import __version__
-from exporter.core.allocation import IDLE
 from exporter.core.attribution import annotation_budgets, coverage_by_cost, coverage_by_pods
 from exporter.core.coverage import SOURCES, Coverage
-from exporter.core.sharing import UNSHARED
+from exporter.core.names import IDLE, SHARED
 from exporter.core.window import period_bounds
 
 if TYPE_CHECKING:
@@ -105,7 +104,7 @@ class ChargebackCollector(Collector):
         for key, value in sorted(counters.items()):
             if key[0] == "namespace":
                 cost.add_metric(list(key[1:]), value)
-                if key[1] not in (IDLE, UNSHARED):
+                if key[1] not in (IDLE, SHARED):
                     tk = (key[1], tuple(key[5:]))
                     tenant_cost[tk] = tenant_cost.get(tk, 0.0) + value
             elif key[0] == "pool":

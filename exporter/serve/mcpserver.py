@@ -21,8 +21,9 @@ from mcp.server.mcpserver.exceptions import ToolError
 from mcp.types import ToolAnnotations
 from pydantic import Field
 
-from exporter.core.allocation import IDLE, CostResult
+from exporter.core.allocation import CostResult
 from exporter.core.errors import ChargebackError
+from exporter.core.names import IDLE, UNALLOCATED
 from exporter.core.window import parse_duration, parse_window
 from exporter.engine.limits import Admission, Busy, Cancelled, DeadlineExceeded
 from exporter.engine.pipeline import Pipeline
@@ -70,7 +71,7 @@ def efficiency(result: CostResult, by_index: int | None) -> list[Efficiency]:
     for (ns, _node, attrs), line in result.table.items():
         if ns == IDLE:
             continue
-        name = ns if by_index is None else (attrs[by_index] if by_index < len(attrs) else "") or "__unallocated__"
+        name = ns if by_index is None else (attrs[by_index] if by_index < len(attrs) else "") or UNALLOCATED
         e = groups.setdefault(name, Efficiency(name))
         e.cpu_request_core_hours += line.cpu_request_seconds / 3600
         e.cpu_usage_core_hours += line.cpu_usage_seconds / 3600
