@@ -104,7 +104,7 @@ def main() -> None:
         child(args.child, args.start, args.days)
         return
     rows = run(Path(args.dir), args.containers, args.days, args.chunk)
-    peak: dict[int, float] = {}
+    peak: dict[float, float] = {}
     for r in rows:
         peak[r["day"]] = max(peak.get(r["day"], 0.0), r["rss"])
     print(f"serve accrual over {args.days} days, {args.containers} containers, {args.chunk} chunks "

@@ -211,7 +211,7 @@ def with_accounts(path: Path) -> Path:
 
 
 def cloud(ex: Exporter, t0: int, **params: str) -> dict[str, Any]:
-    return ex.cloud_costs(q(window=window_arg(t0), **params))["data"]
+    return dict(ex.cloud_costs(q(window=window_arg(t0), **params))["data"])
 
 
 def test_cloud_cost_bases_and_kubernetes_percent(asset_prom: Any, tmp_path: Path) -> None:
@@ -409,7 +409,7 @@ def test_cloud_cost_calendar_periods_by_hand() -> None:
     from exporter.outputs.cloudcost import calendar_windows
 
     def utc(*a: int) -> int:
-        return int(datetime(*a, tzinfo=timezone.utc).timestamp())  # type: ignore[misc]
+        return int(datetime(*a).replace(tzinfo=timezone.utc).timestamp())  # type: ignore[arg-type]
 
     def cut(start: int, end: int, period: str) -> list[tuple[str, str]]:
         return [(iso(w.start), iso(w.end)) for w in calendar_windows(Window(start, end, 60), period)]

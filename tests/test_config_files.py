@@ -34,7 +34,7 @@ def _bomb(levels: int = 9) -> str:
     return "\n".join(lines) + "\n"
 
 
-CASES: dict[str, tuple[Callable[[Path], None], str]] = {
+CASES: dict[str, tuple[Callable[[Path], object], str]] = {
     "not UTF-8": (lambda p: p.write_bytes(b"prometheus:\n  url: http://prom\xe9theus:9090\n"),
                   "not UTF-8 text (byte 0xe9 at offset 30)"),  # 12 + len("  url: ") + len("http://prom")
     "oversize": (lambda p: p.write_text("pricing:\n  currency: USD\n# " + "x" * (1 << 20) + "\n"),

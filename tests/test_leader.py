@@ -41,7 +41,7 @@ def elector(kube: FakeKube, tmp_path: Path, identity: str, clock: Clock, lost: l
 
 
 def test_one_holder_and_takeover_after_expiry(kube: FakeKube, tmp_path: Path) -> None:
-    clock, lost = Clock(), []
+    clock, lost = Clock(), list[str]()
     a, b = elector(kube, tmp_path, "pod-a", clock, lost), elector(kube, tmp_path, "pod-b", clock, lost)
     a.step()
     b.step()
@@ -62,7 +62,7 @@ def test_one_holder_and_takeover_after_expiry(kube: FakeKube, tmp_path: Path) ->
 
 
 def test_leader_steps_down_when_it_cannot_renew(kube: FakeKube, tmp_path: Path) -> None:
-    clock, lost = Clock(), []
+    clock, lost = Clock(), list[str]()
     a = elector(kube, tmp_path, "pod-a", clock, lost)
     a.step()
     kube.server.shutdown()

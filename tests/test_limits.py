@@ -123,13 +123,13 @@ def test_fifty_parallel_requests_get_429_beyond_the_pool(day_prom: tuple[Prometh
             return requests.get(f"{s.url}/allocation/compute", params={"window": day_window(t0)}, timeout=120)
 
         with ThreadPoolExecutor(50) as pool:
-            answers = pool.map(one, range(50))
+            answers_it = pool.map(one, range(50))
             time.sleep(0.5)
             # The cheap endpoints are never refused, even with every API worker busy.
             for path in ("/metrics", "/healthz", "/readyz"):
                 assert requests.get(f"{s.url}{path}", timeout=10).status_code in (200, 503), path
             assert requests.get(f"{s.url}/metrics", timeout=10).status_code == 200
-            answers = list(answers)
+            answers = list(answers_it)
         after = proc_status(s.pid)
     ok = [a for a in answers if a.status_code == 200]
     busy = [a for a in answers if a.status_code == 429]

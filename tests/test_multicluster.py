@@ -115,12 +115,12 @@ def test_two_clusters_through_a_central_store(tmp_path: Path) -> None:
             s.stop()
 
     # allocate against the central store, one cluster at a time, with --cluster-selector.
-    cfg = tmp_path / "central.yaml"
-    cfg.write_text(yaml.safe_dump({**CORE_CONFIG, "prometheus": {"url": central.url},
-                                   "attribution": {"source": "prometheus"}}))
+    central_cfg = tmp_path / "central.yaml"
+    central_cfg.write_text(yaml.safe_dump({**CORE_CONFIG, "prometheus": {"url": central.url},
+                                           "attribution": {"source": "prometheus"}}))
     try:
         for name, (_make, _c, total) in CLUSTERS.items():
-            args = ["allocate", "--config", str(cfg), "--window", window_arg(t0), "--format", "json",
+            args = ["allocate", "--config", str(central_cfg), "--window", window_arg(t0), "--format", "json",
                     "--aggregate", "cluster", "--cluster-selector", f'cluster="{name}"']
             res = CliRunner().invoke(main, args)
             assert res.exit_code == 0, res.output

@@ -113,7 +113,7 @@ def test_unclassified_egress_and_monthly_network_amounts() -> None:
     from exporter.core.assets import price_network
     from exporter.core.names import UNALLOCATED
 
-    net = Network(unclassified="zone", zonePerGiB=0.01, monthly=[{"name": "nat", "monthly": 730}])  # type: ignore[list-item]
+    net = Network(unclassified="zone", zonePerGiB=0.01, monthly=[{"name": "nat", "monthly": 730}])
     costs = price_network({}, {"a": 3 * GIB, "b": 1 * GIB}, net, 3600, 730)
     by = {(c.namespace, c.asset): c.cost for c in costs}
     assert by[("a", "egress-zone")] == pytest.approx(0.03) and by[("b", "egress-zone")] == pytest.approx(0.01)

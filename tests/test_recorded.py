@@ -68,7 +68,7 @@ def rule_phase(prom: PrometheusServer, at: int) -> int:
     """Milliseconds past the minute at which the rule group evaluates (Prometheus and promtool offset
     each group by a hash of its name and file, so the phase differs from run to run)."""
     body = requests.get(f"{prom.url}/api/v1/query", params={
-        "query": "cluster:chargeback_allocation_rules_evaluated:count[1m]", "time": at}, timeout=10).json()
+        "query": "cluster:chargeback_allocation_rules_evaluated:count[1m]", "time": str(at)}, timeout=10).json()
     [series] = body["data"]["result"]
     return round(float(series["values"][-1][0]) * 1000) % 60000  # milliseconds
 

@@ -127,7 +127,7 @@ def alertmanager_config(webhook: str) -> dict[str, Any]:
     cfg["route"].update(group_wait="1s", group_interval="1s", repeat_interval="1h")
     cfg["receivers"] = [{"name": r["name"], "webhook_configs": [{"url": f"{webhook}/{r['name']}"}]}
                         for r in cfg["receivers"]]
-    return cfg
+    return dict(cfg)
 
 
 def test_budget_alert_reaches_only_the_owner_and_finance(tmp_path: Path, webhooks: Any) -> None:

@@ -59,7 +59,12 @@ def test_one_shot_mode_prints_each_distinct_message_once(caplog: pytest.LogCaptu
 
 def test_counts_are_exact_under_threads() -> None:
     w = WarningLog(every=3600, clock=Clock())
-    threads = [threading.Thread(target=lambda: [w.warn("k", "m") for _ in range(10_000)]) for _ in range(4)]
+
+    def hammer() -> None:
+        for _ in range(10_000):
+            w.warn("k", "m")
+
+    threads = [threading.Thread(target=hammer) for _ in range(4)]
     for t in threads:
         t.start()
     for t in threads:

@@ -29,7 +29,7 @@ def accrued_until(stack: Stack) -> int | None:
     """The running process's own watermark, from /healthz (not /metrics: a second scraper here would
     take part in what Prometheus sees)."""
     try:
-        return requests.get(f"http://127.0.0.1:{stack.port}/healthz", timeout=2).json().get("accruedUntil")
+        return requests.get(f"http://127.0.0.1:{stack.port}/healthz", timeout=2).json().get("accruedUntil")  # type: ignore[no-any-return]
     except (requests.RequestException, ValueError):
         return None
 
