@@ -22,6 +22,7 @@ import yaml
 from demo.clusters import bench_cluster
 from demo.localprom import PrometheusServer, backfill
 from demo.synthetic import Cluster, Series
+from exporter.serve.accrual import ClusterKey
 
 INTERVAL = 900
 FLAT = 0.10
@@ -55,7 +56,7 @@ def child(config: Path, start: int, days: int) -> None:
         exporter.cycle(time.time())
         exporter.ledger.tick()  # held batches applied (new series are exposed for 0 s in the soak)
         list(exporter.registry.collect())  # what a scrape builds
-        cost = sum(v for k, v in exporter.ledger.counters.items() if k[0] == "cluster")
+        cost = sum(v for k, v in exporter.ledger.counters.items() if isinstance(k, ClusterKey))
         print(json.dumps({"t": t, "rss": rss_mb(), "watermark": exporter.ledger.watermark, "cost": cost,
                           "series": len(exporter.ledger.counters), "warnings": exporter.warnings.counts()}),
               flush=True)

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import pytest
 
-from exporter.serve.accrual import Batch, Ledger
+from exporter.serve.accrual import Batch, Ledger, NamespaceKey
 
-A = ("namespace", "team-a", "allocated", "cpu")
-B = ("namespace", "team-b", "allocated", "cpu")
+A = NamespaceKey("team-a", "allocated", "cpu", "")
+B = NamespaceKey("team-b", "allocated", "cpu", "")
 DAY = 1795651200  # 2026-11-26T00:00:00Z
 
 
@@ -84,7 +84,7 @@ def test_period_sums_reset_at_calendar_boundaries() -> None:
     from exporter.core.window import period_bounds
 
     day0, _ = period_bounds("daily", DAY)  # a Thursday
-    key = ("namespace", "team-a", "allocated", "cpu", "", "payments")
+    key = NamespaceKey("team-a", "allocated", "cpu", "", ("payments",))
     led, clock = ledger(watermark=day0 - 60, exposed={key: 0.0})
     led.offer(Batch(day0 - 60, day0, {key: 1.0}))  # last minute of Wednesday
     clock.t += 120  # the watermark rests at midnight for the exposure time

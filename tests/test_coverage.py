@@ -29,6 +29,7 @@ from demo.synthetic import GIB, Cluster, Container, Gap, Node, Pod
 from exporter.cli import main
 from exporter.config.schema import parse_config
 from exporter.core.coverage import COVERED, Coverage, Reason, SourceState, State, plan
+from exporter.serve.accrual import NamespaceKey
 from exporter.serve.server import Exporter
 
 from .conftest import aligned_past
@@ -236,8 +237,8 @@ def serve_through(url: str, start: int, end: int, nows: list[int]) -> Exporter:
 def namespace_totals(exporter: Exporter) -> dict[str, float]:
     out: dict[str, float] = {}
     for key, v in exporter.ledger.counters.items():
-        if key[0] == "namespace":
-            out[key[1]] = out.get(key[1], 0.0) + v
+        if isinstance(key, NamespaceKey):
+            out[key.namespace] = out.get(key.namespace, 0.0) + v
     return out
 
 

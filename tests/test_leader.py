@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from exporter.config.schema import parse_config
+from exporter.serve.accrual import NamespaceKey
 from exporter.serve.leader import LeaseElector
 from exporter.serve.server import Exporter
 from exporter.sources.kube import load_api_client
@@ -95,6 +96,6 @@ def test_only_the_leader_accrues(kube: FakeKube, share_prom: Any, tmp_path: Path
         ex.run_once()
     assert a.registry.get_sample_value("chargeback_leader") == 1
     assert b.registry.get_sample_value("chargeback_leader") == 0 and b.registry.get_sample_value("chargeback_up") == 1
-    total_a = sum(v for k, v in a.ledger.counters.items() if k[0] == "namespace")
+    total_a = sum(v for k, v in a.ledger.counters.items() if isinstance(k, NamespaceKey))
     assert total_a == pytest.approx(NODES, rel=REL)  # the leader accrued the hour
     assert not b.ledger.counters and b.ledger.watermark is None  # the standby accrued nothing

@@ -24,6 +24,7 @@ from demo.localprom import PrometheusServer, find_binary
 from demo.synthetic import write_openmetrics
 from exporter.cli import main
 from exporter.config.schema import parse_config
+from exporter.serve.accrual import ClusterKey, CounterKey, NamespaceKey
 from exporter.serve.server import Exporter
 
 from .conftest import aligned_past
@@ -167,11 +168,11 @@ def accrue(exporter: Exporter, until: int) -> None:
             return
 
 
-def namespaces(counters: dict[tuple[str, ...], float]) -> dict[str, float]:
+def namespaces(counters: dict[CounterKey, float]) -> dict[str, float]:
     out: dict[str, float] = {}
     for key, v in counters.items():
-        if key[0] == "namespace":
-            out[key[1]] = out.get(key[1], 0.0) + v
+        if isinstance(key, NamespaceKey):
+            out[key.namespace] = out.get(key.namespace, 0.0) + v
     return out
 
 
@@ -201,7 +202,7 @@ def test_serve_stays_finite_and_exact_once_data_is_clean(proxy: NanProxy, core_p
     for ns in later:
         assert later[ns] - first.get(ns, 0.0) == pytest.approx(cost(clean, ns), rel=REL, abs=1e-12), ns
     assert sum(later.values()) - sum(first.values()) == pytest.approx(NODES_TOTAL * 4 / 6, rel=REL)
-    cluster = sum(v for k, v in exporter.ledger.counters.items() if k[0] == "cluster")
+    cluster = sum(v for k, v in exporter.ledger.counters.items() if isinstance(k, ClusterKey))
     assert cluster == pytest.approx(sum(later.values()), rel=REL)
     exporter.close()
 

@@ -20,6 +20,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from demo.localprom import PrometheusServer, backfill, free_port
 from exporter.config.schema import parse_config
+from exporter.serve.accrual import NamespaceKey
 from exporter.serve.server import Exporter
 
 from .scenarios import CORE_CONFIG, WINDOW_SECONDS, core_cluster
@@ -220,9 +221,10 @@ def test_prometheus_outage_keeps_values_and_catches_up(core_prom: PrometheusServ
     exporter.client.url = core_prom.url
     exporter.run_once()
     assert exporter.health.up and exporter.ledger.watermark == core_t0 + 3600
-    total = sum(v for k, v in exporter.ledger.counters.items() if k[0] == "namespace")
+    ns_counters = {k: v for k, v in exporter.ledger.counters.items() if isinstance(k, NamespaceKey)}
+    total = sum(ns_counters.values())
     assert total == pytest.approx(NODES_TOTAL, rel=REL)
-    team_a = sum(v for k, v in exporter.ledger.counters.items() if k[:2] == ("namespace", "team-a"))
+    team_a = sum(v for k, v in ns_counters.items() if k.namespace == "team-a")
     assert team_a == pytest.approx(4 * 0.04 + 3 * 0.005, rel=REL)
 
 

@@ -9,7 +9,7 @@ import pytest
 
 from exporter.core.errors import ChargebackError
 from exporter.engine.warnlog import WarningLog
-from exporter.serve.accrual import Batch, Ledger
+from exporter.serve.accrual import Batch, ClusterKey, Ledger, NamespaceKey
 
 
 class Clock:
@@ -74,9 +74,9 @@ def test_counts_are_exact_under_threads() -> None:
 
 def test_ledger_refuses_a_batch_with_a_non_finite_amount() -> None:
     ledger = Ledger(watermark=0)
-    key = ("namespace", "team-a", "node", "cpu", "")
+    key = NamespaceKey("team-a", "node", "cpu", "")
     with pytest.raises(ChargebackError, match=r"refusing to accrue nan for namespace/team-a/node/cpu"):
-        ledger.offer(Batch(0, 60, {key: float("nan"), ("cluster", "cpu"): 1.0}))
+        ledger.offer(Batch(0, 60, {key: float("nan"), ClusterKey("cpu"): 1.0}))
     with pytest.raises(ChargebackError, match="refusing to accrue inf"):
         ledger.offer(Batch(0, 60, {key: float("inf")}))
     assert not ledger.pending and ledger.counters == {} and ledger.frontier == 0  # nothing of it was kept

@@ -25,6 +25,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 from exporter.core.allocation import OVERHEAD, CostResult
 from exporter.core.errors import DataError
@@ -33,9 +34,63 @@ from exporter.core.window import PERIODS, iso, period_bounds
 
 log = logging.getLogger(__name__)
 
-# ("namespace", namespace, component, resource, shared_from, *attribution values),
-# ("cluster", resource), ("pool", shared_from, resource) or ("node_idle", node, resource)
-CounterKey = tuple[str, ...]
+
+@dataclass(frozen=True, order=True)
+class NamespaceKey:
+    """One chargeback_namespace_cost series: attribution values in `attribution.labels` order."""
+
+    family: ClassVar[str] = "namespace"
+
+    namespace: str
+    component: str
+    resource: str
+    shared_from: str
+    attrs: tuple[str, ...] = ()
+
+    def labels(self) -> list[str]:
+        return [self.namespace, self.component, self.resource, self.shared_from, *self.attrs]
+
+
+@dataclass(frozen=True, order=True)
+class ClusterKey:
+    """One chargeback_cluster_cost series."""
+
+    family: ClassVar[str] = "cluster"
+
+    resource: str
+
+    def labels(self) -> list[str]:
+        return [self.resource]
+
+
+@dataclass(frozen=True, order=True)
+class PoolKey:
+    """One chargeback_shared_cost series: a shared namespace or fixed cost before distribution."""
+
+    family: ClassVar[str] = "pool"
+
+    shared_from: str
+    resource: str
+
+    def labels(self) -> list[str]:
+        return [self.shared_from, self.resource]
+
+
+@dataclass(frozen=True, order=True)
+class NodeIdleKey:
+    """One chargeback_node_idle_cost series."""
+
+    family: ClassVar[str] = "node_idle"
+
+    node: str
+    resource: str
+
+    def labels(self) -> list[str]:
+        return [self.node, self.resource]
+
+
+CounterKey = NamespaceKey | ClusterKey | PoolKey | NodeIdleKey
+PeriodKey = tuple[str, ...]  # (period, period start, namespace, *attribution values): flat, as read back
 
 
 @dataclass(frozen=True)
@@ -62,19 +117,19 @@ def batch_from(result: CostResult, n_attrs: int, term: int = 0) -> Batch:
 
     for (ns, attrs, component, res, source), cost in result.costs.items():
         padded = tuple(attrs) + ("",) * (n_attrs - len(attrs))
-        add(("namespace", ns, component, res, source, *padded), cost)
+        add(NamespaceKey(ns, component, res, source, padded), cost)
     for (_node, res), cost in result.node_cost.items():
-        add(("cluster", res), cost)
+        add(ClusterKey(res), cost)
     for (_asset, res), cost in result.asset_cost.items():
-        add(("cluster", res), cost)
+        add(ClusterKey(res), cost)
     for (ns, node, _attrs), line in result.table.items():
         if ns == IDLE:
             for res, cost in line.cost_by_resource().items():
-                add(("node_idle", node, res), cost)
+                add(NodeIdleKey(node, res), cost)
     for (source, res), cost in result.pools.items():
-        add(("pool", source, res), cost)
+        add(PoolKey(source, res), cost)
         if res == OVERHEAD:
-            add(("cluster", res), cost)
+            add(ClusterKey(res), cost)
     usage: dict[str, list[float]] = {}
     for (ns, _node, _attrs), line in result.table.items():
         u = usage.setdefault(ns, [0.0, 0.0, 0.0, 0.0])
@@ -99,7 +154,7 @@ class Snapshot:
     watermark: int | None
     hourly: dict[CounterKey, float]
     efficiency: dict[tuple[str, str], float]
-    periods: dict[CounterKey, float]
+    periods: dict[PeriodKey, float]
     period_starts: dict[str, int]
 
 
@@ -112,7 +167,7 @@ class Ledger:
     hourly: dict[CounterKey, float] = field(default_factory=dict)  # rate of the last applied batch
     efficiency: dict[tuple[str, str], float] = field(default_factory=dict)
     # Calendar period-to-date cost per (period, period start, namespace, *attribution); reset at boundaries.
-    periods: dict[CounterKey, float] = field(default_factory=dict)
+    periods: dict[PeriodKey, float] = field(default_factory=dict)
     period_starts: dict[str, int] = field(default_factory=dict)
     # Seconds a new series shows 0 before its first increment, and the watermark rests at UTC midnight.
     expose_for: float = 0.0
@@ -136,7 +191,7 @@ class Ledger:
         return len(self.pending) >= self.max_pending
 
     def begin(self, watermark: int, term: int | None, period_starts: dict[str, int] | None = None,
-              periods: dict[CounterKey, float] | None = None) -> bool:
+              periods: dict[PeriodKey, float] | None = None) -> bool:
         """Set the frontier of a term from the read-back (with its period-to-date sums); False if the term ended."""
         periods = dict(periods or {})
         for key in [k for k, v in periods.items() if not math.isfinite(v)]:
@@ -156,7 +211,7 @@ class Ledger:
         A batch with a non-finite amount is refused whole (a NaN in a counter is there for good)."""
         bad = next((k for k, v in batch.costs.items() if not math.isfinite(v)), None)
         if bad is not None:
-            raise DataError(f"refusing to accrue {batch.costs[bad]} for {'/'.join(bad)} in "
+            raise DataError(f"refusing to accrue {batch.costs[bad]} for {'/'.join([bad.family, *bad.labels()])} in "
                             f"{iso(batch.start)}..{iso(batch.end)}: the interval is retried next cycle")
         with self.lock:
             if batch.term != self.term:
@@ -212,8 +267,8 @@ class Ledger:
                 self.periods = {k: v for k, v in self.periods.items() if k[0] != period}
                 self.period_starts[period] = start
             for key, v in batch.costs.items():
-                if key[0] == "namespace":
-                    pk = (period, str(start), key[1], *key[5:])
+                if isinstance(key, NamespaceKey):
+                    pk = (period, str(start), key.namespace, *key.attrs)
                     self.periods[pk] = self.periods.get(pk, 0.0) + v
 
     def reset(self, term: int | None = None) -> None:

@@ -18,6 +18,7 @@ from exporter.core.attribution import annotation_budgets, coverage_by_cost, cove
 from exporter.core.coverage import SOURCES, Coverage
 from exporter.core.names import IDLE, SHARED
 from exporter.core.window import period_bounds
+from exporter.serve.accrual import ClusterKey, CounterKey, NamespaceKey, NodeIdleKey, PoolKey
 
 if TYPE_CHECKING:
     from exporter.core.pricing import NodeFacts, NodeRates
@@ -25,6 +26,11 @@ if TYPE_CHECKING:
     from exporter.outputs.reconcile import Reconciliation
     from exporter.serve.accrual import Ledger, Snapshot
     from exporter.sources.prometheus import QueryStats
+
+
+def _series_order(item: tuple[CounterKey, float]) -> tuple[str, list[str]]:
+    """Series in a stable order within each family (keys of different families do not compare)."""
+    return item[0].family, item[0].labels()
 
 
 @dataclass
@@ -101,21 +107,15 @@ class ChargebackCollector(Collector):
             "chargeback_node_idle_cost", "Unallocated capacity cost per node (before any idle sharing).",
             labels=["node", "resource"])
         tenant_cost: dict[tuple[str, tuple[str, ...]], float] = {}
-        for key, value in sorted(counters.items()):
-            if key[0] == "namespace":
-                cost.add_metric(list(key[1:]), value)
-                if key[1] not in (IDLE, SHARED):
-                    tk = (key[1], tuple(key[5:]))
-                    tenant_cost[tk] = tenant_cost.get(tk, 0.0) + value
-            elif key[0] == "pool":
-                pools.add_metric(list(key[1:]), value)
-            elif key[0] == "node_idle":
-                node_idle.add_metric(list(key[1:]), value)
-            else:
-                cluster.add_metric(list(key[1:]), value)
-        for key, value in sorted(hourly.items()):
-            if key[0] == "namespace":
-                rate.add_metric(list(key[1:]), value)
+        family_of = {NamespaceKey: cost, PoolKey: pools, NodeIdleKey: node_idle, ClusterKey: cluster}
+        for key, value in sorted(counters.items(), key=_series_order):
+            family_of[type(key)].add_metric(key.labels(), value)
+            if isinstance(key, NamespaceKey) and key.namespace not in (IDLE, SHARED):
+                tk = (key.namespace, key.attrs)
+                tenant_cost[tk] = tenant_cost.get(tk, 0.0) + value
+        for key, value in sorted(hourly.items(), key=_series_order):
+            if isinstance(key, NamespaceKey):
+                rate.add_metric(key.labels(), value)
         yield cost
         yield rate
         yield cluster

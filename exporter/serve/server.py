@@ -27,7 +27,7 @@ from exporter.engine.warnlog import WarningLog
 from exporter.outputs.allocrows import cluster_name
 from exporter.outputs.allocrows import response as allocation_sets
 from exporter.outputs.opencost_api import parse_query
-from exporter.serve.accrual import CounterKey, Ledger, batch_from
+from exporter.serve.accrual import Ledger, PeriodKey, batch_from
 from exporter.serve.collector import ChargebackCollector, Health
 from exporter.serve.leader import LeaseElector
 from exporter.sources.kube import load_api_client, metadata_source
@@ -98,7 +98,7 @@ class Exporter:
             raise DataError("the watermark read back from Prometheus is not a finite number; not accruing")
         return int(rows[0][1]) if rows[0][1] >= 0 else None
 
-    def read_periods(self, watermark: int) -> tuple[dict[str, int], dict[CounterKey, float]]:
+    def read_periods(self, watermark: int) -> tuple[dict[str, int], dict[PeriodKey, float]]:
         """Read back the period-to-date sums of the periods the watermark falls in (same scrape as it)."""
         s = self.cfg.serve
         starts, sums = {}, {}
