@@ -100,67 +100,88 @@ def policy_weights(source: str, policy: SharePolicy, alloc: Mapping[Tenant, floa
     return alloc
 
 
-def distribute(result: CostResult, sharing: Sharing, inputs: ShareInputs) -> Shared:
-    costs: dict[EntryKey, float] = defaultdict(float)
-    pools: dict[tuple[str, str], float] = defaultdict(float)
-    idle: dict[tuple[str, str], float] = defaultdict(float)  # (node, resource)
-    alloc: dict[Tenant, float] = defaultdict(float)  # all resources, cluster-wide
-    alloc_res: dict[tuple[str, str], dict[Tenant, float]] = defaultdict(lambda: defaultdict(float))  # (node, res)
-    owner: dict[str, Attrs] = {}
+@dataclass
+class _Sorted:
+    """The window's cost table sorted by what happens to each amount next."""
+
+    costs: dict[EntryKey, float] = field(default_factory=lambda: defaultdict(float))
+    pools: dict[tuple[str, str], float] = field(default_factory=lambda: defaultdict(float))  # (source, res)
+    idle: dict[tuple[str, str], float] = field(default_factory=lambda: defaultdict(float))  # (node, resource)
+    alloc: dict[Tenant, float] = field(default_factory=lambda: defaultdict(float))  # all resources, cluster-wide
+    alloc_res: dict[tuple[str, str], dict[Tenant, float]] = field(  # (node, resource)
+        default_factory=lambda: defaultdict(lambda: defaultdict(float)))
+    owner: dict[str, Attrs] = field(default_factory=dict)
+
+
+def _sort_table(result: CostResult, inputs: ShareInputs) -> _Sorted:
+    """Idle, shared sources and tenants apart; pseudo-namespaces keep their cost and receive no shares."""
+    led = _Sorted()
     for (ns, node, attrs), line in result.table.items():
         for res, cost in line.cost_by_resource().items():
             if not cost:
                 continue
             if ns == IDLE:
-                idle[(node, res)] += cost
+                led.idle[(node, res)] += cost
             elif ns in inputs.shared:
-                pools[(ns, res)] += cost
-                owner.setdefault(ns, attrs)
-            elif is_pseudo(ns):  # __unmounted__, __unallocated__: keep their cost, share nothing to them
-                costs[(ns, attrs, "allocated", res, "")] += cost
+                led.pools[(ns, res)] += cost
+                led.owner.setdefault(ns, attrs)
             else:
-                costs[(ns, attrs, "allocated", res, "")] += cost
-                alloc[(ns, attrs)] += cost
-                alloc_res[(node, res)][(ns, attrs)] += cost
+                led.costs[(ns, attrs, "allocated", res, "")] += cost
+                if not is_pseudo(ns):  # __unmounted__, __unallocated__ share nothing
+                    led.alloc[(ns, attrs)] += cost
+                    led.alloc_res[(node, res)][(ns, attrs)] += cost
+    return led
 
-    # Idle: kept as __idle__, or shared by each tenant's cost of that resource (per node or cluster-wide).
-    pooled_idle: dict[tuple[str, str], float] = defaultdict(float)
-    for (node, res), amount in idle.items():
-        pooled_idle[(node if sharing.idleByNode else "", res)] += amount
-    for (node, res), amount in pooled_idle.items():
+
+def _share_idle(led: _Sorted, sharing: Sharing) -> None:
+    """Idle kept as __idle__, or shared by each tenant's cost of that resource (per node or cluster-wide)."""
+    pooled: dict[tuple[str, str], float] = defaultdict(float)
+    for (node, res), amount in led.idle.items():
+        pooled[(node if sharing.idleByNode else "", res)] += amount
+    for (node, res), amount in pooled.items():
         shares: dict[Tenant, float] = {}
         if sharing.shareIdle:
-            if node:
-                weights = alloc_res[(node, res)]
-            else:
-                weights = defaultdict(float)
-                for (_n, r), rows in alloc_res.items():
-                    if r == res:
-                        for t, c in rows.items():
-                            weights[t] += c
-            shares = spread(amount, weights)
+            shares = spread(amount, led.alloc_res[(node, res)] if node else _cluster_wide(led, res))
         if not shares:
-            costs[(IDLE, (), "idle", res, "")] += amount
+            led.costs[(IDLE, (), "idle", res, "")] += amount
         for (ns, attrs), c in shares.items():
-            costs[(ns, attrs, "idle", res, "")] += c
+            led.costs[(ns, attrs, "idle", res, "")] += c
 
-    for name, amount in inputs.fixed.items():
-        pools[(name, OVERHEAD)] += amount
 
-    notes: list[str] = []
-    fallbacks: set[str] = set()
+def _cluster_wide(led: _Sorted, res: str) -> dict[Tenant, float]:
+    weights: dict[Tenant, float] = defaultdict(float)
+    for (_node, r), rows in led.alloc_res.items():
+        if r == res:
+            for t, c in rows.items():
+                weights[t] += c
+    return weights
+
+
+def _share_pools(led: _Sorted, sharing: Sharing, inputs: ShareInputs, notes: list[str], fallbacks: set[str]) -> None:
+    """Shared namespaces and fixed costs to tenants by each source's policy."""
     weights_by_source: dict[str, Mapping[Tenant, float]] = {}
-    for (source, res), amount in sorted(pools.items()):
+    for (source, res), amount in sorted(led.pools.items()):
         if source not in weights_by_source:
             policy = sharing.policies.get(source) or SharePolicy(split=sharing.shareSplit)
-            weights_by_source[source] = policy_weights(source, policy, alloc, inputs, notes, fallbacks)
+            weights_by_source[source] = policy_weights(source, policy, led.alloc, inputs, notes, fallbacks)
         shares = spread(amount, weights_by_source[source])
         if not shares:  # no tenant has cost in this window: the source keeps its own cost
             if source in inputs.shared:
-                costs[(source, owner.get(source, ()), "allocated", res, "")] += amount
+                led.costs[(source, led.owner.get(source, ()), "allocated", res, "")] += amount
             else:
-                costs[(SHARED, (), "shared", res, source)] += amount
+                led.costs[(SHARED, (), "shared", res, source)] += amount
             continue
         for (ns, attrs), c in shares.items():
-            costs[(ns, attrs, "shared", res, source)] += c
-    return Shared(dict(costs), dict(pools), notes, fallbacks)
+            led.costs[(ns, attrs, "shared", res, source)] += c
+
+
+def distribute(result: CostResult, sharing: Sharing, inputs: ShareInputs) -> Shared:
+    """Every amount of the window lands on a tenant or a pseudo-namespace: idle first, then the pools."""
+    led = _sort_table(result, inputs)
+    _share_idle(led, sharing)
+    for name, amount in inputs.fixed.items():
+        led.pools[(name, OVERHEAD)] += amount
+    notes: list[str] = []
+    fallbacks: set[str] = set()
+    _share_pools(led, sharing, inputs, notes, fallbacks)
+    return Shared(dict(led.costs), dict(led.pools), notes, fallbacks)
