@@ -17,11 +17,10 @@ from exporter.core.errors import ChargebackError
 from exporter.core.redact import install_log_redaction, redact
 from exporter.core.window import Window, iso, parse_duration, parse_window
 from exporter.engine.limits import check_window
-from exporter.engine.pipeline import Pipeline
+from exporter.engine.pipeline import Pipeline, command_pipeline
 from exporter.outputs.focus import PERIODS as FOCUS_PERIODS
 from exporter.outputs.focus import export_for
 from exporter.outputs.formatters import parse_aggregate, render
-from exporter.sources.kube import metadata_source
 from exporter.sources.prometheus import PrometheusClient
 
 from .cli_reports import reconcile, report
@@ -95,7 +94,7 @@ def allocate(prometheus_url: str | None, window_text: str, aggregate: str, confi
         window = parse_window(window_text, time.time(), step)
         check_window(window, cfg.api.maxWindow)
         client = PrometheusClient(cfg.prometheus)
-        pipeline = Pipeline(cfg, client, metadata_source(cfg.attribution, watch=False))
+        pipeline = command_pipeline(cfg, client)
         result = None
         if fmt == "focus":  # one computation per charge period
             text = export_for(cfg, lambda w: _with_progress(pipeline, w), window, focus_period, parts, cluster_name)
@@ -187,7 +186,7 @@ def audit_labels(prometheus_url: str | None, config: str | None, window_text: st
         cfg = _load(config, prometheus_url)
         window = parse_window(window_text, time.time(), parse_duration(cfg.allocation.resolution))
         client = PrometheusClient(cfg.prometheus)
-        pipeline = Pipeline(cfg, client, metadata_source(cfg.attribution, watch=False))
+        pipeline = command_pipeline(cfg, client)
         result = _with_progress(pipeline, window)
         meta, audits = label_audit(pipeline, client, window, result)
     except ChargebackError as e:
@@ -213,7 +212,7 @@ def prices(prometheus_url: str | None, config: str | None, window_text: str, fmt
     try:
         cfg = _load(config, prometheus_url)
         window = parse_window(window_text, time.time(), parse_duration(cfg.allocation.resolution))
-        pipeline = Pipeline(cfg, PrometheusClient(cfg.prometheus), metadata_source(cfg.attribution, watch=False))
+        pipeline = command_pipeline(cfg)
         _capacity, nodes = pipeline.node_facts(window, pipeline.metadata(window))
         rates = price_nodes(nodes, cfg.pricing, pipeline.shipped)
     except ChargebackError as e:

@@ -6,7 +6,6 @@ They take cli.py's helpers (_load, _fail, _with_progress) at call time, as cli.p
 
 from __future__ import annotations
 
-import json
 import sys
 import time
 from pathlib import Path
@@ -16,11 +15,12 @@ import click
 from exporter.config.schema import override
 from exporter.core.errors import ChargebackError, ConfigError
 from exporter.core.window import parse_duration, parse_window
-from exporter.engine.pipeline import Pipeline
+from exporter.engine.pipeline import command_pipeline
 from exporter.outputs.focus import PERIODS as FOCUS_PERIODS
 from exporter.outputs.focus import export_for
 from exporter.outputs.formatters import parse_aggregate, render
 from exporter.sources.prometheus import PrometheusClient
+from exporter.sources.promql import join_matchers
 
 
 @click.command()
@@ -60,7 +60,7 @@ def report(prometheus_url: str | None, config: str | None, window_text: str, by:
         if fmt == "focus":  # the computed split per charge period, grouped --by
             if send:
                 raise ConfigError("--format focus is written, not sent: use --out")
-            pipeline = Pipeline(cfg, PrometheusClient(cfg.prometheus))
+            pipeline = command_pipeline(cfg)
             text = export_for(cfg, pipeline.compute, window, focus_period, [by], cluster_name)
             if out:
                 Path(out).write_text(text)
@@ -101,10 +101,7 @@ def report(prometheus_url: str | None, config: str | None, window_text: str, by:
 def reconcile(bills: tuple[str, ...], prometheus_url: str | None, config: str | None, window_text: str,
               fmt: str, reconciled: bool, aggregate: str) -> None:
     """Compare the cloud bill with chargeback's computed cost, by category and by node."""
-    import csv
-    import io
-
-    from exporter.outputs.reconcile import inventory, rows, to_table
+    from exporter.outputs.reconcile import bill_prices, inventory, reconciled_summary, render_reconciliation
     from exporter.outputs.reconcile import reconcile as compare
     from exporter.sources.billing import read_bill
 
@@ -118,9 +115,8 @@ def reconcile(bills: tuple[str, ...], prometheus_url: str | None, config: str | 
         bill = read_bill(list(files))
         window = parse_window(window_text, time.time(), parse_duration(cfg.allocation.resolution))
         client = PrometheusClient(cfg.prometheus)
-        result = _with_progress(Pipeline(cfg, client), window)
-        inv = inventory(client, window, ",".join(m for m in (cfg.prometheus.ksmSelector,
-                                                             cfg.prometheus.clusterSelector) if m))
+        result = _with_progress(command_pipeline(cfg, client), window)
+        inv = inventory(client, window, join_matchers(cfg.prometheus.ksmSelector, cfg.prometheus.clusterSelector))
     except ChargebackError as e:
         _fail(e)
     rec = compare(bill, inv, result, window, cfg.reconciliation.clusterTags)
@@ -128,40 +124,15 @@ def reconcile(bills: tuple[str, ...], prometheus_url: str | None, config: str | 
         click.echo(f"chargeback: error: the bill is in {bill.currency}, prices are in {cfg.pricing.currency}",
                    err=True)
         sys.exit(2)
-    if reconciled:
-        from exporter.outputs.reconcile import apply_bill
-
-        try:
-            parts, labels = parse_aggregate(aggregate, cfg.attribution.labels)
-            cfg = override(cfg, "attribution", labels=labels)
-            pipeline = Pipeline(cfg, client)
-            apply_bill(pipeline, rec, result)
-            again = _with_progress(pipeline, window)
-        except ChargebackError as e:
-            _fail(e)
-        unbilled = sum(n["computed"] for n in rec.nodes if n["bill"] is None)
-        shared = sum(rec.unmatched.values()) if rec.scoped else 0.0
-        click.echo(f"reconciled: namespaces sum to {sum(again.costs.values()):.2f}; bill {rec.total_bill:.2f} "
-                   f"matched + {shared:.2f} shared, nodes not on the bill kept at their computed {unbilled:.2f}"
-                   + ("" if rec.scoped else "; unmatched lines not shared: set reconciliation.clusterTags"),
-                   err=True)
-        click.echo(render(again, parts, tuple(cfg.attribution.labels), "json" if fmt == "json" else fmt,
-                          cfg.pricing.currency))
+    if not reconciled:
+        click.echo(render_reconciliation(rec, fmt), nl=fmt != "csv")
         return
-    if fmt == "json":
-        click.echo(json.dumps({"window": [window.start, window.end], "currency": rec.currency,
-                               "categories": rows(rec), "nodes": rec.nodes, "unmatched": rec.unmatched,
-                               "ignored": rec.ignored, "totalBill": rec.total_bill,
-                               "namespaces": {ns: {"split": s, "unused": u, "chargeback": c}
-                                              for ns, (s, u, c) in rec.namespaces.items()},
-                               "totalComputed": rec.total_computed, "totalVariance": rec.total_variance,
-                               "totalList": rec.total_listed,
-                               "verdict": rec.verdict()}, indent=2))
-    elif fmt == "csv":
-        buf = io.StringIO()
-        writer = csv.DictWriter(buf, fieldnames=["category", "bill", "computed", "variance", "list", "invoiced"])
-        writer.writeheader()
-        writer.writerows(rows(rec))
-        click.echo(buf.getvalue(), nl=False)
-    else:
-        click.echo(to_table(rec))
+    try:
+        parts, labels = parse_aggregate(aggregate, cfg.attribution.labels)
+        cfg = override(cfg, "attribution", labels=labels)
+        again = _with_progress(command_pipeline(cfg, client, bill_prices(rec, result)), window)
+    except ChargebackError as e:
+        _fail(e)
+    click.echo(reconciled_summary(rec, again), err=True)
+    click.echo(render(again, parts, tuple(cfg.attribution.labels), "json" if fmt == "json" else fmt,
+                      cfg.pricing.currency))

@@ -56,6 +56,22 @@ def test_allocate_reads_labels_from_the_api(kube: FakeKube, share_prom: Any, tmp
     assert any(r.startswith("/api/v1/pods?") for r in kube.requests)
 
 
+def test_report_reads_labels_from_the_api_as_allocate_does(kube: FakeKube, share_prom: Any, tmp_path: Path) -> None:
+    """`report` (and reconcile, focus) attribute by the API's labels too: tools is team "tooling" there."""
+    prom, t0 = share_prom
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(yaml.safe_dump({
+        "prometheus": {"url": prom.url}, "sharing": BASE_SHARING,
+        "attribution": {"source": "kubernetes", "kubeconfig": str(kube.kubeconfig(tmp_path / "kubeconfig"))}}))
+    res = CliRunner().invoke(main, ["report", "--config", str(cfg), "--window", window_arg(t0), "--by", "team",
+                                    "--format", "json", "--source", "computed"])
+    assert res.exit_code == 0, res.output
+    groups = {g["team"]: g["total"] for g in json.loads(res.stdout)["groups"]}
+    # tools' 0.12 (TEAMS' __unattributed__ row under KSM labels) plus its weighted share 0.40 * 0.12 / 0.72
+    assert groups["tooling"] == pytest.approx(TEAMS["__unattributed__"] * (1 + SHARED / 0.72), rel=1e-6)
+    assert "__unattributed__" not in groups
+
+
 def test_watch_keeps_the_cache_current(kube: FakeKube, tmp_path: Path) -> None:
     meta = connect(str(kube.kubeconfig(tmp_path / "kubeconfig")), watch=True)
     try:

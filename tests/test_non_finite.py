@@ -24,6 +24,7 @@ from demo.localprom import PrometheusServer, find_binary
 from demo.synthetic import write_openmetrics
 from exporter.cli import main
 from exporter.config.schema import parse_config
+from exporter.engine.pipeline import BillPrices
 from exporter.serve.accrual import ClusterKey, CounterKey, NamespaceKey
 from exporter.serve.server import Exporter
 
@@ -213,12 +214,12 @@ def test_ledger_refuses_a_nan_and_serve_retries_the_interval(core_prom: Promethe
     exporter = Exporter(serve_config(core_prom.url, t0))
     accrue(exporter, t0 + 600)
     before = dict(exporter.ledger.counters)
-    exporter.pipeline.extra_fixed = {"bill-line": float("nan")}
+    exporter.pipeline.bill = BillPrices(extra_fixed={"bill-line": float("nan")})
     accrue(exporter, t0 + 1200)
     assert exporter.registry.get_sample_value("chargeback_up") == 0
     assert "refusing to accrue nan" in (exporter.health.last_error or "")
     assert exporter.ledger.counters == before and exporter.ledger.watermark == t0 + 600
-    exporter.pipeline.extra_fixed = {}
+    exporter.pipeline.bill = BillPrices()
     accrue(exporter, t0 + 3600)
     assert exporter.health.up and exporter.ledger.watermark == t0 + 3600
     got = namespaces(exporter.ledger.counters)

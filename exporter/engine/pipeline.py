@@ -12,7 +12,7 @@ import threading
 from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 
 from exporter.config.schema import Config
 from exporter.core.allocation import ChunkUsage, CostResult, UsageKey, add_assets, cost_chunk
@@ -38,9 +38,19 @@ MIN_RECORDED_STEPS = 5  # shorter chunks read raw series: cheap, and no heartbea
 MetadataSource = Callable[[Window], Metadata]
 
 
+@dataclass(frozen=True)
+class BillPrices:
+    """Reconciled prices: a factor per node and per asset that turns the computed cost into the bill's
+    effective cost, and unmatched bill lines to share, per second of window (reconcile.bill_prices)."""
+
+    node_factors: dict[str, float] = field(default_factory=dict)
+    asset_factors: dict[str, float] = field(default_factory=dict)
+    extra_fixed: dict[str, float] = field(default_factory=dict)
+
+
 class Pipeline:
     def __init__(self, cfg: Config, client: PrometheusClient, metadata: MetadataSource | None = None,
-                 warnings: WarningLog | None = None) -> None:
+                 warnings: WarningLog | None = None, bill: BillPrices | None = None) -> None:
         self.cfg = cfg
         self.client = client
         self.queries = Queries(cfg.prometheus, cfg.allocation)
@@ -57,11 +67,7 @@ class Pipeline:
         self.fallbacks: set[str] = set()  # sharing sources that fell back to `weighted` in the last chunk
         self.last_metadata: Metadata | None = None
         self.shipped = load_shipped_prices() if cfg.pricing.shippedPrices else None
-        # Reconciled prices (set by reconciliation): a factor per node and per asset that turns the
-        # computed cost into the bill's effective cost, and bill lines to share, per second of window.
-        self.node_factors: dict[str, float] = {}
-        self.asset_factors: dict[str, float] = {}
-        self.extra_fixed: dict[str, float] = {}
+        self.bill = bill or BillPrices()
 
     @property
     def attribution_keys(self) -> list[str]:
@@ -146,13 +152,13 @@ class Pipeline:
         for i in unmatched_rules(usage.nodes, self.cfg.pricing):
             self._warn(f"pricing.rules.{i} matches no node (match {self.cfg.pricing.rules[i].match})",
                        "unmatched_rule")
-        if self.node_factors:
+        if self.bill.node_factors:
             rates = {n: replace(r, cpu=r.cpu * f, ram=r.ram * f, gpu=r.gpu * f, source=r.source + "+bill")
-                     if (f := self.node_factors.get(n)) is not None else r for n, r in rates.items()}
+                     if (f := self.bill.node_factors.get(n)) is not None else r for n, r in rates.items()}
         result = cost_chunk(usage, rates)
         assets = self.fetch_assets(w, q)
-        if self.asset_factors:
-            assets = [replace(a, cost=a.cost * self.asset_factors.get(a.asset, 1.0)) for a in assets]
+        if self.bill.asset_factors:
+            assets = [replace(a, cost=a.cost * self.bill.asset_factors.get(a.asset, 1.0)) for a in assets]
         add_assets(result, assets, owners.of)
         shared = distribute(result, self.cfg.sharing, self.share_inputs(w, meta))
         for note in shared.notes:
@@ -169,7 +175,7 @@ class Pipeline:
                        if all(labels.get(k) == v for k, v in s.shareLabels.items())}
         fraction = w.seconds / (s.hoursPerMonth * 3600)
         fixed = {name: monthly * fraction for name, monthly in s.fixed_costs().items()}
-        for name, per_second in self.extra_fixed.items():
+        for name, per_second in self.bill.extra_fixed.items():
             fixed[name] = fixed.get(name, 0.0) + per_second * w.seconds
         weights: dict[str, dict[str, float]] = {}
         for source, policy in s.policies.items():
@@ -364,3 +370,12 @@ class Pipeline:
 
     def _non_finite(self, dropped: NonFinite) -> None:
         self._warn(dropped.describe(), "non_finite")
+
+
+def command_pipeline(cfg: Config, client: PrometheusClient | None = None, bill: BillPrices | None = None) -> Pipeline:
+    """A one-shot command's pipeline: owner labels from the Kubernetes API when `attribution.source`
+    says so, as serve reads them (every command, so they all attribute alike)."""
+    from exporter.sources.kube import metadata_source
+
+    return Pipeline(cfg, client or PrometheusClient(cfg.prometheus), metadata_source(cfg.attribution, watch=False),
+                    bill=bill)

@@ -2,7 +2,7 @@
 
 Built from the same CostResult /allocation is built from, so the assets of a window add up to
 its allocation total (the cluster cost) exactly. With `reconciled=true` the window is costed a
-second time on the bill's prices (reconcile.apply_bill) and the difference per asset is its
+second time on the bill's prices (reconcile.bill_prices) and the difference per asset is its
 `adjustment`, as OpenCost reports reconciliation against the bill.
 """
 
@@ -22,7 +22,7 @@ from exporter.core.errors import ConfigError
 from exporter.core.names import UNALLOCATED
 from exporter.core.window import Window, iso, parse_duration, parse_window
 from exporter.engine.limits import check_window
-from exporter.engine.pipeline import Pipeline
+from exporter.engine.pipeline import BillPrices, Pipeline
 from exporter.outputs.opencost_api import step_windows
 from exporter.sources.billing import Bill, read_bill
 from exporter.sources.prometheus import PrometheusClient
@@ -260,9 +260,9 @@ def _merge_same(rows: list[AssetRow], start: int, end: int) -> list[AssetRow]:
     return list(out.values())
 
 
-def assets_response(cfg: Config, client: PrometheusClient, make: Callable[[Config], RecordingPipeline],
-                    query: dict[str, list[str]], now: float, cancel: threading.Event | None = None
-                    ) -> dict[str, Any]:
+def assets_response(cfg: Config, client: PrometheusClient,
+                    make: Callable[[Config, BillPrices | None], RecordingPipeline],
+                    query: dict[str, list[str]], now: float, cancel: threading.Event | None = None) -> dict[str, Any]:
     """/assets: window, step, aggregate, accumulate and reconciled (adjust to the configured bills)."""
     def arg(name: str) -> str | None:
         return query.get(name, [None])[0]
@@ -279,15 +279,14 @@ def assets_response(cfg: Config, client: PrometheusClient, make: Callable[[Confi
     bill = load_bill(cfg) if reconciled else None
 
     def cost(w: Window) -> list[AssetRow]:
-        pipeline = make(cfg)
+        pipeline = make(cfg, None)
         result = pipeline.compute(w, cancel=cancel)
         rows = asset_rows(result, pipeline.recorded, cluster, node_ids, volume_ids)
         if bill is not None:
-            from exporter.outputs.reconcile import apply_bill, inventory, reconcile
+            from exporter.outputs.reconcile import bill_prices, inventory, reconcile
 
             rec = reconcile(bill, inventory(client, w, ksm), result, w, cfg.reconciliation.clusterTags)
-            again = make(cfg)
-            apply_bill(again, rec, result)
+            again = make(cfg, bill_prices(rec, result))
             billed = again.compute(w, cancel=cancel)
             rows = adjust(rows, asset_rows(billed, again.recorded, cluster, node_ids, volume_ids))
         return sorted(rows.values(), key=lambda r: (r.type, r.name))

@@ -8,13 +8,17 @@ what the sharing policies (sharedCosts) can distribute.
 
 from __future__ import annotations
 
+import csv
+import io
+import json
 from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any
 
 from exporter.core.allocation import CostResult
 from exporter.core.window import Window, iso
-from exporter.sources.billing import CATEGORIES, Bill, resource_id
+from exporter.engine.pipeline import BillPrices
+from exporter.sources.billing import CATEGORIES, Bill, BillLine, resource_id
 from exporter.sources.promql import inventory_queries
 
 LB_TAGS = ("kubernetes.io/service-name", "service-name")
@@ -29,13 +33,30 @@ class Inventory:
     services: set[str] = field(default_factory=set)  # namespace/service of LoadBalancer Services
 
 
+@dataclass(frozen=True)
+class NodeLine:
+    """One node: its matched bill cost (None if the bill has no line for it) against the computed cost."""
+
+    node: str
+    instance: str
+    bill: float | None
+    computed: float
+    list: float | None  # the bill's list cost, where every line states it
+    billed_hours: float | None  # instance-hours on the bill (None: per-vCPU/SKU hours, or no quantity)
+    bill_hourly: float | None  # the bill's effective hourly rate, ready for a price-book effectiveHourly
+
+    def to_json(self) -> dict[str, Any]:
+        return {"node": self.node, "instance": self.instance, "bill": self.bill, "computed": self.computed,
+                "list": self.list, "billedHours": self.billed_hours, "billHourly": self.bill_hourly}
+
+
 @dataclass
 class Reconciliation:
     window: Window
     currency: str
     bill: dict[str, float]  # category -> matched bill cost
     computed: dict[str, float]  # category -> chargeback's cost
-    nodes: list[dict[str, Any]]  # node, instance, bill (None if not billed), computed
+    nodes: list[NodeLine]
     unmatched: dict[str, float]  # service -> bill cost with no cluster resource
     ignored: dict[str, int]
     by_asset: dict[str, float] = field(default_factory=dict)  # PV name or namespace/service -> matched bill cost
@@ -76,10 +97,11 @@ class Reconciliation:
 
     def node_totals(self) -> tuple[float, float, float] | None:
         """(computed, list, bill) over the billed nodes, if the bill states every one's list cost."""
-        billed = [n for n in self.nodes if n["bill"] is not None]
-        if not billed or any(n["list"] is None for n in billed):
+        billed = [(n.computed, n.list, n.bill) for n in self.nodes if n.bill is not None]
+        lists = [lst for _, lst, _ in billed if lst is not None]
+        if not billed or len(lists) < len(billed):
             return None
-        return (sum(n["computed"] for n in billed), sum(n["list"] for n in billed), sum(n["bill"] for n in billed))
+        return sum(c for c, _, _ in billed), sum(lists), sum(b for _, _, b in billed if b is not None)
 
     def verdict(self, chargeback: float = 0.01, showback: float = 0.05) -> str:
         v = self.total_variance
@@ -125,6 +147,70 @@ def overlap(start: float, end: float, w: Window) -> float:
     return max(0.0, min(end, w.end) - max(start, w.start)) / (end - start)
 
 
+@dataclass
+class _Matched:
+    """The bill's lines in the window, prorated and matched to the cluster's resources."""
+
+    ignored: dict[str, int]
+    billed: dict[str, float] = field(default_factory=lambda: defaultdict(float))  # category -> cost
+    listed: dict[str, float | None] = field(default_factory=dict)
+    invoiced: dict[str, float | None] = field(default_factory=dict)
+    node_list: dict[str, float | None] = field(default_factory=dict)
+    node_hours: dict[str, float] = field(default_factory=lambda: defaultdict(float))
+    per_node: dict[str, float] = field(default_factory=lambda: defaultdict(float))
+    per_asset: dict[str, float] = field(default_factory=lambda: defaultdict(float))
+    unmatched: dict[str, float] = field(default_factory=lambda: defaultdict(float))
+
+
+def _category(line: BillLine, inv: Inventory) -> tuple[str, str]:
+    """(compute | storage | load_balancer | "", the load balancer's Service) of a bill line."""
+    service_tag = next((line.tags[t] for t in LB_TAGS if t in line.tags), "") or lb_by_name(line.raw_resource, inv)
+    category = ("compute" if line.resource in inv.nodes else "storage" if line.resource in inv.volumes
+                else "load_balancer" if service_tag in inv.services else "")
+    return category, service_tag
+
+
+def _match(bill: Bill, inv: Inventory, window: Window, cluster_tags: dict[str, str] | None) -> _Matched:
+    m = _Matched(dict(bill.ignored))
+    for line in bill.lines:
+        share = overlap(line.start, line.end, window)
+        if share == 0:
+            continue
+        cost = line.cost * share
+        category, service_tag = _category(line, inv)
+        if category:
+            m.billed[category] += cost
+            _add(m.listed, category, line.list_cost, share)
+            _add(m.invoiced, category, line.invoiced, share)
+        if category == "compute":
+            node = inv.nodes[line.resource]
+            m.per_node[node] += cost
+            _add(m.node_list, node, line.list_cost, share)
+            if line.quantity is not None and line.unit.lower().startswith(("hour", "hrs")):
+                m.node_hours[node] += line.quantity * share
+        elif category == "storage":
+            m.per_asset[inv.volumes[line.resource]] += cost
+        elif category == "load_balancer":
+            m.per_asset[service_tag] += cost
+        elif cluster_tags and not any(line.tags.get(k) == v for k, v in cluster_tags.items()):
+            m.ignored["not this cluster (no cluster tag)"] = m.ignored.get("not this cluster (no cluster tag)", 0) + 1
+        else:
+            m.unmatched[line.service or "(no service)"] += cost
+    return m
+
+
+def _node_lines(m: _Matched, inv: Inventory, node_cost: dict[str, float], window: Window) -> list[NodeLine]:
+    instance_of = {node: iid for iid, node in inv.nodes.items()}
+    nodes = []
+    for n, c in sorted(node_cost.items()):
+        hours: float | None = m.node_hours.get(n)
+        if hours and hours > window.seconds / 3600 * 1.0001:
+            hours = None  # per-vCPU or per-SKU hours (GCP), not instance-hours: no single hourly rate
+        rate = m.per_node[n] / hours if hours and n in m.per_node else None
+        nodes.append(NodeLine(n, instance_of.get(n, ""), m.per_node.get(n), c, m.node_list.get(n), hours, rate))
+    return nodes
+
+
 def reconcile(bill: Bill, inv: Inventory, result: CostResult, window: Window,
               cluster_tags: dict[str, str] | None = None) -> Reconciliation:
     """Pure: compare prorated bill lines with the computed cost of the same window.
@@ -133,41 +219,7 @@ def reconcile(bill: Bill, inv: Inventory, result: CostResult, window: Window,
     them (aws:eks:cluster-name, goog-k8s-cluster-name, ...); other lines belong to other clusters or
     accounts and are counted as ignored.
     """
-    ignored = dict(bill.ignored)
-    billed: dict[str, float] = defaultdict(float)
-    listed: dict[str, float | None] = {}
-    invoiced: dict[str, float | None] = {}
-    node_list: dict[str, float | None] = {}
-    node_hours: dict[str, float] = defaultdict(float)
-    per_node: dict[str, float] = defaultdict(float)
-    per_asset: dict[str, float] = defaultdict(float)
-    unmatched: dict[str, float] = defaultdict(float)
-    for line in bill.lines:
-        share = overlap(line.start, line.end, window)
-        if share == 0:
-            continue
-        cost = line.cost * share
-        service_tag = next((line.tags[t] for t in LB_TAGS if t in line.tags), "") or lb_by_name(line.raw_resource, inv)
-        category = ("compute" if line.resource in inv.nodes else "storage" if line.resource in inv.volumes
-                    else "load_balancer" if service_tag in inv.services else "")
-        if category:
-            billed[category] += cost
-            _add(listed, category, line.list_cost, share)
-            _add(invoiced, category, line.invoiced, share)
-        if category == "compute":
-            node = inv.nodes[line.resource]
-            per_node[node] += cost
-            _add(node_list, node, line.list_cost, share)
-            if line.quantity is not None and line.unit.lower().startswith(("hour", "hrs")):
-                node_hours[node] += line.quantity * share
-        elif category == "storage":
-            per_asset[inv.volumes[line.resource]] += cost
-        elif category == "load_balancer":
-            per_asset[service_tag] += cost
-        elif cluster_tags and not any(line.tags.get(k) == v for k, v in cluster_tags.items()):
-            ignored["not this cluster (no cluster tag)"] = ignored.get("not this cluster (no cluster tag)", 0) + 1
-        else:
-            unmatched[line.service or "(no service)"] += cost
+    m = _match(bill, inv, window, cluster_tags)
     computed: dict[str, float] = defaultdict(float)
     node_cost: dict[str, float] = defaultdict(float)
     for (node, _res), c in result.node_cost.items():
@@ -179,21 +231,11 @@ def reconcile(bill: Bill, inv: Inventory, result: CostResult, window: Window,
     for (ns, _attrs, _component, _res, _src), c in result.costs.items():
         mine[ns] += c
     split = {ns: (v[0], v[1], mine.get(ns, 0.0)) for ns, v in bill.provider_split.items()}
-    instance_of = {node: iid for iid, node in inv.nodes.items()}
-    nodes = []
-    for n, c in sorted(node_cost.items()):
-        hours = node_hours.get(n)
-        if hours and hours > window.seconds / 3600 * 1.0001:
-            hours = None  # per-vCPU or per-SKU hours (GCP), not instance-hours: no single hourly rate
-        # The bill's effective hourly rate (PricingQuantity in hours), ready for a price-book effectiveHourly.
-        rate = per_node[n] / hours if hours and n in per_node else None
-        nodes.append({"node": n, "instance": instance_of.get(n, ""), "bill": per_node.get(n), "computed": c,
-                      "list": node_list.get(n), "billedHours": hours, "billHourly": rate})
-    return Reconciliation(window, bill.currency, {k: billed.get(k, 0.0) for k in CATEGORIES},
-                          {k: computed.get(k, 0.0) for k in CATEGORIES}, nodes, dict(unmatched), ignored,
-                          dict(per_asset), dict(per_node), bool(cluster_tags), split,
-                          {k: v for k, v in listed.items() if v is not None},
-                          {k: v for k, v in invoiced.items() if v is not None})
+    return Reconciliation(window, bill.currency, {k: m.billed.get(k, 0.0) for k in CATEGORIES},
+                          {k: computed.get(k, 0.0) for k in CATEGORIES}, _node_lines(m, inv, node_cost, window),
+                          dict(m.unmatched), m.ignored, dict(m.per_asset), dict(m.per_node), bool(cluster_tags), split,
+                          {k: v for k, v in m.listed.items() if v is not None},
+                          {k: v for k, v in m.invoiced.items() if v is not None})
 
 
 def _add(acc: dict[str, float | None], key: str, amount: float | None, share: float) -> None:
@@ -204,7 +246,7 @@ def _add(acc: dict[str, float | None], key: str, amount: float | None, share: fl
         acc[key] = (acc.get(key) or 0.0) + amount * share
 
 
-def apply_bill(pipeline: Any, rec: Reconciliation, result: CostResult) -> None:
+def bill_prices(rec: Reconciliation, result: CostResult) -> BillPrices:
     """Reconciled prices: every billed node and asset costs what the bill says; unmatched lines are shared.
 
     Cost is linear in price, so a factor per node (bill / computed over the window) applied to
@@ -216,11 +258,12 @@ def apply_bill(pipeline: Any, rec: Reconciliation, result: CostResult) -> None:
     asset_cost: dict[str, float] = defaultdict(float)
     for (asset, _res), c in result.asset_cost.items():
         asset_cost[asset] += c
-    pipeline.node_factors = {n: b / node_cost[n] for n, b in rec.node_bill.items() if node_cost.get(n)}
-    pipeline.asset_factors = {a: b / asset_cost[a] for a, b in rec.by_asset.items() if asset_cost.get(a)}
     seconds = rec.window.seconds
-    if rec.scoped:  # only lines tagged for this cluster; otherwise they may be another cluster's spend
-        pipeline.extra_fixed = {f"bill:{service}": cost / seconds for service, cost in rec.unmatched.items()}
+    return BillPrices(
+        {n: b / node_cost[n] for n, b in rec.node_bill.items() if node_cost.get(n)},
+        {a: b / asset_cost[a] for a, b in rec.by_asset.items() if asset_cost.get(a)},
+        # only lines tagged for this cluster: otherwise they may be another cluster's spend
+        {f"bill:{service}": cost / seconds for service, cost in rec.unmatched.items()} if rec.scoped else {})
 
 
 def inventory(client: Any, window: Window, ksm_selector: str) -> Inventory:
@@ -242,6 +285,34 @@ def inventory(client: Any, window: Window, ksm_selector: str) -> Inventory:
     return inv
 
 
+def render_reconciliation(rec: Reconciliation, fmt: str) -> str:
+    """`chargeback reconcile` output: json, csv (the categories) or the human table."""
+    if fmt == "json":
+        return json.dumps({"window": [rec.window.start, rec.window.end], "currency": rec.currency,
+                           "categories": rows(rec), "nodes": [n.to_json() for n in rec.nodes],
+                           "unmatched": rec.unmatched, "ignored": rec.ignored, "totalBill": rec.total_bill,
+                           "namespaces": {ns: {"split": s, "unused": u, "chargeback": c}
+                                          for ns, (s, u, c) in rec.namespaces.items()},
+                           "totalComputed": rec.total_computed, "totalVariance": rec.total_variance,
+                           "totalList": rec.total_listed, "verdict": rec.verdict()}, indent=2)
+    if fmt == "csv":
+        buf = io.StringIO()
+        writer = csv.DictWriter(buf, fieldnames=["category", "bill", "computed", "variance", "list", "invoiced"])
+        writer.writeheader()
+        writer.writerows(rows(rec))
+        return buf.getvalue()
+    return to_table(rec)
+
+
+def reconciled_summary(rec: Reconciliation, again: CostResult) -> str:
+    """What `reconcile --reconciled` did, in one line: the bill matched, shared, and what it left alone."""
+    unbilled = sum(n.computed for n in rec.nodes if n.bill is None)
+    shared = sum(rec.unmatched.values()) if rec.scoped else 0.0
+    return (f"reconciled: namespaces sum to {sum(again.costs.values()):.2f}; bill {rec.total_bill:.2f} "
+            f"matched + {shared:.2f} shared, nodes not on the bill kept at their computed {unbilled:.2f}"
+            + ("" if rec.scoped else "; unmatched lines not shared: set reconciliation.clusterTags"))
+
+
 def rows(r: Reconciliation) -> list[dict[str, Any]]:
     return [{"category": c, "bill": r.bill[c], "computed": r.computed[c], "variance": r.variance(c),
              "list": r.listed.get(c), "invoiced": r.invoiced.get(c)} for c in CATEGORIES]
@@ -258,9 +329,9 @@ def to_table(r: Reconciliation) -> str:
     cats.append(["TOTAL", r.total_bill, r.total_computed,
                  f"{100 * r.total_variance:+.2f}%" if r.total_variance is not None else "-",
                  "-" if r.total_listed is None else r.total_listed])
-    worst = sorted(r.nodes, key=lambda n: -abs((n["computed"] or 0) - (n["bill"] or 0)))[:10]
-    nodes = [[n["node"], n["instance"], "not on the bill" if n["bill"] is None else n["bill"], n["computed"],
-              "-" if n["billHourly"] is None else n["billHourly"]] for n in worst]
+    worst = sorted(r.nodes, key=lambda n: -abs(n.computed - (n.bill or 0)))[:10]
+    nodes = [[n.node, n.instance, "not on the bill" if n.bill is None else n.bill, n.computed,
+              "-" if n.bill_hourly is None else n.bill_hourly] for n in worst]
     parts = [head, tabulate(cats, headers=["category", f"bill {cur}", f"computed {cur}", "variance",
                                            f"at list prices {cur}"], floatfmt=".4f"),
              "", "Largest node discrepancies:",

@@ -20,7 +20,7 @@ from exporter.core.allocation import CostResult, merge_all
 from exporter.core.errors import DataError
 from exporter.core.names import IDLE, is_pseudo
 from exporter.core.window import Window, iso
-from exporter.engine.pipeline import Pipeline
+from exporter.engine.pipeline import Pipeline, command_pipeline
 from exporter.sources.prometheus import PrometheusClient
 from exporter.sources.promql import OwnSeries, duration, matcher
 
@@ -225,7 +225,7 @@ def workload_costs(pipeline: Pipeline, window: Window, by: str, attr_names: tupl
 def make_report(cfg: Config, window: Window, by: str, now: float, source: str = "auto") -> Report:
     """Build the report for `window` against the window of the same length before it."""
     client = PrometheusClient(cfg.prometheus)
-    pipeline = Pipeline(cfg, client)
+    pipeline = command_pipeline(cfg, client)
     src = ReportSource(cfg, client, pipeline)
     previous = Window(window.start - window.seconds, window.start, window.step)
     days = list(window.chunks(86400, boundary=86400))  # a report period: a few dozen days

@@ -221,7 +221,7 @@ class Exporter:
             bill = read_bill(list(files))
             inv = inventory(self.client, window, join_matchers(self.cfg.prometheus.ksmSelector,
                                                                self.cfg.prometheus.clusterSelector))
-            result = Pipeline(self.cfg, self.client, warnings=self.warnings).compute(window)
+            result = Pipeline(self.cfg, self.client, self.metadata, self.warnings).compute(window)
             self.health.reconciliation = reconcile(bill, inv, result, window, rc.clusterTags)
             self.health.reconciliation_error = None
         except ChargebackError as e:
@@ -272,7 +272,8 @@ class Exporter:
         from exporter.outputs.assets_api import RecordingPipeline, assets_response
 
         return assets_response(self.cfg, self.client,
-                               lambda cfg: RecordingPipeline(cfg, self.client, self.metadata, self.warnings),
+                               lambda cfg, bill: RecordingPipeline(cfg, self.client, self.metadata, self.warnings,
+                                                                   bill),
                                query, time.time(), cancel)
 
     def cloud_costs(self, query: dict[str, list[str]], cancel: threading.Event | None = None) -> dict[str, Any]:

@@ -260,51 +260,68 @@ def _category(service: str, service_category: str, res: str, usage: str) -> str:
     return "other"
 
 
+_MARKERS = {"focus": "ChargePeriodStart", "cur2": "line_item_line_item_type", "gcp": "usage_start_time"}
+_PARSERS = {"focus": _focus, "cur2": _cur, "gcp": _gcp}
+
+
+def _detect(path: Path, header: set[str]) -> str:
+    """Which export a file is, by a column only that format has; its required columns all present."""
+    fmt = next((f for f, marker in _MARKERS.items() if marker in header), None)
+    if fmt is None:
+        raise ConfigError(f"bill {path}: not a FOCUS, CUR 2.0 or GCP billing export (header: "
+                          f"{', '.join(sorted(header))[:200]})")
+    missing = [c for c in FORMATS[fmt] if c not in header]
+    if missing:
+        raise ConfigError(f"bill {path}: {fmt} export without column {missing[0]}")
+    return fmt
+
+
+def _note_split(bill: Bill, parsed: _Row, row: dict[str, str]) -> None:
+    """A CUR split-cost row: what AWS's Split Cost Allocation gave the namespace."""
+    tags = parsed.tags("resource_tags") if "resource_tags" in row else {}
+    namespace = tags.get("aws:eks:namespace") or tags.get("resource_tags_aws_eks_namespace", "")
+    bill.add_split(namespace or "(no namespace tag)", parsed.number("split_line_item_split_cost", 0.0),
+                   parsed.number("split_line_item_unused_cost", 0.0))
+
+
+def _add_line(bill: Bill, line: BillLine, where: str, seen: dict[tuple[str, float, float, str, float], str]) -> None:
+    """One currency per bill, and no line twice (the same file passed twice, or overlapping exports)."""
+    if bill.lines and line.currency != bill.currency:
+        raise ConfigError(f"{where}: column currency: {line.currency!r} mixed with "
+                          f"{bill.currency!r}; reconcile one currency at a time")
+    if not line.currency:
+        raise ConfigError(f"{where}: column currency: empty")
+    key = (line.resource, line.start, line.end, line.service, line.cost)
+    if key in seen and line.resource:
+        raise ConfigError(f"{where}: duplicate of {seen[key]} (same resource, period and cost)")
+    seen[key] = where
+    bill.lines.append(line)
+
+
 def read_bill(paths: list[str | Path]) -> Bill:
     """Read and validate billing files; one currency, no duplicate lines, no file covering another's period."""
     bill = Bill()
     seen: dict[tuple[str, float, float, str, float], str] = {}
     periods: list[tuple[float, float, str, str]] = []  # (start, end, file, format)
-    parsers = {"focus": _focus, "cur2": _cur, "gcp": _gcp}
     for raw_path in paths:
         path = Path(raw_path)
         if not path.is_file():
             raise ConfigError(f"bill {path}: cannot read: no such file")
         columns, reader = _records(path)
-        header = set(columns)
-        markers = {"focus": "ChargePeriodStart", "cur2": "line_item_line_item_type", "gcp": "usage_start_time"}
-        fmt = next((f for f, marker in markers.items() if marker in header), None)
-        if fmt is None:
-            raise ConfigError(f"bill {path}: not a FOCUS, CUR 2.0 or GCP billing export (header: "
-                              f"{', '.join(sorted(header))[:200]})")
-        missing = [c for c in FORMATS[fmt] if c not in header]
-        if missing:
-            raise ConfigError(f"bill {path}: {fmt} export without column {missing[0]}")
+        fmt = _detect(path, set(columns))
         lo, hi = float("inf"), float("-inf")
         for n, row in enumerate(reader, start=2):
             parsed = _Row(path, n, row)
-            out = parsers[fmt](parsed)
+            out = _PARSERS[fmt](parsed)
             if out == SPLIT_ROW:
-                tags = parsed.tags("resource_tags") if "resource_tags" in row else {}
-                namespace = tags.get("aws:eks:namespace") or tags.get("resource_tags_aws_eks_namespace", "")
-                bill.add_split(namespace or "(no namespace tag)", parsed.number("split_line_item_split_cost", 0.0),
-                               parsed.number("split_line_item_unused_cost", 0.0))
+                _note_split(bill, parsed, row)
             if isinstance(out, str):
                 bill.ignored[out] += 1
                 continue
-            if out[1].tags.get("k8s-namespace"):  # GKE cost allocation labels the namespace's share
-                bill.add_split(out[1].tags["k8s-namespace"], out[1].cost, 0.0)
             _reason, line = out
-            if bill.lines and line.currency != bill.currency:
-                raise ConfigError(f"{path.name}:{n}: column currency: {line.currency!r} mixed with "
-                                  f"{bill.currency!r}; reconcile one currency at a time")
-            if not line.currency:
-                raise ConfigError(f"{path.name}:{n}: column currency: empty")
-            key = (line.resource, line.start, line.end, line.service, line.cost)
-            if key in seen and line.resource:
-                raise ConfigError(f"{path.name}:{n}: duplicate of {seen[key]} (same resource, period and cost)")
-            seen[key] = f"{path.name}:{n}"
-            bill.lines.append(line)
+            if line.tags.get("k8s-namespace"):  # GKE cost allocation labels the namespace's share
+                bill.add_split(line.tags["k8s-namespace"], line.cost, 0.0)
+            _add_line(bill, line, f"{path.name}:{n}", seen)
             lo, hi = min(lo, line.start), max(hi, line.end)
         for p_start, p_end, other, ofmt in periods:
             if ofmt == fmt and lo < p_end and p_start < hi:
