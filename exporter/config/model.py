@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Annotated, Any, TypeVar
 
 import yaml
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import AfterValidator, BaseModel, ConfigDict, ValidationError
 
 from exporter.core.errors import ConfigError
 from exporter.core.window import parse_duration
@@ -21,6 +21,10 @@ def valid_duration(v: str) -> str:
     except ConfigError as e:
         raise ValueError(str(e)) from e
     return v
+
+
+# A Prometheus duration (`90s`, `5m`, `1h30m`): the one validator every duration key uses.
+Duration = Annotated[str, AfterValidator(valid_duration)]
 
 
 class StrictModel(BaseModel):

@@ -15,8 +15,8 @@ from urllib.parse import urlsplit
 import promql_parser
 from pydantic import Field, field_validator, model_validator
 
+from exporter.config.model import Duration, read_yaml, valid_duration, validated
 from exporter.config.model import StrictModel as _Model
-from exporter.config.model import read_yaml, valid_duration, validated
 from exporter.config.pricebook import FixedCost, Pricing
 from exporter.core.errors import ConfigError
 from exporter.core.redact import redact_url, remember
@@ -27,10 +27,10 @@ class Allocation(_Model):
     policy: Literal["max", "request", "usage", "weighted"] = Field(
         "max", description="what a container is charged: max(request, usage), request, usage or a weighted mix")
     requestWeight: float = Field(0.7, ge=0, le=1, description="share of request in the 'weighted' policy")
-    resolution: str = Field(
+    resolution: Duration = Field(
         "1m", description="the step cost is measured at; each step charges the interval that ends at it")
-    usageRateWindow: str = Field("5m", description="rate() window of cAdvisor usage counters")
-    chunk: str = Field("1h", description="allocate/catch-up query size; also the progress unit")
+    usageRateWindow: Duration = Field("5m", description="rate() window of cAdvisor usage counters")
+    chunk: Duration = Field("1h", description="allocate/catch-up query size; also the progress unit")
     concurrency: int = Field(1, ge=1, le=32, description="chunks of a long window queried at once (not serve's "
                              "accrual, which stays in order); Prometheus evaluates each query on one core")
     recordedRules: Literal["auto", "off"] = Field(
@@ -38,12 +38,7 @@ class Allocation(_Model):
     # kube-state-metrics restarts and OOM kills last minutes: an hour bounds the state carried over a
     # gap (a node or pod that changed during it is wrong for at most an hour); longer gaps are
     # reported as uncovered, never invented.
-    maxGapBridge: str = Field("1h", description="longest source outage bridged with the last known state")
-
-    @field_validator("resolution", "usageRateWindow", "chunk", "maxGapBridge")
-    @classmethod
-    def _duration(cls, v: str) -> str:
-        return valid_duration(v)
+    maxGapBridge: Duration = Field("1h", description="longest source outage bridged with the last known state")
 
     @model_validator(mode="after")
     def _chunk_multiple(self) -> Allocation:
@@ -58,7 +53,7 @@ _SELECTOR = re.compile(r'^\s*([a-zA-Z_][a-zA-Z0-9_]*\s*(=|!=|=~|!~)\s*"(?:[^"\\]
 
 class Prometheus(_Model):
     url: str = Field("http://127.0.0.1:9090", description="Prometheus (or Thanos Query, Mimir) base URL")
-    timeout: str = Field("120s", description="per query")
+    timeout: Duration = Field("120s", description="per query")
     retries: int = Field(2, ge=0, le=10, description="per query, on transient failures; backoff 0.5 s, doubling")
     bearerTokenFile: str | None = Field(
         None, description="file holding a token sent as 'Authorization: Bearer <token>'")
@@ -74,11 +69,6 @@ class Prometheus(_Model):
         if not _SELECTOR.match(v):
             raise ValueError(f"not a list of label matchers: {v!r} (write e.g. job=\"kubelet\")")
         return v.strip().rstrip(",")
-
-    @field_validator("timeout")
-    @classmethod
-    def _duration(cls, v: str) -> str:
-        return valid_duration(v)
 
     @field_validator("url")
     @classmethod
@@ -99,34 +89,24 @@ class LeaderElection(_Model):
     enabled: bool = Field(False, description="accrue only while holding the Lease (set true with several replicas)")
     namespace: str = Field("monitoring", description="namespace of the Lease")
     name: str = Field("chargeback", description="name of the Lease")
-    leaseDuration: str = Field("30s", description="the leader steps down if it cannot renew within 2/3 of this")
+    leaseDuration: Duration = Field("30s", description="the leader steps down if it cannot renew within 2/3 of this")
     kubeconfig: str | None = Field(None, description="kubeconfig file; default: in-cluster, then ~/.kube/config")
-
-    @field_validator("leaseDuration")
-    @classmethod
-    def _duration(cls, v: str) -> str:
-        return valid_duration(v)
 
 
 class Serve(_Model):
     listen: str = Field("0.0.0.0:9184", description="host:port for /metrics, /healthz, /readyz and /allocation/compute")
-    interval: str = Field("60s", description="how often an accrual cycle runs")
-    lag: str = Field("3m", description="stay this far behind now so Prometheus holds the data")
+    interval: Duration = Field("60s", description="how often an accrual cycle runs")
+    lag: Duration = Field("3m", description="stay this far behind now so Prometheus holds the data")
     exposeNewSeriesFor: str = Field("2m", description="a new series shows 0 this long before its first increment "
                                                       "(and the watermark rests at midnight): 2x the longest "
                                                       "scrape interval of any Prometheus scraping us")
     watermarkSelector: str = Field('job="chargeback"', description="finds our own watermark in Prometheus")
-    watermarkLookback: str = Field(
+    watermarkLookback: Duration = Field(
         "30d", description="how far back the last scraped watermark is looked for after a restart")
     start: str | None = Field(None, description="RFC3339 start when Prometheus holds no watermark")
     leaderElection: LeaderElection = Field(default_factory=LeaderElection, description="Lease leader election")
     clusterName: str | None = Field(None, description="adds cluster=<name> to every series (else use external labels)")
     clusterLabel: str = Field("cluster", description="label name clusterName is published under")
-
-    @field_validator("interval", "lag", "watermarkLookback")
-    @classmethod
-    def _duration(cls, v: str) -> str:
-        return valid_duration(v)
 
     @field_validator("exposeNewSeriesFor")
     @classmethod
@@ -304,24 +284,19 @@ class Reconciliation(_Model):
                                           "without them, unmatched lines may be other clusters' and are not shared")
     window: str = Field(
         "lastmonth", description="the window the bill is compared over (an OpenCost window, e.g. lastmonth)")
-    interval: str = Field("6h", description="how often serve re-reads the bill files")
-
-    @field_validator("interval")
-    @classmethod
-    def _duration(cls, v: str) -> str:
-        return valid_duration(v)
+    interval: Duration = Field("6h", description="how often serve re-reads the bill files")
 
 
 class Api(_Model):
     """Bounds and optional authentication of serve's HTTP endpoints (maxWindow also bounds `allocate`)."""
 
-    maxWindow: str = Field("400d", description="longest window /allocation/compute and allocate accept "
+    maxWindow: Duration = Field("400d", description="longest window /allocation/compute and allocate accept "
                                                "(a year of monthly reports fits)")
     maxConcurrent: int = Field(4, ge=1, le=64, description="/allocation/compute requests computed at once; "
                                                            "more get 429 with Retry-After")
-    timeout: str = Field("120s", description="deadline of one /allocation/compute; past it the answer is 503 "
+    timeout: Duration = Field("120s", description="deadline of one /allocation/compute; past it the answer is 503 "
                                              "and no further chunk is queried")
-    readTimeout: str = Field("10s", description="a connection that sends nothing for this long is closed")
+    readTimeout: Duration = Field("10s", description="a connection that sends nothing for this long is closed")
     maxConnections: int = Field(64, ge=1, le=4096, description="connections served at once (one thread each); "
                                                                "more wait to be accepted")
     webConfigFile: str | None = Field(None, description="Prometheus exporter-toolkit web config (TLS, basic "
@@ -330,11 +305,6 @@ class Api(_Model):
                                                           "'Authorization: Bearer <token>'")
     openPaths: list[str] = Field(default_factory=list, description="paths answered without credentials, "
                                                                    "e.g. [/metrics, /healthz, /readyz]")
-
-    @field_validator("maxWindow", "timeout", "readTimeout")
-    @classmethod
-    def _duration(cls, v: str) -> str:
-        return valid_duration(v)
 
 
 class Config(_Model):
