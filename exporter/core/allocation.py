@@ -12,11 +12,15 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, fields
+from typing import TYPE_CHECKING
 
 from exporter.core.assets import AssetCost
 from exporter.core.coverage import Coverage
 from exporter.core.names import IDLE
 from exporter.core.pricing import GIB, NodeFacts, NodeRates
+
+if TYPE_CHECKING:
+    from exporter.core.attribution import Metadata
 
 OVERHEAD = "overhead"  # the resource label of fixed shared costs (control-plane fee, support, licences)
 RESOURCES = ("cpu", "memory", "gpu")
@@ -106,6 +110,9 @@ class CostResult:
     nodes: dict[str, NodeFacts] = field(default_factory=dict)
     # Which of the window the costs stand on: covered, bridged over a gap, or uncovered (no cost).
     coverage: Coverage = field(default_factory=Coverage)
+    # Of the latest chunk: shared sources whose policy fell back to `weighted`, and the owner labels read.
+    fallbacks: frozenset[str] = frozenset()
+    metadata: Metadata | None = None
 
     @property
     def total_cost(self) -> float:
@@ -129,6 +136,9 @@ class CostResult:
         self.rates.update(other.rates)
         self.nodes.update(other.nodes)
         self.coverage.merge(other.coverage)
+        self.fallbacks = other.fallbacks
+        if other.metadata is not None:
+            self.metadata = other.metadata
 
 
 def cost_chunk(usage: ChunkUsage, rates: dict[str, NodeRates]) -> CostResult:

@@ -64,8 +64,6 @@ class Pipeline:
         client.on_non_finite = self._non_finite
         self._lock = threading.Lock()
         self.sources: Counter[str] = Counter()  # chunks read from recorded series vs raw series
-        self.fallbacks: set[str] = set()  # sharing sources that fell back to `weighted` in the last chunk
-        self.last_metadata: Metadata | None = None
         self.shipped = load_shipped_prices() if cfg.pricing.shippedPrices else None
         self.bill = bill or BillPrices()
 
@@ -139,7 +137,6 @@ class Pipeline:
 
     def cost_segment(self, w: Window, q: Queries, recorded: bool = True) -> CostResult:
         meta = self.prometheus_metadata(w, q) if self._meta_from_prometheus else self.metadata(w)
-        self.last_metadata = meta
         for problem in annotation_budgets(meta)[1]:
             self._warn(problem, "bad_budget")
         owners = resolve(meta, self.attribution_keys)
@@ -163,8 +160,8 @@ class Pipeline:
         shared = distribute(result, self.cfg.sharing, self.share_inputs(w, meta))
         for note in shared.notes:
             self._warn(note, "share_fallback")
-        self.fallbacks = shared.fallbacks
         result.costs, result.pools = shared.costs, shared.pools
+        result.fallbacks, result.metadata = frozenset(shared.fallbacks), meta
         return result
 
     def share_inputs(self, w: Window, meta: Metadata) -> ShareInputs:

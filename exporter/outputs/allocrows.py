@@ -8,12 +8,11 @@ idle), whose node is unknown. Adding pod/controller/container rows later only ad
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
 from exporter.core.allocation import CostResult, Line
-from exporter.core.attribution import Metadata
 from exporter.core.coverage import Coverage
 from exporter.core.names import IDLE, UNALLOCATED, UNATTRIBUTED, is_pseudo
 from exporter.outputs.allocfilter import Node, Props
@@ -194,13 +193,13 @@ def cluster_name(cluster_selector: str) -> str:
 
 
 def response(results: Iterable[tuple[AllocationSet, CostResult]], query: AllocationQuery,
-             label_keys: tuple[str, ...], cluster: str, meta: Callable[[], Metadata | None]) -> dict[str, Any]:
+             label_keys: tuple[str, ...], cluster: str) -> dict[str, Any]:
     """OpenCost's body: `data` is one map per set; plus `coverage` over all sets (what the numbers stand on).
     Sets are consumed one by one, so only one set's cost table is held at a time."""
     data: list[dict[str, Any]] = []
     coverage = Coverage()
     for s, result in results:
-        m = meta()
+        m = result.metadata
         rows = build_rows(result, label_keys, cluster, m.namespaces if m else {}, m.annotations if m else {})
         groups = aggregate(rows, query.aggregate, query.filter, query.include_idle)
         bounds = (s.bounds.start, s.bounds.end)

@@ -21,6 +21,8 @@ from exporter.core.window import period_bounds
 from exporter.serve.accrual import ClusterKey, CounterKey, NamespaceKey, NodeIdleKey, PoolKey
 
 if TYPE_CHECKING:
+    from exporter.core.allocation import CostResult
+    from exporter.core.attribution import Metadata
     from exporter.core.pricing import NodeFacts, NodeRates
     from exporter.engine.pipeline import Pipeline
     from exporter.outputs.reconcile import Reconciliation
@@ -51,6 +53,15 @@ class Health:
     # Seconds of accrued time per source that were uncovered (not costed) or bridged (last known state).
     uncovered_seconds: dict[str, int] = field(default_factory=dict)
     bridged_seconds: dict[str, int] = field(default_factory=dict)
+    fallbacks: frozenset[str] = frozenset()  # shared sources whose policy fell back to `weighted`
+    metadata: Metadata | None = None  # the owner labels the latest piece was attributed with
+
+    def publish(self, result: CostResult) -> None:
+        """The accrual loop's one writer hands over what the collector shows of the latest piece."""
+        self.rates, self.nodes, self.fallbacks = result.rates, result.nodes, result.fallbacks
+        if result.metadata is not None:
+            self.metadata = result.metadata
+        self.add_coverage(result.coverage)
 
     def add_coverage(self, coverage: Coverage) -> None:
         for source in SOURCES:
@@ -128,7 +139,7 @@ class ChargebackCollector(Collector):
             "chargeback_share_weight_fallback",
             "1 if this shared source's policy had no data in the last interval and fell back to 'weighted'.",
             labels=["shared_from"])
-        for source in sorted(self.pipeline.fallbacks):
+        for source in sorted(h.fallbacks):
             fallback.add_metric([source], 1)
         yield fallback
         yield from self._coverage(tenant_cost)
@@ -151,7 +162,7 @@ class ChargebackCollector(Collector):
         if h.leader is not None:
             yield GaugeMetricFamily("chargeback_leader", "1 on the replica holding the Lease (the one that accrues).",
                                     value=int(h.leader))
-        meta = self.pipeline.last_metadata
+        meta = self.health.metadata
         if meta is not None:
             src = GaugeMetricFamily("chargeback_label_source_info",
                                     "Where attribution labels are read from: kubernetes or prometheus.",
@@ -204,7 +215,7 @@ class ChargebackCollector(Collector):
                                       "Cost accrued to __unattributed__ for lack of this label, in currency units.",
                                       labels=["label"])
         keys = list(self.pipeline.cfg.attribution.labels.values())
-        meta = self.pipeline.last_metadata
+        meta = self.health.metadata
         if meta is not None:
             for name, key in zip(self.attr_names, keys, strict=True):
                 ratio.add_metric([name, "pods"], coverage_by_pods(meta, [key])[key])
@@ -242,7 +253,7 @@ class ChargebackCollector(Collector):
         budget = GaugeMetricFamily("chargeback_budget_amount",
                                    "Budgets declared as chargeback.io/budget-* namespace annotations.",
                                    labels=["namespace", "period", "notify"])
-        meta = self.pipeline.last_metadata
+        meta = self.health.metadata
         if meta is not None:
             for b in annotation_budgets(meta)[0]:
                 budget.add_metric([b.namespace, b.period, b.notify], b.amount)

@@ -165,8 +165,7 @@ class Exporter:
             if not self.ledger.offer(batch):
                 break
             self.progress_at = self.clock()
-            self.health.rates, self.health.nodes = result.rates, result.nodes
-            self.health.add_coverage(result.coverage)
+            self.health.publish(result)
             for line in result.coverage.warnings():
                 log.warning(line)
             if waiting is not None:
@@ -265,7 +264,7 @@ class Exporter:
         pipeline = Pipeline(cfg, self.client, self.metadata, self.warnings)
         results = ((s, pipeline.compute(s.compute, cancel=cancel)) for s in q.sets)
         return allocation_sets(results, q, tuple(cfg.attribution.labels.values()),
-                               cluster_name(cfg.prometheus.clusterSelector), lambda: pipeline.last_metadata)
+                               cluster_name(cfg.prometheus.clusterSelector))
 
     def assets(self, query: dict[str, list[str]], cancel: threading.Event | None = None) -> dict[str, Any]:
         """OpenCost's /assets (exporter/outputs/assets_api.py)."""
