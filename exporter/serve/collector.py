@@ -89,14 +89,28 @@ class ChargebackCollector(Collector):
 
     def _families(self) -> Iterator[Metric]:
         snap = self.ledger.snapshot()
-        counters, hourly, watermark = snap.counters, snap.hourly, snap.watermark
-        h = self.health
-
         info = GaugeMetricFamily("chargeback_info", "Exporter version and the currency of all cost metrics.",
                                  labels=["version", "currency"])
         info.add_metric([__version__, self.currency], 1)
         yield info
+        tenant_cost: dict[tuple[str, tuple[str, ...]], float] = {}
+        yield from self._costs(snap, tenant_cost)
+        yield from self._periods(snap)
+        yield from self._reconciliation()
+        fallback = GaugeMetricFamily(
+            "chargeback_share_weight_fallback",
+            "1 if this shared source's policy had no data in the last interval and fell back to 'weighted'.",
+            labels=["shared_from"])
+        for source in sorted(self.health.fallbacks):
+            fallback.add_metric([source], 1)
+        yield fallback
+        yield from self._coverage(tenant_cost)
+        yield from self._node_prices()
+        yield from self._loop(snap.watermark)
+        yield from self._sources()
 
+    def _costs(self, snap: Snapshot, tenant_cost: dict[tuple[str, tuple[str, ...]], float]) -> Iterator[Metric]:
+        """The cost counters and the hourly rate; fills `tenant_cost` for label coverage by cost."""
         ns_labels = ["namespace", "component", "resource", "shared_from", *self.attr_names]
         cost = CounterMetricFamily(
             "chargeback_namespace_cost",
@@ -117,33 +131,19 @@ class ChargebackCollector(Collector):
         node_idle = CounterMetricFamily(
             "chargeback_node_idle_cost", "Unallocated capacity cost per node (before any idle sharing).",
             labels=["node", "resource"])
-        tenant_cost: dict[tuple[str, tuple[str, ...]], float] = {}
         family_of = {NamespaceKey: cost, PoolKey: pools, NodeIdleKey: node_idle, ClusterKey: cluster}
-        for key, value in sorted(counters.items(), key=_series_order):
+        for key, value in sorted(snap.counters.items(), key=_series_order):
             family_of[type(key)].add_metric(key.labels(), value)
             if isinstance(key, NamespaceKey) and key.namespace not in (IDLE, SHARED):
                 tk = (key.namespace, key.attrs)
                 tenant_cost[tk] = tenant_cost.get(tk, 0.0) + value
-        for key, value in sorted(hourly.items(), key=_series_order):
+        for key, value in sorted(snap.hourly.items(), key=_series_order):
             if isinstance(key, NamespaceKey):
                 rate.add_metric(key.labels(), value)
-        yield cost
-        yield rate
-        yield cluster
-        yield pools
-        yield node_idle
+        yield from (cost, rate, cluster, pools, node_idle)
 
-        yield from self._periods(snap)
-        yield from self._reconciliation()
-        fallback = GaugeMetricFamily(
-            "chargeback_share_weight_fallback",
-            "1 if this shared source's policy had no data in the last interval and fell back to 'weighted'.",
-            labels=["shared_from"])
-        for source in sorted(h.fallbacks):
-            fallback.add_metric([source], 1)
-        yield fallback
-        yield from self._coverage(tenant_cost)
-
+    def _node_prices(self) -> Iterator[Metric]:
+        h = self.health
         node = GaugeMetricFamily("chargeback_node_hourly_cost",
                                  "A node's full price per hour, with the source that priced it.",
                                  labels=["node", "instance_type", "price_source", "spot"])
@@ -158,16 +158,18 @@ class ChargebackCollector(Collector):
                                 "Nodes priced at default rates because no pricing metric or price-book rule matched.",
                                 value=defaulted)
 
+    def _loop(self, watermark: int | None) -> Iterator[Metric]:
+        """The accrual loop's health: up, leadership, label source, last success, watermark, cycles."""
+        h = self.health
         yield GaugeMetricFamily("chargeback_up", "1 if the last accrual cycle succeeded.", value=int(h.up))
         if h.leader is not None:
             yield GaugeMetricFamily("chargeback_leader", "1 on the replica holding the Lease (the one that accrues).",
                                     value=int(h.leader))
-        meta = self.health.metadata
-        if meta is not None:
+        if h.metadata is not None:
             src = GaugeMetricFamily("chargeback_label_source_info",
                                     "Where attribution labels are read from: kubernetes or prometheus.",
                                     labels=["source"])
-            src.add_metric([meta.source], 1)
+            src.add_metric([h.metadata.source], 1)
             yield src
         if h.last_success is not None:
             yield GaugeMetricFamily("chargeback_last_success_timestamp_seconds",
@@ -183,6 +185,10 @@ class ChargebackCollector(Collector):
         for result, n in sorted(h.cycles.items()):
             cycles.add_metric([result], n)
         yield cycles
+
+    def _sources(self) -> Iterator[Metric]:
+        """What the inputs were like: queries and their errors, coverage gaps, warnings."""
+        h = self.health
         yield CounterMetricFamily("chargeback_prometheus_queries", "PromQL queries sent.", value=self.stats.queries)
         errors = CounterMetricFamily("chargeback_prometheus_query_errors",
                                      "PromQL queries that failed, by reason.", labels=["reason"])
