@@ -192,7 +192,7 @@ class ReportSource:
         return dict(out)
 
     def budgets(self, at: float) -> list[dict[str, Any]]:
-        rows = self.client.query("budget:chargeback_budget_usage:ratio", at)
+        rows = self.client.query(OwnSeries.BUDGET_SERIES["usage"], at)
         return [{**lb, "usage": v} for lb, v in rows]
 
 

@@ -27,6 +27,7 @@ from exporter.core.names import IDLE, UNALLOCATED
 from exporter.core.window import parse_duration, parse_window
 from exporter.engine.limits import Admission, Busy, Cancelled, DeadlineExceeded
 from exporter.engine.pipeline import Pipeline
+from exporter.sources.promql import OwnSeries
 
 if TYPE_CHECKING:
     from exporter.serve.server import Exporter
@@ -235,15 +236,14 @@ async def _optional(run: Callable[..., Any], exporter: Exporter, method: str,
 def budget_rows(exporter: Exporter) -> dict[str, Any]:
     """Budgets as the rules mixin records them (budget:* per budget, namespace_period:* per annotation)."""
     now = time.time()
-    series = {"spend": "budget:chargeback_budget_spend:sum", "usage": "budget:chargeback_budget_usage:ratio",
-              "forecast": "budget:chargeback_budget_forecast:sum"}
+    series = OwnSeries.BUDGET_SERIES
     budgets: dict[str, dict[str, Any]] = {}
     for field, expr in series.items():
         for labels, value in exporter.client.query(expr, now):
             b = budgets.setdefault(labels.get("budget", ""), {k: v for k, v in labels.items() if k != "__name__"})
             b[field] = value
     namespaces = [{**{k: v for k, v in labels.items() if k != "__name__"}, "usage": value}
-                  for labels, value in exporter.client.query("namespace_period:chargeback_budget_usage:ratio", now)]
+                  for labels, value in exporter.client.query(OwnSeries.NAMESPACE_BUDGET_USAGE, now)]
     return {"budgets": sorted(budgets.values(), key=lambda b: str(b.get("budget"))),
             "namespaceBudgets": namespaces}
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Iterable
+from typing import ClassVar
 
 # The one way a value enters PromQL: a string literal (Go syntax; JSON's escapes are a subset of it).
 _RE2_SPECIAL = re.compile(r"([\\.+*?()|\[\]{}^$])")
@@ -75,6 +76,11 @@ class OwnSeries:
     def period_cost(self, period: str, start: int, by: Iterable[str], lookback: str) -> str:
         sel = selector(self.sel, matcher("period", period), matcher("period_start", str(start)))
         return f"max by ({', '.join(by)}) (last_over_time(chargeback_period_cost{sel}[{lookback}]))"
+
+    # The budget series the rules mixin records (rules/alerts/budgets.libsonnet): per budget, per annotation.
+    BUDGET_SERIES: ClassVar[dict[str, str]] = {"spend": "budget:chargeback_budget_spend:sum", "usage": "budget:chargeback_budget_usage:ratio",
+                                               "forecast": "budget:chargeback_budget_forecast:sum"}
+    NAMESPACE_BUDGET_USAGE = "namespace_period:chargeback_budget_usage:ratio"
 
     def cost_increase(self, by: Iterable[str], range_: str, *extra: str) -> str:
         sel = selector(self.sel, *extra)
