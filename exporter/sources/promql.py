@@ -78,8 +78,9 @@ class OwnSeries:
         return f"max by ({', '.join(by)}) (last_over_time(chargeback_period_cost{sel}[{lookback}]))"
 
     # The budget series the rules mixin records (rules/alerts/budgets.libsonnet): per budget, per annotation.
-    BUDGET_SERIES: ClassVar[dict[str, str]] = {"spend": "budget:chargeback_budget_spend:sum", "usage": "budget:chargeback_budget_usage:ratio",
-                                               "forecast": "budget:chargeback_budget_forecast:sum"}
+    BUDGET_SERIES: ClassVar[dict[str, str]] = {
+        "spend": "budget:chargeback_budget_spend:sum", "usage": "budget:chargeback_budget_usage:ratio",
+        "forecast": "budget:chargeback_budget_forecast:sum"}
     NAMESPACE_BUDGET_USAGE = "namespace_period:chargeback_budget_usage:ratio"
 
     def cost_increase(self, by: Iterable[str], range_: str, *extra: str) -> str:
