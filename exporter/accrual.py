@@ -28,12 +28,14 @@ from dataclasses import dataclass, field
 
 from .allocation import IDLE, OVERHEAD, CostResult
 from .errors import DataError
+from .gpuwaste import table_groups
 from .window import PERIODS, iso, period_bounds
 
 log = logging.getLogger(__name__)
 
 # ("namespace", namespace, component, resource, shared_from, *attribution values),
-# ("cluster", resource), ("pool", shared_from, resource) or ("node_idle", node, resource)
+# ("cluster", resource), ("pool", shared_from, resource), ("node_idle", node, resource)
+# or ("gpu_waste", namespace, *attribution values)
 CounterKey = tuple[str, ...]
 
 
@@ -70,6 +72,9 @@ def batch_from(result: CostResult, n_attrs: int, term: int = 0) -> Batch:
         if ns == IDLE:
             for res, cost in line.cost_by_resource().items():
                 add(("node_idle", node, res), cost)
+    for (ns, _node, attrs), line in result.table.items():  # a view on allocated GPU cost, not a cost
+        if ns != IDLE:
+            add(("gpu_waste", ns, *attrs, *("",) * (n_attrs - len(attrs))), line.gpu_waste_cost)
     for (source, res), cost in result.pools.items():
         add(("pool", source, res), cost)
         if res == OVERHEAD:
@@ -87,6 +92,9 @@ def batch_from(result: CostResult, n_attrs: int, term: int = 0) -> Batch:
             efficiency[(ns, "cpu")] = cu / cr
         if mr > 0:
             efficiency[(ns, "memory")] = mu / mr
+    for g in table_groups(result, None):
+        if (ratio := g.efficiency) is not None:
+            efficiency[(g.name, "gpu")] = ratio  # busy over observed GPU time (exporter/gpuwaste.py)
     return Batch(result.start, result.end, costs, efficiency, term)
 
 

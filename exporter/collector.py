@@ -101,6 +101,11 @@ class ChargebackCollector(Collector):
         node_idle = CounterMetricFamily(
             "chargeback_node_idle_cost", "Unallocated capacity cost per node (before any idle sharing).",
             labels=["node", "resource"])
+        waste = CounterMetricFamily(
+            "chargeback_namespace_gpu_waste_cost",
+            "Allocated GPU cost accrued while dcgm-exporter saw those GPUs idle, in currency units: "
+            "GPU cost x (1 - utilisation). A view on chargeback_namespace_cost_total{resource=\"gpu\"}, not "
+            "an extra cost.", labels=["namespace", *self.attr_names])
         tenant_cost: dict[tuple[str, tuple[str, ...]], float] = {}
         for key, value in sorted(counters.items()):
             if key[0] == "namespace":
@@ -112,6 +117,8 @@ class ChargebackCollector(Collector):
                 pools.add_metric(list(key[1:]), value)
             elif key[0] == "node_idle":
                 node_idle.add_metric(list(key[1:]), value)
+            elif key[0] == "gpu_waste":
+                waste.add_metric(list(key[1:]), value)
             else:
                 cluster.add_metric(list(key[1:]), value)
         for key, value in sorted(hourly.items()):
@@ -122,6 +129,7 @@ class ChargebackCollector(Collector):
         yield cluster
         yield pools
         yield node_idle
+        yield waste
 
         yield from self._periods(snap)
         yield from self._reconciliation()
@@ -237,9 +245,16 @@ class ChargebackCollector(Collector):
         ratio = GaugeMetricFamily("chargeback_namespace_efficiency_ratio",
                                   "Usage over requests in the most recently accrued interval.",
                                   labels=["namespace", "resource"])
+        gpu = GaugeMetricFamily("chargeback_namespace_gpu_efficiency_ratio",
+                                "Busy over observed GPU time (dcgm-exporter) of the GPUs the namespace held in the "
+                                "most recently accrued interval.", labels=["namespace"])
         for (ns, res), v in sorted(eff.items()):
-            ratio.add_metric([ns, res], v)
+            if res == "gpu":
+                gpu.add_metric([ns], v)
+            else:
+                ratio.add_metric([ns, res], v)
         yield ratio
+        yield gpu
         budget = GaugeMetricFamily("chargeback_budget_amount",
                                    "Budgets declared as chargeback.io/budget-* namespace annotations.",
                                    labels=["namespace", "period", "notify"])

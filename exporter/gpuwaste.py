@@ -76,6 +76,14 @@ class GpuWaste:
         self.waste_cost += line.gpu_waste_cost
 
 
+    def add(self, other: GpuWaste) -> None:
+        self.gpu_hours += other.gpu_hours
+        self.busy_gpu_hours += other.busy_gpu_hours
+        self.observed_gpu_hours += other.observed_gpu_hours
+        self.gpu_cost += other.gpu_cost
+        self.waste_cost += other.waste_cost
+
+
 def by_group(rows: Iterable[tuple[str, Line]]) -> list[GpuWaste]:
     """Group (name, line) pairs; groups with GPU cost or observed GPU time, most waste first."""
     groups: dict[str, GpuWaste] = {}
