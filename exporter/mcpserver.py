@@ -203,7 +203,7 @@ def build_server(exporter: Exporter, admission: Admission) -> MCPServer:
             return {"window": {"start": w.start, "end": w.end}, "by": by, "currency":
                     exporter.cfg.pricing.currency, "groups": [
                         {**asdict(e), "cpu_efficiency": e.cpu_efficiency, "ram_efficiency": e.ram_efficiency,
-                         **gpu_fields(gpu.get(e.name))}
+                         **gpu_fields(gpu.get(e.group))}
                         for e in efficiency(result, index)]}
         result: dict[str, Any] = await run(work)
         return result
