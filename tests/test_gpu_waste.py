@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import json
 import subprocess
+import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -35,7 +37,7 @@ from exporter.cli import main
 from exporter.collector import ChargebackCollector, Health
 from exporter.config import parse_config
 from exporter.gpuwaste import row_waste, table_groups
-from exporter.localprom import PrometheusServer
+from exporter.localprom import PrometheusServer, backfill, free_port
 from exporter.pipeline import Pipeline
 from exporter.promclient import PrometheusClient
 from exporter.report import make_report
@@ -43,8 +45,10 @@ from exporter.reportformat import render
 from exporter.window import Window
 
 from .conftest import aligned_past, scenario_prom
-from .scenarios import GPU_WASTE_CONFIG, gpu_waste_cluster
+from .scenarios import GPU_WASTE_CONFIG, WINDOW_SECONDS, gpu_waste_cluster
 from .test_allocate_core import REL, window_arg
+from .test_dashboards import DASHBOARDS, _last_scrape, evaluate
+from .test_serve import wait_for, wait_scraping
 
 CENT = 0.005
 NS_WASTE = {"ml": 1.20 + 2.91, "vision": 0.25}
@@ -172,3 +176,40 @@ def test_row_waste_only_counts_observed_time_within_what_is_held() -> None:
     assert row_waste(Line(gpu_seconds=3600, gpu_cost=1.0, gpu_observed_seconds=4 * 3600, gpu_usage_seconds=0)) == 1.0
     # Usage with nothing held (a GPU outside nvidia.com/gpu): no cost, so no waste.
     assert row_waste(Line(gpu_observed_seconds=3600, gpu_usage_seconds=10)) == 0.0
+
+
+def test_dashboard_panels_on_a_served_gpu_cluster(tmp_path: Path) -> None:
+    """The idle dashboard's GPU panels against a real exporter's series for the scenario's hour, scraped."""
+    t0 = aligned_past()
+    port = free_port()
+    backfill(gpu_waste_cluster(t0), tmp_path / "data", t0 - 1800, t0 + WINDOW_SECONDS + 600, 60)
+    with PrometheusServer(tmp_path / "data", {"chargeback": f"127.0.0.1:{port}"}, "1s") as prom:
+        cfg = tmp_path / "serve.yaml"
+        cfg.write_text(yaml.safe_dump({**config(prom), "allocation": {"chunk": "30m"},
+                                       "serve": {"interval": "1s", "listen": f"127.0.0.1:{port}",
+                                                 "exposeNewSeriesFor": "3s"}}))
+        start, until = window_arg(t0).split(",")
+        wait_scraping(prom.url)
+        serve = subprocess.Popen([sys.executable, "-m", "exporter", "serve", "--config", str(cfg), "--start", start,
+                                  "--until", until], stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+        try:
+            done = f"chargeback_accrued_until_timestamp_seconds == {t0 + 3600}"
+            wait_for(lambda: evaluate(prom.url, time.time(), done), what="accrual")
+            time.sleep(3)
+        finally:
+            serve.kill()
+            serve.wait()
+        at = _last_scrape(prom.url)
+        panels = {p["title"]: p for p in DASHBOARDS["chargeback-idle.json"]["panels"] if "GPU" in p["title"]}
+        assert len(panels) == 4
+
+        def values(title: str, label: str = "") -> dict[str, float]:
+            expr = panels[title]["targets"][0]["expr"].replace("$namespace", ".*")  # every namespace
+            rows = evaluate(prom.url, at, expr)
+            return {r["metric"].get(label, ""): float(r["value"][1]) for r in rows}
+
+        assert values("GPU waste over the period")[""] == pytest.approx(4.36, rel=REL)
+        # 4.36 of the 10.50 allocated GPU cost (ml 9.00, vision 1.50)
+        assert values("Share of GPU cost wasted")[""] == pytest.approx(4.36 / 10.5, rel=REL)
+        assert values("GPU waste by namespace", "namespace") == pytest.approx(NS_WASTE, rel=REL)
+        assert values("GPU efficiency by namespace", "namespace") == pytest.approx(NS_EFF, rel=REL)
