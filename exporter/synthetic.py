@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 import zlib
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import partial
 from typing import TextIO
 
@@ -296,6 +296,14 @@ def dcgm_series(n: Node, d: Dcgm, pods: list[Pod]) -> Iterator[tuple[str, str, S
         on = partial(_running, pod)
         yield from _dcgm_fields(d, _labels(**gpu, **job, **pod_kv), c.gpu_util, c.gpu_fb_mib, on)
         yield from _dcgm_fields(d, _labels(**gpu, **job), 0.0, 0.0, partial(_not, on))
+
+
+def with_dcgm(cluster: Cluster, util: float, fb_mib: float = 0.0, dcgm: Dcgm | None = None) -> Cluster:
+    """The cluster with dcgm-exporter on every GPU node and its GPU containers `util` busy (the demo's view)."""
+    nodes = tuple(replace(n, dcgm=n.dcgm or dcgm or Dcgm()) if n.gpus else n for n in cluster.nodes)
+    pods = tuple(replace(p, containers=tuple(replace(c, gpu_util=util, gpu_fb_mib=fb_mib) if c.gpu_request else c
+                                             for c in p.containers)) for p in cluster.pods)
+    return replace(cluster, nodes=nodes, pods=pods)
 
 
 def _always(t: int) -> bool:

@@ -17,9 +17,11 @@ only), 1.0 on g-v100 (no dcgm-exporter); cpu 0.05/core-h and ram 0.005/GiB-h eve
 
 from __future__ import annotations
 
+import asyncio
 import json
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -37,17 +39,21 @@ from exporter.cli import main
 from exporter.collector import ChargebackCollector, Health
 from exporter.config import parse_config
 from exporter.gpuwaste import row_waste, table_groups
+from exporter.httpapi import make_handler
+from exporter.httpserver import BoundedHTTPServer
 from exporter.localprom import PrometheusServer, backfill, free_port
 from exporter.pipeline import Pipeline
 from exporter.promclient import PrometheusClient
-from exporter.report import make_report
+from exporter.report import _add_gpu, make_report
 from exporter.reportformat import render
+from exporter.server import Exporter
 from exporter.window import Window
 
 from .conftest import aligned_past, scenario_prom
 from .scenarios import GPU_WASTE_CONFIG, WINDOW_SECONDS, gpu_waste_cluster
 from .test_allocate_core import REL, window_arg
 from .test_dashboards import DASHBOARDS, _last_scrape, evaluate
+from .test_mcp import session_calls
 from .test_serve import wait_for, wait_scraping
 
 CENT = 0.005
@@ -213,3 +219,40 @@ def test_dashboard_panels_on_a_served_gpu_cluster(tmp_path: Path) -> None:
         assert values("Share of GPU cost wasted")[""] == pytest.approx(4.36 / 10.5, rel=REL)
         assert values("GPU waste by namespace", "namespace") == pytest.approx(NS_WASTE, rel=REL)
         assert values("GPU efficiency by namespace", "namespace") == pytest.approx(NS_EFF, rel=REL)
+
+
+def test_mcp_efficiency_tool_has_gpu_fields(gpu_prom: tuple[PrometheusServer, int]) -> None:
+    prom, t0 = gpu_prom
+    ex = Exporter(parse_config({**config(prom)}))
+    httpd = BoundedHTTPServer(("127.0.0.1", 0), make_handler(ex, None), 16, 30.0)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{httpd.server_address[1]}/mcp"
+        _names, (by_ns, by_team) = asyncio.run(session_calls(url, [
+            ("efficiency", {"window": window_arg(t0)}), ("efficiency", {"window": window_arg(t0), "by": "team"})]))
+    finally:
+        httpd.shutdown()
+        ex.close()
+    groups = {g["group"]: g for g in by_ns.structured_content["groups"]}
+    assert groups["ml"]["gpu_waste_cost"] == pytest.approx(4.11, rel=REL)
+    assert groups["ml"]["gpu_cost"] == pytest.approx(9.0, rel=REL)
+    assert groups["ml"]["gpu_efficiency"] == pytest.approx(NS_EFF["ml"], rel=REL)
+    teams = {g["group"]: g for g in by_team.structured_content["groups"]}
+    assert teams["interns"]["gpu_waste_cost"] == pytest.approx(2.91, rel=REL)
+
+
+def test_report_from_workloads_matches_the_table(gpu_prom: tuple[PrometheusServer, int]) -> None:
+    """The exporter-sourced report sums its GPU figures from the per-pod rows: the same as the table's."""
+    prom, t0 = gpu_prom
+    cfg = parse_config(config(prom))
+    report = make_report(cfg, Window(t0, t0 + 3600, 60), "team", t0 + 7200, source="computed")
+    table = {g.name: g.gpu for g in report.groups}
+    _add_gpu(report, None, Pipeline(cfg, PrometheusClient(cfg.prometheus)), "team", tuple(cfg.attribution.labels))
+    for g in report.groups:
+        want = table[g.name]
+        if want is None:
+            assert g.gpu is None, g.name
+            continue
+        assert g.gpu is not None
+        assert (g.gpu.gpu_cost, g.gpu.waste_cost, g.gpu.efficiency) == pytest.approx(
+            (want.gpu_cost, want.waste_cost, want.efficiency), rel=REL), g.name
