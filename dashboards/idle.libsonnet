@@ -3,6 +3,7 @@ function(c)
   local cl = c.clusterLabel;
   local s = '%s, %s=~"$cluster"' % [c.chargebackSelector, cl];
   local m = c.currencyUnit;
+  local waste = 'chargeback_namespace_gpu_waste_cost_total{%s}' % s;
   local types = 'max by (node, instance_type) (chargeback_node_hourly_cost{%s})' % s;
   g.dashboard(c, 'idle', 'Cost / Idle and efficiency', 'Capacity paid for but not allocated, where it sits, and the workloads that waste the most.', [
     [
@@ -20,5 +21,14 @@ function(c)
       g.table('Least efficient workloads by wasted cost', 'Namespaces ranked by the hourly cost of CPU they request but do not use.', [
         g.target('topk(10, sum by (namespace) (chargeback_namespace_hourly_cost{%s, component="allocated", resource="cpu", team=~"$team", namespace=~"$namespace"}) * on (namespace) (1 - clamp_max(max by (namespace) (chargeback_namespace_efficiency_ratio{%s, resource="cpu"}), 1)))' % [s, s], '{{namespace}}'),
       ], m, w=12),
+    ],
+    // GPU waste (docs/gpu-waste.md): allocated GPU cost x (1 - utilisation) seen by dcgm-exporter.
+    [
+      g.stat('GPU waste over the period', 'Allocated GPU cost that paid for GPU time dcgm-exporter saw idle (chargeback_namespace_gpu_waste_cost_total): a view on the GPU cost, not extra cost.', 'sum(increase(%s[$__range]))' % waste, m),
+      g.stat('Share of GPU cost wasted', 'GPU waste over the allocated GPU cost: 1 - utilisation where dcgm-exporter sees every GPU.', 'sum(increase(%s[$__range])) / sum(increase(chargeback_namespace_cost_total{%s, component="allocated", resource="gpu"}[$__range]))' % [waste, s], 'percentunit'),
+      g.bars('GPU waste by namespace', 'The namespaces whose GPUs sat idle at the highest cost over the period.', 'topk(10, sum by (namespace) (increase(%s[$__range])))' % waste, '{{namespace}}', m),
+    ],
+    [
+      g.timeseries('GPU efficiency by namespace', 'Busy over observed GPU time (dcgm-exporter) of the GPUs each namespace holds, per accrual interval.', [g.target('max by (namespace) (chargeback_namespace_gpu_efficiency_ratio{%s, namespace=~"$namespace"})' % s, '{{namespace}}')], 'percentunit', w=24),
     ],
   ])

@@ -21,7 +21,7 @@ import yaml
 
 from demo.clusters import demo_cluster
 from demo.localprom import PrometheusServer, backfill, backfill_rules, free_port
-from demo.synthetic import Cluster, exposition
+from demo.synthetic import Cluster, Dcgm, exposition, with_dcgm
 from exporter.config.schema import parse_config
 from exporter.core.allocation import CostResult
 from exporter.core.coverage import SOURCE_NAMES
@@ -89,7 +89,9 @@ def main(root: Path = Path(".demo")) -> None:
     root.mkdir(parents=True)
     now = int(time.time()) // 60 * 60
     # kube-state-metrics was OOM-killed six hours ago for 10 minutes: the allocation bridges the gap.
-    cluster = demo_cluster(ksm_gap_at=now - 6 * 3600)
+    # dcgm-exporter sees the trainers' GPU 12% busy: the GPU waste panels and report section have data.
+    cluster = with_dcgm(demo_cluster(ksm_gap_at=now - 6 * 3600), util=0.12, fb_mib=6144,
+                        dcgm=Dcgm("Tesla V100-SXM2-16GB", 16384))
     history_start = now - 86400 - 1800
     print(f"backfilling 24h of a six-team cluster ({len(cluster.nodes)} nodes, {len(cluster.pods)} pods)...",
           flush=True)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 import zlib
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import partial
 from typing import TextIO
 
@@ -34,6 +34,9 @@ class Container:
     cpu_usage: float = 0.0  # cores (mean)
     mem_usage: float = 0.0  # bytes (mean)
     wave: float = 0.0  # daily usage swing as a fraction of the mean (0 = constant)
+    # dcgm-exporter's view of each GPU the container holds (on a node with `dcgm`): busy fraction, MiB used.
+    gpu_util: float = 0.0
+    gpu_fb_mib: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -60,6 +63,16 @@ class Node:
     labels: dict[str, str] = field(default_factory=dict)
     opencost: dict[str, float] = field(default_factory=dict)  # cpu, ram, gpu, total (hourly)
     provider_id: str = ""  # e.g. aws:///us-east-1a/i-0abc (kube_node_info{provider_id})
+    dcgm: Dcgm | None = None  # dcgm-exporter runs on the node (GPU utilisation series)
+
+
+@dataclass(frozen=True)
+class Dcgm:
+    """dcgm-exporter on a GPU node: the GPU model, its framebuffer, and whether it profiles (DCP)."""
+
+    model: str = "NVIDIA A100-SXM4-80GB"
+    fb_mib: int = 81920
+    profiling: bool = True  # DCGM_FI_PROF_GR_ENGINE_ACTIVE too, not only DCGM_FI_DEV_GPU_UTIL
 
 
 @dataclass(frozen=True)
@@ -79,7 +92,7 @@ class Series:
 class Gap:
     """A source's outage: no sample of its series strictly between `start` and `end`.
 
-    source: "ksm" (kube_* series), "cadvisor" (container_*) or "opencost" (prices)."""
+    source: "ksm" (kube_* series), "cadvisor" (container_*), "opencost" (prices) or "dcgm" (DCGM_*)."""
 
     source: str
     start: int
@@ -103,6 +116,8 @@ def source_of(metric: str) -> str:
         return "cadvisor"
     if metric.startswith(("node_", "kubecost_", "pv_hourly")):
         return "opencost"
+    if metric.startswith("DCGM_"):
+        return "dcgm"
     return "other"
 
 
@@ -185,6 +200,9 @@ def _series(cluster: Cluster, lean: bool) -> Iterator[tuple[str, str, Sampler]]:
         yield c.name, _labels(**c.labels), partial(_line, c.base, c.slope)
     for p in cluster.pods:
         yield from _pod_series(p, ksm, lean)
+    for n in cluster.nodes:
+        if n.dcgm is not None:
+            yield from dcgm_series(n, n.dcgm, [p for p in cluster.pods if p.node == n.name])
     if not lean:
         yield from _owner_series(cluster.pods, ksm)
 
@@ -259,6 +277,59 @@ def _pod_series(p: Pod, ksm: dict[str, str], lean: bool) -> Iterator[tuple[str, 
         lb = _labels(**cad, **pod_kv, container=cname, id=f"/kubepods/{uid}{'/pause' if cname else ''}")
         yield "container_cpu_usage_seconds_total", lb, when(running, partial(_line, 1e6, total_cpu + factor))
         yield "container_memory_working_set_bytes", lb, when(running, _const((factor + 1) * GIB))
+
+
+def dcgm_series(n: Node, d: Dcgm, pods: list[Pod]) -> Iterator[tuple[str, str, Sampler]]:
+    """dcgm-exporter in its Kubernetes mode: one series per GPU and field, with namespace/pod/container
+    while a running container holds the GPU (device plugin order: pods in turn), bare when none does."""
+    held: list[tuple[Pod, Container]] = [(p, c) for p in pods for c in p.containers for _ in range(int(c.gpu_request))]
+    job = {"job": "dcgm-exporter", "instance": f"{n.name}:9400"}
+    for i in range(int(n.gpus)):
+        gpu = {"gpu": str(i), "UUID": f"GPU-{zlib.crc32(f'{n.name}/{i}'.encode()):08x}-0000-0000-0000-000000000000",
+               "device": f"nvidia{i}", "modelName": d.model, "Hostname": n.name, "DCGM_FI_DRIVER_VERSION": "550.54.15"}
+        owner = held[i] if i < len(held) else None
+        if owner is None:
+            yield from _dcgm_fields(d, _labels(**gpu, **job), 0.0, 0.0, _always)
+            continue
+        pod, c = owner
+        pod_kv = {"container": c.name, "namespace": pod.namespace, "pod": pod.name}
+        on = partial(_running, pod)
+        yield from _dcgm_fields(d, _labels(**gpu, **job, **pod_kv), c.gpu_util, c.gpu_fb_mib, on)
+        yield from _dcgm_fields(d, _labels(**gpu, **job), 0.0, 0.0, partial(_not, on))
+
+
+def with_dcgm(cluster: Cluster, util: float, fb_mib: float = 0.0, dcgm: Dcgm | None = None) -> Cluster:
+    """The cluster with dcgm-exporter on every GPU node and its GPU containers `util` busy (the demo's view)."""
+    nodes = tuple(replace(n, dcgm=n.dcgm or dcgm or Dcgm()) if n.gpus else n for n in cluster.nodes)
+    pods = tuple(replace(p, containers=tuple(replace(c, gpu_util=util, gpu_fb_mib=fb_mib) if c.gpu_request else c
+                                             for c in p.containers)) for p in cluster.pods)
+    return replace(cluster, nodes=nodes, pods=pods)
+
+
+def _always(t: int) -> bool:
+    return True
+
+
+def _not(pred: Callable[[int], bool], t: int) -> bool:
+    return not pred(t)
+
+
+def _when(pred: Callable[[int], bool], v: float, t: int) -> float | None:
+    return v if pred(t) else None
+
+
+def _running(p: Pod, t: int) -> bool:
+    return (p.start is None or t >= p.start) and (p.end is None or t <= p.end) and (p.deleted is None or t <= p.deleted)
+
+
+def _dcgm_fields(d: Dcgm, lb: str, util: float, fb: float, when: Callable[[int], bool]
+                 ) -> Iterator[tuple[str, str, Sampler]]:
+    fields = [("DCGM_FI_DEV_GPU_UTIL", min(100.0, util * 100 + (20 if d.profiling else 0))),  # coarser than DCP
+              ("DCGM_FI_DEV_FB_USED", fb), ("DCGM_FI_DEV_FB_FREE", d.fb_mib - fb)]
+    if d.profiling:
+        fields.append(("DCGM_FI_PROF_GR_ENGINE_ACTIVE", util))
+    for metric, value in fields:
+        yield metric, lb, partial(_when, when, value)
 
 
 def write_openmetrics(cluster: Cluster, start: int, end: int, interval: int, out: TextIO, lean: bool = False,

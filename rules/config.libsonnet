@@ -52,6 +52,14 @@
     unpricedNodeFor: '30m',
     reconciliationTolerance: 0.05,  // |computed - bill| / bill above this alerts
     reconciliationFor: '1h',
+    // GPU waste (dcgm-exporter): utilisation under gpuIdleThreshold on average over gpuIdleWindow, of GPUs
+    // held since the window began (GPU cost in the 15m after gpuIdleHeldSince ago: window - 15m) and
+    // costing more than gpuIdleFloor (currency) in the window.
+    gpuIdleThreshold: 0.1,
+    gpuIdleWindow: '6h',
+    gpuIdleHeldSince: '5h45m',
+    gpuIdleFloor: 10,
+    gpuIdleFor: '15m',
 
     runbookURLPattern: 'https://github.com/chargeback/chargeback/blob/main/docs/runbook.md#%s',
     // GitHub's heading anchor: lower case, spaces to hyphens, other punctuation dropped. docs/runbook.md

@@ -2,4 +2,5 @@
 (import 'rules/recording.libsonnet') +
 (import 'rules/allocation.libsonnet') +
 (import 'alerts/alerts.libsonnet') +
-(import 'alerts/budgets.libsonnet')
+(import 'alerts/budgets.libsonnet') +
+(import 'alerts/gpu.libsonnet')

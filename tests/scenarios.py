@@ -176,3 +176,43 @@ def asset_cluster(t0: int) -> Cluster:
           )),
     )
     return Cluster(nodes, pods, {}, extra)
+
+
+# ---- GPU waste scenario: dcgm-exporter series in its Kubernetes label shape ------------------------
+# Price-book rules with unit rates; every pod requests what it holds, constant utilisation all hour.
+GPU_WASTE_CONFIG = {
+    "pricing": {
+        "rules": [
+            {"match": {IT: "p4d.24xlarge"}, "cpu": 0.05, "ram": 0.005, "gpu": 3.0},  # A100, DCP profiling
+            {"match": {IT: "g4dn.12xlarge"}, "cpu": 0.05, "ram": 0.005, "gpu": 0.5},  # T4, GPU_UTIL only
+            {"match": {IT: "p3.2xlarge"}, "cpu": 0.05, "ram": 0.005, "gpu": 1.0},  # no dcgm-exporter
+        ]
+    },
+    "attribution": {"source": "prometheus"},
+}
+
+
+def gpu_waste_cluster(t0: int) -> Cluster:
+    """ml holds three A100s: train 2 at 80 %, notebook 1 at 3 % (pod label team=interns splits ml);
+    vision holds a T4 at 50 % (GPU_UTIL only) and a V100 on a node without dcgm-exporter. One A100 is free."""
+    from demo.synthetic import Dcgm
+
+    nodes = (
+        Node("g-a100", 96, 1152 * GIB, gpus=4, labels={IT: "p4d.24xlarge"}, dcgm=Dcgm("NVIDIA A100-SXM4-80GB", 81920)),
+        Node("g-t4", 48, 192 * GIB, gpus=2, labels={IT: "g4dn.12xlarge"},
+             dcgm=Dcgm("Tesla T4", 15360, profiling=False)),
+        Node("g-v100", 8, 61 * GIB, gpus=1, labels={IT: "p3.2xlarge"}),
+    )
+
+    def gpu(name: str, gpus: int, util: float, fb_mib: float = 0.0) -> Container:
+        return Container(name, 4, 16 * GIB, gpus, 2, 8 * GIB, gpu_util=util, gpu_fb_mib=fb_mib)
+
+    pods = (
+        Pod("ml", "train-7f9c-x2", "g-a100", (gpu("trainer", 2, 0.80, 40960),), owner=("Deployment", "train")),
+        Pod("ml", "notebook-0", "g-a100", (gpu("jupyter", 1, 0.03, 2048),), owner=("StatefulSet", "notebook"),
+            labels={"team": "interns"}),
+        Pod("ml", "web-ui", "g-a100", (Container("ui", 1, 2 * GIB, 0, 0.5, 1 * GIB),)),  # no GPU
+        Pod("vision", "infer-5d-q", "g-t4", (gpu("server", 1, 0.50, 7680),), owner=("Deployment", "infer")),
+        Pod("vision", "batch-1", "g-v100", (gpu("job", 1, 0.90),), owner=("Job", "batch")),
+    )
+    return Cluster(nodes, pods, {"ml": {"team": "research"}, "vision": {"team": "vision"}})

@@ -135,6 +135,7 @@ def test_default_priced_nodes_are_warned_about(core_config: Path, core_t0: int) 
     ("pricing:\n  rules:\n  - match: {a: b}\n    cpu: 1\n", "pricing.rules.0: Value error, a price rule needs"),
     ("pricing:\n  defaults:\n    cpu: -1\n", "pricing.defaults.cpu: Input should be greater than or equal to 0"),
     ("prometheus:\n  ksmSelector: job=ksm\n", "prometheus.ksmSelector: Value error, not a list of label matchers"),
+    ("prometheus:\n  dcgmSelector: dcgm\n", "prometheus.dcgmSelector: Value error, not a list of label matchers"),
     ("promethus:\n  url: x\n", "promethus: Extra inputs are not permitted"),
     ("key: [unclosed\n", "not valid YAML"),
     ("- a\n- b\n", "top level must be a mapping"),

@@ -165,6 +165,8 @@ def test_every_panel_returns_data(populated: tuple[PrometheusServer, float], nam
     known = set(requests.get(f"{prom.url}/api/v1/label/__name__/values", timeout=10).json()["data"])
     empty_panels = []
     for panel in DASHBOARDS[name]["panels"]:
+        if "GPU" in panel["title"]:
+            continue  # this scenario has no GPU: tests/test_gpu_waste.py evaluates those against its own
         results = [evaluate(prom.url, at, t["expr"]) for t in panel["targets"]]
         if not any(results):
             empty_panels.append(panel["title"])

@@ -65,7 +65,8 @@ def test_prometheusrule_is_a_valid_crd_object() -> None:
 
 def test_promtool_unit_tests() -> None:
     tests = sorted(str(p.name) for p in (ROOT / "rules/tests").glob("*_test.yaml"))
-    assert tests == ["alerts_test.yaml", "allocation_test.yaml", "budgets_test.yaml", "spike_test.yaml"]
+    assert tests == ["alerts_test.yaml", "allocation_test.yaml", "budgets_test.yaml", "gpu_test.yaml",
+                     "spike_test.yaml"]
     proc = subprocess.run(["promtool", "test", "rules", *tests], cwd=ROOT / "rules/tests", capture_output=True,
                           text=True)
     assert proc.returncode == 0, proc.stdout + proc.stderr

@@ -60,10 +60,12 @@ class Prometheus(_Model):
     cadvisorSelector: str = Field("", description='extra matchers for cAdvisor series, e.g. job="kubelet"')
     ksmSelector: str = Field("", description='extra matchers for kube-state-metrics series, e.g. job="ksm"')
     openCostSelector: str = Field("", description="extra matchers for OpenCost's pricing series")
+    dcgmSelector: str = Field("", description='extra matchers for dcgm-exporter series (GPU waste), '
+                                              'e.g. job="dcgm-exporter"')
     clusterSelector: str = Field("", description='added to every query, e.g. cluster="prod-us-east-1", '
                                                  "to read one cluster from Thanos Query or Mimir")
 
-    @field_validator("cadvisorSelector", "ksmSelector", "openCostSelector", "clusterSelector")
+    @field_validator("cadvisorSelector", "ksmSelector", "openCostSelector", "dcgmSelector", "clusterSelector")
     @classmethod
     def _matchers(cls, v: str) -> str:
         if not _SELECTOR.match(v):

@@ -64,6 +64,13 @@ class Line:
     pv_cost: float = 0.0
     lb_cost: float = 0.0
     network_cost: float = 0.0
+    # GPU utilisation from dcgm-exporter (exporter/core/gpuwaste.py): busy and observed GPU-seconds, framebuffer
+    # used and total byte-seconds, and the share of gpu_cost that bought idle GPU time. A view, not a cost.
+    gpu_usage_seconds: float = 0.0
+    gpu_observed_seconds: float = 0.0
+    gpu_memory_used_byte_seconds: float = 0.0
+    gpu_memory_byte_seconds: float = 0.0
+    gpu_waste_cost: float = 0.0
 
     def add(self, other: Line) -> None:
         for f in fields(self):
@@ -80,7 +87,9 @@ class Line:
 
 _QTY = {"cpu": "cpu_core_seconds", "memory": "ram_byte_seconds", "gpu": "gpu_seconds"}
 _REQ = {"cpu": "cpu_request_seconds", "memory": "ram_request_byte_seconds"}
-_USE = {"cpu": "cpu_usage_seconds", "memory": "ram_usage_byte_seconds"}
+_USE = {"cpu": "cpu_usage_seconds", "memory": "ram_usage_byte_seconds", "gpu": "gpu_usage_seconds",
+        "gpu_observed": "gpu_observed_seconds", "gpu_memory": "gpu_memory_used_byte_seconds",
+        "gpu_memory_total": "gpu_memory_byte_seconds"}
 _COST = {"cpu": "cpu_cost", "memory": "ram_cost", "gpu": "gpu_cost"}
 
 

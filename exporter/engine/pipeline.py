@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -21,6 +22,7 @@ from exporter.core.attribution import BUDGET_PREFIX, Metadata, Owners, annotatio
 from exporter.core.coverage import Segment, State, plan
 from exporter.core.errors import DataError
 from exporter.core.finite import NonFinite
+from exporter.core.gpuwaste import add_waste
 from exporter.core.pricing import NodeFacts, ksm_label, load_shipped_prices, price_nodes, unmatched_rules
 from exporter.core.sharing import ShareInputs, distribute
 from exporter.core.window import Window, iso, parse_duration
@@ -59,6 +61,7 @@ class Pipeline:
         self.metadata = metadata or self.prometheus_metadata
         self._meta_from_prometheus = metadata is None  # then a bridged gap reads labels as of its start
         self._ksm_seen: bool | None = None  # whether kube-state-metrics reported lately (asked once)
+        self._dcgm_seen: tuple[float, bool] | None = None  # (when asked, whether dcgm-exporter is scraped)
         # Bounded: counted per kind, last message per kind (serve passes one that logs a kind hourly).
         self.warnings = warnings if warnings is not None else WarningLog()
         client.on_non_finite = self._non_finite
@@ -153,6 +156,7 @@ class Pipeline:
             rates = {n: replace(r, cpu=r.cpu * f, ram=r.ram * f, gpu=r.gpu * f, source=r.source + "+bill")
                      if (f := self.bill.node_factors.get(n)) is not None else r for n, r in rates.items()}
         result = cost_chunk(usage, rates)
+        add_waste(result)
         assets = self.fetch_assets(w, q)
         if self.bill.asset_factors:
             assets = [replace(a, cost=a.cost * self.bill.asset_factors.get(a.asset, 1.0)) for a in assets]
@@ -329,12 +333,32 @@ class Pipeline:
                     "cpu")
         used.update(both(lambda p: q.used_integral("memory", span, p),
                          q.recorded_used_integral("memory", span) if rec else None, "memory"))
+        used.update(self.gpu_usage(w, q, owners))
         # A (node, resource) with no finite capacity (left out as NaN/Inf) is not covered: nothing on it
         # is costed, so no cost appears without the node cost it comes out of.
         allocated = {k: v for k, v in allocated.items() if (k[1], k[3]) in capacity}
         if not used and self.cfg.allocation.policy != "request":
             self._warn(f"no cAdvisor usage series for {iso(w.start)}..{iso(w.end)}; costing requests only", "no_usage")
         return ChunkUsage(w.start, w.end, allocated, requested, used, capacity, nodes)
+
+    def gpu_usage(self, w: Window, q: Queries, owners: Owners) -> dict[UsageKey, float]:
+        """dcgm-exporter's busy and observed GPU-seconds and framebuffer byte-seconds per (namespace, node)
+        (per pod in split namespaces); nothing, at the cost of one index lookup an hour, without it."""
+        now = time.monotonic()
+        if self._dcgm_seen is None or (not self._dcgm_seen[1] and now - self._dcgm_seen[0] > 3600):
+            self._dcgm_seen = (now, self.client.series_exist(q.dcgm_series()))
+        out: dict[UsageKey, float] = {}
+        if not self._dcgm_seen[1]:
+            return out
+        split = sorted(owners.split)
+        for pods_in in (None, split) if split else (None,):
+            for lb, v in self.client.query(q.gpu_usage_integral(w.seconds, pods_in), float(w.end)):
+                ns = lb.get("namespace", "")
+                if (pods_in is None) == (ns in owners.split):
+                    continue  # split namespaces come from the per-pod rows only
+                key = (ns, lb.get("node", ""), owners.of(ns, lb.get("pod")), lb.get("kind", ""))
+                out[key] = out.get(key, 0.0) + v * self.step
+        return out
 
     def recorded_covers(self, w: Window, split: bool = False) -> bool:
         """True when the mixin's allocation rules ran at every step of `w`, under this config's policy.

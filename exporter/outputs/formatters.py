@@ -13,6 +13,7 @@ from tabulate import tabulate
 
 from exporter.core.allocation import CostResult, Line, efficiency
 from exporter.core.errors import ConfigError
+from exporter.core.gpuwaste import efficiency as gpu_efficiency
 from exporter.core.names import IDLE, is_pseudo
 from exporter.core.pricing import ksm_label
 from exporter.core.window import iso
@@ -122,6 +123,11 @@ def allocation_item(name: str, row: Row, start: int, end: int) -> dict[str, Any]
         "gpuCount": line.gpu_seconds / 3600 / hours,
         "gpuHours": line.gpu_seconds / 3600,
         "gpuCost": gpu_cost,
+        # dcgm-exporter's view (exporter/core/gpuwaste.py): average busy GPUs, busy over observed GPU time (0 when
+        # no GPU was observed, as cpuEfficiency is 0 with nothing requested), and the GPU cost of idle time.
+        "gpuUsageAverage": line.gpu_usage_seconds / 3600 / hours,
+        "gpuEfficiency": gpu_efficiency(line) or 0.0,
+        "gpuWasteCost": line.gpu_waste_cost,
         "ramBytes": line.ram_byte_seconds / 3600 / hours,
         "ramByteRequestAverage": line.ram_request_byte_seconds / 3600 / hours,
         "ramByteUsageAverage": line.ram_usage_byte_seconds / 3600 / hours,

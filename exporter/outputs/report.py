@@ -18,6 +18,7 @@ from typing import Any
 from exporter.config.schema import Config
 from exporter.core.allocation import CostResult, merge_all
 from exporter.core.errors import DataError
+from exporter.core.gpuwaste import GpuWaste, PodGpu, by_group, workload_waste
 from exporter.core.names import IDLE, is_pseudo
 from exporter.core.window import Window, iso
 from exporter.engine.pipeline import Pipeline, command_pipeline
@@ -41,6 +42,11 @@ class Group:
     unused_request_cost: float = 0.0
     budgets: list[dict[str, Any]] = field(default_factory=list)
     workloads: dict[str, float] = field(default_factory=dict)  # namespace/workload -> allocated compute cost
+    gpu: GpuWaste | None = None  # GPU cost, utilisation and waste (dcgm-exporter), None without GPU cost
+    gpu_workloads: dict[str, float] = field(default_factory=dict)  # namespace/workload -> GPU waste
+
+    def top_gpu_workloads(self, n: int = 3) -> list[tuple[str, float]]:
+        return sorted(((k, v) for k, v in self.gpu_workloads.items() if v > 0), key=lambda kv: -kv[1])[:n]
 
     def top_workloads(self, n: int = 3) -> list[tuple[str, float]]:
         return sorted(self.workloads.items(), key=lambda kv: -kv[1])[:n]
@@ -236,6 +242,7 @@ def make_report(cfg: Config, window: Window, by: str, now: float, source: str = 
                            src.exporter_efficiency(window), src.budgets(window.end))
             report.daily = src.exporter_daily(days, by)
             _add_workloads(report, workload_costs(pipeline, window, by, src.attr_names))
+            _add_gpu(report, None, pipeline, by, src.attr_names)
             return report
         if source == "exporter":
             raise DataError(f"the exporter's series do not cover {iso(window.start)}..{iso(window.end)} exactly "
@@ -260,6 +267,7 @@ def make_report(cfg: Config, window: Window, by: str, now: float, source: str = 
             daily[name].append((day.start, cost))
     report.daily = dict(daily)
     _add_workloads(report, workload_costs(pipeline, window, by, src.attr_names))
+    _add_gpu(report, merged, pipeline, by, src.attr_names)
     return report
 
 
@@ -270,3 +278,52 @@ def _add_workloads(report: Report, costs: dict[str, dict[str, float]]) -> None:
 
 def describe(report: Report) -> str:
     return f"{iso(report.window.start)} .. {iso(report.window.end)} by {report.by} (source: {report.source})"
+
+
+def gpu_workloads(pipeline: Pipeline, window: Window, by: str, attr_names: tuple[str, ...]
+                  ) -> dict[str, dict[str, GpuWaste]]:
+    """GPU cost and waste per group and workload (namespace/name), one day at a time (per-pod queries)."""
+    from exporter.core.attribution import resolve
+    from exporter.core.pricing import price_nodes
+    from exporter.core.workloads import name_of
+
+    out: dict[str, dict[str, GpuWaste]] = defaultdict(dict)
+    keys = list(pipeline.cfg.attribution.labels.values())
+    for day in window.chunks(86400, boundary=86400):
+        _capacity, nodes = pipeline.node_facts(day)
+        rates = {n: r.gpu for n, r in price_nodes(nodes, pipeline.cfg.pricing, pipeline.shipped).items()}
+        owners = resolve(pipeline.metadata(day), keys)
+        pods: dict[tuple[str, str, str], dict[str, float]] = defaultdict(lambda: defaultdict(float))
+        for expr in (pipeline.queries.allocated_integral("gpu", day.seconds, every_pod=True),
+                     pipeline.queries.gpu_usage_integral(day.seconds, every_pod=True)):
+            for lb, v in pipeline.client.query(expr, float(day.end)):
+                pods[(lb.get("namespace", ""), lb.get("node", ""), lb.get("pod", ""))][lb.get("kind", "held")] += v
+        rows = [PodGpu(ns, node, pod, q["held"] * pipeline.step, q["gpu"] * pipeline.step,
+                       q["gpu_observed"] * pipeline.step) for (ns, node, pod), q in pods.items()]
+        controllers = pipeline.workloads(day)
+        names = {(p.namespace, p.pod): name_of(controllers, p.namespace, p.pod) for p in rows}
+        for p in rows:
+            group = out[group_of(by, attr_names, p.namespace, owners.of(p.namespace, p.pod))]
+            for name, w in workload_waste([p], rates, names).items():
+                group.setdefault(name, GpuWaste(name)).add(w)
+    return dict(out)
+
+
+def _add_gpu(report: Report, result: CostResult | None, pipeline: Pipeline, by: str,
+             attr_names: tuple[str, ...]) -> None:
+    """Each group's GPU cost, utilisation and waste (from the window's table, else summed from the
+    workloads), and its top workloads by GPU waste."""
+    workloads = gpu_workloads(pipeline, report.window, by, attr_names)
+    if result is not None:
+        totals = {g.name: g for g in by_group(
+            (group_of(by, attr_names, ns, attrs), line) for (ns, _n, attrs), line in result.table.items()
+            if ns != IDLE)}
+    else:
+        totals = {name: GpuWaste(name) for name in workloads}
+        for name, ws in workloads.items():
+            for w in ws.values():
+                totals[name].add(w)
+    for g in report.groups:
+        gw = totals.get(g.name)
+        g.gpu = gw if gw is not None and (gw.gpu_cost > 0 or gw.observed_gpu_hours > 0) else None
+        g.gpu_workloads = {k: w.waste_cost for k, w in workloads.get(g.name, {}).items()}

@@ -14,6 +14,7 @@ import json
 from datetime import datetime, timezone
 from typing import Any
 
+from exporter.core.gpuwaste import GpuWaste
 from exporter.core.window import iso
 from exporter.outputs.report import Report
 
@@ -40,6 +41,10 @@ def rows(report: Report) -> list[dict[str, Any]]:
             "unused_request_cost": g.unused_request_cost,
             "top_namespaces": "; ".join(f"{n} {c:.2f}" for n, c in g.top_namespaces()),
             "top_workloads": "; ".join(f"{n} {c:.2f}" for n, c in g.top_workloads()),
+            "gpu_cost": g.gpu.gpu_cost if g.gpu else 0.0,
+            "gpu_efficiency": g.gpu.efficiency if g.gpu else None,
+            "gpu_waste": g.gpu.waste_cost if g.gpu else 0.0,
+            "top_gpu_waste_workloads": "; ".join(f"{n} {c:.2f}" for n, c in g.top_gpu_workloads()),
         })
     return out
 
@@ -91,7 +96,27 @@ def to_markdown(report: Report) -> str:
     budgets = [(g.name, b) for g in report.groups for b in g.budgets]
     if budgets:
         lines += ["", "Budgets: " + "; ".join(f"{b.get('budget')} {100 * b['usage']:.0f}% used" for _n, b in budgets)]
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines + _gpu_markdown(report)) + "\n"
+
+
+def _pct(v: float | None) -> str:
+    return f"{100 * v:.0f}%" if v is not None else "-"
+
+
+def _gpu_markdown(report: Report) -> list[str]:
+    """The GPU waste section: allocated GPU cost paid for idle GPU time (dcgm-exporter), by group."""
+    gpu = sorted((g for g in report.groups if g.gpu), key=lambda g: -(g.gpu.waste_cost if g.gpu else 0.0))
+    if not gpu:
+        return []
+    lines = ["", "## GPU waste", "",
+             "Allocated GPU cost x (1 - utilisation) seen by dcgm-exporter: a view on the GPU cost above, not extra.",
+             "", f"| {report.by} | GPU cost | GPU efficiency | GPU waste | top workloads by GPU waste |",
+             "|---|---:|---:|---:|---|"]
+    for g in gpu:
+        assert g.gpu is not None
+        lines.append(f"| {g.name} | {g.gpu.gpu_cost:,.2f} | {_pct(g.gpu.efficiency)} | {g.gpu.waste_cost:,.2f} | "
+                     f"{', '.join(f'{n} {c:,.2f}' for n, c in g.top_gpu_workloads())} |")
+    return lines
 
 
 def chart_png(report: Report) -> bytes:
@@ -130,6 +155,11 @@ def to_html(report: Report, chart: bytes | None = None, chart_cid: str | None = 
                  f"{g.by_component.get('shared', 0):,.2f}", f"{g.by_component.get('idle', 0):,.2f}",
                  _change(g.change, g.change_pct, cur), eff, f"{g.unused_request_cost:,.2f}")
         body.append("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in cells) + "</tr>")
+    gpu = "".join(_gpu_html_row(g.name, g.gpu, g.top_gpu_workloads()) for g in report.groups if g.gpu)
+    if gpu:
+        heads = "".join(f"<th>{html.escape(h)}</th>" for h in
+                        (report.by, "GPU cost", "GPU efficiency", "GPU waste", "top workloads by GPU waste"))
+        gpu = f"<h3>GPU waste</h3><table border=1 cellpadding=4><tr>{heads}</tr>{gpu}</table>"
     img = ""
     if chart_cid:
         img = f'<p><img src="cid:{chart_cid}" alt="Daily cost trend"></p>'
@@ -138,7 +168,13 @@ def to_html(report: Report, chart: bytes | None = None, chart_cid: str | None = 
     return (f"<html><body><h2>{html.escape(_title(report))}</h2>"
             f"<p>Total <b>{html.escape(_money(report.cluster_total, cur))}</b>; source: {report.source}; "
             f"the groups add up to {html.escape(_money(report.groups_total, cur))}.</p>"
-            f"<table border=1 cellpadding=4><tr>{head}</tr>{''.join(body)}</table>{img}</body></html>")
+            f"<table border=1 cellpadding=4><tr>{head}</tr>{''.join(body)}</table>{gpu}{img}</body></html>")
+
+
+def _gpu_html_row(name: str, gpu: GpuWaste, top: list[tuple[str, float]]) -> str:
+    cells = (name, f"{gpu.gpu_cost:,.2f}", _pct(gpu.efficiency), f"{gpu.waste_cost:,.2f}",
+             ", ".join(f"{n} {c:,.2f}" for n, c in top))
+    return "<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in cells) + "</tr>"
 
 
 def slack_blocks(report: Report, grafana_url: str | None) -> dict[str, Any]:

@@ -29,6 +29,7 @@ from typing import ClassVar
 
 from exporter.core.allocation import OVERHEAD, CostResult
 from exporter.core.errors import DataError
+from exporter.core.gpuwaste import table_groups
 from exporter.core.names import IDLE
 from exporter.core.window import PERIODS, iso, period_bounds
 
@@ -89,7 +90,20 @@ class NodeIdleKey:
         return [self.node, self.resource]
 
 
-CounterKey = NamespaceKey | ClusterKey | PoolKey | NodeIdleKey
+@dataclass(frozen=True, order=True)
+class GpuWasteKey:
+    """One chargeback_namespace_gpu_waste_cost series: a view on allocated GPU cost, not a cost."""
+
+    family: ClassVar[str] = "gpu_waste"
+
+    namespace: str
+    attrs: tuple[str, ...] = ()
+
+    def labels(self) -> list[str]:
+        return [self.namespace, *self.attrs]
+
+
+CounterKey = NamespaceKey | ClusterKey | PoolKey | NodeIdleKey | GpuWasteKey
 PeriodKey = tuple[str, ...]  # (period, period start, namespace, *attribution values): flat, as read back
 
 
@@ -126,6 +140,9 @@ def batch_from(result: CostResult, n_attrs: int, term: int = 0) -> Batch:
         if ns == IDLE:
             for res, cost in line.cost_by_resource().items():
                 add(NodeIdleKey(node, res), cost)
+    for (ns, _node, attrs), line in result.table.items():  # a view on allocated GPU cost, not a cost
+        if ns != IDLE:
+            add(GpuWasteKey(ns, tuple(attrs) + ("",) * (n_attrs - len(attrs))), line.gpu_waste_cost)
     for (source, res), cost in result.pools.items():
         add(PoolKey(source, res), cost)
         if res == OVERHEAD:
@@ -143,6 +160,9 @@ def batch_from(result: CostResult, n_attrs: int, term: int = 0) -> Batch:
             efficiency[(ns, "cpu")] = cu / cr
         if mr > 0:
             efficiency[(ns, "memory")] = mu / mr
+    for g in table_groups(result, None):
+        if (ratio := g.efficiency) is not None:
+            efficiency[(g.name, "gpu")] = ratio  # busy over observed GPU time (exporter/core/gpuwaste.py)
     return Batch(result.start, result.end, costs, efficiency, term)
 
 

@@ -18,7 +18,7 @@ from exporter.core.attribution import annotation_budgets, coverage_by_cost, cove
 from exporter.core.coverage import SOURCES, Coverage
 from exporter.core.names import IDLE, SHARED
 from exporter.core.window import period_bounds
-from exporter.serve.accrual import ClusterKey, CounterKey, NamespaceKey, NodeIdleKey, PoolKey
+from exporter.serve.accrual import ClusterKey, CounterKey, GpuWasteKey, NamespaceKey, NodeIdleKey, PoolKey
 
 if TYPE_CHECKING:
     from exporter.core.allocation import CostResult
@@ -131,7 +131,13 @@ class ChargebackCollector(Collector):
         node_idle = CounterMetricFamily(
             "chargeback_node_idle_cost", "Unallocated capacity cost per node (before any idle sharing).",
             labels=["node", "resource"])
-        family_of = {NamespaceKey: cost, PoolKey: pools, NodeIdleKey: node_idle, ClusterKey: cluster}
+        waste = CounterMetricFamily(
+            "chargeback_namespace_gpu_waste_cost",
+            "Allocated GPU cost accrued while dcgm-exporter saw those GPUs idle, in currency units: "
+            "GPU cost x (1 - utilisation). A view on chargeback_namespace_cost_total{resource=\"gpu\"}, not "
+            "an extra cost.", labels=["namespace", *self.attr_names])
+        family_of = {NamespaceKey: cost, PoolKey: pools, NodeIdleKey: node_idle, ClusterKey: cluster,
+                     GpuWasteKey: waste}
         for key, value in sorted(snap.counters.items(), key=_series_order):
             family_of[type(key)].add_metric(key.labels(), value)
             if isinstance(key, NamespaceKey) and key.namespace not in (IDLE, SHARED):
@@ -140,7 +146,7 @@ class ChargebackCollector(Collector):
         for key, value in sorted(snap.hourly.items(), key=_series_order):
             if isinstance(key, NamespaceKey):
                 rate.add_metric(key.labels(), value)
-        yield from (cost, rate, cluster, pools, node_idle)
+        yield from (cost, rate, cluster, pools, node_idle, waste)
 
     def _node_prices(self) -> Iterator[Metric]:
         h = self.health
@@ -253,9 +259,16 @@ class ChargebackCollector(Collector):
         ratio = GaugeMetricFamily("chargeback_namespace_efficiency_ratio",
                                   "Usage over requests in the most recently accrued interval.",
                                   labels=["namespace", "resource"])
+        gpu = GaugeMetricFamily("chargeback_namespace_gpu_efficiency_ratio",
+                                "Busy over observed GPU time (dcgm-exporter) of the GPUs the namespace held in the "
+                                "most recently accrued interval.", labels=["namespace"])
         for (ns, res), v in sorted(eff.items()):
-            ratio.add_metric([ns, res], v)
+            if res == "gpu":
+                gpu.add_metric([ns], v)
+            else:
+                ratio.add_metric([ns, res], v)
         yield ratio
+        yield gpu
         budget = GaugeMetricFamily("chargeback_budget_amount",
                                    "Budgets declared as chargeback.io/budget-* namespace annotations.",
                                    labels=["namespace", "period", "notify"])

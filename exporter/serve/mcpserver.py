@@ -23,6 +23,8 @@ from pydantic import Field
 
 from exporter.core.allocation import CostResult
 from exporter.core.errors import ChargebackError
+from exporter.core.gpuwaste import GpuWaste
+from exporter.core.gpuwaste import table_groups as gpu_groups
 from exporter.core.names import IDLE, UNALLOCATED
 from exporter.core.window import parse_duration, parse_window
 from exporter.engine.limits import Admission, Busy, Cancelled, DeadlineExceeded
@@ -86,6 +88,12 @@ def efficiency(result: CostResult, by_index: int | None) -> list[Efficiency]:
             if alloc > 0 and req > use:
                 e.unused_cost += cost * (req - use) / alloc
     return sorted(groups.values(), key=lambda e: -e.unused_cost)
+
+
+def gpu_fields(g: GpuWaste | None) -> dict[str, float | None]:
+    """A group's GPU cost, utilisation and waste for the efficiency tool (exporter/core/gpuwaste.py)."""
+    return {"gpu_cost": g.gpu_cost if g else 0.0, "gpu_efficiency": g.efficiency if g else None,
+            "gpu_waste_cost": g.waste_cost if g else 0.0}
 
 
 def fresh_pipeline(exporter: Exporter) -> Pipeline:
@@ -176,7 +184,9 @@ def build_server(exporter: Exporter, admission: Admission) -> MCPServer:
     @server.tool(name="efficiency", annotations=READ_ONLY, description=(
         "Rightsizing: CPU and memory requests against actual usage per namespace (by=namespace) or per "
         "attribution label such as team (by=team), with efficiency = usage/requests and unused_cost, the cost "
-        "of requested but unused CPU and memory (the saving if requests matched usage). Sorted by unused_cost."))
+        "of requested but unused CPU and memory (the saving if requests matched usage). Sorted by unused_cost. "
+        "With dcgm-exporter: gpu_efficiency (busy over observed GPU time) and gpu_waste_cost, the allocated GPU "
+        "cost x (1 - utilisation)."))
     async def efficiency_report(
             window: WindowArg = "24h",
             by: Annotated[str, Field(description=(
@@ -190,11 +200,13 @@ def build_server(exporter: Exporter, admission: Admission) -> MCPServer:
 
         def work(cancel: threading.Event) -> dict[str, Any]:
             w = parse_window(window, time.time(), exporter.step)
-            rows = efficiency(fresh_pipeline(exporter).compute(w, cancel=cancel), index)
+            result = fresh_pipeline(exporter).compute(w, cancel=cancel)
+            gpu = {g.name: g for g in gpu_groups(result, index)}
             return {"window": {"start": w.start, "end": w.end}, "by": by, "currency":
                     exporter.cfg.pricing.currency, "groups": [
-                        {**asdict(e), "cpu_efficiency": e.cpu_efficiency, "ram_efficiency": e.ram_efficiency}
-                        for e in rows]}
+                        {**asdict(e), "cpu_efficiency": e.cpu_efficiency, "ram_efficiency": e.ram_efficiency,
+                         **gpu_fields(gpu.get(e.group))}
+                        for e in efficiency(result, index)]}
         result: dict[str, Any] = await run(work)
         return result
 

@@ -46,6 +46,10 @@ RECORDED = {(kind, res): f"namespace_node:chargeback_{kind}_{UNITS[res]}:sum"
             for kind in ("allocated", "requested", "used") for res in UNITS}
 RULES_EVALUATED = "cluster:chargeback_allocation_rules_evaluated:count"
 
+# dcgm-exporter: graphics engine activity (0-1, DCP profiling) and its fallback GPU utilisation (0-100).
+DCGM_ACTIVE, DCGM_UTIL = "DCGM_FI_PROF_GR_ENGINE_ACTIVE", "DCGM_FI_DEV_GPU_UTIL"
+MIB = 1048576  # DCGM_FI_DEV_FB_USED / _FREE are in MiB
+
 PRICE_METRICS = {
     "cpu": "node_cpu_hourly_cost",
     "ram": "node_ram_hourly_cost",
@@ -63,6 +67,7 @@ class Queries:
         self.k = join_matchers(prom.ksmSelector, prom.clusterSelector)
         self.c = join_matchers(prom.cadvisorSelector, prom.clusterSelector)
         self.o = join_matchers(prom.openCostSelector, prom.clusterSelector)
+        self.d = join_matchers(prom.dcgmSelector, prom.clusterSelector)
         self.policy = alloc.policy
         self.w = alloc.requestWeight
         self.step = parse_duration(alloc.resolution)
@@ -112,6 +117,7 @@ class Queries:
         only = one_of("namespace", namespaces)
         q.k = join_matchers(self.k, only)
         q.c = join_matchers(self.c, only)
+        q.d = join_matchers(self.d, only)
         return q
 
     def _range(self, chunk_seconds: int) -> str:
@@ -247,6 +253,30 @@ class Queries:
 
     def recorded_used_integral(self, resource: str, chunk_seconds: int) -> str:
         return f"sum_over_time({_finite(self._recorded('used', resource))}{self._sub(chunk_seconds)})"
+
+    # ---- GPU utilisation from dcgm-exporter's Kubernetes mode (math: exporter/core/gpuwaste.py) ----
+    def dcgm_series(self) -> str:
+        """Whether dcgm-exporter is scraped at all (the pipeline skips the GPU usage query otherwise)."""
+        return _sel(one_of("__name__", (DCGM_ACTIVE, DCGM_UTIL)), self.d)
+
+    def gpu_device_usage(self) -> str:
+        """Per GPU (or MIG instance) a pod holds: busy fraction (kind="gpu": graphics-engine activity where
+        the GPU profiles it, else GPU_UTIL/100), 1 where it was seen (gpu_observed), framebuffer used and
+        used+free in bytes."""
+        sel = _sel('namespace!=""', 'pod!=""', self.d)
+        by = "max by (namespace, pod, UUID, GPU_I_ID)"
+        busy = f"clamp(({by} ({DCGM_ACTIVE}{sel}) or {by} ({DCGM_UTIL}{sel}) / 100), 0, 1)"
+        used = f"{by} (DCGM_FI_DEV_FB_USED{sel}) * {MIB}"
+        total = f"({by} (DCGM_FI_DEV_FB_USED{sel}) + {by} (DCGM_FI_DEV_FB_FREE{sel})) * {MIB}"
+        kinds = (("gpu", busy), ("gpu_observed", f"{busy} * 0 + 1"), ("gpu_memory", used), ("gpu_memory_total", total))
+        return " or ".join(f'label_replace({expr}, "kind", {quote(kind)}, "", "")' for kind, expr in kinds)
+
+    def gpu_usage_integral(self, chunk_seconds: int, pods_in: list[str] | None = None, every_pod: bool = False) -> str:
+        """Sum over steps of busy GPUs and framebuffer bytes per (namespace, node, kind) of running pods;
+        per pod too with `pods_in` (only those namespaces) or `every_pod` (reports' top workloads)."""
+        q = self.scoped(pods_in) if pods_in else self
+        by = "namespace, node, pod, kind" if pods_in or every_pod else "namespace, node, kind"
+        return f"sum_over_time({_finite(q._by_ns_node(q.gpu_device_usage(), by))}{self._sub(chunk_seconds)})"
 
     # ---- assets beyond nodes: volumes, load balancers, network ----
     def pv_capacity_integral(self, span: int) -> str:
