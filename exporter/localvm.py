@@ -100,19 +100,15 @@ class VictoriaMetricsServer(_Service):
     """The single-node server: storage, the Prometheus query API (MetricsQL) and the remote-write receiver.
 
     The response cache is off: it assumes samples arrive in time order, which a backfill breaks. The
-    latency offset is 0 so that a query at "now" sees the samples just scraped; by default it is
-    evaluated 30 s in the past (see docs/victoriametrics.md).
+    search latency offset stays at its default (30 s): a query for "now" is answered as of 30 s ago
+    unless it says `nocache=1`, which chargeback's client always does (docs/victoriametrics.md).
     """
 
     name = "victoria-metrics"
 
-    def __init__(self, root: Path, port: int | None = None, latency_offset: str = "0s") -> None:
-        super().__init__(root, port)
-        self.latency_offset = latency_offset
-
     def args(self) -> list[str]:
         return [f"-storageDataPath={self.root / f'vm-{self.port}'}", "-retentionPeriod=100y",
-                "-search.disableCache", f"-search.latencyOffset={self.latency_offset}"]
+                "-search.disableCache"]
 
     @property
     def write_url(self) -> str:
@@ -189,7 +185,8 @@ class VMAlert(_Service):
     def __init__(self, root: Path, rule_files: list[Path], datasource: str, remote_write: str,
                  interval: str = "1m") -> None:
         super().__init__(root)
-        self.rule_files, self.datasource, self.remote_write, self.interval = rule_files, datasource, remote_write, interval
+        self.rule_files, self.datasource, self.remote_write = rule_files, datasource, remote_write
+        self.interval = interval
 
     def common(self) -> list[str]:
         return [*(f"-rule={p.resolve()}" for p in self.rule_files), f"-datasource.url={self.datasource}",

@@ -164,15 +164,17 @@ def test_mixin_rules_evaluated_by_vmalert_feed_the_recorded_path(tmp_path: Path,
     assert data["team-a"]["cpuCoreUsageAverage"] == pytest.approx(4.5, rel=REL)  # from the recorded usage
 
 
-def increase(vm: VictoriaMetricsServer, expr: str) -> dict[str, float]:
-    body = requests.get(f"{vm.url}/api/v1/query", params={"query": expr}, timeout=10).json()
+def instant(vm: VictoriaMetricsServer, expr: str) -> dict[str, float]:
+    """`expr` now, by namespace. `nocache=1`: else VictoriaMetrics answers as of 30 s ago (-search.latencyOffset)."""
+    body = requests.get(f"{vm.url}/api/v1/query", params={"query": expr, "nocache": "1"}, timeout=10).json()
     assert body["status"] == "success", body
     return {r["metric"].get("namespace", ""): float(r["value"][1]) for r in body["data"]["result"]}
 
 
 def test_serve_counters_scraped_by_vmagent(tmp_path: Path, core_t0: int) -> None:
     """serve reads the core scenario from VictoriaMetrics; vmagent scrapes it every second and remote-writes
-    the counters back. A restart reads the watermark back from VictoriaMetrics and counts nothing twice."""
+    the counters back. A restart reads the watermark back from VictoriaMetrics and counts nothing twice: the
+    watermark the first run published seconds before it died, not VictoriaMetrics' answer for 30 s ago."""
     vm = scenario_vm(tmp_path / "vm", core_cluster(core_t0), core_t0)
     port = free_port()
     agent = VMAgent(tmp_path, {"chargeback": f"127.0.0.1:{port}"}, vm.write_url)
@@ -189,7 +191,7 @@ def test_serve_counters_scraped_by_vmagent(tmp_path: Path, core_t0: int) -> None
         return procs[-1]
 
     def watermark_stored(t: int) -> bool:
-        got = increase(vm, 'max(chargeback_accrued_until_timestamp_seconds{job="chargeback"})')
+        got = instant(vm, 'max(chargeback_accrued_until_timestamp_seconds{job="chargeback"})')
         return got.get("") == t
 
     try:
@@ -205,12 +207,12 @@ def test_serve_counters_scraped_by_vmagent(tmp_path: Path, core_t0: int) -> None
         time.sleep(2.5)
         assert "watermark read back from Prometheus" in (tmp_path / "serve-1.log").read_text()
         # MetricsQL's increase over the last 10 minutes (both runs, a counter reset between them) is the hour.
-        got = increase(vm, 'sum by (namespace) (increase(chargeback_namespace_cost_total{job="chargeback"}[10m]))')
+        got = instant(vm, 'sum by (namespace) (increase(chargeback_namespace_cost_total{job="chargeback"}[10m]))')
         assert set(got) == set(EXPECTED)
         for ns, exp in EXPECTED.items():
             assert got[ns] == pytest.approx(sum(exp.values()), rel=REL), ns
         assert sum(got.values()) == pytest.approx(NODES_TOTAL, rel=REL)
-        cluster = increase(vm, 'sum(increase(chargeback_cluster_cost_total{job="chargeback"}[10m]))')
+        cluster = instant(vm, 'sum(increase(chargeback_cluster_cost_total{job="chargeback"}[10m]))')
         assert cluster[""] == pytest.approx(NODES_TOTAL, rel=REL)
         # allocate over the same window, against the same store, says the same.
         data, _ = allocate(vm.url, tmp_path, window_arg(core_t0))
