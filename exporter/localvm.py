@@ -177,24 +177,31 @@ class VMAgent(_Service):
 
 
 class VMAlert(_Service):
-    """Evaluates Prometheus-format rule files against `datasource` every group interval and
-    remote-writes the recorded series to `remote_write` (both a VictoriaMetrics URL)."""
+    """Evaluates Prometheus-format rule files against `datasource` every group interval,
+    remote-writes the recorded series to `remote_write` (both a VictoriaMetrics URL) and sends
+    alerts to the Alertmanager at `notifier`."""
 
     name = "vmalert"
 
     def __init__(self, root: Path, rule_files: list[Path], datasource: str, remote_write: str,
-                 interval: str = "1m") -> None:
+                 interval: str = "1m", notifier: str | None = None) -> None:
         super().__init__(root)
+        self.notifier = notifier
         self.rule_files, self.datasource, self.remote_write = rule_files, datasource, remote_write
         self.interval = interval
 
     def common(self) -> list[str]:
-        return [*(f"-rule={p.resolve()}" for p in self.rule_files), f"-datasource.url={self.datasource}",
+        # nocache=1: rules see the samples of the last 30 s (-search.latencyOffset), as on Prometheus.
+        # queryStep 0: each group's interval is the step, so replay records every interval (not every 5m).
+        return [*(f"-rule={p.resolve()}" for p in self.rule_files), f"-datasource.url={self.datasource}?nocache=1",
                 f"-remoteWrite.url={self.remote_write}", "-remoteWrite.flushInterval=1s",
                 "-datasource.queryStep=0s"]
 
     def args(self) -> list[str]:
-        return [*self.common(), f"-evaluationInterval={self.interval}"]
+        # vmalert will not run alerting rules without an Alertmanager to notify; the tests have none, so
+        # it gets a free port: the sends fail and are logged, the recording rules run.
+        return [*self.common(), f"-evaluationInterval={self.interval}",
+                f"-notifier.url={self.notifier or f'http://127.0.0.1:{free_port()}'}"]
 
     def replay(self, start: int, end: int) -> None:
         """Evaluate the rules over history [start, end] once (vmalert's replay mode) and wait for it to finish."""
