@@ -3,9 +3,10 @@ cluster's vmselect, and ships vmagent and vmalert) instead of Prometheus.
 
 `allocate` reads the same hand-worked amounts as on Prometheus; the mixin's rules, evaluated by `vmalert`,
 feed the recorded path; `serve`'s counters, scraped by `vmagent`, increase by what `allocate` computes. The
-one difference measured (docs/victoriametrics.md) is pinned here too: MetricsQL's `rate` does not
+differences measured (docs/victoriametrics.md) are pinned here too: MetricsQL's `rate` does not
 extrapolate, so a container that starts is charged its usage from its second sample on, where PromQL ramps
-up over the rate window. The multi-cluster test runs on VictoriaMetrics too (tests/test_multicluster.py).
+up over the rate window; and a bare selector reaches back one step, not 5 minutes, so a source's gap is
+bridged from its start. The multi-cluster test runs on VictoriaMetrics too (tests/test_multicluster.py).
 """
 
 from __future__ import annotations
@@ -28,9 +29,12 @@ from exporter.cli import main
 from exporter.localprom import PrometheusServer, backfill, free_port
 from exporter.localvm import VictoriaMetricsServer, VMAgent, VMAlert, missing_binaries
 from exporter.synthetic import GIB, Cluster, Container, Node, Pod
+from exporter.synthetic_clusters import demo_cluster
 
 from .scenarios import CORE_CONFIG, WINDOW_SECONDS, core_cluster
-from .test_allocate_core import EXPECTED, NODES_TOTAL, REL, window_arg
+from .test_allocate_core import EXPECTED, NODES_TOTAL, REL, run_allocate, window_arg
+from .test_demo_cluster import CONTROL_PLANE, LB, PV, demo_config, network
+from .test_demo_cluster import NODES as DEMO_NODES
 from .test_serve import iso, wait_for
 
 pytestmark = pytest.mark.skipif(bool(missing_binaries()), reason=f"not on PATH: {', '.join(missing_binaries())} "
@@ -125,6 +129,28 @@ def test_a_starting_container_is_charged_from_its_second_sample(tmp_path: Path, 
         assert data["b"]["cpuCost"] == pytest.approx(2 * steps / 60 * 0.1, rel=REL)
         assert data["a"]["cpuCost"] == pytest.approx(1 * 0.1, rel=REL)  # steady: the same on both
         assert sum(v["totalCost"] for v in data.values()) == pytest.approx(nodes_total, rel=REL)
+
+
+def test_demo_hour_on_victoriametrics_adds_up_and_bridges_the_gap_from_its_start(tmp_path: Path,
+                                                                                   core_t0: int) -> None:
+    """The demo cluster (sharing, volumes, load balancers, network, GPU, spot) on VictoriaMetrics: the hour is
+    the hand-worked total of test_demo_cluster. Its kube-state-metrics gap (no sample strictly between t0 + 20
+    and t0 + 30 min) is bridged from t0 + 21 min: a bare selector in MetricsQL reaches back one step
+    (and the scrape interval), not Prometheus' 5-minute lookback, which bridges only t0 + 25 .. 29 min."""
+    vm = scenario_vm(tmp_path / "vm", demo_cluster(ksm_gap_at=core_t0 + 1200), core_t0)
+    try:
+        body = run_allocate(demo_config(tmp_path, vm.url), window_arg(core_t0))
+    finally:
+        vm.stop()
+    data = body["data"][0]
+    total = DEMO_NODES + sum(PV.values()) + LB + network() + CONTROL_PLANE
+    assert sum(v["totalCost"] for v in data.values()) == pytest.approx(total, rel=REL)
+    assert data["ml"]["gpuCost"] == pytest.approx(2.5, rel=REL)  # the p3's one GPU, requested all hour
+    assert data["web"]["loadBalancerCost"] == pytest.approx(0.0225, rel=REL)
+    assert data["payments"]["pvCost"] == pytest.approx(PV["payments"], rel=REL)
+    cov = body["coverage"]
+    assert cov["bridged"] == [{"start": iso(core_t0 + 1260), "end": iso(core_t0 + 1740), "source": "ksm"}]
+    assert cov["uncovered"] == [] and cov["coveredSeconds"] == 3600
 
 
 def render_rules(tmp_path: Path) -> Path:
