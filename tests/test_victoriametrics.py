@@ -153,6 +153,18 @@ def test_demo_hour_on_victoriametrics_adds_up_and_bridges_the_gap_from_its_start
     assert cov["uncovered"] == [] and cov["coveredSeconds"] == 3600
 
 
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.mark.parametrize("rule_file", ["rules/generated/chargeback.rules.yaml",
+                                       "rules/tests/generated/chargeback.rules.yaml"])  # the second with budgets
+def test_vmalert_accepts_every_committed_rule_and_alert(rule_file: str) -> None:
+    """vmalert parses each expression with MetricsQL's parser and rejects the file on any it cannot parse."""
+    check = subprocess.run(["vmalert", "-dryRun", "-loggerLevel=ERROR", f"-rule={ROOT / rule_file}"],
+                           capture_output=True, text=True)
+    assert check.returncode == 0, check.stderr[-800:]
+
+
 def render_rules(tmp_path: Path) -> Path:
     """The mixin's rule file for the core config, as `chargeback rules --config` renders it for a deploy."""
     cfg = tmp_path / "rules-config.yaml"
