@@ -234,8 +234,8 @@ def test_serve_counters_scraped_by_vmagent(tmp_path: Path, core_t0: int) -> None
 
     try:
         agent.start()
-        first = serve("--start", iso(core_t0), "--until", iso(core_t0 + 1200))
-        wait_for(lambda: watermark_stored(core_t0 + 1200), what="vmagent to deliver watermark t0+20m")
+        first = serve("--start", iso(core_t0), "--until", iso(core_t0 + 1800))
+        wait_for(lambda: watermark_stored(core_t0 + 1800), what="vmagent to deliver watermark t0+30m")
         time.sleep(2.5)  # a couple more scrapes of the settled values
         first.send_signal(signal.SIGKILL)
         first.wait()
@@ -256,6 +256,20 @@ def test_serve_counters_scraped_by_vmagent(tmp_path: Path, core_t0: int) -> None
         data, _ = allocate(vm.url, tmp_path, window_arg(core_t0))
         for ns, amount in got.items():
             assert data[ns]["totalCost"] == pytest.approx(amount, rel=REL), ns
+        # A report from the exporter's own series, between watermarks it published (t0, t0+30m, t0+1h): the
+        # nodes' cost for each half hour, and per namespace what the raw metrics give.
+        out = {}
+        for source in ("exporter", "computed"):
+            res = CliRunner().invoke(main, ["report", "--config", str(cfg), "--window", window_arg(core_t0 + 1800, 0.5),
+                                            "--by", "namespace", "--format", "json", "--source", source])
+            assert res.exit_code == 0, res.output
+            body = json.loads(res.stdout)
+            assert body["source"] == source
+            out[source] = {g["namespace"]: (g["total"], g["previous"]) for g in body["groups"]}
+        assert sum(now for now, _ in out["exporter"].values()) == pytest.approx(NODES_TOTAL / 2, rel=REL)
+        assert sum(before for _, before in out["exporter"].values()) == pytest.approx(NODES_TOTAL / 2, rel=REL)
+        for ns, (now, before) in out["computed"].items():
+            assert out["exporter"][ns] == (pytest.approx(now, rel=REL), pytest.approx(before, rel=REL)), ns
         last.send_signal(signal.SIGTERM)
         assert last.wait(15) == 0
     finally:
