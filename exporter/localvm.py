@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from datetime import datetime, timezone
 from pathlib import Path
 from types import TracebackType
+from typing import TypeVar
 
 import requests
 import yaml
@@ -24,6 +25,7 @@ from .localprom import free_port
 from .synthetic import Cluster, write_openmetrics
 
 BINARIES = ("victoria-metrics", "vmagent", "vmalert")
+S = TypeVar("S", bound="_Service")
 
 
 def missing_binaries() -> list[str]:
@@ -58,7 +60,7 @@ class _Service:
     def args(self) -> list[str]:
         raise NotImplementedError
 
-    def start(self) -> _Service:
+    def start(self: S) -> S:
         self.root.mkdir(parents=True, exist_ok=True)
         with self.log_path.open("ab") as log:
             self.proc = subprocess.Popen([_binary(self.name), f"-httpListenAddr=127.0.0.1:{self.port}",
@@ -89,7 +91,7 @@ class _Service:
                 self.proc.kill()
                 self.proc.wait()
 
-    def __enter__(self) -> _Service:
+    def __enter__(self: S) -> S:
         return self.start()
 
     def __exit__(self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None) -> None:
