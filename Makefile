@@ -14,14 +14,15 @@ $(VENV)/.installed: pyproject.toml
 
 deps: $(VENV)/.installed
 
-# Prometheus/promtool/Alertmanager/jsonnetfmt from Debian, installed only when missing.
+# Prometheus/promtool/Alertmanager/jsonnetfmt/VictoriaMetrics from Debian, installed only when missing.
 system-deps:
 	@if ! command -v prometheus >/dev/null || ! command -v promtool >/dev/null \
-	   || ! command -v prometheus-alertmanager >/dev/null || ! command -v jsonnetfmt >/dev/null || ! command -v jq >/dev/null; then \
+	   || ! command -v prometheus-alertmanager >/dev/null || ! command -v jsonnetfmt >/dev/null || ! command -v jq >/dev/null \
+	   || ! command -v vmalert >/dev/null; then \
 	  $(SUDO) apt-get update -qq && \
-	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq prometheus prometheus-alertmanager jsonnet jq; \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq prometheus prometheus-alertmanager jsonnet jq victoria-metrics; \
 	fi
-	@# The Debian package starts a system Prometheus on :9090; we run our own on free ports.
+	@# The Debian packages start a system Prometheus on :9090 (and VictoriaMetrics on :8428); we run our own on free ports.
 
 demo: deps system-deps
 	$(PY) -m demo
