@@ -15,6 +15,7 @@ from dataclasses import dataclass, field, fields
 
 from .assets import AssetCost
 from .coverage import Coverage
+from .gpu import GpuHeld, GpuPodCost
 from .pricing import GIB, NodeFacts, NodeRates
 
 IDLE = "__idle__"
@@ -41,6 +42,7 @@ class ChunkUsage:
     used: dict[UsageKey, float]
     capacity: dict[tuple[str, str], float]  # (node, resource)
     nodes: dict[str, NodeFacts]
+    gpu_held: list[GpuHeld] = field(default_factory=list)  # per container; their sum is allocated "gpu"
 
 
 @dataclass
@@ -107,6 +109,8 @@ class CostResult:
     nodes: dict[str, NodeFacts] = field(default_factory=dict)
     # Which of the window the costs stand on: covered, bridged over a gap, or uncovered (no cost).
     coverage: Coverage = field(default_factory=Coverage)
+    # Physical GPU-seconds and cost per (namespace, node, pod), for GPU views (efficiency, waste).
+    gpu_pods: dict[tuple[str, str, str], GpuPodCost] = field(default_factory=dict)
 
     @property
     def total_cost(self) -> float:
@@ -127,6 +131,8 @@ class CostResult:
             self.costs[ek] = self.costs.get(ek, 0.0) + v
         for pk, v in other.pools.items():
             self.pools[pk] = self.pools.get(pk, 0.0) + v
+        for gk, g in other.gpu_pods.items():
+            self.gpu_pods.setdefault(gk, GpuPodCost()).add(g)
         self.rates.update(other.rates)
         self.nodes.update(other.nodes)
         self.coverage.merge(other.coverage)
@@ -143,6 +149,10 @@ def cost_chunk(usage: ChunkUsage, rates: dict[str, NodeRates]) -> CostResult:
         setattr(line, _QTY[res], getattr(line, _QTY[res]) + qty)
         cost = priced(res, qty, rates[node])
         setattr(line, _COST[res], getattr(line, _COST[res]) + cost)
+    for h in usage.gpu_held:
+        if h.node in rates:
+            pod = result.gpu_pods.setdefault((h.namespace, h.node, h.pod), GpuPodCost())
+            pod.add(GpuPodCost(h.device_seconds, priced("gpu", h.device_seconds, rates[h.node])))
     for source, names in ((usage.requested, _REQ), (usage.used, _USE)):
         for (ns, node, attrs, res), qty in source.items():
             if res in names and node in rates:

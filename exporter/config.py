@@ -16,6 +16,7 @@ import promql_parser
 from pydantic import Field, field_validator, model_validator
 
 from .errors import ConfigError
+from .gpuconfig import GpuConfig
 from .model import StrictModel as _Model
 from .model import read_yaml, valid_duration, validated
 from .pricebook import FixedCost, Pricing
@@ -347,6 +348,7 @@ class Config(_Model):
     reports: Reports = Field(default_factory=Reports)
     reconciliation: Reconciliation = Field(default_factory=Reconciliation)
     api: Api = Field(default_factory=Api)
+    gpu: GpuConfig = Field(default_factory=GpuConfig)
 
     @model_validator(mode="after")
     def _fixed_by_known_label(self) -> Config:

@@ -21,6 +21,8 @@ from .config import Config
 from .coverage import Segment, State, plan
 from .errors import DataError
 from .finite import NonFinite
+from .gpufetch import gpu_held, unpriced_gpus, with_gpus
+from .gpuprices import load_shipped_gpu_prices
 from .limits import in_order
 from .pricing import NodeFacts, ksm_label, load_shipped_prices, price_nodes, unmatched_rules
 from .promclient import PrometheusClient
@@ -57,6 +59,7 @@ class Pipeline:
         self.fallbacks: set[str] = set()  # sharing sources that fell back to `weighted` in the last chunk
         self.last_metadata: Metadata | None = None
         self.shipped = load_shipped_prices() if cfg.pricing.shippedPrices else None
+        self.shipped_gpu = load_shipped_gpu_prices() if cfg.pricing.shippedPrices else None
         # Reconciled prices (set by reconciliation): a factor per node and per asset that turns the
         # computed cost into the bill's effective cost, and bill lines to share, per second of window.
         self.node_factors: dict[str, float] = {}
@@ -143,6 +146,10 @@ class Pipeline:
         if defaulted:
             self._warn(f"{len(defaulted)} node(s) priced at default rates (no price-book rule, OpenCost metric "
                        f"or shipped price): {', '.join(defaulted[:10])}", "default_priced")
+        unpriced = unpriced_gpus(usage.nodes, rates, self.cfg.pricing)
+        if unpriced:
+            self._warn(f"{len(unpriced)} GPU node(s) priced at the default GPU rate (no GPU price for their model "
+                       f"in gpu.prices or the shipped list): {', '.join(unpriced[:10])}", "default_gpu_priced")
         for i in unmatched_rules(usage.nodes, self.cfg.pricing):
             self._warn(f"pricing.rules.{i} matches no node (match {self.cfg.pricing.rules[i].match})",
                        "unmatched_rule")
@@ -257,6 +264,8 @@ class Pipeline:
             )
             for name, caps in per_node.items()
         }
+        # GPUs are physical devices from here on (exporter/gpu.py): models, counts and prices.
+        nodes = with_gpus(self.client, q, w, step, nodes, capacity, self.cfg.gpu, self.shipped_gpu)
         return capacity, nodes
 
     def fetch_assets(self, w: Window, queries: Queries | None = None) -> list[AssetCost]:
@@ -318,7 +327,7 @@ class Pipeline:
         rec = self.recorded_covers(w, split=bool(split) or not recorded)
         self.check_inputs(w, requests=not rec)
         allocated: dict[UsageKey, float] = {}
-        for res in ("cpu", "memory", "gpu"):
+        for res in ("cpu", "memory"):
             allocated.update(both(lambda p, r=res: q.allocated_integral(r, span, p),  # type: ignore[misc]
                                   q.recorded_allocated_integral(res, span) if rec else None, res))
         requested = both(lambda p: q.requested_integral(span, p), q.recorded_requested_integral(span) if rec else None)
@@ -326,12 +335,19 @@ class Pipeline:
                     "cpu")
         used.update(both(lambda p: q.used_integral("memory", span, p),
                          q.recorded_used_integral("memory", span) if rec else None, "memory"))
+        # GPUs: what each container holds of physical devices (MIG slices, replicas, HAMi fractions).
+        held, notes = gpu_held(self.client, q, w, step, nodes, capacity, self.cfg.gpu)
+        for note in notes:
+            self._warn(note, "gpu_overflow")
+        for h in held:
+            key = (h.namespace, h.node, owners.of(h.namespace, h.pod if h.namespace in owners.split else None), "gpu")
+            allocated[key] = allocated.get(key, 0.0) + h.device_seconds
         # A (node, resource) with no finite capacity (left out as NaN/Inf) is not covered: nothing on it
         # is costed, so no cost appears without the node cost it comes out of.
         allocated = {k: v for k, v in allocated.items() if (k[1], k[3]) in capacity}
         if not used and self.cfg.allocation.policy != "request":
             self._warn(f"no cAdvisor usage series for {iso(w.start)}..{iso(w.end)}; costing requests only", "no_usage")
-        return ChunkUsage(w.start, w.end, allocated, requested, used, capacity, nodes)
+        return ChunkUsage(w.start, w.end, allocated, requested, used, capacity, nodes, held)
 
     def recorded_covers(self, w: Window, split: bool = False) -> bool:
         """True when the mixin's allocation rules ran at every step of `w`, under this config's policy.
