@@ -203,8 +203,8 @@ def holdings(requests: Iterable[GpuRequest], nodes: Mapping[str, GpuNode], cfg: 
     """Each container's physical-device-seconds per node. Requests on nodes without a GPU model are dropped
     (nothing to price them against), as are resources the node does not advertise.
 
-    Requests are integrals, so a HAMi container's per-second request is its integral over its running
-    seconds; it holds (vGPU-seconds, or its running seconds for one vGPU) x the fraction of each vGPU."""
+    Requests are integrals, so a HAMi container's gpumem/gpucores (per vGPU in its spec) are their integrals
+    over its running seconds; it holds (vGPU-seconds, or its running seconds for one vGPU) x that fraction."""
     per: dict[tuple[str, str, str, str], dict[str, float]] = {}
     for r in requests:
         if r.node in nodes and r.unit_seconds > 0:
@@ -216,7 +216,7 @@ def holdings(requests: Iterable[GpuRequest], nodes: Mapping[str, GpuNode], cfg: 
         running = req.pop(SECONDS, 0.0)
         if running > 0 and any(h in req for h in HAMI):
             vgpu_s = sum(req.get(r, 0.0) for r in NVIDIA_WHOLE) or running
-            per_vgpu = {h: req[h] / vgpu_s for h in HAMI if h in req}
+            per_vgpu = {h: req[h] / running for h in HAMI if h in req}  # the spec's values: each per vGPU
             frac = _hami_fraction(per_vgpu, node, cfg.fractionBy)
             out.append(GpuHeld(ns, node_name, pod, container, vgpu_s * frac, f"hami {cfg.fractionBy} x {frac:.4g}"))
             continue

@@ -212,7 +212,12 @@ class Queries:
         hami = _sel(matcher("resource", "nvidia_com_gpumem.*|nvidia_com_gpucores", "=~"), self.k)
         running = (f"group by (namespace, pod, container) (kube_pod_container_resource_requests{hami}{self._at})")
         secs = f'label_replace({running}, "resource", "seconds", "", "")'
-        inner = self._by_ns_node(f"{req} or {secs}", "namespace, node, pod, container, resource")
+        alloc = self._by_ns_node(f"{req} or {secs}", "namespace, node, pod, container, resource")
+        # Per step, a resource requested past its capacity on a node (stale requests) is scaled down to it,
+        # as allocated_integral does; resources without capacity (HAMi's, the seconds) are kept as they are.
+        cap = f"max by (node, resource) (kube_node_status_capacity{sel}{self._at})"
+        scale = f"clamp_max({cap} / on (node, resource) (sum by (node, resource) ({alloc}) > 0), 1)"
+        inner = f"({alloc} * on (node, resource) group_left () {scale}) or {alloc}"
         return f"sum_over_time({_finite(inner)}{self._sub(chunk_seconds)})"
 
     def gpu_capacity_stats(self, fn: str, chunk_seconds: int, resources: str) -> str:

@@ -32,7 +32,7 @@ from .test_allocate_core import REL, window_arg
 IT = "node.kubernetes.io/instance-type"
 
 
-def gpu_cluster() -> Cluster:
+def gpu_cluster(t0: int) -> Cluster:
     nodes, pods = gpu_nodes()
     extra_nodes = (
         # MIG single strategy: 2 A100 40GB, each cut into seven 1g.5gb, shown as 14 nvidia.com/gpu.
@@ -45,10 +45,12 @@ def gpu_cluster() -> Cluster:
              resources={"aws_amazon_com_neuron": 1, "aws_amazon_com_neuroncore": 2}),
         # AMD: two GPUs, a price-book rule with an explicit GPU price.
         Node("amd-0", 8, 64 * GIB, labels={IT: "custom.amd"}, resources={"amd_com_gpu": 2}),
+        # One whole GPU requested twice for the first half hour (a stale request): scaled per step.
+        Node("gpu-over", 4, 16 * GIB, gpus=1, labels={IT: "custom.over"}),
     )
 
-    def pod(ns: str, name: str, node: str, gpus: float = 0.0, **res: float) -> Pod:
-        return Pod(ns, name, node, (Container("app", 1, 2 * GIB, gpus, 0.5, 1 * GIB, resources=res),))
+    def pod(ns: str, name: str, node: str, gpus: float = 0.0, end: int | None = None, **res: float) -> Pod:
+        return Pod(ns, name, node, (Container("app", 1, 2 * GIB, gpus, 0.5, 1 * GIB, resources=res),), end=end)
 
     extra_pods = (
         pod("research", "probe-0", "gpu-a100-single", gpus=3),
@@ -56,6 +58,8 @@ def gpu_cluster() -> Cluster:
         pod("infer", "hami-b", "gpu-t4-hami", gpus=1, nvidia_com_gpumem=8192, nvidia_com_gpucores=30),
         pod("infer", "neuron-0", "inf2-0", aws_amazon_com_neuroncore=1),
         pod("vision", "amd-0", "amd-0", amd_com_gpu=1),
+        pod("batch-a", "over-a", "gpu-over", gpus=1),
+        pod("batch-b", "over-b", "gpu-over", gpus=1, end=t0 + 1800),
     )
     return Cluster(nodes + extra_nodes, pods + extra_pods)
 
@@ -66,6 +70,7 @@ GPU_CONFIG: dict[str, Any] = {
         {"match": {IT: "a2-highgpu-2g"}, "cpu": 0.04, "ram": 0.005},  # GPU: gpu.prices a100-40gb
         {"match": {IT: "g4dn.xlarge"}, "cpu": 0.05, "ram": 0.006},  # GPU: the shipped T4 price
         {"match": {"node": "amd-*"}, "cpu": 0.05, "ram": 0.006, "gpu": 2.0},
+        {"match": {"node": "gpu-over"}, "cpu": 0.05, "ram": 0.006, "gpu": 1.0},
     ]},
     "gpu": {"prices": {"a100-80gb": 3.5, "a100-40gb": 2.8, "inferentia2": 0.5},
             "nodes": [{"match": {"gpu": "on"}, "replicas": 10, "model": "t4"}]},
@@ -80,7 +85,8 @@ GPU_CONFIG: dict[str, Any] = {
 # gpu-t4-hami    10 vGPUs / 10 replicas = 1 x T4 at the shipped 0.35       = 0.35
 # inf2-0         1 Inferentia2 at gpu.prices 0.5                           = 0.5
 # amd-0          2 x AMD at the rule's 2.0                                 = 4.0
-NODE_GPU = {"gpu-a100-mig": 3.5, "gpu-l4-ts": 0.56, "gpu-h100": 48.0, "gpu-a100-single": 5.6,
+# gpu-over       1 GPU at the rule's 1.0                                   = 1.0
+NODE_GPU = {"gpu-over": 1.0, "gpu-a100-mig": 3.5, "gpu-l4-ts": 0.56, "gpu-h100": 48.0, "gpu-a100-single": 5.6,
             "gpu-t4-hami": 0.35, "inf2-0": 0.5, "amd-0": 4.0}
 
 # What each tenant holds, and its cost:
@@ -93,6 +99,9 @@ NODE_GPU = {"gpu-a100-mig": 3.5, "gpu-l4-ts": 0.56, "gpu-h100": 48.0, "gpu-a100-
 #   hami-b max(8192/16384, 30/100) = 0.5 x 0.35 = 0.175; idle 0.35 - 0.2625 = 0.0875.
 # Inferentia2: a NeuronCore = 1/2 device (infer 0.5 x 0.5 = 0.25, idle 0.25).
 # AMD: one of two GPUs (vision 2.0, idle 2.0).
+# gpu-over: steps t0+60 .. t0+1800 (30) hold 2 requests on 1 GPU, each scaled to 0.5; then over-b has
+#   succeeded and over-a holds the GPU alone for 30 steps. batch-a 30 x 0.5 + 30 x 1 = 45 min = 0.75,
+#   batch-b 30 x 0.5 = 15 min = 0.25 (a whole-chunk scale would have given 2/3 and 1/3), idle 0.
 GPU_COST = {
     "ml": 1.5 + 0.14 + 24,  # 25.64
     "search": 1.0 + 0.28,  # 1.28
@@ -100,17 +109,19 @@ GPU_COST = {
     "research": 1.2,
     "infer": 0.0875 + 0.175 + 0.25,  # 0.5125
     "vision": 2.0,
+    "batch-a": 0.75,
+    "batch-b": 0.25,
     IDLE: 1.0 + 0.14 + 12 + 4.4 + 0.0875 + 0.25 + 2.0,  # 19.8775
 }
 # Physical GPU-hours held: ml 3/7 + 1/4 + 4; search 2/7 + 2/4.
 GPU_HOURS = {"ml": 3 / 7 + 0.25 + 4, "search": 2 / 7 + 0.5, "data-eng": 2.0, "research": 3 / 7,
-             "infer": 0.25 + 0.5 + 0.5, "vision": 1.0}
+             "infer": 0.25 + 0.5 + 0.5, "vision": 1.0, "batch-a": 0.75, "batch-b": 0.25}
 
 
 @pytest.fixture(scope="module")
 def gpu_prom(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[PrometheusServer, int]]:
     t0 = aligned_past()
-    for prom in scenario_prom(tmp_path_factory, "gpu", gpu_cluster(), t0):
+    for prom in scenario_prom(tmp_path_factory, "gpu", gpu_cluster(t0), t0):
         yield prom, t0
 
 
@@ -143,8 +154,8 @@ def test_gpu_idle_per_node_and_conservation(result: CostResult) -> None:
     idle = {node: line.gpu_cost for (ns, node, _a), line in result.table.items() if ns == IDLE and line.gpu_cost}
     assert idle == pytest.approx({"gpu-a100-mig": 1.0, "gpu-l4-ts": 0.14, "gpu-h100": 12.0, "gpu-a100-single": 4.4,
                                   "gpu-t4-hami": 0.0875, "inf2-0": 0.25, "amd-0": 2.0}, rel=REL)
-    # GPU conservation: 3.5 + 0.56 + 48 + 5.6 + 0.35 + 0.5 + 4.0 = 62.51 = sum of GPU_COST.
-    assert sum(by_namespace(result, "gpu_cost").values()) == pytest.approx(62.51, rel=REL)
+    # GPU conservation: 3.5 + 0.56 + 48 + 5.6 + 0.35 + 0.5 + 4.0 + 1.0 = 63.51 = sum of GPU_COST.
+    assert sum(by_namespace(result, "gpu_cost").values()) == pytest.approx(63.51, rel=REL)
     # Whole-cluster conservation, every resource and idle included.
     assert sum(result.costs.values()) == pytest.approx(result.total_cost, rel=REL)
     assert sum(line.total_cost for line in result.table.values()) == pytest.approx(result.total_cost, rel=REL)
@@ -155,7 +166,7 @@ def test_nodes_know_their_model_and_physical_gpus(result: CostResult) -> None:
     assert got == {"gpu-a100-mig": ("a100-80gb", 1, "mig-mixed"), "gpu-l4-ts": ("l4", 1, "time-slicing"),
                    "gpu-h100": ("h100", 8, "whole"), "gpu-a100-single": ("a100-40gb", 2, "mig-single"),
                    "gpu-t4-hami": ("t4", 1, "time-slicing"), "inf2-0": ("inferentia2", 1, "neuron"),
-                   "amd-0": ("", 2, "accelerator")}
+                   "amd-0": ("", 2, "accelerator"), "gpu-over": ("", 1, "whole")}
     assert result.rates["gpu-h100"].gpu == 6.0 and result.rates["gpu-l4-ts"].gpu == 0.56
 
 
@@ -167,8 +178,9 @@ def test_gpu_cost_per_pod(result: CostResult) -> None:
     assert pods[("search", "gpu-l4-ts", "rerank-1")] == (0.25, 0.14)
     assert pods[("ml", "gpu-h100", "trainer-h100-0")] == (4.0, 24.0)
     assert pods[("infer", "gpu-t4-hami", "hami-b")] == (0.5, 0.175)
-    assert len(pods) == 13
-    assert sum(v.cost for v in result.gpu_pods.values()) == pytest.approx(62.51 - GPU_COST[IDLE], rel=REL)
+    assert pods[("batch-b", "gpu-over", "over-b")] == (0.25, 0.25)
+    assert len(pods) == 15
+    assert sum(v.cost for v in result.gpu_pods.values()) == pytest.approx(63.51 - GPU_COST[IDLE], rel=REL)
 
 
 def test_allocate_json_shows_gpu_share(gpu_prom: tuple[PrometheusServer, int], tmp_path: Path) -> None:
@@ -180,3 +192,14 @@ def test_allocate_json_shows_gpu_share(gpu_prom: tuple[PrometheusServer, int], t
     data = json.loads(res.stdout)["data"][0]
     assert data["search"]["gpuCost"] == pytest.approx(1.28, rel=REL)
     assert data["search"]["gpuHours"] == pytest.approx(2 / 7 + 0.5, rel=REL)
+
+
+def test_demo_shows_a_gpu_node_shared_by_two_teams(result: CostResult) -> None:
+    from exporter.demo import gpu_sharing
+
+    text = gpu_sharing(result)
+    # gpu-a100-mig over the hour: ml holds 3/7 of the A100 (1.50), search two 1/7 slices (0.50 each), idle 1.00.
+    assert "gpu-a100-mig: 1 x a100-80gb (mig-mixed) at 3.5/GPU-h, idle 1.00" in text
+    assert "    ml         trainer-mig-0     0.429 GPU       1.50" in text
+    assert "    search     embed-1           0.143 GPU       0.50" in text
+    assert "gpu-l4-ts: 1 x l4 (time-slicing) at 0.56/GPU-h, idle 0.14" in text
