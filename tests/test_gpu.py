@@ -126,10 +126,15 @@ def gpu_prom(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Prometh
 
 
 @pytest.fixture(scope="module")
-def result(gpu_prom: tuple[PrometheusServer, int]) -> CostResult:
-    prom, t0 = gpu_prom
-    cfg = parse_config({**GPU_CONFIG, "prometheus": {"url": prom.url}})
-    return Pipeline(cfg, PrometheusClient(cfg.prometheus)).compute(Window(t0, t0 + 3600, 60))
+def pipeline(gpu_prom: tuple[PrometheusServer, int]) -> Pipeline:
+    cfg = parse_config({**GPU_CONFIG, "prometheus": {"url": gpu_prom[0].url}})
+    return Pipeline(cfg, PrometheusClient(cfg.prometheus))
+
+
+@pytest.fixture(scope="module")
+def result(gpu_prom: tuple[PrometheusServer, int], pipeline: Pipeline) -> CostResult:
+    t0 = gpu_prom[1]
+    return pipeline.compute(Window(t0, t0 + 3600, 60))
 
 
 def by_namespace(result: CostResult, field: str) -> dict[str, float]:
@@ -159,6 +164,12 @@ def test_gpu_idle_per_node_and_conservation(result: CostResult) -> None:
     # Whole-cluster conservation, every resource and idle included.
     assert sum(result.costs.values()) == pytest.approx(result.total_cost, rel=REL)
     assert sum(line.total_cost for line in result.table.values()) == pytest.approx(result.total_cost, rel=REL)
+
+
+def test_no_warnings(result: CostResult, pipeline: Pipeline) -> None:
+    """Every node priced by a rule, OpenCost or a shipped price; gpu-over's double request is scaled per step,
+    so the whole-window safety net (a `gpu_overflow` warning) never fires."""
+    assert result.total_cost > 0 and dict(pipeline.warnings.kinds) == {}
 
 
 def test_nodes_know_their_model_and_physical_gpus(result: CostResult) -> None:
@@ -203,3 +214,17 @@ def test_demo_shows_a_gpu_node_shared_by_two_teams(result: CostResult) -> None:
     assert "    ml         trainer-mig-0     0.429 GPU       1.50" in text
     assert "    search     embed-1           0.143 GPU       0.50" in text
     assert "gpu-l4-ts: 1 x l4 (time-slicing) at 0.56/GPU-h, idle 0.14" in text
+
+
+def test_prices_command_names_the_gpu_model(gpu_prom: tuple[PrometheusServer, int], tmp_path: Path) -> None:
+    prom, t0 = gpu_prom
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump({**GPU_CONFIG, "prometheus": {"url": prom.url}}))
+    res = CliRunner().invoke(main, ["prices", "--config", str(path), "--window", window_arg(t0), "--format", "json"])
+    assert res.exit_code == 0, res.output
+    rows = {r["node"]: r for r in json.loads(res.stdout)}
+    # gpu-l4-ts advertises 4 time-sliced GPUs: one physical L4 at 0.56 out of g6.xlarge's 0.8048.
+    assert (rows["gpu-l4-ts"]["gpus"], rows["gpu-l4-ts"]["gpuModel"], rows["gpu-l4-ts"]["gpuMode"]) == (
+        1, "l4", "time-slicing")
+    assert rows["gpu-l4-ts"]["gpuShare"] == pytest.approx(0.56 / 0.8048, rel=REL)
+    assert rows["gpu-a100-mig"]["gpuMode"] == "mig-mixed"

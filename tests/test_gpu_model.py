@@ -9,9 +9,10 @@ from exporter.config import parse_config
 from exporter.errors import ConfigError
 from exporter.gpu import GpuRequest, holdings, learn_node
 from exporter.gpuconfig import GpuConfig
+from exporter.gpufetch import unpriced_gpus
 from exporter.gpuprices import gpu_price, load_shipped_gpu_prices, model_from_product, model_of
 from exporter.pricebook import Pricing
-from exporter.pricing import GIB, NodeFacts, ksm_label, price_node
+from exporter.pricing import GIB, NodeFacts, ksm_label, price_node, price_nodes
 
 CFG = GpuConfig()
 
@@ -153,3 +154,15 @@ def test_bad_gpu_config_names_the_key() -> None:
         parse_config({"gpu": {"migShare": "slices"}})
     with pytest.raises(ConfigError, match=r"gpu\.resources"):
         parse_config({"gpu": {"resources": ["google.com/tpu"]}})
+
+
+def test_gpus_at_the_default_rate_are_named() -> None:
+    # An H200 has no shipped price: at the default 0.95 unless OpenCost, a rule's gpu or gpu.prices price it.
+    h200 = NodeFacts("h200", 8, 64 * GIB, gpus=8, gpu_model="h200")
+    by_oc = NodeFacts("oc", 8, 64 * GIB, gpus=8, gpu_model="h200", opencost={"cpu": 0.03, "ram": 0.004, "gpu": 5.0})
+    priced = NodeFacts("priced", 8, 64 * GIB, gpus=8, gpu_model="l4", gpu_price=0.56)
+    ruled = NodeFacts("ruled", 8, 64 * GIB, gpus=8)
+    cpu = NodeFacts("cpu", 8, 64 * GIB)
+    pricing = Pricing.model_validate({"rules": [{"match": {"node": "ruled"}, "hourly": 10.0, "gpu": 1.0}]})
+    nodes = {f.name: f for f in (h200, by_oc, priced, ruled, cpu)}
+    assert unpriced_gpus(nodes, price_nodes(nodes, pricing), pricing) == ["h200"]
