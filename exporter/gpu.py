@@ -39,7 +39,6 @@ L_PRODUCT = "label_nvidia_com_gpu_product"
 L_COUNT = "label_nvidia_com_gpu_count"
 L_REPLICAS = "label_nvidia_com_gpu_replicas"
 L_MEMORY = "label_nvidia_com_gpu_memory"  # MiB per GPU
-L_STRATEGY = "label_nvidia_com_mig_strategy"
 L_SHARING = "label_nvidia_com_gpu_sharing_strategy"
 
 
@@ -54,6 +53,8 @@ class GpuNode:
     shares: dict[str, float] = field(default_factory=dict)  # KSM resource -> physical devices per unit
     replicas: float = 1.0  # time-slicing/MPS replicas per physical GPU
     memory_mib: float = 0.0  # per physical GPU, for HAMi's gpumem
+    # Whether the replicas are known (a rule, GFD's replicas or count label), not assumed to be 1.
+    replicas_known: bool = False
 
 
 @dataclass(frozen=True)
@@ -148,7 +149,7 @@ def learn_node(name: str, caps: Mapping[str, float], labels: Mapping[str, str], 
                 shares[r] = 1.0
         sliced = math.ceil(sum(caps[r] * g for r, (g, _gb) in mig.items()) / max_g - 1e-9)
         physical = count if count is not None else sliced + whole
-    elif single and labels.get(L_STRATEGY, "") == "single" and whole:
+    elif single and whole:  # GFD names the MIG profile in the product only under the single strategy
         mode = "mig-single"
         g = int(single.group(1))
         per_gpu = max(max_g // g, 1)
@@ -181,7 +182,8 @@ def learn_node(name: str, caps: Mapping[str, float], labels: Mapping[str, str], 
             shares[r] = 1 / per
     if physical <= 0:
         return None
-    return GpuNode(name, model, physical, mode, shares, replicas, mem_mib)
+    known = bool(replicas_lbl or count or mig or single)
+    return GpuNode(name, model, physical, mode, shares, replicas, mem_mib, known)
 
 
 def _hami_fraction(per_vgpu: Mapping[str, float], node: GpuNode, by: str) -> float:

@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import replace
 
-from .gpu import RESOURCE_REGEX, GpuHeld, GpuNode, GpuRequest, holdings, learn_node
+from .gpu import HAMI, RESOURCE_REGEX, GpuHeld, GpuNode, GpuRequest, holdings, learn_node
 from .gpuconfig import GpuConfig
 from .gpuprices import ShippedGpuPrices, gpu_price
 from .pricebook import Pricing
@@ -50,10 +50,11 @@ def with_gpus(client: PrometheusClient, q: Queries, w: Window, step: int, nodes:
 
 
 def gpu_held(client: PrometheusClient, q: Queries, w: Window, step: int, nodes: Mapping[str, NodeFacts],
-             capacity: Mapping[tuple[str, str], float], cfg: GpuConfig) -> tuple[list[GpuHeld], list[str]]:
+             capacity: Mapping[tuple[str, str], float], cfg: GpuConfig
+             ) -> tuple[list[GpuHeld], list[tuple[str, str]]]:
     """Each container's physical-device-seconds, scaled down on a node whose holdings exceed its GPUs
     over the window (the scheduler does not overcommit extended resources; stale requests can).
-    Returns the holdings and a warning per scaled node."""
+    Returns the holdings and warnings as (kind, message): a scaled node, a HAMi node of unknown replicas."""
     models: dict[str, GpuNode] = {n: f.gpu for n, f in nodes.items() if f.gpu is not None}
     if not models:
         return [], []
@@ -61,16 +62,20 @@ def gpu_held(client: PrometheusClient, q: Queries, w: Window, step: int, nodes: 
                            lb.get("resource", ""), v * step)
                 for lb, v in client.query(q.gpu_requested_integral(w.seconds, resource_regex(cfg)), float(w.end))]
     held = holdings(requests, models, cfg)
+    hami = {r.node for r in requests if r.resource in HAMI}
+    notes = [("gpu_replicas_unknown", f"node {n}: HAMi requests (gpumem/gpucores) but no replica count (GFD's "
+              f"nvidia.com/gpu.count label or a gpu.nodes rule): its {m.physical:g} advertised GPUs are priced "
+              "as physical ones") for n, m in sorted(models.items()) if not m.replicas_known and n in hami]
     total: dict[str, float] = {}
     for h in held:
         total[h.node] = total.get(h.node, 0.0) + h.device_seconds
-    notes, scale = [], {}
+    scale: dict[str, float] = {}
     for node, t in total.items():
         cap = capacity.get((node, "gpu"), 0.0)
         if t > cap * (1 + 1e-9):
             scale[node] = cap / t
-            notes.append(f"node {node}: GPU requests hold {t / 3600:.4g} device-hours, more than its "
-                         f"{cap / 3600:.4g}; scaled down to fit")
+            notes.append(("gpu_overflow", f"node {node}: GPU requests hold {t / 3600:.4g} device-hours, more "
+                                          f"than its {cap / 3600:.4g}; scaled down to fit"))
     return [replace(h, device_seconds=h.device_seconds * scale.get(h.node, 1.0)) for h in held], notes
 
 

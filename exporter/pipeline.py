@@ -337,8 +337,8 @@ class Pipeline:
                          q.recorded_used_integral("memory", span) if rec else None, "memory"))
         # GPUs: what each container holds of physical devices (MIG slices, replicas, HAMi fractions).
         held, notes = gpu_held(self.client, q, w, step, nodes, capacity, self.cfg.gpu)
-        for note in notes:
-            self._warn(note, "gpu_overflow")
+        for kind, note in notes:
+            self._warn(note, kind)
         for h in held:
             key = (h.namespace, h.node, owners.of(h.namespace, h.pod if h.namespace in owners.split else None), "gpu")
             allocated[key] = allocated.get(key, 0.0) + h.device_seconds

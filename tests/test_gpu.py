@@ -228,3 +228,14 @@ def test_prices_command_names_the_gpu_model(gpu_prom: tuple[PrometheusServer, in
         1, "l4", "time-slicing")
     assert rows["gpu-l4-ts"]["gpuShare"] == pytest.approx(0.56 / 0.8048, rel=REL)
     assert rows["gpu-a100-mig"]["gpuMode"] == "mig-mixed"
+
+
+def test_hami_node_without_a_replica_count_warns(gpu_prom: tuple[PrometheusServer, int]) -> None:
+    """Without the gpu.nodes rule, gpu-t4-hami's 10 advertised vGPUs look like 10 T4s: said, not silent."""
+    prom, t0 = gpu_prom
+    cfg = parse_config({**GPU_CONFIG, "gpu": {**GPU_CONFIG["gpu"], "nodes": []}, "prometheus": {"url": prom.url}})
+    p = Pipeline(cfg, PrometheusClient(cfg.prometheus))
+    r = p.compute(Window(t0, t0 + 3600, 60))
+    assert r.nodes["gpu-t4-hami"].gpus == 10
+    assert "node gpu-t4-hami: HAMi requests" in p.warnings.kinds["gpu_replicas_unknown"].last_message
+    assert set(p.warnings.kinds) == {"gpu_replicas_unknown"}

@@ -76,6 +76,9 @@ def test_mig_single_3g_two_per_gpu_and_a30() -> None:
     # An A30 has 4 compute slices: 1g.6gb is 1/4, four per GPU.
     a30 = learn_node("n", {"nvidia_com_gpu": 4}, gfd(product="NVIDIA-A30-MIG-1g.6gb", strategy="single"), "", CFG)
     assert a30 is not None and (a30.physical, a30.shares["nvidia_com_gpu"]) == (1, 0.25)
+    # The strategy label not exported: the product's -MIG- suffix alone says single strategy.
+    bare = learn_node("n", {"nvidia_com_gpu": 14}, gfd(product="NVIDIA-A100-SXM4-40GB-MIG-1g.5gb"), "", CFG)
+    assert bare is not None and (bare.physical, bare.mode) == (2, "mig-single")
 
 
 def test_replicas_learned_from_labels_or_capacity() -> None:
