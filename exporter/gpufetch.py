@@ -10,6 +10,7 @@ from dataclasses import replace
 from .gpu import HAMI, RESOURCE_REGEX, GpuHeld, GpuNode, GpuRequest, holdings, learn_node
 from .gpuconfig import GpuConfig
 from .gpuprices import ShippedGpuPrices, gpu_price
+from .gpuqueries import gpu_capacity_stats, gpu_requested_integral
 from .pricebook import Pricing
 from .pricing import NodeFacts, NodeRates
 from .promclient import PrometheusClient
@@ -30,10 +31,10 @@ def with_gpus(client: PrometheusClient, q: Queries, w: Window, step: int, nodes:
     physical-device-seconds (kube-state-metrics' nvidia.com/gpu counts replicas or MIG devices)."""
     at, span, rx = float(w.end), w.seconds, resource_regex(cfg)
     caps: dict[str, dict[str, float]] = {}
-    for lb, v in client.query(q.gpu_capacity_stats("avg_over_time", span, rx), at):
+    for lb, v in client.query(gpu_capacity_stats(q, "avg_over_time", span, rx), at):
         caps.setdefault(lb.get("node", ""), {})[lb.get("resource", "")] = v
     steps: dict[str, float] = {}
-    for lb, v in client.query(q.gpu_capacity_stats("count_over_time", span, rx), at):
+    for lb, v in client.query(gpu_capacity_stats(q, "count_over_time", span, rx), at):
         steps[lb.get("node", "")] = max(steps.get(lb.get("node", ""), 0.0), v)
     out = dict(nodes)
     for name, facts in nodes.items():
@@ -60,7 +61,7 @@ def gpu_held(client: PrometheusClient, q: Queries, w: Window, step: int, nodes: 
         return [], []
     requests = [GpuRequest(lb.get("namespace", ""), lb.get("node", ""), lb.get("pod", ""), lb.get("container", ""),
                            lb.get("resource", ""), v * step)
-                for lb, v in client.query(q.gpu_requested_integral(w.seconds, resource_regex(cfg)), float(w.end))]
+                for lb, v in client.query(gpu_requested_integral(q, w.seconds, resource_regex(cfg)), float(w.end))]
     held = holdings(requests, models, cfg)
     hami = {r.node for r in requests if r.resource in HAMI}
     notes = [("gpu_replicas_unknown", f"node {n}: HAMi requests (gpumem/gpucores) but no replica count (GFD's "

@@ -203,29 +203,6 @@ class Queries:
             alloc = self._by_ns_node(self.allocation(resource), "namespace, node, pod")
         return f"sum_over_time({_finite(f'{alloc} * on (node) group_left () {scale}')}{self._sub(chunk_seconds)})"
 
-    def gpu_requested_integral(self, chunk_seconds: int, resources: str) -> str:
-        """Per (namespace, node, pod, container, resource): request integrals of the accelerator resources
-        matching the regex `resources` (exporter/gpu.py converts them to physical devices), plus each HAMi
-        container's running seconds as resource="seconds". Few containers hold accelerators: rows stay few."""
-        sel = _sel(matcher("resource", resources, "=~"), self.k)
-        req = f"max by (namespace, pod, container, resource) (kube_pod_container_resource_requests{sel}{self._at})"
-        hami = _sel(matcher("resource", "nvidia_com_gpumem.*|nvidia_com_gpucores", "=~"), self.k)
-        running = (f"group by (namespace, pod, container) (kube_pod_container_resource_requests{hami}{self._at})")
-        secs = f'label_replace({running}, "resource", "seconds", "", "")'
-        alloc = self._by_ns_node(f"{req} or {secs}", "namespace, node, pod, container, resource")
-        # Per step, a resource requested past its capacity on a node (stale requests) is scaled down to it,
-        # as allocated_integral does; resources without capacity (HAMi's, the seconds) are kept as they are.
-        cap = f"max by (node, resource) (kube_node_status_capacity{sel}{self._at})"
-        scale = f"clamp_max({cap} / on (node, resource) (sum by (node, resource) ({alloc}) > 0), 1)"
-        inner = f"({alloc} * on (node, resource) group_left () {scale}) or {alloc}"
-        return f"sum_over_time({_finite(inner)}{self._sub(chunk_seconds)})"
-
-    def gpu_capacity_stats(self, fn: str, chunk_seconds: int, resources: str) -> str:
-        """`avg_over_time`/`count_over_time` of each accelerator resource's capacity per (node, resource)."""
-        sel = _sel(matcher("resource", resources, "=~"), self.k)
-        cap = f"max by (node, resource) ({_finite(f'kube_node_status_capacity{sel}{self._at}')})"
-        return f"{fn}(({cap}){self._sub(chunk_seconds)})"
-
     def requested_integral(self, chunk_seconds: int, pods_in: list[str] | None = None) -> str:
         q = self.scoped(pods_in) if pods_in else self
         sel = _sel(one_of("resource", ("cpu", "memory")), q.k)
