@@ -3,8 +3,12 @@ HAMi fractions and the GPU price's place in the precedence. Amounts worked by ha
 
 from __future__ import annotations
 
-import pytest
+from pathlib import Path
 
+import pytest
+from click.testing import CliRunner
+
+from exporter.cli import main
 from exporter.config import parse_config
 from exporter.errors import ConfigError
 from exporter.gpu import GpuRequest, holdings, learn_node
@@ -169,3 +173,12 @@ def test_gpus_at_the_default_rate_are_named() -> None:
     pricing = Pricing.model_validate({"rules": [{"match": {"node": "ruled"}, "hourly": 10.0, "gpu": 1.0}]})
     nodes = {f.name: f for f in (h200, by_oc, priced, ruled, cpu)}
     assert unpriced_gpus(nodes, price_nodes(nodes, pricing), pricing) == ["h200"]
+
+
+def test_bad_gpu_config_is_one_line_on_the_cli(tmp_path: Path) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text("gpu:\n  fractionBy: vram\n")
+    res = CliRunner().invoke(main, ["allocate", "--config", str(path), "--window", "1h"])
+    assert res.exit_code == 2
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("chargeback: error: ") and "gpu.fractionBy" in lines[0], lines
