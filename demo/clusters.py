@@ -7,6 +7,7 @@ seeded draws in order. bench_cluster is the large, random, seeded one of bench/.
 from __future__ import annotations
 
 import random
+from dataclasses import replace
 
 from demo.synthetic import GIB, Cluster, Container, Gap, Node, Pod, Series
 
@@ -122,3 +123,52 @@ def bench_cluster(containers: int, nodes: int, namespaces: int, seed: int = 1) -
         ns, node = rnd.randrange(namespaces), rnd.randrange(nodes)
         pods.append(Pod(f"ns-{ns:04d}", f"pod-{i:06d}", node_objs[node].name, cs))
     return Cluster(node_objs, tuple(pods))
+
+
+# GPU feature discovery's node labels (the names kube-state-metrics must allow-list).
+GFD_PRODUCT, GFD_COUNT, GFD_REPLICAS = "nvidia.com/gpu.product", "nvidia.com/gpu.count", "nvidia.com/gpu.replicas"
+GFD_MIG, GFD_SHARING = "nvidia.com/mig.strategy", "nvidia.com/gpu.sharing-strategy"
+
+
+def gpu_nodes() -> tuple[tuple[Node, ...], tuple[Pod, ...]]:
+    """Three GPU nodes, each shared its own way, hand-worked in tests/test_gpu.py:
+
+    * gpu-a100-mig: one A100 80GB in MIG mixed mode, a 3g.40gb slice (ml) and two of four 1g.10gb
+      slices (search) used, two 1g.10gb slices free;
+    * gpu-l4-ts: one L4 time-sliced 4 ways, 3 replicas used (ml one, search two);
+    * gpu-h100: eight whole H100s, 4 for ml, 2 for data-eng, 2 free; OpenCost prices the GPU.
+    """
+    it = "node.kubernetes.io/instance-type"
+    nodes = (
+        Node("gpu-a100-mig", 12, 170 * GIB, labels={
+            it: "a2-ultragpu-1g", GFD_PRODUCT: "NVIDIA-A100-SXM4-80GB", GFD_COUNT: "1", GFD_MIG: "mixed"},
+            resources={"nvidia_com_mig_3g_40gb": 1, "nvidia_com_mig_1g_10gb": 4}),
+        Node("gpu-l4-ts", 4, 16 * GIB, gpus=4, labels={
+            it: "g6.xlarge", GFD_PRODUCT: "NVIDIA-L4-SHARED", GFD_COUNT: "1", GFD_REPLICAS: "4",
+            GFD_SHARING: "time-slicing"}),
+        Node("gpu-h100", 192, 2048 * GIB, gpus=8, labels={it: "p5.48xlarge", GFD_PRODUCT: "NVIDIA-H100-80GB-HBM3",
+                                                        GFD_COUNT: "8"},
+             opencost={"cpu": 0.03, "ram": 0.004, "gpu": 6.0}),
+    )
+
+    def pod(ns: str, name: str, node: str, cpu: float, gib: float, gpus: float = 0.0, **res: float) -> Pod:
+        c = Container(name.rsplit("-", 1)[0], cpu, gib * GIB, gpus, cpu * 0.6, gib * GIB * 0.7, resources=res)
+        return Pod(ns, name, node, (c,), labels={"team": ns, "app": c.name}, owner=("Deployment", c.name))
+
+    pods = (
+        pod("ml", "trainer-mig-0", "gpu-a100-mig", 4, 32, nvidia_com_mig_3g_40gb=1),
+        pod("search", "embed-0", "gpu-a100-mig", 1, 8, nvidia_com_mig_1g_10gb=1),
+        pod("search", "embed-1", "gpu-a100-mig", 1, 8, nvidia_com_mig_1g_10gb=1),
+        pod("ml", "serving-l4-0", "gpu-l4-ts", 0.5, 2, gpus=1),
+        pod("search", "rerank-0", "gpu-l4-ts", 0.5, 2, gpus=1),
+        pod("search", "rerank-1", "gpu-l4-ts", 0.5, 2, gpus=1),
+        pod("ml", "trainer-h100-0", "gpu-h100", 64, 512, gpus=4),
+        pod("data-eng", "finetune-0", "gpu-h100", 32, 256, gpus=2),
+    )
+    return nodes, pods
+
+
+def with_gpu_nodes(cluster: Cluster) -> Cluster:
+    """`cluster` plus the three GPU nodes and their tenants (the demo's GPU node shared by two teams)."""
+    nodes, pods = gpu_nodes()
+    return replace(cluster, nodes=cluster.nodes + nodes, pods=cluster.pods + pods)

@@ -19,12 +19,13 @@ from pathlib import Path
 import requests
 import yaml
 
-from demo.clusters import demo_cluster
+from demo.clusters import demo_cluster, with_gpu_nodes
 from demo.localprom import PrometheusServer, backfill, backfill_rules, free_port
 from demo.synthetic import Cluster, Dcgm, exposition, with_dcgm
 from exporter.config.schema import parse_config
 from exporter.core.allocation import CostResult
 from exporter.core.coverage import SOURCE_NAMES
+from exporter.core.names import IDLE
 from exporter.core.window import iso, parse_window
 from exporter.engine.pipeline import Pipeline
 from exporter.mixin.budgets import Budget, allocation_config, allocation_group_only
@@ -90,15 +91,16 @@ def main(root: Path = Path(".demo")) -> None:
     now = int(time.time()) // 60 * 60
     # kube-state-metrics was OOM-killed six hours ago for 10 minutes: the allocation bridges the gap.
     # dcgm-exporter sees the trainers' GPU 12% busy: the GPU waste panels and report section have data.
-    cluster = with_dcgm(demo_cluster(ksm_gap_at=now - 6 * 3600), util=0.12, fb_mib=6144,
-                        dcgm=Dcgm("Tesla V100-SXM2-16GB", 16384))
+    # Plus three GPU nodes: an A100 in MIG slices and a time-sliced L4 shared by ml and search, eight H100s.
+    cluster = with_gpu_nodes(with_dcgm(demo_cluster(ksm_gap_at=now - 6 * 3600), util=0.12, fb_mib=6144,
+                                       dcgm=Dcgm("Tesla V100-SXM2-16GB", 16384)))
     history_start = now - 86400 - 1800
     print(f"backfilling 24h of a six-team cluster ({len(cluster.nodes)} nodes, {len(cluster.pods)} pods)...",
           flush=True)
     samples = backfill(cluster, root / "data", history_start, now - 60, 60)
     print(f"  {samples:,} samples loaded with promtool", flush=True)
 
-    # Budgets as code, rendered through the mixin. ml spends about 2.9 an hour; its daily budget is one
+    # Budgets as code, rendered through the mixin. ml spends tens an hour (GPUs); its daily budget is one
     # unit per hour elapsed since UTC midnight, so it is already overrun whenever the demo starts.
     hours_today = (now % 86400) / 3600
     ml_daily = round(max(hours_today, 0.05), 2)
@@ -150,6 +152,8 @@ def main(root: Path = Path(".demo")) -> None:
     print("web-shared is split between web and growth by pod label:")
     print(to_table(result, ["team"], attrs, cfg.pricing.currency))
     print()
+    print(gpu_sharing(result))
+    print()
     print(f"Reconciliation against a sample FOCUS bill the demo wrote ({root / 'bill-focus.csv'}):")
     bill_path = write_sample_bill(result, root / "bill-focus.csv")
     client = PrometheusClient(cfg.prometheus)
@@ -188,6 +192,24 @@ Ctrl-C stops everything.""", flush=True)
         exporter.terminate()
         exporter.wait(10)
         prom.stop()
+
+
+def gpu_sharing(result: CostResult) -> str:
+    """The GPU nodes, and who holds what of each: MIG slices and time-sliced replicas priced as shares."""
+    lines = ["GPU nodes, last 24 h: each tenant pays the share of a physical GPU it holds (GPUs held on average, "
+             "cost); what no one holds is the node's idle"]
+    seconds = max(result.end - result.start, 1)
+    for name, f in sorted(result.nodes.items()):
+        if f.gpu is None:
+            continue
+        rate = result.rates[name].gpu if name in result.rates else 0.0
+        idle = sum(line.gpu_cost for (ns, node, _a), line in result.table.items() if ns == IDLE and node == name)
+        lines.append(f"  {name}: {f.gpus:g} x {f.gpu_model or 'unknown model'} ({f.gpu.mode}) at {rate:.4g}/GPU-h, "
+                     f"idle {idle:.2f}")
+        for (ns, node, pod), held in sorted(result.gpu_pods.items()):
+            if node == name:
+                lines.append(f"    {ns:<10} {pod:<16} {held.gpu_seconds / seconds:6.3f} GPU {held.cost:10.2f}")
+    return "\n".join(lines)
 
 
 def write_sample_bill(result: CostResult, path: Path) -> Path:

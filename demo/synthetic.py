@@ -37,6 +37,8 @@ class Container:
     # dcgm-exporter's view of each GPU the container holds (on a node with `dcgm`): busy fraction, MiB used.
     gpu_util: float = 0.0
     gpu_fb_mib: float = 0.0
+    # Other requests by kube-state-metrics resource name: MIG slices, HAMi gpumem/gpucores, Neuron, AMD.
+    resources: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -63,6 +65,7 @@ class Node:
     labels: dict[str, str] = field(default_factory=dict)
     opencost: dict[str, float] = field(default_factory=dict)  # cpu, ram, gpu, total (hourly)
     provider_id: str = ""  # e.g. aws:///us-east-1a/i-0abc (kube_node_info{provider_id})
+    resources: dict[str, float] = field(default_factory=dict)  # other capacity: nvidia_com_mig_1g_10gb: 4, ...
     dcgm: Dcgm | None = None  # dcgm-exporter runs on the node (GPU utilisation series)
 
 
@@ -175,7 +178,8 @@ def _series(cluster: Cluster, lean: bool) -> Iterator[tuple[str, str, Sampler]]:
             ("memory", "byte", n.mem_bytes, n.mem_bytes - 0.5 * GIB),
             ("pods", "integer", 110, 110),
             ("ephemeral_storage", "byte", 100 * GIB, 90 * GIB),
-        ) + ((("nvidia_com_gpu", "integer", n.gpus, n.gpus),) if n.gpus else ()):
+        ) + ((("nvidia_com_gpu", "integer", n.gpus, n.gpus),) if n.gpus else ()) + tuple(
+                (res, "integer", v, v) for res, v in sorted(n.resources.items())):
             yield "kube_node_status_capacity", _labels(**ksm, node=n.name, resource=res, unit=unit), _const(cap)
             yield "kube_node_status_allocatable", _labels(**ksm, node=n.name, resource=res, unit=unit), _const(alloc)
         node_labels = {ksm_label(k): v for k, v in sorted(n.labels.items())}
@@ -264,7 +268,8 @@ def _pod_series(p: Pod, ksm: dict[str, str], lean: bool) -> Iterator[tuple[str, 
     cad = {"job": "kubelet", "metrics_path": "/metrics/cadvisor", "instance": p.node}  # no `node` label
     for c in p.containers:
         for res, unit, req in (("cpu", "core", c.cpu_request), ("memory", "byte", c.mem_request),
-                               ("nvidia_com_gpu", "integer", c.gpu_request or None)):
+                               ("nvidia_com_gpu", "integer", c.gpu_request or None),
+                               *((r, "integer", v) for r, v in sorted(c.resources.items()))):
             if req is not None:
                 lb = _labels(**ksm, **pod_kv, uid=uid, container=c.name, node=p.node, resource=res, unit=unit)
                 yield "kube_pod_container_resource_requests", lb, when(exists, _const(req))

@@ -226,7 +226,8 @@ def prices(prometheus_url: str | None, config: str | None, window_text: str, fmt
                      "cpuPerCoreHour": r.cpu, "ramPerGiBHour": r.ram, "gpuPerHour": r.gpu,
                      "cpuShare": f.cores * r.cpu / hourly if hourly else 0.0,
                      "ramShare": f.ram_bytes / GIB * r.ram / hourly if hourly else 0.0,
-                     "gpuShare": f.gpus * r.gpu / hourly if hourly else 0.0, "source": r.source})
+                     "gpuShare": f.gpus * r.gpu / hourly if hourly else 0.0, "source": r.source,
+                     "gpuModel": f.gpu_model, "gpuMode": f.gpu.mode if f.gpu else ""})
     for row in rows:
         if row["source"].startswith("default"):
             click.echo(f"warning: node {row['node']} has no price source; priced at {row['source']} rates", err=True)

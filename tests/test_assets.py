@@ -28,8 +28,10 @@ CPU_A = RAM_A * R
 # n-sp-spot: the same type on spot: 0.1152/h.
 RAM_B = 0.1152 / (8 * R + 32)
 CPU_B = RAM_B * R
-# n-gpu: p3.8xlarge from the shipped list (12.24/h), 4 GPUs at the default 0.95 taken out first.
-RAM_G = (12.24 - 4 * 0.95) / (32 * R + 244)
+# n-gpu: p3.8xlarge from the shipped list (12.24/h), 4 GPUs taken out first at the shipped V100 price 2.48
+# (the instance type names the model; exporter/data/gpu-prices.yaml).
+V100 = 2.48
+RAM_G = (12.24 - 4 * V100) / (32 * R + 244)
 CPU_G = RAM_G * R
 # n-shipped: m5.xlarge from the shipped list (0.192/h), 4 cores, 16 GiB.
 RAM_O = 0.192 / (4 * R + 16)
@@ -42,7 +44,7 @@ NETWORK = {"payments": 0.5 * 0.12 + 1.0 * 0.01 + NAT * 2 / 3, "search": 0.25 * 0
 COMPUTE = {
     "payments": 2 * CPU_A + 8 * RAM_A,
     "search": 1 * CPU_B + 4 * RAM_B,
-    "ml": 8 * CPU_G + 64 * RAM_G + 2 * 0.95,
+    "ml": 8 * CPU_G + 64 * RAM_G + 2 * V100,
     "web": 1 * CPU_O + 2 * RAM_O,
 }
 NODES = 0.25 + 0.1152 + 12.24 + 0.192
@@ -73,12 +75,12 @@ def test_every_asset_priced_from_every_source(asset_prom: Any, tmp_path: Path) -
         assert got["pvCost"] == pytest.approx(STORAGE.get(ns, 0.0), rel=REL, abs=1e-15), ns
         assert got["loadBalancerCost"] == pytest.approx(LB.get(ns, 0.0), rel=REL, abs=1e-15), ns
         assert got["networkCost"] == pytest.approx(NETWORK.get(ns, 0.0), rel=REL, abs=1e-15), ns
-    assert data["ml"]["gpuCost"] == pytest.approx(2 * 0.95, rel=REL)  # 2 of 4 GPUs requested
+    assert data["ml"]["gpuCost"] == pytest.approx(2 * V100, rel=REL)  # 2 of 4 GPUs requested
     assert data["ml"]["gpuHours"] == pytest.approx(2.0, rel=REL)
     assert data["payments"]["pvByteHours"] == pytest.approx(100 * 1024**3, rel=REL)
     assert data["__unmounted__"]["totalCost"] == pytest.approx(10 * 0.08 / 730, rel=REL)
     # GPU idle: the two unrequested GPUs.
-    assert data["__idle__"]["gpuCost"] == pytest.approx(2 * 0.95, rel=REL)
+    assert data["__idle__"]["gpuCost"] == pytest.approx(2 * V100, rel=REL)
     # Conservation: nodes + volumes + load balancers + network = every namespace, pseudo ones included.
     assert sum(v["totalCost"] for v in data.values()) == pytest.approx(TOTAL, rel=REL)
 
@@ -119,7 +121,7 @@ def test_prices_command_lists_every_node_and_source(asset_prom: Any, tmp_path: P
         "n-shipped": "shipped"}
     assert rows["n-sp-spot"]["capacityType"] == "spot" and rows["n-sp-od"]["capacityType"] == "on-demand"
     assert rows["n-gpu"]["hourly"] == pytest.approx(12.24, rel=REL)
-    assert rows["n-gpu"]["gpuShare"] == pytest.approx(4 * 0.95 / 12.24, rel=REL)
+    assert rows["n-gpu"]["gpuShare"] == pytest.approx(4 * V100 / 12.24, rel=REL)
     assert rows["n-shipped"]["instanceType"] == "m5.xlarge"
     table = CliRunner().invoke(main, ["prices", "--config", str(config(asset_prom, tmp_path)), "--window",
                                       window_arg(t0)])

@@ -36,6 +36,7 @@ from .test_assets import (
     RAM_G,
     STORAGE,
     TOTAL,
+    V100,
 )
 from .test_reconcile import RECONCILIATION, hour_bill
 
@@ -83,8 +84,8 @@ def test_assets_per_asset_with_hand_worked_amounts(asset_prom: Any) -> None:
     assert od["cpuCoreHours"] == pytest.approx(8, rel=REL) and od["ramByteHours"] == pytest.approx(32 * GIB, rel=REL)
     assert od["minutes"] == pytest.approx(60, rel=REL) and od["adjustment"] == 0.0
     assert od["totalCost"] == pytest.approx(0.25, rel=REL)
-    gpu = got["cluster/Node/n-gpu"]  # p3.8xlarge 12.24: 4 GPUs at 0.95, the rest over 32 cores, 244 GiB
-    assert gpu["gpuCost"] == pytest.approx(4 * 0.95, rel=REL) and gpu["gpuHours"] == pytest.approx(4, rel=REL)
+    gpu = got["cluster/Node/n-gpu"]  # p3.8xlarge 12.24: 4 V100s at 2.48, the rest over 32 cores, 244 GiB
+    assert gpu["gpuCost"] == pytest.approx(4 * V100, rel=REL) and gpu["gpuHours"] == pytest.approx(4, rel=REL)
     assert gpu["cpuCost"] + gpu["ramCost"] == pytest.approx(32 * CPU_G + 244 * RAM_G, rel=REL)
     assert got["cluster/Node/n-sp-spot"]["totalCost"] == pytest.approx(0.1152, rel=REL)
     assert got["cluster/Node/n-shipped"]["totalCost"] == pytest.approx(0.192, rel=REL)
@@ -168,7 +169,7 @@ def test_assets_reconciled_against_the_bill(asset_prom: Any, tmp_path: Path) -> 
     [got] = ex.assets(q(window=window_arg(t0), reconciled="true"))["data"]
     # Nodes keep their computed costs; the bill's difference is the adjustment.
     gpu = got["cluster/Node/n-gpu"]
-    assert gpu["gpuCost"] == pytest.approx(4 * 0.95, rel=REL)
+    assert gpu["gpuCost"] == pytest.approx(4 * V100, rel=REL)
     assert gpu["adjustment"] == pytest.approx(-1.0, rel=REL) and gpu["totalCost"] == pytest.approx(11.24, rel=REL)
     assert got["cluster/Node/n-sp-spot"]["adjustment"] == pytest.approx(0.11 - 0.1152, rel=1e-6)
     assert got["cluster/Node/n-sp-od"]["adjustment"] == pytest.approx(0.0, abs=1e-12)  # billed 0.25 effective

@@ -261,8 +261,8 @@ def test_reconciled_allocation_uses_the_bill_prices(asset_prom: Any, tmp_path: P
     assert data["payments"]["loadBalancerCost"] == pytest.approx(0.0225, rel=REL)
     # search: pv-noclass at its bill 0.003; pv-opencost is not on the bill and keeps 20 GiB x 0.0002.
     assert data["search"]["pvCost"] == pytest.approx(0.003 + 20 * 0.0002, rel=REL)
-    # The GPU node's bill is 12.24 - 1.00 credit: every rate on it scales by 11.24 / 12.24.
-    assert data["ml"]["gpuCost"] == pytest.approx(2 * 0.95 * 11.24 / 12.24, rel=REL)
+    # The GPU node's bill is 12.24 - 1.00 credit: every rate on it scales by 11.24 / 12.24 (V100s at 2.48).
+    assert data["ml"]["gpuCost"] == pytest.approx(2 * 2.48 * 11.24 / 12.24, rel=REL)
     # Conservation against the bill: everything billed (matched 11.6 + 0.013 + 0.0225, unmatched 0.545
     # shared), plus what the bill does not cover at its computed cost: node n-shipped 0.192, pv-orphan,
     # pv-opencost, search's load balancer and the network (NAT spread and classified egress).

@@ -15,6 +15,7 @@ from urllib.parse import urlsplit
 import promql_parser
 from pydantic import Field, field_validator, model_validator
 
+from exporter.config.gpu import GpuConfig
 from exporter.config.model import Duration, read_yaml, valid_duration, validated
 from exporter.config.model import StrictModel as _Model
 from exporter.config.pricebook import FixedCost, Pricing
@@ -319,6 +320,7 @@ class Config(_Model):
     reports: Reports = Field(default_factory=Reports)
     reconciliation: Reconciliation = Field(default_factory=Reconciliation)
     api: Api = Field(default_factory=Api)
+    gpu: GpuConfig = Field(default_factory=GpuConfig)
 
     @model_validator(mode="after")
     def _fixed_by_known_label(self) -> Config:

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 
 from exporter.core.assets import AssetCost
 from exporter.core.coverage import Coverage
+from exporter.core.gpu import GpuHeld, GpuPodCost
 from exporter.core.names import IDLE
 from exporter.core.pricing import GIB, NodeFacts, NodeRates
 
@@ -44,6 +45,7 @@ class ChunkUsage:
     used: dict[UsageKey, float]
     capacity: dict[tuple[str, str], float]  # (node, resource)
     nodes: dict[str, NodeFacts]
+    gpu_held: list[GpuHeld] = field(default_factory=list)  # per container; their sum is allocated "gpu"
 
 
 @dataclass
@@ -122,6 +124,8 @@ class CostResult:
     # Of the latest chunk: shared sources whose policy fell back to `weighted`, and the owner labels read.
     fallbacks: frozenset[str] = frozenset()
     metadata: Metadata | None = None
+    # Physical GPU-seconds and cost per (namespace, node, pod), for GPU views (efficiency, waste).
+    gpu_pods: dict[tuple[str, str, str], GpuPodCost] = field(default_factory=dict)
 
     @property
     def total_cost(self) -> float:
@@ -142,6 +146,8 @@ class CostResult:
             self.costs[ek] = self.costs.get(ek, 0.0) + v
         for pk, v in other.pools.items():
             self.pools[pk] = self.pools.get(pk, 0.0) + v
+        for gk, g in other.gpu_pods.items():
+            self.gpu_pods.setdefault(gk, GpuPodCost()).add(g)
         self.rates.update(other.rates)
         self.nodes.update(other.nodes)
         self.coverage.merge(other.coverage)
@@ -161,6 +167,10 @@ def cost_chunk(usage: ChunkUsage, rates: dict[str, NodeRates]) -> CostResult:
         setattr(line, _QTY[res], getattr(line, _QTY[res]) + qty)
         cost = priced(res, qty, rates[node])
         setattr(line, _COST[res], getattr(line, _COST[res]) + cost)
+    for h in usage.gpu_held:
+        if h.node in rates:
+            pod = result.gpu_pods.setdefault((h.namespace, h.node, h.pod), GpuPodCost())
+            pod.add(GpuPodCost(h.device_seconds, priced("gpu", h.device_seconds, rates[h.node])))
     for source, names in ((usage.requested, _REQ), (usage.used, _USE)):
         for (ns, node, attrs, res), qty in source.items():
             if res in names and node in rates:

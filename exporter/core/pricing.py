@@ -14,12 +14,15 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from importlib import resources
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
 from exporter.config.pricebook import PriceRule, Pricing
 from exporter.core.errors import PricingError
+
+if TYPE_CHECKING:
+    from exporter.core.gpu import GpuNode
 
 GIB = 1024**3
 AWS_CPU_TO_RAM = 9.0  # AWS Split Cost Allocation: a vCPU weighs 9 GiB of memory
@@ -64,6 +67,11 @@ class NodeFacts:
     gpus: float = 0.0
     labels: dict[str, str] = field(default_factory=dict)  # kube_node_labels form: label_<sanitised key>
     opencost: dict[str, float] = field(default_factory=dict)  # cpu, ram, gpu, total, spot
+    # The node's accelerators (exporter/core/gpu.py; `gpus` is then physical devices), their model and its
+    # price per device-hour (exporter/core/gpuprices.py), when known.
+    gpu: GpuNode | None = None
+    gpu_model: str = ""
+    gpu_price: float | None = None
 
     @property
     def instance_type(self) -> str:
@@ -124,10 +132,15 @@ def rule_matches(rule: PriceRule, facts: NodeFacts) -> bool:
     return True
 
 
+def model_gpu(facts: NodeFacts, pricing: Pricing) -> float:
+    """Per GPU-hour when nothing more specific prices the GPUs: the model's price, else the default rate."""
+    return facts.gpu_price if facts.gpu_price is not None else pricing.defaults.gpu
+
+
 def _rule_rates(i: int, rule: PriceRule, facts: NodeFacts, pricing: Pricing, spot: bool) -> NodeRates:
     keep = 1 - (rule.discount if rule.discount is not None else pricing.discount) / 100
     if rule.cpu is not None and rule.ram is not None:
-        gpu = rule.gpu if rule.gpu is not None else pricing.defaults.gpu
+        gpu = rule.gpu if rule.gpu is not None else model_gpu(facts, pricing)
         return NodeRates(rule.cpu * keep, rule.ram * keep, gpu * keep, f"pricebook[{i}]", spot)
     if spot and rule.spotHourly is not None:
         total, kind = rule.spotHourly * keep, "spot"
@@ -137,7 +150,8 @@ def _rule_rates(i: int, rule: PriceRule, facts: NodeFacts, pricing: Pricing, spo
         total, kind = rule.hourly * keep, "total"
     else:
         total, kind = (rule.effectiveHourly or rule.spotHourly or 0.0), "total"
-    known_gpu = rule.gpu * keep if rule.gpu is not None else None
+    known = rule.gpu if rule.gpu is not None else facts.gpu_price
+    known_gpu = known * keep if known is not None else None
     cpu, ram, gpu = split_total(total, facts, pricing, known_gpu)
     return NodeRates(cpu, ram, gpu, f"pricebook-{kind}[{i}]", spot)
 
@@ -151,13 +165,14 @@ def price_node(facts: NodeFacts, pricing: Pricing, shipped: ShippedPrices | None
             return _rule_rates(i, rule, facts, pricing, spot)
     oc = facts.opencost
     if "cpu" in oc and "ram" in oc:
-        return NodeRates(oc["cpu"], oc["ram"], oc.get("gpu", d.gpu), "opencost", spot)
+        return NodeRates(oc["cpu"], oc["ram"], oc.get("gpu", model_gpu(facts, pricing)), "opencost", spot)
     if "total" in oc:
-        cpu, ram, gpu = split_total(oc["total"], facts, pricing, oc.get("gpu"))
+        cpu, ram, gpu = split_total(oc["total"], facts, pricing, oc.get("gpu", facts.gpu_price))
         return NodeRates(cpu, ram, gpu, "opencost-total", spot)
     keep = 1 - pricing.discount / 100
     if shipped is not None and not spot and facts.instance_type in shipped.prices:
-        cpu, ram, gpu = split_total(shipped.prices[facts.instance_type] * keep, facts, pricing, None)
+        known_gpu = facts.gpu_price * keep if facts.gpu_price is not None else None
+        cpu, ram, gpu = split_total(shipped.prices[facts.instance_type] * keep, facts, pricing, known_gpu)
         return NodeRates(cpu, ram, gpu, "shipped", spot)
     if not pricing.allowDefaultRates:
         raise PricingError(
@@ -165,8 +180,8 @@ def price_node(facts: NodeFacts, pricing: Pricing, shipped: ShippedPrices | None
             f"instance type {facts.instance_type or '(no instance-type label)'} is not in the shipped price list"
         )
     if spot:
-        return NodeRates(d.spotCpu * keep, d.spotRam * keep, d.gpu * keep, "default-spot", True)
-    return NodeRates(d.cpu * keep, d.ram * keep, d.gpu * keep, "default", False)
+        return NodeRates(d.spotCpu * keep, d.spotRam * keep, model_gpu(facts, pricing) * keep, "default-spot", True)
+    return NodeRates(d.cpu * keep, d.ram * keep, model_gpu(facts, pricing) * keep, "default", False)
 
 
 def price_nodes(nodes: dict[str, NodeFacts], pricing: Pricing, shipped: ShippedPrices | None = None

@@ -22,11 +22,13 @@ from exporter.core.attribution import BUDGET_PREFIX, Metadata, Owners, annotatio
 from exporter.core.coverage import Segment, State, plan
 from exporter.core.errors import DataError
 from exporter.core.finite import NonFinite
+from exporter.core.gpuprices import load_shipped_gpu_prices
 from exporter.core.gpuwaste import add_waste
 from exporter.core.pricing import NodeFacts, ksm_label, load_shipped_prices, price_nodes, unmatched_rules
 from exporter.core.sharing import ShareInputs, distribute
 from exporter.core.window import Window, iso, parse_duration
 from exporter.core.workloads import resolve as resolve_workloads
+from exporter.engine.gpufetch import gpu_held, unpriced_gpus, with_gpus
 from exporter.engine.limits import in_order
 from exporter.engine.warnlog import WarningLog
 from exporter.sources.prometheus import PrometheusClient
@@ -69,6 +71,7 @@ class Pipeline:
         self.sources: Counter[str] = Counter()  # chunks read from recorded series vs raw series
         self.shipped = load_shipped_prices() if cfg.pricing.shippedPrices else None
         self.bill = bill or BillPrices()
+        self.shipped_gpu = load_shipped_gpu_prices() if cfg.pricing.shippedPrices else None
 
     @property
     def attribution_keys(self) -> list[str]:
@@ -149,6 +152,10 @@ class Pipeline:
         if defaulted:
             self._warn(f"{len(defaulted)} node(s) priced at default rates (no price-book rule, OpenCost metric "
                        f"or shipped price): {', '.join(defaulted[:10])}", "default_priced")
+        unpriced = unpriced_gpus(usage.nodes, rates, self.cfg.pricing)
+        if unpriced:
+            self._warn(f"{len(unpriced)} GPU node(s) priced at the default GPU rate (no GPU price for their model "
+                       f"in gpu.prices or the shipped list): {', '.join(unpriced[:10])}", "default_gpu_priced")
         for i in unmatched_rules(usage.nodes, self.cfg.pricing):
             self._warn(f"pricing.rules.{i} matches no node (match {self.cfg.pricing.rules[i].match})",
                        "unmatched_rule")
@@ -264,6 +271,8 @@ class Pipeline:
             )
             for name, caps in per_node.items()
         }
+        # GPUs are physical devices from here on (exporter/core/gpu.py): models, counts and prices.
+        nodes = with_gpus(self.client, q, w, step, nodes, capacity, self.cfg.gpu, self.shipped_gpu)
         return capacity, nodes
 
     def fetch_assets(self, w: Window, queries: Queries | None = None) -> list[AssetCost]:
@@ -325,7 +334,7 @@ class Pipeline:
         rec = self.recorded_covers(w, split=bool(split) or not recorded)
         self.check_inputs(w, requests=not rec)
         allocated: dict[UsageKey, float] = {}
-        for res in ("cpu", "memory", "gpu"):
+        for res in ("cpu", "memory"):
             allocated.update(both(lambda p, r=res: q.allocated_integral(r, span, p),  # type: ignore[misc]
                                   q.recorded_allocated_integral(res, span) if rec else None, res))
         requested = both(lambda p: q.requested_integral(span, p), q.recorded_requested_integral(span) if rec else None)
@@ -333,13 +342,20 @@ class Pipeline:
                     "cpu")
         used.update(both(lambda p: q.used_integral("memory", span, p),
                          q.recorded_used_integral("memory", span) if rec else None, "memory"))
+        # GPUs: what each container holds of physical devices (MIG slices, replicas, HAMi fractions).
+        held, notes = gpu_held(self.client, q, w, step, nodes, capacity, self.cfg.gpu)
+        for kind, note in notes:
+            self._warn(note, kind)
+        for h in held:
+            key = (h.namespace, h.node, owners.of(h.namespace, h.pod if h.namespace in owners.split else None), "gpu")
+            allocated[key] = allocated.get(key, 0.0) + h.device_seconds
         used.update(self.gpu_usage(w, q, owners))
         # A (node, resource) with no finite capacity (left out as NaN/Inf) is not covered: nothing on it
         # is costed, so no cost appears without the node cost it comes out of.
         allocated = {k: v for k, v in allocated.items() if (k[1], k[3]) in capacity}
         if not used and self.cfg.allocation.policy != "request":
             self._warn(f"no cAdvisor usage series for {iso(w.start)}..{iso(w.end)}; costing requests only", "no_usage")
-        return ChunkUsage(w.start, w.end, allocated, requested, used, capacity, nodes)
+        return ChunkUsage(w.start, w.end, allocated, requested, used, capacity, nodes, held)
 
     def gpu_usage(self, w: Window, q: Queries, owners: Owners) -> dict[UsageKey, float]:
         """dcgm-exporter's busy and observed GPU-seconds and framebuffer byte-seconds per (namespace, node)
