@@ -28,7 +28,10 @@ from .promql import inventory_queries, join_matchers
 from .window import Window, iso, parse_duration, parse_window
 
 UNALLOCATED = "__unallocated__"
-ASSET_AGGREGATES = ("type", "cluster", "node", "providerID")
+# OpenCost's asset properties; account, project and service are not known here: every asset answers
+# __unallocated__ for them, as OpenCost's do where the provider leaves them empty.
+ASSET_AGGREGATES = ("type", "cluster", "node", "providerID", "provider", "category", "name", "account", "project",
+                    "service")
 _TYPE = {"storage": "Disk", "load_balancer": "LoadBalancer", "network": "Network"}
 _CATEGORY = {"Node": "Compute", "Disk": "Storage", "LoadBalancer": "Network", "Network": "Network",
              "ClusterManagement": "Management", "Cloud": "Other"}
@@ -202,7 +205,8 @@ def aggregate_rows(rows: list[AssetRow], parts: list[str]) -> dict[str, dict[str
         return {f"{r.cluster}/{r.type}/{r.name}": asset_item(r) for r in rows}
 
     def value(r: AssetRow, p: str) -> str:
-        v = {"type": r.type, "cluster": r.cluster, "node": r.node, "providerID": r.provider_id}[p]
+        v = {"type": r.type, "cluster": r.cluster, "node": r.node, "providerID": r.provider_id,
+             "provider": provider_of(r.provider_id), "category": _CATEGORY[r.type], "name": r.name}.get(p, "")
         return v or UNALLOCATED
 
     out: dict[str, dict[str, Any]] = {}
