@@ -192,6 +192,8 @@ def test_mcp_server_allocation_tools(stack: Stack) -> None:
 
     assert totals(team.data[0]) == scaled({"shop": 0.13, "ml": 0.14, "__unallocated__": 0.06, "__idle__": 0.23}, 1)
     assert totals(node.data[0]) == scaled({"n1": 0.13, "n2": 0.20, "__idle__": 0.23}, 1)
+    for by_key in (team, node):  # conservation at every granularity
+        assert sum(totals(by_key.data[0]).values()) == pytest.approx(CLUSTER_HOURLY, rel=REL)
     assert totals(two_days.data[0]) == scaled(
         {"shop/shop": 0.13, "ml/ml": 0.14, "batch/__unallocated__": 0.06, "__idle__": 0.23}, HISTORY)
 
@@ -269,7 +271,8 @@ def test_mcp_server_below_namespace(stack: Stack) -> None:
         {"cart": 0.07, "checkout": 0.06, "trainer": 0.14, "nightly": 0.06, "__idle__": 0.23}, 1)
     assert by("pod", pods.data[0]) == scaled(
         {"cart-1": 0.07, "checkout-1": 0.06, "trainer-0": 0.14, "nightly-1": 0.06, "__idle__": 0.23}, 1)
-    assert sum(totals(pods.data[0]).values()) == pytest.approx(CLUSTER_HOURLY, rel=REL)
+    for by_key in (ctrl, pods):  # conservation
+        assert sum(totals(by_key.data[0]).values()) == pytest.approx(CLUSTER_HOURLY, rel=REL)
     assert eff.data["count"] == 4
     # cart-1 uses 0.5 of 1 core: 20 % headroom recommends 0.6 cores
     [cart] = [i for i in eff.data["items"] if i["cpuCoreRequestAverage"] == pytest.approx(1) and
@@ -319,6 +322,12 @@ def test_unalloc_report_live(stack: Stack) -> None:
     assert money(report["fallback_usd"]) == pytest.approx(0.06 * HISTORY, rel=REL)
     budget = unalloc(stack, "report", "--source", "opencost", "--budget", "50")  # 51.8 % without the fallback
     assert budget.returncode == 2 and "unallocated 51.8% exceeds budget 50.0%" in budget.stderr
+    # the ledger ties out against the cluster's bill for those 96 minutes: 0.56 x 1.6 = 0.896
+    tied = unalloc(stack, "reconcile", "--source", "opencost", "--invoice", "opencost=0.896")
+    assert tied.returncode == 0 and "matched" in tied.stdout and "$0.00 (0.0%)" in tied.stdout, tied.stdout
+    backlog = unalloc(stack, "labels", "--source", "opencost")  # rows without a team, priciest first
+    assert backlog.returncode == 0, backlog.stderr
+    assert backlog.stdout.index("__idle__") < backlog.stdout.index("batch/") and "$0.37" in backlog.stdout
 
 
 def test_unalloc_on_chargebacks_namespace_answer(stack: Stack, tmp_path: Path) -> None:
