@@ -221,6 +221,29 @@ def test_mcp_server_allocation_tools(stack: Stack) -> None:
     assert bad.error is not None and "400 Bad Request" in bad.error
 
 
+def calendar_windows(now: datetime) -> dict[str, tuple[datetime, datetime]]:
+    """OpenCost's named windows by hand (UTC; weeks from Sunday)."""
+    today = now.replace(hour=0, minute=0, second=0, microsecond=0)
+    sunday = today - timedelta(days=(today.weekday() + 1) % 7)
+    month = today.replace(day=1)
+    last_month = (month - timedelta(days=1)).replace(day=1)
+    return {"today": (today, now), "yesterday": (today - timedelta(days=1), today), "week": (sunday, now),
+            "lastweek": (sunday - timedelta(days=7), sunday), "month": (month, now), "lastmonth": (last_month, month)}
+
+
+def test_mcp_server_named_windows(stack: Stack) -> None:
+    """Every named window the tool advertises: each holds the minutes of history (ending t0-30m ... t0+65m)
+    that end inside it, so its amounts are the hourly ones times that many minutes / 60."""
+    windows = calendar_windows(datetime.now(tz=timezone.utc))
+    _, res = mcp_calls(stack, [("get_allocation", {"window": w, "include_idle": True}) for w in windows])
+    minute_ends = range(stack.t0 - 1800, stack.t0 + 3900 + 1, 60)
+    for (name, (start, end)), r in zip(windows.items(), res, strict=True):
+        assert r.error is None, (name, r.error)
+        minutes = sum(1 for m in minute_ends if start.timestamp() < m <= end.timestamp())
+        got = {k: v for k, v in totals(r.data[0]).items() if v}
+        assert got == (scaled(HOURLY, minutes / 60) if minutes else {}), name
+
+
 def test_mcp_server_assets_and_cloud_cost(stack: Stack) -> None:
     _, res = mcp_calls(stack, [
         ("get_assets", {"window": stack.hour}),
