@@ -35,8 +35,10 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
+import bcrypt
 import pytest
 import requests
+import yaml
 from mcp.client.session import ClientSession
 from mcp.client.stdio import StdioServerParameters, stdio_client
 
@@ -163,11 +165,13 @@ def test_mcp_server_allocation_tools(stack: Stack) -> None:
         ("get_allocation", {"window": "24h", "accumulate": False, "step": "1h", "include_idle": True}),
         ("get_allocation", {"window": stack.hour, "accumulate": False, "step": "30m"}),
         ("get_efficiency", {"window": stack.hour}),
+        ("get_assets", {"window": stack.hour, "aggregate": "type"}),  # /model/assets
+        ("get_cloud_cost", {"window": stack.hour, "accumulate": "all"}),  # /model/cloudCost
         ("get_allocation", {"window": "last fortnight"}),
     ])
     assert names == {"health", "get_allocation", "get_assets", "get_cloud_cost", "get_efficiency"}
     assert all(r.error is None for r in res[:-1]), [r.error for r in res if r.error]
-    health, hour, defaults, shared, team, node, two_days, steps, halves, eff, bad = res
+    health, hour, defaults, shared, team, node, two_days, steps, halves, eff, assets, cloud, bad = res
     assert health.data == {"reachable": True, "status_code": 200, "ok": True, "has_allocation_data": True}
 
     [got] = hour.data
@@ -218,6 +222,10 @@ def test_mcp_server_allocation_tools(stack: Stack) -> None:
     assert items["shop"]["recommendedCpuRequestCores"] == pytest.approx(1.2, rel=REL)
     assert items["shop"]["recommendedRamRequestBytes"] == int(3 * GIB * 1.2)
 
+    # Kubecost's /model paths of /assets and /cloudCost (the server's default prefix)
+    assert totals(assets.data[0]) == scaled({"Node": CLUSTER_HOURLY}, 1)
+    assert {k: v["netCost"]["cost"] for k, v in cloud.data["sets"][0]["cloudCosts"].items()} == scaled(
+        {"Amazon EC2": EC2, "Amazon S3": S3}, 1)
     assert bad.error is not None and "400 Bad Request" in bad.error
 
 
@@ -303,19 +311,24 @@ def test_mcp_server_below_namespace(stack: Stack) -> None:
     assert cart["recommendedCpuRequestCores"] == pytest.approx(0.6, rel=REL)
 
 
-def test_mcp_server_with_bearer_auth(stack: Stack) -> None:
-    """KUBECOST_AUTH_TYPE=bearer against serve's api.bearerTokenFile; a wrong token fails its startup probe."""
-    token = stack.root / "token"
+def test_mcp_server_with_bearer_and_basic_auth(stack: Stack) -> None:
+    """KUBECOST_AUTH_TYPE=bearer against api.bearerTokenFile and =basic against the exporter-toolkit web
+    config's bcrypt users; a wrong token fails the server's startup probe with the 401."""
+    token, web = stack.root / "token", stack.root / "web.yml"
     token.write_text("s3cret\n")
+    web.write_text(yaml.safe_dump({"basic_auth_users": {
+        "finops": bcrypt.hashpw(b"pa55", bcrypt.gensalt(rounds=4)).decode()}}))
     with Serve(stack.root, stack.prom_url, attribution={"source": "prometheus"},
-               api={"bearerTokenFile": str(token)}) as guarded:
-        auth = {"KUBECOST_URL": guarded.url, "KUBECOST_AUTH_TYPE": "bearer"}
-        _, (health, hour) = mcp_calls(stack, [("health", {}), ("get_allocation", {"window": stack.hour})],
-                                      KUBECOST_TOKEN="s3cret", **auth)
-        assert health.data["ok"] and totals(hour.data[0]) == scaled(
-            {k: v for k, v in HOURLY.items() if k != "__idle__"}, 1)
-        p = subprocess.run([str(MCP_SERVER)], env={**os.environ, **auth, "KUBECOST_TOKEN": "wrong"},
-                           capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
+               api={"bearerTokenFile": str(token), "webConfigFile": str(web)}) as guarded:
+        calls = [("health", {}), ("get_allocation", {"window": stack.hour})]
+        tenants = scaled({k: v for k, v in HOURLY.items() if k != "__idle__"}, 1)
+        for auth in ({"KUBECOST_AUTH_TYPE": "bearer", "KUBECOST_TOKEN": "s3cret"},
+                     {"KUBECOST_AUTH_TYPE": "basic", "KUBECOST_USERNAME": "finops", "KUBECOST_PASSWORD": "pa55"}):
+            _, (health, hour) = mcp_calls(stack, calls, KUBECOST_URL=guarded.url, **auth)
+            assert health.data["ok"] and totals(hour.data[0]) == tenants, auth
+        wrong = {"KUBECOST_URL": guarded.url, "KUBECOST_AUTH_TYPE": "bearer", "KUBECOST_TOKEN": "wrong"}
+        p = subprocess.run([str(MCP_SERVER)], env={**os.environ, **wrong}, capture_output=True, text=True,
+                           timeout=60, stdin=subprocess.DEVNULL)
         assert p.returncode == 2 and "cannot reach KubeCost API" in p.stderr and "401" in p.stderr, p.stderr
 
 
