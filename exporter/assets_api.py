@@ -21,11 +21,11 @@ from .billing import Bill, read_bill
 from .config import Config
 from .errors import ConfigError
 from .limits import check_window
-from .opencost_api import step_windows
+from .opencost_api import api_window, step_windows
 from .pipeline import Pipeline
 from .prometheus import PrometheusClient
 from .promql import inventory_queries, join_matchers
-from .window import Window, iso, parse_duration, parse_window
+from .window import Window, iso, parse_duration
 
 UNALLOCATED = "__unallocated__"
 # OpenCost's asset properties; account, project and service are not known here: every asset answers
@@ -271,7 +271,8 @@ def assets_response(cfg: Config, client: PrometheusClient, make: Callable[[Confi
     def arg(name: str) -> str | None:
         return query.get(name, [None])[0]
 
-    window = parse_window(arg("window") or "24h", now, parse_duration(cfg.allocation.resolution))
+    # OpenCost's window forms, rounded as /allocation's (`7d` from a midnight), so both answer the same window
+    window = api_window(arg("window") or "24h", now, parse_duration(cfg.allocation.resolution))
     check_window(window, cfg.api.maxWindow)
     parts = parse_aggregate_parts(arg("aggregate"))
     accumulate = parse_flag(query, "accumulate")

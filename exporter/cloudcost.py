@@ -22,11 +22,11 @@ from .billing import Bill, BillLine
 from .config import Config
 from .errors import ConfigError
 from .limits import check_window
-from .opencost_api import calendar_next, calendar_start, step_windows
+from .opencost_api import api_window, calendar_next, calendar_start, step_windows
 from .prometheus import PrometheusClient
 from .promql import join_matchers
 from .reconcile import LB_TAGS, Inventory, inventory, lb_by_name, overlap
-from .window import Window, iso, parse_window
+from .window import Window, iso
 
 CLOUD_FIELDS = ("invoiceEntityID", "accountID", "provider", "providerID", "category", "service")
 BASES = ("listCost", "netCost", "amortizedNetCost", "invoicedCost", "amortizedCost")
@@ -169,7 +169,7 @@ def cloud_cost_response(cfg: Config, client: PrometheusClient, query: dict[str, 
     def arg(name: str) -> str | None:
         return query.get(name, [None])[0]
 
-    window = parse_window(arg("window") or "7d", now, resolution)
+    window = api_window(arg("window") or "7d", now, resolution)  # rounded as /allocation's: `7d` from a midnight
     check_window(window, cfg.api.maxWindow)
     parts = parse_aggregate_parts(arg("aggregate"), CLOUD_FIELDS)
     flt = parse_filter(arg("filter") or "")

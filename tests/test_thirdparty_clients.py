@@ -262,9 +262,11 @@ def test_mcp_server_assets_and_cloud_cost(stack: Stack) -> None:
         ("get_cloud_cost", {"window": stack.hour, "aggregate": "provider,accountID,category", "accumulate": "all"}),
         ("get_cloud_cost", {"window": stack.hour, "filter": 'service:"Amazon EC2"'}),
         ("get_cloud_cost", {}),  # 7d, by service, a set per day
+        ("get_assets", {"window": "24h", "accumulate": False}),
+        *[("get_cloud_cost", {"window": "7d", "accumulate": a}) for a in ("hour", "week", "month", "quarter")],
     ], KUBECOST_API_PREFIX="")  # bare OpenCost's paths (/assets, ...) this time
     assert all(r.error is None for r in res), [r.error for r in res if r.error]
-    each, by_type, by_provider, week, cloud, by_pc, ec2_only, cloud_week = res
+    each, by_type, by_provider, week, cloud, by_pc, ec2_only, cloud_week, day_assets, *periods = res
     assert totals(each.data[0]) == scaled({"cluster/Node/n1": 0.28, "cluster/Node/n2": 0.28}, 1)
     assert each.data[0]["cluster/Node/n1"]["properties"]["providerID"] == "aws:///us-east-1a/i-0n1"
     assert totals(by_type.data[0]) == scaled({"Node": CLUSTER_HOURLY}, 1)  # == the allocation total
@@ -281,8 +283,17 @@ def test_mcp_server_assets_and_cloud_cost(stack: Stack) -> None:
     assert {k: v["netCost"]["cost"] for k, v in s["cloudCosts"].items()} == scaled(
         {"AWS/111/Compute": EC2, "AWS/222/Storage": S3}, 1)
     assert list(ec2_only.data["sets"][0]["cloudCosts"]) == ["Amazon EC2"]
-    week_cc = [c for s in cloud_week.data["sets"] for c in s["cloudCosts"].items()]
-    assert sum(v["netCost"]["cost"] for _, v in week_cc) == pytest.approx(EC2 + S3, rel=REL)
+    assert totals(day_assets.data[0]) == scaled({"cluster/Node/n1": 0.28, "cluster/Node/n2": 0.28}, HISTORY)
+    for period in (cloud_week, *periods):  # however the bill's hour is cut into sets, it adds up
+        cc_items = [c for s in period.data["sets"] for c in s["cloudCosts"].values()]
+        assert sum(v["netCost"]["cost"] for v in cc_items) == pytest.approx(EC2 + S3, rel=REL)
+    # 7d is OpenCost's rounded window on every endpoint, as get_allocation's: from the midnight six days
+    # before today's, so accumulate=hour cuts whole hours and only the bill's hour has cost
+    midnight = (int(datetime.now(tz=timezone.utc).timestamp()) // 86400 - 6) * 86400
+    hours = periods[0].data["sets"]
+    assert hours[0]["window"]["start"] == iso(midnight) and cloud_week.data["window"]["start"] == iso(midnight)
+    assert [s["window"] for s in hours if s["cloudCosts"]] == [{"start": iso(stack.t0), "end": iso(stack.t0 + 3600)}]
+    assert week.data[0]["cluster/Node/n1"]["start"] == iso(midnight)
 
 
 def test_mcp_server_below_namespace(stack: Stack) -> None:
