@@ -367,12 +367,13 @@ def test_unalloc_report_live(stack: Stack) -> None:
     assert money(report["total_usd"]) == pytest.approx(CLUSTER_HOURLY * HISTORY, rel=REL)  # conservation
     assert report["unallocated_pct"] == "41.1"  # 0.368 / 0.896
     assert money(report["fallback_usd"]) == pytest.approx(0.06 * HISTORY, rel=REL)
-    budget = unalloc(stack, "report", "--source", "opencost", "--budget", "50")  # 51.8 % without the fallback
+    # the other commands over --days 2 (yesterday's date to today's: still all the history), to keep it quick
+    budget = unalloc(stack, "report", "--source", "opencost", "--days", "2", "--budget", "50")  # 51.8 %: no fallback
     assert budget.returncode == 2 and "unallocated 51.8% exceeds budget 50.0%" in budget.stderr
     # the ledger ties out against the cluster's bill for those 96 minutes: 0.56 x 1.6 = 0.896
-    tied = unalloc(stack, "reconcile", "--source", "opencost", "--invoice", "opencost=0.896")
+    tied = unalloc(stack, "reconcile", "--source", "opencost", "--days", "2", "--invoice", "opencost=0.896")
     assert tied.returncode == 0 and "matched" in tied.stdout and "$0.00 (0.0%)" in tied.stdout, tied.stdout
-    backlog = unalloc(stack, "labels", "--source", "opencost")  # rows without a team, priciest first
+    backlog = unalloc(stack, "labels", "--source", "opencost", "--days", "2")  # no team, priciest first
     assert backlog.returncode == 0, backlog.stderr
     assert backlog.stdout.index("__idle__") < backlog.stdout.index("batch/") and "$0.37" in backlog.stdout
 
