@@ -351,10 +351,6 @@ def unalloc(stack: Stack, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([str(UNALLOC), *args], env=env, capture_output=True, text=True, timeout=120)
 
 
-def money(text: str) -> float:
-    return float(text)
-
-
 def test_unalloc_report_live(stack: Stack) -> None:
     """`unalloc report -s opencost`: its own 30-day date-only window and namespace,controller,label:team."""
     needs_finer_granularity(stack, "namespace,controller,label:team")
@@ -362,11 +358,11 @@ def test_unalloc_report_live(stack: Stack) -> None:
     assert p.returncode == 0, p.stderr
     report = json.loads(p.stdout)
     # 1.6 h of history: shop 0.208, ml 0.224, batch 0.096 (via the namespace fallback), idle 0.368 unowned.
-    buckets = {b["key"]: money(b["amount_usd"]) for b in report["buckets"]}
+    buckets = {b["key"]: float(b["amount_usd"]) for b in report["buckets"]}
     assert buckets == scaled({"shop": 0.13, "ml": 0.14, "batch": 0.06, "<unallocated>": 0.23}, HISTORY)
-    assert money(report["total_usd"]) == pytest.approx(CLUSTER_HOURLY * HISTORY, rel=REL)  # conservation
+    assert float(report["total_usd"]) == pytest.approx(CLUSTER_HOURLY * HISTORY, rel=REL)  # conservation
     assert report["unallocated_pct"] == "41.1"  # 0.368 / 0.896
-    assert money(report["fallback_usd"]) == pytest.approx(0.06 * HISTORY, rel=REL)
+    assert float(report["fallback_usd"]) == pytest.approx(0.06 * HISTORY, rel=REL)
     # the other commands over --days 2 (yesterday's date to today's: still all the history), to keep it quick
     budget = unalloc(stack, "report", "--source", "opencost", "--days", "2", "--budget", "50")  # 51.8 %: no fallback
     assert budget.returncode == 2 and "unallocated 51.8% exceeds budget 50.0%" in budget.stderr
@@ -396,9 +392,9 @@ def test_unalloc_on_chargebacks_namespace_answer(stack: Stack, tmp_path: Path) -
     assert p.returncode == 0, p.stderr
     report = json.loads(p.stdout)
     # without a fallback batch has no team: unallocated is batch 0.096 + idle 0.368 = 0.464 of 0.896, 51.8 %
-    buckets = {b["key"]: money(b["amount_usd"]) for b in report["buckets"]}
+    buckets = {b["key"]: float(b["amount_usd"]) for b in report["buckets"]}
     assert buckets == scaled({"shop": 0.13, "ml": 0.14, "<unallocated>": 0.06 + 0.23}, HISTORY)
-    assert money(report["total_usd"]) == pytest.approx(CLUSTER_HOURLY * HISTORY, rel=REL)  # conservation
+    assert float(report["total_usd"]) == pytest.approx(CLUSTER_HOURLY * HISTORY, rel=REL)  # conservation
     assert report["unallocated_pct"] == "51.8"
     (tmp_path / "report.json").write_text(p.stdout)
     v = unalloc(stack, "verify", str(tmp_path / "report.json"), "--inputs", str(kept))
