@@ -12,7 +12,14 @@ $(VENV)/.installed: pyproject.toml
 	$(PIP) install -q -e '.[dev]'
 	touch $@
 
-deps: $(VENV)/.installed
+# ct-kubecost-mcp-server (a published MCP server over the OpenCost API, run unchanged by the tests) needs
+# fastmcp 2, which needs mcp<2 while chargeback needs mcp 2: it gets its own venv inside ours.
+$(VENV)/clients/.installed: tests/clients-requirements.txt $(VENV)/.installed
+	python3 -m venv $(VENV)/clients
+	$(VENV)/clients/bin/pip install -q -r tests/clients-requirements.txt
+	touch $@
+
+deps: $(VENV)/.installed $(VENV)/clients/.installed
 
 # Prometheus/promtool/Alertmanager/jsonnetfmt/VictoriaMetrics from Debian, installed only when missing.
 system-deps:

@@ -20,15 +20,18 @@ from exporter.core.allocation import OVERHEAD, CostResult
 from exporter.core.assets import AssetCost
 from exporter.core.errors import ConfigError
 from exporter.core.names import UNALLOCATED
-from exporter.core.window import Window, iso, parse_duration, parse_window
+from exporter.core.window import Window, iso, parse_duration
 from exporter.engine.limits import check_window
 from exporter.engine.pipeline import BillPrices, Pipeline
-from exporter.outputs.opencost_api import step_windows
+from exporter.outputs.opencost_api import api_window, step_windows
 from exporter.sources.billing import Bill, read_bill
 from exporter.sources.prometheus import PrometheusClient
 from exporter.sources.promql import inventory_queries, join_matchers
 
-ASSET_AGGREGATES = ("type", "cluster", "node", "providerID")
+# OpenCost's asset properties; account, project and service are not known here: every asset answers
+# __unallocated__ for them, as OpenCost's do where the provider leaves them empty.
+ASSET_AGGREGATES = ("type", "cluster", "node", "providerID", "provider", "category", "name", "account", "project",
+                    "service")
 _TYPE = {"storage": "Disk", "load_balancer": "LoadBalancer", "network": "Network"}
 _CATEGORY = {"Node": "Compute", "Disk": "Storage", "LoadBalancer": "Network", "Network": "Network",
              "ClusterManagement": "Management", "Cloud": "Other"}
@@ -202,7 +205,8 @@ def aggregate_rows(rows: list[AssetRow], parts: list[str]) -> dict[str, dict[str
         return {f"{r.cluster}/{r.type}/{r.name}": asset_item(r) for r in rows}
 
     def value(r: AssetRow, p: str) -> str:
-        v = {"type": r.type, "cluster": r.cluster, "node": r.node, "providerID": r.provider_id}[p]
+        v = {"type": r.type, "cluster": r.cluster, "node": r.node, "providerID": r.provider_id,
+             "provider": provider_of(r.provider_id), "category": _CATEGORY[r.type], "name": r.name}.get(p, "")
         return v or UNALLOCATED
 
     out: dict[str, dict[str, Any]] = {}
@@ -267,7 +271,8 @@ def assets_response(cfg: Config, client: PrometheusClient,
     def arg(name: str) -> str | None:
         return query.get(name, [None])[0]
 
-    window = parse_window(arg("window") or "24h", now, parse_duration(cfg.allocation.resolution))
+    # OpenCost's window forms, rounded as /allocation's (`7d` from a midnight), so both answer the same window
+    window = api_window(arg("window") or "24h", now, parse_duration(cfg.allocation.resolution))
     check_window(window, cfg.api.maxWindow)
     parts = parse_aggregate_parts(arg("aggregate"))
     accumulate = parse_flag(query, "accumulate")

@@ -19,11 +19,11 @@ from typing import Any
 from exporter.config.schema import Config
 from exporter.core.errors import ConfigError
 from exporter.core.names import UNALLOCATED
-from exporter.core.window import Window, iso, parse_window
+from exporter.core.window import Window, iso
 from exporter.engine.limits import check_window
 from exporter.outputs import allocfilter
 from exporter.outputs.allocfilter import Node, Schema
-from exporter.outputs.opencost_api import calendar_next, calendar_start, step_windows
+from exporter.outputs.opencost_api import api_window, calendar_next, calendar_start, step_windows
 from exporter.outputs.reconcile import LB_TAGS, Inventory, inventory, lb_by_name, overlap
 from exporter.sources.billing import Bill, BillLine
 from exporter.sources.prometheus import PrometheusClient
@@ -169,7 +169,7 @@ def cloud_cost_response(cfg: Config, client: PrometheusClient, query: dict[str, 
     def arg(name: str) -> str | None:
         return query.get(name, [None])[0]
 
-    window = parse_window(arg("window") or "7d", now, resolution)
+    window = api_window(arg("window") or "7d", now, resolution)  # rounded as /allocation's: `7d` from a midnight
     check_window(window, cfg.api.maxWindow)
     parts = parse_aggregate_parts(arg("aggregate"), CLOUD_FIELDS)
     flt = parse_filter(arg("filter") or "")
