@@ -180,6 +180,14 @@ def test_row_waste_only_counts_observed_time_within_what_is_held() -> None:
         pytest.approx(2.25, rel=REL)
     # Seen more than held (a time-sliced replica reporting its whole device): capped at what is held.
     assert row_waste(Line(gpu_seconds=3600, gpu_cost=1.0, gpu_observed_seconds=4 * 3600, gpu_usage_seconds=0)) == 1.0
+    # A MIG 1g slice (1/7 of a GPU-hour held, 0.50) whose instance dcgm-exporter saw 50 % busy all hour:
+    # observed 3600 and busy 1800 instance-seconds scale to the 3600/7 held, so the waste is 0.50 x 0.5 = 0.25
+    # (capping observed at what is held, and busy at observed, made it 0).
+    assert row_waste(Line(gpu_seconds=3600 / 7, gpu_cost=0.5, gpu_observed_seconds=3600,
+                          gpu_usage_seconds=1800)) == pytest.approx(0.25, rel=REL)
+    # A time-sliced replica (1/4 held, 0.25) on a device seen 90 % busy: 0.25 x 0.1 = 0.025.
+    assert row_waste(Line(gpu_seconds=900, gpu_cost=0.25, gpu_observed_seconds=3600,
+                          gpu_usage_seconds=3240)) == pytest.approx(0.025, rel=REL)
     # Usage with nothing held (a GPU outside nvidia.com/gpu): no cost, so no waste.
     assert row_waste(Line(gpu_observed_seconds=3600, gpu_usage_seconds=10)) == 0.0
 

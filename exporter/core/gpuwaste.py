@@ -29,8 +29,12 @@ def row_waste(line: Line) -> float:
     held = line.gpu_seconds
     if held <= 0 or line.gpu_cost <= 0:
         return 0.0
-    observed = min(line.gpu_observed_seconds, held)  # a shared or un-requested GPU seen more than held
-    busy = min(line.gpu_usage_seconds, observed)
+    # dcgm-exporter reports a MIG instance, or a time-sliced device, as one GPU for every pod on it, while
+    # the row holds a fraction of a physical GPU: scale its observed and busy time down to what is held,
+    # so the waste is the cost times the idle share dcgm-exporter saw (never more than the cost).
+    scale = min(1.0, held / line.gpu_observed_seconds) if line.gpu_observed_seconds > 0 else 0.0
+    observed = line.gpu_observed_seconds * scale
+    busy = min(line.gpu_usage_seconds * scale, observed)
     return line.gpu_cost * (observed - busy) / held
 
 
