@@ -206,3 +206,20 @@ def test_steps_and_sharing_at_pod_level(exporter: Exporter, pods_prom: Any) -> N
 def test_unknown_key_still_names_the_choices(exporter: Exporter, pods_prom: Any) -> None:
     with pytest.raises(ConfigError, match=r"unknown property 'deployment'.*controller"):
         call(exporter, pods_prom[1], aggregate="deployment")
+
+
+def test_namespace_level_requests_read_no_container_rows(exporter: Exporter, pods_prom: Any,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """Finer granularity only when asked: the namespace path sends none of the pod-level queries."""
+    sent: list[str] = []
+    real = exporter.client.query
+
+    def recording(expr: str, at: float) -> Any:
+        sent.append(expr)
+        return real(expr, at)
+
+    monkeypatch.setattr(exporter.client, "query", recording)
+    call(exporter, pods_prom[1], aggregate="namespace,label:team", filter='node:"n1"')
+    assert sent and not [e for e in sent if "pod, container)" in e or "kube_endpoint_address" in e]
+    call(exporter, pods_prom[1], aggregate="pod")
+    assert [e for e in sent if "by (namespace, node, pod, container)" in e]
