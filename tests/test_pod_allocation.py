@@ -220,6 +220,6 @@ def test_namespace_level_requests_read_no_container_rows(exporter: Exporter, pod
 
     monkeypatch.setattr(exporter.client, "query", recording)
     call(exporter, pods_prom[1], aggregate="namespace,label:team", filter='node:"n1"')
-    assert sent and not [e for e in sent if "pod, container)" in e or "kube_endpoint_address" in e]
+    assert sent and not [e for e in sent if "node, pod, container" in e or "kube_endpoint_address" in e]
     call(exporter, pods_prom[1], aggregate="pod")
     assert [e for e in sent if "by (namespace, node, pod, container)" in e]
