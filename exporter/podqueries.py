@@ -22,18 +22,22 @@ _SET = '{}!=""'  # a matcher for "label present"
 
 
 class PodQueries:
-    """Per-container chunk integrals and per-window pod metadata, over a (possibly bridged) `Queries`."""
+    """Per-container chunk integrals and per-window pod metadata, over a (possibly bridged) `Queries`.
 
-    def __init__(self, q: Queries) -> None:
-        self.q = q
+    With `namespaces`, the per-container rows are those namespaces' only (a batch: what one answer holds
+    stays bounded on a large cluster); the overflow scale still comes from every container on the node."""
+
+    def __init__(self, q: Queries, namespaces: list[str] | None = None) -> None:
+        self.whole = q
+        self.q = q.scoped(namespaces) if namespaces else q
 
     def allocated(self, resource: str, span: int) -> str:
         """Sum over steps of each container's allocation, scaled per step where its node overflows (the
         scale is computed over every container on the node, as the namespace-level query does)."""
-        q = self.q
+        q, whole = self.q, self.whole
         per_container = q._by_ns_node(q.allocation(resource), CONTAINER)
-        node_alloc = q._by_ns_node(q.allocation(resource), "node")
-        scale = f"clamp_max({q.capacity(resource)} / on (node) ({node_alloc} > 0), 1)"
+        node_alloc = whole._by_ns_node(whole.allocation(resource), "node")
+        scale = f"clamp_max({whole.capacity(resource)} / on (node) ({node_alloc} > 0), 1)"
         return f"sum_over_time({_finite(f'{per_container} * on (node) group_left () {scale}')}{q._sub(span)})"
 
     def requested(self, span: int) -> str:
@@ -48,7 +52,7 @@ class PodQueries:
 
     # ---- metadata over a whole window (last value seen in it) ----
     def _last(self, metric: str, span: int, *matchers: str) -> str:
-        q = self.q
+        q = self.whole
         return f"last_over_time({metric}{_sel(*matchers, q.k)}{q._range(span)})"
 
     def pod_labels(self, span: int) -> str:

@@ -40,6 +40,9 @@ PodKey = tuple[str, str]  # (namespace, pod)
 ContainerKey = tuple[str, str, str, str]  # (namespace, node, pod, container)
 Attrs = tuple[str, ...]
 
+# Pods per batch of per-container queries: one answer then holds about twice as many containers (a few
+# tens of MB while decoded); each batch re-evaluates the nodes' overflow scale, so bigger is faster.
+BATCH_PODS = 5000
 _QTY = {"cpu": "cpu_core_seconds", "memory": "ram_byte_seconds", "gpu": "gpu_seconds"}
 _REQ = {"cpu": "cpu_request_seconds", "memory": "ram_request_byte_seconds"}
 _USE = {"cpu": "cpu_usage_seconds", "memory": "ram_usage_byte_seconds"}
@@ -54,6 +57,7 @@ class PodMeta:
     annotations: dict[PodKey, dict[str, str]] = field(default_factory=dict)
     services: dict[PodKey, tuple[str, ...]] = field(default_factory=dict)
     provider_ids: dict[str, str] = field(default_factory=dict)  # node -> providerID
+    pods: dict[str, int] = field(default_factory=dict)  # namespace -> pods seen in the window
 
 
 def _stripped(labels: Mapping[str, str], prefix: str) -> dict[str, str]:
@@ -96,6 +100,9 @@ def fetch_meta(client: PrometheusClient, q: Queries, w: Window) -> PodMeta:
                                   owners("kube_job_owner", "job_name")) if pods else {}
     labels = {(lb.get("namespace", ""), lb.get("pod", "")): _stripped(lb, "label_")
               for lb, _ in client.query(pq.pod_labels(span), at)}
+    counts: dict[str, int] = {}
+    for ns, _pod in labels:  # kube-state-metrics exports kube_pod_labels for every pod
+        counts[ns] = counts.get(ns, 0) + 1
     notes = {(lb.get("namespace", ""), lb.get("pod", "")): _stripped(lb, "annotation_")
              for lb, _ in client.query(pq.pod_annotations(span), at)}
     ips = {(lb.get("namespace", ""), lb.get("pod", "")): lb.get("pod_ip", "")
@@ -104,12 +111,29 @@ def fetch_meta(client: PrometheusClient, q: Queries, w: Window) -> PodMeta:
                  for lb, _ in client.query(pq.endpoint_addresses(span), at)]
     providers = {lb.get("node", ""): lb.get("provider_id", "") for lb, _ in client.query(pq.provider_ids(span), at)}
     return PodMeta(controllers_of(workloads), {k: v for k, v in labels.items() if v},
-                   {k: v for k, v in notes.items() if v}, services_of(ips, endpoints), providers)
+                   {k: v for k, v in notes.items() if v}, services_of(ips, endpoints), providers, counts)
 
 
-def fetch_usage(client: PrometheusClient, q: Queries, w: Window, step: int) -> dict[ContainerKey, Line]:
-    """Per-container allocated, requested and used quantities (unit-seconds) over one segment."""
-    pq, at, span = PodQueries(q), float(w.end), w.seconds
+def batches(namespaces: Iterable[str], pods: Mapping[str, int], limit: int) -> list[list[str]]:
+    """Namespaces in groups of at most `limit` pods (a bigger namespace alone), so that no per-container
+    answer holds more than about `limit` pods' containers. Pure."""
+    out: list[list[str]] = [[]]
+    held = 0
+    for ns in sorted(namespaces):
+        n = max(pods.get(ns, 1), 1)
+        if out[-1] and held + n > limit:
+            out.append([])
+            held = 0
+        out[-1].append(ns)
+        held += n
+    return [b for b in out if b]
+
+
+def fetch_usage(client: PrometheusClient, q: Queries, w: Window, step: int,
+                namespaces: list[str] | None = None) -> dict[ContainerKey, Line]:
+    """Per-container allocated, requested and used quantities (unit-seconds) over one segment, for
+    `namespaces` only when given."""
+    pq, at, span = PodQueries(q, namespaces), float(w.end), w.seconds
     out: dict[ContainerKey, Line] = {}
 
     def add(expr: str, names: Mapping[str, str], resource: str | None) -> None:
@@ -212,8 +236,9 @@ class PodGranularity:
     """`Pipeline.compute(..., granularity=...)`: container rows for one window, grouped as they come."""
 
     def __init__(self, keys: list[AggKey], flt: Node | None, include_idle: bool, label_keys: tuple[str, ...],
-                 cluster: str) -> None:
+                 cluster: str, batch_pods: int = BATCH_PODS) -> None:
         self.keys, self.filter, self.include_idle = keys, flt, include_idle
+        self.batch_pods = batch_pods
         self.label_keys, self.cluster = label_keys, cluster
         self.groups: dict[str, Group] = {}
         self.meta = PodMeta()
@@ -224,16 +249,26 @@ class PodGranularity:
 
     def add_segment(self, pipeline: Pipeline, w: Window, q: Queries, meta: Metadata, owners: Owners,
                     result: CostResult) -> None:
-        """Called by the pipeline for every costed segment, with the queries (bridged or not) it used."""
-        usage = fetch_usage(pipeline.client, q, w, pipeline.step)
+        """Called by the pipeline for every costed segment, with the queries (bridged or not) it used.
+        Namespaces are split batch by batch, so one batch's containers are held at a time."""
         rows = build_rows(result, self.label_keys, self.cluster, meta.namespaces, meta.annotations)
+        tenants: dict[str, list[AllocRow]] = {}
+        rest: list[AllocRow] = []
+        for r in rows:
+            (rest if r.name or not r.props.namespace else tenants.setdefault(r.props.namespace, [])).append(r)
 
         def attrs_of(ns: str, pod: str) -> Attrs:
             return owners.of(ns, pod) if ns in owners.split else owners.of(ns)
 
-        split = split_rows(rows, usage, attrs_of, self.meta)
+        plan = batches(tenants, self.meta.pods, self.batch_pods)
+        for batch in plan:
+            usage = fetch_usage(pipeline.client, q, w, pipeline.step, batch if len(plan) > 1 else None)
+            split = split_rows([r for ns in batch for r in tenants[ns]], usage, attrs_of, self.meta)
+            with self._lock:
+                add_rows(self.groups, split, self.keys, self.filter, self.include_idle)
+            del usage
         with self._lock:
-            add_rows(self.groups, split, self.keys, self.filter, self.include_idle)
+            add_rows(self.groups, rest, self.keys, self.filter, self.include_idle)
 
 
 def response(pipeline: Pipeline, query: AllocationQuery, label_keys: tuple[str, ...], cluster: str,

@@ -223,3 +223,24 @@ def test_namespace_level_requests_read_no_container_rows(exporter: Exporter, pod
     assert sent and not [e for e in sent if "node, pod, container" in e or "kube_endpoint_address" in e]
     call(exporter, pods_prom[1], aggregate="pod")
     assert [e for e in sent if "by (namespace, node, pod, container)" in e]
+
+
+def test_namespace_batches_give_the_same_rows(exporter: Exporter, pods_prom: Any) -> None:
+    """A cluster bigger than one batch of per-container queries: here a batch per namespace (batch_pods=1),
+    each with the overflow scale of the whole node (worker and nginx share n2 across the two batches)."""
+    from exporter.allocrows import finish
+    from exporter.opencost_api import AggKey
+    from exporter.pipeline import Pipeline
+    from exporter.podrows import PodGranularity, batches
+    from exporter.window import Window
+
+    # in name order, a batch closes before it would pass the limit; a bigger namespace is alone; unknown counts 1
+    assert batches(["c", "a", "b", "d"], {"a": 1, "b": 2, "c": 4}, 3) == [["a", "b"], ["c"], ["d"]]
+    t0 = pods_prom[1]
+    grain = PodGranularity([AggKey("pod")], None, True, ("team", "cost-center"), "cluster", batch_pods=1)
+    pipeline = Pipeline(exporter.cfg, exporter.client)
+    result = pipeline.compute(Window(t0, t0 + 3600, 60), granularity=grain)
+    check({k: g.row.total for k, g in finish(grain.groups).items()},
+          {"api-1": API_POD, "api-2": API_POD, "cache-0": 0.14, "report-x": 0.24, "bare": WORKER, "web-0": NGINX,
+           "__idle__": IDLE})
+    assert result.total_cost == pytest.approx(TOTAL, rel=REL)
