@@ -244,3 +244,15 @@ def test_namespace_batches_give_the_same_rows(exporter: Exporter, pods_prom: Any
           {"api-1": API_POD, "api-2": API_POD, "cache-0": 0.14, "report-x": 0.24, "bare": WORKER, "web-0": NGINX,
            "__idle__": IDLE})
     assert result.total_cost == pytest.approx(TOTAL, rel=REL)
+
+
+def test_services_and_controllers_from_kube_state_metrics_series() -> None:
+    """Pure: Endpoints addresses joined to pod IPs within a namespace; kind:name split, bare pods have none."""
+    from exporter.podrows import controllers_of, services_of
+
+    ips = {("shop", "api-1"): "10.0.0.1", ("shop", "api-2"): "10.0.0.2", ("other", "x"): "10.0.0.1"}
+    endpoints = [("shop", "api", "10.0.0.1"), ("shop", "api", "10.0.0.2"), ("shop", "admin", "10.0.0.2"),
+                 ("shop", "ghost", "10.9.9.9")]
+    assert services_of(ips, endpoints) == {("shop", "api-1"): ("api",), ("shop", "api-2"): ("admin", "api")}
+    assert controllers_of({("shop", "api-1"): "deployment:api", ("batch", "bare"): "bare"}) == {
+        ("shop", "api-1"): ("deployment", "api")}
