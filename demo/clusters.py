@@ -110,7 +110,9 @@ def _demo_assets(rnd: random.Random) -> tuple[Series, ...]:
 
 
 def bench_cluster(containers: int, nodes: int, namespaces: int, seed: int = 1) -> Cluster:
-    """A large cluster: two containers per pod, pods placed at random (seeded) over nodes and namespaces."""
+    """A large cluster: two containers per pod, pods placed at random (seeded) over nodes and namespaces.
+    Every ten pods of a namespace are a Deployment (labels team and app, an IP, a Service), for pod-level
+    allocation; the metadata is derived from the index, so placement is the same with or without it."""
     rnd = random.Random(seed)
     node_objs = tuple(
         Node(f"node-{i:05d}", 32, 128 * GIB, labels={"node.kubernetes.io/instance-type": "m5.8xlarge"},
@@ -121,7 +123,10 @@ def bench_cluster(containers: int, nodes: int, namespaces: int, seed: int = 1) -
     for i in range(containers // 2):
         cs = tuple(Container(f"c{j}", 0.25, 0.5 * GIB, 0, rnd.uniform(0.05, 0.5), 0.4 * GIB) for j in range(2))
         ns, node = rnd.randrange(namespaces), rnd.randrange(nodes)
-        pods.append(Pod(f"ns-{ns:04d}", f"pod-{i:06d}", node_objs[node].name, cs))
+        app = f"app-{i // 10:05d}"
+        pods.append(Pod(f"ns-{ns:04d}", f"pod-{i:06d}", node_objs[node].name, cs, labels={"team": f"t{ns % 7}",
+                        "app": app}, owner=("Deployment", app), ip=f"10.{i >> 16 & 255}.{i >> 8 & 255}.{i & 255}",
+                        services=(app,)))
     return Cluster(node_objs, tuple(pods))
 
 

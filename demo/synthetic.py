@@ -54,6 +54,11 @@ class Pod:
     # The controller that owns the pod, as (kind, name): Deployment, StatefulSet, DaemonSet, Job or
     # CronJob. A Deployment owns it through a ReplicaSet, a CronJob through a Job, as in a cluster.
     owner: tuple[str, str] | None = None
+    # Pod annotations (kube_pod_annotations, as if allow-listed), and the pod IP with the Services whose
+    # Endpoints list it (kube_pod_info{pod_ip}, kube_endpoint_address{endpoint, ip}).
+    annotations: dict[str, str] = field(default_factory=dict)
+    ip: str = ""
+    services: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -207,8 +212,7 @@ def _series(cluster: Cluster, lean: bool) -> Iterator[tuple[str, str, Sampler]]:
     for n in cluster.nodes:
         if n.dcgm is not None:
             yield from dcgm_series(n, n.dcgm, [p for p in cluster.pods if p.node == n.name])
-    if not lean:
-        yield from _owner_series(cluster.pods, ksm)
+    yield from _owner_series(cluster.pods, ksm)  # pod-level allocation reads them, in the bench too
 
 
 # A controller's intermediate owner: a Deployment's ReplicaSet, a CronJob's Job.
@@ -252,7 +256,15 @@ def _pod_series(p: Pod, ksm: dict[str, str], lean: bool) -> Iterator[tuple[str, 
 
     uid = f"uid-{p.namespace}-{p.name}"
     pod_kv = {"namespace": p.namespace, "pod": p.name}
-    yield "kube_pod_info", _labels(**ksm, **pod_kv, uid=uid, node=p.node, host_ip="10.0.0.1"), when(exists, lambda t: 1)
+    ip = {"pod_ip": p.ip} if p.ip else {}
+    yield ("kube_pod_info", _labels(**ksm, **pod_kv, uid=uid, node=p.node, host_ip="10.0.0.1", **ip),
+           when(exists, lambda t: 1))
+    for svc in p.services if p.ip else ():
+        lb = _labels(**ksm, namespace=p.namespace, endpoint=svc, ip=p.ip, ready="true")
+        yield "kube_endpoint_address", lb, when(running, lambda t: 1)
+    if p.annotations:
+        notes = {"annotation_" + ksm_label(k)[6:]: v for k, v in sorted(p.annotations.items())}
+        yield "kube_pod_annotations", _labels(**ksm, **pod_kv, uid=uid, **notes), when(exists, lambda t: 1)
     for phase in ("Running",) if lean else ("Pending", "Running", "Succeeded", "Failed", "Unknown"):
         def val(t: int, ph: str = phase) -> float:
             return 1.0 if (ph == "Running" and running(t)) or (ph == "Succeeded" and not running(t)) else 0.0
@@ -260,11 +272,10 @@ def _pod_series(p: Pod, ksm: dict[str, str], lean: bool) -> Iterator[tuple[str, 
     # kube-state-metrics exports kube_pod_labels for every pod, with label_* columns only when allow-listed.
     kv = {ksm_label(k): v for k, v in sorted(p.labels.items())}
     yield "kube_pod_labels", _labels(**ksm, **pod_kv, uid=uid, **kv), when(exists, lambda t: 1)
-    if not lean:
-        kind, name = _direct_owner(p)
-        lb = _labels(**ksm, **pod_kv, uid=uid, owner_kind=kind, owner_name=name,
-                     owner_is_controller="<none>" if p.owner is None else "true")
-        yield "kube_pod_owner", lb, when(exists, lambda t: 1)
+    kind, name = _direct_owner(p)
+    lb = _labels(**ksm, **pod_kv, uid=uid, owner_kind=kind, owner_name=name,
+                 owner_is_controller="<none>" if p.owner is None else "true")
+    yield "kube_pod_owner", lb, when(exists, lambda t: 1)
     cad = {"job": "kubelet", "metrics_path": "/metrics/cadvisor", "instance": p.node}  # no `node` label
     for c in p.containers:
         for res, unit, req in (("cpu", "core", c.cpu_request), ("memory", "byte", c.mem_request),

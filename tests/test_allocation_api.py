@@ -144,8 +144,9 @@ def test_filters_apply_to_rows_before_aggregation(exporter: Exporter, share_prom
           {"web-a": 0.12, "web-b": 0.06, "web": 0.06}, None)
     with pytest.raises(ConfigError, match="filter position 19: '\\+' and '\\|' are mixed"):
         call(exporter, t0, filter='node:"n1"+node:"n2"|node:"n3"')
-    with pytest.raises(ConfigError, match="'pod' is not available at this granularity yet"):
-        call(exporter, t0, filter='pod:"api"')
+    # pod-level fields: payments/api is the only pod named api; tools/runner the only CronJob's.
+    check(totals(call(exporter, t0, filter='pod:"api"')), {"payments": 0.24}, None)
+    check(totals(call(exporter, t0, aggregate="node", filter='controllerKind:"cronjob"')), {"n2": 0.12}, None)
 
 
 def test_include_idle_and_sharing_flags(exporter: Exporter, share_prom: Any) -> None:
@@ -244,8 +245,11 @@ def test_the_three_paths_answer_alike(base_url: str, share_prom: Any, path: str)
     bad = requests.get(base_url + path, params={"window": window_arg(t0), "filter": 'namespace:"a'}, timeout=60)
     assert bad.status_code == 400
     assert bad.json()["message"] == "filter position 10: unterminated string starting here (missing \")"
-    later = requests.get(base_url + path, params={"window": window_arg(t0), "aggregate": "controller"}, timeout=60)
-    assert later.status_code == 400 and "not available at this granularity yet" in later.json()["message"]
+    pods = requests.get(base_url + path, params={"window": window_arg(t0), "aggregate": "controller"}, timeout=60)
+    assert pods.status_code == 200  # payments/api is Deployment payments-api's, tools/runner CronJob nightly's
+    check({k: v["totalCost"] for k, v in pods.json()["data"][0].items()},
+          {"deployment:payments-api": 0.24, "cronjob:nightly": 0.12, "__unallocated__": NODES - IDLE - 0.36,
+           "__idle__": IDLE})
 
 
 def test_namespace_annotations_aggregate_and_filter(demo_prom: tuple[PrometheusServer, int]) -> None:

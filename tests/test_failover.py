@@ -156,7 +156,7 @@ def test_failover_mid_cycle_and_back_counts_every_cent_once(cluster: Cluster) ->
             c.publish(b, t0 + 2400)
         return compute(w, segments)
 
-    a.ex.pipeline.compute_chunk = slow_compute  # type: ignore[method-assign]
+    a.ex.pipeline.compute_chunk = slow_compute  # type: ignore[method-assign,assignment]
     a.ex.until = t0 + 2400
     a.ex.run_once()  # A's piece (t0+30m, t0+40m] belongs to the lost term
     assert taken

@@ -102,16 +102,26 @@ def test_step_not_dividing_the_window_cuts_the_last_set() -> None:
     ({"window": "30d", "step": "1m"}, "more than 1000 sets"),
     ({"accumulate": "sometimes"}, "accumulate='sometimes': use true, false"),
     ({"step": "90s"}, "whole multiple of the 60s resolution"),
-    ({"aggregate": "namespace,pod"}, "'pod' is not available at this granularity yet"),
-    ({"aggregate": "controller"}, "'controller' is not available at this granularity yet"),
     ({"aggregate": "squad"}, "unknown property 'squad'"),
-    ({"filter": 'controllerName:"api"'}, "filter position 0: 'controllerName' is not available"),
-    ({"filter": 'namespace:"a"+container:"app"'}, "filter position 14: 'container' is not available"),
     ({"includeIdle": "maybe"}, "includeIdle='maybe': use true or false"),
 ])
 def test_bad_parameters_name_the_cause(query: dict[str, str], message: str) -> None:
     with pytest.raises(ConfigError, match=message.replace("(", r"\(")):
         parse_query({k: [v] for k, v in query.items()}, LABELS, NOW, 60)
+
+
+@pytest.mark.parametrize("query,pod_level", [
+    ({"aggregate": "namespace,team"}, False),
+    ({"aggregate": "node", "filter": 'label[team]:"a"'}, False),
+    ({"aggregate": "namespace,pod"}, True),
+    ({"aggregate": "controller"}, True),
+    ({"aggregate": "annotation:owner"}, True),  # a pod's annotations, over its namespace's
+    ({"filter": 'controllerName:"api"'}, True),
+    ({"filter": 'namespace:"a"+container:"app"'}, True),
+    ({"filter": 'services:"web"'}, True),
+])
+def test_only_pod_level_keys_and_fields_ask_for_pod_rows(query: dict[str, str], pod_level: bool) -> None:
+    assert parse_query({k: [v] for k, v in query.items()}, LABELS, NOW, 60).pod_level is pod_level
 
 
 def test_aggregate_keys_and_aliases() -> None:

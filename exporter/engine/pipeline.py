@@ -14,6 +14,8 @@ from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
+from functools import partial
+from typing import Protocol
 
 from exporter.config.schema import Config
 from exporter.core.allocation import ChunkUsage, CostResult, UsageKey, add_assets, cost_chunk
@@ -52,6 +54,16 @@ class BillPrices:
     extra_fixed: dict[str, float] = field(default_factory=dict)
 
 
+class Granularity(Protocol):
+    """Rows below (namespace, node), asked for explicitly (exporter/outputs/podrows.py): told the window, then
+    handed every costed segment with the queries, metadata, owners and cost it was costed with."""
+
+    def begin(self, pipeline: Pipeline, window: Window) -> None: ...
+
+    def add_segment(self, pipeline: Pipeline, w: Window, q: Queries, meta: Metadata, owners: Owners,
+                    result: CostResult) -> None: ...
+
+
 class Pipeline:
     def __init__(self, cfg: Config, client: PrometheusClient, metadata: MetadataSource | None = None,
                  warnings: WarningLog | None = None, bill: BillPrices | None = None) -> None:
@@ -78,19 +90,25 @@ class Pipeline:
         return list(self.cfg.attribution.labels.values())
 
     def compute(self, window: Window, progress: Progress | None = None,
-                cancel: threading.Event | None = None) -> CostResult:
+                cancel: threading.Event | None = None, granularity: Granularity | None = None) -> CostResult:
         """Cost a window chunk by chunk; raises a ChargebackError naming the cause on bad input.
 
         With `allocation.concurrency` > 1, chunks are queried in parallel (as Thanos' query-frontend
         splits by interval) but merged in window order, so the result is the same to the last bit.
         Chunks are made as they are queried; `cancel` (a request's deadline) stops between chunks.
+        With `granularity`, each costed segment is also handed to it (pod/container rows); the
+        namespace-level queries and result are the same either way.
         """
         merged = CostResult(window.start, window.end)
+        chunk_fn = self.compute_chunk
+        if granularity is not None:
+            granularity.begin(self, window)
+            chunk_fn = partial(self.compute_chunk, detail=granularity)
         pieces = window.chunks(self.chunk)
         workers = min(self.cfg.allocation.concurrency, len(pieces))
         pool = ThreadPoolExecutor(workers, thread_name_prefix="chunk") if workers > 1 else None
         try:
-            for piece, result in in_order(pieces, self.compute_chunk, pool, 2 * workers, cancel):
+            for piece, result in in_order(pieces, chunk_fn, pool, 2 * workers, cancel):
                 merged.merge(result)
                 if progress:
                     progress(piece)
@@ -124,7 +142,8 @@ class Pipeline:
                 "kube_node_status_capacity is missing (is kube-state-metrics scraped?)"
             )
 
-    def compute_chunk(self, w: Window, segments: list[Segment] | None = None) -> CostResult:
+    def compute_chunk(self, w: Window, segments: list[Segment] | None = None,
+                      detail: Granularity | None = None) -> CostResult:
         """Cost a chunk segment by segment: covered and bridged ones are costed, uncovered ones only recorded."""
         segments = self.coverage_plan(w) if segments is None else segments
         result = CostResult(w.start, w.end)
@@ -138,10 +157,11 @@ class Pipeline:
                 (cad.before, cad.after) if cad.state is State.BRIDGED and cad.before and cad.after else None)
             piece = w if len(segments) == 1 else Window(seg.start, seg.end, self.step)
             # Chunks with any gap read raw series: the recorded rules have nothing for the gap either.
-            result.merge(self.cost_segment(piece, q, recorded=len(segments) == 1 and seg.covered))
+            result.merge(self.cost_segment(piece, q, recorded=len(segments) == 1 and seg.covered, detail=detail))
         return result
 
-    def cost_segment(self, w: Window, q: Queries, recorded: bool = True) -> CostResult:
+    def cost_segment(self, w: Window, q: Queries, recorded: bool = True,
+                     detail: Granularity | None = None) -> CostResult:
         meta = self.prometheus_metadata(w, q) if self._meta_from_prometheus else self.metadata(w)
         for problem in annotation_budgets(meta)[1]:
             self._warn(problem, "bad_budget")
@@ -173,6 +193,8 @@ class Pipeline:
             self._warn(note, "share_fallback")
         result.costs, result.pools = shared.costs, shared.pools
         result.fallbacks, result.metadata = frozenset(shared.fallbacks), meta
+        if detail is not None:
+            detail.add_segment(self, w, q, meta, owners, result)
         return result
 
     def share_inputs(self, w: Window, meta: Metadata) -> ShareInputs:

@@ -1,8 +1,9 @@
 """Allocation rows with OpenCost's properties, filtered, then grouped by any aggregate keys. Pure.
 
-A row is the finest thing the engine has today: (namespace, node, owner) for allocated cost and
-quantities (from the cost table), and (namespace, owner) for what sharing moved (shared cost, shared
-idle), whose node is unknown. Adding pod/controller/container rows later only adds properties.
+A row is (namespace, node, owner) for allocated cost and quantities (from the cost table), and
+(namespace, owner) for what sharing moved (shared cost, shared idle), whose node is unknown. Requests
+that need pods, controllers or containers split the node rows further (exporter/outputs/podrows.py); those
+rows only fill more properties, and are grouped here the same way.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from typing import Any
 from exporter.core.allocation import CostResult, Line
 from exporter.core.coverage import Coverage
 from exporter.core.names import IDLE, UNALLOCATED, UNATTRIBUTED, is_pseudo
+from exporter.core.pricing import ksm_label
 from exporter.outputs.allocfilter import Node, Props
 from exporter.outputs.formatters import Row, api_item
 from exporter.outputs.opencost_api import AggKey, AllocationQuery, AllocationSet
@@ -29,6 +31,9 @@ class AllocRow:
     props: Props
     row: Row = field(default_factory=Row)
     namespace_labels: Mapping[str, str] = field(default_factory=dict)
+    attrs: tuple[str, ...] = ()  # the owner (attribution values) of the cost-table row it comes from
+    namespace_annotations: Mapping[str, str] | None = None  # set on pod rows, whose annotations are the pod's
+    moved: bool = False  # what sharing moved to this owner (shared cost, shared idle): no node
 
 
 def _labels(attrs: tuple[str, ...], keys: tuple[str, ...]) -> dict[str, str]:
@@ -79,25 +84,29 @@ def build_rows(result: CostResult, label_keys: tuple[str, ...], cluster: str,
         if ns == IDLE:  # idle has no requests or usage; keep the allocated-capacity quantities
             r.line = Line(cpu_core_seconds=line.cpu_core_seconds, ram_byte_seconds=line.ram_byte_seconds,
                           gpu_seconds=line.gpu_seconds)
-        rows.append(AllocRow(pseudo(ns), props(ns, node, attrs), r, ns_labels.get(ns, {})))
+        rows.append(AllocRow(pseudo(ns), props(ns, node, attrs), r, ns_labels.get(ns, {}), attrs))
     for (ns, attrs), r in moved.items():
-        rows.append(AllocRow(pseudo(ns), props(ns, "", attrs), r, ns_labels.get(ns, {})))
+        rows.append(AllocRow(pseudo(ns), props(ns, "", attrs), r, ns_labels.get(ns, {}), attrs, moved=True))
     # Fixed costs no tenant could take, and kept entries with no table row (none today): no node.
     for (ns, attrs, res), c in kept.items():
         if not table_sum.get((ns, attrs, res)) and c:
             r = Row()
             r.cost[res] = c
-            rows.append(AllocRow(pseudo(ns), props(ns, "", attrs), r, ns_labels.get(ns, {})))
+            rows.append(AllocRow(pseudo(ns), props(ns, "", attrs), r, ns_labels.get(ns, {}), attrs))
     return rows
 
 
 def _value(row: AllocRow, key: AggKey) -> str:
-    if key.kind == "cluster":
-        return row.props.cluster
-    if key.kind in ("node", "namespace"):
-        return str(getattr(row.props, key.kind))
-    source = row.props.labels if key.kind == "label" else row.props.annotations
-    return source.get(key.key, "")
+    p = row.props
+    if key.kind in ("cluster", "node", "namespace", "controllerKind", "pod", "container"):
+        return str(getattr(p, key.kind))
+    if key.kind == "controller":  # OpenCost names a controller kind:name (deployment:api)
+        return f"{p.controllerKind}:{p.controller}" if p.controller else ""
+    if key.kind == "service":  # OpenCost groups a pod behind several Services under its first one
+        return p.services[0] if p.services else ""
+    source = p.labels if key.kind == "label" else p.annotations
+    # Pod rows keep labels and annotations as kube-state-metrics spells them (app_kubernetes_io_name).
+    return source.get(key.key, "") or source.get(ksm_label(key.key)[6:], "")
 
 
 def row_group_name(row: AllocRow, keys: list[AggKey]) -> str:
@@ -125,11 +134,24 @@ class Group:
     row: Row
     namespace_labels: dict[str, str]
     by_node: dict[str, dict[str, float]] = field(default_factory=dict)  # node -> cpu/memory/gpu cost on it
+    namespace_annotations: dict[str, str] | None = None  # None: the same as props.annotations
 
 
-def aggregate(rows: list[AllocRow], keys: list[AggKey], flt: Node | None, include_idle: bool) -> dict[str, Group]:
+def aggregate(rows: Iterable[AllocRow], keys: list[AggKey], flt: Node | None, include_idle: bool) -> dict[str, Group]:
     """Filter rows (before grouping, as OpenCost does), then group them by the keys."""
     out: dict[str, Group] = {}
+    add_rows(out, rows, keys, flt, include_idle)
+    return finish(out)
+
+
+def finish(groups: dict[str, Group]) -> dict[str, Group]:
+    """Groups with no cost are left out (idle stays, as OpenCost reports it)."""
+    return {k: g for k, g in groups.items() if g.row.total or k == IDLE}
+
+
+def add_rows(out: dict[str, Group], rows: Iterable[AllocRow], keys: list[AggKey], flt: Node | None,
+             include_idle: bool) -> None:
+    """Add rows into `out` as they come, so a caller streaming pod rows holds only the groups."""
     for r in rows:
         if flt is not None and not flt.matches(r.props):
             continue
@@ -137,12 +159,17 @@ def aggregate(rows: list[AllocRow], keys: list[AggKey], flt: Node | None, includ
             continue
         name = row_group_name(r, keys)
         g = out.get(name)
+        ns_notes = None if r.namespace_annotations is None else dict(r.namespace_annotations)
         if g is None:
-            out[name] = Group(r.props, Row(), dict(r.namespace_labels))
+            out[name] = Group(r.props, Row(), dict(r.namespace_labels), namespace_annotations=ns_notes)
             g = out[name]
         else:
             g.props = _intersect(g.props, r.props)
             g.namespace_labels = {k: v for k, v in g.namespace_labels.items() if r.namespace_labels.get(k) == v}
+            if g.namespace_annotations is not None or ns_notes is not None:
+                mine = g.props.annotations if g.namespace_annotations is None else g.namespace_annotations
+                theirs = r.props.annotations if ns_notes is None else ns_notes
+                g.namespace_annotations = {k: v for k, v in mine.items() if theirs.get(k) == v}
         g.row.line.add(r.row.line)
         for res, c in r.row.cost.items():
             g.row.cost[res] += c
@@ -151,7 +178,6 @@ def aggregate(rows: list[AllocRow], keys: list[AggKey], flt: Node | None, includ
             on = g.by_node.setdefault(r.props.node, dict.fromkeys(("cpu", "memory", "gpu"), 0.0))
             for res in on:
                 on[res] += r.row.cost[res]
-    return {k: g for k, g in out.items() if g.row.total or k == IDLE}
 
 
 def properties_json(g: Group) -> dict[str, Any]:
@@ -165,9 +191,13 @@ def properties_json(g: Group) -> dict[str, Any]:
         out["labels"] = dict(p.labels)
     if g.namespace_labels:
         out["namespaceLabels"] = dict(g.namespace_labels)
-    if p.annotations:  # namespace annotations only today, so both of OpenCost's names carry them
+    # Namespace-level rows carry the namespace's annotations only, so both of OpenCost's names hold them;
+    # pod rows carry the pod's over the namespace's in `annotations`.
+    ns_notes = p.annotations if g.namespace_annotations is None else g.namespace_annotations
+    if p.annotations:
         out["annotations"] = dict(p.annotations)
-        out["namespaceAnnotations"] = dict(p.annotations)
+    if ns_notes:
+        out["namespaceAnnotations"] = dict(ns_notes)
     return out
 
 
@@ -202,10 +232,15 @@ def response(results: Iterable[tuple[AllocationSet, CostResult]], query: Allocat
         m = result.metadata
         rows = build_rows(result, label_keys, cluster, m.namespaces if m else {}, m.annotations if m else {})
         groups = aggregate(rows, query.aggregate, query.filter, query.include_idle)
-        bounds = (s.bounds.start, s.bounds.end)
-        data.append({name: api_item(name, g.row, result.start, result.end, bounds, properties_json(g),
-                                    proportional_costs(g, result.node_cost, cluster) if query.proportional
-                                    else None)
-                     for name, g in sorted(groups.items())})
+        data.append(set_data(groups, result, s, query, cluster))
         coverage.merge(result.coverage)
     return {"code": 200, "data": data, "coverage": coverage.to_json()}
+
+
+def set_data(groups: Mapping[str, Group], result: CostResult, s: AllocationSet, query: AllocationQuery,
+             cluster: str) -> dict[str, Any]:
+    """One set of the answer: name -> OpenCost allocation."""
+    bounds = (s.bounds.start, s.bounds.end)
+    return {name: api_item(name, g.row, result.start, result.end, bounds, properties_json(g),
+                           proportional_costs(g, result.node_cost, cluster) if query.proportional else None)
+            for name, g in sorted(groups.items())}

@@ -15,11 +15,13 @@ from datetime import datetime, timedelta, timezone
 from exporter.core.errors import ConfigError
 from exporter.core.pricing import ksm_label
 from exporter.core.window import Window, parse_duration, parse_window
-from exporter.outputs.allocfilter import FIELDS, Node, comparisons, parse_filter
+from exporter.outputs.allocfilter import Node, comparisons, parse_filter
 
-# What the engine produces today; anything else a client may name answers 400 until it exists.
-AVAILABLE_FIELDS = frozenset({"cluster", "node", "namespace", "label", "annotation"})
-LATER = ("controllerKind", "controller", "service", "pod", "container")
+# Aggregate keys answered from namespace-level rows; the others need pod-level rows (exporter/outputs/podrows.py).
+NAMESPACE_KINDS = ("cluster", "node", "namespace")
+POD_KINDS = ("controllerKind", "controller", "service", "pod", "container")
+# Filter fields that only pod-level rows carry (annotations: a pod's own, over its namespace's).
+POD_FIELDS = frozenset({"controllerKind", "controller", "pod", "container", "services", "providerID", "annotation"})
 MAX_SETS = 1000  # step=1m over a month would be 43,200 computations: refused by name instead
 _OC_DURATION = re.compile(r"^(\d+)(m|h|d|w)$")
 _UNIT = {"m": 60, "h": 3600, "d": 86400, "w": 604800}
@@ -29,9 +31,10 @@ _CALENDAR = ("hour", "day", "week", "month", "quarter")
 
 @dataclass(frozen=True)
 class AggKey:
-    """One aggregate property: `namespace`, `node`, `cluster`, or a label/annotation key."""
+    """One aggregate property: `namespace`, `node`, `pod`, ..., or a label/annotation key."""
 
-    kind: str  # cluster | node | namespace | label | annotation
+    # cluster | node | namespace | controllerKind | controller | service | pod | container | label | annotation
+    kind: str
     key: str = ""  # the Kubernetes label or annotation key
 
 
@@ -52,6 +55,7 @@ class AllocationQuery:
     include_idle: bool
     sharing: dict[str, object] = field(default_factory=dict)  # overrides of the `sharing` config section
     proportional: bool = False
+    pod_level: bool = False  # some key or filter field needs rows below (namespace, node)
 
 
 def _utc(ts: float) -> datetime:
@@ -179,11 +183,8 @@ def parse_aggregate_keys(text: str, labels: Mapping[str, str]) -> tuple[list[Agg
     labels = dict(labels)
     keys: list[AggKey] = []
     for raw in (p.strip() for p in text.split(",")):
-        if raw in ("cluster", "node", "namespace"):
+        if raw in NAMESPACE_KINDS or raw in POD_KINDS:
             keys.append(AggKey(raw))
-        elif raw in LATER:
-            raise ConfigError(f"aggregate={text!r}: {raw!r} is not available at this granularity yet "
-                              "(the engine allocates per namespace and node today)")
         elif raw.startswith(("label:", "annotation:")) and raw.split(":", 1)[1]:
             kind, key = raw.split(":", 1)
             keys.append(AggKey(kind, key))
@@ -192,7 +193,7 @@ def parse_aggregate_keys(text: str, labels: Mapping[str, str]) -> tuple[list[Agg
         elif raw in labels:  # the project's aliases: team, cost_center, ...
             keys.append(AggKey("label", labels[raw]))
         else:
-            choices = ", ".join(["cluster", "node", "namespace", "label:<key>", "annotation:<key>", *labels])
+            choices = ", ".join([*NAMESPACE_KINDS, *POD_KINDS, "label:<key>", "annotation:<key>", *labels])
             raise ConfigError(f"aggregate={text!r}: unknown property {raw!r}; use {choices}")
     return keys, labels
 
@@ -217,11 +218,8 @@ def parse_query(query: Mapping[str, list[str]], labels: Mapping[str, str], now: 
     keys, labels = parse_aggregate_keys(arg("aggregate") or "namespace", labels)
     aliases = {name: key for name, key in labels.items()}
     node = parse_filter(arg("filter") or "", aliases)
-    for c in comparisons(node) if node is not None else []:
-        if c.field not in AVAILABLE_FIELDS:
-            spelled = next((k for k, v in FIELDS.items() if v == c.field), c.field)
-            raise ConfigError(f"filter position {c.position}: {spelled!r} is not available at this granularity yet "
-                              "(the engine allocates per namespace and node today)")
+    pod_level = (any(k.kind in POD_KINDS or k.kind == "annotation" for k in keys)
+                 or any(c.field in POD_FIELDS for c in (comparisons(node) if node is not None else [])))
     sharing: dict[str, object] = {}
     for name in ("shareNamespaces", "shareSplit", "shareLabels"):
         if arg(name):
@@ -239,4 +237,5 @@ def parse_query(query: Mapping[str, list[str]], labels: Mapping[str, str], now: 
         sharing["sharedCosts"] = []  # the configured fixed costs (control plane, ...) are left out
     include_idle = _flag(query, "includeIdle", _flag(query, "idle", True))
     return AllocationQuery(plan_sets(window, arg("step"), accumulate, now), keys, labels, node,
-                           bool(include_idle), sharing, bool(_flag(query, "includeProportionalAssetResourceCosts")))
+                           bool(include_idle), sharing, bool(_flag(query, "includeProportionalAssetResourceCosts")),
+                           pod_level)

@@ -262,9 +262,13 @@ class Exporter:
         if q.sets:
             check_window(Window(q.sets[0].compute.start, q.sets[-1].compute.end, self.step), self.cfg.api.maxWindow)
         pipeline = Pipeline(cfg, self.client, self.metadata, self.warnings)
+        label_keys, cluster = tuple(cfg.attribution.labels.values()), cluster_name(cfg.prometheus.clusterSelector)
+        if q.pod_level:  # pods, controllers, containers, Services or pod annotations: exporter/outputs/podrows.py
+            from exporter.outputs.podrows import response as pod_allocation_sets
+
+            return pod_allocation_sets(pipeline, q, label_keys, cluster, cancel)
         results = ((s, pipeline.compute(s.compute, cancel=cancel)) for s in q.sets)
-        return allocation_sets(results, q, tuple(cfg.attribution.labels.values()),
-                               cluster_name(cfg.prometheus.clusterSelector))
+        return allocation_sets(results, q, label_keys, cluster)
 
     def assets(self, query: dict[str, list[str]], cancel: threading.Event | None = None) -> dict[str, Any]:
         """OpenCost's /assets (exporter/outputs/assets_api.py)."""

@@ -1,0 +1,284 @@
+"""Allocation rows below (namespace, node): per container, with controller, pod, services and annotations.
+
+The cost model does not change: every segment is costed per (namespace, node, owner) as always
+(max(request, usage), the per-step overflow scale per node, idle per node, sharing), and each of
+those rows is then split between its containers in proportion to their allocated quantity of each
+resource on that node (the same integrals, per container). A node's price is one rate per resource,
+so the split is the cost each container's quantity would have cost, and a namespace's container rows
+add up to its namespace-level row. Rows with no node (what sharing moved, volumes, load balancers,
+network) and the pseudo-namespaces (__idle__, ...) stay as they are, with no pod.
+
+Bounded memory: pod metadata is read once per window; per-container quantities are read per segment
+(a chunk), turned into rows, and added into the groups the request asks for at once, so what stays is
+the groups (plus the pod metadata), never a window's container rows.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING, Any
+
+from exporter.core.allocation import RESOURCES, CostResult, Line
+from exporter.core.attribution import Metadata, Owners
+from exporter.core.coverage import Coverage
+from exporter.core.window import Window
+from exporter.core.workloads import resolve as resolve_workloads
+from exporter.outputs.allocfilter import Node, Props
+from exporter.outputs.allocrows import AllocRow, Group, add_rows, build_rows, finish, set_data
+from exporter.outputs.formatters import Row
+from exporter.outputs.opencost_api import AggKey, AllocationQuery
+from exporter.sources.podqueries import PodQueries
+from exporter.sources.prometheus import PrometheusClient
+from exporter.sources.queries import RESOURCE_FROM_KSM, Queries
+
+if TYPE_CHECKING:
+    from exporter.engine.pipeline import Pipeline
+
+PodKey = tuple[str, str]  # (namespace, pod)
+ContainerKey = tuple[str, str, str, str]  # (namespace, node, pod, container)
+Attrs = tuple[str, ...]
+
+# Pods per batch of per-container queries: one answer then holds about twice as many containers (a few
+# tens of MB while decoded); each batch re-evaluates the nodes' overflow scale, so bigger is faster.
+BATCH_PODS = 5000
+_QTY = {"cpu": "cpu_core_seconds", "memory": "ram_byte_seconds", "gpu": "gpu_seconds"}
+_REQ = {"cpu": "cpu_request_seconds", "memory": "ram_request_byte_seconds"}
+_USE = {"cpu": "cpu_usage_seconds", "memory": "ram_usage_byte_seconds"}
+
+
+@dataclass
+class PodMeta:
+    """What OpenCost reports about a pod beyond its namespace, from kube-state-metrics over one window."""
+
+    controllers: dict[PodKey, tuple[str, str]] = field(default_factory=dict)  # (kind in lower case, name)
+    labels: dict[PodKey, dict[str, str]] = field(default_factory=dict)  # label_ stripped: app_kubernetes_io_name
+    annotations: dict[PodKey, dict[str, str]] = field(default_factory=dict)
+    services: dict[PodKey, tuple[str, ...]] = field(default_factory=dict)
+    provider_ids: dict[str, str] = field(default_factory=dict)  # node -> providerID
+    pods: dict[str, int] = field(default_factory=dict)  # namespace -> pods seen in the window
+
+
+def _stripped(labels: Mapping[str, str], prefix: str) -> dict[str, str]:
+    n = len(prefix)
+    return {k[n:]: v for k, v in labels.items() if k.startswith(prefix) and v}
+
+
+def controllers_of(workloads: Mapping[PodKey, str]) -> dict[PodKey, tuple[str, str]]:
+    """workloads.resolve's `kind:name` as (kind, name); a bare pod (its own name) has no controller."""
+    out = {}
+    for key, name in workloads.items():
+        kind, sep, rest = name.partition(":")
+        if sep:
+            out[key] = (kind, rest)
+    return out
+
+
+def services_of(pod_ips: Mapping[PodKey, str],
+                endpoints: Iterable[tuple[str, str, str]]) -> dict[PodKey, tuple[str, ...]]:
+    """Each pod's Services: the Endpoints objects listing its IP in its namespace, sorted.
+
+    A pod IP seen by several pods over the window (reused, or host-network pods on one node) gives each
+    of them the Services of that IP: kube-state-metrics does not say which pod an address was."""
+    by_ip: dict[tuple[str, str], set[str]] = {}
+    for ns, service, ip in endpoints:
+        by_ip.setdefault((ns, ip), set()).add(service)
+    return {key: tuple(sorted(svcs)) for key, ip in pod_ips.items() if (svcs := by_ip.get((key[0], ip)))}
+
+
+def fetch_meta(client: PrometheusClient, q: Queries, w: Window) -> PodMeta:
+    """Pod metadata as last seen in `w`: owners resolved to controllers, labels, annotations, Services."""
+    pq, at, span = PodQueries(q), float(w.end), w.seconds
+
+    def owners(metric: str, label: str) -> dict[PodKey, tuple[str, str]]:
+        return {(lb.get("namespace", ""), lb.get(label, "")): (lb.get("owner_kind", ""), lb.get("owner_name", ""))
+                for lb, _ in client.query(q.owners(metric, label, span), at)}
+
+    pods = owners("kube_pod_owner", "pod")
+    workloads = resolve_workloads(pods, owners("kube_replicaset_owner", "replicaset"),
+                                  owners("kube_job_owner", "job_name")) if pods else {}
+    labels = {(lb.get("namespace", ""), lb.get("pod", "")): _stripped(lb, "label_")
+              for lb, _ in client.query(pq.pod_labels(span), at)}
+    counts: dict[str, int] = {}
+    for ns, _pod in labels:  # kube-state-metrics exports kube_pod_labels for every pod
+        counts[ns] = counts.get(ns, 0) + 1
+    notes = {(lb.get("namespace", ""), lb.get("pod", "")): _stripped(lb, "annotation_")
+             for lb, _ in client.query(pq.pod_annotations(span), at)}
+    ips = {(lb.get("namespace", ""), lb.get("pod", "")): lb.get("pod_ip", "")
+           for lb, _ in client.query(pq.pod_ips(span), at)}
+    endpoints = [(lb.get("namespace", ""), lb.get("endpoint", ""), lb.get("ip", ""))
+                 for lb, _ in client.query(pq.endpoint_addresses(span), at)]
+    providers = {lb.get("node", ""): lb.get("provider_id", "") for lb, _ in client.query(pq.provider_ids(span), at)}
+    return PodMeta(controllers_of(workloads), {k: v for k, v in labels.items() if v},
+                   {k: v for k, v in notes.items() if v}, services_of(ips, endpoints), providers, counts)
+
+
+def batches(namespaces: Iterable[str], pods: Mapping[str, int], limit: int) -> list[list[str]]:
+    """Namespaces in groups of at most `limit` pods (a bigger namespace alone), so that no per-container
+    answer holds more than about `limit` pods' containers. Pure."""
+    out: list[list[str]] = [[]]
+    held = 0
+    for ns in sorted(namespaces):
+        n = max(pods.get(ns, 1), 1)
+        if out[-1] and held + n > limit:
+            out.append([])
+            held = 0
+        out[-1].append(ns)
+        held += n
+    return [b for b in out if b]
+
+
+def fetch_usage(client: PrometheusClient, q: Queries, w: Window, step: int,
+                namespaces: list[str] | None = None) -> dict[ContainerKey, Line]:
+    """Per-container allocated, requested and used quantities (unit-seconds) over one segment, for
+    `namespaces` only when given."""
+    pq, at, span = PodQueries(q, namespaces), float(w.end), w.seconds
+    out: dict[ContainerKey, Line] = {}
+
+    def add(expr: str, names: Mapping[str, str], resource: str | None) -> None:
+        for lb, v in client.query(expr, at):
+            res = resource or RESOURCE_FROM_KSM.get(lb.get("resource", ""), "")
+            if res not in names:
+                continue
+            key = (lb.get("namespace", ""), lb.get("node", ""), lb.get("pod", ""), lb.get("container", ""))
+            line = out.get(key)
+            if line is None:
+                line = out[key] = Line()
+            setattr(line, names[res], getattr(line, names[res]) + v * step)
+
+    for res in RESOURCES:
+        add(pq.allocated(res, span), _QTY, res)
+    add(pq.requested(span), _REQ, None)
+    for res in ("cpu", "memory"):
+        add(pq.used(res, span), _USE, res)
+    return out
+
+
+def split_rows(rows: Iterable[AllocRow], usage: Mapping[ContainerKey, Line], attrs_of: Callable[[str, str], Attrs],
+               meta: PodMeta) -> Iterator[AllocRow]:
+    """Each tenant row on a node, split between its containers by allocated quantity per resource; then
+    what sharing moved to an owner (shared idle, shared namespaces and fixed costs), split between that
+    owner's containers by their cost of each resource (shared cost: by their total). Pure.
+
+    What a row holds that no container can carry (a resource none of them was allocated, volumes and
+    load balancers, whose pods are not known) stays on a row with no pod, so the parts add up to the row."""
+    members: dict[tuple[str, str, Attrs], list[tuple[ContainerKey, Line]]] = {}
+    for key, line in usage.items():
+        ns, node, pod, _c = key
+        members.setdefault((ns, node, attrs_of(ns, pod)), []).append((key, line))
+    moved: list[AllocRow] = []
+    # (namespace, owner) -> container -> (its props without a node, its cost per resource): for moved rows.
+    owned: dict[tuple[str, Attrs], dict[tuple[str, str], tuple[Props, dict[str, float]]]] = {}
+    for r in rows:
+        if r.moved and not r.name:
+            moved.append(r)
+            continue
+        mine = members.get((r.props.namespace, r.props.node, r.attrs)) if not r.name and r.props.node else None
+        if not mine:
+            yield r
+            continue
+        weight = {res: sum(getattr(line, _QTY[res]) for _k, line in mine) for res in RESOURCES}
+        rest = Row()
+        for res, c in r.row.cost.items():
+            if res not in weight or not weight[res]:
+                rest.cost[res] = c
+        by_container = owned.setdefault((r.props.namespace, r.attrs), {})
+        for (_ns, _node, pod, container), line in mine:
+            part = Row(line=line)
+            for res in RESOURCES:
+                if weight[res]:
+                    part.cost[res] = r.row.cost[res] * getattr(line, _QTY[res]) / weight[res]
+            if part.total or any(getattr(line, f) for f in (*_QTY.values(), *_REQ.values(), *_USE.values())):
+                props = _pod_props(r.props, pod, container, meta)
+                yield AllocRow("", props, part, r.namespace_labels, r.attrs, r.props.annotations)
+                _, costs = by_container.setdefault((pod, container), (replace(props, node="", providerID=""), {}))
+                for res in RESOURCES:
+                    costs[res] = costs.get(res, 0.0) + part.cost[res]
+        if rest.total:
+            yield AllocRow(r.name, r.props, rest, r.namespace_labels, r.attrs)
+    for r in moved:
+        yield from _split_moved(r, owned.get((r.props.namespace, r.attrs), {}))
+
+
+def _split_moved(r: AllocRow, containers: Mapping[tuple[str, str], tuple[Props, dict[str, float]]]
+                 ) -> Iterator[AllocRow]:
+    """A moved row, split by the owner's containers' cost: per resource, and shared cost by their total."""
+    weight = {res: sum(c[res] for _p, c in containers.values()) for res in RESOURCES}
+    whole = sum(weight.values())
+    rest = Row(shared=0.0 if whole else r.row.shared)
+    for res, c in r.row.cost.items():
+        if not weight.get(res):
+            rest.cost[res] = c
+    for props, costs in containers.values():
+        part = Row(shared=r.row.shared * sum(costs.values()) / whole if whole else 0.0)
+        for res in RESOURCES:
+            if weight[res]:
+                part.cost[res] = r.row.cost[res] * costs[res] / weight[res]
+        if part.total:
+            yield AllocRow("", props, part, r.namespace_labels, r.attrs, r.props.annotations, moved=True)
+    if rest.total:
+        yield AllocRow(r.name, r.props, rest, r.namespace_labels, r.attrs, moved=True)
+
+
+def _pod_props(ns_props: Props, pod: str, container: str, meta: PodMeta) -> Props:
+    key = (ns_props.namespace, pod)
+    kind, name = meta.controllers.get(key, ("", ""))
+    # The owner's (attribution) values win over the pod's raw labels, so label:team agrees at every level.
+    labels = {**meta.labels.get(key, {}), **ns_props.labels}
+    return Props(cluster=ns_props.cluster, node=ns_props.node, namespace=ns_props.namespace, controllerKind=kind,
+                 controller=name, pod=pod, container=container, providerID=meta.provider_ids.get(ns_props.node, ""),
+                 services=meta.services.get(key, ()), labels=labels,
+                 annotations={**ns_props.annotations, **meta.annotations.get(key, {})})
+
+
+class PodGranularity:
+    """`Pipeline.compute(..., granularity=...)`: container rows for one window, grouped as they come."""
+
+    def __init__(self, keys: list[AggKey], flt: Node | None, include_idle: bool, label_keys: tuple[str, ...],
+                 cluster: str, batch_pods: int = BATCH_PODS) -> None:
+        self.keys, self.filter, self.include_idle = keys, flt, include_idle
+        self.batch_pods = batch_pods
+        self.label_keys, self.cluster = label_keys, cluster
+        self.groups: dict[str, Group] = {}
+        self.meta = PodMeta()
+        self._lock = threading.Lock()
+
+    def begin(self, pipeline: Pipeline, window: Window) -> None:
+        self.meta = fetch_meta(pipeline.client, pipeline.queries, window)
+
+    def add_segment(self, pipeline: Pipeline, w: Window, q: Queries, meta: Metadata, owners: Owners,
+                    result: CostResult) -> None:
+        """Called by the pipeline for every costed segment, with the queries (bridged or not) it used.
+        Namespaces are split batch by batch, so one batch's containers are held at a time."""
+        rows = build_rows(result, self.label_keys, self.cluster, meta.namespaces, meta.annotations)
+        tenants: dict[str, list[AllocRow]] = {}
+        rest: list[AllocRow] = []
+        for r in rows:
+            (rest if r.name or not r.props.namespace else tenants.setdefault(r.props.namespace, [])).append(r)
+
+        def attrs_of(ns: str, pod: str) -> Attrs:
+            return owners.of(ns, pod) if ns in owners.split else owners.of(ns)
+
+        plan = batches(tenants, self.meta.pods, self.batch_pods)
+        for batch in plan:
+            usage = fetch_usage(pipeline.client, q, w, pipeline.step, batch if len(plan) > 1 else None)
+            split = split_rows([r for ns in batch for r in tenants[ns]], usage, attrs_of, self.meta)
+            with self._lock:
+                add_rows(self.groups, split, self.keys, self.filter, self.include_idle)
+            del usage
+        with self._lock:
+            add_rows(self.groups, rest, self.keys, self.filter, self.include_idle)
+
+
+def response(pipeline: Pipeline, query: AllocationQuery, label_keys: tuple[str, ...], cluster: str,
+             cancel: threading.Event | None = None) -> dict[str, Any]:
+    """allocrows.response for requests that need pod-level rows: one compute per set, one set held at a time."""
+    data: list[dict[str, Any]] = []
+    coverage = Coverage()
+    for s in query.sets:
+        grain = PodGranularity(query.aggregate, query.filter, query.include_idle, label_keys, cluster)
+        result = pipeline.compute(s.compute, cancel=cancel, granularity=grain)
+        data.append(set_data(finish(grain.groups), result, s, query, cluster))
+        coverage.merge(result.coverage)
+    return {"code": 200, "data": data, "coverage": coverage.to_json()}
