@@ -1,9 +1,18 @@
 """`make bench`: allocate a 24 h window over synthetic clusters of 1k, 10k and 100k containers.
 
-For each size it backfills a real Prometheus, runs `chargeback allocate` as a child
-process and prints: allocate wall time, the time Prometheus itself spent evaluating
-the queries (its execTotalTime stats), their ratio, Python's share, and peak RSS.
-A benchmark, not a test: nothing here asserts.
+For each size it backfills a real Prometheus and measures, in one run against that Prometheus:
+
+* the bare reference: the four plain aggregations as range queries at the bench resolution
+  (bench/reference.py), the floor every path is compared to;
+* `chargeback allocate` on raw series, then (after promtool records the mixin's allocation rules
+  over the day) on recorded series, each as a child process: wall time, Prometheus time (its
+  execTotalTime stats), the client's own CPU and its peak RSS;
+* serve's cost per cycle: one step allocated on raw series, plus one evaluation of the allocation
+  rules; and the 24 h catch-up, which serve runs chunk by chunk as `allocate` does;
+* with `--baseline REF`, the same allocate runs for the code at git REF, against the same data.
+
+A benchmark, not a test: nothing here asserts. Ratios against the reference of the same run are
+what to compare, since the machine is shared.
 """
 
 from __future__ import annotations
@@ -15,10 +24,12 @@ import shutil
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
 
+from bench.reference import bare_reference, rule_cost
 from exporter.budgets import allocation_group_only
 from exporter.localprom import PrometheusServer, backfill, backfill_rules
 from exporter.synthetic_clusters import bench_cluster
@@ -26,6 +37,24 @@ from exporter.synthetic_clusters import bench_cluster
 SIZES = (1_000, 10_000, 100_000)
 # Samples every 15 minutes and a 15-minute resolution keep the 100k backfill to ~90M samples.
 INTERVAL = 900
+STEP = 900
+RATE_WINDOW = "45m"
+CHUNK = "2h"  # 8 steps: long enough for the recorded path (5 steps at least)
+
+
+@dataclass
+class Run:
+    wall_s: float
+    prometheus_s: float
+    queries: int
+    client_cpu_s: float
+    peak_rss_mb: float
+    chunks_recorded: int
+
+    @property
+    def python_share(self) -> float:
+        """The client's own CPU over the wall time (Prometheus runs in another process)."""
+        return self.client_cpu_s / self.wall_s if self.wall_s else 0.0
 
 
 def allocation_rules_file(cfg: Path, work: Path) -> Path:
@@ -39,7 +68,40 @@ def allocation_rules_file(cfg: Path, work: Path) -> Path:
     return path
 
 
-def run_one(containers: int, root: Path, concurrency: int = 1, recorded: bool = False) -> dict[str, float]:
+def allocate(cfg: Path, window: str, out: Path, code: Path | None = None) -> Run:
+    """`chargeback allocate --stats` as a child process; `code` is a directory holding another `exporter`."""
+    cmd = [sys.executable, "-m", "exporter", "--log-level", "ERROR", "allocate", "--config", str(cfg),
+           "--window", window, "--format", "json", "--stats"]
+    err_path = out.with_suffix(".err")
+    with out.open("w") as out_fh, err_path.open("w") as err_fh:
+        t = time.monotonic()
+        proc = subprocess.Popen(cmd, stdout=out_fh, stderr=err_fh, cwd=code)
+        # wait4 gives this child's own rusage (ru_maxrss = its peak RSS), not every child's.
+        _, status, usage = os.wait4(proc.pid, 0)
+        wall = time.monotonic() - t
+    err = err_path.read_text()
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise SystemExit(f"allocate failed: {err.strip()[-2000:]}")
+    stats = json.loads(err.strip().splitlines()[-1])
+    return Run(wall, stats["prometheus_seconds"], stats["queries"], usage.ru_utime + usage.ru_stime,
+               usage.ru_maxrss / 1024, stats["chunks"]["recorded"])  # Linux reports KiB
+
+
+def namespace_totals(path: Path) -> dict[str, float]:
+    return {ns: row["totalCost"] for ns, row in json.loads(path.read_text())["data"][0].items()}
+
+
+def baseline_code(ref: str, root: Path) -> Path:
+    """The `exporter` package at git `ref`, extracted next to the bench data."""
+    dest = root / f"baseline-{ref}"
+    shutil.rmtree(dest, ignore_errors=True)
+    dest.mkdir(parents=True)
+    archive = subprocess.run(["git", "archive", ref, "exporter"], check=True, capture_output=True).stdout
+    subprocess.run(["tar", "-x", "-C", str(dest)], input=archive, check=True)
+    return dest
+
+
+def run_one(containers: int, root: Path, concurrency: int = 1, baseline: Path | None = None) -> dict[str, object]:
     nodes = max(containers // 50, 10)
     namespaces = max(containers // 200, 5)
     end = int(time.time()) // 3600 * 3600
@@ -53,54 +115,78 @@ def run_one(containers: int, root: Path, concurrency: int = 1, recorded: bool = 
     block = "24h" if containers <= 10_000 else "4h"
     samples = backfill(bench_cluster(containers, nodes, namespaces), work / "data", start - 1800, end, INTERVAL,
                        lean=True, block=block)
-    backfill_s = time.monotonic() - t
-    print(f"[{containers}] backfilled {samples:,} samples in {backfill_s:.0f}s", file=sys.stderr, flush=True)
-    cfg = work / "config.yaml"
+    print(f"[{containers}] backfilled {samples:,} samples in {time.monotonic() - t:.0f}s", file=sys.stderr,
+          flush=True)
     prom = PrometheusServer(work / "data", extra_args=["--query.lookback-delta=20m", "--query.max-samples=200000000",
                                                         "--query.timeout=30m"])
-    raw_cfg = {
+    cfg = work / "config.yaml"
+    cfg.write_text(yaml.safe_dump({
         "prometheus": {"url": prom.url, "timeout": "1800s"},
-        "allocation": {"resolution": "15m", "usageRateWindow": "45m", "chunk": "1h", "concurrency": concurrency,
-                       "recordedRules": "auto" if recorded else "off"},
-    }
-    cfg.write_text(yaml.safe_dump(raw_cfg))
-    rules_s = 0.0
+        "allocation": {"resolution": f"{STEP // 60}m", "usageRateWindow": RATE_WINDOW, "chunk": CHUNK,
+                       "concurrency": concurrency, "recordedRules": "auto"},
+    }))
+    day, one_step = f"{start},{end}", f"{end - STEP},{end}"
+    row: dict[str, object] = {"containers": containers, "nodes": nodes, "samples": samples}
+
+    def log(what: str, r: Run) -> None:
+        print(f"[{containers}] {what}: {r.wall_s:.1f}s wall, {r.prometheus_s:.1f}s Prometheus, "
+              f"{r.client_cpu_s:.1f}s client CPU, {r.peak_rss_mb:.0f} MB", file=sys.stderr, flush=True)
+
     with prom:
-        if recorded:  # what Prometheus would have recorded live, evaluated over the history by promtool
-            rules = allocation_rules_file(cfg, work)
-            t = time.monotonic()
-            backfill_rules(prom, rules, start - 1800, end)
-            rules_s = time.monotonic() - t
-            print(f"[{containers}] recorded the allocation rules over the day in {rules_s:.0f}s", file=sys.stderr,
-                  flush=True)
-        window = f"{start},{end}"
-        cmd = [sys.executable, "-m", "exporter", "--log-level", "ERROR", "allocate", "--config", str(cfg),
-               "--window", window, "--format", "json", "--stats"]
-        out_path, err_path = work / "allocate.json", work / "allocate.err"
-        with out_path.open("w") as out_fh, err_path.open("w") as err_fh:
-            t = time.monotonic()
-            proc = subprocess.Popen(cmd, stdout=out_fh, stderr=err_fh)
-            # wait4 gives this child's own rusage (ru_maxrss = its peak RSS), not every child's.
-            _, status, usage = os.wait4(proc.pid, 0)
-            wall = time.monotonic() - t
-        out, err = out_path.read_text(), err_path.read_text()
-        if os.waitstatus_to_exitcode(status) != 0:
-            raise SystemExit(f"allocate failed: {err.strip()}")
-    stats = json.loads(err.strip().splitlines()[-1])
-    data = json.loads(out)["data"][0]
-    return {
-        "containers": containers,
-        "nodes": nodes,
-        "namespaces": len(data) - 1,
-        "samples": samples,
-        "wall_s": wall,
-        "prometheus_s": stats["prometheus_seconds"],
-        "queries": stats["queries"],
-        "peak_rss_mb": usage.ru_maxrss / 1024,  # Linux reports KiB
-        "client_cpu_s": usage.ru_utime + usage.ru_stime,
-        "chunks_recorded": stats["chunks"]["recorded"],
-        "rules_backfill_s": rules_s,
-    }
+        # Each measurement runs twice where a baseline is given, interleaved, so both see the same load.
+        row["reference"] = ref = bare_reference(prom.url, start, end, STEP, RATE_WINDOW)
+        print(f"[{containers}] bare reference: {ref.wall_s:.1f}s wall, {ref.prometheus_s:.1f}s Prometheus",
+              file=sys.stderr, flush=True)
+        codes = {"new": None, **({"old": baseline} if baseline else {})}
+        for name, code in codes.items():
+            row[f"raw_{name}"] = r = allocate(cfg, day, work / f"raw-{name}.json", code)
+            log(f"allocate raw ({name})", r)
+            row[f"cycle_{name}"] = r = allocate(cfg, one_step, work / f"cycle-{name}.json", code)
+            log(f"serve cycle ({name})", r)
+        if baseline:
+            row["same_totals"] = namespace_totals(work / "raw-new.json") == namespace_totals(work / "raw-old.json")
+        rules = allocation_rules_file(cfg, work)
+        row["rules"] = rule_cost(prom.url, rules, end)
+        t = time.monotonic()
+        backfill_rules(prom, rules, start - 1800, end)
+        row["rules_backfill_s"] = time.monotonic() - t
+        for name, code in codes.items():
+            row[f"recorded_{name}"] = r = allocate(cfg, day, work / f"recorded-{name}.json", code)
+            log(f"allocate recorded ({name})", r)
+    return row
+
+
+def print_table(rows: list[dict[str, object]], concurrency: int) -> None:
+    paths = [p for p in ("raw_old", "raw_new", "recorded_old", "recorded_new") if p in rows[0]]
+    print(f"\n24 h window at {STEP // 60} m resolution, {CHUNK} chunks, allocation.concurrency={concurrency}; "
+          "x = time / bare reference time of the same run (wall time; Prometheus time in brackets)")
+    print(f"{'containers':>10} {'nodes':>6} {'reference s':>12}  "
+          + "  ".join(f"{p:>26}" for p in paths)
+          + f"  {'cycle prom s':>12} {'rules prom s':>12} {'peak RSS MB':>11} {'python %':>8}")
+    for r in rows:
+        ref = r["reference"]
+        assert hasattr(ref, "wall_s")
+        cells = []
+        for p in paths:
+            run = r[p]
+            assert isinstance(run, Run)
+            cells.append(f"{run.wall_s:>8.1f}s {run.wall_s / ref.wall_s:>5.2f}x "
+                         f"({run.prometheus_s / ref.prometheus_s:>5.2f}x)")
+        new, rec, cycle, rules = r["raw_new"], r["recorded_new"], r["cycle_new"], r["rules"]
+        assert isinstance(new, Run) and isinstance(rec, Run) and isinstance(cycle, Run)
+        rss = max(new.peak_rss_mb, rec.peak_rss_mb)
+        print(f"{r['containers']:>10,} {r['nodes']:>6} {ref.wall_s:>11.1f}s  " + "  ".join(f"{c:>26}" for c in cells)
+              + f"  {cycle.prometheus_s:>12.2f} {getattr(rules, 'prometheus_s', 0.0):>12.2f} {rss:>11.0f} "
+              f"{100 * new.python_share:>4.0f}/{100 * rec.python_share:.0f}")
+    for r in rows:
+        rec = r["recorded_new"]
+        assert isinstance(rec, Run)
+        print(f"{r['containers']:,}: recorded chunks {rec.chunks_recorded}; 24 h catch-up (serve's chunks, in order) "
+              f"{rec.wall_s:.0f}s on recorded series, {getattr(r['raw_new'], 'wall_s', 0.0):.0f}s on raw; rule "
+              f"backfill {r['rules_backfill_s']:.0f}s"
+              + (f"; namespace totals identical to the baseline: {r['same_totals']}" if "same_totals" in r else ""))
+    print("python % = the client's own CPU / wall, raw/recorded; cycle = one step on raw series (Prometheus s); "
+          "rules = one evaluation of the allocation rule group (Prometheus s)")
 
 
 def main() -> None:
@@ -108,23 +194,12 @@ def main() -> None:
     parser.add_argument("--sizes", default=",".join(map(str, SIZES)))
     parser.add_argument("--dir", default=".bench")
     parser.add_argument("--concurrency", type=int, default=1, help="allocation.concurrency (chunks at once)")
-    parser.add_argument("--recorded", action="store_true",
-                        help="backfill the mixin's allocation rules first, so allocate reads recorded series")
+    parser.add_argument("--baseline", metavar="REF", help="also run allocate as of this git ref, side by side")
     args = parser.parse_args()
-    rows = [run_one(int(n), Path(args.dir), args.concurrency, args.recorded) for n in args.sizes.split(",")]
-    print(f"{'containers':>10} {'nodes':>6} {'samples':>12} {'allocate s':>10} {'prometheus s':>12} "
-          f"{'prom/total':>10} {'python %':>8} {'client CPU s':>12} {'peak RSS MB':>11}")
-    for r in rows:
-        ratio = r["prometheus_s"] / r["wall_s"]
-        # Serially, Python's share is the wall time Prometheus did not account for. With parallel chunks
-        # Prometheus' seconds overlap (the ratio can pass 1), so the client's own CPU time is used instead.
-        python = 1 - ratio if args.concurrency == 1 else r["client_cpu_s"] / r["wall_s"]
-        print(f"{r['containers']:>10,} {r['nodes']:>6} {r['samples']:>12,} {r['wall_s']:>10.2f} "
-              f"{r['prometheus_s']:>12.2f} {ratio:>10.2f} {100 * python:>8.1f} {r['client_cpu_s']:>12.2f} "
-              f"{r['peak_rss_mb']:>11.1f}")
-    print(f"allocation.concurrency={args.concurrency}; 24 h window at 15 m resolution, 1 h chunks; "
-          + (f"recorded series read for {rows[-1]['chunks_recorded']} of 24 chunks (rule backfill "
-             + ", ".join(f"{r['rules_backfill_s']:.0f}s" for r in rows) + ")" if args.recorded else "raw series"))
+    root = Path(args.dir).resolve()
+    baseline = baseline_code(args.baseline, root) if args.baseline else None
+    rows = [run_one(int(n), root, args.concurrency, baseline) for n in args.sizes.split(",")]
+    print_table(rows, args.concurrency)
 
 
 if __name__ == "__main__":

@@ -15,6 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 
 from .allocation import ChunkUsage, CostResult, UsageKey, add_assets, cost_chunk
+from .allocsteps import RowKey, StepFetcher
 from .assets import AssetCost, Service, Volume, price_load_balancers, price_network, price_volumes
 from .attribution import BUDGET_PREFIX, Metadata, Owners, annotation_budgets, resolve
 from .config import Config
@@ -53,6 +54,7 @@ class Pipeline:
         self.warnings = warnings if warnings is not None else WarningLog()
         client.on_non_finite = self._non_finite
         self._lock = threading.Lock()
+        self.steps = StepFetcher(client, cfg.allocation.policy, cfg.allocation.requestWeight)
         self.sources: Counter[str] = Counter()  # chunks read from recorded series vs raw series
         self.fallbacks: set[str] = set()  # sharing sources that fell back to `weighted` in the last chunk
         self.last_metadata: Metadata | None = None
@@ -302,36 +304,36 @@ class Pipeline:
                 out[key] = out.get(key, 0.0) + value * step
             return out
 
-        def both(make: Callable[[list[str] | None], str], recorded: str | None,
-                 with_resource: str | None = None) -> dict[UsageKey, float]:
-            """Per-namespace rows (recorded when the rules cover the chunk), plus per-pod rows for
-            namespaces split between owners (always raw: the rules keep no pods)."""
-            rows = integral(recorded or make(None), with_resource)
-            if split:
-                for k, v in integral(make(split), with_resource, per_pod=True).items():
-                    rows[k] = rows.get(k, 0.0) + v
-            return rows
-
         capacity, nodes = self.node_facts(w, meta, q)
         # A split namespace needs per-pod rows, which only raw series have; mixing their phase with the
         # recorded rows of the same nodes could over-fill a node at a step. Such chunks read raw.
         rec = self.recorded_covers(w, split=bool(split) or not recorded)
         self.check_inputs(w, requests=not rec)
-        allocated: dict[UsageKey, float] = {}
-        for res in ("cpu", "memory", "gpu"):
-            allocated.update(both(lambda p, r=res: q.allocated_integral(r, span, p),  # type: ignore[misc]
-                                  q.recorded_allocated_integral(res, span) if rec else None, res))
-        requested = both(lambda p: q.requested_integral(span, p), q.recorded_requested_integral(span) if rec else None)
-        used = both(lambda p: q.used_integral("cpu", span, p), q.recorded_used_integral("cpu", span) if rec else None,
-                    "cpu")
-        used.update(both(lambda p: q.used_integral("memory", span, p),
-                         q.recorded_used_integral("memory", span) if rec else None, "memory"))
+        if rec:
+            allocated: dict[UsageKey, float] = {}
+            for res in ("cpu", "memory", "gpu"):
+                allocated.update(integral(q.recorded_allocated_integral(res, span), res))
+            requested = integral(q.recorded_requested_integral(span))
+            used = integral(q.recorded_used_integral("cpu", span), "cpu")
+            used.update(integral(q.recorded_used_integral("memory", span), "memory"))
+        else:  # one pass over the raw series (exporter/allocsteps.py)
+            totals = self.steps.totals(q, w.start, w.end, split)
+            allocated, requested, used = (
+                self._unit_seconds(rows, owners) for rows in (totals.allocated, totals.requested, totals.used))
         # A (node, resource) with no finite capacity (left out as NaN/Inf) is not covered: nothing on it
         # is costed, so no cost appears without the node cost it comes out of.
         allocated = {k: v for k, v in allocated.items() if (k[1], k[3]) in capacity}
         if not used and self.cfg.allocation.policy != "request":
             self._warn(f"no cAdvisor usage series for {iso(w.start)}..{iso(w.end)}; costing requests only", "no_usage")
         return ChunkUsage(w.start, w.end, allocated, requested, used, capacity, nodes)
+
+    def _unit_seconds(self, rows: dict[RowKey, float], owners: Owners) -> dict[UsageKey, float]:
+        """Step sums keyed by (namespace, node, owner, resource), in unit-seconds."""
+        out: dict[UsageKey, float] = {}
+        for k, v in rows.items():
+            key = (k.namespace, k.node, owners.of(k.namespace, k.pod), k.resource)
+            out[key] = out.get(key, 0.0) + v * self.step
+        return out
 
     def recorded_covers(self, w: Window, split: bool = False) -> bool:
         """True when the mixin's allocation rules ran at every step of `w`, under this config's policy.
