@@ -35,9 +35,11 @@ lint: deps
 	$(VENV)/bin/ruff check exporter tests bench
 	$(VENV)/bin/mypy
 
-# Generated rule files are committed; tests fail if they drift from the mixin. The plain rule file
+# Generated rule files are committed; tests fail if they drift from the mixin. The allocation rules'
+# expressions are rendered from the exporter's query builders first (rules/rules/allocation_exprs.json). The plain rule file
 # lands in rules/generated/, the PrometheusRule in deploy/manifests/ (via `manifests`).
 rules: deps
+	$(PY) -m exporter.rulegen
 	jsonnetfmt -i mixin.libsonnet rules/*.libsonnet rules/*/*.libsonnet rules/lib/*.jsonnet
 	$(VENV)/bin/chargeback rules --out rules/generated
 	$(VENV)/bin/chargeback rules --budgets examples/budgets.yaml --out rules/tests/generated

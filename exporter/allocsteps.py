@@ -53,31 +53,42 @@ def none_of(label: str, values: Iterable[str]) -> str:
     return matcher(label, "|".join(re2_escape(v) for v in sorted(values)), "!~")
 
 
+def _tag(expr: str, **labels: str) -> str:
+    for name, value in labels.items():
+        expr = f'label_replace({expr}, "{name}", "{value}", "", "")'
+    return expr
+
+
 def step_query(q: Queries, span: int, resources: tuple[str, ...], by_pod: bool = False,
                capacity: bool = True) -> str:
     """Per step over the `span` seconds before the evaluation time: rows tagged part="request" / "usage" /
     "allocated" per (namespace, node[, pod], resource), plus part="capacity" per (node, resource).
 
-    Request and usage are evaluated once. Only the `max` policy needs a per-container allocation
-    (max is not linear); the other policies are linear in the request and usage sums, so their
-    allocation is derived from those rows (`integrate`)."""
+    Measured (docs/scale.md), the per-container `or` and `label_replace` cost as much as a selector, so
+    containers are summed per pod first and tagged there; the placement join then runs once, on pods.
+    Only the `max` policy needs a per-container allocation (max is not linear; `r or u` keeps both since
+    only the request has a `resource` label); the other policies, and GPUs always, are linear in the
+    request and usage sums, so their allocation is derived from those rows (`integrate`)."""
     ksm_res = selector(matcher("resource", "|".join(KSM_RESOURCE[r] for r in resources), "=~"), q.k)
     requests = (f"max by (namespace, pod, container, resource) "
                 f"(kube_pod_container_resource_requests{ksm_res}{q._at})")
-    parts = [f'label_replace({requests}, "part", "request", "", "")']
+    parts = [_tag(f"sum by (namespace, pod, resource) ({requests})", part="request")]
     for res in resources:
-        if res != "gpu":
-            tagged = f'label_replace({q.usage(res)}, "resource", "{res}", "", "")'
-            parts.append(f'label_replace({tagged}, "part", "usage", "", "")')
+        if res == "gpu":
+            continue
+        use = q.usage(res)
+        parts.append(_tag(f"sum by (namespace, pod) ({use})", part="usage", resource=KSM_RESOURCE[res]))
+        if q.policy == "max":
+            one = selector(matcher("resource", KSM_RESOURCE[res]), q.k)
+            req = f"max by (namespace, pod, container, resource) (kube_pod_container_resource_requests{one}{q._at})"
+            alloc = f"max by (namespace, pod, container) ({req} or {use})"
+            parts.append(_tag(f"sum by (namespace, pod) ({alloc})", part="allocated", resource=KSM_RESOURCE[res]))
     tagged = " or ".join(parts)
-    if q.policy == "max":  # GPUs have no usage part, so their max is their request
-        alloc = f"max by (namespace, pod, container, resource) ({tagged})"
-        tagged = f'label_replace({alloc}, "part", "allocated", "", "") or {tagged}'
     by = "namespace, node, pod, resource, part" if by_pod else "namespace, node, resource, part"
     expr = f"sum by ({by}) (({tagged}) * on (namespace, pod) group_left (node) {q.placement()})"
     if capacity:
         cap = f"max by (node, resource) (kube_node_status_capacity{ksm_res}{q._at} > -Inf < +Inf)"
-        expr = f'{expr} or label_replace({cap}, "part", "capacity", "", "")'
+        expr = f"{expr} or {_tag(cap, part='capacity')}"
     return f"({expr})[{span - q.step // 2}s:{format_duration(q.step)}]"
 
 
@@ -106,7 +117,9 @@ def integrate(series: Iterable[Series], policy: str, weight: float, into: StepTo
         for key, samples in rows.items():
             if samples and key.resource in wanted:
                 out[key] = out.get(key, 0.0) + sum(v for _t, v in samples)
-    if policy != "max":
+    if policy == "max":
+        alloc.update((k, v) for k, v in req.items() if k.resource == "gpu")
+    else:
         alloc = derived_allocation(req, use, policy, weight)
     totals: dict[tuple[str, str], dict[float, float]] = {}
     for key, samples in alloc.items():
