@@ -15,15 +15,17 @@ The rows are per step, so a chunk is fetched in sub-windows holding at most `SAM
 from __future__ import annotations
 
 import copy
+from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
 from .promclient import Labels, PrometheusClient
 from .prometheus import KSM_RESOURCE, RESOURCE_FROM_KSM, Queries
-from .promql import join_matchers, matcher, re2_escape, selector
+from .promql import join_matchers, matcher, one_of, re2_escape, selector
 from .window import format_duration
 
+CONTAINER_MATCHERS = 'container!="",container!="POD",namespace!="",pod!=""'
 SAMPLE_BUDGET = 400_000  # per answer: about 40 MB of decoded JSON at most
 RESOURCE_GROUPS = (("cpu",), ("memory", "gpu"))
 REQUESTED = ("cpu", "memory")  # the resources whose requests are reported (GPU requests are its allocation)
@@ -60,7 +62,7 @@ def _tag(expr: str, **labels: str) -> str:
 
 
 def step_query(q: Queries, span: int, resources: tuple[str, ...], by_pod: bool = False,
-               capacity: bool = True) -> str:
+               capacity: bool = True, records: frozenset[str] = frozenset(), scope: str = "") -> str:
     """Per step over the `span` seconds before the evaluation time: rows tagged part="request" / "usage" /
     "allocated" per (namespace, node[, pod], resource), plus part="capacity" per (node, resource).
 
@@ -68,7 +70,8 @@ def step_query(q: Queries, span: int, resources: tuple[str, ...], by_pod: bool =
     containers are summed per pod first and tagged there; the placement join then runs once, on pods.
     Only the `max` policy needs a per-container allocation (max is not linear; `r or u` keeps both since
     only the request has a `resource` label); the other policies, and GPUs always, are linear in the
-    request and usage sums, so their allocation is derived from those rows (`integrate`)."""
+    request and usage sums, so their allocation is derived from those rows (`integrate`). Resources in `records`
+    read their usage from kube-prometheus' records, within the namespace matcher `scope`."""
     ksm_res = selector(matcher("resource", "|".join(KSM_RESOURCE[r] for r in resources), "=~"), q.k)
     requests = (f"max by (namespace, pod, container, resource) "
                 f"(kube_pod_container_resource_requests{ksm_res}{q._at})")
@@ -76,7 +79,7 @@ def step_query(q: Queries, span: int, resources: tuple[str, ...], by_pod: bool =
     for res in resources:
         if res == "gpu":
             continue
-        use = q.usage(res)
+        use = recorded_usage(q, res, scope) if res in records else q.usage(res)
         parts.append(_tag(f"sum by (namespace, pod) ({use})", part="usage", resource=KSM_RESOURCE[res]))
         if q.policy == "max":
             one = selector(matcher("resource", KSM_RESOURCE[res]), q.k)
@@ -90,6 +93,34 @@ def step_query(q: Queries, span: int, resources: tuple[str, ...], by_pod: bool =
         cap = f"max by (node, resource) (kube_node_status_capacity{ksm_res}{q._at} > -Inf < +Inf)"
         expr = f"{expr} or {_tag(cap, part='capacity')}"
     return f"({expr})[{span - q.step // 2}s:{format_duration(q.step)}]"
+
+
+# kube-prometheus records per-container usage with the node joined in (its k8s.rules group); reading them
+# saves the rate over raw counters. CPU only when the exporter's usage rate window is the rules' 5m.
+KUBE_PROMETHEUS_USAGE = {
+    "cpu": ("node_namespace_pod_container:container_cpu_usage_seconds_total:sum_rate5m", "5m"),
+    "memory": ("node_namespace_pod_container:container_memory_working_set_bytes", None),
+}
+RULE_SAMPLE_RANGE = 60  # seconds: a step reads a rule sample at most this old (or one step, if longer)
+
+
+def records_probe(q: Queries, first: int, last: int) -> str:
+    """A row per usable record present at both the first and the last step of a chunk."""
+    parts = []
+    for res, (record, window) in KUBE_PROMETHEUS_USAGE.items():
+        if window is None or window == q.rate_window:
+            sel = f"{record}{selector(CONTAINER_MATCHERS, q.cluster)}"
+            parts.append(_tag(f"count({sel} @ {first}) and count({sel} @ {last})", resource=res))
+    return " or ".join(parts)
+
+
+def recorded_usage(q: Queries, resource: str, scope: str = "") -> str:
+    """Per-container usage read from a record: the one rule sample within the last minute (or step), not
+    the bare series, so that a finished container does not live on for the lookback."""
+    sel = selector(CONTAINER_MATCHERS, q.cluster, scope)
+    span = max(q.step, RULE_SAMPLE_RANGE) * 1000 - 1
+    return (f"max by (namespace, pod, container) "
+            f"(last_over_time({KUBE_PROMETHEUS_USAGE[resource][0]}{sel}[{span}ms]))")
 
 
 def integrate(series: Iterable[Series], policy: str, weight: float, into: StepTotals) -> None:
@@ -166,16 +197,17 @@ class StepFetcher:
     def __init__(self, client: PrometheusClient, policy: str, weight: float) -> None:
         self.client, self.policy, self.weight = client, policy, weight
         self.series_seen = 0  # the series count of the last answer: sizes the next sub-windows
+        self.usage_sources: Counter[str] = Counter()  # per chunk and resource: "kube-prometheus" or "raw"
 
     def totals(self, q: Queries, start: int, end: int, split: list[str]) -> StepTotals:
         """Sums over the steps of (start, end]; namespaces in `split` get per-pod rows, from a second
         query over those namespaces only (every container is still evaluated once per step)."""
         step, out = q.step, StepTotals()
-        main = q
+        main, not_split = q, none_of("namespace", split) if split else ""
         if split:
             main = copy.copy(q)  # narrowed to the namespaces not split
-            main.k = join_matchers(q.k, none_of("namespace", split))
-            main.c = join_matchers(q.c, none_of("namespace", split))
+            main.k, main.c = join_matchers(q.k, not_split), join_matchers(q.c, not_split)
+        records = self.kube_prometheus_usage(q, start, end)
         steps = max(1, (end - start) // step)
         per_query = max(1, min(steps, SAMPLE_BUDGET // self.series_seen)) if self.series_seen else 1
         at = start
@@ -186,12 +218,24 @@ class StepFetcher:
             # Two queries per sub-window, CPU and memory+GPU, so that a bad answer for one resource's
             # series (NaN, Inf) costs only that resource, as when each had its own query.
             for resources in RESOURCE_GROUPS:
-                series = self.client.query_range_raw(step_query(main, span, resources), float(at))
+                expr = step_query(main, span, resources, records=records, scope=not_split)
+                series = self.client.query_range_raw(expr, float(at))
                 if split:
-                    scoped = step_query(q.scoped(split), span, resources, by_pod=True, capacity=False)
+                    scoped = step_query(q.scoped(split), span, resources, by_pod=True, capacity=False,
+                                        records=records, scope=one_of("namespace", split))
                     series += self.client.query_range_raw(scoped, float(at))
                 seen += len(series)
                 integrate(series, self.policy, self.weight, out)
             self.series_seen = max(seen // len(RESOURCE_GROUPS), 1)
             per_query = max(1, min(steps, SAMPLE_BUDGET // self.series_seen))
         return out
+
+    def kube_prometheus_usage(self, q: Queries, start: int, end: int) -> frozenset[str]:
+        """The resources whose usage kube-prometheus' records give, present at the chunk's first and last
+        step (never across a bridged gap, whose usage is read around it)."""
+        probe = records_probe(q, start + q.step, end) if q.cadvisor_bridge is None else ""
+        rows = self.client.query(probe, float(end)) if probe else []
+        found = frozenset(lb.get("resource", "") for lb, _ in rows)
+        for res in ("cpu", "memory"):
+            self.usage_sources[f"{res}:{'kube-prometheus' if res in found else 'raw'}"] += 1
+        return found

@@ -66,6 +66,7 @@ class Queries:
         self.k = join_matchers(prom.ksmSelector, prom.clusterSelector)
         self.c = join_matchers(prom.cadvisorSelector, prom.clusterSelector)
         self.o = join_matchers(prom.openCostSelector, prom.clusterSelector)
+        self.cluster = prom.clusterSelector  # alone, for series recorded without the scrape job's labels
         self.policy = alloc.policy
         self.w = alloc.requestWeight
         # The weights as PromQL spells them (the rule generator puts placeholders here: exporter/rulegen.py).
