@@ -61,6 +61,14 @@ def _tag(expr: str, **labels: str) -> str:
     return expr
 
 
+def _raw_usage(q: Queries, resource: str) -> str:
+    """The cAdvisor series as `Queries.usage` selects them, without its dedupe."""
+    sel = selector(CONTAINER_MATCHERS, q.c)
+    if resource == "cpu":
+        return f"rate(container_cpu_usage_seconds_total{sel}[{q.rate_window}])"
+    return f"container_memory_working_set_bytes{sel}"
+
+
 def step_query(q: Queries, span: int, resources: tuple[str, ...], by_pod: bool = False,
                capacity: bool = True, records: frozenset[str] = frozenset(), scope: str = "") -> str:
     """Per step over the `span` seconds before the evaluation time: rows tagged part="request" / "usage" /
@@ -82,9 +90,10 @@ def step_query(q: Queries, span: int, resources: tuple[str, ...], by_pod: bool =
         use = recorded_usage(q, res, scope) if res in records else q.usage(res)
         parts.append(_tag(f"sum by (namespace, pod) ({use})", part="usage", resource=KSM_RESOURCE[res]))
         if q.policy == "max":
-            one = selector(matcher("resource", KSM_RESOURCE[res]), q.k)
-            req = f"max by (namespace, pod, container, resource) (kube_pod_container_resource_requests{one}{q._at})"
-            alloc = f"max by (namespace, pod, container) ({req} or {use})"
+            # max is idempotent, so duplicate series (two kube-state-metrics replicas) need no dedupe here.
+            req = f"kube_pod_container_resource_requests{selector(matcher('resource', KSM_RESOURCE[res]), q.k)}{q._at}"
+            raw_use = use if res in records or q.cadvisor_bridge else _raw_usage(q, res)
+            alloc = f"max by (namespace, pod, container) ({req} or {raw_use})"
             parts.append(_tag(f"sum by (namespace, pod) ({alloc})", part="allocated", resource=KSM_RESOURCE[res]))
     tagged = " or ".join(parts)
     by = "namespace, node, pod, resource, part" if by_pod else "namespace, node, resource, part"
