@@ -54,6 +54,8 @@ class Pipeline:
         self.warnings = warnings if warnings is not None else WarningLog()
         client.on_non_finite = self._non_finite
         self._lock = threading.Lock()
+        # Serve lowers this to 1: its cycles then read the recorded series wherever the heartbeat covers them.
+        self.min_recorded_steps = MIN_RECORDED_STEPS
         self.steps = StepFetcher(client, cfg.allocation.policy, cfg.allocation.requestWeight)
         self.sources: Counter[str] = Counter()  # chunks read from recorded series vs raw series
         self.fallbacks: set[str] = set()  # sharing sources that fell back to `weighted` in the last chunk
@@ -343,7 +345,7 @@ class Pipeline:
         with a namespace split between owners."""
         covered = False
         steps = w.seconds // self.step
-        if self.cfg.allocation.recordedRules != "off" and steps >= MIN_RECORDED_STEPS and not split:
+        if self.cfg.allocation.recordedRules != "off" and steps >= self.min_recorded_steps and not split:
             rows = self.client.query(self.queries.recorded_coverage(w.seconds), float(w.end))
             covered = bool(rows) and rows[0][1] >= steps
         with self._lock:
