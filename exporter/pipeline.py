@@ -57,6 +57,7 @@ class Pipeline:
         # Serve lowers this to 1: its cycles then read the recorded series wherever the heartbeat covers them.
         self.min_recorded_steps = MIN_RECORDED_STEPS
         self.steps = StepFetcher(client, cfg.allocation.policy, cfg.allocation.requestWeight)
+        self.non_finite_answers = 0  # samples the client left out as NaN/Inf, ever
         self.sources: Counter[str] = Counter()  # chunks read from recorded series vs raw series
         self.fallbacks: set[str] = set()  # sharing sources that fell back to `weighted` in the last chunk
         self.last_metadata: Metadata | None = None
@@ -310,7 +311,7 @@ class Pipeline:
         # A split namespace needs per-pod rows, which only raw series have; mixing their phase with the
         # recorded rows of the same nodes could over-fill a node at a step. Such chunks read raw.
         rec = self.recorded_covers(w, split=bool(split) or not recorded)
-        self.check_inputs(w, requests=not rec)
+        answered_non_finite = self.non_finite_answers
         if rec:
             allocated: dict[UsageKey, float] = {}
             for res in ("cpu", "memory", "gpu"):
@@ -322,6 +323,9 @@ class Pipeline:
             totals = self.steps.totals(q, w.start, w.end, split)
             allocated, requested, used = (
                 self._unit_seconds(rows, owners) for rows in (totals.allocated, totals.requested, totals.used))
+        # A NaN or Inf request makes its pod's request row non-finite in the one-pass answer, so the
+        # per-container check (as costly as a selector pass) runs only when an answer had one.
+        self.check_inputs(w, requests=not rec and self.non_finite_answers != answered_non_finite)
         # A (node, resource) with no finite capacity (left out as NaN/Inf) is not covered: nothing on it
         # is costed, so no cost appears without the node cost it comes out of.
         allocated = {k: v for k, v in allocated.items() if (k[1], k[3]) in capacity}
@@ -367,4 +371,6 @@ class Pipeline:
         self.warnings.warn(kind, text)
 
     def _non_finite(self, dropped: NonFinite) -> None:
+        with self._lock:
+            self.non_finite_answers += 1
         self._warn(dropped.describe(), "non_finite")
