@@ -208,9 +208,11 @@ class StepFetcher:
         self.series_seen = 0  # the series count of the last answer: sizes the next sub-windows
         self.usage_sources: Counter[str] = Counter()  # per chunk and resource: "kube-prometheus" or "raw"
 
-    def totals(self, q: Queries, start: int, end: int, split: list[str]) -> StepTotals:
+    def totals(self, q: Queries, start: int, end: int, split: list[str], pods: int = 0) -> StepTotals:
         """Sums over the steps of (start, end]; namespaces in `split` get per-pod rows, from a second
-        query over those namespaces only (every container is still evaluated once per step)."""
+        query over those namespaces only (every container is still evaluated once per step). The first
+        sub-window is sized from `pods` (rows per step are at most 3 per pod: request, usage, allocation)
+        until an answer tells the real series count."""
         step, out = q.step, StepTotals()
         main, not_split = q, none_of("namespace", split) if split else ""
         if split:
@@ -218,7 +220,8 @@ class StepFetcher:
             main.k, main.c = join_matchers(q.k, not_split), join_matchers(q.c, not_split)
         records = self.kube_prometheus_usage(q, start, end)
         steps = max(1, (end - start) // step)
-        per_query = max(1, min(steps, SAMPLE_BUDGET // self.series_seen)) if self.series_seen else 1
+        expected = self.series_seen or 3 * pods
+        per_query = max(1, min(steps, SAMPLE_BUDGET // expected)) if expected else 1
         at = start
         while at < end:
             span = min(per_query * step, end - at)

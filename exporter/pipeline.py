@@ -320,7 +320,8 @@ class Pipeline:
             used = integral(q.recorded_used_integral("cpu", span), "cpu")
             used.update(integral(q.recorded_used_integral("memory", span), "memory"))
         else:  # one pass over the raw series (exporter/allocsteps.py)
-            totals = self.steps.totals(q, w.start, w.end, split)
+            pods = sum(meta.pod_counts.values()) if meta else 0
+            totals = self.steps.totals(q, w.start, w.end, split, pods)
             allocated, requested, used = (
                 self._unit_seconds(rows, owners) for rows in (totals.allocated, totals.requested, totals.used))
         # A NaN or Inf request makes its pod's request row non-finite in the one-pass answer, so the
