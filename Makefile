@@ -58,7 +58,8 @@ manifests: deps
 docs: deps
 	$(PY) -m exporter.configdoc --out docs/configuration.md
 
-# Scale benchmark (not a test). The 100k size takes about 40 minutes on 2 cores: `make bench SIZES=1000,10000`.
+# Scale benchmark (not a test). The 100k size takes about 40 minutes on 2 cores: `make bench SIZES=1000,10000`;
+# `BENCH_ARGS=--baseline REF` also runs allocate as of git REF against the same data (docs/scale.md).
 SIZES ?= 1000,10000,100000
 CONCURRENCY ?= 1
 BENCH_ARGS ?=
