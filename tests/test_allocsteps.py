@@ -81,3 +81,46 @@ def test_a_nan_request_sample_is_named_and_costs_only_its_pod(tmp_path: Path) ->
     for ns in ("team-a", "team-c", "team-d", "kube-system"):
         assert data[ns]["totalCost"] == pytest.approx(sum(EXPECTED[ns].values()), rel=REL), ns
     assert sum(v["totalCost"] for v in data.values()) == pytest.approx(NODES_TOTAL, rel=REL)  # conservation
+
+
+def test_a_query_caught_by_a_closing_prometheus_is_retried(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Prometheus shutting down answers an in-flight query HTTP 422 "block is closing" (seen in
+    tests/faults/test_restart.py with the longer one-pass queries): a restart's fault, so retried."""
+    import json
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from exporter import promclient
+    from exporter.config import parse_config
+    from exporter.localprom import free_port
+
+    answers = [(422, {"status": "error", "errorType": "execution",
+                      "error": "open querier for block 01M8: open index reader: block is closing"}),
+               (200, {"status": "success", "data": {"resultType": "vector",
+                                                    "result": [{"metric": {"node": "n1"}, "value": [1, "4"]}]}})]
+
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, format: str, *args: object) -> None:
+            pass
+
+        def do_POST(self) -> None:
+            self.rfile.read(int(self.headers.get("Content-Length", 0)))
+            code, body = answers.pop(0)
+            raw = json.dumps(body).encode()
+            self.send_response(code)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(raw)))
+            self.end_headers()
+            self.wfile.write(raw)
+
+    port = free_port()
+    server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    monkeypatch.setattr(promclient, "RETRY_BACKOFF_SECONDS", 0.01)
+    try:
+        cfg = parse_config({"prometheus": {"url": f"http://127.0.0.1:{port}", "retries": 1}})
+        assert promclient.PrometheusClient(cfg.prometheus).query("up", 1.0) == [({"node": "n1"}, 4.0)]
+        assert answers == []
+    finally:
+        server.shutdown()
+        server.server_close()
