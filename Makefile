@@ -43,9 +43,11 @@ lint: deps
 	$(VENV)/bin/ruff check exporter demo tests bench
 	$(VENV)/bin/mypy
 
-# Generated rule files are committed; tests fail if they drift from the mixin. The plain rule file
+# Generated rule files are committed; tests fail if they drift from the mixin. The allocation rules'
+# expressions are rendered from the exporter's query builders first (rules/rules/allocation_exprs.json). The plain rule file
 # lands in rules/generated/, the PrometheusRule in deploy/manifests/ (via `manifests`).
 rules: deps
+	$(PY) -m exporter.mixin.rulegen
 	jsonnetfmt -i mixin.libsonnet rules/*.libsonnet rules/*/*.libsonnet rules/lib/*.jsonnet
 	$(VENV)/bin/chargeback rules --out rules/generated
 	$(VENV)/bin/chargeback rules --budgets examples/budgets.yaml --out rules/tests/generated
@@ -64,7 +66,8 @@ manifests: deps
 docs: deps
 	$(PY) -m exporter.config.doc --out docs/configuration.md
 
-# Scale benchmark (not a test). The 100k size takes about 40 minutes on 2 cores: `make bench SIZES=1000,10000`.
+# Scale benchmark (not a test). The 100k size takes about 40 minutes on 2 cores: `make bench SIZES=1000,10000`;
+# `BENCH_ARGS=--baseline REF` also runs allocate as of git REF against the same data (docs/scale.md).
 SIZES ?= 1000,10000,100000
 CONCURRENCY ?= 1
 BENCH_ARGS ?=

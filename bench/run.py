@@ -1,10 +1,20 @@
 """`make bench`: allocate a 24 h window over synthetic clusters of 1k, 10k and 100k containers.
 
-For each size it backfills a real Prometheus, runs `chargeback allocate` as a child
-process and prints: allocate wall time, the time Prometheus itself spent evaluating
-the queries (its execTotalTime stats), their ratio, Python's share, and peak RSS. Then the same
-24 h at pod level (`aggregate=pod` through `Exporter.allocation`, bench/podlevel.py), time and peak RSS.
-A benchmark, not a test: nothing here asserts.
+For each size it backfills a real Prometheus and measures, in one run against that Prometheus:
+
+* the bare reference: the four plain aggregations as range queries at the bench resolution
+  (bench/reference.py), the floor every path is compared to;
+* `chargeback allocate` on raw series, then (after promtool records the mixin's allocation rules
+  over the day) on recorded series, each as a child process: wall time, Prometheus time (its
+  execTotalTime stats), the client's own CPU and its peak RSS;
+* serve's cost per cycle: one step allocated on raw series, plus one evaluation of the allocation
+  rules; and the 24 h catch-up, which serve runs chunk by chunk as `allocate` does;
+* with `--baseline REF`, the same allocate runs for the code at git REF, against the same data.
+
+A benchmark, not a test: nothing here asserts. Ratios against the reference of the same run are
+what to compare, since the machine is shared.
+Then the same 24 h at pod level (`aggregate=pod` through `Exporter.allocation`,
+bench/podlevel.py): time and peak RSS.
 """
 
 from __future__ import annotations
@@ -16,17 +26,42 @@ import shutil
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import yaml
 
+from bench.reference import Timed, bare_reference, rule_cost
 from demo.clusters import bench_cluster
 from demo.localprom import PrometheusServer, backfill, backfill_rules
+from exporter.config.schema import parse_config
+from exporter.core.window import Window
+from exporter.engine.pipeline import Pipeline
 from exporter.mixin.budgets import allocation_group_only
+from exporter.sources.prometheus import PrometheusClient
 
 SIZES = (1_000, 10_000, 100_000)
 # Samples every 15 minutes and a 15-minute resolution keep the 100k backfill to ~90M samples.
 INTERVAL = 900
+STEP = 900
+RATE_WINDOW = "45m"
+CHUNK = "2h"  # 8 steps: long enough for the recorded path (5 steps at least)
+
+
+@dataclass
+class Run:
+    wall_s: float
+    prometheus_s: float
+    queries: int
+    client_cpu_s: float
+    peak_rss_mb: float
+    chunks_recorded: int
+
+    @property
+    def python_share(self) -> float:
+        """The client's own CPU over the wall time (Prometheus runs in another process)."""
+        return self.client_cpu_s / self.wall_s if self.wall_s else 0.0
 
 
 def allocation_rules_file(cfg: Path, work: Path) -> Path:
@@ -55,7 +90,60 @@ def run_child(cmd: list[str], work: Path, name: str) -> tuple[str, str, float, f
     return out, err, wall, usage.ru_maxrss / 1024, usage.ru_utime + usage.ru_stime  # Linux reports KiB
 
 
-def run_one(containers: int, root: Path, concurrency: int = 1, recorded: bool = False) -> dict[str, float]:
+def allocate(cfg: Path, window: str, out: Path, code: Path | None = None) -> Run:
+    """`chargeback allocate --stats` as a child process; `code` is a directory holding another `exporter`."""
+    cmd = [sys.executable, str(Path(__file__).with_name("child.py")), "--log-level", "ERROR", "allocate",
+           "--config", str(cfg), "--window", window, "--format", "json", "--stats"]
+    err_path, peak_path = out.with_suffix(".err"), out.with_suffix(".peak")
+    env = {**os.environ, "BENCH_PEAK_FILE": str(peak_path), **({"PYTHONPATH": str(code)} if code else {})}
+    with out.open("w") as out_fh, err_path.open("w") as err_fh:
+        t = time.monotonic()
+        proc = subprocess.Popen(cmd, stdout=out_fh, stderr=err_fh, env=env)
+        # wait4 gives this child's own CPU time, not every child's.
+        _, status, usage = os.wait4(proc.pid, 0)
+        wall = time.monotonic() - t
+    err = err_path.read_text()
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise SystemExit(f"allocate failed: {err.strip()[-2000:]}")
+    stats = json.loads(err.strip().splitlines()[-1])
+    kib, module = peak_path.read_text().split()
+    if code and not module.startswith(str(code)):
+        raise SystemExit(f"the baseline run imported {module}, not the code under {code}")
+    return Run(wall, stats["prometheus_seconds"], stats["queries"], usage.ru_utime + usage.ru_stime,
+               int(kib) / 1024, stats["chunks"]["recorded"])
+
+
+def namespace_totals(path: Path) -> dict[str, float]:
+    return {ns: row["totalCost"] for ns, row in json.loads(path.read_text())["data"][0].items()}
+
+
+def max_relative_difference(a: dict[str, float], b: dict[str, float]) -> float:
+    """Over namespaces; 1.0 where one side lacks a namespace. Prometheus sums in map order, so exact
+    equality is not expected between two query plans (nor between two runs of one)."""
+    return max((abs(a[k] - b[k]) / max(abs(b[k]), 1e-12) if k in a and k in b else 1.0) for k in {*a, *b})
+
+
+def serve_cycle(cfg: Path, end: int) -> float:
+    """Prometheus seconds of one serve cycle (the last step) as serve runs it, recorded series allowed."""
+    config = parse_config(yaml.safe_load(cfg.read_text()))
+    client = PrometheusClient(config.prometheus)
+    pipeline = Pipeline(config, client)
+    pipeline.min_recorded_steps = 1
+    pipeline.compute_chunk(Window(end - STEP, end, STEP))
+    return client.stats.server_seconds
+
+
+def baseline_code(ref: str, root: Path) -> Path:
+    """The `exporter` package at git `ref`, extracted next to the bench data."""
+    dest = root / f"baseline-{ref}"
+    shutil.rmtree(dest, ignore_errors=True)
+    dest.mkdir(parents=True)
+    archive = subprocess.run(["git", "archive", ref, "exporter"], check=True, capture_output=True).stdout
+    subprocess.run(["tar", "-x", "-C", str(dest)], input=archive, check=True)
+    return dest
+
+
+def run_one(containers: int, root: Path, concurrency: int = 1, baseline: Path | None = None) -> dict[str, Any]:
     nodes = max(containers // 50, 10)
     namespaces = max(containers // 200, 5)
     end = int(time.time()) // 3600 * 3600
@@ -69,52 +157,86 @@ def run_one(containers: int, root: Path, concurrency: int = 1, recorded: bool = 
     block = "24h" if containers <= 10_000 else "4h"
     samples = backfill(bench_cluster(containers, nodes, namespaces), work / "data", start - 1800, end, INTERVAL,
                        lean=True, block=block)
-    backfill_s = time.monotonic() - t
-    print(f"[{containers}] backfilled {samples:,} samples in {backfill_s:.0f}s", file=sys.stderr, flush=True)
-    cfg = work / "config.yaml"
+    print(f"[{containers}] backfilled {samples:,} samples in {time.monotonic() - t:.0f}s", file=sys.stderr,
+          flush=True)
     prom = PrometheusServer(work / "data", extra_args=["--query.lookback-delta=20m", "--query.max-samples=200000000",
                                                         "--query.timeout=30m"])
-    raw_cfg = {
+    cfg = work / "config.yaml"
+    cfg.write_text(yaml.safe_dump({
         "prometheus": {"url": prom.url, "timeout": "1800s"},
-        "allocation": {"resolution": "15m", "usageRateWindow": "45m", "chunk": "1h", "concurrency": concurrency,
-                       "recordedRules": "auto" if recorded else "off"},
-    }
-    cfg.write_text(yaml.safe_dump(raw_cfg))
-    rules_s = 0.0
+        "allocation": {"resolution": f"{STEP // 60}m", "usageRateWindow": RATE_WINDOW, "chunk": CHUNK,
+                       "concurrency": concurrency, "recordedRules": "auto"},
+    }))
+    day, one_step = f"{start},{end}", f"{end - STEP},{end}"
+    row: dict[str, Any] = {"containers": containers, "nodes": nodes, "samples": samples}
+
+    def log(what: str, r: Run) -> None:
+        print(f"[{containers}] {what}: {r.wall_s:.1f}s wall, {r.prometheus_s:.1f}s Prometheus, "
+              f"{r.client_cpu_s:.1f}s client CPU, {r.peak_rss_mb:.0f} MB", file=sys.stderr, flush=True)
+
     with prom:
-        if recorded:  # what Prometheus would have recorded live, evaluated over the history by promtool
-            rules = allocation_rules_file(cfg, work)
-            t = time.monotonic()
-            backfill_rules(prom, rules, start - 1800, end)
-            rules_s = time.monotonic() - t
-            print(f"[{containers}] recorded the allocation rules over the day in {rules_s:.0f}s", file=sys.stderr,
-                  flush=True)
-        window = f"{start},{end}"
-        cmd = [sys.executable, "-m", "exporter", "--log-level", "ERROR", "allocate", "--config", str(cfg),
-               "--window", window, "--format", "json", "--stats"]
-        out, err, wall, rss, cpu = run_child(cmd, work, "allocate")
-        pods_out, _err, pods_wall, pods_rss, _cpu = run_child(
-            [sys.executable, "-m", "bench.podlevel", str(cfg), window, "pod"], work, "podlevel")
-    pods = json.loads(pods_out.strip().splitlines()[-1])
-    stats = json.loads(err.strip().splitlines()[-1])
-    data = json.loads(out)["data"][0]
-    return {
-        "containers": containers,
-        "nodes": nodes,
-        "namespaces": len(data) - 1,
-        "samples": samples,
-        "wall_s": wall,
-        "prometheus_s": stats["prometheus_seconds"],
-        "queries": stats["queries"],
-        "peak_rss_mb": rss,
-        "client_cpu_s": cpu,
-        "chunks_recorded": stats["chunks"]["recorded"],
-        "rules_backfill_s": rules_s,
-        "pods_wall_s": pods_wall,
-        "pods_rss_mb": pods_rss,
-        "pods_prometheus_s": pods["prometheus_seconds"],
-        "pods_groups": pods["groups"],
-    }
+        # Each measurement runs twice where a baseline is given, interleaved, so both see the same load.
+        row["reference"] = ref = bare_reference(prom.url, start, end, STEP, RATE_WINDOW)
+        print(f"[{containers}] bare reference: {ref.wall_s:.1f}s wall, {ref.prometheus_s:.1f}s Prometheus",
+              file=sys.stderr, flush=True)
+        codes = {"new": None, **({"old": baseline} if baseline else {})}
+        for name, code in codes.items():
+            row[f"raw_{name}"] = r = allocate(cfg, day, work / f"raw-{name}.json", code)
+            log(f"allocate raw ({name})", r)
+            row[f"cycle_{name}"] = r = allocate(cfg, one_step, work / f"cycle-{name}.json", code)
+            log(f"serve cycle ({name})", r)
+        if baseline:
+            row["raw_difference"] = max_relative_difference(namespace_totals(work / "raw-new.json"),
+                                                            namespace_totals(work / "raw-old.json"))
+        rules = allocation_rules_file(cfg, work)
+        row["rules"] = rule_cost(prom.url, rules, end)
+        t = time.monotonic()
+        backfill_rules(prom, rules, start - 1800, end)
+        row["rules_backfill_s"] = time.monotonic() - t
+        for name, code in codes.items():
+            row[f"recorded_{name}"] = r = allocate(cfg, day, work / f"recorded-{name}.json", code)
+            log(f"allocate recorded ({name})", r)
+        row["cycle_recorded"] = serve_cycle(cfg, end)
+        pods_out, _err, row["pods_wall_s"], row["pods_rss_mb"], _cpu = run_child(
+            [sys.executable, "-m", "bench.podlevel", str(cfg), day, "pod"], work, "podlevel")
+        pods = json.loads(pods_out.strip().splitlines()[-1])
+        row["pods_prometheus_s"], row["pods_groups"] = pods["prometheus_seconds"], pods["groups"]
+    return row
+
+
+def print_table(rows: list[dict[str, Any]], concurrency: int) -> None:
+    paths = [p for p in ("raw_old", "raw_new", "recorded_old", "recorded_new") if p in rows[0]]
+    print(f"\n24 h window at {STEP // 60} m resolution, {CHUNK} chunks, allocation.concurrency={concurrency}. "
+          "Each path: wall s, then x = its wall / the reference's wall [its Prometheus time / the reference's]")
+    print(f"{'containers':>10} {'reference':>10} " + " ".join(f"{p:>24}" for p in paths)
+          + f" {'raw cycle':>14} {'steady cycle':>13} {'peak RSS MB':>11} {'python %':>8}")
+    for r in rows:
+        ref: Timed = r["reference"]
+        cells = [f"{r[p].wall_s:7.1f} {r[p].wall_s / ref.wall_s:5.2f}x [{r[p].prometheus_s / ref.prometheus_s:5.2f}x]"
+                 for p in paths]
+        new, rec = r["raw_new"], r["recorded_new"]
+        raw_cycle = (f"{r['cycle_old'].prometheus_s:.2f}->" if "cycle_old" in r else "") + \
+            f"{r['cycle_new'].prometheus_s:.2f}"
+        steady = r["rules"].prometheus_s + r["cycle_recorded"]
+        print(f"{r['containers']:>10,} {ref.wall_s:>9.1f}s " + " ".join(f"{c:>24}" for c in cells)
+              + f" {raw_cycle:>14} {steady:>13.2f} {new.peak_rss_mb:>5.0f}/{rec.peak_rss_mb:<5.0f} "
+              f"{100 * new.python_share:>3.0f}/{100 * rec.python_share:.0f}")
+    for r in rows:
+        print(f"{r['containers']:,} containers, {r['nodes']} nodes: "
+              f"recorded chunks {r['recorded_new'].chunks_recorded}; "
+              f"24 h catch-up (serve's chunks, in order) {r['recorded_new'].wall_s:.0f}s on recorded series, "
+              f"{r['raw_new'].wall_s:.0f}s on raw; rule backfill {r['rules_backfill_s']:.0f}s; one rule evaluation "
+              f"{r['rules'].prometheus_s:.2f}s"
+              + (f"; raw namespace totals vs the baseline: max relative difference {r['raw_difference']:.1e}"
+                 if "raw_difference" in r else ""))
+    print("cycles are Prometheus seconds for one step: raw = on raw series (old->new); steady = one evaluation of "
+          "the allocation rules + serve's cycle on the recorded series. peak RSS and python % (the client's own "
+          "CPU / wall) are for the raw/recorded allocate runs.")
+    for r in rows:
+        print(f"{r['containers']:,} containers, pod level (aggregate=pod over the same 24 h through "
+              f"Exporter.allocation, {r['pods_groups']:,} groups, the response serialised): "
+              f"{r['pods_wall_s']:.1f}s wall, {r['pods_prometheus_s']:.1f}s Prometheus, "
+              f"peak RSS {r['pods_rss_mb']:.0f} MB")
 
 
 def main() -> None:
@@ -122,27 +244,12 @@ def main() -> None:
     parser.add_argument("--sizes", default=",".join(map(str, SIZES)))
     parser.add_argument("--dir", default=".bench")
     parser.add_argument("--concurrency", type=int, default=1, help="allocation.concurrency (chunks at once)")
-    parser.add_argument("--recorded", action="store_true",
-                        help="backfill the mixin's allocation rules first, so allocate reads recorded series")
+    parser.add_argument("--baseline", metavar="REF", help="also run allocate as of this git ref, side by side")
     args = parser.parse_args()
-    rows = [run_one(int(n), Path(args.dir), args.concurrency, args.recorded) for n in args.sizes.split(",")]
-    print(f"{'containers':>10} {'nodes':>6} {'samples':>12} {'allocate s':>10} {'prometheus s':>12} "
-          f"{'prom/total':>10} {'python %':>8} {'client CPU s':>12} {'peak RSS MB':>11} {'pod-level s':>11} "
-          f"{'pod prom s':>10} {'pod RSS MB':>10}")
-    for r in rows:
-        ratio = r["prometheus_s"] / r["wall_s"]
-        # Serially, Python's share is the wall time Prometheus did not account for. With parallel chunks
-        # Prometheus' seconds overlap (the ratio can pass 1), so the client's own CPU time is used instead.
-        python = 1 - ratio if args.concurrency == 1 else r["client_cpu_s"] / r["wall_s"]
-        print(f"{r['containers']:>10,} {r['nodes']:>6} {r['samples']:>12,} {r['wall_s']:>10.2f} "
-              f"{r['prometheus_s']:>12.2f} {ratio:>10.2f} {100 * python:>8.1f} {r['client_cpu_s']:>12.2f} "
-              f"{r['peak_rss_mb']:>11.1f} {r['pods_wall_s']:>11.2f} {r['pods_prometheus_s']:>10.2f} "
-              f"{r['pods_rss_mb']:>10.1f}")
-    print(f"allocation.concurrency={args.concurrency}; 24 h window at 15 m resolution, 1 h chunks; "
-          + (f"recorded series read for {rows[-1]['chunks_recorded']} of 24 chunks (rule backfill "
-             + ", ".join(f"{r['rules_backfill_s']:.0f}s" for r in rows) + ")" if args.recorded else "raw series"))
-    print("pod-level: aggregate=pod over the same 24 h through Exporter.allocation (one row per pod: "
-          + ", ".join(f"{r['pods_groups']:,}" for r in rows) + " groups), the response serialised")
+    root = Path(args.dir).resolve()
+    baseline = baseline_code(args.baseline, root) if args.baseline else None
+    rows = [run_one(int(n), root, args.concurrency, baseline) for n in args.sizes.split(",")]
+    print_table(rows, args.concurrency)
 
 
 if __name__ == "__main__":

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, fields
+from functools import cache
 from typing import TYPE_CHECKING
 
 from exporter.core.assets import AssetCost
@@ -75,8 +76,8 @@ class Line:
     gpu_waste_cost: float = 0.0
 
     def add(self, other: Line) -> None:
-        for f in fields(self):
-            setattr(self, f.name, getattr(self, f.name) + getattr(other, f.name))
+        for name in _line_fields():  # dataclasses.fields() per call was a tenth of the client's CPU (profiled)
+            setattr(self, name, getattr(self, name) + getattr(other, name))
 
     @property
     def total_cost(self) -> float:
@@ -85,6 +86,11 @@ class Line:
     def cost_by_resource(self) -> dict[str, float]:
         return {"cpu": self.cpu_cost, "memory": self.ram_cost, "gpu": self.gpu_cost, "storage": self.pv_cost,
                 "load_balancer": self.lb_cost, "network": self.network_cost}
+
+
+@cache
+def _line_fields() -> tuple[str, ...]:
+    return tuple(f.name for f in fields(Line))
 
 
 _QTY = {"cpu": "cpu_core_seconds", "memory": "ram_byte_seconds", "gpu": "gpu_seconds"}

@@ -33,6 +33,7 @@ from exporter.core.workloads import resolve as resolve_workloads
 from exporter.engine.gpufetch import gpu_held, unpriced_gpus, with_gpus
 from exporter.engine.limits import in_order
 from exporter.engine.warnlog import WarningLog
+from exporter.sources.allocsteps import RowKey, StepFetcher
 from exporter.sources.prometheus import PrometheusClient
 from exporter.sources.promql import with_window
 from exporter.sources.queries import LOOKBACK_SECONDS, RESOURCE_FROM_KSM, Queries
@@ -80,6 +81,10 @@ class Pipeline:
         self.warnings = warnings if warnings is not None else WarningLog()
         client.on_non_finite = self._non_finite
         self._lock = threading.Lock()
+        # Serve lowers this to 1: its cycles then read the recorded series wherever the heartbeat covers them.
+        self.min_recorded_steps = MIN_RECORDED_STEPS
+        self.steps = StepFetcher(client, cfg.allocation.policy, cfg.allocation.requestWeight)
+        self.non_finite_answers = 0  # samples the client left out as NaN/Inf, ever
         self.sources: Counter[str] = Counter()  # chunks read from recorded series vs raw series
         self.shipped = load_shipped_prices() if cfg.pricing.shippedPrices else None
         self.bill = bill or BillPrices()
@@ -340,30 +345,24 @@ class Pipeline:
                 out[key] = out.get(key, 0.0) + value * step
             return out
 
-        def both(make: Callable[[list[str] | None], str], recorded: str | None,
-                 with_resource: str | None = None) -> dict[UsageKey, float]:
-            """Per-namespace rows (recorded when the rules cover the chunk), plus per-pod rows for
-            namespaces split between owners (always raw: the rules keep no pods)."""
-            rows = integral(recorded or make(None), with_resource)
-            if split:
-                for k, v in integral(make(split), with_resource, per_pod=True).items():
-                    rows[k] = rows.get(k, 0.0) + v
-            return rows
-
         capacity, nodes = self.node_facts(w, meta, q)
         # A split namespace needs per-pod rows, which only raw series have; mixing their phase with the
         # recorded rows of the same nodes could over-fill a node at a step. Such chunks read raw.
         rec = self.recorded_covers(w, split=bool(split) or not recorded)
-        self.check_inputs(w, requests=not rec)
-        allocated: dict[UsageKey, float] = {}
-        for res in ("cpu", "memory"):
-            allocated.update(both(lambda p, r=res: q.allocated_integral(r, span, p),  # type: ignore[misc]
-                                  q.recorded_allocated_integral(res, span) if rec else None, res))
-        requested = both(lambda p: q.requested_integral(span, p), q.recorded_requested_integral(span) if rec else None)
-        used = both(lambda p: q.used_integral("cpu", span, p), q.recorded_used_integral("cpu", span) if rec else None,
-                    "cpu")
-        used.update(both(lambda p: q.used_integral("memory", span, p),
-                         q.recorded_used_integral("memory", span) if rec else None, "memory"))
+        answered_non_finite = self.non_finite_answers
+        if rec:
+            allocated: dict[UsageKey, float] = {}
+            for res in ("cpu", "memory"):
+                allocated.update(integral(q.recorded_allocated_integral(res, span), res))
+            requested = integral(q.recorded_requested_integral(span))
+            used = integral(q.recorded_used_integral("cpu", span), "cpu")
+            used.update(integral(q.recorded_used_integral("memory", span), "memory"))
+        else:  # one pass over the raw series (exporter/sources/allocsteps.py)
+            pods = sum(meta.pod_counts.values()) if meta else 0
+            totals = self.steps.totals(q, w.start, w.end, split, pods)
+            allocated, requested, used = (
+                self._unit_seconds(rows, owners) for rows in (totals.allocated, totals.requested, totals.used))
+            allocated = {k: v for k, v in allocated.items() if k[3] != "gpu"}  # GPUs: physical shares, below
         # GPUs: what each container holds of physical devices (MIG slices, replicas, HAMi fractions).
         held, notes = gpu_held(self.client, q, w, step, nodes, capacity, self.cfg.gpu)
         for kind, note in notes:
@@ -372,6 +371,9 @@ class Pipeline:
             key = (h.namespace, h.node, owners.of(h.namespace, h.pod if h.namespace in owners.split else None), "gpu")
             allocated[key] = allocated.get(key, 0.0) + h.device_seconds
         used.update(self.gpu_usage(w, q, owners))
+        # A NaN or Inf request makes its pod's request row non-finite in the one-pass answer, so the
+        # per-container check (as costly as a selector pass) runs only when an answer had one.
+        self.check_inputs(w, requests=not rec and self.non_finite_answers != answered_non_finite)
         # A (node, resource) with no finite capacity (left out as NaN/Inf) is not covered: nothing on it
         # is costed, so no cost appears without the node cost it comes out of.
         allocated = {k: v for k, v in allocated.items() if (k[1], k[3]) in capacity}
@@ -398,6 +400,14 @@ class Pipeline:
                 out[key] = out.get(key, 0.0) + v * self.step
         return out
 
+    def _unit_seconds(self, rows: dict[RowKey, float], owners: Owners) -> dict[UsageKey, float]:
+        """Step sums keyed by (namespace, node, owner, resource), in unit-seconds."""
+        out: dict[UsageKey, float] = {}
+        for k, v in rows.items():
+            key = (k.namespace, k.node, owners.of(k.namespace, k.pod), k.resource)
+            out[key] = out.get(key, 0.0) + v * self.step
+        return out
+
     def recorded_covers(self, w: Window, split: bool = False) -> bool:
         """True when the mixin's allocation rules ran at every step of `w`, under this config's policy.
 
@@ -406,7 +416,7 @@ class Pipeline:
         with a namespace split between owners."""
         covered = False
         steps = w.seconds // self.step
-        if self.cfg.allocation.recordedRules != "off" and steps >= MIN_RECORDED_STEPS and not split:
+        if self.cfg.allocation.recordedRules != "off" and steps >= self.min_recorded_steps and not split:
             rows = self.client.query(self.queries.recorded_coverage(w.seconds), float(w.end))
             covered = bool(rows) and rows[0][1] >= steps
         with self._lock:
@@ -428,6 +438,8 @@ class Pipeline:
         self.warnings.warn(kind, text)
 
     def _non_finite(self, dropped: NonFinite) -> None:
+        with self._lock:
+            self.non_finite_answers += 1
         self._warn(dropped.describe(), "non_finite")
 
 

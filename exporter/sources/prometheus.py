@@ -221,9 +221,13 @@ class PrometheusClient:
         if body.get("status") == "error":
             error_type = body.get("errorType")
             server_timeout = error_type == "timeout"
+            # A query caught by a shutting-down Prometheus ("block is closing", HTTP 422) is the restart's
+            # fault, not the query's: retried like a refused connection.
+            closing = error_type == "execution" and "is closing" in str(body.get("error"))
             raise Failed(f"Prometheus query failed (HTTP {code}, {error_type}): "
                           f"{one_line(body.get('error'))} in: {_short(expr)}",
-                          "timeout" if server_timeout else "query_error", retry and not server_timeout, wait)
+                          "timeout" if server_timeout else "query_error", (retry or closing) and not server_timeout,
+                          wait)
         if body.get("status") != "success":
             raise Failed(f"Prometheus at {url} answered HTTP {code} with JSON whose status is "
                           f"{one_line(body.get('status'))}, not 'success' or 'error'", "bad_response", True, wait)

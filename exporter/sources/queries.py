@@ -68,8 +68,11 @@ class Queries:
         self.c = join_matchers(prom.cadvisorSelector, prom.clusterSelector)
         self.o = join_matchers(prom.openCostSelector, prom.clusterSelector)
         self.d = join_matchers(prom.dcgmSelector, prom.clusterSelector)
+        self.cluster = prom.clusterSelector  # alone, for series recorded without the scrape job's labels
         self.policy = alloc.policy
         self.w = alloc.requestWeight
+        # The weights as PromQL spells them (the rule generator puts placeholders here: exporter/mixin/rulegen.py).
+        self.weights = (f"{self.w:g}", f"{1 - self.w:g}")
         self.step = parse_duration(alloc.resolution)
         self.rate_window = alloc.usageRateWindow
         # Recorded series carry the policy they were recorded under; only matching ones are read.
@@ -177,7 +180,7 @@ class Queries:
         if self.policy == "max":
             agg, r, u = "max", f"({req})", f"({use})"
         else:
-            agg, r, u = "sum", f"{self.w:g} * ({req})", f"{1 - self.w:g} * ({use})"
+            agg, r, u = "sum", f"{self.weights[0]} * ({req})", f"{self.weights[1]} * ({use})"
         tagged = f'label_replace({r}, "src", "request", "", "") or label_replace({u}, "src", "usage", "", "")'
         return f"{agg} by (namespace, pod, container) ({tagged})"
 
@@ -221,7 +224,7 @@ class Queries:
 
     # ---- recorded per-(namespace, node) series (rules/rules/allocation.libsonnet records them) ----
     def recording_rules(self) -> dict[str, str]:
-        """Record name -> expression the mixin's allocation rules must use (a test pins the two together)."""
+        """Record name -> expression of the mixin's allocation rules (mixin/rulegen.py renders them into it)."""
         rules = {RECORDED["allocated", res]: self._by_ns_node(self.allocation(res)) for res in ("cpu", "memory", "gpu")}
         for res in ("cpu", "memory"):
             rules[RECORDED["requested", res]] = self._by_ns_node(self.request(res))

@@ -1,0 +1,253 @@
+"""The raw allocation path in one pass: each per-container expression is evaluated once per step.
+
+PromQL has no common-subexpression elimination, so the former plan (one `sum_over_time` query per
+resource and kind, the allocation repeated inside the per-node overflow denominator, the placement
+join rebuilt in each) paid for the per-container work about six times per step. Here one query per
+chunk tags request, usage, allocation and node capacity with a `part` label, joins the placement once,
+and returns per-step rows per (namespace, node, resource, part): namespaces x nodes, never containers.
+The overflow scale, `min(1, capacity / sum of the node's allocation)`, is then worked out here from the
+same numbers, step by step, exactly as the server-side expression did (`integrate`, pure).
+
+The rows are per step, so a chunk is fetched in sub-windows holding at most `SAMPLE_BUDGET` samples
+(sized from the series count of the previous answer), which keeps the client's memory bounded.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import NamedTuple
+
+from exporter.core.window import format_duration
+from exporter.sources.prometheus import Labels, PrometheusClient
+from exporter.sources.promql import join_matchers, matcher, one_of, re2_escape, selector
+from exporter.sources.queries import KSM_RESOURCE, RESOURCE_FROM_KSM, Queries
+
+CONTAINER_MATCHERS = 'container!="",container!="POD",namespace!="",pod!=""'
+SAMPLE_BUDGET = 400_000  # per answer: about 40 MB of decoded JSON at most
+RESOURCE_GROUPS = (("cpu",), ("memory", "gpu"))
+REQUESTED = ("cpu", "memory")  # the resources whose requests are reported (GPU requests are its allocation)
+
+Series = tuple[Labels, list[tuple[float, float]]]
+
+
+class RowKey(NamedTuple):
+    namespace: str
+    node: str
+    pod: str | None  # only for namespaces split between owners
+    resource: str  # cpu, memory, gpu
+
+
+@dataclass
+class StepTotals:
+    """Per row, the sum over steps of each quantity (unit x steps; multiply by the step for unit-seconds).
+    A row appears only if at least one of its steps counted, as with `sum_over_time`."""
+
+    allocated: dict[RowKey, float] = field(default_factory=dict)
+    requested: dict[RowKey, float] = field(default_factory=dict)
+    used: dict[RowKey, float] = field(default_factory=dict)
+
+
+def none_of(label: str, values: Iterable[str]) -> str:
+    """A matcher excluding each of `values`, matched literally."""
+    return matcher(label, "|".join(re2_escape(v) for v in sorted(values)), "!~")
+
+
+def _tag(expr: str, **labels: str) -> str:
+    for name, value in labels.items():
+        expr = f'label_replace({expr}, "{name}", "{value}", "", "")'
+    return expr
+
+
+def _raw_usage(q: Queries, resource: str) -> str:
+    """The cAdvisor series as `Queries.usage` selects them, without its dedupe."""
+    sel = selector(CONTAINER_MATCHERS, q.c)
+    if resource == "cpu":
+        return f"rate(container_cpu_usage_seconds_total{sel}[{q.rate_window}])"
+    return f"container_memory_working_set_bytes{sel}"
+
+
+def step_query(q: Queries, span: int, resources: tuple[str, ...], by_pod: bool = False,
+               capacity: bool = True, records: frozenset[str] = frozenset(), scope: str = "") -> str:
+    """Per step over the `span` seconds before the evaluation time: rows tagged part="request" / "usage" /
+    "allocated" per (namespace, node[, pod], resource), plus part="capacity" per (node, resource).
+
+    Measured (docs/scale.md), the per-container `or` and `label_replace` cost as much as a selector, so
+    containers are summed per pod first and tagged there; the placement join then runs once, on pods.
+    Only the `max` policy needs a per-container allocation (max is not linear; `r or u` keeps both since
+    only the request has a `resource` label); the other policies, and GPUs always, are linear in the
+    request and usage sums, so their allocation is derived from those rows (`integrate`). Resources in `records`
+    read their usage from kube-prometheus' records, within the namespace matcher `scope`."""
+    ksm_res = selector(matcher("resource", "|".join(KSM_RESOURCE[r] for r in resources), "=~"), q.k)
+    requests = (f"max by (namespace, pod, container, resource) "
+                f"(kube_pod_container_resource_requests{ksm_res}{q._at})")
+    parts = [_tag(f"sum by (namespace, pod, resource) ({requests})", part="request")]
+    for res in resources:
+        if res == "gpu":
+            continue
+        use = recorded_usage(q, res, scope) if res in records else q.usage(res)
+        parts.append(_tag(f"sum by (namespace, pod) ({use})", part="usage", resource=KSM_RESOURCE[res]))
+        if q.policy == "max":
+            # max is idempotent, so duplicate series (two kube-state-metrics replicas) need no dedupe here.
+            req = f"kube_pod_container_resource_requests{selector(matcher('resource', KSM_RESOURCE[res]), q.k)}{q._at}"
+            raw_use = use if res in records or q.cadvisor_bridge else _raw_usage(q, res)
+            alloc = f"max by (namespace, pod, container) ({req} or {raw_use})"
+            parts.append(_tag(f"sum by (namespace, pod) ({alloc})", part="allocated", resource=KSM_RESOURCE[res]))
+    tagged = " or ".join(parts)
+    by = "namespace, node, pod, resource, part" if by_pod else "namespace, node, resource, part"
+    expr = f"sum by ({by}) (({tagged}) * on (namespace, pod) group_left (node) {q.placement()})"
+    if capacity:
+        cap = f"max by (node, resource) (kube_node_status_capacity{ksm_res}{q._at} > -Inf < +Inf)"
+        expr = f"{expr} or {_tag(cap, part='capacity')}"
+    return f"({expr})[{span - q.step // 2}s:{format_duration(q.step)}]"
+
+
+# kube-prometheus records per-container usage with the node joined in (its k8s.rules group); reading them
+# saves the rate over raw counters. CPU only when the exporter's usage rate window is the rules' 5m.
+KUBE_PROMETHEUS_USAGE = {
+    "cpu": ("node_namespace_pod_container:container_cpu_usage_seconds_total:sum_rate5m", "5m"),
+    "memory": ("node_namespace_pod_container:container_memory_working_set_bytes", None),
+}
+RULE_SAMPLE_RANGE = 60  # seconds: a step reads a rule sample at most this old (or one step, if longer)
+
+
+def records_probe(q: Queries, first: int, last: int) -> str:
+    """A row per usable record present at both the first and the last step of a chunk."""
+    parts = []
+    for res, (record, window) in KUBE_PROMETHEUS_USAGE.items():
+        if window is None or window == q.rate_window:
+            sel = f"{record}{selector(CONTAINER_MATCHERS, q.cluster)}"
+            parts.append(_tag(f"count({sel} @ {first}) and count({sel} @ {last})", resource=res))
+    return " or ".join(parts)
+
+
+def recorded_usage(q: Queries, resource: str, scope: str = "") -> str:
+    """Per-container usage read from a record: the one rule sample within the last minute (or step), not
+    the bare series, so that a finished container does not live on for the lookback."""
+    sel = selector(CONTAINER_MATCHERS, q.cluster, scope)
+    span = max(q.step, RULE_SAMPLE_RANGE) * 1000 - 1
+    return (f"max by (namespace, pod, container) "
+            f"(last_over_time({KUBE_PROMETHEUS_USAGE[resource][0]}{sel}[{span}ms]))")
+
+
+def integrate(series: Iterable[Series], policy: str, weight: float, into: StepTotals) -> None:
+    """Add one sub-window's per-step rows (finite samples only: the client leaves the others out and
+    reports them) to `into`, as the former server-side integrals computed them:
+
+    * requested/used: the sum of each row's steps;
+    * allocated: per step, `alloc * min(1, capacity / node total)` where the node's total allocation is
+      above 0 and its capacity known."""
+    cap: dict[tuple[str, str], dict[float, float]] = {}
+    req: dict[RowKey, list[tuple[float, float]]] = {}
+    use: dict[RowKey, list[tuple[float, float]]] = {}
+    alloc: dict[RowKey, list[tuple[float, float]]] = {}
+    for labels, samples in series:
+        res = RESOURCE_FROM_KSM.get(labels.get("resource", ""), "")
+        part = labels.get("part", "")
+        if not res:
+            continue
+        if part == "capacity":
+            cap[(labels.get("node", ""), res)] = dict(samples)
+            continue
+        key = RowKey(labels.get("namespace", ""), labels.get("node", ""), labels.get("pod"), res)
+        {"request": req, "usage": use, "allocated": alloc}.get(part, {})[key] = samples
+    for rows, out, wanted in ((req, into.requested, REQUESTED), (use, into.used, REQUESTED)):
+        for key, samples in rows.items():
+            if samples and key.resource in wanted:
+                out[key] = out.get(key, 0.0) + sum(v for _t, v in samples)
+    if policy == "max":
+        alloc.update((k, v) for k, v in req.items() if k.resource == "gpu")
+    else:
+        alloc = derived_allocation(req, use, policy, weight)
+    totals: dict[tuple[str, str], dict[float, float]] = {}
+    for key, samples in alloc.items():
+        node_total = totals.setdefault((key.node, key.resource), {})
+        for t, v in samples:
+            node_total[t] = node_total.get(t, 0.0) + v
+    for key, samples in alloc.items():
+        capacity, node_total = cap.get((key.node, key.resource), {}), totals[(key.node, key.resource)]
+        acc, counted = 0.0, False
+        for t, v in samples:
+            c, total = capacity.get(t), node_total[t]
+            if c is None or not total > 0:
+                continue
+            acc += v * min(c / total, 1.0)
+            counted = True
+        if counted:
+            into.allocated[key] = into.allocated.get(key, 0.0) + acc
+
+
+def derived_allocation(req: dict[RowKey, list[tuple[float, float]]], use: dict[RowKey, list[tuple[float, float]]],
+                       policy: str, weight: float) -> dict[RowKey, list[tuple[float, float]]]:
+    """The allocation rows of the linear policies, per step: requests, usage, or w * request + (1 - w) *
+    usage where a container had either (a container with only one contributes that one, as in PromQL's
+    `sum` over the tagged pair). GPUs are always allocated by request."""
+    out = {k: v for k, v in req.items() if k.resource == "gpu" or policy == "request"}
+    if policy == "usage":
+        out.update((k, v) for k, v in use.items() if k.resource != "gpu")
+    elif policy == "weighted":
+        for key in set(req) | set(use):
+            if key.resource == "gpu":
+                continue
+            steps: dict[float, float] = {}
+            for t, v in req.get(key, ()):
+                steps[t] = steps.get(t, 0.0) + weight * v
+            for t, v in use.get(key, ()):
+                steps[t] = steps.get(t, 0.0) + (1 - weight) * v
+            out[key] = sorted(steps.items())
+    return out
+
+
+class StepFetcher:
+    """Fetches a chunk's per-step rows in sub-windows of bounded size and integrates them."""
+
+    def __init__(self, client: PrometheusClient, policy: str, weight: float) -> None:
+        self.client, self.policy, self.weight = client, policy, weight
+        self.series_seen = 0  # the series count of the last answer: sizes the next sub-windows
+        self.usage_sources: Counter[str] = Counter()  # per chunk and resource: "kube-prometheus" or "raw"
+
+    def totals(self, q: Queries, start: int, end: int, split: list[str], pods: int = 0) -> StepTotals:
+        """Sums over the steps of (start, end]; namespaces in `split` get per-pod rows, from a second
+        query over those namespaces only (every container is still evaluated once per step). The first
+        sub-window is sized from `pods` (rows per step are at most 3 per pod: request, usage, allocation)
+        until an answer tells the real series count."""
+        step, out = q.step, StepTotals()
+        main, not_split = q, none_of("namespace", split) if split else ""
+        if split:
+            main = copy.copy(q)  # narrowed to the namespaces not split
+            main.k, main.c = join_matchers(q.k, not_split), join_matchers(q.c, not_split)
+        records = self.kube_prometheus_usage(q, start, end)
+        steps = max(1, (end - start) // step)
+        expected = self.series_seen or 3 * pods
+        per_query = max(1, min(steps, SAMPLE_BUDGET // expected)) if expected else 1
+        at = start
+        while at < end:
+            span = min(per_query * step, end - at)
+            at += span
+            seen = 0
+            # Two queries per sub-window, CPU and memory+GPU, so that a bad answer for one resource's
+            # series (NaN, Inf) costs only that resource, as when each had its own query.
+            for resources in RESOURCE_GROUPS:
+                expr = step_query(main, span, resources, records=records, scope=not_split)
+                series = self.client.query_range_raw(expr, float(at))
+                if split:
+                    scoped = step_query(q.scoped(split), span, resources, by_pod=True, capacity=False,
+                                        records=records, scope=one_of("namespace", split))
+                    series += self.client.query_range_raw(scoped, float(at))
+                seen += len(series)
+                integrate(series, self.policy, self.weight, out)
+            self.series_seen = max(seen // len(RESOURCE_GROUPS), 1)
+            per_query = max(1, min(steps, SAMPLE_BUDGET // self.series_seen))
+        return out
+
+    def kube_prometheus_usage(self, q: Queries, start: int, end: int) -> frozenset[str]:
+        """The resources whose usage kube-prometheus' records give, present at the chunk's first and last
+        step (never across a bridged gap, whose usage is read around it)."""
+        probe = records_probe(q, start + q.step, end) if q.cadvisor_bridge is None else ""
+        rows = self.client.query(probe, float(end)) if probe else []
+        found = frozenset(lb.get("resource", "") for lb, _ in rows)
+        for res in ("cpu", "memory"):
+            self.usage_sources[f"{res}:{'kube-prometheus' if res in found else 'raw'}"] += 1
+        return found

@@ -1,0 +1,126 @@
+"""The one-pass raw path (exporter/sources/allocsteps.py): the client-side overflow scale and integration, worked
+by hand, and the per-container NaN check that now runs only when an answer held a non-finite value."""
+
+from __future__ import annotations
+
+import io
+import re
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from demo.localprom import PrometheusServer, find_binary
+from demo.synthetic import write_openmetrics
+from exporter.sources.allocsteps import RowKey, StepTotals, integrate
+
+from .conftest import aligned_past
+from .scenarios import WINDOW_SECONDS, core_cluster
+from .test_allocate_core import EXPECTED, NODES_TOTAL, REL, window_arg
+from .test_non_finite import allocate, write_config
+
+Samples = list[tuple[float, float]]
+
+
+def row(part: str, ns: str, res: str, samples: Samples, node: str = "n1") -> tuple[dict[str, str], Samples]:
+    return {"part": part, "namespace": ns, "node": node, "resource": res}, samples
+
+
+def test_an_overflowing_node_is_scaled_per_step_from_the_same_rows() -> None:
+    series = [
+        # n1 has 4 cores at steps 1-2 and no capacity sample at step 3.
+        ({"part": "capacity", "node": "n1", "resource": "cpu"}, [(1.0, 4.0), (2.0, 4.0)]),
+        row("allocated", "a", "cpu", [(1.0, 3.0), (2.0, 1.0), (3.0, 1.0)]),
+        row("allocated", "b", "cpu", [(1.0, 3.0), (2.0, 2.0), (3.0, 1.0)]),
+        row("request", "a", "cpu", [(1.0, 1.0), (2.0, 1.0), (3.0, 1.0)]),
+        row("usage", "b", "cpu", [(1.0, 3.0), (2.0, 2.0)]),
+    ]
+    out = StepTotals()
+    integrate(series, "max", 0.7, out)
+    # Step 1: 3 + 3 = 6 > 4 cores, each scaled by 4/6 to 2. Step 2: 1 + 2 = 3 <= 4, unscaled.
+    # Step 3: no capacity, not counted.
+    assert out.allocated[RowKey("a", "n1", None, "cpu")] == pytest.approx(2 + 1, rel=REL)
+    assert out.allocated[RowKey("b", "n1", None, "cpu")] == pytest.approx(2 + 2, rel=REL)
+    assert out.requested == {RowKey("a", "n1", None, "cpu"): 3.0}  # every step of the row
+    assert out.used == {RowKey("b", "n1", None, "cpu"): 5.0}
+
+
+def test_linear_policies_derive_the_allocation_from_request_and_usage_rows() -> None:
+    series = [
+        ({"part": "capacity", "node": "n1", "resource": "cpu"}, [(1.0, 8.0), (2.0, 8.0)]),
+        ({"part": "capacity", "node": "n1", "resource": "nvidia_com_gpu"}, [(1.0, 4.0), (2.0, 4.0)]),
+        row("request", "a", "cpu", [(1.0, 1.0), (2.0, 1.0)]),
+        row("usage", "a", "cpu", [(1.0, 0.5)]),  # no usage sample at step 2 (a BestEffort gap)
+        row("request", "a", "nvidia_com_gpu", [(1.0, 1.0), (2.0, 1.0)]),
+    ]
+    for policy, cpu in (("request", 2.0), ("usage", 0.5), ("weighted", (0.7 * 1 + 0.3 * 0.5) + 0.7 * 1)):
+        out = StepTotals()
+        integrate(series, policy, 0.7, out)
+        assert out.allocated[RowKey("a", "n1", None, "cpu")] == pytest.approx(cpu, rel=REL), policy
+        assert out.allocated[RowKey("a", "n1", None, "gpu")] == pytest.approx(2.0, rel=REL)  # GPUs: requests
+
+
+def test_a_nan_request_sample_is_named_and_costs_only_its_pod(tmp_path: Path) -> None:
+    """A real NaN request in the TSDB (team-b's batch CPU request at minute 10): its pod's row is left out
+    of that step, a warning names the series, and every other namespace keeps its hand-worked amount."""
+    t0 = aligned_past()
+    history = io.StringIO()
+    write_openmetrics(core_cluster(t0), t0 - 1800, t0 + WINDOW_SECONDS + 600, 60, history)
+    text, n = re.subn(rf'^(kube_pod_container_resource_requests{{[^}}]*namespace="team-b",pod="batch"[^}}]*'
+                      rf'resource="cpu"[^}}]*}}) [^ ]+ {t0 + 600}$', rf"\1 NaN {t0 + 600}", history.getvalue(),
+                      flags=re.M)
+    assert n == 1
+    om, data_dir = tmp_path / "nan.om", tmp_path / "data"
+    om.write_text(text)
+    subprocess.run([find_binary("promtool"), "tsdb", "create-blocks-from", "openmetrics", str(om), str(data_dir)],
+                   check=True, capture_output=True)
+    with PrometheusServer(data_dir) as prom:
+        data, stderr = allocate(write_config(tmp_path, prom.url), window_arg(t0))
+    assert ('kube_pod_container_resource_requests{container="job", namespace="team-b", pod="batch", resource="cpu"}'
+            " was NaN or Inf at 1 step(s)") in stderr, stderr
+    for ns in ("team-a", "team-c", "team-d", "kube-system"):
+        assert data[ns]["totalCost"] == pytest.approx(sum(EXPECTED[ns].values()), rel=REL), ns
+    assert sum(v["totalCost"] for v in data.values()) == pytest.approx(NODES_TOTAL, rel=REL)  # conservation
+
+
+def test_a_query_caught_by_a_closing_prometheus_is_retried(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Prometheus shutting down answers an in-flight query HTTP 422 "block is closing" (seen in
+    tests/faults/test_restart.py with the longer one-pass queries): a restart's fault, so retried."""
+    import json
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from demo.localprom import free_port
+    from exporter.config.schema import parse_config
+    from exporter.sources import prometheus as promclient
+
+    answers = [(422, {"status": "error", "errorType": "execution",
+                      "error": "open querier for block 01M8: open index reader: block is closing"}),
+               (200, {"status": "success", "data": {"resultType": "vector",
+                                                    "result": [{"metric": {"node": "n1"}, "value": [1, "4"]}]}})]
+
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, format: str, *args: object) -> None:
+            pass
+
+        def do_POST(self) -> None:
+            self.rfile.read(int(self.headers.get("Content-Length", 0)))
+            code, body = answers.pop(0)
+            raw = json.dumps(body).encode()
+            self.send_response(code)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(raw)))
+            self.end_headers()
+            self.wfile.write(raw)
+
+    port = free_port()
+    server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    monkeypatch.setattr(promclient, "RETRY_BACKOFF_SECONDS", 0.01)
+    try:
+        cfg = parse_config({"prometheus": {"url": f"http://127.0.0.1:{port}", "retries": 1}})
+        assert promclient.PrometheusClient(cfg.prometheus).query("up", 1.0) == [({"node": "n1"}, 4.0)]
+        assert answers == []
+    finally:
+        server.shutdown()
+        server.server_close()
