@@ -101,7 +101,16 @@ def step_query(q: Queries, span: int, resources: tuple[str, ...], by_pod: bool =
     if capacity:
         cap = f"max by (node, resource) (kube_node_status_capacity{ksm_res}{q._at} > -Inf < +Inf)"
         expr = f"{expr} or {_tag(cap, part='capacity')}"
-    return f"({expr})[{span - q.step // 2}s:{format_duration(q.step)}]"
+    # The full span: both ends are on the step grid, where Prometheus and VictoriaMetrics agree (VM steps a
+    # subquery from `at - range`, so a range off the grid would shift every point); `in_span` drops the
+    # start point, which belongs to the previous sub-window.
+    return f"({expr})[{span}s:{format_duration(q.step)}]"
+
+
+def in_span(series: list[tuple[Labels, list[tuple[float, float]]]], at: int, span: int
+            ) -> list[tuple[Labels, list[tuple[float, float]]]]:
+    """The points of (at - span, at]."""
+    return [(lb, [(t, v) for t, v in points if t > at - span]) for lb, points in series]
 
 
 # kube-prometheus records per-container usage with the node joined in (its k8s.rules group); reading them
@@ -231,11 +240,11 @@ class StepFetcher:
             # series (NaN, Inf) costs only that resource, as when each had its own query.
             for resources in RESOURCE_GROUPS:
                 expr = step_query(main, span, resources, records=records, scope=not_split)
-                series = self.client.query_range_raw(expr, float(at))
+                series = in_span(self.client.query_range_raw(expr, float(at)), at, span)
                 if split:
                     scoped = step_query(q.scoped(split), span, resources, by_pod=True, capacity=False,
                                         records=records, scope=one_of("namespace", split))
-                    series += self.client.query_range_raw(scoped, float(at))
+                    series += in_span(self.client.query_range_raw(scoped, float(at)), at, span)
                 seen += len(series)
                 integrate(series, self.policy, self.weight, out)
             self.series_seen = max(seen // len(RESOURCE_GROUPS), 1)
