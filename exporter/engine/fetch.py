@@ -1,0 +1,276 @@
+"""The fetch stage of the pipeline: what one window's queries return, as plain rows.
+
+Metadata (owner labels, workloads), node facts (capacity, prices, GPUs), assets (volumes, load
+balancers, network) and the usage integrals, on recorded or raw series. `Pipeline` adds planning,
+pricing, costing and sharing on top; its state (config, client, queries) is declared here.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import Counter
+from typing import TYPE_CHECKING
+
+from exporter.config.schema import Config
+from exporter.core.allocation import ChunkUsage, UsageKey
+from exporter.core.assets import AssetCost, Service, Volume, price_load_balancers, price_network, price_volumes
+from exporter.core.attribution import BUDGET_PREFIX, Metadata, Owners
+from exporter.core.errors import DataError
+from exporter.core.finite import NonFinite
+from exporter.core.pricing import NodeFacts, ksm_label
+from exporter.core.window import Window, iso
+from exporter.core.workloads import resolve as resolve_workloads
+from exporter.engine.gpufetch import gpu_held, with_gpus
+from exporter.engine.warnlog import WarningLog
+from exporter.sources.allocsteps import RowKey, StepFetcher
+from exporter.sources.prometheus import PrometheusClient
+from exporter.sources.queries import RESOURCE_FROM_KSM, Queries
+
+log = logging.getLogger(__name__)
+
+if TYPE_CHECKING:
+    from exporter.core.gpuprices import ShippedGpuPrices
+
+
+class Fetch:
+    """The queries of one window, and the warnings they give."""
+
+    cfg: Config
+    client: PrometheusClient
+    queries: Queries
+    step: int
+    warnings: WarningLog
+    steps: StepFetcher
+    sources: Counter[str]
+    min_recorded_steps: int
+    non_finite_answers: int
+    shipped_gpu: ShippedGpuPrices | None
+    _lock: threading.Lock
+    _dcgm_seen: tuple[float, bool] | None
+
+    @property
+    def attribution_keys(self) -> list[str]:
+        return list(self.cfg.attribution.labels.values())
+
+    def prometheus_metadata(self, w: Window, q: Queries | None = None) -> Metadata:
+        """Pod and namespace labels from kube-state-metrics (needs its --metric-labels-allowlist)."""
+        at, span, queries = float(w.end), w.seconds, q or self.queries
+        back = {ksm_label(k): k for k in [*self.attribution_keys, *self.cfg.sharing.shareLabels]}
+
+        def k8s(labels: dict[str, str]) -> dict[str, str]:
+            return {back[k]: v for k, v in labels.items() if k in back and v}
+
+        namespaces = {lb["namespace"]: k8s(lb) for lb, _ in self.client.query(queries.namespace_labels(span), at)
+                      if "namespace" in lb}
+        pods = {(lb["namespace"], lb["pod"]): k8s(lb)
+                for lb, _ in self.client.query(queries.pod_labels(sorted(back), span), at)}
+        counts = {lb["namespace"]: int(v) for lb, v in self.client.query(queries.pod_counts(span), at)}
+        wanted = {"annotation_" + ksm_label(BUDGET_PREFIX + s)[6:]: BUDGET_PREFIX + s
+                  for s in ("daily", "weekly", "monthly", "notify")}
+        notes = {}
+        for lb, _ in self.client.query(queries.namespace_annotations(span), at):
+            found = {wanted[k]: v for k, v in lb.items() if k in wanted and v}
+            if found and "namespace" in lb:
+                notes[lb["namespace"]] = found
+        return Metadata("prometheus", namespaces, pods, counts, annotations=notes)
+
+    def workloads(self, w: Window) -> dict[tuple[str, str], str]:
+        """Each pod's top controller over `w` (workloads.resolve), from kube-state-metrics' owner series."""
+        at, span, q = float(w.end), w.seconds, self.queries
+
+        def owners(metric: str, label: str) -> dict[tuple[str, str], tuple[str, str]]:
+            return {(lb.get("namespace", ""), lb.get(label, "")): (lb.get("owner_kind", ""), lb.get("owner_name", ""))
+                    for lb, _ in self.client.query(q.owners(metric, label, span), at)}
+
+        pods = owners("kube_pod_owner", "pod")
+        if not pods:
+            log.info("no kube_pod_owner series: workload names are guessed from pod names")
+            return {}
+        return resolve_workloads(pods, owners("kube_replicaset_owner", "replicaset"),
+                                 owners("kube_job_owner", "job_name"))
+
+    def node_facts(self, w: Window, meta: Metadata | None = None, queries: Queries | None = None
+                   ) -> tuple[dict[tuple[str, str], float], dict[str, NodeFacts]]:
+        """Capacity integrals per (node, resource) and what is known about each node, for one window.
+
+        Node labels come from kube_node_labels, overlaid by the Kubernetes API's when it is the source.
+        """
+        q, at, span, step = queries or self.queries, float(w.end), w.seconds, self.step
+        avg = self.client.query(q.capacity_stats("avg_over_time", span), at)
+        count = self.client.query(q.capacity_stats("count_over_time", span), at)
+        if not avg:
+            raise DataError(
+                f"no node capacity in Prometheus for {iso(w.start)}..{iso(w.end)}: "
+                "kube_node_status_capacity is missing (is kube-state-metrics scraped?)"
+            )
+        steps = {(lb["node"], lb["resource"]): v for lb, v in count}
+        capacity: dict[tuple[str, str], float] = {}
+        per_node: dict[str, dict[str, float]] = {}
+        for lb, v in avg:
+            res = RESOURCE_FROM_KSM.get(lb["resource"])
+            if res:
+                per_node.setdefault(lb["node"], {})[res] = v
+                if n := steps.get((lb["node"], lb["resource"])):  # none left out as non-finite
+                    capacity[(lb["node"], res)] = v * n * step
+
+        labels = {lb.get("node", ""): lb for lb, _ in self.client.query(q.node_labels(span), at)}
+        opencost: dict[str, dict[str, float]] = {}
+        for lb, v in self.client.query(q.opencost_prices(span), at):
+            opencost.setdefault(lb.get("node", ""), {})[lb["price"]] = v
+        nodes = {
+            name: NodeFacts(
+                name=name,
+                cores=caps.get("cpu", 0.0),
+                ram_bytes=caps.get("memory", 0.0),
+                gpus=caps.get("gpu", 0.0),
+                labels={**{k: v for k, v in labels.get(name, {}).items() if k.startswith("label_")},
+                        **{ksm_label(k): v for k, v in (meta.nodes.get(name, {}) if meta else {}).items()}},
+                opencost=opencost.get(name, {}),
+            )
+            for name, caps in per_node.items()
+        }
+        # GPUs are physical devices from here on (exporter/core/gpu.py): models, counts and prices.
+        nodes = with_gpus(self.client, q, w, step, nodes, capacity, self.cfg.gpu, self.shipped_gpu)
+        return capacity, nodes
+
+    def fetch_assets(self, w: Window, queries: Queries | None = None) -> list[AssetCost]:
+        """Persistent volumes, LoadBalancer Services and network egress for one window, priced."""
+        q, at, span, step, p = queries or self.queries, float(w.end), w.seconds, self.step, self.cfg.pricing
+
+        def by(expr: str, *keys: str) -> dict[tuple[str, ...], float]:
+            return {tuple(lb.get(k, "") for k in keys): v for lb, v in self.client.query(expr, at)}
+
+        classes = {k[0]: k[1] for k in by(q.pv_info(span), "persistentvolume", "storageclass")}
+        claims = {k[0]: k[1] for k in by(q.pv_claims(span), "persistentvolume", "claim_namespace")}
+        pv_price = {k[0]: v for k, v in by(q.pv_prices(span), "persistentvolume").items()}
+        volumes = [Volume(pv, v * step, classes.get(pv, ""), claims.get(pv) or None, pv_price.get(pv))
+                   for (pv,), v in by(q.pv_capacity_integral(span), "persistentvolume").items()]
+        lb_price = by(q.lb_prices(span), "namespace", "service_name")
+        services = [Service(ns, svc, v * step, lb_price.get((ns, svc)))
+                    for (ns, svc), v in by(q.lb_presence(span), "namespace", "service").items()]
+        classified: dict[tuple[str, str], float] = {}
+        for (ns, internet, same_region, same_zone), v in by(
+                q.egress_classified(span), "namespace", "internet", "same_region", "same_zone").items():
+            klass = ("internet" if internet == "true" else "region" if same_region == "false"
+                     else "zone" if same_zone == "false" else "free")
+            classified[(ns, klass)] = classified.get((ns, klass), 0.0) + v * step
+        transmitted = {k[0]: v * step for k, v in by(q.transmitted(span), "namespace").items()}
+        month = self.cfg.sharing.hoursPerMonth
+        return [*price_volumes(volumes, p.storage, month), *price_load_balancers(services, p.loadBalancer.hourly),
+                *price_network(classified, transmitted, p.network, w.seconds, month)]
+
+    def fetch(self, w: Window, owners: Owners, meta: Metadata | None = None, queries: Queries | None = None,
+              recorded: bool = True) -> ChunkUsage:
+        q, at, span = queries or self.queries, float(w.end), w.seconds
+        step = self.step
+        split = sorted(owners.split)
+
+        def integral(expr: str, with_resource: str | None = None, per_pod: bool = False) -> dict[UsageKey, float]:
+            out: dict[UsageKey, float] = {}
+            for labels, value in self.client.query(expr, at):
+                res = with_resource or RESOURCE_FROM_KSM.get(labels.get("resource", ""), "")
+                ns = labels.get("namespace", "")
+                if not res or (not per_pod and ns in owners.split):
+                    continue
+                key = (ns, labels.get("node", ""), owners.of(ns, labels.get("pod")), res)
+                out[key] = out.get(key, 0.0) + value * step
+            return out
+
+        capacity, nodes = self.node_facts(w, meta, q)
+        # A split namespace needs per-pod rows, which only raw series have; mixing their phase with the
+        # recorded rows of the same nodes could over-fill a node at a step. Such chunks read raw.
+        rec = self.recorded_covers(w, split=bool(split) or not recorded)
+        answered_non_finite = self.non_finite_answers
+        if rec:
+            allocated: dict[UsageKey, float] = {}
+            for res in ("cpu", "memory"):
+                allocated.update(integral(q.recorded_allocated_integral(res, span), res))
+            requested = integral(q.recorded_requested_integral(span))
+            used = integral(q.recorded_used_integral("cpu", span), "cpu")
+            used.update(integral(q.recorded_used_integral("memory", span), "memory"))
+        else:  # one pass over the raw series (exporter/sources/allocsteps.py)
+            pods = sum(meta.pod_counts.values()) if meta else 0
+            totals = self.steps.totals(q, w.start, w.end, split, pods)
+            allocated, requested, used = (
+                self._unit_seconds(rows, owners) for rows in (totals.allocated, totals.requested, totals.used))
+            allocated = {k: v for k, v in allocated.items() if k[3] != "gpu"}  # GPUs: physical shares, below
+        # GPUs: what each container holds of physical devices (MIG slices, replicas, HAMi fractions).
+        held, notes = gpu_held(self.client, q, w, step, nodes, capacity, self.cfg.gpu)
+        for kind, note in notes:
+            self._warn(note, kind)
+        for h in held:
+            key = (h.namespace, h.node, owners.of(h.namespace, h.pod if h.namespace in owners.split else None), "gpu")
+            allocated[key] = allocated.get(key, 0.0) + h.device_seconds
+        used.update(self.gpu_usage(w, q, owners))
+        # A NaN or Inf request makes its pod's request row non-finite in the one-pass answer, so the
+        # per-container check (as costly as a selector pass) runs only when an answer had one.
+        self.check_inputs(w, requests=not rec and self.non_finite_answers != answered_non_finite)
+        # A (node, resource) with no finite capacity (left out as NaN/Inf) is not covered: nothing on it
+        # is costed, so no cost appears without the node cost it comes out of.
+        allocated = {k: v for k, v in allocated.items() if (k[1], k[3]) in capacity}
+        if not used and self.cfg.allocation.policy != "request":
+            self._warn(f"no cAdvisor usage series for {iso(w.start)}..{iso(w.end)}; costing requests only", "no_usage")
+        return ChunkUsage(w.start, w.end, allocated, requested, used, capacity, nodes, held)
+
+    def gpu_usage(self, w: Window, q: Queries, owners: Owners) -> dict[UsageKey, float]:
+        """dcgm-exporter's busy and observed GPU-seconds and framebuffer byte-seconds per (namespace, node)
+        (per pod in split namespaces); nothing, at the cost of one index lookup an hour, without it."""
+        now = time.monotonic()
+        if self._dcgm_seen is None or (not self._dcgm_seen[1] and now - self._dcgm_seen[0] > 3600):
+            self._dcgm_seen = (now, self.client.series_exist(q.dcgm_series()))
+        out: dict[UsageKey, float] = {}
+        if not self._dcgm_seen[1]:
+            return out
+        split = sorted(owners.split)
+        for pods_in in (None, split) if split else (None,):
+            for lb, v in self.client.query(q.gpu_usage_integral(w.seconds, pods_in), float(w.end)):
+                ns = lb.get("namespace", "")
+                if (pods_in is None) == (ns in owners.split):
+                    continue  # split namespaces come from the per-pod rows only
+                key = (ns, lb.get("node", ""), owners.of(ns, lb.get("pod")), lb.get("kind", ""))
+                out[key] = out.get(key, 0.0) + v * self.step
+        return out
+
+    def _unit_seconds(self, rows: dict[RowKey, float], owners: Owners) -> dict[UsageKey, float]:
+        """Step sums keyed by (namespace, node, owner, resource), in unit-seconds."""
+        out: dict[UsageKey, float] = {}
+        for k, v in rows.items():
+            key = (k.namespace, k.node, owners.of(k.namespace, k.pod), k.resource)
+            out[key] = out.get(key, 0.0) + v * self.step
+        return out
+
+    def recorded_covers(self, w: Window, split: bool = False) -> bool:
+        """True when the mixin's allocation rules ran at every step of `w`, under this config's policy.
+
+        A missed evaluation would leave a step with no allocation (all idle), so that chunk reads raw
+        series instead. So do chunks of a few steps (serve's cycles), where raw is cheap, and chunks
+        with a namespace split between owners."""
+        covered = False
+        steps = w.seconds // self.step
+        if self.cfg.allocation.recordedRules != "off" and steps >= self.min_recorded_steps and not split:
+            rows = self.client.query(self.queries.recorded_coverage(w.seconds), float(w.end))
+            covered = bool(rows) and rows[0][1] >= steps
+        with self._lock:
+            self.sources["recorded" if covered else "raw"] += 1
+        return covered
+
+    def check_inputs(self, w: Window, requests: bool) -> None:
+        """Warn about input samples that were NaN or Inf: the integrals leave those steps out, so a node's
+        capacity there is not covered (nothing on it is costed) and a request there counts as absent.
+        Raw requests are checked only where the chunk reads them: on the recorded path it would cost a
+        per-container pass the recorded series exist to avoid."""
+        for lb, n in self.client.query(self.queries.non_finite_inputs(w.seconds, requests), float(w.end)):
+            series = ", ".join(f'{k}="{v}"' for k, v in sorted(lb.items()) if k != "metric")
+            self._warn(f"{lb.get('metric')}{{{series}}} was NaN or Inf at {int(n)} step(s) of {iso(w.start)}.."
+                       f"{iso(w.end)}: those steps are left out", "non_finite")
+
+    def _warn(self, text: str, kind: str = "other") -> None:
+        """Counted per kind; logged as the WarningLog decides (each message once, or a kind hourly)."""
+        self.warnings.warn(kind, text)
+
+    def _non_finite(self, dropped: NonFinite) -> None:
+        with self._lock:
+            self.non_finite_answers += 1
+        self._warn(dropped.describe(), "non_finite")
