@@ -180,11 +180,14 @@ Grafana dashboards   dashboards/generated/*.json: in Grafana, Dashboards > New >
 Try:  .venv/bin/chargeback allocate --config {cfg_path} --window today
 Ctrl-C stops everything.""", flush=True)
 
-    stop = threading.Event()
-    signal.signal(signal.SIGINT, lambda *_: stop.set())
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    # A plain flag: a handler calling Event.set() deadlocks when a second signal (make forwarding a TERM,
+    # then Ctrl-C) arrives while the first is inside it, holding the Event's lock.
+    stop: list[int] = []
+    signal.signal(signal.SIGINT, lambda signum, _frame: stop.append(signum))
+    signal.signal(signal.SIGTERM, lambda signum, _frame: stop.append(signum))
     try:
-        while not stop.wait(1):
+        while not stop:
+            time.sleep(1)
             if exporter.poll() is not None:
                 print(f"exporter exited with {exporter.returncode}; see {root / 'serve.log'}", file=sys.stderr)
                 break
