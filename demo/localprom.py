@@ -78,6 +78,33 @@ def backfill_rules(prom: PrometheusServer, rules_file: Path, start: int, end: in
     prom.start()
 
 
+def wait_ready(proc: subprocess.Popen[bytes] | None, url: str, name: str, log_path: Path, timeout: float,
+               interval: float) -> None:
+    """Until `url` answers 200; a server that exits or stays unready raises with the tail of its log."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"{name} exited: {log_path.read_text()[-800:]}")
+        try:
+            if requests.get(url, timeout=2).status_code == 200:
+                return
+        except requests.RequestException:
+            pass
+        time.sleep(interval)
+    raise RuntimeError(f"{name} not ready after {timeout}s: {log_path.read_text()[-800:]}")
+
+
+def stop_process(proc: subprocess.Popen[bytes] | None) -> None:
+    """TERM, then KILL after 20 s."""
+    if proc and proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
 class PrometheusServer:
     """Start `prometheus` on a free loopback port; stop it on exit."""
 
@@ -153,26 +180,10 @@ class PrometheusServer:
         return self
 
     def wait_ready(self, timeout: float = 60) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc is not None and self.proc.poll() is not None:
-                raise RuntimeError(f"prometheus exited: {self.log_path.read_text()[-800:]}")
-            try:
-                if requests.get(f"{self.url}/-/ready", timeout=2).status_code == 200:
-                    return
-            except requests.RequestException:
-                pass
-            time.sleep(0.2)
-        raise RuntimeError(f"prometheus not ready after {timeout}s: {self.log_path.read_text()[-800:]}")
+        wait_ready(self.proc, f"{self.url}/-/ready", "prometheus", self.log_path, timeout, 0.2)
 
     def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_process(self.proc)
 
     def __enter__(self) -> PrometheusServer:
         return self.start()

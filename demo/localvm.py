@@ -11,7 +11,6 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-import time
 from collections.abc import Iterator
 from datetime import datetime, timezone
 from pathlib import Path
@@ -21,7 +20,7 @@ from typing import TypeVar
 import requests
 import yaml
 
-from demo.localprom import free_port
+from demo.localprom import free_port, stop_process, wait_ready
 from demo.synthetic import Cluster, write_openmetrics
 
 BINARIES = ("victoria-metrics", "vmagent", "vmalert")
@@ -70,26 +69,10 @@ class _Service:
         return self
 
     def wait_ready(self, timeout: float = 30) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc is not None and self.proc.poll() is not None:
-                raise RuntimeError(f"{self.name} exited: {self.log_path.read_text()[-800:]}")
-            try:
-                if requests.get(f"{self.url}{self.ready_path}", timeout=2).status_code == 200:
-                    return
-            except requests.RequestException:
-                pass
-            time.sleep(0.1)
-        raise RuntimeError(f"{self.name} not ready after {timeout}s: {self.log_path.read_text()[-800:]}")
+        wait_ready(self.proc, f"{self.url}{self.ready_path}", self.name, self.log_path, timeout, 0.1)
 
     def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_process(self.proc)
 
     def __enter__(self: S) -> S:
         return self.start()
