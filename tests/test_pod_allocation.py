@@ -35,6 +35,8 @@ from exporter.serve.server import Exporter
 
 from .conftest import aligned_past, scenario_prom
 from .test_allocate_core import REL, window_arg
+from .test_allocation_api import check as check_amounts
+from .test_allocation_api import totals
 
 PRICES = {"cpu": 0.10, "ram": 0.01}
 TOTAL, IDLE = 1.68, 0.51
@@ -87,16 +89,9 @@ def call(exporter: Exporter, t0: int, **params: str) -> dict[str, Any]:
     return exporter.allocation({"window": [window_arg(t0)], **{k: [v] for k, v in params.items()}})
 
 
-def totals(body: dict[str, Any], i: int = 0) -> dict[str, float]:
-    return {k: v["totalCost"] for k, v in body["data"][i].items()}
-
-
 def check(got: dict[str, float], expected: dict[str, float], total: float | None = TOTAL) -> None:
-    assert set(got) == set(expected)
-    for k, v in expected.items():
-        assert got[k] == pytest.approx(v, rel=REL, abs=1e-12), k
-    if total is not None:
-        assert sum(got.values()) == pytest.approx(total, rel=REL)  # conservation
+    """test_allocation_api's check against this scenario's cluster total (conservation)."""
+    check_amounts(got, expected, total)
 
 
 @pytest.mark.parametrize("aggregate,expected", [
