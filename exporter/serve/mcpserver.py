@@ -151,11 +151,13 @@ def build_server(exporter: Exporter, admission: Admission) -> MCPServer:
 
     @server.tool(annotations=READ_ONLY, description=(
         "Cluster assets as OpenCost's /assets: nodes, disks, load balancers, network and fixed fees with their "
-        "costs over a window. aggregate: type, cluster, node or providerID (comma-separated); empty for each asset."))
+        "costs over a window. aggregate: type, cluster, node, providerID, provider, category or name "
+        "(comma-separated); empty for each asset."))
     async def assets(
             window: WindowArg = "24h",
             aggregate: Annotated[str | None, Field(description=(
-                "Comma-separated: type, cluster, node, providerID; empty for one entry per asset."))] = None,
+                "Comma-separated: type, cluster, node, providerID, provider, category, name; empty for one "
+                "entry per asset."))] = None,
             step: StepArg = None,
             accumulate: Annotated[bool | None, Field(description="Sum the step sets into one.")] = None,
             reconciled: Annotated[bool | None, Field(description=(
