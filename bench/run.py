@@ -42,6 +42,7 @@ from exporter.mixin.budgets import allocation_group_only
 from exporter.sources.prometheus import PrometheusClient
 
 SIZES = (1_000, 10_000, 100_000)
+PARTS = frozenset({"raw", "recorded", "pods"})
 # Samples every 15 minutes and a 15-minute resolution keep the 100k backfill to ~90M samples.
 INTERVAL = 900
 STEP = 900
@@ -143,22 +144,55 @@ def baseline_code(ref: str, root: Path) -> Path:
     return dest
 
 
-def run_one(containers: int, root: Path, concurrency: int = 1, baseline: Path | None = None) -> dict[str, Any]:
-    nodes = max(containers // 50, 10)
-    namespaces = max(containers // 200, 5)
+@dataclass
+class Data:
+    """A backfilled cluster: what `--reuse` finds again in `meta.json` beside the TSDB."""
+
+    containers: int
+    nodes: int
+    namespaces: int
+    start: int
+    end: int
+    samples: int
+
+
+def prepare(containers: int, work: Path, reuse: bool) -> Data:
+    """Backfill a day of the size's cluster into `work/data`, or, with `reuse`, take the one already there
+    (the 100k backfill alone takes a quarter of an hour); the rules' blocks are recorded anew each run."""
+    meta = work / "meta.json"
+    if reuse and meta.exists() and (data := Data(**json.loads(meta.read_text()))).containers == containers:
+        # The run adds the rules' blocks, and Prometheus compacts: start again from the backfill's blocks
+        # (hard links: blocks are immutable, Prometheus replaces files rather than writing into them).
+        shutil.rmtree(work / "data", ignore_errors=True)
+        shutil.copytree(work / "backfill", work / "data", copy_function=os.link)
+        print(f"[{containers}] reusing the backfill of {data.samples:,} samples in {work / 'data'}",
+              file=sys.stderr, flush=True)
+        return data
+    nodes, namespaces = max(containers // 50, 10), max(containers // 200, 5)
     end = int(time.time()) // 3600 * 3600
-    start = end - 86400
-    work = root / str(containers)
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
     t = time.monotonic()
     print(f"[{containers}] generating {containers} containers on {nodes} nodes in {namespaces} namespaces...",
           file=sys.stderr, flush=True)
     block = "24h" if containers <= 10_000 else "4h"
-    samples = backfill(bench_cluster(containers, nodes, namespaces), work / "data", start - 1800, end, INTERVAL,
-                       lean=True, block=block)
+    samples = backfill(bench_cluster(containers, nodes, namespaces), work / "data", end - 86400 - 1800, end,
+                       INTERVAL, lean=True, block=block)
     print(f"[{containers}] backfilled {samples:,} samples in {time.monotonic() - t:.0f}s", file=sys.stderr,
           flush=True)
+    data = Data(containers, nodes, namespaces, end - 86400, end, samples)
+    shutil.copytree(work / "data", work / "backfill", copy_function=os.link)
+    meta.write_text(json.dumps(data.__dict__))
+    return data
+
+
+def run_one(containers: int, root: Path, concurrency: int = 1, baseline: Path | None = None,
+            reuse: bool = False, parts: frozenset[str] = PARTS) -> dict[str, Any]:
+    work = root / str(containers)
+    data = prepare(containers, work, reuse)
+    nodes, start, end, samples = data.nodes, data.start, data.end, data.samples
+    if not parts:
+        return {}
     prom = PrometheusServer(work / "data", extra_args=["--query.lookback-delta=20m", "--query.max-samples=200000000",
                                                         "--query.timeout=30m"])
     cfg = work / "config.yaml"
@@ -180,37 +214,44 @@ def run_one(containers: int, root: Path, concurrency: int = 1, baseline: Path | 
         print(f"[{containers}] bare reference: {ref.wall_s:.1f}s wall, {ref.prometheus_s:.1f}s Prometheus",
               file=sys.stderr, flush=True)
         codes = {"new": None, **({"old": baseline} if baseline else {})}
-        for name, code in codes.items():
-            row[f"raw_{name}"] = r = allocate(cfg, day, work / f"raw-{name}.json", code)
-            log(f"allocate raw ({name})", r)
-            row[f"cycle_{name}"] = r = allocate(cfg, one_step, work / f"cycle-{name}.json", code)
-            log(f"serve cycle ({name})", r)
-        if baseline:
-            row["raw_difference"] = max_relative_difference(namespace_totals(work / "raw-new.json"),
-                                                            namespace_totals(work / "raw-old.json"))
-        rules = allocation_rules_file(cfg, work)
-        row["rules"] = rule_cost(prom.url, rules, end)
-        t = time.monotonic()
-        backfill_rules(prom, rules, start - 1800, end)
-        row["rules_backfill_s"] = time.monotonic() - t
-        for name, code in codes.items():
-            row[f"recorded_{name}"] = r = allocate(cfg, day, work / f"recorded-{name}.json", code)
-            log(f"allocate recorded ({name})", r)
-        row["cycle_recorded"] = serve_cycle(cfg, end)
-        pods_out, _err, row["pods_wall_s"], row["pods_rss_mb"], _cpu = run_child(
-            [sys.executable, "-m", "bench.podlevel", str(cfg), day, "pod"], work, "podlevel")
-        pods = json.loads(pods_out.strip().splitlines()[-1])
-        row["pods_prometheus_s"], row["pods_groups"] = pods["prometheus_seconds"], pods["groups"]
+        if "raw" in parts:
+            for name, code in codes.items():
+                row[f"raw_{name}"] = r = allocate(cfg, day, work / f"raw-{name}.json", code)
+                log(f"allocate raw ({name})", r)
+                row[f"cycle_{name}"] = r = allocate(cfg, one_step, work / f"cycle-{name}.json", code)
+                log(f"serve cycle ({name})", r)
+            if baseline:
+                row["raw_difference"] = max_relative_difference(namespace_totals(work / "raw-new.json"),
+                                                                namespace_totals(work / "raw-old.json"))
+        if "pods" in parts:  # on raw series, before the rules are recorded
+            pods_out, _err, row["pods_wall_s"], row["pods_rss_mb"], _cpu = run_child(
+                [sys.executable, "-m", "bench.podlevel", str(cfg), day, "pod"], work, "podlevel")
+            pods = json.loads(pods_out.strip().splitlines()[-1])
+            row["pods_prometheus_s"], row["pods_groups"] = pods["prometheus_seconds"], pods["groups"]
+            print(f"[{containers}] pod level: {row['pods_wall_s']:.1f}s wall, {row['pods_prometheus_s']:.1f}s "
+                  f"Prometheus, {row['pods_rss_mb']:.0f} MB", file=sys.stderr, flush=True)
+        if "recorded" in parts:
+            rules = allocation_rules_file(cfg, work)
+            row["rules"] = rule_cost(prom.url, rules, end)
+            t = time.monotonic()
+            backfill_rules(prom, rules, start - 1800, end)
+            row["rules_backfill_s"] = time.monotonic() - t
+            for name, code in codes.items():
+                row[f"recorded_{name}"] = r = allocate(cfg, day, work / f"recorded-{name}.json", code)
+                log(f"allocate recorded ({name})", r)
+            row["cycle_recorded"] = serve_cycle(cfg, end)
     return row
 
 
 def print_table(rows: list[dict[str, Any]], concurrency: int) -> None:
-    paths = [p for p in ("raw_old", "raw_new", "recorded_old", "recorded_new") if p in rows[0]]
+    """The side-by-side table for the sizes that ran both allocate paths; a line per size for the rest."""
+    full = [r for r in rows if "raw_new" in r and "recorded_new" in r]
+    paths = [p for p in ("raw_old", "raw_new", "recorded_old", "recorded_new") if full and p in full[0]]
     print(f"\n24 h window at {STEP // 60} m resolution, {CHUNK} chunks, allocation.concurrency={concurrency}. "
           "Each path: wall s, then x = its wall / the reference's wall [its Prometheus time / the reference's]")
     print(f"{'containers':>10} {'reference':>10} " + " ".join(f"{p:>24}" for p in paths)
           + f" {'raw cycle':>14} {'steady cycle':>13} {'peak RSS MB':>11} {'python %':>8}")
-    for r in rows:
+    for r in full:
         ref: Timed = r["reference"]
         cells = [f"{r[p].wall_s:7.1f} {r[p].wall_s / ref.wall_s:5.2f}x [{r[p].prometheus_s / ref.prometheus_s:5.2f}x]"
                  for p in paths]
@@ -221,7 +262,7 @@ def print_table(rows: list[dict[str, Any]], concurrency: int) -> None:
         print(f"{r['containers']:>10,} {ref.wall_s:>9.1f}s " + " ".join(f"{c:>24}" for c in cells)
               + f" {raw_cycle:>14} {steady:>13.2f} {new.peak_rss_mb:>5.0f}/{rec.peak_rss_mb:<5.0f} "
               f"{100 * new.python_share:>3.0f}/{100 * rec.python_share:.0f}")
-    for r in rows:
+    for r in full:
         print(f"{r['containers']:,} containers, {r['nodes']} nodes: "
               f"recorded chunks {r['recorded_new'].chunks_recorded}; "
               f"24 h catch-up (serve's chunks, in order) {r['recorded_new'].wall_s:.0f}s on recorded series, "
@@ -229,14 +270,17 @@ def print_table(rows: list[dict[str, Any]], concurrency: int) -> None:
               f"{r['rules'].prometheus_s:.2f}s"
               + (f"; raw namespace totals vs the baseline: max relative difference {r['raw_difference']:.1e}"
                  if "raw_difference" in r else ""))
-    print("cycles are Prometheus seconds for one step: raw = on raw series (old->new); steady = one evaluation of "
-          "the allocation rules + serve's cycle on the recorded series. peak RSS and python % (the client's own "
-          "CPU / wall) are for the raw/recorded allocate runs.")
+    if full:
+        print("cycles are Prometheus seconds for one step: raw = on raw series (old->new); steady = one evaluation "
+              "of the allocation rules + serve's cycle on the recorded series. peak RSS and python % (the client's "
+              "own CPU / wall) are for the raw/recorded allocate runs.")
     for r in rows:
-        print(f"{r['containers']:,} containers, pod level (aggregate=pod over the same 24 h through "
-              f"Exporter.allocation, {r['pods_groups']:,} groups, the response serialised): "
-              f"{r['pods_wall_s']:.1f}s wall, {r['pods_prometheus_s']:.1f}s Prometheus, "
-              f"peak RSS {r['pods_rss_mb']:.0f} MB")
+        if "pods_wall_s" in r:
+            ref = r["reference"]
+            print(f"{r['containers']:,} containers, pod level (aggregate=pod over the same 24 h through "
+                  f"Exporter.allocation, {r['pods_groups']:,} groups, the response serialised): "
+                  f"{r['pods_wall_s']:.1f}s wall {r['pods_wall_s'] / ref.wall_s:.2f}x, {r['pods_prometheus_s']:.1f}s "
+                  f"Prometheus {r['pods_prometheus_s'] / ref.prometheus_s:.2f}x, peak RSS {r['pods_rss_mb']:.0f} MB")
 
 
 def main() -> None:
@@ -245,11 +289,18 @@ def main() -> None:
     parser.add_argument("--dir", default=".bench")
     parser.add_argument("--concurrency", type=int, default=1, help="allocation.concurrency (chunks at once)")
     parser.add_argument("--baseline", metavar="REF", help="also run allocate as of this git ref, side by side")
+    parser.add_argument("--reuse", action="store_true", help="reuse each size's backfill from an earlier run")
+    parser.add_argument("--parts", default=",".join(sorted(PARTS)),
+                        help="what to measure besides the reference (empty: only backfill)")
     args = parser.parse_args()
     root = Path(args.dir).resolve()
     baseline = baseline_code(args.baseline, root) if args.baseline else None
-    rows = [run_one(int(n), root, args.concurrency, baseline) for n in args.sizes.split(",")]
-    print_table(rows, args.concurrency)
+    parts = frozenset(p for p in args.parts.split(",") if p)
+    if parts - PARTS:
+        parser.error(f"--parts takes {', '.join(sorted(PARTS))}, not {', '.join(sorted(parts - PARTS))}")
+    rows = [run_one(int(n), root, args.concurrency, baseline, args.reuse, parts) for n in args.sizes.split(",")]
+    if parts:
+        print_table([r for r in rows if r], args.concurrency)
 
 
 if __name__ == "__main__":

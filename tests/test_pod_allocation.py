@@ -207,17 +207,18 @@ def test_namespace_level_requests_read_no_container_rows(exporter: Exporter, pod
                                                          monkeypatch: pytest.MonkeyPatch) -> None:
     """Finer granularity only when asked: the namespace path sends none of the pod-level queries."""
     sent: list[str] = []
-    real = exporter.client.query
+    for name in ("query", "query_range_raw"):
+        real = getattr(exporter.client, name)
 
-    def recording(expr: str, at: float) -> Any:
-        sent.append(expr)
-        return real(expr, at)
+        def recording(expr: str, at: float, real: Any = real) -> Any:
+            sent.append(expr)
+            return real(expr, at)
 
-    monkeypatch.setattr(exporter.client, "query", recording)
+        monkeypatch.setattr(exporter.client, name, recording)
     call(exporter, pods_prom[1], aggregate="namespace,label:team", filter='node:"n1"')
     assert sent and not [e for e in sent if "node, pod, container" in e or "kube_endpoint_address" in e]
     call(exporter, pods_prom[1], aggregate="pod")
-    assert [e for e in sent if "by (namespace, node, pod, container)" in e]
+    assert [e for e in sent if "by (namespace, node, pod, container, resource, part)" in e]
 
 
 def test_namespace_batches_give_the_same_rows(exporter: Exporter, pods_prom: Any) -> None:
@@ -238,6 +239,45 @@ def test_namespace_batches_give_the_same_rows(exporter: Exporter, pods_prom: Any
     check({k: g.row.total for k, g in finish(grain.groups).items()},
           {"api-1": API_POD, "api-2": API_POD, "cache-0": 0.14, "report-x": 0.24, "bare": WORKER, "web-0": NGINX,
            "__idle__": IDLE})
+    assert result.total_cost == pytest.approx(TOTAL, rel=REL)
+
+
+# The linear policies, per container, in batches of one pod (each batch scaled by its node's whole total).
+#   request: allocation = requests; n2 has 2 cores requested of 4, no overflow: worker 0.10 + 0.02,
+#     nginx 0.10 + 0.01; idle n1 0.38 + n2 (0.40 - 0.20) + (0.16 - 0.03) = 0.71.
+#   usage: n1 containers use half their requests (app 0.5 core 1 GiB = 0.06, sidecar 0.03, redis 0.5 core
+#     2 GiB = 0.07, job 0.12); n2: worker 3.5 cores + 1 GiB = 0.36, nginx 0.5 core + 0.5 GiB = 0.055, cpu
+#     4 of 4 (scale 1); idle n1 (0.80 - 0.30) + (0.32 - 0.07) = 0.75, n2 0 + (0.16 - 0.015) = 0.145.
+#   weighted 0.7: 0.7 request + 0.3 usage; n1 0.85 x request (app 0.085 + 0.017 = 0.102, sidecar 0.051,
+#     redis 0.085 + 0.034 = 0.119, job 0.204); worker 1.75 cores 1.7 GiB = 0.192, nginx 0.85 core
+#     0.85 GiB = 0.0935; idle n1 (0.80 - 0.51) + (0.32 - 0.119) = 0.491, n2 (0.40 - 0.26) + (0.16 - 0.0255).
+@pytest.mark.parametrize("policy,per_container,idle", [
+    ("request", {"app": 0.12, "sidecar": 0.06, "redis": 0.14, "job": 0.24, "worker": 0.12, "nginx": 0.11}, 0.71),
+    ("usage", {"app": 0.06, "sidecar": 0.03, "redis": 0.07, "job": 0.12, "worker": 0.36, "nginx": 0.055},
+     0.75 + 0.145),
+    ("weighted", {"app": 0.102, "sidecar": 0.051, "redis": 0.119, "job": 0.204, "worker": 0.192, "nginx": 0.0935},
+     0.491 + 0.14 + 0.1345),
+])
+def test_linear_policies_per_container(pods_prom: Any, policy: str, per_container: dict[str, float],
+                                       idle: float) -> None:
+    from exporter.core.window import Window
+    from exporter.engine.pipeline import Pipeline
+    from exporter.outputs.allocrows import finish
+    from exporter.outputs.opencost_api import AggKey
+    from exporter.outputs.podrows import PodGranularity
+
+    prom, t0 = pods_prom
+    cfg = parse_config({"prometheus": {"url": prom.url}, "attribution": {"source": "prometheus"},
+                        "allocation": {"policy": policy, "requestWeight": 0.7}})
+    ex = Exporter(cfg)
+    try:
+        grain = PodGranularity([AggKey("container")], None, True, ("team",), "cluster", batch_pods=1)
+        result = Pipeline(cfg, ex.client).compute(Window(t0, t0 + 3600, 60), granularity=grain)
+    finally:
+        ex.close()
+    expected = {**per_container, "app": 2 * per_container["app"], "sidecar": 2 * per_container["sidecar"],
+                "__idle__": idle}
+    check({k: g.row.total for k, g in finish(grain.groups).items()}, expected)
     assert result.total_cost == pytest.approx(TOTAL, rel=REL)
 
 

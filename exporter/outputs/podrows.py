@@ -29,9 +29,12 @@ from exporter.outputs.allocfilter import Node, Props
 from exporter.outputs.allocrows import AllocRow, Group, add_rows, build_rows, finish, set_data
 from exporter.outputs.formatters import Row
 from exporter.outputs.opencost_api import AggKey, AllocationQuery
+from exporter.sources.allocsteps import usage_records
 from exporter.sources.podqueries import PodQueries
+from exporter.sources.podsteps import ContainerFetcher, ContainerTotals
 from exporter.sources.prometheus import PrometheusClient
-from exporter.sources.queries import RESOURCE_FROM_KSM, Queries
+from exporter.sources.promql import one_of
+from exporter.sources.queries import Queries
 
 if TYPE_CHECKING:
     from exporter.engine.pipeline import Pipeline
@@ -129,29 +132,14 @@ def batches(namespaces: Iterable[str], pods: Mapping[str, int], limit: int) -> l
     return [b for b in out if b]
 
 
-def fetch_usage(client: PrometheusClient, q: Queries, w: Window, step: int,
-                namespaces: list[str] | None = None) -> dict[ContainerKey, Line]:
-    """Per-container allocated, requested and used quantities (unit-seconds) over one segment, for
-    `namespaces` only when given."""
-    pq, at, span = PodQueries(q, namespaces), float(w.end), w.seconds
+def container_lines(totals: ContainerTotals, step: int) -> dict[ContainerKey, Line]:
+    """Per-container sums over steps as unit-seconds on Lines, the shape split_rows takes. Pure."""
     out: dict[ContainerKey, Line] = {}
-
-    def add(expr: str, names: Mapping[str, str], resource: str | None) -> None:
-        for lb, v in client.query(expr, at):
-            res = resource or RESOURCE_FROM_KSM.get(lb.get("resource", ""), "")
-            if res not in names:
-                continue
-            key = (lb.get("namespace", ""), lb.get("node", ""), lb.get("pod", ""), lb.get("container", ""))
-            line = out.get(key)
-            if line is None:
-                line = out[key] = Line()
-            setattr(line, names[res], getattr(line, names[res]) + v * step)
-
-    for res in RESOURCES:
-        add(pq.allocated(res, span), _QTY, res)
-    add(pq.requested(span), _REQ, None)
-    for res in ("cpu", "memory"):
-        add(pq.used(res, span), _USE, res)
+    for rows, names in ((totals.allocated, _QTY), (totals.requested, _REQ), (totals.used, _USE)):
+        for key, v in rows.items():
+            if key.resource in names:
+                line = out.setdefault((key.namespace, key.node, key.pod, key.container), Line())
+                setattr(line, names[key.resource], getattr(line, names[key.resource]) + v * step)
     return out
 
 
@@ -261,8 +249,17 @@ class PodGranularity:
             return owners.of(ns, pod) if ns in owners.split else owners.of(ns)
 
         plan = batches(tenants, self.meta.pods, self.batch_pods)
+        alloc = pipeline.cfg.allocation
+        fetcher = ContainerFetcher(pipeline.client, alloc.policy, alloc.requestWeight)
+        records = usage_records(pipeline.client, q, w.start, w.end)
+        scales = fetcher.scales(q, w.start, w.end, records, len(self.meta.provider_ids))
         for batch in plan:
-            usage = fetch_usage(pipeline.client, q, w, pipeline.step, batch if len(plan) > 1 else None)
+            whole = len(plan) == 1
+            totals = fetcher.totals(q if whole else q.scoped(batch), w.start, w.end, scales, records,
+                                    "" if whole else one_of("namespace", batch),
+                                    sum(self.meta.pods.get(ns, 1) for ns in batch))
+            usage = container_lines(totals, pipeline.step)
+            del totals
             split = split_rows([r for ns in batch for r in tenants[ns]], usage, attrs_of, self.meta)
             with self._lock:
                 add_rows(self.groups, split, self.keys, self.filter, self.include_idle)

@@ -16,9 +16,9 @@ from __future__ import annotations
 
 import copy
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import NamedTuple
+from typing import Generic, NamedTuple, TypeVar
 
 from exporter.core.window import format_duration
 from exporter.sources.prometheus import Labels, PrometheusClient
@@ -38,6 +38,14 @@ class RowKey(NamedTuple):
     node: str
     pod: str | None  # only for namespaces split between owners
     resource: str  # cpu, memory, gpu
+
+
+class ContainerRowKey(NamedTuple):
+    namespace: str
+    node: str
+    pod: str
+    container: str
+    resource: str
 
 
 @dataclass
@@ -69,10 +77,16 @@ def _raw_usage(q: Queries, resource: str) -> str:
     return f"container_memory_working_set_bytes{sel}"
 
 
-def step_query(q: Queries, span: int, resources: tuple[str, ...], by_pod: bool = False,
+BY_NAMESPACE = "namespace, node, resource, part"
+BY_POD = "namespace, node, pod, resource, part"
+BY_NODE = "node, resource, part"  # the node totals the overflow scale needs, and nothing else
+PER_POD = "namespace, pod"
+
+
+def step_query(q: Queries, span: int, resources: tuple[str, ...], by: str = BY_NAMESPACE, per: str = PER_POD,
                capacity: bool = True, records: frozenset[str] = frozenset(), scope: str = "") -> str:
     """Per step over the `span` seconds before the evaluation time: rows tagged part="request" / "usage" /
-    "allocated" per (namespace, node[, pod], resource), plus part="capacity" per (node, resource).
+    "allocated" per `by` (namespace, node[, pod], resource by default), plus part="capacity" per (node, resource).
 
     Measured (docs/scale.md), the per-container `or` and `label_replace` cost as much as a selector, so
     containers are summed per pod first and tagged there; the placement join then runs once, on pods.
@@ -83,20 +97,19 @@ def step_query(q: Queries, span: int, resources: tuple[str, ...], by_pod: bool =
     ksm_res = selector(matcher("resource", "|".join(KSM_RESOURCE[r] for r in resources), "=~"), q.k)
     requests = (f"max by (namespace, pod, container, resource) "
                 f"(kube_pod_container_resource_requests{ksm_res}{q._at})")
-    parts = [_tag(f"sum by (namespace, pod, resource) ({requests})", part="request")]
+    parts = [_tag(f"sum by ({per}, resource) ({requests})", part="request")]
     for res in resources:
         if res == "gpu":
             continue
         use = recorded_usage(q, res, scope) if res in records else q.usage(res)
-        parts.append(_tag(f"sum by (namespace, pod) ({use})", part="usage", resource=KSM_RESOURCE[res]))
+        parts.append(_tag(f"sum by ({per}) ({use})", part="usage", resource=KSM_RESOURCE[res]))
         if q.policy == "max":
             # max is idempotent, so duplicate series (two kube-state-metrics replicas) need no dedupe here.
             req = f"kube_pod_container_resource_requests{selector(matcher('resource', KSM_RESOURCE[res]), q.k)}{q._at}"
             raw_use = use if res in records or q.cadvisor_bridge else _raw_usage(q, res)
             alloc = f"max by (namespace, pod, container) ({req} or {raw_use})"
-            parts.append(_tag(f"sum by (namespace, pod) ({alloc})", part="allocated", resource=KSM_RESOURCE[res]))
+            parts.append(_tag(f"sum by ({per}) ({alloc})", part="allocated", resource=KSM_RESOURCE[res]))
     tagged = " or ".join(parts)
-    by = "namespace, node, pod, resource, part" if by_pod else "namespace, node, resource, part"
     expr = f"sum by ({by}) (({tagged}) * on (namespace, pod) group_left (node) {q.placement()})"
     if capacity:
         cap = f"max by (node, resource) (kube_node_status_capacity{ksm_res}{q._at} > -Inf < +Inf)"
@@ -141,6 +154,76 @@ def recorded_usage(q: Queries, resource: str, scope: str = "") -> str:
             f"(last_over_time({KUBE_PROMETHEUS_USAGE[resource][0]}{sel}[{span}ms]))")
 
 
+Key = TypeVar("Key", bound=RowKey | ContainerRowKey)
+Samples = list[tuple[float, float]]
+NodeScales = dict[tuple[str, str], dict[float, float]]  # (node, resource) -> step time -> scale
+
+
+@dataclass
+class StepRows(Generic[Key]):
+    """One answer's per-step rows, by part; capacity per (node, resource)."""
+
+    capacity: NodeScales = field(default_factory=dict)
+    request: dict[Key, Samples] = field(default_factory=dict)
+    usage: dict[Key, Samples] = field(default_factory=dict)
+    allocated: dict[Key, Samples] = field(default_factory=dict)
+
+    def add(self, labels: Labels, samples: Samples, key: Key) -> None:
+        {"request": self.request, "usage": self.usage, "allocated": self.allocated}.get(
+            labels.get("part", ""), {})[key] = samples
+
+    def allocation(self, policy: str, weight: float) -> dict[Key, Samples]:
+        """Per-step allocation rows under `policy`: the fetched ones for `max` (GPUs: requests), else derived."""
+        if policy == "max":
+            return {**self.allocated, **{k: v for k, v in self.request.items() if k.resource == "gpu"}}
+        return derived_allocation(self.request, self.usage, policy, weight)
+
+
+def row_key(labels: Labels) -> RowKey | None:
+    res = RESOURCE_FROM_KSM.get(labels.get("resource", ""), "")
+    return RowKey(labels.get("namespace", ""), labels.get("node", ""), labels.get("pod"), res) if res else None
+
+
+def parse(series: Iterable[Series]) -> StepRows[RowKey]:
+    rows: StepRows[RowKey] = StepRows()
+    for labels, samples in series:
+        key = row_key(labels)
+        if key is None:
+            continue
+        if labels.get("part") == "capacity":
+            rows.capacity[(key.node, key.resource)] = dict(samples)
+        else:
+            rows.add(labels, samples, key)
+    return rows
+
+
+def node_scales(capacity: NodeScales, alloc: Mapping[Key, Samples]) -> NodeScales:
+    """Per (node, resource) and step, `min(1, capacity / the node's total allocation)`, at the steps where
+    the capacity is known and the total above 0 (no scale: the step is not costed, as in PromQL)."""
+    totals: NodeScales = {}
+    for key, samples in alloc.items():
+        node_total = totals.setdefault((key.node, key.resource), {})
+        for t, v in samples:
+            node_total[t] = node_total.get(t, 0.0) + v
+    out: NodeScales = {}
+    for node_res, node_total in totals.items():
+        cap = capacity.get(node_res, {})
+        out[node_res] = {t: min(c / total, 1.0) for t, total in node_total.items()
+                         if (c := cap.get(t)) is not None and total > 0}
+    return out
+
+
+def scaled(samples: Samples, scales: Mapping[float, float]) -> float | None:
+    """Sum over steps of `v * scale` where the step has a scale; None when none had."""
+    acc, counted = 0.0, False
+    for t, v in samples:
+        s = scales.get(t)
+        if s is not None:
+            acc += v * s
+            counted = True
+    return acc if counted else None
+
+
 def integrate(series: Iterable[Series], policy: str, weight: float, into: StepTotals) -> None:
     """Add one sub-window's per-step rows (finite samples only: the client leaves the others out and
     reports them) to `into`, as the former server-side integrals computed them:
@@ -148,48 +231,26 @@ def integrate(series: Iterable[Series], policy: str, weight: float, into: StepTo
     * requested/used: the sum of each row's steps;
     * allocated: per step, `alloc * min(1, capacity / node total)` where the node's total allocation is
       above 0 and its capacity known."""
-    cap: dict[tuple[str, str], dict[float, float]] = {}
-    req: dict[RowKey, list[tuple[float, float]]] = {}
-    use: dict[RowKey, list[tuple[float, float]]] = {}
-    alloc: dict[RowKey, list[tuple[float, float]]] = {}
-    for labels, samples in series:
-        res = RESOURCE_FROM_KSM.get(labels.get("resource", ""), "")
-        part = labels.get("part", "")
-        if not res:
-            continue
-        if part == "capacity":
-            cap[(labels.get("node", ""), res)] = dict(samples)
-            continue
-        key = RowKey(labels.get("namespace", ""), labels.get("node", ""), labels.get("pod"), res)
-        {"request": req, "usage": use, "allocated": alloc}.get(part, {})[key] = samples
-    for rows, out, wanted in ((req, into.requested, REQUESTED), (use, into.used, REQUESTED)):
-        for key, samples in rows.items():
-            if samples and key.resource in wanted:
+    rows = parse(series)
+    alloc = rows.allocation(policy, weight)
+    add_sums(rows, alloc, node_scales(rows.capacity, alloc), into.requested, into.used, into.allocated)
+
+
+def add_sums(rows: StepRows[Key], alloc: Mapping[Key, Samples], scales: NodeScales, requested: dict[Key, float],
+             used: dict[Key, float], allocated: dict[Key, float]) -> None:
+    """Requests and usage summed over steps; the allocation scaled step by step by its node's overflow scale."""
+    for part, out in ((rows.request, requested), (rows.usage, used)):
+        for key, samples in part.items():
+            if samples and key.resource in REQUESTED:
                 out[key] = out.get(key, 0.0) + sum(v for _t, v in samples)
-    if policy == "max":
-        alloc.update((k, v) for k, v in req.items() if k.resource == "gpu")
-    else:
-        alloc = derived_allocation(req, use, policy, weight)
-    totals: dict[tuple[str, str], dict[float, float]] = {}
     for key, samples in alloc.items():
-        node_total = totals.setdefault((key.node, key.resource), {})
-        for t, v in samples:
-            node_total[t] = node_total.get(t, 0.0) + v
-    for key, samples in alloc.items():
-        capacity, node_total = cap.get((key.node, key.resource), {}), totals[(key.node, key.resource)]
-        acc, counted = 0.0, False
-        for t, v in samples:
-            c, total = capacity.get(t), node_total[t]
-            if c is None or not total > 0:
-                continue
-            acc += v * min(c / total, 1.0)
-            counted = True
-        if counted:
-            into.allocated[key] = into.allocated.get(key, 0.0) + acc
+        acc = scaled(samples, scales.get((key.node, key.resource), {}))
+        if acc is not None:
+            allocated[key] = allocated.get(key, 0.0) + acc
 
 
-def derived_allocation(req: dict[RowKey, list[tuple[float, float]]], use: dict[RowKey, list[tuple[float, float]]],
-                       policy: str, weight: float) -> dict[RowKey, list[tuple[float, float]]]:
+def derived_allocation(req: dict[Key, Samples], use: dict[Key, Samples], policy: str, weight: float
+                       ) -> dict[Key, Samples]:
     """The allocation rows of the linear policies, per step: requests, usage, or w * request + (1 - w) *
     usage where a container had either (a container with only one contributes that one, as in PromQL's
     `sum` over the tagged pair). GPUs are always allocated by request."""
@@ -242,7 +303,7 @@ class StepFetcher:
                 expr = step_query(main, span, resources, records=records, scope=not_split)
                 series = in_span(self.client.query_range_raw(expr, float(at)), at, span)
                 if split:
-                    scoped = step_query(q.scoped(split), span, resources, by_pod=True, capacity=False,
+                    scoped = step_query(q.scoped(split), span, resources, by=BY_POD, capacity=False,
                                         records=records, scope=one_of("namespace", split))
                     series += in_span(self.client.query_range_raw(scoped, float(at)), at, span)
                 seen += len(series)
@@ -252,11 +313,15 @@ class StepFetcher:
         return out
 
     def kube_prometheus_usage(self, q: Queries, start: int, end: int) -> frozenset[str]:
-        """The resources whose usage kube-prometheus' records give, present at the chunk's first and last
-        step (never across a bridged gap, whose usage is read around it)."""
-        probe = records_probe(q, start + q.step, end) if q.cadvisor_bridge is None else ""
-        rows = self.client.query(probe, float(end)) if probe else []
-        found = frozenset(lb.get("resource", "") for lb, _ in rows)
+        found = usage_records(self.client, q, start, end)
         for res in ("cpu", "memory"):
             self.usage_sources[f"{res}:{'kube-prometheus' if res in found else 'raw'}"] += 1
         return found
+
+
+def usage_records(client: PrometheusClient, q: Queries, start: int, end: int) -> frozenset[str]:
+    """The resources whose usage kube-prometheus' records give, present at the chunk's first and last
+    step (never across a bridged gap, whose usage is read around it)."""
+    probe = records_probe(q, start + q.step, end) if q.cadvisor_bridge is None else ""
+    rows = client.query(probe, float(end)) if probe else []
+    return frozenset(lb.get("resource", "") for lb, _ in rows)
