@@ -223,7 +223,8 @@ def test_namespace_level_requests_read_no_container_rows(exporter: Exporter, pod
 
 def test_namespace_batches_give_the_same_rows(exporter: Exporter, pods_prom: Any) -> None:
     """A cluster bigger than one batch of per-container queries: here a batch per namespace (batch_pods=1),
-    each with the overflow scale of the whole node (worker and nginx share n2 across the two batches)."""
+    each with the overflow scale of the whole node (worker and nginx share n2 across the two batches),
+    whether the scales come from the pipeline's raw pass or from the segment's own node-level pass."""
     from exporter.core.window import Window
     from exporter.engine.pipeline import Pipeline
     from exporter.outputs.allocrows import finish
@@ -233,13 +234,21 @@ def test_namespace_batches_give_the_same_rows(exporter: Exporter, pods_prom: Any
     # in name order, a batch closes before it would pass the limit; a bigger namespace is alone; unknown counts 1
     assert batches(["c", "a", "b", "d"], {"a": 1, "b": 2, "c": 4}, 3) == [["a", "b"], ["c"], ["d"]]
     t0 = pods_prom[1]
-    grain = PodGranularity([AggKey("pod")], None, True, ("team", "cost-center"), "cluster", batch_pods=1)
-    pipeline = Pipeline(exporter.cfg, exporter.client)
-    result = pipeline.compute(Window(t0, t0 + 3600, 60), granularity=grain)
-    check({k: g.row.total for k, g in finish(grain.groups).items()},
-          {"api-1": API_POD, "api-2": API_POD, "cache-0": 0.14, "report-x": 0.24, "bare": WORKER, "web-0": NGINX,
-           "__idle__": IDLE})
-    assert result.total_cost == pytest.approx(TOTAL, rel=REL)
+    class OwnScales(PodGranularity):
+        """As on the recorded path, which has no per-step node scales: the segment reads them itself."""
+
+        def add_segment(self, pipeline: Any, w: Any, q: Any, meta: Any, owners: Any, result: Any,
+                        node_scales: Any = None) -> None:
+            super().add_segment(pipeline, w, q, meta, owners, result, None)
+
+    for grain in (PodGranularity([AggKey("pod")], None, True, ("team", "cost-center"), "cluster", batch_pods=1),
+                  OwnScales([AggKey("pod")], None, True, ("team", "cost-center"), "cluster", batch_pods=1)):
+        pipeline = Pipeline(exporter.cfg, exporter.client)
+        result = pipeline.compute(Window(t0, t0 + 3600, 60), granularity=grain)
+        check({k: g.row.total for k, g in finish(grain.groups).items()},
+              {"api-1": API_POD, "api-2": API_POD, "cache-0": 0.14, "report-x": 0.24, "bare": WORKER,
+               "web-0": NGINX, "__idle__": IDLE})
+        assert result.total_cost == pytest.approx(TOTAL, rel=REL)
 
 
 # The linear policies, per container, in batches of one pod (each batch scaled by its node's whole total).

@@ -47,9 +47,11 @@ class ChunkUsage:
     capacity: dict[tuple[str, str], float]  # (node, resource)
     nodes: dict[str, NodeFacts]
     gpu_held: list[GpuHeld] = field(default_factory=list)  # per container; their sum is allocated "gpu"
+    # Raw path only: the overflow scale per (node, resource) and step time, which pod-level rows reuse.
+    node_scales: dict[tuple[str, str], dict[float, float]] | None = None
 
 
-@dataclass
+@dataclass(slots=True)  # slots: a cost-table row each, and one per pod-level group
 class Line:
     """Accumulated quantities (unit-seconds) and cost for one row of a cost table."""
 

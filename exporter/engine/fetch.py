@@ -212,7 +212,8 @@ class Fetch:
         allocated = {k: v for k, v in allocated.items() if (k[1], k[3]) in capacity}
         if not used and self.cfg.allocation.policy != "request":
             self._warn(f"no cAdvisor usage series for {iso(w.start)}..{iso(w.end)}; costing requests only", "no_usage")
-        return ChunkUsage(w.start, w.end, allocated, requested, used, capacity, nodes, held)
+        return ChunkUsage(w.start, w.end, allocated, requested, used, capacity, nodes, held,
+                          None if rec else totals.scales)
 
     def gpu_usage(self, w: Window, q: Queries, owners: Owners) -> dict[UsageKey, float]:
         """dcgm-exporter's busy and observed GPU-seconds and framebuffer byte-seconds per (namespace, node)

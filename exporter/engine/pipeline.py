@@ -56,7 +56,7 @@ class Granularity(Protocol):
     def begin(self, pipeline: Pipeline, window: Window) -> None: ...
 
     def add_segment(self, pipeline: Pipeline, w: Window, q: Queries, meta: Metadata, owners: Owners,
-                    result: CostResult) -> None: ...
+                    result: CostResult, node_scales: dict[tuple[str, str], dict[float, float]] | None) -> None: ...
 
 
 class Pipeline(Fetch):
@@ -191,7 +191,7 @@ class Pipeline(Fetch):
         result.costs, result.pools = shared.costs, shared.pools
         result.fallbacks, result.metadata = frozenset(shared.fallbacks), meta
         if detail is not None:
-            detail.add_segment(self, w, q, meta, owners, result)
+            detail.add_segment(self, w, q, meta, owners, result, usage.node_scales)
         return result
 
     def share_inputs(self, w: Window, meta: Metadata) -> ShareInputs:

@@ -25,7 +25,7 @@ _RES_COST = {"cpu": "cpu_cost", "memory": "ram_cost", "gpu": "gpu_cost", "storag
              "load_balancer": "lb_cost", "network": "network_cost"}
 
 
-@dataclass
+@dataclass(slots=True)
 class AllocRow:
     name: str  # "" for tenants; the pseudo-namespace (__idle__, __unmounted__, ...) otherwise
     props: Props
@@ -128,7 +128,7 @@ def _intersect(a: Props, b: Props) -> Props:
                    annotations={k: v for k, v in a.annotations.items() if b.annotations.get(k) == v})
 
 
-@dataclass
+@dataclass(slots=True)
 class Group:
     props: Props
     row: Row

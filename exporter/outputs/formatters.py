@@ -49,7 +49,7 @@ def parse_aggregate(text: str, labels: Mapping[str, str]) -> tuple[list[str], di
     return parts, labels
 
 
-@dataclass
+@dataclass(slots=True)
 class Row:
     """One aggregated allocation: quantities (allocated only) plus cost by component."""
 

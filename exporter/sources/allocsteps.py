@@ -31,6 +31,8 @@ RESOURCE_GROUPS = (("cpu",), ("memory", "gpu"))
 REQUESTED = ("cpu", "memory")  # the resources whose requests are reported (GPU requests are its allocation)
 
 Series = tuple[Labels, list[tuple[float, float]]]
+Samples = list[tuple[float, float]]
+NodeScales = dict[tuple[str, str], dict[float, float]]  # (node, resource) -> step time -> scale
 
 
 class RowKey(NamedTuple):
@@ -56,6 +58,7 @@ class StepTotals:
     allocated: dict[RowKey, float] = field(default_factory=dict)
     requested: dict[RowKey, float] = field(default_factory=dict)
     used: dict[RowKey, float] = field(default_factory=dict)
+    scales: NodeScales = field(default_factory=dict)  # the overflow scale per (node, resource) and step
 
 
 def none_of(label: str, values: Iterable[str]) -> str:
@@ -155,8 +158,6 @@ def recorded_usage(q: Queries, resource: str, scope: str = "") -> str:
 
 
 Key = TypeVar("Key", bound=RowKey | ContainerRowKey)
-Samples = list[tuple[float, float]]
-NodeScales = dict[tuple[str, str], dict[float, float]]  # (node, resource) -> step time -> scale
 
 
 @dataclass
@@ -233,7 +234,10 @@ def integrate(series: Iterable[Series], policy: str, weight: float, into: StepTo
       above 0 and its capacity known."""
     rows = parse(series)
     alloc = rows.allocation(policy, weight)
-    add_sums(rows, alloc, node_scales(rows.capacity, alloc), into.requested, into.used, into.allocated)
+    scales = node_scales(rows.capacity, alloc)
+    add_sums(rows, alloc, scales, into.requested, into.used, into.allocated)
+    for node_res, by_step in scales.items():  # kept for pod-level rows (podsteps.py), a few per node
+        into.scales.setdefault(node_res, {}).update(by_step)
 
 
 def add_sums(rows: StepRows[Key], alloc: Mapping[Key, Samples], scales: NodeScales, requested: dict[Key, float],
