@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import pytest
 
+from exporter.core.allocation import Attrs, UsageKey
 from exporter.core.ownershare import Place, StepSplit, split_totals
 
-A, B, NS = ("team-a",), ("team-b",), ("web",)
+A: Attrs = ("team-a",)
+B: Attrs = ("team-b",)
+NS: Attrs = ("web",)
 WEB_N1_CPU = Place("web", "n1", "cpu")
 
 
@@ -40,7 +43,8 @@ def test_a_step_no_owner_shares_goes_by_the_chunk_then_to_the_namespace() -> Non
 
 
 def test_totals_split_by_weight_and_raw_rows_with_no_recorded_total_get_nothing() -> None:
-    weights = {("web", "n1", A, "cpu"): 3.0, ("web", "n1", B, "cpu"): 1.0, ("web", "n3", A, "cpu"): 5.0}
+    weights: dict[UsageKey, float] = {("web", "n1", A, "cpu"): 3.0, ("web", "n1", B, "cpu"): 1.0,
+                                      ("web", "n3", A, "cpu"): 5.0}
     out = split_totals({WEB_N1_CPU: 100.0, Place("web", "n1", "memory"): 7.0}, weights, default)
     # 100 as 3 : 1; memory had no weight: web's owner. n3 has a raw row but nothing recorded: nothing.
     assert out == {("web", "n1", A, "cpu"): pytest.approx(75.0), ("web", "n1", B, "cpu"): pytest.approx(25.0),
