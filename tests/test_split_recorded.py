@@ -23,6 +23,7 @@ from demo.synthetic import GIB, Cluster, Container, Node, Pod
 from exporter.cli import main
 from exporter.config.schema import parse_config
 from exporter.mixin.budgets import allocation_rules
+from exporter.serve.server import Exporter
 
 from .scenarios import WINDOW_SECONDS
 from .test_allocate_core import REL, window_arg
@@ -135,3 +136,23 @@ def test_namespaces_add_up_to_the_cluster_on_the_recorded_path(split_prom: Prome
     assert data["shop"]["totalCost"] == pytest.approx(
         sum(want[t]["cpu"] + want[t]["memory"] for t in ("cart", "pay")), rel=REL)
     assert sum(v["totalCost"] for v in data.values()) == pytest.approx(CLUSTER, rel=REL)
+
+
+def test_pod_rows_add_up_to_the_split_teams_on_the_recorded_path(split_prom: PrometheusServer,
+                                                                  core_t0: int) -> None:
+    """Pod-level rows divide each (namespace, node, owner) row between its containers: on the recorded path
+    too, cart's, pay's and db's rows are their teams' rows (one pod each)."""
+    cfg = parse_config({"prometheus": {"url": split_prom.url}, "attribution": {"source": "prometheus"},
+                        "allocation": {"chunk": "10m"}})
+    ex = Exporter(cfg)
+    try:
+        by = {agg: {k: v["totalCost"] for k, v in ex.allocation(
+            {"window": [window_arg(core_t0)], "aggregate": [agg], "accumulate": ["true"]})["data"][0].items()}
+            for agg in ("pod", "team")}
+    finally:
+        ex.close()
+    steps = 25 if rule_phase(split_prom, core_t0 + 600) == 0 else 26  # 26: only the recorded path gives these
+    want = {team: cost["cpu"] + cost["memory"] for team, cost in expected(steps).items()}
+    assert by["team"] == pytest.approx(want, rel=REL)
+    assert by["pod"] == pytest.approx({"cart": want["cart"], "pay": want["pay"], "db": want["other"],
+                                       "__idle__": want["__idle__"]}, rel=REL)
