@@ -155,9 +155,10 @@ def test_rules_command_renders_the_allocation_rules_for_a_config(tmp_path: Path)
     assert res.exit_code == 2 and res.stderr.startswith("chargeback: error: ") and "allocation.policy" in res.stderr
 
 
-def test_a_namespace_split_between_teams_keeps_the_chunk_raw(tmp_path_factory: pytest.TempPathFactory,
-                                                             core_t0: int, tmp_path: Path) -> None:
-    """web's pods belong to two teams: its rows come per pod from raw series, so its chunks stay raw."""
+def test_a_namespace_split_between_teams_reads_recorded_series(tmp_path_factory: pytest.TempPathFactory,
+                                                                core_t0: int, tmp_path: Path) -> None:
+    """web's pods belong to two teams: its chunks read the recorded amounts like the others, split between
+    the teams by raw per-pod rows of web only (before, such chunks read raw series throughout)."""
     root = tmp_path_factory.mktemp("recorded-split")
     backfill(share_cluster(core_t0), root / "data", core_t0 - 1800, core_t0 + WINDOW_SECONDS + 600, 60)
     rules = root / "allocation.rules.yaml"
@@ -170,7 +171,7 @@ def test_a_namespace_split_between_teams_keeps_the_chunk_raw(tmp_path_factory: p
         res = CliRunner().invoke(main, ["allocate", "--config", str(cfg), "--window", window_arg(core_t0),
                                         "--format", "json", "--aggregate", "team", "--stats"])
     assert res.exit_code == 0, res.output
-    assert json.loads(res.stderr.strip().splitlines()[-1])["chunks"] == {"recorded": 0, "raw": 6}
+    assert json.loads(res.stderr.strip().splitlines()[-1])["chunks"] == {"recorded": 6, "raw": 0}
     teams = {k: v["totalCost"] for k, v in json.loads(res.stdout)["data"][0].items()}
     # Pods cost cpu x 0.10 + GiB x 0.01 an hour: web-a's frontend (1 core, 2 GiB), web-b's admin (0.5, 1).
     assert teams["web-a"] == pytest.approx(1 * 0.10 + 2 * 0.01, rel=REL)

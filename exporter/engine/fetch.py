@@ -19,14 +19,17 @@ from exporter.core.assets import AssetCost, Service, Volume, price_load_balancer
 from exporter.core.attribution import BUDGET_PREFIX, Metadata, Owners
 from exporter.core.errors import DataError
 from exporter.core.finite import NonFinite
+from exporter.core.ownershare import Place
 from exporter.core.pricing import NodeFacts, ksm_label
 from exporter.core.window import Window, iso
 from exporter.core.workloads import resolve as resolve_workloads
 from exporter.engine.gpufetch import gpu_held, with_gpus
+from exporter.engine.splitfetch import split_recorded
 from exporter.engine.warnlog import WarningLog
 from exporter.sources.allocsteps import RowKey, StepFetcher
 from exporter.sources.prometheus import PrometheusClient
 from exporter.sources.queries import RESOURCE_FROM_KSM, Queries
+from exporter.sources.splitsteps import split_rows
 
 log = logging.getLogger(__name__)
 
@@ -167,29 +170,43 @@ class Fetch:
         step = self.step
         split = sorted(owners.split)
 
-        def integral(expr: str, with_resource: str | None = None, per_pod: bool = False) -> dict[UsageKey, float]:
+        def integral(expr: str, with_resource: str | None = None, aside: dict[Place, float] | None = None
+                     ) -> dict[UsageKey, float]:
+            """Recorded rows; those of split namespaces are left out, or set `aside` to be split by owner."""
             out: dict[UsageKey, float] = {}
             for labels, value in self.client.query(expr, at):
                 res = with_resource or RESOURCE_FROM_KSM.get(labels.get("resource", ""), "")
                 ns = labels.get("namespace", "")
-                if not res or (not per_pod and ns in owners.split):
+                if res and aside is not None and ns in owners.split:
+                    place = Place(ns, labels.get("node", ""), res)
+                    aside[place] = aside.get(place, 0.0) + value * step
+                if not res or ns in owners.split:
                     continue
                 key = (ns, labels.get("node", ""), owners.of(ns, labels.get("pod")), res)
                 out[key] = out.get(key, 0.0) + value * step
             return out
 
         capacity, nodes = self.node_facts(w, meta, q)
-        # A split namespace needs per-pod rows, which only raw series have; mixing their phase with the
-        # recorded rows of the same nodes could over-fill a node at a step. Such chunks read raw.
-        rec = self.recorded_covers(w, split=bool(split) or not recorded)
+        rec = self.recorded_covers(w, raw=not recorded)
         answered_non_finite = self.non_finite_answers
         if rec:
             allocated: dict[UsageKey, float] = {}
             for res in ("cpu", "memory"):
                 allocated.update(integral(q.recorded_allocated_integral(res, span), res))
-            requested = integral(q.recorded_requested_integral(span))
-            used = integral(q.recorded_used_integral("cpu", span), "cpu")
-            used.update(integral(q.recorded_used_integral("memory", span), "memory"))
+            split_req: dict[Place, float] = {}
+            split_used: dict[Place, float] = {}
+            requested = integral(q.recorded_requested_integral(span), aside=split_req)
+            used = integral(q.recorded_used_integral("cpu", span), "cpu", split_used)
+            used.update(integral(q.recorded_used_integral("memory", span), "memory", split_used))
+            if split:  # recorded amounts too, split between owners by raw per-pod rows (engine/splitfetch.py)
+                pods = sum(n for ns, n in meta.pod_counts.items() if ns in owners.split) if meta else 0
+                records = self.steps.kube_prometheus_usage(q, w.start, w.end)
+                rows = split_rows(self.client, q, w.start, w.end, split, self.steps.policy, self.steps.weight,
+                                  records, pods)
+                shared = split_recorded(rows, owners, step, split_req, split_used)
+                allocated.update(shared.allocated)
+                requested.update(shared.requested)
+                used.update(shared.used)
         else:  # one pass over the raw series (exporter/sources/allocsteps.py)
             pods = sum(meta.pod_counts.values()) if meta else 0
             totals = self.steps.totals(q, w.start, w.end, split, pods)
@@ -206,7 +223,7 @@ class Fetch:
         used.update(self.gpu_usage(w, q, owners))
         # A NaN or Inf request makes its pod's request row non-finite in the one-pass answer, so the
         # per-container check (as costly as a selector pass) runs only when an answer had one.
-        self.check_inputs(w, requests=not rec and self.non_finite_answers != answered_non_finite)
+        self.check_inputs(w, requests=(not rec or bool(split)) and self.non_finite_answers != answered_non_finite)
         # A (node, resource) with no finite capacity (left out as NaN/Inf) is not covered: nothing on it
         # is costed, so no cost appears without the node cost it comes out of.
         allocated = {k: v for k, v in allocated.items() if (k[1], k[3]) in capacity}
@@ -242,15 +259,16 @@ class Fetch:
             out[key] = out.get(key, 0.0) + v * self.step
         return out
 
-    def recorded_covers(self, w: Window, split: bool = False) -> bool:
+    def recorded_covers(self, w: Window, raw: bool = False) -> bool:
         """True when the mixin's allocation rules ran at every step of `w`, under this config's policy.
 
         A missed evaluation would leave a step with no allocation (all idle), so that chunk reads raw
-        series instead. So do chunks of a few steps (serve's cycles), where raw is cheap, and chunks
-        with a namespace split between owners."""
+        series instead. So do chunks of a few steps (serve's cycles), where raw is cheap, and those the
+        caller reads `raw` (a chunk with a gap). Namespaces split between owners read recorded amounts
+        too, split by raw per-pod rows of those namespaces only (engine/splitfetch.py)."""
         covered = False
         steps = w.seconds // self.step
-        if self.cfg.allocation.recordedRules != "off" and steps >= self.min_recorded_steps and not split:
+        if self.cfg.allocation.recordedRules != "off" and steps >= self.min_recorded_steps and not raw:
             rows = self.client.query(self.queries.recorded_coverage(w.seconds), float(w.end))
             covered = bool(rows) and rows[0][1] >= steps
         with self._lock:

@@ -236,18 +236,30 @@ class Queries:
         one per step when the rules ran throughout, fewer if an evaluation was missed."""
         return f"count_over_time({RULES_EVALUATED}{_sel(self.r)}{_just_under(chunk_seconds)})"
 
-    def _recorded(self, kind: str, resource: str) -> str:
+    def _recorded(self, kind: str, resource: str, scope: str = "") -> str:
         """The one sample recorded within each step. Not the bare series: a pair that vanished (a pod
         finished) would live on for the 5-minute lookback where no staleness marker was written. The
         range is a millisecond short of the step, so that a group evaluating exactly on the step
         boundary does not also see the previous step's sample, while any other phase is kept."""
-        return f"last_over_time({RECORDED[kind, resource]}{_sel(self.r)}{_just_under(self.step)})"
+        return f"last_over_time({RECORDED[kind, resource]}{_sel(self.r, scope)}{_just_under(self.step)})"
+
+    def _recorded_scaled(self, resource: str, scope: str = "") -> str:
+        """The recorded allocation (of the namespaces `scope` matches) times its node's overflow scale."""
+        alloc = self._recorded("allocated", resource)
+        scale = f"clamp_max({self.capacity(resource)} / on (node) (sum by (node) ({alloc}) > 0), 1)"
+        own = self._recorded("allocated", resource, scope) if scope else alloc
+        return _finite(f"{own} * on (node) group_left () {scale}")
 
     def recorded_allocated_integral(self, resource: str, chunk_seconds: int) -> str:
         """As allocated_integral, from the recorded sums; the overflow scale is applied at query time."""
-        alloc = self._recorded("allocated", resource)
-        scale = f"clamp_max({self.capacity(resource)} / on (node) (sum by (node) ({alloc}) > 0), 1)"
-        return f"sum_over_time({_finite(f'{alloc} * on (node) group_left () {scale}')}{self._sub(chunk_seconds)})"
+        return f"sum_over_time({self._recorded_scaled(resource)}{self._sub(chunk_seconds)})"
+
+    def recorded_allocated_steps(self, span: int, namespaces: list[str]) -> str:
+        """Per step over the `span` seconds before the evaluation time, the scaled recorded allocation of
+        `namespaces` per (namespace, node, resource), to split between their owners (core/ownershare.py)."""
+        parts = " or ".join(f'label_replace({self._recorded_scaled(res, one_of("namespace", namespaces))}, '
+                            f'"resource", {quote(KSM_RESOURCE[res])}, "", "")' for res in ("cpu", "memory"))
+        return f"({parts})[{span}s:{format_duration(self.step)}]"
 
     def recorded_requested_integral(self, chunk_seconds: int) -> str:
         parts = " or ".join(f'label_replace({self._recorded("requested", res)}, "resource", {quote(res)}, "", "")'

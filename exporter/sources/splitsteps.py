@@ -1,0 +1,60 @@
+"""Per-step rows of the namespaces split between owners, on a chunk the recorded series cover.
+
+The recorded series are per (namespace, node); which owner holds what of a split namespace only raw
+per-pod rows tell. So only those namespaces' containers are evaluated, once per step, by the one-pass
+query of `allocsteps.py` (per pod, no node capacity: the overflow scale comes with the recorded
+allocation), next to the recorded allocation of the same namespaces per step. The engine splits the
+recorded amounts between owners in proportion to these rows (`exporter/core/ownershare.py`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from exporter.sources.allocsteps import BY_POD, SAMPLE_BUDGET, RowKey, Samples, in_span, parse, row_key, step_query
+from exporter.sources.prometheus import PrometheusClient
+from exporter.sources.promql import one_of
+from exporter.sources.queries import Queries
+
+# Two queries per sub-window, as on the raw path, so that a NaN in one resource's series costs only that
+# resource. No GPUs: what each pod holds of them is read per container on every path (engine/gpufetch.py).
+SPLIT_GROUPS = (("cpu",), ("memory",))
+
+
+@dataclass
+class SplitRows:
+    """One sub-window's per-step rows: per pod of the split namespaces, its allocation under the policy
+    (before the node's overflow scale), requests and usage; per (namespace, node, resource), the recorded
+    allocation (after it; `pod` is None)."""
+
+    allocation: dict[RowKey, Samples]
+    request: dict[RowKey, Samples]
+    usage: dict[RowKey, Samples]
+    recorded: dict[RowKey, Samples]
+
+
+def split_rows(client: PrometheusClient, q: Queries, start: int, end: int, split: list[str], policy: str,
+               weight: float, records: frozenset[str] = frozenset(), pods: int = 0) -> Iterator[SplitRows]:
+    """The rows of (start, end], in sub-windows of at most about `SAMPLE_BUDGET` samples (the first sized
+    from the split namespaces' `pods`, the next from the previous answer's series count)."""
+    scoped, scope, step = q.scoped(split), one_of("namespace", split), q.step
+    steps = max(1, (end - start) // step)
+    series_seen = 3 * pods  # rows per step: at most request, usage and allocation per pod
+    per_query = max(1, min(steps, SAMPLE_BUDGET // series_seen)) if series_seen else 1
+    at = start
+    while at < end:
+        span = min(per_query * step, end - at)
+        at += span
+        series = []
+        for resources in SPLIT_GROUPS:
+            expr = step_query(scoped, span, resources, by=BY_POD, capacity=False, records=records, scope=scope)
+            series += in_span(client.query_range_raw(expr, float(at)), at, span)
+        rows = parse(series)
+        recorded = {key: samples
+                    for lb, samples in in_span(client.query_range_raw(q.recorded_allocated_steps(span, split),
+                                                                      float(at)), at, span)
+                    if (key := row_key(lb)) is not None}
+        yield SplitRows(rows.allocation(policy, weight), rows.request, rows.usage, recorded)
+        series_seen = max(len(series) // len(SPLIT_GROUPS), 1)
+        per_query = max(1, min(steps, SAMPLE_BUDGET // series_seen))
