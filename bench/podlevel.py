@@ -1,7 +1,8 @@
 """The pod-level figure of `make bench`, run as a child so that its peak RSS is its own.
 
 `python -m bench.podlevel CONFIG WINDOW AGGREGATE` answers one /allocation request the way serve does
-(`Exporter.allocation`, pod-level rows grouped as they come) and prints one JSON line of stats.
+(`Exporter.allocation_body`, pod-level rows grouped as they come, the answer encoded allocation by
+allocation as serve writes it) and prints one JSON line of stats.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import sys
 import time
 
 from exporter.config.schema import load_config, override
+from exporter.outputs.allocbody import AllocationBody
 from exporter.serve.server import Exporter
 
 
@@ -20,11 +22,13 @@ def main() -> None:
     ex = Exporter(cfg)
     try:
         t = time.monotonic()
-        body = ex.allocation({"window": [window], "aggregate": [aggregate], "accumulate": ["true"]})
-        text = json.dumps(body)  # the response as serve would write it
+        body = ex.allocation_body({"window": [window], "aggregate": [aggregate], "accumulate": ["true"]})
+        assert isinstance(body, AllocationBody)
+        size = sum(len(piece) for piece in body.chunks())  # encoded piece by piece, as serve writes it
         wall = time.monotonic() - t
         s = ex.client.stats
-        print(json.dumps({"wall_s": wall, "groups": len(body["data"][0]), "bytes": len(text),
+        groups = len(body.last.groups) if body.last else 0
+        print(json.dumps({"wall_s": wall, "groups": groups, "bytes": size,
                           "queries": s.queries, "prometheus_seconds": s.server_seconds}))
     finally:
         ex.close()

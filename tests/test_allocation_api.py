@@ -250,6 +250,16 @@ def test_the_three_paths_answer_alike(base_url: str, share_prom: Any, path: str)
     check({k: v["totalCost"] for k, v in pods.json()["data"][0].items()},
           {"deployment:payments-api": 0.24, "cronjob:nightly": 0.12, "__unallocated__": NODES - IDLE - 0.36,
            "__idle__": IDLE})
+    # Pod-level answers are streamed allocation by allocation (outputs/allocbody.py), stepped ones too:
+    # two half-hour sets, as the in-process dict gives them, the two adding up to the hour.
+    half = {"window": window_arg(t0), "aggregate": "controller", "step": "30m", "accumulate": "false"}
+    stepped = requests.get(base_url + path, params=half, timeout=60)
+    assert stepped.status_code == 200 and "Content-Length" not in stepped.headers
+    sets = stepped.json()["data"]
+    assert len(sets) == 2
+    check({k: sum(s[k]["totalCost"] for s in sets) for k in sets[0]},
+          {"deployment:payments-api": 0.24, "cronjob:nightly": 0.12, "__unallocated__": NODES - IDLE - 0.36,
+           "__idle__": IDLE})
 
 
 def test_namespace_annotations_aggregate_and_filter(demo_prom: tuple[PrometheusServer, int]) -> None:

@@ -124,3 +124,21 @@ def test_a_query_caught_by_a_closing_prometheus_is_retried(monkeypatch: pytest.M
     finally:
         server.shutdown()
         server.server_close()
+
+
+def test_big_clusters_are_read_in_namespace_shards_and_nothing_falls_between() -> None:
+    """Shards of at most 4 pods in name order (a: 3, then b: 2 would pass 4), the split namespace per pod,
+    and a last part over every namespace no other part names, which alone carries node capacity."""
+    from exporter.config.schema import parse_config
+    from exporter.sources.allocsteps import BY_NAMESPACE, BY_POD, chunk_parts
+    from exporter.sources.queries import Queries
+
+    cfg = parse_config({"prometheus": {"url": "http://127.0.0.1:9"}})
+    q = Queries(cfg.prometheus, cfg.allocation)
+    parts = chunk_parts(q, ["s"], {"a": 3, "b": 2, "s": 1}, 4)
+    assert [(p.by, p.scope, p.pods, p.capacity) for p in parts] == [
+        (BY_NAMESPACE, 'namespace=~"a"', 3, False), (BY_NAMESPACE, 'namespace=~"b"', 2, False),
+        (BY_NAMESPACE, 'namespace!~"a|b|s"', 0, True), (BY_POD, 'namespace=~"s"', 1, False)]
+    assert 'namespace=~"a"' in parts[0].q.k and 'namespace!~"a|b|s"' in parts[2].q.c
+    # a small cluster: one part (and the split one), as before sharding existed
+    assert [(p.scope, p.capacity) for p in chunk_parts(q, [], {"a": 3, "b": 2}, 10)] == [("", True)]

@@ -208,8 +208,7 @@ class Fetch:
                 requested.update(shared.requested)
                 used.update(shared.used)
         else:  # one pass over the raw series (exporter/sources/allocsteps.py)
-            pods = sum(meta.pod_counts.values()) if meta else 0
-            totals = self.steps.totals(q, w.start, w.end, split, pods)
+            totals = self.steps.totals(q, w.start, w.end, split, meta.pod_counts if meta else None)
             allocated, requested, used = (
                 self._unit_seconds(rows, owners) for rows in (totals.allocated, totals.requested, totals.used))
             allocated = {k: v for k, v in allocated.items() if k[3] != "gpu"}  # GPUs: physical shares, below

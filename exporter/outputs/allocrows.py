@@ -18,7 +18,7 @@ from exporter.core.coverage import Coverage
 from exporter.core.names import IDLE, UNALLOCATED, UNATTRIBUTED, is_pseudo
 from exporter.core.pricing import ksm_label
 from exporter.outputs.allocfilter import Node, Props
-from exporter.outputs.formatters import Row, api_item
+from exporter.outputs.formatters import Row
 from exporter.outputs.opencost_api import AggKey, AllocationQuery, AllocationSet
 
 _RES_COST = {"cpu": "cpu_cost", "memory": "ram_cost", "gpu": "gpu_cost", "storage": "pv_cost",
@@ -240,7 +240,7 @@ def response(results: Iterable[tuple[AllocationSet, CostResult]], query: Allocat
 def set_data(groups: Mapping[str, Group], result: CostResult, s: AllocationSet, query: AllocationQuery,
              cluster: str) -> dict[str, Any]:
     """One set of the answer: name -> OpenCost allocation."""
-    bounds = (s.bounds.start, s.bounds.end)
-    return {name: api_item(name, g.row, result.start, result.end, bounds, properties_json(g),
-                           proportional_costs(g, result.node_cost, cluster) if query.proportional else None)
-            for name, g in sorted(groups.items())}
+    from exporter.outputs.allocbody import SetGroups
+
+    return dict(SetGroups(groups, result.start, result.end, (s.bounds.start, s.bounds.end), cluster,
+                          result.node_cost if query.proportional else None).items())

@@ -18,18 +18,19 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from exporter.core.allocation import RESOURCES, CostResult, Line
 from exporter.core.attribution import Metadata, Owners
 from exporter.core.coverage import Coverage
 from exporter.core.window import Window
 from exporter.core.workloads import resolve as resolve_workloads
+from exporter.outputs.allocbody import AllocationBody, SetGroups
 from exporter.outputs.allocfilter import Node, Props
-from exporter.outputs.allocrows import AllocRow, Group, add_rows, build_rows, finish, set_data
+from exporter.outputs.allocrows import AllocRow, Group, add_rows, build_rows, finish
 from exporter.outputs.formatters import Row
 from exporter.outputs.opencost_api import AggKey, AllocationQuery
-from exporter.sources.allocsteps import NodeScales, usage_records
+from exporter.sources.allocsteps import NodeScales, namespace_batches, usage_records
 from exporter.sources.podqueries import PodQueries
 from exporter.sources.podsteps import ContainerFetcher, ContainerTotals
 from exporter.sources.prometheus import PrometheusClient
@@ -116,21 +117,6 @@ def fetch_meta(client: PrometheusClient, q: Queries, w: Window) -> PodMeta:
     providers = {lb.get("node", ""): lb.get("provider_id", "") for lb, _ in client.query(pq.provider_ids(span), at)}
     return PodMeta(controllers_of(workloads), {k: v for k, v in labels.items() if v},
                    {k: v for k, v in notes.items() if v}, services_of(ips, endpoints), providers, counts)
-
-
-def batches(namespaces: Iterable[str], pods: Mapping[str, int], limit: int) -> list[list[str]]:
-    """Namespaces in groups of at most `limit` pods (a bigger namespace alone), so that no per-container
-    answer holds more than about `limit` pods' containers. Pure."""
-    out: list[list[str]] = [[]]
-    held = 0
-    for ns in sorted(namespaces):
-        n = max(pods.get(ns, 1), 1)
-        if out[-1] and held + n > limit:
-            out.append([])
-            held = 0
-        out[-1].append(ns)
-        held += n
-    return [b for b in out if b]
 
 
 def container_lines(totals: ContainerTotals, step: int) -> dict[ContainerKey, Line]:
@@ -250,7 +236,7 @@ class PodGranularity:
         def attrs_of(ns: str, pod: str) -> Attrs:
             return owners.of(ns, pod) if ns in owners.split else owners.of(ns)
 
-        plan = batches(tenants, self.meta.pods, self.batch_pods)
+        plan = namespace_batches(tenants, self.meta.pods, self.batch_pods)
         alloc = pipeline.cfg.allocation
         fetcher = ContainerFetcher(pipeline.client, alloc.policy, alloc.requestWeight)
         records = usage_records(pipeline.client, q, w.start, w.end)
@@ -272,13 +258,19 @@ class PodGranularity:
 
 
 def response(pipeline: Pipeline, query: AllocationQuery, label_keys: tuple[str, ...], cluster: str,
-             cancel: threading.Event | None = None) -> dict[str, Any]:
-    """allocrows.response for requests that need pod-level rows: one compute per set, one set held at a time."""
-    data: list[dict[str, Any]] = []
+             cancel: threading.Event | None = None) -> AllocationBody:
+    """allocrows.response for requests that need pod-level rows: one compute per set, one set's groups held
+    at a time (an earlier set is encoded as soon as it is computed, the last as it is sent)."""
+    body = AllocationBody()
     coverage = Coverage()
     for s in query.sets:
         grain = PodGranularity(query.aggregate, query.filter, query.include_idle, label_keys, cluster)
         result = pipeline.compute(s.compute, cancel=cancel, granularity=grain)
-        data.append(set_data(finish(grain.groups), result, s, query, cluster))
+        if body.last is not None:
+            body.done.append(b"".join(body.last.encode()))
+        body.last = SetGroups(finish(grain.groups), result.start, result.end, (s.bounds.start, s.bounds.end),
+                              cluster, result.node_cost if query.proportional else None)
         coverage.merge(result.coverage)
-    return {"code": 200, "data": data, "coverage": coverage.to_json()}
+        del grain, result
+    body.coverage = coverage.to_json()
+    return body

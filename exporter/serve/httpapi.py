@@ -21,6 +21,7 @@ from exporter.core.errors import ChargebackError, ConfigError
 from exporter.core.redact import redact_url
 from exporter.core.window import parse_duration
 from exporter.engine.limits import Admission, Busy, Cancelled, DeadlineExceeded
+from exporter.outputs.allocbody import AllocationBody
 from exporter.serve.httpserver import BoundedHTTPServer
 from exporter.serve.mcpbridge import MCP_PATH, lazy_bridge
 from exporter.serve.server import Exporter
@@ -64,6 +65,23 @@ def make_handler(exporter: Exporter, auth: Auth | None = None) -> type[BaseHTTPR
         def _json(self, code: int, payload: Any, headers: list[tuple[str, str]] | None = None) -> None:
             self._send(code, json.dumps(payload).encode(), "application/json", headers)
 
+        def _stream(self, body: AllocationBody) -> None:
+            """A big answer written piece by piece as it is encoded; its end is the connection's (HTTP/1.0)."""
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Connection", "close")
+            self.end_headers()
+            self.close_connection = True
+            if self.command == "HEAD":
+                return
+            try:
+                for piece in body.chunks():
+                    self.wfile.write(piece)
+            except (BrokenPipeError, ConnectionResetError):
+                log.debug("%s went away during the answer", self.address_string())
+            except Exception:  # the status is sent: cutting the body short is all that is left to do
+                log.exception("encoding the answer failed part way")
+
         def _error(self, code: int, message: str, headers: list[tuple[str, str]] | None = None) -> None:
             self._json(code, {"code": code, "message": message}, headers)
 
@@ -79,7 +97,11 @@ def make_handler(exporter: Exporter, auth: Auth | None = None) -> type[BaseHTTPR
         def _compute(self, path: str, run: Callable[[threading.Event], Any]) -> None:
             """An API answer on the bounded pool: 429 when full, 503 past the deadline, 400 for bad input."""
             try:
-                self._json(200, admission.run(run))
+                body = admission.run(run)
+                if isinstance(body, AllocationBody):
+                    self._stream(body)
+                else:
+                    self._json(200, body)
             except Busy as e:
                 self._error(429, str(e), [("Retry-After", "5")])
             except (DeadlineExceeded, Cancelled) as e:
@@ -129,7 +151,7 @@ def make_handler(exporter: Exporter, auth: Auth | None = None) -> type[BaseHTTPR
                                                                 "lastError": exporter.health.last_error})
             elif url.path in ALLOCATION_PATHS:
                 query = parse_qs(url.query)
-                self._compute(url.path, lambda cancel: exporter.allocation(query, cancel))
+                self._compute(url.path, lambda cancel: exporter.allocation_body(query, cancel))
             elif url.path.rstrip("/") == MCP_PATH:
                 self._mcp()
             elif url.path in ("/assets", "/model/assets", "/cloudCost", "/model/cloudCost"):

@@ -24,6 +24,7 @@ from exporter.core.window import PERIODS, Window, iso, parse_duration, parse_ins
 from exporter.engine.limits import check_window
 from exporter.engine.pipeline import Pipeline
 from exporter.engine.warnlog import WarningLog
+from exporter.outputs.allocbody import AllocationBody
 from exporter.outputs.allocrows import cluster_name
 from exporter.outputs.allocrows import response as allocation_sets
 from exporter.outputs.opencost_api import parse_query
@@ -257,6 +258,12 @@ class Exporter:
 
     def allocation(self, query: dict[str, list[str]], cancel: threading.Event | None = None,
                    now: float | None = None) -> dict[str, Any]:
+        """`allocation_body` as one dict, for in-process callers (MCP, tests)."""
+        body = self.allocation_body(query, cancel, now)
+        return body.to_json() if isinstance(body, AllocationBody) else body
+
+    def allocation_body(self, query: dict[str, list[str]], cancel: threading.Event | None = None,
+                        now: float | None = None) -> dict[str, Any] | AllocationBody:
         """OpenCost's /allocation (windows, step, accumulate, aggregate, filter), with Kubecost's sharing
         parameters: one `Pipeline.compute` per set (exporter/outputs/opencost_api.py plans them)."""
         q = parse_query(query, self.cfg.attribution.labels, time.time() if now is None else now, self.step)

@@ -1,0 +1,74 @@
+"""OpenCost's /allocation answer encoded allocation by allocation, for answers too big to hold whole.
+
+A pod-level answer at 100k containers has 50k allocations of about 40 fields each: as one dict it
+takes about 175 MB, and its JSON text another 80 MB, on top of the groups it is made from. Here a
+set's allocations are encoded one at a time from its groups, straight to the socket for the last set
+(earlier sets of a stepped answer are encoded as soon as they are computed, so their groups go). The
+bytes are those `json.dumps` of the whole dict would give, so `to_json()` serves in-process callers.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from exporter.outputs.allocrows import Group, properties_json, proportional_costs
+from exporter.outputs.formatters import api_item
+
+FLUSH_BYTES = 1 << 16  # the size of the pieces handed to the socket
+
+
+@dataclass
+class SetGroups:
+    """One set's groups and what its allocations need besides: the computed span, the set's bounds and,
+    for includeProportionalAssetResourceCosts, each node's cost per resource."""
+
+    groups: Mapping[str, Group]
+    start: int
+    end: int
+    bounds: tuple[int, int]
+    cluster: str
+    node_cost: Mapping[tuple[str, str], float] | None = None
+
+    def items(self) -> Iterator[tuple[str, dict[str, Any]]]:
+        for name, g in sorted(self.groups.items()):
+            proportional = None if self.node_cost is None else proportional_costs(g, self.node_cost, self.cluster)
+            yield name, api_item(name, g.row, self.start, self.end, self.bounds, properties_json(g), proportional)
+
+    def encode(self) -> Iterator[bytes]:
+        """`{"name": {...}, ...}` as json.dumps writes it, in pieces of about FLUSH_BYTES."""
+        parts, size = ["{"], 1
+        for i, (name, item) in enumerate(self.items()):
+            text = f"{', ' if i else ''}{json.dumps(name)}: {json.dumps(item)}"
+            parts.append(text)
+            size += len(text)
+            if size >= FLUSH_BYTES:
+                yield "".join(parts).encode()
+                parts, size = [], 0
+        parts.append("}")
+        yield "".join(parts).encode()
+
+
+@dataclass
+class AllocationBody:
+    """`{"code": 200, "data": [sets], "coverage": {...}}`: earlier sets already encoded, the last as groups."""
+
+    done: list[bytes] = field(default_factory=list)
+    last: SetGroups | None = None
+    coverage: dict[str, Any] = field(default_factory=dict)
+
+    def chunks(self) -> Iterator[bytes]:
+        yield b'{"code": 200, "data": ['
+        for i, encoded in enumerate(self.done):
+            yield (b", " if i else b"") + encoded
+        if self.last is not None:
+            if self.done:
+                yield b", "
+            yield from self.last.encode()
+        yield b'], "coverage": ' + json.dumps(self.coverage).encode() + b"}"
+
+    def to_json(self) -> dict[str, Any]:
+        body: dict[str, Any] = json.loads(b"".join(self.chunks()))
+        return body
