@@ -318,3 +318,13 @@ def test_services_and_controllers_from_kube_state_metrics_series() -> None:
     assert services_of(ips, endpoints) == {("shop", "api-1"): ("api",), ("shop", "api-2"): ("admin", "api")}
     assert controllers_of({("shop", "api-1"): "deployment:api", ("batch", "bare"): "bare"}) == {
         ("shop", "api-1"): ("deployment", "api")}
+
+
+def test_proportional_asset_costs_at_pod_level(exporter: Exporter, pods_prom: Any) -> None:
+    """bare's worker holds 28/9 of n2's 4 cores (7/9 of its cpu cost) and 2 of its 16 GiB (1/8)."""
+    t0 = pods_prom[1]
+    data = call(exporter, t0, aggregate="pod", includeProportionalAssetResourceCosts="true")["data"][0]
+    share = data["bare"]["proportionalAssetResourceCosts"]["cluster,n2"]
+    assert share["cpuPercentage"] == pytest.approx(7 / 9, rel=REL)
+    assert share["ramPercentage"] == pytest.approx(1 / 8, rel=REL)
+    assert "proportionalAssetResourceCosts" not in call(exporter, t0, aggregate="pod")["data"][0]["bare"]

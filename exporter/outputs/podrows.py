@@ -211,9 +211,9 @@ class PodGranularity:
     """`Pipeline.compute(..., granularity=...)`: container rows for one window, grouped as they come."""
 
     def __init__(self, keys: list[AggKey], flt: Node | None, include_idle: bool, label_keys: tuple[str, ...],
-                 cluster: str, batch_pods: int = BATCH_PODS) -> None:
+                 cluster: str, batch_pods: int = BATCH_PODS, by_node: bool = True) -> None:
         self.keys, self.filter, self.include_idle = keys, flt, include_idle
-        self.batch_pods = batch_pods
+        self.batch_pods, self.by_node = batch_pods, by_node
         self.label_keys, self.cluster = label_keys, cluster
         self.groups: dict[str, Group] = {}
         self.meta = PodMeta()
@@ -251,10 +251,10 @@ class PodGranularity:
             del totals
             split = split_rows([r for ns in batch for r in tenants[ns]], usage, attrs_of, self.meta)
             with self._lock:
-                add_rows(self.groups, split, self.keys, self.filter, self.include_idle)
+                add_rows(self.groups, split, self.keys, self.filter, self.include_idle, self.by_node)
             del usage
         with self._lock:
-            add_rows(self.groups, rest, self.keys, self.filter, self.include_idle)
+            add_rows(self.groups, rest, self.keys, self.filter, self.include_idle, self.by_node)
 
 
 def response(pipeline: Pipeline, query: AllocationQuery, label_keys: tuple[str, ...], cluster: str,
@@ -264,7 +264,8 @@ def response(pipeline: Pipeline, query: AllocationQuery, label_keys: tuple[str, 
     body = AllocationBody()
     coverage = Coverage()
     for s in query.sets:
-        grain = PodGranularity(query.aggregate, query.filter, query.include_idle, label_keys, cluster)
+        grain = PodGranularity(query.aggregate, query.filter, query.include_idle, label_keys, cluster,
+                               by_node=query.proportional)
         result = pipeline.compute(s.compute, cancel=cancel, granularity=grain)
         if body.last is not None:
             body.done.append(b"".join(body.last.encode()))

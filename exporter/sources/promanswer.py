@@ -5,6 +5,7 @@ shapes a result must have. Every check ends in one line for the user, never a Ke
 from __future__ import annotations
 
 import socket
+from sys import intern
 from typing import Any, TypeVar
 
 import urllib3
@@ -54,9 +55,12 @@ def matrix(data: dict[str, Any]) -> list[tuple[Labels, list[tuple[float, float]]
 
 
 def _labels(metric: object) -> Labels:
+    """The series' labels, their names and values interned: the same pod, namespace and node names come
+    back in every answer, and the rows and metadata kept for a window (50k pods' worth at 100k containers)
+    then share one string each instead of one per answer."""
     if not isinstance(metric, dict) or not all(isinstance(v, str) for v in metric.values()):
         raise TypeError("series labels are not an object of strings")
-    return metric
+    return {intern(k): intern(v) for k, v in metric.items()}
 
 
 def timed_out(e: BaseException) -> bool:
