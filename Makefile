@@ -68,11 +68,15 @@ docs: deps
 
 # Scale benchmark (not a test). The 100k size takes about 40 minutes on 2 cores: `make bench SIZES=1000,10000`;
 # `BENCH_ARGS=--baseline REF` also runs allocate as of git REF against the same data (docs/scale.md).
+# SERVE_SIZES=300000 adds serve at the Kubernetes envelope (bench/serve.py: 5,000 nodes at 300k, a short
+# backfill; rules + serve cycle Prometheus time and serve's peak RSS; about an hour on 2 cores).
 SIZES ?= 1000,10000,100000
 CONCURRENCY ?= 1
 BENCH_ARGS ?=
+SERVE_SIZES ?=
 bench: deps system-deps
 	$(PY) -m bench.run --sizes $(SIZES) --concurrency $(CONCURRENCY) $(BENCH_ARGS)
+	$(if $(SERVE_SIZES),$(PY) -m bench.serve --sizes $(SERVE_SIZES))
 	$(PY) -m bench.soak
 
 # Memory soak (not a test): serve's accrual over 30 days of backfilled history, RSS per day; ~3 minutes.

@@ -110,16 +110,20 @@ def resolve(meta: Metadata, keys: list[str]) -> Owners:
 
 
 def coverage_by_pods(meta: Metadata, keys: list[str]) -> dict[str, float]:
-    """Share of pods that get each label, from the pod itself or its namespace."""
+    """Share of pods that get each label, from the pod itself or its namespace.
+
+    One pass over the pods: every /metrics scrape calls this, and a pass per namespace took minutes
+    at 150,000 pods in 1,500 namespaces (bench/serve.py)."""
     total = sum(meta.pod_counts.values())
+    labelled: dict[tuple[str, str], int] = {}  # (namespace, key) -> pods carrying the label themselves
+    for (ns, _pod), lb in meta.pods.items():
+        for key in keys:
+            if lb.get(key):
+                labelled[ns, key] = labelled.get((ns, key), 0) + 1
     out: dict[str, float] = {}
     for key in keys:
-        covered = 0
-        for ns, count in meta.pod_counts.items():
-            if meta.namespaces.get(ns, {}).get(key):
-                covered += count
-            else:
-                covered += sum(1 for (pns, _p), lb in meta.pods.items() if pns == ns and lb.get(key))
+        covered = sum(count if meta.namespaces.get(ns, {}).get(key) else labelled.get((ns, key), 0)
+                      for ns, count in meta.pod_counts.items())
         out[key] = covered / total if total else 0.0
     return out
 
