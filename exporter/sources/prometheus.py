@@ -148,17 +148,14 @@ class PrometheusClient:
         """Evaluate a range-vector selector at `at` and return raw samples (used to read counters back).
 
         Non-finite samples are left out and reported, as in `query`."""
-        data = self._instant(expr, at)
-        out = []
-        for labels, samples in self._parse(expr, data, matrix):
-            kept = []
-            for t, v in samples:
-                if math.isfinite(v):
-                    kept.append((t, v))
-                else:
-                    self.on_non_finite(NonFinite(labels, t, spelled(v), metrics_in(expr)))
-            out.append((labels, kept))
-        return out
+        parsed = self._parse(expr, self._instant(expr, at), matrix)  # the decoded JSON goes at once
+        for labels, samples in parsed:  # filtered in place: a big answer is not copied for a rare NaN
+            if not all(math.isfinite(v) for _t, v in samples):
+                for t, v in samples:
+                    if not math.isfinite(v):
+                        self.on_non_finite(NonFinite(labels, t, spelled(v), metrics_in(expr)))
+                samples[:] = [(t, v) for t, v in samples if math.isfinite(v)]
+        return parsed
 
     def _finite_rows(self, expr: str, at: float, rows: list[tuple[Labels, float]]) -> list[tuple[Labels, float]]:
         """Only finite values: each NaN/Inf is reported to `on_non_finite` and left out."""
