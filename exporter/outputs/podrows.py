@@ -249,10 +249,10 @@ class PodGranularity:
                                     sum(self.meta.pods.get(ns, 1) for ns in batch))
             usage = container_lines(totals, pipeline.step)
             del totals
-            split = split_rows([r for ns in batch for r in tenants[ns]], usage, attrs_of, self.meta)
+            split = split_rows([r for ns in batch for r in tenants.pop(ns)], usage, attrs_of, self.meta)
             with self._lock:
                 add_rows(self.groups, split, self.keys, self.filter, self.include_idle, self.by_node)
-            del usage
+            del usage, split  # this batch's rows are in the groups now
         with self._lock:
             add_rows(self.groups, rest, self.keys, self.filter, self.include_idle, self.by_node)
 
