@@ -130,8 +130,9 @@ def test_big_clusters_are_read_in_namespace_shards_and_nothing_falls_between() -
     """Shards of at most 4 pods in name order (a: 3, then b: 2 would pass 4), the split namespace per pod,
     and a last part over every namespace no other part names, which alone carries node capacity."""
     from exporter.config.schema import parse_config
-    from exporter.sources.allocsteps import BY_NAMESPACE, BY_POD, chunk_parts
+    from exporter.sources.allocsteps import BY_NAMESPACE, BY_POD
     from exporter.sources.queries import Queries
+    from exporter.sources.stepfetch import chunk_parts
 
     cfg = parse_config({"prometheus": {"url": "http://127.0.0.1:9"}})
     q = Queries(cfg.prometheus, cfg.allocation)

@@ -230,7 +230,7 @@ def test_namespace_batches_give_the_same_rows(exporter: Exporter, pods_prom: Any
     from exporter.outputs.allocrows import finish
     from exporter.outputs.opencost_api import AggKey
     from exporter.outputs.podrows import PodGranularity
-    from exporter.sources.allocsteps import namespace_batches as batches
+    from exporter.sources.stepfetch import namespace_batches as batches
 
     # in name order, a batch closes before it would pass the limit; a bigger namespace is alone; unknown counts 1
     assert batches(["c", "a", "b", "d"], {"a": 1, "b": 2, "c": 4}, 3) == [["a", "b"], ["c"], ["d"]]

@@ -26,10 +26,11 @@ from exporter.core.workloads import resolve as resolve_workloads
 from exporter.engine.gpufetch import gpu_held, with_gpus
 from exporter.engine.splitfetch import split_recorded
 from exporter.engine.warnlog import WarningLog
-from exporter.sources.allocsteps import RowKey, StepFetcher
+from exporter.sources.allocsteps import RowKey
 from exporter.sources.prometheus import PrometheusClient
 from exporter.sources.queries import RESOURCE_FROM_KSM, Queries
 from exporter.sources.splitsteps import split_rows
+from exporter.sources.stepfetch import StepFetcher
 
 log = logging.getLogger(__name__)
 

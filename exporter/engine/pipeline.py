@@ -29,10 +29,10 @@ from exporter.engine.fetch import Fetch
 from exporter.engine.gpufetch import unpriced_gpus
 from exporter.engine.limits import in_order
 from exporter.engine.warnlog import WarningLog
-from exporter.sources.allocsteps import StepFetcher
 from exporter.sources.prometheus import PrometheusClient
 from exporter.sources.promql import with_window
 from exporter.sources.queries import LOOKBACK_SECONDS, Queries
+from exporter.sources.stepfetch import StepFetcher
 
 Progress = Callable[[Window], None]
 MIN_RECORDED_STEPS = 5  # shorter chunks read raw series: cheap, and no heartbeat check to pay for

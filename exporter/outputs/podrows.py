@@ -30,12 +30,13 @@ from exporter.outputs.allocfilter import Node, Props
 from exporter.outputs.allocrows import AllocRow, Group, add_rows, build_rows, finish
 from exporter.outputs.formatters import Row
 from exporter.outputs.opencost_api import AggKey, AllocationQuery
-from exporter.sources.allocsteps import NodeScales, namespace_batches, usage_records
+from exporter.sources.allocsteps import NodeScales
 from exporter.sources.podqueries import PodQueries
 from exporter.sources.podsteps import ContainerFetcher, ContainerTotals
 from exporter.sources.prometheus import PrometheusClient
 from exporter.sources.promql import one_of
 from exporter.sources.queries import Queries
+from exporter.sources.stepfetch import namespace_batches, usage_records
 
 if TYPE_CHECKING:
     from exporter.engine.pipeline import Pipeline

@@ -1,0 +1,191 @@
+"""A chunk's one-pass rows, fetched: in sub-windows of bounded size, and on big clusters in namespace shards.
+
+allocsteps.py builds the query and integrates its rows; this module decides what is asked in which
+answer. On a cluster of more than `SHARD_PODS` pods one answer of the one-pass query would hold three
+rows a pod and step (at 100k containers 150k rows, which took the client from 190 to 780 MB), so a chunk
+is read per shard of namespaces; the allocation rows wait per step index until every node's total is
+known, so shards cost no extra Prometheus work.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from array import array
+from collections import Counter
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+
+from exporter.sources.allocsteps import (
+    BY_NAMESPACE,
+    BY_POD,
+    RESOURCE_GROUPS,
+    SAMPLE_BUDGET,
+    NodeScales,
+    RowKey,
+    StepRows,
+    StepTotals,
+    add_sums,
+    in_span,
+    none_of,
+    parse,
+    records_probe,
+    scaled,
+    step_query,
+)
+from exporter.sources.prometheus import PrometheusClient
+from exporter.sources.promql import join_matchers, one_of
+from exporter.sources.queries import Queries
+
+# Pods per namespace shard of a chunk's one-pass query (see the module's docstring).
+SHARD_PODS = 10_000
+
+
+@dataclass(frozen=True)
+class Part:
+    """One query's share of a chunk: the namespaces `q` selects (also matched by `scope` for recorded
+    usage), rows per `by`."""
+
+    q: Queries
+    by: str
+    scope: str
+    pods: int
+    capacity: bool = False  # node capacity rows too: on the one part whose selectors are not narrowed to
+    # namespaces (a `namespace!~` matcher still matches the capacity series, which have no namespace)
+
+
+def narrowed(q: Queries, only: str) -> Queries:
+    """A copy of `q` whose kube-state-metrics and cAdvisor selectors also carry the matcher `only`."""
+    out = copy.copy(q)
+    out.k, out.c = join_matchers(q.k, only), join_matchers(q.c, only)
+    return out
+
+
+def namespace_batches(namespaces: Iterable[str], pods: Mapping[str, int], limit: int) -> list[list[str]]:
+    """Namespaces in groups of at most `limit` pods (a bigger namespace alone), in name order. Pure."""
+    out: list[list[str]] = [[]]
+    held = 0
+    for ns in sorted(namespaces):
+        n = max(pods.get(ns, 1), 1)
+        if out[-1] and held + n > limit:
+            out.append([])
+            held = 0
+        out[-1].append(ns)
+        held += n
+    return [b for b in out if b]
+
+
+def chunk_parts(q: Queries, split: list[str], pod_counts: Mapping[str, int], shard_pods: int) -> list[Part]:
+    """The queries a chunk is read in. Usually one (plus one per-pod query over the split namespaces);
+    on a cluster of more than `shard_pods` pods, shards of namespaces of about that many pods each, so
+    that no answer holds much more than 3 x shard_pods rows a step, plus a last query over every
+    namespace no shard names (pods the counts missed are never lost)."""
+    total = sum(pod_counts.values())
+    plain = sorted(ns for ns in pod_counts if ns not in split)
+    shards = namespace_batches(plain, pod_counts, shard_pods) if total > shard_pods else []
+    listed = [*split, *(ns for shard in shards for ns in shard)]
+    rest = none_of("namespace", listed) if listed else ""
+    parts = [Part(narrowed(q, one_of("namespace", shard)), BY_NAMESPACE, one_of("namespace", shard),
+                  sum(pod_counts.get(ns, 0) for ns in shard)) for shard in shards]
+    parts.append(Part(narrowed(q, rest) if rest else q, BY_NAMESPACE, rest,
+                      total - sum(p.pods for p in parts) - sum(pod_counts.get(ns, 0) for ns in split), True))
+    if split:
+        parts.append(Part(q.scoped(split), BY_POD, one_of("namespace", split),
+                          sum(pod_counts.get(ns, 0) for ns in split)))
+    return parts
+
+
+class Pending:
+    """One sub-window's allocation rows across the parts of a chunk, kept per step index until every
+    node's total is known; requests and usage are summed into the totals at once. The node totals are
+    added in the order rows arrive, as `integrate` adds them."""
+
+    def __init__(self, first: int, step: int, steps: int) -> None:
+        self.first, self.step, self.steps = first, step, steps
+        self.alloc: dict[RowKey, array[float]] = {}
+        self.node_totals: dict[tuple[str, str], dict[float, float]] = {}
+        self.capacity: NodeScales = {}
+
+    def add(self, rows: StepRows[RowKey], policy: str, weight: float, into: StepTotals) -> None:
+        self.capacity.update(rows.capacity)
+        alloc = rows.allocation(policy, weight)
+        add_sums(rows, {}, {}, into.requested, into.used, into.allocated)
+        for key, samples in alloc.items():
+            values = array("d", [math.nan]) * self.steps
+            node_total = self.node_totals.setdefault((key.node, key.resource), {})
+            for t, v in samples:
+                values[round((t - self.first) / self.step)] = v
+                node_total[t] = node_total.get(t, 0.0) + v
+            self.alloc[key] = values
+
+    def finish(self, into: StepTotals) -> None:
+        scales: NodeScales = {}
+        for node_res, node_total in self.node_totals.items():
+            cap = self.capacity.get(node_res, {})
+            scales[node_res] = {t: min(c / total, 1.0) for t, total in node_total.items()
+                                if (c := cap.get(t)) is not None and total > 0}
+        for key, values in self.alloc.items():
+            by_step = scales[(key.node, key.resource)]
+            samples = [(float(self.first + i * self.step), v) for i, v in enumerate(values) if not math.isnan(v)]
+            acc = scaled(samples, by_step)
+            if acc is not None:
+                into.allocated[key] = into.allocated.get(key, 0.0) + acc
+        for node_res, by_step in scales.items():
+            into.scales.setdefault(node_res, {}).update(by_step)
+
+
+class StepFetcher:
+    """Fetches a chunk's per-step rows in sub-windows of bounded size and integrates them."""
+
+    def __init__(self, client: PrometheusClient, policy: str, weight: float, shard_pods: int = SHARD_PODS) -> None:
+        self.client, self.policy, self.weight = client, policy, weight
+        self.shard_pods = shard_pods
+        self.series_seen = 0  # the largest series count of one part's answer: sizes the next sub-windows
+        self.usage_sources: Counter[str] = Counter()  # per chunk and resource: "kube-prometheus" or "raw"
+
+    def totals(self, q: Queries, start: int, end: int, split: list[str],
+               pod_counts: Mapping[str, int] | None = None) -> StepTotals:
+        """Sums over the steps of (start, end]; namespaces in `split` get per-pod rows, from a query over
+        those namespaces only (every container is still evaluated once per step). Big clusters are read
+        in namespace shards (`chunk_parts`). The first sub-window is sized from the pod counts (rows per
+        step are at most 3 per pod: request, usage, allocation) until an answer tells the real count."""
+        step, out = q.step, StepTotals()
+        parts = chunk_parts(q, split, pod_counts or {}, self.shard_pods)
+        records = self.kube_prometheus_usage(q, start, end)
+        steps = max(1, (end - start) // step)
+        expected = self.series_seen or 3 * max(p.pods for p in parts)
+        per_query = max(1, min(steps, SAMPLE_BUDGET // expected)) if expected else 1
+        at = start
+        while at < end:
+            span = min(per_query * step, end - at)
+            at += span
+            seen = 0
+            # Two queries per sub-window and part, CPU and memory+GPU, so that a bad answer for one
+            # resource's series (NaN, Inf) costs only that resource, as when each had its own query.
+            for resources in RESOURCE_GROUPS:
+                pending = Pending(at - span + step, step, span // step)
+                for part in parts:
+                    expr = step_query(part.q, span, resources, by=part.by, capacity=part.capacity,
+                                      records=records, scope=part.scope)
+                    series = in_span(self.client.query_range_raw(expr, float(at)), at, span)
+                    seen = max(seen, len(series))
+                    pending.add(parse(series), self.policy, self.weight, out)
+                    del series
+                pending.finish(out)
+            self.series_seen = max(seen, 1)
+            per_query = max(1, min(steps, SAMPLE_BUDGET // self.series_seen))
+        return out
+
+    def kube_prometheus_usage(self, q: Queries, start: int, end: int) -> frozenset[str]:
+        found = usage_records(self.client, q, start, end)
+        for res in ("cpu", "memory"):
+            self.usage_sources[f"{res}:{'kube-prometheus' if res in found else 'raw'}"] += 1
+        return found
+
+
+def usage_records(client: PrometheusClient, q: Queries, start: int, end: int) -> frozenset[str]:
+    """The resources whose usage kube-prometheus' records give, present at the chunk's first and last
+    step (never across a bridged gap, whose usage is read around it)."""
+    probe = records_probe(q, start + q.step, end) if q.cadvisor_bridge is None else ""
+    rows = client.query(probe, float(end)) if probe else []
+    return frozenset(lb.get("resource", "") for lb, _ in rows)
