@@ -13,7 +13,7 @@ import copy
 import math
 from array import array
 from collections import Counter
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 
 from exporter.sources.allocsteps import (
@@ -39,6 +39,16 @@ from exporter.sources.queries import Queries
 
 # Pods per namespace shard of a chunk's one-pass query (see the module's docstring).
 SHARD_PODS = 10_000
+
+
+def spans(start: int, end: int, step: int, per_query: Callable[[], int]) -> Iterator[tuple[int, int]]:
+    """(start, end] as (end, length) of sub-windows of `per_query()` steps each, asked anew for each one (an
+    answer tells how big the next may be)."""
+    at = start
+    while at < end:
+        span = min(per_query() * step, end - at)
+        at += span
+        yield at, span
 
 
 @dataclass(frozen=True)
@@ -141,6 +151,7 @@ class StepFetcher:
         self.client, self.policy, self.weight = client, policy, weight
         self.shard_pods = shard_pods
         self.series_seen = 0  # the largest series count of one part's answer: sizes the next sub-windows
+        self.per_query = 1  # steps per sub-window
         self.usage_sources: Counter[str] = Counter()  # per chunk and resource: "kube-prometheus" or "raw"
 
     def totals(self, q: Queries, start: int, end: int, split: list[str],
@@ -154,11 +165,8 @@ class StepFetcher:
         records = self.kube_prometheus_usage(q, start, end)
         steps = max(1, (end - start) // step)
         expected = self.series_seen or 3 * max(p.pods for p in parts)
-        per_query = max(1, min(steps, SAMPLE_BUDGET // expected)) if expected else 1
-        at = start
-        while at < end:
-            span = min(per_query * step, end - at)
-            at += span
+        self.per_query = max(1, min(steps, SAMPLE_BUDGET // expected)) if expected else 1
+        for at, span in spans(start, end, step, lambda: self.per_query):
             seen = 0
             # Two queries per sub-window and part, CPU and memory+GPU, so that a bad answer for one
             # resource's series (NaN, Inf) costs only that resource, as when each had its own query.
@@ -173,7 +181,7 @@ class StepFetcher:
                     del series
                 pending.finish(out)
             self.series_seen = max(seen, 1)
-            per_query = max(1, min(steps, SAMPLE_BUDGET // self.series_seen))
+            self.per_query = max(1, min(steps, SAMPLE_BUDGET // self.series_seen))
         return out
 
     def kube_prometheus_usage(self, q: Queries, start: int, end: int) -> frozenset[str]:
