@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,7 @@ import yaml
 from click.testing import CliRunner
 
 from demo.localprom import PrometheusServer, backfill, backfill_rules
+from demo.synthetic import Cluster
 from exporter.cli import main
 from exporter.config.schema import parse_config
 from exporter.mixin.budgets import allocation_rules
@@ -42,6 +44,17 @@ def recorded_prom(tmp_path_factory: pytest.TempPathFactory, core_t0: int) -> Ite
         yield prom
     finally:
         prom.stop()
+
+
+@contextmanager
+def recorded_hour(root: Path, cluster: Cluster, t0: int) -> Iterator[PrometheusServer]:
+    """`cluster`'s hour from t0 on a Prometheus, with the default allocation rules recorded over it."""
+    backfill(cluster, root / "data", t0 - 1800, t0 + WINDOW_SECONDS + 600, 60)
+    rules = root / "allocation.rules.yaml"
+    rules.write_text(yaml.safe_dump(allocation_rules(parse_config({}))))
+    with PrometheusServer(root / "data") as prom:
+        backfill_rules(prom, rules, t0 - 600, t0 + WINDOW_SECONDS)
+        yield prom
 
 
 def allocate(prom: PrometheusServer, tmp_path: Path, window: str, **allocation: Any) -> tuple[dict[str, Any], Any]:
@@ -159,12 +172,7 @@ def test_a_namespace_split_between_teams_reads_recorded_series(tmp_path_factory:
                                                                 core_t0: int, tmp_path: Path) -> None:
     """web's pods belong to two teams: its chunks read the recorded amounts like the others, split between
     the teams by raw per-pod rows of web only (before, such chunks read raw series throughout)."""
-    root = tmp_path_factory.mktemp("recorded-split")
-    backfill(share_cluster(core_t0), root / "data", core_t0 - 1800, core_t0 + WINDOW_SECONDS + 600, 60)
-    rules = root / "allocation.rules.yaml"
-    rules.write_text(yaml.safe_dump(allocation_rules(parse_config({}))))
-    with PrometheusServer(root / "data") as prom:
-        backfill_rules(prom, rules, core_t0 - 600, core_t0 + WINDOW_SECONDS)
+    with recorded_hour(tmp_path_factory.mktemp("recorded-split"), share_cluster(core_t0), core_t0) as prom:
         cfg = tmp_path / "c.yaml"
         cfg.write_text(yaml.safe_dump({"prometheus": {"url": prom.url}, "attribution": {"source": "prometheus"},
                                        "allocation": {"chunk": "10m"}}))

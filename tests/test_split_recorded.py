@@ -18,16 +18,14 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
-from demo.localprom import PrometheusServer, backfill, backfill_rules
+from demo.localprom import PrometheusServer
 from demo.synthetic import GIB, Cluster, Container, Node, Pod
 from exporter.cli import main
 from exporter.config.schema import parse_config
-from exporter.mixin.budgets import allocation_rules
 from exporter.serve.server import Exporter
 
-from .scenarios import WINDOW_SECONDS
 from .test_allocate_core import REL, window_arg
-from .test_recorded import rule_phase
+from .test_recorded import recorded_hour, rule_phase
 
 CPU, RAM = 0.10, 0.01  # OpenCost prices on n1: per core-hour and per GiB-hour
 CLUSTER = 4 * CPU + 16 * RAM  # n1 is 4 cores and 16 GiB: 0.56 for the hour
@@ -51,12 +49,7 @@ def split_cluster(t0: int) -> Cluster:
 
 @pytest.fixture(scope="module")
 def split_prom(tmp_path_factory: pytest.TempPathFactory, core_t0: int) -> Iterator[PrometheusServer]:
-    root = tmp_path_factory.mktemp("split-recorded")
-    backfill(split_cluster(core_t0), root / "data", core_t0 - 1800, core_t0 + WINDOW_SECONDS + 600, 60)
-    rules = root / "allocation.rules.yaml"
-    rules.write_text(yaml.safe_dump(allocation_rules(parse_config({}))))
-    with PrometheusServer(root / "data") as prom:
-        backfill_rules(prom, rules, core_t0 - 600, core_t0 + WINDOW_SECONDS)
+    with recorded_hour(tmp_path_factory.mktemp("split-recorded"), split_cluster(core_t0), core_t0) as prom:
         yield prom
 
 
