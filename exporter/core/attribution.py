@@ -90,8 +90,10 @@ def resolve(meta: Metadata, keys: list[str]) -> Owners:
     pods: dict[tuple[str, str], Attrs] = {}
     per_ns: dict[str, set[Attrs]] = {}
     labelled: dict[str, int] = {}
+    interned: dict[Attrs, Attrs] = {}  # one tuple per owner, not per pod
     for (ns, pod), labels in sorted(meta.pods.items()):
         a = _attrs(keys, labels, meta.namespaces.get(ns, {}))
+        a = interned.setdefault(a, a)
         pods[(ns, pod)] = a
         per_ns.setdefault(ns, set()).add(a)
         labelled[ns] = labelled.get(ns, 0) + 1

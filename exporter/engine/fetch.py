@@ -63,8 +63,12 @@ class Fetch:
         at, span, queries = float(w.end), w.seconds, q or self.queries
         back = {ksm_label(k): k for k in [*self.attribution_keys, *self.cfg.sharing.shareLabels]}
 
+        seen: dict[frozenset[tuple[str, str]], dict[str, str]] = {}
+
         def k8s(labels: dict[str, str]) -> dict[str, str]:
-            return {back[k]: v for k, v in labels.items() if k in back and v}
+            """One dict per distinct set of owner labels (read-only): 50k pods share a few hundred."""
+            mine = {back[k]: v for k, v in labels.items() if k in back and v}
+            return seen.setdefault(frozenset(mine.items()), mine)
 
         namespaces = {lb["namespace"]: k8s(lb) for lb, _ in self.client.query(queries.namespace_labels(span), at)
                       if "namespace" in lb}

@@ -63,10 +63,15 @@ def build_rows(result: CostResult, label_keys: tuple[str, ...], cluster: str,
         for res, c in line.cost_by_resource().items():
             table_sum[(ns, attrs, res)] = table_sum.get((ns, attrs, res), 0.0) + c
 
+    owner_labels: dict[tuple[str, ...], dict[str, str]] = {}  # one dict per owner, read-only, shared
+
     def props(ns: str, node: str, attrs: tuple[str, ...]) -> Props:
         real = "" if is_pseudo(ns) else ns
-        return Props(cluster=cluster, node=node, namespace=real, labels=_labels(attrs, label_keys),
-                     annotations=dict(ns_annotations.get(real, {})))
+        labels = owner_labels.get(attrs)
+        if labels is None:
+            labels = owner_labels[attrs] = _labels(attrs, label_keys)
+        return Props(cluster=cluster, node=node, namespace=real, labels=labels,
+                     annotations=ns_annotations.get(real, {}))
 
     def pseudo(ns: str) -> str:
         return ns if is_pseudo(ns) else ""
@@ -76,9 +81,9 @@ def build_rows(result: CostResult, label_keys: tuple[str, ...], cluster: str,
         owner = any((ns, attrs, res) in kept for res in _RES_COST)
         if not owner:
             continue  # a shared namespace: its cost reached the tenants as shared cost
-        r = Row()
-        if ns != IDLE:
-            r.line.add(line)
+        # The table's own Line, not a copy: rows are read, never added into (a copy per row was 22 MB of
+        # floats at 100k containers).
+        r = Row(line=line) if ns != IDLE else Row()
         for res, c in line.cost_by_resource().items():
             total = table_sum.get((ns, attrs, res), 0.0)
             r.cost[res] += c * kept.get((ns, attrs, res), 0.0) / total if total else 0.0
@@ -119,7 +124,11 @@ def row_group_name(row: AllocRow, keys: list[AggKey]) -> str:
 
 
 def _intersect(a: Props, b: Props) -> Props:
-    """Keep what both share: a property of an aggregate is kept only when every item has it."""
+    """Keep what both share: a property of an aggregate is kept only when every item has it. `a` itself
+    when `b` takes nothing from it (a pod's group meets its pod's props twice per segment)."""
+    if all(getattr(a, n) in (getattr(b, n), "", ()) for n in _PLAIN) and _kept(a.labels, b.labels) \
+            and _kept(a.annotations, b.annotations):
+        return a
     same = {f.name: getattr(a, f.name) for f in fields(Props)
             if f.name not in ("labels", "annotations") and getattr(a, f.name) == getattr(b, f.name)}
     blank = {f.name: ("" if f.name != "services" else ()) for f in fields(Props)
@@ -129,6 +138,11 @@ def _intersect(a: Props, b: Props) -> Props:
                    annotations={k: v for k, v in a.annotations.items() if b.annotations.get(k) == v})
 
 
+def _kept(mine: Mapping[str, str], theirs: Mapping[str, str]) -> bool:
+    return mine is theirs or mine.items() <= theirs.items()
+
+
+_PLAIN = tuple(f.name for f in fields(Props) if f.name not in ("labels", "annotations"))
 _LINE = tuple(f.name for f in fields(Line))
 _COSTS = tuple(Row().cost)
 _SHARED = len(_LINE) + len(_COSTS)

@@ -66,9 +66,13 @@ class PodMeta:
     pods: dict[str, int] = field(default_factory=dict)  # namespace -> pods seen in the window
 
 
-def _stripped(labels: Mapping[str, str], prefix: str) -> dict[str, str]:
+def _stripped(labels: Mapping[str, str], prefix: str, seen: dict[frozenset[tuple[str, str]], dict[str, str]]
+              ) -> dict[str, str]:
+    """The labels under `prefix`, one dict per distinct set (`seen`): a ReplicaSet's pods share their
+    labels, and every pod row and group of the window points at its pod's dict, never copies it."""
     n = len(prefix)
-    return {k[n:]: v for k, v in labels.items() if k.startswith(prefix) and v}
+    mine = {k[n:]: v for k, v in labels.items() if k.startswith(prefix) and v}
+    return seen.setdefault(frozenset(mine.items()), mine)
 
 
 def controllers_of(workloads: Mapping[PodKey, str]) -> dict[PodKey, tuple[str, str]]:
@@ -104,12 +108,13 @@ def fetch_meta(client: PrometheusClient, q: Queries, w: Window) -> PodMeta:
     pods = owners("kube_pod_owner", "pod")
     workloads = resolve_workloads(pods, owners("kube_replicaset_owner", "replicaset"),
                                   owners("kube_job_owner", "job_name")) if pods else {}
-    labels = {(lb.get("namespace", ""), lb.get("pod", "")): _stripped(lb, "label_")
+    seen: dict[frozenset[tuple[str, str]], dict[str, str]] = {}
+    labels = {(lb.get("namespace", ""), lb.get("pod", "")): _stripped(lb, "label_", seen)
               for lb, _ in client.query(pq.pod_labels(span), at)}
     counts: dict[str, int] = {}
     for ns, _pod in labels:  # kube-state-metrics exports kube_pod_labels for every pod
         counts[ns] = counts.get(ns, 0) + 1
-    notes = {(lb.get("namespace", ""), lb.get("pod", "")): _stripped(lb, "annotation_")
+    notes = {(lb.get("namespace", ""), lb.get("pod", "")): _stripped(lb, "annotation_", seen)
              for lb, _ in client.query(pq.pod_annotations(span), at)}
     ips = {(lb.get("namespace", ""), lb.get("pod", "")): lb.get("pod_ip", "")
            for lb, _ in client.query(pq.pod_ips(span), at)}
@@ -201,11 +206,20 @@ def _pod_props(ns_props: Props, pod: str, container: str, meta: PodMeta) -> Prop
     key = (ns_props.namespace, pod)
     kind, name = meta.controllers.get(key, ("", ""))
     # The owner's (attribution) values win over the pod's raw labels, so label:team agrees at every level.
-    labels = {**meta.labels.get(key, {}), **ns_props.labels}
     return Props(cluster=ns_props.cluster, node=ns_props.node, namespace=ns_props.namespace, controllerKind=kind,
                  controller=name, pod=pod, container=container, providerID=meta.provider_ids.get(ns_props.node, ""),
-                 services=meta.services.get(key, ()), labels=labels,
-                 annotations={**ns_props.annotations, **meta.annotations.get(key, {})})
+                 services=meta.services.get(key, ()), labels=_over(meta.labels.get(key, {}), ns_props.labels),
+                 annotations=_over(ns_props.annotations, meta.annotations.get(key, {})))
+
+
+def _over(under: Mapping[str, str], over: Mapping[str, str]) -> Mapping[str, str]:
+    """`{**under, **over}`, but one of them itself when the other adds nothing: pod rows and groups then
+    share their pod's dict (read-only everywhere) instead of each holding a copy."""
+    if not over or over.items() <= under.items():
+        return under
+    if not under:
+        return over
+    return {**under, **over}
 
 
 class PodGranularity:
