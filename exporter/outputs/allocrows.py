@@ -142,6 +142,11 @@ def _kept(mine: Mapping[str, str], theirs: Mapping[str, str]) -> bool:
     return mine is theirs or mine.items() <= theirs.items()
 
 
+def _common(mine: Mapping[str, str], theirs: Mapping[str, str]) -> Mapping[str, str]:
+    """The items both hold: `mine` itself when it holds nothing else (no new dict per row added)."""
+    return mine if _kept(mine, theirs) else {k: v for k, v in mine.items() if theirs.get(k) == v}
+
+
 _PLAIN = tuple(f.name for f in fields(Props) if f.name not in ("labels", "annotations"))
 _LINE = tuple(f.name for f in fields(Line))
 _COSTS = tuple(Row().cost)
@@ -155,12 +160,13 @@ class Group:
 
     __slots__ = ("by_node", "namespace_annotations", "namespace_labels", "props", "values")
 
-    def __init__(self, props: Props, row: Row, namespace_labels: dict[str, str],
+    def __init__(self, props: Props, row: Row, namespace_labels: Mapping[str, str],
                  by_node: dict[str, dict[str, float]] | None = None,
-                 namespace_annotations: dict[str, str] | None = None) -> None:
+                 namespace_annotations: Mapping[str, str] | None = None) -> None:
         self.props = props
         self.values = array("d", bytes(8 * (_SHARED + 1)))
         self.add(row)
+        # Read-only, shared with the rows (a merge makes a new dict): one copy per pod group was 6 MB at 100k.
         self.namespace_labels = namespace_labels
         self.by_node = by_node if by_node is not None else {}  # node -> cpu/memory/gpu cost on it
         self.namespace_annotations = namespace_annotations  # None: the same as props.annotations
@@ -204,17 +210,17 @@ def add_rows(out: dict[str, Group], rows: Iterable[AllocRow], keys: list[AggKey]
             continue
         name = row_group_name(r, keys)
         g = out.get(name)
-        ns_notes = None if r.namespace_annotations is None else dict(r.namespace_annotations)
+        ns_notes = r.namespace_annotations
         if g is None:
-            out[name] = Group(r.props, Row(), dict(r.namespace_labels), namespace_annotations=ns_notes)
+            out[name] = Group(r.props, Row(), r.namespace_labels, namespace_annotations=ns_notes)
             g = out[name]
         else:
             g.props = _intersect(g.props, r.props)
-            g.namespace_labels = {k: v for k, v in g.namespace_labels.items() if r.namespace_labels.get(k) == v}
+            g.namespace_labels = _common(g.namespace_labels, r.namespace_labels)
             if g.namespace_annotations is not None or ns_notes is not None:
                 mine = g.props.annotations if g.namespace_annotations is None else g.namespace_annotations
                 theirs = r.props.annotations if ns_notes is None else ns_notes
-                g.namespace_annotations = {k: v for k, v in mine.items() if theirs.get(k) == v}
+                g.namespace_annotations = _common(mine, theirs)
         g.add(r.row)
         if by_node and r.props.node:
             on = g.by_node.setdefault(r.props.node, dict.fromkeys(("cpu", "memory", "gpu"), 0.0))

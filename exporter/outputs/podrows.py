@@ -18,6 +18,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
+from sys import intern
 from typing import TYPE_CHECKING
 
 from exporter.core.allocation import RESOURCES, CostResult, Line
@@ -54,16 +55,32 @@ _REQ = {"cpu": "cpu_request_seconds", "memory": "ram_request_byte_seconds"}
 _USE = {"cpu": "cpu_usage_seconds", "memory": "ram_usage_byte_seconds"}
 
 
+@dataclass(slots=True)
+class PodInfo:
+    """What OpenCost reports about one pod beyond its namespace. Label and annotation dicts are shared
+    between pods with the same set, and read-only."""
+
+    controller_kind: str = ""  # in lower case; "" for a bare pod
+    controller: str = ""
+    labels: Mapping[str, str] = field(default_factory=dict)  # label_ stripped: app_kubernetes_io_name
+    annotations: Mapping[str, str] = field(default_factory=dict)
+    services: tuple[str, ...] = ()
+
+
+_NO_POD = PodInfo()
+
+
 @dataclass
 class PodMeta:
-    """What OpenCost reports about a pod beyond its namespace, from kube-state-metrics over one window."""
+    """Pod metadata from kube-state-metrics over one window: one record per pod, in one dict (five dicts
+    keyed by pod, each with its own key tuples, were 40 MB at 100k containers)."""
 
-    controllers: dict[PodKey, tuple[str, str]] = field(default_factory=dict)  # (kind in lower case, name)
-    labels: dict[PodKey, dict[str, str]] = field(default_factory=dict)  # label_ stripped: app_kubernetes_io_name
-    annotations: dict[PodKey, dict[str, str]] = field(default_factory=dict)
-    services: dict[PodKey, tuple[str, ...]] = field(default_factory=dict)
+    pods_info: dict[PodKey, PodInfo] = field(default_factory=dict)
     provider_ids: dict[str, str] = field(default_factory=dict)  # node -> providerID
     pods: dict[str, int] = field(default_factory=dict)  # namespace -> pods seen in the window
+
+    def of(self, namespace: str, pod: str) -> PodInfo:
+        return self.pods_info.get((namespace, pod), _NO_POD)
 
 
 def _stripped(labels: Mapping[str, str], prefix: str, seen: dict[frozenset[tuple[str, str]], dict[str, str]]
@@ -80,8 +97,8 @@ def controllers_of(workloads: Mapping[PodKey, str]) -> dict[PodKey, tuple[str, s
     out = {}
     for key, name in workloads.items():
         kind, sep, rest = name.partition(":")
-        if sep:
-            out[key] = (kind, rest)
+        if sep:  # interned: a Deployment's pods then share its name
+            out[key] = (intern(kind), intern(rest))
     return out
 
 
@@ -94,7 +111,9 @@ def services_of(pod_ips: Mapping[PodKey, str],
     by_ip: dict[tuple[str, str], set[str]] = {}
     for ns, service, ip in endpoints:
         by_ip.setdefault((ns, ip), set()).add(service)
-    return {key: tuple(sorted(svcs)) for key, ip in pod_ips.items() if (svcs := by_ip.get((key[0], ip)))}
+    one: dict[tuple[str, ...], tuple[str, ...]] = {}  # a Service's pods share one tuple
+    return {key: one.setdefault(t := tuple(sorted(svcs)), t)
+            for key, ip in pod_ips.items() if (svcs := by_ip.get((key[0], ip)))}
 
 
 def fetch_meta(client: PrometheusClient, q: Queries, w: Window) -> PodMeta:
@@ -121,8 +140,18 @@ def fetch_meta(client: PrometheusClient, q: Queries, w: Window) -> PodMeta:
     endpoints = [(lb.get("namespace", ""), lb.get("endpoint", ""), lb.get("ip", ""))
                  for lb, _ in client.query(pq.endpoint_addresses(span), at)]
     providers = {lb.get("node", ""): lb.get("provider_id", "") for lb, _ in client.query(pq.provider_ids(span), at)}
-    return PodMeta(controllers_of(workloads), {k: v for k, v in labels.items() if v},
-                   {k: v for k, v in notes.items() if v}, services_of(ips, endpoints), providers, counts)
+    info: dict[PodKey, PodInfo] = {}
+    for key, (kind, name) in controllers_of(workloads).items():
+        info[key] = PodInfo(kind, name)
+    for key, lb in labels.items():
+        if lb:
+            info.setdefault(key, PodInfo()).labels = lb
+    for key, notes_of in notes.items():
+        if notes_of:
+            info.setdefault(key, PodInfo()).annotations = notes_of
+    for key, svcs in services_of(ips, endpoints).items():
+        info.setdefault(key, PodInfo()).services = svcs
+    return PodMeta(info, providers, counts)
 
 
 def container_lines(totals: ContainerTotals, step: int) -> dict[ContainerKey, Line]:
@@ -203,13 +232,12 @@ def _split_moved(r: AllocRow, containers: Mapping[tuple[str, str], tuple[Props, 
 
 
 def _pod_props(ns_props: Props, pod: str, container: str, meta: PodMeta) -> Props:
-    key = (ns_props.namespace, pod)
-    kind, name = meta.controllers.get(key, ("", ""))
+    info = meta.of(ns_props.namespace, pod)
     # The owner's (attribution) values win over the pod's raw labels, so label:team agrees at every level.
-    return Props(cluster=ns_props.cluster, node=ns_props.node, namespace=ns_props.namespace, controllerKind=kind,
-                 controller=name, pod=pod, container=container, providerID=meta.provider_ids.get(ns_props.node, ""),
-                 services=meta.services.get(key, ()), labels=_over(meta.labels.get(key, {}), ns_props.labels),
-                 annotations=_over(ns_props.annotations, meta.annotations.get(key, {})))
+    return Props(cluster=ns_props.cluster, node=ns_props.node, namespace=ns_props.namespace,
+                 controllerKind=info.controller_kind, controller=info.controller, pod=pod, container=container,
+                 providerID=meta.provider_ids.get(ns_props.node, ""), services=info.services,
+                 labels=_over(info.labels, ns_props.labels), annotations=_over(ns_props.annotations, info.annotations))
 
 
 def _over(under: Mapping[str, str], over: Mapping[str, str]) -> Mapping[str, str]:

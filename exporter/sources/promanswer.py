@@ -48,8 +48,12 @@ def matrix(data: dict[str, Any]) -> list[tuple[Labels, list[tuple[float, float]]
     if kind != "matrix":
         raise Shape(f"expected a range vector (matrix), got {one_line(kind)}")
     try:
-        return [(_labels(s["metric"]), [(float(t), float(v)) for t, v in s["values"]])
-                for s in result]  # type: ignore[union-attr]
+        out = []
+        for i, s in enumerate(result):  # type: ignore[arg-type]
+            out.append((_labels(s["metric"]), [(float(t), float(v)) for t, v in s["values"]]))
+            result[i] = None  # type: ignore[index]  # the decoded series goes as its samples are converted:
+            # a big answer is never held twice (decoded JSON and converted samples at once)
+        return out
     except (KeyError, IndexError, TypeError, ValueError) as e:
         raise Shape(f"a malformed matrix result ({type(e).__name__}: {one_line(e)})") from e
 
