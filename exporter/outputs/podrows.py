@@ -21,14 +21,15 @@ from dataclasses import dataclass, field, replace
 from sys import intern
 from typing import TYPE_CHECKING
 
-from exporter.core.allocation import RESOURCES, CostResult, Line
+from exporter.core.allocation import RESOURCES, CostResult, Line, RowKey
 from exporter.core.attribution import Metadata, Owners
 from exporter.core.coverage import Coverage
+from exporter.core.names import is_pseudo
 from exporter.core.window import Window
 from exporter.core.workloads import resolve as resolve_workloads
 from exporter.outputs.allocbody import AllocationBody, SetGroups
 from exporter.outputs.allocfilter import Node, Props
-from exporter.outputs.allocrows import AllocRow, Group, add_rows, build_rows, finish
+from exporter.outputs.allocrows import AllocRow, Group, RowBuilder, add_rows, finish
 from exporter.outputs.formatters import Row
 from exporter.outputs.opencost_api import AggKey, AllocationQuery
 from exporter.sources.allocsteps import NodeScales
@@ -270,11 +271,16 @@ class PodGranularity:
         """Called by the pipeline for every costed segment, with the queries (bridged or not) it used and,
         from the raw path, the nodes' overflow scales (the recorded path has none: read them here).
         Namespaces are split batch by batch, so one batch's containers are held at a time."""
-        rows = build_rows(result, self.label_keys, self.cluster, meta.namespaces, meta.annotations)
-        tenants: dict[str, list[AllocRow]] = {}
-        rest: list[AllocRow] = []
-        for r in rows:
-            (rest if r.name or not r.props.namespace else tenants.setdefault(r.props.namespace, [])).append(r)
+        builder = RowBuilder(result, self.label_keys, self.cluster, meta.namespaces, meta.annotations)
+        # Each tenant namespace's table keys and node-less rows; the pseudo-namespaces' rows are `rest`.
+        keys: dict[str, list[RowKey]] = {}
+        for key in result.table:
+            keys.setdefault("" if is_pseudo(key[0]) else key[0], []).append(key)
+        rest: list[AllocRow] = list(builder.table_rows(keys.pop("", [])))
+        nodeless: dict[str, list[AllocRow]] = {}
+        for r in builder.nodeless():
+            (rest if r.name or not r.props.namespace else nodeless.setdefault(r.props.namespace, [])).append(r)
+        tenants = set(keys) | set(nodeless)
 
         def attrs_of(ns: str, pod: str) -> Attrs:
             return owners.of(ns, pod) if ns in owners.split else owners.of(ns)
@@ -292,10 +298,11 @@ class PodGranularity:
                                     sum(self.meta.pods.get(ns, 1) for ns in batch))
             usage = container_lines(totals, pipeline.step)
             del totals
-            split = split_rows([r for ns in batch for r in tenants.pop(ns)], usage, attrs_of, self.meta)
+            rows = [r for ns in batch for r in (*builder.table_rows(keys.pop(ns, [])), *nodeless.pop(ns, []))]
+            split = split_rows(rows, usage, attrs_of, self.meta)
             with self._lock:
                 add_rows(self.groups, split, self.keys, self.filter, self.include_idle, self.by_node)
-            del usage, split  # this batch's rows are in the groups now
+            del usage, split, rows  # this batch's rows are in the groups now
         with self._lock:
             add_rows(self.groups, rest, self.keys, self.filter, self.include_idle, self.by_node)
 
