@@ -215,9 +215,11 @@ class Fetch:
         else:  # one pass over the raw series (exporter/sources/allocsteps.py)
             totals = self.steps.totals(q, w.start, w.end, split, meta.pod_counts if meta else None)
             # GPUs are allocated by their physical shares, below.
-            allocated = self._unit_seconds(totals.allocated, owners, skip="gpu")
-            requested = self._unit_seconds(totals.requested, owners)
-            used = self._unit_seconds(totals.used, owners)
+            keys: dict[UsageKey, UsageKey] = {}  # the three share one key object per row
+            allocated = self._unit_seconds(totals.allocated, owners, keys, skip="gpu")
+            requested = self._unit_seconds(totals.requested, owners, keys)
+            used = self._unit_seconds(totals.used, owners, keys)
+            del keys
         # GPUs: what each container holds of physical devices (MIG slices, replicas, HAMi fractions).
         held, notes = gpu_held(self.client, q, w, step, nodes, capacity, self.cfg.gpu)
         for kind, note in notes:
@@ -257,7 +259,8 @@ class Fetch:
                 out[key] = out.get(key, 0.0) + v * self.step
         return out
 
-    def _unit_seconds(self, rows: dict[RowKey, float], owners: Owners, skip: str = "") -> dict[UsageKey, float]:
+    def _unit_seconds(self, rows: dict[RowKey, float], owners: Owners, keys: dict[UsageKey, UsageKey],
+                      skip: str = "") -> dict[UsageKey, float]:
         """Step sums keyed by (namespace, node, owner, resource), in unit-seconds, but for resource `skip`.
         Empties `rows` as it goes: at 100k containers each is ~100k rows, and the two were held at once."""
         out: dict[UsageKey, float] = {}
@@ -265,6 +268,7 @@ class Fetch:
             v = rows.pop(k)
             if k.resource != skip:
                 key = (k.namespace, k.node, owners.of(k.namespace, k.pod), k.resource)
+                key = keys.setdefault(key, key)
                 out[key] = out.get(key, 0.0) + v * self.step
         return out
 

@@ -190,12 +190,16 @@ def row_key(labels: Labels) -> RowKey | None:
     return RowKey(labels.get("namespace", ""), labels.get("node", ""), labels.get("pod"), res) if res else None
 
 
-def parse(series: Iterable[Series]) -> StepRows[RowKey]:
+def parse(series: Iterable[Series], keys: dict[RowKey, RowKey] | None = None) -> StepRows[RowKey]:
+    """One answer's rows; with `keys`, each row's key is the one instance `keys` holds, so the sums of a
+    chunk (request, usage, allocation, answer after answer) share one key object per row."""
     rows: StepRows[RowKey] = StepRows()
     for labels, samples in series:
         key = row_key(labels)
         if key is None:
             continue
+        if keys is not None:
+            key = keys.setdefault(key, key)
         if labels.get("part") == "capacity":
             rows.capacity[(key.node, key.resource)] = dict(samples)
         else:

@@ -166,6 +166,7 @@ class StepFetcher:
         steps = max(1, (end - start) // step)
         expected = self.series_seen or 3 * max(p.pods for p in parts)
         self.per_query = max(1, min(steps, SAMPLE_BUDGET // expected)) if expected else 1
+        keys: dict[RowKey, RowKey] = {}  # one key object per row for all of the chunk's sums
         for at, span in spans(start, end, step, lambda: self.per_query):
             seen = 0
             # Two queries per sub-window and part, CPU and memory+GPU, so that a bad answer for one
@@ -177,7 +178,7 @@ class StepFetcher:
                                       records=records, scope=part.scope)
                     series = in_span(self.client.query_range_raw(expr, float(at)), at, span)
                     seen = max(seen, len(series))
-                    pending.add(parse(series), self.policy, self.weight, out)
+                    pending.add(parse(series, keys), self.policy, self.weight, out)
                     del series
                 pending.finish(out)
             self.series_seen = max(seen, 1)
