@@ -77,19 +77,20 @@ def allocation_rules_file(cfg: Path, work: Path) -> Path:
     return path
 
 
-def run_child(cmd: list[str], work: Path, name: str) -> tuple[str, str, float, float, float]:
-    """Run `cmd` with its output in files; (stdout, stderr, wall s, peak RSS MB, CPU s) of that child alone."""
+def run_child(cmd: list[str], work: Path, name: str) -> tuple[str, str, float, float]:
+    """Run `cmd` with its output in files; (stdout, stderr, wall s, CPU s) of that child alone. Its peak RSS
+    it must report itself: wait4's ru_maxrss keeps this process's high-water mark from the fork (1.4 GB
+    here at 100k, from the reference's answers), which is how the pod-level figure once read 1,354 MB."""
     out_path, err_path = work / f"{name}.out", work / f"{name}.err"
     with out_path.open("w") as out_fh, err_path.open("w") as err_fh:
         t = time.monotonic()
         proc = subprocess.Popen(cmd, stdout=out_fh, stderr=err_fh)
-        # wait4 gives this child's own rusage (ru_maxrss = its peak RSS), not every child's.
-        _, status, usage = os.wait4(proc.pid, 0)
+        _, status, usage = os.wait4(proc.pid, 0)  # this child's own CPU time, not every child's
         wall = time.monotonic() - t
     out, err = out_path.read_text(), err_path.read_text()
     if os.waitstatus_to_exitcode(status) != 0:
         raise SystemExit(f"{name} failed: {err.strip()}")
-    return out, err, wall, usage.ru_maxrss / 1024, usage.ru_utime + usage.ru_stime  # Linux reports KiB
+    return out, err, wall, usage.ru_utime + usage.ru_stime
 
 
 def allocate(cfg: Path, window: str, out: Path, code: Path | None = None) -> Run:
@@ -225,10 +226,11 @@ def run_one(containers: int, root: Path, concurrency: int = 1, baseline: Path | 
                 row["raw_difference"] = max_relative_difference(namespace_totals(work / "raw-new.json"),
                                                                 namespace_totals(work / "raw-old.json"))
         if "pods" in parts:  # on raw series, before the rules are recorded
-            pods_out, _err, row["pods_wall_s"], row["pods_rss_mb"], _cpu = run_child(
+            pods_out, _err, row["pods_wall_s"], _cpu = run_child(
                 [sys.executable, "-m", "bench.podlevel", str(cfg), day, "pod"], work, "podlevel")
             pods = json.loads(pods_out.strip().splitlines()[-1])
             row["pods_prometheus_s"], row["pods_groups"] = pods["prometheus_seconds"], pods["groups"]
+            row["pods_rss_mb"] = pods["peak_rss_mb"]  # its own VmHWM (see bench/podlevel.py)
             print(f"[{containers}] pod level: {row['pods_wall_s']:.1f}s wall, {row['pods_prometheus_s']:.1f}s "
                   f"Prometheus, {row['pods_rss_mb']:.0f} MB", file=sys.stderr, flush=True)
         if parts & {"recorded", "rules"}:
