@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 from exporter.config.schema import Config
 from exporter.core.allocation import ChunkUsage, UsageKey
 from exporter.core.assets import AssetCost, Service, Volume, price_load_balancers, price_network, price_volumes
-from exporter.core.attribution import BUDGET_PREFIX, Metadata, Owners
+from exporter.core.attribution import BUDGET_PREFIX, LabelSets, Metadata, Owners, shared_labels
 from exporter.core.errors import DataError
 from exporter.core.finite import NonFinite
 from exporter.core.ownershare import Place
@@ -63,12 +63,10 @@ class Fetch:
         at, span, queries = float(w.end), w.seconds, q or self.queries
         back = {ksm_label(k): k for k in [*self.attribution_keys, *self.cfg.sharing.shareLabels]}
 
-        seen: dict[frozenset[tuple[str, str]], dict[str, str]] = {}
+        seen: LabelSets = {}
 
         def k8s(labels: dict[str, str]) -> dict[str, str]:
-            """One dict per distinct set of owner labels (read-only): 50k pods share a few hundred."""
-            mine = {back[k]: v for k, v in labels.items() if k in back and v}
-            return seen.setdefault(frozenset(mine.items()), mine)
+            return shared_labels({back[k]: v for k, v in labels.items() if k in back and v}, seen)
 
         namespaces = {lb["namespace"]: k8s(lb) for lb, _ in self.client.query(queries.namespace_labels(span), at)
                       if "namespace" in lb}

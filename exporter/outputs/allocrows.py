@@ -148,13 +148,10 @@ def _intersect(a: Props, b: Props) -> Props:
     if all(getattr(a, n) in (getattr(b, n), "", ()) for n in _PLAIN) and _kept(a.labels, b.labels) \
             and _kept(a.annotations, b.annotations):
         return a
-    same = {f.name: getattr(a, f.name) for f in fields(Props)
-            if f.name not in ("labels", "annotations") and getattr(a, f.name) == getattr(b, f.name)}
-    blank = {f.name: ("" if f.name != "services" else ()) for f in fields(Props)
-             if f.name not in ("labels", "annotations")}
-    return replace(a, **{**blank, **same},
-                   labels={k: v for k, v in a.labels.items() if b.labels.get(k) == v},
-                   annotations={k: v for k, v in a.annotations.items() if b.annotations.get(k) == v})
+    same = {n: getattr(a, n) for n in _PLAIN if getattr(a, n) == getattr(b, n)}
+    blank = {n: ("" if n != "services" else ()) for n in _PLAIN}
+    return replace(a, **{**blank, **same}, labels=_common(a.labels, b.labels),
+                   annotations=_common(a.annotations, b.annotations))
 
 
 def _kept(mine: Mapping[str, str], theirs: Mapping[str, str]) -> bool:

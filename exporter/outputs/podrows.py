@@ -22,7 +22,7 @@ from sys import intern
 from typing import TYPE_CHECKING
 
 from exporter.core.allocation import RESOURCES, CostResult, Line, RowKey
-from exporter.core.attribution import Metadata, Owners
+from exporter.core.attribution import LabelSets, Metadata, Owners, shared_labels
 from exporter.core.coverage import Coverage
 from exporter.core.names import is_pseudo
 from exporter.core.window import Window
@@ -84,13 +84,10 @@ class PodMeta:
         return self.pods_info.get((namespace, pod), _NO_POD)
 
 
-def _stripped(labels: Mapping[str, str], prefix: str, seen: dict[frozenset[tuple[str, str]], dict[str, str]]
-              ) -> dict[str, str]:
-    """The labels under `prefix`, one dict per distinct set (`seen`): a ReplicaSet's pods share their
-    labels, and every pod row and group of the window points at its pod's dict, never copies it."""
+def _stripped(labels: Mapping[str, str], prefix: str, seen: LabelSets) -> dict[str, str]:
+    """The labels under `prefix`, shared (every pod row and group of the window points at its pod's dict)."""
     n = len(prefix)
-    mine = {k[n:]: v for k, v in labels.items() if k.startswith(prefix) and v}
-    return seen.setdefault(frozenset(mine.items()), mine)
+    return shared_labels({k[n:]: v for k, v in labels.items() if k.startswith(prefix) and v}, seen)
 
 
 def controllers_of(workloads: Mapping[PodKey, str]) -> dict[PodKey, tuple[str, str]]:
@@ -128,7 +125,7 @@ def fetch_meta(client: PrometheusClient, q: Queries, w: Window) -> PodMeta:
     pods = owners("kube_pod_owner", "pod")
     workloads = resolve_workloads(pods, owners("kube_replicaset_owner", "replicaset"),
                                   owners("kube_job_owner", "job_name")) if pods else {}
-    seen: dict[frozenset[tuple[str, str]], dict[str, str]] = {}
+    seen: LabelSets = {}
     labels = {(lb.get("namespace", ""), lb.get("pod", "")): _stripped(lb, "label_", seen)
               for lb, _ in client.query(pq.pod_labels(span), at)}
     counts: dict[str, int] = {}
@@ -276,10 +273,10 @@ class PodGranularity:
         keys: dict[str, list[RowKey]] = {}
         for key in result.table:
             keys.setdefault("" if is_pseudo(key[0]) else key[0], []).append(key)
-        rest: list[AllocRow] = list(builder.table_rows(keys.pop("", [])))
         nodeless: dict[str, list[AllocRow]] = {}
         for r in builder.nodeless():
-            (rest if r.name or not r.props.namespace else nodeless.setdefault(r.props.namespace, [])).append(r)
+            nodeless.setdefault(r.props.namespace, []).append(r)  # "" for the pseudo-namespaces
+        rest = [*builder.table_rows(keys.pop("", [])), *nodeless.pop("", [])]
         tenants = set(keys) | set(nodeless)
 
         def attrs_of(ns: str, pod: str) -> Attrs:
