@@ -17,7 +17,7 @@ from types import TracebackType
 import requests
 import yaml
 
-from demo.synthetic import Cluster, write_openmetrics
+from demo.synthetic import Cluster, Rewrite, write_openmetrics
 
 
 def free_port() -> int:
@@ -34,12 +34,12 @@ def find_binary(name: str) -> str:
 
 
 def backfill(cluster: Cluster, data_dir: Path, start: int, end: int, interval: int, lean: bool = False,
-             block: str = "24h", extra_labels: dict[str, str] | None = None) -> int:
+             block: str = "24h", extra_labels: dict[str, str] | None = None, rewrite: Rewrite | None = None) -> int:
     """Write the cluster's history to OpenMetrics and import it as TSDB blocks; returns the sample count."""
     data_dir.mkdir(parents=True, exist_ok=True)
     om = data_dir.parent / f"{data_dir.name}.om"
     with om.open("w") as fh:
-        n = write_openmetrics(cluster, start, end, interval, fh, lean, extra_labels)
+        n = write_openmetrics(cluster, start, end, interval, fh, lean, extra_labels, rewrite)
     proc = subprocess.run(
         # promtool reads the file once per block: day-long blocks make a day's backfill ~3x faster than the
         # 2h default, but hold a block's series in memory, so the benchmark's 100k cluster uses shorter ones.

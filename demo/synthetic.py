@@ -348,16 +348,21 @@ def _dcgm_fields(d: Dcgm, lb: str, util: float, fb: float, when: Callable[[int],
         yield metric, lb, partial(_when, when, value)
 
 
+Rewrite = Callable[[Iterator[tuple[str, str, Sampler]]], Iterator[tuple[str, str, Sampler]]]
+
+
 def write_openmetrics(cluster: Cluster, start: int, end: int, interval: int, out: TextIO, lean: bool = False,
-                      extra_labels: dict[str, str] | None = None) -> int:
+                      extra_labels: dict[str, str] | None = None, rewrite: Rewrite | None = None) -> int:
     """Write samples at start, start+interval, ..., end (inclusive) for promtool backfill; returns sample count.
 
     `extra_labels` (e.g. cluster="a") go on every series, as a global store's external labels would.
+    `rewrite` turns the series into another stack's scrape shape (tests/shapes.py), e.g. two replicas.
     """
     n = 0
     stamps = range(start, end + 1, interval)
     extra = ",".join(f'{k}="{_escape(v)}"' for k, v in (extra_labels or {}).items())
-    for name, lb, fn in series(cluster, lean):
+    rows = series(cluster, lean)
+    for name, lb, fn in rewrite(rows) if rewrite else rows:
         if extra:
             lb = "{" + extra + ("," + lb[1:] if lb != "{}" else "}")
         prefix = name + lb + " "
