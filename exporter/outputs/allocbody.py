@@ -14,8 +14,8 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from exporter.outputs.allocitem import api_item
 from exporter.outputs.allocrows import Group, properties_json, proportional_costs
-from exporter.outputs.formatters import api_item
 
 FLUSH_BYTES = 1 << 16  # the size of the pieces handed to the socket
 

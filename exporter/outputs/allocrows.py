@@ -19,7 +19,7 @@ from exporter.core.coverage import Coverage
 from exporter.core.names import IDLE, UNALLOCATED, UNATTRIBUTED, is_pseudo
 from exporter.core.pricing import ksm_label
 from exporter.outputs.allocfilter import Node, Props
-from exporter.outputs.formatters import Row
+from exporter.outputs.allocitem import Row
 from exporter.outputs.opencost_api import AggKey, AllocationQuery, AllocationSet
 
 _RES_COST = {"cpu": "cpu_cost", "memory": "ram_cost", "gpu": "gpu_cost", "storage": "pv_cost",

@@ -24,13 +24,14 @@ from typing import TYPE_CHECKING
 from exporter.core.allocation import RESOURCES, CostResult, Line, RowKey
 from exporter.core.attribution import LabelSets, Metadata, Owners, shared_labels
 from exporter.core.coverage import Coverage
+from exporter.core.gpu import GpuPodCost
 from exporter.core.names import is_pseudo
 from exporter.core.window import Window
 from exporter.core.workloads import resolve as resolve_workloads
 from exporter.outputs.allocbody import AllocationBody, SetGroups
 from exporter.outputs.allocfilter import Node, Props
+from exporter.outputs.allocitem import Row
 from exporter.outputs.allocrows import AllocRow, Group, RowBuilder, add_rows, finish
-from exporter.outputs.formatters import Row
 from exporter.outputs.opencost_api import AggKey, AllocationQuery
 from exporter.sources.allocsteps import NodeScales
 from exporter.sources.podqueries import PodQueries
@@ -161,6 +162,21 @@ def container_lines(totals: ContainerTotals, step: int) -> dict[ContainerKey, Li
                 line = out.setdefault((key.namespace, key.node, key.pod, key.container), Line())
                 setattr(line, names[key.resource], getattr(line, names[key.resource]) + v * step)
     return out
+
+
+def physical_gpus(usage: Mapping[ContainerKey, Line], pods: Mapping[tuple[str, str, str], GpuPodCost]) -> None:
+    """Set each container's GPU-seconds to what its pod holds of physical devices (the engine's `gpu_pods`,
+    whose sum is the namespace rows' GPU): the one-pass query counts advertised units, which misses MIG
+    slices (no nvidia.com/gpu request) and counts a time-sliced replica as a whole GPU. A pod's containers
+    share its seconds by advertised units, else its first container holds them. Pure but for `usage`."""
+    by_pod: dict[tuple[str, str, str], list[tuple[ContainerKey, Line]]] = {}
+    for key, line in usage.items():
+        by_pod.setdefault(key[:3], []).append((key, line))
+    for pod, members in by_pod.items():
+        held = pods[pod].gpu_seconds if pod in pods else 0.0
+        advertised = sum(line.gpu_seconds for _k, line in members)
+        for i, (_key, line) in enumerate(sorted(members, key=lambda m: m[0])):
+            line.gpu_seconds = held * line.gpu_seconds / advertised if advertised else (held if i == 0 else 0.0)
 
 
 def split_rows(rows: Iterable[AllocRow], usage: Mapping[ContainerKey, Line], attrs_of: Callable[[str, str], Attrs],
@@ -294,6 +310,7 @@ class PodGranularity:
                                     "" if whole else one_of("namespace", batch),
                                     sum(self.meta.pods.get(ns, 1) for ns in batch))
             usage = container_lines(totals, pipeline.step)
+            physical_gpus(usage, result.gpu_pods)
             del totals
             rows = [r for ns in batch for r in (*builder.table_rows(keys.pop(ns, [])), *nodeless.pop(ns, []))]
             split = split_rows(rows, usage, attrs_of, self.meta)
