@@ -218,13 +218,12 @@ def split_rows(rows: Iterable[AllocRow], usage: Mapping[ContainerKey, Line], att
             if res not in weight or not weight[res]:
                 rest.cost[res] = c
         by_container = owned.setdefault((r.props.namespace, r.attrs), {})
-        for (_ns, _node, pod, container), line in mine:
+        for ((_ns, _node, pod, container), line), waste in zip(mine, waste_shares(r.row, mine), strict=True):
             part = Row(line=line)
             for res in RESOURCES:
                 if weight[res]:
                     part.cost[res] = r.row.cost[res] * getattr(line, _QTY[res]) / weight[res]
-            if part.cost["gpu"]:  # the engine's waste formula on this container's share of the row
-                line.gpu_waste_cost = row_waste(replace(line, gpu_cost=part.cost["gpu"]))
+            line.gpu_waste_cost = waste
             if part.total or any(getattr(line, f) for f in (*_QTY.values(), *_REQ.values(), *_USE.values())):
                 props = _pod_props(r.props, pod, container, meta)
                 yield AllocRow("", props, part, r.namespace_labels, r.attrs, r.props.annotations)
@@ -235,6 +234,19 @@ def split_rows(rows: Iterable[AllocRow], usage: Mapping[ContainerKey, Line], att
             yield AllocRow(r.name, r.props, rest, r.namespace_labels, r.attrs)
     for r in moved:
         yield from _split_moved(r, owned.get((r.props.namespace, r.attrs), {}))
+
+
+def waste_shares(row: Row, mine: list[tuple[ContainerKey, Line]]) -> list[float]:
+    """The row's GPU waste (the engine's, on the whole row) split between its containers by the waste each
+    would show alone (the same formula on its share of the row), or by GPU held where none was seen: the
+    parts add up to the row's, as its cost does. Alone they need not: two pods on one GPU that dcgm-exporter
+    shows under one of them (a stale request) are one observed GPU for the row, and half a GPU each."""
+    total, held = row.line.gpu_waste_cost, sum(line.gpu_seconds for _k, line in mine)
+    if not total or not held:
+        return [0.0] * len(mine)
+    alone = [row_waste(replace(line, gpu_cost=row.cost["gpu"] * line.gpu_seconds / held)) for _k, line in mine]
+    seen = sum(alone)
+    return [total * (a / seen if seen else line.gpu_seconds / held) for a, (_k, line) in zip(alone, mine, strict=True)]
 
 
 def _split_moved(r: AllocRow, containers: Mapping[tuple[str, str], tuple[Props, dict[str, float]]]

@@ -66,7 +66,7 @@ def to_json(report: Report) -> str:
         "clusterTotal": report.cluster_total, "previousTotal": report.previous_total,
         "change": report.cluster_total - report.previous_total if report.comparable else None,
         "groupsTotal": report.groups_total, "addsUp": report.adds_up, "gpuWasteTotal": gpu_waste_total(report),
-        "groups": [{**r, "budgets": g.budgets, "workloads": _workloads_json(g)}
+        "groups": [{**r, "namespaces": g.namespaces, "budgets": g.budgets, "workloads": _workloads_json(g)}
                    for r, g in zip(rows(report), report.groups, strict=True)],
         "days": [{"start": iso(d.start), "seconds": d.seconds, "coveredSeconds": d.covered_seconds,
                   "partial": d.partial, "groups": d.groups} for d in report.days],
@@ -127,13 +127,14 @@ def _gpu_markdown(report: Report) -> list[str]:
 
 def chart_png(report: Report) -> bytes:
     """Daily cost, one bar per UTC day stacked by group. A partial day (cut by the window, or with hours
-    without data) is hatched and labelled with its hours: it is not a day's cost."""
+    without data) is drawn pale, hatched and labelled with its hours: it is not a day's cost."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.colors import to_rgba
 
-    fig, ax = plt.subplots(figsize=(8, 3.6), dpi=100)
+    fig, ax = plt.subplots(figsize=(9, 3.4), dpi=110)
     cols = colours(report)
     labels = [datetime.fromtimestamp(d.start, tz=timezone.utc).strftime("%a %d %b") for d in report.days]
     xs = list(range(len(report.days)))
@@ -142,17 +143,19 @@ def chart_png(report: Report) -> bytes:
         values = [max(d.groups.get(name, 0.0), 0.0) for d in report.days]
         if not any(values):
             continue
-        ax.bar(xs, values, bottom=bottoms, color=cols[name], label=name, width=0.7,
-               edgecolor="white", linewidth=0.5)
+        ax.bar(xs, values, bottom=bottoms, label=name, width=0.6, edgecolor="white", linewidth=0.5,
+               color=[to_rgba(cols[name], 0.45 if d.partial else 1.0) for d in report.days])
         bottoms = [b + v for b, v in zip(bottoms, values, strict=True)]
     for x, d, top in zip(xs, report.days, bottoms, strict=True):
         if d.partial:
-            ax.bar([x], [top], width=0.7, fill=False, hatch="///", edgecolor="#334155", linewidth=0.8)
-            ax.annotate(f"partial: {d.covered_seconds / 3600:.0f} h", (x, top), ha="center", va="bottom",
+            ax.bar([x], [top], width=0.6, fill=False, hatch="//", edgecolor="#64748b", linewidth=0.6,
+                   linestyle="--")
+            ax.annotate(f"partial: {d.covered_seconds / 3600:.0f} of 24 h", (x, top), ha="center", va="bottom",
                         fontsize=7, color="#334155", xytext=(0, 2), textcoords="offset points")
     ax.set_xticks(xs, labels, fontsize=7)
-    ax.set_title(f"Daily cost by {report.by} (hatched: partial day)", fontsize=9)
-    ax.set_ylabel(report.currency)
+    ax.set_title(f"Daily cost by {report.by} (pale and hatched: a partial day, not a whole day's cost)", fontsize=8)
+    ax.set_ylabel(report.currency, fontsize=8)
+    ax.tick_params(axis="y", labelsize=7)
     ax.grid(axis="y", alpha=0.3)
     ax.set_axisbelow(True)
     for side in ("top", "right"):

@@ -14,7 +14,6 @@ from exporter.outputs.reporttext import (
     coverage_note,
     gpu_waste_total,
     group_change,
-    listed,
     money,
     pct,
     previous_note,
@@ -82,11 +81,18 @@ def _group_rows(report: Report) -> list[list[str]]:
     cur, cols = report.currency, colours(report)
     out = []
     for g in report.groups:
-        out.append([_swatch(cols.get(g.name, "#000")) + f"<b>{escape(g.name)}</b>", f"{g.total:,.2f}",
+        out.append([f'<span style="white-space:nowrap">{_swatch(cols.get(g.name, "#000"))}<b>{escape(g.name)}</b>'
+                    "</span>", f"<b>{g.total:,.2f}</b>",
                     f"{g.by_component.get('allocated', 0):,.2f}", f"{g.by_component.get('shared', 0):,.2f}",
                     f"{g.by_component.get('idle', 0):,.2f}", _change_cell(g, cur), pct(g.cpu_efficiency),
-                    f"{g.unused_request_cost:,.2f}", escape(listed(g.top_workloads())).replace(", ", "<br>")])
+                    f"{g.unused_request_cost:,.2f}", _ranked(g.top_workloads())])
     return out
+
+
+def _ranked(pairs: list[tuple[str, float]]) -> str:
+    """Workloads one a line, the amount kept with its name."""
+    return "<br>".join(f'{escape(n)}&nbsp;<span style="white-space:nowrap;color:#334155">{c:,.2f}</span>'
+                       for n, c in pairs)
 
 
 def _change_cell(g: Group, cur: str) -> str:
@@ -100,7 +106,7 @@ def _gpu_section(report: Report) -> str:
     if not gpu:
         return ""
     body = [[escape(g.name), f"{g.gpu.gpu_cost:,.2f}", pct(g.gpu.efficiency), f"<b>{g.gpu.waste_cost:,.2f}</b>",
-             escape(listed(g.top_gpu_workloads())).replace(", ", "<br>")] for g in gpu if g.gpu]
+             _ranked(g.top_gpu_workloads())] for g in gpu if g.gpu]
     return (f'<h3 style="margin:8px 0 0 0;font-size:16px">GPU waste</h3><div style="{MUTED}">Allocated GPU cost '
             "x (1 - utilisation) seen by dcgm-exporter: a view on the GPU cost above, not extra.</div>"
             + _table([(report.by, "left"), ("GPU cost", "right"), ("GPU efficiency", "right"), ("GPU waste", "right"),
