@@ -150,7 +150,7 @@ def chart_png(report: Report) -> bytes:
         if d.partial:
             ax.bar([x], [top], width=0.6, fill=False, hatch="//", edgecolor="#64748b", linewidth=0.6,
                    linestyle="--")
-            ax.annotate(f"partial: {d.covered_seconds / 3600:.0f} of 24 h", (x, top), ha="center", va="bottom",
+            ax.annotate(f"partial: {d.covered_seconds / 3600:.1f} of 24 h", (x, top), ha="center", va="bottom",
                         fontsize=7, color="#334155", xytext=(0, 2), textcoords="offset points")
     ax.set_xticks(xs, labels, fontsize=7)
     ax.set_title(f"Daily cost by {report.by} (pale and hatched: a partial day, not a whole day's cost)", fontsize=8)

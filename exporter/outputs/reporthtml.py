@@ -52,14 +52,16 @@ def _tiles(report: Report) -> str:
     gpu = [g for g in report.groups if g.gpu]
     gpu_cost = sum(g.gpu.gpu_cost for g in gpu if g.gpu)
     waste = gpu_waste_total(report)
+    seen = any(g.gpu.observed_gpu_hours > 0 for g in gpu if g.gpu)
     budgets = [b for g in report.groups for b in g.budgets]
     over = sum(1 for b in budgets if b.get("usage", 0) >= 1)
     near = sum(1 for b in budgets if 0.8 <= b.get("usage", 0) < 1)
     idle = sum(g.total for g in report.groups if g.name == IDLE)
     cells = [
         _tile("Total", money(report.cluster_total, cur), change, "#2563eb"),
-        _tile("GPU waste", money(waste, cur) if gpu else "no GPU cost",
-              f"of {money(gpu_cost, cur)} GPU cost" if gpu else "", "#ef4444" if waste else "#10b981"),
+        _tile("GPU waste", (money(waste, cur) if seen else "not measured") if gpu else "no GPU cost",
+              (f"of {money(gpu_cost, cur)} GPU cost" if seen else f"no dcgm-exporter data for {money(gpu_cost, cur)} "
+               "GPU cost") if gpu else "", "#ef4444" if waste else "#10b981" if seen else IDLE_ACCENT),
         _tile("Budgets", f"{over} over, {near} near" if budgets else "none set",
               f"{len(budgets)} budget(s)" if budgets else "", "#ef4444" if over else "#f59e0b" if near else "#10b981"),
         _tile("Idle capacity", money(idle, cur), f"{100 * idle / report.cluster_total:.0f}% of the total"
