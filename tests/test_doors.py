@@ -194,8 +194,13 @@ def test_table_csv_and_focus_agree_with_json(config: Path, doors_prom: tuple[Pro
         for r in focus:
             billed[r["ResourceName"]] = billed.get(r["ResourceName"], 0.0) + float(r["BilledCost"])
         assert_amounts(billed, want, f"focus by {aggregate}")
+        cores: dict[str, float] = {}
+        for r in focus:
+            if r["x_Resource"] == "cpu":
+                cores[r["ResourceName"]] = cores.get(r["ResourceName"], 0.0) + float(r["ConsumedQuantity"])
+        data = allocate_json(config, t0, aggregate)  # the same core-hours as allocate's rows, idle's included
+        assert cores == pytest.approx({k: v["cpuCoreHours"] for k, v in data.items()}, rel=REL)
         if aggregate == "namespace":
-            cores = {r["ResourceName"]: float(r["ConsumedQuantity"]) for r in focus if r["x_Resource"] == "cpu"}
             assert cores == pytest.approx(CORE_HOURS, rel=REL)
 
 
@@ -246,6 +251,7 @@ def test_api_mcp_and_counters_agree_with_allocate(config: Path, doors_prom: tupl
     by_team: dict[str, float] = {}
     cluster = 0.0
     waste: dict[str, float] = {}
+    node_idle: dict[str, float] = {}
     for family in text_string_to_metric_families(served.metrics()):
         for s in family.samples:
             if s.name == "chargeback_namespace_cost_total":
@@ -254,12 +260,15 @@ def test_api_mcp_and_counters_agree_with_allocate(config: Path, doors_prom: tupl
                 by_team[owner] = by_team.get(owner, 0.0) + s.value
             elif s.name == "chargeback_cluster_cost_total":
                 cluster += s.value
+            elif s.name == "chargeback_node_idle_cost_total":
+                node_idle[s.labels["node"]] = node_idle.get(s.labels["node"], 0.0) + s.value
             elif s.name == "chargeback_namespace_gpu_waste_cost_total":
                 waste[s.labels["namespace"]] = waste.get(s.labels["namespace"], 0.0) + s.value
     assert_amounts(by_ns, NAMESPACES, "counters by namespace")
     assert_amounts(by_team, TEAMS, "counters by team")
     assert cluster == pytest.approx(CLUSTER, rel=REL)
     assert waste == pytest.approx({"ml": 0.15, "search": 0.05}, rel=REL)
+    assert node_idle == pytest.approx({"gpu-mig": 1.98, "gpu-ts": 0.58, "cpu-1": 0.56}, rel=REL)
 
 
 def report_json(config: Path, t0: int, by: str) -> dict[str, Any]:
