@@ -17,13 +17,13 @@ from typing import Any
 
 from exporter.config.schema import Config
 from exporter.core.allocation import CostResult, merge_all
-from exporter.core.errors import DataError
 from exporter.core.gpuwaste import GpuWaste, PodGpu, by_group, workload_waste
 from exporter.core.names import IDLE, is_pseudo
 from exporter.core.window import Window, iso
 from exporter.engine.pipeline import Pipeline, command_pipeline
 from exporter.sources.prometheus import PrometheusClient
 from exporter.sources.promql import OwnSeries, duration, matcher
+from exporter.vocab.errors import DataError
 
 log = logging.getLogger(__name__)
 
