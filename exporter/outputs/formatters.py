@@ -16,12 +16,12 @@ from typing import Any
 from tabulate import tabulate
 
 from exporter.core.allocation import CostResult
-from exporter.core.errors import ConfigError
 from exporter.core.names import IDLE, UNALLOCATED, is_pseudo
-from exporter.core.pricing import ksm_label
 from exporter.core.window import iso
 from exporter.outputs.allocitem import Row, allocation_item
 from exporter.outputs.allocrows import build_rows
+from exporter.vocab.errors import ConfigError
+from exporter.vocab.labels import ksm_label
 
 BASE_AGGREGATES = ("namespace", "node", "cluster")
 
