@@ -187,7 +187,11 @@ def test_table_csv_and_focus_agree_with_json(config: Path, doors_prom: tuple[Pro
     table = cli(config, "allocate", "--window", w)
     printed = {line.split()[0]: float(line.split()[6]) for line in table.splitlines()[3:]}
     assert printed == {**{k: round(v, 4) for k, v in NAMESPACES.items()}, "TOTAL": CLUSTER}
-    for aggregate, want in (("namespace", NAMESPACES), ("team", TEAMS)):
+    # allocate's node and cluster views hold idle: what each node (or the cluster) costs; volumes have no node.
+    nodes = {"gpu-mig": 4.46, "gpu-ts": 1.16, "cpu-1": 1.12, UNALLOCATED: 1.5}
+    views = (("namespace", NAMESPACES), ("team", TEAMS), ("node", nodes), ("cluster", {"cluster": CLUSTER}))
+    for aggregate, want in views:
+        assert_amounts(totals(allocate_json(config, t0, aggregate)), want, f"allocate json by {aggregate}")
         focus = list(csv.DictReader(io.StringIO(cli(config, "allocate", "--window", w, "--format", "focus",
                                                     "--focus-period", "window", "--aggregate", aggregate))))
         billed: dict[str, float] = {}
@@ -199,7 +203,7 @@ def test_table_csv_and_focus_agree_with_json(config: Path, doors_prom: tuple[Pro
             if r["x_Resource"] == "cpu":
                 cores[r["ResourceName"]] = cores.get(r["ResourceName"], 0.0) + float(r["ConsumedQuantity"])
         data = allocate_json(config, t0, aggregate)  # the same core-hours as allocate's rows, idle's included
-        assert cores == pytest.approx({k: v["cpuCoreHours"] for k, v in data.items()}, rel=REL)
+        assert cores == pytest.approx({k: v["cpuCoreHours"] for k, v in data.items() if v["cpuCoreHours"]}, rel=REL)
         if aggregate == "namespace":
             assert cores == pytest.approx(CORE_HOURS, rel=REL)
 
@@ -318,3 +322,34 @@ def test_report_unused_requests_follow_the_split(config: Path, doors_prom: tuple
     groups = {g["team"]: g for g in report_json(config, doors_prom[1], "team")["groups"]}
     assert groups["web-a"]["unused_request_cost"] == pytest.approx(0.10, rel=REL)
     assert groups["web"]["unused_request_cost"] == pytest.approx(0.05, rel=REL)
+
+
+@pytest.mark.parametrize("sharing", [{}, {"shareIdle": True}, {"shareIdle": True, "idleByNode": True},
+                                     {"shareNamespaces": ["search"]}, {"shareNamespaces": ["web"], "shareIdle": True}])
+def test_allocate_and_the_api_group_one_result_alike(doors_prom: tuple[PrometheusServer, int],
+                                                     sharing: dict[str, Any]) -> None:
+    """In one process, on one computed result: allocate's rows and /allocation's, under every sharing option,
+    by namespace and by team, field for field and to the bit (the CLI's `__unattributed__` is the API's
+    `__unallocated__`; none here)."""
+    from exporter.config.schema import parse_config
+    from exporter.core.window import Window
+    from exporter.engine.pipeline import Pipeline
+    from exporter.outputs.allocbody import response
+    from exporter.outputs.formatters import allocation_response
+    from exporter.outputs.opencost_api import parse_query
+    from exporter.sources.prometheus import PrometheusClient
+
+    prom, t0 = doors_prom
+    cfg = parse_config({**DOORS_CONFIG, "prometheus": {"url": prom.url}, "sharing": sharing})
+    result = Pipeline(cfg, PrometheusClient(cfg.prometheus)).compute(Window(t0, t0 + 3600, 60))
+    for aggregate in ("namespace", "team"):
+        mine = allocation_response(result, [aggregate], ("team",))["data"][0]
+        q = parse_query({"window": [f"{t0},{t0 + 3600}"], "aggregate": [aggregate]}, cfg.attribution.labels,
+                        t0 + 7200, 60)
+        api = response([(q.sets[0], result)], q, ("team",), "cluster")["data"][0]
+        assert set(mine) == set(api), (aggregate, sharing)
+        for name, item in mine.items():
+            assert {k: comparable(api[name])[k] for k in item} == item, (aggregate, sharing, name)
+        assert sum(v["totalCost"] for v in mine.values()) == pytest.approx(CLUSTER, rel=REL)
+    if sharing.get("shareIdle"):
+        assert IDLE not in mine
