@@ -22,7 +22,8 @@ from exporter.config.schema import Destination, Reports, SecretRef
 from exporter.core.errors import ChargebackError
 from exporter.core.redact import redact, redact_url
 from exporter.outputs.report import Report
-from exporter.outputs.reportformat import chart_png, slack_blocks, to_csv, to_html, to_json, to_markdown
+from exporter.outputs.reportformat import chart_png, slack_blocks, to_csv, to_json, to_markdown
+from exporter.outputs.reporthtml import to_html
 
 log = logging.getLogger(__name__)
 
