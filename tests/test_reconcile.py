@@ -17,8 +17,8 @@ import yaml
 from click.testing import CliRunner
 
 from exporter.cli import main
-from exporter.core.errors import ConfigError
 from exporter.sources.billing import read_bill
+from exporter.vocab.errors import ConfigError
 
 from .test_allocate_core import REL, window_arg
 

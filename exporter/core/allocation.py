@@ -13,24 +13,19 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, fields
 from functools import cache
-from typing import TYPE_CHECKING
 
 from exporter.core.assets import AssetCost
 from exporter.core.coverage import Coverage
 from exporter.core.gpu import GpuHeld, GpuPodCost
 from exporter.core.names import IDLE
 from exporter.core.pricing import GIB, NodeFacts, NodeRates
-
-if TYPE_CHECKING:
-    from exporter.core.attribution import Metadata
+from exporter.vocab.labels import Attrs, Metadata, UsageKey
 
 OVERHEAD = "overhead"  # the resource label of fixed shared costs (control-plane fee, support, licences)
 RESOURCES = ("cpu", "memory", "gpu")
 # Unit divisor that turns a resource's unit-seconds into the unit-hours its rate is quoted in.
 _UNIT_HOURS = {"cpu": 3600.0, "memory": 3600.0 * GIB, "gpu": 3600.0}
 
-Attrs = tuple[str, ...]
-UsageKey = tuple[str, str, Attrs, str]  # (namespace, node, attribution, resource)
 RowKey = tuple[str, str, Attrs]  # (namespace, node, attribution)
 EntryKey = tuple[str, Attrs, str, str, str]  # (namespace, attribution, component, resource, shared source)
 

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 
 from exporter.config.gpu import GpuConfig, GpuNodeRule
 from exporter.core.gpuprices import MIG_SLICES, model_memory_gib, model_of
-from exporter.core.pricing import ksm_label
+from exporter.vocab.labels import ksm_label
 
 # kube-state-metrics spells `nvidia.com/mig-3g.40gb` as nvidia_com_mig_3g_40gb (and `+me` as _me).
 MIG_RESOURCE = re.compile(r"^nvidia_com_mig_(\d+)g_(\d+)gb(?:_me)?$")

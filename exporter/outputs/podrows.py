@@ -22,7 +22,7 @@ from sys import intern
 from typing import TYPE_CHECKING
 
 from exporter.core.allocation import RESOURCES, CostResult, Line, RowKey
-from exporter.core.attribution import LabelSets, Metadata, Owners, shared_labels
+from exporter.core.attribution import LabelSets, Owners, shared_labels
 from exporter.core.coverage import Coverage
 from exporter.core.gpu import GpuPodCost
 from exporter.core.gpuwaste import row_waste
@@ -41,13 +41,13 @@ from exporter.sources.prometheus import PrometheusClient
 from exporter.sources.promql import one_of
 from exporter.sources.queries import Queries
 from exporter.sources.stepfetch import namespace_batches, usage_records
+from exporter.vocab.labels import Attrs, Metadata
 
 if TYPE_CHECKING:
     from exporter.engine.pipeline import Pipeline
 
 PodKey = tuple[str, str]  # (namespace, pod)
 ContainerKey = tuple[str, str, str, str]  # (namespace, node, pod, container)
-Attrs = tuple[str, ...]
 
 # Pods per batch of per-container queries. Measured at 10k containers: a 5,000-pod batch's answers (six
 # rows per pod and step, with six labels each) took the client's peak from 68 to 294 MB, 1,000 to 145 MB.
@@ -356,7 +356,7 @@ class PodGranularity:
 
 def response(pipeline: Pipeline, query: AllocationQuery, label_keys: tuple[str, ...], cluster: str,
              cancel: threading.Event | None = None) -> AllocationBody:
-    """allocrows.response for requests that need pod-level rows: one compute per set, one set's groups held
+    """allocbody.response for requests that need pod-level rows: one compute per set, one set's groups held
     at a time (an earlier set is encoded as soon as it is computed, the last as it is sent)."""
     body = AllocationBody()
     coverage = Coverage()

@@ -20,7 +20,6 @@ from typing import Any
 
 from exporter.config.schema import Config
 from exporter.core.allocation import CostResult
-from exporter.core.errors import DataError
 from exporter.core.gpuwaste import GpuWaste, by_group
 from exporter.core.names import IDLE, is_pseudo
 from exporter.core.window import Window, iso
@@ -28,6 +27,7 @@ from exporter.engine.pipeline import Pipeline, command_pipeline
 from exporter.outputs.reportdetail import Day, Detail, Workload, engine_detail, group_of
 from exporter.sources.prometheus import PrometheusClient
 from exporter.sources.promql import OwnSeries, duration, matcher
+from exporter.vocab.errors import DataError
 
 log = logging.getLogger(__name__)
 

@@ -13,7 +13,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from exporter.core.allocation import CostResult, Line, RowKey, merge_all
-from exporter.core.attribution import Metadata, Owners
+from exporter.core.attribution import Owners
 from exporter.core.gpuwaste import GpuWaste
 from exporter.core.names import UNALLOCATED, is_pseudo
 from exporter.core.window import Window
@@ -22,6 +22,7 @@ from exporter.outputs.allocrows import AllocRow
 from exporter.outputs.podrows import PodGranularity
 from exporter.sources.allocsteps import NodeScales
 from exporter.sources.queries import Queries
+from exporter.vocab.labels import Metadata
 
 DAY = 86400
 

@@ -10,8 +10,8 @@ from __future__ import annotations
 import copy
 
 from exporter.config.schema import Allocation, Prometheus
-from exporter.core.window import format_duration, parse_duration
 from exporter.sources.promql import join_matchers, matcher, one_of, quote, selector
+from exporter.vocab.durations import format_duration, parse_duration
 
 
 def _just_under(seconds: int) -> str:
