@@ -287,3 +287,15 @@ def test_email_over_starttls_with_auth(share_prom: Any, tmp_path: Path) -> None:
         assert logins == [(b"chargeback", b"s3cret")] and len(box.messages) == 1
     finally:
         smtp.stop()
+
+
+def test_change_only_where_it_means_something() -> None:
+    """A change needs a covered previous period; a cent is the smallest change told; a group that was
+    under a cent before is new, one under a cent now shows what it lost, never "-100.0%" on 0.00."""
+    from exporter.outputs.reporttext import change_text
+    assert change_text(96.7, 1.0, False, "USD") == "-"  # previous period partly before the data
+    assert change_text(0.0, 0.00075, True, "USD") == "no change"  # the demo's __unallocated__
+    assert change_text(0.0, 0.5, True, "USD") == "-0.50 USD"
+    assert change_text(1.0, 0.0, True, "USD") == "new (+1.00 USD)"
+    assert change_text(3.0, 2.0, True, "USD") == "+50.0% (+1.00 USD)"
+    assert change_text(1.5, 2.0, True, "USD") == "-25.0% (-0.50 USD)"

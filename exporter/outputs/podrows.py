@@ -179,7 +179,7 @@ def with_gpus(usage: dict[ContainerKey, Line], held: Mapping[ContainerKey, GpuPo
             usage.setdefault(key, Line()).gpu_seconds = h.gpu_seconds
             pods[key[:3]] = pods.get(key[:3], 0.0) + h.gpu_seconds
     for key, line in usage.items():
-        pod = pods.get(key[:3])
+        pod = pods.get(key[:3], 0.0)
         seen = dcgm.get(key[:3]) if pod else None
         if seen:
             share = line.gpu_seconds / pod

@@ -18,17 +18,20 @@ def money(v: float, cur: str) -> str:
 
 
 def change_text(total: float, previous: float, comparable: bool, cur: str) -> str:
-    """`+12.5% (+1.20 USD)`, `new`, or `-` where no change can be told (an uncovered previous period)."""
+    """`+12.5% (+1.20 USD)`, `new (+1.20 USD)`, `no change` (under a cent), or `-` where no change can be
+    told (an uncovered previous period)."""
     if not comparable:
         return "-"
     delta = total - previous
+    if abs(delta) < 0.005:
+        return "no change"
     sign = "+" if delta >= 0 else "-"
     pct = change_pct(total, previous, comparable)
     if pct is not None:
         return f"{sign}{abs(pct):.1f}% ({sign}{abs(delta):,.2f} {cur})"
     if abs(previous) < 0.005 and abs(total) >= 0.005:
         return f"new (+{total:,.2f} {cur})"
-    return f"{sign}{abs(delta):,.2f} {cur}" if abs(delta) >= 0.005 else "-"
+    return f"{sign}{abs(delta):,.2f} {cur}"
 
 
 def group_change(g: Group, cur: str) -> str:
