@@ -314,8 +314,6 @@ def test_report_agrees_with_allocate(config: Path, doors_prom: tuple[PrometheusS
     assert groups["search"]["top_gpu_waste_workloads"] == "search/deployment:rerank 0.05"
 
 
-@pytest.mark.xfail(strict=True, reason="report internals (branch report): a split namespace's CPU efficiency "
-                   "goes whole to every team that holds part of it")
 def test_report_unused_requests_follow_the_split(config: Path, doors_prom: tuple[PrometheusServer, int]) -> None:
     """By team, each of web's teams has its own pods' unused CPU: web-a's frontend requests 2 cores and uses 1
     (1 x 0.1 = 0.10), web's legacy 1 core using 0.5 (0.05); together web's 0.15, not 0.15 each."""
