@@ -9,7 +9,7 @@ from __future__ import annotations
 import random
 from dataclasses import replace
 
-from demo.synthetic import GIB, Cluster, Container, Gap, Node, Pod, Series
+from demo.synthetic import GIB, Cluster, Container, Gap, Node, Pod, Series, uid_of
 
 
 def demo_cluster(seed: int = 7, ksm_gap_at: int | None = None) -> Cluster:
@@ -78,7 +78,16 @@ def demo_cluster(seed: int = 7, ksm_gap_at: int | None = None) -> Cluster:
         for ns, rate in (("payments", 40.0), ("search", 120.0), ("web", 200.0), ("growth", 30.0))
     )
     gaps = (Gap("ksm", ksm_gap_at, ksm_gap_at + 600),) if ksm_gap_at is not None else ()
-    return Cluster(tuple(nodes), tuple(pods), namespaces, requests + _demo_assets(rnd), gaps=gaps)
+    # A budget declared next to its namespace (kube-state-metrics --metric-annotations-allowlist).
+    notes = {"web": {"chargeback.io/budget-monthly": "60", "chargeback.io/budget-notify": "slack:#web"}}
+    return Cluster(tuple(nodes), tuple(pods), namespaces, requests + _demo_assets(rnd), gaps=gaps,
+                   namespace_annotations=notes, opencost=True)
+
+
+# The demo config's storage prices per GiB-month (demo/run.py; "" has none: OpenCost's default 0.04), which
+# OpenCost's pv_hourly_cost states per GiB-hour over the config's 730-hour month; its load balancer price.
+GIB_MONTH = {"gp3": 0.08, "gp2": 0.10, "io2": 0.125, "": 0.04}
+LB_HOURLY = 0.0225
 
 
 def _demo_assets(rnd: random.Random) -> tuple[Series, ...]:
@@ -89,18 +98,28 @@ def _demo_assets(rnd: random.Random) -> tuple[Series, ...]:
                ("pv-data-lake", 500, "", "data-eng"), ("pv-ml-datasets", 300, "io2", "ml"),
                ("pv-prometheus", 150, "gp3", "monitoring"), ("pv-released-2023", 40, "gp2", None))
     for name, gib, sc, ns in volumes:
+        uid = uid_of("persistentvolume", name)
         pv = {**ksm, "persistentvolume": name}
-        out.append(Series("kube_persistentvolume_capacity_bytes", pv, base=gib * GIB))
-        out.append(Series("kube_persistentvolume_info", {**pv, "storageclass": sc}, base=1))
+        out.append(Series("kube_persistentvolume_capacity_bytes", {**pv, "uid": uid}, base=gib * GIB))
+        out.append(Series("kube_persistentvolume_info", {**pv, "uid": uid, "storageclass": sc}, base=1))
+        oc = {"job": "opencost", "instance": "opencost:9003", "persistentvolume": name,
+              "provider_id": f"vol-{uid[:8]}"}
+        out.append(Series("kubecost_pv_info", {**oc, "uid": uid, "storageclass": sc}, base=1))
+        out.append(Series("pv_hourly_cost", {**oc, "volumename": name}, base=GIB_MONTH[sc] / 730))
         if ns:
             out.append(Series("kube_persistentvolume_claim_ref", {**pv, "claim_namespace": ns, "name": "data"}, base=1))
+            pvc = {**ksm, "namespace": ns, "persistentvolumeclaim": "data", "uid": uid_of("pvc", ns, "data")}
+            out.append(Series("kube_persistentvolumeclaim_info", {**pvc, "storageclass": sc, "volumename": name},
+                              base=1))
+            out.append(Series("kube_persistentvolumeclaim_resource_requests_storage_bytes", pvc, base=gib * GIB))
     for ns, svc, kind in (("web", "frontend", "LoadBalancer"), ("payments", "api", "LoadBalancer"),
                           ("ingress-nginx", "controller", "LoadBalancer"), ("search", "query", "ClusterIP")):
         out.append(Series("kube_service_spec_type", {**ksm, "namespace": ns, "service": svc, "type": kind}, base=1))
-    # A budget declared next to its namespace (kube-state-metrics --metric-annotations-allowlist).
-    out.append(Series("kube_namespace_annotations", {**ksm, "namespace": "web",
-                                                     "annotation_chargeback_io_budget_monthly": "60",
-                                                     "annotation_chargeback_io_budget_notify": "slack:#web"}, base=1))
+        if kind == "LoadBalancer":
+            ip = f"203.0.113.{len(out) % 250}"
+            out.append(Series("kubecost_load_balancer_cost", {"job": "opencost", "instance": "opencost:9003",
+                                                              "namespace": ns, "service_name": svc, "ingress_ip": ip},
+                              base=LB_HOURLY))
     cad = {"job": "kubelet", "metrics_path": "/metrics/cadvisor", "container": "", "interface": "eth0"}
     for ns in ("payments", "search", "data-eng", "ml", "web", "growth", "monitoring"):
         gib_per_hour = rnd.uniform(0.5, 8.0)

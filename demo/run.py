@@ -13,6 +13,8 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -22,7 +24,7 @@ import yaml
 from demo.clusters import demo_cluster, with_gpu_nodes
 from demo.localprom import PrometheusServer, backfill, backfill_rules, free_port
 from demo.synthetic import Cluster, Dcgm, exposition, with_dcgm
-from exporter.config.schema import parse_config
+from exporter.config.schema import Config, parse_config
 from exporter.core.allocation import CostResult
 from exporter.core.coverage import SOURCE_NAMES
 from exporter.core.gpu import GpuPodCost
@@ -86,7 +88,28 @@ def serve_simulator(cluster: Cluster, port: int) -> ThreadingHTTPServer:
     return srv
 
 
-def main(root: Path = Path(".demo")) -> None:
+@dataclass
+class DemoStack:
+    """What `make demo` runs: Prometheus (history + the live simulator) and `chargeback serve` on it."""
+
+    root: Path
+    now: int
+    prom: PrometheusServer
+    exporter: subprocess.Popen[bytes]
+    cfg_path: Path
+    cfg: Config
+    rules_file: Path
+    base: str  # serve's URL
+
+    def stop(self) -> None:
+        self.exporter.terminate()
+        self.exporter.wait(10)
+        self.prom.stop()
+
+
+def start(root: Path, say: Callable[[str], None] = print) -> DemoStack:
+    """Backfill 24 h of the demo cluster into root/data, then start Prometheus scraping the simulator and serve.
+    Shared by `make demo` and the OpenCost suite's test (tests/test_opencost_suite.py)."""
     shutil.rmtree(root, ignore_errors=True)
     root.mkdir(parents=True)
     now = int(time.time()) // 60 * 60
@@ -96,10 +119,9 @@ def main(root: Path = Path(".demo")) -> None:
     cluster = with_gpu_nodes(with_dcgm(demo_cluster(ksm_gap_at=now - 6 * 3600), util=0.12, fb_mib=6144,
                                        dcgm=Dcgm("Tesla V100-SXM2-16GB", 16384)))
     history_start = now - 86400 - 1800
-    print(f"backfilling 24h of a six-team cluster ({len(cluster.nodes)} nodes, {len(cluster.pods)} pods)...",
-          flush=True)
+    say(f"backfilling 24h of a six-team cluster ({len(cluster.nodes)} nodes, {len(cluster.pods)} pods)...")
     samples = backfill(cluster, root / "data", history_start, now - 60, 60)
-    print(f"  {samples:,} samples loaded with promtool", flush=True)
+    say(f"  {samples:,} samples loaded with promtool")
 
     # Budgets as code, rendered through the mixin. ml spends tens an hour (GPUs); its daily budget is one
     # unit per hour elapsed since UTC midnight, so it is already overrun whenever the demo starts.
@@ -122,8 +144,8 @@ def main(root: Path = Path(".demo")) -> None:
     started = time.monotonic()
     with PrometheusServer(root / "data") as history:
         backfill_rules(history, allocation_file, history_start + 600, now - 60)
-    print(f"  recorded allocation rules backfilled over the history in {time.monotonic() - started:.0f}s "
-          "(long windows read them)", flush=True)
+    say(f"  recorded allocation rules backfilled over the history in {time.monotonic() - started:.0f}s "
+        "(long windows read them)")
     prom = PrometheusServer(root / "data", targets, "15s", honor_labels=frozenset({"synthetic-cluster"}),
                             rule_files=[rules_file])
     prom.start()
@@ -132,11 +154,16 @@ def main(root: Path = Path(".demo")) -> None:
                           "exposeNewSeriesFor": "30s"})  # 2x the 15 s scrape interval
     cfg_path = root / "config.yaml"
     cfg_path.write_text(yaml.safe_dump(cfg_raw, sort_keys=False))
-    cfg = parse_config(cfg_raw)
     exporter = subprocess.Popen(
         [sys.executable, "-m", "exporter", "serve", "--config", str(cfg_path), "--start", iso(now - 86400)],
         stdout=(root / "serve.log").open("w"), stderr=subprocess.STDOUT)
+    return DemoStack(root, now, prom, exporter, cfg_path, parse_config(cfg_raw), rules_file,
+                     f"http://127.0.0.1:{exporter_port}")
 
+
+def main(root: Path = Path(".demo")) -> None:
+    stack = start(root, lambda line: print(line, flush=True))
+    now, cfg, cfg_path, prom, rules_file = stack.now, stack.cfg, stack.cfg_path, stack.prom, stack.rules_file
     result = Pipeline(cfg, PrometheusClient(cfg.prometheus)).compute(parse_window("24h", now, 60))
     print()
     print("Cost per namespace, last 24 h (chargeback allocate --window 24h):")
@@ -164,7 +191,7 @@ def main(root: Path = Path(".demo")) -> None:
     print()
     print("A sample showback report (chargeback report --window 12h --by team):")
     print(render_report(make_report(cfg, parse_window("12h", now, 60), "team", now, "computed"), "markdown"))
-    base = f"http://127.0.0.1:{exporter_port}"
+    base = stack.base
     _wait_metrics(base)
     print(f"""
 Prometheus UI        {prom.url}/graph?g0.expr=sum%20by%20(namespace)%20(chargeback_namespace_cost_total)
@@ -189,13 +216,11 @@ Ctrl-C stops everything.""", flush=True)
     try:
         while not stop:
             time.sleep(1)
-            if exporter.poll() is not None:
-                print(f"exporter exited with {exporter.returncode}; see {root / 'serve.log'}", file=sys.stderr)
+            if stack.exporter.poll() is not None:
+                print(f"exporter exited with {stack.exporter.returncode}; see {root / 'serve.log'}", file=sys.stderr)
                 break
     finally:
-        exporter.terminate()
-        exporter.wait(10)
-        prom.stop()
+        stack.stop()
 
 
 def gpu_sharing(result: CostResult) -> str:

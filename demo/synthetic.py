@@ -11,12 +11,14 @@ requests, and node capacity resources (`pods`, `ephemeral_storage`) that must be
 from __future__ import annotations
 
 import math
+import uuid
 import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from functools import partial
 from typing import TextIO
 
+from exporter.core.pricing import SPOT_LABELS
 from exporter.vocab.labels import ksm_label
 
 GIB = 1024**3
@@ -114,6 +116,21 @@ class Cluster:
     namespaces: dict[str, dict[str, str]] = field(default_factory=dict)  # namespace -> Kubernetes labels
     extra: tuple[Series, ...] = ()
     gaps: tuple[Gap, ...] = ()
+    # Namespace annotations kube-state-metrics exports (as if allow-listed): namespace -> {key: value}.
+    namespace_annotations: dict[str, dict[str, str]] = field(default_factory=dict)
+    # OpenCost runs in the cluster and exports its own series besides its node prices (Node.opencost):
+    # the v1-style node capacity series, node_total_hourly_cost, node_gpu_count, kubecost_node_is_spot and
+    # container_*_allocation. Off by default, so a scenario's price sources stay exactly as written.
+    opencost: bool = False
+
+
+def uid_of(kind: str, *names: str) -> str:
+    """A stable RFC 4122 UUID per object, as the API server gives each (kube-state-metrics' `uid` label)."""
+    return str(uuid.uuid5(uuid.NAMESPACE_URL, f"k8s:{kind}/" + "/".join(names)))
+
+
+# Days before the data an object was created (kube_namespace_created): older than any window under test.
+CREATED = 1_600_000_000
 
 
 def source_of(metric: str) -> str:
@@ -178,6 +195,7 @@ def _series(cluster: Cluster, lean: bool) -> Iterator[tuple[str, str, Sampler]]:
     ksm = {"job": "kube-state-metrics", "instance": "ksm:8080"}
 
     for n in cluster.nodes:
+        node_uid = {"uid": uid_of("node", n.name)}
         for res, unit, cap, alloc in (
             ("cpu", "core", n.cores, n.cores - 0.1),
             ("memory", "byte", n.mem_bytes, n.mem_bytes - 0.5 * GIB),
@@ -185,17 +203,22 @@ def _series(cluster: Cluster, lean: bool) -> Iterator[tuple[str, str, Sampler]]:
             ("ephemeral_storage", "byte", 100 * GIB, 90 * GIB),
         ) + ((("nvidia_com_gpu", "integer", n.gpus, n.gpus),) if n.gpus else ()) + tuple(
                 (res, "integer", v, v) for res, v in sorted(n.resources.items())):
-            yield "kube_node_status_capacity", _labels(**ksm, node=n.name, resource=res, unit=unit), _const(cap)
-            yield "kube_node_status_allocatable", _labels(**ksm, node=n.name, resource=res, unit=unit), _const(alloc)
+            lb = _labels(**ksm, node=n.name, **node_uid, resource=res, unit=unit)
+            yield "kube_node_status_capacity", lb, _const(cap)
+            yield "kube_node_status_allocatable", lb, _const(alloc)
         node_labels = {ksm_label(k): v for k, v in sorted(n.labels.items())}
-        yield "kube_node_labels", _labels(**ksm, node=n.name, **node_labels), _const(1)
+        yield "kube_node_labels", _labels(**ksm, node=n.name, **node_uid, **node_labels), _const(1)
         pid = n.provider_id or f"aws:///us-east-1a/i-{n.name}"
-        yield "kube_node_info", _labels(**ksm, node=n.name, provider_id=pid), _const(1)
+        yield "kube_node_info", _labels(**ksm, node=n.name, **node_uid, provider_id=pid), _const(1)
         oc = {"job": "opencost", "instance": "opencost:9003", "node": n.name}
+        if cluster.opencost:  # OpenCost's own labels on its node series
+            oc |= {"instance_type": n.labels.get("node.kubernetes.io/instance-type", ""), "provider_id": pid}
         for kind, metric in (("cpu", "node_cpu_hourly_cost"), ("ram", "node_ram_hourly_cost"),
                              ("gpu", "node_gpu_hourly_cost"), ("total", "node_total_hourly_cost")):
             if kind in n.opencost:
                 yield metric, _labels(**oc), _const(n.opencost[kind])
+        if cluster.opencost and not lean:
+            yield from _opencost_node_series(n, oc, node_uid)
         # A root/system cgroup with no namespace: cAdvisor exports it, it must never be costed.
         if not lean:
             sys_lb = _labels(id="/system.slice/kubelet.service", instance=n.name, job="kubelet")
@@ -203,12 +226,21 @@ def _series(cluster: Cluster, lean: bool) -> Iterator[tuple[str, str, Sampler]]:
             yield "container_memory_working_set_bytes", sys_lb, _const(3 * GIB)
 
     for ns, ns_labels in sorted(cluster.namespaces.items()):
+        ns_uid = uid_of("namespace", ns)
         kv = {ksm_label(k): v for k, v in sorted(ns_labels.items())}
-        yield "kube_namespace_labels", _labels(**ksm, namespace=ns, **kv), _const(1)
+        yield "kube_namespace_labels", _labels(**ksm, namespace=ns, uid=ns_uid, **kv), _const(1)
+        notes = {"annotation_" + ksm_label(k)[6:]: v
+                 for k, v in sorted(cluster.namespace_annotations.get(ns, {}).items())}
+        if notes or not lean:
+            yield "kube_namespace_annotations", _labels(**ksm, namespace=ns, uid=ns_uid, **notes), _const(1)
+        if not lean:
+            yield "kube_namespace_created", _labels(**ksm, namespace=ns, uid=ns_uid), _const(CREATED)
     for c in cluster.extra:
         yield c.name, _labels(**c.labels), partial(_line, c.base, c.slope)
     for p in cluster.pods:
         yield from _pod_series(p, ksm, lean)
+        if cluster.opencost and not lean:
+            yield from _opencost_allocation(p)
     for n in cluster.nodes:
         if n.dcgm is not None:
             yield from dcgm_series(n, n.dcgm, [p for p in cluster.pods if p.node == n.name])
@@ -242,6 +274,45 @@ def _owner_series(pods: tuple[Pod, ...], ksm: dict[str, str]) -> Iterator[tuple[
                               owner_is_controller="true"), _const(1)
 
 
+def _opencost_node_series(n: Node, oc: dict[str, str], node_uid: dict[str, str]
+                          ) -> Iterator[tuple[str, str, Sampler]]:
+    """What OpenCost exports per node besides the prices Node.opencost sets; none changes a price."""
+    if "total" not in n.opencost and "cpu" in n.opencost and "ram" in n.opencost:
+        total = n.opencost["cpu"] * n.cores + n.opencost["ram"] * n.mem_bytes / GIB + n.opencost.get("gpu", 0) * n.gpus
+        yield "node_total_hourly_cost", _labels(**oc), _const(total)
+    if n.gpus:
+        yield "node_gpu_count", _labels(**oc), _const(n.gpus)
+    spot = any(n.labels.get(k) == v for k, v in SPOT_LABELS.items())
+    yield "kubecost_node_is_spot", _labels(**oc), _const(1.0 if spot else 0.0)
+    for metric, v in (("kube_node_status_capacity_cpu_cores", n.cores), ("kube_node_status_allocatable_cpu_cores",
+                      n.cores - 0.1), ("kube_node_status_capacity_memory_bytes", n.mem_bytes),
+                      ("kube_node_status_allocatable_memory_bytes", n.mem_bytes - 0.5 * GIB)):
+        yield metric, _labels(job="opencost", instance="opencost:9003", node=n.name, **node_uid), _const(v)
+
+
+def _opencost_allocation(p: Pod) -> Iterator[tuple[str, str, Sampler]]:
+    """OpenCost's container_*_allocation: the larger of request and usage while the pod runs."""
+    on = partial(_running, p)
+    for c in p.containers:
+        lb = _labels(job="opencost", instance="opencost:9003", namespace=p.namespace, pod=p.name, container=c.name,
+                     node=p.node)
+        cpu = partial(_alloc, on, c.cpu_request or 0.0, partial(_cpu_rate, c))
+        yield "container_cpu_allocation", lb, cpu
+        yield "container_memory_allocation_bytes", lb, partial(_alloc, on, c.mem_request or 0.0, partial(_memory, c))
+        if c.gpu_request:
+            yield "container_gpu_allocation", lb, partial(_when, on, c.gpu_request)
+
+
+def _cpu_rate(c: Container, t: int) -> float:
+    """The derivative of _cpu_counter: cores in use at t."""
+    return c.cpu_usage * (1 + c.wave * math.sin(2 * math.pi * t / DAY))
+
+
+def _alloc(on: Callable[[int], bool], request: float, usage: Sampler, t: int) -> float | None:
+    u = usage(t)
+    return max(request, u or 0.0) if on(t) else None
+
+
 def _pod_series(p: Pod, ksm: dict[str, str], lean: bool) -> Iterator[tuple[str, str, Sampler]]:
     start, end, deleted = p.start, p.end, p.deleted
 
@@ -254,7 +325,7 @@ def _pod_series(p: Pod, ksm: dict[str, str], lean: bool) -> Iterator[tuple[str, 
     def when(pred: Callable[[int], bool], f: Callable[[int], float | None]) -> Sampler:
         return lambda t: f(t) if pred(t) else None
 
-    uid = f"uid-{p.namespace}-{p.name}"
+    uid = uid_of("pod", p.namespace, p.name)
     pod_kv = {"namespace": p.namespace, "pod": p.name}
     ip = {"pod_ip": p.ip} if p.ip else {}
     yield ("kube_pod_info", _labels(**ksm, **pod_kv, uid=uid, node=p.node, host_ip="10.0.0.1", **ip),
@@ -262,7 +333,7 @@ def _pod_series(p: Pod, ksm: dict[str, str], lean: bool) -> Iterator[tuple[str, 
     for svc in p.services if p.ip else ():
         lb = _labels(**ksm, namespace=p.namespace, endpoint=svc, ip=p.ip, ready="true")
         yield "kube_endpoint_address", lb, when(running, lambda t: 1)
-    if p.annotations:
+    if p.annotations or not lean:  # for every pod, with annotation_* columns only when allow-listed
         notes = {"annotation_" + ksm_label(k)[6:]: v for k, v in sorted(p.annotations.items())}
         yield "kube_pod_annotations", _labels(**ksm, **pod_kv, uid=uid, **notes), when(exists, lambda t: 1)
     for phase in ("Running",) if lean else ("Pending", "Running", "Succeeded", "Failed", "Unknown"):
@@ -284,6 +355,8 @@ def _pod_series(p: Pod, ksm: dict[str, str], lean: bool) -> Iterator[tuple[str, 
             if req is not None:
                 lb = _labels(**ksm, **pod_kv, uid=uid, container=c.name, node=p.node, resource=res, unit=unit)
                 yield "kube_pod_container_resource_requests", lb, when(exists, _const(req))
+        if not lean:  # per container: its state and image (no query of chargeback's selects them)
+            yield from _container_state(p, c, uid, ksm, exists, running)
         lb = _labels(**cad, **pod_kv, container=c.name, id=f"/kubepods/{uid}/{c.name}", image=f"img/{c.name}")
         yield "container_cpu_usage_seconds_total", lb, when(running, partial(_cpu_counter, c))
         yield "container_memory_working_set_bytes", lb, when(running, partial(_memory, c))
@@ -293,6 +366,27 @@ def _pod_series(p: Pod, ksm: dict[str, str], lean: bool) -> Iterator[tuple[str, 
         lb = _labels(**cad, **pod_kv, container=cname, id=f"/kubepods/{uid}{'/pause' if cname else ''}")
         yield "container_cpu_usage_seconds_total", lb, when(running, partial(_line, 1e6, total_cpu + factor))
         yield "container_memory_working_set_bytes", lb, when(running, _const((factor + 1) * GIB))
+
+
+def _container_state(p: Pod, c: Container, uid: str, ksm: dict[str, str], exists: Callable[[int], bool],
+                     running: Callable[[int], bool]) -> Iterator[tuple[str, str, Sampler]]:
+    """kube-state-metrics' per-container series: running (1/0), terminated reason once done, and info."""
+    kv = {**ksm, "namespace": p.namespace, "pod": p.name, "uid": uid, "container": c.name}
+    yield "kube_pod_container_status_running", _labels(**kv), partial(_state, exists, running, 1.0, 0.0)
+    yield ("kube_pod_container_status_terminated_reason", _labels(**kv, reason="Completed"),
+           partial(_state, exists, running, None, 1.0))
+    image = f"img/{c.name}:1.0"
+    cid = f"containerd://{zlib.crc32(f'{uid}/{c.name}'.encode()):08x}"
+    yield "kube_pod_container_info", _labels(
+        **kv, image=image, image_spec=image, image_id=f"{image}@sha256:{zlib.crc32(c.name.encode()):08x}",
+        container_id=cid), partial(_state, exists, _always, 1.0, 1.0)
+
+
+def _state(exists: Callable[[int], bool], running: Callable[[int], bool], yes: float | None, no: float | None,
+           t: int) -> float | None:
+    if not exists(t):
+        return None
+    return yes if running(t) else no
 
 
 def dcgm_series(n: Node, d: Dcgm, pods: list[Pod]) -> Iterator[tuple[str, str, Sampler]]:
