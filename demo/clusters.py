@@ -50,9 +50,10 @@ def demo_cluster(seed: int = 7, ksm_gap_at: int | None = None) -> Cluster:
                 use = rnd.uniform(0.2, 1.3)  # some over-request, some burst past requests
                 node = "ip-10-0-3-1" if app == "trainer" else rnd.choice(general)
                 c = Container(app, cpu_req, mem_req, 1.0 if app == "trainer" else 0.0,
-                              cpu_req * use, mem_req * rnd.uniform(0.4, 1.1), wave=0.4)
+                              cpu_req * use, mem_req * rnd.uniform(0.4, 1.1), wave=0.4, mem_limit=2 * mem_req)
                 kind = {"etl": "CronJob", "spark": "StatefulSet"}.get(app, "Deployment")
-                pods.append(Pod(team, f"{app}-{r}", node, (c,), labels={"team": team, "app": app}, owner=(kind, app)))
+                pods.append(Pod(team, f"{app}-{r}", node, (c,), labels={"team": team, "app": app}, owner=(kind, app),
+                                annotations={"example.com/owner": f"{team}@example.com"}))
     platform = {"kube-system": ("coredns", "kube-proxy"), "monitoring": ("prometheus", "grafana"),
                 "ingress-nginx": ("controller",)}
     for ns, apps in platform.items():

@@ -74,7 +74,7 @@ def parse(logs: dict[str, str]) -> dict[str, SuiteTest]:
                 current.reasons.append("panic: " + m.group(1)[:200])
             elif m := _LOCATION.match(line):
                 current.last = [*current.last[-2:], m.group(1)[:200]]
-                if _FAILING.search(m.group(1)) and len(current.reasons) < 3:
+                if _FAILING.search(m.group(1)) and "[Skipped]" not in line and len(current.reasons) < 3:
                     current.reasons.append(m.group(1)[:200])
     for t in tests.values():
         if t.status == "RUN":  # never finished: its package panicked or timed out
