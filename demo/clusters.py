@@ -72,6 +72,9 @@ def demo_cluster(seed: int = 7, ksm_gap_at: int | None = None) -> Cluster:
         c = Container(app, 0.5, 1 * GIB, 0, 0.3, 0.75 * GIB)
         pods.append(Pod("web-shared", f"{app}-0", node, (c,), labels={"team": team, "app": app},
                         owner=("Deployment", app)))
+    # A CronJob's finished run, kept by its history limit: Succeeded throughout, still exporting its requests.
+    pods.append(Pod("data-eng", "etl-done-0", "ip-10-0-1-1", (Container("etl", 0.5, 1 * GIB),), end=0,
+                    labels={"team": "data-eng", "app": "etl"}, owner=("CronJob", "etl")))
     namespaces["payments-batch"] = {"team": "payments", "cost-center": "CC-100", "environment": "prod"}
     namespaces["web-shared"] = {"cost-center": "CC-400", "environment": "prod"}
     requests = tuple(
@@ -116,6 +119,9 @@ def _demo_assets(rnd: random.Random) -> tuple[Series, ...]:
     for ns, svc, kind in (("web", "frontend", "LoadBalancer"), ("payments", "api", "LoadBalancer"),
                           ("ingress-nginx", "controller", "LoadBalancer"), ("search", "query", "ClusterIP")):
         out.append(Series("kube_service_spec_type", {**ksm, "namespace": ns, "service": svc, "type": kind}, base=1))
+        out.append(Series("service_selector_labels", {"job": "opencost", "instance": "opencost:9003", "namespace": ns,
+                                                      "service": svc, "uid": uid_of("service", ns, svc),
+                                                      "label_app": svc}, base=1))
         if kind == "LoadBalancer":
             ip = f"203.0.113.{len(out) % 250}"
             out.append(Series("kubecost_load_balancer_cost", {"job": "opencost", "instance": "opencost:9003",

@@ -246,6 +246,8 @@ def _series(cluster: Cluster, lean: bool) -> Iterator[tuple[str, str, Sampler]]:
         if n.dcgm is not None:
             yield from dcgm_series(n, n.dcgm, [p for p in cluster.pods if p.node == n.name])
     yield from _owner_series(cluster.pods, ksm)  # pod-level allocation reads them, in the bench too
+    if cluster.opencost and not lean:
+        yield from _deployment_labels(cluster.pods)
 
 
 # A controller's intermediate owner: a Deployment's ReplicaSet, a CronJob's Job.
@@ -289,6 +291,18 @@ def _opencost_node_series(n: Node, oc: dict[str, str], node_uid: dict[str, str]
                       n.cores - 0.1), ("kube_node_status_capacity_memory_bytes", n.mem_bytes),
                       ("kube_node_status_allocatable_memory_bytes", n.mem_bytes - 0.5 * GIB)):
         yield metric, _labels(job="opencost", instance="opencost:9003", node=n.name, **node_uid), _const(v)
+
+
+def _deployment_labels(pods: tuple[Pod, ...]) -> Iterator[tuple[str, str, Sampler]]:
+    """OpenCost's deployment_match_labels: each Deployment's selector (its pods' labels), with its uid."""
+    seen: dict[tuple[str, str], dict[str, str]] = {}
+    for p in pods:
+        if p.owner is not None and p.owner[0] == "Deployment":
+            seen.setdefault((p.namespace, p.owner[1]), p.labels)
+    for (ns, name), labels in sorted(seen.items()):
+        kv = {ksm_label(k): v for k, v in sorted(labels.items())}
+        yield "deployment_match_labels", _labels(job="opencost", instance="opencost:9003", namespace=ns,
+                                                 deployment=name, uid=uid_of("deployment", ns, name), **kv), _const(1)
 
 
 def _opencost_allocation(p: Pod) -> Iterator[tuple[str, str, Sampler]]:
