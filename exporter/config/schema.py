@@ -13,7 +13,7 @@ from typing import Any, Literal
 from urllib.parse import urlsplit
 
 import promql_parser
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from exporter.config.gpu import GpuConfig
 from exporter.config.model import Duration, read_yaml, valid_duration, validated
@@ -41,12 +41,25 @@ class Allocation(_Model):
     # reported as uncovered, never invented.
     maxGapBridge: Duration = Field("1h", description="longest source outage bridged with the last known state")
 
-    @model_validator(mode="after")
-    def _chunk_multiple(self) -> Allocation:
-        res, chunk = parse_duration(self.resolution), parse_duration(self.chunk)
-        if chunk < res or chunk % res:
-            raise ValueError(f"chunk ({self.chunk}) must be a whole multiple of resolution ({self.resolution})")
-        return self
+    @field_validator("resolution")
+    @classmethod
+    def _divides_a_day(cls, v: str) -> str:
+        # Subquery steps are aligned to the epoch: a step that does not divide 24 h starts no day (nor
+        # `today`, a serve piece, a FOCUS charge period) on a step, so those would not tile time.
+        if 86400 % parse_duration(v):
+            raise ValueError(f"{v} does not divide 24h (steps are aligned to the epoch, so every day must start "
+                             "on one): use e.g. 30s, 1m, 2m, 5m, 10m, 15m or 1h")
+        return v
+
+    @field_validator("chunk")
+    @classmethod
+    def _chunk_multiple(cls, v: str, info: ValidationInfo) -> str:
+        resolution = info.data.get("resolution")  # absent when it failed its own check
+        if resolution is not None:
+            res, chunk = parse_duration(resolution), parse_duration(v)
+            if chunk % res:
+                raise ValueError(f"{v} is not a whole multiple of allocation.resolution ({resolution})")
+        return v
 
 
 _SELECTOR = re.compile(r'^\s*([a-zA-Z_][a-zA-Z0-9_]*\s*(=|!=|=~|!~)\s*"(?:[^"\\]|\\.)*"\s*,?\s*)*$')

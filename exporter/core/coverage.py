@@ -180,8 +180,10 @@ class Coverage:
     def bridged_seconds(self, source: str) -> int:
         return sum(iv.end - iv.start for iv in self.bridged if iv.source == source)
 
-    def to_json(self) -> dict[str, object]:
-        return {"windowSeconds": self.seconds, "coveredSeconds": self.covered_seconds,
+    def to_json(self, window: tuple[int, int] | None = None) -> dict[str, object]:
+        """With `window` (start, end) named, so that an empty answer still says what it covers."""
+        named = {"window": {"start": iso(window[0]), "end": iso(window[1])}} if window else {}
+        return {**named, "windowSeconds": self.seconds, "coveredSeconds": self.covered_seconds,
                 "bridged": [iv.to_json() for iv in self.bridged],
                 "uncovered": [iv.to_json() for iv in self.uncovered]}
 
