@@ -65,6 +65,12 @@ class Allocation(_Model):
 _SELECTOR = re.compile(r'^\s*([a-zA-Z_][a-zA-Z0-9_]*\s*(=|!=|=~|!~)\s*"(?:[^"\\]|\\.)*"\s*,?\s*)*$')
 
 
+def _matcher_list(v: str) -> str:
+    if not _SELECTOR.match(v):
+        raise ValueError(f"not a list of label matchers: {v!r} (write e.g. job=\"kubelet\")")
+    return v.strip().rstrip(",")
+
+
 class Prometheus(_Model):
     url: str = Field("http://127.0.0.1:9090", description="Prometheus (or Thanos Query, Mimir) base URL")
     timeout: Duration = Field("120s", description="per query")
@@ -82,9 +88,7 @@ class Prometheus(_Model):
     @field_validator("cadvisorSelector", "ksmSelector", "openCostSelector", "dcgmSelector", "clusterSelector")
     @classmethod
     def _matchers(cls, v: str) -> str:
-        if not _SELECTOR.match(v):
-            raise ValueError(f"not a list of label matchers: {v!r} (write e.g. job=\"kubelet\")")
-        return v.strip().rstrip(",")
+        return _matcher_list(v)
 
     @field_validator("url")
     @classmethod
@@ -116,13 +120,25 @@ class Serve(_Model):
     exposeNewSeriesFor: str = Field("2m", description="a new series shows 0 this long before its first increment "
                                                       "(and the watermark rests at midnight): 2x the longest "
                                                       "scrape interval of any Prometheus scraping us")
-    watermarkSelector: str = Field('job="chargeback"', description="finds our own watermark in Prometheus")
+    watermarkSelector: str | None = Field(
+        None, description="deprecated: the watermark is found by its chargeback_ledger label, under any scrape "
+                          "job; where set, these matchers still narrow the search (remove it)")
     watermarkLookback: Duration = Field(
         "30d", description="how far back the last scraped watermark is looked for after a restart")
     start: str | None = Field(None, description="RFC3339 start when Prometheus holds no watermark")
     leaderElection: LeaderElection = Field(default_factory=LeaderElection, description="Lease leader election")
     clusterName: str | None = Field(None, description="adds cluster=<name> to every series (else use external labels)")
     clusterLabel: str = Field("cluster", description="label name clusterName is published under")
+
+    @field_validator("watermarkSelector")
+    @classmethod
+    def _legacy_matchers(cls, v: str | None) -> str | None:
+        return None if v is None else _matcher_list(v)
+
+    def ledger(self) -> str:
+        """The value of `chargeback_ledger` on the watermark: which exporter's accrual this is (leader-elected
+        replicas share it). Under Thanos, give each cluster's exporter its clusterName."""
+        return self.clusterName or "default"
 
     @field_validator("exposeNewSeriesFor")
     @classmethod
