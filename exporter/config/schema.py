@@ -29,9 +29,11 @@ class Allocation(_Model):
         "max", description="what a container is charged: max(request, usage), request, usage or a weighted mix")
     requestWeight: float = Field(0.7, ge=0, le=1, description="share of request in the 'weighted' policy")
     resolution: Duration = Field(
-        "1m", description="the step cost is measured at; each step charges the interval that ends at it")
+        "1m", description="the step cost is measured at; each step charges the interval that ends at it. "
+                          "Divides 24h (steps are aligned to the epoch)")
     usageRateWindow: Duration = Field("5m", description="rate() window of cAdvisor usage counters")
-    chunk: Duration = Field("1h", description="allocate/catch-up query size; also the progress unit")
+    chunk: Duration = Field("1h", description="allocate/catch-up query size, a multiple of resolution; also the "
+                                              "progress unit")
     concurrency: int = Field(1, ge=1, le=32, description="chunks of a long window queried at once (not serve's "
                              "accrual, which stays in order); Prometheus evaluates each query on one core")
     recordedRules: Literal["auto", "off"] = Field(

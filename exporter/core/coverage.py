@@ -210,3 +210,17 @@ def _append(intervals: list[Interval], iv: Interval) -> None:
 def _hours(seconds: int) -> str:
     h = seconds / 3600
     return f"{h:.0f}h" if h == int(h) else f"{h:.2f}h"
+
+
+def rule_gap(start: int, end: int, steps: int, held: int, evaluations: int, resolution: str) -> str:
+    """Why a chunk the mixin's allocation rules ran over is read from raw series: `held` of its `steps` hold
+    an evaluation, and a step with none would cost nothing (its capacity all idle)."""
+    if evaluations > held:  # some step holds two or more: the rules run more often than the steps
+        why = (f"the rule group evaluates more often than allocation.resolution ({resolution}), so a missed "
+               f"evaluation can leave a step without one; set its interval to {resolution}")
+    else:
+        why = (f"an interval longer than allocation.resolution ({resolution}), or evaluations missed "
+               "(Prometheus down); the rule group's interval must be the resolution")
+    return (f"the recorded allocation rules evaluated at {held} of {steps} steps of "
+            f"{iso(start)}..{iso(end)} ({evaluations} evaluations): {why}; reading raw series there")
+
