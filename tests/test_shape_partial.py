@@ -24,12 +24,16 @@ from prometheus_client import CollectorRegistry
 from demo.localprom import PrometheusServer
 from exporter.config.schema import Config
 from exporter.core.allocation import CostResult
+from exporter.core.errors import PrometheusError
 from exporter.core.names import IDLE
 from exporter.core.window import Window, iso
 from exporter.engine.pipeline import Pipeline, command_pipeline
 from exporter.outputs.formatters import allocation_response
+from exporter.outputs.opencost_api import AggKey
+from exporter.outputs.podrows import PodGranularity
 from exporter.serve.accrual import Ledger
 from exporter.serve.collector import ChargebackCollector, Health
+from exporter.sources.podsteps import BY_CONTAINER
 from exporter.sources.promanswer import PartialAnswer
 from exporter.sources.prometheus import PrometheusClient
 
@@ -66,9 +70,10 @@ class PartialProxy(NanProxy):
     `first_only`: only the first time each query is asked (a store back before the client's retry)."""
 
     def __init__(self, upstream: str, after: float, until: float, first_only: bool = False,
-                 is_partial: bool = False) -> None:
+                 is_partial: bool = False, query_has: tuple[str, ...] = ()) -> None:
         super().__init__(upstream)
         self.after, self.until, self.first_only, self.is_partial = after, until, first_only, is_partial
+        self.query_has = query_has  # only queries holding each of these
         self.seen: set[tuple[str, float]] = set()
         self.partial_answers = 0
         self.params: list[dict[str, list[str]]] = []
@@ -80,7 +85,8 @@ class PartialProxy(NanProxy):
     def rewrite(self, params: dict[str, list[str]], body: dict[str, Any]) -> dict[str, Any]:
         self.params.append(params)
         query, at = params.get("query", [""])[0], float(params.get("time", ["0"])[0])
-        if not self.after < at <= self.until or body.get("status") != "success":
+        if not self.after < at <= self.until or body.get("status") != "success" or \
+                not all(s in query for s in self.query_has):
             return body
         if self.first_only:
             if (query, at) in self.seen:
@@ -220,3 +226,18 @@ def test_deny_sends_partial_response_false_on_every_query(baseline: tuple[Promet
     assert len(proxy.params) > 10
     for params in proxy.params:
         assert params.get("partial_response") == ["false"] and params.get("deny_partial_response") == ["1"], params
+
+
+def test_pod_rows_answered_in_part_end_the_run(baseline: tuple[PrometheusServer, int],
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """Pod-level rows go out batch by batch (one namespace a batch here): once a batch is handed on, a
+    later batch answered in part can be neither left out nor read again, so it is a one-line error, never
+    a pod table with a batch missing or one counted twice."""
+    prom, t0 = baseline
+    with PartialProxy(prom.url, float("-inf"), float("inf"), query_has=(BY_CONTAINER, '"team-c"')) as proxy:
+        pipeline = pipeline_for(proxy.url, monkeypatch)
+        grain = PodGranularity([AggKey("namespace")], None, True, (), "cluster", batch_pods=1)
+        with pytest.raises(PrometheusError, match=r"answered only in part.*pod-level rows") as caught:
+            pipeline.compute(Window(t0, t0 + HALF, 60), granularity=grain)
+    assert not isinstance(caught.value, PartialAnswer) and "\n" not in str(caught.value)
+    assert proxy.partial_answers == 3  # asked, retried twice, then the error

@@ -14,9 +14,11 @@ in, so how a piece is fetched inside (sub-windows, shards) does not matter here.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 from exporter.core.allocation import CostResult
 from exporter.core.coverage import Coverage, Interval
+from exporter.core.errors import PrometheusError
 from exporter.core.window import Window, format_duration
 from exporter.sources.promanswer import PartialAnswer, SampleLimit
 
@@ -79,3 +81,15 @@ def partial_coverage(w: Window, e: PartialAnswer, warn: Warn) -> Coverage:
          "uncovered (see the coverage), never costed as whole (docs/prometheus-backends.md)", "partial_answer")
     return Coverage(seconds=w.seconds, uncovered=[Interval(w.start, w.end, "prometheus",
                                                            f"partial answer from Prometheus: {e.detail}")])
+
+
+@contextmanager
+def handed_on() -> Iterator[None]:
+    """Around work that hands a piece's rows on as it goes (pod-level detail, batch by batch): asked again
+    in halves or left out, the rows already handed on would count twice or stand for the whole. A
+    refusal or a partial answer there ends the run with its own line instead."""
+    try:
+        yield
+    except (SampleLimit, PartialAnswer) as e:
+        raise PrometheusError(f"{e} (while reading pod-level rows, which cannot be read again in pieces: "
+                              "lower allocation.chunk, or run it again when Prometheus answers in full)") from e

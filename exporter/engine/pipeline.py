@@ -25,7 +25,7 @@ from exporter.core.gpuwaste import add_waste
 from exporter.core.pricing import load_shipped_prices, price_nodes, unmatched_rules
 from exporter.core.sharing import ShareInputs, distribute
 from exporter.core.window import Window, iso, parse_duration
-from exporter.engine.chunkguard import in_halves, partial_coverage, probe_in_halves
+from exporter.engine.chunkguard import handed_on, in_halves, partial_coverage, probe_in_halves
 from exporter.engine.fetch import Fetch
 from exporter.engine.gpufetch import unpriced_gpus
 from exporter.engine.limits import in_order
@@ -231,7 +231,8 @@ class Pipeline(Fetch):
         result.costs, result.pools = shared.costs, shared.pools
         result.fallbacks, result.metadata = frozenset(shared.fallbacks), meta
         if detail is not None:
-            detail.add_segment(self, w, q, meta, owners, result, scales)
+            with handed_on():  # its rows go out batch by batch: the piece cannot be asked again
+                detail.add_segment(self, w, q, meta, owners, result, scales)
         return result
 
     def share_inputs(self, w: Window, meta: Metadata) -> ShareInputs:
