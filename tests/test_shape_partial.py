@@ -24,7 +24,6 @@ from prometheus_client import CollectorRegistry
 from demo.localprom import PrometheusServer
 from exporter.config.schema import Config
 from exporter.core.allocation import CostResult
-from exporter.core.errors import PrometheusError
 from exporter.core.names import IDLE
 from exporter.core.window import Window, iso
 from exporter.engine.pipeline import Pipeline, command_pipeline
@@ -36,6 +35,7 @@ from exporter.serve.collector import ChargebackCollector, Health
 from exporter.sources.podsteps import BY_CONTAINER
 from exporter.sources.promanswer import PartialAnswer
 from exporter.sources.prometheus import PrometheusClient
+from exporter.vocab.errors import PrometheusError
 
 from .conftest import aligned_past
 from .console import CHARGEBACK

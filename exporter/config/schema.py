@@ -19,9 +19,9 @@ from exporter.config.gpu import GpuConfig
 from exporter.config.model import Duration, read_yaml, valid_duration, validated
 from exporter.config.model import StrictModel as _Model
 from exporter.config.pricebook import FixedCost, Pricing
-from exporter.core.errors import ConfigError
-from exporter.core.redact import redact_url, remember
-from exporter.core.window import parse_duration
+from exporter.vocab.durations import parse_duration
+from exporter.vocab.errors import ConfigError
+from exporter.vocab.redact import redact_url, remember
 
 
 class Allocation(_Model):

@@ -18,9 +18,10 @@ from contextlib import contextmanager
 
 from exporter.core.allocation import CostResult
 from exporter.core.coverage import Coverage, Interval
-from exporter.core.errors import PrometheusError
-from exporter.core.window import Window, format_duration
+from exporter.core.window import Window
 from exporter.sources.promanswer import PartialAnswer, SampleLimit
+from exporter.vocab.durations import format_duration
+from exporter.vocab.errors import PrometheusError
 
 Warn = Callable[[str, str], None]  # (text, kind), as Pipeline._warn
 Series = tuple[dict[str, str], list[tuple[float, float]]]

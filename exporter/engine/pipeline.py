@@ -17,14 +17,13 @@ from typing import Protocol
 
 from exporter.config.schema import Config
 from exporter.core.allocation import CostResult, add_assets, cost_chunk
-from exporter.core.attribution import Metadata, Owners, annotation_budgets, resolve
+from exporter.core.attribution import Owners, annotation_budgets, resolve
 from exporter.core.coverage import Coverage, Segment, State, plan
-from exporter.core.errors import DataError
 from exporter.core.gpuprices import load_shipped_gpu_prices
 from exporter.core.gpuwaste import add_waste
 from exporter.core.pricing import load_shipped_prices, price_nodes, unmatched_rules
 from exporter.core.sharing import ShareInputs, distribute
-from exporter.core.window import Window, iso, parse_duration
+from exporter.core.window import Window, iso
 from exporter.engine.chunkguard import handed_on, in_halves, partial_coverage, probe_in_halves
 from exporter.engine.fetch import Fetch
 from exporter.engine.gpufetch import unpriced_gpus
@@ -35,6 +34,9 @@ from exporter.sources.prometheus import PrometheusClient
 from exporter.sources.promql import with_window
 from exporter.sources.queries import LOOKBACK_SECONDS, Queries
 from exporter.sources.stepfetch import StepFetcher
+from exporter.vocab.durations import parse_duration
+from exporter.vocab.errors import DataError
+from exporter.vocab.labels import Metadata
 
 Progress = Callable[[Window], None]
 MIN_RECORDED_STEPS = 5  # shorter chunks read raw series: cheap, and no heartbeat check to pay for

@@ -15,12 +15,11 @@ from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
 from exporter.core.allocation import CostResult, Line, RowKey
-from exporter.core.coverage import Coverage
 from exporter.core.names import IDLE, UNALLOCATED, UNATTRIBUTED, is_pseudo
-from exporter.core.pricing import ksm_label
 from exporter.outputs.allocfilter import Node, Props
 from exporter.outputs.formatters import Row
-from exporter.outputs.opencost_api import AggKey, AllocationQuery, AllocationSet
+from exporter.outputs.opencost_api import AggKey
+from exporter.vocab.labels import ksm_label
 
 _RES_COST = {"cpu": "cpu_cost", "memory": "ram_cost", "gpu": "gpu_cost", "storage": "pv_cost",
              "load_balancer": "lb_cost", "network": "network_cost"}
@@ -284,27 +283,3 @@ def cluster_name(cluster_selector: str) -> str:
     "cluster" (the name `aggregate=cluster` has always answered with)."""
     m = re.search(r'\bcluster\s*=\s*"((?:[^"\\]|\\.)*)"', cluster_selector)
     return m.group(1) if m else "cluster"
-
-
-def response(results: Iterable[tuple[AllocationSet, CostResult]], query: AllocationQuery,
-             label_keys: tuple[str, ...], cluster: str) -> dict[str, Any]:
-    """OpenCost's body: `data` is one map per set; plus `coverage` over all sets (what the numbers stand on).
-    Sets are consumed one by one, so only one set's cost table is held at a time."""
-    data: list[dict[str, Any]] = []
-    coverage = Coverage()
-    for s, result in results:
-        m = result.metadata
-        rows = build_rows(result, label_keys, cluster, m.namespaces if m else {}, m.annotations if m else {})
-        groups = aggregate(rows, query.aggregate, query.filter, query.include_idle, query.proportional)
-        data.append(set_data(groups, result, s, query, cluster))
-        coverage.merge(result.coverage)
-    return {"code": 200, "data": data, "coverage": coverage.to_json()}
-
-
-def set_data(groups: Mapping[str, Group], result: CostResult, s: AllocationSet, query: AllocationQuery,
-             cluster: str) -> dict[str, Any]:
-    """One set of the answer: name -> OpenCost allocation."""
-    from exporter.outputs.allocbody import SetGroups
-
-    return dict(SetGroups(groups, result.start, result.end, (s.bounds.start, s.bounds.end), cluster,
-                          result.node_cost if query.proportional else None).items())

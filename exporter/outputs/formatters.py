@@ -12,11 +12,11 @@ from typing import Any
 from tabulate import tabulate
 
 from exporter.core.allocation import CostResult, Line, efficiency
-from exporter.core.errors import ConfigError
 from exporter.core.gpuwaste import efficiency as gpu_efficiency
 from exporter.core.names import IDLE, is_pseudo
-from exporter.core.pricing import ksm_label
 from exporter.core.window import iso
+from exporter.vocab.errors import ConfigError
+from exporter.vocab.labels import ksm_label
 
 BASE_AGGREGATES = ("namespace", "node", "cluster")
 

@@ -22,12 +22,12 @@ from exporter.serve.accrual import ClusterKey, CounterKey, GpuWasteKey, Namespac
 
 if TYPE_CHECKING:
     from exporter.core.allocation import CostResult
-    from exporter.core.attribution import Metadata
     from exporter.core.pricing import NodeFacts, NodeRates
     from exporter.engine.pipeline import Pipeline
     from exporter.outputs.reconcile import Reconciliation
     from exporter.serve.accrual import Ledger, Snapshot
     from exporter.sources.prometheus import QueryStats
+    from exporter.vocab.labels import Metadata
 
 
 def _series_order(item: tuple[CounterKey, float]) -> tuple[str, list[str]]:

@@ -10,7 +10,7 @@ from typing import Any, TypeVar
 
 import urllib3
 
-from exporter.core.errors import PrometheusError
+from exporter.vocab.errors import PrometheusError
 
 Labels = dict[str, str]
 RETRY_BACKOFF_SECONDS = 0.5  # before the first retry; doubled for each further one

@@ -21,10 +21,7 @@ import requests
 from requests.adapters import HTTPAdapter
 
 from exporter.config.schema import Prometheus
-from exporter.core.errors import PrometheusError
 from exporter.core.finite import NonFinite, finite_samples, log_non_finite, metrics_in, spelled
-from exporter.core.redact import redact, redact_url, remember
-from exporter.core.window import parse_duration
 from exporter.sources.promanswer import (
     RETRY_BACKOFF_CAP_SECONDS,
     RETRY_BACKOFF_SECONDS,
@@ -42,6 +39,9 @@ from exporter.sources.promanswer import (
     timed_out,
     vector,
 )
+from exporter.vocab.durations import parse_duration
+from exporter.vocab.errors import PrometheusError
+from exporter.vocab.redact import redact, redact_url, remember
 
 Labels = dict[str, str]
 log = logging.getLogger(__name__)
