@@ -30,8 +30,8 @@ import pytest
 from demo.localprom import PrometheusServer
 from demo.synthetic import GIB, Cluster, Container, Node, Pod
 from exporter.config.schema import parse_config
-from exporter.core.errors import ConfigError
 from exporter.serve.server import Exporter
+from exporter.vocab.errors import ConfigError
 
 from .conftest import aligned_past, scenario_prom
 from .test_allocate_core import REL, window_arg

@@ -7,10 +7,10 @@ is *split*: its cost is then fetched per pod and attributed pod by pod.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
-from exporter.core.allocation import Attrs
 from exporter.core.names import UNATTRIBUTED
+from exporter.vocab.labels import Attrs, Metadata
 
 BUDGET_PREFIX = "chargeback.io/budget-"  # chargeback.io/budget-{daily,weekly,monthly}, chargeback.io/budget-notify
 
@@ -41,21 +41,6 @@ def annotation_budgets(meta: Metadata) -> tuple[list[Budget], list[str]]:
                 continue
             budgets.append(Budget(ns, period, amount, notify))
     return budgets, problems
-
-
-@dataclass(frozen=True)
-class Metadata:
-    """Labels as Kubernetes spells them (`cost-center`), from the API or from kube-state-metrics."""
-
-    source: str  # "kubernetes" or "prometheus"
-    namespaces: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
-    pods: Mapping[tuple[str, str], Mapping[str, str]] = field(default_factory=dict)  # only pods with labels
-    # Pods per namespace, when the source lists every pod; pods missing from `pods` then have no labels.
-    pod_counts: Mapping[str, int] = field(default_factory=dict)
-    # Node labels, when the source is the Kubernetes API (price-book rules match on them).
-    nodes: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
-    # Namespaces' chargeback.io/* annotations (budgets declared next to the namespace).
-    annotations: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

@@ -14,14 +14,13 @@ from collections import Counter
 from typing import TYPE_CHECKING
 
 from exporter.config.schema import Config
-from exporter.core.allocation import ChunkUsage, UsageKey
+from exporter.core.allocation import ChunkUsage
 from exporter.core.assets import AssetCost, Service, Volume, price_load_balancers, price_network, price_volumes
-from exporter.core.attribution import BUDGET_PREFIX, LabelSets, Metadata, Owners, shared_labels
+from exporter.core.attribution import BUDGET_PREFIX, LabelSets, Owners, shared_labels
 from exporter.core.coverage import rule_gap
-from exporter.core.errors import DataError
 from exporter.core.finite import NonFinite
 from exporter.core.ownershare import Place
-from exporter.core.pricing import NodeFacts, ksm_label
+from exporter.core.pricing import NodeFacts
 from exporter.core.window import Window, iso
 from exporter.core.workloads import resolve as resolve_workloads
 from exporter.engine.gpufetch import gpu_held, with_gpus
@@ -32,6 +31,8 @@ from exporter.sources.prometheus import PrometheusClient
 from exporter.sources.queries import RESOURCE_FROM_KSM, Queries
 from exporter.sources.splitsteps import split_rows
 from exporter.sources.stepfetch import StepFetcher
+from exporter.vocab.errors import DataError
+from exporter.vocab.labels import Metadata, UsageKey, ksm_label
 
 log = logging.getLogger(__name__)
 

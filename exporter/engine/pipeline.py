@@ -17,22 +17,26 @@ from typing import Protocol
 
 from exporter.config.schema import Config
 from exporter.core.allocation import CostResult, add_assets, cost_chunk
-from exporter.core.attribution import Metadata, Owners, annotation_budgets, resolve
+from exporter.core.attribution import Owners, annotation_budgets, resolve
 from exporter.core.coverage import Coverage, Segment, State, plan
-from exporter.core.errors import DataError
 from exporter.core.gpuprices import load_shipped_gpu_prices
 from exporter.core.gpuwaste import add_waste
 from exporter.core.pricing import load_shipped_prices, price_nodes, unmatched_rules
 from exporter.core.sharing import ShareInputs, distribute
-from exporter.core.window import Window, iso, parse_duration
+from exporter.core.window import Window, iso
+from exporter.engine.chunkguard import handed_on, in_halves, partial_coverage, probe_in_halves
 from exporter.engine.fetch import Fetch
 from exporter.engine.gpufetch import unpriced_gpus
 from exporter.engine.limits import in_order
 from exporter.engine.warnlog import WarningLog
+from exporter.sources.promanswer import PartialAnswer
 from exporter.sources.prometheus import PrometheusClient
 from exporter.sources.promql import with_window
 from exporter.sources.queries import LOOKBACK_SECONDS, Queries
 from exporter.sources.stepfetch import StepFetcher
+from exporter.vocab.durations import parse_duration
+from exporter.vocab.errors import DataError
+from exporter.vocab.labels import Metadata
 
 Progress = Callable[[Window], None]
 MIN_RECORDED_STEPS = 5  # shorter chunks read raw series: cheap, and no heartbeat check to pay for
@@ -79,6 +83,9 @@ class Pipeline(Fetch):
         self._lock = threading.Lock()
         # Serve lowers this to 1: its cycles then read the recorded series wherever the heartbeat covers them.
         self.min_recorded_steps = MIN_RECORDED_STEPS
+        # Serve sets this: a partial answer then fails its cycle, retried next cycle, rather than leave
+        # accrued history uncovered for good (exporter/engine/chunkguard.py).
+        self.partial_fails = False
         self.steps = StepFetcher(client, cfg.allocation.policy, cfg.allocation.requestWeight)
         self.non_finite_answers = 0  # samples the client left out as NaN/Inf, ever
         self.sources: Counter[str] = Counter()  # chunks read from recorded series vs raw series
@@ -126,7 +133,11 @@ class Pipeline(Fetch):
         q, bridge = self.queries, self.queries.max_gap_bridge
         at = w.end + bridge if now is None else max(w.end, min(w.end + bridge, int(now) // self.step * self.step))
         present: dict[str, set[int]] = {}
-        for labels, samples in self.client.query_range_raw(q.coverage_probe(at - w.start + bridge), float(at)):
+
+        def probe(end: int, span: int) -> list[tuple[dict[str, str], list[tuple[float, float]]]]:
+            return self.client.query_range_raw(q.coverage_probe(span), float(end))
+
+        for labels, samples in probe_in_halves(probe, at, at - w.start + bridge, self.step, self._warn):
             present.setdefault(labels.get("source", ""), set()).update(int(t) for t, _v in samples)
         sources = ("ksm", "cadvisor") if self.cfg.allocation.policy != "request" else ("ksm",)
         segments = plan(w.start, w.end, self.step, present, bridge, sources, horizon=at)
@@ -147,23 +158,40 @@ class Pipeline(Fetch):
 
     def compute_chunk(self, w: Window, segments: list[Segment] | None = None,
                       detail: Granularity | None = None) -> CostResult:
-        """Cost a chunk segment by segment: covered and bridged ones are costed, uncovered ones only recorded."""
-        segments = self.coverage_plan(w) if segments is None else segments
+        """Cost a chunk segment by segment: covered and bridged ones are costed, uncovered ones only recorded.
+
+        A segment over Prometheus' sample limit is costed in halves; a piece answered only in part is
+        uncovered (exporter/engine/chunkguard.py), or with `partial_fails` (serve) fails the chunk."""
         result: CostResult | None = None
         coverage = Coverage()
+        if segments is None:
+            try:
+                segments = self.coverage_plan(w)
+            except PartialAnswer as e:
+                if self.partial_fails:
+                    raise
+                segments = []
+                coverage.merge(partial_coverage(w, e, self._warn))
         for seg in segments:
-            coverage.add_segment(seg)
             ksm, cad = seg.state("ksm"), seg.state("cadvisor")
             if ksm.state is State.UNCOVERED:
+                coverage.add_segment(seg)
                 continue  # no capacity, no placement: nothing is invented
             q = self.queries if seg.covered else self.queries.bridged(
                 (ksm.before, ksm.after) if ksm.state is State.BRIDGED and ksm.before and ksm.after else None,
                 (cad.before, cad.after) if cad.state is State.BRIDGED and cad.before and cad.after else None)
             piece = w if len(segments) == 1 else Window(seg.start, seg.end, self.step)
             # Chunks with any gap read raw series: the recorded rules have nothing for the gap either.
-            part = self.cost_segment(piece, q, recorded=len(segments) == 1 and seg.covered, detail=detail)
-            coverage.merge(part.coverage)
-            result = adopt_or_merge(result, part)
+            cost = partial(self.cost_segment, q=q, recorded=len(segments) == 1 and seg.covered, detail=detail)
+            for sub, part in in_halves(cost, piece, self._warn):
+                if isinstance(part, PartialAnswer):
+                    if self.partial_fails:
+                        raise part
+                    coverage.merge(partial_coverage(sub, part, self._warn))
+                    continue
+                coverage.add_segment(replace(seg, start=sub.start, end=sub.end))
+                coverage.merge(part.coverage)
+                result = adopt_or_merge(result, part)
         if result is None:
             result = CostResult(w.start, w.end)
         result.start, result.end, result.coverage = w.start, w.end, coverage
@@ -205,7 +233,8 @@ class Pipeline(Fetch):
         result.costs, result.pools = shared.costs, shared.pools
         result.fallbacks, result.metadata = frozenset(shared.fallbacks), meta
         if detail is not None:
-            detail.add_segment(self, w, q, meta, owners, result, scales)
+            with handed_on():  # its rows go out batch by batch: the piece cannot be asked again
+                detail.add_segment(self, w, q, meta, owners, result, scales)
         return result
 
     def share_inputs(self, w: Window, meta: Metadata) -> ShareInputs:

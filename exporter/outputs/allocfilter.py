@@ -19,8 +19,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from exporter.core.errors import ConfigError
 from exporter.core.names import UNALLOCATED
+from exporter.vocab.errors import ConfigError
 
 # Operators, longest first so that '!~>:' is not read as '!~' + '>:'.
 _OPS = {"!~>:": ("suffix", True), "!<~:": ("prefix", True), "!~:": ("contains", True), "~>:": ("suffix", False),

@@ -15,12 +15,11 @@ from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
 from exporter.core.allocation import CostResult, Line, RowKey
-from exporter.core.coverage import Coverage
 from exporter.core.names import IDLE, UNALLOCATED, UNATTRIBUTED, is_pseudo
-from exporter.core.pricing import ksm_label
 from exporter.outputs.allocfilter import Node, Props
-from exporter.outputs.formatters import Row
-from exporter.outputs.opencost_api import AggKey, AllocationQuery, AllocationSet
+from exporter.outputs.allocitem import Row
+from exporter.outputs.opencost_api import AggKey
+from exporter.vocab.labels import ksm_label
 
 _RES_COST = {"cpu": "cpu_cost", "memory": "ram_cost", "gpu": "gpu_cost", "storage": "pv_cost",
              "load_balancer": "lb_cost", "network": "network_cost"}
@@ -47,7 +46,7 @@ def build_rows(result: CostResult, label_keys: tuple[str, ...], cluster: str,
     """Rows whose cost adds up to `result.costs` exactly: allocated and kept idle cost per node from the
     table (scaled to the cost entries, so sharing is honoured), everything sharing moved without a node."""
     rows = RowBuilder(result, label_keys, cluster, ns_labels, ns_annotations)
-    return [*rows.table_rows(result.table), *rows.nodeless()]
+    return [*rows.table_rows(sorted(result.table)), *rows.nodeless()]
 
 
 class RowBuilder:
@@ -72,7 +71,9 @@ class RowBuilder:
                 else:
                     r.cost[res] += c
         self.table_sum: dict[tuple[str, tuple[str, ...], str], float] = {}
-        for (ns, _node, attrs), line in result.table.items():
+        # In key order: the table's order follows the fetch threads, and sums in another order differ in the
+        # last bit (allocate with and without concurrent chunks must print the same bits).
+        for (ns, _node, attrs), line in sorted(result.table.items(), key=lambda kv: kv[0]):
             for res, c in line.cost_by_resource().items():
                 self.table_sum[(ns, attrs, res)] = self.table_sum.get((ns, attrs, res), 0.0) + c
         self.owner_labels: dict[tuple[str, ...], dict[str, str]] = {}  # one dict per owner, read-only, shared
@@ -284,29 +285,3 @@ def cluster_name(cluster_selector: str) -> str:
     "cluster" (the name `aggregate=cluster` has always answered with)."""
     m = re.search(r'\bcluster\s*=\s*"((?:[^"\\]|\\.)*)"', cluster_selector)
     return m.group(1) if m else "cluster"
-
-
-def response(results: Iterable[tuple[AllocationSet, CostResult]], query: AllocationQuery,
-             label_keys: tuple[str, ...], cluster: str) -> dict[str, Any]:
-    """OpenCost's body: `data` is one map per set; plus `coverage` over all sets (what the numbers stand on).
-    Sets are consumed one by one, so only one set's cost table is held at a time."""
-    data: list[dict[str, Any]] = []
-    coverage = Coverage()
-    span: tuple[int, int] | None = None
-    for s, result in results:
-        span = (span[0] if span else result.start, result.end)
-        m = result.metadata
-        rows = build_rows(result, label_keys, cluster, m.namespaces if m else {}, m.annotations if m else {})
-        groups = aggregate(rows, query.aggregate, query.filter, query.include_idle, query.proportional)
-        data.append(set_data(groups, result, s, query, cluster))
-        coverage.merge(result.coverage)
-    return {"code": 200, "data": data, "coverage": coverage.to_json(span)}
-
-
-def set_data(groups: Mapping[str, Group], result: CostResult, s: AllocationSet, query: AllocationQuery,
-             cluster: str) -> dict[str, Any]:
-    """One set of the answer: name -> OpenCost allocation."""
-    from exporter.outputs.allocbody import SetGroups
-
-    return dict(SetGroups(groups, result.start, result.end, (s.bounds.start, s.bounds.end), cluster,
-                          result.node_cost if query.proportional else None).items())

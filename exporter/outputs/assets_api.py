@@ -18,15 +18,16 @@ from typing import Any
 from exporter.config.schema import Config
 from exporter.core.allocation import OVERHEAD, CostResult
 from exporter.core.assets import AssetCost
-from exporter.core.errors import ConfigError
 from exporter.core.names import UNALLOCATED
-from exporter.core.window import Window, iso, parse_duration
+from exporter.core.window import Window, iso
 from exporter.engine.limits import check_window
 from exporter.engine.pipeline import BillPrices, Pipeline
 from exporter.outputs.opencost_api import api_window, step_windows
 from exporter.sources.billing import Bill, read_bill
 from exporter.sources.prometheus import PrometheusClient
 from exporter.sources.promql import inventory_queries, join_matchers
+from exporter.vocab.durations import parse_duration
+from exporter.vocab.errors import ConfigError
 
 # OpenCost's asset properties; account, project and service are not known here: every asset answers
 # __unallocated__ for them, as OpenCost's do where the provider leaves them empty.

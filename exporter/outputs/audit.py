@@ -13,10 +13,10 @@ from typing import TYPE_CHECKING, Any
 
 from tabulate import tabulate
 
-from exporter.core.allocation import Attrs, CostResult
-from exporter.core.attribution import Metadata
+from exporter.core.allocation import CostResult
 from exporter.core.names import IDLE, UNATTRIBUTED
 from exporter.core.workloads import PodKey, name_of
+from exporter.vocab.labels import Attrs, Metadata
 
 if TYPE_CHECKING:
     import threading

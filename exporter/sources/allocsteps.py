@@ -18,10 +18,10 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Generic, NamedTuple, TypeVar
 
-from exporter.core.window import format_duration
 from exporter.sources.prometheus import Labels
 from exporter.sources.promql import matcher, re2_escape, selector
 from exporter.sources.queries import KSM_RESOURCE, RESOURCE_FROM_KSM, Queries
+from exporter.vocab.durations import format_duration
 
 CONTAINER_MATCHERS = 'container!="",container!="POD",namespace!="",pod!=""'
 SAMPLE_BUDGET = 200_000  # per answer
