@@ -4,7 +4,8 @@ A PodMonitor `chargeback` in namespace `monitoring` scrapes the exporter as job 
 the target labels namespace, pod, container and endpoint, and honorLabels false: the exporter's own
 `namespace` label arrives as `exported_namespace`. Exporter pod A accrues (t0, t0+30m] of the baseline and
 is replaced by pod B (a new instance), which must continue from A's watermark, found by the
-`chargeback_ledger` label the exporter owns, and restore A's period-to-date sums.
+`chargeback_ledger` label the exporter owns (or, from a version before that label, by its absence), and
+restore A's period-to-date sums.
 
 By hand: the counters of A and B together rise by the baseline hour, test_allocate_core.EXPECTED per
 namespace and NODES_TOTAL in all; B's daily period-to-date is the same hour (serve.start is t0, and the
@@ -26,6 +27,7 @@ import pytest
 import requests
 
 from demo.localprom import PrometheusServer, backfill, free_port
+from exporter.config.schema import Serve
 
 from .conftest import aligned_past
 from .scenarios import CORE_CONFIG, WINDOW_SECONDS
@@ -110,14 +112,20 @@ def increase_by_namespace(s: Stack) -> dict[str, float]:
     return out
 
 
-def test_a_restart_under_a_podmonitor_continues_from_the_watermark(stack: Stack) -> None:
+@pytest.mark.parametrize("previous", ["default", ""])
+def test_a_restart_under_a_podmonitor_continues_from_the_watermark(stack: Stack, previous: str,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """A's watermark carries chargeback_ledger="default", or (previous "") no ledger label at all, as a
+    version before the label wrote it: B, the upgrade, continues from that one too."""
     s, t0 = stack, stack.t0
+    monkeypatch.setattr(Serve, "ledger", lambda _self: previous)  # an empty label value is no label
     a = s.start("chargeback-a")
     s.publish(a, t0 + 1800)
     [mark] = s.query("chargeback_accrued_until_timestamp_seconds")
-    assert mark["metric"]["job"] == JOB and mark["metric"]["chargeback_ledger"] == "default"
+    assert mark["metric"]["job"] == JOB and mark["metric"].get("chargeback_ledger", "") == previous
     a.close()
     s.pods.remove(a)
+    monkeypatch.undo()
 
     b = s.start("chargeback-b")
     s.publish(b, t0 + 3600)
