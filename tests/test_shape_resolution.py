@@ -4,16 +4,18 @@ is not the resolution.
 7m does not divide a day (86400 / 420 = 205.7): subquery steps are aligned to the epoch, so no day, `today`
 or serve piece would start on a step. The config is refused when it loads, in one line naming
 `allocation.resolution`. On main (9b1b2e4) `resolution: 7m` alone failed naming the wrong key ("allocation:
-Value error, chunk (1h) must be a whole multiple of resolution (7m)"), and with `chunk: 7h` it was accepted
-and `allocate` over the baseline hour t0..t0+1h answered 8 steps of 7 minutes, (t0-4m, t0+52m] for an hour
-starting at a multiple of 7 minutes... a window the user did not ask for, exit 0, no warning (the number
-is in the issue note).
+Value error, chunk (1h) must be a whole multiple of resolution (7m)"); with `chunk: 7h` it was accepted, and
+`allocate` over the baseline hour 01:00..02:00 UTC answered (00:55, 01:58], 9 steps of 7 minutes:
+9.732612 in all instead of 9.269154 (team-a 0.18375 instead of 0.175), exit 0, no warning.
 
-The mixin's allocation rules recorded every 30 s, or every 2 m, while the resolution is 1 m: each chunk
-reads raw series, with a warning naming the rule interval, and gives exactly the baseline. On main a 30 s
+The mixin's allocation rules recorded every 2 m (half the steps hold no evaluation), or every 30 s with a
+minute's evaluations missed, while the resolution is 1 m: the chunk reads raw series, with a warning naming
+the steps held and the rule interval, and gives exactly the baseline. (Every 30 s with no evaluation missed,
+every step holds one and the recorded series are read: each step reads its last sample.) On main a 30 s
 interval passed the heartbeat check (120 evaluations >= 60 steps), so a minute whose evaluations were
 missed (here (t0+20m, t0+22m], as after a Prometheus restart) had no recorded allocation: its cost went
-to __idle__; a 2 m interval fell back to raw silently.
+to __idle__ (team-a 0.169167 instead of 0.175, team-c 2.39904 instead of 2.4128, __idle__ 6.671384 instead
+of 6.650772); a 2 m interval fell back to raw silently (the baseline, no warning).
 """
 
 from __future__ import annotations
