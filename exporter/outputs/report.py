@@ -213,10 +213,10 @@ def workload_costs(pipeline: Pipeline, window: Window, by: str, attr_names: tupl
     out: dict[str, dict[str, float]] = defaultdict(lambda: defaultdict(float))
     keys = list(pipeline.cfg.attribution.labels.values())
     for day in window.chunks(86400, boundary=86400):
-        _capacity, nodes = pipeline.node_facts(day)
+        _capacity, nodes = pipeline.fetcher.node_facts(day)
         rates = price_nodes(nodes, pipeline.cfg.pricing, pipeline.shipped)
         owners = resolve(pipeline.metadata(day), keys)
-        controllers = pipeline.workloads(day)
+        controllers = pipeline.fetcher.workloads(day)
         for res in ("cpu", "memory", "gpu"):
             expr = pipeline.queries.allocated_integral(res, day.seconds, every_pod=True)
             for lb, v in pipeline.client.query(expr, float(day.end)):
@@ -290,7 +290,7 @@ def gpu_workloads(pipeline: Pipeline, window: Window, by: str, attr_names: tuple
     out: dict[str, dict[str, GpuWaste]] = defaultdict(dict)
     keys = list(pipeline.cfg.attribution.labels.values())
     for day in window.chunks(86400, boundary=86400):
-        _capacity, nodes = pipeline.node_facts(day)
+        _capacity, nodes = pipeline.fetcher.node_facts(day)
         rates = {n: r.gpu for n, r in price_nodes(nodes, pipeline.cfg.pricing, pipeline.shipped).items()}
         owners = resolve(pipeline.metadata(day), keys)
         pods: dict[tuple[str, str, str], dict[str, float]] = defaultdict(lambda: defaultdict(float))
@@ -300,7 +300,7 @@ def gpu_workloads(pipeline: Pipeline, window: Window, by: str, attr_names: tuple
                 pods[(lb.get("namespace", ""), lb.get("node", ""), lb.get("pod", ""))][lb.get("kind", "held")] += v
         rows = [PodGpu(ns, node, pod, q["held"] * pipeline.step, q["gpu"] * pipeline.step,
                        q["gpu_observed"] * pipeline.step) for (ns, node, pod), q in pods.items()]
-        controllers = pipeline.workloads(day)
+        controllers = pipeline.fetcher.workloads(day)
         names = {(p.namespace, p.pod): name_of(controllers, p.namespace, p.pod) for p in rows}
         for p in rows:
             group = out[group_of(by, attr_names, p.namespace, owners.of(p.namespace, p.pod))]

@@ -59,7 +59,7 @@ class Exporter:
         self.pipeline = Pipeline(cfg, self.client, self.metadata, self.warnings)
         # Steady state: each 1-step cycle reads the mixin's recorded series where its rules ran (one cheap
         # heartbeat query), so the per-container work is the rule engine's, once per interval.
-        self.pipeline.min_recorded_steps = 1
+        self.pipeline.fetcher.min_recorded_steps = 1
         self.ledger = Ledger(expose_for=cfg.serve.expose_seconds())
         self.health = Health()
         self.step = self.pipeline.step
