@@ -108,7 +108,7 @@ def chunk_parts(q: Queries, split: list[str], pod_counts: Mapping[str, int], sha
 class Pending:
     """One sub-window's allocation rows across the parts of a chunk, kept per step index until every
     node's total is known; requests and usage are summed into the totals at once. The node totals are
-    added in the order rows arrive, as `integrate` adds them."""
+    added in the order rows arrive, as `allocsteps.node_scales` adds them."""
 
     def __init__(self, first: int, step: int, steps: int) -> None:
         self.first, self.step, self.steps = first, step, steps
