@@ -209,13 +209,18 @@ def parse(series: Iterable[Series], keys: dict[RowKey, RowKey] | None = None) ->
 
 
 def node_scales(capacity: NodeScales, alloc: Mapping[Key, Samples]) -> NodeScales:
-    """Per (node, resource) and step, `min(1, capacity / the node's total allocation)`, at the steps where
-    the capacity is known and the total above 0 (no scale: the step is not costed, as in PromQL)."""
+    """The overflow scales (`overflow_scales`) of the nodes that `alloc`'s rows are on."""
     totals: NodeScales = {}
     for key, samples in alloc.items():
         node_total = totals.setdefault((key.node, key.resource), {})
         for t, v in samples:
             node_total[t] = node_total.get(t, 0.0) + v
+    return overflow_scales(capacity, totals)
+
+
+def overflow_scales(capacity: NodeScales, totals: NodeScales) -> NodeScales:
+    """Per (node, resource) and step, `min(1, capacity / the node's total allocation)`, at the steps where
+    the capacity is known and the total above 0 (no scale: the step is not costed, as in PromQL)."""
     out: NodeScales = {}
     for node_res, node_total in totals.items():
         cap = capacity.get(node_res, {})

@@ -28,6 +28,7 @@ from exporter.sources.allocsteps import (
     add_sums,
     in_span,
     none_of,
+    overflow_scales,
     parse,
     records_probe,
     scaled,
@@ -108,7 +109,7 @@ def chunk_parts(q: Queries, split: list[str], pod_counts: Mapping[str, int], sha
 class Pending:
     """One sub-window's allocation rows across the parts of a chunk, kept per step index until every
     node's total is known; requests and usage are summed into the totals at once. The node totals are
-    added in the order rows arrive, as `allocsteps.node_scales` adds them."""
+    added in the order rows arrive, as `allocsteps.node_scales` adds them, and scaled by the same formula."""
 
     def __init__(self, first: int, step: int, steps: int) -> None:
         self.first, self.step, self.steps = first, step, steps
@@ -129,11 +130,7 @@ class Pending:
             self.alloc[key] = values
 
     def finish(self, into: StepTotals) -> None:
-        scales: NodeScales = {}
-        for node_res, node_total in self.node_totals.items():
-            cap = self.capacity.get(node_res, {})
-            scales[node_res] = {t: min(c / total, 1.0) for t, total in node_total.items()
-                                if (c := cap.get(t)) is not None and total > 0}
+        scales = overflow_scales(self.capacity, self.node_totals)
         for key, values in self.alloc.items():
             by_step = scales[(key.node, key.resource)]
             samples = [(float(self.first + i * self.step), v) for i, v in enumerate(values) if not math.isnan(v)]
