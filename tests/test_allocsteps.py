@@ -16,7 +16,7 @@ from demo.synthetic import write_openmetrics
 from exporter.config.schema import parse_config
 from exporter.sources.allocsteps import SAMPLE_BUDGET, RowKey, Series, StepTotals, parse
 from exporter.sources.queries import Queries
-from exporter.sources.stepfetch import Pending, StepFetcher
+from exporter.sources.stepfetch import Pending, StepFetcher, SubWindows
 
 from .conftest import aligned_past
 from .scenarios import WINDOW_SECONDS, core_cluster
@@ -212,3 +212,15 @@ def test_big_clusters_are_read_in_namespace_shards_and_nothing_falls_between() -
     assert 'namespace=~"a"' in parts[0].q.k and 'namespace!~"a|b|s"' in parts[2].q.c
     # a small cluster: one part (and the split one), as before sharding existed
     assert [(p.scope, p.capacity) for p in chunk_parts(q, [], {"a": 3, "b": 2}, 10)] == [("", True)]
+
+
+def test_sub_windows_are_sized_from_the_last_answer() -> None:
+    """Ten steps of 60 s: the first sub-window from the expected count (a quarter of the budget: 4 steps), the
+    next from each answer (half the budget: 2 steps; an empty answer counts as 1 series: the rest at once)."""
+    windows = SubWindows(0, 600, 60, SAMPLE_BUDGET // 4)
+    sizes = []
+    for at, span in windows:
+        sizes.append((at, span))
+        windows.saw(SAMPLE_BUDGET // 2 if len(sizes) == 1 else 0)
+    assert sizes == [(240, 240), (360, 120), (600, 240)]
+    assert list(SubWindows(0, 120, 60, 0)) == [(60, 60), (120, 60)]  # nothing expected: one step, and no answer
