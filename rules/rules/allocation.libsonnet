@@ -30,7 +30,8 @@
     groups+: if !c.allocationRules then [] else [{
       name: 'chargeback-allocation.rules',
       interval: c.allocationRuleInterval,
-      rules: [rule('allocated', unit) for unit in ['cpu_cores', 'memory_bytes', 'gpus']]
+      // No GPUs: what each container holds of physical devices is read per container on every path.
+      rules: [rule('allocated', unit) for unit in ['cpu_cores', 'memory_bytes']]
              + [rule('requested', unit) for unit in ['cpu_cores', 'memory_bytes']]
              + [rule('used', unit) for unit in ['cpu_cores', 'memory_bytes']]
              + [{
