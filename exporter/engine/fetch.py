@@ -264,7 +264,7 @@ class Fetch:
     def _unit_seconds(self, rows: dict[RowKey, float], owners: Owners, keys: dict[UsageKey, UsageKey],
                       skip: str = "") -> dict[UsageKey, float]:
         """Step sums keyed by (namespace, node, owner, resource), in unit-seconds, but for resource `skip`.
-        Empties `rows` as it goes: at 100k containers each is ~100k rows, and the two were held at once."""
+        Empties `rows` as it goes, so the two are never both held whole (docs/scale.md)."""
         out: dict[UsageKey, float] = {}
         for k in list(rows):  # in the rows' order, as the sums always were
             v = rows.pop(k)

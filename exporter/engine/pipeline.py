@@ -87,7 +87,7 @@ class Pipeline:
         Chunks are made as they are queried; `cancel` (a request's deadline) stops between chunks.
         With `granularity`, each costed segment is also handed to it (pod/container rows); the
         namespace-level queries are the same, and the result is too but for its cost table, left empty:
-        the granularity has the rows, and a window's table is 50k lines (34 MB) at 100k containers.
+        the granularity has the rows, and a window's table is the biggest thing it would hold (docs/scale.md).
         """
         merged: CostResult | None = None
         chunk_fn = self.compute_chunk
@@ -185,7 +185,7 @@ class Pipeline:
                      if (f := self.bill.node_factors.get(n)) is not None else r for n, r in rates.items()}
         result = cost_chunk(usage, rates)
         scales = usage.node_scales
-        del usage  # the chunk's rows per (namespace, node, owner, resource): ~60 MB at 100k, not needed below
+        del usage  # the chunk's rows per (namespace, node, owner, resource), not needed below
         add_waste(result)
         assets = self.fetcher.fetch_assets(w, q)
         if self.bill.asset_factors:
@@ -224,8 +224,8 @@ class Pipeline:
 
 
 def adopt_or_merge(merged: CostResult | None, result: CostResult) -> CostResult:
-    """The first result becomes the accumulator rather than being copied into an empty one: a chunk's
-    cost table at 100k containers is 50k lines, and copying it held two of them at once."""
+    """The first result becomes the accumulator rather than being copied into an empty one: copying a
+    chunk's cost table held two of them at once."""
     if merged is None:
         return result
     merged.merge(result)

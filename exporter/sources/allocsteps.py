@@ -125,7 +125,7 @@ def step_query(q: Queries, span: int, resources: tuple[str, ...], by: str = BY_N
 def in_span(series: list[tuple[Labels, list[tuple[float, float]]]], at: int, span: int
             ) -> list[tuple[Labels, list[tuple[float, float]]]]:
     """The points of (at - span, at], in place: only leading points can be older (the points are in time
-    order), and an answer of 30k series is not copied to drop them."""
+    order), and a big answer is not copied to drop them."""
     for _lb, points in series:
         first = 0
         while first < len(points) and points[first][0] <= at - span:

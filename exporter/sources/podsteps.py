@@ -5,7 +5,7 @@ A segment's per-step overflow scale per node is read once, from node-level rows 
 and each container's allocation is scaled by its node's scale at that step. Every per-container
 expression is thus evaluated twice per step in all, however many batches: the former plan re-evaluated
 the whole cluster's allocation inside every batch's and resource's overflow denominator, which grew
-with the square of the cluster (ten batches at 100k containers).
+with the square of the cluster.
 """
 
 from __future__ import annotations

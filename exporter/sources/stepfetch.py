@@ -2,9 +2,8 @@
 
 allocsteps.py builds the query and integrates its rows; this module decides what is asked in which
 answer. On a cluster of more than `SHARD_PODS` pods one answer of the one-pass query would hold three
-rows a pod and step (at 100k containers 150k rows, which took the client from 190 to 780 MB), so a chunk
-is read per shard of namespaces; the allocation rows wait per step index until every node's total is
-known, so shards cost no extra Prometheus work.
+rows a pod and step (docs/scale.md), so a chunk is read per shard of namespaces; the allocation rows wait
+per step index until every node's total is known, so shards cost no extra Prometheus work.
 """
 
 from __future__ import annotations

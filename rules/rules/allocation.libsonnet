@@ -1,8 +1,8 @@
 // Per-(namespace, node) allocation, requests and usage, recorded every rule interval so that
 // `chargeback allocate` over long windows reads a few recorded series instead of joining every
 // container at every step. The expressions have one definition, the exporter's query builders
-// (exporter/prometheus.py Queries.recording_rules): `make rules` renders them per policy into
-// allocation_exprs.json (python -m exporter.rulegen), and this file only fills in the _config.
+// (exporter/sources/queries.py Queries.recording_rules): `make rules` renders them per policy into
+// allocation_exprs.json (python -m exporter.mixin.rulegen), and this file only fills in the _config.
 {
   prometheusRules+:: {
     local c = $._config,
