@@ -127,8 +127,9 @@ class CostResult:
     # Of the latest chunk: shared sources whose policy fell back to `weighted`, and the owner labels read.
     fallbacks: frozenset[str] = frozenset()
     metadata: Metadata | None = None
-    # Physical GPU-seconds and cost per (namespace, node, pod), for GPU views (efficiency, waste).
-    gpu_pods: dict[tuple[str, str, str], GpuPodCost] = field(default_factory=dict)
+    # Physical GPU-seconds and cost per (namespace, node, pod, container): what pod-level rows split GPU
+    # cost by (a MIG slice or a time-sliced replica is a fraction of a device, not one advertised unit).
+    gpu_pods: dict[tuple[str, str, str, str], GpuPodCost] = field(default_factory=dict)
 
     @property
     def total_cost(self) -> float:
@@ -172,7 +173,7 @@ def cost_chunk(usage: ChunkUsage, rates: dict[str, NodeRates]) -> CostResult:
         setattr(line, _COST[res], getattr(line, _COST[res]) + cost)
     for h in usage.gpu_held:
         if h.node in rates:
-            pod = result.gpu_pods.setdefault((h.namespace, h.node, h.pod), GpuPodCost())
+            pod = result.gpu_pods.setdefault((h.namespace, h.node, h.pod, h.container), GpuPodCost())
             pod.add(GpuPodCost(h.device_seconds, priced("gpu", h.device_seconds, rates[h.node])))
     for source, names in ((usage.requested, _REQ), (usage.used, _USE)):
         for (ns, node, attrs, res), qty in source.items():

@@ -86,7 +86,7 @@ class GpuHeld:
 
 @dataclass
 class GpuPodCost:
-    """Per (namespace, node, pod): physical GPU-seconds and their cost, for GPU views (efficiency, waste)."""
+    """Per (namespace, node, pod, container): physical GPU-seconds and their cost, for GPU views (efficiency, waste)."""
 
     gpu_seconds: float = 0.0
     cost: float = 0.0

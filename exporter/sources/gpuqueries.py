@@ -39,7 +39,8 @@ def gpu_requested_integral(q: Queries, chunk_seconds: int, resources: str) -> st
     by = "namespace, node, pod, container, resource"
     alloc = f"sum by ({by}) (({req} or {secs}) * on (namespace, pod) group_left (node) {placed})"
     # Per step, a resource requested past its capacity on a node (stale requests) is scaled down to it, as
-    # Queries.allocated_integral does; resources without capacity (HAMi's, the seconds) are kept as they are.
+    # the one-pass allocation is (sources/allocsteps.py); resources without capacity (HAMi's, the seconds)
+    # are kept as they are.
     cap = f"max by (node, resource) (kube_node_status_capacity{sel}{at})"
     scale = f"clamp_max({cap} / on (node, resource) (sum by (node, resource) ({alloc}) > 0), 1)"
     inner = f"({alloc} * on (node, resource) group_left () {scale}) or {alloc}"

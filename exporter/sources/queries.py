@@ -194,22 +194,6 @@ class Queries:
         return f"max by (node) ({_finite(f'kube_node_status_capacity{sel}{self._at}')})"
 
     # ---- chunk queries (evaluated at the chunk's end) ----
-    def allocated_integral(self, resource: str, chunk_seconds: int, pods_in: list[str] | None = None,
-                           every_pod: bool = False) -> str:
-        """Sum over steps of allocation per (namespace, node), scaled down per step where a node overflows.
-
-        With `pods_in`, rows are per (namespace, node, pod) for those namespaces only; the
-        overflow scale still comes from every namespace on the node.
-        """
-        alloc = self._by_ns_node(self.allocation(resource))
-        scale = f"clamp_max({self.capacity(resource)} / on (node) (sum by (node) ({alloc}) > 0), 1)"
-        if pods_in:
-            q = self.scoped(pods_in)
-            alloc = q._by_ns_node(q.allocation(resource), "namespace, node, pod")
-        elif every_pod:  # reports' top workloads
-            alloc = self._by_ns_node(self.allocation(resource), "namespace, node, pod")
-        return f"sum_over_time({_finite(f'{alloc} * on (node) group_left () {scale}')}{self._sub(chunk_seconds)})"
-
     def requested_integral(self, chunk_seconds: int, pods_in: list[str] | None = None) -> str:
         q = self.scoped(pods_in) if pods_in else self
         sel = _sel(one_of("resource", ("cpu", "memory")), q.k)
@@ -252,7 +236,8 @@ class Queries:
         return _finite(f"{own} * on (node) group_left () {scale}")
 
     def recorded_allocated_integral(self, resource: str, chunk_seconds: int) -> str:
-        """As allocated_integral, from the recorded sums; the overflow scale is applied at query time."""
+        """Allocation per (namespace, node) summed over steps, from the recorded sums; the overflow scale is
+        applied at query time."""
         return f"sum_over_time({self._recorded_scaled(resource)}{self._sub(chunk_seconds)})"
 
     def recorded_allocated_steps(self, span: int, namespaces: list[str]) -> str:
@@ -289,7 +274,7 @@ class Queries:
 
     def gpu_usage_integral(self, chunk_seconds: int, pods_in: list[str] | None = None, every_pod: bool = False) -> str:
         """Sum over steps of busy GPUs and framebuffer bytes per (namespace, node, kind) of running pods;
-        per pod too with `pods_in` (only those namespaces) or `every_pod` (reports' top workloads)."""
+        per pod too with `pods_in` (only those namespaces) or `every_pod` (pod-level rows, outputs/podrows.py)."""
         q = self.scoped(pods_in) if pods_in else self
         by = "namespace, node, pod, kind" if pods_in or every_pod else "namespace, node, kind"
         return f"sum_over_time({_finite(q._by_ns_node(q.gpu_device_usage(), by))}{self._sub(chunk_seconds)})"
