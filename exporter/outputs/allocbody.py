@@ -17,8 +17,8 @@ from typing import Any
 
 from exporter.core.allocation import CostResult
 from exporter.core.coverage import Coverage
+from exporter.outputs.allocitem import api_item
 from exporter.outputs.allocrows import Group, aggregate, build_rows, properties_json, proportional_costs
-from exporter.outputs.formatters import api_item
 from exporter.outputs.opencost_api import AllocationQuery, AllocationSet
 
 FLUSH_BYTES = 1 << 16  # the size of the pieces handed to the socket

@@ -17,7 +17,7 @@ from typing import Any
 from exporter.core.allocation import CostResult, Line, RowKey
 from exporter.core.names import IDLE, UNALLOCATED, UNATTRIBUTED, is_pseudo
 from exporter.outputs.allocfilter import Node, Props
-from exporter.outputs.formatters import Row
+from exporter.outputs.allocitem import Row
 from exporter.outputs.opencost_api import AggKey
 from exporter.vocab.labels import ksm_label
 
@@ -46,7 +46,7 @@ def build_rows(result: CostResult, label_keys: tuple[str, ...], cluster: str,
     """Rows whose cost adds up to `result.costs` exactly: allocated and kept idle cost per node from the
     table (scaled to the cost entries, so sharing is honoured), everything sharing moved without a node."""
     rows = RowBuilder(result, label_keys, cluster, ns_labels, ns_annotations)
-    return [*rows.table_rows(result.table), *rows.nodeless()]
+    return [*rows.table_rows(sorted(result.table)), *rows.nodeless()]
 
 
 class RowBuilder:
@@ -71,7 +71,9 @@ class RowBuilder:
                 else:
                     r.cost[res] += c
         self.table_sum: dict[tuple[str, tuple[str, ...], str], float] = {}
-        for (ns, _node, attrs), line in result.table.items():
+        # In key order: the table's order follows the fetch threads, and sums in another order differ in the
+        # last bit (allocate with and without concurrent chunks must print the same bits).
+        for (ns, _node, attrs), line in sorted(result.table.items(), key=lambda kv: kv[0]):
             for res, c in line.cost_by_resource().items():
                 self.table_sum[(ns, attrs, res)] = self.table_sum.get((ns, attrs, res), 0.0) + c
         self.owner_labels: dict[tuple[str, ...], dict[str, str]] = {}  # one dict per owner, read-only, shared

@@ -31,8 +31,8 @@ from exporter.core.window import Window
 from exporter.core.workloads import resolve as resolve_workloads
 from exporter.outputs.allocbody import AllocationBody, SetGroups
 from exporter.outputs.allocfilter import Node, Props
+from exporter.outputs.allocitem import Row
 from exporter.outputs.allocrows import AllocRow, Group, RowBuilder, add_rows, finish
-from exporter.outputs.formatters import Row
 from exporter.outputs.opencost_api import AggKey, AllocationQuery
 from exporter.sources.allocsteps import NodeScales
 from exporter.sources.podqueries import PodQueries

@@ -33,6 +33,8 @@ log = logging.getLogger(__name__)
 
 # (namespace, attribution values, component) -> cost
 Entries = dict[tuple[str, tuple[str, ...], str], float]
+# (namespace, owner attrs) -> (CPU used, CPU requested, allocated CPU cost), over the window.
+Efficiency = dict[tuple[str, tuple[str, ...]], tuple[float, float, float]]
 
 
 @dataclass
@@ -119,9 +121,10 @@ def entries_of(result: CostResult) -> Entries:
 
 
 def build(window: Window, previous: Window, by: str, attr_names: tuple[str, ...], source: str, currency: str,
-          current: Entries, before: Entries, efficiency: dict[str, tuple[float, float, float]] | None = None,
+          current: Entries, before: Entries, efficiency: Efficiency | None = None,
           budgets: list[dict[str, Any]] | None = None, previous_covered_seconds: int | None = None) -> Report:
-    """Pure: group the entries. `efficiency`: namespace -> (used, requested, allocated cost) for CPU."""
+    """Pure: group the entries. `efficiency`: (namespace, attrs) -> (used, requested, allocated cost) for CPU,
+    per owner, so the teams that share a split namespace each get their own pods' unused requests."""
     groups: dict[str, Group] = {}
     for (ns, attrs, component), cost in current.items():
         g = groups.setdefault(group_of(by, attr_names, ns, attrs), Group(group_of(by, attr_names, ns, attrs)))
@@ -133,12 +136,13 @@ def build(window: Window, previous: Window, by: str, attr_names: tuple[str, ...]
         groups.setdefault(name, Group(name)).previous += cost
     report = Report(window, previous, by, source, currency, [], sum(current.values()), sum(before.values()),
                     previous_covered_seconds=previous_covered_seconds)
+    cpu: dict[str, tuple[float, float, float]] = {}
+    for (ns, attrs), (u, r, c) in (efficiency or {}).items():
+        name = group_of(by, attr_names, ns, attrs)
+        used, requested, unused = cpu.get(name, (0.0, 0.0, 0.0))
+        cpu[name] = (used + u, requested + r, unused + (c * max(0.0, 1 - u / r) if r else 0.0))
     for g in groups.values():
-        used = requested = unused = 0.0
-        for ns in g.namespaces:
-            u, r, c = (efficiency or {}).get(ns, (0.0, 0.0, 0.0))
-            used, requested = used + u, requested + r
-            unused += c * max(0.0, 1 - u / r) if r else 0.0
+        used, requested, unused = cpu.get(g.name, (0.0, 0.0, 0.0))
         g.cpu_efficiency = used / requested if requested else None
         g.unused_request_cost = unused
         g.budgets = [b for b in (budgets or []) if b.get(by) == g.name or b.get("namespace") in g.namespaces]
@@ -178,20 +182,26 @@ class ReportSource:
             out[(lb["namespace"], attrs, lb["component"])] += v
         return dict(out)
 
-    def efficiency(self, result: CostResult) -> dict[str, tuple[float, float, float]]:
-        eff: dict[str, tuple[float, float, float]] = {}
-        for (ns, _node, _attrs), line in result.table.items():
-            u, r, c = eff.get(ns, (0.0, 0.0, 0.0))
-            eff[ns] = (u + line.cpu_usage_seconds, r + line.cpu_request_seconds, c + line.cpu_cost)
+    def efficiency(self, result: CostResult) -> Efficiency:
+        eff: Efficiency = {}
+        for (ns, _node, attrs), line in result.table.items():
+            u, r, c = eff.get((ns, attrs), (0.0, 0.0, 0.0))
+            eff[(ns, attrs)] = (u + line.cpu_usage_seconds, r + line.cpu_request_seconds, c + line.cpu_cost)
         return eff
 
-    def exporter_efficiency(self, w: Window) -> dict[str, tuple[float, float, float]]:
-        """Per namespace: (mean CPU usage/request over the window, 1, allocated CPU cost) from the exporter."""
+    def exporter_efficiency(self, w: Window) -> Efficiency:
+        """Per (namespace, owner): (mean CPU usage/request over the window, 1, allocated CPU cost) from the
+        exporter. Its efficiency series is per namespace, so the owners of a split namespace share its ratio."""
         at, own = float(w.end), self.own
         ratio = {lb["namespace"]: v for lb, v in self.client.query(own.mean_efficiency("cpu", w.seconds), at)}
-        cost = {lb["namespace"]: v for lb, v in self.client.query(own.cost_increase(
-            ["namespace"], duration(w.seconds), matcher("resource", "cpu"), matcher("component", "allocated")), at)}
-        return {ns: (r, 1.0, cost.get(ns, 0.0)) for ns, r in ratio.items()}
+        labels = ["namespace", *self.attr_names]
+        eff: Efficiency = {}
+        for lb, v in self.client.query(own.cost_increase(labels, duration(w.seconds), matcher("resource", "cpu"),
+                                                         matcher("component", "allocated")), at):
+            ns = lb["namespace"]
+            if ns in ratio:
+                eff[(ns, tuple(lb.get(n, "") for n in self.attr_names))] = (ratio[ns], 1.0, v)
+        return eff
 
     def budgets(self, at: float) -> list[dict[str, Any]]:
         rows = self.client.query(OwnSeries.BUDGET_SERIES["usage"], at)
