@@ -8,7 +8,6 @@ go through it.
 from __future__ import annotations
 
 import threading
-from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
@@ -19,7 +18,6 @@ from exporter.config.schema import Config
 from exporter.core.allocation import CostResult, add_assets, cost_chunk
 from exporter.core.attribution import Owners, annotation_budgets, resolve
 from exporter.core.coverage import Coverage, Segment, State, plan
-from exporter.core.gpuprices import load_shipped_gpu_prices
 from exporter.core.gpuwaste import add_waste
 from exporter.core.pricing import load_shipped_prices, price_nodes, unmatched_rules
 from exporter.core.sharing import ShareInputs, distribute
@@ -33,13 +31,11 @@ from exporter.sources.promanswer import PartialAnswer
 from exporter.sources.prometheus import PrometheusClient
 from exporter.sources.promql import with_window
 from exporter.sources.queries import LOOKBACK_SECONDS, Queries
-from exporter.sources.stepfetch import StepFetcher
 from exporter.vocab.durations import parse_duration
 from exporter.vocab.errors import DataError
 from exporter.vocab.labels import Metadata
 
 Progress = Callable[[Window], None]
-MIN_RECORDED_STEPS = 5  # shorter chunks read raw series: cheap, and no heartbeat check to pay for
 MetadataSource = Callable[[Window], Metadata]
 
 
@@ -63,8 +59,10 @@ class Granularity(Protocol):
                     result: CostResult, node_scales: dict[tuple[str, str], dict[float, float]] | None) -> None: ...
 
 
-class Pipeline(Fetch):
-    """Cost one window: plan its chunks, fetch (the `Fetch` stage), price, cost, attribute and share."""
+class Pipeline:
+    """Cost one window: plan its chunks, fetch (its `Fetch`, engine/fetch.py), price, cost, attribute and share."""
+
+    fetch_type: type[Fetch] = Fetch  # /assets swaps in one that keeps each chunk's priced assets
 
     def __init__(self, cfg: Config, client: PrometheusClient, metadata: MetadataSource | None = None,
                  warnings: WarningLog | None = None, bill: BillPrices | None = None) -> None:
@@ -73,25 +71,17 @@ class Pipeline(Fetch):
         self.queries = Queries(cfg.prometheus, cfg.allocation)
         self.step = parse_duration(cfg.allocation.resolution)
         self.chunk = parse_duration(cfg.allocation.chunk)
-        self.metadata = metadata or self.prometheus_metadata
-        self._meta_from_prometheus = metadata is None  # then a bridged gap reads labels as of its start
-        self._ksm_seen: bool | None = None  # whether kube-state-metrics reported lately (asked once)
-        self._dcgm_seen: tuple[float, bool] | None = None  # (when asked, whether dcgm-exporter is scraped)
         # Bounded: counted per kind, last message per kind (serve passes one that logs a kind hourly).
         self.warnings = warnings if warnings is not None else WarningLog()
-        client.on_non_finite = self._non_finite
-        self._lock = threading.Lock()
-        # Serve lowers this to 1: its cycles then read the recorded series wherever the heartbeat covers them.
-        self.min_recorded_steps = MIN_RECORDED_STEPS
+        self.fetcher = self.fetch_type(cfg, client, self.queries, self.step, self.warnings)
+        self.metadata = metadata or self.fetcher.prometheus_metadata
+        self._meta_from_prometheus = metadata is None  # then a bridged gap reads labels as of its start
+        self._ksm_seen: bool | None = None  # whether kube-state-metrics reported lately (asked once)
         # Serve sets this: a partial answer then fails its cycle, retried next cycle, rather than leave
         # accrued history uncovered for good (exporter/engine/chunkguard.py).
         self.partial_fails = False
-        self.steps = StepFetcher(client, cfg.allocation.policy, cfg.allocation.requestWeight)
-        self.non_finite_answers = 0  # samples the client left out as NaN/Inf, ever
-        self.sources: Counter[str] = Counter()  # chunks read from recorded series vs raw series
         self.shipped = load_shipped_prices() if cfg.pricing.shippedPrices else None
         self.bill = bill or BillPrices()
-        self.shipped_gpu = load_shipped_gpu_prices() if cfg.pricing.shippedPrices else None
 
     def compute(self, window: Window, progress: Progress | None = None,
                 cancel: threading.Event | None = None, granularity: Granularity | None = None) -> CostResult:
@@ -102,7 +92,7 @@ class Pipeline(Fetch):
         Chunks are made as they are queried; `cancel` (a request's deadline) stops between chunks.
         With `granularity`, each costed segment is also handed to it (pod/container rows); the
         namespace-level queries are the same, and the result is too but for its cost table, left empty:
-        the granularity has the rows, and a window's table is 50k lines (34 MB) at 100k containers.
+        the granularity has the rows, and a window's table is the biggest thing it would hold (docs/scale.md).
         """
         merged: CostResult | None = None
         chunk_fn = self.compute_chunk
@@ -199,11 +189,11 @@ class Pipeline(Fetch):
 
     def cost_segment(self, w: Window, q: Queries, recorded: bool = True,
                      detail: Granularity | None = None) -> CostResult:
-        meta = self.prometheus_metadata(w, q) if self._meta_from_prometheus else self.metadata(w)
+        meta = self.fetcher.prometheus_metadata(w, q) if self._meta_from_prometheus else self.metadata(w)
         for problem in annotation_budgets(meta)[1]:
             self._warn(problem, "bad_budget")
-        owners = resolve(meta, self.attribution_keys)
-        usage = self.fetch(w, owners, meta, q, recorded)
+        owners = resolve(meta, self.fetcher.attribution_keys)
+        usage = self.fetcher.fetch(w, owners, meta, q, recorded)
         rates = price_nodes(usage.nodes, self.cfg.pricing, self.shipped)
         defaulted = sorted(n for n, r in rates.items() if r.source.startswith("default"))
         if defaulted:
@@ -221,9 +211,9 @@ class Pipeline(Fetch):
                      if (f := self.bill.node_factors.get(n)) is not None else r for n, r in rates.items()}
         result = cost_chunk(usage, rates)
         scales = usage.node_scales
-        del usage  # the chunk's rows per (namespace, node, owner, resource): ~60 MB at 100k, not needed below
+        del usage  # the chunk's rows per (namespace, node, owner, resource), not needed below
         add_waste(result)
-        assets = self.fetch_assets(w, q)
+        assets = self.fetcher.fetch_assets(w, q)
         if self.bill.asset_factors:
             assets = [replace(a, cost=a.cost * self.bill.asset_factors.get(a.asset, 1.0)) for a in assets]
         add_assets(result, assets, owners.of)
@@ -236,6 +226,9 @@ class Pipeline(Fetch):
             with handed_on():  # its rows go out batch by batch: the piece cannot be asked again
                 detail.add_segment(self, w, q, meta, owners, result, scales)
         return result
+
+    def _warn(self, text: str, kind: str = "other") -> None:
+        self.warnings.warn(kind, text)
 
     def share_inputs(self, w: Window, meta: Metadata) -> ShareInputs:
         s = self.cfg.sharing
@@ -258,8 +251,8 @@ class Pipeline(Fetch):
 
 
 def adopt_or_merge(merged: CostResult | None, result: CostResult) -> CostResult:
-    """The first result becomes the accumulator rather than being copied into an empty one: a chunk's
-    cost table at 100k containers is 50k lines, and copying it held two of them at once."""
+    """The first result becomes the accumulator rather than being copied into an empty one: copying a
+    chunk's cost table held two of them at once."""
     if merged is None:
         return result
     merged.merge(result)

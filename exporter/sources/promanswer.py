@@ -96,8 +96,8 @@ def matrix(data: dict[str, Any]) -> list[tuple[Labels, list[tuple[float, float]]
 
 def _labels(metric: object) -> Labels:
     """The series' labels, their names and values interned: the same pod, namespace and node names come
-    back in every answer, and the rows and metadata kept for a window (50k pods' worth at 100k containers)
-    then share one string each instead of one per answer."""
+    back in every answer, and the rows and metadata kept for a window then share one string each instead
+    of one per answer."""
     if not isinstance(metric, dict) or not all(isinstance(v, str) for v in metric.values()):
         raise TypeError("series labels are not an object of strings")
     return {intern(k): intern(v) for k, v in metric.items()}

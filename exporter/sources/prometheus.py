@@ -1,7 +1,7 @@
 """The Prometheus HTTP API client: instant queries with retries, stats and one-line errors.
 
 Every answer is checked (`promanswer`), every value left out if it is not finite (`finite`),
-and every URL shown redacted (`redact`). The PromQL itself comes from `prometheus.Queries`
+and every URL shown redacted (`redact`). The PromQL itself comes from `queries.Queries`
 and `promql`.
 """
 
