@@ -1,10 +1,10 @@
 """OpenCost's /allocation answer encoded allocation by allocation, for answers too big to hold whole.
 
-A pod-level answer at 100k containers has 50k allocations of about 40 fields each: as one dict it
-takes about 175 MB, and its JSON text another 80 MB, on top of the groups it is made from. Here a
-set's allocations are encoded one at a time from its groups, straight to the socket for the last set
-(earlier sets of a stepped answer are encoded as soon as they are computed, so their groups go). The
-bytes are those `json.dumps` of the whole dict would give, so `to_json()` serves in-process callers.
+A pod-level answer has an allocation of about 40 fields per pod: as one dict, and then its JSON text,
+it would take several times the groups it is made from (docs/scale.md). Here a set's allocations are
+encoded one at a time from its groups, straight to the socket for the last set (earlier sets of a
+stepped answer are encoded as soon as they are computed, so their groups go). The bytes are those
+`json.dumps` of the whole dict would give, so `to_json()` serves in-process callers.
 `response` is the namespace-level answer, built whole from the same sets.
 """
 
@@ -84,13 +84,15 @@ def response(results: Iterable[tuple[AllocationSet, CostResult]], query: Allocat
     Sets are consumed one by one, so only one set's cost table is held at a time."""
     data: list[dict[str, Any]] = []
     coverage = Coverage()
+    span: tuple[int, int] | None = None
     for s, result in results:
+        span = (span[0] if span else result.start, result.end)
         m = result.metadata
         rows = build_rows(result, label_keys, cluster, m.namespaces if m else {}, m.annotations if m else {})
         groups = aggregate(rows, query.aggregate, query.filter, query.include_idle, query.proportional)
         data.append(set_data(groups, result, s, query, cluster))
         coverage.merge(result.coverage)
-    return {"code": 200, "data": data, "coverage": coverage.to_json()}
+    return {"code": 200, "data": data, "coverage": coverage.to_json(span)}
 
 
 def set_data(groups: Mapping[str, Group], result: CostResult, s: AllocationSet, query: AllocationQuery,

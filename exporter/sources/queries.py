@@ -40,8 +40,9 @@ RESOURCE_FROM_KSM = {v: k for k, v in KSM_RESOURCE.items()}
 
 LOOKBACK_SECONDS = 300  # Prometheus' default --query.lookback-delta
 
-# Per-(namespace, node) sums that the mixin records every rule interval, and its evaluation heartbeat.
-UNITS = {"cpu": "cpu_cores", "memory": "memory_bytes", "gpu": "gpus"}
+# Per-(namespace, node) sums that the mixin records every rule interval, and its evaluation heartbeat. No GPUs:
+# what each container holds of physical devices is read per container on every path (engine/gpufetch.py).
+UNITS = {"cpu": "cpu_cores", "memory": "memory_bytes"}
 RECORDED = {(kind, res): f"namespace_node:chargeback_{kind}_{UNITS[res]}:sum"
             for kind in ("allocated", "requested", "used") for res in UNITS}
 RULES_EVALUATED = "cluster:chargeback_allocation_rules_evaluated:count"
@@ -209,16 +210,22 @@ class Queries:
     # ---- recorded per-(namespace, node) series (rules/rules/allocation.libsonnet records them) ----
     def recording_rules(self) -> dict[str, str]:
         """Record name -> expression of the mixin's allocation rules (mixin/rulegen.py renders them into it)."""
-        rules = {RECORDED["allocated", res]: self._by_ns_node(self.allocation(res)) for res in ("cpu", "memory", "gpu")}
+        rules = {RECORDED["allocated", res]: self._by_ns_node(self.allocation(res)) for res in ("cpu", "memory")}
         for res in ("cpu", "memory"):
             rules[RECORDED["requested", res]] = self._by_ns_node(self.request(res))
             rules[RECORDED["used", res]] = self._by_ns_node(self.usage(res))
         return rules
 
     def recorded_coverage(self, chunk_seconds: int) -> str:
-        """Rule evaluations in the samples the steps read (each step reads its last step, less 1 ms):
-        one per step when the rules ran throughout, fewer if an evaluation was missed."""
-        return f"count_over_time({RULES_EVALUATED}{_sel(self.r)}{_just_under(chunk_seconds)})"
+        """Two counts over the chunk, by label `count`: `steps`, the steps holding a rule evaluation in what
+        they read (their last step, less 1 ms), and `evaluations`, all of them. The rules cover the chunk only
+        if every step holds one: at an interval shorter than the resolution a missed evaluation can empty a
+        step while the total still exceeds the steps (core/coverage.rule_gap)."""
+        beat = f"{RULES_EVALUATED}{_sel(self.r)}"
+        steps = f"count_over_time(last_over_time({beat}{_just_under(self.step)}){self._sub(chunk_seconds)})"
+        evaluations = f"count_over_time({beat}{_just_under(chunk_seconds)})"
+        return " or ".join(f'label_replace(max({expr}), "count", "{name}", "", "")'
+                           for name, expr in (("steps", steps), ("evaluations", evaluations)))
 
     def _recorded(self, kind: str, resource: str, scope: str = "") -> str:
         """The one sample recorded within each step. Not the bare series: a pair that vanished (a pod
