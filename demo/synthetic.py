@@ -119,6 +119,9 @@ class Cluster:
     gaps: tuple[Gap, ...] = ()
     # Namespace annotations kube-state-metrics exports (as if allow-listed): namespace -> {key: value}.
     namespace_annotations: dict[str, dict[str, str]] = field(default_factory=dict)
+    # cAdvisor's series carry the pod's `node`, as kube-prometheus' kubelet scrape adds it (the suite of
+    # OpenCost selects node!=""); off by default, so the scenarios keep the node-less trap.
+    cadvisor_node: bool = False
     # OpenCost runs in the cluster and exports its own series besides its node prices (Node.opencost):
     # the v1-style node capacity series, node_total_hourly_cost, node_gpu_count, kubecost_node_is_spot and
     # container_*_allocation. Off by default, so a scenario's price sources stay exactly as written.
@@ -239,7 +242,7 @@ def _series(cluster: Cluster, lean: bool) -> Iterator[tuple[str, str, Sampler]]:
     for c in cluster.extra:
         yield c.name, _labels(**c.labels), partial(_line, c.base, c.slope)
     for p in cluster.pods:
-        yield from _pod_series(p, ksm, lean)
+        yield from _pod_series(p, ksm, lean, cluster.cadvisor_node)
         if cluster.opencost and not lean:
             yield from _opencost_allocation(p)
     for n in cluster.nodes:
@@ -328,7 +331,8 @@ def _alloc(on: Callable[[int], bool], request: float, usage: Sampler, t: int) ->
     return max(request, u or 0.0) if on(t) else None
 
 
-def _pod_series(p: Pod, ksm: dict[str, str], lean: bool) -> Iterator[tuple[str, str, Sampler]]:
+def _pod_series(p: Pod, ksm: dict[str, str], lean: bool, cadvisor_node: bool = False
+                ) -> Iterator[tuple[str, str, Sampler]]:
     start, end, deleted = p.start, p.end, p.deleted
 
     def exists(t: int) -> bool:
@@ -362,7 +366,9 @@ def _pod_series(p: Pod, ksm: dict[str, str], lean: bool) -> Iterator[tuple[str, 
     lb = _labels(**ksm, **pod_kv, uid=uid, owner_kind=kind, owner_name=name,
                  owner_is_controller="<none>" if p.owner is None else "true")
     yield "kube_pod_owner", lb, when(exists, lambda t: 1)
-    cad = {"job": "kubelet", "metrics_path": "/metrics/cadvisor", "instance": p.node}  # no `node` label
+    cad = {"job": "kubelet", "metrics_path": "/metrics/cadvisor", "instance": p.node}  # no `node` label ...
+    if cadvisor_node:  # ... unless the scrape adds it
+        cad["node"] = p.node
     for c in p.containers:
         for res, unit, req in (("cpu", "core", c.cpu_request), ("memory", "byte", c.mem_request),
                                ("nvidia_com_gpu", "integer", c.gpu_request or None),
