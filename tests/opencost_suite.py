@@ -32,15 +32,18 @@ _OTHER_COMPARING = ("uid_verification_test.go", "allocation_controller_consisten
                     "_mcp_vs_http_test.go", "allocation_allocationSummary_namespace_aggregation_comparison_test.go")
 
 
-def comparing_tests(suite: Path) -> set[str]:
-    """The suite's tests that compare items, from its source: those whose file logs "[Pass]" per item, and
-    the UID, controller, MCP-versus-HTTP and summary comparisons."""
-    out: set[str] = set()
+def suite_tests(suite: Path) -> tuple[set[str], set[str]]:
+    """All the suite's top-level tests, and those that compare items, from its source: tests whose file logs
+    "[Pass]" per item, and the UID, controller, MCP-versus-HTTP and summary comparisons."""
+    every: set[str] = set()
+    comparing: set[str] = set()
     for f in suite.rglob("*_test.go"):
         text = f.read_text(errors="replace")
+        names = _FUNC.findall(text)
+        every.update(names)
         if "[Pass]" in text or f.name.endswith(_OTHER_COMPARING):
-            out.update(_FUNC.findall(text))
-    return out
+            comparing.update(names)
+    return every, comparing
 
 
 @dataclass
@@ -53,18 +56,19 @@ class SuiteTest:
     last: list[str] = field(default_factory=list)  # its last log lines, the reason when none reads as one
 
 
-def parse(logs: dict[str, str]) -> dict[str, SuiteTest]:
+def parse(logs: dict[str, str], every: frozenset[str] = frozenset()) -> dict[str, SuiteTest]:
     """Top-level tests by name, from `go test -v` logs keyed by package, with their compared items and the
-    first lines of their failure messages."""
-    tests: dict[str, SuiteTest] = {}
+    first lines of their failure messages; a test of `every` the logs lack failed: it never ran."""
+    tests: dict[str, SuiteTest] = {name: SuiteTest(name, "?", "FAIL", reasons=["never ran: its package stopped first"])
+                                   for name in every}
     for package, text in sorted(logs.items()):
         current: SuiteTest | None = None
         for line in text.splitlines():
             if m := _RUN.match(line):
                 top = m.group(1).split("/")[0]
-                current = tests.setdefault(top, SuiteTest(top, package))
+                current = _seen(tests, top, package)
             elif (m := _RESULT.match(line)) and "/" not in m.group(2):
-                t = tests.setdefault(m.group(2), SuiteTest(m.group(2), package))
+                t = _seen(tests, m.group(2), package)
                 t.status = m.group(1)
             elif current is None:
                 continue
@@ -83,6 +87,13 @@ def parse(logs: dict[str, str]) -> dict[str, SuiteTest]:
         if t.status == "FAIL" and not t.reasons:
             t.reasons = t.last
     return tests
+
+
+def _seen(tests: dict[str, SuiteTest], name: str, package: str) -> SuiteTest:
+    """The test as the logs show it, replacing its never-ran placeholder."""
+    if name not in tests or tests[name].package == "?":
+        tests[name] = SuiteTest(name, package)
+    return tests[name]
 
 
 def _items(line: str) -> int | None:

@@ -21,7 +21,7 @@ import requests
 
 from demo.run import start
 
-from .opencost_suite import SuiteTest, comparing_tests, parse, read_logs, summary
+from .opencost_suite import SuiteTest, parse, read_logs, suite_tests, summary
 
 ROOT = Path(__file__).resolve().parents[1]
 RUN_SH = Path(os.environ.get("OPENCOST_SUITE", ROOT.parent / "shared" / "opencost-integration-tests" / "run.sh"))
@@ -72,7 +72,8 @@ def run_suite(work: Path) -> SuiteRun:
     finally:
         stack.stop()
     assert "opencost integration suite:" in proc.stdout, f"run.sh failed: {proc.stdout[-2000:]} {proc.stderr[-2000:]}"
-    return SuiteRun(parse(read_logs(Path(env["WORK"]) / "results")), comparing_tests(Path(env["WORK"]) / "suite"))
+    every, comparing = suite_tests(Path(env["WORK"]) / "suite")
+    return SuiteRun(parse(read_logs(Path(env["WORK"]) / "results"), frozenset(every)), comparing)
 
 
 @pytest.fixture(scope="module")
@@ -87,7 +88,7 @@ def test_opencost_suite_passes_but_known_failures(run: SuiteRun) -> None:
     fixed = sorted(n for n in known if n in suite and suite[n].status != "FAIL")
     assert not unexpected, "OpenCost suite tests failed:\n" + summary({t.name: t for t in unexpected})
     assert not fixed, f"these pass now: remove them from {KNOWN.name}: {fixed}"
-    assert len(suite) == 62, f"the suite at 6bd0734 has 62 tests; the logs hold {len(suite)}"
+    assert len(suite) == 62, f"the suite at 6bd0734 has 62 tests; its source and logs hold {len(suite)}"
 
 
 def test_opencost_suite_compares_something(run: SuiteRun) -> None:
@@ -127,10 +128,13 @@ panic: runtime error: index out of range [0] with length 0
 
 def test_parse_counts_compared_items_and_failures() -> None:
     """The log reader on a hand-written log: TestA compared 3 items (three [Pass] lines over two subtests),
-    TestB 7 resources with UIDs; TestC failed with its message; TestE never finished (its package panicked)."""
-    tests = parse({"pkg": LOG})
+    TestB 7 resources with UIDs; TestC failed with its message; TestE never finished (its package panicked);
+    TestF, in the suite's source, never started."""
+    tests = parse({"pkg": LOG}, frozenset({"TestA", "TestF"}))
     assert {n: (t.status, t.compared) for n, t in tests.items()} == {
-        "TestA": ("PASS", 3), "TestB": ("PASS", 7), "TestC": ("FAIL", 0), "TestD": ("SKIP", 0), "TestE": ("FAIL", 0)}
+        "TestA": ("PASS", 3), "TestB": ("PASS", 7), "TestC": ("FAIL", 0), "TestD": ("SKIP", 0), "TestE": ("FAIL", 0),
+        "TestF": ("FAIL", 0)}
+    assert tests["TestF"].reasons == ["never ran: its package stopped first"]
     assert tests["TestC"].reasons == ["API returned non-200 code"]
     assert tests["TestE"].reasons == ["panic: runtime error: index out of range [0] with length 0",
                                       "did not finish (the package stopped: see its log)"]
