@@ -11,6 +11,8 @@ comparison test passes without comparing anything. docs/development.md says how 
 from __future__ import annotations
 
 import os
+import shutil
+import signal
 import subprocess
 import time
 from dataclasses import dataclass
@@ -66,12 +68,20 @@ def run_suite(work: Path) -> SuiteRun:
             time.sleep(1)
         env = {**os.environ, "OPENCOST_URL": stack.base, "PROMETHEUS_URL": stack.prom.url,
                "OPENCOST_MCP_URL": stack.base, "WORK": os.environ.get("OPENCOST_SUITE_WORK", str(work / "suite"))}
+        shutil.rmtree(Path(env["WORK"]) / "results", ignore_errors=True)  # a reused WORK's old logs
         started = time.monotonic()
-        proc = subprocess.run(["bash", str(RUN_SH)], env=env, capture_output=True, text=True, timeout=SUITE_TIMEOUT)
-        print(proc.stdout[-3000:], proc.stderr[-2000:], f"suite ran in {time.monotonic() - started:.0f} s", sep="\n")
+        # Its own process group, so a timeout stops `go test` and the suite's binaries too.
+        proc = subprocess.Popen(["bash", str(RUN_SH)], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                text=True, start_new_session=True)
+        try:
+            out, _ = proc.communicate(timeout=SUITE_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            out = proc.communicate()[0] + f"\nrun.sh timed out after {SUITE_TIMEOUT} s"
+        print(out[-3000:], f"suite ran in {time.monotonic() - started:.0f} s", sep="\n")
     finally:
         stack.stop()
-    assert "opencost integration suite:" in proc.stdout, f"run.sh failed: {proc.stdout[-2000:]} {proc.stderr[-2000:]}"
+    assert "opencost integration suite:" in out, f"run.sh failed: {out[-3000:]}"
     every, comparing = suite_tests(Path(env["WORK"]) / "suite")
     return SuiteRun(parse(read_logs(Path(env["WORK"]) / "results"), frozenset(every)), comparing)
 
