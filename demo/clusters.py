@@ -85,7 +85,7 @@ def demo_cluster(seed: int = 7, ksm_gap_at: int | None = None) -> Cluster:
     # A budget declared next to its namespace (kube-state-metrics --metric-annotations-allowlist).
     notes = {"web": {"chargeback.io/budget-monthly": "60", "chargeback.io/budget-notify": "slack:#web"}}
     return Cluster(tuple(nodes), tuple(pods), namespaces, requests + _demo_assets(rnd), gaps=gaps,
-                   namespace_annotations=notes, opencost=True, cadvisor_node=True)
+                   namespace_annotations=notes, opencost=True, cadvisor_node=True, pause=False)
 
 
 # The demo config's storage prices per GiB-month (demo/run.py; "" has none: OpenCost's default 0.04), which

@@ -122,6 +122,9 @@ class Cluster:
     # cAdvisor's series carry the pod's `node`, as kube-prometheus' kubelet scrape adds it (the suite of
     # OpenCost selects node!=""); off by default, so the scenarios keep the node-less trap.
     cadvisor_node: bool = False
+    # cAdvisor exports the pause container (container="POD", a trap with real usage) as under dockershim;
+    # containerd, the demo's runtime, exports none. The pod-level cgroup (container="") is there either way.
+    pause: bool = True
     # OpenCost runs in the cluster and exports its own series besides its node prices (Node.opencost):
     # the v1-style node capacity series, node_total_hourly_cost, node_gpu_count, kubecost_node_is_spot and
     # container_*_allocation. Off by default, so a scenario's price sources stay exactly as written.
@@ -242,7 +245,7 @@ def _series(cluster: Cluster, lean: bool) -> Iterator[tuple[str, str, Sampler]]:
     for c in cluster.extra:
         yield c.name, _labels(**c.labels), partial(_line, c.base, c.slope)
     for p in cluster.pods:
-        yield from _pod_series(p, ksm, lean, cluster.cadvisor_node)
+        yield from _pod_series(p, ksm, lean, cluster.cadvisor_node, cluster.pause)
         if cluster.opencost and not lean:
             yield from _opencost_allocation(p)
     for n in cluster.nodes:
@@ -330,7 +333,7 @@ def _alloc(on: Callable[[int], bool], request: float, usage: Sampler, t: int) ->
     return max(request, u or 0.0) if on(t) else None
 
 
-def _pod_series(p: Pod, ksm: dict[str, str], lean: bool, cadvisor_node: bool = False
+def _pod_series(p: Pod, ksm: dict[str, str], lean: bool, cadvisor_node: bool = False, pause: bool = True
                 ) -> Iterator[tuple[str, str, Sampler]]:
     start, end, deleted = p.start, p.end, p.deleted
 
@@ -385,7 +388,7 @@ def _pod_series(p: Pod, ksm: dict[str, str], lean: bool, cadvisor_node: bool = F
         yield "container_memory_working_set_bytes", lb, when(running, partial(_memory, c))
     # Pod-level cgroup (container="") and pause container (container="POD"): both must be ignored.
     total_cpu = sum(c.cpu_usage for c in p.containers)
-    for cname, factor in () if lean else (("", 1.0), ("POD", 0.5)):
+    for cname, factor in () if lean else (("", 1.0), ("POD", 0.5))[:2 if pause else 1]:
         lb = _labels(**cad, **pod_kv, container=cname, id=f"/kubepods/{uid}{'/pause' if cname else ''}")
         yield "container_cpu_usage_seconds_total", lb, when(running, partial(_line, 1e6, total_cpu + factor))
         yield "container_memory_working_set_bytes", lb, when(running, _const((factor + 1) * GIB))
