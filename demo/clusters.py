@@ -92,6 +92,8 @@ def demo_cluster(seed: int = 7, ksm_gap_at: int | None = None) -> Cluster:
 # OpenCost's pv_hourly_cost states per GiB-hour over the config's 730-hour month; its load balancer price.
 GIB_MONTH = {"gp3": 0.08, "gp2": 0.10, "io2": 0.125, "": 0.04}
 LB_HOURLY = 0.0225
+MOUNTED_BY = {"payments": "ledger-0", "search": "indexer-0", "data-eng": "spark-0", "ml": "trainer-0",
+              "monitoring": "prometheus-0"}
 
 
 def _demo_assets(rnd: random.Random) -> tuple[Series, ...]:
@@ -116,6 +118,14 @@ def _demo_assets(rnd: random.Random) -> tuple[Series, ...]:
             out.append(Series("kube_persistentvolumeclaim_info", {**pvc, "storageclass": sc, "volumename": name},
                               base=1))
             out.append(Series("kube_persistentvolumeclaim_resource_requests_storage_bytes", pvc, base=gib * GIB))
+            # The pod that mounts the claim (every namespace's first replica exists throughout).
+            pod = {**ksm, "namespace": ns, "pod": MOUNTED_BY[ns]}
+            out.append(Series("kube_pod_spec_volumes_persistentvolumeclaims_info",
+                              {**pod, "uid": uid_of("pod", ns, MOUNTED_BY[ns]), "volume": "data",
+                               "persistentvolumeclaim": "data"}, base=1))
+            out.append(Series("pod_pvc_allocation", {"job": "opencost", "instance": "opencost:9003", **pod,
+                                                     "persistentvolumeclaim": "data", "persistentvolume": name},
+                              base=gib * GIB))
     for ns, svc, kind in (("web", "frontend", "LoadBalancer"), ("payments", "api", "LoadBalancer"),
                           ("ingress-nginx", "controller", "LoadBalancer"), ("search", "query", "ClusterIP")):
         out.append(Series("kube_service_spec_type", {**ksm, "namespace": ns, "service": svc, "type": kind}, base=1))

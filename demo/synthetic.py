@@ -461,7 +461,7 @@ def _running(p: Pod, t: int) -> bool:
 def _dcgm_fields(d: Dcgm, lb: str, util: float, fb: float, when: Callable[[int], bool]
                  ) -> Iterator[tuple[str, str, Sampler]]:
     fields = [("DCGM_FI_DEV_GPU_UTIL", min(100.0, util * 100 + (20 if d.profiling else 0))),  # coarser than DCP
-              ("DCGM_FI_DEV_FB_USED", fb), ("DCGM_FI_DEV_FB_FREE", d.fb_mib - fb)]
+              ("DCGM_FI_DEV_FB_USED", fb), ("DCGM_FI_DEV_FB_FREE", d.fb_mib - fb), ("DCGM_FI_DEV_DEC_UTIL", 0.0)]
     if d.profiling:
         fields.append(("DCGM_FI_PROF_GR_ENGINE_ACTIVE", util))
     for metric, value in fields:
