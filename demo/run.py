@@ -107,9 +107,10 @@ class DemoStack:
         self.prom.stop()
 
 
-def start(root: Path, say: Callable[[str], None] = print) -> DemoStack:
-    """Backfill 24 h of the demo cluster into root/data, then start Prometheus scraping the simulator and serve.
-    Shared by `make demo` and the OpenCost suite's test (tests/test_opencost_suite.py)."""
+def start(root: Path, say: Callable[[str], None] = print, hours: int = 24) -> DemoStack:
+    """Backfill `hours` of the demo cluster into root/data, then start Prometheus scraping the simulator and
+    serve. Shared by `make demo` and the OpenCost suite's test (tests/test_opencost_suite.py), which asks 48:
+    the suite compares two-day windows."""
     shutil.rmtree(root, ignore_errors=True)
     root.mkdir(parents=True)
     now = int(time.time()) // 60 * 60
@@ -118,8 +119,8 @@ def start(root: Path, say: Callable[[str], None] = print) -> DemoStack:
     # Plus three GPU nodes: an A100 in MIG slices and a time-sliced L4 shared by ml and search, eight H100s.
     cluster = with_gpu_nodes(with_dcgm(demo_cluster(ksm_gap_at=now - 6 * 3600), util=0.12, fb_mib=6144,
                                        dcgm=Dcgm("Tesla V100-SXM2-16GB", 16384)))
-    history_start = now - 86400 - 1800
-    say(f"backfilling 24h of a six-team cluster ({len(cluster.nodes)} nodes, {len(cluster.pods)} pods)...")
+    history_start = now - hours * 3600 - 1800
+    say(f"backfilling {hours}h of a six-team cluster ({len(cluster.nodes)} nodes, {len(cluster.pods)} pods)...")
     samples = backfill(cluster, root / "data", history_start, now - 60, 60)
     say(f"  {samples:,} samples loaded with promtool")
 

@@ -1,5 +1,5 @@
 """OpenCost's own integration suite (opencost-integration-tests at 6bd0734), run unchanged against `make demo`'s
-stack: its Prometheus (24 h of the demo cluster, then live) and `chargeback serve` (API and /mcp).
+stack: its Prometheus (48 h of the demo cluster, then live) and `chargeback serve` (API and /mcp).
 
 The suite is not part of the project: `../shared/opencost-integration-tests/run.sh` (beside the clone, as CI
 lays it out; OPENCOST_SUITE names another run.sh) builds it with Go from PyPI and runs it. The test fails
@@ -54,7 +54,7 @@ def run_suite(work: Path) -> SuiteRun:
     if not RUN_SH.is_file():
         pytest.fail(f"OpenCost's suite runner not found at {RUN_SH}: CI puts shared/ beside the clone "
                     "(../shared/opencost-integration-tests/run.sh); set OPENCOST_SUITE to its run.sh")
-    stack = start(work / "demo", say=lambda _line: None)
+    stack = start(work / "demo", say=lambda _line: None, hours=48)  # the suite's windows reach two days back
     try:
         deadline = time.monotonic() + 120
         while True:  # serve answers once its first cycle is done
