@@ -44,8 +44,7 @@ from mcp.client.stdio import StdioServerParameters, stdio_client
 
 from demo.localprom import PrometheusServer, backfill
 from demo.synthetic import GIB, Cluster, Container, Node, Pod
-from exporter.outputs.assetjson import asset_set
-from exporter.outputs.assets_api import AssetRow
+from exporter.outputs.assetjson import AssetRow, asset_set
 
 from .conftest import aligned_past
 from .limits_stack import Serve

@@ -11,15 +11,12 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from exporter.core.window import iso
 from exporter.outputs import allocfilter
 from exporter.outputs.allocfilter import Node, Schema
 from exporter.vocab.errors import ConfigError
-
-if TYPE_CHECKING:
-    from exporter.outputs.assets_api import AssetRow
 
 UNDEFINED = "__undefined__"  # OpenCost's key part for an empty property
 KEY_PARTS = ("provider", "account", "project", "category", "cluster", "type", "service", "providerID", "name")
@@ -30,6 +27,39 @@ CATEGORY = {"Node": "Compute", "Disk": "Storage", "LoadBalancer": "Network", "Ne
 # The numbers of an AssetRow that add up when assets are summed (over steps, or under an aggregate key).
 SUMMED = ("cpu_cost", "ram_cost", "gpu_cost", "cpu_core_seconds", "ram_byte_seconds", "gpu_seconds",
           "cpu_idle_seconds", "ram_idle_byte_seconds", "byte_seconds", "cost", "adjustment")
+
+
+@dataclass
+class AssetRow:
+    """One asset over one set's window; costs before adjustment, `adjustment` = bill - computed."""
+
+    type: str
+    name: str
+    cluster: str
+    start: int
+    end: int
+    provider_id: str = ""
+    node: str = ""
+    seconds: float = 0.0  # active time
+    cpu_cost: float = 0.0
+    ram_cost: float = 0.0
+    gpu_cost: float = 0.0
+    cpu_core_seconds: float = 0.0
+    ram_byte_seconds: float = 0.0
+    gpu_seconds: float = 0.0
+    byte_seconds: float = 0.0  # disks
+    cost: float = 0.0  # disks, load balancers, network, fixed fees
+    adjustment: float = 0.0
+    extra: dict[str, str] = field(default_factory=dict)  # claimNamespace, claimName, storageClass
+    labels: dict[str, str] = field(default_factory=dict)  # a node's kube_node_labels, without label_
+    node_type: str = ""
+    preemptible: float = 0.0  # 1 for a spot node
+    cpu_idle_seconds: float = 0.0  # idle core-seconds of a node (cpuBreakdown)
+    ram_idle_byte_seconds: float = 0.0
+
+    @property
+    def total(self) -> float:
+        return self.cpu_cost + self.ram_cost + self.gpu_cost + self.cost + self.adjustment
 
 
 @dataclass(frozen=True)

@@ -24,7 +24,14 @@ from exporter.core.pricing import is_spot
 from exporter.core.window import Window
 from exporter.engine.limits import check_window
 from exporter.engine.pipeline import BillPrices, Pipeline
-from exporter.outputs.assetjson import SUMMED, asset_set, filter_props, parse_aggregate_parts, parse_asset_filter
+from exporter.outputs.assetjson import (
+    SUMMED,
+    AssetRow,
+    asset_set,
+    filter_props,
+    parse_aggregate_parts,
+    parse_asset_filter,
+)
 from exporter.outputs.opencost_api import api_window, step_windows
 from exporter.sources.billing import Bill, read_bill
 from exporter.sources.prometheus import PrometheusClient
@@ -35,39 +42,6 @@ from exporter.vocab.errors import ConfigError
 _TYPE = {"storage": "Disk", "load_balancer": "LoadBalancer", "network": "Network"}
 # kube_node_labels' instance type labels, newest first (OpenCost's nodeType)
 _INSTANCE_TYPE = ("label_node_kubernetes_io_instance_type", "label_beta_kubernetes_io_instance_type")
-
-
-@dataclass
-class AssetRow:
-    """One asset over one set's window; costs before adjustment, `adjustment` = bill - computed."""
-
-    type: str
-    name: str
-    cluster: str
-    start: int
-    end: int
-    provider_id: str = ""
-    node: str = ""
-    seconds: float = 0.0  # active time
-    cpu_cost: float = 0.0
-    ram_cost: float = 0.0
-    gpu_cost: float = 0.0
-    cpu_core_seconds: float = 0.0
-    ram_byte_seconds: float = 0.0
-    gpu_seconds: float = 0.0
-    byte_seconds: float = 0.0  # disks
-    cost: float = 0.0  # disks, load balancers, network, fixed fees
-    adjustment: float = 0.0
-    extra: dict[str, str] = field(default_factory=dict)  # claimNamespace, claimName, storageClass
-    labels: dict[str, str] = field(default_factory=dict)  # a node's kube_node_labels, without label_
-    node_type: str = ""
-    preemptible: float = 0.0  # 1 for a spot node
-    cpu_idle_seconds: float = 0.0  # idle core-seconds of a node (cpuBreakdown)
-    ram_idle_byte_seconds: float = 0.0
-
-    @property
-    def total(self) -> float:
-        return self.cpu_cost + self.ram_cost + self.gpu_cost + self.cost + self.adjustment
 
 
 def parse_flag(query: dict[str, list[str]], name: str, default: bool = False) -> bool:
