@@ -67,7 +67,7 @@ def test_one_set_keyed_by_asset_with_each_types_fields(pvc_prom: Any) -> None:
                                   "providerID": "aws:///us-east-1a/i-n-sp-spot"}
     # kube_node_labels without label_, OpenCost's spelling; the spot node is preemptible, its type its label's
     assert node["labels"]["karpenter_sh_capacity_type"] == "spot" and node["preemptible"] == 1.0
-    assert node["nodeType"] == "m5.2xlarge"
+    assert node["nodeType"] == "m5.2xlarge" and "job" not in node["labels"]  # only the label_* columns
     assert node["window"] == {"start": node["start"], "end": node["end"]}
     assert node["totalCost"] == pytest.approx(0.1152, rel=REL)  # the spot rule's price, one hour
     assert node["cpuCores"] == pytest.approx(8, rel=REL) and node["ramBytes"] == pytest.approx(32 * 1024**3, rel=REL)

@@ -131,7 +131,8 @@ def asset_rows(result: CostResult, recorded: list[AssetCost], cluster: str, ids:
         cores = facts.cores if facts else 0.0
         row.seconds = min(row.cpu_core_seconds / cores, end - start) if cores else float(end - start)
         if facts is not None:
-            row.labels = {k.removeprefix("label_"): v for k, v in facts.labels.items()}
+            # kube_node_labels' label_* columns, without the prefix (OpenCost's asset labels)
+            row.labels = {k.removeprefix("label_"): v for k, v in facts.labels.items() if k.startswith("label_")}
             row.node_type = next((facts.labels[k] for k in _INSTANCE_TYPE if facts.labels.get(k)), "")
             row.preemptible = 1.0 if is_spot(facts) else 0.0
     detail: dict[tuple[str, str], list[AssetCost]] = defaultdict(list)
