@@ -76,6 +76,8 @@ def test_table_totals_and_graph_by_hand(asset_prom: Any, tmp_path: Path) -> None
     # 7d: a set per UTC day, the bill's day the only one with items; totals the same as the hour's
     week = ex.cloud_view("graph", q(window="7d", aggregate="service"))["data"]
     assert len(week) == 7 and [len(d["items"]) for d in week if d["items"]] == [4]
+    [whole] = ex.cloud_view("graph", q(window="7d", aggregate="service", accumulate="all"))["data"]
+    assert sum(i["value"] for i in whole["items"]) == pytest.approx(EVERYTHING, rel=REL)
 
 
 def test_graph_keeps_ten_items_the_tenth_other() -> None:

@@ -20,6 +20,7 @@ from exporter.core.window import Window, iso
 from exporter.engine.limits import check_window
 from exporter.outputs.assetjson import parse_aggregate_parts
 from exporter.outputs.cloudcost import (
+    ACCUMULATE,
     BASES,
     CLOUD_FIELDS,
     accumulate_sets,
@@ -79,16 +80,19 @@ def parse_view_query(query: dict[str, list[str]], now: float, resolution: int) -
 
 def daily_sets(cfg: Config, client: PrometheusClient, query: dict[str, list[str]], v: ViewQuery
                ) -> list[dict[str, Any]] | None:
-    """The window's sets of cloud costs, one per UTC day (None without a bill configured)."""
+    """The window's sets of cloud costs, one per UTC day or `accumulate` period (None without a bill configured)."""
     from exporter.outputs.assets_api import load_bill
 
     check_window(v.window, cfg.api.maxWindow)
     flt = parse_filter(query.get("filter", [""])[0] or "")
+    accumulate = (query.get("accumulate", [""])[0] or "day").lower()  # the repository's days unless asked
+    if accumulate not in ACCUMULATE:
+        raise ConfigError(f"accumulate={accumulate!r}: use one of {', '.join(ACCUMULATE)}")
     if not cfg.reconciliation.bills:
         return None
     bill = load_bill(cfg)
     inv = inventory(client, v.window, join_matchers(cfg.prometheus.ksmSelector, cfg.prometheus.clusterSelector))
-    return [cloud_cost_set(bill, inv, w, v.parts, flt) for w in calendar_windows(v.window, "daily")]
+    return [cloud_cost_set(bill, inv, w, v.parts, flt) for w in calendar_windows(v.window, ACCUMULATE[accumulate])]
 
 
 def table_rows(sets: list[dict[str, Any]], v: ViewQuery) -> list[dict[str, Any]]:
