@@ -21,7 +21,7 @@ from exporter.core.window import iso
 from exporter.outputs.allocitem import Row, allocation_item
 from exporter.outputs.allocrows import build_rows
 from exporter.vocab.errors import ConfigError
-from exporter.vocab.labels import ksm_label
+from exporter.vocab.labels import aggregate_parts, ksm_label
 
 BASE_AGGREGATES = ("namespace", "node", "cluster")
 
@@ -34,7 +34,7 @@ def parse_aggregate(text: str, labels: Mapping[str, str]) -> tuple[list[str], di
     """
     labels = dict(labels)
     parts: list[str] = []
-    for raw in (p.strip() for p in text.split(",")):
+    for raw in aggregate_parts(text):
         if raw in BASE_AGGREGATES:
             parts.append(raw)
         elif raw.startswith("label:") and raw[6:]:
