@@ -20,6 +20,7 @@ from exporter.core.names import IDLE, UNALLOCATED, is_pseudo
 from exporter.core.window import iso
 from exporter.outputs.allocitem import Row, allocation_item
 from exporter.outputs.allocrows import build_rows
+from exporter.outputs.escape import csv_rows
 from exporter.vocab.errors import ConfigError
 from exporter.vocab.labels import aggregate_parts, ksm_label
 
@@ -126,7 +127,7 @@ def to_csv(result: CostResult, parts: list[str], attr_names: tuple[str, ...]) ->
     if rows:
         writer = csv.DictWriter(buf, fieldnames=list(rows[0]))
         writer.writeheader()
-        writer.writerows(rows)
+        writer.writerows(csv_rows(rows))  # names and labels come from Prometheus: no formulas
     return buf.getvalue()
 
 
