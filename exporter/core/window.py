@@ -121,8 +121,15 @@ def _midnight(dt: datetime) -> datetime:
     return dt.replace(hour=0, minute=0, second=0, microsecond=0)
 
 
-def parse_window(text: str, now: float, step: int) -> Window:
-    """Resolve an OpenCost window expression against `now` (UTC), aligned down to `step`."""
+# Calendar windows that run up to now: in their first step (`today` at 00:00:30) they hold no step yet.
+TO_DATE = ("today", "week", "month")
+
+
+def parse_window(text: str, now: float, step: int, allow_empty: bool = False) -> Window:
+    """Resolve an OpenCost window expression against `now` (UTC), aligned down to `step`.
+
+    With `allow_empty`, a calendar window in its first step is an empty window (start == end) rather
+    than an error: a cron job at midnight asks a fair question, whose answer is "nothing yet"."""
     t = text.strip().lower()
     cur = _utc(now)
     today = _midnight(cur)
@@ -160,6 +167,8 @@ def parse_window(text: str, now: float, step: int) -> Window:
         start = now - dur
     check_bounds(start, end, text)
     lo, hi = int(start // step * step), int(end // step * step)
+    if hi <= lo and allow_empty and t in TO_DATE:
+        return Window(lo, lo, step)
     if hi <= lo:
         raise ConfigError(f"window {text!r} is empty once aligned to the {step}s resolution")
     return Window(lo, hi, step)

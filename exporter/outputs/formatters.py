@@ -89,7 +89,7 @@ def allocation_response(result: CostResult, parts: list[str], attr_names: tuple[
     rows = aggregate(result, parts, attr_names)
     data = {name: allocation_item(name, rows[name], result.start, result.end) for name in sorted(rows)}
     # OpenCost's shape, plus what the numbers stand on: bridged and uncovered intervals.
-    return {"code": 200, "data": [data], "coverage": result.coverage.to_json()}
+    return {"code": 200, "data": [data], "coverage": result.coverage.to_json((result.start, result.end))}
 
 
 _COLUMNS = ("cpuCost", "ramCost", "gpuCost", "assets", "sharedCost", "totalCost")

@@ -64,14 +64,15 @@ def _utc(ts: float) -> datetime:
     return datetime.fromtimestamp(ts, tz=timezone.utc)
 
 
-def api_window(text: str, now: float, step: int) -> Window:
+def api_window(text: str, now: float, step: int, allow_empty: bool = False) -> Window:
     """An OpenCost window. Single-unit durations round as OpenCost does (`24h` ends at the next whole
     hour, `7d` and `2w` at the next midnight), then every window stops at `now`; the rest is parse_window.
-    A rounded window holding no whole step yet falls back to the trailing duration."""
+    A rounded window holding no whole step yet falls back to the trailing duration; `allow_empty` as in
+    parse_window (`today` at 00:00:30 is empty)."""
     t = text.strip()
     m = _OC_DURATION.match(t)
     if m is None:
-        return parse_window(t, now, step)
+        return parse_window(t, now, step, allow_empty)
     if len(m.group(1)) > 12:  # a trillion weeks is no window, and int() refuses 4,300+ digits (it was a 500)
         raise ConfigError(f"invalid window {t[:40]!r}: a duration of more than 12 digits")
     n, unit = int(m.group(1)), m.group(2)
@@ -159,7 +160,7 @@ def plan_sets(window: Window, step_text: str | None, accumulate: str, now: float
     (OpenCost widens the query to them), each computed up to now at most."""
     last = int(now) // window.step * window.step
     sets: list[AllocationSet] = []
-    if accumulate == "all":
+    if accumulate == "all" or not window.seconds:  # an empty window (`today` at 00:00:30) is one empty set
         return [AllocationSet(window, window)]
     if accumulate == "none":
         step = parse_step(step_text, window)
@@ -224,7 +225,7 @@ def parse_query(query: Mapping[str, list[str]], labels: Mapping[str, str], now: 
     def arg(name: str) -> str | None:
         return query.get(name, [None])[0]
 
-    window = api_window(arg("window") or "24h", now, step)
+    window = api_window(arg("window") or "24h", now, step, allow_empty=True)
     accumulate = parse_accumulate(arg("accumulate"))
     keys, labels = parse_aggregate_keys(arg("aggregate") or "namespace", labels)
     aliases = {name: key for name, key in labels.items()}
