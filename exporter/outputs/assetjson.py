@@ -17,6 +17,7 @@ from exporter.core.window import iso
 from exporter.outputs import allocfilter
 from exporter.outputs.allocfilter import Node, Schema
 from exporter.vocab.errors import ConfigError
+from exporter.vocab.labels import aggregate_parts
 
 UNDEFINED = "__undefined__"  # OpenCost's key part for an empty property
 KEY_PARTS = ("provider", "account", "project", "category", "cluster", "type", "service", "providerID", "name")
@@ -205,7 +206,7 @@ def asset_set(rows: list[AssetRow], parts: list[str]) -> dict[str, dict[str, Any
 
 def parse_aggregate_parts(text: str | None, allowed: tuple[str, ...] = ASSET_AGGREGATES) -> list[str]:
     """`aggregate=a,b` of /assets (or, with its fields, /cloudCost): each part one of `allowed` (or label:k)."""
-    parts = [p.strip() for p in (text or "").split(",") if p.strip()]
+    parts = [p for p in aggregate_parts(text or "") if p]  # at most 32 keys, as every door
     for p in parts:
         if p not in allowed and not (allowed is ASSET_AGGREGATES and p.startswith("label:") and len(p) > 6):
             raise ConfigError(f"aggregate={text!r}: {p!r} is not one of {', '.join(allowed)}")

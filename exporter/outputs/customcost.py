@@ -27,6 +27,7 @@ from exporter.sources.billing import Bill
 from exporter.sources.prometheus import PrometheusClient
 from exporter.sources.promql import join_matchers
 from exporter.vocab.errors import ConfigError
+from exporter.vocab.labels import aggregate_parts
 
 COST_TYPES = ("blended", "list", "billed")
 # OpenCost's aggregate properties (pkg/customcost/props.go) and the CustomCost JSON field each reads.
@@ -155,7 +156,7 @@ def custom_cost_response(kind: str, cfg: Config, client: PrometheusClient, query
     if cost_type not in COST_TYPES:
         raise ConfigError(f"costType={cost_type!r}: use one of {', '.join(COST_TYPES)}")
     by = {p.lower(): p for p in AGGREGATES}
-    raw = [p.strip() for p in arg("aggregate", "").split(",") if p.strip()]
+    raw = [p for p in aggregate_parts(arg("aggregate", "")) if p]
     if bad := [p for p in raw if p.lower() not in by]:
         raise ConfigError(f"aggregate={arg('aggregate', '')!r}: {bad[0]!r} is not one of {', '.join(AGGREGATES)}")
     parts = list(dict.fromkeys(by[p.lower()] for p in raw))
