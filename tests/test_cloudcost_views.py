@@ -187,3 +187,29 @@ def test_without_a_bill_the_views_are_empty_and_say_why(asset_prom: Any) -> None
     custom = ex.custom_costs("total", q(window=window_arg(t0)))
     # only the price book's NAT gateway, and a warning that no bill is read
     assert custom["data"]["totalCost"] == pytest.approx(NAT, rel=REL) and "no bill configured" in custom["warning"]
+
+
+def test_hostile_parameters_get_a_400(asset_prom: Any, tmp_path: Path) -> None:
+    """The new pages take the API's hostile-input bounds: never a 5xx, always a one-line message."""
+    t0 = asset_prom[1]
+    ex = exporter_for(asset_prom, reconciliation={"bills": [str(with_accounts(hour_bill(tmp_path, t0)))]})
+    port = free_port()
+    httpd = BoundedHTTPServer(("127.0.0.1", port), make_handler(ex), 8, 10.0, None)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    hostile = [{"window": "9999-12-31T00:00:00Z,9999-12-31T23:59:59Z", "accumulate": "hour"},
+               {"window": "99999999999999999d"}, {"filter": "(" * 500 + 'service:"x"' + ")" * 500},
+               {"aggregate": ",".join(["service"] * 33)}, {"limit": "1e9"}, {"offset": "-3"},
+               {"accumulate": "fortnight"}, {"window": "1969-01-01T00:00:00Z,1969-01-02T00:00:00Z"}]
+    try:
+        for path in ("/cloudCost/view/table", "/cloudCost/view/totals", "/cloudCost/view/graph", "/customCost/total",
+                     "/customCost/timeseries", "/assets"):
+            for params in hostile:
+                r = requests.get(f"http://127.0.0.1:{port}{path}", params={"window": window_arg(t0), **params},
+                                 timeout=60)
+                assert r.status_code in (200, 400), (path, params, r.status_code, r.text[:200])
+                if r.status_code == 400:
+                    assert "\n" not in r.json()["message"], (path, params)
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+        ex.close()
