@@ -140,14 +140,18 @@ def test_allocation_costs_filter_share_and_step(share: str, share_prom: tuple[Pr
     assert by_name(only_set(web["data"]["allocations"], "allocations")) == pytest.approx({"web": 0.24}, rel=REL)
     # share_idle: idle 1.12 spread over the six namespaces by cost (1.12 of 1.12 allocated): each doubles.
     shared = call(share, "get_allocation_costs", {"window": w, "aggregate": "namespace", "share_idle": True,
-                                                   "include_idle": False})
+                                                   "include_idle": True})
     got = by_name(only_set(shared["data"]["allocations"], "allocations"))
     assert got == http_totals(get(share, "/allocation", window=w, aggregate="namespace", shareIdle="true",
-                                  includeIdle="false"))
+                                  includeIdle="true"))
     cores = {"payments": 2, "search": 1, "kube-system": 1, "web": 2, "monitoring": 2, "tools": 1}
     gib = {"payments": 4, "search": 2, "kube-system": 2, "web": 4, "monitoring": 8, "tools": 2}
     assert got == pytest.approx({k: cores[k] * 0.10 * 16 / 9 + gib[k] * 0.01 * 32 / 11 for k in cores}, rel=REL)
     assert sum(got.values()) == pytest.approx(2.24, rel=REL)  # 1.60 + 0.64: all of both nodes
+    # share_idle alone means what shareIdle alone means to /allocation (OpenCost: nothing to share without idle).
+    alone = call(share, "get_allocation_costs", {"window": w, "aggregate": "namespace", "share_idle": True})
+    assert by_name(only_set(alone["data"]["allocations"], "allocations")) == http_totals(
+        get(share, "/allocation", window=w, aggregate="namespace", shareIdle="true"))
     # Two hours in 1h steps: OpenCost's answer has the first set only; the second follows as allocations_1.
     two = call(share, "get_allocation_costs", {"window": window_arg(t0 - 3600, 2), "aggregate": "cluster",
                                                 "step": "1h", "include_idle": True})
