@@ -13,13 +13,16 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import threading
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx2
 import pytest
 from mcp.client.session import ClientSession
+from mcp.client.stdio import StdioServerParameters, stdio_client
 from mcp.client.streamable_http import streamable_http_client
 
 from demo.localprom import PrometheusServer
@@ -29,6 +32,7 @@ from exporter.serve.httpserver import BoundedHTTPServer
 from exporter.serve.mcpopencost import cloud_filter
 from exporter.serve.server import Exporter
 
+from .console import CHARGEBACK
 from .scenarios import ASSET_CONFIG
 from .test_allocate_core import REL, window_arg
 from .test_assets import NODES, TOTAL
@@ -360,3 +364,23 @@ def test_cloud_filter_clauses() -> None:
     assert cloud_filter('a:"1"|b:"2"', provider="AWS", service=None) == '(a:"1"|b:"2")+provider:"AWS"'
     with pytest.raises(Exception, match="cannot contain"):
         cloud_filter(None, service='x"y')
+
+
+def test_stdio_has_them_too(tmp_path: Path, share_prom: tuple[PrometheusServer, int]) -> None:
+    """`chargeback mcp` builds the same server: OpenCost's tools answer there as over HTTP."""
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(json.dumps({"prometheus": {"url": share_prom[0].url}, "attribution": {"source": "prometheus"}}))
+
+    async def go() -> Any:
+        # The whole environment: the SDK passes only a few variables by default, and PYTHONPATH names this tree.
+        params = StdioServerParameters(command=CHARGEBACK, args=["mcp", "--config", str(cfg)], env=dict(os.environ))
+        async with stdio_client(params) as (read, write), ClientSession(read, write) as s:
+            await s.initialize()
+            names = {t.name for t in (await s.list_tools()).tools}
+            return names, await s.call_tool("get_asset_costs", {"window": window_arg(share_prom[1])})
+
+    names, res = asyncio.run(go())
+    assert names >= OPENCOST_TOOLS
+    items = only_set(res.structured_content["data"]["assets"], "assets")
+    assert {a["properties"]["name"]: a["totalCost"] for a in items} == pytest.approx({"n1": 1.12, "n2": 1.12},
+                                                                                     rel=REL)  # 8 cores, 32 GiB
