@@ -11,6 +11,7 @@ import copy
 
 from exporter.config.schema import Allocation, Prometheus
 from exporter.core.window import format_duration, parse_duration
+from exporter.sources.dcgmqueries import dcgm_series, device_usage
 from exporter.sources.promql import join_matchers, matcher, one_of, quote, selector
 
 
@@ -45,10 +46,6 @@ UNITS = {"cpu": "cpu_cores", "memory": "memory_bytes", "gpu": "gpus"}
 RECORDED = {(kind, res): f"namespace_node:chargeback_{kind}_{UNITS[res]}:sum"
             for kind in ("allocated", "requested", "used") for res in UNITS}
 RULES_EVALUATED = "cluster:chargeback_allocation_rules_evaluated:count"
-
-# dcgm-exporter: graphics engine activity (0-1, DCP profiling) and its fallback GPU utilisation (0-100).
-DCGM_ACTIVE, DCGM_UTIL = "DCGM_FI_PROF_GR_ENGINE_ACTIVE", "DCGM_FI_DEV_GPU_UTIL"
-MIB = 1048576  # DCGM_FI_DEV_FB_USED / _FREE are in MiB
 
 PRICE_METRICS = {
     "cpu": "node_cpu_hourly_cost",
@@ -85,6 +82,7 @@ class Queries:
         self.ksm_at: int | None = None
         self.ksm_after: int | None = None
         self.cadvisor_bridge: tuple[int, int] | None = None
+        self.dcgm_namespaces: list[str] | None = None
 
     def bridged(self, ksm: tuple[int, int] | None, cadvisor: tuple[int, int] | None) -> Queries:
         """A copy reading kube-state-metrics as of `ksm[0]` (pods alive at `ksm[1]`) and/or cAdvisor across
@@ -120,7 +118,7 @@ class Queries:
         only = one_of("namespace", namespaces)
         q.k = join_matchers(self.k, only)
         q.c = join_matchers(self.c, only)
-        q.d = join_matchers(self.d, only)
+        q.dcgm_namespaces = list(namespaces)  # matched after dcgm-exporter's labels are read (dcgmqueries.py)
         return q
 
     def _range(self, chunk_seconds: int) -> str:
@@ -232,16 +230,22 @@ class Queries:
         return rules
 
     def recorded_coverage(self, chunk_seconds: int) -> str:
-        """Rule evaluations in the samples the steps read (each step reads its last step, less 1 ms):
-        one per step when the rules ran throughout, fewer if an evaluation was missed."""
-        return f"count_over_time({RULES_EVALUATED}{_sel(self.r)}{_just_under(chunk_seconds)})"
+        """The steps whose reading finds a rule evaluation (each step reads its last step, less 1 ms): every
+        step when the rules ran throughout, fewer if an evaluation was missed. Steps, not samples: replicated
+        rules (an HA pair writing into one store) record the heartbeat twice, and one replica's samples
+        must not stand in for the other's missed steps."""
+        last = f"last_over_time({RULES_EVALUATED}{_sel(self.r)}{_just_under(self.step)})"
+        return f"count_over_time((max({last})){self._sub(chunk_seconds)})"
 
     def _recorded(self, kind: str, resource: str, scope: str = "") -> str:
-        """The one sample recorded within each step. Not the bare series: a pair that vanished (a pod
-        finished) would live on for the 5-minute lookback where no staleness marker was written. The
-        range is a millisecond short of the step, so that a group evaluating exactly on the step
-        boundary does not also see the previous step's sample, while any other phase is kept."""
-        return f"last_over_time({RECORDED[kind, resource]}{_sel(self.r, scope)}{_just_under(self.step)})"
+        """The one sample recorded within each step, per (namespace, node). Not the bare series: a pair that
+        vanished (a pod finished) would live on for the 5-minute lookback where no staleness marker was
+        written. The range is a millisecond short of the step, so that a group evaluating exactly on the
+        step boundary does not also see the previous step's sample, while any other phase is kept. `max`,
+        not the series as they are: replicated rules (an HA Prometheus pair writing into Thanos without a
+        replica label, two vmalert instances) record each pair twice, under an extra label or none."""
+        last = f"last_over_time({RECORDED[kind, resource]}{_sel(self.r, scope)}{_just_under(self.step)})"
+        return f"max by (namespace, node) ({last})"
 
     def _recorded_scaled(self, resource: str, scope: str = "") -> str:
         """The recorded allocation (of the namespaces `scope` matches) times its node's overflow scale."""
@@ -272,19 +276,12 @@ class Queries:
     # ---- GPU utilisation from dcgm-exporter's Kubernetes mode (math: exporter/core/gpuwaste.py) ----
     def dcgm_series(self) -> str:
         """Whether dcgm-exporter is scraped at all (the pipeline skips the GPU usage query otherwise)."""
-        return _sel(one_of("__name__", (DCGM_ACTIVE, DCGM_UTIL)), self.d)
+        return dcgm_series(self.d)
 
     def gpu_device_usage(self) -> str:
-        """Per GPU (or MIG instance) a pod holds: busy fraction (kind="gpu": graphics-engine activity where
-        the GPU profiles it, else GPU_UTIL/100), 1 where it was seen (gpu_observed), framebuffer used and
-        used+free in bytes."""
-        sel = _sel('namespace!=""', 'pod!=""', self.d)
-        by = "max by (namespace, pod, UUID, GPU_I_ID)"
-        busy = f"clamp(({by} ({DCGM_ACTIVE}{sel}) or {by} ({DCGM_UTIL}{sel}) / 100), 0, 1)"
-        used = f"{by} (DCGM_FI_DEV_FB_USED{sel}) * {MIB}"
-        total = f"({by} (DCGM_FI_DEV_FB_USED{sel}) + {by} (DCGM_FI_DEV_FB_FREE{sel})) * {MIB}"
-        kinds = (("gpu", busy), ("gpu_observed", f"{busy} * 0 + 1"), ("gpu_memory", used), ("gpu_memory_total", total))
-        return " or ".join(f'label_replace({expr}, "kind", {quote(kind)}, "", "")' for kind, expr in kinds)
+        """Per GPU (or MIG instance) a pod holds, busy, observed and framebuffer (sources/dcgmqueries.py), with
+        dcgm-exporter scraped with or without honorLabels."""
+        return device_usage(self.d, self.dcgm_namespaces)
 
     def gpu_usage_integral(self, chunk_seconds: int, pods_in: list[str] | None = None, every_pod: bool = False) -> str:
         """Sum over steps of busy GPUs and framebuffer bytes per (namespace, node, kind) of running pods;
@@ -342,8 +339,7 @@ class Queries:
         return " or ".join(parts) if parts else "vector(0) < 0"
 
     def all_pods(self, chunk_seconds: int) -> str:
-        return (f"count by (namespace, pod) "
-                f"(last_over_time(kube_pod_labels{_sel(self.k)}{self._range(chunk_seconds)}{self._at}))")
+        return f"group by (namespace, pod) ({self._pod_labels_seen(chunk_seconds)})"
 
     def owners(self, metric: str, name_label: str, chunk_seconds: int) -> str:
         """Controller owner references (kube_pod_owner, kube_replicaset_owner, kube_job_owner)."""
@@ -351,9 +347,13 @@ class Queries:
         return (f"max by (namespace, {name_label}, owner_kind, owner_name) "
                 f"(last_over_time({metric}{sel}{self._range(chunk_seconds)}{self._at}))")
 
+    def _pod_labels_seen(self, chunk_seconds: int) -> str:
+        return f"last_over_time(kube_pod_labels{_sel(self.k)}{self._range(chunk_seconds)}{self._at})"
+
     def pod_counts(self, chunk_seconds: int) -> str:
-        return (f"count by (namespace) "
-                f"(last_over_time(kube_pod_labels{_sel(self.k)}{self._range(chunk_seconds)}{self._at}))")
+        """Pods per namespace, each once: two kube-state-metrics replicas, or an old and a new one after a
+        restart, export every pod's series twice (differing in `instance`)."""
+        return f"count by (namespace) (group by (namespace, pod) ({self._pod_labels_seen(chunk_seconds)}))"
 
     def namespace_annotations(self, chunk_seconds: int) -> str:
         """Needs kube-state-metrics --metric-annotations-allowlist=namespaces=[chargeback.io/budget-...]."""
