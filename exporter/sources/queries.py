@@ -11,8 +11,8 @@ import copy
 
 from exporter.config.schema import Allocation, Prometheus
 from exporter.core.window import format_duration, parse_duration
-from exporter.sources.dcgmqueries import dcgm_series, device_usage
 from exporter.sources.promql import join_matchers, matcher, one_of, quote, selector
+from exporter.sources.scrapeshape import cadvisor, dcgm_series, device_usage
 
 
 def _just_under(seconds: int) -> str:
@@ -39,6 +39,7 @@ CHECKED_INPUTS = (("kube_node_status_capacity", "node, resource"),
 KSM_RESOURCE = {"cpu": "cpu", "memory": "memory", "gpu": "nvidia_com_gpu"}
 RESOURCE_FROM_KSM = {v: k for k, v in KSM_RESOURCE.items()}
 
+_RUNNING, _PLACED, _EXPORTED_POD = 'phase="Running"', 'node!=""', 'exported_pod!=""'
 LOOKBACK_SECONDS = 300  # Prometheus' default --query.lookback-delta
 
 # Per-(namespace, node) sums that the mixin records every rule interval, and its evaluation heartbeat.
@@ -82,7 +83,9 @@ class Queries:
         self.ksm_at: int | None = None
         self.ksm_after: int | None = None
         self.cadvisor_bridge: tuple[int, int] | None = None
-        self.dcgm_namespaces: list[str] | None = None
+        # Namespace matchers of a scoped or sharded copy for cAdvisor and dcgm-exporter, whose workload namespace
+        # may be `exported_namespace` (sources/scrapeshape.py); kube-state-metrics' go into `k`.
+        self.only: tuple[str, ...] = ()
 
     def bridged(self, ksm: tuple[int, int] | None, cadvisor: tuple[int, int] | None) -> Queries:
         """A copy reading kube-state-metrics as of `ksm[0]` (pods alive at `ksm[1]`) and/or cAdvisor across
@@ -108,6 +111,11 @@ class Queries:
             parts.append(f'label_replace(count({rate}), "source", "cadvisor", "", "")')
         return f"({' or '.join(parts)})[{span}s:{format_duration(self.step)}]"
 
+    def ksm_not_honored(self, span: int) -> str:
+        """kube-state-metrics scraped with honorLabels: false: its pods' `namespace` and `pod` became
+        `exported_*`, and `namespace`/`pod` name its own pod."""
+        return f"group(last_over_time(kube_pod_info{_sel(_EXPORTED_POD, self.k)}{self._range(span)}))"
+
     def ksm_series(self) -> str:
         """The series whose existence anywhere in the TSDB tells "not scraped" from "not then"."""
         return f"kube_node_status_capacity{_sel(self.k)}"
@@ -117,8 +125,7 @@ class Queries:
         q = copy.copy(self)
         only = one_of("namespace", namespaces)
         q.k = join_matchers(self.k, only)
-        q.c = join_matchers(self.c, only)
-        q.dcgm_namespaces = list(namespaces)  # matched after dcgm-exporter's labels are read (dcgmqueries.py)
+        q.only = (*self.only, only)
         return q
 
     def _range(self, chunk_seconds: int) -> str:
@@ -133,12 +140,22 @@ class Queries:
         return f"[{chunk_seconds - self.step // 2}s:{format_duration(self.step)}]"
 
     # ---- per-container building blocks (labels: namespace, pod, container) ----
+    def running(self, only: str = "") -> str:
+        """1 per pod in phase Running (of the pods `only` has), as the freshest kube-state-metrics says. After a
+        restart the old replica's series live on for the lookback where no staleness marker was written (the
+        new one has a new `instance`): a pod that completed meanwhile would still be Running there. HA replicas
+        agree, so whichever is freshest is right."""
+        phase = f"kube_pod_status_phase{_sel(_RUNNING, self.k)}{self._at}"
+        if only:
+            phase = f"({phase} and on (namespace, pod) {only})"
+        latest = f"max by (namespace, pod) (timestamp({phase}))"
+        fresh = f"{phase} and (timestamp({phase}) == on (namespace, pod) group_left () {latest})"
+        return f"max by (namespace, pod) ({fresh}) == 1"
+
     def placement(self) -> str:
         """1 per running pod with its node; Succeeded/Failed pods still export requests but cost nothing."""
-        info_sel, phase_sel = _sel('node!=""', self.k), _sel('phase="Running"', self.k)
-        info = f"max by (namespace, pod, node) (kube_pod_info{info_sel}{self._at})"
-        running = f"max by (namespace, pod) (kube_pod_status_phase{phase_sel}{self._at}) == 1"
-        placed = f"(topk by (namespace, pod) (1, {info}) and on (namespace, pod) ({running}))"
+        info = f"max by (namespace, pod, node) (kube_pod_info{_sel(_PLACED, self.k)}{self._at})"
+        placed = f"(topk by (namespace, pod) (1, {info}) and on (namespace, pod) ({self.running()}))"
         if self.ksm_after is not None:  # a pod deleted during the gap is not charged for it
             alive = f"max by (namespace, pod) (kube_pod_info{_sel(self.k)} @ {self.ksm_after})"
             placed = f"({placed} and on (namespace, pod) {alive})"
@@ -148,22 +165,23 @@ class Queries:
         sel = _sel(matcher("resource", KSM_RESOURCE[resource]), self.k)
         return f"max by (namespace, pod, container) (kube_pod_container_resource_requests{sel}{self._at})"
 
-    def usage(self, resource: str) -> str:
+    def cadvisor_usage(self, resource: str) -> str:
+        """Per-container usage series, in either scrape shape, not yet deduplicated (`usage` is)."""
         # Drop pod-level (container=""), pause (container="POD") and namespace-less system cgroups.
-        sel = _sel('container!=""', 'container!="POD"', 'namespace!=""', 'pod!=""', self.c)
+        matchers = ('container!=""', 'container!="POD"', 'namespace!=""', 'pod!=""')
+        metric = "container_cpu_usage_seconds_total" if resource == "cpu" else "container_memory_working_set_bytes"
+        window = f"[{self.rate_window}]"
         if self.cadvisor_bridge is not None:  # exact: the counter's increase across the gap
             before, after = self.cadvisor_bridge
-            if resource == "cpu":
-                span = after - before + parse_duration(self.rate_window)
-                return (f"max by (namespace, pod, container) "
-                        f"(rate(container_cpu_usage_seconds_total{sel}[{span}s] @ {after}))")
-            return f"max by (namespace, pod, container) (container_memory_working_set_bytes{sel} @ {before})"
+            window = f"[{after - before + parse_duration(self.rate_window)}s] @ {after}"
+            if resource != "cpu":
+                return cadvisor(metric, self.c, self.only, lambda s: f"{s} @ {before}", *matchers)
         if resource == "cpu":
-            return (
-                f"max by (namespace, pod, container) "
-                f"(rate(container_cpu_usage_seconds_total{sel}[{self.rate_window}]))"
-            )
-        return f"max by (namespace, pod, container) (container_memory_working_set_bytes{sel})"
+            return cadvisor(metric, self.c, self.only, lambda s: f"rate({s}{window})", *matchers)
+        return cadvisor(metric, self.c, self.only, lambda s: s, *matchers)
+
+    def usage(self, resource: str) -> str:
+        return f"max by (namespace, pod, container) ({self.cadvisor_usage(resource)})"
 
     def allocation(self, resource: str) -> str:
         """Per-container allocated quantity under the configured policy (GPU: always requests)."""
@@ -281,7 +299,7 @@ class Queries:
     def gpu_device_usage(self) -> str:
         """Per GPU (or MIG instance) a pod holds, busy, observed and framebuffer (sources/dcgmqueries.py), with
         dcgm-exporter scraped with or without honorLabels."""
-        return device_usage(self.d, self.dcgm_namespaces)
+        return device_usage(self.d, self.only)
 
     def gpu_usage_integral(self, chunk_seconds: int, pods_in: list[str] | None = None, every_pod: bool = False) -> str:
         """Sum over steps of busy GPUs and framebuffer bytes per (namespace, node, kind) of running pods;
@@ -322,8 +340,8 @@ class Queries:
 
     def transmitted(self, span: int) -> str:
         """cAdvisor transmit bytes per namespace (pod-level series; loopback excluded)."""
-        sel = _sel('namespace!=""', 'pod!=""', 'interface!="lo"', self.c)
-        rate = f"rate(container_network_transmit_bytes_total{sel}[{self.rate_window}])"
+        rate = cadvisor("container_network_transmit_bytes_total", self.c, self.only,
+                        lambda s: f"rate({s}[{self.rate_window}])", 'namespace!=""', 'pod!=""', 'interface!="lo"')
         per_pod = f"max by (namespace, pod, interface) ({rate})"
         return f"sum_over_time((sum by (namespace) ({per_pod})){self._sub(span)})"
 
