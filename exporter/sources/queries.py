@@ -140,14 +140,14 @@ class Queries:
         return f"[{chunk_seconds - self.step // 2}s:{format_duration(self.step)}]"
 
     # ---- per-container building blocks (labels: namespace, pod, container) ----
-    def running(self, only: str = "") -> str:
-        """1 per pod in phase Running (of the pods `only` has), as the freshest kube-state-metrics says. After a
+    def running(self, among: str = "") -> str:
+        """1 per pod in phase Running (of the pods `among` has), as the freshest kube-state-metrics says. After a
         restart the old replica's series live on for the lookback where no staleness marker was written (the
         new one has a new `instance`): a pod that completed meanwhile would still be Running there. HA replicas
         agree, so whichever is freshest is right."""
         phase = f"kube_pod_status_phase{_sel(_RUNNING, self.k)}{self._at}"
-        if only:
-            phase = f"({phase} and on (namespace, pod) {only})"
+        if among:
+            phase = f"({phase} and on (namespace, pod) {among})"
         latest = f"max by (namespace, pod) (timestamp({phase}))"
         fresh = f"{phase} and (timestamp({phase}) == on (namespace, pod) group_left () {latest})"
         return f"max by (namespace, pod) ({fresh}) == 1"
@@ -297,7 +297,7 @@ class Queries:
         return dcgm_series(self.d)
 
     def gpu_device_usage(self) -> str:
-        """Per GPU (or MIG instance) a pod holds, busy, observed and framebuffer (sources/dcgmqueries.py), with
+        """Per GPU (or MIG instance) a pod holds, busy, observed and framebuffer (sources/scrapeshape.py), with
         dcgm-exporter scraped with or without honorLabels."""
         return device_usage(self.d, self.only)
 
