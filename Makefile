@@ -21,13 +21,15 @@ $(VENV)/clients/.installed: tests/clients-requirements.txt $(VENV)/.installed
 
 deps: $(VENV)/.installed $(VENV)/clients/.installed
 
-# Prometheus/promtool/Alertmanager/jsonnetfmt/VictoriaMetrics from Debian, installed only when missing.
+# Prometheus/promtool/Alertmanager/jsonnetfmt/VictoriaMetrics from Debian, installed only when missing; and
+# chromium, which renders the HTML report headless (tests/test_report_html.py).
 system-deps:
 	@if ! command -v prometheus >/dev/null || ! command -v promtool >/dev/null \
 	   || ! command -v prometheus-alertmanager >/dev/null || ! command -v jsonnetfmt >/dev/null || ! command -v jq >/dev/null \
-	   || ! command -v vmalert >/dev/null; then \
+	   || ! command -v vmalert >/dev/null || ! command -v chromium >/dev/null; then \
 	  $(SUDO) apt-get update -qq && \
-	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq prometheus prometheus-alertmanager jsonnet jq victoria-metrics; \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq prometheus prometheus-alertmanager jsonnet jq victoria-metrics \
+	    chromium; \
 	fi
 	@# The Debian packages start a system Prometheus on :9090 (and VictoriaMetrics on :8428); we run our own on free ports.
 

@@ -25,6 +25,7 @@ from demo.synthetic import Cluster, Dcgm, exposition, with_dcgm
 from exporter.config.schema import parse_config
 from exporter.core.allocation import CostResult
 from exporter.core.coverage import SOURCE_NAMES
+from exporter.core.gpu import GpuPodCost
 from exporter.core.names import IDLE
 from exporter.core.window import iso, parse_window
 from exporter.engine.pipeline import Pipeline
@@ -209,9 +210,12 @@ def gpu_sharing(result: CostResult) -> str:
         idle = sum(line.gpu_cost for (ns, node, _a), line in result.table.items() if ns == IDLE and node == name)
         lines.append(f"  {name}: {f.gpus:g} x {f.gpu_model or 'unknown model'} ({f.gpu.mode}) at {rate:.4g}/GPU-h, "
                      f"idle {idle:.2f}")
-        for (ns, node, pod), held in sorted(result.gpu_pods.items()):
+        pods: dict[tuple[str, str], GpuPodCost] = {}
+        for (ns, node, pod, _container), held in result.gpu_pods.items():
             if node == name:
-                lines.append(f"    {ns:<10} {pod:<16} {held.gpu_seconds / seconds:6.3f} GPU {held.cost:10.2f}")
+                pods.setdefault((ns, pod), GpuPodCost()).add(held)
+        for (ns, pod), held in sorted(pods.items()):
+            lines.append(f"    {ns:<10} {pod:<16} {held.gpu_seconds / seconds:6.3f} GPU {held.cost:10.2f}")
     return "\n".join(lines)
 
 

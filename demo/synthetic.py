@@ -17,7 +17,7 @@ from dataclasses import dataclass, field, replace
 from functools import partial
 from typing import TextIO
 
-from exporter.core.pricing import ksm_label
+from exporter.vocab.labels import ksm_label
 
 GIB = 1024**3
 DAY = 86400

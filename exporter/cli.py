@@ -8,32 +8,23 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
 
 import click
 
-from exporter.config.schema import Config, load_config, override
-from exporter.core.errors import ChargebackError
-from exporter.core.redact import install_log_redaction, redact
-from exporter.core.window import Window, iso, parse_duration, parse_window
+from exporter.cli_common import fail, load, with_progress
+from exporter.cli_reports import reconcile, report
+from exporter.config.schema import override
+from exporter.core.window import parse_window
 from exporter.engine.limits import check_window
-from exporter.engine.pipeline import Pipeline, command_pipeline
+from exporter.engine.pipeline import command_pipeline
 from exporter.outputs.focus import PERIODS as FOCUS_PERIODS
 from exporter.outputs.focus import export_for
 from exporter.outputs.formatters import parse_aggregate, render
 from exporter.sources.prometheus import PrometheusClient
-
-from .cli_reports import reconcile, report
-
-
-def _load(config: str | None, prometheus_url: str | None, cluster_selector: str | None = None) -> Config:
-    cfg = load_config(config)
-    return override(cfg, "prometheus", url=prometheus_url, clusterSelector=cluster_selector)
-
-
-def _fail(e: ChargebackError) -> NoReturn:
-    click.echo(f"chargeback: error: {redact(str(e))}", err=True)
-    sys.exit(2)
+from exporter.vocab.durations import parse_duration
+from exporter.vocab.errors import ChargebackError
+from exporter.vocab.redact import install_log_redaction
 
 
 def _render_to(write: Callable[[Path], list[Path]], out_dir: str) -> list[Path]:
@@ -41,7 +32,7 @@ def _render_to(write: Callable[[Path], list[Path]], out_dir: str) -> list[Path]:
     try:
         return write(Path(out_dir))
     except ChargebackError as e:
-        _fail(e)
+        fail(e)
 
 
 @click.group()
@@ -84,7 +75,7 @@ def allocate(prometheus_url: str | None, window_text: str, aggregate: str, confi
              concurrency: int | None) -> None:
     """Compute cost for a window straight from Prometheus history."""
     try:
-        cfg = _load(config, prometheus_url, cluster_selector)
+        cfg = load(config, prometheus_url, cluster_selector)
         cfg = override(cfg, "sharing", shareNamespaces=share_namespaces, shareSplit=share_split,
                        shareIdle=share_idle, idleByNode=idle_by_node)
         cfg = override(cfg, "allocation", concurrency=concurrency)
@@ -97,12 +88,12 @@ def allocate(prometheus_url: str | None, window_text: str, aggregate: str, confi
         pipeline = command_pipeline(cfg, client)
         result = None
         if fmt == "focus":  # one computation per charge period
-            text = export_for(cfg, lambda w: _with_progress(pipeline, w), window, focus_period, parts, cluster_name)
+            text = export_for(cfg, lambda w: with_progress(pipeline, w), window, focus_period, parts, cluster_name)
         else:
-            result = _with_progress(pipeline, window)
+            result = with_progress(pipeline, window)
             text = render(result, parts, tuple(cfg.attribution.labels), fmt, cfg.pricing.currency)
     except ChargebackError as e:
-        _fail(e)
+        fail(e)
     click.echo(text, nl=fmt != "focus")
     # Exit 0: the covered part is right, and the rest is named.
     for line in result.coverage.warnings() if result is not None else ():
@@ -111,21 +102,8 @@ def allocate(prometheus_url: str | None, window_text: str, aggregate: str, confi
         s = client.stats
         click.echo(json.dumps({"queries": s.queries, "http_seconds": round(s.wall_seconds, 3),
                                "prometheus_seconds": round(s.server_seconds, 3),
-                               "chunks": {"recorded": pipeline.sources["recorded"],
-                                          "raw": pipeline.sources["raw"]}}), err=True)
-
-
-def _with_progress(pipeline: Pipeline, window: Window) -> Any:
-    """Run the pipeline, drawing a progress bar on a terminal when the window has several chunks."""
-    chunks = len(window.chunks(pipeline.chunk))
-    if chunks <= 1 or not sys.stderr.isatty():
-        return pipeline.compute(window)
-    with click.progressbar(length=chunks, label=f"{iso(window.start)} .. {iso(window.end)}",
-                           file=sys.stderr, show_eta=True, show_pos=True) as bar:
-        def advance(_piece: Window) -> None:
-            bar.update(1)
-
-        return pipeline.compute(window, advance)
+                               "chunks": {"recorded": pipeline.fetcher.sources["recorded"],
+                                          "raw": pipeline.fetcher.sources["raw"]}}), err=True)
 
 
 @main.command()
@@ -146,12 +124,12 @@ def serve(prometheus_url: str | None, config: str | None, listen: str | None, st
     from exporter.serve.httpapi import run_server
 
     try:
-        cfg = _load(config, prometheus_url, cluster_selector)
+        cfg = load(config, prometheus_url, cluster_selector)
         cfg = override(cfg, "serve", listen=listen, start=start, clusterName=cluster_name)
         cfg = override(cfg, "api", webConfigFile=web_config_file)
         run_server(cfg, until)
     except ChargebackError as e:
-        _fail(e)
+        fail(e)
 
 
 @main.command()
@@ -164,9 +142,9 @@ def mcp(prometheus_url: str | None, config: str | None, cluster_selector: str | 
     from exporter.serve.server import Exporter
 
     try:
-        exporter = Exporter(_load(config, prometheus_url, cluster_selector))
+        exporter = Exporter(load(config, prometheus_url, cluster_selector))
     except ChargebackError as e:
-        _fail(e)
+        fail(e)
     try:
         run_stdio(exporter)
     finally:
@@ -183,14 +161,14 @@ def audit_labels(prometheus_url: str | None, config: str | None, window_text: st
     from exporter.outputs.audit import label_audit, to_json, to_text
 
     try:
-        cfg = _load(config, prometheus_url)
+        cfg = load(config, prometheus_url)
         window = parse_window(window_text, time.time(), parse_duration(cfg.allocation.resolution))
         client = PrometheusClient(cfg.prometheus)
         pipeline = command_pipeline(cfg, client)
-        result = _with_progress(pipeline, window)
+        result = with_progress(pipeline, window)
         meta, audits = label_audit(pipeline, client, window, result)
     except ChargebackError as e:
-        _fail(e)
+        fail(e)
     if fmt == "json":
         click.echo(json.dumps(to_json(audits), indent=2))
     else:
@@ -210,13 +188,13 @@ def prices(prometheus_url: str | None, config: str | None, window_text: str, fmt
     from exporter.core.pricing import GIB, capacity_type, price_nodes, unmatched_rules
 
     try:
-        cfg = _load(config, prometheus_url)
+        cfg = load(config, prometheus_url)
         window = parse_window(window_text, time.time(), parse_duration(cfg.allocation.resolution))
         pipeline = command_pipeline(cfg)
-        _capacity, nodes = pipeline.node_facts(window, pipeline.metadata(window))
+        _capacity, nodes = pipeline.fetcher.node_facts(window, pipeline.metadata(window))
         rates = price_nodes(nodes, cfg.pricing, pipeline.shipped)
     except ChargebackError as e:
-        _fail(e)
+        fail(e)
     rows: list[dict[str, Any]] = []
     for name, r in rates.items():
         f = nodes[name]
@@ -260,10 +238,10 @@ def rules(budgets_file: str | None, out_dir: str, namespace: str, config: str | 
 
     try:
         budgets = load_budgets(budgets_file) if budgets_file else []
-        mixin = allocation_config(_load(config, None)) if config else None
+        mixin = allocation_config(load(config, None)) if config else None
         written = write_rules(budgets, Path(out_dir), namespace, mixin)
     except ChargebackError as e:
-        _fail(e)
+        fail(e)
     click.echo(f"{len(budgets)} budget(s) -> " + ", ".join(str(p) for p in written))
 
 

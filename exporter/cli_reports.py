@@ -1,7 +1,5 @@
 """`chargeback report` and `chargeback reconcile`: commands that wire computed results to their outputs
 (showback reports and their delivery, FOCUS rows, the bill comparison), registered on cli.main.
-
-They take cli.py's helpers (_load, _fail, _with_progress) at call time, as cli.py imports this module.
 """
 
 from __future__ import annotations
@@ -12,15 +10,17 @@ from pathlib import Path
 
 import click
 
+from exporter.cli_common import fail, load, with_progress
 from exporter.config.schema import override
-from exporter.core.errors import ChargebackError, ConfigError
-from exporter.core.window import parse_duration, parse_window
+from exporter.core.window import parse_window
 from exporter.engine.pipeline import command_pipeline
 from exporter.outputs.focus import PERIODS as FOCUS_PERIODS
 from exporter.outputs.focus import export_for
 from exporter.outputs.formatters import parse_aggregate, render
 from exporter.sources.prometheus import PrometheusClient
 from exporter.sources.promql import join_matchers
+from exporter.vocab.durations import parse_duration
+from exporter.vocab.errors import ChargebackError, ConfigError
 
 
 @click.command()
@@ -48,10 +48,9 @@ def report(prometheus_url: str | None, config: str | None, window_text: str, by:
     from exporter.outputs.report import describe, make_report
     from exporter.outputs.reportformat import render as render_report
 
-    from .cli import _fail, _load
 
     try:
-        cfg = _load(config, prometheus_url)
+        cfg = load(config, prometheus_url)
         if by != "namespace" and by not in cfg.attribution.labels:
             labels = ", ".join(cfg.attribution.labels)
             raise ConfigError(f"--by {by!r}: use namespace or an attribution label ({labels})")
@@ -69,7 +68,7 @@ def report(prometheus_url: str | None, config: str | None, window_text: str, by:
             return
         rep = make_report(cfg, window, by, now, source)
     except ChargebackError as e:
-        _fail(e)
+        fail(e)
     click.echo(f"report {describe(rep)}", err=True)
     if not send:
         text = render_report(rep, fmt)
@@ -105,20 +104,19 @@ def reconcile(bills: tuple[str, ...], prometheus_url: str | None, config: str | 
     from exporter.outputs.reconcile import reconcile as compare
     from exporter.sources.billing import read_bill
 
-    from .cli import _fail, _load, _with_progress
 
     try:
-        cfg = _load(config, prometheus_url)
+        cfg = load(config, prometheus_url)
         import glob
 
         files = sorted({f for b in bills for f in (glob.glob(b) or [b])})  # globs, for the CronJob's volume
         bill = read_bill(list(files))
         window = parse_window(window_text, time.time(), parse_duration(cfg.allocation.resolution))
         client = PrometheusClient(cfg.prometheus)
-        result = _with_progress(command_pipeline(cfg, client), window)
+        result = with_progress(command_pipeline(cfg, client), window)
         inv = inventory(client, window, join_matchers(cfg.prometheus.ksmSelector, cfg.prometheus.clusterSelector))
     except ChargebackError as e:
-        _fail(e)
+        fail(e)
     rec = compare(bill, inv, result, window, cfg.reconciliation.clusterTags)
     if bill.currency and bill.currency != cfg.pricing.currency:
         click.echo(f"chargeback: error: the bill is in {bill.currency}, prices are in {cfg.pricing.currency}",
@@ -130,9 +128,9 @@ def reconcile(bills: tuple[str, ...], prometheus_url: str | None, config: str | 
     try:
         parts, labels = parse_aggregate(aggregate, cfg.attribution.labels)
         cfg = override(cfg, "attribution", labels=labels)
-        again = _with_progress(command_pipeline(cfg, client, bill_prices(rec, result)), window)
+        again = with_progress(command_pipeline(cfg, client, bill_prices(rec, result)), window)
     except ChargebackError as e:
-        _fail(e)
+        fail(e)
     click.echo(reconciled_summary(rec, again), err=True)
     click.echo(render(again, parts, tuple(cfg.attribution.labels), "json" if fmt == "json" else fmt,
                       cfg.pricing.currency))

@@ -216,3 +216,65 @@ def gpu_waste_cluster(t0: int) -> Cluster:
         Pod("vision", "batch-1", "g-v100", (gpu("job", 1, 0.90),), owner=("Job", "batch")),
     )
     return Cluster(nodes, pods, {"ml": {"team": "research"}, "vision": {"team": "vision"}})
+
+
+# ---- one engine, every door: MIG, time-slicing, a split namespace and PVs ---------------------------
+# Price-book unit rates per node, GPUs by model from gpu.prices, gp3 at 7.3 per GiB-month = 0.01 per GiB-hour
+# (7.3 / hoursPerMonth 730). Every container uses half its requests, so allocation = requests.
+DOORS_CONFIG = {
+    "pricing": {
+        "rules": [
+            {"match": {IT: "a2-ultragpu-1g"}, "cpu": 0.04, "ram": 0.005},  # GPU: gpu.prices a100-80gb 3.5
+            {"match": {IT: "g6.xlarge"}, "cpu": 0.05, "ram": 0.01},  # GPU: gpu.prices l4 0.8
+            {"match": {IT: "m5.2xlarge"}, "cpu": 0.1, "ram": 0.01},
+        ],
+        "storage": {"classes": {"gp3": 7.3}},
+    },
+    "gpu": {"prices": {"a100-80gb": 3.5, "l4": 0.8}},
+    "attribution": {"source": "prometheus", "labels": {"team": "team"}},
+}
+
+
+def doors_cluster(t0: int) -> Cluster:
+    """gpu-mig: one A100 80GB in MIG mixed mode (ml a 3g.40gb, search one of four 1g.10gb); gpu-ts: one L4
+    time-sliced 4 ways (ml one replica, search one); cpu-1: web split between teams web-a (pod label) and web
+    (the namespace's label), plus ml's notebook; PVs for ml (100 GiB) and web (50 GiB). dcgm-exporter on gpu-ts:
+    ml's replica 25 % busy, search's 75 % (hand-worked in tests/test_doors.py)."""
+    from demo.clusters import GFD_COUNT, GFD_MIG, GFD_PRODUCT, GFD_REPLICAS, GFD_SHARING
+    from demo.synthetic import Dcgm
+
+    nodes = (
+        Node("gpu-mig", 12, 96 * GIB, labels={
+            IT: "a2-ultragpu-1g", GFD_PRODUCT: "NVIDIA-A100-SXM4-80GB", GFD_COUNT: "1", GFD_MIG: "mixed"},
+            resources={"nvidia_com_mig_3g_40gb": 1, "nvidia_com_mig_1g_10gb": 4}),
+        Node("gpu-ts", 4, 16 * GIB, gpus=4, labels={
+            IT: "g6.xlarge", GFD_PRODUCT: "NVIDIA-L4-SHARED", GFD_COUNT: "1", GFD_REPLICAS: "4",
+            GFD_SHARING: "time-slicing"}, dcgm=Dcgm("NVIDIA L4", 23034)),
+        Node("cpu-1", 8, 32 * GIB, labels={IT: "m5.2xlarge"}),
+    )
+
+    def pod(ns: str, name: str, node: str, cpu: float, gib: float, gpus: float = 0.0, util: float = 0.0,
+            labels: dict[str, str] | None = None, **res: float) -> Pod:
+        c = Container("app", cpu, gib * GIB, gpus, cpu / 2, gib * GIB / 2, gpu_util=util, resources=res)
+        return Pod(ns, name, node, (c,), labels=labels or {}, owner=("Deployment", name.rsplit("-", 1)[0]))
+
+    pods = (
+        pod("ml", "trainer-0", "gpu-mig", 4, 32, nvidia_com_mig_3g_40gb=1),
+        pod("search", "embed-0", "gpu-mig", 2, 16, nvidia_com_mig_1g_10gb=1),
+        pod("ml", "serving-0", "gpu-ts", 1, 4, gpus=1, util=0.25),
+        pod("search", "rerank-0", "gpu-ts", 1, 4, gpus=1, util=0.75),
+        pod("web", "frontend-0", "cpu-1", 2, 4, labels={"team": "web-a"}),  # the pod label beats the namespace's
+        pod("web", "legacy-0", "cpu-1", 1, 4),  # the namespace's label: team web
+        pod("ml", "notebook-0", "cpu-1", 1, 8),
+    )
+    ksm = {"job": "kube-state-metrics"}
+
+    def pv(name: str, gib: float, claim: tuple[str, str]) -> tuple[Series, ...]:
+        ref = {**ksm, "persistentvolume": name, "claim_namespace": claim[0], "name": claim[1]}
+        return (Series("kube_persistentvolume_capacity_bytes", {**ksm, "persistentvolume": name}, base=gib * GIB),
+                Series("kube_persistentvolume_info", {**ksm, "persistentvolume": name, "storageclass": "gp3"},
+                       base=1),
+                Series("kube_persistentvolume_claim_ref", ref, base=1))
+
+    namespaces = {"ml": {"team": "ml"}, "search": {"team": "search"}, "web": {"team": "web"}}
+    return Cluster(nodes, pods, namespaces, (*pv("pv-ml", 100, ("ml", "data")), *pv("pv-web", 50, ("web", "cache"))))

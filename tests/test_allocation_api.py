@@ -19,9 +19,9 @@ import requests
 
 from demo.localprom import PrometheusServer
 from exporter.config.schema import parse_config
-from exporter.core.errors import ConfigError
 from exporter.serve.httpapi import make_handler
 from exporter.serve.server import Exporter
+from exporter.vocab.errors import ConfigError
 
 from .test_allocate_core import REL, window_arg
 

@@ -9,8 +9,8 @@ import pytest
 from exporter.outputs import allocbody
 from exporter.outputs.allocbody import AllocationBody, SetGroups
 from exporter.outputs.allocfilter import Props
+from exporter.outputs.allocitem import Row
 from exporter.outputs.allocrows import Group
-from exporter.outputs.formatters import Row
 
 
 def group(ns: str, pod: str, cpu: float) -> Group:

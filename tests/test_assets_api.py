@@ -399,7 +399,7 @@ def test_both_endpoints_over_http_with_clear_errors(asset_prom: Any, http: str) 
 
 def test_cloud_cost_without_bills_is_a_clear_400(asset_prom: Any) -> None:
     ex = exporter_for(asset_prom)
-    from exporter.core.errors import ConfigError
+    from exporter.vocab.errors import ConfigError
 
     with pytest.raises(ConfigError, match=r"reconciliation\.bills matches no file"):
         ex.cloud_costs(q(window="1h"))

@@ -17,7 +17,7 @@ from click.testing import CliRunner, Result
 from demo.localprom import PrometheusServer, free_port
 from exporter.cli import main
 from exporter.config.schema import load_config
-from exporter.core.errors import ConfigError
+from exporter.vocab.errors import ConfigError
 
 from .test_allocate_core import window_arg
 

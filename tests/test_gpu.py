@@ -183,8 +183,10 @@ def test_nodes_know_their_model_and_physical_gpus(result: CostResult) -> None:
 
 
 def test_gpu_cost_per_pod(result: CostResult) -> None:
-    """Per (namespace, node, pod), for GPU views (the DCGM waste part reads these)."""
-    pods = {k: (round(v.gpu_seconds / 3600, 9), round(v.cost, 9)) for k, v in result.gpu_pods.items()}
+    """Per (namespace, node, pod, container): what pod-level rows split GPU cost by (one container a pod here)."""
+    pods = {k[:3]: (round(v.gpu_seconds / 3600, 9), round(v.cost, 9)) for k, v in result.gpu_pods.items()}
+    assert result.gpu_pods[("ml", "gpu-a100-mig", "trainer-mig-0", "trainer-mig")].gpu_seconds == pytest.approx(
+        3 / 7 * 3600, rel=REL)
     assert pods[("search", "gpu-a100-mig", "embed-0")] == (round(1 / 7, 9), 0.5)  # 1/7 x 3.5
     assert pods[("ml", "gpu-a100-mig", "trainer-mig-0")] == (round(3 / 7, 9), 1.5)
     assert pods[("search", "gpu-l4-ts", "rerank-1")] == (0.25, 0.14)

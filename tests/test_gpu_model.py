@@ -12,11 +12,12 @@ from exporter.cli import main
 from exporter.config.gpu import GpuConfig
 from exporter.config.pricebook import Pricing
 from exporter.config.schema import parse_config
-from exporter.core.errors import ConfigError
 from exporter.core.gpu import GpuRequest, holdings, learn_node
 from exporter.core.gpuprices import gpu_price, load_shipped_gpu_prices, model_from_product, model_of
-from exporter.core.pricing import GIB, NodeFacts, ksm_label, price_node, price_nodes
+from exporter.core.pricing import GIB, NodeFacts, price_node, price_nodes
 from exporter.engine.gpufetch import unpriced_gpus
+from exporter.vocab.errors import ConfigError
+from exporter.vocab.labels import ksm_label
 
 CFG = GpuConfig()
 

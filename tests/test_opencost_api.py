@@ -7,10 +7,10 @@ from datetime import datetime, timezone
 
 import pytest
 
-from exporter.core.errors import ConfigError
 from exporter.core.window import Window, parse_window
 from exporter.outputs.allocfilter import FilterError, Props, parse_filter
 from exporter.outputs.opencost_api import api_window, parse_aggregate_keys, parse_query
+from exporter.vocab.errors import ConfigError
 
 
 def ts(text: str) -> int:

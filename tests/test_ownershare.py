@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from exporter.core.allocation import Attrs, UsageKey
 from exporter.core.ownershare import Place, StepSplit, split_totals
+from exporter.vocab.labels import Attrs, UsageKey
 
 A: Attrs = ("team-a",)
 B: Attrs = ("team-b",)

@@ -30,8 +30,8 @@ import pytest
 from demo.localprom import PrometheusServer
 from demo.synthetic import GIB, Cluster, Container, Node, Pod
 from exporter.config.schema import parse_config
-from exporter.core.errors import ConfigError
 from exporter.serve.server import Exporter
+from exporter.vocab.errors import ConfigError
 
 from .conftest import aligned_past, scenario_prom
 from .test_allocate_core import REL, window_arg
@@ -260,7 +260,7 @@ def test_namespace_shards_sum_node_totals_across_shards(exporter: Exporter, pods
 
     t0 = pods_prom[1]
     pipeline = Pipeline(exporter.cfg, exporter.client)
-    pipeline.steps.shard_pods = 1
+    pipeline.fetcher.steps.shard_pods = 1
     result = pipeline.compute(Window(t0, t0 + 3600, 60))
     by_ns: dict[str, float] = {}
     for (ns, _attrs, _component, _res, _src), c in result.costs.items():

@@ -5,8 +5,9 @@ from __future__ import annotations
 import pytest
 
 from exporter.config.schema import parse_config
-from exporter.core.errors import PricingError
-from exporter.core.pricing import GIB, NodeFacts, ksm_label, load_shipped_prices, price_node
+from exporter.core.pricing import GIB, NodeFacts, load_shipped_prices, price_node
+from exporter.vocab.errors import PricingError
+from exporter.vocab.labels import ksm_label
 
 IT = ksm_label("node.kubernetes.io/instance-type")
 RATIO = 0.031611 / 0.004237

@@ -8,6 +8,7 @@ from __future__ import annotations
 import csv
 import gzip
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -16,8 +17,8 @@ import yaml
 from click.testing import CliRunner
 
 from exporter.cli import main
-from exporter.core.errors import ConfigError
 from exporter.sources.billing import read_bill
+from exporter.vocab.errors import ConfigError
 
 from .test_allocate_core import REL, window_arg
 
@@ -405,3 +406,20 @@ def test_load_balancer_matched_by_name(asset_prom: Any, tmp_path: Path) -> None:
     rec = reconcile_json(prom.url, t0, path.parent, path)
     cats = {c["category"]: c for c in rec["categories"]}
     assert cats["load_balancer"]["bill"] == pytest.approx(0.02, rel=REL) and not rec["unmatched"]
+
+
+def test_every_table_amount_is_rounded(asset_prom: Any, tmp_path: Path) -> None:
+    """The human table rounds every amount, in columns that mix amounts and words too (the list-price column
+    has "-" for categories without list prices; the demo's printed 1750.2866000000001)."""
+    prom, t0 = asset_prom
+    cfg = tmp_path / "c.yaml"
+    from .scenarios import ASSET_CONFIG
+    cfg.write_text(yaml.safe_dump({**ASSET_CONFIG, "prometheus": {"url": prom.url},
+                                   "reconciliation": RECONCILIATION}))
+    res = CliRunner().invoke(main, ["reconcile", "--config", str(cfg), "--window", window_arg(t0), "--format",
+                                    "table", "--bill", str(hour_bill(tmp_path, t0))])
+    assert res.exit_code == 0, res.output
+    assert not re.findall(r"\d\.\d{5,}", res.stdout), res.stdout
+    # compute at list prices 0.384 + 0.11 + 12.24 = 12.734 and billed 0.25 + 0.11 + 11.24 = 11.6, to 4 decimals.
+    compute = next(line for line in res.stdout.splitlines() if line.startswith("compute"))
+    assert compute.split()[1] == "11.6000" and compute.split()[-1] == "12.7340"

@@ -24,10 +24,10 @@ from click.testing import CliRunner
 from demo.localprom import free_port
 from exporter.cli import main
 from exporter.config.schema import Reports
-from exporter.core.redact import install_log_redaction, redact, redact_url
 from exporter.core.window import Window
 from exporter.outputs.delivery import deliver
 from exporter.outputs.report import Group, Report
+from exporter.vocab.redact import install_log_redaction, redact, redact_url
 
 from .test_allocate_core import window_arg
 from .test_report import Mailbox

@@ -63,10 +63,18 @@ def test_report_amounts_by_hand_and_equal_to_allocate(share_prom: Any, tmp_path:
     # Every container uses half its request: CPU efficiency 50%, half the CPU cost is unused requests.
     assert got["payments"]["cpu_efficiency"] == pytest.approx(0.5, rel=REL)
     assert got["payments"]["unused_request_cost"] == pytest.approx(0.2 * 0.5, rel=REL)
-    # Top workloads by allocated compute. payments' pod "api" belongs to Deployment payments-api
-    # (kube_pod_owner -> ReplicaSet -> kube_replicaset_owner): 2 cores and 4 GiB. web's pods have no owner.
-    assert got["payments"]["top_workloads"] == "payments/deployment:payments-api 0.24"
-    assert got["web-a"]["top_workloads"] == "web/frontend 0.12"
+    # Top workloads by their whole cost, from the engine's pod rows: payments' pod "api" belongs to Deployment
+    # payments-api (kube_pod_owner -> ReplicaSet -> kube_replicaset_owner) and carries all of payments:
+    # 0.24 allocated + 0.40 shared x 0.24 / 0.72 = 0.3733. web's pods have no owner: web-a's frontend
+    # 0.12 + 0.40 x 0.12 / 0.72 = 0.1867.
+    assert got["payments"]["top_workloads"] == "payments/deployment:payments-api 0.37"
+    assert got["web-a"]["top_workloads"] == "web/frontend 0.19"
+    [api] = got["payments"]["workloads"]
+    assert api["name"] == "payments/deployment:payments-api" and api["totalCost"] == pytest.approx(
+        0.24 + 0.40 * 0.24 / 0.72, rel=REL)
+    # The previous hour starts 30 minutes before the data: no change is shown, and the report says so.
+    assert rep["previous"]["comparable"] is False and got["payments"]["change"] is None
+    assert rep["previous"]["coveredSeconds"] < 3600 and rep["change"] is None
     # The same numbers as allocate for the same window.
     alloc = run(["allocate", "--config", str(cfg), "--window", window_arg(t0), "--aggregate", "team",
                  "--format", "json"])
@@ -281,12 +289,13 @@ def test_email_over_starttls_with_auth(share_prom: Any, tmp_path: Path) -> None:
         smtp.stop()
 
 
-def test_daily_chart_keeps_pseudo_namespaces_apart() -> None:
-    """The exporter's rows carry no owner label on pseudo-namespaces: each is its own group (as in the
-    report's table), never all of them counted as idle."""
-    from exporter.outputs.report import daily_groups
-    rows = [({"namespace": "web", "team": "web"}, 1.5), ({"namespace": "web-2", "team": "web"}, 0.25),
-            ({"namespace": "__idle__", "team": ""}, 2.0), ({"namespace": "__shared__", "team": ""}, 0.5),
-            ({"namespace": "__unmounted__", "team": ""}, 0.125)]
-    assert daily_groups(rows, "team") == {"web": 1.75, "__idle__": 2.0, "__shared__": 0.5, "__unmounted__": 0.125}
-    assert daily_groups(rows, "namespace")["web-2"] == 0.25
+def test_change_only_where_it_means_something() -> None:
+    """A change needs a covered previous period; a cent is the smallest change told; a group that was
+    under a cent before is new, one under a cent now shows what it lost, never "-100.0%" on 0.00."""
+    from exporter.outputs.reporttext import change_text
+    assert change_text(96.7, 1.0, False, "USD") == "-"  # previous period partly before the data
+    assert change_text(0.0, 0.00075, True, "USD") == "no change"  # the demo's __unallocated__
+    assert change_text(0.0, 0.5, True, "USD") == "-0.50 USD"
+    assert change_text(1.0, 0.0, True, "USD") == "new (+1.00 USD)"
+    assert change_text(3.0, 2.0, True, "USD") == "+50.0% (+1.00 USD)"
+    assert change_text(1.5, 2.0, True, "USD") == "-25.0% (-0.50 USD)"

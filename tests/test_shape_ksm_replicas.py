@@ -19,10 +19,11 @@ import yaml
 from demo.localprom import PrometheusServer
 from demo.synthetic import Rewrite
 from exporter.config.schema import parse_config
-from exporter.core.attribution import Metadata, coverage_by_pods
+from exporter.core.attribution import coverage_by_pods
 from exporter.core.window import parse_window
 from exporter.engine.pipeline import Pipeline
 from exporter.sources.prometheus import PrometheusClient
+from exporter.vocab.labels import Metadata
 
 from .scenarios import CORE_CONFIG
 from .shapes import BASELINE_GPU_WASTE, REL, assert_baseline, relabel, served
@@ -77,7 +78,8 @@ def assert_allocate_gives_the_baseline(prom: PrometheusServer, t0: int, tmp_path
 def metadata(prom: PrometheusServer, t0: int) -> Metadata:
     """The pipeline's pod and namespace metadata for the hour, attributing by the `team` label."""
     cfg = parse_config(dict(CORE_CONFIG, prometheus={"url": prom.url}, attribution={"labels": {"team": "team"}}))
-    return Pipeline(cfg, PrometheusClient(cfg.prometheus)).prometheus_metadata(parse_window(window_arg(t0), t0, 60))
+    fetcher = Pipeline(cfg, PrometheusClient(cfg.prometheus)).fetcher
+    return fetcher.prometheus_metadata(parse_window(window_arg(t0), t0, 60))
 
 
 @pytest.fixture(scope="module")

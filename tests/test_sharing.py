@@ -193,8 +193,8 @@ def test_unknown_aggregate_is_rejected(share_prom: Any, tmp_path: Path) -> None:
 
 def test_http_endpoint_takes_kubecost_parameters(share_prom: Any) -> None:
     from exporter.config.schema import parse_config
-    from exporter.core.errors import ConfigError
     from exporter.serve.server import Exporter
+    from exporter.vocab.errors import ConfigError
 
     prom, t0 = share_prom
     exporter = Exporter(parse_config({"prometheus": {"url": prom.url}, "attribution": {"source": "prometheus"}}))

@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 
 from exporter.config.schema import parse_config
-from exporter.core.errors import ConfigError
 from exporter.core.window import parse_instant, parse_window
 from exporter.serve.server import Exporter, _parse_time
+from exporter.vocab.errors import ConfigError
 
 # 2026-11-01T10:00:00Z, worked out independently of the code under test: timegm is UTC by definition.
 T10 = calendar.timegm((2026, 11, 1, 10, 0, 0))

@@ -7,9 +7,9 @@ import threading
 
 import pytest
 
-from exporter.core.errors import ChargebackError
 from exporter.engine.warnlog import WarningLog
 from exporter.serve.accrual import Batch, ClusterKey, Ledger, NamespaceKey
+from exporter.vocab.errors import ChargebackError
 
 
 class Clock:

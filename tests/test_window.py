@@ -6,8 +6,9 @@ from datetime import datetime, timezone
 
 import pytest
 
-from exporter.core.errors import ConfigError
-from exporter.core.window import Window, parse_duration, parse_window
+from exporter.core.window import Window, parse_window
+from exporter.vocab.durations import parse_duration
+from exporter.vocab.errors import ConfigError
 
 
 def ts(text: str) -> int:

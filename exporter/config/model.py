@@ -8,8 +8,8 @@ from typing import Annotated, Any, TypeVar
 import yaml
 from pydantic import AfterValidator, BaseModel, ConfigDict, ValidationError
 
-from exporter.core.errors import ConfigError
-from exporter.core.window import parse_duration
+from exporter.vocab.durations import parse_duration
+from exporter.vocab.errors import ConfigError
 
 M = TypeVar("M", bound=BaseModel)
 

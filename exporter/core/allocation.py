@@ -13,24 +13,19 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, fields
 from functools import cache
-from typing import TYPE_CHECKING
 
 from exporter.core.assets import AssetCost
 from exporter.core.coverage import Coverage
 from exporter.core.gpu import GpuHeld, GpuPodCost
 from exporter.core.names import IDLE
 from exporter.core.pricing import GIB, NodeFacts, NodeRates
-
-if TYPE_CHECKING:
-    from exporter.core.attribution import Metadata
+from exporter.vocab.labels import Attrs, Metadata, UsageKey
 
 OVERHEAD = "overhead"  # the resource label of fixed shared costs (control-plane fee, support, licences)
 RESOURCES = ("cpu", "memory", "gpu")
 # Unit divisor that turns a resource's unit-seconds into the unit-hours its rate is quoted in.
 _UNIT_HOURS = {"cpu": 3600.0, "memory": 3600.0 * GIB, "gpu": 3600.0}
 
-Attrs = tuple[str, ...]
-UsageKey = tuple[str, str, Attrs, str]  # (namespace, node, attribution, resource)
 RowKey = tuple[str, str, Attrs]  # (namespace, node, attribution)
 EntryKey = tuple[str, Attrs, str, str, str]  # (namespace, attribution, component, resource, shared source)
 
@@ -132,8 +127,9 @@ class CostResult:
     # Of the latest chunk: shared sources whose policy fell back to `weighted`, and the owner labels read.
     fallbacks: frozenset[str] = frozenset()
     metadata: Metadata | None = None
-    # Physical GPU-seconds and cost per (namespace, node, pod), for GPU views (efficiency, waste).
-    gpu_pods: dict[tuple[str, str, str], GpuPodCost] = field(default_factory=dict)
+    # Physical GPU-seconds and cost per (namespace, node, pod, container): what pod-level rows split GPU
+    # cost by (a MIG slice or a time-sliced replica is a fraction of a device, not one advertised unit).
+    gpu_pods: dict[tuple[str, str, str, str], GpuPodCost] = field(default_factory=dict)
 
     @property
     def total_cost(self) -> float:
@@ -177,7 +173,7 @@ def cost_chunk(usage: ChunkUsage, rates: dict[str, NodeRates]) -> CostResult:
         setattr(line, _COST[res], getattr(line, _COST[res]) + cost)
     for h in usage.gpu_held:
         if h.node in rates:
-            pod = result.gpu_pods.setdefault((h.namespace, h.node, h.pod), GpuPodCost())
+            pod = result.gpu_pods.setdefault((h.namespace, h.node, h.pod, h.container), GpuPodCost())
             pod.add(GpuPodCost(h.device_seconds, priced("gpu", h.device_seconds, rates[h.node])))
     for source, names in ((usage.requested, _REQ), (usage.used, _USE)):
         for (ns, node, attrs, res), qty in source.items():

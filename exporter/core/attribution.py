@@ -7,10 +7,10 @@ is *split*: its cost is then fetched per pod and attributed pod by pod.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
-from exporter.core.allocation import Attrs
 from exporter.core.names import UNATTRIBUTED
+from exporter.vocab.labels import Attrs, Metadata
 
 BUDGET_PREFIX = "chargeback.io/budget-"  # chargeback.io/budget-{daily,weekly,monthly}, chargeback.io/budget-notify
 
@@ -44,21 +44,6 @@ def annotation_budgets(meta: Metadata) -> tuple[list[Budget], list[str]]:
 
 
 @dataclass(frozen=True)
-class Metadata:
-    """Labels as Kubernetes spells them (`cost-center`), from the API or from kube-state-metrics."""
-
-    source: str  # "kubernetes" or "prometheus"
-    namespaces: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
-    pods: Mapping[tuple[str, str], Mapping[str, str]] = field(default_factory=dict)  # only pods with labels
-    # Pods per namespace, when the source lists every pod; pods missing from `pods` then have no labels.
-    pod_counts: Mapping[str, int] = field(default_factory=dict)
-    # Node labels, when the source is the Kubernetes API (price-book rules match on them).
-    nodes: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
-    # Namespaces' chargeback.io/* annotations (budgets declared next to the namespace).
-    annotations: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
 class Owners:
     """Resolved owners: per namespace, per pod in split namespaces."""
 
@@ -79,7 +64,8 @@ LabelSets = dict[frozenset[tuple[str, str]], dict[str, str]]
 
 def shared_labels(labels: dict[str, str], seen: LabelSets) -> dict[str, str]:
     """The one dict `seen` holds with these items (`labels` itself the first time): the pods of a workload
-    share their labels, so 50k pods' metadata holds a few hundred dicts. Callers treat them as read-only."""
+    share their labels, so a cluster's pod metadata holds a dict per distinct label set, not per pod.
+    Callers treat them as read-only."""
     return seen.setdefault(frozenset(labels.items()), labels)
 
 
@@ -123,8 +109,8 @@ def resolve(meta: Metadata, keys: list[str]) -> Owners:
 def coverage_by_pods(meta: Metadata, keys: list[str]) -> dict[str, float]:
     """Share of pods that get each label, from the pod itself or its namespace.
 
-    One pass over the pods: every /metrics scrape calls this, and a pass per namespace took minutes
-    at 150,000 pods in 1,500 namespaces (bench/serve.py)."""
+    One pass over the pods: every /metrics scrape calls this, and a pass per namespace took minutes on
+    big clusters (docs/scale.md)."""
     total = sum(meta.pod_counts.values())
     labelled: dict[tuple[str, str], int] = {}  # (namespace, key) -> pods carrying the label themselves
     for (ns, _pod), lb in meta.pods.items():

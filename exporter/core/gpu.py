@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 
 from exporter.config.gpu import GpuConfig, GpuNodeRule
 from exporter.core.gpuprices import MIG_SLICES, model_memory_gib, model_of
-from exporter.core.pricing import ksm_label
+from exporter.vocab.labels import ksm_label
 
 # kube-state-metrics spells `nvidia.com/mig-3g.40gb` as nvidia_com_mig_3g_40gb (and `+me` as _me).
 MIG_RESOURCE = re.compile(r"^nvidia_com_mig_(\d+)g_(\d+)gb(?:_me)?$")
@@ -86,7 +86,7 @@ class GpuHeld:
 
 @dataclass
 class GpuPodCost:
-    """Per (namespace, node, pod): physical GPU-seconds and their cost, for GPU views (efficiency, waste)."""
+    """Per (namespace, node, pod, container): physical GPU-seconds and their cost, for GPU views (efficiency, waste)."""
 
     gpu_seconds: float = 0.0
     cost: float = 0.0

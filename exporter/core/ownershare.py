@@ -20,7 +20,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
-from exporter.core.allocation import Attrs, UsageKey
+from exporter.vocab.labels import Attrs, UsageKey
 
 Samples = Sequence[tuple[float, float]]  # (step time, value)
 

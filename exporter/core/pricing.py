@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import fnmatch
 import functools
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from importlib import resources
@@ -19,7 +18,8 @@ from typing import TYPE_CHECKING, Any
 import yaml
 
 from exporter.config.pricebook import PriceRule, Pricing
-from exporter.core.errors import PricingError
+from exporter.vocab.errors import PricingError
+from exporter.vocab.labels import ksm_label
 
 if TYPE_CHECKING:
     from exporter.core.gpu import GpuNode
@@ -37,11 +37,6 @@ SPOT_LABELS = {
     "kubernetes.azure.com/scalesetpriority": "spot",
 }
 INSTANCE_TYPE_LABELS = ("node.kubernetes.io/instance-type", "beta.kubernetes.io/instance-type")
-
-
-def ksm_label(key: str) -> str:
-    """A Kubernetes label key as kube-state-metrics exports it on kube_node_labels."""
-    return "label_" + re.sub(r"[^a-zA-Z0-9_]", "_", key)
 
 
 @dataclass(frozen=True)

@@ -14,8 +14,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from exporter.config.schema import SharePolicy, Sharing
-from exporter.core.allocation import OVERHEAD, Attrs, CostResult, EntryKey
+from exporter.core.allocation import OVERHEAD, CostResult, EntryKey
 from exporter.core.names import IDLE, SHARED, is_pseudo
+from exporter.vocab.labels import Attrs
 
 # Fixed costs that cannot be placed (no tenant in the window) stay visible here.
 

@@ -14,8 +14,9 @@ from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
 from typing import TypeVar
 
-from exporter.core.errors import ChargebackError, ConfigError
-from exporter.core.window import Window, format_duration, parse_duration
+from exporter.core.window import Window
+from exporter.vocab.durations import format_duration, parse_duration
+from exporter.vocab.errors import ChargebackError, ConfigError
 
 T = TypeVar("T")
 R = TypeVar("R")

@@ -10,11 +10,11 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
-from exporter.core.allocation import UsageKey
 from exporter.core.attribution import Owners
 from exporter.core.ownershare import Place, Samples, StepSplit, split_totals
 from exporter.sources.allocsteps import REQUESTED, RowKey
 from exporter.sources.splitsteps import SplitRows
+from exporter.vocab.labels import UsageKey
 
 
 @dataclass

@@ -9,7 +9,7 @@ from typing import Any
 
 import _jsonnet
 
-from exporter.core.errors import ConfigError
+from exporter.vocab.errors import ConfigError
 
 
 def source_dir(env: str, folder: str) -> Path:

@@ -1,21 +1,25 @@
 """OpenCost's /allocation answer encoded allocation by allocation, for answers too big to hold whole.
 
-A pod-level answer at 100k containers has 50k allocations of about 40 fields each: as one dict it
-takes about 175 MB, and its JSON text another 80 MB, on top of the groups it is made from. Here a
-set's allocations are encoded one at a time from its groups, straight to the socket for the last set
-(earlier sets of a stepped answer are encoded as soon as they are computed, so their groups go). The
-bytes are those `json.dumps` of the whole dict would give, so `to_json()` serves in-process callers.
+A pod-level answer has an allocation of about 40 fields per pod: as one dict, and then its JSON text,
+it would take several times the groups it is made from (docs/scale.md). Here a set's allocations are
+encoded one at a time from its groups, straight to the socket for the last set (earlier sets of a
+stepped answer are encoded as soon as they are computed, so their groups go). The bytes are those
+`json.dumps` of the whole dict would give, so `to_json()` serves in-process callers.
+`response` is the namespace-level answer, built whole from the same sets.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from exporter.outputs.allocrows import Group, properties_json, proportional_costs
-from exporter.outputs.formatters import api_item
+from exporter.core.allocation import CostResult
+from exporter.core.coverage import Coverage
+from exporter.outputs.allocitem import api_item
+from exporter.outputs.allocrows import Group, aggregate, build_rows, properties_json, proportional_costs
+from exporter.outputs.opencost_api import AllocationQuery, AllocationSet
 
 FLUSH_BYTES = 1 << 16  # the size of the pieces handed to the socket
 
@@ -72,3 +76,25 @@ class AllocationBody:
     def to_json(self) -> dict[str, Any]:
         body: dict[str, Any] = json.loads(b"".join(self.chunks()))
         return body
+
+
+def response(results: Iterable[tuple[AllocationSet, CostResult]], query: AllocationQuery,
+             label_keys: tuple[str, ...], cluster: str) -> dict[str, Any]:
+    """OpenCost's body: `data` is one map per set; plus `coverage` over all sets (what the numbers stand on).
+    Sets are consumed one by one, so only one set's cost table is held at a time."""
+    data: list[dict[str, Any]] = []
+    coverage = Coverage()
+    for s, result in results:
+        m = result.metadata
+        rows = build_rows(result, label_keys, cluster, m.namespaces if m else {}, m.annotations if m else {})
+        groups = aggregate(rows, query.aggregate, query.filter, query.include_idle, query.proportional)
+        data.append(set_data(groups, result, s, query, cluster))
+        coverage.merge(result.coverage)
+    return {"code": 200, "data": data, "coverage": coverage.to_json()}
+
+
+def set_data(groups: Mapping[str, Group], result: CostResult, s: AllocationSet, query: AllocationQuery,
+             cluster: str) -> dict[str, Any]:
+    """One set of the answer: name -> OpenCost allocation."""
+    return dict(SetGroups(groups, result.start, result.end, (s.bounds.start, s.bounds.end), cluster,
+                          result.node_cost if query.proportional else None).items())

@@ -19,8 +19,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from exporter.core.errors import ConfigError
 from exporter.core.names import UNALLOCATED
+from exporter.vocab.errors import ConfigError
 
 # Operators, longest first so that '!~>:' is not read as '!~' + '>:'.
 _OPS = {"!~>:": ("suffix", True), "!<~:": ("prefix", True), "!~:": ("contains", True), "~>:": ("suffix", False),
@@ -53,7 +53,7 @@ class Schema:
 ALLOCATION = Schema(FIELDS, {"label": "labels", "annotation": "annotations"}, frozenset({"services"}), ALIASES)
 
 
-@dataclass(frozen=True, slots=True)  # slots: one per pod-level group, 50k at 100k containers
+@dataclass(frozen=True, slots=True)  # slots: one per pod-level group
 class Props:
     """What a filter can look at on one allocation row (OpenCost's AllocationProperties)."""
 

@@ -15,12 +15,11 @@ from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
 from exporter.core.allocation import CostResult, Line, RowKey
-from exporter.core.coverage import Coverage
 from exporter.core.names import IDLE, UNALLOCATED, UNATTRIBUTED, is_pseudo
-from exporter.core.pricing import ksm_label
 from exporter.outputs.allocfilter import Node, Props
-from exporter.outputs.formatters import Row
-from exporter.outputs.opencost_api import AggKey, AllocationQuery, AllocationSet
+from exporter.outputs.allocitem import Row
+from exporter.outputs.opencost_api import AggKey
+from exporter.vocab.labels import ksm_label
 
 _RES_COST = {"cpu": "cpu_cost", "memory": "ram_cost", "gpu": "gpu_cost", "storage": "pv_cost",
              "load_balancer": "lb_cost", "network": "network_cost"}
@@ -47,12 +46,12 @@ def build_rows(result: CostResult, label_keys: tuple[str, ...], cluster: str,
     """Rows whose cost adds up to `result.costs` exactly: allocated and kept idle cost per node from the
     table (scaled to the cost entries, so sharing is honoured), everything sharing moved without a node."""
     rows = RowBuilder(result, label_keys, cluster, ns_labels, ns_annotations)
-    return [*rows.table_rows(result.table), *rows.nodeless()]
+    return [*rows.table_rows(sorted(result.table)), *rows.nodeless()]
 
 
 class RowBuilder:
     """build_rows in parts: the rows of some table keys at a time (podrows builds one batch of namespaces'
-    rows at a time: all 47k of a segment at 100k containers were 36 MB), then the rows with no node."""
+    rows at a time, not a whole segment's), then the rows with no node."""
 
     def __init__(self, result: CostResult, label_keys: tuple[str, ...], cluster: str,
                  ns_labels: Mapping[str, Mapping[str, str]] | None = None,
@@ -72,7 +71,9 @@ class RowBuilder:
                 else:
                     r.cost[res] += c
         self.table_sum: dict[tuple[str, tuple[str, ...], str], float] = {}
-        for (ns, _node, attrs), line in result.table.items():
+        # In key order: the table's order follows the fetch threads, and sums in another order differ in the
+        # last bit (allocate with and without concurrent chunks must print the same bits).
+        for (ns, _node, attrs), line in sorted(result.table.items(), key=lambda kv: kv[0]):
             for res, c in line.cost_by_resource().items():
                 self.table_sum[(ns, attrs, res)] = self.table_sum.get((ns, attrs, res), 0.0) + c
         self.owner_labels: dict[tuple[str, ...], dict[str, str]] = {}  # one dict per owner, read-only, shared
@@ -98,8 +99,7 @@ class RowBuilder:
             if not any((ns, attrs, res) in kept for res in _RES_COST):
                 continue
             line = self.table[key]
-            # The table's own Line, not a copy: rows are read, never added into (a copy per row was 22 MB
-            # of floats at 100k containers).
+            # The table's own Line, not a copy: rows are read, never added into.
             r = Row(line=line) if ns != IDLE else Row()
             for res, c in line.cost_by_resource().items():
                 total = table_sum.get((ns, attrs, res), 0.0)
@@ -171,8 +171,8 @@ _SHARED = len(_LINE) + len(_COSTS)
 
 class Group:
     """One allocation of the answer. Its quantities and costs are one array of floats (the Line's fields,
-    the cost per resource, then shared cost): a pod-level answer at 100k containers holds 50k groups, and
-    a Row of float objects took 1.25 KB of a group's 3.2. `row` builds the Row when it is read."""
+    the cost per resource, then shared cost), not a Row of float objects: a pod-level answer holds a group
+    per pod. `row` builds the Row when it is read."""
 
     __slots__ = ("by_node", "namespace_annotations", "namespace_labels", "props", "values")
 
@@ -182,7 +182,7 @@ class Group:
         self.props = props
         self.values = array("d", bytes(8 * (_SHARED + 1)))
         self.add(row)
-        # Read-only, shared with the rows (a merge makes a new dict): one copy per pod group was 6 MB at 100k.
+        # Read-only, shared with the rows (a merge makes a new dict), not a copy per pod group.
         self.namespace_labels = namespace_labels
         self.by_node = by_node if by_node is not None else {}  # node -> cpu/memory/gpu cost on it
         self.namespace_annotations = namespace_annotations  # None: the same as props.annotations
@@ -218,7 +218,7 @@ def add_rows(out: dict[str, Group], rows: Iterable[AllocRow], keys: list[AggKey]
              include_idle: bool, by_node: bool = True) -> None:
     """Add rows into `out` as they come, so a caller streaming pod rows holds only the groups. `by_node`
     keeps each group's cost per node, which only includeProportionalAssetResourceCosts reads (a dict
-    per group: 0.65 KB of the 3.2 a pod group holds)."""
+    per group, a fifth of a pod group's size)."""
     for r in rows:
         if flt is not None and not flt.matches(r.props):
             continue
@@ -284,27 +284,3 @@ def cluster_name(cluster_selector: str) -> str:
     "cluster" (the name `aggregate=cluster` has always answered with)."""
     m = re.search(r'\bcluster\s*=\s*"((?:[^"\\]|\\.)*)"', cluster_selector)
     return m.group(1) if m else "cluster"
-
-
-def response(results: Iterable[tuple[AllocationSet, CostResult]], query: AllocationQuery,
-             label_keys: tuple[str, ...], cluster: str) -> dict[str, Any]:
-    """OpenCost's body: `data` is one map per set; plus `coverage` over all sets (what the numbers stand on).
-    Sets are consumed one by one, so only one set's cost table is held at a time."""
-    data: list[dict[str, Any]] = []
-    coverage = Coverage()
-    for s, result in results:
-        m = result.metadata
-        rows = build_rows(result, label_keys, cluster, m.namespaces if m else {}, m.annotations if m else {})
-        groups = aggregate(rows, query.aggregate, query.filter, query.include_idle, query.proportional)
-        data.append(set_data(groups, result, s, query, cluster))
-        coverage.merge(result.coverage)
-    return {"code": 200, "data": data, "coverage": coverage.to_json()}
-
-
-def set_data(groups: Mapping[str, Group], result: CostResult, s: AllocationSet, query: AllocationQuery,
-             cluster: str) -> dict[str, Any]:
-    """One set of the answer: name -> OpenCost allocation."""
-    from exporter.outputs.allocbody import SetGroups
-
-    return dict(SetGroups(groups, result.start, result.end, (s.bounds.start, s.bounds.end), cluster,
-                          result.node_cost if query.proportional else None).items())

@@ -13,10 +13,10 @@ from typing import TYPE_CHECKING, Any
 
 from tabulate import tabulate
 
-from exporter.core.allocation import Attrs, CostResult
-from exporter.core.attribution import Metadata
+from exporter.core.allocation import CostResult
 from exporter.core.names import IDLE, UNATTRIBUTED
 from exporter.core.workloads import PodKey, name_of
+from exporter.vocab.labels import Attrs, Metadata
 
 if TYPE_CHECKING:
     import threading
@@ -124,4 +124,4 @@ def label_audit(pipeline: Pipeline, client: PrometheusClient, window: Window, re
     for (ns, attrs, _component, _res, _source), c in result.costs.items():
         if ns not in (IDLE, SHARED):
             costs[(ns, attrs)] = costs.get((ns, attrs), 0.0) + c
-    return meta, audit(meta, pods, pipeline.cfg.attribution.labels, costs, pipeline.workloads(window))
+    return meta, audit(meta, pods, pipeline.cfg.attribution.labels, costs, pipeline.fetcher.workloads(window))

@@ -17,7 +17,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from exporter.config.schema import Config
-from exporter.core.errors import ConfigError
 from exporter.core.names import UNALLOCATED
 from exporter.core.window import Window, iso
 from exporter.engine.limits import check_window
@@ -28,6 +27,7 @@ from exporter.outputs.reconcile import LB_TAGS, Inventory, inventory, lb_by_name
 from exporter.sources.billing import Bill, BillLine
 from exporter.sources.prometheus import PrometheusClient
 from exporter.sources.promql import join_matchers
+from exporter.vocab.errors import ConfigError
 
 CLOUD_FIELDS = ("invoiceEntityID", "accountID", "provider", "providerID", "category", "service")
 BASES = ("listCost", "netCost", "amortizedNetCost", "invoicedCost", "amortizedCost")

@@ -19,10 +19,11 @@ from requests.adapters import HTTPAdapter
 from urllib3.util.retry import Retry
 
 from exporter.config.schema import Destination, Reports, SecretRef
-from exporter.core.errors import ChargebackError
-from exporter.core.redact import redact, redact_url
 from exporter.outputs.report import Report
-from exporter.outputs.reportformat import chart_png, slack_blocks, to_csv, to_html, to_json, to_markdown
+from exporter.outputs.reportformat import chart_png, slack_blocks, to_csv, to_json, to_markdown
+from exporter.outputs.reporthtml import to_html
+from exporter.vocab.errors import ChargebackError
+from exporter.vocab.redact import redact, redact_url
 
 log = logging.getLogger(__name__)
 

@@ -1,4 +1,9 @@
-"""Output: aggregate a CostResult and render it as OpenCost-shaped JSON, a human table, or CSV."""
+"""Output: aggregate a CostResult and render it as OpenCost-shaped JSON, a human table, or CSV.
+
+The groups are made of the rows /allocation groups (exporter/outputs/allocrows.py) and printed by the same
+`allocation_item`, so allocate and the API give every field alike; only names differ where documented (the
+CLI keeps `__unattributed__`, and `cluster` and `node` views hold idle, docs/cli.md).
+"""
 
 from __future__ import annotations
 
@@ -6,17 +11,17 @@ import csv
 import io
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from typing import Any
 
 from tabulate import tabulate
 
-from exporter.core.allocation import CostResult, Line, efficiency
-from exporter.core.errors import ConfigError
-from exporter.core.gpuwaste import efficiency as gpu_efficiency
-from exporter.core.names import IDLE, is_pseudo
-from exporter.core.pricing import ksm_label
+from exporter.core.allocation import CostResult
+from exporter.core.names import IDLE, UNALLOCATED, is_pseudo
 from exporter.core.window import iso
+from exporter.outputs.allocitem import Row, allocation_item
+from exporter.outputs.allocrows import build_rows
+from exporter.vocab.errors import ConfigError
+from exporter.vocab.labels import ksm_label
 
 BASE_AGGREGATES = ("namespace", "node", "cluster")
 
@@ -49,20 +54,6 @@ def parse_aggregate(text: str, labels: Mapping[str, str]) -> tuple[list[str], di
     return parts, labels
 
 
-@dataclass(slots=True)
-class Row:
-    """One aggregated allocation: quantities (allocated only) plus cost by component."""
-
-    line: Line = field(default_factory=Line)
-    cost: dict[str, float] = field(default_factory=lambda: dict.fromkeys(
-        ("cpu", "memory", "gpu", "storage", "load_balancer", "network", "overhead"), 0.0))
-    shared: float = 0.0
-
-    @property
-    def total(self) -> float:
-        return sum(self.cost.values()) + self.shared
-
-
 def group_name(ns: str, attrs: tuple[str, ...], parts: list[str], attr_names: tuple[str, ...]) -> str:
     """An entry's row name under `aggregate` parts, joined with `/` as OpenCost does."""
     if parts == ["cluster"]:
@@ -75,74 +66,22 @@ def group_name(ns: str, attrs: tuple[str, ...], parts: list[str], attr_names: tu
 def aggregate(result: CostResult, parts: list[str], attr_names: tuple[str, ...]) -> dict[str, Row]:
     """Roll the result up by the aggregate parts (names joined with '/', as OpenCost does)."""
     rows: dict[str, Row] = {}
-    if parts == ["node"]:
+    if parts == ["node"]:  # what each node costs: its allocated and idle rows, before sharing
         for (_ns, node, _attrs), line in result.table.items():
-            row = rows.setdefault(node, Row())
+            row = rows.setdefault(node or UNALLOCATED, Row())  # volumes, load balancers, egress: no node
             row.line.add(line)
             for res, c in line.cost_by_resource().items():
                 row.cost[res] += c
         return rows
-
-    # Quantities follow cost: a shared namespace's usage is not its tenants' usage.
-    owners = {(ns, attrs) for (ns, attrs, component, _r, _s) in result.costs if component == "allocated"}
-
-    def name(ns: str, attrs: tuple[str, ...]) -> str:
-        return group_name(ns, attrs, parts, attr_names)
-
-    for (ns, _node, attrs), line in result.table.items():
-        if ns != IDLE and (ns, attrs) in owners:
-            rows.setdefault(name(ns, attrs), Row()).line.add(line)
-    for (ns, attrs, component, res, _source), c in result.costs.items():
-        row = rows.setdefault(name(ns, attrs), Row())
-        if component == "shared":
-            row.shared += c
-        else:
+    # /allocation's rows, added in its order: quantities follow cost (a shared namespace's usage is not its
+    # tenants'), and idle carries the capacity nobody was allocated.
+    for r in build_rows(result, attr_names, ""):
+        row = rows.setdefault(group_name(r.name or r.props.namespace, r.attrs, parts, attr_names), Row())
+        row.line.add(r.row.line)
+        for res, c in r.row.cost.items():
             row.cost[res] += c
+        row.shared += r.row.shared
     return {k: v for k, v in rows.items() if v.total or k == IDLE}
-
-
-def allocation_item(name: str, row: Row, start: int, end: int) -> dict[str, Any]:
-    """One entry of OpenCost's /allocation/compute `data[0]` map, field for field."""
-    line = row.line
-    hours = (end - start) / 3600 or 1.0
-    cpu_eff = efficiency(line.cpu_usage_seconds, line.cpu_request_seconds)
-    ram_eff = efficiency(line.ram_usage_byte_seconds, line.ram_request_byte_seconds)
-    cpu_cost, ram_cost, gpu_cost = row.cost["cpu"], row.cost["memory"], row.cost["gpu"]
-    cr = cpu_cost + ram_cost
-    return {
-        "name": name,
-        "start": iso(start),
-        "end": iso(end),
-        "minutes": (end - start) / 60,
-        "cpuCores": line.cpu_core_seconds / 3600 / hours,
-        "cpuCoreRequestAverage": line.cpu_request_seconds / 3600 / hours,
-        "cpuCoreUsageAverage": line.cpu_usage_seconds / 3600 / hours,
-        "cpuCoreHours": line.cpu_core_seconds / 3600,
-        "cpuCost": cpu_cost,
-        "cpuEfficiency": cpu_eff,
-        "gpuCount": line.gpu_seconds / 3600 / hours,
-        "gpuHours": line.gpu_seconds / 3600,
-        "gpuCost": gpu_cost,
-        # dcgm-exporter's view (exporter/core/gpuwaste.py): average busy GPUs, busy over observed GPU time (0 when
-        # no GPU was observed, as cpuEfficiency is 0 with nothing requested), and the GPU cost of idle time.
-        "gpuUsageAverage": line.gpu_usage_seconds / 3600 / hours,
-        "gpuEfficiency": gpu_efficiency(line) or 0.0,
-        "gpuWasteCost": line.gpu_waste_cost,
-        "ramBytes": line.ram_byte_seconds / 3600 / hours,
-        "ramByteRequestAverage": line.ram_request_byte_seconds / 3600 / hours,
-        "ramByteUsageAverage": line.ram_usage_byte_seconds / 3600 / hours,
-        "ramByteHours": line.ram_byte_seconds / 3600,
-        "ramCost": ram_cost,
-        "ramEfficiency": ram_eff,
-        "pvByteHours": line.pv_byte_seconds / 3600,
-        "pvCost": row.cost["storage"],
-        "networkCost": row.cost["network"],
-        "loadBalancerCost": row.cost["load_balancer"],
-        "sharedCost": row.shared,
-        "externalCost": 0.0,
-        "totalCost": row.total,
-        "totalEfficiency": (cpu_eff * cpu_cost + ram_eff * ram_cost) / cr if cr else 0.0,
-    }
 
 
 def allocation_response(result: CostResult, parts: list[str], attr_names: tuple[str, ...]) -> dict[str, Any]:
@@ -198,27 +137,3 @@ def render(result: CostResult, parts: list[str], attr_names: tuple[str, ...], fm
     if fmt == "csv":
         return to_csv(result, parts, attr_names)
     return to_table(result, parts, attr_names, currency)
-
-
-# Fields OpenCost's Allocation carries that have no source here yet; always 0 (README, "OpenCost API").
-_ZERO_FIELDS = ("cpuCostAdjustment", "gpuCostAdjustment", "ramCostAdjustment", "pvCostAdjustment",
-                "networkCostAdjustment", "loadBalancerCostAdjustment", "networkTransferBytes",
-                "networkReceiveBytes", "networkCrossZoneCost", "networkCrossRegionCost", "networkInternetCost")
-
-
-def api_item(name: str, row: Row, start: int, end: int, bounds: tuple[int, int],
-             properties: dict[str, Any], proportional: dict[str, Any] | None = None) -> dict[str, Any]:
-    """One allocation as OpenCost's /allocation serialises it: `properties`, the set's `window`, and
-    every documented field (those with no meaning here are 0)."""
-    item = allocation_item(name, row, start, end)
-    hours = (end - start) / 3600 or 1.0
-    out: dict[str, Any] = {"name": name, "properties": properties,
-                           "window": {"start": iso(bounds[0]), "end": iso(bounds[1])}}
-    out.update(item)
-    out.update(dict.fromkeys(_ZERO_FIELDS, 0.0))
-    out["pvBytes"] = row.line.pv_byte_seconds / 3600 / hours
-    out["pvs"] = None
-    out["rawAllocationOnly"] = None
-    if proportional is not None:
-        out["proportionalAssetResourceCosts"] = proportional
-    return out

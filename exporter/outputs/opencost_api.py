@@ -12,10 +12,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 
-from exporter.core.errors import ConfigError
-from exporter.core.pricing import ksm_label
-from exporter.core.window import Window, parse_duration, parse_window
+from exporter.core.window import Window, parse_window
 from exporter.outputs.allocfilter import Node, comparisons, parse_filter
+from exporter.vocab.durations import parse_duration
+from exporter.vocab.errors import ConfigError
+from exporter.vocab.labels import ksm_label
 
 # Aggregate keys answered from namespace-level rows; the others need pod-level rows (exporter/outputs/podrows.py).
 NAMESPACE_KINDS = ("cluster", "node", "namespace")

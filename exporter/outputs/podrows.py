@@ -16,21 +16,23 @@ the groups (plus the pod metadata), never a window's container rows.
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Container, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from sys import intern
 from typing import TYPE_CHECKING
 
 from exporter.core.allocation import RESOURCES, CostResult, Line, RowKey
-from exporter.core.attribution import LabelSets, Metadata, Owners, shared_labels
+from exporter.core.attribution import LabelSets, Owners, shared_labels
 from exporter.core.coverage import Coverage
+from exporter.core.gpu import GpuPodCost
+from exporter.core.gpuwaste import row_waste
 from exporter.core.names import is_pseudo
 from exporter.core.window import Window
 from exporter.core.workloads import resolve as resolve_workloads
 from exporter.outputs.allocbody import AllocationBody, SetGroups
 from exporter.outputs.allocfilter import Node, Props
+from exporter.outputs.allocitem import Row
 from exporter.outputs.allocrows import AllocRow, Group, RowBuilder, add_rows, finish
-from exporter.outputs.formatters import Row
 from exporter.outputs.opencost_api import AggKey, AllocationQuery
 from exporter.sources.allocsteps import NodeScales
 from exporter.sources.podqueries import PodQueries
@@ -39,17 +41,17 @@ from exporter.sources.prometheus import PrometheusClient
 from exporter.sources.promql import one_of
 from exporter.sources.queries import Queries
 from exporter.sources.stepfetch import namespace_batches, usage_records
+from exporter.vocab.labels import Attrs, Metadata
 
 if TYPE_CHECKING:
     from exporter.engine.pipeline import Pipeline
 
 PodKey = tuple[str, str]  # (namespace, pod)
 ContainerKey = tuple[str, str, str, str]  # (namespace, node, pod, container)
-Attrs = tuple[str, ...]
 
-# Pods per batch of per-container queries. Measured at 10k containers: a 5,000-pod batch's answers (six
-# rows per pod and step, with six labels each) took the client's peak from 68 to 294 MB, 1,000 to 145 MB.
-# The node scales come once per segment, so smaller batches cost only more, smaller queries.
+# Pods per batch of per-container queries: a batch's answers (six rows per pod and step, with six labels
+# each) set the client's peak (docs/scale.md). The node scales come once per segment, so smaller batches
+# cost only more, smaller queries.
 BATCH_PODS = 1000
 _QTY = {"cpu": "cpu_core_seconds", "memory": "ram_byte_seconds", "gpu": "gpu_seconds"}
 _REQ = {"cpu": "cpu_request_seconds", "memory": "ram_request_byte_seconds"}
@@ -73,8 +75,8 @@ _NO_POD = PodInfo()
 
 @dataclass
 class PodMeta:
-    """Pod metadata from kube-state-metrics over one window: one record per pod, in one dict (five dicts
-    keyed by pod, each with its own key tuples, were 40 MB at 100k containers)."""
+    """Pod metadata from kube-state-metrics over one window: one record per pod, in one dict (not five
+    dicts keyed by pod, each with its own key tuples)."""
 
     pods_info: dict[PodKey, PodInfo] = field(default_factory=dict)
     provider_ids: dict[str, str] = field(default_factory=dict)  # node -> providerID
@@ -163,6 +165,30 @@ def container_lines(totals: ContainerTotals, step: int) -> dict[ContainerKey, Li
     return out
 
 
+def with_gpus(usage: dict[ContainerKey, Line], held: Mapping[ContainerKey, GpuPodCost],
+              dcgm: Mapping[tuple[str, str, str], Mapping[str, float]], namespaces: Container[str]) -> None:
+    """Each container's GPU-seconds as the engine holds them (physical devices: a MIG slice or a time-sliced
+    replica is a fraction of one), not kube-state-metrics' advertised units, which are not even read for
+    MIG, HAMi or AMD resources; and its pod's dcgm-exporter seconds (`dcgm`: (namespace, node, pod) ->
+    kind -> GPU-seconds) in proportion to what it holds of the pod's GPUs. Pure; `namespaces`: this batch's."""
+    pods: dict[tuple[str, str, str], float] = {}
+    for line in usage.values():
+        line.gpu_seconds = 0.0
+    for key, h in held.items():
+        if key[0] in namespaces and h.gpu_seconds > 0:
+            usage.setdefault(key, Line()).gpu_seconds = h.gpu_seconds
+            pods[key[:3]] = pods.get(key[:3], 0.0) + h.gpu_seconds
+    for key, line in usage.items():
+        pod = pods.get(key[:3], 0.0)
+        seen = dcgm.get(key[:3]) if pod else None
+        if seen:
+            share = line.gpu_seconds / pod
+            line.gpu_usage_seconds = seen.get("gpu", 0.0) * share
+            line.gpu_observed_seconds = seen.get("gpu_observed", 0.0) * share
+            line.gpu_memory_used_byte_seconds = seen.get("gpu_memory", 0.0) * share
+            line.gpu_memory_byte_seconds = seen.get("gpu_memory_total", 0.0) * share
+
+
 def split_rows(rows: Iterable[AllocRow], usage: Mapping[ContainerKey, Line], attrs_of: Callable[[str, str], Attrs],
                meta: PodMeta) -> Iterator[AllocRow]:
     """Each tenant row on a node, split between its containers by allocated quantity per resource; then
@@ -192,11 +218,12 @@ def split_rows(rows: Iterable[AllocRow], usage: Mapping[ContainerKey, Line], att
             if res not in weight or not weight[res]:
                 rest.cost[res] = c
         by_container = owned.setdefault((r.props.namespace, r.attrs), {})
-        for (_ns, _node, pod, container), line in mine:
+        for ((_ns, _node, pod, container), line), waste in zip(mine, waste_shares(r.row, mine), strict=True):
             part = Row(line=line)
             for res in RESOURCES:
                 if weight[res]:
                     part.cost[res] = r.row.cost[res] * getattr(line, _QTY[res]) / weight[res]
+            line.gpu_waste_cost = waste
             if part.total or any(getattr(line, f) for f in (*_QTY.values(), *_REQ.values(), *_USE.values())):
                 props = _pod_props(r.props, pod, container, meta)
                 yield AllocRow("", props, part, r.namespace_labels, r.attrs, r.props.annotations)
@@ -207,6 +234,19 @@ def split_rows(rows: Iterable[AllocRow], usage: Mapping[ContainerKey, Line], att
             yield AllocRow(r.name, r.props, rest, r.namespace_labels, r.attrs)
     for r in moved:
         yield from _split_moved(r, owned.get((r.props.namespace, r.attrs), {}))
+
+
+def waste_shares(row: Row, mine: list[tuple[ContainerKey, Line]]) -> list[float]:
+    """The row's GPU waste (the engine's, on the whole row) split between its containers by the waste each
+    would show alone (the same formula on its share of the row), or by GPU held where none was seen: the
+    parts add up to the row's, as its cost does. Alone they need not: two pods on one GPU that dcgm-exporter
+    shows under one of them (a stale request) are one observed GPU for the row, and half a GPU each."""
+    total, held = row.line.gpu_waste_cost, sum(line.gpu_seconds for _k, line in mine)
+    if not total or not held:
+        return [0.0] * len(mine)
+    alone = [row_waste(replace(line, gpu_cost=row.cost["gpu"] * line.gpu_seconds / held)) for _k, line in mine]
+    seen = sum(alone)
+    return [total * (a / seen if seen else line.gpu_seconds / held) for a, (_k, line) in zip(alone, mine, strict=True)]
 
 
 def _split_moved(r: AllocRow, containers: Mapping[tuple[str, str], tuple[Props, dict[str, float]]]
@@ -288,25 +328,35 @@ class PodGranularity:
         records = usage_records(pipeline.client, q, w.start, w.end)
         scales = node_scales if node_scales is not None else fetcher.scales(q, w.start, w.end, records,
                                                                             len(self.meta.provider_ids))
+        dcgm: dict[tuple[str, str, str], dict[str, float]] = {}
+        if result.gpu_pods:  # dcgm-exporter's busy and observed seconds per pod, as the engine reads them per row
+            for lb, v in pipeline.client.query(q.gpu_usage_integral(w.seconds, every_pod=True), float(w.end)):
+                kinds = dcgm.setdefault((lb.get("namespace", ""), lb.get("node", ""), lb.get("pod", "")), {})
+                kinds[lb.get("kind", "")] = kinds.get(lb.get("kind", ""), 0.0) + v * pipeline.step
         for batch in plan:
             whole = len(plan) == 1
             totals = fetcher.totals(q if whole else q.scoped(batch), w.start, w.end, scales, records,
                                     "" if whole else one_of("namespace", batch),
                                     sum(self.meta.pods.get(ns, 1) for ns in batch))
             usage = container_lines(totals, pipeline.step)
+            with_gpus(usage, result.gpu_pods, dcgm, set(batch))
             del totals
             rows = [r for ns in batch for r in (*builder.table_rows(keys.pop(ns, [])), *nodeless.pop(ns, []))]
             split = split_rows(rows, usage, attrs_of, self.meta)
             with self._lock:
-                add_rows(self.groups, split, self.keys, self.filter, self.include_idle, self.by_node)
+                self.add(split)
             del usage, split, rows  # this batch's rows are in the groups now
         with self._lock:
-            add_rows(self.groups, rest, self.keys, self.filter, self.include_idle, self.by_node)
+            self.add(rest)
+
+    def add(self, rows: Iterable[AllocRow]) -> None:
+        """Group rows as they come (under the lock); reports group them their own way (outputs/report.py)."""
+        add_rows(self.groups, rows, self.keys, self.filter, self.include_idle, self.by_node)
 
 
 def response(pipeline: Pipeline, query: AllocationQuery, label_keys: tuple[str, ...], cluster: str,
              cancel: threading.Event | None = None) -> AllocationBody:
-    """allocrows.response for requests that need pod-level rows: one compute per set, one set's groups held
+    """allocbody.response for requests that need pod-level rows: one compute per set, one set's groups held
     at a time (an earlier set is encoded as soon as it is computed, the last as it is sent)."""
     body = AllocationBody()
     coverage = Coverage()

@@ -318,6 +318,15 @@ def rows(r: Reconciliation) -> list[dict[str, Any]]:
              "list": r.listed.get(c), "invoiced": r.invoiced.get(c)} for c in CATEGORIES]
 
 
+_RIGHT = ("left", "right", "right", "right", "right")  # a name, then amounts
+
+
+def _rounded(rows: list[list[Any]]) -> list[list[Any]]:
+    """Amounts to 4 decimals as text: tabulate's floatfmt skips a column mixing numbers and words ("-", "not on
+    the bill"), which then printed 1750.2866000000001."""
+    return [[f"{v:.4f}" if isinstance(v, float) else v for v in row] for row in rows]
+
+
 def to_table(r: Reconciliation) -> str:
     from tabulate import tabulate
 
@@ -332,20 +341,21 @@ def to_table(r: Reconciliation) -> str:
     worst = sorted(r.nodes, key=lambda n: -abs(n.computed - (n.bill or 0)))[:10]
     nodes = [[n.node, n.instance, "not on the bill" if n.bill is None else n.bill, n.computed,
               "-" if n.bill_hourly is None else n.bill_hourly] for n in worst]
+    cats, nodes = _rounded(cats), _rounded(nodes)
     parts = [head, tabulate(cats, headers=["category", f"bill {cur}", f"computed {cur}", "variance",
-                                           f"at list prices {cur}"], floatfmt=".4f"),
+                                           f"at list prices {cur}"], floatfmt=".4f", colalign=_RIGHT[:5]),
              "", "Largest node discrepancies:",
              tabulate(nodes, headers=["node", "instance", f"bill {cur}", f"computed {cur}", f"bill {cur}/h"],
-                      floatfmt=".4f")]
+                      floatfmt=".4f", colalign=("left", *_RIGHT[:4]))]
     if r.namespaces:
-        split_rows = [[ns, s, u, c] for ns, (s, u, c) in sorted(r.namespaces.items())]
+        split_rows = _rounded([[ns, s, u, c] for ns, (s, u, c) in sorted(r.namespaces.items())])
         parts += ["", "The provider's own split (AWS Split Cost Allocation / GKE cost allocation) by namespace:",
                   tabulate(split_rows, headers=["namespace", f"split {cur}", f"unused {cur}", f"chargeback {cur}"],
                            floatfmt=".4f")]
     if r.unmatched:
         note = "" if r.scoped else " (set reconciliation.clusterTags to keep only this cluster's)"
         parts += ["", f"Bill lines matching no cluster resource{note}:",
-                  tabulate([[k, v] for k, v in sorted(r.unmatched.items(), key=lambda kv: -kv[1])],
+                  tabulate(_rounded([[k, v] for k, v in sorted(r.unmatched.items(), key=lambda kv: -kv[1])]),
                            headers=["service", cur],
                            floatfmt=".4f")]
     if r.ignored:

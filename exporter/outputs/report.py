@@ -6,29 +6,35 @@ Two sources, and the report says which it used:
   through both window bounds. Cost is `increase()` between those two scrapes, which is exact
   (no extrapolation: the range starts and ends on samples) and cheap.
 * `computed`: otherwise, the same computation as `chargeback allocate`, from raw metrics.
+
+Workloads, GPU waste and the daily chart always come from the engine (outputs/reportdetail.py). A change
+against the previous period is shown only where the engine had data for all of that period.
 """
 
 from __future__ import annotations
 
 import logging
 from collections import defaultdict
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from exporter.config.schema import Config
-from exporter.core.allocation import CostResult, merge_all
-from exporter.core.errors import DataError
-from exporter.core.gpuwaste import GpuWaste, PodGpu, by_group, workload_waste
+from exporter.core.allocation import CostResult
+from exporter.core.gpuwaste import GpuWaste, by_group
 from exporter.core.names import IDLE, is_pseudo
 from exporter.core.window import Window, iso
 from exporter.engine.pipeline import Pipeline, command_pipeline
+from exporter.outputs.reportdetail import Day, Detail, Workload, engine_detail, group_of
 from exporter.sources.prometheus import PrometheusClient
 from exporter.sources.promql import OwnSeries, duration, matcher
+from exporter.vocab.errors import DataError
 
 log = logging.getLogger(__name__)
 
 # (namespace, attribution values, component) -> cost
 Entries = dict[tuple[str, tuple[str, ...], str], float]
+# (namespace, owner attrs) -> (CPU used, CPU requested, allocated CPU cost), over the window.
+Efficiency = dict[tuple[str, tuple[str, ...]], tuple[float, float, float]]
 
 
 @dataclass
@@ -41,26 +47,38 @@ class Group:
     cpu_efficiency: float | None = None
     unused_request_cost: float = 0.0
     budgets: list[dict[str, Any]] = field(default_factory=list)
-    workloads: dict[str, float] = field(default_factory=dict)  # namespace/workload -> allocated compute cost
+    workloads: dict[str, Workload] = field(default_factory=dict)  # namespace/name -> workload (the engine's)
     gpu: GpuWaste | None = None  # GPU cost, utilisation and waste (dcgm-exporter), None without GPU cost
-    gpu_workloads: dict[str, float] = field(default_factory=dict)  # namespace/workload -> GPU waste
+    comparable: bool = True  # the previous period is covered: a change means something
 
-    def top_gpu_workloads(self, n: int = 3) -> list[tuple[str, float]]:
-        return sorted(((k, v) for k, v in self.gpu_workloads.items() if v > 0), key=lambda kv: -kv[1])[:n]
+    def ranked_workloads(self) -> list[Workload]:
+        return sorted(self.workloads.values(), key=lambda w: (-w.total, w.key))
 
     def top_workloads(self, n: int = 3) -> list[tuple[str, float]]:
-        return sorted(self.workloads.items(), key=lambda kv: -kv[1])[:n]
+        return [(w.key, w.total) for w in self.ranked_workloads()[:n]]
+
+    def top_gpu_workloads(self, n: int = 3) -> list[tuple[str, float]]:
+        wasting = sorted((w for w in self.workloads.values() if w.gpu.waste_cost > 0),
+                         key=lambda w: (-w.gpu.waste_cost, w.key))
+        return [(w.key, w.gpu.waste_cost) for w in wasting[:n]]
 
     @property
-    def change(self) -> float:
-        return self.total - self.previous
+    def change(self) -> float | None:
+        return self.total - self.previous if self.comparable else None
 
     @property
     def change_pct(self) -> float | None:
-        return 100 * self.change / self.previous if self.previous else None
+        """None where a percentage would mislead: an uncovered previous period, or one under a cent."""
+        return change_pct(self.total, self.previous, self.comparable)
 
     def top_namespaces(self, n: int = 3) -> list[tuple[str, float]]:
         return sorted(self.namespaces.items(), key=lambda kv: -kv[1])[:n]
+
+
+def change_pct(total: float, previous: float, comparable: bool) -> float | None:
+    if not comparable or abs(previous) < 0.005 or abs(total) < 0.005:
+        return None  # nothing to compare, or a group that is gone: "-100%" on 0.00 says nothing
+    return 100 * (total - previous) / previous
 
 
 @dataclass
@@ -73,7 +91,13 @@ class Report:
     groups: list[Group]
     cluster_total: float
     previous_total: float
-    daily: dict[str, list[tuple[int, float]]] = field(default_factory=dict)  # group -> [(day start, cost)]
+    days: list[Day] = field(default_factory=list)  # per UTC day of the window: cost per group (the engine's)
+    covered_seconds: int | None = None  # of the window, with data (None: not known, taken as whole)
+    previous_covered_seconds: int | None = None  # of the previous period; a change needs all of it
+
+    @property
+    def comparable(self) -> bool:
+        return self.previous_covered_seconds is None or self.previous_covered_seconds >= self.previous.seconds
 
     @property
     def groups_total(self) -> float:
@@ -85,28 +109,8 @@ class Report:
 
     def only(self, name: str) -> Report:
         """The same report restricted to one group (what a team lead receives)."""
-        return Report(self.window, self.previous, self.by, self.source, self.currency,
-                      [g for g in self.groups if g.name == name], self.cluster_total, self.previous_total,
-                      {k: v for k, v in self.daily.items() if k == name})
-
-
-def group_of(by: str, attr_names: tuple[str, ...], namespace: str, attrs: tuple[str, ...]) -> str:
-    if is_pseudo(namespace):
-        return namespace
-    if by == "namespace":
-        return namespace
-    i = attr_names.index(by)
-    return attrs[i] if i < len(attrs) else namespace
-
-
-def daily_groups(rows: list[tuple[dict[str, str], float]], by: str) -> dict[str, float]:
-    """One day's exporter rows by group. Pseudo-namespaces carry no owner label: each is its own group,
-    as `group_of` makes them in the report's table."""
-    out: dict[str, float] = defaultdict(float)
-    for lb, v in rows:
-        ns = lb.get("namespace", "")
-        out[ns if is_pseudo(ns) else lb.get(by, "")] += v
-    return dict(out)
+        days = [replace(d, groups={k: v for k, v in d.groups.items() if k == name}) for d in self.days]
+        return replace(self, groups=[g for g in self.groups if g.name == name], days=days)
 
 
 def entries_of(result: CostResult) -> Entries:
@@ -117,9 +121,10 @@ def entries_of(result: CostResult) -> Entries:
 
 
 def build(window: Window, previous: Window, by: str, attr_names: tuple[str, ...], source: str, currency: str,
-          current: Entries, before: Entries, efficiency: dict[str, tuple[float, float, float]] | None = None,
-          budgets: list[dict[str, Any]] | None = None) -> Report:
-    """Pure: group the entries. `efficiency`: namespace -> (used, requested, allocated cost) for CPU."""
+          current: Entries, before: Entries, efficiency: Efficiency | None = None,
+          budgets: list[dict[str, Any]] | None = None, previous_covered_seconds: int | None = None) -> Report:
+    """Pure: group the entries. `efficiency`: (namespace, attrs) -> (used, requested, allocated cost) for CPU,
+    per owner, so the teams that share a split namespace each get their own pods' unused requests."""
     groups: dict[str, Group] = {}
     for (ns, attrs, component), cost in current.items():
         g = groups.setdefault(group_of(by, attr_names, ns, attrs), Group(group_of(by, attr_names, ns, attrs)))
@@ -129,17 +134,21 @@ def build(window: Window, previous: Window, by: str, attr_names: tuple[str, ...]
     for (ns, attrs, _component), cost in before.items():
         name = group_of(by, attr_names, ns, attrs)
         groups.setdefault(name, Group(name)).previous += cost
+    report = Report(window, previous, by, source, currency, [], sum(current.values()), sum(before.values()),
+                    previous_covered_seconds=previous_covered_seconds)
+    cpu: dict[str, tuple[float, float, float]] = {}
+    for (ns, attrs), (u, r, c) in (efficiency or {}).items():
+        name = group_of(by, attr_names, ns, attrs)
+        used, requested, unused = cpu.get(name, (0.0, 0.0, 0.0))
+        cpu[name] = (used + u, requested + r, unused + (c * max(0.0, 1 - u / r) if r else 0.0))
     for g in groups.values():
-        used = requested = unused = 0.0
-        for ns in g.namespaces:
-            u, r, c = (efficiency or {}).get(ns, (0.0, 0.0, 0.0))
-            used, requested = used + u, requested + r
-            unused += c * max(0.0, 1 - u / r) if r else 0.0
+        used, requested, unused = cpu.get(g.name, (0.0, 0.0, 0.0))
         g.cpu_efficiency = used / requested if requested else None
         g.unused_request_cost = unused
         g.budgets = [b for b in (budgets or []) if b.get(by) == g.name or b.get("namespace") in g.namespaces]
-    ordered = sorted(groups.values(), key=lambda g: (g.name == IDLE, -g.total))
-    return Report(window, previous, by, source, currency, ordered, sum(current.values()), sum(before.values()))
+        g.comparable = report.comparable
+    report.groups = sorted(groups.values(), key=lambda g: (g.name == IDLE, -g.total))
+    return report
 
 
 class ReportSource:
@@ -173,59 +182,30 @@ class ReportSource:
             out[(lb["namespace"], attrs, lb["component"])] += v
         return dict(out)
 
-    def efficiency(self, result: CostResult) -> dict[str, tuple[float, float, float]]:
-        eff: dict[str, tuple[float, float, float]] = {}
-        for (ns, _node, _attrs), line in result.table.items():
-            u, r, c = eff.get(ns, (0.0, 0.0, 0.0))
-            eff[ns] = (u + line.cpu_usage_seconds, r + line.cpu_request_seconds, c + line.cpu_cost)
+    def efficiency(self, result: CostResult) -> Efficiency:
+        eff: Efficiency = {}
+        for (ns, _node, attrs), line in result.table.items():
+            u, r, c = eff.get((ns, attrs), (0.0, 0.0, 0.0))
+            eff[(ns, attrs)] = (u + line.cpu_usage_seconds, r + line.cpu_request_seconds, c + line.cpu_cost)
         return eff
 
-    def exporter_efficiency(self, w: Window) -> dict[str, tuple[float, float, float]]:
-        """Per namespace: (mean CPU usage/request over the window, 1, allocated CPU cost) from the exporter."""
+    def exporter_efficiency(self, w: Window) -> Efficiency:
+        """Per (namespace, owner): (mean CPU usage/request over the window, 1, allocated CPU cost) from the
+        exporter. Its efficiency series is per namespace, so the owners of a split namespace share its ratio."""
         at, own = float(w.end), self.own
         ratio = {lb["namespace"]: v for lb, v in self.client.query(own.mean_efficiency("cpu", w.seconds), at)}
-        cost = {lb["namespace"]: v for lb, v in self.client.query(own.cost_increase(
-            ["namespace"], duration(w.seconds), matcher("resource", "cpu"), matcher("component", "allocated")), at)}
-        return {ns: (r, 1.0, cost.get(ns, 0.0)) for ns, r in ratio.items()}
-
-    def exporter_daily(self, days: list[Window], by: str) -> dict[str, list[tuple[int, float]]]:
-        """Approximate daily cost per group for the chart (increase over each day)."""
-        out: dict[str, list[tuple[int, float]]] = defaultdict(list)
-        for day in days:
-            expr = self.own.cost_increase(sorted({by, "namespace"}), duration(day.seconds))
-            for group, v in daily_groups(self.client.query(expr, float(day.end)), by).items():
-                out[group].append((day.start, v))
-        return dict(out)
+        labels = ["namespace", *self.attr_names]
+        eff: Efficiency = {}
+        for lb, v in self.client.query(own.cost_increase(labels, duration(w.seconds), matcher("resource", "cpu"),
+                                                         matcher("component", "allocated")), at):
+            ns = lb["namespace"]
+            if ns in ratio:
+                eff[(ns, tuple(lb.get(n, "") for n in self.attr_names))] = (ratio[ns], 1.0, v)
+        return eff
 
     def budgets(self, at: float) -> list[dict[str, Any]]:
         rows = self.client.query(OwnSeries.BUDGET_SERIES["usage"], at)
         return [{**lb, "usage": v} for lb, v in rows]
-
-
-def workload_costs(pipeline: Pipeline, window: Window, by: str, attr_names: tuple[str, ...]
-                   ) -> dict[str, dict[str, float]]:
-    """Allocated CPU/memory/GPU cost per group and workload (namespace/name), one day at a time."""
-    from exporter.core.allocation import priced
-    from exporter.core.attribution import resolve
-    from exporter.core.pricing import price_nodes
-    from exporter.core.workloads import name_of
-
-    out: dict[str, dict[str, float]] = defaultdict(lambda: defaultdict(float))
-    keys = list(pipeline.cfg.attribution.labels.values())
-    for day in window.chunks(86400, boundary=86400):
-        _capacity, nodes = pipeline.node_facts(day)
-        rates = price_nodes(nodes, pipeline.cfg.pricing, pipeline.shipped)
-        owners = resolve(pipeline.metadata(day), keys)
-        controllers = pipeline.workloads(day)
-        for res in ("cpu", "memory", "gpu"):
-            expr = pipeline.queries.allocated_integral(res, day.seconds, every_pod=True)
-            for lb, v in pipeline.client.query(expr, float(day.end)):
-                node, ns, pod = lb.get("node", ""), lb.get("namespace", ""), lb.get("pod", "")
-                if node not in rates:
-                    continue
-                cost = priced(res, v * pipeline.step, rates[node])
-                out[group_of(by, attr_names, ns, owners.of(ns, pod))][f"{ns}/{name_of(controllers, ns, pod)}"] += cost
-    return {g: dict(w) for g, w in out.items()}
 
 
 def make_report(cfg: Config, window: Window, by: str, now: float, source: str = "auto") -> Report:
@@ -234,96 +214,51 @@ def make_report(cfg: Config, window: Window, by: str, now: float, source: str = 
     pipeline = command_pipeline(cfg, client)
     src = ReportSource(cfg, client, pipeline)
     previous = Window(window.start - window.seconds, window.start, window.step)
-    days = list(window.chunks(86400, boundary=86400))  # a report period: a few dozen days
+    current = before = None
     if source in ("auto", "exporter"):
         current, before = src.from_exporter(window, now), src.from_exporter(previous, now)
-        if current is not None and before is not None:
-            report = build(window, previous, by, src.attr_names, "exporter", cfg.pricing.currency, current, before,
-                           src.exporter_efficiency(window), src.budgets(window.end))
-            report.daily = src.exporter_daily(days, by)
-            _add_workloads(report, workload_costs(pipeline, window, by, src.attr_names))
-            _add_gpu(report, None, pipeline, by, src.attr_names)
-            return report
-        if source == "exporter":
+        if (current is None or before is None) and source == "exporter":
             raise DataError(f"the exporter's series do not cover {iso(window.start)}..{iso(window.end)} exactly "
                             "(no scrape with those watermarks); use --source computed")
-    results = [pipeline.compute(day) for day in days]
-    merged = merge_all(results)
-    assert merged is not None
-    try:
-        before = entries_of(pipeline.compute(previous))
-    except DataError as e:  # e.g. the first week after installing: no history before the window
-        log.warning("previous period %s..%s has no data (%s); changes are shown as new",
-                    iso(previous.start), iso(previous.end), e)
-        before = {}
-    report = build(window, previous, by, src.attr_names, "computed", cfg.pricing.currency, entries_of(merged),
-                   before, src.efficiency(merged), src.budgets(window.end))
-    daily: dict[str, list[tuple[int, float]]] = defaultdict(list)
-    for day, result in zip(days, results, strict=True):
-        per: dict[str, float] = defaultdict(float)
-        for (ns, attrs, _component), cost in entries_of(result).items():
-            per[group_of(by, src.attr_names, ns, attrs)] += cost
-        for name, cost in per.items():
-            daily[name].append((day.start, cost))
-    report.daily = dict(daily)
-    _add_workloads(report, workload_costs(pipeline, window, by, src.attr_names))
-    _add_gpu(report, merged, pipeline, by, src.attr_names)
+    detail = engine_detail(pipeline, window, by, src.attr_names)
+    if current is not None and before is not None:  # the exporter accrued both periods: both are whole
+        report = build(window, previous, by, src.attr_names, "exporter", cfg.pricing.currency, current, before,
+                       src.exporter_efficiency(window), src.budgets(window.end))
+    else:
+        before, covered = previous_entries(pipeline, previous)
+        report = build(window, previous, by, src.attr_names, "computed", cfg.pricing.currency,
+                       entries_of(detail.merged), before, src.efficiency(detail.merged), src.budgets(window.end),
+                       covered)
+    report.days, report.covered_seconds = detail.days, detail.merged.coverage.covered_seconds
+    _add_engine_detail(report, detail, by, src.attr_names)
     return report
 
 
-def _add_workloads(report: Report, costs: dict[str, dict[str, float]]) -> None:
-    for g in report.groups:
-        g.workloads = costs.get(g.name, {})
+def previous_entries(pipeline: Pipeline, previous: Window) -> tuple[Entries, int]:
+    """The previous period's entries and the seconds of it the engine had data for."""
+    try:
+        result = pipeline.compute(previous)
+    except DataError as e:  # e.g. the first week after installing: no history before the window
+        log.warning("previous period %s..%s has no data (%s); no change is shown", iso(previous.start),
+                    iso(previous.end), e)
+        return {}, 0
+    if result.coverage.covered_seconds < previous.seconds:
+        log.warning("the previous period %s..%s has data for %.1f of its %.1f h; no change is shown",
+                    iso(previous.start), iso(previous.end), result.coverage.covered_seconds / 3600,
+                    previous.seconds / 3600)
+    return entries_of(result), result.coverage.covered_seconds
 
 
 def describe(report: Report) -> str:
     return f"{iso(report.window.start)} .. {iso(report.window.end)} by {report.by} (source: {report.source})"
 
 
-def gpu_workloads(pipeline: Pipeline, window: Window, by: str, attr_names: tuple[str, ...]
-                  ) -> dict[str, dict[str, GpuWaste]]:
-    """GPU cost and waste per group and workload (namespace/name), one day at a time (per-pod queries)."""
-    from exporter.core.attribution import resolve
-    from exporter.core.pricing import price_nodes
-    from exporter.core.workloads import name_of
-
-    out: dict[str, dict[str, GpuWaste]] = defaultdict(dict)
-    keys = list(pipeline.cfg.attribution.labels.values())
-    for day in window.chunks(86400, boundary=86400):
-        _capacity, nodes = pipeline.node_facts(day)
-        rates = {n: r.gpu for n, r in price_nodes(nodes, pipeline.cfg.pricing, pipeline.shipped).items()}
-        owners = resolve(pipeline.metadata(day), keys)
-        pods: dict[tuple[str, str, str], dict[str, float]] = defaultdict(lambda: defaultdict(float))
-        for expr in (pipeline.queries.allocated_integral("gpu", day.seconds, every_pod=True),
-                     pipeline.queries.gpu_usage_integral(day.seconds, every_pod=True)):
-            for lb, v in pipeline.client.query(expr, float(day.end)):
-                pods[(lb.get("namespace", ""), lb.get("node", ""), lb.get("pod", ""))][lb.get("kind", "held")] += v
-        rows = [PodGpu(ns, node, pod, q["held"] * pipeline.step, q["gpu"] * pipeline.step,
-                       q["gpu_observed"] * pipeline.step) for (ns, node, pod), q in pods.items()]
-        controllers = pipeline.workloads(day)
-        names = {(p.namespace, p.pod): name_of(controllers, p.namespace, p.pod) for p in rows}
-        for p in rows:
-            group = out[group_of(by, attr_names, p.namespace, owners.of(p.namespace, p.pod))]
-            for name, w in workload_waste([p], rates, names).items():
-                group.setdefault(name, GpuWaste(name)).add(w)
-    return dict(out)
-
-
-def _add_gpu(report: Report, result: CostResult | None, pipeline: Pipeline, by: str,
-             attr_names: tuple[str, ...]) -> None:
-    """Each group's GPU cost, utilisation and waste (from the window's table, else summed from the
-    workloads), and its top workloads by GPU waste."""
-    workloads = gpu_workloads(pipeline, report.window, by, attr_names)
-    if result is not None:
-        totals = {g.name: g for g in by_group(
-            (group_of(by, attr_names, ns, attrs), line) for (ns, _n, attrs), line in result.table.items()
-            if ns != IDLE)}
-    else:
-        totals = {name: GpuWaste(name) for name in workloads}
-        for name, ws in workloads.items():
-            for w in ws.values():
-                totals[name].add(w)
+def _add_engine_detail(report: Report, detail: Detail, by: str, attr_names: tuple[str, ...]) -> None:
+    """Each group's workloads, and its GPU cost, utilisation and waste from the window's cost table."""
+    totals = {g.name: g for g in by_group(
+        (group_of(by, attr_names, ns, attrs), line) for (ns, _n, attrs), line in detail.merged.table.items()
+        if ns != IDLE)}
     for g in report.groups:
         gw = totals.get(g.name)
         g.gpu = gw if gw is not None and (gw.gpu_cost > 0 or gw.observed_gpu_hours > 0) else None
-        g.gpu_workloads = {k: w.waste_cost for k, w in workloads.get(g.name, {}).items()}
+        g.workloads = detail.grain.workloads.get(g.name, {})

@@ -1,4 +1,4 @@
-"""Report output: markdown, CSV, HTML (chart embedded), JSON, Slack Block Kit, and the trend chart PNG.
+"""Report output: markdown, CSV, HTML (exporter/outputs/reporthtml.py), JSON, Slack Block Kit, and the chart PNG.
 
 The chart uses matplotlib (Agg backend, no display): the most widely used, well-kept plotting
 library, which renders a PNG headless with no browser or server.
@@ -6,27 +6,27 @@ library, which renders a PNG headless with no browser or server.
 
 from __future__ import annotations
 
-import base64
 import csv
-import html
 import io
 import json
 from datetime import datetime, timezone
 from typing import Any
 
-from exporter.core.gpuwaste import GpuWaste
 from exporter.core.window import iso
-from exporter.outputs.report import Report
-
-
-def _money(v: float, cur: str) -> str:
-    return f"{v:,.2f} {cur}"
-
-
-def _change(g_change: float, pct: float | None, cur: str) -> str:
-    sign = "+" if g_change >= 0 else "-"
-    p = f"{sign}{abs(pct):.1f}%" if pct is not None else "new"
-    return f"{p} ({sign}{abs(g_change):,.2f} {cur})"
+from exporter.outputs.report import Group, Report
+from exporter.outputs.reporthtml import to_html
+from exporter.outputs.reporttext import (
+    colours,
+    coverage_note,
+    gpu_waste_total,
+    group_change,
+    listed,
+    money,
+    pct,
+    previous_note,
+    title,
+    total_change,
+)
 
 
 def rows(report: Report) -> list[dict[str, Any]]:
@@ -39,68 +39,74 @@ def rows(report: Report) -> list[dict[str, Any]]:
             "change_pct": g.change_pct,
             "cpu_efficiency": g.cpu_efficiency,
             "unused_request_cost": g.unused_request_cost,
-            "top_namespaces": "; ".join(f"{n} {c:.2f}" for n, c in g.top_namespaces()),
-            "top_workloads": "; ".join(f"{n} {c:.2f}" for n, c in g.top_workloads()),
+            "top_namespaces": listed(g.top_namespaces(), "; "),
+            "top_workloads": listed(g.top_workloads(), "; "),
             "gpu_cost": g.gpu.gpu_cost if g.gpu else 0.0,
             "gpu_efficiency": g.gpu.efficiency if g.gpu else None,
             "gpu_waste": g.gpu.waste_cost if g.gpu else 0.0,
-            "top_gpu_waste_workloads": "; ".join(f"{n} {c:.2f}" for n, c in g.top_gpu_workloads()),
+            "top_gpu_waste_workloads": listed(g.top_gpu_workloads(), "; "),
         })
     return out
 
 
+def _workloads_json(g: Group) -> list[dict[str, Any]]:
+    return [{"name": w.key, "namespace": w.namespace, "workload": w.name, "totalCost": w.total,
+             "gpuCost": w.gpu.gpu_cost, "gpuHours": w.gpu.gpu_hours, "gpuEfficiency": w.gpu.efficiency,
+             "gpuWasteCost": w.gpu.waste_cost} for w in g.ranked_workloads()]
+
+
 def to_json(report: Report) -> str:
     return json.dumps({
-        "window": {"start": iso(report.window.start), "end": iso(report.window.end)},
-        "previous": {"start": iso(report.previous.start), "end": iso(report.previous.end)},
+        "window": {"start": iso(report.window.start), "end": iso(report.window.end),
+                   "seconds": report.window.seconds, "coveredSeconds": report.covered_seconds},
+        "previous": {"start": iso(report.previous.start), "end": iso(report.previous.end),
+                     "seconds": report.previous.seconds, "coveredSeconds": report.previous_covered_seconds,
+                     "comparable": report.comparable},
         "by": report.by, "source": report.source, "currency": report.currency,
         "clusterTotal": report.cluster_total, "previousTotal": report.previous_total,
-        "groupsTotal": report.groups_total, "addsUp": report.adds_up,
-        "groups": [{**r, "budgets": g.budgets} for r, g in zip(rows(report), report.groups, strict=True)],
+        "change": report.cluster_total - report.previous_total if report.comparable else None,
+        "groupsTotal": report.groups_total, "addsUp": report.adds_up, "gpuWasteTotal": gpu_waste_total(report),
+        "groups": [{**r, "namespaces": g.namespaces, "budgets": g.budgets, "workloads": _workloads_json(g)}
+                   for r, g in zip(rows(report), report.groups, strict=True)],
+        "days": [{"start": iso(d.start), "seconds": d.seconds, "coveredSeconds": d.covered_seconds,
+                  "partial": d.partial, "groups": d.groups} for d in report.days],
     }, indent=2)
 
 
 def to_csv(report: Report) -> str:
     buf = io.StringIO()
-    data = rows(report)
+    data = [{k: round(v, 6) if isinstance(v, float) else v for k, v in r.items()} for r in rows(report)]
     writer = csv.DictWriter(buf, fieldnames=list(data[0]) if data else [report.by, "total"])
     writer.writeheader()
     writer.writerows(data)
     return buf.getvalue()
 
 
-def _title(report: Report) -> str:
-    return f"Cost report {iso(report.window.start)[:10]} to {iso(report.window.end)[:10]}, by {report.by}"
-
-
 def to_markdown(report: Report) -> str:
     cur = report.currency
-    delta = report.cluster_total - report.previous_total
-    pct = 100 * delta / report.previous_total if report.previous_total else None
-    lines = [f"# {_title(report)}", "",
-             f"Total **{_money(report.cluster_total, cur)}** ({_change(delta, pct, cur)} against the previous "
-             f"period). Source: {report.source}.", "",
-             f"| {report.by} | total | allocated | shared | idle | change | CPU efficiency | unused requests | "
-             "top namespaces | top workloads (compute) |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|---|---|"]
+    change = f" ({total_change(report)} against the previous period)" if report.comparable else ""
+    lines = [f"# {title(report)}", "",
+             f"Total **{money(report.cluster_total, cur)}**{change}. Source: {report.source}."]
+    lines += [f"{n}" for n in (previous_note(report), coverage_note(report)) if n]
+    lines += ["", f"| {report.by} | total | allocated | shared | idle | change | CPU efficiency | unused requests | "
+              "top namespaces | top workloads |",
+              "|---|---:|---:|---:|---:|---:|---:|---:|---|---|"]
     for g in report.groups:
-        eff = f"{100 * g.cpu_efficiency:.0f}%" if g.cpu_efficiency is not None else "-"
         lines.append(
             f"| {g.name} | {g.total:,.2f} | {g.by_component.get('allocated', 0):,.2f} | "
             f"{g.by_component.get('shared', 0):,.2f} | {g.by_component.get('idle', 0):,.2f} | "
-            f"{_change(g.change, g.change_pct, cur)} | {eff} | {g.unused_request_cost:,.2f} | "
-            f"{', '.join(f'{n} {c:,.2f}' for n, c in g.top_namespaces())} | "
-            f"{', '.join(f'{n} {c:,.2f}' for n, c in g.top_workloads())} |")
-    lines += ["", f"The {len(report.groups)} groups add up to {_money(report.groups_total, cur)}"
-              + (", the cluster total." if report.adds_up else f", NOT the cluster total {report.cluster_total:.2f}.")]
+            f"{group_change(g, cur)} | {pct(g.cpu_efficiency)} | {g.unused_request_cost:,.2f} | "
+            f"{listed(g.top_namespaces())} | {listed(g.top_workloads())} |")
+    lines += ["", f"The {len(report.groups)} groups add up to {money(report.groups_total, cur)}"
+              + (", the cluster total." if report.adds_up else f", NOT the cluster total {report.cluster_total:,.2f}.")]
     budgets = [(g.name, b) for g in report.groups for b in g.budgets]
     if budgets:
         lines += ["", "Budgets: " + "; ".join(f"{b.get('budget')} {100 * b['usage']:.0f}% used" for _n, b in budgets)]
+    partial = [d for d in report.days if d.partial]
+    if partial:
+        lines += ["", "Partial days (hours with data): " + ", ".join(
+            f"{iso(d.start)[:10]} {d.covered_seconds / 3600:.1f} h" for d in partial)]
     return "\n".join(lines + _gpu_markdown(report)) + "\n"
-
-
-def _pct(v: float | None) -> str:
-    return f"{100 * v:.0f}%" if v is not None else "-"
 
 
 def _gpu_markdown(report: Report) -> list[str]:
@@ -114,83 +120,69 @@ def _gpu_markdown(report: Report) -> list[str]:
              "|---|---:|---:|---:|---|"]
     for g in gpu:
         assert g.gpu is not None
-        lines.append(f"| {g.name} | {g.gpu.gpu_cost:,.2f} | {_pct(g.gpu.efficiency)} | {g.gpu.waste_cost:,.2f} | "
-                     f"{', '.join(f'{n} {c:,.2f}' for n, c in g.top_gpu_workloads())} |")
+        lines.append(f"| {g.name} | {g.gpu.gpu_cost:,.2f} | {pct(g.gpu.efficiency)} | {g.gpu.waste_cost:,.2f} | "
+                     f"{listed(g.top_gpu_workloads())} |")
     return lines
 
 
 def chart_png(report: Report) -> bytes:
-    """Daily cost per group, as a PNG."""
+    """Daily cost, one bar per UTC day stacked by group. A partial day (cut by the window, or with hours
+    without data) is drawn pale, hatched and labelled with its hours: it is not a day's cost."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.colors import to_rgba
 
-    fig, ax = plt.subplots(figsize=(8, 3.5), dpi=100)
-    for name, points in sorted(report.daily.items()):
-        if points:
-            xs = [datetime.fromtimestamp(t, tz=timezone.utc) for t, _ in points]
-            ax.plot(xs, [v for _, v in points], marker="o", label=name)  # type: ignore[arg-type]
-    ax.set_title(f"Daily cost by {report.by}")
-    ax.set_ylabel(report.currency)
-    ax.grid(alpha=0.3)
-    if report.daily:
-        ax.legend(fontsize=7, loc="upper left", ncol=2)
-    fig.autofmt_xdate()
+    fig, ax = plt.subplots(figsize=(9, 3.4), dpi=110)
+    cols = colours(report)
+    labels = [datetime.fromtimestamp(d.start, tz=timezone.utc).strftime("%a %d %b") for d in report.days]
+    xs = list(range(len(report.days)))
+    bottoms = [0.0] * len(report.days)
+    for name in cols:
+        values = [max(d.groups.get(name, 0.0), 0.0) for d in report.days]
+        if not any(values):
+            continue
+        ax.bar(xs, values, bottom=bottoms, label=name, width=0.6, edgecolor="white", linewidth=0.5,
+               color=[to_rgba(cols[name], 0.45 if d.partial else 1.0) for d in report.days])
+        bottoms = [b + v for b, v in zip(bottoms, values, strict=True)]
+    for x, d, top in zip(xs, report.days, bottoms, strict=True):
+        if d.partial:
+            ax.bar([x], [top], width=0.6, fill=False, hatch="//", edgecolor="#64748b", linewidth=0.6,
+                   linestyle="--")
+            ax.annotate(f"partial: {d.covered_seconds / 3600:.1f} of 24 h", (x, top), ha="center", va="bottom",
+                        fontsize=7, color="#334155", xytext=(0, 2), textcoords="offset points")
+    ax.set_xticks(xs, labels, fontsize=7)
+    ax.set_title(f"Daily cost by {report.by} (pale and hatched: a partial day, not a whole day's cost)", fontsize=8)
+    ax.set_ylabel(report.currency, fontsize=8)
+    ax.tick_params(axis="y", labelsize=7)
+    ax.grid(axis="y", alpha=0.3)
+    ax.set_axisbelow(True)
+    for side in ("top", "right"):
+        ax.spines[side].set_visible(False)
+    if report.days:
+        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0), frameon=False)
     buf = io.BytesIO()
     fig.savefig(buf, format="png", bbox_inches="tight")
     plt.close(fig)
     return buf.getvalue()
 
 
-def to_html(report: Report, chart: bytes | None = None, chart_cid: str | None = None) -> str:
-    """HTML body; the chart inline as data: URI, or as cid: for an email's related part."""
-    cur = report.currency
-    head = "".join(f"<th>{html.escape(h)}</th>" for h in
-                   (report.by, "total", "allocated", "shared", "idle", "change", "CPU efficiency", "unused requests"))
-    body = []
-    for g in report.groups:
-        eff = f"{100 * g.cpu_efficiency:.0f}%" if g.cpu_efficiency is not None else "-"
-        cells = (g.name, f"{g.total:,.2f}", f"{g.by_component.get('allocated', 0):,.2f}",
-                 f"{g.by_component.get('shared', 0):,.2f}", f"{g.by_component.get('idle', 0):,.2f}",
-                 _change(g.change, g.change_pct, cur), eff, f"{g.unused_request_cost:,.2f}")
-        body.append("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in cells) + "</tr>")
-    gpu = "".join(_gpu_html_row(g.name, g.gpu, g.top_gpu_workloads()) for g in report.groups if g.gpu)
-    if gpu:
-        heads = "".join(f"<th>{html.escape(h)}</th>" for h in
-                        (report.by, "GPU cost", "GPU efficiency", "GPU waste", "top workloads by GPU waste"))
-        gpu = f"<h3>GPU waste</h3><table border=1 cellpadding=4><tr>{heads}</tr>{gpu}</table>"
-    img = ""
-    if chart_cid:
-        img = f'<p><img src="cid:{chart_cid}" alt="Daily cost trend"></p>'
-    elif chart:
-        img = f'<p><img src="data:image/png;base64,{base64.b64encode(chart).decode()}" alt="Daily cost trend"></p>'
-    return (f"<html><body><h2>{html.escape(_title(report))}</h2>"
-            f"<p>Total <b>{html.escape(_money(report.cluster_total, cur))}</b>; source: {report.source}; "
-            f"the groups add up to {html.escape(_money(report.groups_total, cur))}.</p>"
-            f"<table border=1 cellpadding=4><tr>{head}</tr>{''.join(body)}</table>{gpu}{img}</body></html>")
-
-
-def _gpu_html_row(name: str, gpu: GpuWaste, top: list[tuple[str, float]]) -> str:
-    cells = (name, f"{gpu.gpu_cost:,.2f}", _pct(gpu.efficiency), f"{gpu.waste_cost:,.2f}",
-             ", ".join(f"{n} {c:,.2f}" for n, c in top))
-    return "<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in cells) + "</tr>"
-
-
 def slack_blocks(report: Report, grafana_url: str | None) -> dict[str, Any]:
     """A Block Kit message: header, total, a compact table, and a link to the Grafana dashboard."""
     cur = report.currency
-    table = "\n".join(f"{g.name[:18]:<18} {g.total:>12,.2f}  {_change(g.change, g.change_pct, cur)}"
-                      for g in report.groups[:15])
+    table = "\n".join(f"{g.name[:18]:<18} {g.total:>12,.2f}  {group_change(g, cur)}" for g in report.groups[:15])
+    note = previous_note(report)
     blocks: list[dict[str, Any]] = [
-        {"type": "header", "text": {"type": "plain_text", "text": _title(report)}},
-        {"type": "section", "text": {"type": "mrkdwn", "text": f"*Total:* {_money(report.groups_total, cur)}"}},
+        {"type": "header", "text": {"type": "plain_text", "text": title(report)}},
+        {"type": "section", "text": {"type": "mrkdwn", "text": f"*Total:* {money(report.groups_total, cur)}"
+                                     + (f"\n_{note}_" if note else "")}},
         {"type": "section", "text": {"type": "mrkdwn", "text": f"```{table}```"}},
     ]
     if grafana_url:
         blocks.append({"type": "context", "elements": [{"type": "mrkdwn", "text":
                        f"<{grafana_url.rstrip('/')}/d/chargeback-team|Open the cost dashboard>"}]})
-    return {"text": f"{_title(report)}: {_money(report.groups_total, cur)}", "blocks": blocks}
+    return {"text": f"{title(report)}: {money(report.groups_total, cur)}", "blocks": blocks}
 
 
 def render(report: Report, fmt: str) -> str:
@@ -201,3 +193,4 @@ def render(report: Report, fmt: str) -> str:
     if fmt == "html":
         return to_html(report, chart_png(report))
     return to_markdown(report)
+

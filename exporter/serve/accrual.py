@@ -28,10 +28,10 @@ from dataclasses import dataclass, field
 from typing import ClassVar
 
 from exporter.core.allocation import OVERHEAD, CostResult
-from exporter.core.errors import DataError
 from exporter.core.gpuwaste import table_groups
 from exporter.core.names import IDLE
 from exporter.core.window import PERIODS, iso, period_bounds
+from exporter.vocab.errors import DataError
 
 log = logging.getLogger(__name__)
 

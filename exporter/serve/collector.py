@@ -22,12 +22,12 @@ from exporter.serve.accrual import ClusterKey, CounterKey, GpuWasteKey, Namespac
 
 if TYPE_CHECKING:
     from exporter.core.allocation import CostResult
-    from exporter.core.attribution import Metadata
     from exporter.core.pricing import NodeFacts, NodeRates
     from exporter.engine.pipeline import Pipeline
     from exporter.outputs.reconcile import Reconciliation
     from exporter.serve.accrual import Ledger, Snapshot
     from exporter.sources.prometheus import QueryStats
+    from exporter.vocab.labels import Metadata
 
 
 def _series_order(item: tuple[CounterKey, float]) -> tuple[str, list[str]]:
@@ -198,7 +198,7 @@ class ChargebackCollector(Collector):
         yield CounterMetricFamily("chargeback_prometheus_queries", "PromQL queries sent.", value=self.stats.queries)
         errors = CounterMetricFamily("chargeback_prometheus_query_errors",
                                      "PromQL queries that failed, by reason.", labels=["reason"])
-        for reason in ("unreachable", "timeout", "query_error", "bad_response"):
+        for reason in ("unreachable", "timeout", "query_error", "bad_response", "partial_response", "sample_limit"):
             errors.add_metric([reason], self.stats.errors_by_reason.get(reason, 0))
         yield errors
         uncovered = CounterMetricFamily("chargeback_uncovered_seconds",

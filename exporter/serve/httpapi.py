@@ -17,15 +17,15 @@ from urllib.parse import parse_qs, urlparse
 from prometheus_client.exposition import choose_encoder
 
 from exporter.config.schema import Config
-from exporter.core.errors import ChargebackError, ConfigError
-from exporter.core.redact import redact_url
-from exporter.core.window import parse_duration
 from exporter.engine.limits import Admission, Busy, Cancelled, DeadlineExceeded
 from exporter.outputs.allocbody import AllocationBody
 from exporter.serve.httpserver import BoundedHTTPServer
 from exporter.serve.mcpbridge import MCP_PATH, lazy_bridge
 from exporter.serve.server import Exporter
 from exporter.serve.webauth import Auth, load_auth
+from exporter.vocab.durations import parse_duration
+from exporter.vocab.errors import ChargebackError, ConfigError
+from exporter.vocab.redact import redact_url
 
 log = logging.getLogger(__name__)
 

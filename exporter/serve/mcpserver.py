@@ -22,14 +22,15 @@ from mcp.types import ToolAnnotations
 from pydantic import Field
 
 from exporter.core.allocation import CostResult
-from exporter.core.errors import ChargebackError
 from exporter.core.gpuwaste import GpuWaste
 from exporter.core.gpuwaste import table_groups as gpu_groups
 from exporter.core.names import IDLE, UNALLOCATED
-from exporter.core.window import parse_duration, parse_window
+from exporter.core.window import parse_window
 from exporter.engine.limits import Admission, Busy, Cancelled, DeadlineExceeded
 from exporter.engine.pipeline import Pipeline
 from exporter.sources.promql import OwnSeries
+from exporter.vocab.durations import parse_duration
+from exporter.vocab.errors import ChargebackError
 
 if TYPE_CHECKING:
     from exporter.serve.server import Exporter

@@ -19,14 +19,13 @@ from prometheus_client import CollectorRegistry
 
 from exporter.config.schema import Config, override
 from exporter.core.coverage import open_gap, waiting_reason
-from exporter.core.errors import ChargebackError, ConfigError, DataError
-from exporter.core.window import PERIODS, Window, iso, parse_duration, parse_instant, parse_window, period_bounds
+from exporter.core.window import PERIODS, Window, iso, parse_instant, parse_window, period_bounds
 from exporter.engine.limits import check_window
 from exporter.engine.pipeline import Pipeline
 from exporter.engine.warnlog import WarningLog
 from exporter.outputs.allocbody import AllocationBody
+from exporter.outputs.allocbody import response as allocation_sets
 from exporter.outputs.allocrows import cluster_name
-from exporter.outputs.allocrows import response as allocation_sets
 from exporter.outputs.opencost_api import parse_query
 from exporter.serve.accrual import Ledger, PeriodKey, batch_from
 from exporter.serve.collector import ChargebackCollector, Health
@@ -34,6 +33,8 @@ from exporter.serve.leader import LeaseElector
 from exporter.sources.kube import load_api_client, metadata_source
 from exporter.sources.prometheus import PrometheusClient
 from exporter.sources.promql import OwnSeries, join_matchers
+from exporter.vocab.durations import parse_duration
+from exporter.vocab.errors import ChargebackError, ConfigError, DataError
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +59,10 @@ class Exporter:
         self.pipeline = Pipeline(cfg, self.client, self.metadata, self.warnings)
         # Steady state: each 1-step cycle reads the mixin's recorded series where its rules ran (one cheap
         # heartbeat query), so the per-container work is the rule engine's, once per interval.
-        self.pipeline.min_recorded_steps = 1
+        self.pipeline.fetcher.min_recorded_steps = 1
+        # A partial answer fails the cycle (retried next cycle): accrued history is never left uncovered
+        # for a store that is only briefly away.
+        self.pipeline.partial_fails = True
         self.ledger = Ledger(expose_for=cfg.serve.expose_seconds())
         self.health = Health()
         self.step = self.pipeline.step

@@ -26,7 +26,7 @@ import bcrypt
 from pydantic import Field
 
 from exporter.config.model import StrictModel, read_yaml, validated
-from exporter.core.errors import ConfigError
+from exporter.vocab.errors import ConfigError
 
 REALM = "chargeback"
 # Checked against when the user is unknown, so a wrong user name costs the same time as a wrong password.

@@ -16,8 +16,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from exporter.core.errors import ConfigError
 from exporter.core.window import parse_instant
+from exporter.vocab.errors import ConfigError
 
 CATEGORIES = ("compute", "storage", "load_balancer", "network", "other")
 

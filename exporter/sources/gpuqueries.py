@@ -27,8 +27,7 @@ def gpu_requested_integral(q: Queries, chunk_seconds: int, resources: str) -> st
     running = f"group by (namespace, pod, container) (kube_pod_container_resource_requests{hami}{at})"
     secs = f'label_replace({running}, "resource", "seconds", "", "")'
     # Placement (as Queries.placement) of the pods that request an accelerator only, filtered before its
-    # aggregations: a cluster's thousands of CPU pods then cost a hash lookup each, not a topk (14x faster
-    # than the unfiltered join on a 4,000-container synthetic cluster, in one run).
+    # aggregations: a cluster's thousands of CPU pods then cost a hash lookup each, not a topk (docs/scale.md).
     some = f"group by (namespace, pod) (kube_pod_container_resource_requests{sel}{at})"
     placed_sel = selector('node!=""', q.k)
     info = f"max by (namespace, pod, node) (kube_pod_info{placed_sel}{at} and on (namespace, pod) {some})"
@@ -39,7 +38,8 @@ def gpu_requested_integral(q: Queries, chunk_seconds: int, resources: str) -> st
     by = "namespace, node, pod, container, resource"
     alloc = f"sum by ({by}) (({req} or {secs}) * on (namespace, pod) group_left (node) {placed})"
     # Per step, a resource requested past its capacity on a node (stale requests) is scaled down to it, as
-    # Queries.allocated_integral does; resources without capacity (HAMi's, the seconds) are kept as they are.
+    # the one-pass allocation is (sources/allocsteps.py); resources without capacity (HAMi's, the seconds)
+    # are kept as they are.
     cap = f"max by (node, resource) (kube_node_status_capacity{sel}{at})"
     scale = f"clamp_max({cap} / on (node, resource) (sum by (node, resource) ({alloc}) > 0), 1)"
     inner = f"({alloc} * on (node, resource) group_left () {scale}) or {alloc}"

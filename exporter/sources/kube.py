@@ -20,8 +20,9 @@ from kubernetes import client as k8s
 from kubernetes import config as k8s_config
 
 from exporter.config.schema import Attribution
-from exporter.core.attribution import BUDGET_PREFIX, Metadata
-from exporter.core.errors import ConfigError
+from exporter.core.attribution import BUDGET_PREFIX
+from exporter.vocab.errors import ConfigError
+from exporter.vocab.labels import Metadata
 
 log = logging.getLogger(__name__)
 

@@ -10,9 +10,9 @@ from __future__ import annotations
 import copy
 
 from exporter.config.schema import Allocation, Prometheus
-from exporter.core.window import format_duration, parse_duration
 from exporter.sources.promql import join_matchers, matcher, one_of, quote, selector
 from exporter.sources.scrapeshape import cadvisor, dcgm_series, device_usage
+from exporter.vocab.durations import format_duration, parse_duration
 
 
 def _just_under(seconds: int) -> str:
@@ -42,8 +42,9 @@ RESOURCE_FROM_KSM = {v: k for k, v in KSM_RESOURCE.items()}
 _RUNNING, _PLACED, _EXPORTED_POD = 'phase="Running"', 'node!=""', 'exported_pod!=""'
 LOOKBACK_SECONDS = 300  # Prometheus' default --query.lookback-delta
 
-# Per-(namespace, node) sums that the mixin records every rule interval, and its evaluation heartbeat.
-UNITS = {"cpu": "cpu_cores", "memory": "memory_bytes", "gpu": "gpus"}
+# Per-(namespace, node) sums that the mixin records every rule interval, and its evaluation heartbeat. No GPUs:
+# what each container holds of physical devices is read per container on every path (engine/gpufetch.py).
+UNITS = {"cpu": "cpu_cores", "memory": "memory_bytes"}
 RECORDED = {(kind, res): f"namespace_node:chargeback_{kind}_{UNITS[res]}:sum"
             for kind in ("allocated", "requested", "used") for res in UNITS}
 RULES_EVALUATED = "cluster:chargeback_allocation_rules_evaluated:count"
@@ -209,22 +210,6 @@ class Queries:
         return f"max by (node) ({_finite(f'kube_node_status_capacity{sel}{self._at}')})"
 
     # ---- chunk queries (evaluated at the chunk's end) ----
-    def allocated_integral(self, resource: str, chunk_seconds: int, pods_in: list[str] | None = None,
-                           every_pod: bool = False) -> str:
-        """Sum over steps of allocation per (namespace, node), scaled down per step where a node overflows.
-
-        With `pods_in`, rows are per (namespace, node, pod) for those namespaces only; the
-        overflow scale still comes from every namespace on the node.
-        """
-        alloc = self._by_ns_node(self.allocation(resource))
-        scale = f"clamp_max({self.capacity(resource)} / on (node) (sum by (node) ({alloc}) > 0), 1)"
-        if pods_in:
-            q = self.scoped(pods_in)
-            alloc = q._by_ns_node(q.allocation(resource), "namespace, node, pod")
-        elif every_pod:  # reports' top workloads
-            alloc = self._by_ns_node(self.allocation(resource), "namespace, node, pod")
-        return f"sum_over_time({_finite(f'{alloc} * on (node) group_left () {scale}')}{self._sub(chunk_seconds)})"
-
     def requested_integral(self, chunk_seconds: int, pods_in: list[str] | None = None) -> str:
         q = self.scoped(pods_in) if pods_in else self
         sel = _sel(one_of("resource", ("cpu", "memory")), q.k)
@@ -241,7 +226,7 @@ class Queries:
     # ---- recorded per-(namespace, node) series (rules/rules/allocation.libsonnet records them) ----
     def recording_rules(self) -> dict[str, str]:
         """Record name -> expression of the mixin's allocation rules (mixin/rulegen.py renders them into it)."""
-        rules = {RECORDED["allocated", res]: self._by_ns_node(self.allocation(res)) for res in ("cpu", "memory", "gpu")}
+        rules = {RECORDED["allocated", res]: self._by_ns_node(self.allocation(res)) for res in ("cpu", "memory")}
         for res in ("cpu", "memory"):
             rules[RECORDED["requested", res]] = self._by_ns_node(self.request(res))
             rules[RECORDED["used", res]] = self._by_ns_node(self.usage(res))
@@ -273,7 +258,8 @@ class Queries:
         return _finite(f"{own} * on (node) group_left () {scale}")
 
     def recorded_allocated_integral(self, resource: str, chunk_seconds: int) -> str:
-        """As allocated_integral, from the recorded sums; the overflow scale is applied at query time."""
+        """Allocation per (namespace, node) summed over steps, from the recorded sums; the overflow scale is
+        applied at query time."""
         return f"sum_over_time({self._recorded_scaled(resource)}{self._sub(chunk_seconds)})"
 
     def recorded_allocated_steps(self, span: int, namespaces: list[str]) -> str:
@@ -303,7 +289,7 @@ class Queries:
 
     def gpu_usage_integral(self, chunk_seconds: int, pods_in: list[str] | None = None, every_pod: bool = False) -> str:
         """Sum over steps of busy GPUs and framebuffer bytes per (namespace, node, kind) of running pods;
-        per pod too with `pods_in` (only those namespaces) or `every_pod` (reports' top workloads)."""
+        per pod too with `pods_in` (only those namespaces) or `every_pod` (pod-level rows, outputs/podrows.py)."""
         q = self.scoped(pods_in) if pods_in else self
         by = "namespace, node, pod, kind" if pods_in or every_pod else "namespace, node, kind"
         return f"sum_over_time({_finite(q._by_ns_node(q.gpu_device_usage(), by))}{self._sub(chunk_seconds)})"

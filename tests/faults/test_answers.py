@@ -14,8 +14,8 @@ import pytest
 
 from demo.localprom import PrometheusServer
 from exporter.config.schema import Prometheus
-from exporter.core.errors import PrometheusError
 from exporter.sources.prometheus import PrometheusClient
+from exporter.vocab.errors import PrometheusError
 
 from ..test_allocate_core import EXPECTED, NODES_TOTAL, REL, window_arg
 from .helpers import allocate, assert_costs, costs, one_line_error, write_config

@@ -1,0 +1,94 @@
+"""One allocation as the CLI's JSON and OpenCost's /allocation both print it: a group's quantities and cost
+(`Row`), then its fields. One function per shape, so a field means the same through every door."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from exporter.core.allocation import Line, efficiency
+from exporter.core.gpuwaste import efficiency as gpu_efficiency
+from exporter.core.window import iso
+
+
+@dataclass(slots=True)
+class Row:
+    """One aggregated allocation: quantities (allocated only) plus cost by component."""
+
+    line: Line = field(default_factory=Line)
+    cost: dict[str, float] = field(default_factory=lambda: dict.fromkeys(
+        ("cpu", "memory", "gpu", "storage", "load_balancer", "network", "overhead"), 0.0))
+    shared: float = 0.0
+
+    @property
+    def total(self) -> float:
+        return sum(self.cost.values()) + self.shared
+
+
+def allocation_item(name: str, row: Row, start: int, end: int) -> dict[str, Any]:
+    """One entry of OpenCost's /allocation/compute `data[0]` map, field for field."""
+    line = row.line
+    hours = (end - start) / 3600 or 1.0
+    cpu_eff = efficiency(line.cpu_usage_seconds, line.cpu_request_seconds)
+    ram_eff = efficiency(line.ram_usage_byte_seconds, line.ram_request_byte_seconds)
+    cpu_cost, ram_cost, gpu_cost = row.cost["cpu"], row.cost["memory"], row.cost["gpu"]
+    cr = cpu_cost + ram_cost
+    return {
+        "name": name,
+        "start": iso(start),
+        "end": iso(end),
+        "minutes": (end - start) / 60,
+        "cpuCores": line.cpu_core_seconds / 3600 / hours,
+        "cpuCoreRequestAverage": line.cpu_request_seconds / 3600 / hours,
+        "cpuCoreUsageAverage": line.cpu_usage_seconds / 3600 / hours,
+        "cpuCoreHours": line.cpu_core_seconds / 3600,
+        "cpuCost": cpu_cost,
+        "cpuEfficiency": cpu_eff,
+        "gpuCount": line.gpu_seconds / 3600 / hours,
+        "gpuHours": line.gpu_seconds / 3600,
+        "gpuCost": gpu_cost,
+        # dcgm-exporter's view (exporter/core/gpuwaste.py): average busy GPUs, busy over observed GPU time (0 when
+        # no GPU was observed, as cpuEfficiency is 0 with nothing requested), and the GPU cost of idle time.
+        "gpuUsageAverage": line.gpu_usage_seconds / 3600 / hours,
+        "gpuEfficiency": gpu_efficiency(line) or 0.0,
+        "gpuWasteCost": line.gpu_waste_cost,
+        "ramBytes": line.ram_byte_seconds / 3600 / hours,
+        "ramByteRequestAverage": line.ram_request_byte_seconds / 3600 / hours,
+        "ramByteUsageAverage": line.ram_usage_byte_seconds / 3600 / hours,
+        "ramByteHours": line.ram_byte_seconds / 3600,
+        "ramCost": ram_cost,
+        "ramEfficiency": ram_eff,
+        "pvByteHours": line.pv_byte_seconds / 3600,
+        "pvCost": row.cost["storage"],
+        "networkCost": row.cost["network"],
+        "loadBalancerCost": row.cost["load_balancer"],
+        "sharedCost": row.shared,
+        "externalCost": 0.0,
+        "totalCost": row.total,
+        "totalEfficiency": (cpu_eff * cpu_cost + ram_eff * ram_cost) / cr if cr else 0.0,
+    }
+
+
+
+# Fields OpenCost's Allocation carries that have no source here yet; always 0 (README, "OpenCost API").
+_ZERO_FIELDS = ("cpuCostAdjustment", "gpuCostAdjustment", "ramCostAdjustment", "pvCostAdjustment",
+                "networkCostAdjustment", "loadBalancerCostAdjustment", "networkTransferBytes",
+                "networkReceiveBytes", "networkCrossZoneCost", "networkCrossRegionCost", "networkInternetCost")
+
+
+def api_item(name: str, row: Row, start: int, end: int, bounds: tuple[int, int],
+             properties: dict[str, Any], proportional: dict[str, Any] | None = None) -> dict[str, Any]:
+    """One allocation as OpenCost's /allocation serialises it: `properties`, the set's `window`, and
+    every documented field (those with no meaning here are 0)."""
+    item = allocation_item(name, row, start, end)
+    hours = (end - start) / 3600 or 1.0
+    out: dict[str, Any] = {"name": name, "properties": properties,
+                           "window": {"start": iso(bounds[0]), "end": iso(bounds[1])}}
+    out.update(item)
+    out.update(dict.fromkeys(_ZERO_FIELDS, 0.0))
+    out["pvBytes"] = row.line.pv_byte_seconds / 3600 / hours
+    out["pvs"] = None
+    out["rawAllocationOnly"] = None
+    if proportional is not None:
+        out["proportionalAssetResourceCosts"] = proportional
+    return out

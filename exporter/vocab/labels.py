@@ -1,0 +1,30 @@
+"""Who a cost belongs to: owner label values, the key of an aggregated quantity, and the labels they come from."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+Attrs = tuple[str, ...]  # attribution label values (team, cost centre, ...) in configured order
+UsageKey = tuple[str, str, Attrs, str]  # (namespace, node, attribution, resource)
+
+
+def ksm_label(key: str) -> str:
+    """A Kubernetes label key as kube-state-metrics exports it on kube_node_labels."""
+    return "label_" + re.sub(r"[^a-zA-Z0-9_]", "_", key)
+
+
+@dataclass(frozen=True)
+class Metadata:
+    """Labels as Kubernetes spells them (`cost-center`), from the API or from kube-state-metrics."""
+
+    source: str  # "kubernetes" or "prometheus"
+    namespaces: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
+    pods: Mapping[tuple[str, str], Mapping[str, str]] = field(default_factory=dict)  # only pods with labels
+    # Pods per namespace, when the source lists every pod; pods missing from `pods` then have no labels.
+    pod_counts: Mapping[str, int] = field(default_factory=dict)
+    # Node labels, when the source is the Kubernetes API (price-book rules match on them).
+    nodes: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
+    # Namespaces' chargeback.io/* annotations (budgets declared next to the namespace).
+    annotations: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
