@@ -29,6 +29,7 @@ from exporter.sources.prometheus import PrometheusClient
 from exporter.sources.promql import inventory_queries, join_matchers
 from exporter.vocab.durations import parse_duration
 from exporter.vocab.errors import ConfigError
+from exporter.vocab.labels import aggregate_parts
 
 # OpenCost's asset properties; account, project and service are not known here: every asset answers
 # __unallocated__ for them, as OpenCost's do where the provider leaves them empty.
@@ -242,7 +243,7 @@ def aggregate_rows(rows: list[AssetRow], parts: list[str]) -> dict[str, dict[str
 
 def parse_aggregate_parts(text: str | None, allowed: tuple[str, ...] = ASSET_AGGREGATES) -> list[str]:
     """`aggregate=a,b` of /assets (or, with its fields, /cloudCost): each part must be one of `allowed`."""
-    parts = [p.strip() for p in (text or "").split(",") if p.strip()]
+    parts = [p for p in aggregate_parts(text or "") if p]
     for p in parts:
         if p not in allowed:
             raise ConfigError(f"aggregate={text!r}: {p!r} is not one of {', '.join(allowed)}")

@@ -370,5 +370,6 @@ def response(pipeline: Pipeline, query: AllocationQuery, label_keys: tuple[str, 
                               cluster, result.node_cost if query.proportional else None)
         coverage.merge(result.coverage)
         del grain, result
-    body.coverage = coverage.to_json()
+    span = (query.sets[0].compute.start, query.sets[-1].compute.end) if query.sets else None
+    body.coverage = coverage.to_json(span)
     return body

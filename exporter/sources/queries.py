@@ -233,12 +233,18 @@ class Queries:
         return rules
 
     def recorded_coverage(self, chunk_seconds: int) -> str:
-        """The steps whose reading finds a rule evaluation (each step reads its last step, less 1 ms): every
-        step when the rules ran throughout, fewer if an evaluation was missed. Steps, not samples: replicated
-        rules (an HA pair writing into one store) record the heartbeat twice, and one replica's samples
-        must not stand in for the other's missed steps."""
-        last = f"last_over_time({RULES_EVALUATED}{_sel(self.r)}{_just_under(self.step)})"
-        return f"count_over_time((max({last})){self._sub(chunk_seconds)})"
+        """Two counts over the chunk, by label `count`: `steps`, the steps holding a rule evaluation in what
+        they read (their last step, less 1 ms), and `evaluations`, all of them. The rules cover the chunk only
+        if every step holds one: at an interval shorter than the resolution a missed evaluation can empty a
+        step while the total still exceeds the steps (core/coverage.rule_gap). Steps of any series: replicated
+        rules (an HA pair writing into one store) record the heartbeat twice, and the recorded amounts are read
+        from whichever replica recorded the step (`_recorded`); evaluations per series, so one replica's do
+        not add to the other's."""
+        beat = f"{RULES_EVALUATED}{_sel(self.r)}"
+        steps = f"count_over_time((max(last_over_time({beat}{_just_under(self.step)}))){self._sub(chunk_seconds)})"
+        evaluations = f"count_over_time({beat}{_just_under(chunk_seconds)})"
+        return " or ".join(f'label_replace(max({expr}), "count", "{name}", "", "")'
+                           for name, expr in (("steps", steps), ("evaluations", evaluations)))
 
     def _recorded(self, kind: str, resource: str, scope: str = "") -> str:
         """The one sample recorded within each step, per (namespace, node). Not the bare series: a pair that
