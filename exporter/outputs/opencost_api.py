@@ -7,16 +7,17 @@ keep) so the handler only runs `Pipeline.compute` per set. Windows and set bound
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 
-from exporter.core.window import Window, parse_window
+from exporter.core.window import LATEST, Window, check_bounds, iso, parse_window
 from exporter.outputs.allocfilter import Node, comparisons, parse_filter
 from exporter.vocab.durations import parse_duration
 from exporter.vocab.errors import ConfigError
-from exporter.vocab.labels import ksm_label
+from exporter.vocab.labels import aggregate_parts, ksm_label
 
 # Aggregate keys answered from namespace-level rows; the others need pod-level rows (exporter/outputs/podrows.py).
 NAMESPACE_KINDS = ("cluster", "node", "namespace")
@@ -72,6 +73,8 @@ def api_window(text: str, now: float, step: int, allow_empty: bool = False) -> W
     m = _OC_DURATION.match(t)
     if m is None:
         return parse_window(t, now, step, allow_empty)
+    if len(m.group(1)) > 12:  # a trillion weeks is no window, and int() refuses 4,300+ digits (it was a 500)
+        raise ConfigError(f"invalid window {t[:40]!r}: a duration of more than 12 digits")
     n, unit = int(m.group(1)), m.group(2)
     if n <= 0:
         raise ConfigError(f"invalid window {text!r}: the duration must be positive")
@@ -83,6 +86,7 @@ def api_window(text: str, now: float, step: int, allow_empty: bool = False) -> W
     else:
         end = -(-int(now) // size) * size if unit != "d" else (int(now) // 86400 + 1) * 86400
         start = end - n * size
+    check_bounds(start, end, t)
     hi = min(end, int(now)) // step * step
     lo = start // step * step
     if hi <= lo:
@@ -110,11 +114,14 @@ def calendar_start(t: int, unit: str) -> int:
 def calendar_next(t: int, unit: str) -> int:
     """The start of the period after the one starting at t."""
     d = _utc(t)
+    y, mo = divmod(d.month - 1 + (1 if unit == "month" else 3), 12)
     if unit in ("hour", "day", "week"):
-        return t + {"hour": 3600, "day": 86400, "week": 604800}[unit]
-    months = 1 if unit == "month" else 3
-    y, mo = divmod(d.month - 1 + months, 12)
-    return int(d.replace(year=d.year + y, month=mo + 1).timestamp())
+        nxt = t + {"hour": 3600, "day": 86400, "week": 604800}[unit]
+    else:  # the year 10000 is no datetime: compare before building it
+        nxt = LATEST + 1 if d.year + y > 9999 else int(d.replace(year=d.year + y, month=mo + 1).timestamp())
+    if nxt > LATEST:  # its bounds could not be printed (a 500)
+        raise ConfigError(f"accumulate={unit}: the {unit} holding {iso(t)} ends after {iso(LATEST)}")
+    return nxt
 
 
 def parse_step(text: str | None, window: Window) -> int:
@@ -126,6 +133,9 @@ def parse_step(text: str | None, window: Window) -> int:
         step = _NAMED_STEPS.get(t) or parse_duration(t)
     except ConfigError as e:
         raise ConfigError(f"step={text!r}: {e}") from e
+    if window.start + -(-window.seconds // step) * step > LATEST:  # checked before any set is made or printed
+        raise ConfigError(f"step={text.strip()[:40]!r}: the last set would end after {iso(LATEST)}; use a "
+                          "shorter step")
     if step % window.step:
         raise ConfigError(f"step={text!r}: must be a positive multiple of the resolution; {text.strip()} is not "
                           f"a whole multiple of the {window.step}s resolution")
@@ -184,7 +194,7 @@ def parse_aggregate_keys(text: str, labels: Mapping[str, str]) -> tuple[list[Agg
     """`namespace,label:app,team` into keys; label keys not yet attributed are added for this query."""
     labels = dict(labels)
     keys: list[AggKey] = []
-    for raw in (p.strip() for p in text.split(",")):
+    for raw in aggregate_parts(text):
         if raw in NAMESPACE_KINDS or raw in POD_KINDS:
             keys.append(AggKey(raw))
         elif raw.startswith(("label:", "annotation:")) and raw.split(":", 1)[1]:
@@ -228,9 +238,12 @@ def parse_query(query: Mapping[str, list[str]], labels: Mapping[str, str], now: 
             sharing[name] = arg(name)
     if arg("shareCost"):
         try:
-            sharing["shareCost"] = float(arg("shareCost") or 0)
+            share_cost = float(arg("shareCost") or 0)
         except ValueError as e:
             raise ConfigError(f"shareCost={arg('shareCost')!r}: a monthly amount such as 30.42") from e
+        if not math.isfinite(share_cost):  # 1e999 is float infinity
+            raise ConfigError(f"shareCost={arg('shareCost')!r}: a finite monthly amount such as 30.42")
+        sharing["shareCost"] = share_cost
     for name in ("shareIdle", "idleByNode"):
         value = _flag(query, name)
         if value is not None:
