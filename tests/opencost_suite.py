@@ -24,7 +24,7 @@ _RUN = re.compile(r"^=== (?:RUN|CONT|NAME|PAUSE)\s+(\S+)")
 _RESULT = re.compile(r"^\s*--- (PASS|FAIL|SKIP): (\S+)")
 _LOCATION = re.compile(r"^\s+\S+_test\.go:\d+: (.*)")
 _PANIC = re.compile(r"^panic: (.*)")
-_FAILING = re.compile(r"[Ee]rror|[Ff]ail|mismatch|not match|[Mm]issing|expected|unexpected|status|non-200|"
+_FAILING = re.compile(r"[Ee]rror|[Ff]ail|mismatch|not match|n't match|[Mm]issing|expected|unexpected|status|non-200|"
                       r"[Nn]o valid|not found|[Ii]nvalid")
 _FUNC = re.compile(r"^func (Test\w+)\(t \*testing\.T\)", re.M)
 # Files of tests that compare the API with Prometheus, or one door with another (besides "[Pass]" loggers).
