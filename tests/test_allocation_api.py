@@ -41,7 +41,8 @@ def exporter(share_prom: tuple[PrometheusServer, int]) -> Iterator[Exporter]:
 
 
 def call(exporter: Exporter, t0: int, **params: str) -> dict[str, Any]:
-    query = {"window": [window_arg(t0)], **{k: [v] for k, v in params.items()}}
+    # OpenCost computes idle only when asked (includeIdle=true); these scenarios conserve with it.
+    query = {"window": [window_arg(t0)], "includeIdle": ["true"], **{k: [v] for k, v in params.items()}}
     return exporter.allocation(query)
 
 
@@ -181,14 +182,16 @@ def test_step_and_accumulate_sets(exporter: Exporter, share_prom: Any) -> None:
     assert len(call(exporter, t0, step="10m", accumulate="true")["data"]) == 1
     check(totals(call(exporter, t0, step="10m", accumulate="true")), NAMESPACES)
     # accumulate=hour widens a window inside the hour to the whole hour, as OpenCost does.
-    inner = exporter.allocation({"window": [window_arg(t0 + 600, 0.5)], "accumulate": ["hour"]})
+    inner = exporter.allocation({"window": [window_arg(t0 + 600, 0.5)], "accumulate": ["hour"],
+                                 "includeIdle": ["true"]})
     assert len(inner["data"]) == 1
     check(totals(inner), NAMESPACES)
 
 
 def test_window_before_the_oldest_sample_returns_the_covered_part(exporter: Exporter, share_prom: Any) -> None:
     t0 = share_prom[1]
-    body = exporter.allocation({"window": [window_arg(t0 - 7200, 3)], "aggregate": ["namespace"]})
+    body = exporter.allocation({"window": [window_arg(t0 - 7200, 3)], "aggregate": ["namespace"],
+                                "includeIdle": ["true"]})
     cov = body["coverage"]
     assert cov["windowSeconds"] == 3 * 3600 and cov["uncovered"]
     assert cov["uncovered"][0]["start"] == window_arg(t0 - 7200).split(",")[0]
@@ -214,7 +217,7 @@ def test_every_window_form_through_the_api(exporter: Exporter, share_prom: Any, 
     text = _forms(t0)[form]
     if text == "today" and t0 % 86400 == 82800:
         pytest.skip("the hour under test ends at midnight: today is empty")
-    body = exporter.allocation({"window": [text]}, now=t0 + 3600)
+    body = exporter.allocation({"window": [text], "includeIdle": ["true"]}, now=t0 + 3600)
     if form < 5 or (text == "today" and t0 % 86400 == 0):  # an hour under test from midnight is all of today
         check(totals(body), NAMESPACES)
         assert body["coverage"]["uncovered"] == []
@@ -239,20 +242,23 @@ def base_url(exporter: Exporter) -> Iterator[str]:
 @pytest.mark.parametrize("path", ["/allocation", "/allocation/compute", "/model/allocation"])
 def test_the_three_paths_answer_alike(base_url: str, share_prom: Any, path: str) -> None:
     t0 = share_prom[1]
-    r = requests.get(base_url + path, params={"window": window_arg(t0), "aggregate": "namespace"}, timeout=60)
+    r = requests.get(base_url + path, params={"window": window_arg(t0), "aggregate": "namespace",
+                                              "includeIdle": "true"}, timeout=60)
     assert r.status_code == 200
     check({k: v["totalCost"] for k, v in r.json()["data"][0].items()}, NAMESPACES)
     bad = requests.get(base_url + path, params={"window": window_arg(t0), "filter": 'namespace:"a'}, timeout=60)
     assert bad.status_code == 400
     assert bad.json()["message"] == "filter position 10: unterminated string starting here (missing \")"
-    pods = requests.get(base_url + path, params={"window": window_arg(t0), "aggregate": "controller"}, timeout=60)
+    pods = requests.get(base_url + path, params={"window": window_arg(t0), "aggregate": "controller",
+                                              "includeIdle": "true"}, timeout=60)
     assert pods.status_code == 200  # payments/api is Deployment payments-api's, tools/runner CronJob nightly's
     check({k: v["totalCost"] for k, v in pods.json()["data"][0].items()},
           {"deployment:payments-api": 0.24, "cronjob:nightly": 0.12, "__unallocated__": NODES - IDLE - 0.36,
            "__idle__": IDLE})
     # Pod-level answers are streamed allocation by allocation (outputs/allocbody.py), stepped ones too:
     # two half-hour sets, as the in-process dict gives them, the two adding up to the hour.
-    half = {"window": window_arg(t0), "aggregate": "controller", "step": "30m", "accumulate": "false"}
+    half = {"window": window_arg(t0), "aggregate": "controller", "step": "30m", "accumulate": "false",
+            "includeIdle": "true"}
     stepped = requests.get(base_url + path, params=half, timeout=60)
     assert stepped.status_code == 200 and "Content-Length" not in stepped.headers
     sets = stepped.json()["data"]

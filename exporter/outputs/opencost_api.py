@@ -91,6 +91,21 @@ def api_window(text: str, now: float, step: int) -> Window:
     return Window(lo, hi, step)
 
 
+def api_bounds(text: str, now: float, window: Window) -> Window:
+    """The set window OpenCost reports for `text` (core/pkg/opencost/window.go's parseWindow): `today` is
+    the whole day, `Nd`/`Nw` end at the next midnight, `Nh`/`Nm` at the next whole hour/minute, as
+    api_window rounds them. Costs cover only `window`, which stops at now (docs/api.md, "Windows")."""
+    t = text.strip().lower()
+    m = _OC_DURATION.match(t)
+    if t == "today":
+        return Window(window.start, int(now) // 86400 * 86400 + 86400, window.step)
+    if m is None:
+        return window
+    size = _UNIT[m.group(2)]
+    end = (int(now) // 86400 + 1) * 86400 if m.group(2) in ("d", "w") else -(-int(now) // size) * size
+    return Window(window.start, max(end, window.end), window.step) if window.start < end else window
+
+
 def calendar_start(t: int, unit: str) -> int:
     """The start of the UTC hour/day/week (Sunday)/month/quarter holding t."""
     d = _utc(t)
@@ -143,16 +158,20 @@ def parse_accumulate(text: str | None) -> str:
     raise ConfigError(f"accumulate={text!r}: use true, false, hour, day, week, month or quarter")
 
 
-def plan_sets(window: Window, step_text: str | None, accumulate: str, now: float) -> list[AllocationSet]:
+def plan_sets(window: Window, step_text: str | None, accumulate: str, now: float,
+              bounds: Window | None = None) -> list[AllocationSet]:
     """The sets OpenCost returns. none: one per step from the window's start (the last one cut at the
     window's end); all: one; hour/day/week/month/quarter: the calendar periods the window touches, whole
-    (OpenCost widens the query to them), each computed up to now at most."""
+    (OpenCost widens the query to them), each computed up to now at most. `bounds` is OpenCost's own set
+    window (api_bounds: `today` ends at midnight); the computed part stops at `window`'s end, and step sets
+    wholly after it (the rest of today) are left out."""
     last = int(now) // window.step * window.step
+    bounds = bounds or window
     sets: list[AllocationSet] = []
     if accumulate == "all":
-        return [AllocationSet(window, window)]
+        return [AllocationSet(bounds, window)]
     if accumulate == "none":
-        step = parse_step(step_text, window)
+        step = parse_step(step_text, bounds)
         if -(-window.seconds // step) > MAX_SETS:
             raise ConfigError(f"step={step_text!r} makes more than {MAX_SETS} sets over this window; "
                               "use a longer step or a shorter window")
@@ -208,35 +227,49 @@ def _flag(query: Mapping[str, list[str]], name: str, default: bool | None = None
     return v.lower() in ("true", "1")
 
 
+def sharing_overrides(query: Mapping[str, list[str]], include_idle: bool) -> dict[str, object]:
+    """Each sharing parameter given replaces the configured value, an empty one included: `shareNamespaces=`
+    shares no namespace for this request (so kube-system's pods show in aggregate=pod). Idle exists only
+    with includeIdle, as in OpenCost, so without it shareIdle has nothing to share and is off."""
+    sharing: dict[str, object] = {}
+    for name in ("shareNamespaces", "shareLabels"):
+        if name in query:
+            sharing[name] = query[name][0]
+    split = query.get("shareSplit", [""])[0]
+    if split:
+        sharing["shareSplit"] = split
+    if "shareCost" in query:
+        try:
+            sharing["shareCost"] = float(query["shareCost"][0] or 0)
+        except ValueError as e:
+            raise ConfigError(f"shareCost={query['shareCost'][0]!r}: a monthly amount such as 30.42") from e
+    for name in ("shareIdle", "idleByNode"):
+        value = _flag(query, name)
+        if value is not None:
+            sharing[name] = value
+    if not include_idle:
+        sharing["shareIdle"] = False
+    if _flag(query, "shareTenancyCosts") is False:
+        sharing["sharedCosts"] = []  # the configured fixed costs (control plane, ...) are left out
+    return sharing
+
+
 def parse_query(query: Mapping[str, list[str]], labels: Mapping[str, str], now: float,
                 step: int) -> AllocationQuery:
     """Every OpenCost /allocation parameter this engine answers, validated; bad ones raise ConfigError."""
     def arg(name: str) -> str | None:
         return query.get(name, [None])[0]
 
-    window = api_window(arg("window") or "24h", now, step)
+    text = arg("window") or "24h"
+    window = api_window(text, now, step)
     accumulate = parse_accumulate(arg("accumulate"))
     keys, labels = parse_aggregate_keys(arg("aggregate") or "namespace", labels)
     aliases = {name: key for name, key in labels.items()}
     node = parse_filter(arg("filter") or "", aliases)
     pod_level = (any(k.kind in POD_KINDS or k.kind == "annotation" for k in keys)
                  or any(c.field in POD_FIELDS for c in (comparisons(node) if node is not None else [])))
-    sharing: dict[str, object] = {}
-    for name in ("shareNamespaces", "shareSplit", "shareLabels"):
-        if arg(name):
-            sharing[name] = arg(name)
-    if arg("shareCost"):
-        try:
-            sharing["shareCost"] = float(arg("shareCost") or 0)
-        except ValueError as e:
-            raise ConfigError(f"shareCost={arg('shareCost')!r}: a monthly amount such as 30.42") from e
-    for name in ("shareIdle", "idleByNode"):
-        value = _flag(query, name)
-        if value is not None:
-            sharing[name] = value
-    if _flag(query, "shareTenancyCosts") is False:
-        sharing["sharedCosts"] = []  # the configured fixed costs (control plane, ...) are left out
-    include_idle = _flag(query, "includeIdle", _flag(query, "idle", True))
-    return AllocationQuery(plan_sets(window, arg("step"), accumulate, now), keys, labels, node,
-                           bool(include_idle), sharing, bool(_flag(query, "includeProportionalAssetResourceCosts")),
-                           pod_level)
+    include_idle = bool(_flag(query, "includeIdle", _flag(query, "idle", False)))
+    sharing = sharing_overrides(query, include_idle)
+    sets = plan_sets(window, arg("step"), accumulate, now, api_bounds(text, now, window))
+    return AllocationQuery(sets, keys, labels, node, include_idle, sharing,
+                           bool(_flag(query, "includeProportionalAssetResourceCosts")), pod_level)
