@@ -17,7 +17,7 @@ from typing import Any
 
 from exporter.core.allocation import CostResult
 from exporter.core.coverage import Coverage
-from exporter.outputs.allocitem import api_item
+from exporter.outputs.allocitem import api_item, pv_allocations
 from exporter.outputs.allocrows import Group, aggregate, build_rows, properties_json, proportional_costs
 from exporter.outputs.opencost_api import AllocationQuery, AllocationSet
 
@@ -39,7 +39,8 @@ class SetGroups:
     def items(self) -> Iterator[tuple[str, dict[str, Any]]]:
         for name, g in sorted(self.groups.items()):
             proportional = None if self.node_cost is None else proportional_costs(g, self.node_cost, self.cluster)
-            yield name, api_item(name, g.row, self.start, self.end, self.bounds, properties_json(g), proportional)
+            yield name, api_item(name, g.row, self.start, self.end, self.bounds, properties_json(g), proportional,
+                                 pv_allocations(g.pvs, self.cluster))
 
     def encode(self) -> Iterator[bytes]:
         """`{"name": {...}, ...}` as json.dumps writes it, in pieces of about FLUSH_BYTES."""

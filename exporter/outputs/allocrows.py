@@ -34,6 +34,7 @@ class AllocRow:
     attrs: tuple[str, ...] = ()  # the owner (attribution values) of the cost-table row it comes from
     namespace_annotations: Mapping[str, str] | None = None  # set on pod rows, whose annotations are the pod's
     moved: bool = False  # what sharing moved to this owner (shared cost, shared idle): no node
+    pvs: Mapping[str, tuple[float, float]] | None = None  # PV -> (byte-seconds, cost) of a volume row
 
 
 def _labels(attrs: tuple[str, ...], keys: tuple[str, ...]) -> dict[str, str]:
@@ -77,6 +78,9 @@ class RowBuilder:
             for res, c in line.cost_by_resource().items():
                 self.table_sum[(ns, attrs, res)] = self.table_sum.get((ns, attrs, res), 0.0) + c
         self.owner_labels: dict[tuple[str, ...], dict[str, str]] = {}  # one dict per owner, read-only, shared
+        self.volumes: dict[str, dict[str, tuple[float, float]]] = {}  # namespace -> PV -> (byte-seconds, cost)
+        for (ns, pv), part in sorted(result.pv_parts.items()):
+            self.volumes.setdefault(ns, {})[pv] = part
 
     def _props(self, ns: str, node: str, attrs: tuple[str, ...]) -> Props:
         real = "" if is_pseudo(ns) else ns
@@ -108,7 +112,11 @@ class RowBuilder:
             if ns == IDLE:  # idle has no requests or usage; keep the allocated-capacity quantities
                 r.line = Line(cpu_core_seconds=line.cpu_core_seconds, ram_byte_seconds=line.ram_byte_seconds,
                               gpu_seconds=line.gpu_seconds)
-            yield self._row(ns, node, attrs, r)
+            row = self._row(ns, node, attrs, r)
+            if not node and line.pv_cost and ns in self.volumes:  # the namespace's volumes, kept as its pvCost is
+                kept_share = r.cost["storage"] / line.pv_cost
+                row.pvs = {pv: (b, c * kept_share) for pv, (b, c) in self.volumes[ns].items()}
+            yield row
 
     def nodeless(self) -> list[AllocRow]:
         """What sharing moved to each owner; fixed costs no tenant could take, and kept entries with no table
@@ -175,7 +183,7 @@ class Group:
     the cost per resource, then shared cost): a pod-level answer at 100k containers holds 50k groups, and
     a Row of float objects took 1.25 KB of a group's 3.2. `row` builds the Row when it is read."""
 
-    __slots__ = ("by_node", "namespace_annotations", "namespace_labels", "props", "values")
+    __slots__ = ("by_node", "namespace_annotations", "namespace_labels", "props", "pvs", "values")
 
     def __init__(self, props: Props, row: Row, namespace_labels: Mapping[str, str],
                  by_node: dict[str, dict[str, float]] | None = None,
@@ -187,6 +195,7 @@ class Group:
         self.namespace_labels = namespace_labels
         self.by_node = by_node if by_node is not None else {}  # node -> cpu/memory/gpu cost on it
         self.namespace_annotations = namespace_annotations  # None: the same as props.annotations
+        self.pvs: dict[str, tuple[float, float]] | None = None  # PV -> (byte-seconds, cost), as OpenCost's `pvs`
 
     def add(self, row: Row) -> None:
         v, line = self.values, row.line
@@ -239,6 +248,11 @@ def add_rows(out: dict[str, Group], rows: Iterable[AllocRow], keys: list[AggKey]
                 theirs = r.props.annotations if ns_notes is None else ns_notes
                 g.namespace_annotations = _common(mine, theirs)
         g.add(r.row)
+        if r.pvs:
+            g.pvs = g.pvs if g.pvs is not None else {}
+            for pv, (b, c) in r.pvs.items():
+                b0, c0 = g.pvs.get(pv, (0.0, 0.0))
+                g.pvs[pv] = (b0 + b, c0 + c)
         if by_node and r.props.node:
             on = g.by_node.setdefault(r.props.node, dict.fromkeys(("cpu", "memory", "gpu"), 0.0))
             for res in on:
