@@ -68,6 +68,10 @@ def check(got: dict[str, float], expected: dict[str, float], total: float | None
                     "__unallocated__": NO_TEAM, "__idle__": IDLE}),
     ("cost_center", {"CC-100": 0.24, "CC-200": 0.12, "CC-300": 0.24, "__unallocated__": NO_TEAM,
                      "__idle__": IDLE}),
+    ("label:cost_center", {"CC-100": 0.24, "CC-200": 0.12, "CC-300": 0.24, "__unallocated__": NO_TEAM,
+                           "__idle__": IDLE}),  # OpenCost's spelling of the configured cost-center
+    ("label:cost-center", {"CC-100": 0.24, "CC-200": 0.12, "CC-300": 0.24, "__unallocated__": NO_TEAM,
+                           "__idle__": IDLE}),
     ("label:platform", {"true": 0.28, "__unallocated__": NODES - IDLE - 0.28, "__idle__": IDLE}),
     ("annotation:owner", {"__unallocated__": NODES - IDLE, "__idle__": IDLE}),  # no namespace annotates it
     ("namespace,node", {"payments/n1": 0.24, "search/n1": 0.12, "kube-system/n1": 0.12, "web/n2": 0.24,
@@ -87,11 +91,14 @@ def test_each_aggregate_key_conserves(exporter: Exporter, share_prom: Any, aggre
 def test_properties_are_kept_when_every_item_shares_them(exporter: Exporter, share_prom: Any) -> None:
     data = call(exporter, share_prom[1])["data"][0]
     pay = data["payments"]["properties"]
+    # Keys as OpenCost spells them (Prometheus's sanitised form), Kubernetes's with labelKeys=kubernetes.
     assert pay == {"cluster": "cluster", "node": "n1", "namespace": "payments",
-                   "labels": {"team": "payments", "cost-center": "CC-100"},
-                   "namespaceLabels": {"team": "payments", "cost-center": "CC-100"}}
+                   "labels": {"team": "payments", "cost_center": "CC-100"},
+                   "namespaceLabels": {"team": "payments", "cost_center": "CC-100"}}
+    k8s = call(exporter, share_prom[1], labelKeys="kubernetes")["data"][0]["payments"]["properties"]
+    assert k8s["labels"] == k8s["namespaceLabels"] == {"team": "payments", "cost-center": "CC-100"}
     # web's pods carry three teams: team is dropped, the namespace's cost centre is kept.
-    assert data["web"]["properties"]["labels"] == {"cost-center": "CC-300"}
+    assert data["web"]["properties"]["labels"] == {"cost_center": "CC-300"}
     assert data["__idle__"]["properties"] == {"cluster": "cluster"}  # two nodes: node is dropped
     teams = call(exporter, share_prom[1], aggregate="team")["data"][0]
     assert teams["web-a"]["properties"]["namespace"] == "web"
@@ -281,7 +288,12 @@ def test_namespace_annotations_aggregate_and_filter(demo_prom: tuple[PrometheusS
         assert by_note["60"] == pytest.approx(by_ns["web"], rel=REL)
         assert sum(by_note.values()) == pytest.approx(sum(by_ns.values()), rel=REL)  # conservation
         only = call(ex, t0, filter=f'annotation[{key}]:"60"')["data"][0]
+        # OpenCost's spelling in properties; either spelling aggregates and filters alike.
         assert set(only) == {"web"} and only["web"]["properties"]["annotations"] == {
-            key: "60", "chargeback.io/budget-notify": "slack:#web"}
+            "chargeback_io_budget_monthly": "60", "chargeback_io_budget_notify": "slack:#web"}
+        assert totals(call(ex, t0, aggregate="annotation:chargeback_io_budget_monthly")) == by_note
+        assert set(call(ex, t0, filter='annotation[chargeback_io_budget_monthly]:"60"')["data"][0]) == {"web"}
+        k8s = call(ex, t0, filter=f'annotation[{key}]:"60"', labelKeys="kubernetes")["data"][0]
+        assert k8s["web"]["properties"]["annotations"] == {key: "60", "chargeback.io/budget-notify": "slack:#web"}
     finally:
         ex.close()

@@ -35,11 +35,13 @@ class SetGroups:
     bounds: tuple[int, int]
     cluster: str
     node_cost: Mapping[tuple[str, str], float] | None = None
+    kubernetes_keys: bool = False  # labelKeys=kubernetes: label and annotation keys as Kubernetes spells them
 
     def items(self) -> Iterator[tuple[str, dict[str, Any]]]:
         for name, g in sorted(self.groups.items()):
             proportional = None if self.node_cost is None else proportional_costs(g, self.node_cost, self.cluster)
-            yield name, api_item(name, g.row, self.start, self.end, self.bounds, properties_json(g), proportional,
+            props = properties_json(g, self.kubernetes_keys)
+            yield name, api_item(name, g.row, self.start, self.end, self.bounds, props, proportional,
                                  pv_allocations(g.pvs, self.cluster))
 
     def encode(self) -> Iterator[bytes]:
@@ -98,4 +100,4 @@ def set_data(groups: Mapping[str, Group], result: CostResult, s: AllocationSet, 
              cluster: str) -> dict[str, Any]:
     """One set of the answer: name -> OpenCost allocation."""
     return dict(SetGroups(groups, result.start, result.end, (s.bounds.start, s.bounds.end), cluster,
-                          result.node_cost if query.proportional else None).items())
+                          result.node_cost if query.proportional else None, query.kubernetes_keys).items())

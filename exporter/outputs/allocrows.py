@@ -19,7 +19,7 @@ from exporter.core.names import IDLE, UNALLOCATED, UNATTRIBUTED, is_pseudo
 from exporter.outputs.allocfilter import Node, Props
 from exporter.outputs.allocitem import Row
 from exporter.outputs.opencost_api import AggKey
-from exporter.vocab.labels import ksm_label
+from exporter.vocab.labels import either_key, prom_key
 
 _RES_COST = {"cpu": "cpu_cost", "memory": "ram_cost", "gpu": "gpu_cost", "storage": "pv_cost",
              "load_balancer": "lb_cost", "network": "network_cost"}
@@ -138,9 +138,8 @@ def _value(row: AllocRow, key: AggKey) -> str:
         return f"{p.controllerKind}:{p.controller}" if p.controller else ""
     if key.kind == "service":  # OpenCost groups a pod behind several Services under its first one
         return p.services[0] if p.services else ""
-    source = p.labels if key.kind == "label" else p.annotations
     # Pod rows keep labels and annotations as kube-state-metrics spells them (app_kubernetes_io_name).
-    return source.get(key.key, "") or source.get(ksm_label(key.key)[6:], "")
+    return either_key(p.labels if key.kind == "label" else p.annotations, key.key) or ""
 
 
 def row_group_name(row: AllocRow, keys: list[AggKey]) -> str:
@@ -259,24 +258,29 @@ def add_rows(out: dict[str, Group], rows: Iterable[AllocRow], keys: list[AggKey]
                 on[res] += r.row.cost[res]
 
 
-def properties_json(g: Group) -> dict[str, Any]:
-    """OpenCost's `properties`: only what every aggregated item shares, empty values left out."""
+def _keys(values: Mapping[str, str], kubernetes: bool) -> dict[str, str]:
+    return dict(values) if kubernetes else {prom_key(k): v for k, v in values.items()}
+
+
+def properties_json(g: Group, kubernetes_keys: bool = False) -> dict[str, Any]:
+    """OpenCost's `properties`: only what every aggregated item shares, empty values left out. Label and
+    annotation keys in OpenCost's sanitised spelling (cost_center), or as Kubernetes spells them."""
     p = g.props
     out: dict[str, Any] = {f.name: getattr(p, f.name) for f in fields(Props)
                            if f.name not in ("labels", "annotations", "services") and getattr(p, f.name)}
     if p.services:
         out["services"] = list(p.services)
     if p.labels:
-        out["labels"] = dict(p.labels)
+        out["labels"] = _keys(p.labels, kubernetes_keys)
     if g.namespace_labels:
-        out["namespaceLabels"] = dict(g.namespace_labels)
+        out["namespaceLabels"] = _keys(g.namespace_labels, kubernetes_keys)
     # Namespace-level rows carry the namespace's annotations only, so both of OpenCost's names hold them;
     # pod rows carry the pod's over the namespace's in `annotations`.
     ns_notes = p.annotations if g.namespace_annotations is None else g.namespace_annotations
     if p.annotations:
-        out["annotations"] = dict(p.annotations)
+        out["annotations"] = _keys(p.annotations, kubernetes_keys)
     if ns_notes:
-        out["namespaceAnnotations"] = dict(ns_notes)
+        out["namespaceAnnotations"] = _keys(ns_notes, kubernetes_keys)
     return out
 
 

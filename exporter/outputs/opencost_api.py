@@ -16,7 +16,7 @@ from exporter.core.window import Window, parse_window
 from exporter.outputs.allocfilter import Node, comparisons, parse_filter
 from exporter.vocab.durations import parse_duration
 from exporter.vocab.errors import ConfigError
-from exporter.vocab.labels import ksm_label
+from exporter.vocab.labels import ksm_label, prom_key
 
 # Aggregate keys answered from namespace-level rows; the others need pod-level rows (exporter/outputs/podrows.py).
 NAMESPACE_KINDS = ("cluster", "node", "namespace")
@@ -57,6 +57,7 @@ class AllocationQuery:
     sharing: dict[str, object] = field(default_factory=dict)  # overrides of the `sharing` config section
     proportional: bool = False
     pod_level: bool = False  # some key or filter field needs rows below (namespace, node)
+    kubernetes_keys: bool = False  # labelKeys=kubernetes: properties' label keys as Kubernetes spells them
 
 
 def _utc(ts: float) -> datetime:
@@ -207,9 +208,11 @@ def parse_aggregate_keys(text: str, labels: Mapping[str, str]) -> tuple[list[Agg
             keys.append(AggKey(raw))
         elif raw.startswith(("label:", "annotation:")) and raw.split(":", 1)[1]:
             kind, key = raw.split(":", 1)
+            if kind == "label":  # either spelling of a configured key: cost_center is cost-center
+                key = next((k for k in labels.values() if prom_key(k) == prom_key(key)), key)
+                if key not in labels.values():
+                    labels[ksm_label(key)] = key
             keys.append(AggKey(kind, key))
-            if kind == "label" and key not in labels.values():
-                labels[ksm_label(key)] = key
         elif raw in labels:  # the project's aliases: team, cost_center, ...
             keys.append(AggKey("label", labels[raw]))
         else:
@@ -271,5 +274,9 @@ def parse_query(query: Mapping[str, list[str]], labels: Mapping[str, str], now: 
     include_idle = bool(_flag(query, "includeIdle", _flag(query, "idle", False)))
     sharing = sharing_overrides(query, include_idle)
     sets = plan_sets(window, arg("step"), accumulate, now, api_bounds(text, now, window))
+    spelling = (arg("labelKeys") or "opencost").strip().lower()
+    if spelling not in ("opencost", "kubernetes"):
+        raise ConfigError(f"labelKeys={arg('labelKeys')!r}: use opencost (cost_center) or kubernetes (cost-center)")
     return AllocationQuery(sets, keys, labels, node, include_idle, sharing,
-                           bool(_flag(query, "includeProportionalAssetResourceCosts")), pod_level)
+                           bool(_flag(query, "includeProportionalAssetResourceCosts")), pod_level,
+                           spelling == "kubernetes")

@@ -367,7 +367,7 @@ def response(pipeline: Pipeline, query: AllocationQuery, label_keys: tuple[str, 
         if body.last is not None:
             body.done.append(b"".join(body.last.encode()))
         body.last = SetGroups(finish(grain.groups), result.start, result.end, (s.bounds.start, s.bounds.end),
-                              cluster, result.node_cost if query.proportional else None)
+                              cluster, result.node_cost if query.proportional else None, query.kubernetes_keys)
         coverage.merge(result.coverage)
         del grain, result
     body.coverage = coverage.to_json()
