@@ -1,5 +1,5 @@
-"""OpenCost's per-allocation detail in /allocation: `pvs` itemising pvCost by volume, against a real
-Prometheus holding the assets scenario; amounts by hand.
+"""OpenCost's per-allocation detail in /allocation: `pvs` itemising pvCost by volume (the assets scenario)
+and `rawAllocationOnly`'s max usage (the sharing scenario), against a real Prometheus; amounts by hand.
 
 Volumes (scenarios.asset_cluster), the hour (t0, t0+1h], 730 h a month:
   pv-gp3      100 GiB, class gp3 at 0.08/GiB-month, claimed by payments: 100 x 0.08 / 730 = 0.010959/h
@@ -53,3 +53,28 @@ def test_pvs_itemise_pv_cost(exporter: Exporter, asset_prom: Any) -> None:
     # one allocation over all namespaces holds every volume
     cluster = exporter.allocation({"window": [window_arg(t0)], "aggregate": ["cluster"]})["data"][0]["cluster"]
     assert set(cluster["pvs"]) == {f"cluster=cluster:name={n}" for n in ("pv-gp3", "pv-noclass", "pv-opencost")}
+
+
+def test_raw_allocation_only_holds_one_containers_max_usage(share_prom: tuple[PrometheusServer, int]) -> None:
+    """The sharing scenario's containers use half their request all hour: payments' api 1 of 2 cores and
+    2 of 4 GiB, monitoring's prometheus 1 of 2 cores and 4 of 8 GiB. Max usage is that constant."""
+    prom, t0 = share_prom
+    ex = Exporter(parse_config({"prometheus": {"url": prom.url}, "attribution": {"source": "prometheus"}}))
+    try:
+        def get(**params: str) -> dict[str, Any]:
+            query = {"window": [window_arg(t0)], **{k: [v] for k, v in params.items()}}
+            data: dict[str, Any] = ex.allocation(query)["data"][0]
+            return data
+
+        pods = get(aggregate="pod")
+        assert pods["api"]["rawAllocationOnly"] == {"cpuCoreUsageMax": pytest.approx(1.0, rel=REL),
+                                                    "ramByteUsageMax": pytest.approx(2 * GIB, rel=REL)}
+        assert pods["prometheus"]["rawAllocationOnly"] == {"cpuCoreUsageMax": pytest.approx(1.0, rel=REL),
+                                                           "ramByteUsageMax": pytest.approx(4 * GIB, rel=REL)}
+        containers = get(aggregate="namespace,pod,container")
+        assert containers["payments/api/app"]["rawAllocationOnly"] == pods["api"]["rawAllocationOnly"]
+        # an aggregate of several containers has no single maximum: null, as OpenCost's aggregates
+        assert get(aggregate="container")["app"]["rawAllocationOnly"] is None
+        assert get(aggregate="namespace")["payments"]["rawAllocationOnly"] is None
+    finally:
+        ex.close()

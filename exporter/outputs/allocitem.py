@@ -88,7 +88,7 @@ def pv_allocations(pvs: Mapping[str, tuple[float, float]] | None, cluster: str) 
 
 def api_item(name: str, row: Row, start: int, end: int, bounds: tuple[int, int],
              properties: dict[str, Any], proportional: dict[str, Any] | None = None,
-             pvs: dict[str, Any] | None = None) -> dict[str, Any]:
+             pvs: dict[str, Any] | None = None, raw: dict[str, float] | None = None) -> dict[str, Any]:
     """One allocation as OpenCost's /allocation serialises it: `properties`, the set's `window`, and
     every documented field (those with no meaning here are 0)."""
     item = allocation_item(name, row, start, end)
@@ -99,7 +99,7 @@ def api_item(name: str, row: Row, start: int, end: int, bounds: tuple[int, int],
     out.update(dict.fromkeys(_ZERO_FIELDS, 0.0))
     out["pvBytes"] = row.line.pv_byte_seconds / 3600 / hours
     out["pvs"] = pvs
-    out["rawAllocationOnly"] = None
+    out["rawAllocationOnly"] = raw
     if proportional is not None:
         out["proportionalAssetResourceCosts"] = proportional
     return out
