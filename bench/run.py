@@ -131,7 +131,7 @@ def serve_cycle(cfg: Path, end: int) -> float:
     config = parse_config(yaml.safe_load(cfg.read_text()))
     client = PrometheusClient(config.prometheus)
     pipeline = Pipeline(config, client)
-    pipeline.min_recorded_steps = 1
+    pipeline.fetcher.min_recorded_steps = 1
     pipeline.compute_chunk(Window(end - STEP, end, STEP))
     return client.stats.server_seconds
 

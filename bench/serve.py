@@ -88,7 +88,7 @@ def child(config: Path, start: int, cycles: int, prometheus_pid: int) -> None:
     from exporter.serve.server import Exporter
 
     ex = Exporter(override(load_config(str(config)), "attribution", source="prometheus"))
-    stats, sources = ex.client.stats, ex.pipeline.sources
+    stats, sources = ex.client.stats, ex.pipeline.fetcher.sources
     seen: list[tuple[float, int, str]] = []
     instant = ex.client._instant
 

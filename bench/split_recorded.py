@@ -42,7 +42,7 @@ def measure(cfg: dict[str, Any], end: int) -> Measured:
     for (ns, attrs, *_rest), v in result.costs.items():
         if ns == "ns-0000":
             teams[attrs[0] if attrs else ""] = teams.get(attrs[0] if attrs else "", 0.0) + v
-    return (client.stats.server_seconds, time.monotonic() - t, client.stats.queries, dict(pipeline.sources),
+    return (client.stats.server_seconds, time.monotonic() - t, client.stats.queries, dict(pipeline.fetcher.sources),
             sum(result.costs.values()), teams)
 
 

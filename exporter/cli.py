@@ -102,8 +102,8 @@ def allocate(prometheus_url: str | None, window_text: str, aggregate: str, confi
         s = client.stats
         click.echo(json.dumps({"queries": s.queries, "http_seconds": round(s.wall_seconds, 3),
                                "prometheus_seconds": round(s.server_seconds, 3),
-                               "chunks": {"recorded": pipeline.sources["recorded"],
-                                          "raw": pipeline.sources["raw"]}}), err=True)
+                               "chunks": {"recorded": pipeline.fetcher.sources["recorded"],
+                                          "raw": pipeline.fetcher.sources["raw"]}}), err=True)
 
 
 @main.command()
@@ -191,7 +191,7 @@ def prices(prometheus_url: str | None, config: str | None, window_text: str, fmt
         cfg = load(config, prometheus_url)
         window = parse_window(window_text, time.time(), parse_duration(cfg.allocation.resolution))
         pipeline = command_pipeline(cfg)
-        _capacity, nodes = pipeline.node_facts(window, pipeline.metadata(window))
+        _capacity, nodes = pipeline.fetcher.node_facts(window, pipeline.metadata(window))
         rates = price_nodes(nodes, cfg.pricing, pipeline.shipped)
     except ChargebackError as e:
         fail(e)

@@ -1,5 +1,6 @@
-"""The one-pass raw path (exporter/sources/allocsteps.py): the client-side overflow scale and integration, worked
-by hand, and the per-container NaN check that now runs only when an answer held a non-finite value."""
+"""The one-pass raw path (exporter/sources/allocsteps.py, read by exporter/sources/stepfetch.py): the client-side
+overflow scale and integration as production runs them (`Pending`, `StepFetcher`), worked by hand, and the
+per-container NaN check that now runs only when an answer held a non-finite value."""
 
 from __future__ import annotations
 
@@ -12,7 +13,10 @@ import pytest
 
 from demo.localprom import PrometheusServer, find_binary
 from demo.synthetic import write_openmetrics
-from exporter.sources.allocsteps import RowKey, StepTotals, integrate
+from exporter.config.schema import parse_config
+from exporter.sources.allocsteps import SAMPLE_BUDGET, RowKey, Series, StepTotals, parse
+from exporter.sources.queries import Queries
+from exporter.sources.stepfetch import Pending, StepFetcher, SubWindows
 
 from .conftest import aligned_past
 from .scenarios import WINDOW_SECONDS, core_cluster
@@ -26,23 +30,40 @@ def row(part: str, ns: str, res: str, samples: Samples, node: str = "n1") -> tup
     return {"part": part, "namespace": ns, "node": node, "resource": res}, samples
 
 
-def test_an_overflowing_node_is_scaled_per_step_from_the_same_rows() -> None:
-    series = [
-        # n1 has 4 cores at steps 1-2 and no capacity sample at step 3.
-        ({"part": "capacity", "node": "n1", "resource": "cpu"}, [(1.0, 4.0), (2.0, 4.0)]),
-        row("allocated", "a", "cpu", [(1.0, 3.0), (2.0, 1.0), (3.0, 1.0)]),
-        row("allocated", "b", "cpu", [(1.0, 3.0), (2.0, 2.0), (3.0, 1.0)]),
-        row("request", "a", "cpu", [(1.0, 1.0), (2.0, 1.0), (3.0, 1.0)]),
-        row("usage", "b", "cpu", [(1.0, 3.0), (2.0, 2.0)]),
-    ]
+def integrated(answers: list[list[Series]], policy: str, weight: float = 0.7) -> StepTotals:
+    """One sub-window of steps 1, 2, 3 (step 1) through `stepfetch.Pending`, its rows arriving in `answers` as
+    namespace shards deliver them."""
     out = StepTotals()
-    integrate(series, "max", 0.7, out)
+    pending = Pending(first=1, step=1, steps=3)
+    for series in answers:
+        pending.add(parse(series), policy, weight, out)
+    pending.finish(out)
+    return out
+
+
+OVERFLOW = [
+    # n1 has 4 cores at steps 1-2 and no capacity sample at step 3.
+    ({"part": "capacity", "node": "n1", "resource": "cpu"}, [(1.0, 4.0), (2.0, 4.0)]),
+    row("allocated", "a", "cpu", [(1.0, 3.0), (2.0, 1.0), (3.0, 1.0)]),
+    row("allocated", "b", "cpu", [(1.0, 3.0), (2.0, 2.0), (3.0, 1.0)]),
+    row("request", "a", "cpu", [(1.0, 1.0), (2.0, 1.0), (3.0, 1.0)]),
+    row("usage", "b", "cpu", [(1.0, 3.0), (2.0, 2.0)]),
+]
+
+
+@pytest.mark.parametrize("answers", [[OVERFLOW], [OVERFLOW[1:2], [OVERFLOW[0], *OVERFLOW[2:]]]],
+                         ids=["one answer", "namespace a in a shard before the rest"])
+def test_an_overflowing_node_is_scaled_per_step_from_the_same_rows(answers: list[list[Series]]) -> None:
+    """In shards, the scale waits for the node's total over every shard: namespace a alone (3 cores at step 1)
+    fits the 4 cores, and only with b's 3 does the node overflow."""
+    out = integrated(answers, "max")
     # Step 1: 3 + 3 = 6 > 4 cores, each scaled by 4/6 to 2. Step 2: 1 + 2 = 3 <= 4, unscaled.
     # Step 3: no capacity, not counted.
-    assert out.allocated[RowKey("a", "n1", None, "cpu")] == pytest.approx(2 + 1, rel=REL)
-    assert out.allocated[RowKey("b", "n1", None, "cpu")] == pytest.approx(2 + 2, rel=REL)
+    assert out.allocated == {RowKey("a", "n1", None, "cpu"): pytest.approx(2 + 1, rel=REL),
+                             RowKey("b", "n1", None, "cpu"): pytest.approx(2 + 2, rel=REL)}
     assert out.requested == {RowKey("a", "n1", None, "cpu"): 3.0}  # every step of the row
     assert out.used == {RowKey("b", "n1", None, "cpu"): 5.0}
+    assert out.scales == {("n1", "cpu"): {1.0: pytest.approx(4 / 6, rel=REL), 2.0: 1.0}}  # kept for pod rows
 
 
 def test_linear_policies_derive_the_allocation_from_request_and_usage_rows() -> None:
@@ -54,10 +75,58 @@ def test_linear_policies_derive_the_allocation_from_request_and_usage_rows() -> 
         row("request", "a", "nvidia_com_gpu", [(1.0, 1.0), (2.0, 1.0)]),
     ]
     for policy, cpu in (("request", 2.0), ("usage", 0.5), ("weighted", (0.7 * 1 + 0.3 * 0.5) + 0.7 * 1)):
-        out = StepTotals()
-        integrate(series, policy, 0.7, out)
+        out = integrated([series], policy)
         assert out.allocated[RowKey("a", "n1", None, "cpu")] == pytest.approx(cpu, rel=REL), policy
         assert out.allocated[RowKey("a", "n1", None, "gpu")] == pytest.approx(2.0, rel=REL)  # GPUs: requests
+
+
+class StepAnswers:
+    """Prometheus for `StepFetcher`: the one-pass query of each part (told apart by the namespace matcher its
+    selectors carry) answers its rows at every step of [at - span, at] (the start point too, as a subquery
+    does), the CPU group only; no kube-prometheus records."""
+
+    def __init__(self, rows: dict[str, list[Series]]) -> None:
+        self.rows = rows
+        self.asked: list[tuple[str, float, int]] = []
+
+    def query(self, expr: str, at: float) -> list[Series]:
+        return []
+
+    def query_range_raw(self, expr: str, at: float) -> list[Series]:
+        span = int(re.findall(r"\[(\d+)s:", expr)[-1])
+        part = next(m for m in self.rows if m in expr) if 'resource=~"cpu"' in expr else ""
+        self.asked.append((part, at, span))
+        return [(labels, [(t, v) for t, v in samples if at - span <= t <= at])
+                for labels, samples in self.rows.get(part, [])]
+
+
+def test_the_fetcher_reads_shards_and_sub_windows_and_integrates_them_whole() -> None:
+    """The rows of OVERFLOW at steps 660, 720, 780 (and one more at 600, before the chunk), read as production
+    reads them: shards of one pod (a, then b, then the rest with node capacity), in two sub-windows (the first
+    one step, as a big last answer sized it; then the rest of the chunk, as this small answer sizes it)."""
+    def at(*values: float) -> list[tuple[float, float]]:
+        return list(zip((600.0, 660.0, 720.0, 780.0), values, strict=False))
+
+    answers = StepAnswers({
+        'namespace=~"a"': [row("allocated", "a", "cpu", at(9, 3, 1, 1)), row("request", "a", "cpu", at(9, 1, 1, 1))],
+        'namespace=~"b"': [row("allocated", "b", "cpu", at(9, 3, 2, 1)), row("usage", "b", "cpu", at(9, 3, 2))],
+        'namespace!~"a|b"': [({"part": "capacity", "node": "n1", "resource": "cpu"}, at(4, 4, 4))],
+    })
+    cfg = parse_config({"prometheus": {"url": "http://127.0.0.1:9"}, "allocation": {"policy": "max"}})
+    q = Queries(cfg.prometheus, cfg.allocation)
+    assert q.step == 60
+    fetcher = StepFetcher(answers, "max", 0.7, shard_pods=1)  # type: ignore[arg-type]
+    fetcher.series_seen = SAMPLE_BUDGET  # the last chunk's answer: one step a query
+    out = fetcher.totals(q, 600, 780, [], {"a": 1, "b": 1})
+    cpu_asks = [a for a in answers.asked if a[0]]
+    assert cpu_asks == [('namespace=~"a"', 660, 60), ('namespace=~"b"', 660, 60), ('namespace!~"a|b"', 660, 60),
+                        ('namespace=~"a"', 780, 120), ('namespace=~"b"', 780, 120), ('namespace!~"a|b"', 780, 120)]
+    # As OVERFLOW (steps 1, 2, 3 are 660, 720, 780): the point at 600 belongs to the previous chunk.
+    assert out.allocated == {RowKey("a", "n1", None, "cpu"): pytest.approx(2 + 1, rel=REL),
+                             RowKey("b", "n1", None, "cpu"): pytest.approx(2 + 2, rel=REL)}
+    assert out.requested == {RowKey("a", "n1", None, "cpu"): 3.0}
+    assert out.used == {RowKey("b", "n1", None, "cpu"): 5.0}
+    assert out.scales == {("n1", "cpu"): {660.0: pytest.approx(4 / 6, rel=REL), 720.0: 1.0}}
 
 
 def test_a_nan_request_sample_is_named_and_costs_only_its_pod(tmp_path: Path) -> None:
@@ -143,3 +212,15 @@ def test_big_clusters_are_read_in_namespace_shards_and_nothing_falls_between() -
     assert 'namespace=~"a"' in parts[0].q.k and 'namespace!~"a|b|s"' in parts[2].q.c
     # a small cluster: one part (and the split one), as before sharding existed
     assert [(p.scope, p.capacity) for p in chunk_parts(q, [], {"a": 3, "b": 2}, 10)] == [("", True)]
+
+
+def test_sub_windows_are_sized_from_the_last_answer() -> None:
+    """Ten steps of 60 s: the first sub-window from the expected count (a quarter of the budget: 4 steps), the
+    next from each answer (half the budget: 2 steps; an empty answer counts as 1 series: the rest at once)."""
+    windows = SubWindows(0, 600, 60, SAMPLE_BUDGET // 4)
+    sizes = []
+    for at, span in windows:
+        sizes.append((at, span))
+        windows.saw(SAMPLE_BUDGET // 2 if len(sizes) == 1 else 0)
+    assert sizes == [(240, 240), (360, 120), (600, 240)]
+    assert list(SubWindows(0, 120, 60, 0)) == [(60, 60), (120, 60)]  # nothing expected: one step, and no answer

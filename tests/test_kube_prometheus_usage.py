@@ -61,7 +61,7 @@ def config(prom: PrometheusServer, **allocation: Any) -> dict[str, Any]:
 def usage_sources(cfg: dict[str, Any], t0: int) -> dict[str, int]:
     pipeline = Pipeline(parsed := parse_config(cfg), PrometheusClient(parsed.prometheus))
     pipeline.compute(Window(t0, t0 + WINDOW_SECONDS, 60))
-    return dict(pipeline.steps.usage_sources)
+    return dict(pipeline.fetcher.steps.usage_sources)
 
 
 def allocate(cfg: dict[str, Any], tmp_path: Path, window: str) -> dict[str, Any]:
@@ -108,4 +108,4 @@ def test_records_missing_for_part_of_the_chunk_are_not_read(kp_prom: PrometheusS
     cfg = config(kp_prom, chunk="1h")
     pipeline = Pipeline(parsed := parse_config(cfg), PrometheusClient(parsed.prometheus))
     pipeline.compute(Window(core_t0 - 1800, core_t0 + 1800, 60))
-    assert pipeline.steps.usage_sources == {"cpu:raw": 1, "memory:raw": 1}
+    assert pipeline.fetcher.steps.usage_sources == {"cpu:raw": 1, "memory:raw": 1}

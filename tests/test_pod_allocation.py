@@ -261,7 +261,7 @@ def test_namespace_shards_sum_node_totals_across_shards(exporter: Exporter, pods
 
     t0 = pods_prom[1]
     pipeline = Pipeline(exporter.cfg, exporter.client)
-    pipeline.steps.shard_pods = 1
+    pipeline.fetcher.steps.shard_pods = 1
     result = pipeline.compute(Window(t0, t0 + 3600, 60))
     by_ns: dict[str, float] = {}
     for (ns, _attrs, _component, _res, _src), c in result.costs.items():

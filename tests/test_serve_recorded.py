@@ -32,7 +32,7 @@ def test_serve_cycles_read_the_recorded_series(recorded_prom: PrometheusServer, 
     try:
         accrue(exporter, core_t0 + 1200)  # the rules ran at every minute of (t0, t0 + 20 min]
         assert exporter.ledger.watermark == core_t0 + 1200
-        assert exporter.pipeline.sources == {"recorded": 20}  # 20 one-step chunks, none read raw
+        assert exporter.pipeline.fetcher.sources == {"recorded": 20}  # 20 one-step chunks, none read raw
         got = namespaces(exporter.ledger.counters)
         # A third of the hour: steady namespaces accrue a third of their hand-worked hour.
         for ns in STEADY:

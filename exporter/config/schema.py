@@ -56,6 +56,10 @@ class Prometheus(_Model):
     url: str = Field("http://127.0.0.1:9090", description="Prometheus (or Thanos Query, Mimir) base URL")
     timeout: Duration = Field("120s", description="per query")
     retries: int = Field(2, ge=0, le=10, description="per query, on transient failures; backoff 0.5 s, doubling")
+    partialResponse: Literal["allow", "deny"] = Field(
+        "allow", description="deny: ask Thanos Query and VictoriaMetrics cluster to fail a query that would miss a "
+        "store (partial_response=false, deny_partial_response=1); allow: take the answer, and leave the part of "
+        "the window a partial answer concerns uncovered. A partial answer is never costed as whole either way")
     bearerTokenFile: str | None = Field(
         None, description="file holding a token sent as 'Authorization: Bearer <token>'")
     cadvisorSelector: str = Field("", description='extra matchers for cAdvisor series, e.g. job="kubelet"')

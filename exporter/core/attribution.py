@@ -64,7 +64,8 @@ LabelSets = dict[frozenset[tuple[str, str]], dict[str, str]]
 
 def shared_labels(labels: dict[str, str], seen: LabelSets) -> dict[str, str]:
     """The one dict `seen` holds with these items (`labels` itself the first time): the pods of a workload
-    share their labels, so 50k pods' metadata holds a few hundred dicts. Callers treat them as read-only."""
+    share their labels, so a cluster's pod metadata holds a dict per distinct label set, not per pod.
+    Callers treat them as read-only."""
     return seen.setdefault(frozenset(labels.items()), labels)
 
 
@@ -108,8 +109,8 @@ def resolve(meta: Metadata, keys: list[str]) -> Owners:
 def coverage_by_pods(meta: Metadata, keys: list[str]) -> dict[str, float]:
     """Share of pods that get each label, from the pod itself or its namespace.
 
-    One pass over the pods: every /metrics scrape calls this, and a pass per namespace took minutes
-    at 150,000 pods in 1,500 namespaces (bench/serve.py)."""
+    One pass over the pods: every /metrics scrape calls this, and a pass per namespace took minutes on
+    big clusters (docs/scale.md)."""
     total = sum(meta.pod_counts.values())
     labelled: dict[tuple[str, str], int] = {}  # (namespace, key) -> pods carrying the label themselves
     for (ns, _pod), lb in meta.pods.items():

@@ -1,8 +1,8 @@
 """The fetch stage of the pipeline: what one window's queries return, as plain rows.
 
 Metadata (owner labels, workloads), node facts (capacity, prices, GPUs), assets (volumes, load
-balancers, network) and the usage integrals, on recorded or raw series. `Pipeline` adds planning,
-pricing, costing and sharing on top; its state (config, client, queries) is declared here.
+balancers, network) and the usage integrals, on recorded or raw series. `Pipeline` holds one `Fetch`
+and adds planning, pricing, costing and sharing.
 """
 
 from __future__ import annotations
@@ -11,13 +11,13 @@ import logging
 import threading
 import time
 from collections import Counter
-from typing import TYPE_CHECKING
 
 from exporter.config.schema import Config
 from exporter.core.allocation import ChunkUsage
 from exporter.core.assets import AssetCost, Service, Volume, price_load_balancers, price_network, price_volumes
 from exporter.core.attribution import BUDGET_PREFIX, LabelSets, Owners, shared_labels
 from exporter.core.finite import NonFinite
+from exporter.core.gpuprices import load_shipped_gpu_prices
 from exporter.core.ownershare import Place
 from exporter.core.pricing import NodeFacts
 from exporter.core.window import Window, iso
@@ -35,25 +35,28 @@ from exporter.vocab.labels import Metadata, UsageKey, ksm_label
 
 log = logging.getLogger(__name__)
 
-if TYPE_CHECKING:
-    from exporter.core.gpuprices import ShippedGpuPrices
+MIN_RECORDED_STEPS = 5  # shorter chunks read raw series: cheap, and no heartbeat check to pay for
 
 
 class Fetch:
     """The queries of one window, and the warnings they give."""
 
-    cfg: Config
-    client: PrometheusClient
-    queries: Queries
-    step: int
-    warnings: WarningLog
-    steps: StepFetcher
-    sources: Counter[str]
-    min_recorded_steps: int
-    non_finite_answers: int
-    shipped_gpu: ShippedGpuPrices | None
-    _lock: threading.Lock
-    _dcgm_seen: tuple[float, bool] | None
+    def __init__(self, cfg: Config, client: PrometheusClient, queries: Queries, step: int,
+                 warnings: WarningLog) -> None:
+        self.cfg = cfg
+        self.client = client
+        self.queries = queries
+        self.step = step
+        self.warnings = warnings
+        self._dcgm_seen: tuple[float, bool] | None = None  # (when asked, whether dcgm-exporter is scraped)
+        client.on_non_finite = self._non_finite
+        self._lock = threading.Lock()
+        # Serve lowers this to 1: its cycles then read the recorded series wherever the heartbeat covers them.
+        self.min_recorded_steps = MIN_RECORDED_STEPS
+        self.steps = StepFetcher(client, cfg.allocation.policy, cfg.allocation.requestWeight)
+        self.non_finite_answers = 0  # samples the client left out as NaN/Inf, ever
+        self.sources: Counter[str] = Counter()  # chunks read from recorded series vs raw series
+        self.shipped_gpu = load_shipped_gpu_prices() if cfg.pricing.shippedPrices else None
 
     @property
     def attribution_keys(self) -> list[str]:
@@ -261,7 +264,7 @@ class Fetch:
     def _unit_seconds(self, rows: dict[RowKey, float], owners: Owners, keys: dict[UsageKey, UsageKey],
                       skip: str = "") -> dict[UsageKey, float]:
         """Step sums keyed by (namespace, node, owner, resource), in unit-seconds, but for resource `skip`.
-        Empties `rows` as it goes: at 100k containers each is ~100k rows, and the two were held at once."""
+        Empties `rows` as it goes, so the two are never both held whole (docs/scale.md)."""
         out: dict[UsageKey, float] = {}
         for k in list(rows):  # in the rows' order, as the sums always were
             v = rows.pop(k)

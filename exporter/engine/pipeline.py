@@ -8,7 +8,6 @@ go through it.
 from __future__ import annotations
 
 import threading
-from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
@@ -19,25 +18,24 @@ from exporter.config.schema import Config
 from exporter.core.allocation import CostResult, add_assets, cost_chunk
 from exporter.core.attribution import Owners, annotation_budgets, resolve
 from exporter.core.coverage import Coverage, Segment, State, plan
-from exporter.core.gpuprices import load_shipped_gpu_prices
 from exporter.core.gpuwaste import add_waste
 from exporter.core.pricing import load_shipped_prices, price_nodes, unmatched_rules
 from exporter.core.sharing import ShareInputs, distribute
 from exporter.core.window import Window, iso
+from exporter.engine.chunkguard import handed_on, in_halves, partial_coverage, probe_in_halves
 from exporter.engine.fetch import Fetch
 from exporter.engine.gpufetch import unpriced_gpus
 from exporter.engine.limits import in_order
 from exporter.engine.warnlog import WarningLog
+from exporter.sources.promanswer import PartialAnswer
 from exporter.sources.prometheus import PrometheusClient
 from exporter.sources.promql import with_window
 from exporter.sources.queries import LOOKBACK_SECONDS, Queries
-from exporter.sources.stepfetch import StepFetcher
 from exporter.vocab.durations import parse_duration
 from exporter.vocab.errors import DataError
 from exporter.vocab.labels import Metadata
 
 Progress = Callable[[Window], None]
-MIN_RECORDED_STEPS = 5  # shorter chunks read raw series: cheap, and no heartbeat check to pay for
 MetadataSource = Callable[[Window], Metadata]
 
 
@@ -61,8 +59,10 @@ class Granularity(Protocol):
                     result: CostResult, node_scales: dict[tuple[str, str], dict[float, float]] | None) -> None: ...
 
 
-class Pipeline(Fetch):
-    """Cost one window: plan its chunks, fetch (the `Fetch` stage), price, cost, attribute and share."""
+class Pipeline:
+    """Cost one window: plan its chunks, fetch (its `Fetch`, engine/fetch.py), price, cost, attribute and share."""
+
+    fetch_type: type[Fetch] = Fetch  # /assets swaps in one that keeps each chunk's priced assets
 
     def __init__(self, cfg: Config, client: PrometheusClient, metadata: MetadataSource | None = None,
                  warnings: WarningLog | None = None, bill: BillPrices | None = None) -> None:
@@ -71,22 +71,17 @@ class Pipeline(Fetch):
         self.queries = Queries(cfg.prometheus, cfg.allocation)
         self.step = parse_duration(cfg.allocation.resolution)
         self.chunk = parse_duration(cfg.allocation.chunk)
-        self.metadata = metadata or self.prometheus_metadata
-        self._meta_from_prometheus = metadata is None  # then a bridged gap reads labels as of its start
-        self._ksm_seen: bool | None = None  # whether kube-state-metrics reported lately (asked once)
-        self._dcgm_seen: tuple[float, bool] | None = None  # (when asked, whether dcgm-exporter is scraped)
         # Bounded: counted per kind, last message per kind (serve passes one that logs a kind hourly).
         self.warnings = warnings if warnings is not None else WarningLog()
-        client.on_non_finite = self._non_finite
-        self._lock = threading.Lock()
-        # Serve lowers this to 1: its cycles then read the recorded series wherever the heartbeat covers them.
-        self.min_recorded_steps = MIN_RECORDED_STEPS
-        self.steps = StepFetcher(client, cfg.allocation.policy, cfg.allocation.requestWeight)
-        self.non_finite_answers = 0  # samples the client left out as NaN/Inf, ever
-        self.sources: Counter[str] = Counter()  # chunks read from recorded series vs raw series
+        self.fetcher = self.fetch_type(cfg, client, self.queries, self.step, self.warnings)
+        self.metadata = metadata or self.fetcher.prometheus_metadata
+        self._meta_from_prometheus = metadata is None  # then a bridged gap reads labels as of its start
+        self._ksm_seen: bool | None = None  # whether kube-state-metrics reported lately (asked once)
+        # Serve sets this: a partial answer then fails its cycle, retried next cycle, rather than leave
+        # accrued history uncovered for good (exporter/engine/chunkguard.py).
+        self.partial_fails = False
         self.shipped = load_shipped_prices() if cfg.pricing.shippedPrices else None
         self.bill = bill or BillPrices()
-        self.shipped_gpu = load_shipped_gpu_prices() if cfg.pricing.shippedPrices else None
 
     def compute(self, window: Window, progress: Progress | None = None,
                 cancel: threading.Event | None = None, granularity: Granularity | None = None) -> CostResult:
@@ -97,7 +92,7 @@ class Pipeline(Fetch):
         Chunks are made as they are queried; `cancel` (a request's deadline) stops between chunks.
         With `granularity`, each costed segment is also handed to it (pod/container rows); the
         namespace-level queries are the same, and the result is too but for its cost table, left empty:
-        the granularity has the rows, and a window's table is 50k lines (34 MB) at 100k containers.
+        the granularity has the rows, and a window's table is the biggest thing it would hold (docs/scale.md).
         """
         merged: CostResult | None = None
         chunk_fn = self.compute_chunk
@@ -128,7 +123,11 @@ class Pipeline(Fetch):
         q, bridge = self.queries, self.queries.max_gap_bridge
         at = w.end + bridge if now is None else max(w.end, min(w.end + bridge, int(now) // self.step * self.step))
         present: dict[str, set[int]] = {}
-        for labels, samples in self.client.query_range_raw(q.coverage_probe(at - w.start + bridge), float(at)):
+
+        def probe(end: int, span: int) -> list[tuple[dict[str, str], list[tuple[float, float]]]]:
+            return self.client.query_range_raw(q.coverage_probe(span), float(end))
+
+        for labels, samples in probe_in_halves(probe, at, at - w.start + bridge, self.step, self._warn):
             present.setdefault(labels.get("source", ""), set()).update(int(t) for t, _v in samples)
         sources = ("ksm", "cadvisor") if self.cfg.allocation.policy != "request" else ("ksm",)
         segments = plan(w.start, w.end, self.step, present, bridge, sources, horizon=at)
@@ -149,23 +148,40 @@ class Pipeline(Fetch):
 
     def compute_chunk(self, w: Window, segments: list[Segment] | None = None,
                       detail: Granularity | None = None) -> CostResult:
-        """Cost a chunk segment by segment: covered and bridged ones are costed, uncovered ones only recorded."""
-        segments = self.coverage_plan(w) if segments is None else segments
+        """Cost a chunk segment by segment: covered and bridged ones are costed, uncovered ones only recorded.
+
+        A segment over Prometheus' sample limit is costed in halves; a piece answered only in part is
+        uncovered (exporter/engine/chunkguard.py), or with `partial_fails` (serve) fails the chunk."""
         result: CostResult | None = None
         coverage = Coverage()
+        if segments is None:
+            try:
+                segments = self.coverage_plan(w)
+            except PartialAnswer as e:
+                if self.partial_fails:
+                    raise
+                segments = []
+                coverage.merge(partial_coverage(w, e, self._warn))
         for seg in segments:
-            coverage.add_segment(seg)
             ksm, cad = seg.state("ksm"), seg.state("cadvisor")
             if ksm.state is State.UNCOVERED:
+                coverage.add_segment(seg)
                 continue  # no capacity, no placement: nothing is invented
             q = self.queries if seg.covered else self.queries.bridged(
                 (ksm.before, ksm.after) if ksm.state is State.BRIDGED and ksm.before and ksm.after else None,
                 (cad.before, cad.after) if cad.state is State.BRIDGED and cad.before and cad.after else None)
             piece = w if len(segments) == 1 else Window(seg.start, seg.end, self.step)
             # Chunks with any gap read raw series: the recorded rules have nothing for the gap either.
-            part = self.cost_segment(piece, q, recorded=len(segments) == 1 and seg.covered, detail=detail)
-            coverage.merge(part.coverage)
-            result = adopt_or_merge(result, part)
+            cost = partial(self.cost_segment, q=q, recorded=len(segments) == 1 and seg.covered, detail=detail)
+            for sub, part in in_halves(cost, piece, self._warn):
+                if isinstance(part, PartialAnswer):
+                    if self.partial_fails:
+                        raise part
+                    coverage.merge(partial_coverage(sub, part, self._warn))
+                    continue
+                coverage.add_segment(replace(seg, start=sub.start, end=sub.end))
+                coverage.merge(part.coverage)
+                result = adopt_or_merge(result, part)
         if result is None:
             result = CostResult(w.start, w.end)
         result.start, result.end, result.coverage = w.start, w.end, coverage
@@ -173,11 +189,11 @@ class Pipeline(Fetch):
 
     def cost_segment(self, w: Window, q: Queries, recorded: bool = True,
                      detail: Granularity | None = None) -> CostResult:
-        meta = self.prometheus_metadata(w, q) if self._meta_from_prometheus else self.metadata(w)
+        meta = self.fetcher.prometheus_metadata(w, q) if self._meta_from_prometheus else self.metadata(w)
         for problem in annotation_budgets(meta)[1]:
             self._warn(problem, "bad_budget")
-        owners = resolve(meta, self.attribution_keys)
-        usage = self.fetch(w, owners, meta, q, recorded)
+        owners = resolve(meta, self.fetcher.attribution_keys)
+        usage = self.fetcher.fetch(w, owners, meta, q, recorded)
         rates = price_nodes(usage.nodes, self.cfg.pricing, self.shipped)
         defaulted = sorted(n for n, r in rates.items() if r.source.startswith("default"))
         if defaulted:
@@ -195,9 +211,9 @@ class Pipeline(Fetch):
                      if (f := self.bill.node_factors.get(n)) is not None else r for n, r in rates.items()}
         result = cost_chunk(usage, rates)
         scales = usage.node_scales
-        del usage  # the chunk's rows per (namespace, node, owner, resource): ~60 MB at 100k, not needed below
+        del usage  # the chunk's rows per (namespace, node, owner, resource), not needed below
         add_waste(result)
-        assets = self.fetch_assets(w, q)
+        assets = self.fetcher.fetch_assets(w, q)
         if self.bill.asset_factors:
             assets = [replace(a, cost=a.cost * self.bill.asset_factors.get(a.asset, 1.0)) for a in assets]
         add_assets(result, assets, owners.of)
@@ -207,7 +223,8 @@ class Pipeline(Fetch):
         result.costs, result.pools = shared.costs, shared.pools
         result.fallbacks, result.metadata = frozenset(shared.fallbacks), meta
         if detail is not None:
-            detail.add_segment(self, w, q, meta, owners, result, scales)
+            with handed_on():  # its rows go out batch by batch: the piece cannot be asked again
+                detail.add_segment(self, w, q, meta, owners, result, scales)
         return result
 
     def usage_max(self, window: Window, cancel: threading.Event | None = None
@@ -224,6 +241,9 @@ class Pipeline(Fetch):
                     seen = out.setdefault(key, {})
                     seen[res] = max(seen.get(res, v), v)
         return out
+
+    def _warn(self, text: str, kind: str = "other") -> None:
+        self.warnings.warn(kind, text)
 
     def share_inputs(self, w: Window, meta: Metadata) -> ShareInputs:
         s = self.cfg.sharing
@@ -246,8 +266,8 @@ class Pipeline(Fetch):
 
 
 def adopt_or_merge(merged: CostResult | None, result: CostResult) -> CostResult:
-    """The first result becomes the accumulator rather than being copied into an empty one: a chunk's
-    cost table at 100k containers is 50k lines, and copying it held two of them at once."""
+    """The first result becomes the accumulator rather than being copied into an empty one: copying a
+    chunk's cost table held two of them at once."""
     if merged is None:
         return result
     merged.merge(result)

@@ -1,10 +1,10 @@
 """OpenCost's /allocation answer encoded allocation by allocation, for answers too big to hold whole.
 
-A pod-level answer at 100k containers has 50k allocations of about 40 fields each: as one dict it
-takes about 175 MB, and its JSON text another 80 MB, on top of the groups it is made from. Here a
-set's allocations are encoded one at a time from its groups, straight to the socket for the last set
-(earlier sets of a stepped answer are encoded as soon as they are computed, so their groups go). The
-bytes are those `json.dumps` of the whole dict would give, so `to_json()` serves in-process callers.
+A pod-level answer has an allocation of about 40 fields per pod: as one dict, and then its JSON text,
+it would take several times the groups it is made from (docs/scale.md). Here a set's allocations are
+encoded one at a time from its groups, straight to the socket for the last set (earlier sets of a
+stepped answer are encoded as soon as they are computed, so their groups go). The bytes are those
+`json.dumps` of the whole dict would give, so `to_json()` serves in-process callers.
 `response` is the namespace-level answer, built whole from the same sets.
 """
 

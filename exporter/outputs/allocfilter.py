@@ -54,7 +54,7 @@ class Schema:
 ALLOCATION = Schema(FIELDS, {"label": "labels", "annotation": "annotations"}, frozenset({"services"}), ALIASES)
 
 
-@dataclass(frozen=True, slots=True)  # slots: one per pod-level group, 50k at 100k containers
+@dataclass(frozen=True, slots=True)  # slots: one per pod-level group
 class Props:
     """What a filter can look at on one allocation row (OpenCost's AllocationProperties)."""
 

@@ -52,7 +52,7 @@ def build_rows(result: CostResult, label_keys: tuple[str, ...], cluster: str,
 
 class RowBuilder:
     """build_rows in parts: the rows of some table keys at a time (podrows builds one batch of namespaces'
-    rows at a time: all 47k of a segment at 100k containers were 36 MB), then the rows with no node."""
+    rows at a time, not a whole segment's), then the rows with no node."""
 
     def __init__(self, result: CostResult, label_keys: tuple[str, ...], cluster: str,
                  ns_labels: Mapping[str, Mapping[str, str]] | None = None,
@@ -103,8 +103,7 @@ class RowBuilder:
             if not any((ns, attrs, res) in kept for res in _RES_COST):
                 continue
             line = self.table[key]
-            # The table's own Line, not a copy: rows are read, never added into (a copy per row was 22 MB
-            # of floats at 100k containers).
+            # The table's own Line, not a copy: rows are read, never added into.
             r = Row(line=line) if ns != IDLE else Row()
             for res, c in line.cost_by_resource().items():
                 total = table_sum.get((ns, attrs, res), 0.0)
@@ -179,8 +178,8 @@ _SHARED = len(_LINE) + len(_COSTS)
 
 class Group:
     """One allocation of the answer. Its quantities and costs are one array of floats (the Line's fields,
-    the cost per resource, then shared cost): a pod-level answer at 100k containers holds 50k groups, and
-    a Row of float objects took 1.25 KB of a group's 3.2. `row` builds the Row when it is read."""
+    the cost per resource, then shared cost), not a Row of float objects: a pod-level answer holds a group
+    per pod. `row` builds the Row when it is read."""
 
     __slots__ = ("by_node", "namespace_annotations", "namespace_labels", "props", "pvs", "values")
 
@@ -190,7 +189,7 @@ class Group:
         self.props = props
         self.values = array("d", bytes(8 * (_SHARED + 1)))
         self.add(row)
-        # Read-only, shared with the rows (a merge makes a new dict): one copy per pod group was 6 MB at 100k.
+        # Read-only, shared with the rows (a merge makes a new dict), not a copy per pod group.
         self.namespace_labels = namespace_labels
         self.by_node = by_node if by_node is not None else {}  # node -> cpu/memory/gpu cost on it
         self.namespace_annotations = namespace_annotations  # None: the same as props.annotations
@@ -227,7 +226,7 @@ def add_rows(out: dict[str, Group], rows: Iterable[AllocRow], keys: list[AggKey]
              include_idle: bool, by_node: bool = True) -> None:
     """Add rows into `out` as they come, so a caller streaming pod rows holds only the groups. `by_node`
     keeps each group's cost per node, which only includeProportionalAssetResourceCosts reads (a dict
-    per group: 0.65 KB of the 3.2 a pod group holds)."""
+    per group, a fifth of a pod group's size)."""
     for r in rows:
         if flt is not None and not flt.matches(r.props):
             continue

@@ -20,6 +20,7 @@ from exporter.core.allocation import OVERHEAD, CostResult
 from exporter.core.assets import AssetCost
 from exporter.core.names import UNALLOCATED
 from exporter.core.window import Window, iso
+from exporter.engine.fetch import Fetch
 from exporter.engine.limits import check_window
 from exporter.engine.pipeline import BillPrices, Pipeline
 from exporter.outputs.opencost_api import api_window, step_windows
@@ -75,8 +76,8 @@ def parse_flag(query: dict[str, list[str]], name: str, default: bool = False) ->
     return v.lower() == "true"
 
 
-class RecordingPipeline(Pipeline):
-    """The allocation pipeline, keeping each chunk's priced assets for their quantities and owners."""
+class RecordingFetch(Fetch):
+    """The fetch stage, keeping each chunk's priced assets for their quantities and owners."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -88,6 +89,13 @@ class RecordingPipeline(Pipeline):
         with self._record_lock:
             self.recorded.extend(out)
         return out
+
+
+class RecordingPipeline(Pipeline):
+    """The allocation pipeline with a RecordingFetch: `fetcher.recorded` holds the window's priced assets."""
+
+    fetch_type = RecordingFetch
+    fetcher: RecordingFetch
 
 
 def provider_ids(client: PrometheusClient, window: Window, ksm_selector: str) -> tuple[dict[str, str], dict[str, str]]:
@@ -287,14 +295,14 @@ def assets_response(cfg: Config, client: PrometheusClient,
     def cost(w: Window) -> list[AssetRow]:
         pipeline = make(cfg, None)
         result = pipeline.compute(w, cancel=cancel)
-        rows = asset_rows(result, pipeline.recorded, cluster, node_ids, volume_ids)
+        rows = asset_rows(result, pipeline.fetcher.recorded, cluster, node_ids, volume_ids)
         if bill is not None:
             from exporter.outputs.reconcile import bill_prices, inventory, reconcile
 
             rec = reconcile(bill, inventory(client, w, ksm), result, w, cfg.reconciliation.clusterTags)
             again = make(cfg, bill_prices(rec, result))
             billed = again.compute(w, cancel=cancel)
-            rows = adjust(rows, asset_rows(billed, again.recorded, cluster, node_ids, volume_ids))
+            rows = adjust(rows, asset_rows(billed, again.fetcher.recorded, cluster, node_ids, volume_ids))
         return sorted(rows.values(), key=lambda r: (r.type, r.name))
 
     return {"code": 200, "data": asset_sets(windows, cost, accumulate, parts)}

@@ -124,4 +124,4 @@ def label_audit(pipeline: Pipeline, client: PrometheusClient, window: Window, re
     for (ns, attrs, _component, _res, _source), c in result.costs.items():
         if ns not in (IDLE, SHARED):
             costs[(ns, attrs)] = costs.get((ns, attrs), 0.0) + c
-    return meta, audit(meta, pods, pipeline.cfg.attribution.labels, costs, pipeline.workloads(window))
+    return meta, audit(meta, pods, pipeline.cfg.attribution.labels, costs, pipeline.fetcher.workloads(window))

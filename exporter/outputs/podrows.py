@@ -49,9 +49,9 @@ if TYPE_CHECKING:
 PodKey = tuple[str, str]  # (namespace, pod)
 ContainerKey = tuple[str, str, str, str]  # (namespace, node, pod, container)
 
-# Pods per batch of per-container queries. Measured at 10k containers: a 5,000-pod batch's answers (six
-# rows per pod and step, with six labels each) took the client's peak from 68 to 294 MB, 1,000 to 145 MB.
-# The node scales come once per segment, so smaller batches cost only more, smaller queries.
+# Pods per batch of per-container queries: a batch's answers (six rows per pod and step, with six labels
+# each) set the client's peak (docs/scale.md). The node scales come once per segment, so smaller batches
+# cost only more, smaller queries.
 BATCH_PODS = 1000
 _QTY = {"cpu": "cpu_core_seconds", "memory": "ram_byte_seconds", "gpu": "gpu_seconds"}
 _REQ = {"cpu": "cpu_request_seconds", "memory": "ram_request_byte_seconds"}
@@ -75,8 +75,8 @@ _NO_POD = PodInfo()
 
 @dataclass
 class PodMeta:
-    """Pod metadata from kube-state-metrics over one window: one record per pod, in one dict (five dicts
-    keyed by pod, each with its own key tuples, were 40 MB at 100k containers)."""
+    """Pod metadata from kube-state-metrics over one window: one record per pod, in one dict (not five
+    dicts keyed by pod, each with its own key tuples)."""
 
     pods_info: dict[PodKey, PodInfo] = field(default_factory=dict)
     provider_ids: dict[str, str] = field(default_factory=dict)  # node -> providerID

@@ -198,7 +198,7 @@ class ChargebackCollector(Collector):
         yield CounterMetricFamily("chargeback_prometheus_queries", "PromQL queries sent.", value=self.stats.queries)
         errors = CounterMetricFamily("chargeback_prometheus_query_errors",
                                      "PromQL queries that failed, by reason.", labels=["reason"])
-        for reason in ("unreachable", "timeout", "query_error", "bad_response"):
+        for reason in ("unreachable", "timeout", "query_error", "bad_response", "partial_response", "sample_limit"):
             errors.add_metric([reason], self.stats.errors_by_reason.get(reason, 0))
         yield errors
         uncovered = CounterMetricFamily("chargeback_uncovered_seconds",

@@ -59,7 +59,10 @@ class Exporter:
         self.pipeline = Pipeline(cfg, self.client, self.metadata, self.warnings)
         # Steady state: each 1-step cycle reads the mixin's recorded series where its rules ran (one cheap
         # heartbeat query), so the per-container work is the rule engine's, once per interval.
-        self.pipeline.min_recorded_steps = 1
+        self.pipeline.fetcher.min_recorded_steps = 1
+        # A partial answer fails the cycle (retried next cycle): accrued history is never left uncovered
+        # for a store that is only briefly away.
+        self.pipeline.partial_fails = True
         self.ledger = Ledger(expose_for=cfg.serve.expose_seconds())
         self.health = Health()
         self.step = self.pipeline.step

@@ -5,8 +5,9 @@ resource and kind, the allocation repeated inside the per-node overflow denomina
 join rebuilt in each) paid for the per-container work about six times per step. Here one query per
 chunk tags request, usage, allocation and node capacity with a `part` label, joins the placement once,
 and returns per-step rows per (namespace, node, resource, part): namespaces x nodes, never containers.
-The overflow scale, `min(1, capacity / sum of the node's allocation)`, is then worked out here from the
-same numbers, step by step, exactly as the server-side expression did (`integrate`, pure).
+The overflow scale, `min(1, capacity / sum of the node's allocation)`, is then worked out from the
+same numbers, step by step, exactly as the server-side expression did (`node_scales`, `add_sums`, pure;
+stepfetch.py's `Pending` applies them to a chunk's answers).
 
 The rows are per step, so a chunk is fetched in sub-windows holding at most `SAMPLE_BUDGET` samples
 (sized from the series count of the previous answer), which keeps the client's memory bounded.
@@ -93,8 +94,8 @@ def step_query(q: Queries, span: int, resources: tuple[str, ...], by: str = BY_N
     containers are summed per pod first and tagged there; the placement join then runs once, on pods.
     Only the `max` policy needs a per-container allocation (max is not linear; `r or u` keeps both since
     only the request has a `resource` label); the other policies, and GPUs always, are linear in the
-    request and usage sums, so their allocation is derived from those rows (`integrate`). Resources in `records`
-    read their usage from kube-prometheus' records, within the namespace matcher `scope`."""
+    request and usage sums, so their allocation is derived from those rows (`derived_allocation`). Resources in
+    `records` read their usage from kube-prometheus' records, within the namespace matcher `scope`."""
     ksm_res = selector(matcher("resource", "|".join(KSM_RESOURCE[r] for r in resources), "=~"), q.k)
     requests = (f"max by (namespace, pod, container, resource) "
                 f"(kube_pod_container_resource_requests{ksm_res}{q._at})")
@@ -124,7 +125,7 @@ def step_query(q: Queries, span: int, resources: tuple[str, ...], by: str = BY_N
 def in_span(series: list[tuple[Labels, list[tuple[float, float]]]], at: int, span: int
             ) -> list[tuple[Labels, list[tuple[float, float]]]]:
     """The points of (at - span, at], in place: only leading points can be older (the points are in time
-    order), and an answer of 30k series is not copied to drop them."""
+    order), and a big answer is not copied to drop them."""
     for _lb, points in series:
         first = 0
         while first < len(points) and points[first][0] <= at - span:
@@ -208,13 +209,18 @@ def parse(series: Iterable[Series], keys: dict[RowKey, RowKey] | None = None) ->
 
 
 def node_scales(capacity: NodeScales, alloc: Mapping[Key, Samples]) -> NodeScales:
-    """Per (node, resource) and step, `min(1, capacity / the node's total allocation)`, at the steps where
-    the capacity is known and the total above 0 (no scale: the step is not costed, as in PromQL)."""
+    """The overflow scales (`overflow_scales`) of the nodes that `alloc`'s rows are on."""
     totals: NodeScales = {}
     for key, samples in alloc.items():
         node_total = totals.setdefault((key.node, key.resource), {})
         for t, v in samples:
             node_total[t] = node_total.get(t, 0.0) + v
+    return overflow_scales(capacity, totals)
+
+
+def overflow_scales(capacity: NodeScales, totals: NodeScales) -> NodeScales:
+    """Per (node, resource) and step, `min(1, capacity / the node's total allocation)`, at the steps where
+    the capacity is known and the total above 0 (no scale: the step is not costed, as in PromQL)."""
     out: NodeScales = {}
     for node_res, node_total in totals.items():
         cap = capacity.get(node_res, {})
@@ -232,21 +238,6 @@ def scaled(samples: Samples, scales: Mapping[float, float]) -> float | None:
             acc += v * s
             counted = True
     return acc if counted else None
-
-
-def integrate(series: Iterable[Series], policy: str, weight: float, into: StepTotals) -> None:
-    """Add one sub-window's per-step rows (finite samples only: the client leaves the others out and
-    reports them) to `into`, as the former server-side integrals computed them:
-
-    * requested/used: the sum of each row's steps;
-    * allocated: per step, `alloc * min(1, capacity / node total)` where the node's total allocation is
-      above 0 and its capacity known."""
-    rows = parse(series)
-    alloc = rows.allocation(policy, weight)
-    scales = node_scales(rows.capacity, alloc)
-    add_sums(rows, alloc, scales, into.requested, into.used, into.allocated)
-    for node_res, by_step in scales.items():  # kept for pod-level rows (podsteps.py), a few per node
-        into.scales.setdefault(node_res, {}).update(by_step)
 
 
 def add_sums(rows: StepRows[Key], alloc: Mapping[Key, Samples], scales: NodeScales, requested: dict[Key, float],

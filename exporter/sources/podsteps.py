@@ -5,7 +5,7 @@ A segment's per-step overflow scale per node is read once, from node-level rows 
 and each container's allocation is scaled by its node's scale at that step. Every per-container
 expression is thus evaluated twice per step in all, however many batches: the former plan re-evaluated
 the whole cluster's allocation inside every batch's and resource's overflow denominator, which grew
-with the square of the cluster (ten batches at 100k containers).
+with the square of the cluster.
 """
 
 from __future__ import annotations
@@ -16,7 +16,6 @@ from dataclasses import dataclass, field
 from exporter.sources.allocsteps import (
     BY_NODE,
     RESOURCE_GROUPS,
-    SAMPLE_BUDGET,
     ContainerRowKey,
     NodeScales,
     Series,
@@ -29,7 +28,7 @@ from exporter.sources.allocsteps import (
 )
 from exporter.sources.prometheus import PrometheusClient
 from exporter.sources.queries import RESOURCE_FROM_KSM, Queries
-from exporter.sources.stepfetch import spans
+from exporter.sources.stepfetch import SubWindows
 
 BY_CONTAINER = "namespace, node, pod, container, resource, part"
 PER_CONTAINER = "namespace, pod, container"
@@ -72,15 +71,14 @@ class ContainerFetcher:
     def _each(self, start: int, end: int, step: int, expected: int,
               build: Callable[[int, tuple[str, ...]], str], take: Callable[[list[Series]], None]) -> None:
         """(start, end] in sub-windows of at most SAMPLE_BUDGET samples per answer, a query per resource group."""
-        steps = max(1, (end - start) // step)
-        per_query = [max(1, min(steps, SAMPLE_BUDGET // max(expected, 1)))]
-        for at, span in spans(start, end, step, lambda: per_query[0]):
+        windows = SubWindows(start, end, step, max(expected, 1))
+        for at, span in windows:
             seen = 0
             for resources in RESOURCE_GROUPS:
                 series = in_span(self.client.query_range_raw(build(span, resources), float(at)), at, span)
                 seen += len(series)
                 take(series)
-            per_query[0] = max(1, min(steps, SAMPLE_BUDGET // max(seen // len(RESOURCE_GROUPS), 1)))
+            windows.saw(seen // len(RESOURCE_GROUPS))
 
     def scales(self, q: Queries, start: int, end: int, records: frozenset[str], nodes: int) -> NodeScales:
         """Each node's overflow scale per resource and step, from the whole cluster's allocation."""

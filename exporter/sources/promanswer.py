@@ -27,6 +27,42 @@ class Failed(PrometheusError):
         self.reason, self.transient, self.wait = reason, transient, wait
 
 
+class PartialAnswer(Failed):
+    """An answer that says it is partial: `warnings` (Prometheus, Thanos with a store down, Mimir) or
+    VictoriaMetrics' `isPartial`. Worth a retry; if it stays partial, the part it concerns is uncovered
+    (exporter/engine/chunkguard.py): a partial sum is never costed as the whole."""
+
+    def __init__(self, message: str, detail: str) -> None:
+        super().__init__(message, "partial_response", True)
+        self.detail = detail
+
+
+class SampleLimit(Failed):
+    """Refused as over the server's sample limit (Prometheus' --query.max-samples, VictoriaMetrics'
+    -search.maxSamplesPerQuery): not retried as it is, but asked again over a shorter span."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, "sample_limit", False)
+
+
+def partial_reason(body: dict[str, Any]) -> str | None:
+    """Why an answer is partial, in one line, or None when it is whole. Every warning counts (Prometheus
+    documents them as errors that did not stop the query, and "all data successfully collected" is
+    returned beside them) but info-level PromQL annotations, which say nothing about the data."""
+    warnings = body.get("warnings") or []
+    notes = [one_line(w) for w in (warnings if isinstance(warnings, list) else [warnings])
+             if not str(w).startswith("PromQL info:")]
+    if body.get("isPartial") is True:
+        notes.insert(0, "isPartial: true")
+    return one_line("; ".join(notes)) if notes else None
+
+
+def over_sample_limit(error: object) -> bool:
+    """A refusal for loading too many samples (Prometheus, Thanos and Mimir share the engine's words)."""
+    text = str(error)
+    return "too many samples" in text or "maxSamplesPerQuery" in text
+
+
 class Shape(Exception):
     """The JSON parsed but is not what the API documents."""
 
@@ -60,8 +96,8 @@ def matrix(data: dict[str, Any]) -> list[tuple[Labels, list[tuple[float, float]]
 
 def _labels(metric: object) -> Labels:
     """The series' labels, their names and values interned: the same pod, namespace and node names come
-    back in every answer, and the rows and metadata kept for a window (50k pods' worth at 100k containers)
-    then share one string each instead of one per answer."""
+    back in every answer, and the rows and metadata kept for a window then share one string each instead
+    of one per answer."""
     if not isinstance(metric, dict) or not all(isinstance(v, str) for v in metric.values()):
         raise TypeError("series labels are not an object of strings")
     return {intern(k): intern(v) for k, v in metric.items()}

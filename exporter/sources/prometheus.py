@@ -1,7 +1,7 @@
 """The Prometheus HTTP API client: instant queries with retries, stats and one-line errors.
 
 Every answer is checked (`promanswer`), every value left out if it is not finite (`finite`),
-and every URL shown redacted (`redact`). The PromQL itself comes from `prometheus.Queries`
+and every URL shown redacted (`redact`). The PromQL itself comes from `queries.Queries`
 and `promql`.
 """
 
@@ -26,11 +26,15 @@ from exporter.sources.promanswer import (
     RETRY_BACKOFF_CAP_SECONDS,
     RETRY_BACKOFF_SECONDS,
     Failed,
+    PartialAnswer,
+    SampleLimit,
     Shape,
     T,
     json_type,
     matrix,
     one_line,
+    over_sample_limit,
+    partial_reason,
     retry_after,
     timed_out,
     vector,
@@ -79,6 +83,10 @@ class PrometheusClient:
         self.url = cfg.url
         self.timeout = parse_duration(cfg.timeout)
         self.retries = cfg.retries
+        # partialResponse: deny asks Thanos Query (partial_response) and VictoriaMetrics cluster
+        # (deny_partial_response) to fail a query rather than answer without a store; Prometheus ignores both.
+        self.partial_params = ({"partial_response": "false", "deny_partial_response": "1"}
+                               if cfg.partialResponse == "deny" else {})
         self.stats = QueryStats()
         # Told about every non-finite value left out; the pipeline points it at its warning log.
         self.on_non_finite: Callable[[NonFinite], None] = log_non_finite
@@ -122,7 +130,7 @@ class PrometheusClient:
             # 30 s ago, so a restarted serve would read back an older watermark and count a cycle twice.
             # Prometheus, Thanos and Mimir ignore the parameter.
             params = {"query": expr, "time": f"{at:.3f}", "timeout": f"{self.timeout}s", "stats": "all",
-                      "nocache": "1"}
+                      "nocache": "1", **self.partial_params}
             data = self._call("POST", params, expr, self.timeout + 5)
         finally:
             self.stats.add(wall=time.monotonic() - started)
@@ -135,13 +143,19 @@ class PrometheusClient:
     def series_exist(self, match: str) -> bool:
         """Whether the TSDB holds any series matching `match`, at any time (an index lookup, no samples)."""
         try:
-            resp = self._session.get(f"{self._base}/api/v1/series", params={"match[]": match}, timeout=self.timeout)
+            resp = self._session.get(f"{self._base}/api/v1/series", params={"match[]": match, **self.partial_params},
+                                     timeout=self.timeout)
             body = resp.json()
         except (requests.RequestException, ValueError) as e:
             raise PrometheusError(f"Prometheus at {self.url} is unreachable: {_root_cause(e)}") from e
         if not isinstance(body, dict) or body.get("status") != "success":
             error = body.get("error") if isinstance(body, dict) else "not a JSON object"
             raise PrometheusError(f"Prometheus series lookup failed: {one_line(error)} for {_short(match)}")
+        partial = partial_reason(body)
+        if partial and not body.get("data"):  # "none" from a partial answer is not known; "some" is
+            self.stats.failed("partial_response")
+            raise PartialAnswer(f"Prometheus at {self.url} answered a series lookup only in part ({partial}) "
+                                f"for {_short(match)}", partial)
         return bool(body.get("data"))
 
     def query_range_raw(self, expr: str, at: float) -> list[tuple[Labels, list[tuple[float, float]]]]:
@@ -221,6 +235,9 @@ class PrometheusClient:
             # A query caught by a shutting-down Prometheus ("block is closing", HTTP 422) is the restart's
             # fault, not the query's: retried like a refused connection.
             closing = error_type == "execution" and "is closing" in str(body.get("error"))
+            if over_sample_limit(body.get("error")):
+                raise SampleLimit(f"Prometheus refused a query over its sample limit (HTTP {code}): "
+                                  f"{one_line(body.get('error'))} in: {_short(expr)}")
             raise Failed(f"Prometheus query failed (HTTP {code}, {error_type}): "
                           f"{one_line(body.get('error'))} in: {_short(expr)}",
                           "timeout" if server_timeout else "query_error", (retry or closing) and not server_timeout,
@@ -232,6 +249,9 @@ class PrometheusClient:
         if not isinstance(data, dict):
             what = "no 'data'" if data is None else f"'data' as a JSON {json_type(data)}, not an object"
             raise Failed(f"Prometheus at {url} answered 'success' with {what}", "bad_response", True, wait)
+        partial = partial_reason(body)
+        if partial:
+            raise PartialAnswer(f"Prometheus at {url} answered only in part ({partial}) in: {_short(expr)}", partial)
         return data
 
 

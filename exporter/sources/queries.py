@@ -40,8 +40,9 @@ RESOURCE_FROM_KSM = {v: k for k, v in KSM_RESOURCE.items()}
 
 LOOKBACK_SECONDS = 300  # Prometheus' default --query.lookback-delta
 
-# Per-(namespace, node) sums that the mixin records every rule interval, and its evaluation heartbeat.
-UNITS = {"cpu": "cpu_cores", "memory": "memory_bytes", "gpu": "gpus"}
+# Per-(namespace, node) sums that the mixin records every rule interval, and its evaluation heartbeat. No GPUs:
+# what each container holds of physical devices is read per container on every path (engine/gpufetch.py).
+UNITS = {"cpu": "cpu_cores", "memory": "memory_bytes"}
 RECORDED = {(kind, res): f"namespace_node:chargeback_{kind}_{UNITS[res]}:sum"
             for kind in ("allocated", "requested", "used") for res in UNITS}
 RULES_EVALUATED = "cluster:chargeback_allocation_rules_evaluated:count"
@@ -214,7 +215,7 @@ class Queries:
     # ---- recorded per-(namespace, node) series (rules/rules/allocation.libsonnet records them) ----
     def recording_rules(self) -> dict[str, str]:
         """Record name -> expression of the mixin's allocation rules (mixin/rulegen.py renders them into it)."""
-        rules = {RECORDED["allocated", res]: self._by_ns_node(self.allocation(res)) for res in ("cpu", "memory", "gpu")}
+        rules = {RECORDED["allocated", res]: self._by_ns_node(self.allocation(res)) for res in ("cpu", "memory")}
         for res in ("cpu", "memory"):
             rules[RECORDED["requested", res]] = self._by_ns_node(self.request(res))
             rules[RECORDED["used", res]] = self._by_ns_node(self.usage(res))

@@ -12,10 +12,11 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from exporter.sources.allocsteps import BY_POD, SAMPLE_BUDGET, RowKey, Samples, in_span, parse, row_key, step_query
+from exporter.sources.allocsteps import BY_POD, RowKey, Samples, in_span, parse, row_key, step_query
 from exporter.sources.prometheus import PrometheusClient
 from exporter.sources.promql import one_of
 from exporter.sources.queries import Queries
+from exporter.sources.stepfetch import SubWindows
 
 # Two queries per sub-window, as on the raw path, so that a NaN in one resource's series costs only that
 # resource. No GPUs: what each pod holds of them is read per container on every path (engine/gpufetch.py).
@@ -38,14 +39,9 @@ def split_rows(client: PrometheusClient, q: Queries, start: int, end: int, split
                weight: float, records: frozenset[str] = frozenset(), pods: int = 0) -> Iterator[SplitRows]:
     """The rows of (start, end], in sub-windows of at most about `SAMPLE_BUDGET` samples (the first sized
     from the split namespaces' `pods`, the next from the previous answer's series count)."""
-    scoped, scope, step = q.scoped(split), one_of("namespace", split), q.step
-    steps = max(1, (end - start) // step)
-    series_seen = 3 * pods  # rows per step: at most request, usage and allocation per pod
-    per_query = max(1, min(steps, SAMPLE_BUDGET // series_seen)) if series_seen else 1
-    at = start
-    while at < end:
-        span = min(per_query * step, end - at)
-        at += span
+    scoped, scope = q.scoped(split), one_of("namespace", split)
+    windows = SubWindows(start, end, q.step, 3 * pods)  # rows per step: at most request, usage and allocation a pod
+    for at, span in windows:
         series = []
         for resources in SPLIT_GROUPS:
             expr = step_query(scoped, span, resources, by=BY_POD, capacity=False, records=records, scope=scope)
@@ -56,5 +52,4 @@ def split_rows(client: PrometheusClient, q: Queries, start: int, end: int, split
                                                                       float(at)), at, span)
                     if (key := row_key(lb)) is not None}
         yield SplitRows(rows.allocation(policy, weight), rows.request, rows.usage, recorded)
-        series_seen = max(len(series) // len(SPLIT_GROUPS), 1)
-        per_query = max(1, min(steps, SAMPLE_BUDGET // series_seen))
+        windows.saw(len(series) // len(SPLIT_GROUPS))

@@ -2,9 +2,8 @@
 
 allocsteps.py builds the query and integrates its rows; this module decides what is asked in which
 answer. On a cluster of more than `SHARD_PODS` pods one answer of the one-pass query would hold three
-rows a pod and step (at 100k containers 150k rows, which took the client from 190 to 780 MB), so a chunk
-is read per shard of namespaces; the allocation rows wait per step index until every node's total is
-known, so shards cost no extra Prometheus work.
+rows a pod and step (docs/scale.md), so a chunk is read per shard of namespaces; the allocation rows wait
+per step index until every node's total is known, so shards cost no extra Prometheus work.
 """
 
 from __future__ import annotations
@@ -13,7 +12,7 @@ import copy
 import math
 from array import array
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 
 from exporter.sources.allocsteps import (
@@ -28,6 +27,7 @@ from exporter.sources.allocsteps import (
     add_sums,
     in_span,
     none_of,
+    overflow_scales,
     parse,
     records_probe,
     scaled,
@@ -41,14 +41,29 @@ from exporter.sources.queries import Queries
 SHARD_PODS = 10_000
 
 
-def spans(start: int, end: int, step: int, per_query: Callable[[], int]) -> Iterator[tuple[int, int]]:
-    """(start, end] as (end, length) of sub-windows of `per_query()` steps each, asked anew for each one (an
-    answer tells how big the next may be)."""
-    at = start
-    while at < end:
-        span = min(per_query() * step, end - at)
-        at += span
-        yield at, span
+class SubWindows:
+    """(start, end] as (end, length) of sub-windows whose answers hold about `SAMPLE_BUDGET` samples each: the
+    first sized from an `expected` series count (none: one step), each next from the count the last answer
+    had (`saw`). The one sizing rule of the raw, pod-level and split-namespace reads."""
+
+    def __init__(self, start: int, end: int, step: int, expected: int) -> None:
+        self.start, self.end, self.step = start, end, step
+        self.steps = max(1, (end - start) // step)
+        self.per_query = self._fit(expected) if expected else 1  # steps per sub-window
+
+    def _fit(self, series: int) -> int:
+        return max(1, min(self.steps, SAMPLE_BUDGET // series))
+
+    def saw(self, series: int) -> None:
+        """The series count of an answer of the last sub-window (at least 1), which sizes the next."""
+        self.per_query = self._fit(max(series, 1))
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        at = self.start
+        while at < self.end:
+            span = min(self.per_query * self.step, self.end - at)
+            at += span
+            yield at, span
 
 
 @dataclass(frozen=True)
@@ -108,7 +123,7 @@ def chunk_parts(q: Queries, split: list[str], pod_counts: Mapping[str, int], sha
 class Pending:
     """One sub-window's allocation rows across the parts of a chunk, kept per step index until every
     node's total is known; requests and usage are summed into the totals at once. The node totals are
-    added in the order rows arrive, as `integrate` adds them."""
+    added in the order rows arrive, as `allocsteps.node_scales` adds them, and scaled by the same formula."""
 
     def __init__(self, first: int, step: int, steps: int) -> None:
         self.first, self.step, self.steps = first, step, steps
@@ -129,11 +144,7 @@ class Pending:
             self.alloc[key] = values
 
     def finish(self, into: StepTotals) -> None:
-        scales: NodeScales = {}
-        for node_res, node_total in self.node_totals.items():
-            cap = self.capacity.get(node_res, {})
-            scales[node_res] = {t: min(c / total, 1.0) for t, total in node_total.items()
-                                if (c := cap.get(t)) is not None and total > 0}
+        scales = overflow_scales(self.capacity, self.node_totals)
         for key, values in self.alloc.items():
             by_step = scales[(key.node, key.resource)]
             samples = [(float(self.first + i * self.step), v) for i, v in enumerate(values) if not math.isnan(v)]
@@ -151,7 +162,6 @@ class StepFetcher:
         self.client, self.policy, self.weight = client, policy, weight
         self.shard_pods = shard_pods
         self.series_seen = 0  # the largest series count of one part's answer: sizes the next sub-windows
-        self.per_query = 1  # steps per sub-window
         self.usage_sources: Counter[str] = Counter()  # per chunk and resource: "kube-prometheus" or "raw"
 
     def totals(self, q: Queries, start: int, end: int, split: list[str],
@@ -163,11 +173,9 @@ class StepFetcher:
         step, out = q.step, StepTotals()
         parts = chunk_parts(q, split, pod_counts or {}, self.shard_pods)
         records = self.kube_prometheus_usage(q, start, end)
-        steps = max(1, (end - start) // step)
-        expected = self.series_seen or 3 * max(p.pods for p in parts)
-        self.per_query = max(1, min(steps, SAMPLE_BUDGET // expected)) if expected else 1
+        windows = SubWindows(start, end, step, self.series_seen or 3 * max(p.pods for p in parts))
         keys: dict[RowKey, RowKey] = {}  # one key object per row for all of the chunk's sums
-        for at, span in spans(start, end, step, lambda: self.per_query):
+        for at, span in windows:
             seen = 0
             # Two queries per sub-window and part, CPU and memory+GPU, so that a bad answer for one
             # resource's series (NaN, Inf) costs only that resource, as when each had its own query.
@@ -182,7 +190,7 @@ class StepFetcher:
                     del series
                 pending.finish(out)
             self.series_seen = max(seen, 1)
-            self.per_query = max(1, min(steps, SAMPLE_BUDGET // self.series_seen))
+            windows.saw(self.series_seen)
         return out
 
     def kube_prometheus_usage(self, q: Queries, start: int, end: int) -> frozenset[str]:

@@ -1,8 +1,8 @@
 // Per-(namespace, node) allocation, requests and usage, recorded every rule interval so that
 // `chargeback allocate` over long windows reads a few recorded series instead of joining every
 // container at every step. The expressions have one definition, the exporter's query builders
-// (exporter/prometheus.py Queries.recording_rules): `make rules` renders them per policy into
-// allocation_exprs.json (python -m exporter.rulegen), and this file only fills in the _config.
+// (exporter/sources/queries.py Queries.recording_rules): `make rules` renders them per policy into
+// allocation_exprs.json (python -m exporter.mixin.rulegen), and this file only fills in the _config.
 {
   prometheusRules+:: {
     local c = $._config,
@@ -30,7 +30,8 @@
     groups+: if !c.allocationRules then [] else [{
       name: 'chargeback-allocation.rules',
       interval: c.allocationRuleInterval,
-      rules: [rule('allocated', unit) for unit in ['cpu_cores', 'memory_bytes', 'gpus']]
+      // No GPUs: what each container holds of physical devices is read per container on every path.
+      rules: [rule('allocated', unit) for unit in ['cpu_cores', 'memory_bytes']]
              + [rule('requested', unit) for unit in ['cpu_cores', 'memory_bytes']]
              + [rule('used', unit) for unit in ['cpu_cores', 'memory_bytes']]
              + [{
