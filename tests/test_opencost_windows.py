@@ -71,3 +71,13 @@ def test_steps_of_today_stop_at_now() -> None:
 def test_idle_and_sharing_parameters(params: dict[str, str], include_idle: bool, sharing: dict[str, object]) -> None:
     q = parse_query({k: [v] for k, v in params.items()}, {}, NOW, 60)
     assert (q.include_idle, q.sharing) == (include_idle, sharing)
+
+
+def test_a_duration_with_no_whole_step_yet_keeps_its_trailing_span() -> None:
+    """`1h` at 02:00:20 holds no whole minute of the hour from 02:00: the trailing hour is computed and
+    reported (01:00 to 02:00), not a set window of two hours."""
+    at = ts("2026-11-18T02:00:20")
+    q = parse_query({"window": ["1h"]}, {}, at, 60)
+    [s] = q.sets
+    assert (s.bounds.start, s.bounds.end) == (s.compute.start, s.compute.end) == (ts("2026-11-18T01:00"),
+                                                                                  ts("2026-11-18T02:00"))

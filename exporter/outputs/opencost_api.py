@@ -64,6 +64,16 @@ def _utc(ts: float) -> datetime:
     return datetime.fromtimestamp(ts, tz=timezone.utc)
 
 
+def _rounded(n: int, unit: str, now: float) -> tuple[int, int]:
+    """OpenCost's bounds of a single-unit duration: `Nd`/`Nw` are whole days to the next midnight; `Nh`
+    and `Nm` end at the next whole hour/minute (chargeback's rounding, as it always answered them)."""
+    size = _UNIT[unit]
+    if unit == "w":
+        return (int(now) - n * size) // 86400 * 86400 + 86400, int(now) // 86400 * 86400 + 86400
+    end = -(-int(now) // size) * size if unit != "d" else (int(now) // 86400 + 1) * 86400
+    return end - n * size, end
+
+
 def api_window(text: str, now: float, step: int) -> Window:
     """An OpenCost window. Single-unit durations round as OpenCost does (`24h` ends at the next whole
     hour, `7d` and `2w` at the next midnight), then every window stops at `now`; the rest is parse_window.
@@ -75,14 +85,7 @@ def api_window(text: str, now: float, step: int) -> Window:
     n, unit = int(m.group(1)), m.group(2)
     if n <= 0:
         raise ConfigError(f"invalid window {text!r}: the duration must be positive")
-    size = _UNIT[unit]
-    if unit == "w":
-        day = int(now) // 86400 * 86400
-        end = day + 86400
-        start = (int(now) - n * size) // 86400 * 86400 + 86400
-    else:
-        end = -(-int(now) // size) * size if unit != "d" else (int(now) // 86400 + 1) * 86400
-        start = end - n * size
+    start, end = _rounded(n, unit, now)
     hi = min(end, int(now)) // step * step
     lo = start // step * step
     if hi <= lo:
@@ -94,17 +97,16 @@ def api_window(text: str, now: float, step: int) -> Window:
 
 def api_bounds(text: str, now: float, window: Window) -> Window:
     """The set window OpenCost reports for `text` (core/pkg/opencost/window.go's parseWindow): `today` is
-    the whole day, `Nd`/`Nw` end at the next midnight, `Nh`/`Nm` at the next whole hour/minute, as
-    api_window rounds them. Costs cover only `window`, which stops at now (docs/api.md, "Windows")."""
+    the whole day, single-unit durations their rounded bounds. Costs cover only `window`, which stops at
+    now (docs/api.md, "Windows and coverage"); a duration that fell back to its trailing span keeps it."""
     t = text.strip().lower()
     m = _OC_DURATION.match(t)
     if t == "today":
         return Window(window.start, int(now) // 86400 * 86400 + 86400, window.step)
     if m is None:
         return window
-    size = _UNIT[m.group(2)]
-    end = (int(now) // 86400 + 1) * 86400 if m.group(2) in ("d", "w") else -(-int(now) // size) * size
-    return Window(window.start, max(end, window.end), window.step) if window.start < end else window
+    start, end = _rounded(int(m.group(1)), m.group(2), now)
+    return Window(window.start, end, window.step) if window.start == start // window.step * window.step else window
 
 
 def calendar_start(t: int, unit: str) -> int:
