@@ -364,7 +364,8 @@ def response(pipeline: Pipeline, query: AllocationQuery, label_keys: tuple[str, 
         grain = PodGranularity(query.aggregate, query.filter, query.include_idle, label_keys, cluster,
                                by_node=query.proportional)
         result = pipeline.compute(s.compute, cancel=cancel, granularity=grain)
-        peaks = pipeline.usage_max(s.compute, cancel) if any(g.props.container for g in grain.groups.values()) else None
+        one = {(g.props.namespace, g.props.pod, g.props.container) for g in grain.groups.values() if g.props.container}
+        peaks = pipeline.usage_max(s.compute, one, cancel) if one else None
         if body.last is not None:
             body.done.append(b"".join(body.last.encode()))
         body.last = SetGroups(finish(grain.groups), result.start, result.end, (s.bounds.start, s.bounds.end),
