@@ -15,7 +15,7 @@ import click
 from exporter.cli_common import fail, load, with_progress
 from exporter.cli_reports import reconcile, report
 from exporter.config.schema import override
-from exporter.core.window import parse_window
+from exporter.core.window import iso, parse_window
 from exporter.engine.limits import check_window
 from exporter.engine.pipeline import command_pipeline
 from exporter.outputs.focus import PERIODS as FOCUS_PERIODS
@@ -25,6 +25,9 @@ from exporter.sources.prometheus import PrometheusClient
 from exporter.vocab.durations import parse_duration
 from exporter.vocab.errors import ChargebackError
 from exporter.vocab.redact import install_log_redaction
+
+# What "now" is for window expressions (`today`, `24h`); tests set their own, to be midnight at will.
+clock: Callable[[], float] = time.time
 
 
 def _render_to(write: Callable[[Path], list[Path]], out_dir: str) -> list[Path]:
@@ -82,7 +85,7 @@ def allocate(prometheus_url: str | None, window_text: str, aggregate: str, confi
         parts, labels = parse_aggregate(aggregate, cfg.attribution.labels)
         cfg = override(cfg, "attribution", labels=labels)
         step = parse_duration(cfg.allocation.resolution)
-        window = parse_window(window_text, time.time(), step)
+        window = parse_window(window_text, clock(), step, allow_empty=True)
         check_window(window, cfg.api.maxWindow)
         client = PrometheusClient(cfg.prometheus)
         pipeline = command_pipeline(cfg, client)
@@ -98,6 +101,9 @@ def allocate(prometheus_url: str | None, window_text: str, aggregate: str, confi
     # Exit 0: the covered part is right, and the rest is named.
     for line in result.coverage.warnings() if result is not None else ():
         click.echo(f"chargeback: warning: {line}", err=True)
+    if not window.seconds:  # `today` at 00:00:30: a fair question, answered with an empty set
+        click.echo(f"chargeback: note: window {window_text!r} ({iso(window.start)}) holds no whole "
+                   f"{cfg.allocation.resolution} step yet: nothing to cost", err=True)
     if stats:
         s = client.stats
         click.echo(json.dumps({"queries": s.queries, "http_seconds": round(s.wall_seconds, 3),
@@ -162,7 +168,7 @@ def audit_labels(prometheus_url: str | None, config: str | None, window_text: st
 
     try:
         cfg = load(config, prometheus_url)
-        window = parse_window(window_text, time.time(), parse_duration(cfg.allocation.resolution))
+        window = parse_window(window_text, clock(), parse_duration(cfg.allocation.resolution))
         client = PrometheusClient(cfg.prometheus)
         pipeline = command_pipeline(cfg, client)
         result = with_progress(pipeline, window)
@@ -189,7 +195,7 @@ def prices(prometheus_url: str | None, config: str | None, window_text: str, fmt
 
     try:
         cfg = load(config, prometheus_url)
-        window = parse_window(window_text, time.time(), parse_duration(cfg.allocation.resolution))
+        window = parse_window(window_text, clock(), parse_duration(cfg.allocation.resolution))
         pipeline = command_pipeline(cfg)
         _capacity, nodes = pipeline.fetcher.node_facts(window, pipeline.metadata(window))
         rates = price_nodes(nodes, cfg.pricing, pipeline.shipped)

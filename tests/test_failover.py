@@ -11,7 +11,7 @@ from __future__ import annotations
 import itertools
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from http.server import ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -35,6 +35,27 @@ from .test_serve import wait_for
 CENT = 0.005
 
 
+Query = Callable[[str], list[dict[str, Any]]]
+
+
+def scraped_watermark(query: Query, instance: str) -> float | None:
+    rows = query(f'chargeback_accrued_until_timestamp_seconds{{instance="{instance}"}}')
+    return float(rows[0]["value"][1]) if rows else None
+
+
+def publish(query: Query, ex: Exporter, instance: str, until: int, what: str) -> None:
+    """Run ex's accrual cycles until its watermark reaches `until` and Prometheus has scraped it there."""
+    ex.until = until
+
+    def reached() -> bool:
+        ex.run_once()
+        assert ex.health.up, ex.health.last_error
+        return ex.ledger.watermark == until and scraped_watermark(query, instance) == until
+
+    wait_for(reached, timeout=60, what=what)
+    time.sleep(1.5)  # one more scrape of the settled values
+
+
 class ReplicaScraper(PrometheusServer):
     """A Prometheus scraping every replica of one exporter as job chargeback (as a pod monitor does)."""
 
@@ -48,16 +69,13 @@ class ReplicaScraper(PrometheusServer):
         return cfg
 
 
-class Replica:
-    """One in-process exporter with its own /metrics, its elector on the test's clock (stepped by hand)."""
+class Served:
+    """One in-process exporter serving its own /metrics on `port`."""
 
-    def __init__(self, name: str, port: int, config: Path, clock: Clock) -> None:
+    def __init__(self, port: int, config: dict[str, Any]) -> None:
         self.port = port
         self.instance = f"127.0.0.1:{self.port}"
-        self.ex = Exporter(parse_config(yaml.safe_load(config.read_text())))
-        assert self.ex.elector is not None
-        self.ex.elector.identity, self.ex.elector.clock = name, clock
-        self.elector = self.ex.elector
+        self.ex = Exporter(parse_config(config))
         self.http = ThreadingHTTPServer(("127.0.0.1", self.port), make_handler(self.ex))
         self.http.daemon_threads = True
         threading.Thread(target=self.http.serve_forever, daemon=True).start()
@@ -66,6 +84,16 @@ class Replica:
         self.http.shutdown()
         self.http.server_close()
         self.ex.close()
+
+
+class Replica(Served):
+    """A replica with its elector on the test's clock (stepped by hand)."""
+
+    def __init__(self, name: str, port: int, config: Path, clock: Clock) -> None:
+        super().__init__(port, yaml.safe_load(config.read_text()))
+        assert self.ex.elector is not None
+        self.ex.elector.identity, self.ex.elector.clock = name, clock
+        self.elector = self.ex.elector
 
 
 class Cluster:
@@ -92,20 +120,10 @@ class Cluster:
         return list(body["data"]["result"])
 
     def scraped_watermark(self, r: Replica) -> float | None:
-        rows = self.query(f'chargeback_accrued_until_timestamp_seconds{{instance="{r.instance}"}}')
-        return float(rows[0]["value"][1]) if rows else None
+        return scraped_watermark(self.query, r.instance)
 
     def publish(self, r: Replica, until: int) -> None:
-        """Run r's accrual cycles until its watermark reaches `until` and Prometheus has scraped it."""
-        r.ex.until = until
-
-        def reached() -> bool:
-            r.ex.run_once()
-            assert r.ex.health.up, r.ex.health.last_error
-            return r.ex.ledger.watermark == until and self.scraped_watermark(r) == until
-
-        wait_for(reached, timeout=30, what=f"{r.elector.identity} to publish {until - self.t0}s")
-        time.sleep(1.5)  # one more scrape of the settled values
+        publish(self.query, r.ex, r.instance, until, f"{r.elector.identity} to publish {until - self.t0}s")
 
     def close(self) -> None:
         for r in self.replicas:

@@ -143,7 +143,9 @@
         selector: { matchLabels: labels },
         // job="chargeback" is what the rules, dashboards and watermark read-back select on.
         jobLabel: 'app.kubernetes.io/name',
-        endpoints: [{ port: 'http', interval: '60s', scrapeTimeout: '30s' } + c.scrapeAuth],
+        // honorLabels: the exporter's `namespace` label names the tenant, not the exporter's own pod; without
+        // it the operator's target label displaces it to `exported_namespace` (as kube-state-metrics does).
+        endpoints: [{ port: 'http', interval: '60s', scrapeTimeout: '30s', honorLabels: true } + c.scrapeAuth],
       },
     },
 

@@ -13,7 +13,7 @@ from typing import Any, Literal
 from urllib.parse import urlsplit
 
 import promql_parser
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from exporter.config.gpu import GpuConfig
 from exporter.config.model import Duration, read_yaml, valid_duration, validated
@@ -29,9 +29,11 @@ class Allocation(_Model):
         "max", description="what a container is charged: max(request, usage), request, usage or a weighted mix")
     requestWeight: float = Field(0.7, ge=0, le=1, description="share of request in the 'weighted' policy")
     resolution: Duration = Field(
-        "1m", description="the step cost is measured at; each step charges the interval that ends at it")
+        "1m", description="the step cost is measured at; each step charges the interval that ends at it. "
+                          "Divides 24h (steps are aligned to the epoch)")
     usageRateWindow: Duration = Field("5m", description="rate() window of cAdvisor usage counters")
-    chunk: Duration = Field("1h", description="allocate/catch-up query size; also the progress unit")
+    chunk: Duration = Field("1h", description="allocate/catch-up query size, a multiple of resolution; also the "
+                                              "progress unit")
     concurrency: int = Field(1, ge=1, le=32, description="chunks of a long window queried at once (not serve's "
                              "accrual, which stays in order); Prometheus evaluates each query on one core")
     recordedRules: Literal["auto", "off"] = Field(
@@ -41,15 +43,34 @@ class Allocation(_Model):
     # reported as uncovered, never invented.
     maxGapBridge: Duration = Field("1h", description="longest source outage bridged with the last known state")
 
-    @model_validator(mode="after")
-    def _chunk_multiple(self) -> Allocation:
-        res, chunk = parse_duration(self.resolution), parse_duration(self.chunk)
-        if chunk < res or chunk % res:
-            raise ValueError(f"chunk ({self.chunk}) must be a whole multiple of resolution ({self.resolution})")
-        return self
+    @field_validator("resolution")
+    @classmethod
+    def _divides_a_day(cls, v: str) -> str:
+        # Subquery steps are aligned to the epoch: a step that does not divide 24 h starts no day (nor
+        # `today`, a serve piece, a FOCUS charge period) on a step, so those would not tile time.
+        if 86400 % parse_duration(v):
+            raise ValueError(f"{v} does not divide 24h (steps are aligned to the epoch, so every day must start "
+                             "on one): use e.g. 30s, 1m, 2m, 5m, 10m, 15m or 1h")
+        return v
+
+    @field_validator("chunk")
+    @classmethod
+    def _chunk_multiple(cls, v: str, info: ValidationInfo) -> str:
+        resolution = info.data.get("resolution")  # absent when it failed its own check
+        if resolution is not None:
+            res, chunk = parse_duration(resolution), parse_duration(v)
+            if chunk % res:
+                raise ValueError(f"{v} is not a whole multiple of allocation.resolution ({resolution})")
+        return v
 
 
 _SELECTOR = re.compile(r'^\s*([a-zA-Z_][a-zA-Z0-9_]*\s*(=|!=|=~|!~)\s*"(?:[^"\\]|\\.)*"\s*,?\s*)*$')
+
+
+def _matcher_list(v: str) -> str:
+    if not _SELECTOR.match(v):
+        raise ValueError(f"not a list of label matchers: {v!r} (write e.g. job=\"kubelet\")")
+    return v.strip().rstrip(",")
 
 
 class Prometheus(_Model):
@@ -73,9 +94,7 @@ class Prometheus(_Model):
     @field_validator("cadvisorSelector", "ksmSelector", "openCostSelector", "dcgmSelector", "clusterSelector")
     @classmethod
     def _matchers(cls, v: str) -> str:
-        if not _SELECTOR.match(v):
-            raise ValueError(f"not a list of label matchers: {v!r} (write e.g. job=\"kubelet\")")
-        return v.strip().rstrip(",")
+        return _matcher_list(v)
 
     @field_validator("url")
     @classmethod
@@ -107,13 +126,25 @@ class Serve(_Model):
     exposeNewSeriesFor: str = Field("2m", description="a new series shows 0 this long before its first increment "
                                                       "(and the watermark rests at midnight): 2x the longest "
                                                       "scrape interval of any Prometheus scraping us")
-    watermarkSelector: str = Field('job="chargeback"', description="finds our own watermark in Prometheus")
+    watermarkSelector: str | None = Field(
+        None, description="deprecated: the watermark is found by its chargeback_ledger label, under any scrape "
+                          "job; where set, these matchers still narrow the search (remove it)")
     watermarkLookback: Duration = Field(
         "30d", description="how far back the last scraped watermark is looked for after a restart")
     start: str | None = Field(None, description="RFC3339 start when Prometheus holds no watermark")
     leaderElection: LeaderElection = Field(default_factory=LeaderElection, description="Lease leader election")
     clusterName: str | None = Field(None, description="adds cluster=<name> to every series (else use external labels)")
     clusterLabel: str = Field("cluster", description="label name clusterName is published under")
+
+    @field_validator("watermarkSelector")
+    @classmethod
+    def _legacy_matchers(cls, v: str | None) -> str | None:
+        return None if v is None else _matcher_list(v)
+
+    def ledger(self) -> str:
+        """The value of `chargeback_ledger` on the watermark: which exporter's accrual this is (leader-elected
+        replicas share it). Under Thanos, give each cluster's exporter its clusterName."""
+        return self.clusterName or "default"
 
     @field_validator("exposeNewSeriesFor")
     @classmethod

@@ -180,8 +180,10 @@ class Coverage:
     def bridged_seconds(self, source: str) -> int:
         return sum(iv.end - iv.start for iv in self.bridged if iv.source == source)
 
-    def to_json(self) -> dict[str, object]:
-        return {"windowSeconds": self.seconds, "coveredSeconds": self.covered_seconds,
+    def to_json(self, window: tuple[int, int] | None = None) -> dict[str, object]:
+        """With `window` (start, end) named, so that an empty answer still says what it covers."""
+        named = {"window": {"start": iso(window[0]), "end": iso(window[1])}} if window else {}
+        return {**named, "windowSeconds": self.seconds, "coveredSeconds": self.covered_seconds,
                 "bridged": [iv.to_json() for iv in self.bridged],
                 "uncovered": [iv.to_json() for iv in self.uncovered]}
 
@@ -208,3 +210,17 @@ def _append(intervals: list[Interval], iv: Interval) -> None:
 def _hours(seconds: int) -> str:
     h = seconds / 3600
     return f"{h:.0f}h" if h == int(h) else f"{h:.2f}h"
+
+
+def rule_gap(start: int, end: int, steps: int, held: int, evaluations: int, resolution: str) -> str:
+    """Why a chunk the mixin's allocation rules ran over is read from raw series: `held` of its `steps` hold
+    an evaluation, and a step with none would cost nothing (its capacity all idle)."""
+    if evaluations > held:  # some step holds two or more: the rules run more often than the steps
+        why = (f"the rule group evaluates more often than allocation.resolution ({resolution}), so a missed "
+               f"evaluation can leave a step without one; set its interval to {resolution}")
+    else:
+        why = (f"an interval longer than allocation.resolution ({resolution}), or evaluations missed "
+               "(Prometheus down); the rule group's interval must be the resolution")
+    return (f"the recorded allocation rules evaluated at {held} of {steps} steps of "
+            f"{iso(start)}..{iso(end)} ({evaluations} evaluations): {why}; reading raw series there")
+

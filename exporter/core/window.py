@@ -79,7 +79,7 @@ def iso(ts: float) -> str:
     return _utc(ts).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-_LATEST = 253402300799  # 9999-12-31T23:59:59Z, the last instant datetime can print
+LATEST = 253402300799  # 9999-12-31T23:59:59Z, the last instant datetime can print
 
 
 def parse_instant(text: str, what: str = "time") -> float:
@@ -101,17 +101,35 @@ def parse_instant(text: str, what: str = "time") -> float:
             raise ConfigError(f"invalid {what} {text!r}: use RFC3339 (2026-11-01T00:00:00Z; UTC when no zone "
                               "is given) or unix seconds") from e
         value = (dt if dt.tzinfo else dt.replace(tzinfo=timezone.utc)).timestamp()
-    if not 0 <= value <= _LATEST:
+    if not 0 <= value <= LATEST:
         raise ConfigError(f"invalid {what} {text!r}: out of range (1970 to 9999)")
     return value
+
+
+def check_bounds(start: float, end: float, text: str) -> None:
+    """Refuse a window outside 1970..9999 before any arithmetic or printing: `9999-12-31,9999-12-31` ends
+    in the year 10000, which datetime cannot print (it was a 500)."""
+    if not (math.isfinite(start) and math.isfinite(end)):  # unix seconds of 309+ digits are float infinity
+        raise ConfigError(f"window {text[:40]!r} is out of range (1970 to 9999)")
+    if start < 0:
+        raise ConfigError(f"window {text[:40]!r} starts before 1970-01-01T00:00:00Z")
+    if end > LATEST:
+        raise ConfigError(f"window {text[:40]!r} ends after {iso(LATEST)}")
 
 
 def _midnight(dt: datetime) -> datetime:
     return dt.replace(hour=0, minute=0, second=0, microsecond=0)
 
 
-def parse_window(text: str, now: float, step: int) -> Window:
-    """Resolve an OpenCost window expression against `now` (UTC), aligned down to `step`."""
+# Calendar windows that run up to now: in their first step (`today` at 00:00:30) they hold no step yet.
+TO_DATE = ("today", "week", "month")
+
+
+def parse_window(text: str, now: float, step: int, allow_empty: bool = False) -> Window:
+    """Resolve an OpenCost window expression against `now` (UTC), aligned down to `step`.
+
+    With `allow_empty`, a calendar window in its first step is an empty window (start == end) rather
+    than an error: a cron job at midnight asks a fair question, whose answer is "nothing yet"."""
     t = text.strip().lower()
     cur = _utc(now)
     today = _midnight(cur)
@@ -147,9 +165,10 @@ def parse_window(text: str, now: float, step: int) -> Window:
                 "lastmonth, RFC3339,RFC3339, unix,unix or YYYY-MM-DD,YYYY-MM-DD"
             ) from e
         start = now - dur
-    if not (math.isfinite(start) and math.isfinite(end)):  # unix seconds of 309+ digits are float infinity
-        raise ConfigError(f"window {text[:40]!r} is out of range")
+    check_bounds(start, end, text)
     lo, hi = int(start // step * step), int(end // step * step)
+    if hi <= lo and allow_empty and t in TO_DATE:
+        return Window(lo, lo, step)
     if hi <= lo:
         raise ConfigError(f"window {text!r} is empty once aligned to the {step}s resolution")
     return Window(lo, hi, step)

@@ -16,6 +16,7 @@ from exporter.config.schema import Config
 from exporter.core.allocation import ChunkUsage
 from exporter.core.assets import AssetCost, Service, Volume, price_load_balancers, price_network, price_volumes
 from exporter.core.attribution import BUDGET_PREFIX, LabelSets, Owners, shared_labels
+from exporter.core.coverage import rule_gap
 from exporter.core.finite import NonFinite
 from exporter.core.gpuprices import load_shipped_gpu_prices
 from exporter.core.ownershare import Place
@@ -285,7 +286,11 @@ class Fetch:
         steps = w.seconds // self.step
         if self.cfg.allocation.recordedRules != "off" and steps >= self.min_recorded_steps and not raw:
             rows = self.client.query(self.queries.recorded_coverage(w.seconds), float(w.end))
-            covered = bool(rows) and rows[0][1] >= steps
+            counts = {lb.get("count", ""): int(v) for lb, v in rows}
+            covered = counts.get("steps", 0) >= steps
+            if not covered and counts.get("evaluations"):  # the rules ran, but not once per step: raw, and say so
+                self._warn(rule_gap(w.start, w.end, steps, counts.get("steps", 0), counts["evaluations"],
+                                    self.cfg.allocation.resolution), "recorded_rules")
         with self._lock:
             self.sources["recorded" if covered else "raw"] += 1
         return covered

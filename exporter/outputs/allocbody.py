@@ -97,13 +97,15 @@ def response(results: Iterable[tuple[AllocationSet, CostResult]], query: Allocat
     Sets are consumed one by one, so only one set's cost table is held at a time."""
     data: list[dict[str, Any]] = []
     coverage = Coverage()
+    span: tuple[int, int] | None = None
     for s, result in results:
+        span = (span[0] if span else result.start, result.end)
         m = result.metadata
         rows = build_rows(result, label_keys, cluster, m.namespaces if m else {}, m.annotations if m else {})
         groups = aggregate(rows, query.aggregate, query.filter, query.include_idle, query.proportional)
         data.append(set_data(groups, result, s, query, cluster))
         coverage.merge(result.coverage)
-    return {"code": 200, "data": data, "coverage": coverage.to_json()}
+    return {"code": 200, "data": data, "coverage": coverage.to_json(span)}
 
 
 def set_data(groups: Mapping[str, Group], result: CostResult, s: AllocationSet, query: AllocationQuery,

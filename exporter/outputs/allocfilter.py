@@ -9,7 +9,8 @@ Grammar (OpenCost's core/pkg/filter/ast, restated):
     value      := '"' chars '"'
 
 Several values are alternatives (OR); after a negated operator they must all hold (AND), as in OpenCost.
-Errors name the 0-based character position, as OpenCost's do. Pure: no I/O.
+Errors name the 0-based character position, as OpenCost's do. Pure: no I/O. Parentheses nest at most
+MAX_DEPTH deep: the parser and the matcher recurse, and a query string must not exhaust the stack.
 """
 
 from __future__ import annotations
@@ -34,6 +35,9 @@ FIELDS = {"cluster": "cluster", "node": "node", "namespace": "namespace", "contr
 # OpenCost's label aliases: `team:"x"` is label[team] (the project's own attribution names are added by the caller).
 ALIASES = {"department": "department", "environment": "environment", "owner": "owner", "product": "product",
            "team": "team"}
+
+
+MAX_DEPTH = 32  # no real filter needs more; 500 levels used to end in a RecursionError (a 500)
 
 
 class FilterError(ConfigError):
@@ -212,6 +216,8 @@ class _Parser:
     def element(self, depth: int) -> Node:
         if self.peek().kind == "(":
             opened = self.take()
+            if depth >= MAX_DEPTH:
+                raise FilterError(f"filter position {opened.pos}: parentheses nested more than {MAX_DEPTH} deep")
             inner = self.filter(depth + 1)
             if self.peek().kind != ")":
                 if self.peek().kind == "eof":

@@ -18,6 +18,7 @@ from exporter.config.schema import Config
 from exporter.core.allocation import CostResult
 from exporter.core.names import IDLE, UNALLOCATED, UNATTRIBUTED, is_pseudo
 from exporter.core.window import Window, iso, period_bounds
+from exporter.outputs.escape import csv_rows
 from exporter.outputs.formatters import group_name
 
 FOCUS_VERSION = "1.0"
@@ -189,7 +190,7 @@ def to_csv(rows: list[dict[str, str]]) -> str:
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=list(COLUMNS), lineterminator="\n")
     writer.writeheader()
-    writer.writerows(rows)
+    writer.writerows(csv_rows(rows))  # ResourceName and Tags come from Prometheus labels: no formulas
     return buf.getvalue()
 
 

@@ -20,8 +20,9 @@ from exporter.core.names import IDLE, UNALLOCATED, is_pseudo
 from exporter.core.window import iso
 from exporter.outputs.allocitem import Row, allocation_item
 from exporter.outputs.allocrows import build_rows
+from exporter.outputs.escape import csv_rows
 from exporter.vocab.errors import ConfigError
-from exporter.vocab.labels import ksm_label
+from exporter.vocab.labels import aggregate_parts, ksm_label
 
 BASE_AGGREGATES = ("namespace", "node", "cluster")
 
@@ -34,7 +35,7 @@ def parse_aggregate(text: str, labels: Mapping[str, str]) -> tuple[list[str], di
     """
     labels = dict(labels)
     parts: list[str] = []
-    for raw in (p.strip() for p in text.split(",")):
+    for raw in aggregate_parts(text):
         if raw in BASE_AGGREGATES:
             parts.append(raw)
         elif raw.startswith("label:") and raw[6:]:
@@ -88,7 +89,7 @@ def allocation_response(result: CostResult, parts: list[str], attr_names: tuple[
     rows = aggregate(result, parts, attr_names)
     data = {name: allocation_item(name, rows[name], result.start, result.end) for name in sorted(rows)}
     # OpenCost's shape, plus what the numbers stand on: bridged and uncovered intervals.
-    return {"code": 200, "data": [data], "coverage": result.coverage.to_json()}
+    return {"code": 200, "data": [data], "coverage": result.coverage.to_json((result.start, result.end))}
 
 
 _COLUMNS = ("cpuCost", "ramCost", "gpuCost", "assets", "sharedCost", "totalCost")
@@ -126,7 +127,7 @@ def to_csv(result: CostResult, parts: list[str], attr_names: tuple[str, ...]) ->
     if rows:
         writer = csv.DictWriter(buf, fieldnames=list(rows[0]))
         writer.writeheader()
-        writer.writerows(rows)
+        writer.writerows(csv_rows(rows))  # names and labels come from Prometheus: no formulas
     return buf.getvalue()
 
 

@@ -7,16 +7,17 @@ keep) so the handler only runs `Pipeline.compute` per set. Windows and set bound
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 
-from exporter.core.window import Window, parse_window
+from exporter.core.window import LATEST, Window, check_bounds, iso, parse_window
 from exporter.outputs.allocfilter import Node, comparisons, parse_filter
 from exporter.vocab.durations import parse_duration
 from exporter.vocab.errors import ConfigError
-from exporter.vocab.labels import ksm_label, prom_key
+from exporter.vocab.labels import aggregate_parts, ksm_label, prom_key
 
 # Aggregate keys answered from namespace-level rows; the others need pod-level rows (exporter/outputs/podrows.py).
 NAMESPACE_KINDS = ("cluster", "node", "namespace")
@@ -74,18 +75,22 @@ def _rounded(n: int, unit: str, now: float) -> tuple[int, int]:
     return end - n * size, end
 
 
-def api_window(text: str, now: float, step: int) -> Window:
+def api_window(text: str, now: float, step: int, allow_empty: bool = False) -> Window:
     """An OpenCost window. Single-unit durations round as OpenCost does (`24h` ends at the next whole
     hour, `7d` and `2w` at the next midnight), then every window stops at `now`; the rest is parse_window.
-    A rounded window holding no whole step yet falls back to the trailing duration."""
+    A rounded window holding no whole step yet falls back to the trailing duration; `allow_empty` as in
+    parse_window (`today` at 00:00:30 is empty)."""
     t = text.strip()
     m = _OC_DURATION.match(t)
     if m is None:
-        return parse_window(t, now, step)
+        return parse_window(t, now, step, allow_empty)
+    if len(m.group(1)) > 12:  # a trillion weeks is no window, and int() refuses 4,300+ digits (it was a 500)
+        raise ConfigError(f"invalid window {t[:40]!r}: a duration of more than 12 digits")
     n, unit = int(m.group(1)), m.group(2)
     if n <= 0:
         raise ConfigError(f"invalid window {text!r}: the duration must be positive")
     start, end = _rounded(n, unit, now)
+    check_bounds(start, end, t)
     hi = min(end, int(now)) // step * step
     lo = start // step * step
     if hi <= lo:
@@ -127,11 +132,14 @@ def calendar_start(t: int, unit: str) -> int:
 def calendar_next(t: int, unit: str) -> int:
     """The start of the period after the one starting at t."""
     d = _utc(t)
+    y, mo = divmod(d.month - 1 + (1 if unit == "month" else 3), 12)
     if unit in ("hour", "day", "week"):
-        return t + {"hour": 3600, "day": 86400, "week": 604800}[unit]
-    months = 1 if unit == "month" else 3
-    y, mo = divmod(d.month - 1 + months, 12)
-    return int(d.replace(year=d.year + y, month=mo + 1).timestamp())
+        nxt = t + {"hour": 3600, "day": 86400, "week": 604800}[unit]
+    else:  # the year 10000 is no datetime: compare before building it
+        nxt = LATEST + 1 if d.year + y > 9999 else int(d.replace(year=d.year + y, month=mo + 1).timestamp())
+    if nxt > LATEST:  # its bounds could not be printed (a 500)
+        raise ConfigError(f"accumulate={unit}: the {unit} holding {iso(t)} ends after {iso(LATEST)}")
+    return nxt
 
 
 def parse_step(text: str | None, window: Window) -> int:
@@ -143,6 +151,9 @@ def parse_step(text: str | None, window: Window) -> int:
         step = _NAMED_STEPS.get(t) or parse_duration(t)
     except ConfigError as e:
         raise ConfigError(f"step={text!r}: {e}") from e
+    if window.start + -(-window.seconds // step) * step > LATEST:  # checked before any set is made or printed
+        raise ConfigError(f"step={text.strip()[:40]!r}: the last set would end after {iso(LATEST)}; use a "
+                          "shorter step")
     if step % window.step:
         raise ConfigError(f"step={text!r}: must be a positive multiple of the resolution; {text.strip()} is not "
                           f"a whole multiple of the {window.step}s resolution")
@@ -171,7 +182,7 @@ def plan_sets(window: Window, step_text: str | None, accumulate: str, now: float
     last = int(now) // window.step * window.step
     bounds = bounds or window
     sets: list[AllocationSet] = []
-    if accumulate == "all":
+    if accumulate == "all" or not window.seconds:  # an empty window (`today` at 00:00:30) is one empty set
         return [AllocationSet(bounds, window)]
     if accumulate == "none":
         step = parse_step(step_text, bounds)
@@ -205,7 +216,7 @@ def parse_aggregate_keys(text: str, labels: Mapping[str, str]) -> tuple[list[Agg
     """`namespace,label:app,team` into keys; label keys not yet attributed are added for this query."""
     labels = dict(labels)
     keys: list[AggKey] = []
-    for raw in (p.strip() for p in text.split(",")):
+    for raw in aggregate_parts(text):
         if raw in NAMESPACE_KINDS or raw in POD_KINDS:
             keys.append(AggKey(raw))
         elif raw.startswith(("label:", "annotation:")) and raw.split(":", 1)[1]:
@@ -245,9 +256,12 @@ def sharing_overrides(query: Mapping[str, list[str]], include_idle: bool) -> dic
         sharing["shareSplit"] = split
     if "shareCost" in query:
         try:
-            sharing["shareCost"] = float(query["shareCost"][0] or 0)
+            share_cost = float(query["shareCost"][0] or 0)
         except ValueError as e:
             raise ConfigError(f"shareCost={query['shareCost'][0]!r}: a monthly amount such as 30.42") from e
+        if not math.isfinite(share_cost):  # 1e999 is float infinity
+            raise ConfigError(f"shareCost={query['shareCost'][0]!r}: a finite monthly amount such as 30.42")
+        sharing["shareCost"] = share_cost
     for name in ("shareIdle", "idleByNode"):
         value = _flag(query, name)
         if value is not None:
@@ -266,7 +280,7 @@ def parse_query(query: Mapping[str, list[str]], labels: Mapping[str, str], now: 
         return query.get(name, [None])[0]
 
     text = arg("window") or "24h"
-    window = api_window(text, now, step)
+    window = api_window(text, now, step, allow_empty=True)
     accumulate = parse_accumulate(arg("accumulate"))
     keys, labels = parse_aggregate_keys(arg("aggregate") or "namespace", labels)
     aliases = {name: key for name, key in labels.items()}

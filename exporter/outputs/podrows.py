@@ -373,5 +373,6 @@ def response(pipeline: Pipeline, query: AllocationQuery, label_keys: tuple[str, 
                               peaks)
         coverage.merge(result.coverage)
         del grain, result
-    body.coverage = coverage.to_json()
+    span = (query.sets[0].compute.start, query.sets[-1].compute.end) if query.sets else None
+    body.coverage = coverage.to_json(span)
     return body

@@ -157,7 +157,7 @@ class ReportSource:
     def __init__(self, cfg: Config, client: PrometheusClient, pipeline: Pipeline) -> None:
         self.cfg, self.client, self.pipeline = cfg, client, pipeline
         self.attr_names = tuple(cfg.attribution.labels)
-        self.own = OwnSeries(cfg.serve.watermarkSelector, cfg.prometheus.clusterSelector)
+        self.own = OwnSeries.of(cfg.serve, cfg.prometheus.clusterSelector)
 
     def scrape_at(self, watermark: int, search_until: int) -> float | None:
         """Timestamp of the first scrape whose watermark was exactly `watermark`, if there is one."""

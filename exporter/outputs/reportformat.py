@@ -13,6 +13,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from exporter.core.window import iso
+from exporter.outputs.escape import csv_rows, md_cell, slack_text
 from exporter.outputs.report import Group, Report
 from exporter.outputs.reporthtml import to_html
 from exporter.outputs.reporttext import (
@@ -78,7 +79,7 @@ def to_csv(report: Report) -> str:
     data = [{k: round(v, 6) if isinstance(v, float) else v for k, v in r.items()} for r in rows(report)]
     writer = csv.DictWriter(buf, fieldnames=list(data[0]) if data else [report.by, "total"])
     writer.writeheader()
-    writer.writerows(data)
+    writer.writerows(csv_rows(data))  # group, namespace and workload names come from Prometheus: no formulas
     return buf.getvalue()
 
 
@@ -88,15 +89,15 @@ def to_markdown(report: Report) -> str:
     lines = [f"# {title(report)}", "",
              f"Total **{money(report.cluster_total, cur)}**{change}. Source: {report.source}."]
     lines += [f"{n}" for n in (previous_note(report), coverage_note(report)) if n]
-    lines += ["", f"| {report.by} | total | allocated | shared | idle | change | CPU efficiency | unused requests | "
-              "top namespaces | top workloads |",
+    lines += ["", f"| {md_cell(report.by)} | total | allocated | shared | idle | change | CPU efficiency | "
+              "unused requests | top namespaces | top workloads |",
               "|---|---:|---:|---:|---:|---:|---:|---:|---|---|"]
     for g in report.groups:
         lines.append(
-            f"| {g.name} | {g.total:,.2f} | {g.by_component.get('allocated', 0):,.2f} | "
+            f"| {md_cell(g.name)} | {g.total:,.2f} | {g.by_component.get('allocated', 0):,.2f} | "
             f"{g.by_component.get('shared', 0):,.2f} | {g.by_component.get('idle', 0):,.2f} | "
             f"{group_change(g, cur)} | {pct(g.cpu_efficiency)} | {g.unused_request_cost:,.2f} | "
-            f"{listed(g.top_namespaces())} | {listed(g.top_workloads())} |")
+            f"{md_cell(listed(g.top_namespaces()))} | {md_cell(listed(g.top_workloads()))} |")
     lines += ["", f"The {len(report.groups)} groups add up to {money(report.groups_total, cur)}"
               + (", the cluster total." if report.adds_up else f", NOT the cluster total {report.cluster_total:,.2f}.")]
     budgets = [(g.name, b) for g in report.groups for b in g.budgets]
@@ -116,12 +117,12 @@ def _gpu_markdown(report: Report) -> list[str]:
         return []
     lines = ["", "## GPU waste", "",
              "Allocated GPU cost x (1 - utilisation) seen by dcgm-exporter: a view on the GPU cost above, not extra.",
-             "", f"| {report.by} | GPU cost | GPU efficiency | GPU waste | top workloads by GPU waste |",
+             "", f"| {md_cell(report.by)} | GPU cost | GPU efficiency | GPU waste | top workloads by GPU waste |",
              "|---|---:|---:|---:|---|"]
     for g in gpu:
         assert g.gpu is not None
-        lines.append(f"| {g.name} | {g.gpu.gpu_cost:,.2f} | {pct(g.gpu.efficiency)} | {g.gpu.waste_cost:,.2f} | "
-                     f"{listed(g.top_gpu_workloads())} |")
+        lines.append(f"| {md_cell(g.name)} | {g.gpu.gpu_cost:,.2f} | {pct(g.gpu.efficiency)} | "
+                     f"{g.gpu.waste_cost:,.2f} | {md_cell(listed(g.top_gpu_workloads()))} |")
     return lines
 
 
@@ -171,18 +172,20 @@ def chart_png(report: Report) -> bytes:
 def slack_blocks(report: Report, grafana_url: str | None) -> dict[str, Any]:
     """A Block Kit message: header, total, a compact table, and a link to the Grafana dashboard."""
     cur = report.currency
-    table = "\n".join(f"{g.name[:18]:<18} {g.total:>12,.2f}  {group_change(g, cur)}" for g in report.groups[:15])
+    # Slack reads &, < and > as control characters (<!channel> pings everyone): names are escaped, after the cut
+    table = "\n".join(f"{slack_text(g.name[:18].ljust(18))} {g.total:>12,.2f}  {group_change(g, cur)}"
+                      for g in report.groups[:15])
     note = previous_note(report)
     blocks: list[dict[str, Any]] = [
         {"type": "header", "text": {"type": "plain_text", "text": title(report)}},
         {"type": "section", "text": {"type": "mrkdwn", "text": f"*Total:* {money(report.groups_total, cur)}"
-                                     + (f"\n_{note}_" if note else "")}},
+                                     + (f"\n_{slack_text(note)}_" if note else "")}},
         {"type": "section", "text": {"type": "mrkdwn", "text": f"```{table}```"}},
     ]
     if grafana_url:
         blocks.append({"type": "context", "elements": [{"type": "mrkdwn", "text":
                        f"<{grafana_url.rstrip('/')}/d/chargeback-team|Open the cost dashboard>"}]})
-    return {"text": f"{title(report)}: {money(report.groups_total, cur)}", "blocks": blocks}
+    return {"text": slack_text(f"{title(report)}: {money(report.groups_total, cur)}"), "blocks": blocks}
 
 
 def render(report: Report, fmt: str) -> str:

@@ -19,6 +19,7 @@ from exporter.core.coverage import SOURCES, Coverage
 from exporter.core.names import IDLE, SHARED
 from exporter.core.window import period_bounds
 from exporter.serve.accrual import ClusterKey, CounterKey, GpuWasteKey, NamespaceKey, NodeIdleKey, PoolKey
+from exporter.sources.promql import LEDGER, WATERMARK
 
 if TYPE_CHECKING:
     from exporter.core.allocation import CostResult
@@ -180,10 +181,11 @@ class ChargebackCollector(Collector):
         if h.last_success is not None:
             yield GaugeMetricFamily("chargeback_last_success_timestamp_seconds",
                                     "When the last accrual cycle succeeded.", value=h.last_success)
-        if watermark is not None:
-            yield GaugeMetricFamily("chargeback_accrued_until_timestamp_seconds",
-                                    "Watermark: cost is accrued up to this time; read back after a restart.",
-                                    value=watermark)
+        if watermark is not None:  # labelled with the ledger it belongs to: read back by that, not by job
+            mark = GaugeMetricFamily(WATERMARK, "Watermark: cost is accrued up to this time; read back after a "
+                                     "restart by its chargeback_ledger label.", labels=[LEDGER])
+            mark.add_metric([self.pipeline.cfg.serve.ledger()], watermark)
+            yield mark
         if h.cycle_seconds is not None:
             yield GaugeMetricFamily("chargeback_cycle_duration_seconds", "Duration of the last accrual cycle.",
                                     value=h.cycle_seconds)

@@ -32,7 +32,7 @@ from exporter.serve.collector import ChargebackCollector, Health
 from exporter.serve.leader import LeaseElector
 from exporter.sources.kube import load_api_client, metadata_source
 from exporter.sources.prometheus import PrometheusClient
-from exporter.sources.promql import OwnSeries, join_matchers
+from exporter.sources.promql import LEDGER, OwnSeries, join_matchers, own_label
 from exporter.vocab.durations import parse_duration
 from exporter.vocab.errors import ChargebackError, ConfigError, DataError
 
@@ -46,6 +46,15 @@ def _parse_time(text: str) -> int:
     return int(parse_instant(text))
 
 
+def own_series(cfg: Config) -> OwnSeries:
+    """The queries over this exporter's own series (serve.watermarkSelector is deprecated but still narrows)."""
+    if cfg.serve.watermarkSelector is not None:
+        log.warning("serve.watermarkSelector is deprecated: the watermark is found by its %s label under any "
+                    "scrape job; remove the key (it still narrows the search to %s)", LEDGER,
+                    cfg.serve.watermarkSelector)
+    return OwnSeries.of(cfg.serve, cfg.prometheus.clusterSelector)
+
+
 class Exporter:
     """Owns the ledger and runs accrual cycles; thread-safe for the HTTP handlers."""
 
@@ -53,7 +62,7 @@ class Exporter:
         self.cfg = cfg
         self.client = PrometheusClient(cfg.prometheus)
         self.metadata = metadata_source(cfg.attribution, watch=True)
-        self.own = OwnSeries(cfg.serve.watermarkSelector, cfg.prometheus.clusterSelector)
+        self.own = own_series(cfg)
         # One warning log for every pipeline of the process: a kind is logged at most hourly, all counted.
         self.warnings = WarningLog(every=WARNING_LOG_INTERVAL)
         self.pipeline = Pipeline(cfg, self.client, self.metadata, self.warnings)
@@ -98,13 +107,33 @@ class Exporter:
             owner.close()
 
     def read_watermark(self) -> int | None:
-        """The last watermark Prometheus scraped from any replica of us (so no volume is needed)."""
-        # `or vector(-1)` answers "no watermark" explicitly: an empty answer then means the client left a
-        # NaN/Inf out, and starting over from serve.start would count the past twice.
-        rows = self.client.query(self.own.watermark(self.cfg.serve.watermarkLookback) + " or vector(-1)", time.time())
+        """The last watermark Prometheus scraped from any replica of us (so no volume is needed), found by
+        its chargeback_ledger label under whatever job scraped it. None only if no watermark could be
+        ours: with serve.start set, another ledger's in scope refuses the start (it may be ours renamed)."""
+        lookback, now = self.cfg.serve.watermarkLookback, time.time()
+        # `or on () vector(-1)` answers "no watermark" explicitly: an empty answer then means the client left
+        # a NaN/Inf out, and starting over from serve.start would count the past twice.
+        rows = self.client.query(self.own.watermark(lookback), now)
         if not rows:
             raise DataError("the watermark read back from Prometheus is not a finite number; not accruing")
-        return int(rows[0][1]) if rows[0][1] >= 0 else None
+        found = {lb.get(self.own.cluster_label, ""): v for lb, v in rows if v >= 0}
+        if len(found) > 1:
+            raise DataError(f"watermarks of {LEDGER}={self.own.ledger!r} come from several clusters "
+                            f"({', '.join(sorted(found))}); scope this exporter with prometheus.clusterSelector, "
+                            "or give each cluster's exporter its own serve.clusterName")
+        if found:
+            return int(max(found.values()))
+        others = sorted(f"{LEDGER}={lb.get(LEDGER, '')!r} (job {lb.get('job', '')!r})"
+                        for lb, _v in self.client.query(self.own.other_watermarks(lookback), now))
+        if others and self.start is not None:
+            raise DataError(f"no watermark of {LEDGER}={self.own.ledger!r} in Prometheus but {', '.join(others)}: "
+                            "starting at serve.start would accrue that history twice if it was this exporter's; "
+                            "restore its serve.clusterName (or remove serve.watermarkSelector), or scope this "
+                            "exporter with prometheus.clusterSelector")
+        if others:
+            log.warning("no watermark of %s=%r in Prometheus (other exporters': %s); accruing from now",
+                        LEDGER, self.own.ledger, ", ".join(others))
+        return None
 
     def read_periods(self, watermark: int) -> tuple[dict[str, int], dict[PeriodKey, float]]:
         """Read back the period-to-date sums of the periods the watermark falls in (same scrape as it)."""
@@ -118,7 +147,7 @@ class Exporter:
             rows = self.client.query(self.own.period_cost(period, start, names, s.watermarkLookback), time.time())
             starts[period] = start
             for labels, value in rows:
-                sums[tuple(labels.get(n, "") for n in names)] = value
+                sums[tuple(own_label(labels, n) for n in names)] = value
         return starts, sums
 
     def begin(self, now: float, term: int) -> bool:
@@ -313,3 +342,19 @@ class Exporter:
         from exporter.outputs.cloudcost import cloud_cost_response
 
         return cloud_cost_response(self.cfg, self.client, query, time.time(), self.step)
+
+    def cloud_view(self, kind: str, query: dict[str, list[str]], cancel: threading.Event | None = None
+                   ) -> dict[str, Any]:
+        """OpenCost's /cloudCost/view/{table,totals,graph} and /cloudCost/status (exporter/outputs/cloudviews.py)."""
+        from exporter.outputs.cloudviews import status_response, view_response
+
+        if kind == "status":
+            return status_response(self.cfg, time.time())
+        return view_response(kind, self.cfg, self.client, query, time.time(), self.step)
+
+    def custom_costs(self, kind: str, query: dict[str, list[str]], cancel: threading.Event | None = None
+                     ) -> dict[str, Any]:
+        """OpenCost's /customCost/{total,timeseries}: costs outside the cluster (exporter/outputs/customcost.py)."""
+        from exporter.outputs.customcost import custom_cost_response
+
+        return custom_cost_response(kind, self.cfg, self.client, query, time.time(), self.step)

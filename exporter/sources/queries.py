@@ -222,9 +222,15 @@ class Queries:
         return rules
 
     def recorded_coverage(self, chunk_seconds: int) -> str:
-        """Rule evaluations in the samples the steps read (each step reads its last step, less 1 ms):
-        one per step when the rules ran throughout, fewer if an evaluation was missed."""
-        return f"count_over_time({RULES_EVALUATED}{_sel(self.r)}{_just_under(chunk_seconds)})"
+        """Two counts over the chunk, by label `count`: `steps`, the steps holding a rule evaluation in what
+        they read (their last step, less 1 ms), and `evaluations`, all of them. The rules cover the chunk only
+        if every step holds one: at an interval shorter than the resolution a missed evaluation can empty a
+        step while the total still exceeds the steps (core/coverage.rule_gap)."""
+        beat = f"{RULES_EVALUATED}{_sel(self.r)}"
+        steps = f"count_over_time(last_over_time({beat}{_just_under(self.step)}){self._sub(chunk_seconds)})"
+        evaluations = f"count_over_time({beat}{_just_under(chunk_seconds)})"
+        return " or ".join(f'label_replace(max({expr}), "count", "{name}", "", "")'
+                           for name, expr in (("steps", steps), ("evaluations", evaluations)))
 
     def _recorded(self, kind: str, resource: str, scope: str = "") -> str:
         """The one sample recorded within each step. Not the bare series: a pair that vanished (a pod

@@ -6,6 +6,8 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from exporter.vocab.errors import ConfigError
+
 Attrs = tuple[str, ...]  # attribution label values (team, cost centre, ...) in configured order
 UsageKey = tuple[str, str, Attrs, str]  # (namespace, node, attribution, resource)
 
@@ -42,3 +44,14 @@ class Metadata:
     nodes: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
     # Namespaces' chargeback.io/* annotations (budgets declared next to the namespace).
     annotations: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
+
+
+MAX_AGGREGATE_KEYS = 32  # 2,000 `label:` keys made one PromQL query Prometheus refused after 8 s (a 502)
+
+
+def aggregate_parts(text: str) -> list[str]:
+    """`aggregate=a, b` split on commas, at most MAX_AGGREGATE_KEYS parts, refused before any is looked at."""
+    parts = [p.strip() for p in text.split(",", MAX_AGGREGATE_KEYS)]
+    if len(parts) > MAX_AGGREGATE_KEYS:
+        raise ConfigError(f"aggregate={text[:40]!r}...: more than {MAX_AGGREGATE_KEYS} keys")
+    return parts
