@@ -291,7 +291,8 @@ def test_namespace_annotations_aggregate_and_filter(demo_prom: tuple[PrometheusS
         # OpenCost's spelling in properties; either spelling aggregates and filters alike.
         assert set(only) == {"web"} and only["web"]["properties"]["annotations"] == {
             "chargeback_io_budget_monthly": "60", "chargeback_io_budget_notify": "slack:#web"}
-        assert totals(call(ex, t0, aggregate="annotation:chargeback_io_budget_monthly")) == by_note
+        assert totals(call(ex, t0, aggregate="annotation:chargeback_io_budget_monthly")) == pytest.approx(
+            by_note, rel=REL)
         assert set(call(ex, t0, filter='annotation[chargeback_io_budget_monthly]:"60"')["data"][0]) == {"web"}
         k8s = call(ex, t0, filter=f'annotation[{key}]:"60"', labelKeys="kubernetes")["data"][0]
         assert k8s["web"]["properties"]["annotations"] == {key: "60", "chargeback.io/budget-notify": "slack:#web"}
