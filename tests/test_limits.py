@@ -127,7 +127,8 @@ def test_fifty_parallel_requests_get_429_beyond_the_pool(day_prom: tuple[Prometh
 
         def one(_i: int) -> requests.Response:
             start.wait()
-            return requests.get(f"{s.url}/allocation/compute", params={"window": day_window(t0)}, timeout=120)
+            return requests.get(f"{s.url}/allocation/compute", params={"window": day_window(t0), "includeIdle": "true"},
+                                timeout=120)
 
         with ThreadPoolExecutor(50) as pool:
             answers_it = pool.map(one, range(50))
@@ -156,7 +157,8 @@ def test_deadline_answers_503_and_stops_querying(day_prom: tuple[PrometheusServe
     # 288 five-minute chunks of ~20 queries each take far longer than the 1 s deadline.
     with Serve(tmp_path, prom.url, api={"timeout": "1s", "maxConcurrent": 1}, allocation={"chunk": "5m"}) as s:
         began = time.monotonic()
-        r = requests.get(f"{s.url}/allocation/compute", params={"window": day_window(t0)}, timeout=60)
+        r = requests.get(f"{s.url}/allocation/compute", params={"window": day_window(t0), "includeIdle": "true"},
+                         timeout=60)
         took = time.monotonic() - began
         assert r.status_code == 503, r.text[:300]
         assert "api.timeout (1s)" in r.json()["message"]
@@ -166,7 +168,8 @@ def test_deadline_answers_503_and_stops_querying(day_prom: tuple[PrometheusServe
         time.sleep(2)
         assert s.queries() == settled
         # The slot is free again: a 10-minute window (2 chunks) is computed. n1: 0.24/h / 6 = 0.04.
-        r = requests.get(f"{s.url}/allocation/compute", params={"window": window_arg(t0 - 600, 1 / 6)}, timeout=60)
+        r = requests.get(f"{s.url}/allocation/compute", params={"window": window_arg(t0 - 600, 1 / 6),
+                                                                   "includeIdle": "true"}, timeout=60)
         assert r.status_code == 200, r.text[:300]
         data = r.json()["data"][0]
         assert data["team-a"]["totalCost"] == pytest.approx(HOURLY_TEAM_A / 6, rel=REL)
