@@ -5,7 +5,7 @@ conservation (the namespaces, __idle__ included, add up to the nodes). Every fig
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -67,8 +67,9 @@ def allocate(prom: PrometheusServer, t0: int, tmp_path: Path, **cfg: Any) -> dic
 # (its 5 W of Kepler's idle share is idle, not its own); idle 33 W.
 # n-est (CCF, AWS average 0.74..3.5 W per vCPU, 0.392 W/GiB): 2 vCPUs at 1 core used, 4 GiB:
 # node 0.74*2 + (3.5-0.74)*1 + 0.392*4 = 5.808 W; team-c (3.5-0.74)*1 + 0.392*1 = 3.152 W; idle 2.656 W.
-WATTS = {"team-a": {"n-kepler": 24, "n-legacy": 15}, "team-b": {"n-kepler": 6}, "team-c": {"n-est": 3.152},
-         "__idle__": {"n-kepler": 30, "n-legacy": 33, "n-est": 2.656}}
+WATTS: dict[str, dict[str, float]] = {
+    "team-a": {"n-kepler": 24, "n-legacy": 15}, "team-b": {"n-kepler": 6}, "team-c": {"n-est": 3.152},
+    "__idle__": {"n-kepler": 30, "n-legacy": 33, "n-est": 2.656}}
 NODE_WATTS = 60 + 48 + 5.808
 
 
@@ -76,7 +77,7 @@ def joules(watts: float) -> float:
     return watts * H * PUE
 
 
-def grams(per_node: dict[str, float], intensity: dict[str, float]) -> float:
+def grams(per_node: Mapping[str, float], intensity: Mapping[str, float]) -> float:
     # J / 3.6e6 = kWh; over one hour that is W x PUE / 1000.
     return sum(w * PUE / 1000 * intensity[n] for n, w in per_node.items())
 
@@ -111,7 +112,8 @@ def test_estimated_node_and_a_second_grid_intensity(energy_prom: tuple[Prometheu
     # team-c 3.16 + 0.392 = 3.552 W; idle 0.64*2 + 0.392*3 = 2.456 W.
     assert data["team-c"]["energyJoules"] == pytest.approx(joules(3.552), rel=REL)
     intensity = {"n-kepler": 200, "n-legacy": 100, "n-est": 50}
-    watts = {**WATTS, "team-c": {"n-est": 3.552}, "__idle__": {"n-kepler": 30, "n-legacy": 33, "n-est": 2.456}}
+    watts: dict[str, dict[str, float]] = {
+        **WATTS, "team-c": {"n-est": 3.552}, "__idle__": {"n-kepler": 30, "n-legacy": 33, "n-est": 2.456}}
     for ns, per_node in watts.items():
         assert data[ns]["carbonGrams"] == pytest.approx(grams(per_node, intensity), rel=REL), ns
     # team-a: (24 x 200 + 15 x 100) x 1.135 / 1000 = 7.1505 g.
