@@ -5,16 +5,19 @@ conservation (the namespaces, __idle__ included, add up to the nodes). Every fig
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
+from click.testing import CliRunner
 
 from demo.energy import kepler_node, kepler_pod
 from demo.localprom import PrometheusServer
 from demo.synthetic import GIB, Cluster, Container, Node, Pod, Series
+from exporter.cli import main
 
 from .conftest import aligned_past, scenario_prom
 from .test_allocate_core import run_allocate, window_arg
@@ -146,3 +149,22 @@ def test_energy_changes_no_cost(energy_prom: tuple[PrometheusServer, int], tmp_p
     for ns in on:
         assert on[ns]["totalCost"] == off[ns]["totalCost"], ns
         assert off[ns]["energyJoules"] == 0.0
+
+
+def test_report_energy_column(energy_prom: tuple[PrometheusServer, int], tmp_path: Path) -> None:
+    """`chargeback report`: energy (kWh) and carbon (kg CO2e) per group, from the same computation."""
+    prom, t0 = energy_prom
+    path = tmp_path / "report.yaml"
+    path.write_text(yaml.safe_dump({"prometheus": {"url": prom.url}}))
+    res = CliRunner().invoke(main, ["report", "--config", str(path), "--window", window_arg(t0), "--by", "namespace",
+                                    "--format", "json", "--source", "computed"])
+    assert res.exit_code == 0, res.output
+    groups = {g["namespace"]: g for g in json.loads(res.stdout)["groups"]}
+    for ns, per_node in WATTS.items():
+        # kWh over one hour = W x PUE / 1000; team-a: 39 x 1.135 / 1000 = 0.044265 kWh.
+        assert groups[ns]["energy_kwh"] == pytest.approx(sum(per_node.values()) * PUE / 1000, rel=REL), ns
+        assert groups[ns]["carbon_kg_co2e"] == pytest.approx(grams(per_node, SHIPPED) / 1000, rel=REL), ns
+    assert groups["team-a"]["energy_kwh"] == pytest.approx(0.044265, rel=REL)
+    md = CliRunner().invoke(main, ["report", "--config", str(path), "--window", window_arg(t0), "--by", "namespace",
+                                   "--source", "computed"]).stdout
+    assert "## Energy and carbon" in md and "| team-a | 0.044 |" in md
