@@ -5,6 +5,8 @@ conservation (the namespaces, __idle__ included, add up to the nodes). Every fig
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -168,3 +170,31 @@ def test_report_energy_column(energy_prom: tuple[PrometheusServer, int], tmp_pat
     md = CliRunner().invoke(main, ["report", "--config", str(path), "--window", window_arg(t0), "--by", "namespace",
                                    "--source", "computed"]).stdout
     assert "## Energy and carbon" in md and "| team-a | 0.044 |" in md
+
+
+def test_shared_namespace_energy_follows_its_cost(energy_prom: tuple[PrometheusServer, int], tmp_path: Path) -> None:
+    """team-b shared evenly: its 6 W on n-kepler goes 3 W to team-a and 3 W to team-c, as its cost does."""
+    prom, t0 = energy_prom
+    data = allocate(prom, t0, tmp_path, sharing={"shareNamespaces": ["team-b"], "shareSplit": "even"})
+    assert "team-b" not in data
+    assert data["team-a"]["energyJoules"] == pytest.approx(joules(39 + 3), rel=REL)
+    assert data["team-c"]["energyJoules"] == pytest.approx(joules(3.152 + 3), rel=REL)
+    # The moved joules keep n-kepler's intensity: team-c (3.152 x 322.167 + 3 x 379.069) x 1.135 / 1000.
+    assert data["team-c"]["carbonGrams"] == pytest.approx((3.152 * US_WEST_2 + 3 * US_EAST_1) * PUE / 1000, rel=REL)
+    assert sum(v["energyJoules"] for v in data.values()) == pytest.approx(joules(NODE_WATTS), rel=REL)
+
+
+def test_focus_energy_columns(energy_prom: tuple[PrometheusServer, int], tmp_path: Path) -> None:
+    """FOCUS export: x_EnergyJoules and x_CarbonGramsCO2e on each group's cpu row, adding up to the nodes."""
+    prom, t0 = energy_prom
+    path = tmp_path / "focus.yaml"
+    path.write_text(yaml.safe_dump({"prometheus": {"url": prom.url}}))
+    res = CliRunner().invoke(main, ["allocate", "--config", str(path), "--window", window_arg(t0), "--format", "focus"])
+    assert res.exit_code == 0, res.output
+    rows = list(csv.DictReader(io.StringIO(res.stdout)))
+    energy = {r["ResourceName"]: float(r["x_EnergyJoules"]) for r in rows if r["x_EnergyJoules"]}
+    assert {r["x_Resource"] for r in rows if r["x_EnergyJoules"]} == {"cpu"}
+    for ns, per_node in WATTS.items():
+        assert energy[ns] == pytest.approx(joules(sum(per_node.values())), rel=REL), ns
+    carbon = sum(float(r["x_CarbonGramsCO2e"]) for r in rows if r["x_CarbonGramsCO2e"])
+    assert carbon == pytest.approx((60 * US_EAST_1 + 48 * EU_NORTH_1 + 5.808 * US_WEST_2) * PUE / 1000, rel=REL)

@@ -31,7 +31,7 @@ REGION_LABELS = ("topology.kubernetes.io/region", "failure-domain.beta.kubernete
 # A node label prefix that tells its cloud (EKS, GKE, AKS add these).
 PROVIDER_LABELS = (("eks.amazonaws.com/", "aws"), ("cloud.google.com/", "gcp"), ("kubernetes.azure.com/", "azure"))
 
-EnergyKey = tuple[str, str, Attrs, str]  # (namespace, node, attribution values, component: allocated | idle)
+EnergyKey = tuple[str, str, Attrs, str]  # (namespace, node, attribution values, component: allocated|idle|shared)
 RowKey = tuple[str, str, Attrs]  # (namespace, node, attribution values)
 
 
@@ -190,8 +190,7 @@ def compute_energy(nodes: list[EnergyNode], rows: Mapping[RowKey, Usage],
     """Energy and carbon of one window per (namespace, owner), idle kept or shared as idle cost is.
 
     `measured` is Kepler's joules per node per namespace (before PUE), for nodes whose `measured_joules`
-    is set or that have any. Shared namespaces (`sharing.shareNamespaces`) keep their own energy: only
-    idle is shared."""
+    is set or that have any. Shared namespaces' energy follows their cost afterwards (share_namespaces)."""
     co = co or load_coefficients()
     memory_watts = cfg.memoryWattsPerGB if cfg.memoryWattsPerGB is not None else co.memory_watts_per_gb
     res = EnergyResult()
@@ -223,6 +222,20 @@ def compute_energy(nodes: list[EnergyNode], rows: Mapping[RowKey, Usage],
             if w > 0:
                 _add(res, (ns, node_name, attrs, "idle"), idle * w / total, idle * w / total * g)
     return res
+
+
+def share_namespaces(res: EnergyResult, received: Mapping[str, Mapping[tuple[str, Attrs], float]]) -> None:
+    """A shared namespace's energy goes where its cost went: to each tenant in proportion to the cost it
+    received from that namespace (`received`: source -> (namespace, attrs) -> cost), as component `shared`,
+    keeping each node's carbon. A source whose cost no tenant took keeps its energy, as it keeps its cost."""
+    for key in [k for k in res.joules if k[0] in received]:
+        weights = {t: w for t, w in received[key[0]].items() if w > 0}
+        total = sum(weights.values())
+        if total <= 0:
+            continue
+        joules, grams = res.joules.pop(key), res.grams.pop(key, 0.0)
+        for (ns, attrs), w in sorted(weights.items()):
+            _add(res, (ns, key[1], attrs, "shared"), joules * w / total, grams * w / total)
 
 
 def _add(res: EnergyResult, key: EnergyKey, joules: float, grams: float) -> None:

@@ -8,7 +8,7 @@ from collections.abc import Callable, Mapping
 
 from exporter.config.schema import Config
 from exporter.core.allocation import CostResult
-from exporter.core.energy import EnergyNode, EnergyResult, RowKey, Usage, compute_energy
+from exporter.core.energy import EnergyNode, EnergyResult, RowKey, Usage, compute_energy, share_namespaces
 from exporter.core.names import IDLE
 from exporter.core.window import Window
 from exporter.sources.energyqueries import KeplerQueries
@@ -60,7 +60,8 @@ class EnergyFetch:
 
     def compute(self, w: Window, result: CostResult, capacity: Mapping[tuple[str, str], float],
                 owner: Callable[[str], Attrs], shared: frozenset[str]) -> EnergyResult:
-        """The segment's energy and carbon (core/energy.py) from its cost table's usage and Kepler."""
+        """The segment's energy and carbon (core/energy.py) from its cost table's usage and Kepler; a shared
+        namespace's energy then goes where its cost went (so `result.costs` must be shared already)."""
         measured, node_joules, source = self.kepler(w)
         known = {n for n, _r in capacity} | set(result.nodes)
         measured = {_node_name(n, known): v for n, v in measured.items()}
@@ -79,7 +80,14 @@ class EnergyFetch:
                             result.nodes[n].labels if n in result.nodes else {},
                             node_joules.get(n), source.get(n, "estimated"))
                  for n in sorted(known | set(measured))]
-        return compute_energy(nodes, rows, measured, self.cfg.energy, self.cfg.sharing, shared)
+        energy = compute_energy(nodes, rows, measured, self.cfg.energy, self.cfg.sharing, shared)
+        received: dict[str, dict[tuple[str, Attrs], float]] = {}
+        for (ns, attrs, component, _res, src), cost in result.costs.items():
+            if component == "shared" and src in shared:
+                got = received.setdefault(src, {})
+                got[(ns, attrs)] = got.get((ns, attrs), 0.0) + cost
+        share_namespaces(energy, received)
+        return energy
 
 
 def _node_name(name: str, known: set[str]) -> str:

@@ -221,13 +221,13 @@ class Pipeline:
         add_assets(result, assets, owners.of)
         inputs = self.share_inputs(w, meta)
         shared = distribute(result, self.cfg.sharing, inputs)
+        for note in shared.notes:
+            self._warn(note, "share_fallback")
+        result.costs, result.pools = shared.costs, shared.pools
         if self.energy is not None:  # after costing, from its table: energy never changes a cost
             result.energy = self.energy.compute(w, result, capacity, owners.of, inputs.shared)
             for note in result.energy.notes:
                 self._warn(note, "energy")
-        for note in shared.notes:
-            self._warn(note, "share_fallback")
-        result.costs, result.pools = shared.costs, shared.pools
         result.fallbacks, result.metadata = frozenset(shared.fallbacks), meta
         if detail is not None:
             with handed_on():  # its rows go out batch by batch: the piece cannot be asked again
