@@ -16,10 +16,16 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
-from demo.energy import kepler_node, kepler_pod
+from demo.energy import kepler_node, kepler_pod, with_kepler
 from demo.localprom import PrometheusServer
+from demo.run import energy_table
 from demo.synthetic import GIB, Cluster, Container, Node, Pod, Series
 from exporter.cli import main
+from exporter.config.schema import parse_config
+from exporter.core.window import Window
+from exporter.engine.pipeline import Pipeline
+from exporter.outputs.formatters import allocation_response
+from exporter.sources.prometheus import PrometheusClient
 
 from .conftest import aligned_past, scenario_prom
 from .test_allocate_core import run_allocate, window_arg
@@ -198,3 +204,35 @@ def test_focus_energy_columns(energy_prom: tuple[PrometheusServer, int], tmp_pat
         assert energy[ns] == pytest.approx(joules(sum(per_node.values())), rel=REL), ns
     carbon = sum(float(r["x_CarbonGramsCO2e"]) for r in rows if r["x_CarbonGramsCO2e"])
     assert carbon == pytest.approx((60 * US_EAST_1 + 48 * EU_NORTH_1 + 5.808 * US_WEST_2) * PUE / 1000, rel=REL)
+
+
+@pytest.fixture(scope="module")
+def demo_kepler_prom(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[PrometheusServer, int, Cluster]]:
+    """`make demo`'s cluster with its Kepler: 0.10+ on two nodes, 0.7 on two, none on the rest."""
+    from demo.clusters import demo_cluster
+
+    t0 = aligned_past()
+    cluster = with_kepler(demo_cluster(), ("ip-10-0-1-1", "ip-10-0-1-2"), ("ip-10-0-1-3", "ip-10-0-1-4"))
+    for prom in scenario_prom(tmp_path_factory, "demo-kepler", cluster, t0):
+        yield prom, t0, cluster
+
+
+def test_demo_energy_by_team(demo_kepler_prom: tuple[PrometheusServer, int, Cluster], tmp_path: Path) -> None:
+    """The demo's energy table: each node's source, a Kepler node's joules from the scenario's watts, and
+    conservation over the teams (__idle__ included)."""
+    prom, t0, cluster = demo_kepler_prom
+    cfg = parse_config({"prometheus": {"url": prom.url}, "energy": {"gridIntensity": {"default": 379.069}}})
+    result = Pipeline(cfg, PrometheusClient(cfg.prometheus)).compute(Window(t0, t0 + H, 60))
+    e = result.energy
+    assert {n: s for n, s in e.node_source.items() if s != "estimated"} == {
+        "ip-10-0-1-1": "kepler", "ip-10-0-1-2": "kepler", "ip-10-0-1-3": "kepler-0.7", "ip-10-0-1-4": "kepler-0.7"}
+    # ip-10-0-1-1 draws 30 + 6 W idle plus 4 W per core and 0.4 W per GiB its pods use (demo/energy.py).
+    pods = [p for p in cluster.pods if p.node == "ip-10-0-1-1"]
+    watts = 36 + sum(4 * c.cpu_usage + 0.4 * c.mem_usage / GIB for p in pods for c in p.containers)
+    assert e.node_joules["ip-10-0-1-1"] == pytest.approx(joules(watts), rel=REL)
+    data = allocation_response(result, ["team"], tuple(cfg.attribution.labels))["data"][0]
+    assert sum(r["energyJoules"] for r in data.values()) == pytest.approx(sum(e.node_joules.values()), rel=REL)
+    assert sum(r["carbonGrams"] for r in data.values()) == pytest.approx(
+        sum(e.node_joules.values()) / 3.6e6 * 379.069, rel=REL)
+    table = energy_table(result, tuple(cfg.attribution.labels))
+    assert "energy kWh" in table and "kepler-0.7" in table

@@ -103,8 +103,10 @@ def node_model(node: EnergyNode, cfg: EnergyConfig, co: Coefficients, notes: lis
     table = {**co.intensity, **cfg.gridIntensity}
     if region in table:
         intensity = table[region]
+    elif "default" in cfg.gridIntensity:
+        intensity = cfg.gridIntensity["default"]
     else:
-        intensity = cfg.gridIntensity.get("default", co.intensity["unknown"])
+        intensity = co.intensity["unknown"]
         notes.append(f"node {node.name}: no grid intensity for region {region or '(none)'}; using "
                      f"{intensity:g} gCO2e/kWh (set energy.gridIntensity)")
     return NodeModel(lo, max(hi, lo), cfg.pue if cfg.pue is not None else pue, intensity, region)
