@@ -54,6 +54,9 @@ def energy_cluster(t0: int) -> Cluster:
         Series("kepler_node_package_joules_total", {"instance": "n-legacy", "mode": "idle"}, 10, 1e6),
         *kepler_pod("team-a", "old", "n-legacy", {"package": 12, "dram": 3}, legacy=True),
         *kepler_pod("team-a", "old", "n-legacy", {"package": 5}, legacy=True, mode="idle"),  # Kepler's idle share
+        # A live grid-intensity exporter's gauges (gCO2e/kWh) for two of the three regions.
+        Series("grid_intensity_gco2_per_kwh", {"zone_key": "us-east-1"}, 0, 500),
+        Series("grid_intensity_gco2_per_kwh", {"zone_key": "eu-north-1"}, 0, 20),
     )
     return Cluster(nodes, pods, extra=extra)
 
@@ -236,3 +239,19 @@ def test_demo_energy_by_team(demo_kepler_prom: tuple[PrometheusServer, int, Clus
         sum(e.node_joules.values()) / 3.6e6 * 379.069, rel=REL)
     table = energy_table(result, tuple(cfg.attribution.labels))
     assert "energy kWh" in table and "kepler-0.7" in table
+
+
+def test_live_grid_intensity_over_the_table(energy_prom: tuple[PrometheusServer, int], tmp_path: Path) -> None:
+    """energy.intensityQuery: a series per region, used over the shipped table where it has the region."""
+    prom, t0 = energy_prom
+    data = allocate(prom, t0, tmp_path, energy={"intensityQuery": "grid_intensity_gco2_per_kwh",
+                                                "intensityRegionLabel": "zone_key"})
+    live = {"n-kepler": 500, "n-legacy": 20, "n-est": US_WEST_2}  # no live series for us-west-2: the table
+    for ns, per_node in WATTS.items():
+        assert data[ns]["carbonGrams"] == pytest.approx(grams(per_node, live), rel=REL), ns
+    # team-a: (24 x 500 + 15 x 20) x 1.135 / 1000 = 13.9605 g.
+    assert data["team-a"]["carbonGrams"] == pytest.approx(13.9605, rel=REL)
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump({"energy": {"intensityQuery": "sum(("}}))
+    res = CliRunner().invoke(main, ["allocate", "--config", str(bad), "--window", window_arg(t0)])
+    assert res.exit_code == 2 and "energy.intensityQuery" in res.stderr and "not valid PromQL" in res.stderr

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import re
 from typing import Literal
 
-from pydantic import Field
+import promql_parser
+from pydantic import Field, field_validator
 
 from exporter.config.model import StrictModel as _Model
 
@@ -40,6 +42,29 @@ class EnergyConfig(_Model):
                                                      "provider's, from the shipped coefficients)")
     memoryWattsPerGB: float | None = Field(None, ge=0, description="memory watts per GiB (default: shipped 0.392)")
     nodes: list[EnergyNodeRule] = Field(default_factory=list, description="CPU family or watts by node labels")
+    intensityQuery: str | None = Field(
+        None, description="PromQL giving live grid intensity in gCO2e/kWh (e.g. an Electricity Maps exporter's "
+                          "series), by the region label below; averaged over each computed piece, over the table")
+    intensityRegionLabel: str = Field("region", description="the label of intensityQuery's answer naming the "
+                                                           "region; a series without it applies to every node")
     gridIntensity: dict[str, float] = Field(
         default_factory=dict, description="gCO2e per kWh by region (node label topology.kubernetes.io/region); "
                                           "over the shipped table; key `default` for nodes with no known region")
+
+    @field_validator("intensityQuery")
+    @classmethod
+    def _promql(cls, v: str | None) -> str | None:
+        if v is not None:
+            try:
+                promql_parser.parse(v)
+            except ValueError as e:
+                raise ValueError(f"not valid PromQL: {e}") from e
+        return v
+
+    @field_validator("keplerZones")
+    @classmethod
+    def _zones(cls, v: list[str]) -> list[str]:
+        bad = [z for z in v if not re.fullmatch(r"[a-zA-Z0-9_]+", z)]
+        if bad or not v:
+            raise ValueError(f"RAPL zone names are letters, digits and _ (got {bad or 'none'})")
+        return v

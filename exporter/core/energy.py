@@ -80,8 +80,10 @@ class NodeModel:
     region: str
 
 
-def node_model(node: EnergyNode, cfg: EnergyConfig, co: Coefficients, notes: list[str]) -> NodeModel:
-    """The node's watts (a matching `energy.nodes` rule, else its provider's average), PUE and grid intensity."""
+def node_model(node: EnergyNode, cfg: EnergyConfig, co: Coefficients, notes: list[str],
+               live: Mapping[str, float] | None = None) -> NodeModel:
+    """The node's watts (a matching `energy.nodes` rule, else its provider's average), PUE and grid intensity
+    (the live series' for its region, else one without a region, else the tables)."""
     labels = node.labels
     rule = next((r for r in cfg.nodes if all(
         (v := node.name if k == "node" else labels.get(ksm_label(k))) is not None and fnmatch.fnmatchcase(v, p)
@@ -101,7 +103,10 @@ def node_model(node: EnergyNode, cfg: EnergyConfig, co: Coefficients, notes: lis
         hi = rule.maxWatts
     region = next((labels[ksm_label(k)] for k in REGION_LABELS if labels.get(ksm_label(k))), "")
     table = {**co.intensity, **cfg.gridIntensity}
-    if region in table:
+    live = live or {}
+    if region in live or "" in live:
+        intensity = live.get(region, live.get("", 0.0))
+    elif region in table:
         intensity = table[region]
     elif "default" in cfg.gridIntensity:
         intensity = cfg.gridIntensity["default"]
@@ -188,7 +193,8 @@ def node_energy(node: EnergyNode, rows: Mapping[RowKey, Usage], measured: Mappin
 
 def compute_energy(nodes: list[EnergyNode], rows: Mapping[RowKey, Usage],
                    measured: Mapping[str, Mapping[str, float]], cfg: EnergyConfig, sharing: Sharing,
-                   shared: frozenset[str] = frozenset(), co: Coefficients | None = None) -> EnergyResult:
+                   shared: frozenset[str] = frozenset(), co: Coefficients | None = None,
+                   live: Mapping[str, float] | None = None) -> EnergyResult:
     """Energy and carbon of one window per (namespace, owner), idle kept or shared as idle cost is.
 
     `measured` is Kepler's joules per node per namespace (before PUE), for nodes whose `measured_joules`
@@ -199,7 +205,7 @@ def compute_energy(nodes: list[EnergyNode], rows: Mapping[RowKey, Usage],
     per_node: dict[str, dict[RowKey, float]] = {}
     models: dict[str, NodeModel] = {}
     for node in nodes:
-        models[node.name] = model = node_model(node, cfg, co, res.notes)
+        models[node.name] = model = node_model(node, cfg, co, res.notes, live)
         out, total = node_energy(node, rows, measured.get(node.name, {}), model, memory_watts)
         per_node[node.name] = out
         res.node_joules[node.name] = total

@@ -11,8 +11,9 @@ from exporter.core.allocation import CostResult
 from exporter.core.energy import EnergyNode, EnergyResult, RowKey, Usage, compute_energy, share_namespaces
 from exporter.core.names import IDLE
 from exporter.core.window import Window
-from exporter.sources.energyqueries import KeplerQueries
+from exporter.sources.energyqueries import KeplerQueries, intensity_mean
 from exporter.sources.prometheus import PrometheusClient
+from exporter.vocab.durations import parse_duration
 from exporter.vocab.labels import Attrs
 
 Measured = dict[str, dict[str, float]]  # node -> namespace -> joules
@@ -58,6 +59,15 @@ class EnergyFetch:
                     node[n] = totals[n]
         return ns, node, source
 
+    def live_intensity(self, w: Window) -> dict[str, float]:
+        """energy.intensityQuery's gCO2e/kWh per region over `w` ("" for a series without the region label)."""
+        e = self.cfg.energy
+        if not e.intensityQuery:
+            return {}
+        step = min(w.seconds, parse_duration(self.cfg.allocation.resolution))
+        rows = self.client.query(intensity_mean(e.intensityQuery, w.seconds, step), float(w.end))
+        return {lb.get(e.intensityRegionLabel, ""): v for lb, v in rows}
+
     def compute(self, w: Window, result: CostResult, capacity: Mapping[tuple[str, str], float],
                 owner: Callable[[str], Attrs], shared: frozenset[str]) -> EnergyResult:
         """The segment's energy and carbon (core/energy.py) from its cost table's usage and Kepler; a shared
@@ -80,7 +90,8 @@ class EnergyFetch:
                             result.nodes[n].labels if n in result.nodes else {},
                             node_joules.get(n), source.get(n, "estimated"))
                  for n in sorted(known | set(measured))]
-        energy = compute_energy(nodes, rows, measured, self.cfg.energy, self.cfg.sharing, shared)
+        energy = compute_energy(nodes, rows, measured, self.cfg.energy, self.cfg.sharing, shared,
+                                live=self.live_intensity(w))
         received: dict[str, dict[tuple[str, Attrs], float]] = {}
         for (ns, attrs, component, _res, src), cost in result.costs.items():
             if component == "shared" and src in shared:

@@ -16,7 +16,7 @@ Rows = tuple[str, str]  # the labels naming (namespace, node) in a generation's 
 
 
 def re2_zone(zone: str) -> str:
-    """A zone as part of a metric name: only [a-z0-9_] (the config could hold anything)."""
+    """A zone as part of a metric name (the config checks it is only letters, digits and _)."""
     if not re.fullmatch(r"[a-zA-Z0-9_]+", zone):
         raise ConfigError(f"energy.keplerZones: {zone!r} is not a RAPL zone name (letters, digits, _)")
     return zone
@@ -58,3 +58,8 @@ class KeplerQueries:
     def present(self) -> str:
         """Any Kepler joule series, of either generation."""
         return selector(matcher("__name__", "kepler_(pod|node|container)_.*joules_total", "=~"), self.sel)
+
+
+def intensity_mean(query: str, seconds: int, step: int) -> str:
+    """A live intensity series averaged over a piece, one sample per step (a subquery)."""
+    return f"avg_over_time(({query})[{duration(seconds)}:{duration(step)}])"
