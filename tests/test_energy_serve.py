@@ -89,6 +89,10 @@ def test_energy_counters_survive_sigkill(stack: EnergyStack) -> None:
     cluster_g = _raw_increase(stack, "chargeback_cluster_carbon_grams_total")
     assert cluster_j == pytest.approx(node_j, rel=REL)
     assert cluster_g == pytest.approx(node_g, rel=REL)
+    # Which source each node's energy came from, as a gauge.
+    sources = {r["metric"]["node"]: r["metric"]["source"]
+               for r in stack.query('chargeback_node_energy_source{job="chargeback"} == 1')}
+    assert sources == {"n-kepler": "kepler", "n-legacy": "kepler-0.7", "n-est": "estimated"}
     c.send_signal(signal.SIGTERM)
     assert c.wait(15) == 0
 

@@ -66,10 +66,13 @@ class Health:
     bridged_seconds: dict[str, int] = field(default_factory=dict)
     fallbacks: frozenset[str] = frozenset()  # shared sources whose policy fell back to `weighted`
     metadata: Metadata | None = None  # the owner labels the latest piece was attributed with
+    energy_source: dict[str, str] = field(default_factory=dict)  # node -> kepler | kepler-0.7 | estimated
 
     def publish(self, result: CostResult) -> None:
         """The accrual loop's one writer hands over what the collector shows of the latest piece."""
         self.rates, self.nodes, self.fallbacks = result.rates, result.nodes, result.fallbacks
+        if result.energy.node_source:
+            self.energy_source = dict(result.energy.node_source)
         if result.metadata is not None:
             self.metadata = result.metadata
         self.add_coverage(result.coverage)
@@ -189,6 +192,14 @@ class ChargebackCollector(Collector):
                 node.add_metric([name, facts.instance_type, r.source, str(r.spot).lower()], r.hourly(facts))
             defaulted += r.source.startswith("default")
         yield node
+        if h.energy_source:
+            source = GaugeMetricFamily("chargeback_node_energy_source",
+                                       "1 per node, naming where its energy came from: kepler (0.10+), kepler-0.7 "
+                                       "(0.7-0.9 metrics) or estimated (Cloud Carbon Footprint's model).",
+                                       labels=["node", "source"])
+            for name, src in sorted(h.energy_source.items()):
+                source.add_metric([name, src], 1)
+            yield source
         yield GaugeMetricFamily("chargeback_nodes_default_priced",
                                 "Nodes priced at default rates because no pricing metric or price-book rule matched.",
                                 value=defaulted)
