@@ -25,6 +25,7 @@ from exporter.config.schema import parse_config
 from exporter.core.window import Window
 from exporter.engine.pipeline import Pipeline
 from exporter.outputs.formatters import allocation_response
+from exporter.serve.server import Exporter
 from exporter.sources.prometheus import PrometheusClient
 
 from .conftest import aligned_past, scenario_prom
@@ -255,3 +256,27 @@ def test_live_grid_intensity_over_the_table(energy_prom: tuple[PrometheusServer,
     bad.write_text(yaml.safe_dump({"energy": {"intensityQuery": "sum(("}}))
     res = CliRunner().invoke(main, ["allocate", "--config", str(bad), "--window", window_arg(t0)])
     assert res.exit_code == 2 and "energy.intensityQuery" in res.stderr and "not valid PromQL" in res.stderr
+
+
+def test_opencost_allocation_api_energy(energy_prom: tuple[PrometheusServer, int]) -> None:
+    """/allocation (OpenCost's API): the same figures by namespace, by node (idle included), and with the
+    request's shareIdle, which re-shares idle energy as it does idle cost."""
+    prom, t0 = energy_prom
+    ex = Exporter(parse_config({"prometheus": {"url": prom.url}, "attribution": {"source": "prometheus"}}))
+    try:
+        def call(**params: str) -> dict[str, Any]:
+            body: dict[str, Any] = ex.allocation({"window": [window_arg(t0)], **{k: [v] for k, v in params.items()}})
+            return dict(body["data"][0])
+
+        by_ns = call(aggregate="namespace")
+        for ns, per_node in WATTS.items():
+            assert by_ns[ns]["energyJoules"] == pytest.approx(joules(sum(per_node.values())), rel=REL), ns
+            assert by_ns[ns]["carbonCost"] == pytest.approx(grams(per_node, SHIPPED) / 1000, rel=REL), ns
+        by_node = call(aggregate="node")
+        # n-kepler's tenants: team-a 24 W + team-b 6 W (idle is its own row, __idle__).
+        assert by_node["n-kepler"]["energyJoules"] == pytest.approx(joules(30), rel=REL)
+        shared = call(aggregate="namespace", shareIdle="true", idleByNode="true")
+        assert shared["team-b"]["energyJoules"] == pytest.approx(joules(12), rel=REL)
+        assert sum(v["energyJoules"] for v in shared.values()) == pytest.approx(joules(NODE_WATTS), rel=REL)
+    finally:
+        ex.close()
