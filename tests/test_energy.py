@@ -51,6 +51,8 @@ def energy_cluster(t0: int) -> Cluster:
         *kepler_node("n-kepler", {"package": 50, "dram": 10, "core": 30}),
         *kepler_pod("team-a", "web", "n-kepler", {"package": 20, "dram": 4, "core": 15}),
         *kepler_pod("team-b", "api", "n-kepler", {"package": 6}),
+        # Kepler's own bucket for host processes: no pod of it in the cluster, so its joules are idle.
+        *kepler_pod("system", "system_processes", "n-kepler", {"package": 5}),
         *kepler_node("n-legacy", {"package": 30, "dram": 8}, legacy=True),
         Series("kepler_node_package_joules_total", {"instance": "n-legacy", "mode": "idle"}, 10, 1e6),
         *kepler_pod("team-a", "old", "n-legacy", {"package": 12, "dram": 3}, legacy=True),
@@ -103,6 +105,7 @@ SHIPPED = {"n-kepler": US_EAST_1, "n-legacy": EU_NORTH_1, "n-est": US_WEST_2}
 def test_energy_and_carbon_per_namespace(energy_prom: tuple[PrometheusServer, int], tmp_path: Path) -> None:
     prom, t0 = energy_prom
     data = allocate(prom, t0, tmp_path)
+    assert set(data) == set(WATTS)  # Kepler's "system" bucket is no namespace: its 5 W are n-kepler's idle
     for ns, per_node in WATTS.items():
         assert data[ns]["energyJoules"] == pytest.approx(joules(sum(per_node.values())), rel=REL), ns
         assert data[ns]["energyKWh"] == pytest.approx(sum(per_node.values()) * PUE / 1000, rel=REL), ns

@@ -173,10 +173,12 @@ def node_energy(node: EnergyNode, rows: Mapping[RowKey, Usage], measured: Mappin
         for k in mine:
             by_ns[k[0]].append(k)
         for ns, joules in measured.items():
-            keys = by_ns.get(ns) or [(ns, node.name, ())]
-            cpu = sum(mine[k].cpu_seconds for k in keys if k in mine)
+            keys = by_ns.get(ns)
+            if not keys:  # no pod of it in the cost table here (Kepler's system processes): the node's idle
+                continue
+            cpu = sum(mine[k].cpu_seconds for k in keys)
             for k in keys:
-                weight = mine[k].cpu_seconds / cpu if cpu > 0 and k in mine else 1 / len(keys)
+                weight = mine[k].cpu_seconds / cpu if cpu > 0 else 1 / len(keys)
                 out[k] = out.get(k, 0.0) + joules * weight * model.pue
         total = max(node.measured_joules or 0.0, sum(measured.values())) * model.pue
         return out, total

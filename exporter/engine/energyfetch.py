@@ -4,7 +4,7 @@ and usage read off its cost result, and core/energy.py's pure computation run (t
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 
 from exporter.config.schema import Config
 from exporter.core.allocation import CostResult
@@ -69,7 +69,7 @@ class EnergyFetch:
         return {lb.get(e.intensityRegionLabel, ""): v for lb, v in rows}
 
     def compute(self, w: Window, result: CostResult, capacity: Mapping[tuple[str, str], float],
-                owner: Callable[[str], Attrs], shared: frozenset[str]) -> EnergyResult:
+                shared: frozenset[str]) -> EnergyResult:
         """The segment's energy and carbon (core/energy.py) from its cost table's usage and Kepler; a shared
         namespace's energy then goes where its cost went (so `result.costs` must be shared already)."""
         measured, node_joules, source = self.kepler(w)
@@ -81,11 +81,8 @@ class EnergyFetch:
         for (ns, node, attrs), line in result.table.items():
             if ns != IDLE:
                 rows[(ns, node, attrs)] = Usage(line.cpu_usage_seconds, line.ram_usage_byte_seconds)
-        placed = {(k[0], k[1]) for k in rows}
-        for node, per_ns in measured.items():
-            for ns in per_ns:
-                if (ns, node) not in placed:  # measured but not in the cost table: the namespace's owner
-                    rows[(ns, node, owner(ns))] = Usage(0.0, 0.0)
+        energy_notes = [f"node {n}: Kepler reports its pods' joules but not the node's; its idle energy is "
+                        "unknown (counted as 0)" for n in sorted(measured) if n not in node_joules]
         nodes = [EnergyNode(n, capacity.get((n, "cpu"), 0.0), capacity.get((n, "memory"), 0.0),
                             result.nodes[n].labels if n in result.nodes else {},
                             node_joules.get(n), source.get(n, "estimated"))
@@ -98,6 +95,7 @@ class EnergyFetch:
                 got = received.setdefault(src, {})
                 got[(ns, attrs)] = got.get((ns, attrs), 0.0) + cost
         share_namespaces(energy, received)
+        energy.notes += energy_notes
         return energy
 
 
