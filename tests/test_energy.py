@@ -183,6 +183,9 @@ def test_report_energy_column(energy_prom: tuple[PrometheusServer, int], tmp_pat
     md = CliRunner().invoke(main, ["report", "--config", str(path), "--window", window_arg(t0), "--by", "namespace",
                                    "--source", "computed"]).stdout
     assert "## Energy and carbon" in md and "| team-a | 0.044 |" in md
+    html = CliRunner().invoke(main, ["report", "--config", str(path), "--window", window_arg(t0), "--by",
+                                     "namespace", "--source", "computed", "--format", "html"]).stdout
+    assert "energy kWh" in html and "0.044" in html
 
 
 def test_shared_namespace_energy_follows_its_cost(energy_prom: tuple[PrometheusServer, int], tmp_path: Path) -> None:
