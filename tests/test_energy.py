@@ -274,14 +274,14 @@ def test_opencost_allocation_api_energy(energy_prom: tuple[PrometheusServer, int
             body: dict[str, Any] = ex.allocation({"window": [window_arg(t0)], **{k: [v] for k, v in params.items()}})
             return dict(body["data"][0])
 
-        by_ns = call(aggregate="namespace")
+        by_ns = call(aggregate="namespace", includeIdle="true")
         for ns, per_node in WATTS.items():
             assert by_ns[ns]["energyJoules"] == pytest.approx(joules(sum(per_node.values())), rel=REL), ns
             assert by_ns[ns]["carbonCost"] == pytest.approx(grams(per_node, SHIPPED) / 1000, rel=REL), ns
         by_node = call(aggregate="node")
         # n-kepler's tenants: team-a 24 W + team-b 6 W (idle is its own row, __idle__).
         assert by_node["n-kepler"]["energyJoules"] == pytest.approx(joules(30), rel=REL)
-        shared = call(aggregate="namespace", shareIdle="true", idleByNode="true")
+        shared = call(aggregate="namespace", includeIdle="true", shareIdle="true", idleByNode="true")
         assert shared["team-b"]["energyJoules"] == pytest.approx(joules(12), rel=REL)
         assert sum(v["energyJoules"] for v in shared.values()) == pytest.approx(joules(NODE_WATTS), rel=REL)
     finally:
