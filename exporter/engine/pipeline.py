@@ -213,10 +213,11 @@ class Pipeline:
         scales = usage.node_scales
         del usage  # the chunk's rows per (namespace, node, owner, resource), not needed below
         add_waste(result)
-        assets = self.fetcher.fetch_assets(w, q)
+        assets, network = self.fetcher.fetch_assets(w, q)
         if self.bill.asset_factors:
             assets = [replace(a, cost=a.cost * self.bill.asset_factors.get(a.asset, 1.0)) for a in assets]
         add_assets(result, assets, owners.of)
+        result.coverage.add_network(network)
         shared = distribute(result, self.cfg.sharing, self.share_inputs(w, meta))
         for note in shared.notes:
             self._warn(note, "share_fallback")
