@@ -8,9 +8,11 @@ rates; it yields what both sidecars report (`reporter="source"` and, for in-mesh
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
-from demo.synthetic import GIB, Series
+from demo.synthetic import GIB, Cluster, Series
+from exporter.core.allocation import CostResult
+from exporter.core.assets import AssetCost
 
 GIB_H = GIB / 3600  # bytes per second for 1 GiB an hour
 PASSTHROUGH = "PassthroughCluster"
@@ -56,3 +58,43 @@ def istio_series(flows: tuple[Flow, ...]) -> Iterator[Series]:
                 yield Series("istio_request_bytes_sum", lb, f.request_gib_h * GIB_H)
                 yield Series("istio_response_bytes_sum", lb, f.response_gib_h * GIB_H)
                 yield Series("istio_request_bytes_count", lb, 10.0)
+
+
+# The demo's mesh: calls between the six teams' workloads, a card processor and a mail service on the
+# internet (PassthroughCluster), and S3 through a ServiceEntry. GiB an hour, request then response.
+DEMO_FLOWS = (
+    Flow(("web", "frontend"), ("search", "query"), 0.5, 6.0, "http"),
+    Flow(("web", "bff"), ("payments", "api"), 0.3, 0.6, "http"),
+    Flow(("payments", "api"), ("", ""), 0.8, 2.0, host=PASSTHROUGH),
+    Flow(("data-eng", "etl"), ("", ""), 12.0, 0.5, "http", host="s3.us-east-1.amazonaws.com"),
+    Flow(("ml", "serving"), ("search", "query"), 1.0, 3.0),
+    Flow(("search", "indexer"), ("data-eng", "spark"), 0.2, 4.0),
+    Flow(("growth", "email"), ("", ""), 0.4, 0.1, "http", host=PASSTHROUGH),
+)
+
+
+def with_mesh(cluster: Cluster, flows: tuple[Flow, ...] = DEMO_FLOWS) -> Cluster:
+    """The cluster with Istio sidecars reporting `flows`."""
+    return replace(cluster, extra=(*cluster.extra, *istio_series(flows)))
+
+
+def egress_table(result: CostResult, assets: list[AssetCost]) -> str:
+    """Network cost by team and class, from a RecordingPipeline's priced assets, and each namespace's source."""
+    meta = result.metadata.namespaces if result.metadata else {}
+    cols = ("egress-zone", "egress-region", "egress-internet")
+    rows: dict[str, dict[str, float]] = {}
+    for a in assets:
+        if a.resource == "network":
+            row = rows.setdefault(meta.get(a.namespace, {}).get("team", a.namespace), {})
+            key = a.asset if a.asset in cols else "monthly"
+            row[key + ":gib"] = row.get(key + ":gib", 0.0) + a.quantity / GIB
+            row[key] = row.get(key, 0.0) + a.cost
+    lines = [f"{'team':<16}{'cross-zone GiB':>16}{'cross-region GiB':>18}{'internet GiB':>14}{'NAT etc.':>10}"
+             f"{'network':>10}"]
+    for team, r in sorted(rows.items(), key=lambda kv: -sum(v for k, v in kv[1].items() if ":" not in k)):
+        total = sum(v for k, v in r.items() if ":" not in k)
+        gib = "".join(f"{r.get(c + ':gib', 0.0):>{w}.1f}" for c, w in zip(cols, (16, 18, 14), strict=True))
+        lines.append(f"{team:<16}{gib}{r.get('monthly', 0.0):>10.2f}{total:>10.2f}")
+    for source, namespaces in sorted(result.coverage.network.items()):
+        lines.append(f"  egress from {source}: {', '.join(sorted(namespaces))}")
+    return "\n".join(lines)

@@ -21,6 +21,7 @@ import yaml
 
 from demo.clusters import demo_cluster, with_gpu_nodes
 from demo.localprom import PrometheusServer, backfill, backfill_rules, free_port
+from demo.mesh import egress_table, with_mesh
 from demo.synthetic import Cluster, Dcgm, exposition, with_dcgm
 from exporter.config.schema import parse_config
 from exporter.core.allocation import CostResult
@@ -28,9 +29,9 @@ from exporter.core.coverage import SOURCE_NAMES
 from exporter.core.gpu import GpuPodCost
 from exporter.core.names import IDLE
 from exporter.core.window import iso, parse_window
-from exporter.engine.pipeline import Pipeline
 from exporter.mixin.budgets import Budget, allocation_config, allocation_group_only
 from exporter.mixin.budgets import render as render_rules
+from exporter.outputs.assets_api import RecordingPipeline
 from exporter.outputs.formatters import to_table
 from exporter.outputs.reconcile import inventory, reconcile
 from exporter.outputs.reconcile import to_table as reconcile_table
@@ -95,6 +96,7 @@ def main(root: Path = Path(".demo")) -> None:
     # Plus three GPU nodes: an A100 in MIG slices and a time-sliced L4 shared by ml and search, eight H100s.
     cluster = with_gpu_nodes(with_dcgm(demo_cluster(ksm_gap_at=now - 6 * 3600), util=0.12, fb_mib=6144,
                                        dcgm=Dcgm("Tesla V100-SXM2-16GB", 16384)))
+    cluster = with_mesh(cluster)  # Istio sidecars: egress classified by zone and internet (demo/mesh.py)
     history_start = now - 86400 - 1800
     print(f"backfilling 24h of a six-team cluster ({len(cluster.nodes)} nodes, {len(cluster.pods)} pods)...",
           flush=True)
@@ -137,7 +139,8 @@ def main(root: Path = Path(".demo")) -> None:
         [sys.executable, "-m", "exporter", "serve", "--config", str(cfg_path), "--start", iso(now - 86400)],
         stdout=(root / "serve.log").open("w"), stderr=subprocess.STDOUT)
 
-    result = Pipeline(cfg, PrometheusClient(cfg.prometheus)).compute(parse_window("24h", now, 60))
+    pipeline = RecordingPipeline(cfg, PrometheusClient(cfg.prometheus))  # keeps the priced assets too
+    result = pipeline.compute(parse_window("24h", now, 60))
     print()
     print("Cost per namespace, last 24 h (chargeback allocate --window 24h):")
     attrs = tuple(cfg.attribution.labels)
@@ -154,6 +157,9 @@ def main(root: Path = Path(".demo")) -> None:
     print(to_table(result, ["team"], attrs, cfg.pricing.currency))
     print()
     print(gpu_sharing(result))
+    print()
+    print("Network egress by team, last 24 h, classified from Istio's telemetry (docs/network.md):")
+    print(egress_table(result, pipeline.fetcher.recorded))
     print()
     print(f"Reconciliation against a sample FOCUS bill the demo wrote ({root / 'bill-focus.csv'}):")
     bill_path = write_sample_bill(result, root / "bill-focus.csv")
