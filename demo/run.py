@@ -129,18 +129,20 @@ def main(root: Path = Path(".demo")) -> None:
     prom = PrometheusServer(root / "data", targets, "15s", honor_labels=frozenset({"synthetic-cluster"}),
                             rule_files=[rules_file])
     prom.start()
+    bill_file = root / "bill-focus.csv"  # written below, before serve starts: /cloudCost and /customCost read it
     cfg_raw = dict(DEMO_CONFIG, prometheus={"url": prom.url},
                    serve={"interval": "30s", "lag": "2m", "listen": f"127.0.0.1:{exporter_port}",
-                          "exposeNewSeriesFor": "30s"})  # 2x the 15 s scrape interval
+                          "exposeNewSeriesFor": "30s"},  # 2x the 15 s scrape interval
+                   reconciliation={"bills": [str(bill_file)]})
     cfg_path = root / "config.yaml"
     cfg_path.write_text(yaml.safe_dump(cfg_raw, sort_keys=False))
     cfg = parse_config(cfg_raw)
+    pipeline = RecordingPipeline(cfg, PrometheusClient(cfg.prometheus))  # keeps the priced assets too
+    result = pipeline.compute(parse_window("24h", now, 60))
+    bill_path = write_sample_bill(result, bill_file)
     exporter = subprocess.Popen(
         [sys.executable, "-m", "exporter", "serve", "--config", str(cfg_path), "--start", iso(now - 86400)],
         stdout=(root / "serve.log").open("w"), stderr=subprocess.STDOUT)
-
-    pipeline = RecordingPipeline(cfg, PrometheusClient(cfg.prometheus))  # keeps the priced assets too
-    result = pipeline.compute(parse_window("24h", now, 60))
     print()
     print("Cost per namespace, last 24 h (chargeback allocate --window 24h):")
     attrs = tuple(cfg.attribution.labels)
@@ -161,8 +163,7 @@ def main(root: Path = Path(".demo")) -> None:
     print("Network egress by team, last 24 h, classified from Istio's telemetry (docs/network.md):")
     print(egress_table(result, pipeline.fetcher.recorded))
     print()
-    print(f"Reconciliation against a sample FOCUS bill the demo wrote ({root / 'bill-focus.csv'}):")
-    bill_path = write_sample_bill(result, root / "bill-focus.csv")
+    print(f"Reconciliation against the sample FOCUS bill the demo wrote and configured ({bill_path}):")
     client = PrometheusClient(cfg.prometheus)
     window = parse_window("24h", now, 60)
     rec = reconcile(read_bill([bill_path]), inventory(client, window, ""), result, window)
@@ -177,6 +178,8 @@ Prometheus UI        {prom.url}/graph?g0.expr=sum%20by%20(namespace)%20(chargeba
 Budget alerts        {prom.url}/alerts   (ml-daily fires within a minute; rules: {rules_file})
 Exporter /metrics    {base}/metrics
 Allocation API       {base}/allocation/compute?window=24h&aggregate=namespace
+Assets, cloud costs  {base}/assets?window=24h   {base}/cloudCost/view/table?window=7d&aggregate=service
+External costs       {base}/customCost/total?window=7d   (the bill's lines outside the cluster, fixed costs)
 Health               {base}/healthz
 Config               {cfg_path}   (exporter log: {root / "serve.log"})
 

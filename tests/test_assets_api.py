@@ -55,6 +55,11 @@ def totals(data_set: dict[str, Any]) -> dict[str, float]:
     return {k: v["totalCost"] for k, v in data_set.items()}
 
 
+def by_name(data_set: dict[str, Any]) -> dict[str, Any]:
+    """OpenCost's set (keyed provider/account/project/category/cluster/type/service/providerID/name) by type/name."""
+    return {f'{v["type"]}/{v["properties"]["name"]}': v for v in data_set.values()}
+
+
 @pytest.fixture()
 def http(asset_prom: Any, tmp_path: Path) -> Iterator[str]:
     """The real handler on a loopback port (no accrual loop), with the FOCUS hour bill configured."""
@@ -75,8 +80,8 @@ def http(asset_prom: Any, tmp_path: Path) -> Iterator[str]:
 def test_assets_per_asset_with_hand_worked_amounts(asset_prom: Any) -> None:
     t0 = asset_prom[1]
     ex = exporter_for(asset_prom)
-    [got] = ex.assets(q(window=window_arg(t0)))["data"]
-    od = got["cluster/Node/n-sp-od"]
+    got = by_name(ex.assets(q(window=window_arg(t0)))["data"])
+    od = got["Node/n-sp-od"]
     # Savings Plan node: 0.25/h split OpenCost's way over 8 cores and 32 GiB.
     assert od["type"] == "Node" and od["properties"]["providerID"] == "aws:///us-east-1a/i-n-sp-od"
     assert od["properties"]["provider"] == "AWS" and od["properties"]["category"] == "Compute"
@@ -84,29 +89,29 @@ def test_assets_per_asset_with_hand_worked_amounts(asset_prom: Any) -> None:
     assert od["cpuCoreHours"] == pytest.approx(8, rel=REL) and od["ramByteHours"] == pytest.approx(32 * GIB, rel=REL)
     assert od["minutes"] == pytest.approx(60, rel=REL) and od["adjustment"] == 0.0
     assert od["totalCost"] == pytest.approx(0.25, rel=REL)
-    gpu = got["cluster/Node/n-gpu"]  # p3.8xlarge 12.24: 4 V100s at 2.48, the rest over 32 cores, 244 GiB
-    assert gpu["gpuCost"] == pytest.approx(4 * V100, rel=REL) and gpu["gpuHours"] == pytest.approx(4, rel=REL)
+    gpu = got["Node/n-gpu"]  # p3.8xlarge 12.24: 4 V100s at 2.48, the rest over 32 cores, 244 GiB
+    assert gpu["gpuCost"] == pytest.approx(4 * V100, rel=REL) and gpu["GPUHours"] == pytest.approx(4, rel=REL)
     assert gpu["cpuCost"] + gpu["ramCost"] == pytest.approx(32 * CPU_G + 244 * RAM_G, rel=REL)
-    assert got["cluster/Node/n-sp-spot"]["totalCost"] == pytest.approx(0.1152, rel=REL)
-    assert got["cluster/Node/n-shipped"]["totalCost"] == pytest.approx(0.192, rel=REL)
+    assert got["Node/n-sp-spot"]["totalCost"] == pytest.approx(0.1152, rel=REL)
+    assert got["Node/n-shipped"]["totalCost"] == pytest.approx(0.192, rel=REL)
     # Disks: gp3 at 0.08/GiB-month over 730 h, no class at the 0.04 default, pv_hourly_cost 0.0002/GiB-h.
-    disk = got["cluster/Disk/pv-gp3"]
+    disk = got["Disk/pv-gp3"]
     assert disk["type"] == "Disk" and disk["properties"]["category"] == "Storage"
     assert disk["totalCost"] == pytest.approx(100 * 0.08 / 730, rel=REL)
     assert disk["byteHours"] == pytest.approx(100 * GIB, rel=REL) and disk["claimNamespace"] == "payments"
-    assert got["cluster/Disk/pv-noclass"]["totalCost"] == pytest.approx(50 * 0.04 / 730, rel=REL)
-    assert got["cluster/Disk/pv-opencost"]["totalCost"] == pytest.approx(20 * 0.0002, rel=REL)
-    assert got["cluster/Disk/pv-orphan"]["claimNamespace"] == "__unmounted__"
+    assert got["Disk/pv-noclass"]["totalCost"] == pytest.approx(50 * 0.04 / 730, rel=REL)
+    assert got["Disk/pv-opencost"]["totalCost"] == pytest.approx(20 * 0.0002, rel=REL)
+    assert got["Disk/pv-orphan"]["claimNamespace"] == ""  # no claim: OpenCost leaves it empty
     # Load balancers: kubecost_load_balancer_cost 0.03/h, the other at the price book's 0.025/h, one hour each.
-    lb = got["cluster/LoadBalancer/payments/api-lb"]
+    lb = got["LoadBalancer/payments/api-lb"]
     assert lb["totalCost"] == pytest.approx(0.03, rel=REL) and lb["minutes"] == pytest.approx(60, rel=REL)
-    assert got["cluster/LoadBalancer/search/web-lb"]["totalCost"] == pytest.approx(0.025, rel=REL)
+    assert got["LoadBalancer/search/web-lb"]["totalCost"] == pytest.approx(0.025, rel=REL)
     # Network: classified egress by class (0.5 GiB internet x 0.12, 1 GiB zone x 0.01, 0.25 GiB region x 0.02)
     # and the NAT gateway's 73/month over 730 h.
-    assert got["cluster/Network/egress-internet"]["totalCost"] == pytest.approx(0.5 * 0.12, rel=REL)
-    assert got["cluster/Network/egress-zone"]["totalCost"] == pytest.approx(1.0 * 0.01, rel=REL)
-    assert got["cluster/Network/egress-region"]["totalCost"] == pytest.approx(0.25 * 0.02, rel=REL)
-    assert got["cluster/Network/nat-gateway"]["totalCost"] == pytest.approx(NAT, rel=REL)
+    assert got["Network/egress-internet"]["totalCost"] == pytest.approx(0.5 * 0.12, rel=REL)
+    assert got["Network/egress-zone"]["totalCost"] == pytest.approx(1.0 * 0.01, rel=REL)
+    assert got["Network/egress-region"]["totalCost"] == pytest.approx(0.25 * 0.02, rel=REL)
+    assert got["Network/nat-gateway"]["totalCost"] == pytest.approx(NAT, rel=REL)
     assert sum(totals(got).values()) == pytest.approx(TOTAL, rel=REL)
 
 
@@ -115,20 +120,20 @@ def test_assets_aggregates_and_conservation_with_allocation(asset_prom: Any) -> 
     ex = exporter_for(asset_prom, sharing={"sharedCosts": [{"name": "eks-control-plane", "monthly": 73}]})
     w = window_arg(t0)
     fee = 73 / 730  # the control-plane fee for one hour of a 730 h month
-    [by_type] = ex.assets(q(window=w, aggregate="type"))["data"]
+    by_type = ex.assets(q(window=w, aggregate="type"))["data"]
     assert totals(by_type) == {
         "Node": pytest.approx(NODES, rel=REL), "Disk": pytest.approx(sum(STORAGE.values()), rel=REL),
         "LoadBalancer": pytest.approx(sum(LB.values()), rel=REL),
         "Network": pytest.approx(sum(NETWORK.values()), rel=REL), "ClusterManagement": pytest.approx(fee, rel=REL)}
     assert by_type["Node"]["properties"]["category"] == "Compute" and "name" not in by_type["Node"]["properties"]
-    [by_cluster] = ex.assets(q(window=w, aggregate="cluster"))["data"]
+    by_cluster = ex.assets(q(window=w, aggregate="cluster"))["data"]
     assert totals(by_cluster) == {"cluster": pytest.approx(TOTAL + fee, rel=REL)}
-    [by_node] = ex.assets(q(window=w, aggregate="node"))["data"]
+    by_node = ex.assets(q(window=w, aggregate="node"))["data"]
     assert by_node["n-gpu"]["totalCost"] == pytest.approx(12.24, rel=REL)
-    assert by_node["__unallocated__"]["totalCost"] == pytest.approx(TOTAL + fee - NODES, rel=REL)
-    [by_pid] = ex.assets(q(window=w, aggregate="providerID"))["data"]
+    assert by_node["__undefined__"]["totalCost"] == pytest.approx(TOTAL + fee - NODES, rel=REL)
+    by_pid = ex.assets(q(window=w, aggregate="providerID"))["data"]
     assert by_pid["aws:///us-east-1a/i-n-sp-spot"]["totalCost"] == pytest.approx(0.1152, rel=REL)
-    [by_two] = ex.assets(q(window=w, aggregate="cluster,type"))["data"]
+    by_two = ex.assets(q(window=w, aggregate="cluster,type"))["data"]
     assert by_two["cluster/Disk"]["totalCost"] == pytest.approx(sum(STORAGE.values()), rel=REL)
     # Conservation: the assets of a window are the allocation of the same window, to the cent and beyond.
     alloc = ex.allocation(q(window=w, aggregate="namespace"))["data"][0]
@@ -148,8 +153,8 @@ def test_assets_step_and_accumulate(asset_prom: Any) -> None:
     assert sum(sum(totals(s).values()) for s in sets) == pytest.approx(TOTAL, rel=REL)
     assert [s["Node"]["start"] for s in sets] == [window_arg(t0, 0).split(",")[0],
                                                  window_arg(t0 + 1800, 0).split(",")[0]]
-    [one] = ex.assets(q(window=w, step="30m", accumulate="true"))["data"]
-    node = one["cluster/Node/n-gpu"]
+    one = by_name(ex.assets(q(window=w, step="30m", accumulate="true"))["data"])
+    node = one["Node/n-gpu"]
     assert node["totalCost"] == pytest.approx(12.24, rel=REL) and node["minutes"] == pytest.approx(60, rel=REL)
     assert node["cpuCoreHours"] == pytest.approx(32, rel=REL)
     assert sum(totals(one).values()) == pytest.approx(TOTAL, rel=REL)
@@ -166,20 +171,20 @@ def test_assets_reconciled_against_the_bill(asset_prom: Any, tmp_path: Path) -> 
     t0 = asset_prom[1]
     bill = hour_bill(tmp_path, t0)
     ex = exporter_for(asset_prom, reconciliation={**RECONCILIATION, "bills": [str(bill)]})
-    [got] = ex.assets(q(window=window_arg(t0), reconciled="true"))["data"]
+    got = by_name(ex.assets(q(window=window_arg(t0), reconciled="true"))["data"])
     # Nodes keep their computed costs; the bill's difference is the adjustment.
-    gpu = got["cluster/Node/n-gpu"]
+    gpu = got["Node/n-gpu"]
     assert gpu["gpuCost"] == pytest.approx(4 * V100, rel=REL)
     assert gpu["adjustment"] == pytest.approx(-1.0, rel=REL) and gpu["totalCost"] == pytest.approx(11.24, rel=REL)
-    assert got["cluster/Node/n-sp-spot"]["adjustment"] == pytest.approx(0.11 - 0.1152, rel=1e-6)
-    assert got["cluster/Node/n-sp-od"]["adjustment"] == pytest.approx(0.0, abs=1e-12)  # billed 0.25 effective
-    assert got["cluster/Node/n-shipped"]["adjustment"] == 0.0  # not on the bill
-    assert got["cluster/Disk/pv-gp3"]["totalCost"] == pytest.approx(0.011 - 0.001, rel=REL)
-    assert got["cluster/Disk/pv-gp3"]["adjustment"] == pytest.approx(0.010 - 100 * 0.08 / 730, rel=1e-6)
-    assert got["cluster/LoadBalancer/payments/api-lb"]["adjustment"] == pytest.approx(0.0225 - 0.03, rel=1e-6)
+    assert got["Node/n-sp-spot"]["adjustment"] == pytest.approx(0.11 - 0.1152, rel=1e-6)
+    assert got["Node/n-sp-od"]["adjustment"] == pytest.approx(0.0, abs=1e-12)  # billed 0.25 effective
+    assert got["Node/n-shipped"]["adjustment"] == 0.0  # not on the bill
+    assert got["Disk/pv-gp3"]["totalCost"] == pytest.approx(0.011 - 0.001, rel=REL)
+    assert got["Disk/pv-gp3"]["adjustment"] == pytest.approx(0.010 - 100 * 0.08 / 730, rel=1e-6)
+    assert got["LoadBalancer/payments/api-lb"]["adjustment"] == pytest.approx(0.0225 - 0.03, rel=1e-6)
     # Tagged bill lines matching no resource are the cluster's, shared as fixed costs: i-old-node and the NAT.
-    assert got["cluster/Cloud/bill:Amazon EC2"]["totalCost"] == pytest.approx(0.5, rel=REL)
-    assert got["cluster/Cloud/bill:Amazon VPC"]["totalCost"] == pytest.approx(0.045, rel=REL)
+    assert got["Cloud/bill:Amazon EC2"]["totalCost"] == pytest.approx(0.5, rel=REL)
+    assert got["Cloud/bill:Amazon VPC"]["totalCost"] == pytest.approx(0.045, rel=REL)
     # The same total as the reconciled allocation (tests/test_reconcile.py works it out).
     unbilled = 0.192 + 10 * 0.08 / 730 + 20 * 0.0002 + 0.025
     network = 0.5 * 0.12 + 1.0 * 0.01 + 0.25 * 0.02 + 73 / 730
@@ -373,12 +378,12 @@ def test_both_endpoints_over_http_with_clear_errors(asset_prom: Any, http: str) 
     w = window_arg(t0)
     r = requests.get(f"{http}/assets", params={"window": w, "aggregate": "type", "accumulate": "true"}, timeout=60)
     assert r.status_code == 200 and r.json()["code"] == 200
-    assert r.json()["data"][0]["Node"]["totalCost"] == pytest.approx(NODES, rel=REL)
+    assert r.json()["data"]["Node"]["totalCost"] == pytest.approx(NODES, rel=REL)
     r = requests.get(f"{http}/cloudCost", params={"window": w, "aggregate": "category"}, timeout=60)
     assert r.status_code == 200
     assert r.json()["data"]["sets"][0]["cloudCosts"]["Storage"]["netCost"]["cost"] == pytest.approx(EBS, rel=REL)
     for path, params, message in [
-        ("/assets", {"window": w, "aggregate": "namespace"}, "'namespace' is not one of type, cluster"),
+        ("/assets", {"window": w, "aggregate": "namespace"}, "'namespace' is not one of provider, account"),
         ("/assets", {"window": w, "accumulate": "maybe"}, "accumulate='maybe': use true or false"),
         ("/assets", {"window": w, "step": "7s"}, "must be a positive multiple of the resolution"),
         ("/cloudCost", {"window": w, "accumulate": "fortnight"}, "accumulate='fortnight': use one of all, true"),

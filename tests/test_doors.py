@@ -236,7 +236,7 @@ def test_api_mcp_and_counters_agree_with_allocate(config: Path, doors_prom: tupl
     # time-sliced replica 1/4 of the L4 (not the advertised unit).
     assert {p: pods[p]["gpuHours"] for p in ("trainer-0", "embed-0", "serving-0", "rerank-0")} == pytest.approx(
         {"trainer-0": 3 / 7, "embed-0": 1 / 7, "serving-0": 0.25, "rerank-0": 0.25}, rel=REL)
-    assets = served.get("/assets", window=w)["data"][0]
+    assets = served.get("/assets", window=w)["data"]  # OpenCost: one set, keyed by asset
     by_name = {v["properties"].get("name", k): v["totalCost"] for k, v in assets.items()}
     assert sum(by_name.values()) == pytest.approx(CLUSTER, rel=REL)
     for name, cost in (("gpu-mig", 4.46), ("gpu-ts", 1.16), ("cpu-1", 1.12), ("pv-ml", 1.0), ("pv-web", 0.5)):

@@ -9,7 +9,7 @@ from __future__ import annotations
 import pytest
 
 from exporter.outputs.allocfilter import MAX_DEPTH, FilterError, Props, parse_filter
-from exporter.outputs.assets_api import parse_aggregate_parts
+from exporter.outputs.assetjson import parse_aggregate_parts
 from exporter.outputs.formatters import parse_aggregate
 from exporter.outputs.opencost_api import api_window, parse_aggregate_keys, parse_query
 from exporter.vocab.errors import ConfigError

@@ -96,7 +96,7 @@ def test_tools_over_streamable_http(server: str, share_prom: tuple[PrometheusSer
     assert not cov.is_error and {a["label"] for a in cov.structured_content["labels"]} >= {"team"}
     assert budgets.structured_content == {"budgets": [], "namespaceBudgets": []}  # no budget rules loaded
     assert not assets.is_error
-    total = sum(v["totalCost"] for v in assets.structured_content["data"][0].values())
+    total = sum(v["totalCost"] for v in assets.structured_content["data"].values())
     assert total == pytest.approx(2.24, rel=REL)  # the two nodes, 1.12 each
     assert cloud.is_error and "reconciliation.bills" in cloud.content[0].text  # no bill configured
     assert bad_by.is_error and bad_by.content[0].text == (

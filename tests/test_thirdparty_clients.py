@@ -44,7 +44,7 @@ from mcp.client.stdio import StdioServerParameters, stdio_client
 
 from demo.localprom import PrometheusServer, backfill
 from demo.synthetic import GIB, Cluster, Container, Node, Pod
-from exporter.outputs.assets_api import AssetRow, aggregate_rows
+from exporter.outputs.assetjson import AssetRow, asset_set
 
 from .conftest import aligned_past
 from .limits_stack import Serve
@@ -228,7 +228,7 @@ def test_mcp_server_allocation_tools(stack: Stack) -> None:
     assert items["shop"]["recommendedRamRequestBytes"] == int(3 * GIB * 1.2)
 
     # Kubecost's /model paths of /assets and /cloudCost (the server's default prefix)
-    assert totals(assets.data[0]) == scaled({"Node": CLUSTER_HOURLY}, 1)
+    assert totals(assets.data) == scaled({"Node": CLUSTER_HOURLY}, 1)  # OpenCost's one keyed set
     assert {k: v["netCost"]["cost"] for k, v in cloud.data["sets"][0]["cloudCosts"].items()} == scaled(
         {"Amazon EC2": EC2, "Amazon S3": S3}, 1)
     assert bad.error is not None and "400 Bad Request" in bad.error
@@ -274,11 +274,14 @@ def test_mcp_server_assets_and_cloud_cost(stack: Stack) -> None:
     ], KUBECOST_API_PREFIX="")  # bare OpenCost's paths (/assets, ...) this time
     assert all(r.error is None for r in res), [r.error for r in res if r.error]
     each, by_type, by_provider, week, cloud, by_pc, ec2_only, cloud_week, day_assets, *periods = res
-    assert totals(each.data[0]) == scaled({"cluster/Node/n1": 0.28, "cluster/Node/n2": 0.28}, 1)
-    assert each.data[0]["cluster/Node/n1"]["properties"]["providerID"] == "aws:///us-east-1a/i-0n1"
-    assert totals(by_type.data[0]) == scaled({"Node": CLUSTER_HOURLY}, 1)  # == the allocation total
-    assert totals(by_provider.data[0]) == scaled({"AWS": CLUSTER_HOURLY}, 1)
-    assert totals(week.data[0]) == scaled({"cluster/Node/n1": 0.28, "cluster/Node/n2": 0.28}, HISTORY)
+    # OpenCost's key: provider/account/project/category/cluster/type/service/providerID/name
+    n1, n2 = (f"AWS/__undefined__/__undefined__/Compute/cluster/Node/Kubernetes/aws:///us-east-1{z}/i-0{n}/{n}"
+              for n, z in (("n1", "a"), ("n2", "b")))
+    assert totals(each.data) == scaled({n1: 0.28, n2: 0.28}, 1)
+    assert each.data[n1]["properties"]["providerID"] == "aws:///us-east-1a/i-0n1"
+    assert totals(by_type.data) == scaled({"Node": CLUSTER_HOURLY}, 1)  # == the allocation total
+    assert totals(by_provider.data) == scaled({"AWS": CLUSTER_HOURLY}, 1)
+    assert totals(week.data) == scaled({n1: 0.28, n2: 0.28}, HISTORY)
 
     [day] = cloud.data["sets"]  # accumulate=day (the tool's default): the day holding the hour
     cc = day["cloudCosts"]
@@ -290,7 +293,7 @@ def test_mcp_server_assets_and_cloud_cost(stack: Stack) -> None:
     assert {k: v["netCost"]["cost"] for k, v in s["cloudCosts"].items()} == scaled(
         {"AWS/111/Compute": EC2, "AWS/222/Storage": S3}, 1)
     assert list(ec2_only.data["sets"][0]["cloudCosts"]) == ["Amazon EC2"]
-    assert totals(day_assets.data[0]) == scaled({"cluster/Node/n1": 0.28, "cluster/Node/n2": 0.28}, HISTORY)
+    assert totals(day_assets.data) == scaled({n1: 0.28, n2: 0.28}, HISTORY)
     for period in (cloud_week, *periods):  # however the bill's hour is cut into sets, it adds up
         cc_items = [c for s in period.data["sets"] for c in s["cloudCosts"].values()]
         assert sum(v["netCost"]["cost"] for v in cc_items) == pytest.approx(EC2 + S3, rel=REL)
@@ -300,7 +303,7 @@ def test_mcp_server_assets_and_cloud_cost(stack: Stack) -> None:
     hours = periods[0].data["sets"]
     assert hours[0]["window"]["start"] == iso(midnight) and cloud_week.data["window"]["start"] == iso(midnight)
     assert [s["window"] for s in hours if s["cloudCosts"]] == [{"start": iso(stack.t0), "end": iso(stack.t0 + 3600)}]
-    assert week.data[0]["cluster/Node/n1"]["start"] == iso(midnight)
+    assert week.data[n1]["start"] == iso(midnight)
 
 
 def test_mcp_server_below_namespace(stack: Stack) -> None:
@@ -418,10 +421,10 @@ def test_assets_aggregate_by_opencost_asset_properties() -> None:
     rows = [AssetRow("Node", "n1", "c", 0, 3600, "aws:///us-east-1a/i-1", "n1", 3600, cpu_cost=0.2, ram_cost=0.08),
             AssetRow("Node", "n2", "c", 0, 3600, "gce://p/z/n2", "n2", 3600, cpu_cost=0.1),
             AssetRow("Disk", "pv-1", "c", 0, 3600, "vol-1", seconds=3600, cost=0.01)]
-    by = {k: v["totalCost"] for k, v in aggregate_rows(rows, ["provider"]).items()}
-    # "vol-1" has no scheme, so no provider
-    assert by == {"AWS": pytest.approx(0.28), "GCP": pytest.approx(0.1), "__unallocated__": pytest.approx(0.01)}
-    by = {k: v["totalCost"] for k, v in aggregate_rows(rows, ["category", "name"]).items()}
+    by = {k: v["totalCost"] for k, v in asset_set(rows, ["provider"]).items()}
+    # "vol-1" has no scheme, so no provider: OpenCost's key part for an empty property
+    assert by == {"AWS": pytest.approx(0.28), "GCP": pytest.approx(0.1), "__undefined__": pytest.approx(0.01)}
+    by = {k: v["totalCost"] for k, v in asset_set(rows, ["category", "name"]).items()}
     assert by == {"Compute/n1": pytest.approx(0.28), "Compute/n2": pytest.approx(0.1),
                   "Storage/pv-1": pytest.approx(0.01)}
-    assert list(aggregate_rows(rows, ["account"])) == ["__unallocated__"]
+    assert list(asset_set(rows, ["account"])) == ["__undefined__"]

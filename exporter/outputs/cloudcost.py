@@ -164,7 +164,8 @@ def accumulate_sets(sets: list[dict[str, Any]], w: Window) -> dict[str, Any]:
 def cloud_cost_response(cfg: Config, client: PrometheusClient, query: dict[str, list[str]], now: float,
                         resolution: int) -> dict[str, Any]:
     """/cloudCost: window, step, aggregate, accumulate and filter over the configured bills."""
-    from exporter.outputs.assets_api import load_bill, parse_aggregate_parts
+    from exporter.outputs.assetjson import parse_aggregate_parts
+    from exporter.outputs.assets_api import load_bill
 
     def arg(name: str) -> str | None:
         return query.get(name, [None])[0]

@@ -31,6 +31,10 @@ log = logging.getLogger(__name__)
 
 # OpenCost's path, its older one, and Kubecost's (same handler, same parameters).
 ALLOCATION_PATHS = ("/allocation", "/allocation/compute", "/model/allocation")
+# OpenCost's web UI pages: path (also under /model) -> (Exporter method, what it answers)
+OPENCOST_PAGES = {**{f"/cloudCost/{k}": ("cloud_view", k.rpartition("/")[2])
+                     for k in ("view/table", "view/totals", "view/graph", "status")},
+                  **{f"/customCost/{k}": ("custom_costs", k) for k in ("total", "timeseries")}}
 
 
 def make_handler(exporter: Exporter, auth: Auth | None = None) -> type[BaseHTTPRequestHandler]:
@@ -158,6 +162,9 @@ def make_handler(exporter: Exporter, auth: Auth | None = None) -> type[BaseHTTPR
                 query = parse_qs(url.query)
                 compute = exporter.assets if url.path.endswith("/assets") else exporter.cloud_costs
                 self._compute(url.path, lambda cancel: compute(query, cancel))
+            elif (page := OPENCOST_PAGES.get(url.path.removeprefix("/model"))) is not None:
+                query, (method, kind) = parse_qs(url.query), page
+                self._compute(url.path, lambda cancel: getattr(exporter, method)(kind, query, cancel))
             else:
                 self._error(404, f"no such path {url.path}")
 

@@ -6,13 +6,22 @@ background thread, and each connection thread hands it one request and waits for
 runs stateless with JSON responses (`stateless_http=True, json_response=True`): one POST in, one JSON
 body out, no session held by the server (any replica can answer) and no long-lived SSE stream tying up
 one of the api.maxConnections threads. The SDK is imported on the first /mcp request only.
+
+Sessions: clients written for stateful servers (OpenCost's integration suite among them) insist on an
+`Mcp-Session-Id` from `initialize`, so the bridge issues a random one there. It is an opaque token the
+server never stores: later requests may carry it or not, and any replica accepts it, which a stateful
+session manager (sessions in one process's memory, 404 elsewhere or after a restart) could not offer.
+GET, the server-initiated SSE stream, gets 405 as the specification allows: a stateless server has
+nothing to push, and an open stream would hold a connection thread until REQUEST_TIMEOUT.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import threading
+import uuid
 from collections.abc import Callable, MutableMapping
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler
@@ -29,6 +38,7 @@ MAX_BODY = 1 << 20  # bytes of one JSON-RPC request; tool arguments are a few sh
 # Seconds a connection thread waits for the loop. Tools run under the API's admission deadline (api.timeout),
 # so this only bounds a stuck loop.
 REQUEST_TIMEOUT = 900.0
+SESSION_HEADER = "mcp-session-id"
 Send = Callable[[int, bytes, str, list[tuple[str, str]]], None]
 Error = Callable[[int, str], None]
 
@@ -107,10 +117,16 @@ class McpBridge:
                 answer.body += message.get("body", b"")
 
         asyncio.run_coroutine_threadsafe(self.app(scope, receive, send), self.loop).result(REQUEST_TIMEOUT)
+        if (method == "POST" and answer.status == 200 and opens_session(body)
+                and not any(k.lower() == SESSION_HEADER for k, _ in answer.headers)):
+            answer.headers.append((SESSION_HEADER, uuid.uuid4().hex))
         return answer
 
     def serve(self, handler: BaseHTTPRequestHandler, send: Send, error: Error) -> None:
         """Read the request from a stdlib handler, run it through the app, write the answer back."""
+        if handler.command not in ("POST", "DELETE"):  # GET (and HEAD): no stream to offer, see the module doc
+            send(405, NO_STREAM, "application/json", [("Allow", "POST")])
+            return
         try:
             length = int(handler.headers.get("Content-Length") or 0)
         except ValueError:
@@ -133,6 +149,21 @@ class McpBridge:
         ctype = next((v for k, v in answer.headers if k.lower() == "content-type"), "application/json")
         send(answer.status, answer.body, ctype,
              [(k, v) for k, v in answer.headers if k.lower() not in ("content-type", "content-length")])
+
+
+NO_STREAM = json.dumps({"jsonrpc": "2.0", "id": None, "error": {
+    "code": -32600, "message": "Method Not Allowed: this server is stateless and opens no SSE stream; POST requests"}
+}).encode()
+
+
+def opens_session(body: bytes) -> bool:
+    """Whether a JSON-RPC body (one message or a batch) is `initialize`."""
+    try:
+        message = json.loads(body)
+    except ValueError:
+        return False
+    messages = message if isinstance(message, list) else [message]
+    return any(isinstance(m, dict) and m.get("method") == "initialize" for m in messages)
 
 
 def lazy_bridge(exporter: Exporter, admission: Admission) -> Callable[[], McpBridge]:

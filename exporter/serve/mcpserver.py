@@ -3,8 +3,9 @@
 `serve` answers Streamable HTTP at /mcp on its own port; `chargeback mcp` speaks stdio. Every tool
 runs the engine behind the HTTP API (Exporter.allocation/assets/cloud_costs, Pipeline.compute,
 the audit), under the API's admission (api.maxConcurrent, api.timeout); errors come back as MCP
-tool errors carrying the one-line message, never as a crash of the session. serve's side of the
-transport is exporter/serve/mcpbridge.py.
+tool errors carrying the one-line message, never as a crash of the session. OpenCost's own tool
+names and answer shapes are added by exporter/serve/mcpopencost.py; serve's side of the transport
+is exporter/serve/mcpbridge.py.
 """
 
 from __future__ import annotations
@@ -28,6 +29,8 @@ from exporter.core.names import IDLE, UNALLOCATED
 from exporter.core.window import parse_window
 from exporter.engine.limits import Admission, Busy, Cancelled, DeadlineExceeded
 from exporter.engine.pipeline import Pipeline
+from exporter.serve import mcpopencost
+from exporter.serve.mcpopencost import http_query
 from exporter.sources.promql import OwnSeries
 from exporter.vocab.durations import parse_duration
 from exporter.vocab.errors import ChargebackError
@@ -102,16 +105,6 @@ def fresh_pipeline(exporter: Exporter) -> Pipeline:
     return Pipeline(exporter.cfg, exporter.client, exporter.metadata, exporter.warnings)
 
 
-def _query(**params: str | bool | None) -> dict[str, list[str]]:
-    """Tool arguments as the HTTP API's query string (booleans as true/false, unset left out)."""
-    out = {}
-    for k, v in params.items():
-        if v is None or v == "":
-            continue
-        out[k] = [str(v).lower() if isinstance(v, bool) else str(v)]
-    return out
-
-
 def build_server(exporter: Exporter, admission: Admission) -> MCPServer:
     """The MCP server and its tools over one exporter; every tool is read-only."""
     server: MCPServer = MCPServer("chargeback", instructions=(
@@ -144,7 +137,7 @@ def build_server(exporter: Exporter, admission: Admission) -> MCPServer:
                 "Comma-separated label:value pairs whose namespaces' cost is shared."))] = None,
             share_split: Annotated[str | None, Field(description="weighted (by cost, default) or even.")] = None,
     ) -> dict[str, Any]:
-        q = _query(window=window, aggregate=aggregate, step=step, accumulate=accumulate, filter=filter,
+        q = http_query(window=window, aggregate=aggregate, step=step, accumulate=accumulate, filter=filter,
                    includeIdle=include_idle, shareIdle=share_idle, shareNamespaces=share_namespaces,
                    shareLabels=share_labels, shareSplit=share_split)
         result: dict[str, Any] = await run(lambda cancel: exporter.allocation(q, cancel))
@@ -164,7 +157,7 @@ def build_server(exporter: Exporter, admission: Admission) -> MCPServer:
             reconciled: Annotated[bool | None, Field(description=(
                 "Add each asset's adjustment against the configured bills."))] = None,
     ) -> dict[str, Any]:
-        q = _query(window=window, aggregate=aggregate, step=step, accumulate=accumulate, reconciled=reconciled)
+        q = http_query(window=window, aggregate=aggregate, step=step, accumulate=accumulate, reconciled=reconciled)
         return await _optional(run, exporter, "assets", q)
 
     @server.tool(annotations=READ_ONLY, description=(
@@ -181,7 +174,7 @@ def build_server(exporter: Exporter, admission: Admission) -> MCPServer:
                 "field:\"v1\",\"v2\" clauses on the aggregate fields joined by +, e.g. category:\"Compute\"."))
             ] = None,
     ) -> dict[str, Any]:
-        q = _query(window=window, aggregate=aggregate, accumulate=accumulate, filter=filter)
+        q = http_query(window=window, aggregate=aggregate, accumulate=accumulate, filter=filter)
         return await _optional(run, exporter, "cloud_costs", q)
 
     @server.tool(name="efficiency", annotations=READ_ONLY, description=(
@@ -236,6 +229,7 @@ def build_server(exporter: Exporter, admission: Admission) -> MCPServer:
         result: dict[str, Any] = await run(work)
         return result
 
+    mcpopencost.register(server, exporter, run)  # OpenCost's get_allocation_costs, get_asset_costs, get_cloud_costs
     return server
 
 

@@ -327,3 +327,19 @@ class Exporter:
         from exporter.outputs.cloudcost import cloud_cost_response
 
         return cloud_cost_response(self.cfg, self.client, query, time.time(), self.step)
+
+    def cloud_view(self, kind: str, query: dict[str, list[str]], cancel: threading.Event | None = None
+                   ) -> dict[str, Any]:
+        """OpenCost's /cloudCost/view/{table,totals,graph} and /cloudCost/status (exporter/outputs/cloudviews.py)."""
+        from exporter.outputs.cloudviews import status_response, view_response
+
+        if kind == "status":
+            return status_response(self.cfg, time.time())
+        return view_response(kind, self.cfg, self.client, query, time.time(), self.step)
+
+    def custom_costs(self, kind: str, query: dict[str, list[str]], cancel: threading.Event | None = None
+                     ) -> dict[str, Any]:
+        """OpenCost's /customCost/{total,timeseries}: costs outside the cluster (exporter/outputs/customcost.py)."""
+        from exporter.outputs.customcost import custom_cost_response
+
+        return custom_cost_response(kind, self.cfg, self.client, query, time.time(), self.step)

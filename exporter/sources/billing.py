@@ -276,6 +276,14 @@ def _detect(path: Path, header: set[str]) -> str:
     return fmt
 
 
+def bill_format(path: str | Path) -> str:
+    """focus, cur2 or gcp: which export a file is (/cloudCost/status names it)."""
+    columns, rows = _records(Path(path))
+    next(rows, None)  # enters the reader's `with`, so that closing it closes the file
+    getattr(rows, "close", lambda: None)()
+    return _detect(Path(path), set(columns))
+
+
 def _note_split(bill: Bill, parsed: _Row, row: dict[str, str]) -> None:
     """A CUR split-cost row: what AWS's Split Cost Allocation gave the namespace."""
     tags = parsed.tags("resource_tags") if "resource_tags" in row else {}

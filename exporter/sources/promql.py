@@ -138,7 +138,7 @@ class OwnSeries:
 
 
 def inventory_queries(ksm: str, span: int) -> dict[str, str]:
-    """Provider ids of nodes, volume ids of PVs and LoadBalancer Services (reconciliation's inventory)."""
+    """Provider ids of nodes, volume ids of PVs, LoadBalancer Services and PV claims (reconciliation, /assets)."""
     rng = f"[{duration(span)}]"
     return {
         "nodes": f"max by (node, provider_id) (last_over_time(kube_node_info{selector(ksm)}{rng}))",
@@ -146,4 +146,7 @@ def inventory_queries(ksm: str, span: int) -> dict[str, str]:
                     f"(last_over_time(kube_persistentvolume_info{selector(ksm)}{rng}))"),
         "services": ("max by (namespace, service) (last_over_time(kube_service_spec_type"
                      f"{selector(ksm, matcher('type', 'LoadBalancer'))}{rng}))"),
+        # The claim bound to each PV (/assets' Disk claimName), from the claim's side.
+        "claims": ("max by (namespace, persistentvolumeclaim, volumename) "
+                   f"(last_over_time(kube_persistentvolumeclaim_info{selector(ksm)}{rng}))"),
     }
