@@ -163,3 +163,21 @@ def test_demo_egress_table_reads_the_one_computation(mesh_prom: Any) -> None:
     assert analytics[:4] + analytics[5:] == ["analytics", "0.0", "0.2", "1.5", "0.22"]
     assert lines[2].split() == ["pay", "0.5", "3.0", "0.5", "0.03", "0.14"]
     assert lines[-2:] == ["  egress from cadvisor-unclassified: batch", "  egress from istio: analytics, pay, shop"]
+
+
+def test_allocation_api_carries_opencost_egress_class_fields(mesh_prom: Any) -> None:
+    """/allocation (serve's door, the same Pipeline.compute): networkCost and OpenCost's per-class fields."""
+    from exporter.config.schema import parse_config
+    from exporter.serve.server import Exporter
+
+    ex = Exporter(parse_config({**MESH_CONFIG, "prometheus": {"url": mesh_prom[0].url}}))
+    try:
+        body = ex.allocation({"window": [window_arg(mesh_prom[1])], "aggregate": ["namespace"]})
+    finally:
+        ex.close()
+    pay = body["data"][0]["pay"]
+    assert pay["networkCost"] == pytest.approx(NETWORK["pay"], rel=REL)
+    assert pay["networkCrossZoneCost"] == pytest.approx(0.5 * ZONE, rel=REL)
+    assert pay["networkCrossRegionCost"] == pytest.approx(3 * REGION, rel=REL)
+    assert pay["networkInternetCost"] == pytest.approx(0.5 * INTERNET, rel=REL)  # the NAT share is networkCost's
+    assert body["coverage"]["network"]["istio"] == ["analytics", "pay", "shop"]
