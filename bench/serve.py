@@ -141,7 +141,7 @@ def real_serve(cfg: Path, end: int, work: Path, timeout: float) -> tuple[float, 
             except requests.RequestException:
                 text = ""
             scrape = time.monotonic() - scrape
-            m = re.search(r"^chargeback_accrued_until_timestamp_seconds (\S+)$", text, re.M)
+            m = re.search(r"^chargeback_accrued_until_timestamp_seconds(?:{[^}]*})? (\S+)$", text, re.M)
             if m and float(m.group(1)) >= end:
                 return status_mb(proc.pid, "VmHWM"), time.monotonic() - t, scrape
             time.sleep(2)

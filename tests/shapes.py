@@ -23,6 +23,7 @@ import pytest
 from demo.localprom import PrometheusServer, backfill
 from demo.synthetic import Cluster, Rewrite, Sampler, with_dcgm
 
+from .conftest import aligned_past
 from .scenarios import WINDOW_SECONDS, core_cluster
 from .test_allocate_core import EXPECTED, NODES_TOTAL
 
@@ -70,11 +71,25 @@ def shape_prom(root: Path, t0: int, rewrite: Rewrite | None = None, cluster: Clu
     return PrometheusServer(root / "data", extra_args=extra_args).start()
 
 
-def assert_baseline(data: dict[str, Any]) -> None:
-    """An OpenCost-shaped allocation set (namespace -> fields) equals the hand-worked baseline to 1e-9,
-    namespace by namespace and resource by resource, and conserves the nodes' cost."""
-    assert set(data) == set(EXPECTED), sorted(data)
-    for ns, exp in EXPECTED.items():
+def served(factory: pytest.TempPathFactory, name: str, rewrite: Callable[[int], Rewrite] | None = None,
+           cluster: Callable[[int], Cluster] | None = None) -> Iterator[tuple[PrometheusServer, int]]:
+    """A module fixture's body: the baseline (or `cluster(t0)`) through `rewrite(t0)` on a started Prometheus,
+    with its t0; stopped after."""
+    t0 = aligned_past()
+    prom = shape_prom(factory.mktemp(name), t0, rewrite(t0) if rewrite else None, cluster(t0) if cluster else None)
+    try:
+        yield prom, t0
+    finally:
+        prom.stop()
+
+
+def assert_baseline(data: dict[str, Any], expected: dict[str, dict[str, float]] | None = None) -> None:
+    """An OpenCost-shaped allocation set (namespace -> fields) equals the hand-worked baseline (or `expected`,
+    the baseline as a path reads it by construction) to 1e-9, namespace by namespace and resource by
+    resource, and conserves the nodes' cost."""
+    expected = expected or EXPECTED
+    assert set(data) == set(expected), sorted(data)
+    for ns, exp in expected.items():
         got = data[ns]
         assert got["cpuCost"] == pytest.approx(exp["cpu"], rel=REL), ns
         assert got["ramCost"] == pytest.approx(exp["memory"], rel=REL), ns

@@ -209,7 +209,10 @@ def test_big_clusters_are_read_in_namespace_shards_and_nothing_falls_between() -
     assert [(p.by, p.scope, p.pods, p.capacity) for p in parts] == [
         (BY_NAMESPACE, 'namespace=~"a"', 3, False), (BY_NAMESPACE, 'namespace=~"b"', 2, False),
         (BY_NAMESPACE, 'namespace!~"a|b|s"', 0, True), (BY_POD, 'namespace=~"s"', 1, False)]
-    assert 'namespace=~"a"' in parts[0].q.k and 'namespace!~"a|b|s"' in parts[2].q.c
+    assert 'namespace=~"a"' in parts[0].q.k and parts[2].q.only == ('namespace!~"a|b|s"',)
+    # cAdvisor's series match it by the label the workload's namespace is in, whichever the scrape shape.
+    assert 'exported_namespace="",namespace!~"a|b|s"' in parts[2].q.usage("cpu")
+    assert 'exported_namespace!="",exported_namespace!~"a|b|s"' in parts[2].q.usage("cpu")
     # a small cluster: one part (and the split one), as before sharding existed
     assert [(p.scope, p.capacity) for p in chunk_parts(q, [], {"a": 3, "b": 2}, 10)] == [("", True)]
 

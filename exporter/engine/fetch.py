@@ -121,6 +121,11 @@ class Fetch:
                 f"no node capacity in Prometheus for {iso(w.start)}..{iso(w.end)}: "
                 "kube_node_status_capacity is missing (is kube-state-metrics scraped?)"
             )
+        if self.client.query(q.ksm_not_honored(span), at):
+            raise DataError(
+                f"kube-state-metrics series carry exported_namespace/exported_pod in {iso(w.start)}..{iso(w.end)}: "
+                "it is scraped with honorLabels: false, so namespace and pod name its own pod; set honorLabels: true "
+                "on its ServiceMonitor (or honor_labels in its scrape config)")
         steps = {(lb["node"], lb["resource"]): v for lb, v in count}
         capacity: dict[tuple[str, str], float] = {}
         per_node: dict[str, dict[str, float]] = {}

@@ -31,6 +31,9 @@ log = logging.getLogger(__name__)
 
 # OpenCost's path, its older one, and Kubecost's (same handler, same parameters).
 ALLOCATION_PATHS = ("/allocation", "/allocation/compute", "/model/allocation")
+# OpenCost's /allocation/summary (and its alias /allocation/compute/summary) and its topline.
+SUMMARY_PATHS = {f"{p}{s}": s.endswith("topline") for p in ("", "/model") for s in
+                 ("/allocation/summary", "/allocation/compute/summary", "/allocation/summary/topline")}
 # OpenCost's web UI pages: path (also under /model) -> (Exporter method, what it answers)
 OPENCOST_PAGES = {**{f"/cloudCost/{k}": ("cloud_view", k.rpartition("/")[2])
                      for k in ("view/table", "view/totals", "view/graph", "status")},
@@ -153,9 +156,12 @@ def make_handler(exporter: Exporter, auth: Auth | None = None) -> type[BaseHTTPR
             elif url.path == "/readyz":
                 self._json(200 if exporter.health.up else 503, {"up": exporter.health.up,
                                                                 "lastError": exporter.health.last_error})
-            elif url.path in ALLOCATION_PATHS:
-                query = parse_qs(url.query)
+            elif url.path in ALLOCATION_PATHS:  # blank values kept: `shareNamespaces=` turns sharing off
+                query = parse_qs(url.query, keep_blank_values=True)
                 self._compute(url.path, lambda cancel: exporter.allocation_body(query, cancel))
+            elif url.path in SUMMARY_PATHS:
+                query, top = parse_qs(url.query, keep_blank_values=True), SUMMARY_PATHS[url.path]
+                self._compute(url.path, lambda cancel: exporter.allocation_summary(query, cancel, topline=top))
             elif url.path.rstrip("/") == MCP_PATH:
                 self._mcp()
             elif url.path in ("/assets", "/model/assets", "/cloudCost", "/model/cloudCost"):

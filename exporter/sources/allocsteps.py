@@ -71,14 +71,6 @@ def _tag(expr: str, **labels: str) -> str:
     return expr
 
 
-def _raw_usage(q: Queries, resource: str) -> str:
-    """The cAdvisor series as `Queries.usage` selects them, without its dedupe."""
-    sel = selector(CONTAINER_MATCHERS, q.c)
-    if resource == "cpu":
-        return f"rate(container_cpu_usage_seconds_total{sel}[{q.rate_window}])"
-    return f"container_memory_working_set_bytes{sel}"
-
-
 BY_NAMESPACE = "namespace, node, resource, part"
 BY_POD = "namespace, node, pod, resource, part"
 BY_NODE = "node, resource, part"  # the node totals the overflow scale needs, and nothing else
@@ -108,7 +100,7 @@ def step_query(q: Queries, span: int, resources: tuple[str, ...], by: str = BY_N
         if q.policy == "max":
             # max is idempotent, so duplicate series (two kube-state-metrics replicas) need no dedupe here.
             req = f"kube_pod_container_resource_requests{selector(matcher('resource', KSM_RESOURCE[res]), q.k)}{q._at}"
-            raw_use = use if res in records or q.cadvisor_bridge else _raw_usage(q, res)
+            raw_use = use if res in records else q.cadvisor_usage(res)
             alloc = f"max by (namespace, pod, container) ({req} or {raw_use})"
             parts.append(_tag(f"sum by ({per}) ({alloc})", part="allocated", resource=KSM_RESOURCE[res]))
     tagged = " or ".join(parts)

@@ -29,10 +29,9 @@ def gpu_requested_integral(q: Queries, chunk_seconds: int, resources: str) -> st
     # Placement (as Queries.placement) of the pods that request an accelerator only, filtered before its
     # aggregations: a cluster's thousands of CPU pods then cost a hash lookup each, not a topk (docs/scale.md).
     some = f"group by (namespace, pod) (kube_pod_container_resource_requests{sel}{at})"
-    info_sel, phase_sel = selector('node!=""', q.k), selector('phase="Running"', q.k)
-    info = f"max by (namespace, pod, node) (kube_pod_info{info_sel}{at} and on (namespace, pod) {some})"
-    alive = f"max by (namespace, pod) (kube_pod_status_phase{phase_sel}{at} and on (namespace, pod) {some}) == 1"
-    placed = f"(topk by (namespace, pod) (1, {info}) and on (namespace, pod) ({alive}))"
+    placed_sel = selector('node!=""', q.k)
+    info = f"max by (namespace, pod, node) (kube_pod_info{placed_sel}{at} and on (namespace, pod) {some})"
+    placed = f"(topk by (namespace, pod) (1, {info}) and on (namespace, pod) ({q.running(some)}))"
     if q.ksm_after is not None:  # a pod deleted during a bridged gap is not charged for it
         placed = f"({placed} and on (namespace, pod) max by (namespace, pod) (kube_pod_info{selector(q.k)} " \
                  f"@ {q.ksm_after}))"

@@ -11,6 +11,7 @@ import copy
 
 from exporter.config.schema import Allocation, Prometheus
 from exporter.sources.promql import join_matchers, matcher, one_of, quote, selector
+from exporter.sources.scrapeshape import cadvisor, dcgm_series, device_usage
 from exporter.vocab.durations import format_duration, parse_duration
 
 
@@ -38,6 +39,7 @@ CHECKED_INPUTS = (("kube_node_status_capacity", "node, resource"),
 KSM_RESOURCE = {"cpu": "cpu", "memory": "memory", "gpu": "nvidia_com_gpu"}
 RESOURCE_FROM_KSM = {v: k for k, v in KSM_RESOURCE.items()}
 
+_RUNNING, _PLACED, _EXPORTED_POD = 'phase="Running"', 'node!=""', 'exported_pod!=""'
 LOOKBACK_SECONDS = 300  # Prometheus' default --query.lookback-delta
 
 # Per-(namespace, node) sums that the mixin records every rule interval, and its evaluation heartbeat. No GPUs:
@@ -46,10 +48,6 @@ UNITS = {"cpu": "cpu_cores", "memory": "memory_bytes"}
 RECORDED = {(kind, res): f"namespace_node:chargeback_{kind}_{UNITS[res]}:sum"
             for kind in ("allocated", "requested", "used") for res in UNITS}
 RULES_EVALUATED = "cluster:chargeback_allocation_rules_evaluated:count"
-
-# dcgm-exporter: graphics engine activity (0-1, DCP profiling) and its fallback GPU utilisation (0-100).
-DCGM_ACTIVE, DCGM_UTIL = "DCGM_FI_PROF_GR_ENGINE_ACTIVE", "DCGM_FI_DEV_GPU_UTIL"
-MIB = 1048576  # DCGM_FI_DEV_FB_USED / _FREE are in MiB
 
 PRICE_METRICS = {
     "cpu": "node_cpu_hourly_cost",
@@ -86,6 +84,9 @@ class Queries:
         self.ksm_at: int | None = None
         self.ksm_after: int | None = None
         self.cadvisor_bridge: tuple[int, int] | None = None
+        # Namespace matchers of a scoped or sharded copy for cAdvisor and dcgm-exporter, whose workload namespace
+        # may be `exported_namespace` (sources/scrapeshape.py); kube-state-metrics' go into `k`.
+        self.only: tuple[str, ...] = ()
 
     def bridged(self, ksm: tuple[int, int] | None, cadvisor: tuple[int, int] | None) -> Queries:
         """A copy reading kube-state-metrics as of `ksm[0]` (pods alive at `ksm[1]`) and/or cAdvisor across
@@ -111,6 +112,11 @@ class Queries:
             parts.append(f'label_replace(count({rate}), "source", "cadvisor", "", "")')
         return f"({' or '.join(parts)})[{span}s:{format_duration(self.step)}]"
 
+    def ksm_not_honored(self, span: int) -> str:
+        """kube-state-metrics scraped with honorLabels: false: its pods' `namespace` and `pod` became
+        `exported_*`, and `namespace`/`pod` name its own pod."""
+        return f"group(last_over_time(kube_pod_info{_sel(_EXPORTED_POD, self.k)}{self._range(span)}))"
+
     def ksm_series(self) -> str:
         """The series whose existence anywhere in the TSDB tells "not scraped" from "not then"."""
         return f"kube_node_status_capacity{_sel(self.k)}"
@@ -120,8 +126,7 @@ class Queries:
         q = copy.copy(self)
         only = one_of("namespace", namespaces)
         q.k = join_matchers(self.k, only)
-        q.c = join_matchers(self.c, only)
-        q.d = join_matchers(self.d, only)
+        q.only = (*self.only, only)
         return q
 
     def _range(self, chunk_seconds: int) -> str:
@@ -136,12 +141,22 @@ class Queries:
         return f"[{chunk_seconds - self.step // 2}s:{format_duration(self.step)}]"
 
     # ---- per-container building blocks (labels: namespace, pod, container) ----
+    def running(self, among: str = "") -> str:
+        """1 per pod in phase Running (of the pods `among` has), as the freshest kube-state-metrics says. After a
+        restart the old replica's series live on for the lookback where no staleness marker was written (the
+        new one has a new `instance`): a pod that completed meanwhile would still be Running there. HA replicas
+        agree, so whichever is freshest is right."""
+        phase = f"kube_pod_status_phase{_sel(_RUNNING, self.k)}{self._at}"
+        if among:
+            phase = f"({phase} and on (namespace, pod) {among})"
+        latest = f"max by (namespace, pod) (timestamp({phase}))"
+        fresh = f"{phase} and (timestamp({phase}) == on (namespace, pod) group_left () {latest})"
+        return f"max by (namespace, pod) ({fresh}) == 1"
+
     def placement(self) -> str:
         """1 per running pod with its node; Succeeded/Failed pods still export requests but cost nothing."""
-        info_sel, phase_sel = _sel('node!=""', self.k), _sel('phase="Running"', self.k)
-        info = f"max by (namespace, pod, node) (kube_pod_info{info_sel}{self._at})"
-        running = f"max by (namespace, pod) (kube_pod_status_phase{phase_sel}{self._at}) == 1"
-        placed = f"(topk by (namespace, pod) (1, {info}) and on (namespace, pod) ({running}))"
+        info = f"max by (namespace, pod, node) (kube_pod_info{_sel(_PLACED, self.k)}{self._at})"
+        placed = f"(topk by (namespace, pod) (1, {info}) and on (namespace, pod) ({self.running()}))"
         if self.ksm_after is not None:  # a pod deleted during the gap is not charged for it
             alive = f"max by (namespace, pod) (kube_pod_info{_sel(self.k)} @ {self.ksm_after})"
             placed = f"({placed} and on (namespace, pod) {alive})"
@@ -151,22 +166,28 @@ class Queries:
         sel = _sel(matcher("resource", KSM_RESOURCE[resource]), self.k)
         return f"max by (namespace, pod, container) (kube_pod_container_resource_requests{sel}{self._at})"
 
-    def usage(self, resource: str) -> str:
+    def cadvisor_usage(self, resource: str) -> str:
+        """Per-container usage series, in either scrape shape, not yet deduplicated (`usage` is)."""
         # Drop pod-level (container=""), pause (container="POD") and namespace-less system cgroups.
-        sel = _sel('container!=""', 'container!="POD"', 'namespace!=""', 'pod!=""', self.c)
+        matchers = ('container!=""', 'container!="POD"', 'namespace!=""', 'pod!=""')
+        metric = "container_cpu_usage_seconds_total" if resource == "cpu" else "container_memory_working_set_bytes"
+        window = f"[{self.rate_window}]"
         if self.cadvisor_bridge is not None:  # exact: the counter's increase across the gap
             before, after = self.cadvisor_bridge
-            if resource == "cpu":
-                span = after - before + parse_duration(self.rate_window)
-                return (f"max by (namespace, pod, container) "
-                        f"(rate(container_cpu_usage_seconds_total{sel}[{span}s] @ {after}))")
-            return f"max by (namespace, pod, container) (container_memory_working_set_bytes{sel} @ {before})"
+            window = f"[{after - before + parse_duration(self.rate_window)}s] @ {after}"
+            if resource != "cpu":
+                return cadvisor(metric, self.c, self.only, lambda s: f"{s} @ {before}", *matchers)
         if resource == "cpu":
-            return (
-                f"max by (namespace, pod, container) "
-                f"(rate(container_cpu_usage_seconds_total{sel}[{self.rate_window}]))"
-            )
-        return f"max by (namespace, pod, container) (container_memory_working_set_bytes{sel})"
+            return cadvisor(metric, self.c, self.only, lambda s: f"rate({s}{window})", *matchers)
+        return cadvisor(metric, self.c, self.only, lambda s: s, *matchers)
+
+    def usage(self, resource: str) -> str:
+        return f"max by (namespace, pod, container) ({self.cadvisor_usage(resource)})"
+
+    def usage_max(self, resource: str, chunk_seconds: int) -> str:
+        """Each container's highest usage (cores, bytes) at the resolution's steps over a chunk: what OpenCost
+        reports as rawAllocationOnly's cpuCoreUsageMax and ramByteUsageMax. A view, not a cost."""
+        return f"max_over_time(({self.usage(resource)}){self._sub(chunk_seconds)})"
 
     def allocation(self, resource: str) -> str:
         """Per-container allocated quantity under the configured policy (GPU: always requests)."""
@@ -220,19 +241,25 @@ class Queries:
         """Two counts over the chunk, by label `count`: `steps`, the steps holding a rule evaluation in what
         they read (their last step, less 1 ms), and `evaluations`, all of them. The rules cover the chunk only
         if every step holds one: at an interval shorter than the resolution a missed evaluation can empty a
-        step while the total still exceeds the steps (core/coverage.rule_gap)."""
+        step while the total still exceeds the steps (core/coverage.rule_gap). Steps of any series: replicated
+        rules (an HA pair writing into one store) record the heartbeat twice, and the recorded amounts are read
+        from whichever replica recorded the step (`_recorded`); evaluations per series, so one replica's do
+        not add to the other's."""
         beat = f"{RULES_EVALUATED}{_sel(self.r)}"
-        steps = f"count_over_time(last_over_time({beat}{_just_under(self.step)}){self._sub(chunk_seconds)})"
+        steps = f"count_over_time((max(last_over_time({beat}{_just_under(self.step)}))){self._sub(chunk_seconds)})"
         evaluations = f"count_over_time({beat}{_just_under(chunk_seconds)})"
         return " or ".join(f'label_replace(max({expr}), "count", "{name}", "", "")'
                            for name, expr in (("steps", steps), ("evaluations", evaluations)))
 
     def _recorded(self, kind: str, resource: str, scope: str = "") -> str:
-        """The one sample recorded within each step. Not the bare series: a pair that vanished (a pod
-        finished) would live on for the 5-minute lookback where no staleness marker was written. The
-        range is a millisecond short of the step, so that a group evaluating exactly on the step
-        boundary does not also see the previous step's sample, while any other phase is kept."""
-        return f"last_over_time({RECORDED[kind, resource]}{_sel(self.r, scope)}{_just_under(self.step)})"
+        """The one sample recorded within each step, per (namespace, node). Not the bare series: a pair that
+        vanished (a pod finished) would live on for the 5-minute lookback where no staleness marker was
+        written. The range is a millisecond short of the step, so that a group evaluating exactly on the
+        step boundary does not also see the previous step's sample, while any other phase is kept. `max`,
+        not the series as they are: replicated rules (an HA Prometheus pair writing into Thanos without a
+        replica label, two vmalert instances) record each pair twice, under an extra label or none."""
+        last = f"last_over_time({RECORDED[kind, resource]}{_sel(self.r, scope)}{_just_under(self.step)})"
+        return f"max by (namespace, node) ({last})"
 
     def _recorded_scaled(self, resource: str, scope: str = "") -> str:
         """The recorded allocation (of the namespaces `scope` matches) times its node's overflow scale."""
@@ -264,19 +291,12 @@ class Queries:
     # ---- GPU utilisation from dcgm-exporter's Kubernetes mode (math: exporter/core/gpuwaste.py) ----
     def dcgm_series(self) -> str:
         """Whether dcgm-exporter is scraped at all (the pipeline skips the GPU usage query otherwise)."""
-        return _sel(one_of("__name__", (DCGM_ACTIVE, DCGM_UTIL)), self.d)
+        return dcgm_series(self.d)
 
     def gpu_device_usage(self) -> str:
-        """Per GPU (or MIG instance) a pod holds: busy fraction (kind="gpu": graphics-engine activity where
-        the GPU profiles it, else GPU_UTIL/100), 1 where it was seen (gpu_observed), framebuffer used and
-        used+free in bytes."""
-        sel = _sel('namespace!=""', 'pod!=""', self.d)
-        by = "max by (namespace, pod, UUID, GPU_I_ID)"
-        busy = f"clamp(({by} ({DCGM_ACTIVE}{sel}) or {by} ({DCGM_UTIL}{sel}) / 100), 0, 1)"
-        used = f"{by} (DCGM_FI_DEV_FB_USED{sel}) * {MIB}"
-        total = f"({by} (DCGM_FI_DEV_FB_USED{sel}) + {by} (DCGM_FI_DEV_FB_FREE{sel})) * {MIB}"
-        kinds = (("gpu", busy), ("gpu_observed", f"{busy} * 0 + 1"), ("gpu_memory", used), ("gpu_memory_total", total))
-        return " or ".join(f'label_replace({expr}, "kind", {quote(kind)}, "", "")' for kind, expr in kinds)
+        """Per GPU (or MIG instance) a pod holds, busy, observed and framebuffer (sources/scrapeshape.py), with
+        dcgm-exporter scraped with or without honorLabels."""
+        return device_usage(self.d, self.only)
 
     def gpu_usage_integral(self, chunk_seconds: int, pods_in: list[str] | None = None, every_pod: bool = False) -> str:
         """Sum over steps of busy GPUs and framebuffer bytes per (namespace, node, kind) of running pods;
@@ -317,8 +337,8 @@ class Queries:
 
     def transmitted(self, span: int) -> str:
         """cAdvisor transmit bytes per namespace (pod-level series; loopback excluded)."""
-        sel = _sel('namespace!=""', 'pod!=""', 'interface!="lo"', self.c)
-        rate = f"rate(container_network_transmit_bytes_total{sel}[{self.rate_window}])"
+        rate = cadvisor("container_network_transmit_bytes_total", self.c, self.only,
+                        lambda s: f"rate({s}[{self.rate_window}])", 'namespace!=""', 'pod!=""', 'interface!="lo"')
         per_pod = f"max by (namespace, pod, interface) ({rate})"
         return f"sum_over_time((sum by (namespace) ({per_pod})){self._sub(span)})"
 
@@ -334,8 +354,7 @@ class Queries:
         return " or ".join(parts) if parts else "vector(0) < 0"
 
     def all_pods(self, chunk_seconds: int) -> str:
-        return (f"count by (namespace, pod) "
-                f"(last_over_time(kube_pod_labels{_sel(self.k)}{self._range(chunk_seconds)}{self._at}))")
+        return f"group by (namespace, pod) ({self._pod_labels_seen(chunk_seconds)})"
 
     def owners(self, metric: str, name_label: str, chunk_seconds: int) -> str:
         """Controller owner references (kube_pod_owner, kube_replicaset_owner, kube_job_owner)."""
@@ -343,9 +362,13 @@ class Queries:
         return (f"max by (namespace, {name_label}, owner_kind, owner_name) "
                 f"(last_over_time({metric}{sel}{self._range(chunk_seconds)}{self._at}))")
 
+    def _pod_labels_seen(self, chunk_seconds: int) -> str:
+        return f"last_over_time(kube_pod_labels{_sel(self.k)}{self._range(chunk_seconds)}{self._at})"
+
     def pod_counts(self, chunk_seconds: int) -> str:
-        return (f"count by (namespace) "
-                f"(last_over_time(kube_pod_labels{_sel(self.k)}{self._range(chunk_seconds)}{self._at}))")
+        """Pods per namespace, each once: two kube-state-metrics replicas, or an old and a new one after a
+        restart, export every pod's series twice (differing in `instance`)."""
+        return f"count by (namespace) (group by (namespace, pod) ({self._pod_labels_seen(chunk_seconds)}))"
 
     def namespace_annotations(self, chunk_seconds: int) -> str:
         """Needs kube-state-metrics --metric-annotations-allowlist=namespaces=[chargeback.io/budget-...]."""

@@ -80,9 +80,9 @@ class Part:
 
 
 def narrowed(q: Queries, only: str) -> Queries:
-    """A copy of `q` whose kube-state-metrics and cAdvisor selectors also carry the matcher `only`."""
+    """A copy of `q` whose kube-state-metrics and cAdvisor selectors also carry the namespace matcher `only`."""
     out = copy.copy(q)
-    out.k, out.c = join_matchers(q.k, only), join_matchers(q.c, only)
+    out.k, out.only = join_matchers(q.k, only), (*q.only, only)
     return out
 
 
