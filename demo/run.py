@@ -25,16 +25,18 @@ from tabulate import tabulate
 from demo.clusters import demo_cluster, with_gpu_nodes
 from demo.energy import with_kepler
 from demo.localprom import PrometheusServer, backfill, backfill_rules, free_port
+from demo.mesh import egress_table, with_mesh
 from demo.synthetic import Cluster, Dcgm, exposition, with_dcgm
 from exporter.config.schema import Config, parse_config
 from exporter.core.allocation import CostResult
+from exporter.core.assets import AssetCost
 from exporter.core.coverage import SOURCE_NAMES
 from exporter.core.gpu import GpuPodCost
 from exporter.core.names import IDLE
 from exporter.core.window import iso, parse_window
-from exporter.engine.pipeline import Pipeline
 from exporter.mixin.budgets import Budget, allocation_config, allocation_group_only
 from exporter.mixin.budgets import render as render_rules
+from exporter.outputs.assets_api import RecordingPipeline
 from exporter.outputs.formatters import allocation_response, to_table
 from exporter.outputs.reconcile import inventory, reconcile
 from exporter.outputs.reconcile import to_table as reconcile_table
@@ -106,6 +108,7 @@ class DemoStack:
     base: str  # serve's URL
     result: CostResult  # the last 24 h, computed before serve starts
     bill_path: Path  # the sample FOCUS bill written from it, which serve's config reads
+    assets: list[AssetCost]  # the priced assets of that computation (the egress table reads their classes)
 
     def stop(self) -> None:
         self.exporter.terminate()
@@ -125,6 +128,7 @@ def start(root: Path, say: Callable[[str], None] = print, hours: int = 24) -> De
     # Plus three GPU nodes: an A100 in MIG slices and a time-sliced L4 shared by ml and search, eight H100s.
     cluster = with_gpu_nodes(with_dcgm(demo_cluster(ksm_gap_at=now - 6 * 3600), util=0.12, fb_mib=6144,
                                        dcgm=Dcgm("Tesla V100-SXM2-16GB", 16384)))
+    cluster = with_mesh(cluster)  # Istio sidecars: egress classified by zone and internet (demo/mesh.py)
     # Kepler on four general nodes (two of each metric generation); the others' energy is estimated.
     cluster = with_kepler(cluster, ("ip-10-0-1-1", "ip-10-0-1-2"), ("ip-10-0-1-3", "ip-10-0-1-4"))
     history_start = now - hours * 3600 - 1800
@@ -166,13 +170,14 @@ def start(root: Path, say: Callable[[str], None] = print, hours: int = 24) -> De
     cfg_path = root / "config.yaml"
     cfg_path.write_text(yaml.safe_dump(cfg_raw, sort_keys=False))
     cfg = parse_config(cfg_raw)
-    result = Pipeline(cfg, PrometheusClient(cfg.prometheus)).compute(parse_window("24h", now, 60))
+    pipeline = RecordingPipeline(cfg, PrometheusClient(cfg.prometheus))  # keeps the priced assets too
+    result = pipeline.compute(parse_window("24h", now, 60))
     bill_path = write_sample_bill(result, bill_file)
     exporter = subprocess.Popen(
         [sys.executable, "-m", "exporter", "serve", "--config", str(cfg_path), "--start", iso(now - 86400)],
         stdout=(root / "serve.log").open("w"), stderr=subprocess.STDOUT)
     return DemoStack(root, now, prom, exporter, cfg_path, cfg, rules_file, f"http://127.0.0.1:{exporter_port}",
-                     result, bill_path)
+                     result, bill_path, pipeline.fetcher.recorded)
 
 
 def main(root: Path = Path(".demo")) -> None:
@@ -197,6 +202,9 @@ def main(root: Path = Path(".demo")) -> None:
     print(gpu_sharing(result))
     print()
     print(energy_table(result, attrs))
+    print()
+    print("Network egress by team, last 24 h, classified from Istio's telemetry (docs/network.md):")
+    print(egress_table(result, stack.assets))
     print()
     print(f"Reconciliation against the sample FOCUS bill the demo wrote and configured ({bill_path}):")
     client = PrometheusClient(cfg.prometheus)

@@ -85,15 +85,25 @@ class LoadBalancer(_Model):
     hourly: float = Field(0.025, ge=0, description="per Service of type LoadBalancer, when OpenCost has no price")
 
 
+class NetworkAmount(FixedCost):
+    """A monthly network amount (a NAT gateway, a data-transfer line), spread over the namespaces by bytes."""
+
+    spreadBy: Literal["transmitted", "internet"] = Field(
+        "transmitted", description="transmitted: every byte a namespace sent (cAdvisor); internet: its "
+                                   "internet-bound bytes from the classified source (a NAT gateway's bill)")
+
+
 class Network(_Model):
-    """Egress prices per GiB, and monthly amounts from the bill spread by transmitted bytes."""
+    """Egress prices per GiB, and monthly amounts from the bill spread by transmitted or internet bytes."""
 
     internetPerGiB: float = Field(0.12, ge=0, description="egress to the internet, per GiB")
     zonePerGiB: float = Field(0.01, ge=0, description="cross-zone traffic, per GiB")
     regionPerGiB: float = Field(0.01, ge=0, description="cross-region traffic, per GiB")
     unclassified: Literal["internet", "zone", "region", "free"] = Field(
         "free", description="price class for cAdvisor transmit bytes when no classified egress metric exists")
-    monthly: list[FixedCost] = Field(default_factory=list, description="e.g. NAT gateway, data transfer")
+    monthly: list[NetworkAmount] = Field(default_factory=list, description="e.g. NAT gateway, data transfer")
+    istio: bool = Field(True, description="classify egress from Istio's standard metrics when Kubecost's "
+                                          "network-costs daemonset is absent (docs/network.md)")
 
 
 class Pricing(_Model):

@@ -65,6 +65,11 @@ class Line:
     pv_cost: float = 0.0
     lb_cost: float = 0.0
     network_cost: float = 0.0
+    # The parts of network_cost priced as cross-zone, cross-region and internet egress (OpenCost's
+    # networkCrossZoneCost, ...): a view, not extra cost.
+    network_zone_cost: float = 0.0
+    network_region_cost: float = 0.0
+    network_internet_cost: float = 0.0
     # GPU utilisation from dcgm-exporter (exporter/core/gpuwaste.py): busy and observed GPU-seconds, framebuffer
     # used and total byte-seconds, and the share of gpu_cost that bought idle GPU time. A view, not a cost.
     gpu_usage_seconds: float = 0.0
@@ -207,6 +212,8 @@ def cost_chunk(usage: ChunkUsage, rates: dict[str, NodeRates]) -> CostResult:
 
 
 _ASSET_FIELD = {"storage": "pv_cost", "load_balancer": "lb_cost", "network": "network_cost"}
+_EGRESS_FIELD = {"egress-zone": "network_zone_cost", "egress-region": "network_region_cost",
+                 "egress-internet": "network_internet_cost"}
 
 
 def add_assets(result: CostResult, assets: Iterable[AssetCost], owner: Callable[[str], Attrs]) -> None:
@@ -218,6 +225,8 @@ def add_assets(result: CostResult, assets: Iterable[AssetCost], owner: Callable[
             line.pv_byte_seconds += a.quantity
             b, c = result.pv_parts.get((a.namespace, a.asset), (0.0, 0.0))
             result.pv_parts[(a.namespace, a.asset)] = (b + a.quantity, c + a.cost)
+        elif a.resource == "network" and (part := _EGRESS_FIELD.get(a.asset)):
+            setattr(line, part, getattr(line, part) + a.cost)
         key = (a.asset, a.resource)
         result.asset_cost[key] = result.asset_cost.get(key, 0.0) + a.cost
 

@@ -70,30 +70,36 @@ def price_load_balancers(services: list[Service], default_hourly: float) -> list
 
 
 def price_network(classified: Mapping[tuple[str, str], float], transmitted: Mapping[str, float], net: Network,
-                  window_seconds: float, hours_per_month: float) -> list[AssetCost]:
-    """Egress bytes x price per GiB by class, plus monthly amounts spread by transmitted bytes.
+                  window_seconds: float, hours_per_month: float, partial: bool = False) -> list[AssetCost]:
+    """Egress bytes x price per GiB by class, plus monthly amounts spread by transmitted or internet bytes.
 
-    `classified`: (namespace, class) -> bytes from a classifying exporter (Kubecost's network
-    costs daemonset); without it, cAdvisor's `transmitted` bytes are priced as `net.unclassified`.
+    `classified`: (namespace, class) -> bytes from a classifying source (Kubecost's network costs daemonset,
+    or Istio's flows through core/egress.py; class `unclassified` is priced as `net.unclassified`); without
+    it, cAdvisor's `transmitted` bytes are priced as `net.unclassified`. `partial` (a mesh sees only its own
+    pods): the namespaces the classified source does not name are priced from `transmitted` as without it.
     """
     price = {"internet": net.internetPerGiB, "region": net.regionPerGiB, "zone": net.zonePerGiB, "free": 0.0}
     out = []
-    if classified:
-        for (ns, klass), b in sorted(classified.items()):
-            if price[klass] and b > 0:
-                out.append(AssetCost(ns, f"egress-{klass}", "network", b / GIB * price[klass], b, klass))
-    elif price[net.unclassified]:
-        for ns, b in sorted(transmitted.items()):
+    named = {ns for ns, _ in classified}
+    unclassified = {ns: b for ns, b in transmitted.items() if not classified or (partial and ns not in named)}
+    for (ns, klass), b in sorted(classified.items()):
+        klass = net.unclassified if klass == "unclassified" else klass
+        if price[klass] and b > 0:
+            out.append(AssetCost(ns, f"egress-{klass}", "network", b / GIB * price[klass], b, klass))
+    if price[net.unclassified]:
+        for ns, b in sorted(unclassified.items()):
             if b > 0:
                 cost = b / GIB * price[net.unclassified]
                 out.append(AssetCost(ns, f"egress-{net.unclassified}", "network", cost, b, net.unclassified))
-    total = sum(b for b in transmitted.values() if b > 0)
+    internet = {ns: b for (ns, k), b in classified.items() if k == "internet"}
     for amount in net.monthly:
         value = amount.monthly * window_seconds / (hours_per_month * 3600)
+        weights = internet if amount.spreadBy == "internet" and classified else transmitted
+        total = sum(b for b in weights.values() if b > 0)
         if total <= 0:
             out.append(AssetCost(UNALLOCATED, amount.name, "network", value, 0.0, "monthly"))
             continue
-        for ns, b in sorted(transmitted.items()):
+        for ns, b in sorted(weights.items()):
             if b > 0:
                 out.append(AssetCost(ns, amount.name, "network", value * b / total, b, "monthly"))
     return out

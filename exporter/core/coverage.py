@@ -149,6 +149,12 @@ class Coverage:
     covered_seconds: int = 0  # seconds with a cost: covered or bridged
     bridged: list[Interval] = field(default_factory=list)
     uncovered: list[Interval] = field(default_factory=list)
+    # Which source priced each namespace's egress: kubecost-network-costs, istio, cadvisor-unclassified.
+    network: dict[str, set[str]] = field(default_factory=dict)
+
+    def add_network(self, sources: dict[str, set[str]]) -> None:
+        for source, namespaces in sources.items():
+            self.network.setdefault(source, set()).update(namespaces)
 
     def add_segment(self, seg: Segment) -> None:
         length = seg.end - seg.start
@@ -173,6 +179,7 @@ class Coverage:
             _append(self.bridged, iv)
         for iv in other.uncovered:
             _append(self.uncovered, iv)
+        self.add_network(other.network)
 
     def uncovered_seconds(self, source: str) -> int:
         return sum(iv.end - iv.start for iv in self.uncovered if iv.source == source)
@@ -185,7 +192,8 @@ class Coverage:
         named = {"window": {"start": iso(window[0]), "end": iso(window[1])}} if window else {}
         return {**named, "windowSeconds": self.seconds, "coveredSeconds": self.covered_seconds,
                 "bridged": [iv.to_json() for iv in self.bridged],
-                "uncovered": [iv.to_json() for iv in self.uncovered]}
+                "uncovered": [iv.to_json() for iv in self.uncovered],
+                "network": {source: sorted(ns) for source, ns in sorted(self.network.items())}}
 
     def warnings(self) -> list[str]:
         """One line naming every uncovered interval and how much of the window the costs cover."""

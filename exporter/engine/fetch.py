@@ -24,9 +24,11 @@ from exporter.core.pricing import NodeFacts
 from exporter.core.window import Window, iso
 from exporter.core.workloads import resolve as resolve_workloads
 from exporter.engine.gpufetch import gpu_held, with_gpus
+from exporter.engine.meshfetch import istio_classified
 from exporter.engine.splitfetch import split_recorded
 from exporter.engine.warnlog import WarningLog
 from exporter.sources.allocsteps import RowKey
+from exporter.sources.meshqueries import istio_series
 from exporter.sources.prometheus import PrometheusClient
 from exporter.sources.queries import RESOURCE_FROM_KSM, Queries
 from exporter.sources.splitsteps import split_rows
@@ -36,6 +38,8 @@ from exporter.vocab.labels import Metadata, UsageKey, ksm_label
 
 log = logging.getLogger(__name__)
 
+# Which source priced a namespace's egress (the coverage output's `network`).
+KUBECOST, ISTIO, CADVISOR = "kubecost-network-costs", "istio", "cadvisor-unclassified"
 MIN_RECORDED_STEPS = 5  # shorter chunks read raw series: cheap, and no heartbeat check to pay for
 
 
@@ -50,6 +54,7 @@ class Fetch:
         self.step = step
         self.warnings = warnings
         self._dcgm_seen: tuple[float, bool] | None = None  # (when asked, whether dcgm-exporter is scraped)
+        self._istio_seen: tuple[float, bool] | None = None  # the same for Istio's byte metrics
         client.on_non_finite = self._non_finite
         self._lock = threading.Lock()
         # Serve lowers this to 1: its cycles then read the recorded series wherever the heartbeat covers them.
@@ -151,8 +156,9 @@ class Fetch:
         nodes = with_gpus(self.client, q, w, step, nodes, capacity, self.cfg.gpu, self.shipped_gpu)
         return capacity, nodes
 
-    def fetch_assets(self, w: Window, queries: Queries | None = None) -> list[AssetCost]:
-        """Persistent volumes, LoadBalancer Services and network egress for one window, priced."""
+    def fetch_assets(self, w: Window, queries: Queries | None = None) -> tuple[list[AssetCost], dict[str, set[str]]]:
+        """Persistent volumes, LoadBalancer Services and network egress for one window, priced; and which
+        source priced each namespace's egress (the coverage output names it)."""
         q, at, span, step, p = queries or self.queries, float(w.end), w.seconds, self.step, self.cfg.pricing
 
         def by(expr: str, *keys: str) -> dict[tuple[str, ...], float]:
@@ -173,9 +179,28 @@ class Fetch:
                      else "zone" if same_zone == "false" else "free")
             classified[(ns, klass)] = classified.get((ns, klass), 0.0) + v * step
         transmitted = {k[0]: v * step for k, v in by(q.transmitted(span), "namespace").items()}
+        source, istio = KUBECOST, False
+        if not classified and p.network.istio and self._istio_scraped(q):
+            classified, source, istio = istio_classified(self.client, q, w, step, self.workloads(w)), ISTIO, True
+        named = {ns for ns, _ in classified}
+        sources = {source: named} if named else {}
+        rest = {ns for ns, b in transmitted.items() if b > 0 and (istio or not named) and ns not in named}
+        if rest:
+            sources[CADVISOR] = rest
         month = self.cfg.sharing.hoursPerMonth
+        if not named and any(a.spreadBy == "internet" for a in p.network.monthly):
+            self._warn("pricing.network.monthly spreads by internet bytes, but no classified egress source "
+                       "(Kubecost's network-costs daemonset, Istio) has any: spread by transmitted bytes",
+                       "network_unclassified")
         return [*price_volumes(volumes, p.storage, month), *price_load_balancers(services, p.loadBalancer.hourly),
-                *price_network(classified, transmitted, p.network, w.seconds, month)]
+                *price_network(classified, transmitted, p.network, w.seconds, month, partial=istio)], sources
+
+    def _istio_scraped(self, q: Queries) -> bool:
+        """Whether Istio's byte series exist, asked at most hourly while they do not (as dcgm-exporter's)."""
+        now = time.monotonic()
+        if self._istio_seen is None or (not self._istio_seen[1] and now - self._istio_seen[0] > 3600):
+            self._istio_seen = (now, self.client.series_exist(istio_series(q)))
+        return self._istio_seen[1]
 
     def fetch(self, w: Window, owners: Owners, meta: Metadata | None = None, queries: Queries | None = None,
               recorded: bool = True) -> ChunkUsage:

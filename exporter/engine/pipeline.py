@@ -217,10 +217,11 @@ class Pipeline:
         scales, capacity = usage.node_scales, usage.capacity
         del usage  # the chunk's rows per (namespace, node, owner, resource), not needed below
         add_waste(result)
-        assets = self.fetcher.fetch_assets(w, q)
+        assets, network = self.fetcher.fetch_assets(w, q)
         if self.bill.asset_factors:
             assets = [replace(a, cost=a.cost * self.bill.asset_factors.get(a.asset, 1.0)) for a in assets]
         add_assets(result, assets, owners.of)
+        result.coverage.add_network(network)
         inputs = self.share_inputs(w, meta)
         shared = distribute(result, self.cfg.sharing, inputs)
         for note in shared.notes:

@@ -82,7 +82,7 @@ def allocation_item(name: str, row: Row, start: int, end: int) -> dict[str, Any]
 # Fields OpenCost's Allocation carries that have no source here yet; always 0 (README, "OpenCost API").
 _ZERO_FIELDS = ("cpuCostAdjustment", "gpuCostAdjustment", "ramCostAdjustment", "pvCostAdjustment",
                 "networkCostAdjustment", "loadBalancerCostAdjustment", "networkTransferBytes",
-                "networkReceiveBytes", "networkCrossZoneCost", "networkCrossRegionCost", "networkInternetCost")
+                "networkReceiveBytes")
 
 
 def pv_allocations(pvs: Mapping[str, tuple[float, float]] | None, cluster: str) -> dict[str, Any] | None:
@@ -105,6 +105,11 @@ def api_item(name: str, row: Row, start: int, end: int, bounds: tuple[int, int],
                            "window": {"start": iso(bounds[0]), "end": iso(bounds[1])}}
     out.update(item)
     out.update(dict.fromkeys(_ZERO_FIELDS, 0.0))
+    # The egress classes' share of networkCost (docs/network.md); monthly amounts such as a NAT gateway are in
+    # networkCost only.
+    line = row.line
+    out.update(networkCrossZoneCost=line.network_zone_cost, networkCrossRegionCost=line.network_region_cost,
+               networkInternetCost=line.network_internet_cost)
     out["pvBytes"] = row.line.pv_byte_seconds / 3600 / hours
     out["pvs"] = pvs
     out["rawAllocationOnly"] = raw

@@ -62,11 +62,11 @@ class RecordingFetch(Fetch):
         self.recorded: list[AssetCost] = []
         self._record_lock = threading.Lock()
 
-    def fetch_assets(self, w: Window, queries: Any = None) -> list[AssetCost]:
-        out = super().fetch_assets(w, queries)
+    def fetch_assets(self, w: Window, queries: Any = None) -> tuple[list[AssetCost], dict[str, set[str]]]:
+        out, network = super().fetch_assets(w, queries)
         with self._record_lock:
             self.recorded.extend(out)
-        return out
+        return out, network
 
 
 class RecordingPipeline(Pipeline):
