@@ -186,7 +186,7 @@ def run_server(cfg: Config, until: str | None = None) -> None:
     exporter = Exporter(cfg, until)
     host, _, port = cfg.serve.listen.rpartition(":")
     app = make_app(exporter, auth)
-    if "maxConnections" in cfg.api.model_fields_set:
+    if cfg.api.maxConnections != type(cfg.api).model_fields["maxConnections"].default:
         log.warning("api.maxConnections is deprecated and ignored: a connection costs no thread since serve is "
                     "asynchronous (api.readTimeout bounds a slow request); remove the key")
     httpd = AsyncHTTPServer((host or "0.0.0.0", int(port)), app, parse_duration(cfg.api.readTimeout), tls)

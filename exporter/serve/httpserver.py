@@ -96,6 +96,9 @@ class AsyncHTTPServer:
                         or 1, timeout_graceful_shutdown=10, backlog=1024,
                         ssl_context_factory=(lambda _c, _d: tls) if tls is not None else None)
         self.server = _Server(config)
+        # Its start-up lines, and a warning per malformed request (a hostile client could fill the log): the
+        # former server logged these at debug. Failures of the app itself (ERROR) still show.
+        logging.getLogger("uvicorn.error").setLevel(logging.ERROR)
         self.stopped = threading.Event()
 
     @property
