@@ -41,7 +41,8 @@ def exporter(share_prom: tuple[PrometheusServer, int]) -> Iterator[Exporter]:
 
 
 def call(exporter: Exporter, t0: int, **params: str) -> dict[str, Any]:
-    query = {"window": [window_arg(t0)], **{k: [v] for k, v in params.items()}}
+    # OpenCost computes idle only when asked (includeIdle=true); these scenarios conserve with it.
+    query = {"window": [window_arg(t0)], "includeIdle": ["true"], **{k: [v] for k, v in params.items()}}
     return exporter.allocation(query)
 
 
@@ -67,6 +68,10 @@ def check(got: dict[str, float], expected: dict[str, float], total: float | None
                     "__unallocated__": NO_TEAM, "__idle__": IDLE}),
     ("cost_center", {"CC-100": 0.24, "CC-200": 0.12, "CC-300": 0.24, "__unallocated__": NO_TEAM,
                      "__idle__": IDLE}),
+    ("label:cost_center", {"CC-100": 0.24, "CC-200": 0.12, "CC-300": 0.24, "__unallocated__": NO_TEAM,
+                           "__idle__": IDLE}),  # OpenCost's spelling of the configured cost-center
+    ("label:cost-center", {"CC-100": 0.24, "CC-200": 0.12, "CC-300": 0.24, "__unallocated__": NO_TEAM,
+                           "__idle__": IDLE}),
     ("label:platform", {"true": 0.28, "__unallocated__": NODES - IDLE - 0.28, "__idle__": IDLE}),
     ("annotation:owner", {"__unallocated__": NODES - IDLE, "__idle__": IDLE}),  # no namespace annotates it
     ("namespace,node", {"payments/n1": 0.24, "search/n1": 0.12, "kube-system/n1": 0.12, "web/n2": 0.24,
@@ -86,11 +91,14 @@ def test_each_aggregate_key_conserves(exporter: Exporter, share_prom: Any, aggre
 def test_properties_are_kept_when_every_item_shares_them(exporter: Exporter, share_prom: Any) -> None:
     data = call(exporter, share_prom[1])["data"][0]
     pay = data["payments"]["properties"]
+    # Keys as OpenCost spells them (Prometheus's sanitised form), Kubernetes's with labelKeys=kubernetes.
     assert pay == {"cluster": "cluster", "node": "n1", "namespace": "payments",
-                   "labels": {"team": "payments", "cost-center": "CC-100"},
-                   "namespaceLabels": {"team": "payments", "cost-center": "CC-100"}}
+                   "labels": {"team": "payments", "cost_center": "CC-100"},
+                   "namespaceLabels": {"team": "payments", "cost_center": "CC-100"}}
+    k8s = call(exporter, share_prom[1], labelKeys="kubernetes")["data"][0]["payments"]["properties"]
+    assert k8s["labels"] == k8s["namespaceLabels"] == {"team": "payments", "cost-center": "CC-100"}
     # web's pods carry three teams: team is dropped, the namespace's cost centre is kept.
-    assert data["web"]["properties"]["labels"] == {"cost-center": "CC-300"}
+    assert data["web"]["properties"]["labels"] == {"cost_center": "CC-300"}
     assert data["__idle__"]["properties"] == {"cluster": "cluster"}  # two nodes: node is dropped
     teams = call(exporter, share_prom[1], aggregate="team")["data"][0]
     assert teams["web-a"]["properties"]["namespace"] == "web"
@@ -181,14 +189,16 @@ def test_step_and_accumulate_sets(exporter: Exporter, share_prom: Any) -> None:
     assert len(call(exporter, t0, step="10m", accumulate="true")["data"]) == 1
     check(totals(call(exporter, t0, step="10m", accumulate="true")), NAMESPACES)
     # accumulate=hour widens a window inside the hour to the whole hour, as OpenCost does.
-    inner = exporter.allocation({"window": [window_arg(t0 + 600, 0.5)], "accumulate": ["hour"]})
+    inner = exporter.allocation({"window": [window_arg(t0 + 600, 0.5)], "accumulate": ["hour"],
+                                 "includeIdle": ["true"]})
     assert len(inner["data"]) == 1
     check(totals(inner), NAMESPACES)
 
 
 def test_window_before_the_oldest_sample_returns_the_covered_part(exporter: Exporter, share_prom: Any) -> None:
     t0 = share_prom[1]
-    body = exporter.allocation({"window": [window_arg(t0 - 7200, 3)], "aggregate": ["namespace"]})
+    body = exporter.allocation({"window": [window_arg(t0 - 7200, 3)], "aggregate": ["namespace"],
+                                "includeIdle": ["true"]})
     cov = body["coverage"]
     assert cov["windowSeconds"] == 3 * 3600 and cov["uncovered"]
     assert cov["uncovered"][0]["start"] == window_arg(t0 - 7200).split(",")[0]
@@ -214,7 +224,7 @@ def test_every_window_form_through_the_api(exporter: Exporter, share_prom: Any, 
     text = _forms(t0)[form]
     if text == "today" and t0 % 86400 == 82800:
         pytest.skip("the hour under test ends at midnight: today is empty")
-    body = exporter.allocation({"window": [text]}, now=t0 + 3600)
+    body = exporter.allocation({"window": [text], "includeIdle": ["true"]}, now=t0 + 3600)
     if form < 5 or (text == "today" and t0 % 86400 == 0):  # an hour under test from midnight is all of today
         check(totals(body), NAMESPACES)
         assert body["coverage"]["uncovered"] == []
@@ -239,20 +249,23 @@ def base_url(exporter: Exporter) -> Iterator[str]:
 @pytest.mark.parametrize("path", ["/allocation", "/allocation/compute", "/model/allocation"])
 def test_the_three_paths_answer_alike(base_url: str, share_prom: Any, path: str) -> None:
     t0 = share_prom[1]
-    r = requests.get(base_url + path, params={"window": window_arg(t0), "aggregate": "namespace"}, timeout=60)
+    r = requests.get(base_url + path, params={"window": window_arg(t0), "aggregate": "namespace",
+                                              "includeIdle": "true"}, timeout=60)
     assert r.status_code == 200
     check({k: v["totalCost"] for k, v in r.json()["data"][0].items()}, NAMESPACES)
     bad = requests.get(base_url + path, params={"window": window_arg(t0), "filter": 'namespace:"a'}, timeout=60)
     assert bad.status_code == 400
     assert bad.json()["message"] == "filter position 10: unterminated string starting here (missing \")"
-    pods = requests.get(base_url + path, params={"window": window_arg(t0), "aggregate": "controller"}, timeout=60)
+    pods = requests.get(base_url + path, params={"window": window_arg(t0), "aggregate": "controller",
+                                              "includeIdle": "true"}, timeout=60)
     assert pods.status_code == 200  # payments/api is Deployment payments-api's, tools/runner CronJob nightly's
     check({k: v["totalCost"] for k, v in pods.json()["data"][0].items()},
           {"deployment:payments-api": 0.24, "cronjob:nightly": 0.12, "__unallocated__": NODES - IDLE - 0.36,
            "__idle__": IDLE})
     # Pod-level answers are streamed allocation by allocation (outputs/allocbody.py), stepped ones too:
     # two half-hour sets, as the in-process dict gives them, the two adding up to the hour.
-    half = {"window": window_arg(t0), "aggregate": "controller", "step": "30m", "accumulate": "false"}
+    half = {"window": window_arg(t0), "aggregate": "controller", "step": "30m", "accumulate": "false",
+            "includeIdle": "true"}
     stepped = requests.get(base_url + path, params=half, timeout=60)
     assert stepped.status_code == 200 and "Content-Length" not in stepped.headers
     sets = stepped.json()["data"]
@@ -275,7 +288,13 @@ def test_namespace_annotations_aggregate_and_filter(demo_prom: tuple[PrometheusS
         assert by_note["60"] == pytest.approx(by_ns["web"], rel=REL)
         assert sum(by_note.values()) == pytest.approx(sum(by_ns.values()), rel=REL)  # conservation
         only = call(ex, t0, filter=f'annotation[{key}]:"60"')["data"][0]
+        # OpenCost's spelling in properties; either spelling aggregates and filters alike.
         assert set(only) == {"web"} and only["web"]["properties"]["annotations"] == {
-            key: "60", "chargeback.io/budget-notify": "slack:#web"}
+            "chargeback_io_budget_monthly": "60", "chargeback_io_budget_notify": "slack:#web"}
+        assert totals(call(ex, t0, aggregate="annotation:chargeback_io_budget_monthly")) == pytest.approx(
+            by_note, rel=REL)
+        assert set(call(ex, t0, filter='annotation[chargeback_io_budget_monthly]:"60"')["data"][0]) == {"web"}
+        k8s = call(ex, t0, filter=f'annotation[{key}]:"60"', labelKeys="kubernetes")["data"][0]
+        assert k8s["web"]["properties"]["annotations"] == {key: "60", "chargeback.io/budget-notify": "slack:#web"}
     finally:
         ex.close()

@@ -136,7 +136,7 @@ def test_assets_aggregates_and_conservation_with_allocation(asset_prom: Any) -> 
     by_two = ex.assets(q(window=w, aggregate="cluster,type"))["data"]
     assert by_two["cluster/Disk"]["totalCost"] == pytest.approx(sum(STORAGE.values()), rel=REL)
     # Conservation: the assets of a window are the allocation of the same window, to the cent and beyond.
-    alloc = ex.allocation(q(window=w, aggregate="namespace"))["data"][0]
+    alloc = ex.allocation(q(window=w, aggregate="namespace", includeIdle="true"))["data"][0]
     assert sum(totals(by_cluster).values()) == pytest.approx(sum(v["totalCost"] for v in alloc.values()), abs=1e-9)
     assert round(sum(totals(by_type).values()), 2) == round(sum(v["totalCost"] for v in alloc.values()), 2)
 

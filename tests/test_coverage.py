@@ -282,7 +282,7 @@ def test_allocation_api_carries_coverage(prom: tuple[PrometheusServer, int]) -> 
     """/allocation/compute keeps OpenCost's shape and adds `coverage` next to `data`."""
     p, d0 = prom
     exporter = Exporter(parse_config({"prometheus": {"url": p.url}}))
-    body = exporter.allocation({"window": [window_arg(d0 - 86400, 25)]})
+    body = exporter.allocation({"window": [window_arg(d0 - 86400, 25)], "includeIdle": ["true"]})
     assert body["code"] == 200 and set(body) == {"code", "data", "coverage"}
     assert body["coverage"]["coveredSeconds"] == 3660 and body["coverage"]["windowSeconds"] == 25 * H
     assert sum(r["totalCost"] for r in body["data"][0].values()) == pytest.approx(NODES * 61 / 60, rel=1e-9)

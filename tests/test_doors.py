@@ -115,6 +115,8 @@ class Serve:
         return None
 
     def get(self, path: str, **params: str) -> dict[str, Any]:
+        if path.startswith("/allocation"):  # these scenarios conserve with idle, which OpenCost shows when asked
+            params = {"includeIdle": "true", **params}
         r = requests.get(f"{self.url}{path}", params=params, timeout=60)
         assert r.status_code == 200, r.text
         return dict(r.json())
@@ -243,7 +245,8 @@ def test_api_mcp_and_counters_agree_with_allocate(config: Path, doors_prom: tupl
         assert by_name[name] == pytest.approx(cost, rel=REL), name
 
     _, (ns, team) = asyncio.run(session_calls(f"{served.url}/mcp", [
-        ("allocation", {"window": w, "aggregate": "namespace"}), ("allocation", {"window": w, "aggregate": "team"})]))
+        ("allocation", {"window": w, "aggregate": "namespace", "include_idle": True}),
+        ("allocation", {"window": w, "aggregate": "team", "include_idle": True})]))
     api = served.get("/allocation", window=w, aggregate="namespace")["data"][0]
     mcp = ns.structured_content["data"][0]
     assert set(mcp) == set(api)
@@ -342,7 +345,8 @@ def test_allocate_and_the_api_group_one_result_alike(doors_prom: tuple[Prometheu
     result = Pipeline(cfg, PrometheusClient(cfg.prometheus)).compute(Window(t0, t0 + 3600, 60))
     for aggregate in ("namespace", "team"):
         mine = allocation_response(result, [aggregate], ("team",))["data"][0]
-        q = parse_query({"window": [f"{t0},{t0 + 3600}"], "aggregate": [aggregate]}, cfg.attribution.labels,
+        q = parse_query({"window": [f"{t0},{t0 + 3600}"], "aggregate": [aggregate], "includeIdle": ["true"]},
+                        cfg.attribution.labels,
                         t0 + 7200, 60)
         api = response([(q.sets[0], result)], q, ("team",), "cluster")["data"][0]
         assert set(mine) == set(api), (aggregate, sharing)

@@ -83,10 +83,13 @@ def test_oversized_window_is_refused_before_any_allocation(day_prom: tuple[Prome
     prom, _t0 = day_prom
     with Serve(tmp_path, prom.url) as s:
         before = proc_status(s.pid)
-        for window in ("1000000y", "0,99999999999", "3650d"):
+        # A million years reaches back before 1970 and is refused for that, before any arithmetic.
+        for window, reason in (("1000000y", "starts before 1970-01-01T00:00:00Z"),
+                               ("0,99999999999", "longer than api.maxWindow (400d)"),
+                               ("3650d", "longer than api.maxWindow (400d)")):
             r = requests.get(f"{s.url}/allocation/compute", params={"window": window}, timeout=10)
             assert r.status_code == 400, r.text
-            assert "longer than api.maxWindow (400d)" in r.json()["message"]
+            assert reason in r.json()["message"], window
         after = proc_status(s.pid)
     grew = after["VmHWM"] - before["VmRSS"]
     print(f"\noversized window: RSS {before['VmRSS'] / MIB:.1f} MiB before, {after['VmRSS'] / MIB:.1f} MiB after, "
@@ -94,14 +97,18 @@ def test_oversized_window_is_refused_before_any_allocation(day_prom: tuple[Prome
     assert grew < 10 * MIB, grew
 
 
-@pytest.mark.parametrize("window", ["99999999999999999999d", "1000000y", "9" * 60 + "y"])
-def test_allocate_refuses_huge_window_in_one_line(window: str) -> None:
+@pytest.mark.parametrize("window,reason", [
+    ("3650d", "chargeback: error: window of 3650 days is longer than api.maxWindow (400d)"),
+    ("1000000y", "chargeback: error: window '1000000y' starts before 1970-01-01T00:00:00Z"),
+    ("99999999999999999999d", "chargeback: error: window '99999999999999999999d' starts before 1970"),
+    ("9" * 60 + "y", "chargeback: error: window '" + "9" * 40 + "' starts before 1970"),
+])
+def test_allocate_refuses_huge_window_in_one_line(window: str, reason: str) -> None:
     proc = subprocess.run([sys.executable, "-m", "exporter", "allocate", "--window", window,
                            "--prometheus-url", "http://127.0.0.1:9"], capture_output=True, text=True, timeout=60,
                           preexec_fn=lambda: limit_memory(1 << 30))
     assert proc.returncode == 2, proc.stderr[-500:]
-    assert proc.stderr.startswith("chargeback: error: window of ") and proc.stderr.count("\n") == 1, proc.stderr
-    assert "longer than api.maxWindow (400d)" in proc.stderr
+    assert proc.stderr.startswith(reason) and proc.stderr.count("\n") == 1, proc.stderr
 
 
 def test_absurd_duration_is_one_line() -> None:
@@ -120,7 +127,8 @@ def test_fifty_parallel_requests_get_429_beyond_the_pool(day_prom: tuple[Prometh
 
         def one(_i: int) -> requests.Response:
             start.wait()
-            return requests.get(f"{s.url}/allocation/compute", params={"window": day_window(t0)}, timeout=120)
+            return requests.get(f"{s.url}/allocation/compute", params={"window": day_window(t0), "includeIdle": "true"},
+                                timeout=120)
 
         with ThreadPoolExecutor(50) as pool:
             answers_it = pool.map(one, range(50))
@@ -149,7 +157,8 @@ def test_deadline_answers_503_and_stops_querying(day_prom: tuple[PrometheusServe
     # 288 five-minute chunks of ~20 queries each take far longer than the 1 s deadline.
     with Serve(tmp_path, prom.url, api={"timeout": "1s", "maxConcurrent": 1}, allocation={"chunk": "5m"}) as s:
         began = time.monotonic()
-        r = requests.get(f"{s.url}/allocation/compute", params={"window": day_window(t0)}, timeout=60)
+        r = requests.get(f"{s.url}/allocation/compute", params={"window": day_window(t0), "includeIdle": "true"},
+                         timeout=60)
         took = time.monotonic() - began
         assert r.status_code == 503, r.text[:300]
         assert "api.timeout (1s)" in r.json()["message"]
@@ -159,7 +168,8 @@ def test_deadline_answers_503_and_stops_querying(day_prom: tuple[PrometheusServe
         time.sleep(2)
         assert s.queries() == settled
         # The slot is free again: a 10-minute window (2 chunks) is computed. n1: 0.24/h / 6 = 0.04.
-        r = requests.get(f"{s.url}/allocation/compute", params={"window": window_arg(t0 - 600, 1 / 6)}, timeout=60)
+        r = requests.get(f"{s.url}/allocation/compute", params={"window": window_arg(t0 - 600, 1 / 6),
+                                                                   "includeIdle": "true"}, timeout=60)
         assert r.status_code == 200, r.text[:300]
         data = r.json()["data"][0]
         assert data["team-a"]["totalCost"] == pytest.approx(HOURLY_TEAM_A / 6, rel=REL)

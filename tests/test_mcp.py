@@ -65,7 +65,7 @@ def test_tools_over_streamable_http(server: str, share_prom: tuple[PrometheusSer
     t0 = share_prom[1]
     w = window_arg(t0)
     names, (alloc, eff, team, bad, cov, budgets, assets, cloud, bad_by) = asyncio.run(session_calls(server, [
-        ("allocation", {"window": w, "aggregate": "namespace"}),
+        ("allocation", {"window": w, "aggregate": "namespace", "include_idle": True}),
         ("efficiency", {"window": w}),
         ("efficiency", {"window": w, "by": "team"}),
         ("allocation", {"window": "nonsense"}),
@@ -160,7 +160,8 @@ def test_stdio(tmp_path: Path, share_prom: tuple[PrometheusServer, int]) -> None
         async with stdio_client(params) as (read, write), ClientSession(read, write) as s:
             await s.initialize()
             names = {t.name for t in (await s.list_tools()).tools}
-            return names, await s.call_tool("allocation", {"window": window_arg(t0), "aggregate": "cluster"})
+            return names, await s.call_tool("allocation", {"window": window_arg(t0), "aggregate": "cluster",
+                                                                   "include_idle": True})
 
     names, res = asyncio.run(go())
     assert names >= TOOLS

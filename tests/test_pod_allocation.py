@@ -86,7 +86,8 @@ def exporter(pods_prom: tuple[PrometheusServer, int]) -> Iterator[Exporter]:
 
 
 def call(exporter: Exporter, t0: int, **params: str) -> dict[str, Any]:
-    return exporter.allocation({"window": [window_arg(t0)], **{k: [v] for k, v in params.items()}})
+    return exporter.allocation({"window": [window_arg(t0)], "includeIdle": ["true"],
+                                **{k: [v] for k, v in params.items()}})
 
 
 def check(got: dict[str, float], expected: dict[str, float], total: float | None = TOTAL) -> None:

@@ -187,7 +187,8 @@ def test_endpoints_and_metric_hygiene(stack: Stack) -> None:
     health = requests.get(f"{base}/healthz", timeout=10).json()
     assert health["alive"] and health["up"] and health["accruedUntil"] == t0 + 3600
     # /allocation/compute answers like OpenCost's API.
-    alloc = requests.get(f"{base}/allocation/compute", params={"window": window_arg(t0), "aggregate": "namespace"},
+    alloc = requests.get(f"{base}/allocation/compute", params={"window": window_arg(t0), "aggregate": "namespace",
+                                                                         "includeIdle": "true"},
                          timeout=30).json()
     assert alloc["code"] == 200
     for ns, exp in EXPECTED.items():

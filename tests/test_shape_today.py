@@ -132,7 +132,8 @@ def test_today_later_that_day_is_the_baseline(midnight_prom: tuple[PrometheusSer
     assert body["coverage"]["coveredSeconds"] == 3600 and body["coverage"]["uncovered"] == []
     exporter = Exporter(parse_config({**CORE_CONFIG, "prometheus": {"url": prom.url}}))
     try:
-        api = exporter.allocation({"window": ["today"], "accumulate": ["true"]}, now=d0 + offset)
+        api = exporter.allocation({"window": ["today"], "accumulate": ["true"], "includeIdle": ["true"]},
+                                  now=d0 + offset)
         assert_baseline(api["data"][0])
     finally:
         exporter.close()

@@ -200,7 +200,7 @@ def test_http_endpoint_takes_kubecost_parameters(share_prom: Any) -> None:
     exporter = Exporter(parse_config({"prometheus": {"url": prom.url}, "attribution": {"source": "prometheus"}}))
     body = exporter.allocation({"window": [window_arg(t0)], "aggregate": ["namespace"],
                                 "shareNamespaces": ["kube-system,monitoring"], "shareSplit": ["even"],
-                                "shareIdle": ["true"], "idleByNode": ["false"]})
+                                "shareIdle": ["true"], "idleByNode": ["false"], "includeIdle": ["true"]})
     cpu = {"payments": 0.2, "search": 0.1, "web": 0.2, "tools": 0.1}
     ram = {"payments": 0.04, "search": 0.02, "web": 0.04, "tools": 0.02}
     assert_costs(totals(body["data"][0]), {ns: c + SHARED / 4 + 0.70 * cpu[ns] / 0.60 + 0.42 * ram[ns] / 0.12

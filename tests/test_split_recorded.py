@@ -140,7 +140,8 @@ def test_pod_rows_add_up_to_the_split_teams_on_the_recorded_path(split_prom: Pro
     ex = Exporter(cfg)
     try:
         by = {agg: {k: v["totalCost"] for k, v in ex.allocation(
-            {"window": [window_arg(core_t0)], "aggregate": [agg], "accumulate": ["true"]})["data"][0].items()}
+            {"window": [window_arg(core_t0)], "aggregate": [agg], "accumulate": ["true"],
+             "includeIdle": ["true"]})["data"][0].items()}
             for agg in ("pod", "team")}
     finally:
         ex.close()

@@ -158,6 +158,8 @@ def test_mcp_server_allocation_tools(stack: Stack) -> None:
         ("health", {}),
         ("get_allocation", {"window": stack.hour, "include_idle": True}),
         ("get_allocation", {}),  # the defaults an agent sends: 7d, namespace, accumulate, no idle
+        # idle exists only with includeIdle, as in OpenCost: the client sends includeIdle=false by default
+        ("get_allocation", {"window": unix, "share_idle": True, "include_idle": True}),
         ("get_allocation", {"window": unix, "share_idle": True}),
         ("get_allocation", {"window": stack.hour, "aggregate": "label:team", "include_idle": True}),
         ("get_allocation", {"window": stack.hour, "aggregate": "node", "include_idle": True}),
@@ -175,7 +177,7 @@ def test_mcp_server_allocation_tools(stack: Stack) -> None:
     ])
     assert names == {"health", "get_allocation", "get_assets", "get_cloud_cost", "get_efficiency"}
     assert all(r.error is None for r in res[:-1]), [r.error for r in res if r.error]
-    health, hour, defaults, shared, team, node, two_days, steps, day, halves, eff, assets, cloud, bad = res
+    health, hour, defaults, shared, idle_alone, team, node, two_days, steps, day, halves, eff, assets, cloud, bad = res
     assert health.data == {"reachable": True, "status_code": 200, "ok": True, "has_allocation_data": True}
 
     [got] = hour.data
@@ -197,6 +199,8 @@ def test_mcp_server_allocation_tools(stack: Stack) -> None:
     # ml 0.10, batch 0.05 of 0.25) and ram idle 0.08 by ram cost (shop 0.03, ml 0.04, batch 0.01 of 0.08):
     # shop 0.13 + 0.06 + 0.03, ml 0.14 + 0.06 + 0.04, batch 0.06 + 0.03 + 0.01.
     assert totals(shared.data[0]) == scaled({"shop": 0.22, "ml": 0.24, "batch": 0.10}, 1)
+    # shareIdle without includeIdle: no idle to share, the allocated cost only
+    assert totals(idle_alone.data[0]) == scaled({"shop": 0.13, "ml": 0.14, "batch": 0.06}, 1)
 
     assert totals(team.data[0]) == scaled({"shop": 0.13, "ml": 0.14, "__unallocated__": 0.06, "__idle__": 0.23}, 1)
     assert totals(node.data[0]) == scaled({"n1": 0.13, "n2": 0.20, "__idle__": 0.23}, 1)

@@ -130,6 +130,8 @@ class CostResult:
     # Physical GPU-seconds and cost per (namespace, node, pod, container): what pod-level rows split GPU
     # cost by (a MIG slice or a time-sliced replica is a fraction of a device, not one advertised unit).
     gpu_pods: dict[tuple[str, str, str, str], GpuPodCost] = field(default_factory=dict)
+    # Each volume's byte-seconds and cost per (namespace, PV): what OpenCost itemises as an allocation's `pvs`.
+    pv_parts: dict[tuple[str, str], tuple[float, float]] = field(default_factory=dict)
 
     @property
     def total_cost(self) -> float:
@@ -150,6 +152,9 @@ class CostResult:
             self.costs[ek] = self.costs.get(ek, 0.0) + v
         for pk, v in other.pools.items():
             self.pools[pk] = self.pools.get(pk, 0.0) + v
+        for vk, (b, c) in other.pv_parts.items():
+            b0, c0 = self.pv_parts.get(vk, (0.0, 0.0))
+            self.pv_parts[vk] = (b0 + b, c0 + c)
         for gk, g in other.gpu_pods.items():
             self.gpu_pods.setdefault(gk, GpuPodCost()).add(g)
         self.rates.update(other.rates)
@@ -207,6 +212,8 @@ def add_assets(result: CostResult, assets: Iterable[AssetCost], owner: Callable[
         setattr(line, _ASSET_FIELD[a.resource], getattr(line, _ASSET_FIELD[a.resource]) + a.cost)
         if a.resource == "storage":
             line.pv_byte_seconds += a.quantity
+            b, c = result.pv_parts.get((a.namespace, a.asset), (0.0, 0.0))
+            result.pv_parts[(a.namespace, a.asset)] = (b + a.quantity, c + a.cost)
         key = (a.asset, a.resource)
         result.asset_cost[key] = result.asset_cost.get(key, 0.0) + a.cost
 

@@ -48,6 +48,8 @@ class BillPrices:
     asset_factors: dict[str, float] = field(default_factory=dict)
     extra_fixed: dict[str, float] = field(default_factory=dict)
 
+USAGE_MAX_NAMESPACES = 50  # namespaces per max-usage query (rawAllocationOnly)
+
 
 class Granularity(Protocol):
     """Rows below (namespace, node), asked for explicitly (exporter/outputs/podrows.py): told the window, then
@@ -226,6 +228,26 @@ class Pipeline:
             with handed_on():  # its rows go out batch by batch: the piece cannot be asked again
                 detail.add_segment(self, w, q, meta, owners, result, scales)
         return result
+
+    def usage_max(self, window: Window, wanted: set[tuple[str, str, str]], cancel: threading.Event | None = None
+                  ) -> dict[tuple[str, str, str], dict[str, float]]:
+        """(namespace, pod, container) -> the highest cpu and memory usage over the window, for the `wanted`
+        containers only: chunk by chunk (a month of 1-minute points in one subquery would be 43,200 per
+        container) and USAGE_MAX_NAMESPACES namespaces at a time, so no answer holds every container."""
+        out: dict[tuple[str, str, str], dict[str, float]] = {}
+        namespaces = sorted({ns for ns, _p, _c in wanted})
+        for i in range(0, len(namespaces), USAGE_MAX_NAMESPACES):
+            q = self.queries.scoped(namespaces[i:i + USAGE_MAX_NAMESPACES])
+            for piece in window.chunks(self.chunk):
+                if cancel is not None and cancel.is_set():
+                    return out
+                for res in ("cpu", "memory"):
+                    for labels, v in self.client.query(q.usage_max(res, piece.seconds), float(piece.end)):
+                        key = (labels.get("namespace", ""), labels.get("pod", ""), labels.get("container", ""))
+                        if key in wanted:
+                            seen = out.setdefault(key, {})
+                            seen[res] = max(seen.get(res, v), v)
+        return out
 
     def _warn(self, text: str, kind: str = "other") -> None:
         self.warnings.warn(kind, text)

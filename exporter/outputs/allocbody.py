@@ -17,7 +17,7 @@ from typing import Any
 
 from exporter.core.allocation import CostResult
 from exporter.core.coverage import Coverage
-from exporter.outputs.allocitem import api_item
+from exporter.outputs.allocitem import api_item, pv_allocations
 from exporter.outputs.allocrows import Group, aggregate, build_rows, properties_json, proportional_costs
 from exporter.outputs.opencost_api import AllocationQuery, AllocationSet
 
@@ -35,11 +35,24 @@ class SetGroups:
     bounds: tuple[int, int]
     cluster: str
     node_cost: Mapping[tuple[str, str], float] | None = None
+    kubernetes_keys: bool = False  # labelKeys=kubernetes: label and annotation keys as Kubernetes spells them
+    usage_max: Mapping[tuple[str, str, str], Mapping[str, float]] | None = None  # pod-level answers only
 
     def items(self) -> Iterator[tuple[str, dict[str, Any]]]:
         for name, g in sorted(self.groups.items()):
             proportional = None if self.node_cost is None else proportional_costs(g, self.node_cost, self.cluster)
-            yield name, api_item(name, g.row, self.start, self.end, self.bounds, properties_json(g), proportional)
+            props = properties_json(g, self.kubernetes_keys)
+            yield name, api_item(name, g.row, self.start, self.end, self.bounds, props, proportional,
+                                 pv_allocations(g.pvs, self.cluster), self.raw_only(g))
+
+    def raw_only(self, g: Group) -> dict[str, float] | None:
+        """OpenCost's rawAllocationOnly: max usage, which only an allocation of one container has (a maximum
+        of several containers' sum is not the sum of their maxima); null otherwise, and with no usage seen."""
+        p = g.props
+        peak = self.usage_max.get((p.namespace, p.pod, p.container)) if self.usage_max and p.container else None
+        if not peak:
+            return None
+        return {"cpuCoreUsageMax": peak.get("cpu", 0.0), "ramByteUsageMax": peak.get("memory", 0.0)}
 
     def encode(self) -> Iterator[bytes]:
         """`{"name": {...}, ...}` as json.dumps writes it, in pieces of about FLUSH_BYTES."""
@@ -99,4 +112,4 @@ def set_data(groups: Mapping[str, Group], result: CostResult, s: AllocationSet, 
              cluster: str) -> dict[str, Any]:
     """One set of the answer: name -> OpenCost allocation."""
     return dict(SetGroups(groups, result.start, result.end, (s.bounds.start, s.bounds.end), cluster,
-                          result.node_cost if query.proportional else None).items())
+                          result.node_cost if query.proportional else None, query.kubernetes_keys).items())

@@ -22,6 +22,7 @@ from typing import Any
 
 from exporter.core.names import UNALLOCATED
 from exporter.vocab.errors import ConfigError
+from exporter.vocab.labels import either_key
 
 # Operators, longest first so that '!~>:' is not read as '!~' + '>:'.
 _OPS = {"!~>:": ("suffix", True), "!<~:": ("prefix", True), "!~:": ("contains", True), "~>:": ("suffix", False),
@@ -94,7 +95,7 @@ class Compare:
             m: Mapping[str, str] = getattr(p, self.schema.maps[self.field])
             if self.key is None:  # on the keys: `label:"app"` means the label is set
                 return _test(self.op, list(m), value, slice_=True)
-            return _test(self.op, [m.get(self.key, "")], value)
+            return _test(self.op, [either_key(m, self.key) or ""], value)
         if self.field in self.schema.lists:
             return _test(self.op, list(getattr(p, self.field)), value, slice_=True)
         return _test(self.op, [getattr(p, self.field)], value)

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -76,8 +77,18 @@ _ZERO_FIELDS = ("cpuCostAdjustment", "gpuCostAdjustment", "ramCostAdjustment", "
                 "networkReceiveBytes", "networkCrossZoneCost", "networkCrossRegionCost", "networkInternetCost")
 
 
+def pv_allocations(pvs: Mapping[str, tuple[float, float]] | None, cluster: str) -> dict[str, Any] | None:
+    """OpenCost's PVAllocations: keyed by its PVKey's text (`cluster=<c>:name=<pv>`), byte-hours and cost per
+    volume; null when the allocation holds no volume, as OpenCost writes it."""
+    if not pvs:
+        return None
+    return {f"cluster={cluster}:name={pv}": {"byteHours": b / 3600, "cost": c, "providerID": "", "adjustment": 0.0}
+            for pv, (b, c) in sorted(pvs.items())}
+
+
 def api_item(name: str, row: Row, start: int, end: int, bounds: tuple[int, int],
-             properties: dict[str, Any], proportional: dict[str, Any] | None = None) -> dict[str, Any]:
+             properties: dict[str, Any], proportional: dict[str, Any] | None = None,
+             pvs: dict[str, Any] | None = None, raw: dict[str, float] | None = None) -> dict[str, Any]:
     """One allocation as OpenCost's /allocation serialises it: `properties`, the set's `window`, and
     every documented field (those with no meaning here are 0)."""
     item = allocation_item(name, row, start, end)
@@ -87,8 +98,8 @@ def api_item(name: str, row: Row, start: int, end: int, bounds: tuple[int, int],
     out.update(item)
     out.update(dict.fromkeys(_ZERO_FIELDS, 0.0))
     out["pvBytes"] = row.line.pv_byte_seconds / 3600 / hours
-    out["pvs"] = None
-    out["rawAllocationOnly"] = None
+    out["pvs"] = pvs
+    out["rawAllocationOnly"] = raw
     if proportional is not None:
         out["proportionalAssetResourceCosts"] = proportional
     return out

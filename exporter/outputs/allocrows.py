@@ -19,7 +19,7 @@ from exporter.core.names import IDLE, UNALLOCATED, UNATTRIBUTED, is_pseudo
 from exporter.outputs.allocfilter import Node, Props
 from exporter.outputs.allocitem import Row
 from exporter.outputs.opencost_api import AggKey
-from exporter.vocab.labels import ksm_label
+from exporter.vocab.labels import either_key, prom_key
 
 _RES_COST = {"cpu": "cpu_cost", "memory": "ram_cost", "gpu": "gpu_cost", "storage": "pv_cost",
              "load_balancer": "lb_cost", "network": "network_cost"}
@@ -34,6 +34,7 @@ class AllocRow:
     attrs: tuple[str, ...] = ()  # the owner (attribution values) of the cost-table row it comes from
     namespace_annotations: Mapping[str, str] | None = None  # set on pod rows, whose annotations are the pod's
     moved: bool = False  # what sharing moved to this owner (shared cost, shared idle): no node
+    pvs: Mapping[str, tuple[float, float]] | None = None  # PV -> (byte-seconds, cost) of a volume row
 
 
 def _labels(attrs: tuple[str, ...], keys: tuple[str, ...]) -> dict[str, str]:
@@ -77,6 +78,9 @@ class RowBuilder:
             for res, c in line.cost_by_resource().items():
                 self.table_sum[(ns, attrs, res)] = self.table_sum.get((ns, attrs, res), 0.0) + c
         self.owner_labels: dict[tuple[str, ...], dict[str, str]] = {}  # one dict per owner, read-only, shared
+        self.volumes: dict[str, dict[str, tuple[float, float]]] = {}  # namespace -> PV -> (byte-seconds, cost)
+        for (ns, pv), part in sorted(result.pv_parts.items()):
+            self.volumes.setdefault(ns, {})[pv] = part
 
     def _props(self, ns: str, node: str, attrs: tuple[str, ...]) -> Props:
         real = "" if is_pseudo(ns) else ns
@@ -107,7 +111,11 @@ class RowBuilder:
             if ns == IDLE:  # idle has no requests or usage; keep the allocated-capacity quantities
                 r.line = Line(cpu_core_seconds=line.cpu_core_seconds, ram_byte_seconds=line.ram_byte_seconds,
                               gpu_seconds=line.gpu_seconds)
-            yield self._row(ns, node, attrs, r)
+            row = self._row(ns, node, attrs, r)
+            if not node and line.pv_cost and ns in self.volumes:  # the namespace's volumes, kept as its pvCost is
+                kept_share = r.cost["storage"] / line.pv_cost
+                row.pvs = {pv: (b, c * kept_share) for pv, (b, c) in self.volumes[ns].items()}
+            yield row
 
     def nodeless(self) -> list[AllocRow]:
         """What sharing moved to each owner; fixed costs no tenant could take, and kept entries with no table
@@ -129,9 +137,8 @@ def _value(row: AllocRow, key: AggKey) -> str:
         return f"{p.controllerKind}:{p.controller}" if p.controller else ""
     if key.kind == "service":  # OpenCost groups a pod behind several Services under its first one
         return p.services[0] if p.services else ""
-    source = p.labels if key.kind == "label" else p.annotations
     # Pod rows keep labels and annotations as kube-state-metrics spells them (app_kubernetes_io_name).
-    return source.get(key.key, "") or source.get(ksm_label(key.key)[6:], "")
+    return either_key(p.labels if key.kind == "label" else p.annotations, key.key) or ""
 
 
 def row_group_name(row: AllocRow, keys: list[AggKey]) -> str:
@@ -174,7 +181,7 @@ class Group:
     the cost per resource, then shared cost), not a Row of float objects: a pod-level answer holds a group
     per pod. `row` builds the Row when it is read."""
 
-    __slots__ = ("by_node", "namespace_annotations", "namespace_labels", "props", "values")
+    __slots__ = ("by_node", "namespace_annotations", "namespace_labels", "props", "pvs", "values")
 
     def __init__(self, props: Props, row: Row, namespace_labels: Mapping[str, str],
                  by_node: dict[str, dict[str, float]] | None = None,
@@ -186,6 +193,7 @@ class Group:
         self.namespace_labels = namespace_labels
         self.by_node = by_node if by_node is not None else {}  # node -> cpu/memory/gpu cost on it
         self.namespace_annotations = namespace_annotations  # None: the same as props.annotations
+        self.pvs: dict[str, tuple[float, float]] | None = None  # PV -> (byte-seconds, cost), as OpenCost's `pvs`
 
     def add(self, row: Row) -> None:
         v, line = self.values, row.line
@@ -238,30 +246,40 @@ def add_rows(out: dict[str, Group], rows: Iterable[AllocRow], keys: list[AggKey]
                 theirs = r.props.annotations if ns_notes is None else ns_notes
                 g.namespace_annotations = _common(mine, theirs)
         g.add(r.row)
+        if r.pvs:
+            g.pvs = g.pvs if g.pvs is not None else {}
+            for pv, (b, c) in r.pvs.items():
+                b0, c0 = g.pvs.get(pv, (0.0, 0.0))
+                g.pvs[pv] = (b0 + b, c0 + c)
         if by_node and r.props.node:
             on = g.by_node.setdefault(r.props.node, dict.fromkeys(("cpu", "memory", "gpu"), 0.0))
             for res in on:
                 on[res] += r.row.cost[res]
 
 
-def properties_json(g: Group) -> dict[str, Any]:
-    """OpenCost's `properties`: only what every aggregated item shares, empty values left out."""
+def _keys(values: Mapping[str, str], kubernetes: bool) -> dict[str, str]:
+    return dict(values) if kubernetes else {prom_key(k): v for k, v in values.items()}
+
+
+def properties_json(g: Group, kubernetes_keys: bool = False) -> dict[str, Any]:
+    """OpenCost's `properties`: only what every aggregated item shares, empty values left out. Label and
+    annotation keys in OpenCost's sanitised spelling (cost_center), or as Kubernetes spells them."""
     p = g.props
     out: dict[str, Any] = {f.name: getattr(p, f.name) for f in fields(Props)
                            if f.name not in ("labels", "annotations", "services") and getattr(p, f.name)}
     if p.services:
         out["services"] = list(p.services)
     if p.labels:
-        out["labels"] = dict(p.labels)
+        out["labels"] = _keys(p.labels, kubernetes_keys)
     if g.namespace_labels:
-        out["namespaceLabels"] = dict(g.namespace_labels)
+        out["namespaceLabels"] = _keys(g.namespace_labels, kubernetes_keys)
     # Namespace-level rows carry the namespace's annotations only, so both of OpenCost's names hold them;
     # pod rows carry the pod's over the namespace's in `annotations`.
     ns_notes = p.annotations if g.namespace_annotations is None else g.namespace_annotations
     if p.annotations:
-        out["annotations"] = dict(p.annotations)
+        out["annotations"] = _keys(p.annotations, kubernetes_keys)
     if ns_notes:
-        out["namespaceAnnotations"] = dict(ns_notes)
+        out["namespaceAnnotations"] = _keys(ns_notes, kubernetes_keys)
     return out
 
 

@@ -17,7 +17,7 @@ from exporter.core.window import LATEST, Window, check_bounds, iso, parse_window
 from exporter.outputs.allocfilter import Node, comparisons, parse_filter
 from exporter.vocab.durations import parse_duration
 from exporter.vocab.errors import ConfigError
-from exporter.vocab.labels import aggregate_parts, ksm_label
+from exporter.vocab.labels import aggregate_parts, ksm_label, prom_key
 
 # Aggregate keys answered from namespace-level rows; the others need pod-level rows (exporter/outputs/podrows.py).
 NAMESPACE_KINDS = ("cluster", "node", "namespace")
@@ -58,10 +58,21 @@ class AllocationQuery:
     sharing: dict[str, object] = field(default_factory=dict)  # overrides of the `sharing` config section
     proportional: bool = False
     pod_level: bool = False  # some key or filter field needs rows below (namespace, node)
+    kubernetes_keys: bool = False  # labelKeys=kubernetes: properties' label keys as Kubernetes spells them
 
 
 def _utc(ts: float) -> datetime:
     return datetime.fromtimestamp(ts, tz=timezone.utc)
+
+
+def _rounded(n: int, unit: str, now: float) -> tuple[int, int]:
+    """OpenCost's bounds of a single-unit duration: `Nd`/`Nw` are whole days to the next midnight; `Nh`
+    and `Nm` end at the next whole hour/minute (chargeback's rounding, as it always answered them)."""
+    size = _UNIT[unit]
+    if unit == "w":
+        return (int(now) - n * size) // 86400 * 86400 + 86400, int(now) // 86400 * 86400 + 86400
+    end = -(-int(now) // size) * size if unit != "d" else (int(now) // 86400 + 1) * 86400
+    return end - n * size, end
 
 
 def api_window(text: str, now: float, step: int, allow_empty: bool = False) -> Window:
@@ -78,14 +89,7 @@ def api_window(text: str, now: float, step: int, allow_empty: bool = False) -> W
     n, unit = int(m.group(1)), m.group(2)
     if n <= 0:
         raise ConfigError(f"invalid window {text!r}: the duration must be positive")
-    size = _UNIT[unit]
-    if unit == "w":
-        day = int(now) // 86400 * 86400
-        end = day + 86400
-        start = (int(now) - n * size) // 86400 * 86400 + 86400
-    else:
-        end = -(-int(now) // size) * size if unit != "d" else (int(now) // 86400 + 1) * 86400
-        start = end - n * size
+    start, end = _rounded(n, unit, now)
     check_bounds(start, end, t)
     hi = min(end, int(now)) // step * step
     lo = start // step * step
@@ -94,6 +98,20 @@ def api_window(text: str, now: float, step: int, allow_empty: bool = False) -> W
         # here would fail a client's query only at some times of day; answer the trailing hour instead.
         return parse_window(t, now, step)
     return Window(lo, hi, step)
+
+
+def api_bounds(text: str, now: float, window: Window) -> Window:
+    """The set window OpenCost reports for `text` (core/pkg/opencost/window.go's parseWindow): `today` is
+    the whole day, single-unit durations their rounded bounds. Costs cover only `window`, which stops at
+    now (docs/api.md, "Windows and coverage"); a duration that fell back to its trailing span keeps it."""
+    t = text.strip().lower()
+    m = _OC_DURATION.match(t)
+    if t == "today":
+        return Window(window.start, int(now) // 86400 * 86400 + 86400, window.step)
+    if m is None:
+        return window
+    start, end = _rounded(int(m.group(1)), m.group(2), now)
+    return Window(window.start, end, window.step) if window.start == start // window.step * window.step else window
 
 
 def calendar_start(t: int, unit: str) -> int:
@@ -154,16 +172,20 @@ def parse_accumulate(text: str | None) -> str:
     raise ConfigError(f"accumulate={text!r}: use true, false, hour, day, week, month or quarter")
 
 
-def plan_sets(window: Window, step_text: str | None, accumulate: str, now: float) -> list[AllocationSet]:
+def plan_sets(window: Window, step_text: str | None, accumulate: str, now: float,
+              bounds: Window | None = None) -> list[AllocationSet]:
     """The sets OpenCost returns. none: one per step from the window's start (the last one cut at the
     window's end); all: one; hour/day/week/month/quarter: the calendar periods the window touches, whole
-    (OpenCost widens the query to them), each computed up to now at most."""
+    (OpenCost widens the query to them), each computed up to now at most. `bounds` is OpenCost's own set
+    window (api_bounds: `today` ends at midnight); the computed part stops at `window`'s end, and step sets
+    wholly after it (the rest of today) are left out."""
     last = int(now) // window.step * window.step
+    bounds = bounds or window
     sets: list[AllocationSet] = []
     if accumulate == "all" or not window.seconds:  # an empty window (`today` at 00:00:30) is one empty set
-        return [AllocationSet(window, window)]
+        return [AllocationSet(bounds, window)]
     if accumulate == "none":
-        step = parse_step(step_text, window)
+        step = parse_step(step_text, bounds)
         if -(-window.seconds // step) > MAX_SETS:
             raise ConfigError(f"step={step_text!r} makes more than {MAX_SETS} sets over this window; "
                               "use a longer step or a shorter window")
@@ -199,9 +221,11 @@ def parse_aggregate_keys(text: str, labels: Mapping[str, str]) -> tuple[list[Agg
             keys.append(AggKey(raw))
         elif raw.startswith(("label:", "annotation:")) and raw.split(":", 1)[1]:
             kind, key = raw.split(":", 1)
+            if kind == "label":  # either spelling of a configured key: cost_center is cost-center
+                key = next((k for k in labels.values() if prom_key(k) == prom_key(key)), key)
+                if key not in labels.values():
+                    labels[ksm_label(key)] = key
             keys.append(AggKey(kind, key))
-            if kind == "label" and key not in labels.values():
-                labels[ksm_label(key)] = key
         elif raw in labels:  # the project's aliases: team, cost_center, ...
             keys.append(AggKey("label", labels[raw]))
         else:
@@ -219,38 +243,56 @@ def _flag(query: Mapping[str, list[str]], name: str, default: bool | None = None
     return v.lower() in ("true", "1")
 
 
+def sharing_overrides(query: Mapping[str, list[str]], include_idle: bool) -> dict[str, object]:
+    """Each sharing parameter given replaces the configured value, an empty one included: `shareNamespaces=`
+    shares no namespace for this request (so kube-system's pods show in aggregate=pod). Idle exists only
+    with includeIdle, as in OpenCost, so without it shareIdle has nothing to share and is off."""
+    sharing: dict[str, object] = {}
+    for name in ("shareNamespaces", "shareLabels"):
+        if name in query:
+            sharing[name] = query[name][0]
+    split = query.get("shareSplit", [""])[0]
+    if split:
+        sharing["shareSplit"] = split
+    if "shareCost" in query:
+        try:
+            share_cost = float(query["shareCost"][0] or 0)
+        except ValueError as e:
+            raise ConfigError(f"shareCost={query['shareCost'][0]!r}: a monthly amount such as 30.42") from e
+        if not math.isfinite(share_cost):  # 1e999 is float infinity
+            raise ConfigError(f"shareCost={query['shareCost'][0]!r}: a finite monthly amount such as 30.42")
+        sharing["shareCost"] = share_cost
+    for name in ("shareIdle", "idleByNode"):
+        value = _flag(query, name)
+        if value is not None:
+            sharing[name] = value
+    if not include_idle:
+        sharing["shareIdle"] = False
+    if _flag(query, "shareTenancyCosts") is False:
+        sharing["sharedCosts"] = []  # the configured fixed costs (control plane, ...) are left out
+    return sharing
+
+
 def parse_query(query: Mapping[str, list[str]], labels: Mapping[str, str], now: float,
                 step: int) -> AllocationQuery:
     """Every OpenCost /allocation parameter this engine answers, validated; bad ones raise ConfigError."""
     def arg(name: str) -> str | None:
         return query.get(name, [None])[0]
 
-    window = api_window(arg("window") or "24h", now, step, allow_empty=True)
+    text = arg("window") or "24h"
+    window = api_window(text, now, step, allow_empty=True)
     accumulate = parse_accumulate(arg("accumulate"))
     keys, labels = parse_aggregate_keys(arg("aggregate") or "namespace", labels)
     aliases = {name: key for name, key in labels.items()}
     node = parse_filter(arg("filter") or "", aliases)
     pod_level = (any(k.kind in POD_KINDS or k.kind == "annotation" for k in keys)
                  or any(c.field in POD_FIELDS for c in (comparisons(node) if node is not None else [])))
-    sharing: dict[str, object] = {}
-    for name in ("shareNamespaces", "shareSplit", "shareLabels"):
-        if arg(name):
-            sharing[name] = arg(name)
-    if arg("shareCost"):
-        try:
-            share_cost = float(arg("shareCost") or 0)
-        except ValueError as e:
-            raise ConfigError(f"shareCost={arg('shareCost')!r}: a monthly amount such as 30.42") from e
-        if not math.isfinite(share_cost):  # 1e999 is float infinity
-            raise ConfigError(f"shareCost={arg('shareCost')!r}: a finite monthly amount such as 30.42")
-        sharing["shareCost"] = share_cost
-    for name in ("shareIdle", "idleByNode"):
-        value = _flag(query, name)
-        if value is not None:
-            sharing[name] = value
-    if _flag(query, "shareTenancyCosts") is False:
-        sharing["sharedCosts"] = []  # the configured fixed costs (control plane, ...) are left out
-    include_idle = _flag(query, "includeIdle", _flag(query, "idle", True))
-    return AllocationQuery(plan_sets(window, arg("step"), accumulate, now), keys, labels, node,
-                           bool(include_idle), sharing, bool(_flag(query, "includeProportionalAssetResourceCosts")),
-                           pod_level)
+    include_idle = bool(_flag(query, "includeIdle", _flag(query, "idle", False)))
+    sharing = sharing_overrides(query, include_idle)
+    sets = plan_sets(window, arg("step"), accumulate, now, api_bounds(text, now, window))
+    spelling = (arg("labelKeys") or "opencost").strip().lower()
+    if spelling not in ("opencost", "kubernetes"):
+        raise ConfigError(f"labelKeys={arg('labelKeys')!r}: use opencost (cost_center) or kubernetes (cost-center)")
+    return AllocationQuery(sets, keys, labels, node, include_idle, sharing,
+                           bool(_flag(query, "includeProportionalAssetResourceCosts")), pod_level,
+                           spelling == "kubernetes")

@@ -364,10 +364,13 @@ def response(pipeline: Pipeline, query: AllocationQuery, label_keys: tuple[str, 
         grain = PodGranularity(query.aggregate, query.filter, query.include_idle, label_keys, cluster,
                                by_node=query.proportional)
         result = pipeline.compute(s.compute, cancel=cancel, granularity=grain)
+        one = {(g.props.namespace, g.props.pod, g.props.container) for g in grain.groups.values() if g.props.container}
+        peaks = pipeline.usage_max(s.compute, one, cancel) if one else None
         if body.last is not None:
             body.done.append(b"".join(body.last.encode()))
         body.last = SetGroups(finish(grain.groups), result.start, result.end, (s.bounds.start, s.bounds.end),
-                              cluster, result.node_cost if query.proportional else None)
+                              cluster, result.node_cost if query.proportional else None, query.kubernetes_keys,
+                              peaks)
         coverage.merge(result.coverage)
         del grain, result
     span = (query.sets[0].compute.start, query.sets[-1].compute.end) if query.sets else None

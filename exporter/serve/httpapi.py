@@ -45,6 +45,9 @@ Send = Callable[[MutableMapping[str, Any]], Any]
 
 # OpenCost's path, its older one, and Kubecost's (same handler, same parameters).
 ALLOCATION_PATHS = ("/allocation", "/allocation/compute", "/model/allocation")
+# OpenCost's /allocation/summary (and its alias /allocation/compute/summary) and its topline.
+SUMMARY_PATHS = {f"{p}{s}": s.endswith("topline") for p in ("", "/model") for s in
+                 ("/allocation/summary", "/allocation/compute/summary", "/allocation/summary/topline")}
 # OpenCost's web UI pages: path (also under /model) -> (Exporter method, what it answers)
 OPENCOST_PAGES = {**{f"/cloudCost/{k}": ("cloud_view", k.rpartition("/")[2])
                      for k in ("view/table", "view/totals", "view/graph", "status")},
@@ -103,11 +106,11 @@ class Api:
             await self.mcp(scope, receive, send)
             return
         else:
-            answer = await self.get(path, parse_qs(scope["query_string"].decode("latin-1")), headers)
+            answer = await self.get(path, scope["query_string"].decode("latin-1"), headers)
         await answer(scope, receive, send)
 
-    async def get(self, path: str, query: dict[str, list[str]], headers: Headers) -> Response:
-        ex = self.exporter
+    async def get(self, path: str, raw_query: str, headers: Headers) -> Response:
+        ex, query = self.exporter, parse_qs(raw_query)
         if path == "/metrics":
             encoder, ctype = choose_encoder(headers.get("accept", ""))
             body = await asyncio.get_running_loop().run_in_executor(self.probes, encoder, ex.registry)
@@ -118,8 +121,12 @@ class Api:
                                               "accruedUntil": ex.ledger.watermark, "lastProgress": int(ex.progress_at)})
         if path == "/readyz":
             return _json(200 if ex.health.up else 503, {"up": ex.health.up, "lastError": ex.health.last_error})
-        if path in ALLOCATION_PATHS:
-            return await self.compute(path, lambda cancel: ex.allocation_body(query, cancel))
+        if path in ALLOCATION_PATHS or path in SUMMARY_PATHS:  # blank values kept: `shareNamespaces=` turns sharing off
+            kept = parse_qs(raw_query, keep_blank_values=True)
+            if path in ALLOCATION_PATHS:
+                return await self.compute(path, lambda cancel: ex.allocation_body(kept, cancel))
+            top = SUMMARY_PATHS[path]
+            return await self.compute(path, lambda cancel: ex.allocation_summary(kept, cancel, topline=top))
         if path in ("/assets", "/model/assets", "/cloudCost", "/model/cloudCost"):
             fn = ex.assets if path.endswith("/assets") else ex.cloud_costs
             return await self.compute(path, lambda cancel: fn(query, cancel))

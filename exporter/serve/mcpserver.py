@@ -127,7 +127,8 @@ def build_server(exporter: Exporter, admission: Admission) -> MCPServer:
                 "Comma-separated keys: cluster, node, namespace, controllerKind, controller, service, pod, "
                 "container, label:<k>, annotation:<k>, team, cost_center."))] = "namespace",
             step: StepArg = None, accumulate: AccumulateArg = None, filter: FilterArg = None,
-            include_idle: Annotated[bool | None, Field(description="Show idle cost as __idle__ (default).")] = None,
+            include_idle: Annotated[bool | None, Field(
+                description="Show idle cost as __idle__ (off by default, as in OpenCost).")] = None,
             share_idle: Annotated[bool | None, Field(description="Spread idle cost over tenants.")] = None,
             share_namespaces: Annotated[str | None, Field(description=(
                 "Comma-separated namespaces whose cost is shared over the others, e.g. kube-system."))] = None,

@@ -26,7 +26,7 @@ from exporter.engine.warnlog import WarningLog
 from exporter.outputs.allocbody import AllocationBody
 from exporter.outputs.allocbody import response as allocation_sets
 from exporter.outputs.allocrows import cluster_name
-from exporter.outputs.opencost_api import parse_query
+from exporter.outputs.opencost_api import AllocationQuery, parse_query
 from exporter.serve.accrual import Ledger, PeriodKey, batch_from
 from exporter.serve.collector import ChargebackCollector, Health
 from exporter.serve.leader import LeaseElector
@@ -299,7 +299,22 @@ class Exporter:
                         now: float | None = None) -> dict[str, Any] | AllocationBody:
         """OpenCost's /allocation (windows, step, accumulate, aggregate, filter), with Kubecost's sharing
         parameters: one `Pipeline.compute` per set (exporter/outputs/opencost_api.py plans them)."""
-        q = parse_query(query, self.cfg.attribution.labels, time.time() if now is None else now, self.step)
+        return self._allocation_body(self.parse_allocation(query, now), cancel)
+
+    def parse_allocation(self, query: dict[str, list[str]], now: float | None = None) -> AllocationQuery:
+        return parse_query(query, self.cfg.attribution.labels, time.time() if now is None else now, self.step)
+
+    def allocation_summary(self, query: dict[str, list[str]], cancel: threading.Event | None = None,
+                           now: float | None = None, topline: bool = False) -> dict[str, Any]:
+        """OpenCost's /allocation/summary (or its topline) from /allocation's answer to the same query."""
+        from exporter.outputs.allocsummary import summary_response, topline_response
+
+        q = self.parse_allocation(query, now)
+        body = self._allocation_body(q, cancel)
+        whole = body.to_json() if isinstance(body, AllocationBody) else body
+        return (topline_response if topline else summary_response)(whole, q.sets)
+
+    def _allocation_body(self, q: AllocationQuery, cancel: threading.Event | None) -> dict[str, Any] | AllocationBody:
         cfg = override(self.cfg, "sharing", **q.sharing) if q.sharing else self.cfg
         cfg = override(cfg, "attribution", labels=q.labels)
         if q.sets:

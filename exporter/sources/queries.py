@@ -184,6 +184,11 @@ class Queries:
     def usage(self, resource: str) -> str:
         return f"max by (namespace, pod, container) ({self.cadvisor_usage(resource)})"
 
+    def usage_max(self, resource: str, chunk_seconds: int) -> str:
+        """Each container's highest usage (cores, bytes) at the resolution's steps over a chunk: what OpenCost
+        reports as rawAllocationOnly's cpuCoreUsageMax and ramByteUsageMax. A view, not a cost."""
+        return f"max_over_time(({self.usage(resource)}){self._sub(chunk_seconds)})"
+
     def allocation(self, resource: str) -> str:
         """Per-container allocated quantity under the configured policy (GPU: always requests)."""
         req = self.request(resource)

@@ -14,7 +14,21 @@ UsageKey = tuple[str, str, Attrs, str]  # (namespace, node, attribution, resourc
 
 def ksm_label(key: str) -> str:
     """A Kubernetes label key as kube-state-metrics exports it on kube_node_labels."""
-    return "label_" + re.sub(r"[^a-zA-Z0-9_]", "_", key)
+    return "label_" + prom_key(key)
+
+
+def prom_key(key: str) -> str:
+    """A label or annotation key as OpenCost spells it: Prometheus's sanitised form (`cost-center` is
+    `cost_center`, `chargeback.io/budget-monthly` is `chargeback_io_budget_monthly`)."""
+    return re.sub(r"[^a-zA-Z0-9_]", "_", key)
+
+
+def either_key(values: Mapping[str, str], key: str) -> str | None:
+    """The value under `key` in either spelling, Kubernetes's or OpenCost's, whichever `values` holds."""
+    if key in values:
+        return values[key]
+    want = prom_key(key)
+    return next((v for k, v in values.items() if prom_key(k) == want), None)
 
 
 @dataclass(frozen=True)
