@@ -57,7 +57,8 @@ def test_probes_hold_under_slow_drips_and_an_api_burst(day_prom: tuple[Prometheu
             with ThreadPoolExecutor(50) as pool:
                 answers = list(pool.map(
                     lambda _i: requests.get(f"{s.url}/allocation/compute",
-                                            params={"window": window_arg(t0 - DAY, 24), "aggregate": "namespace"},
+                                            params={"window": window_arg(t0 - DAY, 24), "aggregate": "namespace",
+                                                    "includeIdle": "true"},
                                             timeout=60), range(50)))
             while time.monotonic() - started < LOAD_SECONDS:
                 time.sleep(0.5)

@@ -140,8 +140,10 @@ class Admission:
         """`run` for the event loop: the caller waits without holding a thread; a caller that goes away
         (its task cancelled) stops the worker at its next chunk, as a deadline does."""
         fut, cancel = self._submit(job)
+        result = asyncio.wrap_future(fut)
+        result.add_done_callback(lambda f: f.cancelled() or f.exception())  # read even when nobody waits any more
         try:
-            return await asyncio.wait_for(asyncio.shield(asyncio.wrap_future(fut)), self.timeout)
+            return await asyncio.wait_for(asyncio.shield(result), self.timeout)
         except TimeoutError:
             cancel.set()
             raise self._late() from None
