@@ -18,8 +18,10 @@ from pathlib import Path
 
 import requests
 import yaml
+from tabulate import tabulate
 
 from demo.clusters import demo_cluster, with_gpu_nodes
+from demo.energy import with_kepler
 from demo.localprom import PrometheusServer, backfill, backfill_rules, free_port
 from demo.synthetic import Cluster, Dcgm, exposition, with_dcgm
 from exporter.config.schema import parse_config
@@ -31,7 +33,7 @@ from exporter.core.window import iso, parse_window
 from exporter.engine.pipeline import Pipeline
 from exporter.mixin.budgets import Budget, allocation_config, allocation_group_only
 from exporter.mixin.budgets import render as render_rules
-from exporter.outputs.formatters import to_table
+from exporter.outputs.formatters import allocation_response, to_table
 from exporter.outputs.reconcile import inventory, reconcile
 from exporter.outputs.reconcile import to_table as reconcile_table
 from exporter.outputs.report import make_report
@@ -65,6 +67,8 @@ DEMO_CONFIG: dict[str, object] = {
         "shareLabels": {"platform": "true"},
     },
     "attribution": {"source": "prometheus"},
+    # The demo's nodes carry no region label: their grid intensity is us-east-1's (CCF), as their zones say.
+    "energy": {"gridIntensity": {"default": 379.069}},
 }
 
 
@@ -95,6 +99,8 @@ def main(root: Path = Path(".demo")) -> None:
     # Plus three GPU nodes: an A100 in MIG slices and a time-sliced L4 shared by ml and search, eight H100s.
     cluster = with_gpu_nodes(with_dcgm(demo_cluster(ksm_gap_at=now - 6 * 3600), util=0.12, fb_mib=6144,
                                        dcgm=Dcgm("Tesla V100-SXM2-16GB", 16384)))
+    # Kepler on four general nodes (two of each metric generation); the others' energy is estimated.
+    cluster = with_kepler(cluster, ("ip-10-0-1-1", "ip-10-0-1-2"), ("ip-10-0-1-3", "ip-10-0-1-4"))
     history_start = now - 86400 - 1800
     print(f"backfilling 24h of a six-team cluster ({len(cluster.nodes)} nodes, {len(cluster.pods)} pods)...",
           flush=True)
@@ -157,6 +163,8 @@ def main(root: Path = Path(".demo")) -> None:
     print()
     print(gpu_sharing(result))
     print()
+    print(energy_table(result, attrs))
+    print()
     print(f"Reconciliation against the sample FOCUS bill the demo wrote and configured ({bill_path}):")
     client = PrometheusClient(cfg.prometheus)
     window = parse_window("24h", now, 60)
@@ -199,6 +207,16 @@ Ctrl-C stops everything.""", flush=True)
         exporter.terminate()
         exporter.wait(10)
         prom.stop()
+
+
+def energy_table(result: CostResult, attrs: tuple[str, ...]) -> str:
+    """Energy and carbon by team (docs/energy-and-carbon.md), from the same result as the cost tables."""
+    data = allocation_response(result, ["team"], attrs)["data"][0]
+    rows = sorted(((n, r["energyKWh"], r["carbonGrams"] / 1000) for n, r in data.items()), key=lambda r: -r[1])
+    sources = sorted({f"{n}: {s}" for n, s in result.energy.node_source.items()})
+    return ("Energy and carbon by team, last 24 h (measured by Kepler on four nodes, estimated on the others):\n"
+            + tabulate(rows, headers=["team", "energy kWh", "carbon kg CO2e"], floatfmt=".3f")
+            + f"\n(node sources: {', '.join(sources)})")
 
 
 def gpu_sharing(result: CostResult) -> str:

@@ -135,7 +135,11 @@ def test_report_csv_markdown_and_slack(hostile_prom: Any, tmp_path: Path) -> Non
         assert got["'" + FORMULA] == pytest.approx(TEAM_COST, rel=REL) and got[PIPE] == pytest.approx(TEAM_COST)
 
         md = cli("report", "--config", cfg, "--window", w, "--by", "team")
-        table = [line for line in md.splitlines() if line.startswith("| ")]
+        groups_md, energy_md = md.split("\n## Energy and carbon\n")  # the group table, then energy's own
+        table = [line for line in groups_md.splitlines() if line.startswith("| ")]
+        energy = [line for line in energy_md.splitlines() if line.startswith("| ")]
+        assert len(energy) == len(table) and all(len(re.findall(r"(?<!\\)\|", line.replace("\\\\", ""))) == 4
+                                                 for line in energy), energy
         assert len(table) == 1 + len(HOSTILE) + 1  # the head, a row per team, __unattributed__ or idle
         for line in table:  # ten columns: eleven pipes that are not escaped
             assert len(re.findall(r"(?<!\\)\|", line.replace("\\\\", ""))) == 11, line

@@ -15,6 +15,7 @@ from urllib.parse import urlsplit
 import promql_parser
 from pydantic import Field, ValidationInfo, field_validator, model_validator
 
+from exporter.config.energy import EnergyConfig
 from exporter.config.gpu import GpuConfig
 from exporter.config.model import Duration, read_yaml, valid_duration, validated
 from exporter.config.model import StrictModel as _Model
@@ -359,6 +360,7 @@ class Config(_Model):
     reconciliation: Reconciliation = Field(default_factory=Reconciliation)
     api: Api = Field(default_factory=Api)
     gpu: GpuConfig = Field(default_factory=GpuConfig)
+    energy: EnergyConfig = Field(default_factory=EnergyConfig)
 
     @model_validator(mode="after")
     def _fixed_by_known_label(self) -> Config:

@@ -16,6 +16,7 @@ from functools import cache
 
 from exporter.core.assets import AssetCost
 from exporter.core.coverage import Coverage
+from exporter.core.energy import EnergyResult
 from exporter.core.gpu import GpuHeld, GpuPodCost
 from exporter.core.names import IDLE
 from exporter.core.pricing import GIB, NodeFacts, NodeRates
@@ -130,6 +131,8 @@ class CostResult:
     # Physical GPU-seconds and cost per (namespace, node, pod, container): what pod-level rows split GPU
     # cost by (a MIG slice or a time-sliced replica is a fraction of a device, not one advertised unit).
     gpu_pods: dict[tuple[str, str, str, str], GpuPodCost] = field(default_factory=dict)
+    # Energy (J) and carbon (gCO2e) per tenant, a separate quantity from cost (exporter/core/energy.py).
+    energy: EnergyResult = field(default_factory=EnergyResult)
     # Each volume's byte-seconds and cost per (namespace, PV): what OpenCost itemises as an allocation's `pvs`.
     pv_parts: dict[tuple[str, str], tuple[float, float]] = field(default_factory=dict)
 
@@ -157,6 +160,7 @@ class CostResult:
             self.pv_parts[vk] = (b0 + b, c0 + c)
         for gk, g in other.gpu_pods.items():
             self.gpu_pods.setdefault(gk, GpuPodCost()).add(g)
+        self.energy.merge(other.energy)
         self.rates.update(other.rates)
         self.nodes.update(other.nodes)
         self.coverage.merge(other.coverage)

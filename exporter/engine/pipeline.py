@@ -23,6 +23,7 @@ from exporter.core.pricing import load_shipped_prices, price_nodes, unmatched_ru
 from exporter.core.sharing import ShareInputs, distribute
 from exporter.core.window import Window, iso
 from exporter.engine.chunkguard import handed_on, in_halves, partial_coverage, probe_in_halves
+from exporter.engine.energyfetch import EnergyFetch
 from exporter.engine.fetch import Fetch
 from exporter.engine.gpufetch import unpriced_gpus
 from exporter.engine.limits import in_order
@@ -84,6 +85,7 @@ class Pipeline:
         self.partial_fails = False
         self.shipped = load_shipped_prices() if cfg.pricing.shippedPrices else None
         self.bill = bill or BillPrices()
+        self.energy = EnergyFetch(cfg, client) if cfg.energy.enabled else None
 
     def compute(self, window: Window, progress: Progress | None = None,
                 cancel: threading.Event | None = None, granularity: Granularity | None = None) -> CostResult:
@@ -212,17 +214,22 @@ class Pipeline:
             rates = {n: replace(r, cpu=r.cpu * f, ram=r.ram * f, gpu=r.gpu * f, source=r.source + "+bill")
                      if (f := self.bill.node_factors.get(n)) is not None else r for n, r in rates.items()}
         result = cost_chunk(usage, rates)
-        scales = usage.node_scales
+        scales, capacity = usage.node_scales, usage.capacity
         del usage  # the chunk's rows per (namespace, node, owner, resource), not needed below
         add_waste(result)
         assets = self.fetcher.fetch_assets(w, q)
         if self.bill.asset_factors:
             assets = [replace(a, cost=a.cost * self.bill.asset_factors.get(a.asset, 1.0)) for a in assets]
         add_assets(result, assets, owners.of)
-        shared = distribute(result, self.cfg.sharing, self.share_inputs(w, meta))
+        inputs = self.share_inputs(w, meta)
+        shared = distribute(result, self.cfg.sharing, inputs)
         for note in shared.notes:
             self._warn(note, "share_fallback")
         result.costs, result.pools = shared.costs, shared.pools
+        if self.energy is not None:  # after costing, from its table: energy never changes a cost
+            result.energy = self.energy.compute(w, result, capacity, inputs.shared)
+            for note in result.energy.notes:
+                self._warn(note, "energy")
         result.fallbacks, result.metadata = frozenset(shared.fallbacks), meta
         if detail is not None:
             with handed_on():  # its rows go out batch by batch: the piece cannot be asked again

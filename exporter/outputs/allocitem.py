@@ -20,6 +20,8 @@ class Row:
     cost: dict[str, float] = field(default_factory=lambda: dict.fromkeys(
         ("cpu", "memory", "gpu", "storage", "load_balancer", "network", "overhead"), 0.0))
     shared: float = 0.0
+    energy: float = 0.0  # joules (exporter/core/energy.py): a separate quantity, never part of the total
+    carbon: float = 0.0  # grams CO2e
 
     @property
     def total(self) -> float:
@@ -67,6 +69,12 @@ def allocation_item(name: str, row: Row, start: int, end: int) -> dict[str, Any]
         "externalCost": 0.0,
         "totalCost": row.total,
         "totalEfficiency": (cpu_eff * cpu_cost + ram_eff * ram_cost) / cr if cr else 0.0,
+        # Energy and carbon (docs/energy-and-carbon.md): chargeback's exact units, and Kubecost's carbonCost
+        # (kg CO2e). Not money: totalCost never includes them.
+        "energyJoules": row.energy,
+        "energyKWh": row.energy / 3.6e6,
+        "carbonGrams": row.carbon,
+        "carbonCost": row.carbon / 1000,
     }
 
 

@@ -47,7 +47,7 @@ def build_rows(result: CostResult, label_keys: tuple[str, ...], cluster: str,
     """Rows whose cost adds up to `result.costs` exactly: allocated and kept idle cost per node from the
     table (scaled to the cost entries, so sharing is honoured), everything sharing moved without a node."""
     rows = RowBuilder(result, label_keys, cluster, ns_labels, ns_annotations)
-    return [*rows.table_rows(sorted(result.table)), *rows.nodeless()]
+    return [*rows.table_rows(sorted(result.table)), *rows.nodeless(), *rows.energy_rows()]
 
 
 class RowBuilder:
@@ -58,6 +58,7 @@ class RowBuilder:
                  ns_labels: Mapping[str, Mapping[str, str]] | None = None,
                  ns_annotations: Mapping[str, Mapping[str, str]] | None = None) -> None:
         self.table, self.label_keys, self.cluster = result.table, label_keys, cluster
+        self.energy = result.energy
         self.ns_labels, self.ns_annotations = ns_labels or {}, ns_annotations or {}
         # (ns, attrs, res): allocated or kept idle
         self.kept: dict[tuple[str, tuple[str, ...], str], float] = {}
@@ -117,6 +118,14 @@ class RowBuilder:
                 row.pvs = {pv: (b, c * kept_share) for pv, (b, c) in self.volumes[ns].items()}
             yield row
 
+    def energy_rows(self) -> Iterator[AllocRow]:
+        """Energy and carbon per (namespace, node, owner), rows of their own with no cost: they group with the
+        cost rows of the same properties (exporter/core/energy.py)."""
+        e = self.energy
+        for key in sorted(e.joules):
+            ns, node, attrs, _component = key
+            yield self._row(ns, node, attrs, Row(energy=e.joules[key], carbon=e.grams.get(key, 0.0)))
+
     def nodeless(self) -> list[AllocRow]:
         """What sharing moved to each owner; fixed costs no tenant could take, and kept entries with no table
         row (none today)."""
@@ -174,6 +183,7 @@ _PLAIN = tuple(f.name for f in fields(Props) if f.name not in ("labels", "annota
 _LINE = tuple(f.name for f in fields(Line))
 _COSTS = tuple(Row().cost)
 _SHARED = len(_LINE) + len(_COSTS)
+_ENERGY, _CARBON = _SHARED + 1, _SHARED + 2
 
 
 class Group:
@@ -187,7 +197,7 @@ class Group:
                  by_node: dict[str, dict[str, float]] | None = None,
                  namespace_annotations: Mapping[str, str] | None = None) -> None:
         self.props = props
-        self.values = array("d", bytes(8 * (_SHARED + 1)))
+        self.values = array("d", bytes(8 * (_CARBON + 1)))
         self.add(row)
         # Read-only, shared with the rows (a merge makes a new dict), not a copy per pod group.
         self.namespace_labels = namespace_labels
@@ -202,11 +212,14 @@ class Group:
         for res, c in row.cost.items():
             v[len(_LINE) + _COSTS.index(res)] += c
         v[_SHARED] += row.shared
+        v[_ENERGY] += row.energy
+        v[_CARBON] += row.carbon
 
     @property
     def row(self) -> Row:
         v = self.values
-        return Row(Line(*v[:len(_LINE)]), dict(zip(_COSTS, v[len(_LINE):_SHARED], strict=True)), v[_SHARED])
+        return Row(Line(*v[:len(_LINE)]), dict(zip(_COSTS, v[len(_LINE):_SHARED], strict=True)), v[_SHARED],
+                   v[_ENERGY], v[_CARBON])
 
 
 def aggregate(rows: Iterable[AllocRow], keys: list[AggKey], flt: Node | None, include_idle: bool,

@@ -37,7 +37,7 @@ COLUMNS = (
     "InvoiceIssuerName", "ListCost", "ListUnitPrice", "PricingCategory", "PricingQuantity", "PricingUnit",
     "ProviderName", "PublisherName", "RegionId", "RegionName", "ResourceId", "ResourceName", "ResourceType",
     "ServiceCategory", "ServiceName", "SkuId", "SkuPriceId", "SubAccountId", "SubAccountName", "Tags",
-    "x_Component", "x_Resource",
+    "x_Component", "x_Resource", "x_EnergyJoules", "x_CarbonGramsCO2e",
 )
 
 _CATEGORY = {"storage": "Storage", "load_balancer": "Networking", "network": "Networking"}  # else Compute
@@ -69,6 +69,9 @@ class Charge:
     cost: float = 0.0
     quantity: float | None = None  # in the unit of _QUANTITY[resource], allocated and idle rows only
     tags: dict[str, str] = field(default_factory=dict)
+    # The (group, component)'s energy and carbon (exporter/core/energy.py), carried on its cpu row only.
+    energy: float | None = None
+    carbon: float | None = None
 
 
 def periods(window: Window, period: str) -> list[Window]:
@@ -143,9 +146,27 @@ def charges(result: CostResult, parts: list[str], attr_names: tuple[str, ...],
             charge = out.get((key_name, component, res))
             if charge is not None:
                 charge.quantity = (charge.quantity or 0.0) + getattr(line, attr) / per_unit
+    _add_energy(result, out, members, name, node_view)
     for key, charge in out.items():
         charge.tags = _shared_tags(members[key], attr_names, labels) if not node_view else {}
     return sorted(out.values(), key=lambda c: (c.name, c.component, c.resource))
+
+
+def _add_energy(result: CostResult, out: dict[tuple[str, str, str], Charge],
+                members: dict[tuple[str, str, str], list[tuple[str, tuple[str, ...]]]],
+                name: Callable[[str, tuple[str, ...]], str], node_view: bool) -> None:
+    """Each (group, component)'s joules and grams on its cpu row (a 0-cost one if it has none: nothing lost)."""
+    e = result.energy
+    for key, joules in e.joules.items():
+        ns, node, attrs, component = key
+        group = (node or UNKEYED) if node_view else name(ns, attrs)
+        ckey = (group, component, "cpu")
+        if ckey not in out:
+            out[ckey] = Charge(result.start, result.end, group, component, "cpu")
+            members[ckey] = [(ns, attrs)]
+        charge = out[ckey]
+        charge.energy = (charge.energy or 0.0) + joules
+        charge.carbon = (charge.carbon or 0.0) + e.grams.get(key, 0.0)
 
 
 def _num(v: float | None) -> str:
@@ -182,6 +203,7 @@ def focus_row(c: Charge, account: Account, parts: list[str]) -> dict[str, str]:
         "SkuId": f"kubernetes-{c.resource}", "SkuPriceId": f"kubernetes-{c.resource}-{c.component}",
         "Tags": json.dumps(c.tags, sort_keys=True),
         "x_Component": c.component, "x_Resource": c.resource,
+        "x_EnergyJoules": _num(c.energy), "x_CarbonGramsCO2e": _num(c.carbon),
     })
     return row
 

@@ -73,6 +73,10 @@ def aggregate(result: CostResult, parts: list[str], attr_names: tuple[str, ...])
             row.line.add(line)
             for res, c in line.cost_by_resource().items():
                 row.cost[res] += c
+        for (_ns, node, _attrs, _c), j in result.energy.joules.items():  # each node's energy, idle included
+            rows.setdefault(node, Row()).energy += j
+        for (_ns, node, _attrs, _c), g in result.energy.grams.items():
+            rows.setdefault(node, Row()).carbon += g
         return rows
     # /allocation's rows, added in its order: quantities follow cost (a shared namespace's usage is not its
     # tenants'), and idle carries the capacity nobody was allocated.
@@ -82,6 +86,8 @@ def aggregate(result: CostResult, parts: list[str], attr_names: tuple[str, ...])
         for res, c in r.row.cost.items():
             row.cost[res] += c
         row.shared += r.row.shared
+        row.energy += r.row.energy
+        row.carbon += r.row.carbon
     return {k: v for k, v in rows.items() if v.total or k == IDLE}
 
 

@@ -50,6 +50,8 @@ class Group:
     workloads: dict[str, Workload] = field(default_factory=dict)  # namespace/name -> workload (the engine's)
     gpu: GpuWaste | None = None  # GPU cost, utilisation and waste (dcgm-exporter), None without GPU cost
     comparable: bool = True  # the previous period is covered: a change means something
+    energy_kwh: float = 0.0  # the engine's energy and carbon (exporter/core/energy.py): not money
+    carbon_kg: float = 0.0
 
     def ranked_workloads(self) -> list[Workload]:
         return sorted(self.workloads.values(), key=lambda w: (-w.total, w.key))
@@ -258,7 +260,15 @@ def _add_engine_detail(report: Report, detail: Detail, by: str, attr_names: tupl
     totals = {g.name: g for g in by_group(
         (group_of(by, attr_names, ns, attrs), line) for (ns, _n, attrs), line in detail.merged.table.items()
         if ns != IDLE)}
+    energy: dict[str, list[float]] = defaultdict(lambda: [0.0, 0.0])
+    e = detail.merged.energy
+    for key, j in e.joules.items():
+        ns, _node, attrs, _c = key
+        got = energy[group_of(by, attr_names, ns, attrs)]
+        got[0] += j / 3.6e6
+        got[1] += e.grams.get(key, 0.0) / 1000
     for g in report.groups:
+        g.energy_kwh, g.carbon_kg = energy.get(g.name, [0.0, 0.0])
         gw = totals.get(g.name)
         g.gpu = gw if gw is not None and (gw.gpu_cost > 0 or gw.observed_gpu_hours > 0) else None
         g.workloads = detail.grain.workloads.get(g.name, {})

@@ -46,6 +46,8 @@ def rows(report: Report) -> list[dict[str, Any]]:
             "gpu_efficiency": g.gpu.efficiency if g.gpu else None,
             "gpu_waste": g.gpu.waste_cost if g.gpu else 0.0,
             "top_gpu_waste_workloads": listed(g.top_gpu_workloads(), "; "),
+            "energy_kwh": g.energy_kwh,
+            "carbon_kg_co2e": g.carbon_kg,
         })
     return out
 
@@ -107,7 +109,20 @@ def to_markdown(report: Report) -> str:
     if partial:
         lines += ["", "Partial days (hours with data): " + ", ".join(
             f"{iso(d.start)[:10]} {d.covered_seconds / 3600:.1f} h" for d in partial)]
-    return "\n".join(lines + _gpu_markdown(report)) + "\n"
+    return "\n".join(lines + _gpu_markdown(report) + _energy_markdown(report)) + "\n"
+
+
+def _energy_markdown(report: Report) -> list[str]:
+    """Energy and carbon by group (docs/energy-and-carbon.md): measured by Kepler or estimated; not money."""
+    if not any(g.energy_kwh for g in report.groups):
+        return []
+    lines = ["", "## Energy and carbon", "",
+             "Kepler's measurement where it runs, else the Cloud Carbon Footprint estimate; carbon by the grid "
+             "intensity of each node's region.", "", f"| {md_cell(report.by)} | energy kWh | carbon kg CO2e |",
+             "|---|---:|---:|"]
+    for g in sorted(report.groups, key=lambda g: -g.energy_kwh):
+        lines.append(f"| {md_cell(g.name)} | {g.energy_kwh:,.3f} | {g.carbon_kg:,.3f} |")
+    return lines
 
 
 def _gpu_markdown(report: Report) -> list[str]:

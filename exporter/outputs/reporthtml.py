@@ -87,7 +87,8 @@ def _group_rows(report: Report) -> list[list[str]]:
                     "</span>", f"<b>{g.total:,.2f}</b>",
                     f"{g.by_component.get('allocated', 0):,.2f}", f"{g.by_component.get('shared', 0):,.2f}",
                     f"{g.by_component.get('idle', 0):,.2f}", _change_cell(g, cur), pct(g.cpu_efficiency),
-                    f"{g.unused_request_cost:,.2f}", _ranked(g.top_workloads())])
+                    f"{g.unused_request_cost:,.2f}", _ranked(g.top_workloads()),
+                    f"{g.energy_kwh:,.3f}", f"{g.carbon_kg:,.3f}"])
     return out
 
 
@@ -163,7 +164,8 @@ def to_html(report: Report, chart: bytes | None = None, chart_cid: str | None = 
             + (", the cluster total." if report.adds_up else f", NOT the cluster total {report.cluster_total:,.2f}."))
     groups = _table([(report.by, "left"), ("total", "right"), ("allocated", "right"), ("shared", "right"),
                      ("idle", "right"), ("change", "right"), ("CPU efficiency", "right"), ("unused requests", "right"),
-                     ("top workloads", "left")], _group_rows(report), [i % 2 == 1 for i in range(len(report.groups))])
+                     ("top workloads", "left"), ("energy kWh", "right"), ("carbon kg CO2e", "right")],
+                    _group_rows(report), [i % 2 == 1 for i in range(len(report.groups))])
     return (f'<!DOCTYPE html><html><head><meta charset="utf-8"><title>{escape(title(report))}</title></head>'
             f'<body style="margin:0;padding:0;background:#f1f5f9">'
             f'<table role="presentation" cellpadding="0" cellspacing="0" width="100%" style="background:#f1f5f9">'

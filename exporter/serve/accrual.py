@@ -103,7 +103,40 @@ class GpuWasteKey:
         return [self.namespace, *self.attrs]
 
 
-CounterKey = NamespaceKey | ClusterKey | PoolKey | NodeIdleKey | GpuWasteKey
+@dataclass(frozen=True, order=True)
+class EnergyKey:
+    """One chargeback_namespace_energy_joules series (exporter/core/energy.py): joules, not money."""
+
+    family: ClassVar[str] = "namespace_energy"
+
+    namespace: str
+    component: str  # allocated | idle
+    attrs: tuple[str, ...] = ()
+
+    def labels(self) -> list[str]:
+        return [self.namespace, self.component, *self.attrs]
+
+
+@dataclass(frozen=True, order=True)
+class CarbonKey(EnergyKey):
+    """One chargeback_namespace_carbon_grams series."""
+
+    family: ClassVar[str] = "namespace_carbon"
+
+
+@dataclass(frozen=True, order=True)
+class ClusterEnergyKey:
+    """chargeback_cluster_energy_joules (quantity "energy") or chargeback_cluster_carbon_grams ("carbon")."""
+
+    family: ClassVar[str] = "cluster_energy"
+
+    quantity: str
+
+    def labels(self) -> list[str]:
+        return []
+
+
+CounterKey = NamespaceKey | ClusterKey | PoolKey | NodeIdleKey | GpuWasteKey | EnergyKey | ClusterEnergyKey
 PeriodKey = tuple[str, ...]  # (period, period start, namespace, *attribution values): flat, as read back
 
 
@@ -147,6 +180,7 @@ def batch_from(result: CostResult, n_attrs: int, term: int = 0) -> Batch:
         add(PoolKey(source, res), cost)
         if res == OVERHEAD:
             add(ClusterKey(res), cost)
+    add_energy(result, n_attrs, add)
     usage: dict[str, list[float]] = {}
     for (ns, _node, _attrs), line in result.table.items():
         u = usage.setdefault(ns, [0.0, 0.0, 0.0, 0.0])
@@ -164,6 +198,20 @@ def batch_from(result: CostResult, n_attrs: int, term: int = 0) -> Batch:
         if (ratio := g.efficiency) is not None:
             efficiency[(g.name, "gpu")] = ratio  # busy over observed GPU time (exporter/core/gpuwaste.py)
     return Batch(result.start, result.end, costs, efficiency, term)
+
+
+def add_energy(result: CostResult, n_attrs: int, add: Callable[[CounterKey, float], None]) -> None:
+    """Energy and carbon counters: per (namespace, component, owner), and the cluster's, which are the
+    nodes' totals (the namespaces, __idle__ included, add up to them)."""
+    e = result.energy
+    for (ns, _node, attrs, component), joules in e.joules.items():
+        padded = tuple(attrs) + ("",) * (n_attrs - len(attrs))
+        add(EnergyKey(ns, component, padded), joules)
+        add(CarbonKey(ns, component, padded), e.grams.get((ns, _node, attrs, component), 0.0))
+    for joules in e.node_joules.values():
+        add(ClusterEnergyKey("energy"), joules)
+    for grams in e.node_grams.values():
+        add(ClusterEnergyKey("carbon"), grams)
 
 
 @dataclass(frozen=True)

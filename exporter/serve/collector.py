@@ -18,7 +18,17 @@ from exporter.core.attribution import annotation_budgets, coverage_by_cost, cove
 from exporter.core.coverage import SOURCES, Coverage
 from exporter.core.names import IDLE, SHARED
 from exporter.core.window import period_bounds
-from exporter.serve.accrual import ClusterKey, CounterKey, GpuWasteKey, NamespaceKey, NodeIdleKey, PoolKey
+from exporter.serve.accrual import (
+    CarbonKey,
+    ClusterEnergyKey,
+    ClusterKey,
+    CounterKey,
+    EnergyKey,
+    GpuWasteKey,
+    NamespaceKey,
+    NodeIdleKey,
+    PoolKey,
+)
 from exporter.sources.promql import LEDGER, WATERMARK
 
 if TYPE_CHECKING:
@@ -56,10 +66,13 @@ class Health:
     bridged_seconds: dict[str, int] = field(default_factory=dict)
     fallbacks: frozenset[str] = frozenset()  # shared sources whose policy fell back to `weighted`
     metadata: Metadata | None = None  # the owner labels the latest piece was attributed with
+    energy_source: dict[str, str] = field(default_factory=dict)  # node -> kepler | kepler-0.7 | estimated
 
     def publish(self, result: CostResult) -> None:
         """The accrual loop's one writer hands over what the collector shows of the latest piece."""
         self.rates, self.nodes, self.fallbacks = result.rates, result.nodes, result.fallbacks
+        if result.energy.node_source:
+            self.energy_source = dict(result.energy.node_source)
         if result.metadata is not None:
             self.metadata = result.metadata
         self.add_coverage(result.coverage)
@@ -137,9 +150,25 @@ class ChargebackCollector(Collector):
             "Allocated GPU cost accrued while dcgm-exporter saw those GPUs idle, in currency units: "
             "GPU cost x (1 - utilisation). A view on chargeback_namespace_cost_total{resource=\"gpu\"}, not "
             "an extra cost.", labels=["namespace", *self.attr_names])
+        energy = CounterMetricFamily(
+            "chargeback_namespace_energy_joules",
+            "Energy accrued per namespace in joules (Kepler's measurement, else a Cloud Carbon Footprint "
+            "estimate, times PUE); component=idle is the nodes' unused energy. Not money.",
+            labels=["namespace", "component", *self.attr_names])
+        carbon = CounterMetricFamily(
+            "chargeback_namespace_carbon_grams",
+            "Carbon accrued per namespace in grams CO2e: energy times the node's grid intensity.",
+            labels=["namespace", "component", *self.attr_names])
+        cluster_j = CounterMetricFamily("chargeback_cluster_energy_joules",
+                                        "The nodes' energy in joules; the namespace counters sum to it.")
+        cluster_g = CounterMetricFamily("chargeback_cluster_carbon_grams",
+                                        "The nodes' carbon in grams CO2e; the namespace counters sum to it.")
         family_of = {NamespaceKey: cost, PoolKey: pools, NodeIdleKey: node_idle, ClusterKey: cluster,
-                     GpuWasteKey: waste}
+                     GpuWasteKey: waste, EnergyKey: energy, CarbonKey: carbon}
         for key, value in sorted(snap.counters.items(), key=_series_order):
+            if isinstance(key, ClusterEnergyKey):
+                (cluster_j if key.quantity == "energy" else cluster_g).add_metric([], value)
+                continue
             family_of[type(key)].add_metric(key.labels(), value)
             if isinstance(key, NamespaceKey) and key.namespace not in (IDLE, SHARED):
                 tk = (key.namespace, key.attrs)
@@ -148,6 +177,8 @@ class ChargebackCollector(Collector):
             if isinstance(key, NamespaceKey):
                 rate.add_metric(key.labels(), value)
         yield from (cost, rate, cluster, pools, node_idle, waste)
+        if any(isinstance(k, (EnergyKey, ClusterEnergyKey)) for k in snap.counters):
+            yield from (energy, carbon, cluster_j, cluster_g)
 
     def _node_prices(self) -> Iterator[Metric]:
         h = self.health
@@ -161,6 +192,14 @@ class ChargebackCollector(Collector):
                 node.add_metric([name, facts.instance_type, r.source, str(r.spot).lower()], r.hourly(facts))
             defaulted += r.source.startswith("default")
         yield node
+        if h.energy_source:
+            source = GaugeMetricFamily("chargeback_node_energy_source",
+                                       "1 per node, naming where its energy came from: kepler (0.10+), kepler-0.7 "
+                                       "(0.7-0.9 metrics) or estimated (Cloud Carbon Footprint's model).",
+                                       labels=["node", "source"])
+            for name, src in sorted(h.energy_source.items()):
+                source.add_metric([name, src], 1)
+            yield source
         yield GaugeMetricFamily("chargeback_nodes_default_priced",
                                 "Nodes priced at default rates because no pricing metric or price-book rule matched.",
                                 value=defaulted)
