@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterator
-from http.server import ThreadingHTTPServer
 from typing import Any
 
 import pytest
@@ -19,7 +18,8 @@ import requests
 
 from demo.localprom import PrometheusServer
 from exporter.config.schema import parse_config
-from exporter.serve.httpapi import make_handler
+from exporter.serve.httpapi import make_app
+from exporter.serve.httpserver import AsyncHTTPServer
 from exporter.serve.server import Exporter
 from exporter.vocab.errors import ConfigError
 
@@ -238,7 +238,7 @@ def test_every_window_form_through_the_api(exporter: Exporter, share_prom: Any, 
 
 @pytest.fixture(scope="module")
 def base_url(exporter: Exporter) -> Iterator[str]:
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), make_handler(exporter))
+    httpd = AsyncHTTPServer(("127.0.0.1", 0), make_app(exporter))
     thread = threading.Thread(target=httpd.serve_forever, daemon=True)
     thread.start()
     yield f"http://127.0.0.1:{httpd.server_address[1]}"

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterator
-from http.server import ThreadingHTTPServer
 from typing import Any
 
 import pytest
@@ -22,7 +21,8 @@ import requests
 from demo.localprom import PrometheusServer
 from exporter.config.schema import parse_config
 from exporter.outputs.allocsummary import SUMMARY_FIELDS
-from exporter.serve.httpapi import make_handler
+from exporter.serve.httpapi import make_app
+from exporter.serve.httpserver import AsyncHTTPServer
 from exporter.serve.server import Exporter
 
 from .test_allocate_core import REL, window_arg
@@ -44,7 +44,7 @@ def exporter(share_prom: tuple[PrometheusServer, int]) -> Iterator[Exporter]:
 
 @pytest.fixture(scope="module")
 def base_url(exporter: Exporter) -> Iterator[str]:
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), make_handler(exporter))
+    httpd = AsyncHTTPServer(("127.0.0.1", 0), make_app(exporter))
     threading.Thread(target=httpd.serve_forever, daemon=True).start()
     yield f"http://127.0.0.1:{httpd.server_address[1]}"
     httpd.shutdown()

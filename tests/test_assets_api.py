@@ -19,8 +19,8 @@ import requests
 
 from demo.localprom import free_port
 from exporter.config.schema import parse_config
-from exporter.serve.httpapi import make_handler
-from exporter.serve.httpserver import BoundedHTTPServer
+from exporter.serve.httpapi import make_app
+from exporter.serve.httpserver import AsyncHTTPServer
 from exporter.serve.server import Exporter
 
 from .scenarios import ASSET_CONFIG
@@ -66,7 +66,7 @@ def http(asset_prom: Any, tmp_path: Path) -> Iterator[str]:
     bill = hour_bill(tmp_path, asset_prom[1])
     exporter = exporter_for(asset_prom, reconciliation={**RECONCILIATION, "bills": [str(bill)]})
     port = free_port()
-    httpd = BoundedHTTPServer(("127.0.0.1", port), make_handler(exporter), 8, 10.0, None)
+    httpd = AsyncHTTPServer(("127.0.0.1", port), make_app(exporter))
     thread = threading.Thread(target=httpd.serve_forever, daemon=True)
     thread.start()
     try:

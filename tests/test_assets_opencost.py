@@ -20,8 +20,8 @@ import requests
 
 from demo.localprom import PrometheusServer, free_port
 from demo.synthetic import Series
-from exporter.serve.httpapi import make_handler
-from exporter.serve.httpserver import BoundedHTTPServer
+from exporter.serve.httpapi import make_app
+from exporter.serve.httpserver import AsyncHTTPServer
 
 from .conftest import aligned_past, scenario_prom
 from .scenarios import asset_cluster
@@ -131,7 +131,7 @@ def test_filter_by_asset_type_and_properties_conserves_the_total(pvc_prom: Any) 
 def test_over_http_errors_name_the_cause(pvc_prom: Any) -> None:
     ex = exporter_for(pvc_prom)
     port = free_port()
-    httpd = BoundedHTTPServer(("127.0.0.1", port), make_handler(ex), 8, 10.0, None)
+    httpd = AsyncHTTPServer(("127.0.0.1", port), make_app(ex))
     threading.Thread(target=httpd.serve_forever, daemon=True).start()
     try:
         url, w = f"http://127.0.0.1:{port}/assets", window_arg(pvc_prom[1])

@@ -23,8 +23,8 @@ import requests
 from demo.localprom import free_port
 from exporter.core.window import Window
 from exporter.outputs.cloudviews import ViewQuery, graph
-from exporter.serve.httpapi import make_handler
-from exporter.serve.httpserver import BoundedHTTPServer
+from exporter.serve.httpapi import make_app
+from exporter.serve.httpserver import AsyncHTTPServer
 
 from .test_allocate_core import REL, window_arg
 from .test_assets_api import EBS, EC2, EC2_K8S, EC2_LIST, exporter_for, q, with_accounts
@@ -152,7 +152,7 @@ def test_pages_over_http_with_clear_errors(asset_prom: Any, tmp_path: Path) -> N
     t0 = asset_prom[1]
     ex = exporter_for(asset_prom, reconciliation={"bills": [str(with_accounts(hour_bill(tmp_path, t0)))]})
     port = free_port()
-    httpd = BoundedHTTPServer(("127.0.0.1", port), make_handler(ex), 8, 10.0, None)
+    httpd = AsyncHTTPServer(("127.0.0.1", port), make_app(ex))
     threading.Thread(target=httpd.serve_forever, daemon=True).start()
     base, w = f"http://127.0.0.1:{port}", window_arg(t0)
     try:
@@ -194,7 +194,7 @@ def test_hostile_parameters_get_a_400(asset_prom: Any, tmp_path: Path) -> None:
     t0 = asset_prom[1]
     ex = exporter_for(asset_prom, reconciliation={"bills": [str(with_accounts(hour_bill(tmp_path, t0)))]})
     port = free_port()
-    httpd = BoundedHTTPServer(("127.0.0.1", port), make_handler(ex), 8, 10.0, None)
+    httpd = AsyncHTTPServer(("127.0.0.1", port), make_app(ex))
     threading.Thread(target=httpd.serve_forever, daemon=True).start()
     hostile = [{"window": "9999-12-31T00:00:00Z,9999-12-31T23:59:59Z", "accumulate": "hour"},
                {"window": "99999999999999999d"}, {"filter": "(" * 500 + 'service:"x"' + ")" * 500},

@@ -12,7 +12,6 @@ import itertools
 import threading
 import time
 from collections.abc import Callable, Iterator
-from http.server import ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +22,8 @@ import yaml
 from demo.localprom import PrometheusServer, backfill, free_port
 from exporter.config.schema import parse_config
 from exporter.core.window import Window
-from exporter.serve.httpapi import make_handler
+from exporter.serve.httpapi import make_app
+from exporter.serve.httpserver import AsyncHTTPServer
 from exporter.serve.server import Exporter
 
 from .fake_kube import FakeKube
@@ -76,8 +76,7 @@ class Served:
         self.port = port
         self.instance = f"127.0.0.1:{self.port}"
         self.ex = Exporter(parse_config(config))
-        self.http = ThreadingHTTPServer(("127.0.0.1", self.port), make_handler(self.ex))
-        self.http.daemon_threads = True
+        self.http = AsyncHTTPServer(("127.0.0.1", self.port), make_app(self.ex))
         threading.Thread(target=self.http.serve_forever, daemon=True).start()
 
     def close(self) -> None:

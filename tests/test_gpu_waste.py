@@ -44,8 +44,8 @@ from exporter.outputs.report import make_report
 from exporter.outputs.reportformat import render
 from exporter.serve.accrual import Ledger, batch_from
 from exporter.serve.collector import ChargebackCollector, Health
-from exporter.serve.httpapi import make_handler
-from exporter.serve.httpserver import BoundedHTTPServer
+from exporter.serve.httpapi import make_app
+from exporter.serve.httpserver import AsyncHTTPServer
 from exporter.serve.server import Exporter
 from exporter.sources.prometheus import PrometheusClient
 
@@ -232,7 +232,7 @@ def test_dashboard_panels_on_a_served_gpu_cluster(tmp_path: Path) -> None:
 def test_mcp_efficiency_tool_has_gpu_fields(gpu_prom: tuple[PrometheusServer, int]) -> None:
     prom, t0 = gpu_prom
     ex = Exporter(parse_config({**config(prom)}))
-    httpd = BoundedHTTPServer(("127.0.0.1", 0), make_handler(ex, None), 16, 30.0)
+    httpd = AsyncHTTPServer(("127.0.0.1", 0), make_app(ex, None))
     threading.Thread(target=httpd.serve_forever, daemon=True).start()
     try:
         url = f"http://127.0.0.1:{httpd.server_address[1]}/mcp"

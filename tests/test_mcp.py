@@ -23,8 +23,8 @@ from mcp.client.streamable_http import streamable_http_client
 
 from demo.localprom import PrometheusServer
 from exporter.config.schema import parse_config
-from exporter.serve.httpapi import make_handler
-from exporter.serve.httpserver import BoundedHTTPServer
+from exporter.serve.httpapi import make_app
+from exporter.serve.httpserver import AsyncHTTPServer
 from exporter.serve.server import Exporter
 from exporter.serve.webauth import Auth, TokenFile
 
@@ -36,10 +36,10 @@ NAMESPACES = {"payments": 0.24, "search": 0.12, "kube-system": 0.12, "web": 0.24
               "tools": 0.12, "__idle__": 0.64 + 0.48}
 
 
-def serve(prom_url: str, auth: Auth | None = None, **api: Any) -> tuple[BoundedHTTPServer, Exporter]:
+def serve(prom_url: str, auth: Auth | None = None, **api: Any) -> tuple[AsyncHTTPServer, Exporter]:
     ex = Exporter(parse_config({"prometheus": {"url": prom_url}, "attribution": {"source": "prometheus"},
                                 "api": api}))
-    httpd = BoundedHTTPServer(("127.0.0.1", 0), make_handler(ex, auth), 16, 30.0)
+    httpd = AsyncHTTPServer(("127.0.0.1", 0), make_app(ex, auth))
     threading.Thread(target=httpd.serve_forever, daemon=True).start()
     return httpd, ex
 
@@ -136,7 +136,7 @@ def test_tools_share_the_api_workers(share_prom: tuple[PrometheusServer, int]) -
     """api.maxConcurrent bounds MCP tools and the HTTP API together: one slot held by the API means busy."""
     httpd, ex = serve(share_prom[0].url, maxConcurrent=1)
     release = threading.Event()
-    admission = httpd.RequestHandlerClass.computations  # type: ignore[attr-defined]
+    admission = httpd.computations
     holder = threading.Thread(target=admission.run, args=(lambda _cancel: release.wait(30),))
     holder.start()
     try:

@@ -27,8 +27,8 @@ from mcp.client.streamable_http import streamable_http_client
 
 from demo.localprom import PrometheusServer
 from exporter.config.schema import parse_config
-from exporter.serve.httpapi import make_handler
-from exporter.serve.httpserver import BoundedHTTPServer
+from exporter.serve.httpapi import make_app
+from exporter.serve.httpserver import AsyncHTTPServer
 from exporter.serve.mcpopencost import cloud_filter
 from exporter.serve.server import Exporter
 
@@ -45,9 +45,9 @@ JSON_HEADERS = {"Content-Type": "application/json", "Accept": "application/json,
 OPENCOST_TOOLS = {"get_allocation_costs", "get_asset_costs", "get_cloud_costs"}
 
 
-def start(config: dict[str, Any]) -> tuple[BoundedHTTPServer, Exporter, str]:
+def start(config: dict[str, Any]) -> tuple[AsyncHTTPServer, Exporter, str]:
     ex = Exporter(parse_config(config))
-    httpd = BoundedHTTPServer(("127.0.0.1", 0), make_handler(ex), 16, 30.0)
+    httpd = AsyncHTTPServer(("127.0.0.1", 0), make_app(ex))
     threading.Thread(target=httpd.serve_forever, daemon=True).start()
     return httpd, ex, f"http://127.0.0.1:{httpd.server_address[1]}"
 
@@ -265,7 +265,7 @@ def test_tools_share_the_api_workers(share_prom: tuple[PrometheusServer, int]) -
     httpd, ex, base = start({"prometheus": {"url": share_prom[0].url}, "attribution": {"source": "prometheus"},
                              "api": {"maxConcurrent": 1}})
     release = threading.Event()
-    admission = httpd.RequestHandlerClass.computations  # type: ignore[attr-defined]
+    admission = httpd.computations
     holder = threading.Thread(target=admission.run, args=(lambda _cancel: release.wait(30),))
     holder.start()
     try:

@@ -335,9 +335,12 @@ class Api(_Model):
                                                            "more get 429 with Retry-After")
     timeout: Duration = Field("120s", description="deadline of one /allocation/compute; past it the answer is 503 "
                                              "and no further chunk is queried")
-    readTimeout: Duration = Field("10s", description="a connection that sends nothing for this long is closed")
-    maxConnections: int = Field(64, ge=1, le=4096, description="connections served at once (one thread each); "
-                                                               "more wait to be accepted")
+    readTimeout: Duration = Field("10s", description="deadline for reading a request (its head and body), "
+                                                     "from the connection's opening or its previous answer; "
+                                                     "past it the connection is closed")
+    maxConnections: int = Field(64, ge=1, le=4096, description="deprecated, ignored: serve is asynchronous and a "
+                                                               "connection costs no thread (readTimeout bounds "
+                                                               "how long one may take to send a request)")
     webConfigFile: str | None = Field(None, description="Prometheus exporter-toolkit web config (TLS, basic "
                                                         "auth with bcrypt hashes); --web.config.file")
     bearerTokenFile: str | None = Field(None, description="file holding a token accepted as "

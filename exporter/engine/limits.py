@@ -6,6 +6,7 @@ these limits make every request's memory, threads and Prometheus load bounded an
 
 from __future__ import annotations
 
+import asyncio
 import threading
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
@@ -98,8 +99,8 @@ class Admission:
         self._running: set[threading.Event] = set()
         self._lock = threading.Lock()
 
-    def run(self, job: Callable[[threading.Event], T]) -> T:
-        """job(cancel) on a worker; Busy when all slots are taken, DeadlineExceeded past the timeout."""
+    def _submit(self, job: Callable[[threading.Event], T]) -> tuple[Future[T], threading.Event]:
+        """job(cancel) on a worker, its slot freed when the worker stops; Busy when all slots are taken."""
         if not self._free.acquire(blocking=False):
             raise Busy(f"all {self.slots} API workers are busy (api.maxConcurrent): retry later")
         cancel = threading.Event()
@@ -119,13 +120,36 @@ class Admission:
             self._free.release()
             raise Busy("shutting down: retry on another replica") from None
         fut.add_done_callback(done)
+        return fut, cancel
+
+    def _late(self) -> DeadlineExceeded:
+        return DeadlineExceeded(
+            f"the computation did not finish within api.timeout ({format_duration(int(self.timeout))}); "
+            "its remaining Prometheus queries were cancelled: ask for a shorter window")
+
+    def run(self, job: Callable[[threading.Event], T]) -> T:
+        """job(cancel) on a worker; Busy when all slots are taken, DeadlineExceeded past the timeout."""
+        fut, cancel = self._submit(job)
         try:
             return fut.result(timeout=self.timeout)
         except FutureTimeout:
             cancel.set()
-            raise DeadlineExceeded(
-                f"the computation did not finish within api.timeout ({format_duration(int(self.timeout))}); "
-                "its remaining Prometheus queries were cancelled: ask for a shorter window") from None
+            raise self._late() from None
+
+    async def run_async(self, job: Callable[[threading.Event], T]) -> T:
+        """`run` for the event loop: the caller waits without holding a thread; a caller that goes away
+        (its task cancelled) stops the worker at its next chunk, as a deadline does."""
+        fut, cancel = self._submit(job)
+        result = asyncio.wrap_future(fut)
+        result.add_done_callback(lambda f: f.cancelled() or f.exception())  # read even when nobody waits any more
+        try:
+            return await asyncio.wait_for(asyncio.shield(result), self.timeout)
+        except TimeoutError:
+            cancel.set()
+            raise self._late() from None
+        except asyncio.CancelledError:
+            cancel.set()
+            raise
 
     def close(self) -> None:
         """On shutdown: stop every computation at its next chunk, so exit does not wait for whole windows."""

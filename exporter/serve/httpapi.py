@@ -1,26 +1,36 @@
-"""`chargeback serve`'s HTTP side: the handler that routes every endpoint, and the server around the loop.
+"""`chargeback serve`'s HTTP side: the ASGI app that routes every endpoint, and the server around the loop.
 
-The routing (`make_handler`'s do_GET) lives here; the answers come from `server.Exporter`.
+The routing (`Api.dispatch`) lives here; the answers come from `server.Exporter`. The app runs on one
+event loop (serve/httpserver.py); nothing here blocks it: /healthz and /readyz read a few fields,
+/metrics is built on a small pool of its own, credentials are checked on another (bcrypt is slow), and
+the API's computations run on engine/limits.py's bounded pool, awaited without holding a thread.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import signal
 import threading
-from collections.abc import Callable
-from http.server import BaseHTTPRequestHandler
+from collections.abc import AsyncIterator, Callable, Iterator, MutableMapping
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import asynccontextmanager
 from typing import Any
-from urllib.parse import parse_qs, urlparse
+from urllib.parse import parse_qs
 
 from prometheus_client.exposition import choose_encoder
+from starlette.applications import Starlette
+from starlette.concurrency import iterate_in_threadpool
+from starlette.datastructures import Headers
+from starlette.responses import Response, StreamingResponse
+from starlette.routing import Route
 
 from exporter.config.schema import Config
 from exporter.engine.limits import Admission, Busy, Cancelled, DeadlineExceeded
 from exporter.outputs.allocbody import AllocationBody
-from exporter.serve.httpserver import BoundedHTTPServer
-from exporter.serve.mcpbridge import MCP_PATH, lazy_bridge
+from exporter.serve.httpserver import AsyncHTTPServer
+from exporter.serve.mcpbridge import MCP_PATH, McpMount
 from exporter.serve.server import Exporter
 from exporter.serve.webauth import Auth, load_auth
 from exporter.vocab.durations import parse_duration
@@ -28,6 +38,10 @@ from exporter.vocab.errors import ChargebackError, ConfigError
 from exporter.vocab.redact import redact_url
 
 log = logging.getLogger(__name__)
+
+Scope = MutableMapping[str, Any]
+Receive = Callable[[], Any]
+Send = Callable[[MutableMapping[str, Any]], Any]
 
 # OpenCost's path, its older one, and Kubecost's (same handler, same parameters).
 ALLOCATION_PATHS = ("/allocation", "/allocation/compute", "/model/allocation")
@@ -40,157 +54,156 @@ OPENCOST_PAGES = {**{f"/cloudCost/{k}": ("cloud_view", k.rpartition("/")[2])
                   **{f"/customCost/{k}": ("custom_costs", k) for k in ("total", "timeseries")}}
 
 
-def make_handler(exporter: Exporter, auth: Auth | None = None) -> type[BaseHTTPRequestHandler]:
+def _json(code: int, payload: Any, headers: dict[str, str] | None = None) -> Response:
+    return Response(json.dumps(payload).encode(), code, headers, "application/json")
+
+
+def _error(code: int, message: str, headers: dict[str, str] | None = None) -> Response:
+    return _json(code, {"code": code, "message": message}, headers)
+
+
+class Api:
     """The endpoints. /metrics, /healthz and /readyz are cheap and never refused for load;
-    /allocation/compute runs on a bounded pool (429 beyond it) under a deadline (503 past it)."""
-    api = exporter.cfg.api
-    admission = Admission(api.maxConcurrent, parse_duration(api.timeout))
-    checker = auth or Auth()
-    mcp_bridge = lazy_bridge(exporter, admission)
+    the API runs on a bounded pool (429 beyond it) under a deadline (503 past it)."""
 
-    class Handler(BaseHTTPRequestHandler):
-        server_version = "chargeback"
-        computations = admission  # run_server stops them on shutdown
+    def __init__(self, exporter: Exporter, auth: Auth | None) -> None:
+        api = exporter.cfg.api
+        self.exporter = exporter
+        self.admission = Admission(api.maxConcurrent, parse_duration(api.timeout))
+        self.checker = auth or Auth()
+        self.probes = ThreadPoolExecutor(2, thread_name_prefix="metrics")
+        self.auth_pool = ThreadPoolExecutor(2, thread_name_prefix="auth")
+        self.mcp = McpMount(exporter, self.admission)
 
-        def log_message(self, format: str, *args: Any) -> None:
-            log.debug("%s %s", self.address_string(), format % args)
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Every answer carries nosniff (and the server's name), the errors included."""
+        async def stamped(message: MutableMapping[str, Any]) -> None:
+            if message["type"] == "http.response.start":
+                message["headers"] = [*message.get("headers", []), (b"x-content-type-options", b"nosniff"),
+                                      (b"server", b"chargeback")]
+            await send(message)
+        await self.dispatch(scope, receive, stamped)
 
-        def end_headers(self) -> None:  # every answer, send_error's included
-            self.send_header("X-Content-Type-Options", "nosniff")
-            super().end_headers()
+    async def _authorized(self, path: str, headers: Headers) -> bool:
+        if not self.checker.required(path):
+            return True
+        try:
+            return await asyncio.get_running_loop().run_in_executor(
+                self.auth_pool, self.checker.allows, headers.get("authorization"))
+        except ConfigError as e:  # the token file vanished: refuse, and say why in the log
+            log.error("cannot check credentials: %s", e)
+            return False
 
-        def _send(self, code: int, body: bytes, ctype: str, headers: list[tuple[str, str]] | None = None) -> None:
-            self.send_response(code)
-            self.send_header("Content-Type", ctype)
-            self.send_header("Content-Length", str(len(body)))
-            for name, value in headers or []:
-                self.send_header(name, value)
-            self.end_headers()
-            if self.command != "HEAD":
-                self.wfile.write(body)
+    async def dispatch(self, scope: Scope, receive: Receive, send: Send) -> None:
+        method, path, headers = scope["method"], scope["path"], Headers(scope=scope)
+        if method not in ("GET", "HEAD") and path.rstrip("/") != MCP_PATH:
+            answer = _error(501, f"Unsupported method ({method!r})")
+        elif not await self._authorized(path, headers):
+            answer = _error(401, "authentication required")
+            for challenge in self.checker.challenges():  # one header per accepted scheme
+                answer.headers.append("WWW-Authenticate", challenge)
+        elif path.rstrip("/") == MCP_PATH:
+            await self.mcp(scope, receive, send)
+            return
+        else:
+            answer = await self.get(path, scope["query_string"].decode("latin-1"), headers)
+        await answer(scope, receive, send)
 
-        def _json(self, code: int, payload: Any, headers: list[tuple[str, str]] | None = None) -> None:
-            self._send(code, json.dumps(payload).encode(), "application/json", headers)
+    async def get(self, path: str, raw_query: str, headers: Headers) -> Response:
+        ex, query = self.exporter, parse_qs(raw_query)
+        if path == "/metrics":
+            encoder, ctype = choose_encoder(headers.get("accept", ""))
+            body = await asyncio.get_running_loop().run_in_executor(self.probes, encoder, ex.registry)
+            return Response(body, 200, media_type=ctype)
+        if path == "/healthz":
+            ok, h = ex.healthy(), ex.health
+            return _json(200 if ok else 503, {"alive": ok, "up": h.up, "lastError": h.last_error,
+                                              "accruedUntil": ex.ledger.watermark, "lastProgress": int(ex.progress_at)})
+        if path == "/readyz":
+            return _json(200 if ex.health.up else 503, {"up": ex.health.up, "lastError": ex.health.last_error})
+        if path in ALLOCATION_PATHS or path in SUMMARY_PATHS:  # blank values kept: `shareNamespaces=` turns sharing off
+            kept = parse_qs(raw_query, keep_blank_values=True)
+            if path in ALLOCATION_PATHS:
+                return await self.compute(path, lambda cancel: ex.allocation_body(kept, cancel))
+            top = SUMMARY_PATHS[path]
+            return await self.compute(path, lambda cancel: ex.allocation_summary(kept, cancel, topline=top))
+        if path in ("/assets", "/model/assets", "/cloudCost", "/model/cloudCost"):
+            fn = ex.assets if path.endswith("/assets") else ex.cloud_costs
+            return await self.compute(path, lambda cancel: fn(query, cancel))
+        if (page := OPENCOST_PAGES.get(path.removeprefix("/model"))) is not None:
+            method, kind = page
+            return await self.compute(path, lambda cancel: getattr(ex, method)(kind, query, cancel))
+        return _error(404, f"no such path {path}")
 
-        def _stream(self, body: AllocationBody) -> None:
-            """A big answer written piece by piece as it is encoded; its end is the connection's (HTTP/1.0)."""
-            self.send_response(200)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Connection", "close")
-            self.end_headers()
-            self.close_connection = True
-            if self.command == "HEAD":
-                return
-            try:
-                for piece in body.chunks():
-                    self.wfile.write(piece)
-            except (BrokenPipeError, ConnectionResetError):
-                log.debug("%s went away during the answer", self.address_string())
-            except Exception:  # the status is sent: cutting the body short is all that is left to do
-                log.exception("encoding the answer failed part way")
+    async def compute(self, path: str, run: Callable[[threading.Event], Any]) -> Response:
+        """An API answer on the bounded pool: 429 when full, 503 past the deadline, 400 for bad input."""
+        try:
+            body = await self.admission.run_async(run)
+            if isinstance(body, AllocationBody):
+                return StreamingResponse(iterate_in_threadpool(_pieces(body)), media_type="application/json")
+            return _json(200, body)
+        except Busy as e:
+            return _error(429, str(e), {"Retry-After": "5"})
+        except (DeadlineExceeded, Cancelled) as e:
+            return _error(503, str(e))
+        except ConfigError as e:
+            return _error(400, str(e))
+        except ChargebackError as e:
+            return _error(502, str(e))
+        except Exception as e:  # a bug must not drop the connection without an answer
+            log.exception("%s failed unexpectedly", path)
+            return _error(500, f"unexpected {type(e).__name__}")
 
-        def _error(self, code: int, message: str, headers: list[tuple[str, str]] | None = None) -> None:
-            self._json(code, {"code": code, "message": message}, headers)
+    def close(self) -> None:
+        """On shutdown: stop the computations at their next chunk."""
+        self.admission.close()
+        self.probes.shutdown(wait=False, cancel_futures=True)
+        self.auth_pool.shutdown(wait=False, cancel_futures=True)
 
-        def _authorized(self, path: str) -> bool:
-            if not checker.required(path):
-                return True
-            try:
-                return checker.allows(self.headers.get("Authorization"))
-            except ConfigError as e:  # the token file vanished: refuse, and say why in the log
-                log.error("cannot check credentials: %s", e)
-                return False
 
-        def _compute(self, path: str, run: Callable[[threading.Event], Any]) -> None:
-            """An API answer on the bounded pool: 429 when full, 503 past the deadline, 400 for bad input."""
-            try:
-                body = admission.run(run)
-                if isinstance(body, AllocationBody):
-                    self._stream(body)
-                else:
-                    self._json(200, body)
-            except Busy as e:
-                self._error(429, str(e), [("Retry-After", "5")])
-            except (DeadlineExceeded, Cancelled) as e:
-                self._error(503, str(e))
-            except ConfigError as e:
-                self._error(400, str(e))
-            except ChargebackError as e:
-                self._error(502, str(e))
-            except Exception as e:  # a bug must not drop the connection without an answer
-                log.exception("%s failed unexpectedly", path)
-                self._error(500, f"unexpected {type(e).__name__}")
+def _pieces(body: AllocationBody) -> Iterator[bytes]:
+    """A big answer encoded piece by piece on a worker thread, each piece sent before the next is made
+    (the transport's flow control holds the producer), so memory stays at a piece or two."""
+    try:
+        yield from body.chunks()
+    except Exception:  # the status is sent: cutting the body short (no final chunk) is all that is left
+        log.exception("encoding the answer failed part way")
+        raise
 
-        def do_HEAD(self) -> None:
-            self.do_GET()
 
-        def do_POST(self) -> None:
-            self._mcp()
+def make_app(exporter: Exporter, auth: Auth | None = None) -> Starlette:
+    """The ASGI app of serve; `app.state.admission` is the API's pool (run_server stops it on shutdown)."""
+    api = Api(exporter, auth)
 
-        def do_DELETE(self) -> None:
-            self._mcp()
+    @asynccontextmanager
+    async def lifespan(_app: Starlette) -> AsyncIterator[None]:
+        try:
+            yield
+        finally:
+            await api.mcp.close()
 
-        def _mcp(self) -> None:
-            """/mcp (POST, GET, DELETE): MCP Streamable HTTP (exporter/serve/mcpserver.py), with the API's auth."""
-            url = urlparse(self.path)
-            if url.path.rstrip("/") != MCP_PATH:  # other paths answer POST/DELETE as http.server did before
-                self.send_error(501, f"Unsupported method ({self.command!r})")
-            elif not self._authorized(url.path):
-                self._error(401, "authentication required", [("WWW-Authenticate", c) for c in checker.challenges()])
-            else:
-                mcp_bridge().serve(self, self._send, self._error)
-
-        def do_GET(self) -> None:
-            url = urlparse(self.path)
-            if not self._authorized(url.path):
-                self._error(401, "authentication required", [("WWW-Authenticate", c) for c in checker.challenges()])
-            elif url.path == "/metrics":
-                encoder, ctype = choose_encoder(self.headers.get("Accept", ""))
-                self._send(200, encoder(exporter.registry), ctype)
-            elif url.path == "/healthz":
-                ok = exporter.healthy()
-                h = exporter.health
-                self._json(200 if ok else 503, {"alive": ok, "up": h.up, "lastError": h.last_error,
-                                                "accruedUntil": exporter.ledger.watermark,
-                                                "lastProgress": int(exporter.progress_at)})
-            elif url.path == "/readyz":
-                self._json(200 if exporter.health.up else 503, {"up": exporter.health.up,
-                                                                "lastError": exporter.health.last_error})
-            elif url.path in ALLOCATION_PATHS:  # blank values kept: `shareNamespaces=` turns sharing off
-                query = parse_qs(url.query, keep_blank_values=True)
-                self._compute(url.path, lambda cancel: exporter.allocation_body(query, cancel))
-            elif url.path in SUMMARY_PATHS:
-                query, top = parse_qs(url.query, keep_blank_values=True), SUMMARY_PATHS[url.path]
-                self._compute(url.path, lambda cancel: exporter.allocation_summary(query, cancel, topline=top))
-            elif url.path.rstrip("/") == MCP_PATH:
-                self._mcp()
-            elif url.path in ("/assets", "/model/assets", "/cloudCost", "/model/cloudCost"):
-                query = parse_qs(url.query)
-                compute = exporter.assets if url.path.endswith("/assets") else exporter.cloud_costs
-                self._compute(url.path, lambda cancel: compute(query, cancel))
-            elif (page := OPENCOST_PAGES.get(url.path.removeprefix("/model"))) is not None:
-                query, (method, kind) = parse_qs(url.query), page
-                self._compute(url.path, lambda cancel: getattr(exporter, method)(kind, query, cancel))
-            else:
-                self._error(404, f"no such path {url.path}")
-
-    return Handler
+    app = Starlette(routes=[Route("/{path:path}", api, methods=None)], lifespan=lifespan)
+    app.state.admission = api.admission
+    app.state.api = api
+    return app
 
 
 def run_server(cfg: Config, until: str | None = None) -> None:
     auth, tls = load_auth(cfg.api.webConfigFile, cfg.api.bearerTokenFile, cfg.api.openPaths)
     exporter = Exporter(cfg, until)
     host, _, port = cfg.serve.listen.rpartition(":")
-    handler = make_handler(exporter, auth)
-    httpd = BoundedHTTPServer((host or "0.0.0.0", int(port)), handler, cfg.api.maxConnections,
-                              parse_duration(cfg.api.readTimeout), tls)
+    app = make_app(exporter, auth)
+    if cfg.api.maxConnections != type(cfg.api).model_fields["maxConnections"].default:
+        log.warning("api.maxConnections is deprecated and ignored: a connection costs no thread since serve is "
+                    "asynchronous (api.readTimeout bounds a slow request); remove the key")
+    httpd = AsyncHTTPServer((host or "0.0.0.0", int(port)), app, parse_duration(cfg.api.readTimeout), tls)
     worker = threading.Thread(target=exporter.loop, name="accrual", daemon=True)
 
     def shutdown(signum: int, _frame: object) -> None:
         log.info("signal %d: shutting down", signum)
         exporter.close()
-        handler.computations.close()  # type: ignore[attr-defined]
-        threading.Thread(target=httpd.shutdown, daemon=True).start()
+        app.state.api.close()
+        httpd.server.should_exit = True
 
     signal.signal(signal.SIGTERM, shutdown)
     signal.signal(signal.SIGINT, shutdown)

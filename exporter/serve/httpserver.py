@@ -1,73 +1,120 @@
-"""The HTTP server under serve: a thread per connection, but a bounded number, each with a read timeout.
+"""The HTTP server under serve: uvicorn (asyncio, h11) on one event loop; a connection costs no thread.
 
-ThreadingHTTPServer alone starts a thread for every connection and lets it wait forever for a
-request line, so 1,000 idle half-open connections held 1,000 threads. Here a connection that sends
-nothing for `read_timeout` is closed, at most `max_connections` are served at once (the others wait
-in the listen backlog, so a scrape is delayed, not refused), and the TLS handshake runs on the
-connection's thread under the same timeout, never on the accept loop.
+The thread-per-connection server it replaces let 64 slow clients (one byte every 3 s) take every
+connection thread, so /healthz went unanswered and a kubelet would restart the pod. Here a waiting
+connection is a socket and a few kilobytes on the loop. uvicorn closes an idle keep-alive connection
+after `timeout_keep_alive`, but a client that keeps dripping bytes resets that timer, and uvicorn has
+no deadline for reading a request: `DeadlineProtocol` adds one (`api.readTimeout`), armed when a
+connection opens and after each answer, cleared once a request (head and body) has been read.
+TLS handshakes run on the loop under asyncio's handshake timeout, never on a thread.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import socket
 import ssl
 import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from collections.abc import Iterator
 from typing import Any
+
+import h11
+from uvicorn import Config, Server
+from uvicorn.protocols.http.h11_impl import H11Protocol
 
 log = logging.getLogger(__name__)
 
+KEEP_ALIVE = 5.0  # seconds an idle keep-alive connection stays open between requests
 
-class BoundedHTTPServer(ThreadingHTTPServer):
-    daemon_threads = True
-    request_queue_size = 128  # the listen backlog that holds connections beyond max_connections
 
-    def __init__(self, address: tuple[str, int], handler: type[BaseHTTPRequestHandler], max_connections: int,
-                 read_timeout: float, tls: ssl.SSLContext | None = None) -> None:
-        self.max_connections = max_connections
-        self.slots = threading.BoundedSemaphore(max_connections)
-        self.read_timeout = read_timeout
-        self.tls = tls
-        super().__init__(address, handler)
+def deadline_protocol(read_timeout: float) -> type[H11Protocol]:
+    """uvicorn's h11 protocol with a deadline of `read_timeout` seconds for reading each request."""
 
-    def process_request(self, request: Any, client_address: Any) -> None:
-        # Waiting here pauses accept(); a connection that waits longer than a read timeout is dropped.
-        if not self.slots.acquire(timeout=self.read_timeout):
-            log.warning("all %d connection threads busy for %.0fs: dropping a connection from %s",
-                        self.max_connections, self.read_timeout, client_address[0])
-            self.shutdown_request(request)
-            return
+    class DeadlineProtocol(H11Protocol):
+        _deadline: asyncio.TimerHandle | None = None
+
+        def _arm(self) -> None:
+            self._disarm()
+            self._deadline = self.loop.call_later(read_timeout, self._expired)
+
+        def _disarm(self) -> None:
+            if self._deadline is not None:
+                self._deadline.cancel()
+                self._deadline = None
+
+        def _expired(self) -> None:
+            self._deadline = None
+            if not self.transport.is_closing():
+                log.debug("closing a connection from %s: no whole request within %.0fs",
+                          (self.client or ("?",))[0], read_timeout)
+                self.transport.close()
+
+        def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+            super().connection_made(transport)
+            self._arm()
+
+        def data_received(self, data: bytes) -> None:
+            super().data_received(data)
+            if self.conn.their_state in (h11.DONE, h11.MUST_CLOSE, h11.CLOSED, h11.ERROR):
+                self._disarm()
+
+        def on_response_complete(self) -> None:
+            super().on_response_complete()
+            if not self.transport.is_closing() and self.conn.their_state is not h11.DONE:
+                self._arm()  # the next request's head, from now (a pipelined one may be read already)
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            self._disarm()
+            super().connection_lost(exc)
+
+    return DeadlineProtocol
+
+
+class _Server(Server):
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        """Signals are run_server's (it stops the accrual loop and the computations first)."""
+        yield
+
+
+class AsyncHTTPServer:
+    """An ASGI app served by uvicorn on a socket bound at construction (so the port is known at once).
+
+    The socketserver-like surface (`serve_forever`, `shutdown`, `server_close`, `server_address`)
+    lets run_server and the tests drive it from any thread.
+    """
+
+    def __init__(self, address: tuple[str, int], app: Any, read_timeout: float = 10.0,
+                 tls: ssl.SSLContext | None = None) -> None:
+        self.app = app
+        self.socket = socket.create_server(address, backlog=1024, reuse_port=False)
+        self.server_address: tuple[str, int] = self.socket.getsockname()[:2]
+        config = Config(app, http=deadline_protocol(read_timeout), lifespan="on", log_config=None,
+                        access_log=False, server_header=False, timeout_keep_alive=int(min(KEEP_ALIVE, read_timeout))
+                        or 1, timeout_graceful_shutdown=10, backlog=1024,
+                        ssl_context_factory=(lambda _c, _d: tls) if tls is not None else None)
+        self.server = _Server(config)
+        # Its start-up lines, and a warning per malformed request (a hostile client could fill the log): the
+        # former server logged these at debug. Failures of the app itself (ERROR) still show.
+        logging.getLogger("uvicorn.error").setLevel(logging.ERROR)
+        self.stopped = threading.Event()
+
+    @property
+    def computations(self) -> Any:
+        """The API's admission (engine/limits.py), stopped on shutdown."""
+        return self.app.state.admission
+
+    def serve_forever(self) -> None:
         try:
-            super().process_request(request, client_address)
-        except BaseException:
-            self.slots.release()
-            raise
-
-    def process_request_thread(self, request: Any, client_address: Any) -> None:
-        try:
-            super().process_request_thread(request, client_address)
+            asyncio.run(self.server.serve(sockets=[self.socket]))
         finally:
-            self.slots.release()
+            self.stopped.set()
 
-    def finish_request(self, request: Any, client_address: Any) -> None:
-        request.settimeout(self.read_timeout)
-        if self.tls is None:
-            super().finish_request(request, client_address)
-            return
-        try:
-            conn = self.tls.wrap_socket(request, server_side=True)
-        except (ssl.SSLError, OSError) as e:
-            log.debug("TLS handshake with %s failed: %s", client_address[0], e)
-            return
-        try:
-            self.RequestHandlerClass(conn, client_address, self)  # type: ignore[arg-type]
-        finally:
-            with contextlib.suppress(OSError):
-                conn.shutdown(socket.SHUT_RDWR)
-            conn.close()
+    def shutdown(self) -> None:
+        self.server.should_exit = True
+        self.stopped.wait(30)
 
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        """A client that vanished mid-answer is routine, not a traceback on stderr."""
-        log.debug("connection from %s failed", client_address[0], exc_info=True)
+    def server_close(self) -> None:
+        self.socket.close()

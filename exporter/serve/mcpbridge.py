@@ -1,18 +1,17 @@
-"""/mcp on serve's own port: the MCP SDK's Streamable HTTP app bridged into the stdlib HTTP server.
+"""/mcp on serve's own port: the MCP SDK's Streamable HTTP app, called from serve's ASGI app.
 
-The SDK's transport is ASGI (Starlette); serve is a bounded stdlib `ThreadingHTTPServer`. Rather than
-re-implementing the transport, `McpBridge` runs the SDK's own app on a private asyncio loop in one
-background thread, and each connection thread hands it one request and waits for the answer. The app
-runs stateless with JSON responses (`stateless_http=True, json_response=True`): one POST in, one JSON
-body out, no session held by the server (any replica can answer) and no long-lived SSE stream tying up
-one of the api.maxConnections threads. The SDK is imported on the first /mcp request only.
+Serve runs on uvicorn's event loop (serve/httpserver.py), so the SDK's own ASGI app is called directly
+with the request, behind serve's TLS and auth (serve/httpapi.py). It runs stateless with JSON
+responses (`stateless_http=True, json_response=True`): one POST in, one JSON body out, no session
+held by the server (any replica can answer). The SDK is imported, and its session manager's task
+group started, on the first /mcp request only.
 
 Sessions: clients written for stateful servers (OpenCost's integration suite among them) insist on an
-`Mcp-Session-Id` from `initialize`, so the bridge issues a random one there. It is an opaque token the
+`Mcp-Session-Id` from `initialize`, so the mount issues a random one there. It is an opaque token the
 server never stores: later requests may carry it or not, and any replica accepts it, which a stateful
 session manager (sessions in one process's memory, 404 elsewhere or after a restart) could not offer.
 GET, the server-initiated SSE stream, gets 405 as the specification allows: a stateless server has
-nothing to push, and an open stream would hold a connection thread until REQUEST_TIMEOUT.
+nothing to push.
 """
 
 from __future__ import annotations
@@ -20,11 +19,8 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import threading
 import uuid
-from collections.abc import Callable, MutableMapping
-from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler
+from collections.abc import Awaitable, Callable, MutableMapping
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -35,120 +31,122 @@ log = logging.getLogger(__name__)
 
 MCP_PATH = "/mcp"
 MAX_BODY = 1 << 20  # bytes of one JSON-RPC request; tool arguments are a few short strings
-# Seconds a connection thread waits for the loop. Tools run under the API's admission deadline (api.timeout),
-# so this only bounds a stuck loop.
-REQUEST_TIMEOUT = 900.0
 SESSION_HEADER = "mcp-session-id"
-Send = Callable[[int, bytes, str, list[tuple[str, str]]], None]
-Error = Callable[[int, str], None]
+Receive = Callable[[], Awaitable[Any]]
+Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
 
 
-@dataclass
-class Answer:
-    status: int = 500
-    headers: list[tuple[str, str]] = field(default_factory=list)
-    body: bytes = b""
-
-
-class McpBridge:
-    """The SDK's Streamable HTTP app on a private asyncio loop, called from the connection threads."""
+class McpMount:
+    """The SDK's Streamable HTTP app as an ASGI callable, started on first use."""
 
     def __init__(self, exporter: Exporter, admission: Admission) -> None:
-        from mcp.server.transport_security import TransportSecuritySettings
+        self.exporter, self.admission = exporter, admission
+        self.app: Any = None
+        self.started = asyncio.Lock()
+        self.stop: asyncio.Event | None = None
+        self.task: asyncio.Task[None] | None = None
 
-        from exporter.serve.mcpserver import build_server
+    async def _start(self) -> Any:
+        async with self.started:
+            if self.app is None:
+                from mcp.server.transport_security import TransportSecuritySettings
 
-        server = build_server(exporter, admission)
-        # Host/Origin checks off: /mcp is guarded by serve's own TLS and auth (webauth), as the API is,
-        # and serve listens on any interface under any Service name.
-        self.app = server.streamable_http_app(
-            streamable_http_path=MCP_PATH, json_response=True, stateless_http=True,
-            transport_security=TransportSecuritySettings(enable_dns_rebinding_protection=False))
-        self.manager = server.session_manager
-        self.loop = asyncio.new_event_loop()
-        self.ready = threading.Event()
-        self.failed: BaseException | None = None
-        self.thread = threading.Thread(target=self._main, name="mcp", daemon=True)
-        self.thread.start()
-        if not self.ready.wait(30) or self.failed is not None:
-            raise RuntimeError(f"the MCP session manager did not start: {self.failed}")
+                from exporter.serve.mcpserver import build_server
 
-    def _main(self) -> None:
-        asyncio.set_event_loop(self.loop)
+                server = build_server(self.exporter, self.admission)
+                # Host/Origin checks off: /mcp is guarded by serve's own TLS and auth (webauth), as the API is,
+                # and serve listens on any interface under any Service name.
+                app = server.streamable_http_app(
+                    streamable_http_path=MCP_PATH, json_response=True, stateless_http=True,
+                    transport_security=TransportSecuritySettings(enable_dns_rebinding_protection=False))
+                ready, self.stop = asyncio.Event(), asyncio.Event()
+                self.task = asyncio.create_task(self._run(server.session_manager, ready, self.stop))
+                await ready.wait()
+                if self.task.done():
+                    raise RuntimeError(f"the MCP session manager did not start: {self.task.exception()}")
+                self.app = app
+        return self.app
+
+    @staticmethod
+    async def _run(manager: Any, ready: asyncio.Event, stop: asyncio.Event) -> None:
         try:
-            self.loop.run_until_complete(self._serve())
-        except BaseException as e:  # reported to the constructor waiting on `ready`
-            self.failed = e
-            self.ready.set()
+            async with manager.run():  # the task group that stateless requests run in
+                ready.set()
+                await stop.wait()
+        finally:
+            ready.set()
 
-    async def _serve(self) -> None:
-        self.stopped = asyncio.Event()
-        async with self.manager.run():  # the task group that stateless requests run in
-            self.ready.set()
-            await self.stopped.wait()
+    async def close(self) -> None:
+        if self.stop is not None and self.task is not None:
+            self.stop.set()
+            await asyncio.wait([self.task], timeout=5)
 
-    def close(self) -> None:
-        if self.thread.is_alive():
-            self.loop.call_soon_threadsafe(self.stopped.set)
-            self.thread.join(timeout=5)
-
-    def handle(self, method: str, query: str, headers: list[tuple[str, str]], body: bytes,
-               client: tuple[str, int]) -> Answer:
-        """One HTTP exchange through the ASGI app; the whole body is collected (JSON responses only)."""
-        scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": method,
-                 "scheme": "http", "path": MCP_PATH, "raw_path": MCP_PATH.encode(), "query_string": query.encode(),
-                 "root_path": "", "headers": [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in headers],
-                 "client": client, "server": ("chargeback", 0)}
-        answer = Answer()
+    async def __call__(self, scope: MutableMapping[str, Any], receive: Receive, send: Send) -> None:
+        """One exchange: GET (and HEAD) get 405, a body over MAX_BODY 413, the rest goes to the SDK."""
+        method = scope["method"]
+        if method not in ("POST", "DELETE"):  # no stream to offer, see the module doc
+            await _answer(send, 405, NO_STREAM, [(b"allow", b"POST")])
+            return
+        body = await _read_body(scope, receive)
+        if isinstance(body, int):
+            message = "bad Content-Length" if body == 400 else f"request body over {MAX_BODY} bytes"
+            await _answer(send, body, json.dumps({"code": body, "message": message}).encode())
+            return
+        session = method == "POST" and opens_session(body)
         delivered = False
 
-        async def receive() -> dict[str, Any]:
+        async def replay() -> dict[str, Any]:
             nonlocal delivered
-            if delivered:  # the request is whole and the client still waits: nothing more until cancelled
-                await asyncio.Event().wait()
+            if delivered:  # the body was given whole: what is left is the client going away
+                message: dict[str, Any] = await receive()
+                return message
             delivered = True
             return {"type": "http.request", "body": body, "more_body": False}
 
-        async def send(message: MutableMapping[str, Any]) -> None:
-            if message["type"] == "http.response.start":
-                answer.status = message["status"]
-                answer.headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in message.get("headers", [])]
-            elif message["type"] == "http.response.body":
-                answer.body += message.get("body", b"")
+        async def sending(message: MutableMapping[str, Any]) -> None:
+            if session and message["type"] == "http.response.start" and message["status"] == 200:
+                headers = list(message.get("headers", []))
+                if not any(k.lower() == SESSION_HEADER.encode() for k, _ in headers):
+                    message["headers"] = [*headers, (SESSION_HEADER.encode(), uuid.uuid4().hex.encode())]
+            await send(message)
 
-        asyncio.run_coroutine_threadsafe(self.app(scope, receive, send), self.loop).result(REQUEST_TIMEOUT)
-        if (method == "POST" and answer.status == 200 and opens_session(body)
-                and not any(k.lower() == SESSION_HEADER for k, _ in answer.headers)):
-            answer.headers.append((SESSION_HEADER, uuid.uuid4().hex))
-        return answer
-
-    def serve(self, handler: BaseHTTPRequestHandler, send: Send, error: Error) -> None:
-        """Read the request from a stdlib handler, run it through the app, write the answer back."""
-        if handler.command not in ("POST", "DELETE"):  # GET (and HEAD): no stream to offer, see the module doc
-            send(405, NO_STREAM, "application/json", [("Allow", "POST")])
-            return
         try:
-            length = int(handler.headers.get("Content-Length") or 0)
-        except ValueError:
-            length = -1
-        if length < 0:
-            error(400, "bad Content-Length")
-            return
-        if length > MAX_BODY:
-            error(413, f"request body over {MAX_BODY} bytes")
-            return
-        body = handler.rfile.read(length) if length else b""
-        query = handler.path.partition("?")[2]
-        try:
-            answer = self.handle(handler.command, query, list(handler.headers.items()), body,
-                                 (handler.client_address[0], handler.client_address[1]))
+            app = await self._start()
+            await app({**scope, "path": MCP_PATH, "raw_path": MCP_PATH.encode()}, replay, sending)
         except Exception as e:  # a bug must not drop the connection without an answer
             log.exception("%s failed unexpectedly", MCP_PATH)
-            error(500, f"unexpected {type(e).__name__}")
-            return
-        ctype = next((v for k, v in answer.headers if k.lower() == "content-type"), "application/json")
-        send(answer.status, answer.body, ctype,
-             [(k, v) for k, v in answer.headers if k.lower() not in ("content-type", "content-length")])
+            await _answer(send, 500, json.dumps({"code": 500, "message": f"unexpected {type(e).__name__}"}).encode())
+
+
+async def _read_body(scope: MutableMapping[str, Any], receive: Receive) -> bytes | int:
+    """The request body, or the error status: 400 for a bad Content-Length, 413 past MAX_BODY."""
+    declared = dict(scope["headers"]).get(b"content-length", b"0")
+    try:
+        length = int(declared or 0)
+    except ValueError:
+        return 400
+    if length < 0:
+        return 400
+    if length > MAX_BODY:
+        return 413
+    parts, size = [], 0
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":
+            return 400  # the client went away
+        parts.append(message.get("body", b""))
+        size += len(parts[-1])
+        if size > MAX_BODY:
+            return 413
+        if not message.get("more_body", False):
+            return b"".join(parts)
+
+
+async def _answer(send: Send, status: int, body: bytes, headers: list[tuple[bytes, bytes]] | None = None) -> None:
+    await send({"type": "http.response.start", "status": status,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
+                            *(headers or [])]})
+    await send({"type": "http.response.body", "body": body})
 
 
 NO_STREAM = json.dumps({"jsonrpc": "2.0", "id": None, "error": {
@@ -164,16 +162,3 @@ def opens_session(body: bytes) -> bool:
         return False
     messages = message if isinstance(message, list) else [message]
     return any(isinstance(m, dict) and m.get("method") == "initialize" for m in messages)
-
-
-def lazy_bridge(exporter: Exporter, admission: Admission) -> Callable[[], McpBridge]:
-    """The bridge of one handler class, started on first use (so serve without MCP clients never loads the SDK)."""
-    made: list[McpBridge] = []
-    lock = threading.Lock()
-
-    def get() -> McpBridge:
-        with lock:
-            if not made:
-                made.append(McpBridge(exporter, admission))
-            return made[0]
-    return get

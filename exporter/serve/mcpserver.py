@@ -16,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Annotated, Any
 
-import anyio.to_thread
+import anyio
 from mcp.server.mcpserver import MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
 from mcp.types import ToolAnnotations
@@ -112,12 +112,10 @@ def build_server(exporter: Exporter, admission: Admission) -> MCPServer:
         "forms: durations (24h, 7d), today, yesterday, week, lastweek, month, lastmonth, or 'start,end' pairs."))
 
     async def run(work: Callable[[threading.Event], Any]) -> Any:
-        def guarded() -> Any:
-            try:
-                return admission.run(work)
-            except (Busy, DeadlineExceeded, Cancelled, ChargebackError) as e:
-                raise ToolError(str(e)) from e
-        return await anyio.to_thread.run_sync(guarded)
+        try:
+            return await admission.run_async(work)
+        except (Busy, DeadlineExceeded, Cancelled, ChargebackError) as e:
+            raise ToolError(str(e)) from e
 
     @server.tool(annotations=READ_ONLY, description=(
         "Cost allocation as OpenCost's /allocation: cost per namespace, node, team, label:<k>, etc. over a "
