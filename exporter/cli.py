@@ -5,13 +5,13 @@ from __future__ import annotations
 import json
 import logging
 import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import click
 
+from exporter import cli_common
 from exporter.cli_common import fail, load, with_progress
 from exporter.cli_reports import reconcile, report
 from exporter.config.schema import override
@@ -27,7 +27,6 @@ from exporter.vocab.errors import ChargebackError
 from exporter.vocab.redact import install_log_redaction
 
 # What "now" is for window expressions (`today`, `24h`); tests set their own, to be midnight at will.
-clock: Callable[[], float] = time.time
 
 
 def _render_to(write: Callable[[Path], list[Path]], out_dir: str) -> list[Path]:
@@ -85,7 +84,7 @@ def allocate(prometheus_url: str | None, window_text: str, aggregate: str, confi
         parts, labels = parse_aggregate(aggregate, cfg.attribution.labels)
         cfg = override(cfg, "attribution", labels=labels)
         step = parse_duration(cfg.allocation.resolution)
-        window = parse_window(window_text, clock(), step, allow_empty=True)
+        window = parse_window(window_text, cli_common.clock(), step, allow_empty=True)
         check_window(window, cfg.api.maxWindow)
         client = PrometheusClient(cfg.prometheus)
         pipeline = command_pipeline(cfg, client)
@@ -168,7 +167,7 @@ def audit_labels(prometheus_url: str | None, config: str | None, window_text: st
 
     try:
         cfg = load(config, prometheus_url)
-        window = parse_window(window_text, clock(), parse_duration(cfg.allocation.resolution))
+        window = parse_window(window_text, cli_common.clock(), parse_duration(cfg.allocation.resolution))
         client = PrometheusClient(cfg.prometheus)
         pipeline = command_pipeline(cfg, client)
         result = with_progress(pipeline, window)
@@ -195,7 +194,7 @@ def prices(prometheus_url: str | None, config: str | None, window_text: str, fmt
 
     try:
         cfg = load(config, prometheus_url)
-        window = parse_window(window_text, clock(), parse_duration(cfg.allocation.resolution))
+        window = parse_window(window_text, cli_common.clock(), parse_duration(cfg.allocation.resolution))
         pipeline = command_pipeline(cfg)
         _capacity, nodes = pipeline.fetcher.node_facts(window, pipeline.metadata(window))
         rates = price_nodes(nodes, cfg.pricing, pipeline.shipped)

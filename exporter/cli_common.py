@@ -4,6 +4,8 @@ the progress bar. cli.py and cli_reports.py both import it, so neither imports t
 from __future__ import annotations
 
 import sys
+import time
+from collections.abc import Callable
 from typing import Any, NoReturn
 
 import click
@@ -13,6 +15,9 @@ from exporter.core.window import Window, iso
 from exporter.engine.pipeline import Pipeline
 from exporter.vocab.errors import ChargebackError
 from exporter.vocab.redact import redact
+
+# "Now" for every command's windows; tests set it (a calendar window at 00:00:30).
+clock: Callable[[], float] = time.time
 
 
 def load(config: str | None, prometheus_url: str | None, cluster_selector: str | None = None) -> Config:

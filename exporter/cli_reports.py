@@ -10,6 +10,7 @@ from pathlib import Path
 
 import click
 
+from exporter import cli_common
 from exporter.cli_common import fail, load, with_progress
 from exporter.config.schema import override
 from exporter.core.window import parse_window
@@ -54,8 +55,8 @@ def report(prometheus_url: str | None, config: str | None, window_text: str, by:
         if by != "namespace" and by not in cfg.attribution.labels:
             labels = ", ".join(cfg.attribution.labels)
             raise ConfigError(f"--by {by!r}: use namespace or an attribution label ({labels})")
-        now = time.time()
-        window = parse_window(window_text, now, parse_duration(cfg.allocation.resolution))
+        now = cli_common.clock()
+        window = parse_window(window_text, now, parse_duration(cfg.allocation.resolution), allow_empty=True)
         if fmt == "focus":  # the computed split per charge period, grouped --by
             if send:
                 raise ConfigError("--format focus is written, not sent: use --out")

@@ -23,7 +23,7 @@ import pytest
 import yaml
 from click.testing import CliRunner, Result
 
-import exporter.cli
+import exporter.cli_common
 from demo.localprom import PrometheusServer
 from exporter.cli import main
 from exporter.config.schema import parse_config
@@ -68,7 +68,7 @@ def config(tmp_path: Path, midnight_prom: tuple[PrometheusServer, int]) -> Path:
 
 
 def allocate_at(now: float, config: Path, window: str, monkeypatch: pytest.MonkeyPatch) -> Result:
-    monkeypatch.setattr(exporter.cli, "clock", lambda: now)
+    monkeypatch.setattr(exporter.cli_common, "clock", lambda: now)
     return CliRunner().invoke(main, ["allocate", "--config", str(config), "--window", window, "--format", "json"])
 
 
@@ -137,3 +137,19 @@ def test_today_later_that_day_is_the_baseline(midnight_prom: tuple[PrometheusSer
         assert_baseline(api["data"][0])
     finally:
         exporter.close()
+
+
+def test_a_report_in_the_first_minute_is_empty_not_an_error(
+        midnight_prom: tuple[PrometheusServer, int], config: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A cron job's showback at midnight: `report --window today` has nothing to cost yet, and says so."""
+    _prom, d0 = midnight_prom
+    for window, now in boundaries(d0):
+        monkeypatch.setattr(exporter.cli_common, "clock", lambda now=now: now)
+        res = CliRunner().invoke(main, ["report", "--config", str(config), "--window", window, "--format", "json"])
+        assert res.exit_code == 0, (window, res.output)
+        body = json.loads(res.stdout)
+        assert body["groups"] == [] and body["clusterTotal"] == 0 and body["days"] == [], (window, body)
+        assert body["window"]["seconds"] == 0 and body["window"]["coveredSeconds"] == 0
+        for fmt in ("markdown", "csv", "html", "focus"):
+            res = CliRunner().invoke(main, ["report", "--config", str(config), "--window", window, "--format", fmt])
+            assert res.exit_code == 0, (window, fmt, res.output)
