@@ -15,6 +15,7 @@ import shutil
 import signal
 import subprocess
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -103,7 +104,10 @@ def test_opencost_suite_passes_but_known_failures(run: SuiteRun) -> None:
                   and (t.name not in known or t.name in vacuous)]
     fixed = sorted(n for n in known if n in suite and suite[n].status != "FAIL" and n not in vacuous)
     assert not unexpected, "OpenCost suite tests failed:\n" + summary({t.name: t for t in unexpected})
-    assert not fixed, f"these pass now: remove them from {KNOWN.name}: {fixed}"
+    # A listed test that passes is news, not a failure: the list only shrinks, and a comparison over live
+    # data that passes once must not fail the build the next time it does not.
+    if fixed:
+        warnings.warn(f"these pass now: remove them from {KNOWN.name}: {fixed}", stacklevel=1)
     assert len(suite) == 62, f"the suite at 6bd0734 has 62 tests; its source and logs hold {len(suite)}"
 
 
@@ -117,7 +121,8 @@ def test_opencost_suite_compares_something(run: SuiteRun) -> None:
     vacuous = [t.name for t in passed if t.compared == 0 and t.name not in listed]
     compare_now = sorted(n for n in listed if n in run.tests and run.tests[n].compared > 0)
     assert not vacuous, f"passed without comparing anything (the data lacks their series): {vacuous}"
-    assert not compare_now, f"these compare items now: remove them from {KNOWN.name}: {compare_now}"
+    if compare_now:
+        warnings.warn(f"these compare items now: remove them from {KNOWN.name}: {compare_now}", stacklevel=1)
 
 
 LOG = """=== RUN   TestA
