@@ -137,8 +137,8 @@ def test_one_nan_sample_costs_one_step_not_the_window(tmp_path: Path) -> None:
     # n-od's CPU capacity sample at T0+31m is NaN (as from a broken exporter); every other sample is clean.
     history = io.StringIO()
     write_openmetrics(core_cluster(t0), t0 - 1800, t0 + WINDOW_SECONDS + 600, 60, history)
-    series = 'kube_node_status_capacity{job="kube-state-metrics",instance="ksm:8080",node="n-od",resource="cpu",'
-    text, n = re.subn(rf"^({re.escape(series)}[^ ]*) [^ ]+ {t0 + 1860}$", rf"\1 NaN {t0 + 1860}",
+    series = 'kube_node_status_capacity{job="kube-state-metrics",instance="ksm:8080",node="n-od",'
+    text, n = re.subn(rf'^({re.escape(series)}[^ ]*resource="cpu"[^ ]*) [^ ]+ {t0 + 1860}$', rf"\1 NaN {t0 + 1860}",
                       history.getvalue(), flags=re.M)
     assert n == 1
     om, data_dir = tmp_path / "nan.om", tmp_path / "data"

@@ -111,9 +111,12 @@ def node_model(node: EnergyNode, cfg: EnergyConfig, co: Coefficients, notes: lis
     elif "default" in cfg.gridIntensity:
         intensity = cfg.gridIntensity["default"]
     else:
+        # A node with no region label gets CCF's average without a word (docs/energy-and-carbon.md): every
+        # command on a cluster without topology labels would warn per node. A region the table lacks is news.
         intensity = co.intensity["unknown"]
-        notes.append(f"node {node.name}: no grid intensity for region {region or '(none)'}; using "
-                     f"{intensity:g} gCO2e/kWh (set energy.gridIntensity)")
+        if region:
+            notes.append(f"node {node.name}: no grid intensity for region {region}; using "
+                         f"{intensity:g} gCO2e/kWh (set energy.gridIntensity)")
     return NodeModel(lo, max(hi, lo), cfg.pue if cfg.pue is not None else pue, intensity, region)
 
 
