@@ -25,7 +25,7 @@ from demo.synthetic import Cluster, Rewrite, Sampler, with_dcgm
 
 from .conftest import aligned_past
 from .scenarios import WINDOW_SECONDS, core_cluster
-from .test_allocate_core import EXPECTED, NODES_TOTAL
+from .test_allocate_core import NODES_TOTAL, assert_expected
 
 REL = 1e-9
 BASELINE_GPU_WASTE = {"team-c": 2.0 * (1 - 0.5)}
@@ -87,12 +87,5 @@ def assert_baseline(data: dict[str, Any], expected: dict[str, dict[str, float]] 
     """An OpenCost-shaped allocation set (namespace -> fields) equals the hand-worked baseline (or `expected`,
     the baseline as a path reads it by construction) to 1e-9, namespace by namespace and resource by
     resource, and conserves the nodes' cost."""
-    expected = expected or EXPECTED
-    assert set(data) == set(expected), sorted(data)
-    for ns, exp in expected.items():
-        got = data[ns]
-        assert got["cpuCost"] == pytest.approx(exp["cpu"], rel=REL), ns
-        assert got["ramCost"] == pytest.approx(exp["memory"], rel=REL), ns
-        assert got["gpuCost"] == pytest.approx(exp["gpu"], rel=REL, abs=1e-12), ns
-        assert got["totalCost"] == pytest.approx(sum(exp.values()), rel=REL), ns
+    assert_expected(data, expected)
     assert sum(v["totalCost"] for v in data.values()) == pytest.approx(NODES_TOTAL, rel=REL)

@@ -71,17 +71,24 @@ def run_allocate(config: Path, window: str, *extra: str) -> Any:
     return json.loads(res.stdout)
 
 
-def test_hand_computed_costs_per_namespace(core_config: Path, core_t0: int) -> None:
-    body = run_allocate(core_config, window_arg(core_t0))
-    assert body["code"] == 200
-    data = body["data"][0]
-    assert set(data) == set(EXPECTED)
-    for ns, exp in EXPECTED.items():
+def assert_expected(data: dict[str, Any], expected: dict[str, dict[str, float]] | None = None) -> None:
+    """An allocation set (namespace -> OpenCost fields) equals the hand-worked amounts to 1e-9, namespace by
+    namespace and resource by resource (also the deployment-shape matrix's baseline, tests/shapes.py)."""
+    expected = expected or EXPECTED
+    assert set(data) == set(expected), sorted(data)
+    for ns, exp in expected.items():
         got = data[ns]
         assert got["cpuCost"] == pytest.approx(exp["cpu"], rel=REL), ns
         assert got["ramCost"] == pytest.approx(exp["memory"], rel=REL), ns
         assert got["gpuCost"] == pytest.approx(exp["gpu"], rel=REL, abs=1e-12), ns
         assert got["totalCost"] == pytest.approx(sum(exp.values()), rel=REL), ns
+
+
+def test_hand_computed_costs_per_namespace(core_config: Path, core_t0: int) -> None:
+    body = run_allocate(core_config, window_arg(core_t0))
+    assert body["code"] == 200
+    data = body["data"][0]
+    assert_expected(data)
     # Conservation: every namespace, __idle__ included, adds up to the nodes' cost.
     assert sum(v["totalCost"] for v in data.values()) == pytest.approx(NODES_TOTAL, rel=1e-4)
     assert sum(v["totalCost"] for v in data.values()) == pytest.approx(NODES_TOTAL, rel=REL)
