@@ -17,7 +17,7 @@ from typing import Any
 
 from exporter.core.allocation import CostResult
 from exporter.core.coverage import Coverage
-from exporter.outputs.allocitem import api_item, pv_allocations
+from exporter.outputs.allocitem import api_item, lb_allocations, pv_allocations
 from exporter.outputs.allocrows import Group, aggregate, build_rows, properties_json, proportional_costs
 from exporter.outputs.opencost_api import AllocationQuery, AllocationSet
 
@@ -43,7 +43,8 @@ class SetGroups:
             proportional = None if self.node_cost is None else proportional_costs(g, self.node_cost, self.cluster)
             props = properties_json(g, self.kubernetes_keys)
             yield name, api_item(name, g.row, self.start, self.end, self.bounds, props, proportional,
-                                 pv_allocations(g.pvs, self.cluster), self.raw_only(g))
+                                 pv_allocations(g.pvs, self.cluster), self.raw_only(g),
+                                 lb_allocations(g.lbs, self.cluster))
 
     def raw_only(self, g: Group) -> dict[str, float] | None:
         """OpenCost's rawAllocationOnly: max usage, which only an allocation of one container has (a maximum

@@ -94,9 +94,19 @@ def pv_allocations(pvs: Mapping[str, tuple[float, float]] | None, cluster: str) 
             for pv, (b, c) in sorted(pvs.items())}
 
 
+def lb_allocations(lbs: Mapping[str, tuple[float, float]] | None, cluster: str) -> dict[str, Any] | None:
+    """OpenCost's LbAllocations: keyed by its service key's text (`<cluster>/<namespace>/<service>`), the
+    service as `namespace/service`, cost and hours; no IP is read (private false, ip empty). Null without one."""
+    if not lbs:
+        return None
+    return {f"{cluster}/{svc}": {"service": svc, "cost": c, "private": False, "ip": "", "hours": s / 3600,
+                                 "adjustment": 0.0} for svc, (s, c) in sorted(lbs.items())}
+
+
 def api_item(name: str, row: Row, start: int, end: int, bounds: tuple[int, int],
              properties: dict[str, Any], proportional: dict[str, Any] | None = None,
-             pvs: dict[str, Any] | None = None, raw: dict[str, float] | None = None) -> dict[str, Any]:
+             pvs: dict[str, Any] | None = None, raw: dict[str, float] | None = None,
+             lbs: dict[str, Any] | None = None) -> dict[str, Any]:
     """One allocation as OpenCost's /allocation serialises it: `properties`, the set's `window`, and
     every documented field (those with no meaning here are 0)."""
     item = allocation_item(name, row, start, end)
@@ -112,6 +122,7 @@ def api_item(name: str, row: Row, start: int, end: int, bounds: tuple[int, int],
                networkInternetCost=line.network_internet_cost)
     out["pvBytes"] = row.line.pv_byte_seconds / 3600 / hours
     out["pvs"] = pvs
+    out["lbAllocations"] = lbs
     out["rawAllocationOnly"] = raw
     if proportional is not None:
         out["proportionalAssetResourceCosts"] = proportional

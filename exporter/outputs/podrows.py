@@ -34,6 +34,7 @@ from exporter.outputs.allocfilter import Node, Props
 from exporter.outputs.allocitem import Row
 from exporter.outputs.allocrows import AllocRow, Group, RowBuilder, add_rows, finish
 from exporter.outputs.opencost_api import AggKey, AllocationQuery
+from exporter.outputs.podvolumes import VolumeShares, split_volumes
 from exporter.sources.allocsteps import NodeScales
 from exporter.sources.podqueries import PodQueries
 from exporter.sources.podsteps import ContainerFetcher, ContainerTotals
@@ -154,6 +155,15 @@ def fetch_meta(client: PrometheusClient, q: Queries, w: Window) -> PodMeta:
     return PodMeta(info, providers, counts)
 
 
+def volume_shares(client: PrometheusClient, q: Queries, w: Window, step: int) -> dict[str, dict[str, dict[str, float]]]:
+    """namespace -> volume -> pod -> the byte-seconds of the volume the pod held over `w` (podvolumes.py)."""
+    out: dict[str, dict[str, dict[str, float]]] = {}
+    for lb, v in client.query(PodQueries(q).volume_shares(w.seconds), float(w.end)):
+        pvs = out.setdefault(lb.get("namespace", ""), {})
+        pvs.setdefault(lb.get("persistentvolume", ""), {})[lb.get("pod", "")] = v * step
+    return out
+
+
 def container_lines(totals: ContainerTotals, step: int) -> dict[ContainerKey, Line]:
     """Per-container sums over steps as unit-seconds on Lines, the shape split_rows takes. Pure."""
     out: dict[ContainerKey, Line] = {}
@@ -190,23 +200,33 @@ def with_gpus(usage: dict[ContainerKey, Line], held: Mapping[ContainerKey, GpuPo
 
 
 def split_rows(rows: Iterable[AllocRow], usage: Mapping[ContainerKey, Line], attrs_of: Callable[[str, str], Attrs],
-               meta: PodMeta) -> Iterator[AllocRow]:
+               meta: PodMeta, volumes: VolumeShares | None = None) -> Iterator[AllocRow]:
     """Each tenant row on a node, split between its containers by allocated quantity per resource; then
     what sharing moved to an owner (shared idle, shared namespaces and fixed costs), split between that
     owner's containers by their cost of each resource (shared cost: by their total). Pure.
 
     What a row holds that no container can carry (a resource none of them was allocated, volumes and
-    load balancers, whose pods are not known) stays on a row with no pod, so the parts add up to the row."""
+    load balancers, whose pods are not known) stays on a row with no pod, so the parts add up to the row.
+    Volumes go to the pods that mounted them (`volumes`, exporter/outputs/podvolumes.py)."""
     members: dict[tuple[str, str, Attrs], list[tuple[ContainerKey, Line]]] = {}
+    pods: dict[tuple[str, str], list[ContainerKey]] = {}
     for key, line in usage.items():
         ns, node, pod, _c = key
         members.setdefault((ns, node, attrs_of(ns, pod)), []).append((key, line))
+        pods.setdefault((ns, pod), []).append(key)
+
+    def pod_row(r: AllocRow, key: ContainerKey, part: Row, pvs: dict[str, tuple[float, float]]) -> AllocRow:
+        props = _pod_props(replace(r.props, node=key[1]), key[2], key[3], meta)
+        return AllocRow("", props, part, r.namespace_labels, r.attrs, r.props.annotations, pvs=pvs)
     moved: list[AllocRow] = []
     # (namespace, owner) -> container -> (its props without a node, its cost per resource): for moved rows.
     owned: dict[tuple[str, Attrs], dict[tuple[str, str], tuple[Props, dict[str, float]]]] = {}
     for r in rows:
         if r.moved and not r.name:
             moved.append(r)
+            continue
+        if r.pvs and volumes and not r.name and not r.props.node:
+            yield from split_volumes(r, volumes, pods, pod_row)
             continue
         mine = members.get((r.props.namespace, r.props.node, r.attrs)) if not r.name and r.props.node else None
         if not mine:
@@ -333,6 +353,7 @@ class PodGranularity:
             for lb, v in pipeline.client.query(q.gpu_usage_integral(w.seconds, every_pod=True), float(w.end)):
                 kinds = dcgm.setdefault((lb.get("namespace", ""), lb.get("node", ""), lb.get("pod", "")), {})
                 kinds[lb.get("kind", "")] = kinds.get(lb.get("kind", ""), 0.0) + v * pipeline.step
+        volumes = volume_shares(pipeline.client, q, w, pipeline.step) if result.pv_parts else {}
         for batch in plan:
             whole = len(plan) == 1
             totals = fetcher.totals(q if whole else q.scoped(batch), w.start, w.end, scales, records,
@@ -342,7 +363,7 @@ class PodGranularity:
             with_gpus(usage, result.gpu_pods, dcgm, set(batch))
             del totals
             rows = [r for ns in batch for r in (*builder.table_rows(keys.pop(ns, [])), *nodeless.pop(ns, []))]
-            split = split_rows(rows, usage, attrs_of, self.meta)
+            split = split_rows(rows, usage, attrs_of, self.meta, volumes)
             with self._lock:
                 self.add(split)
             del usage, split, rows  # this batch's rows are in the groups now

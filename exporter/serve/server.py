@@ -302,7 +302,8 @@ class Exporter:
         return self._allocation_body(self.parse_allocation(query, now), cancel)
 
     def parse_allocation(self, query: dict[str, list[str]], now: float | None = None) -> AllocationQuery:
-        return parse_query(query, self.cfg.attribution.labels, time.time() if now is None else now, self.step)
+        return parse_query(query, self.cfg.attribution.labels, time.time() if now is None else now, self.step,
+                           self.cfg.api.allocationSharing)
 
     def allocation_summary(self, query: dict[str, list[str]], cancel: threading.Event | None = None,
                            now: float | None = None, topline: bool = False) -> dict[str, Any]:

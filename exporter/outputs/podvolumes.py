@@ -1,0 +1,56 @@
+"""A namespace's volumes below it: each volume's cost split between the pods that mounted its claim. Pure.
+
+The engine charges a volume to its claim's namespace (exporter/core/assets.py). Pod-level answers
+(exporter/outputs/podrows.py) then give each pod the part of each volume it held: its byte-seconds of the
+volume over the volume's (sources/podqueries.py `volume_shares`, a claim split evenly between the pods
+mounting it at once, as OpenCost does), and within a pod evenly between its containers (OpenCost divides
+a pod's PVC cost by its container count). Time no pod mounted the claim stays on the namespace's row with
+no pod, so the parts add up to what the engine charged the namespace.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import replace
+
+from exporter.core.allocation import Line
+from exporter.outputs.allocitem import Row
+from exporter.outputs.allocrows import AllocRow
+
+# namespace -> volume -> pod -> byte-seconds the pod held of it
+VolumeShares = Mapping[str, Mapping[str, Mapping[str, float]]]
+ContainerKey = tuple[str, str, str, str]  # (namespace, node, pod, container)
+# Makes a container's row (its pod's properties) from the namespace's volume row: podrows supplies it.
+PodRow = Callable[[AllocRow, ContainerKey, Row, dict[str, tuple[float, float]]], AllocRow]
+
+
+def split_volumes(r: AllocRow, shares: VolumeShares, containers: Mapping[tuple[str, str], list[ContainerKey]],
+                  pod_row: PodRow) -> Iterator[AllocRow]:
+    """The rows of a namespace's volume row (`r.pvs` set, no node): a row per container of each pod that held a
+    volume, then the rest (what no pod held, and the row's load balancers and network) as it was."""
+    ns, pvs = r.props.namespace, r.pvs or {}
+    held: dict[str, tuple[float, float]] = {}  # volume -> (byte-seconds, cost) given to pods
+    for pv, (b, c) in pvs.items():
+        pods = {pod: s for pod, s in shares.get(ns, {}).get(pv, {}).items() if s > 0 and (ns, pod) in containers}
+        total = sum(pods.values())
+        scale = b / total if total > b > 0 else 1.0  # never more than the volume's byte-seconds
+        for pod, s in sorted(pods.items()):
+            part_b, part_c = s * scale, c * s * scale / b if b else 0.0
+            mine = containers[(ns, pod)]
+            for key in mine:
+                row = Row(line=Line(pv_byte_seconds=part_b / len(mine)))
+                row.cost["storage"] = part_c / len(mine)
+                yield pod_row(r, key, row, {pv: (part_b / len(mine), part_c / len(mine))})
+            b0, c0 = held.get(pv, (0.0, 0.0))
+            held[pv] = (b0 + part_b, c0 + part_c)
+    if not held:
+        yield r
+        return
+    moved_b, moved_c = sum(b for b, _c in held.values()), sum(c for _b, c in held.values())
+    rest = Row(line=replace(r.row.line, pv_byte_seconds=r.row.line.pv_byte_seconds - moved_b), cost=dict(r.row.cost),
+               shared=r.row.shared, energy=r.row.energy, carbon=r.row.carbon)
+    rest.cost["storage"] -= moved_c
+    left = {pv: (b - held.get(pv, (0.0, 0.0))[0], c - held.get(pv, (0.0, 0.0))[1]) for pv, (b, c) in pvs.items()}
+    left = {pv: part for pv, part in left.items() if part[0] > 1e-9 * max(pvs[pv][0], 1.0)}
+    if rest.total or left or r.lbs:
+        yield replace(r, row=rest, pvs=left or None)
