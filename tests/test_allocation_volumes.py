@@ -48,7 +48,10 @@ def volume_prom(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Prom
     mounts = tuple(Series("kube_pod_spec_volumes_persistentvolumeclaims_info",
                           {**KSM, "namespace": ns, "pod": pod, "volume": "v", "persistentvolumeclaim": claim}, base=1)
                    for ns, pod, claim in MOUNTS)
-    cluster = dataclasses.replace(c, pods=(*c.pods, second), extra=c.extra + claims + mounts)
+    # OpenCost's own series names pv-gp3's cloud volume: its `pvs` entries carry it as providerID
+    pv_info = Series("kubecost_pv_info", {"job": "opencost", "persistentvolume": "pv-gp3", "provider_id": "vol-0gp3",
+                                          "storageclass": "gp3"}, base=1)
+    cluster = dataclasses.replace(c, pods=(*c.pods, second), extra=(*c.extra, *claims, *mounts, pv_info))
     for prom in scenario_prom(tmp_path_factory, "volumes", cluster, t0):
         yield prom, t0
 
@@ -63,7 +66,8 @@ def test_each_pod_gets_the_volumes_it_mounted(volume_prom: Any) -> None:
     pods = ex.allocation(q(window=window_arg(t0), aggregate="pod", includeIdle="true"))["data"][0]
     api = pods["api"]
     assert api["pvs"] == {pv_key("pv-gp3"): {"byteHours": pytest.approx(100 * GIB_H, rel=REL),
-                                             "cost": pytest.approx(GP3, rel=REL), "providerID": "", "adjustment": 0.0}}
+                                             "cost": pytest.approx(GP3, rel=REL), "providerID": "vol-0gp3",
+                                             "adjustment": 0.0}}
     assert api["pvCost"] == pytest.approx(GP3, rel=REL) and api["pvByteHours"] == pytest.approx(100 * GIB_H, rel=REL)
     assert api["properties"]["node"] == "n-sp-od"  # the volume's row carries the pod's node: still one node
     # query: 30 steps alone + 30 steps halved = 45 of 60; query-2: 15 of 60
@@ -88,6 +92,7 @@ def test_each_pod_gets_the_volumes_it_mounted(volume_prom: Any) -> None:
     # by namespace the same volumes, whole: search 0.0027397 + 0.004
     ns = ex.allocation(q(window=window_arg(t0), aggregate="namespace", includeIdle="true"))["data"][0]
     assert {k: v["pvCost"] for k, v in ns.items() if v["pvCost"]} == pytest.approx(STORAGE, rel=REL)
+    assert ns["payments"]["pvs"][pv_key("pv-gp3")]["providerID"] == "vol-0gp3"
     assert sum(v["totalCost"] for v in ns.values()) == pytest.approx(TOTAL, rel=REL)
 
 

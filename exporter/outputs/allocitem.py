@@ -85,13 +85,15 @@ _ZERO_FIELDS = ("cpuCostAdjustment", "gpuCostAdjustment", "ramCostAdjustment", "
                 "networkReceiveBytes")
 
 
-def pv_allocations(pvs: Mapping[str, tuple[float, float]] | None, cluster: str) -> dict[str, Any] | None:
-    """OpenCost's PVAllocations: keyed by its PVKey's text (`cluster=<c>:name=<pv>`), byte-hours and cost per
-    volume; null when the allocation holds no volume, as OpenCost writes it."""
+def pv_allocations(pvs: Mapping[str, tuple[float, float]] | None, cluster: str,
+                   ids: Mapping[str, str] | None = None) -> dict[str, Any] | None:
+    """OpenCost's PVAllocations: keyed by its PVKey's text (`cluster=<c>:name=<pv>`), byte-hours, cost and
+    provider id (`ids`) per volume; null when the allocation holds no volume, as OpenCost writes it."""
     if not pvs:
         return None
-    return {f"cluster={cluster}:name={pv}": {"byteHours": b / 3600, "cost": c, "providerID": "", "adjustment": 0.0}
-            for pv, (b, c) in sorted(pvs.items())}
+    ids = ids or {}
+    return {f"cluster={cluster}:name={pv}": {"byteHours": b / 3600, "cost": c, "providerID": ids.get(pv, ""),
+                                             "adjustment": 0.0} for pv, (b, c) in sorted(pvs.items())}
 
 
 def lb_allocations(lbs: Mapping[str, tuple[float, float]] | None, cluster: str) -> dict[str, Any] | None:

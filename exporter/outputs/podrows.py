@@ -376,7 +376,7 @@ class PodGranularity:
 
 
 def response(pipeline: Pipeline, query: AllocationQuery, label_keys: tuple[str, ...], cluster: str,
-             cancel: threading.Event | None = None) -> AllocationBody:
+             cancel: threading.Event | None = None, volume_ids: Mapping[str, str] | None = None) -> AllocationBody:
     """allocbody.response for requests that need pod-level rows: one compute per set, one set's groups held
     at a time (an earlier set is encoded as soon as it is computed, the last as it is sent)."""
     body = AllocationBody()
@@ -391,7 +391,7 @@ def response(pipeline: Pipeline, query: AllocationQuery, label_keys: tuple[str, 
             body.done.append(b"".join(body.last.encode()))
         body.last = SetGroups(finish(grain.groups), result.start, result.end, (s.bounds.start, s.bounds.end),
                               cluster, result.node_cost if query.proportional else None, query.kubernetes_keys,
-                              peaks)
+                              peaks, volume_ids)
         coverage.merge(result.coverage)
         del grain, result
     span = (query.sets[0].compute.start, query.sets[-1].compute.end) if query.sets else None

@@ -14,8 +14,12 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import replace
 
 from exporter.core.allocation import Line
+from exporter.core.window import Window
 from exporter.outputs.allocitem import Row
 from exporter.outputs.allocrows import AllocRow
+from exporter.sources.podqueries import PodQueries
+from exporter.sources.prometheus import PrometheusClient
+from exporter.sources.queries import Queries
 
 # namespace -> volume -> pod -> byte-seconds the pod held of it
 VolumeShares = Mapping[str, Mapping[str, Mapping[str, float]]]
@@ -54,3 +58,9 @@ def split_volumes(r: AllocRow, shares: VolumeShares, containers: Mapping[tuple[s
     left = {pv: part for pv, part in left.items() if part[0] > 1e-9 * max(pvs[pv][0], 1.0)}
     if rest.total or left or r.lbs:
         yield replace(r, row=rest, pvs=left or None)
+
+
+def volume_ids(client: PrometheusClient, q: Queries, w: Window) -> dict[str, str]:
+    """PV -> its provider id over `w` (empty where OpenCost's kubecost_pv_info is not scraped)."""
+    return {lb.get("persistentvolume", ""): lb.get("provider_id", "")
+            for lb, _v in client.query(PodQueries(q).volume_ids(w.seconds), float(w.end))}

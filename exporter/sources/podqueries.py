@@ -61,3 +61,10 @@ class PodQueries:
         bytes_ = (f"{share} * on (namespace, persistentvolumeclaim) group_left (persistentvolume) {bound}"
                   f" * on (persistentvolume) group_left () {capacity}")
         return f"sum by (namespace, pod, persistentvolume) (sum_over_time(({bytes_}){q._sub(span)}))"
+
+    def volume_ids(self, span: int) -> str:
+        """Each volume's provider id as OpenCost's own series states it (kubecost_pv_info{provider_id}): the
+        `providerID` of an allocation's `pvs`."""
+        q = self.whole
+        return (f"max by (persistentvolume, provider_id) (last_over_time(kubecost_pv_info"
+                f"{_sel(_SET.format('provider_id'), q.o)}{q._range(span)}))")
