@@ -50,12 +50,13 @@ def split_volumes(r: AllocRow, shares: VolumeShares, containers: Mapping[tuple[s
     if not held:
         yield r
         return
-    moved_b, moved_c = sum(b for b, _c in held.values()), sum(c for _b, c in held.values())
-    rest = Row(line=replace(r.row.line, pv_byte_seconds=r.row.line.pv_byte_seconds - moved_b), cost=dict(r.row.cost),
-               shared=r.row.shared, energy=r.row.energy, carbon=r.row.carbon)
-    rest.cost["storage"] -= moved_c
     left = {pv: (b - held.get(pv, (0.0, 0.0))[0], c - held.get(pv, (0.0, 0.0))[1]) for pv, (b, c) in pvs.items()}
     left = {pv: part for pv, part in left.items() if part[0] > 1e-9 * max(pvs[pv][0], 1.0)}
+    # What the pods did not hold; exactly none when they held every volume throughout (no -1e-19 residue).
+    moved_b, moved_c = sum(b for b, _c in held.values()), sum(c for _b, c in held.values())
+    rest = Row(line=replace(r.row.line, pv_byte_seconds=r.row.line.pv_byte_seconds - moved_b if left else 0.0),
+               cost=dict(r.row.cost), shared=r.row.shared, energy=r.row.energy, carbon=r.row.carbon)
+    rest.cost["storage"] = r.row.cost["storage"] - moved_c if left else 0.0
     if rest.total or left or r.lbs:
         yield replace(r, row=rest, pvs=left or None)
 
