@@ -5,8 +5,9 @@ The cost model does not change: every segment is costed per (namespace, node, ow
 those rows is then split between its containers in proportion to their allocated quantity of each
 resource on that node (the same integrals, per container). A node's price is one rate per resource,
 so the split is the cost each container's quantity would have cost, and a namespace's container rows
-add up to its namespace-level row. Rows with no node (what sharing moved, volumes, load balancers,
-network) and the pseudo-namespaces (__idle__, ...) stay as they are, with no pod.
+add up to its namespace-level row. A namespace's volumes go to the pods that mounted them
+(exporter/outputs/podvolumes.py); the other rows with no node (what sharing moved, load balancers, network)
+and the pseudo-namespaces (__idle__, ...) stay as they are, with no pod.
 
 Bounded memory: pod metadata is read once per window; per-container quantities are read per segment
 (a chunk), turned into rows, and added into the groups the request asks for at once, so what stays is
@@ -205,9 +206,9 @@ def split_rows(rows: Iterable[AllocRow], usage: Mapping[ContainerKey, Line], att
     what sharing moved to an owner (shared idle, shared namespaces and fixed costs), split between that
     owner's containers by their cost of each resource (shared cost: by their total). Pure.
 
-    What a row holds that no container can carry (a resource none of them was allocated, volumes and
-    load balancers, whose pods are not known) stays on a row with no pod, so the parts add up to the row.
-    Volumes go to the pods that mounted them (`volumes`, exporter/outputs/podvolumes.py)."""
+    What a row holds that no container can carry (a resource none of them was allocated, load balancers and
+    network, whose pods are not known) stays on a row with no pod, so the parts add up to the row. Volumes
+    go to the pods that mounted them (`volumes`, exporter/outputs/podvolumes.py)."""
     members: dict[tuple[str, str, Attrs], list[tuple[ContainerKey, Line]]] = {}
     pods: dict[tuple[str, str], list[ContainerKey]] = {}
     for key, line in usage.items():
