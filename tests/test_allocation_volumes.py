@@ -60,9 +60,21 @@ def pv_key(pv: str) -> str:
     return f"cluster=cluster:name={pv}"
 
 
-def test_each_pod_gets_the_volumes_it_mounted(volume_prom: Any) -> None:
+@pytest.mark.parametrize("chunk", ["1h", "30m"])
+def test_each_pod_gets_the_volumes_it_mounted(volume_prom: Any, chunk: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """By 30-minute chunks the shares of both chunks come from one query read with the window (query alone in
+    the first, halved in the second: 30 + 15 of 60 steps again); by 1h, the one chunk's own query."""
+    from exporter.outputs import podrows, podvolumes
+
+    per_chunk: list[int] = []
+
+    def counted(*args: Any) -> podvolumes.Shares:
+        per_chunk.append(1)
+        return podvolumes.volume_shares(*args)
+
+    monkeypatch.setattr(podrows, "volume_shares", counted)  # the per-chunk query podrows falls back to
     t0 = volume_prom[1]
-    ex = exporter_for(volume_prom)
+    ex = exporter_for(volume_prom, allocation={"chunk": chunk})
     pods = ex.allocation(q(window=window_arg(t0), aggregate="pod", includeIdle="true"))["data"][0]
     api = pods["api"]
     assert api["pvs"] == {pv_key("pv-gp3"): {"byteHours": pytest.approx(100 * GIB_H, rel=REL),
@@ -89,6 +101,7 @@ def test_each_pod_gets_the_volumes_it_mounted(volume_prom: Any) -> None:
     assert sum(c["cost"] for v in pods.values() for c in (v["pvs"] or {}).values()) == pytest.approx(
         GP3 + NOCLASS + OPENCOST + ORPHAN, rel=REL)
     assert sum(v["totalCost"] for v in pods.values()) == pytest.approx(TOTAL, rel=REL)
+    assert len(per_chunk) == (1 if chunk == "1h" else 0)
     # by namespace the same volumes, whole: search 0.0027397 + 0.004
     ns = ex.allocation(q(window=window_arg(t0), aggregate="namespace", includeIdle="true"))["data"][0]
     assert {k: v["pvCost"] for k, v in ns.items() if v["pvCost"]} == pytest.approx(STORAGE, rel=REL)

@@ -35,7 +35,7 @@ from exporter.outputs.allocfilter import Node, Props
 from exporter.outputs.allocitem import Row
 from exporter.outputs.allocrows import AllocRow, Group, RowBuilder, add_rows, finish
 from exporter.outputs.opencost_api import AggKey, AllocationQuery
-from exporter.outputs.podvolumes import VolumeShares, split_volumes
+from exporter.outputs.podvolumes import Shares, VolumeShares, split_volumes, volume_shares, volume_shares_by_chunk
 from exporter.sources.allocsteps import NodeScales
 from exporter.sources.podqueries import PodQueries
 from exporter.sources.podsteps import ContainerFetcher, ContainerTotals
@@ -154,15 +154,6 @@ def fetch_meta(client: PrometheusClient, q: Queries, w: Window) -> PodMeta:
     for key, svcs in services_of(ips, endpoints).items():
         info.setdefault(key, PodInfo()).services = svcs
     return PodMeta(info, providers, counts)
-
-
-def volume_shares(client: PrometheusClient, q: Queries, w: Window, step: int) -> dict[str, dict[str, dict[str, float]]]:
-    """namespace -> volume -> pod -> the byte-seconds of the volume the pod held over `w` (podvolumes.py)."""
-    out: dict[str, dict[str, dict[str, float]]] = {}
-    for lb, v in client.query(PodQueries(q).volume_shares(w.seconds), float(w.end)):
-        pvs = out.setdefault(lb.get("namespace", ""), {})
-        pvs.setdefault(lb.get("persistentvolume", ""), {})[lb.get("pod", "")] = v * step
-    return out
 
 
 def container_lines(totals: ContainerTotals, step: int) -> dict[ContainerKey, Line]:
@@ -319,10 +310,14 @@ class PodGranularity:
         self.label_keys, self.cluster = label_keys, cluster
         self.groups: dict[str, Group] = {}
         self.meta = PodMeta()
+        self.volumes: dict[int, Shares] = {}  # chunk end -> volume shares, read once for a long window
         self._lock = threading.Lock()
 
     def begin(self, pipeline: Pipeline, window: Window) -> None:
         self.meta = fetch_meta(pipeline.client, pipeline.queries, window)
+        if window.seconds > pipeline.chunk:
+            self.volumes = volume_shares_by_chunk(pipeline.client, pipeline.queries, window, pipeline.chunk,
+                                                  pipeline.step)
 
     def add_segment(self, pipeline: Pipeline, w: Window, q: Queries, meta: Metadata, owners: Owners,
                     result: CostResult, node_scales: NodeScales | None = None) -> None:
@@ -354,7 +349,11 @@ class PodGranularity:
             for lb, v in pipeline.client.query(q.gpu_usage_integral(w.seconds, every_pod=True), float(w.end)):
                 kinds = dcgm.setdefault((lb.get("namespace", ""), lb.get("node", ""), lb.get("pod", "")), {})
                 kinds[lb.get("kind", "")] = kinds.get(lb.get("kind", ""), 0.0) + v * pipeline.step
-        volumes = volume_shares(pipeline.client, q, w, pipeline.step) if result.pv_parts else {}
+        volumes: Shares = {}
+        if result.pv_parts:  # a whole chunk read with the window, else (a bridged or cut piece) its own query
+            whole = w.seconds == pipeline.chunk and q.ksm_at is None and q.ksm_after is None
+            volumes = self.volumes.get(w.end, {}) if whole and w.end in self.volumes else \
+                volume_shares(pipeline.client, q, w, pipeline.step)
         for batch in plan:
             whole = len(plan) == 1
             totals = fetcher.totals(q if whole else q.scoped(batch), w.start, w.end, scales, records,

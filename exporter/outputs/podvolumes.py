@@ -65,3 +65,29 @@ def volume_ids(client: PrometheusClient, q: Queries, w: Window) -> dict[str, str
     """PV -> its provider id over `w` (empty where OpenCost's kubecost_pv_info is not scraped)."""
     return {lb.get("persistentvolume", ""): lb.get("provider_id", "")
             for lb, _v in client.query(PodQueries(q).volume_ids(w.seconds), float(w.end))}
+
+
+Shares = dict[str, dict[str, dict[str, float]]]  # namespace -> volume -> pod -> byte-seconds
+
+
+def _add_share(out: Shares, lb: Mapping[str, str], byte_seconds: float) -> None:
+    out.setdefault(lb.get("namespace", ""), {}).setdefault(lb.get("persistentvolume", ""), {})[lb.get("pod", "")] = \
+        byte_seconds
+
+
+def volume_shares(client: PrometheusClient, q: Queries, w: Window, step: int) -> Shares:
+    """Each pod's byte-seconds of each volume over `w` (PodQueries.volume_shares)."""
+    out: Shares = {}
+    for lb, v in client.query(PodQueries(q).volume_shares(w.seconds), float(w.end)):
+        _add_share(out, lb, v * step)
+    return out
+
+
+def volume_shares_by_chunk(client: PrometheusClient, q: Queries, w: Window, chunk: int, step: int
+                           ) -> dict[int, Shares]:
+    """volume_shares of every whole chunk of `w` ending at a multiple of `chunk`, keyed by its end, in one query."""
+    out: dict[int, Shares] = {}
+    for lb, samples in client.query_range_raw(PodQueries(q).volume_shares_by_chunk(w.seconds, chunk), float(w.end)):
+        for t, v in samples:
+            _add_share(out.setdefault(int(t), {}), lb, v * step)
+    return out

@@ -62,6 +62,11 @@ class PodQueries:
                   f" * on (persistentvolume) group_left () {capacity}")
         return f"sum by (namespace, pod, persistentvolume) (sum_over_time(({bytes_}){q._sub(span)}))"
 
+    def volume_shares_by_chunk(self, span: int, chunk: int) -> str:
+        """`volume_shares(chunk)` at every chunk end of the last `span` seconds (multiples of `chunk`), in one
+        query: a long window's pod-level answer asks once, not once per chunk."""
+        return f"({self.volume_shares(chunk)})[{span - chunk // 2}s:{chunk}s]"
+
     def volume_ids(self, span: int) -> str:
         """Each volume's provider id as OpenCost's own series states it (kubecost_pv_info{provider_id}): the
         `providerID` of an allocation's `pvs`."""
