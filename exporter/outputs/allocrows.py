@@ -110,8 +110,10 @@ class RowBuilder:
                 total = table_sum.get((ns, attrs, res), 0.0)
                 r.cost[res] += c * kept.get((ns, attrs, res), 0.0) / total if total else 0.0
             if ns == IDLE:  # idle has no requests or usage; keep the allocated-capacity quantities
+                # OpenCost's views of idle are the same unused capacity (allocitem reads them).
                 r.line = Line(cpu_core_seconds=line.cpu_core_seconds, ram_byte_seconds=line.ram_byte_seconds,
-                              gpu_seconds=line.gpu_seconds)
+                              gpu_seconds=line.gpu_seconds, cpu_held_seconds=line.cpu_core_seconds,
+                              ram_held_byte_seconds=line.ram_byte_seconds, gpu_request_seconds=line.gpu_seconds)
             row = self._row(ns, node, attrs, r)
             if not node and line.pv_cost and ns in self.volumes:  # the namespace's volumes, kept as its pvCost is
                 kept_share = r.cost["storage"] / line.pv_cost
