@@ -209,8 +209,8 @@ def test_table_csv_and_focus_agree_with_json(config: Path, doors_prom: tuple[Pro
             if r["x_Resource"] == "cpu":
                 cores[r["ResourceName"]] = cores.get(r["ResourceName"], 0.0) + float(r["ConsumedQuantity"])
         data = allocate_json(config, t0, aggregate)  # the same core-hours as allocate's rows, idle's included
-        assert cores == pytest.approx({k: v["chargedCpuCoreHours"] for k, v in data.items() if v["chargedCpuCoreHours"]},
-                                      rel=REL)
+        charged = {k: v["chargedCpuCoreHours"] for k, v in data.items() if v["chargedCpuCoreHours"]}
+        assert cores == pytest.approx(charged, rel=REL)
         if aggregate == "namespace":
             assert cores == pytest.approx(CORE_HOURS, rel=REL)
 
