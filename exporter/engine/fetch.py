@@ -78,7 +78,12 @@ class Fetch:
         def k8s(labels: dict[str, str]) -> dict[str, str]:
             return shared_labels({back[k]: v for k, v in labels.items() if k in back and v}, seen)
 
-        namespaces = {lb["namespace"]: k8s(lb) for lb, _ in self.client.query(queries.namespace_labels(span), at)
+        def every(labels: dict[str, str]) -> dict[str, str]:
+            """All of a namespace's labels (OpenCost reports them): Kubernetes keys where known, else as exported."""
+            return shared_labels({back.get(k, k[6:]): v for k, v in labels.items() if k.startswith("label_") and v},
+                                 seen)
+
+        namespaces = {lb["namespace"]: every(lb) for lb, _ in self.client.query(queries.namespace_labels(span), at)
                       if "namespace" in lb}
         pods = {(lb["namespace"], lb["pod"]): k8s(lb)
                 for lb, _ in self.client.query(queries.pod_labels(sorted(back), span), at)}
