@@ -63,7 +63,8 @@ def fields_prom(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Prom
 
 @pytest.fixture(scope="module")
 def exporter(fields_prom: tuple[PrometheusServer, int]) -> Iterator[Exporter]:
-    ex = Exporter(parse_config({"prometheus": {"url": fields_prom[0].url}, "attribution": {"source": "prometheus"}}))
+    ex = Exporter(parse_config({"prometheus": {"url": fields_prom[0].url}, "attribution": {"source": "prometheus"},
+                                "allocation": {"nodeLabels": [IT]}}))
     yield ex
     ex.close()
 
@@ -104,6 +105,9 @@ def test_namespace_quantities_are_opencosts(exporter: Exporter, fields_prom: Any
                                       "gpuUsageAverage": pytest.approx(0.5, rel=1e-9),  # train-0's GPU, 50 % busy
                                       "gpuRequestAverage": pytest.approx(2.0, rel=1e-9)}
     assert alpha["gpuAllocation"] is None  # no GPU
+    # allocation.nodeLabels: the node's instance type reaches its allocations' labels, as OpenCost's.
+    assert alpha["properties"]["labels"] == {"node_kubernetes_io_instance_type": "m5.xlarge"}
+    assert gamma["properties"]["labels"] == {"node_kubernetes_io_instance_type": "p3.2xlarge"}
     # Conservation: 0.28 + 0.18 + 2.22 + idle (0.10 + 0.90) = the nodes' 3.68.
     assert data["__idle__"]["totalCost"] == pytest.approx(1.00, rel=USAGE_REL)
     assert sum(v["totalCost"] for v in data.values()) == pytest.approx(0.56 + 3.12, rel=1e-9)

@@ -10,7 +10,7 @@ resource under the pseudo-namespace `__idle__`, so the table always sums to the 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, fields
 from functools import cache
 
@@ -20,7 +20,7 @@ from exporter.core.energy import EnergyResult
 from exporter.core.gpu import GpuHeld, GpuPodCost
 from exporter.core.names import IDLE
 from exporter.core.pricing import GIB, NodeFacts, NodeRates
-from exporter.vocab.labels import Attrs, Metadata, UsageKey
+from exporter.vocab.labels import Attrs, Metadata, UsageKey, ksm_label
 
 OVERHEAD = "overhead"  # the resource label of fixed shared costs (control-plane fee, support, licences)
 RESOURCES = ("cpu", "memory", "gpu")
@@ -153,6 +153,8 @@ class CostResult:
     energy: EnergyResult = field(default_factory=EnergyResult)
     # Each volume's byte-seconds and cost per (namespace, PV): what OpenCost itemises as an allocation's `pvs`.
     pv_parts: dict[tuple[str, str], tuple[float, float]] = field(default_factory=dict)
+    # allocation.nodeLabels per node (Kubernetes key -> value): OpenCost copies them into allocations' labels.
+    node_labels: dict[str, dict[str, str]] = field(default_factory=dict)
 
     @property
     def total_cost(self) -> float:
@@ -181,6 +183,7 @@ class CostResult:
         self.energy.merge(other.energy)
         self.rates.update(other.rates)
         self.nodes.update(other.nodes)
+        self.node_labels.update(other.node_labels)
         self.coverage.merge(other.coverage)
         self.fallbacks = other.fallbacks
         if other.metadata is not None:
@@ -242,6 +245,16 @@ def add_assets(result: CostResult, assets: Iterable[AssetCost], owner: Callable[
             setattr(line, part, getattr(line, part) + a.cost)
         key = (a.asset, a.resource)
         result.asset_cost[key] = result.asset_cost.get(key, 0.0) + a.cost
+
+
+def node_labels(nodes: Mapping[str, NodeFacts], keys: Iterable[str]) -> dict[str, dict[str, str]]:
+    """The `keys` (Kubernetes label keys) each node carries, as kube-state-metrics exported them."""
+    out = {}
+    for name, facts in nodes.items():
+        found = {k: v for k in keys if (v := facts.labels.get(ksm_label(k)))}
+        if found:
+            out[name] = found
+    return out
 
 
 def efficiency(used: float, requested: float) -> float:

@@ -15,7 +15,7 @@ from functools import partial
 from typing import Protocol
 
 from exporter.config.schema import Config
-from exporter.core.allocation import CostResult, add_assets, cost_chunk
+from exporter.core.allocation import CostResult, add_assets, cost_chunk, node_labels
 from exporter.core.attribution import Owners, annotation_budgets, resolve
 from exporter.core.coverage import Coverage, Segment, State, plan
 from exporter.core.gpuwaste import add_waste
@@ -214,6 +214,7 @@ class Pipeline:
             rates = {n: replace(r, cpu=r.cpu * f, ram=r.ram * f, gpu=r.gpu * f, source=r.source + "+bill")
                      if (f := self.bill.node_factors.get(n)) is not None else r for n, r in rates.items()}
         result = cost_chunk(usage, rates)
+        result.node_labels = node_labels(usage.nodes, self.cfg.allocation.nodeLabels)
         scales, capacity = usage.node_scales, usage.capacity
         del usage  # the chunk's rows per (namespace, node, owner, resource), not needed below
         add_waste(result)

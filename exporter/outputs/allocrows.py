@@ -78,18 +78,20 @@ class RowBuilder:
         for (ns, _node, attrs), line in sorted(result.table.items(), key=lambda kv: kv[0]):
             for res, c in line.cost_by_resource().items():
                 self.table_sum[(ns, attrs, res)] = self.table_sum.get((ns, attrs, res), 0.0) + c
-        # One dict per (namespace, owner), read-only, shared.
-        self.owner_labels: dict[tuple[str, tuple[str, ...]], dict[str, str]] = {}
+        # One dict per (namespace, node if it has allocation.nodeLabels, owner), read-only, shared.
+        self.owner_labels: dict[tuple[str, str, tuple[str, ...]], dict[str, str]] = {}
+        self.node_labels = result.node_labels
         self.volumes: dict[str, dict[str, tuple[float, float]]] = {}  # namespace -> PV -> (byte-seconds, cost)
         for (ns, pv), part in sorted(result.pv_parts.items()):
             self.volumes.setdefault(ns, {})[pv] = part
 
     def _props(self, ns: str, node: str, attrs: tuple[str, ...]) -> Props:
         real = "" if is_pseudo(ns) else ns
-        labels = self.owner_labels.get((real, attrs))
-        if labels is None:  # OpenCost's: the namespace's labels overlaid by the owner's (the pod's)
-            labels = self.owner_labels[(real, attrs)] = {**self.ns_labels.get(real, {}),
-                                                         **_labels(attrs, self.label_keys)}
+        on_node = self.node_labels.get(node, {})
+        labels = self.owner_labels.get((real, node if on_node else "", attrs))
+        if labels is None:  # OpenCost's: the node's (allocation.nodeLabels), the namespace's, then the owner's
+            labels = self.owner_labels[(real, node if on_node else "", attrs)] = {
+                **on_node, **self.ns_labels.get(real, {}), **_labels(attrs, self.label_keys)}
         return Props(cluster=self.cluster, node=node, namespace=real, labels=labels,
                      annotations=self.ns_annotations.get(real, {}))
 
