@@ -228,7 +228,7 @@ class Pipeline:
             self._warn(note, "share_fallback")
         result.costs, result.pools = shared.costs, shared.pools
         if self.energy is not None:  # after costing, from its table: energy never changes a cost
-            result.energy = self.energy.compute(w, result, capacity, inputs.shared)
+            result.energy = self.energy.compute(w, result, capacity, inputs.shared, q)
             for note in result.energy.notes:
                 self._warn(note, "energy")
         result.fallbacks, result.metadata = frozenset(shared.fallbacks), meta
