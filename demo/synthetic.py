@@ -97,6 +97,9 @@ class Series:
     labels: dict[str, str]
     slope: float = 0.0
     base: float = 1000.0
+    # A gauge that changes: from each (timestamp, value) on, the value (None: no sample), e.g. a live grid
+    # intensity of 200 until t0 + 1800 and 400 after: ((t0 + 1801, 400),). Overrides base and slope there.
+    changes: tuple[tuple[int, float | None], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -174,6 +177,14 @@ def _line(base: float, slope: float, t: int) -> float:
     return base + slope * t
 
 
+def _changing(s: Series, t: int) -> float | None:
+    value: float | None = _line(s.base, s.slope, t)
+    for since, v in s.changes:
+        if t >= since:
+            value = v
+    return value
+
+
 def _memory(c: Container, t: int) -> float:
     return c.mem_usage * (1 + c.wave * math.sin(2 * math.pi * t / DAY))
 
@@ -243,7 +254,7 @@ def _series(cluster: Cluster, lean: bool) -> Iterator[tuple[str, str, Sampler]]:
         if not lean:
             yield "kube_namespace_created", _labels(**ksm, namespace=ns, uid=ns_uid), _const(CREATED)
     for c in cluster.extra:
-        yield c.name, _labels(**c.labels), partial(_line, c.base, c.slope)
+        yield c.name, _labels(**c.labels), partial(_changing, c) if c.changes else partial(_line, c.base, c.slope)
     for p in cluster.pods:
         yield from _pod_series(p, ksm, lean, cluster.cadvisor_node, cluster.pause)
         if cluster.opencost and not lean:

@@ -62,6 +62,12 @@
     gpuIdleFloor: 10,
     gpuIdleFor: '15m',
 
+    // Carbon budgets (alerts/carbon.libsonnet): [{ name, scope: { kind: 'team', value: 'payments' },
+    // kgPerDay: 5, labels: {} }], or a budgets file's `carbon:` list. kg CO2e over a rolling carbonBudgetWindow.
+    carbonBudgets: [],
+    carbonBudgetWindow: '1d',
+    carbonBudgetFor: '15m',
+
     runbookURLPattern: 'https://github.com/chargeback/chargeback/blob/main/docs/runbook.md#%s',
     // GitHub's heading anchor: lower case, spaces to hyphens, other punctuation dropped. docs/runbook.md
     // has one heading per alert, named as the alert; tests/test_docs.py checks every URL resolves.

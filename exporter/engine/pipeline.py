@@ -14,6 +14,7 @@ from dataclasses import dataclass, field, replace
 from functools import partial
 from typing import Protocol
 
+from exporter.config.pricebook import NetworkAmount
 from exporter.config.schema import Config
 from exporter.core.allocation import CostResult, add_assets, cost_chunk
 from exporter.core.attribution import Owners, annotation_budgets, resolve
@@ -48,6 +49,7 @@ class BillPrices:
     node_factors: dict[str, float] = field(default_factory=dict)
     asset_factors: dict[str, float] = field(default_factory=dict)
     extra_fixed: dict[str, float] = field(default_factory=dict)
+    nat: dict[str, float] = field(default_factory=dict)  # NAT gateway lines per second, spread by internet bytes
 
 USAGE_MAX_NAMESPACES = 50  # namespaces per max-usage query (rawAllocationOnly)
 
@@ -69,6 +71,8 @@ class Pipeline:
 
     def __init__(self, cfg: Config, client: PrometheusClient, metadata: MetadataSource | None = None,
                  warnings: WarningLog | None = None, bill: BillPrices | None = None) -> None:
+        self.bill = bill or BillPrices()
+        cfg = with_bill_nat(cfg, self.bill.nat)
         self.cfg = cfg
         self.client = client
         self.queries = Queries(cfg.prometheus, cfg.allocation)
@@ -84,7 +88,6 @@ class Pipeline:
         # accrued history uncovered for good (exporter/engine/chunkguard.py).
         self.partial_fails = False
         self.shipped = load_shipped_prices() if cfg.pricing.shippedPrices else None
-        self.bill = bill or BillPrices()
         self.energy = EnergyFetch(cfg, client) if cfg.energy.enabled else None
 
     def compute(self, window: Window, progress: Progress | None = None,
@@ -228,7 +231,7 @@ class Pipeline:
             self._warn(note, "share_fallback")
         result.costs, result.pools = shared.costs, shared.pools
         if self.energy is not None:  # after costing, from its table: energy never changes a cost
-            result.energy = self.energy.compute(w, result, capacity, inputs.shared)
+            result.energy = self.energy.compute(w, result, capacity, inputs.shared, q)
             for note in result.energy.notes:
                 self._warn(note, "energy")
         result.fallbacks, result.metadata = frozenset(shared.fallbacks), meta
@@ -278,6 +281,19 @@ class Pipeline:
                 rows = self.client.query(expr, float(w.end))
                 weights[source] = {lb.get(policy.namespaceLabel, ""): v for lb, v in rows if v > 0}
         return ShareInputs(frozenset(shared), fixed, weights, tuple(self.cfg.attribution.labels))
+
+
+def with_bill_nat(cfg: Config, nat: dict[str, float]) -> Config:
+    """The bill's NAT gateway lines as network amounts spread by internet-bound bytes, next to the configured
+    ones: a rate per second is a monthly amount of rate x hoursPerMonth hours, prorated back per window."""
+    if not nat:
+        return cfg
+    net = cfg.pricing.network
+    month = cfg.sharing.hoursPerMonth * 3600
+    amounts = [*net.monthly, *(NetworkAmount(name=name, monthly=rate * month, spreadBy="internet")
+                               for name, rate in sorted(nat.items()))]
+    pricing = cfg.pricing.model_copy(update={"network": net.model_copy(update={"monthly": amounts})})
+    return cfg.model_copy(update={"pricing": pricing})
 
 
 def adopt_or_merge(merged: CostResult | None, result: CostResult) -> CostResult:

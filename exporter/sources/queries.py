@@ -228,6 +228,20 @@ class Queries:
         inner = q._by_ns_node(q.usage(resource), "namespace, node, pod" if pods_in else "namespace, node")
         return f"sum_over_time({_finite(inner)}{self._sub(chunk_seconds)})"
 
+    def steps(self, expr: str, chunk_seconds: int) -> str:
+        """`expr` at each of the chunk's steps (a range-vector subquery: the samples the integrals above sum)."""
+        return f"({expr}){self._sub(chunk_seconds)}"
+
+    def used_steps(self, resource: str, chunk_seconds: int) -> str:
+        """Used cores or bytes per (namespace, node) at each step: what `used_integral` sums (live carbon)."""
+        return self.steps(_finite(self._by_ns_node(self.usage(resource))), chunk_seconds)
+
+    def capacity_steps(self, chunk_seconds: int) -> str:
+        """Node cpu and memory capacity per (node, resource) at each step."""
+        sel = _sel(one_of("resource", ("cpu", "memory")), self.k)
+        return self.steps(f"max by (node, resource) ({_finite(f'kube_node_status_capacity{sel}{self._at}')})",
+                          chunk_seconds)
+
     # ---- recorded per-(namespace, node) series (rules/rules/allocation.libsonnet records them) ----
     def recording_rules(self) -> dict[str, str]:
         """Record name -> expression of the mixin's allocation rules (mixin/rulegen.py renders them into it)."""
