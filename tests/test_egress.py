@@ -219,6 +219,18 @@ def test_nat_gateway_bill_lines_spread_by_internet_bytes(mesh_prom: Any, tmp_pat
     # Conservation: the nodes (not on the bill: their computed 0.3) and the network, NAT included (0.735).
     assert sum(v["totalCost"] for v in data.values()) == pytest.approx(0.3 + 0.04 + 0.14375 + 0.24125 + 0.01, rel=REL)
 
+    # The same gateway also configured as an estimate (named as the bill names it): the bill supersedes it,
+    # with a warning, rather than charge nat-0abc twice; the figures are the ones above.
+    cfg["pricing"]["network"]["monthly"] = [{"name": "nat-0abc", "monthly": 1000.0, "spreadBy": "internet"}]
+    path.write_text(yaml.safe_dump({**cfg, "prometheus": {"url": prom.url},
+                                    "reconciliation": {"clusterTags": {"aws:eks:cluster-name": "demo"}}}))
+    res = CliRunner().invoke(main, [*args, "--reconciled"])
+    assert res.exit_code == 0, res.output
+    assert "'nat-0abc': the bill's line for that NAT gateway is charged instead" in res.stderr
+    data = json.loads(res.stdout)["data"][0]
+    for ns, cost in expected.items():
+        assert data[ns]["networkCost"] == pytest.approx(cost, rel=REL), ns
+
 
 def test_nat_lines_are_recognised_in_each_bill_format(tmp_path: Path) -> None:
     """CUR's NatGateway usage types and natgateway ARNs, GCP's Cloud NAT SKUs, FOCUS's resource ids."""

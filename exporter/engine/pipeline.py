@@ -72,7 +72,7 @@ class Pipeline:
     def __init__(self, cfg: Config, client: PrometheusClient, metadata: MetadataSource | None = None,
                  warnings: WarningLog | None = None, bill: BillPrices | None = None) -> None:
         self.bill = bill or BillPrices()
-        cfg = with_bill_nat(cfg, self.bill.nat)
+        cfg, superseded = with_bill_nat(cfg, self.bill.nat)
         self.cfg = cfg
         self.client = client
         self.queries = Queries(cfg.prometheus, cfg.allocation)
@@ -80,6 +80,9 @@ class Pipeline:
         self.chunk = parse_duration(cfg.allocation.chunk)
         # Bounded: counted per kind, last message per kind (serve passes one that logs a kind hourly).
         self.warnings = warnings if warnings is not None else WarningLog()
+        for name in superseded:
+            self.warnings.warn("nat-superseded", f"pricing.network.monthly {name!r}: the bill's line for that "
+                                                 "NAT gateway is charged instead of the configured amount")
         self.fetcher = self.fetch_type(cfg, client, self.queries, self.step, self.warnings)
         self.metadata = metadata or self.fetcher.prometheus_metadata
         self._meta_from_prometheus = metadata is None  # then a bridged gap reads labels as of its start
@@ -283,17 +286,22 @@ class Pipeline:
         return ShareInputs(frozenset(shared), fixed, weights, tuple(self.cfg.attribution.labels))
 
 
-def with_bill_nat(cfg: Config, nat: dict[str, float]) -> Config:
+def with_bill_nat(cfg: Config, nat: dict[str, float]) -> tuple[Config, list[str]]:
     """The bill's NAT gateway lines as network amounts spread by internet-bound bytes, next to the configured
-    ones: a rate per second is a monthly amount of rate x hoursPerMonth hours, prorated back per window."""
+    ones: a rate per second is a monthly amount of rate x hoursPerMonth hours, prorated back per window.
+    A configured amount named as a billed gateway (`nat-0abc` or `bill:nat-0abc`) is that gateway's estimate:
+    the bill supersedes it rather than charge the gateway twice. Returns the superseded names."""
     if not nat:
-        return cfg
+        return cfg, []
     net = cfg.pricing.network
     month = cfg.sharing.hoursPerMonth * 3600
-    amounts = [*net.monthly, *(NetworkAmount(name=name, monthly=rate * month, spreadBy="internet")
-                               for name, rate in sorted(nat.items()))]
+    billed = set(nat) | {name.removeprefix("bill:") for name in nat}
+    superseded = [a.name for a in net.monthly if a.name in billed]
+    amounts = [*(a for a in net.monthly if a.name not in billed),
+               *(NetworkAmount(name=name, monthly=rate * month, spreadBy="internet")
+                 for name, rate in sorted(nat.items()))]
     pricing = cfg.pricing.model_copy(update={"network": net.model_copy(update={"monthly": amounts})})
-    return cfg.model_copy(update={"pricing": pricing})
+    return cfg.model_copy(update={"pricing": pricing}), superseded
 
 
 def adopt_or_merge(merged: CostResult | None, result: CostResult) -> CostResult:
