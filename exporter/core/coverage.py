@@ -232,4 +232,3 @@ def rule_gap(start: int, end: int, steps: int, held: int, evaluations: int, reso
     return (f"the recorded allocation rules evaluated at {held} of {steps} steps of "
             f"{iso(start)}..{iso(end)} ({evaluations} evaluations): {why}; reading raw series there")
 
-
