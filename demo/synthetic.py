@@ -237,7 +237,10 @@ def _series(cluster: Cluster, lean: bool) -> Iterator[tuple[str, str, Sampler]]:
                 yield metric, _labels(**oc), _const(n.opencost[kind])
         if cluster.opencost and not lean:
             yield from _opencost_node_series(n, oc, node_uid)
-        # A root/system cgroup with no namespace: cAdvisor exports it, it must never be costed.
+        # The node's root cgroup (all of its usage): the coverage probe reads it, one series per node.
+        root = _labels(id="/", instance=n.name, job="kubelet", metrics_path="/metrics/cadvisor")
+        yield "container_cpu_usage_seconds_total", root, partial(_line, 1e7, n.cores / 2)
+        # A system cgroup with no namespace: cAdvisor exports it, it must never be costed.
         if not lean:
             sys_lb = _labels(id="/system.slice/kubelet.service", instance=n.name, job="kubelet")
             yield "container_cpu_usage_seconds_total", sys_lb, partial(_line, 5e5, 2.0)

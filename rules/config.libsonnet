@@ -22,6 +22,9 @@
     allocationPolicy: 'max',  // max | request | usage | weighted
     requestWeight: 0.7,
     usageRateWindow: '5m',
+    // The per-pair names recorded before namespace_node:chargeback_allocation:sum (deprecated), derived
+    // from it by selection for one release; false drops them (half the group's series).
+    allocationDeprecatedRecords: true,
     kubeStateMetricsSelector: self.ksmSelector,
     ksmSelector: '',  // deprecated alias of kubeStateMetricsSelector (the exporter's config key)
     cadvisorSelector: '',

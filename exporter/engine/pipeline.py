@@ -134,12 +134,19 @@ class Pipeline:
         at = w.end + bridge if now is None else max(w.end, min(w.end + bridge, int(now) // self.step * self.step))
         present: dict[str, set[int]] = {}
 
-        def probe(end: int, span: int) -> list[tuple[dict[str, str], list[tuple[float, float]]]]:
-            return self.client.query_range_raw(q.coverage_probe(span), float(end))
+        def probe(end: int, span: int, containers: bool = False
+                  ) -> list[tuple[dict[str, str], list[tuple[float, float]]]]:
+            return self.client.query_range_raw(q.coverage_probe(span, containers), float(end))
 
         for labels, samples in probe_in_halves(probe, at, at - w.start + bridge, self.step, self._warn):
             present.setdefault(labels.get("source", ""), set()).update(int(t) for t, _v in samples)
         sources = ("ksm", "cadvisor") if self.cfg.allocation.policy != "request" else ("ksm",)
+        if "cadvisor" in sources and present.get("ksm") and not present.get("cadvisor"):
+            # No root cgroup at any step while kube-state-metrics has data (not scraped, or dropped with the
+            # cgroups that have no `container` label): the container series say, as they always did. Elsewhere
+            # the root cgroups' gaps are the containers', from the same scrapes of the same kubelets.
+            present["cadvisor"] = {int(t) for _lb, samples in probe_in_halves(
+                partial(probe, containers=True), at, at - w.start + bridge, self.step, self._warn) for t, _v in samples}
         segments = plan(w.start, w.end, self.step, present, bridge, sources, horizon=at)
         if not present.get("ksm"):
             self.require_ksm(w)
