@@ -10,7 +10,7 @@ resource under the pseudo-namespace `__idle__`, so the table always sums to the 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, fields
 from functools import cache
 
@@ -37,9 +37,10 @@ class ChunkUsage:
 
     start: int
     end: int
-    allocated: dict[UsageKey, float]
-    requested: dict[UsageKey, float]
-    used: dict[UsageKey, float]
+    # Dicts, or on the fetch path `UsageTable`s (core/usagetable.py): one array per resource, not a float each.
+    allocated: Mapping[UsageKey, float]
+    requested: Mapping[UsageKey, float]
+    used: Mapping[UsageKey, float]
     capacity: dict[tuple[str, str], float]  # (node, resource)
     nodes: dict[str, NodeFacts]
     gpu_held: list[GpuHeld] = field(default_factory=list)  # per container; their sum is allocated "gpu"
