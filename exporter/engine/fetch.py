@@ -231,6 +231,7 @@ class Fetch:
         rec = self.recorded_covers(w, raw=not recorded)
         answered_non_finite = self.non_finite_answers
         if rec:
+            q = q.recorded_as(rec)
             allocated = UsageTable(index)
             for res in ("cpu", "memory"):
                 integral(q.recorded_allocated_integral(res, span), res, out=allocated)
@@ -303,25 +304,28 @@ class Fetch:
                 out.add((k.namespace, k.node, owners.of(k.namespace, k.pod), k.resource), v * self.step)
         return out
 
-    def recorded_covers(self, w: Window, raw: bool = False) -> bool:
-        """True when the mixin's allocation rules ran at every step of `w`, under this config's policy.
+    def recorded_covers(self, w: Window, raw: bool = False) -> str:
+        """The recorded names to read (`Queries.recorded_as`) when the mixin's allocation rules ran at every
+        step of `w`, under this config's policy, else "".
 
         A missed evaluation would leave a step with no allocation (all idle), so that chunk reads raw
         series instead. So do chunks of a few steps (serve's cycles), where raw is cheap, and those the
         caller reads `raw` (a chunk with a gap). Namespaces split between owners read recorded amounts
         too, split by raw per-pod rows of those namespaces only (engine/splitfetch.py)."""
-        covered = False
+        covered, layout = False, ""
         steps = w.seconds // self.step
         if self.cfg.allocation.recordedRules != "off" and steps >= self.min_recorded_steps and not raw:
             rows = self.client.query(self.queries.recorded_coverage(w.seconds), float(w.end))
             counts = {lb.get("count", ""): int(v) for lb, v in rows}
             covered = counts.get("steps", 0) >= steps
+            # The labelled record at every step, or history from before it (deprecated names) at some.
+            layout = "v2" if counts.get("v2", 0) >= steps else "mixed" if counts.get("v2") else "v1"
             if not covered and counts.get("evaluations"):  # the rules ran, but not once per step: raw, and say so
                 self._warn(rule_gap(w.start, w.end, steps, counts.get("steps", 0), counts["evaluations"],
                                     self.cfg.allocation.resolution), "recorded_rules")
         with self._lock:
             self.sources["recorded" if covered else "raw"] += 1
-        return covered
+        return layout if covered else ""
 
     def check_inputs(self, w: Window, requests: bool) -> None:
         """Warn about input samples that were NaN or Inf: the integrals leave those steps out, so a node's

@@ -79,8 +79,18 @@ PER_POD = "namespace, pod"
 
 def step_query(q: Queries, span: int, resources: tuple[str, ...], by: str = BY_NAMESPACE, per: str = PER_POD,
                capacity: bool = True, records: frozenset[str] = frozenset(), scope: str = "") -> str:
-    """Per step over the `span` seconds before the evaluation time: rows tagged part="request" / "usage" /
-    "allocated" per `by` (namespace, node[, pod], resource by default), plus part="capacity" per (node, resource).
+    """Per step over the `span` seconds before the evaluation time, the rows of `step_expr`.
+    The full span: both ends are on the step grid, where Prometheus and VictoriaMetrics agree (VM steps a
+    subquery from `at - range`, so a range off the grid would shift every point); `in_span` drops the
+    start point, which belongs to the previous sub-window."""
+    return f"({step_expr(q, resources, by, per, capacity, records, scope)})[{span}s:{format_duration(q.step)}]"
+
+
+def step_expr(q: Queries, resources: tuple[str, ...], by: str = BY_NAMESPACE, per: str = PER_POD,
+              capacity: bool = True, records: frozenset[str] = frozenset(), scope: str = "") -> str:
+    """At one step: rows tagged part="request" / "usage" / "allocated" per `by` (namespace, node[, pod],
+    resource by default), plus part="capacity" per (node, resource). The mixin records it per resource
+    group, without capacity (exporter/sources/recordrules.py).
 
     Measured (docs/scale.md), the per-container `or` and `label_replace` cost as much as a selector, so
     containers are summed per pod first and tagged there; the placement join then runs once, on pods.
@@ -108,10 +118,7 @@ def step_query(q: Queries, span: int, resources: tuple[str, ...], by: str = BY_N
     if capacity:
         cap = f"max by (node, resource) (kube_node_status_capacity{ksm_res}{q._at} > -Inf < +Inf)"
         expr = f"{expr} or {_tag(cap, part='capacity')}"
-    # The full span: both ends are on the step grid, where Prometheus and VictoriaMetrics agree (VM steps a
-    # subquery from `at - range`, so a range off the grid would shift every point); `in_span` drops the
-    # start point, which belongs to the previous sub-window.
-    return f"({expr})[{span}s:{format_duration(q.step)}]"
+    return expr
 
 
 def in_span(series: list[tuple[Labels, list[tuple[float, float]]]], at: int, span: int
