@@ -42,6 +42,7 @@ class Container:
     # Other requests by kube-state-metrics resource name: MIG slices, HAMi gpumem/gpucores, Neuron, AMD.
     resources: dict[str, float] = field(default_factory=dict)
     mem_limit: float | None = None  # bytes (kube_pod_container_resource_limits; no cost reads it)
+    cpu_limit: float | None = None  # cores (the same series; OpenCost's cpuCoreLimitAverage reads them)
 
 
 @dataclass(frozen=True)
@@ -394,9 +395,10 @@ def _pod_series(p: Pod, ksm: dict[str, str], lean: bool, cadvisor_node: bool = F
                 yield "kube_pod_container_resource_requests", lb, when(exists, _const(req))
         if not lean:  # per container: its state, image and limits (no query of chargeback's selects them)
             yield from _container_state(p, c, uid, ksm, exists, running)
-            if c.mem_limit is not None:
-                lb = _labels(**ksm, **pod_kv, uid=uid, container=c.name, node=p.node, resource="memory", unit="byte")
-                yield "kube_pod_container_resource_limits", lb, when(exists, _const(c.mem_limit))
+            for res, unit, limit in (("memory", "byte", c.mem_limit), ("cpu", "core", c.cpu_limit)):
+                if limit is not None:
+                    lb = _labels(**ksm, **pod_kv, uid=uid, container=c.name, node=p.node, resource=res, unit=unit)
+                    yield "kube_pod_container_resource_limits", lb, when(exists, _const(limit))
         lb = _labels(**cad, **pod_kv, container=c.name, id=f"/kubepods/{uid}/{c.name}", image=f"img/{c.name}")
         yield "container_cpu_usage_seconds_total", lb, when(running, partial(_cpu_counter, c))
         yield "container_memory_working_set_bytes", lb, when(running, partial(_memory, c))

@@ -16,7 +16,7 @@ from typing import Protocol
 
 from exporter.config.pricebook import NetworkAmount
 from exporter.config.schema import Config
-from exporter.core.allocation import CostResult, add_assets, cost_chunk
+from exporter.core.allocation import CostResult, add_assets, cost_chunk, node_labels
 from exporter.core.attribution import Owners, annotation_budgets, resolve
 from exporter.core.coverage import Coverage, Segment, State, plan
 from exporter.core.gpuwaste import add_waste
@@ -227,6 +227,7 @@ class Pipeline:
             rates = {n: replace(r, cpu=r.cpu * f, ram=r.ram * f, gpu=r.gpu * f, source=r.source + "+bill")
                      if (f := self.bill.node_factors.get(n)) is not None else r for n, r in rates.items()}
         result = cost_chunk(usage, rates)
+        result.node_labels = node_labels(usage.nodes, self.cfg.allocation.nodeLabels)
         scales, capacity = usage.node_scales, usage.capacity
         del usage  # the chunk's rows per (namespace, node, owner, resource), not needed below
         add_waste(result)
@@ -250,24 +251,47 @@ class Pipeline:
                 detail.add_segment(self, w, q, meta, owners, result, scales)
         return result
 
-    def usage_max(self, window: Window, wanted: set[tuple[str, str, str]], cancel: threading.Event | None = None
-                  ) -> dict[tuple[str, str, str], dict[str, float]]:
+    def usage_max(self, window: Window, wanted: set[tuple[str, str, str]], cancel: threading.Event | None = None,
+                  gpu: frozenset[tuple[str, str, str]] = frozenset()) -> dict[tuple[str, str, str], dict[str, float]]:
         """(namespace, pod, container) -> the highest cpu and memory usage over the window, for the `wanted`
         containers only: chunk by chunk (a month of 1-minute points in one subquery would be 43,200 per
-        container) and USAGE_MAX_NAMESPACES namespaces at a time, so no answer holds every container."""
+        container) and USAGE_MAX_NAMESPACES namespaces at a time, so no answer holds every container. The `gpu`
+        containers (those holding GPUs) get their pod's highest GPU busy fraction (dcgm-exporter sees pods)."""
         out: dict[tuple[str, str, str], dict[str, float]] = {}
+        gpu_pods: dict[tuple[str, str], list[tuple[str, str, str]]] = {}
+        for key in gpu:
+            gpu_pods.setdefault(key[:2], []).append(key)
         namespaces = sorted({ns for ns, _p, _c in wanted})
         for i in range(0, len(namespaces), USAGE_MAX_NAMESPACES):
             q = self.queries.scoped(namespaces[i:i + USAGE_MAX_NAMESPACES])
             for piece in window.chunks(self.chunk):
                 if cancel is not None and cancel.is_set():
                     return out
-                for res in ("cpu", "memory"):
-                    for labels, v in self.client.query(q.usage_max(res, piece.seconds), float(piece.end)):
-                        key = (labels.get("namespace", ""), labels.get("pod", ""), labels.get("container", ""))
-                        if key in wanted:
-                            seen = out.setdefault(key, {})
-                            seen[res] = max(seen.get(res, v), v)
+                for res in ("cpu", "memory", "gpu"):
+                    if res == "gpu" and not gpu_pods:
+                        continue
+                    expr = q.gpu_busy_max(piece.seconds) if res == "gpu" else q.usage_max(res, piece.seconds)
+                    for labels, v in self.client.query(expr, float(piece.end)):
+                        pod = (labels.get("namespace", ""), labels.get("pod", ""))
+                        keys = gpu_pods.get(pod, []) if res == "gpu" else [(*pod, labels.get("container", ""))]
+                        for key in keys:
+                            if key in wanted:
+                                seen = out.setdefault(key, {})
+                                seen[res] = max(seen.get(res, v), v)
+        return out
+
+    def gpu_devices(self, window: Window, pods: set[tuple[str, str]]) -> dict[tuple[str, str], tuple[str, str, str]]:
+        """(namespace, pod) -> (device, model, UUID) of a GPU dcgm-exporter saw the pod hold over the window (of
+        several, the last by UUID, as a Prometheus answer lists them), for the `pods` only."""
+        out: dict[tuple[str, str], tuple[str, str, str]] = {}
+        namespaces = sorted({ns for ns, _p in pods})
+        for i in range(0, len(namespaces), USAGE_MAX_NAMESPACES):
+            q = self.queries.scoped(namespaces[i:i + USAGE_MAX_NAMESPACES])
+            for lb, _v in self.client.query(q.gpu_devices(window.seconds), float(window.end)):
+                pod = (lb.get("namespace", ""), lb.get("pod", ""))
+                found = (lb.get("device", ""), lb.get("modelName", ""), lb.get("UUID", ""))
+                if pod in pods and found[2] >= out.get(pod, ("", "", ""))[2]:
+                    out[pod] = found
         return out
 
     def _warn(self, text: str, kind: str = "other") -> None:

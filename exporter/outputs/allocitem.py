@@ -41,24 +41,32 @@ def allocation_item(name: str, row: Row, start: int, end: int) -> dict[str, Any]
         "start": iso(start),
         "end": iso(end),
         "minutes": (end - start) / 60,
-        "cpuCores": line.cpu_core_seconds / 3600 / hours,
+        # OpenCost's quantities (docs/api.md, "Quantities"): what the containers held (max(request, usage) under the
+        # default policy) before a node's overflow scale, and nvidia.com/gpu requests; cost is chargeback's.
+        "cpuCores": line.cpu_held_seconds / 3600 / hours,
         "cpuCoreRequestAverage": line.cpu_request_seconds / 3600 / hours,
         "cpuCoreUsageAverage": line.cpu_usage_seconds / 3600 / hours,
-        "cpuCoreHours": line.cpu_core_seconds / 3600,
+        "cpuCoreLimitAverage": line.cpu_limit_seconds / 3600 / hours,
+        "cpuCoreHours": line.cpu_held_seconds / 3600,
         "cpuCost": cpu_cost,
         "cpuEfficiency": cpu_eff,
-        "gpuCount": line.gpu_seconds / 3600 / hours,
-        "gpuHours": line.gpu_seconds / 3600,
+        "gpuCount": line.gpu_request_seconds / 3600 / hours,
+        "gpuHours": line.gpu_request_seconds / 3600,
         "gpuCost": gpu_cost,
+        # chargeback's own quantities, as priced: after the overflow scale, GPUs as physical devices held.
+        "chargedCpuCoreHours": line.cpu_core_seconds / 3600,
+        "chargedRamByteHours": line.ram_byte_seconds / 3600,
+        "physicalGpuHours": line.gpu_seconds / 3600,
         # dcgm-exporter's view (exporter/core/gpuwaste.py): average busy GPUs, busy over observed GPU time (0 when
         # no GPU was observed, as cpuEfficiency is 0 with nothing requested), and the GPU cost of idle time.
         "gpuUsageAverage": line.gpu_usage_seconds / 3600 / hours,
         "gpuEfficiency": gpu_efficiency(line) or 0.0,
         "gpuWasteCost": line.gpu_waste_cost,
-        "ramBytes": line.ram_byte_seconds / 3600 / hours,
+        "ramBytes": line.ram_held_byte_seconds / 3600 / hours,
         "ramByteRequestAverage": line.ram_request_byte_seconds / 3600 / hours,
         "ramByteUsageAverage": line.ram_usage_byte_seconds / 3600 / hours,
-        "ramByteHours": line.ram_byte_seconds / 3600,
+        "ramByteLimitAverage": line.ram_limit_byte_seconds / 3600 / hours,
+        "ramByteHours": line.ram_held_byte_seconds / 3600,
         "ramCost": ram_cost,
         "ramEfficiency": ram_eff,
         "pvByteHours": line.pv_byte_seconds / 3600,
@@ -85,18 +93,52 @@ _ZERO_FIELDS = ("cpuCostAdjustment", "gpuCostAdjustment", "ramCostAdjustment", "
                 "networkReceiveBytes")
 
 
-def pv_allocations(pvs: Mapping[str, tuple[float, float]] | None, cluster: str) -> dict[str, Any] | None:
-    """OpenCost's PVAllocations: keyed by its PVKey's text (`cluster=<c>:name=<pv>`), byte-hours and cost per
-    volume; null when the allocation holds no volume, as OpenCost writes it."""
+def pv_allocations(pvs: Mapping[str, tuple[float, float]] | None, cluster: str,
+                   ids: Mapping[str, str] | None = None) -> dict[str, Any] | None:
+    """OpenCost's PVAllocations: keyed by its PVKey's text (`cluster=<c>:name=<pv>`), byte-hours, cost and
+    provider id (`ids`) per volume; null when the allocation holds no volume, as OpenCost writes it."""
     if not pvs:
         return None
-    return {f"cluster={cluster}:name={pv}": {"byteHours": b / 3600, "cost": c, "providerID": "", "adjustment": 0.0}
-            for pv, (b, c) in sorted(pvs.items())}
+    ids = ids or {}
+    return {f"cluster={cluster}:name={pv}": {"byteHours": b / 3600, "cost": c, "providerID": ids.get(pv, ""),
+                                             "adjustment": 0.0} for pv, (b, c) in sorted(pvs.items())}
+
+
+def lb_allocations(lbs: Mapping[str, tuple[float, float]] | None, cluster: str) -> dict[str, Any] | None:
+    """OpenCost's LbAllocations: keyed by its service key's text (`<cluster>/<namespace>/<service>`), the
+    service as `namespace/service`, cost and hours; no IP is read (private false, ip empty). Null without one."""
+    if not lbs:
+        return None
+    return {f"{cluster}/{svc}": {"service": svc, "cost": c, "private": False, "ip": "", "hours": s / 3600,
+                                 "adjustment": 0.0} for svc, (s, c) in sorted(lbs.items())}
+
+
+@dataclass(frozen=True)
+class GpuInfo:
+    """The one GPU a container allocation was seen on by dcgm-exporter (OpenCost's gpuDevice, gpuModel, gpuUUID)."""
+
+    device: str = ""
+    model: str = ""
+    uuid: str = ""
+
+
+def gpu_allocation(line: Line, hours: float, gpu: GpuInfo | None) -> dict[str, Any] | None:
+    """OpenCost's gpuAllocation: null without GPUs; gpuUsageAverage sums each GPU pod's mean busy fraction of its
+    GPUs (dcgm-exporter) over the allocation's hours, gpuRequestAverage its nvidia.com/gpu requests."""
+    if not (line.gpu_request_seconds or line.gpu_seconds or line.gpu_pod_busy_seconds or gpu):
+        return None
+    g = gpu or GpuInfo()
+    # A share of a device (time-sliced replica, MIG slice) holds less physical GPU than it requested units.
+    shared = line.gpu_seconds < line.gpu_request_seconds * (1 - 1e-9) or not line.gpu_request_seconds
+    return {"gpuDevice": g.device, "gpuModel": g.model, "gpuUUID": g.uuid, "isGPUShared": shared,
+            "gpuUsageAverage": line.gpu_pod_busy_seconds / 3600 / hours,
+            "gpuRequestAverage": line.gpu_request_seconds / 3600 / hours}
 
 
 def api_item(name: str, row: Row, start: int, end: int, bounds: tuple[int, int],
              properties: dict[str, Any], proportional: dict[str, Any] | None = None,
-             pvs: dict[str, Any] | None = None, raw: dict[str, float] | None = None) -> dict[str, Any]:
+             pvs: dict[str, Any] | None = None, raw: dict[str, float] | None = None,
+             gpu: GpuInfo | None = None, lbs: dict[str, Any] | None = None) -> dict[str, Any]:
     """One allocation as OpenCost's /allocation serialises it: `properties`, the set's `window`, and
     every documented field (those with no meaning here are 0)."""
     item = allocation_item(name, row, start, end)
@@ -112,7 +154,9 @@ def api_item(name: str, row: Row, start: int, end: int, bounds: tuple[int, int],
                networkInternetCost=line.network_internet_cost)
     out["pvBytes"] = row.line.pv_byte_seconds / 3600 / hours
     out["pvs"] = pvs
+    out["lbAllocations"] = lbs
     out["rawAllocationOnly"] = raw
+    out["gpuAllocation"] = gpu_allocation(line, hours, gpu)
     if proportional is not None:
         out["proportionalAssetResourceCosts"] = proportional
     return out

@@ -5,8 +5,9 @@ The cost model does not change: every segment is costed per (namespace, node, ow
 those rows is then split between its containers in proportion to their allocated quantity of each
 resource on that node (the same integrals, per container). A node's price is one rate per resource,
 so the split is the cost each container's quantity would have cost, and a namespace's container rows
-add up to its namespace-level row. Rows with no node (what sharing moved, volumes, load balancers,
-network) and the pseudo-namespaces (__idle__, ...) stay as they are, with no pod.
+add up to its namespace-level row. A namespace's volumes go to the pods that mounted them
+(exporter/outputs/podvolumes.py); the other rows with no node (what sharing moved, load balancers, network)
+and the pseudo-namespaces (__idle__, ...) stay as they are, with no pod.
 
 Bounded memory: pod metadata is read once per window; per-container quantities are read per segment
 (a chunk), turned into rows, and added into the groups the request asks for at once, so what stays is
@@ -31,15 +32,16 @@ from exporter.core.window import Window
 from exporter.core.workloads import resolve as resolve_workloads
 from exporter.outputs.allocbody import AllocationBody, SetGroups
 from exporter.outputs.allocfilter import Node, Props
-from exporter.outputs.allocitem import Row
+from exporter.outputs.allocitem import GpuInfo, Row
 from exporter.outputs.allocrows import AllocRow, Group, RowBuilder, add_rows, finish
 from exporter.outputs.opencost_api import AggKey, AllocationQuery
+from exporter.outputs.podvolumes import Shares, VolumeShares, split_volumes, volume_shares, volume_shares_by_chunk
 from exporter.sources.allocsteps import NodeScales
 from exporter.sources.podqueries import PodQueries
 from exporter.sources.podsteps import ContainerFetcher, ContainerTotals
 from exporter.sources.prometheus import PrometheusClient
 from exporter.sources.promql import one_of
-from exporter.sources.queries import Queries
+from exporter.sources.queries import RESOURCE_FROM_KSM, Queries
 from exporter.sources.stepfetch import namespace_batches, usage_records
 from exporter.vocab.labels import Attrs, Metadata
 
@@ -56,6 +58,8 @@ BATCH_PODS = 1000
 _QTY = {"cpu": "cpu_core_seconds", "memory": "ram_byte_seconds", "gpu": "gpu_seconds"}
 _REQ = {"cpu": "cpu_request_seconds", "memory": "ram_request_byte_seconds"}
 _USE = {"cpu": "cpu_usage_seconds", "memory": "ram_usage_byte_seconds"}
+_HELD = {"cpu": "cpu_held_seconds", "memory": "ram_held_byte_seconds"}
+_LIMIT = {"cpu": "cpu_limit_seconds", "memory": "ram_limit_byte_seconds"}
 
 
 @dataclass(slots=True)
@@ -154,14 +158,21 @@ def fetch_meta(client: PrometheusClient, q: Queries, w: Window) -> PodMeta:
     return PodMeta(info, providers, counts)
 
 
-def container_lines(totals: ContainerTotals, step: int) -> dict[ContainerKey, Line]:
-    """Per-container sums over steps as unit-seconds on Lines, the shape split_rows takes. Pure."""
+def container_lines(totals: ContainerTotals, step: int, limits: Mapping[ContainerKey, Mapping[str, float]]
+                    | None = None) -> dict[ContainerKey, Line]:
+    """Per-container sums over steps as unit-seconds on Lines, the shape split_rows takes; `limits`: each
+    container's limit integrals (unit-seconds) per resource, of those containers only. Pure."""
     out: dict[ContainerKey, Line] = {}
-    for rows, names in ((totals.allocated, _QTY), (totals.requested, _REQ), (totals.used, _USE)):
+    for rows, names in ((totals.allocated, _QTY), (totals.requested, _REQ), (totals.used, _USE),
+                        (totals.held, _HELD)):
         for key, v in rows.items():
             if key.resource in names:
                 line = out.setdefault((key.namespace, key.node, key.pod, key.container), Line())
                 setattr(line, names[key.resource], getattr(line, names[key.resource]) + v * step)
+    for ckey, per_res in (limits or {}).items():
+        if ckey in out:
+            for res, v in per_res.items():
+                setattr(out[ckey], _LIMIT[res], getattr(out[ckey], _LIMIT[res]) + v)
     return out
 
 
@@ -176,7 +187,8 @@ def with_gpus(usage: dict[ContainerKey, Line], held: Mapping[ContainerKey, GpuPo
         line.gpu_seconds = 0.0
     for key, h in held.items():
         if key[0] in namespaces and h.gpu_seconds > 0:
-            usage.setdefault(key, Line()).gpu_seconds = h.gpu_seconds
+            line = usage.setdefault(key, Line())
+            line.gpu_seconds, line.gpu_request_seconds = h.gpu_seconds, h.requested_seconds
             pods[key[:3]] = pods.get(key[:3], 0.0) + h.gpu_seconds
     for key, line in usage.items():
         pod = pods.get(key[:3], 0.0)
@@ -187,26 +199,49 @@ def with_gpus(usage: dict[ContainerKey, Line], held: Mapping[ContainerKey, GpuPo
             line.gpu_observed_seconds = seen.get("gpu_observed", 0.0) * share
             line.gpu_memory_used_byte_seconds = seen.get("gpu_memory", 0.0) * share
             line.gpu_memory_byte_seconds = seen.get("gpu_memory_total", 0.0) * share
+            line.gpu_pod_busy_seconds = seen.get("gpu_pod_mean", 0.0) * share
+
+
+def container_limits(pipeline: Pipeline, q: Queries, w: Window) -> dict[ContainerKey, dict[str, float]]:
+    """Each container's CPU and memory limit integrals (unit-seconds) over a segment, of what `q` selects."""
+    out: dict[ContainerKey, dict[str, float]] = {}
+    by = "namespace, node, pod, container, resource"
+    for lb, v in pipeline.client.query(q.limits_integral(w.seconds, by), float(w.end)):
+        res = RESOURCE_FROM_KSM.get(lb.get("resource", ""), "")
+        if res in _LIMIT:
+            key = (lb.get("namespace", ""), lb.get("node", ""), lb.get("pod", ""), lb.get("container", ""))
+            out.setdefault(key, {})[res] = v * pipeline.step
+    return out
 
 
 def split_rows(rows: Iterable[AllocRow], usage: Mapping[ContainerKey, Line], attrs_of: Callable[[str, str], Attrs],
-               meta: PodMeta) -> Iterator[AllocRow]:
+               meta: PodMeta, volumes: VolumeShares | None = None) -> Iterator[AllocRow]:
     """Each tenant row on a node, split between its containers by allocated quantity per resource; then
     what sharing moved to an owner (shared idle, shared namespaces and fixed costs), split between that
     owner's containers by their cost of each resource (shared cost: by their total). Pure.
 
-    What a row holds that no container can carry (a resource none of them was allocated, volumes and
-    load balancers, whose pods are not known) stays on a row with no pod, so the parts add up to the row."""
+    What a row holds that no container can carry (a resource none of them was allocated, load balancers and
+    network, whose pods are not known) stays on a row with no pod, so the parts add up to the row. Volumes
+    go to the pods that mounted them (`volumes`, exporter/outputs/podvolumes.py)."""
     members: dict[tuple[str, str, Attrs], list[tuple[ContainerKey, Line]]] = {}
+    pods: dict[tuple[str, str], list[ContainerKey]] = {}
     for key, line in usage.items():
         ns, node, pod, _c = key
         members.setdefault((ns, node, attrs_of(ns, pod)), []).append((key, line))
+        pods.setdefault((ns, pod), []).append(key)
+
+    def pod_row(r: AllocRow, key: ContainerKey, part: Row, pvs: dict[str, tuple[float, float]]) -> AllocRow:
+        props = _pod_props(replace(r.props, node=key[1]), key[2], key[3], meta)
+        return AllocRow("", props, part, r.namespace_labels, r.attrs, r.props.annotations, pvs=pvs)
     moved: list[AllocRow] = []
     # (namespace, owner) -> container -> (its props without a node, its cost per resource): for moved rows.
     owned: dict[tuple[str, Attrs], dict[tuple[str, str], tuple[Props, dict[str, float]]]] = {}
     for r in rows:
         if r.moved and not r.name:
             moved.append(r)
+            continue
+        if r.pvs and volumes and not r.name and not r.props.node:
+            yield from split_volumes(r, volumes, pods, pod_row)
             continue
         mine = members.get((r.props.namespace, r.props.node, r.attrs)) if not r.name and r.props.node else None
         if not mine:
@@ -298,10 +333,14 @@ class PodGranularity:
         self.label_keys, self.cluster = label_keys, cluster
         self.groups: dict[str, Group] = {}
         self.meta = PodMeta()
+        self.volumes: dict[int, Shares] = {}  # chunk end -> volume shares, read once for a long window
         self._lock = threading.Lock()
 
     def begin(self, pipeline: Pipeline, window: Window) -> None:
         self.meta = fetch_meta(pipeline.client, pipeline.queries, window)
+        if window.seconds > pipeline.chunk:
+            self.volumes = volume_shares_by_chunk(pipeline.client, pipeline.queries, window, pipeline.chunk,
+                                                  pipeline.step)
 
     def add_segment(self, pipeline: Pipeline, w: Window, q: Queries, meta: Metadata, owners: Owners,
                     result: CostResult, node_scales: NodeScales | None = None) -> None:
@@ -333,16 +372,22 @@ class PodGranularity:
             for lb, v in pipeline.client.query(q.gpu_usage_integral(w.seconds, every_pod=True), float(w.end)):
                 kinds = dcgm.setdefault((lb.get("namespace", ""), lb.get("node", ""), lb.get("pod", "")), {})
                 kinds[lb.get("kind", "")] = kinds.get(lb.get("kind", ""), 0.0) + v * pipeline.step
+        volumes: Shares = {}
+        if result.pv_parts:  # a whole chunk read with the window, else (a bridged or cut piece) its own query
+            whole = w.seconds == pipeline.chunk and q.ksm_at is None and q.ksm_after is None
+            volumes = self.volumes.get(w.end, {}) if whole and w.end in self.volumes else \
+                volume_shares(pipeline.client, q, w, pipeline.step)
         for batch in plan:
             whole = len(plan) == 1
             totals = fetcher.totals(q if whole else q.scoped(batch), w.start, w.end, scales, records,
                                     "" if whole else one_of("namespace", batch),
                                     sum(self.meta.pods.get(ns, 1) for ns in batch))
-            usage = container_lines(totals, pipeline.step)
+            scoped = q if whole else q.scoped(batch)
+            usage = container_lines(totals, pipeline.step, container_limits(pipeline, scoped, w))
             with_gpus(usage, result.gpu_pods, dcgm, set(batch))
             del totals
             rows = [r for ns in batch for r in (*builder.table_rows(keys.pop(ns, [])), *nodeless.pop(ns, []))]
-            split = split_rows(rows, usage, attrs_of, self.meta)
+            split = split_rows(rows, usage, attrs_of, self.meta, volumes)
             with self._lock:
                 self.add(split)
             del usage, split, rows  # this batch's rows are in the groups now
@@ -355,7 +400,7 @@ class PodGranularity:
 
 
 def response(pipeline: Pipeline, query: AllocationQuery, label_keys: tuple[str, ...], cluster: str,
-             cancel: threading.Event | None = None) -> AllocationBody:
+             cancel: threading.Event | None = None, volume_ids: Mapping[str, str] | None = None) -> AllocationBody:
     """allocbody.response for requests that need pod-level rows: one compute per set, one set's groups held
     at a time (an earlier set is encoded as soon as it is computed, the last as it is sent)."""
     body = AllocationBody()
@@ -365,12 +410,16 @@ def response(pipeline: Pipeline, query: AllocationQuery, label_keys: tuple[str, 
                                by_node=query.proportional)
         result = pipeline.compute(s.compute, cancel=cancel, granularity=grain)
         one = {(g.props.namespace, g.props.pod, g.props.container) for g in grain.groups.values() if g.props.container}
-        peaks = pipeline.usage_max(s.compute, one, cancel) if one else None
+        gpu = frozenset((g.props.namespace, g.props.pod, g.props.container) for g in grain.groups.values()
+                        if g.props.container and g.row.line.gpu_seconds > 0)
+        peaks = pipeline.usage_max(s.compute, one, cancel, gpu) if one else None
+        found = pipeline.gpu_devices(s.compute, {k[:2] for k in gpu}) if gpu else {}
+        gpus = {k: GpuInfo(*found[k[:2]]) for k in gpu if k[:2] in found}
         if body.last is not None:
             body.done.append(b"".join(body.last.encode()))
         body.last = SetGroups(finish(grain.groups), result.start, result.end, (s.bounds.start, s.bounds.end),
                               cluster, result.node_cost if query.proportional else None, query.kubernetes_keys,
-                              peaks)
+                              peaks, gpus=gpus, volume_ids=volume_ids)
         coverage.merge(result.coverage)
         del grain, result
     span = (query.sets[0].compute.start, query.sets[-1].compute.end) if query.sets else None

@@ -58,6 +58,7 @@ class StepTotals:
     requested: dict[RowKey, float] = field(default_factory=dict)
     used: dict[RowKey, float] = field(default_factory=dict)
     scales: NodeScales = field(default_factory=dict)  # the overflow scale per (node, resource) and step
+    held: dict[RowKey, float] = field(default_factory=dict)  # the allocation before the overflow scale
 
 
 def none_of(label: str, values: Iterable[str]) -> str:
@@ -240,16 +241,25 @@ def scaled(samples: Samples, scales: Mapping[float, float]) -> float | None:
 
 
 def add_sums(rows: StepRows[Key], alloc: Mapping[Key, Samples], scales: NodeScales, requested: dict[Key, float],
-             used: dict[Key, float], allocated: dict[Key, float]) -> None:
-    """Requests and usage summed over steps; the allocation scaled step by step by its node's overflow scale."""
+             used: dict[Key, float], allocated: dict[Key, float], held: dict[Key, float] | None = None) -> None:
+    """Requests and usage summed over steps; the allocation scaled step by step by its node's overflow scale
+    (and, into `held`, as it was, at the steps it was scaled: OpenCost's cpuCores and ramBytes)."""
     for part, out in ((rows.request, requested), (rows.usage, used)):
         for key, samples in part.items():
             if samples and key.resource in REQUESTED:
                 out[key] = out.get(key, 0.0) + sum(v for _t, v in samples)
     for key, samples in alloc.items():
-        acc = scaled(samples, scales.get((key.node, key.resource), {}))
+        by_step = scales.get((key.node, key.resource), {})
+        acc = scaled(samples, by_step)
         if acc is not None:
             allocated[key] = allocated.get(key, 0.0) + acc
+            if held is not None and key.resource in REQUESTED:
+                held[key] = held.get(key, 0.0) + unscaled(samples, by_step)
+
+
+def unscaled(samples: Samples, scales: Mapping[float, float]) -> float:
+    """Sum over steps of `v` where the step has a scale (the steps `scaled` counts)."""
+    return sum(v for t, v in samples if t in scales)
 
 
 def derived_allocation(req: dict[Key, Samples], use: dict[Key, Samples], policy: str, weight: float

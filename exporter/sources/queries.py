@@ -13,7 +13,7 @@ from functools import partial
 
 from exporter.config.schema import Allocation, Prometheus
 from exporter.sources.promql import join_matchers, matcher, one_of, quote, selector
-from exporter.sources.scrapeshape import cadvisor, dcgm_series, device_usage
+from exporter.sources.scrapeshape import cadvisor, dcgm_series, device_busy, device_names, device_usage
 from exporter.vocab.durations import format_duration, parse_duration
 
 
@@ -212,13 +212,14 @@ class Queries:
         return f"max by (node) ({_finite(f'kube_node_status_capacity{sel}{self._at}')})"
 
     # ---- chunk queries (evaluated at the chunk's end) ----
-    def requested_integral(self, chunk_seconds: int, pods_in: list[str] | None = None) -> str:
+    def limits_integral(self, chunk_seconds: int, by: str = "namespace, node, resource",
+                        pods_in: list[str] | None = None) -> str:
+        """CPU and memory limits of running containers summed over steps per `by` (OpenCost's
+        cpuCoreLimitAverage, ramByteLimitAverage; a view, not a cost), of `pods_in`'s namespaces only if given."""
         q = self.scoped(pods_in) if pods_in else self
         sel = _sel(one_of("resource", ("cpu", "memory")), q.k)
-        req = f"max by (namespace, pod, container, resource) (kube_pod_container_resource_requests{sel}{q._at})"
-        by = "namespace, node, pod, resource" if pods_in else "namespace, node, resource"
-        inner = q._by_ns_node(req, by)
-        return f"sum_over_time({_finite(inner)}{self._sub(chunk_seconds)})"
+        lim = f"max by (namespace, pod, container, resource) (kube_pod_container_resource_limits{sel}{q._at})"
+        return f"sum_over_time({_finite(q._by_ns_node(lim, by))}{self._sub(chunk_seconds)})"
 
     def used_integral(self, resource: str, chunk_seconds: int, pods_in: list[str] | None = None) -> str:
         q = self.scoped(pods_in) if pods_in else self
@@ -313,6 +314,13 @@ class Queries:
                             f'"resource", {quote(KSM_RESOURCE[res])}, "", "")' for res in ("cpu", "memory"))
         return f"({parts})[{span}s:{format_duration(self.step)}]"
 
+    def recorded_held_integral(self, resource: str, chunk_seconds: int) -> str:
+        """The recorded allocation per (namespace, node) summed over steps before the overflow scale, at the
+        steps the scaled integral counts (OpenCost's cpuCores, ramBytes)."""
+        alloc = self._recorded("allocated", resource)
+        counted = f"{alloc} and on (node) (sum by (node) ({alloc}) > 0) and on (node) {self.capacity(resource)}"
+        return f"sum_over_time({_finite(counted)}{self._sub(chunk_seconds)})"
+
     def recorded_requested_integral(self, chunk_seconds: int) -> str:
         parts = " or ".join(f'label_replace({self._recorded("requested", res)}, "resource", {quote(res)}, "", "")'
                             for res in ("cpu", "memory"))
@@ -330,6 +338,15 @@ class Queries:
         """Per GPU (or MIG instance) a pod holds, busy, observed and framebuffer (sources/scrapeshape.py), with
         dcgm-exporter scraped with or without honorLabels."""
         return device_usage(self.d, self.only)
+
+    def gpu_busy_max(self, chunk_seconds: int) -> str:
+        """Each GPU pod's highest busy fraction of one of its GPUs at the resolution's steps over a chunk
+        (OpenCost's rawAllocationOnly gpuUsageMax). A view, not a cost."""
+        return f"max_over_time((max by (namespace, pod) ({device_busy(self.d, self.only)})){self._sub(chunk_seconds)})"
+
+    def gpu_devices(self, chunk_seconds: int) -> str:
+        """The GPUs dcgm-exporter saw each pod hold over a chunk (OpenCost's gpuDevice, gpuModel, gpuUUID)."""
+        return device_names(self.d, self._sub(chunk_seconds), self.only)
 
     def gpu_usage_integral(self, chunk_seconds: int, pods_in: list[str] | None = None, every_pod: bool = False) -> str:
         """Sum over steps of busy GPUs and framebuffer bytes per (namespace, node, kind) of running pods;
