@@ -79,6 +79,9 @@ def run_suite(work: Path) -> SuiteRun:
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
             out = proc.communicate()[0] + f"\nrun.sh timed out after {SUITE_TIMEOUT} s"
+        except BaseException:  # interrupted (`make test` stopped): no `go test` left querying a stopped stack
+            os.killpg(proc.pid, signal.SIGKILL)
+            raise
         print(out[-3000:], f"suite ran in {time.monotonic() - started:.0f} s", sep="\n")
     finally:
         stack.stop()
