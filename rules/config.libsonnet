@@ -2,8 +2,9 @@
 // The repository's mixin.libsonnet, rules/mixin.libsonnet and dashboards/mixin.libsonnet all start from it.
 {
   _config+:: {
-    // Selects the chargeback exporter's series.
-    chargebackSelector: 'job="chargeback"',
+    // Selects the chargeback exporter's series. Matches both standard scrape shapes: a ServiceMonitor's
+    // job (the Service's name, "chargeback") and a PodMonitor's ("<namespace>/chargeback").
+    chargebackSelector: 'job=~"(.+/)?chargeback"',
     // Label that tells clusters apart when many Prometheus servers feed Thanos/Mimir.
     clusterLabel: 'cluster',
     currency: 'USD',
