@@ -48,6 +48,7 @@ STREAMS = (("./test/integration/api/allocation", "./test/integration/mcp"),
 def run_packages(env: dict[str, str], streams: tuple[tuple[str, ...], ...], deadline: float) -> str:
     """run.sh once per stream, at the same time; their outputs, one after another. Each in its own process
     group, so a timeout or an interrupt stops `go test` and the suite's binaries too."""
+    Path(env["WORK"]).mkdir(parents=True, exist_ok=True)  # run.sh would make it; the logs go there first
     logs = [Path(env["WORK"]) / f"stream-{i}.out" for i in range(len(streams))]
     procs = []
     try:
@@ -196,12 +197,12 @@ def test_parse_counts_compared_items_and_failures() -> None:
 
 def test_streams_run_at_once_over_one_work(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """run_packages on a stand-in run.sh that takes 2 s per call: two streams end in about 2 s, not 4, and
-    the output holds both streams' packages in stream order."""
+    the output holds both streams' packages in stream order. WORK does not exist yet, as on a fresh machine."""
     fake = tmp_path / "run.sh"
     fake.write_text('sleep 2; echo "ran $*"; echo "opencost integration suite: 0 pass"\n')
     monkeypatch.setitem(globals(), "RUN_SH", fake)
     started = time.monotonic()
-    out = run_packages({**os.environ, "WORK": str(tmp_path)}, (("a", "b"), ("c",)), started + 30)
+    out = run_packages({**os.environ, "WORK": str(tmp_path / "work")}, (("a", "b"), ("c",)), started + 30)
     assert time.monotonic() - started < 3.5
     assert out.splitlines() == ["ran a b", "opencost integration suite: 0 pass", "ran c",
                                 "opencost integration suite: 0 pass"]
