@@ -29,7 +29,9 @@ def demo_cluster(seed: int = 7, ksm_gap_at: int | None = None) -> Cluster:
         Node(f"ip-10-0-2-{i}", 8, 32 * GIB, labels={it: "m5.2xlarge", cap: "spot", zone: "us-east-1b"})
         for i in range(1, 3)
     ] + [
-        Node("ip-10-0-3-1", 8, 61 * GIB, gpus=1, labels={it: "p3.2xlarge", cap: "on-demand", zone: "us-east-1a"}),
+        # GPU feature discovery's count label: OpenCost's suite (TestGPUInfo) finds GPU allocations by it.
+        Node("ip-10-0-3-1", 8, 61 * GIB, gpus=1, labels={it: "p3.2xlarge", cap: "on-demand", zone: "us-east-1a",
+                                                        "nvidia.com/gpu.count": "1"}),
         Node("ip-10-0-4-1", 4, 16 * GIB, labels={it: "m5.xlarge", cap: "on-demand", zone: "us-east-1c"}),
     ]
     general = [n.name for n in nodes[:6]]

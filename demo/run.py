@@ -60,7 +60,8 @@ DEMO_CONFIG: dict[str, object] = {
         "network": {"unclassified": "zone", "zonePerGiB": 0.01,
                     "monthly": [{"name": "nat-gateway", "monthly": 32.85}]},
     },
-    "allocation": {"policy": "max", "resolution": "1m"},
+    # nodeLabels: OpenCost copies these node labels into allocations' labels (its suite reads the GPU count).
+    "allocation": {"policy": "max", "resolution": "1m", "nodeLabels": ["nvidia.com/gpu.count"]},
     # Platform namespaces are shared, so a newcomer sees shared costs at once.
     "sharing": {
         "shareNamespaces": ["kube-system", "monitoring"],

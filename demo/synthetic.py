@@ -42,6 +42,7 @@ class Container:
     # Other requests by kube-state-metrics resource name: MIG slices, HAMi gpumem/gpucores, Neuron, AMD.
     resources: dict[str, float] = field(default_factory=dict)
     mem_limit: float | None = None  # bytes (kube_pod_container_resource_limits; no cost reads it)
+    cpu_limit: float | None = None  # cores (the same series; OpenCost's cpuCoreLimitAverage reads them)
 
 
 @dataclass(frozen=True)
@@ -97,6 +98,9 @@ class Series:
     labels: dict[str, str]
     slope: float = 0.0
     base: float = 1000.0
+    # A gauge that changes: from each (timestamp, value) on, the value (None: no sample), e.g. a live grid
+    # intensity of 200 until t0 + 1800 and 400 after: ((t0 + 1801, 400),). Overrides base and slope there.
+    changes: tuple[tuple[int, float | None], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -174,6 +178,14 @@ def _line(base: float, slope: float, t: int) -> float:
     return base + slope * t
 
 
+def _changing(s: Series, t: int) -> float | None:
+    value: float | None = _line(s.base, s.slope, t)
+    for since, v in s.changes:
+        if t >= since:
+            value = v
+    return value
+
+
 def _memory(c: Container, t: int) -> float:
     return c.mem_usage * (1 + c.wave * math.sin(2 * math.pi * t / DAY))
 
@@ -226,7 +238,10 @@ def _series(cluster: Cluster, lean: bool) -> Iterator[tuple[str, str, Sampler]]:
                 yield metric, _labels(**oc), _const(n.opencost[kind])
         if cluster.opencost and not lean:
             yield from _opencost_node_series(n, oc, node_uid)
-        # A root/system cgroup with no namespace: cAdvisor exports it, it must never be costed.
+        # The node's root cgroup (all of its usage): the coverage probe reads it, one series per node.
+        root = _labels(id="/", instance=n.name, job="kubelet", metrics_path="/metrics/cadvisor")
+        yield "container_cpu_usage_seconds_total", root, partial(_line, 1e7, n.cores / 2)
+        # A system cgroup with no namespace: cAdvisor exports it, it must never be costed.
         if not lean:
             sys_lb = _labels(id="/system.slice/kubelet.service", instance=n.name, job="kubelet")
             yield "container_cpu_usage_seconds_total", sys_lb, partial(_line, 5e5, 2.0)
@@ -243,7 +258,7 @@ def _series(cluster: Cluster, lean: bool) -> Iterator[tuple[str, str, Sampler]]:
         if not lean:
             yield "kube_namespace_created", _labels(**ksm, namespace=ns, uid=ns_uid), _const(CREATED)
     for c in cluster.extra:
-        yield c.name, _labels(**c.labels), partial(_line, c.base, c.slope)
+        yield c.name, _labels(**c.labels), partial(_changing, c) if c.changes else partial(_line, c.base, c.slope)
     for p in cluster.pods:
         yield from _pod_series(p, ksm, lean, cluster.cadvisor_node, cluster.pause)
         if cluster.opencost and not lean:
@@ -380,9 +395,10 @@ def _pod_series(p: Pod, ksm: dict[str, str], lean: bool, cadvisor_node: bool = F
                 yield "kube_pod_container_resource_requests", lb, when(exists, _const(req))
         if not lean:  # per container: its state, image and limits (no query of chargeback's selects them)
             yield from _container_state(p, c, uid, ksm, exists, running)
-            if c.mem_limit is not None:
-                lb = _labels(**ksm, **pod_kv, uid=uid, container=c.name, node=p.node, resource="memory", unit="byte")
-                yield "kube_pod_container_resource_limits", lb, when(exists, _const(c.mem_limit))
+            for res, unit, limit in (("memory", "byte", c.mem_limit), ("cpu", "core", c.cpu_limit)):
+                if limit is not None:
+                    lb = _labels(**ksm, **pod_kv, uid=uid, container=c.name, node=p.node, resource=res, unit=unit)
+                    yield "kube_pod_container_resource_limits", lb, when(exists, _const(limit))
         lb = _labels(**cad, **pod_kv, container=c.name, id=f"/kubepods/{uid}/{c.name}", image=f"img/{c.name}")
         yield "container_cpu_usage_seconds_total", lb, when(running, partial(_cpu_counter, c))
         yield "container_memory_working_set_bytes", lb, when(running, partial(_memory, c))

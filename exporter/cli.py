@@ -239,15 +239,16 @@ def prices(prometheus_url: str | None, config: str | None, window_text: str, fmt
               help="The exporter's config: its allocation policy and selectors shape the recorded allocation rules.")
 def rules(budgets_file: str | None, out_dir: str, namespace: str, config: str | None) -> None:
     """Render recording rules and (budget) alerts from the Jsonnet mixin: a rule file and a PrometheusRule."""
-    from exporter.mixin.budgets import allocation_config, load_budgets, write_rules
+    from exporter.mixin.budgets import BudgetsFile, allocation_config, carbon_config, load_budgets_file, write_rules
 
     try:
-        budgets = load_budgets(budgets_file) if budgets_file else []
-        mixin = allocation_config(load(config, None)) if config else None
-        written = write_rules(budgets, Path(out_dir), namespace, mixin)
+        file = load_budgets_file(budgets_file) if budgets_file else BudgetsFile()
+        mixin = {**(allocation_config(load(config, None)) if config else {}), **carbon_config(file.carbon)}
+        written = write_rules(list(file.budgets), Path(out_dir), namespace, mixin or None)
     except ChargebackError as e:
         fail(e)
-    click.echo(f"{len(budgets)} budget(s) -> " + ", ".join(str(p) for p in written))
+    carbon = f", {len(file.carbon)} carbon budget(s)" if file.carbon else ""
+    click.echo(f"{len(file.budgets)} budget(s){carbon} -> " + ", ".join(str(p) for p in written))
 
 
 @main.command()

@@ -22,6 +22,9 @@
     allocationPolicy: 'max',  // max | request | usage | weighted
     requestWeight: 0.7,
     usageRateWindow: '5m',
+    // The per-pair names recorded before namespace_node:chargeback_allocation:sum (deprecated), derived
+    // from it by selection for one release; false drops them (half the group's series).
+    allocationDeprecatedRecords: true,
     kubeStateMetricsSelector: self.ksmSelector,
     ksmSelector: '',  // deprecated alias of kubeStateMetricsSelector (the exporter's config key)
     cadvisorSelector: '',
@@ -61,6 +64,12 @@
     gpuIdleHeldSince: '5h45m',
     gpuIdleFloor: 10,
     gpuIdleFor: '15m',
+
+    // Carbon budgets (alerts/carbon.libsonnet): [{ name, scope: { kind: 'team', value: 'payments' },
+    // kgPerDay: 5, labels: {} }], or a budgets file's `carbon:` list. kg CO2e over a rolling carbonBudgetWindow.
+    carbonBudgets: [],
+    carbonBudgetWindow: '1d',
+    carbonBudgetFor: '15m',
 
     runbookURLPattern: 'https://github.com/chargeback/chargeback/blob/main/docs/runbook.md#%s',
     // GitHub's heading anchor: lower case, spaces to hyphens, other punctuation dropped. docs/runbook.md

@@ -3,4 +3,5 @@
 (import 'rules/allocation.libsonnet') +
 (import 'alerts/alerts.libsonnet') +
 (import 'alerts/budgets.libsonnet') +
-(import 'alerts/gpu.libsonnet')
+(import 'alerts/gpu.libsonnet') +
+(import 'alerts/carbon.libsonnet')

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import signal
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import FrameType
 
@@ -43,6 +43,14 @@ def scenario_prom(tmp_path_factory: pytest.TempPathFactory, name: str, cluster: 
     backfill(cluster, root / "data", t0 - 1800, t0 + WINDOW_SECONDS + 600, 60)
     with PrometheusServer(root / "data") as prom:
         yield prom
+
+
+def scenario_at(tmp_path_factory: pytest.TempPathFactory, name: str,
+                cluster: Callable[[int], Cluster]) -> Iterator[tuple[PrometheusServer, int]]:
+    """`scenario_prom` for a cluster built around its hour under test (t0), yielding (Prometheus, t0)."""
+    t0 = aligned_past()
+    for prom in scenario_prom(tmp_path_factory, name, cluster(t0), t0):
+        yield prom, t0
 
 
 @pytest.fixture(scope="session")

@@ -67,10 +67,13 @@ def test_raw_allocation_only_holds_one_containers_max_usage(share_prom: tuple[Pr
             return data
 
         pods = get(aggregate="pod")
+        # No GPU: gpuUsageMax 0 (test_opencost_fields.py has one).
         assert pods["api"]["rawAllocationOnly"] == {"cpuCoreUsageMax": pytest.approx(1.0, rel=REL),
-                                                    "ramByteUsageMax": pytest.approx(2 * GIB, rel=REL)}
+                                                    "ramByteUsageMax": pytest.approx(2 * GIB, rel=REL),
+                                                    "gpuUsageMax": 0.0}
         assert pods["prometheus"]["rawAllocationOnly"] == {"cpuCoreUsageMax": pytest.approx(1.0, rel=REL),
-                                                           "ramByteUsageMax": pytest.approx(4 * GIB, rel=REL)}
+                                                           "ramByteUsageMax": pytest.approx(4 * GIB, rel=REL),
+                                                           "gpuUsageMax": 0.0}
         containers = get(aggregate="namespace,pod,container")
         assert containers["payments/api/app"]["rawAllocationOnly"] == pods["api"]["rawAllocationOnly"]
         # an aggregate of several containers has no single maximum: null, as OpenCost's aggregates

@@ -29,8 +29,11 @@ from demo.synthetic import GIB, Cluster, Container, Gap, Node, Pod
 from exporter.cli import main
 from exporter.config.schema import parse_config
 from exporter.core.coverage import COVERED, Coverage, Reason, SourceState, State, plan
+from exporter.core.window import Window
+from exporter.engine.pipeline import Pipeline
 from exporter.serve.accrual import NamespaceKey
 from exporter.serve.server import Exporter
+from exporter.sources.prometheus import PrometheusClient
 
 from .conftest import aligned_past
 from .test_allocate_core import window_arg
@@ -287,3 +290,51 @@ def test_allocation_api_carries_coverage(prom: tuple[PrometheusServer, int]) -> 
     assert body["coverage"]["coveredSeconds"] == 3660 and body["coverage"]["windowSeconds"] == 25 * H
     assert sum(r["totalCost"] for r in body["data"][0].values()) == pytest.approx(NODES * 61 / 60, rel=1e-9)
     exporter.close()
+
+
+# ---- the probe: cAdvisor's root cgroups, the container series only where those are missing ----------------
+
+def probed_plan(url: str, start: int, **prometheus: str) -> tuple[list[str], list[tuple[int, int, str]]]:
+    """The probe queries a chunk's coverage plan sends, and its segments as (start, end, cAdvisor state)."""
+    cfg = parse_config({"prometheus": {"url": url, **prometheus}})
+    pipeline = Pipeline(cfg, PrometheusClient(cfg.prometheus))
+    sent: list[str] = []
+    ask = pipeline.client.query_range_raw
+
+    def spy(expr: str, at: float) -> list[Any]:
+        sent.append(expr)
+        return ask(expr, at)
+
+    pipeline.client.query_range_raw = spy  # type: ignore[method-assign]
+    segments = pipeline.coverage_plan(Window(start, start + H, 60))
+    return sent, [(s.start, s.end, s.state("cadvisor").state.value) for s in segments]
+
+
+def probe_cases(d0: int) -> list[tuple[int, list[tuple[int, int, str]]]]:
+    """Chunks and their plans. Window D, cAdvisor silent D0+8h20m..D0+8h40m: a rate needs two samples within
+    5 minutes, the last pair before the gap ends at 8h20m and is seen through 8h24m, the next at 8h41m: steps
+    8h25m..8h40m bridged. (D0+10h, D0+11h] reaches past the data's end, where both sources end (KSM a step
+    later, by the lookback): covered."""
+    return [(d0 + 8 * H, [(d0 + 8 * H, d0 + 8 * H + 24 * M, "covered"), (d0 + 8 * H + 24 * M, d0 + D_G1, "bridged"),
+                          (d0 + D_G1, d0 + 9 * H, "covered")]),
+            (d0 + 10 * H, [(d0 + 10 * H, d0 + 11 * H, "covered")])]
+
+
+def test_the_probe_reads_root_cgroups_not_every_container(prom: tuple[PrometheusServer, int]) -> None:
+    """One probe, of the nodes' root cgroups (id="/", a series per node), never the container series, and
+    the plans the container series give (below)."""
+    p, d0 = prom
+    for start, segments in probe_cases(d0):
+        sent, got = probed_plan(p.url, start)
+        assert len(sent) == 1 and 'id="/"' in sent[0] and 'container!=""' not in sent[0]
+        assert got == segments
+
+
+def test_without_root_cgroups_the_probe_asks_the_containers(prom: tuple[PrometheusServer, int]) -> None:
+    """A scrape that drops the root cgroups (here the selector id!="/"): no root cgroup at any step, so the
+    container series are probed as they always were, and give the same plans."""
+    p, d0 = prom
+    for start, segments in probe_cases(d0):
+        sent, got = probed_plan(p.url, start, cadvisorSelector='id!="/"')
+        assert len(sent) == 2 and 'container!=""' in sent[1] and "ksm" not in sent[1]
+        assert got == segments

@@ -68,6 +68,9 @@ PODS = {"trainer-0": 1.82, "embed-0": 0.66, "serving-0": 0.29, "rerank-0": 0.29,
 CORE_HOURS = {"ml": 4 + 1 + 1, "search": 2 + 1, "web": 2 + 1, IDLE: 6 + 2 + 4}  # capacity 12 + 4 + 8 = 24
 GIB_HOURS = {"ml": 32 + 4 + 8, "search": 16 + 4, "web": 4 + 4, IDLE: 48 + 8 + 16}  # capacity 96 + 16 + 32 = 144
 GPU_HOURS = {"ml": 3 / 7 + 1 / 4, "search": 1 / 7 + 1 / 4, "web": 0.0, IDLE: 3 / 7 + 2 / 4}  # capacity 2 GPUs
+# OpenCost's gpuHours: requested nvidia.com/gpu units (one time-sliced replica each; MIG slices are not
+# nvidia.com/gpu); idle's are its unused physical GPUs.
+OPENCOST_GPU_HOURS = {"ml": 1.0, "search": 1.0, "web": 0.0, IDLE: 3 / 7 + 2 / 4}
 GPU_COST = {"ml": 1.5 + 0.2, "search": 0.5 + 0.2, "web": 0.0, IDLE: 1.5 + 0.4}
 PV_COST = {"ml": 1.0, "search": 0.0, "web": 0.5, IDLE: 0.0}
 GPU_WASTE = {"ml": 0.15, "search": 0.05, "web": 0.0, IDLE: 0.0}
@@ -162,13 +165,14 @@ def test_allocate_json_is_hand_worked(config: Path, doors_prom: tuple[Prometheus
     for ns, row in data.items():
         assert row["cpuCoreHours"] == pytest.approx(CORE_HOURS[ns], rel=REL), ns
         assert row["ramByteHours"] == pytest.approx(GIB_HOURS[ns] * GIB_H, rel=REL), ns
-        assert row["gpuHours"] == pytest.approx(GPU_HOURS[ns], rel=REL), ns
+        assert row["physicalGpuHours"] == pytest.approx(GPU_HOURS[ns], rel=REL), ns
+        assert row["gpuHours"] == pytest.approx(OPENCOST_GPU_HOURS[ns], rel=REL), ns
         assert row["gpuCost"] == pytest.approx(GPU_COST[ns], rel=REL, abs=1e-12), ns
         assert row["pvCost"] == pytest.approx(PV_COST[ns], rel=REL, abs=1e-12), ns
         assert row["gpuWasteCost"] == pytest.approx(GPU_WASTE[ns], rel=REL, abs=1e-12), ns
     # Quantities are conserved as cost is: the namespaces and idle add up to the nodes' capacity.
     assert sum(r["cpuCoreHours"] for r in data.values()) == pytest.approx(24, rel=REL)
-    assert sum(r["gpuHours"] for r in data.values()) == pytest.approx(2, rel=REL)
+    assert sum(r["physicalGpuHours"] for r in data.values()) == pytest.approx(2, rel=REL)
     assert data["ml"]["pvByteHours"] == pytest.approx(100 * GIB_H, rel=REL)
     assert data["ml"]["gpuEfficiency"] == pytest.approx(0.25, rel=REL)
     assert data["search"]["gpuEfficiency"] == pytest.approx(0.75, rel=REL)
@@ -205,7 +209,8 @@ def test_table_csv_and_focus_agree_with_json(config: Path, doors_prom: tuple[Pro
             if r["x_Resource"] == "cpu":
                 cores[r["ResourceName"]] = cores.get(r["ResourceName"], 0.0) + float(r["ConsumedQuantity"])
         data = allocate_json(config, t0, aggregate)  # the same core-hours as allocate's rows, idle's included
-        assert cores == pytest.approx({k: v["cpuCoreHours"] for k, v in data.items() if v["cpuCoreHours"]}, rel=REL)
+        charged = {k: v["chargedCpuCoreHours"] for k, v in data.items() if v["chargedCpuCoreHours"]}
+        assert cores == pytest.approx(charged, rel=REL)
         if aggregate == "namespace":
             assert cores == pytest.approx(CORE_HOURS, rel=REL)
 
@@ -236,7 +241,7 @@ def test_api_mcp_and_counters_agree_with_allocate(config: Path, doors_prom: tupl
     assert_amounts(totals(pods), PODS, "/allocation by pod")
     # Physical GPU-hours per pod, as the namespace rows count them: a 3g.40gb slice is 3/7 of the A100, a
     # time-sliced replica 1/4 of the L4 (not the advertised unit).
-    assert {p: pods[p]["gpuHours"] for p in ("trainer-0", "embed-0", "serving-0", "rerank-0")} == pytest.approx(
+    assert {p: pods[p]["physicalGpuHours"] for p in ("trainer-0", "embed-0", "serving-0", "rerank-0")} == pytest.approx(
         {"trainer-0": 3 / 7, "embed-0": 1 / 7, "serving-0": 0.25, "rerank-0": 0.25}, rel=REL)
     assets = served.get("/assets", window=w)["data"]  # OpenCost: one set, keyed by asset
     by_name = {v["properties"].get("name", k): v["totalCost"] for k, v in assets.items()}

@@ -181,3 +181,78 @@ def test_allocation_api_carries_opencost_egress_class_fields(mesh_prom: Any) -> 
     assert pay["networkCrossRegionCost"] == pytest.approx(3 * REGION, rel=REL)
     assert pay["networkInternetCost"] == pytest.approx(0.5 * INTERNET, rel=REL)  # the NAT share is networkCost's
     assert body["coverage"]["network"]["istio"] == ["analytics", "pay", "shop"]
+
+
+def test_nat_gateway_bill_lines_spread_by_internet_bytes(mesh_prom: Any, tmp_path: Path) -> None:
+    """`reconcile --reconciled`: the cluster's NAT gateway lines on the bill (hours and bytes) are network, spread
+    by internet-bound bytes, in place of a configured amount; another cluster's NAT line is ignored."""
+    from .test_reconcile import CLUSTER_TAG, focus_bill
+
+    prom, t0 = mesh_prom
+    nat = "arn:aws:ec2:us-east-1:1:natgateway/nat-0abc"
+    bill = focus_bill(tmp_path / "focus.csv", t0, [
+        {"ResourceId": nat, "ServiceName": "Amazon Virtual Private Cloud", "ServiceCategory": "Networking",
+         "EffectiveCost": 0.045, "Tags": CLUSTER_TAG},  # NatGateway-Hours: one hour
+        {"ResourceId": nat, "ServiceName": "Amazon Virtual Private Cloud", "ServiceCategory": "Networking",
+         "EffectiveCost": 0.09, "Tags": CLUSTER_TAG},  # NatGateway-Bytes: 2 GiB x 0.045
+        {"ResourceId": "nat-0other", "ServiceName": "Amazon Virtual Private Cloud", "EffectiveCost": 1.0,
+         "Tags": json.dumps({"aws:eks:cluster-name": "other"})}])
+    cfg = json.loads(json.dumps(MESH_CONFIG))
+    del cfg["pricing"]["network"]["monthly"]
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump({**cfg, "prometheus": {"url": prom.url},
+                                    "reconciliation": {"clusterTags": {"aws:eks:cluster-name": "demo"}}}))
+    args = ["reconcile", "--config", str(path), "--window", window_arg(t0), "--bill", str(bill), "--format", "json"]
+    res = CliRunner().invoke(main, args)
+    assert res.exit_code == 0, res.output
+    rec = json.loads(res.stdout)
+    assert rec["nat"] == pytest.approx({"nat-0abc": 0.135}, rel=REL) and rec["unmatched"] == {}
+    res = CliRunner().invoke(main, [*args, "--reconciled"])
+    assert res.exit_code == 0, res.output
+    data = json.loads(res.stdout)["data"][0]
+    # nat-0abc 0.045 + 0.09 = 0.135 over the internet bytes: pay 0.5 of 2 GiB, analytics 1.5 of 2.
+    # pay 0.5 x 0.01 + 3 x 0.02 + 0.5 x 0.09 + 0.135 x 0.5 / 2 = 0.005 + 0.06 + 0.045 + 0.03375 = 0.14375
+    # analytics 0.25 x 0.02 + 1.5 x 0.09 + 0.135 x 1.5 / 2 = 0.005 + 0.135 + 0.10125 = 0.24125
+    expected = {"shop": 4 * ZONE, "pay": 0.14375, "analytics": 0.24125, "batch": 1 * ZONE}
+    for ns, cost in expected.items():
+        assert data[ns]["networkCost"] == pytest.approx(cost, rel=REL), ns
+    # Conservation: the nodes (not on the bill: their computed 0.3) and the network, NAT included (0.735).
+    assert sum(v["totalCost"] for v in data.values()) == pytest.approx(0.3 + 0.04 + 0.14375 + 0.24125 + 0.01, rel=REL)
+
+    # The same gateway also configured as an estimate (named as the bill names it): the bill supersedes it,
+    # with a warning, rather than charge nat-0abc twice; the figures are the ones above.
+    cfg["pricing"]["network"]["monthly"] = [{"name": "nat-0abc", "monthly": 1000.0, "spreadBy": "internet"}]
+    path.write_text(yaml.safe_dump({**cfg, "prometheus": {"url": prom.url},
+                                    "reconciliation": {"clusterTags": {"aws:eks:cluster-name": "demo"}}}))
+    res = CliRunner().invoke(main, [*args, "--reconciled"])
+    assert res.exit_code == 0, res.output
+    assert "'nat-0abc': the bill's line for that NAT gateway is charged instead" in res.stderr
+    data = json.loads(res.stdout)["data"][0]
+    for ns, cost in expected.items():
+        assert data[ns]["networkCost"] == pytest.approx(cost, rel=REL), ns
+
+
+def test_nat_lines_are_recognised_in_each_bill_format(tmp_path: Path) -> None:
+    """CUR's NatGateway usage types and natgateway ARNs, GCP's Cloud NAT SKUs, FOCUS's resource ids."""
+    from exporter.sources.billing import read_bill
+
+    from .test_reconcile import focus_bill
+
+    cur = tmp_path / "cur.csv"
+    cur.write_text("line_item_line_item_type,line_item_unblended_cost,line_item_resource_id,line_item_usage_start_date,"
+                   "line_item_usage_end_date,line_item_currency_code,line_item_product_code,line_item_usage_type\n"
+                   "Usage,0.045,arn:aws:ec2:us-east-1:1:natgateway/nat-1,2026-11-01T00:00:00Z,"
+                   "2026-11-01T01:00:00Z,USD,AmazonEC2,USE1-NatGateway-Hours\n"
+                   "Usage,0.09,,2026-11-01T00:00:00Z,2026-11-01T01:00:00Z,USD,AmazonEC2,USE1-NatGateway-Bytes\n"
+                   "Usage,0.1,i-1,2026-11-01T00:00:00Z,2026-11-01T01:00:00Z,USD,AmazonEC2,BoxUsage:m5.large\n")
+    gcp = tmp_path / "gcp.csv"
+    gcp.write_text("cost,currency,usage_start_time,usage_end_time,service.description,sku.description,"
+                   "resource.global_name\n"
+                   "0.044,USD,2026-11-01 00:00:00 UTC,2026-11-01 01:00:00 UTC,Networking,Cloud NAT Gateway Uptime,\n"
+                   "0.1,USD,2026-11-01 00:00:00 UTC,2026-11-01 01:00:00 UTC,Compute Engine,N2 Instance Core,vm-1\n")
+    focus = focus_bill(tmp_path / "focus.csv", 0, [{"ResourceId": "nat-2", "ServiceName": "Amazon VPC",
+                                                     "EffectiveCost": 0.045},
+                                                    {"ResourceId": "i-2", "ServiceName": "Amazon EC2",
+                                                     "EffectiveCost": 0.1}])
+    for path in (cur, gcp, focus):
+        assert [ln.nat for ln in read_bill([path]).lines] == ([True, True, False] if path == cur else [True, False])

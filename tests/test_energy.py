@@ -28,7 +28,7 @@ from exporter.outputs.formatters import allocation_response
 from exporter.serve.server import Exporter
 from exporter.sources.prometheus import PrometheusClient
 
-from .conftest import aligned_past, scenario_prom
+from .conftest import aligned_past, scenario_at, scenario_prom
 from .test_allocate_core import run_allocate, window_arg
 
 REL = 1e-9
@@ -66,9 +66,7 @@ def energy_cluster(t0: int) -> Cluster:
 
 @pytest.fixture(scope="module")
 def energy_prom(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[PrometheusServer, int]]:
-    t0 = aligned_past()
-    for prom in scenario_prom(tmp_path_factory, "energy", energy_cluster(t0), t0):
-        yield prom, t0
+    yield from scenario_at(tmp_path_factory, "energy", energy_cluster)
 
 
 def allocate(prom: PrometheusServer, t0: int, tmp_path: Path, **cfg: Any) -> dict[str, Any]:
@@ -126,17 +124,17 @@ def test_estimated_node_and_a_second_grid_intensity(energy_prom: tuple[Prometheu
     data = allocate(prom, t0, tmp_path, energy={
         "nodes": [{"match": {"node": "n-est"}, "family": "cascade-lake"}],
         "gridIntensity": {"us-east-1": 200, "eu-north-1": 100, "us-west-2": 50}})
-    # n-est as Cascade Lake (0.64..3.80 W per vCPU): node 0.64*2 + 3.16*1 + 0.392*4 = 6.008 W;
-    # team-c 3.16 + 0.392 = 3.552 W; idle 0.64*2 + 0.392*3 = 2.456 W.
-    assert data["team-c"]["energyJoules"] == pytest.approx(joules(3.552), rel=REL)
+    # n-est as Cascade Lake (CCF: 0.64..3.97 W per vCPU): node 0.64*2 + 3.33*1 + 0.392*4 = 6.178 W;
+    # team-c 3.33 + 0.392 = 3.722 W; idle 0.64*2 + 0.392*3 = 2.456 W.
+    assert data["team-c"]["energyJoules"] == pytest.approx(joules(3.722), rel=REL)
     intensity = {"n-kepler": 200, "n-legacy": 100, "n-est": 50}
     watts: dict[str, dict[str, float]] = {
-        **WATTS, "team-c": {"n-est": 3.552}, "__idle__": {"n-kepler": 30, "n-legacy": 33, "n-est": 2.456}}
+        **WATTS, "team-c": {"n-est": 3.722}, "__idle__": {"n-kepler": 30, "n-legacy": 33, "n-est": 2.456}}
     for ns, per_node in watts.items():
         assert data[ns]["carbonGrams"] == pytest.approx(grams(per_node, intensity), rel=REL), ns
     # team-a: (24 x 200 + 15 x 100) x 1.135 / 1000 = 7.1505 g.
     assert data["team-a"]["carbonGrams"] == pytest.approx(7.1505, rel=REL)
-    node_grams = (60 * 200 + 48 * 100 + 6.008 * 50) * PUE / 1000
+    node_grams = (60 * 200 + 48 * 100 + 6.178 * 50) * PUE / 1000
     assert sum(v["carbonGrams"] for v in data.values()) == pytest.approx(node_grams, rel=REL)
 
 

@@ -205,7 +205,9 @@ def test_allocate_json_shows_gpu_share(gpu_prom: tuple[PrometheusServer, int], t
     assert res.exit_code == 0, res.output
     data = json.loads(res.stdout)["data"][0]
     assert data["search"]["gpuCost"] == pytest.approx(1.28, rel=REL)
-    assert data["search"]["gpuHours"] == pytest.approx(2 / 7 + 0.5, rel=REL)
+    assert data["search"]["physicalGpuHours"] == pytest.approx(2 / 7 + 0.5, rel=REL)  # the devices held
+    # OpenCost's gpuHours count requested nvidia.com/gpu units: two time-sliced replicas, none of MIG's.
+    assert data["search"]["gpuHours"] == pytest.approx(2.0, rel=REL)
 
 
 def test_demo_shows_a_gpu_node_shared_by_two_teams(result: CostResult) -> None:

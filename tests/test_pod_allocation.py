@@ -169,8 +169,10 @@ def test_properties_are_kept_when_every_item_shares_them(exporter: Exporter, pod
     container = call(exporter, t0, aggregate="namespace,pod,container")["data"][0]["batch/bare/worker"]
     assert container["properties"]["container"] == "worker"
     assert "controller" not in container["properties"]
-    # quantities are the container's own: worker allocated 28/9 cores, requested 1, used 3.5.
-    assert container["cpuCores"] == pytest.approx(28 / 9, rel=REL)
+    # quantities are the container's own: worker held max(1, 3.5) = 3.5 cores (OpenCost's cpuCores), charged
+    # 3.5 x 8/9 = 28/9 core-hours, requested 1, used 3.5.
+    assert container["cpuCores"] == pytest.approx(3.5, rel=REL)
+    assert container["chargedCpuCoreHours"] == pytest.approx(28 / 9, rel=REL)
     assert container["cpuCoreRequestAverage"] == pytest.approx(1.0, rel=REL)
     assert container["cpuCoreUsageAverage"] == pytest.approx(3.5, rel=REL)
     assert container["ramBytes"] == pytest.approx(2 * GIB, rel=REL)

@@ -116,9 +116,12 @@ def test_focus_bill_against_the_cluster(asset_prom: Any, tmp_path: Path) -> None
     assert (nodes["n-sp-od"]["billedHours"], nodes["n-sp-od"]["billHourly"]) == (1.0, pytest.approx(0.25, rel=REL))
     assert nodes["n-sp-spot"]["billedHours"] is None  # its line states no quantity
     assert nodes["n-shipped"]["bill"] is None  # in the cluster, not on the bill
-    assert rec["unmatched"] == pytest.approx({"Amazon EC2": 0.5, "Amazon VPC": 0.045}, rel=REL)  # gone node, NAT
+    assert rec["unmatched"] == pytest.approx({"Amazon EC2": 0.5}, rel=REL)  # the gone node
+    # The cluster's NAT gateway line is billed network (spread by internet bytes when reconciled).
+    assert rec["nat"] == pytest.approx({"nat-0abc": 0.045}, rel=REL)
+    assert cats["network"]["bill"] == pytest.approx(0.045, rel=REL)
     assert rec["ignored"] == {"tax line": 1, "not this cluster (no cluster tag)": 1}
-    total_bill = 11.6 + 0.013 + 0.0225
+    total_bill = 11.6 + 0.013 + 0.0225 + 0.045
     assert rec["totalBill"] == pytest.approx(total_bill, rel=REL)
     assert rec["verdict"].startswith("off by")
 
@@ -264,9 +267,10 @@ def test_reconciled_allocation_uses_the_bill_prices(asset_prom: Any, tmp_path: P
     assert data["search"]["pvCost"] == pytest.approx(0.003 + 20 * 0.0002, rel=REL)
     # The GPU node's bill is 12.24 - 1.00 credit: every rate on it scales by 11.24 / 12.24 (V100s at 2.48).
     assert data["ml"]["gpuCost"] == pytest.approx(2 * 2.48 * 11.24 / 12.24, rel=REL)
-    # Conservation against the bill: everything billed (matched 11.6 + 0.013 + 0.0225, unmatched 0.545
-    # shared), plus what the bill does not cover at its computed cost: node n-shipped 0.192, pv-orphan,
-    # pv-opencost, search's load balancer and the network (NAT spread and classified egress).
+    # Conservation against the bill: everything billed (matched 11.6 + 0.013 + 0.0225, unmatched 0.5 shared,
+    # the NAT line 0.045 spread by internet bytes), plus what the bill does not cover at its computed cost:
+    # node n-shipped 0.192, pv-orphan, pv-opencost, search's load balancer and the network (the configured
+    # NAT amount spread and classified egress).
     unbilled = 0.192 + 10 * 0.08 / 730 + 20 * 0.0002 + 0.025
     network = 0.5 * 0.12 + 1.0 * 0.01 + 0.25 * 0.02 + 73 / 730
     total = 11.6 + 0.013 + 0.0225 + 0.545 + unbilled + network

@@ -23,7 +23,9 @@ from demo.synthetic import Cluster
 from exporter.cli import main
 from exporter.config.schema import parse_config
 from exporter.mixin.budgets import allocation_rules
-from exporter.sources.queries import Queries
+from exporter.sources.allocsteps import step_expr
+from exporter.sources.queries import RECORDED_PARTS, RULES_EVALUATED, Queries
+from exporter.sources.recordrules import deprecated_rules
 
 from .scenarios import CORE_CONFIG, WINDOW_SECONDS, core_cluster, share_cluster
 from .test_allocate_core import D_SPOT_CPU, D_SPOT_RAM, EXPECTED, NODES_TOTAL, REL, window_arg
@@ -91,6 +93,12 @@ def test_recorded_hour_gives_the_hand_worked_amounts(recorded_prom: PrometheusSe
     data, stats = allocate(recorded_prom, tmp_path, window_arg(core_t0), chunk="10m")
     # Minutes 20-30 miss two rule evaluations: that chunk reads raw series, the other five recorded ones.
     assert stats["chunks"] == {"recorded": 5, "raw": 1}
+    assert_recorded_hour(recorded_prom, core_t0, tmp_path, data)
+
+
+def assert_recorded_hour(recorded_prom: PrometheusServer, core_t0: int, tmp_path: Path, data: dict[str, Any]
+                         ) -> None:
+    """The core hour's amounts on recorded series: by hand, and the steady namespaces' the raw path's to 1e-12."""
     # Each step reads the rule sample of its own minute. Unless the group evaluates on the minute,
     # that sample saw the data of the minute before: batch (ending at t0 + 30 min) then counts 31
     # one-minute steps instead of 30. Steady pods are the same either way.
@@ -144,12 +152,15 @@ def test_mixin_records_exactly_what_the_exporter_reads(allocation: dict[str, Any
                                                                  "cadvisorSelector": 'job="kubelet"'}})
     [group] = allocation_rules(cfg)["groups"]
     q = Queries(cfg.prometheus, cfg.allocation)
-    wanted = q.recording_rules()
-    recorded = {r["record"]: r for r in group["rules"] if r["record"] in wanted}
-    assert {k: r["expr"] for k, r in recorded.items()} == wanted
     policy = "weighted:0.6" if allocation["policy"] == "weighted" else allocation["policy"]
-    for r in group["rules"]:
-        assert r["labels"] == {"policy": policy, "usage_rate_window": cfg.allocation.usageRateWindow}
+    labels = {"policy": policy, "usage_rate_window": cfg.allocation.usageRateWindow}
+    # One labelled record per resource group, with the raw path's one-pass rows (no node capacity); the
+    # heartbeat; the deprecated per-pair names, derived from the record by selection.
+    assert [(r["record"], r["labels"], r["expr"]) for r in group["rules"][:3]] == [
+        (RECORDED_PARTS, {**labels, "resource": res}, step_expr(q, (res,), capacity=False))
+        for res in ("cpu", "memory")] + [(RULES_EVALUATED, {**labels, "layout": "v2"}, "vector(1)")]
+    assert {r["record"]: (r["labels"], r["expr"]) for r in group["rules"][3:]} == {
+        name: (labels, expr) for name, expr in deprecated_rules(q).items()}
     assert group["interval"] == cfg.allocation.resolution
 
 

@@ -65,8 +65,8 @@ def test_prometheusrule_is_a_valid_crd_object() -> None:
 
 def test_promtool_unit_tests() -> None:
     tests = sorted(str(p.name) for p in (ROOT / "rules/tests").glob("*_test.yaml"))
-    assert tests == ["alerts_test.yaml", "allocation_test.yaml", "budgets_test.yaml", "gpu_test.yaml",
-                     "spike_test.yaml"]
+    assert tests == ["alerts_test.yaml", "allocation_test.yaml", "budgets_test.yaml", "carbon_test.yaml",
+                     "gpu_test.yaml", "spike_test.yaml"]
     proc = subprocess.run(["promtool", "test", "rules", *tests], cwd=ROOT / "rules/tests", capture_output=True,
                           text=True)
     assert proc.returncode == 0, proc.stdout + proc.stderr
@@ -86,10 +86,16 @@ def test_alertmanager_config_is_valid() -> None:
      "budgets.0.thresholds: Value error, threshold 80 is out of range"),
     ({"name": "x", "scope": {"team": "a"}, "amount": 5, "period": "yearly"}, "budgets.0.period: Input should be"),
     ({"name": "x", "scope": {"team": "a", "namespace": "b"}, "amount": 5}, "give exactly one scope"),
+    ({"carbon": [{"name": "c", "scope": {"team": "a"}, "kgPerDay": 0}]}, "carbon.0.kgPerDay: Input should be greater"),
+    ({"carbon": [{"name": "c", "scope": {"squad": "a"}, "kgPerDay": 5}]}, "carbon.0.scope: Value error, unknown scope"),
+    ({"carbon": [{"name": "x", "scope": {"team": "a"}, "kgPerDay": 5}]}, "budget names must be unique: x"),
 ])
 def test_bad_budgets_file_is_rejected(tmp_path: Path, budget: dict[str, Any], message: str) -> None:
     path = tmp_path / "budgets.yaml"
-    path.write_text(yaml.safe_dump({"budgets": [budget]}))
+    # A carbon-budget case carries its own `carbon` list; the third also keeps a money budget named x.
+    doc = {"budgets": [{"name": "x", "scope": {"team": "a"}, "amount": 5}], **budget} if "carbon" in budget \
+        else {"budgets": [budget]}
+    path.write_text(yaml.safe_dump(doc))
     res = CliRunner().invoke(main, ["rules", "--budgets", str(path), "--out", str(tmp_path / "out")])
     assert res.exit_code == 2
     assert res.stderr.startswith(f"chargeback: error: budgets {path}: ") and message in res.stderr

@@ -44,7 +44,8 @@ class EnergyConfig(_Model):
     nodes: list[EnergyNodeRule] = Field(default_factory=list, description="CPU family or watts by node labels")
     intensityQuery: str | None = Field(
         None, description="PromQL giving live grid intensity in gCO2e/kWh (e.g. an Electricity Maps exporter's "
-                          "series), by the region label below; averaged over each computed piece, over the table")
+                          "series), by the region label below; used step by step (each step's energy x that step's "
+                          "intensity), the table for steps without a sample")
     intensityRegionLabel: str = Field("region", description="the label of intensityQuery's answer naming the "
                                                            "region; a series without it applies to every node")
     gridIntensity: dict[str, float] = Field(

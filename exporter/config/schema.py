@@ -43,6 +43,10 @@ class Allocation(_Model):
     # gap (a node or pod that changed during it is wrong for at most an hour); longer gaps are
     # reported as uncovered, never invented.
     maxGapBridge: Duration = Field("1h", description="longest source outage bridged with the last known state")
+    nodeLabels: list[str] = Field(
+        default_factory=list, description="node labels (Kubernetes keys, from kube_node_labels) copied into the "
+        "labels of every allocation on the node, under the namespace's and pod's (OpenCost's "
+        "ALLOCATION_NODE_LABELS_INCLUDE_LIST); none by default")
 
     @field_validator("resolution")
     @classmethod

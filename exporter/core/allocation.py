@@ -10,7 +10,7 @@ resource under the pseudo-namespace `__idle__`, so the table always sums to the 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, fields
 from functools import cache
 
@@ -20,7 +20,7 @@ from exporter.core.energy import EnergyResult
 from exporter.core.gpu import GpuHeld, GpuPodCost
 from exporter.core.names import IDLE
 from exporter.core.pricing import GIB, NodeFacts, NodeRates
-from exporter.vocab.labels import Attrs, Metadata, UsageKey
+from exporter.vocab.labels import Attrs, Metadata, UsageKey, ksm_label
 
 OVERHEAD = "overhead"  # the resource label of fixed shared costs (control-plane fee, support, licences)
 RESOURCES = ("cpu", "memory", "gpu")
@@ -45,6 +45,8 @@ class ChunkUsage:
     gpu_held: list[GpuHeld] = field(default_factory=list)  # per container; their sum is allocated "gpu"
     # Raw path only: the overflow scale per (node, resource) and step time, which pod-level rows reuse.
     node_scales: dict[tuple[str, str], dict[float, float]] | None = None
+    held: dict[UsageKey, float] = field(default_factory=dict)  # cpu/memory allocation before the overflow scale
+    limits: dict[UsageKey, float] = field(default_factory=dict)  # cpu/memory limits
 
 
 @dataclass(slots=True)  # slots: a cost-table row each, and one per pod-level group
@@ -77,6 +79,15 @@ class Line:
     gpu_memory_used_byte_seconds: float = 0.0
     gpu_memory_byte_seconds: float = 0.0
     gpu_waste_cost: float = 0.0
+    # OpenCost's views of the same containers (docs/api.md, "Quantities"), never priced: the allocation under the
+    # policy before the node's overflow scale (OpenCost's cpuCores/ramBytes), CPU and memory limits, requested
+    # nvidia.com/gpu device-seconds (OpenCost's gpuHours), and each GPU pod's busy fraction of its GPUs x seconds.
+    cpu_held_seconds: float = 0.0
+    ram_held_byte_seconds: float = 0.0
+    cpu_limit_seconds: float = 0.0
+    ram_limit_byte_seconds: float = 0.0
+    gpu_request_seconds: float = 0.0
+    gpu_pod_busy_seconds: float = 0.0
 
     def add(self, other: Line) -> None:
         for name in _line_fields():  # dataclasses.fields() per call was a tenth of the client's CPU (profiled)
@@ -97,10 +108,12 @@ def _line_fields() -> tuple[str, ...]:
 
 
 _QTY = {"cpu": "cpu_core_seconds", "memory": "ram_byte_seconds", "gpu": "gpu_seconds"}
-_REQ = {"cpu": "cpu_request_seconds", "memory": "ram_request_byte_seconds"}
+_REQ = {"cpu": "cpu_request_seconds", "memory": "ram_request_byte_seconds", "gpu": "gpu_request_seconds"}
 _USE = {"cpu": "cpu_usage_seconds", "memory": "ram_usage_byte_seconds", "gpu": "gpu_usage_seconds",
         "gpu_observed": "gpu_observed_seconds", "gpu_memory": "gpu_memory_used_byte_seconds",
-        "gpu_memory_total": "gpu_memory_byte_seconds"}
+        "gpu_memory_total": "gpu_memory_byte_seconds", "gpu_pod_mean": "gpu_pod_busy_seconds"}
+_HELD = {"cpu": "cpu_held_seconds", "memory": "ram_held_byte_seconds"}
+_LIMIT = {"cpu": "cpu_limit_seconds", "memory": "ram_limit_byte_seconds"}
 _COST = {"cpu": "cpu_cost", "memory": "ram_cost", "gpu": "gpu_cost"}
 
 
@@ -140,6 +153,8 @@ class CostResult:
     energy: EnergyResult = field(default_factory=EnergyResult)
     # Each volume's byte-seconds and cost per (namespace, PV): what OpenCost itemises as an allocation's `pvs`.
     pv_parts: dict[tuple[str, str], tuple[float, float]] = field(default_factory=dict)
+    # allocation.nodeLabels per node (Kubernetes key -> value): OpenCost copies them into allocations' labels.
+    node_labels: dict[str, dict[str, str]] = field(default_factory=dict)
 
     @property
     def total_cost(self) -> float:
@@ -168,6 +183,7 @@ class CostResult:
         self.energy.merge(other.energy)
         self.rates.update(other.rates)
         self.nodes.update(other.nodes)
+        self.node_labels.update(other.node_labels)
         self.coverage.merge(other.coverage)
         self.fallbacks = other.fallbacks
         if other.metadata is not None:
@@ -188,8 +204,8 @@ def cost_chunk(usage: ChunkUsage, rates: dict[str, NodeRates]) -> CostResult:
     for h in usage.gpu_held:
         if h.node in rates:
             pod = result.gpu_pods.setdefault((h.namespace, h.node, h.pod, h.container), GpuPodCost())
-            pod.add(GpuPodCost(h.device_seconds, priced("gpu", h.device_seconds, rates[h.node])))
-    for source, names in ((usage.requested, _REQ), (usage.used, _USE)):
+            pod.add(GpuPodCost(h.device_seconds, priced("gpu", h.device_seconds, rates[h.node]), h.requested_seconds))
+    for source, names in ((usage.requested, _REQ), (usage.used, _USE), (usage.held, _HELD), (usage.limits, _LIMIT)):
         for (ns, node, attrs, res), qty in source.items():
             if res in names and node in rates:
                 line = table.setdefault((ns, node, attrs), Line())
@@ -229,6 +245,16 @@ def add_assets(result: CostResult, assets: Iterable[AssetCost], owner: Callable[
             setattr(line, part, getattr(line, part) + a.cost)
         key = (a.asset, a.resource)
         result.asset_cost[key] = result.asset_cost.get(key, 0.0) + a.cost
+
+
+def node_labels(nodes: Mapping[str, NodeFacts], keys: Iterable[str]) -> dict[str, dict[str, str]]:
+    """The `keys` (Kubernetes label keys) each node carries, as kube-state-metrics exported them."""
+    out = {}
+    for name, facts in nodes.items():
+        found = {k: v for k in keys if (v := facts.labels.get(ksm_label(k)))}
+        if found:
+            out[name] = found
+    return out
 
 
 def efficiency(used: float, requested: float) -> float:

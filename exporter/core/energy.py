@@ -22,6 +22,7 @@ import yaml
 
 from exporter.config.energy import EnergyConfig
 from exporter.config.schema import Sharing
+from exporter.core.carbonsteps import NodeSteps, StepData, estimated_steps, measured_steps, step_intensity
 from exporter.core.names import IDLE, is_pseudo
 from exporter.vocab.labels import Attrs, ksm_label
 
@@ -80,10 +81,9 @@ class NodeModel:
     region: str
 
 
-def node_model(node: EnergyNode, cfg: EnergyConfig, co: Coefficients, notes: list[str],
-               live: Mapping[str, float] | None = None) -> NodeModel:
+def node_model(node: EnergyNode, cfg: EnergyConfig, co: Coefficients, notes: list[str]) -> NodeModel:
     """The node's watts (a matching `energy.nodes` rule, else its provider's average), PUE and grid intensity
-    (the live series' for its region, else one without a region, else the tables)."""
+    from the tables (a live series, core/carbonsteps.py, goes over it step by step)."""
     labels = node.labels
     rule = next((r for r in cfg.nodes if all(
         (v := node.name if k == "node" else labels.get(ksm_label(k))) is not None and fnmatch.fnmatchcase(v, p)
@@ -103,10 +103,7 @@ def node_model(node: EnergyNode, cfg: EnergyConfig, co: Coefficients, notes: lis
         hi = rule.maxWatts
     region = next((labels[ksm_label(k)] for k in REGION_LABELS if labels.get(ksm_label(k))), "")
     table = {**co.intensity, **cfg.gridIntensity}
-    live = live or {}
-    if region in live or "" in live:
-        intensity = live.get(region, live.get("", 0.0))
-    elif region in table:
+    if region in table:
         intensity = table[region]
     elif "default" in cfg.gridIntensity:
         intensity = cfg.gridIntensity["default"]
@@ -199,33 +196,59 @@ def node_energy(node: EnergyNode, rows: Mapping[RowKey, Usage], measured: Mappin
 def compute_energy(nodes: list[EnergyNode], rows: Mapping[RowKey, Usage],
                    measured: Mapping[str, Mapping[str, float]], cfg: EnergyConfig, sharing: Sharing,
                    shared: frozenset[str] = frozenset(), co: Coefficients | None = None,
-                   live: Mapping[str, float] | None = None) -> EnergyResult:
+                   steps: StepData | None = None) -> EnergyResult:
     """Energy and carbon of one window per (namespace, owner), idle kept or shared as idle cost is.
 
     `measured` is Kepler's joules per node per namespace (before PUE), for nodes whose `measured_joules`
-    is set or that have any. Shared namespaces' energy follows their cost afterwards (share_namespaces)."""
+    is set or that have any. With `steps` (a live intensity series), each part's grams weigh its joules by
+    the intensity of the steps it drew them in (core/carbonsteps.py). Shared namespaces' energy follows
+    their cost afterwards (share_namespaces)."""
     co = co or load_coefficients()
     memory_watts = cfg.memoryWattsPerGB if cfg.memoryWattsPerGB is not None else co.memory_watts_per_gb
     res = EnergyResult()
     per_node: dict[str, dict[RowKey, float]] = {}
-    models: dict[str, NodeModel] = {}
+    grams_per_joule: dict[tuple[str, str | None], float] = {}  # (node, namespace; None = idle) -> g/J
+    missing: dict[tuple[str, float], list[int]] = {}  # (region, table g/kWh) -> [steps without a sample, steps]
     for node in nodes:
-        models[node.name] = model = node_model(node, cfg, co, res.notes, live)
+        model = node_model(node, cfg, co, res.notes)
         out, total = node_energy(node, rows, measured.get(node.name, {}), model, memory_watts)
         per_node[node.name] = out
         res.node_joules[node.name] = total
-        res.node_grams[node.name] = total / JOULES_PER_KWH * model.intensity
         res.node_idle_joules[node.name] = total - sum(out.values())
         res.node_source[node.name] = node.source
+        namespaces = {ns for ns, _n, _a in out}
+        if steps is None:
+            for ns in (*namespaces, None):
+                grams_per_joule[(node.name, ns)] = model.intensity / JOULES_PER_KWH
+            continue
+        intensity, lacking = step_intensity(steps, model.region, model.intensity)
+        seen = missing.setdefault((model.region, model.intensity), [0, 0])
+        seen[0], seen[1] = seen[0] + lacking, seen[1] + len(steps.steps)
+        if node.measured_joules is not None or measured.get(node.name):
+            parts, idle_steps = measured_steps(steps, node.name, namespaces)
+        else:
+            parts, idle_steps = estimated_steps(steps, node.name, namespaces, model.min_watts, model.max_watts,
+                                                memory_watts / GIB)
+        ns_steps = NodeSteps(intensity, parts, idle_steps)
+        for ns in namespaces:
+            grams_per_joule[(node.name, ns)] = ns_steps.weighted(parts.get(ns), steps.steps) / JOULES_PER_KWH
+        grams_per_joule[(node.name, None)] = ns_steps.weighted(idle_steps, steps.steps) / JOULES_PER_KWH
+    for (region, table), (lacking, total_steps) in sorted(missing.items()):
+        if lacking:
+            res.notes.append(f"live grid intensity (energy.intensityQuery): no sample for region {region or '(none)'} "
+                             f"at {lacking} of {total_steps} node-steps; the table's {table:g} gCO2e/kWh used there")
     weights: dict[str, dict[tuple[str, Attrs], float]] = defaultdict(lambda: defaultdict(float))
     for node_name, out in per_node.items():
-        g = models[node_name].intensity / JOULES_PER_KWH
+        grams = 0.0
         for (ns, _n, attrs), j in out.items():
+            g = grams_per_joule[(node_name, ns)]
+            grams += j * g
             _add(res, (ns, node_name, attrs, "allocated"), j, j * g)
             if ns not in shared:
                 weights[node_name if sharing.idleByNode else ""][(ns, attrs)] += j
+        res.node_grams[node_name] = grams + res.node_idle_joules[node_name] * grams_per_joule[(node_name, None)]
     for node_name, idle in res.node_idle_joules.items():
-        g = models[node_name].intensity / JOULES_PER_KWH
+        g = grams_per_joule[(node_name, None)]
         tenants = weights[node_name if sharing.idleByNode else ""] if sharing.shareIdle else {}
         total = sum(w for w in tenants.values() if w > 0)
         if total <= 0:

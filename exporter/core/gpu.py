@@ -24,6 +24,7 @@ from exporter.vocab.labels import ksm_label
 MIG_RESOURCE = re.compile(r"^nvidia_com_mig_(\d+)g_(\d+)gb(?:_me)?$")
 MIG_SINGLE_PRODUCT = re.compile(r"-MIG-(\d+)g\.(\d+)gb", re.IGNORECASE)
 NVIDIA_WHOLE = ("nvidia_com_gpu", "nvidia_com_gpu_shared")  # whole GPUs, or time-slicing/MPS replicas
+ASKED = "opencost_requested"  # a container's nvidia.com/gpu request-seconds as asked (sources/gpuqueries.py)
 HAMI_MEM, HAMI_MEM_PCT, HAMI_CORES = "nvidia_com_gpumem", "nvidia_com_gpumem_percentage", "nvidia_com_gpucores"
 HAMI = (HAMI_MEM, HAMI_MEM_PCT, HAMI_CORES)
 NEURON_DEVICE = ("aws_amazon_com_neuron", "aws_amazon_com_neurondevice")
@@ -82,6 +83,7 @@ class GpuHeld:
     container: str
     device_seconds: float
     how: str  # e.g. "nvidia_com_mig_3g_40gb x 0.4286"
+    requested_seconds: float = 0.0  # its nvidia.com/gpu request (device units): OpenCost's gpuHours
 
 
 @dataclass
@@ -90,10 +92,12 @@ class GpuPodCost:
 
     gpu_seconds: float = 0.0
     cost: float = 0.0
+    requested_seconds: float = 0.0  # nvidia.com/gpu request-seconds, as GpuHeld's
 
     def add(self, other: GpuPodCost) -> None:
         self.gpu_seconds += other.gpu_seconds
         self.cost += other.cost
+        self.requested_seconds += other.requested_seconds
 
 
 def _num(labels: Mapping[str, str], key: str) -> float | None:
@@ -216,11 +220,13 @@ def holdings(requests: Iterable[GpuRequest], nodes: Mapping[str, GpuNode], cfg: 
     for (ns, node_name, pod, container), req in sorted(per.items()):
         node = nodes[node_name]
         running = req.pop(SECONDS, 0.0)
+        asked = req.pop(ASKED, 0.0)
         if running > 0 and any(h in req for h in HAMI):
             vgpu_s = sum(req.get(r, 0.0) for r in NVIDIA_WHOLE) or running
             per_vgpu = {h: req[h] / running for h in HAMI if h in req}  # the spec's values: each per vGPU
             frac = _hami_fraction(per_vgpu, node, cfg.fractionBy)
-            out.append(GpuHeld(ns, node_name, pod, container, vgpu_s * frac, f"hami {cfg.fractionBy} x {frac:.4g}"))
+            out.append(GpuHeld(ns, node_name, pod, container, vgpu_s * frac, f"hami {cfg.fractionBy} x {frac:.4g}",
+                               asked))
             continue
         held, hows = 0.0, []
         for res, qty in sorted(req.items()):
@@ -230,5 +236,5 @@ def holdings(requests: Iterable[GpuRequest], nodes: Mapping[str, GpuNode], cfg: 
             held += qty * share
             hows.append(f"{res} x {share:.4g}")
         if held > 0:
-            out.append(GpuHeld(ns, node_name, pod, container, held, ", ".join(hows)))
+            out.append(GpuHeld(ns, node_name, pod, container, held, ", ".join(hows), asked))
     return out

@@ -4,15 +4,17 @@ and usage read off its cost result, and core/energy.py's pure computation run (t
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 from exporter.config.schema import Config
 from exporter.core.allocation import CostResult
+from exporter.core.carbonsteps import StepData
 from exporter.core.energy import EnergyNode, EnergyResult, RowKey, Usage, compute_energy, share_namespaces
 from exporter.core.names import IDLE
 from exporter.core.window import Window
-from exporter.sources.energyqueries import KeplerQueries, intensity_mean
+from exporter.sources.energyqueries import KeplerQueries
 from exporter.sources.prometheus import PrometheusClient
+from exporter.sources.queries import Queries
 from exporter.vocab.durations import parse_duration
 from exporter.vocab.labels import Attrs
 
@@ -43,10 +45,7 @@ class EnergyFetch:
         ns: Measured = {}
         node: dict[str, float] = {}
         source: dict[str, str] = {}
-        for gen, pods, nodes, ns_label, node_label in (
-                ("kepler", self.q.pods, self.q.nodes, "pod_namespace", "node_name"),
-                ("kepler-0.7", self.q.legacy_containers, self.q.legacy_nodes, "container_namespace",
-                 self.q.legacy_node)):
+        for gen, pods, nodes, ns_label, node_label in self._generations():
             got: Measured = {}
             for lb, v in self.client.query(pods(span), at):
                 n = lb.get(node_label, "")
@@ -59,17 +58,44 @@ class EnergyFetch:
                     node[n] = totals[n]
         return ns, node, source
 
-    def live_intensity(self, w: Window) -> dict[str, float]:
-        """energy.intensityQuery's gCO2e/kWh per region over `w` ("" for a series without the region label)."""
+    def step_data(self, w: Window, q: Queries, source: Mapping[str, str], known: set[str]) -> StepData | None:
+        """With energy.intensityQuery: its gCO2e/kWh per region at each step of `w` ("" for a series without the
+        region label), and the per-step energy signals of the nodes measured each way (core/carbonsteps.py)."""
         e = self.cfg.energy
         if not e.intensityQuery:
-            return {}
+            return None
         step = min(w.seconds, parse_duration(self.cfg.allocation.resolution))
-        rows = self.client.query(intensity_mean(e.intensityQuery, w.seconds, step), float(w.end))
-        return {lb.get(e.intensityRegionLabel, ""): v for lb, v in rows}
+        at, span = float(w.end), w.seconds
+        data = StepData(tuple(w.end - k * step for k in range(max(w.seconds // step, 1)))[::-1])
+        for lb, samples in self.client.query_range_raw(q.steps(e.intensityQuery, span), at):
+            data.intensity.setdefault(lb.get(e.intensityRegionLabel, ""), {}).update(_stamped(samples))
+        if any(n not in source for n in known):  # an estimated node: cAdvisor's use and the capacity, per step
+            for res, into in (("cpu", data.cpu), ("memory", data.ram)):
+                for lb, samples in self.client.query_range_raw(q.used_steps(res, span), at):
+                    into[(lb.get("namespace", ""), lb.get("node", ""))] = _stamped(samples)
+            for lb, samples in self.client.query_range_raw(q.capacity_steps(span), at):
+                into_cap = data.vcpus if lb.get("resource") == "cpu" else data.ram_capacity
+                into_cap[lb.get("node", "")] = _stamped(samples)
+        # Kepler's joules over the rate window ending at each step: a weight, as the power drawn then.
+        reach = max(step, parse_duration(self.cfg.allocation.usageRateWindow))
+        for gen, pods, nodes, ns_label, node_label in self._generations():
+            if gen not in source.values():
+                continue
+            for lb, samples in self.client.query_range_raw(q.steps(pods(reach), span), at):
+                node = _node_name(lb.get(node_label, ""), known)
+                data.kepler.setdefault(node, {})[lb.get(ns_label, "")] = _stamped(samples)
+            for lb, samples in self.client.query_range_raw(q.steps(nodes(reach), span), at):
+                data.kepler_node[_node_name(lb.get(node_label, ""), known)] = _stamped(samples)
+        return data
+
+    def _generations(self) -> tuple[tuple[str, Callable[[int], str], Callable[[int], str], str, str], ...]:
+        """(source name, namespace joules query, node joules query, namespace label, node label) per generation."""
+        return (("kepler", self.q.pods, self.q.nodes, "pod_namespace", "node_name"),
+                ("kepler-0.7", self.q.legacy_containers, self.q.legacy_nodes, "container_namespace",
+                 self.q.legacy_node))
 
     def compute(self, w: Window, result: CostResult, capacity: Mapping[tuple[str, str], float],
-                shared: frozenset[str]) -> EnergyResult:
+                shared: frozenset[str], q: Queries) -> EnergyResult:
         """The segment's energy and carbon (core/energy.py) from its cost table's usage and Kepler; a shared
         namespace's energy then goes where its cost went (so `result.costs` must be shared already)."""
         measured, node_joules, source = self.kepler(w)
@@ -88,7 +114,7 @@ class EnergyFetch:
                             node_joules.get(n), source.get(n, "estimated"))
                  for n in sorted(known | set(measured))]
         energy = compute_energy(nodes, rows, measured, self.cfg.energy, self.cfg.sharing, shared,
-                                live=self.live_intensity(w))
+                                steps=self.step_data(w, q, source, {n.name for n in nodes}))
         received: dict[str, dict[tuple[str, Attrs], float]] = {}
         for (ns, attrs, component, _res, src), cost in result.costs.items():
             if component == "shared" and src in shared:
@@ -97,6 +123,11 @@ class EnergyFetch:
         share_namespaces(energy, received)
         energy.notes += energy_notes
         return energy
+
+
+def _stamped(samples: list[tuple[float, float]]) -> dict[int, float]:
+    """A subquery's samples by step timestamp (whole seconds: steps are whole)."""
+    return {round(t): v for t, v in samples}
 
 
 def _node_name(name: str, known: set[str]) -> str:

@@ -25,7 +25,7 @@ from exporter.core.window import Window, iso
 from exporter.core.workloads import resolve as resolve_workloads
 from exporter.engine.gpufetch import gpu_held, with_gpus
 from exporter.engine.meshfetch import istio_classified
-from exporter.engine.splitfetch import split_recorded
+from exporter.engine.splitfetch import split_like, split_recorded
 from exporter.engine.warnlog import WarningLog
 from exporter.sources.allocsteps import RowKey
 from exporter.sources.meshqueries import istio_series
@@ -78,7 +78,12 @@ class Fetch:
         def k8s(labels: dict[str, str]) -> dict[str, str]:
             return shared_labels({back[k]: v for k, v in labels.items() if k in back and v}, seen)
 
-        namespaces = {lb["namespace"]: k8s(lb) for lb, _ in self.client.query(queries.namespace_labels(span), at)
+        def every(labels: dict[str, str]) -> dict[str, str]:
+            """All of a namespace's labels (OpenCost reports them): Kubernetes keys where known, else as exported."""
+            return shared_labels({back.get(k, k[6:]): v for k, v in labels.items() if k.startswith("label_") and v},
+                                 seen)
+
+        namespaces = {lb["namespace"]: every(lb) for lb, _ in self.client.query(queries.namespace_labels(span), at)
                       if "namespace" in lb}
         pods = {(lb["namespace"], lb["pod"]): k8s(lb)
                 for lb, _ in self.client.query(queries.pod_labels(sorted(back), span), at)}
@@ -228,6 +233,7 @@ class Fetch:
         rec = self.recorded_covers(w, raw=not recorded)
         answered_non_finite = self.non_finite_answers
         if rec:
+            q = q.recorded_as(rec)
             allocated: dict[UsageKey, float] = {}
             for res in ("cpu", "memory"):
                 allocated.update(integral(q.recorded_allocated_integral(res, span), res))
@@ -236,6 +242,10 @@ class Fetch:
             requested = integral(q.recorded_requested_integral(span), aside=split_req)
             used = integral(q.recorded_used_integral("cpu", span), "cpu", split_used)
             used.update(integral(q.recorded_used_integral("memory", span), "memory", split_used))
+            split_held: dict[Place, float] = {}
+            held: dict[UsageKey, float] = {}
+            for res in ("cpu", "memory"):
+                held.update(integral(q.recorded_held_integral(res, span), res, split_held))
             if split:  # recorded amounts too, split between owners by raw per-pod rows (engine/splitfetch.py)
                 pods = sum(n for ns, n in meta.pod_counts.items() if ns in owners.split) if meta else 0
                 records = self.steps.kube_prometheus_usage(q, w.start, w.end)
@@ -245,6 +255,7 @@ class Fetch:
                 allocated.update(shared.allocated)
                 requested.update(shared.requested)
                 used.update(shared.used)
+                held.update(split_like(split_held, shared.allocated))
         else:  # one pass over the raw series (exporter/sources/allocsteps.py)
             totals = self.steps.totals(q, w.start, w.end, split, meta.pod_counts if meta else None)
             # GPUs are allocated by their physical shares, below.
@@ -252,14 +263,18 @@ class Fetch:
             allocated = self._unit_seconds(totals.allocated, owners, keys, skip="gpu")
             requested = self._unit_seconds(totals.requested, owners, keys)
             used = self._unit_seconds(totals.used, owners, keys)
+            held = self._unit_seconds(totals.held, owners, keys)
             del keys
+        limits = self.limits(w, q, owners)
         # GPUs: what each container holds of physical devices (MIG slices, replicas, HAMi fractions).
-        held, notes = gpu_held(self.client, q, w, step, nodes, capacity, self.cfg.gpu)
+        gpus, notes = gpu_held(self.client, q, w, step, nodes, capacity, self.cfg.gpu)
         for kind, note in notes:
             self._warn(note, kind)
-        for h in held:
+        for h in gpus:
             key = (h.namespace, h.node, owners.of(h.namespace, h.pod if h.namespace in owners.split else None), "gpu")
             allocated[key] = allocated.get(key, 0.0) + h.device_seconds
+            if h.requested_seconds:
+                requested[key] = requested.get(key, 0.0) + h.requested_seconds
         used.update(self.gpu_usage(w, q, owners))
         # A NaN or Inf request makes its pod's request row non-finite in the one-pass answer, so the
         # per-container check (as costly as a selector pass) runs only when an answer had one.
@@ -270,8 +285,22 @@ class Fetch:
             del allocated[k]
         if not used and self.cfg.allocation.policy != "request":
             self._warn(f"no cAdvisor usage series for {iso(w.start)}..{iso(w.end)}; costing requests only", "no_usage")
-        return ChunkUsage(w.start, w.end, allocated, requested, used, capacity, nodes, held,
-                          None if rec else totals.scales)
+        return ChunkUsage(w.start, w.end, allocated, requested, used, capacity, nodes, gpus,
+                          None if rec else totals.scales, held, limits)
+
+    def limits(self, w: Window, q: Queries, owners: Owners) -> dict[UsageKey, float]:
+        """CPU and memory limits per (namespace, node, owner), in unit-seconds: per pod in split namespaces."""
+        out: dict[UsageKey, float] = {}
+        split = sorted(owners.split)
+        for pods_in in (None, split) if split else (None,):
+            by = "namespace, node, pod, resource" if pods_in else "namespace, node, resource"
+            for lb, v in self.client.query(q.limits_integral(w.seconds, by, pods_in), float(w.end)):
+                ns, res = lb.get("namespace", ""), RESOURCE_FROM_KSM.get(lb.get("resource", ""), "")
+                if not res or (pods_in is None) == (ns in owners.split):
+                    continue  # split namespaces come from the per-pod rows only
+                key = (ns, lb.get("node", ""), owners.of(ns, lb.get("pod")), res)
+                out[key] = out.get(key, 0.0) + v * self.step
+        return out
 
     def gpu_usage(self, w: Window, q: Queries, owners: Owners) -> dict[UsageKey, float]:
         """dcgm-exporter's busy and observed GPU-seconds and framebuffer byte-seconds per (namespace, node)
@@ -305,25 +334,28 @@ class Fetch:
                 out[key] = out.get(key, 0.0) + v * self.step
         return out
 
-    def recorded_covers(self, w: Window, raw: bool = False) -> bool:
-        """True when the mixin's allocation rules ran at every step of `w`, under this config's policy.
+    def recorded_covers(self, w: Window, raw: bool = False) -> str:
+        """The recorded names to read (`Queries.recorded_as`) when the mixin's allocation rules ran at every
+        step of `w`, under this config's policy, else "".
 
         A missed evaluation would leave a step with no allocation (all idle), so that chunk reads raw
         series instead. So do chunks of a few steps (serve's cycles), where raw is cheap, and those the
         caller reads `raw` (a chunk with a gap). Namespaces split between owners read recorded amounts
         too, split by raw per-pod rows of those namespaces only (engine/splitfetch.py)."""
-        covered = False
+        covered, layout = False, ""
         steps = w.seconds // self.step
         if self.cfg.allocation.recordedRules != "off" and steps >= self.min_recorded_steps and not raw:
             rows = self.client.query(self.queries.recorded_coverage(w.seconds), float(w.end))
             counts = {lb.get("count", ""): int(v) for lb, v in rows}
             covered = counts.get("steps", 0) >= steps
+            # The labelled record at every step, or history from before it (deprecated names) at some.
+            layout = "v2" if counts.get("v2", 0) >= steps else "mixed" if counts.get("v2") else "v1"
             if not covered and counts.get("evaluations"):  # the rules ran, but not once per step: raw, and say so
                 self._warn(rule_gap(w.start, w.end, steps, counts.get("steps", 0), counts["evaluations"],
                                     self.cfg.allocation.resolution), "recorded_rules")
         with self._lock:
             self.sources["recorded" if covered else "raw"] += 1
-        return covered
+        return layout if covered else ""
 
     def check_inputs(self, w: Window, requests: bool) -> None:
         """Warn about input samples that were NaN or Inf: the integrals leave those steps out, so a node's

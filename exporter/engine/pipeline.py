@@ -14,8 +14,9 @@ from dataclasses import dataclass, field, replace
 from functools import partial
 from typing import Protocol
 
+from exporter.config.pricebook import NetworkAmount
 from exporter.config.schema import Config
-from exporter.core.allocation import CostResult, add_assets, cost_chunk
+from exporter.core.allocation import CostResult, add_assets, cost_chunk, node_labels
 from exporter.core.attribution import Owners, annotation_budgets, resolve
 from exporter.core.coverage import Coverage, Segment, State, plan
 from exporter.core.gpuwaste import add_waste
@@ -48,6 +49,7 @@ class BillPrices:
     node_factors: dict[str, float] = field(default_factory=dict)
     asset_factors: dict[str, float] = field(default_factory=dict)
     extra_fixed: dict[str, float] = field(default_factory=dict)
+    nat: dict[str, float] = field(default_factory=dict)  # NAT gateway lines per second, spread by internet bytes
 
 USAGE_MAX_NAMESPACES = 50  # namespaces per max-usage query (rawAllocationOnly)
 
@@ -69,6 +71,8 @@ class Pipeline:
 
     def __init__(self, cfg: Config, client: PrometheusClient, metadata: MetadataSource | None = None,
                  warnings: WarningLog | None = None, bill: BillPrices | None = None) -> None:
+        self.bill = bill or BillPrices()
+        cfg, superseded = with_bill_nat(cfg, self.bill.nat)
         self.cfg = cfg
         self.client = client
         self.queries = Queries(cfg.prometheus, cfg.allocation)
@@ -76,6 +80,9 @@ class Pipeline:
         self.chunk = parse_duration(cfg.allocation.chunk)
         # Bounded: counted per kind, last message per kind (serve passes one that logs a kind hourly).
         self.warnings = warnings if warnings is not None else WarningLog()
+        for name in superseded:
+            self.warnings.warn("nat-superseded", f"pricing.network.monthly {name!r}: the bill's line for that "
+                                                 "NAT gateway is charged instead of the configured amount")
         self.fetcher = self.fetch_type(cfg, client, self.queries, self.step, self.warnings)
         self.metadata = metadata or self.fetcher.prometheus_metadata
         self._meta_from_prometheus = metadata is None  # then a bridged gap reads labels as of its start
@@ -84,7 +91,6 @@ class Pipeline:
         # accrued history uncovered for good (exporter/engine/chunkguard.py).
         self.partial_fails = False
         self.shipped = load_shipped_prices() if cfg.pricing.shippedPrices else None
-        self.bill = bill or BillPrices()
         self.energy = EnergyFetch(cfg, client) if cfg.energy.enabled else None
 
     def compute(self, window: Window, progress: Progress | None = None,
@@ -128,12 +134,19 @@ class Pipeline:
         at = w.end + bridge if now is None else max(w.end, min(w.end + bridge, int(now) // self.step * self.step))
         present: dict[str, set[int]] = {}
 
-        def probe(end: int, span: int) -> list[tuple[dict[str, str], list[tuple[float, float]]]]:
-            return self.client.query_range_raw(q.coverage_probe(span), float(end))
+        def probe(end: int, span: int, containers: bool = False
+                  ) -> list[tuple[dict[str, str], list[tuple[float, float]]]]:
+            return self.client.query_range_raw(q.coverage_probe(span, containers), float(end))
 
         for labels, samples in probe_in_halves(probe, at, at - w.start + bridge, self.step, self._warn):
             present.setdefault(labels.get("source", ""), set()).update(int(t) for t, _v in samples)
         sources = ("ksm", "cadvisor") if self.cfg.allocation.policy != "request" else ("ksm",)
+        if "cadvisor" in sources and present.get("ksm") and not present.get("cadvisor"):
+            # No root cgroup at any step while kube-state-metrics has data (not scraped, or dropped with the
+            # cgroups that have no `container` label): the container series say, as they always did. Elsewhere
+            # the root cgroups' gaps are the containers', from the same scrapes of the same kubelets.
+            present["cadvisor"] = {int(t) for _lb, samples in probe_in_halves(
+                partial(probe, containers=True), at, at - w.start + bridge, self.step, self._warn) for t, _v in samples}
         segments = plan(w.start, w.end, self.step, present, bridge, sources, horizon=at)
         if not present.get("ksm"):
             self.require_ksm(w)
@@ -214,6 +227,7 @@ class Pipeline:
             rates = {n: replace(r, cpu=r.cpu * f, ram=r.ram * f, gpu=r.gpu * f, source=r.source + "+bill")
                      if (f := self.bill.node_factors.get(n)) is not None else r for n, r in rates.items()}
         result = cost_chunk(usage, rates)
+        result.node_labels = node_labels(usage.nodes, self.cfg.allocation.nodeLabels)
         scales, capacity = usage.node_scales, usage.capacity
         del usage  # the chunk's rows per (namespace, node, owner, resource), not needed below
         add_waste(result)
@@ -228,7 +242,7 @@ class Pipeline:
             self._warn(note, "share_fallback")
         result.costs, result.pools = shared.costs, shared.pools
         if self.energy is not None:  # after costing, from its table: energy never changes a cost
-            result.energy = self.energy.compute(w, result, capacity, inputs.shared)
+            result.energy = self.energy.compute(w, result, capacity, inputs.shared, q)
             for note in result.energy.notes:
                 self._warn(note, "energy")
         result.fallbacks, result.metadata = frozenset(shared.fallbacks), meta
@@ -237,24 +251,47 @@ class Pipeline:
                 detail.add_segment(self, w, q, meta, owners, result, scales)
         return result
 
-    def usage_max(self, window: Window, wanted: set[tuple[str, str, str]], cancel: threading.Event | None = None
-                  ) -> dict[tuple[str, str, str], dict[str, float]]:
+    def usage_max(self, window: Window, wanted: set[tuple[str, str, str]], cancel: threading.Event | None = None,
+                  gpu: frozenset[tuple[str, str, str]] = frozenset()) -> dict[tuple[str, str, str], dict[str, float]]:
         """(namespace, pod, container) -> the highest cpu and memory usage over the window, for the `wanted`
         containers only: chunk by chunk (a month of 1-minute points in one subquery would be 43,200 per
-        container) and USAGE_MAX_NAMESPACES namespaces at a time, so no answer holds every container."""
+        container) and USAGE_MAX_NAMESPACES namespaces at a time, so no answer holds every container. The `gpu`
+        containers (those holding GPUs) get their pod's highest GPU busy fraction (dcgm-exporter sees pods)."""
         out: dict[tuple[str, str, str], dict[str, float]] = {}
+        gpu_pods: dict[tuple[str, str], list[tuple[str, str, str]]] = {}
+        for key in gpu:
+            gpu_pods.setdefault(key[:2], []).append(key)
         namespaces = sorted({ns for ns, _p, _c in wanted})
         for i in range(0, len(namespaces), USAGE_MAX_NAMESPACES):
             q = self.queries.scoped(namespaces[i:i + USAGE_MAX_NAMESPACES])
             for piece in window.chunks(self.chunk):
                 if cancel is not None and cancel.is_set():
                     return out
-                for res in ("cpu", "memory"):
-                    for labels, v in self.client.query(q.usage_max(res, piece.seconds), float(piece.end)):
-                        key = (labels.get("namespace", ""), labels.get("pod", ""), labels.get("container", ""))
-                        if key in wanted:
-                            seen = out.setdefault(key, {})
-                            seen[res] = max(seen.get(res, v), v)
+                for res in ("cpu", "memory", "gpu"):
+                    if res == "gpu" and not gpu_pods:
+                        continue
+                    expr = q.gpu_busy_max(piece.seconds) if res == "gpu" else q.usage_max(res, piece.seconds)
+                    for labels, v in self.client.query(expr, float(piece.end)):
+                        pod = (labels.get("namespace", ""), labels.get("pod", ""))
+                        keys = gpu_pods.get(pod, []) if res == "gpu" else [(*pod, labels.get("container", ""))]
+                        for key in keys:
+                            if key in wanted:
+                                seen = out.setdefault(key, {})
+                                seen[res] = max(seen.get(res, v), v)
+        return out
+
+    def gpu_devices(self, window: Window, pods: set[tuple[str, str]]) -> dict[tuple[str, str], tuple[str, str, str]]:
+        """(namespace, pod) -> (device, model, UUID) of a GPU dcgm-exporter saw the pod hold over the window (of
+        several, the last by UUID, as a Prometheus answer lists them), for the `pods` only."""
+        out: dict[tuple[str, str], tuple[str, str, str]] = {}
+        namespaces = sorted({ns for ns, _p in pods})
+        for i in range(0, len(namespaces), USAGE_MAX_NAMESPACES):
+            q = self.queries.scoped(namespaces[i:i + USAGE_MAX_NAMESPACES])
+            for lb, _v in self.client.query(q.gpu_devices(window.seconds), float(window.end)):
+                pod = (lb.get("namespace", ""), lb.get("pod", ""))
+                found = (lb.get("device", ""), lb.get("modelName", ""), lb.get("UUID", ""))
+                if pod in pods and found[2] >= out.get(pod, ("", "", ""))[2]:
+                    out[pod] = found
         return out
 
     def _warn(self, text: str, kind: str = "other") -> None:
@@ -278,6 +315,24 @@ class Pipeline:
                 rows = self.client.query(expr, float(w.end))
                 weights[source] = {lb.get(policy.namespaceLabel, ""): v for lb, v in rows if v > 0}
         return ShareInputs(frozenset(shared), fixed, weights, tuple(self.cfg.attribution.labels))
+
+
+def with_bill_nat(cfg: Config, nat: dict[str, float]) -> tuple[Config, list[str]]:
+    """The bill's NAT gateway lines as network amounts spread by internet-bound bytes, next to the configured
+    ones: a rate per second is a monthly amount of rate x hoursPerMonth hours, prorated back per window.
+    A configured amount named as a billed gateway (`nat-0abc` or `bill:nat-0abc`) is that gateway's estimate:
+    the bill supersedes it rather than charge the gateway twice. Returns the superseded names."""
+    if not nat:
+        return cfg, []
+    net = cfg.pricing.network
+    month = cfg.sharing.hoursPerMonth * 3600
+    billed = set(nat) | {name.removeprefix("bill:") for name in nat}
+    superseded = [a.name for a in net.monthly if a.name in billed]
+    amounts = [*(a for a in net.monthly if a.name not in billed),
+               *(NetworkAmount(name=name, monthly=rate * month, spreadBy="internet")
+                 for name, rate in sorted(nat.items()))]
+    pricing = cfg.pricing.model_copy(update={"network": net.model_copy(update={"monthly": amounts})})
+    return cfg.model_copy(update={"pricing": pricing}), superseded
 
 
 def adopt_or_merge(merged: CostResult | None, result: CostResult) -> CostResult:

@@ -57,3 +57,14 @@ def split_recorded(windows: Iterable[SplitRows], owners: Owners, step: int, requ
     allocated = {k: v * step for k, v in alloc.settle(default).items()}
     return SplitAmounts(allocated, split_totals(requested, weights["request"], default),
                         split_totals(used, weights["usage"], default))
+
+
+def split_like(amounts: Mapping[Place, float], by: Mapping[UsageKey, float]) -> dict[UsageKey, float]:
+    """Each place's amount split between its owners as `by` (the split allocation) is: the recorded allocation
+    before the overflow scale, for OpenCost's cpuCores and ramBytes. Pure."""
+    totals: dict[Place, float] = {}
+    for (ns, node, _owner, res), v in by.items():
+        place = Place(ns, node, res)
+        totals[place] = totals.get(place, 0.0) + v
+    return {key: amounts.get(place, 0.0) * v / t for key, v in by.items()
+            if (t := totals[place := Place(key[0], key[1], key[3])]) > 0}

@@ -21,15 +21,13 @@ SCOPES = ("namespace", "team", "cost_center")
 _LABEL = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
 
 
-class Budget(BaseModel):
+class _Scoped(BaseModel):
+    """A named budget of one scope (a namespace, team or cost centre), with routing labels for its alerts."""
+
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     name: str = Field(pattern=r"^[a-z0-9][a-z0-9._-]*$")
     scope: dict[str, str] = Field(description="exactly one of namespace, team, cost_center -> value")
-    period: Literal["daily", "weekly", "monthly"] = "monthly"
-    amount: float = Field(gt=0)
-    thresholds: list[float] = Field(default_factory=lambda: [0.5, 0.8, 1.0])
-    forecast: bool = True
     labels: dict[str, str] = Field(default_factory=dict, description="routing labels added to the alerts")
 
     @field_validator("scope")
@@ -41,6 +39,29 @@ class Budget(BaseModel):
         if kind not in SCOPES:
             raise ValueError(f"unknown scope {kind!r}: use {', '.join(SCOPES)}")
         return v
+
+    @field_validator("labels")
+    @classmethod
+    def _label_names(cls, v: dict[str, str]) -> dict[str, str]:
+        for k in v:
+            if not _LABEL.match(k) or k in ("budget", "carbon_budget", "period", "severity", "threshold"):
+                raise ValueError(f"{k!r} cannot be a routing label")
+        return v
+
+    @model_validator(mode="after")
+    def _default_team_label(self) -> _Scoped:
+        if "team" in self.scope and "team" not in self.labels:
+            object.__setattr__(self, "labels", {**self.labels, "team": self.scope["team"]})
+        return self
+
+
+class Budget(_Scoped):
+    """A money budget over a calendar period (the exporter's chargeback_period_cost)."""
+
+    period: Literal["daily", "weekly", "monthly"] = "monthly"
+    amount: float = Field(gt=0)
+    thresholds: list[float] = Field(default_factory=lambda: [0.5, 0.8, 1.0])
+    forecast: bool = True
 
     @field_validator("thresholds")
     @classmethod
@@ -55,20 +76,6 @@ class Budget(BaseModel):
             raise ValueError("thresholds must be increasing and distinct")
         return v
 
-    @field_validator("labels")
-    @classmethod
-    def _label_names(cls, v: dict[str, str]) -> dict[str, str]:
-        for k in v:
-            if not _LABEL.match(k) or k in ("budget", "period", "severity", "threshold"):
-                raise ValueError(f"{k!r} cannot be a routing label")
-        return v
-
-    @model_validator(mode="after")
-    def _default_team_label(self) -> Budget:
-        if "team" in self.scope and "team" not in self.labels:
-            object.__setattr__(self, "labels", {**self.labels, "team": self.scope["team"]})
-        return self
-
     def for_mixin(self) -> dict[str, Any]:
         kind, value = next(iter(self.scope.items()))
         return {"name": self.name, "scope": {"kind": kind, "value": value}, "period": self.period,
@@ -76,14 +83,26 @@ class Budget(BaseModel):
                 "labels": self.labels}
 
 
+class CarbonBudget(_Scoped):
+    """Kilograms of CO2e a day (the exporter's chargeback_namespace_carbon_grams_total over the last day)."""
+
+    kgPerDay: float = Field(gt=0, description="kg CO2e over any day (a rolling 24 h) before the alert fires")
+
+    def for_mixin(self) -> dict[str, Any]:
+        kind, value = next(iter(self.scope.items()))
+        return {"name": self.name, "scope": {"kind": kind, "value": value}, "kgPerDay": self.kgPerDay,
+                "labels": self.labels}
+
+
 class BudgetsFile(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     budgets: list[Budget] = Field(default_factory=list)
+    carbon: list[CarbonBudget] = Field(default_factory=list)
 
     @model_validator(mode="after")
     def _unique(self) -> BudgetsFile:
-        names = [b.name for b in self.budgets]
+        names = [b.name for b in [*self.budgets, *self.carbon]]
         dup = {n for n in names if names.count(n) > 1}
         if dup:
             raise ValueError(f"budget names must be unique: {', '.join(sorted(dup))}")
@@ -91,7 +110,16 @@ class BudgetsFile(BaseModel):
 
 
 def load_budgets(path: str | Path) -> list[Budget]:
-    return list(validated(BudgetsFile, read_yaml(path, "budgets"), f"budgets {path}").budgets)
+    return list(load_budgets_file(path).budgets)
+
+
+def load_budgets_file(path: str | Path) -> BudgetsFile:
+    return validated(BudgetsFile, read_yaml(path, "budgets"), f"budgets {path}")
+
+
+def carbon_config(carbon: list[CarbonBudget]) -> dict[str, Any]:
+    """The mixin's _config key for carbon budgets (rules/alerts/carbon.libsonnet)."""
+    return {"carbonBudgets": [c.for_mixin() for c in carbon]} if carbon else {}
 
 
 def allocation_config(cfg: Config) -> dict[str, Any]:

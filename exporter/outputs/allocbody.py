@@ -17,7 +17,7 @@ from typing import Any
 
 from exporter.core.allocation import CostResult
 from exporter.core.coverage import Coverage
-from exporter.outputs.allocitem import api_item, pv_allocations
+from exporter.outputs.allocitem import GpuInfo, api_item, pv_allocations
 from exporter.outputs.allocrows import Group, aggregate, build_rows, properties_json, proportional_costs
 from exporter.outputs.opencost_api import AllocationQuery, AllocationSet
 
@@ -37,13 +37,16 @@ class SetGroups:
     node_cost: Mapping[tuple[str, str], float] | None = None
     kubernetes_keys: bool = False  # labelKeys=kubernetes: label and annotation keys as Kubernetes spells them
     usage_max: Mapping[tuple[str, str, str], Mapping[str, float]] | None = None  # pod-level answers only
+    gpus: Mapping[tuple[str, str, str], GpuInfo] | None = None  # the GPU each GPU container was seen on
 
     def items(self) -> Iterator[tuple[str, dict[str, Any]]]:
         for name, g in sorted(self.groups.items()):
             proportional = None if self.node_cost is None else proportional_costs(g, self.node_cost, self.cluster)
             props = properties_json(g, self.kubernetes_keys)
+            p = g.props
+            gpu = self.gpus.get((p.namespace, p.pod, p.container)) if self.gpus and p.container else None
             yield name, api_item(name, g.row, self.start, self.end, self.bounds, props, proportional,
-                                 pv_allocations(g.pvs, self.cluster), self.raw_only(g))
+                                 pv_allocations(g.pvs, self.cluster), self.raw_only(g), gpu)
 
     def raw_only(self, g: Group) -> dict[str, float] | None:
         """OpenCost's rawAllocationOnly: max usage, which only an allocation of one container has (a maximum
@@ -52,7 +55,8 @@ class SetGroups:
         peak = self.usage_max.get((p.namespace, p.pod, p.container)) if self.usage_max and p.container else None
         if not peak:
             return None
-        return {"cpuCoreUsageMax": peak.get("cpu", 0.0), "ramByteUsageMax": peak.get("memory", 0.0)}
+        return {"cpuCoreUsageMax": peak.get("cpu", 0.0), "ramByteUsageMax": peak.get("memory", 0.0),
+                "gpuUsageMax": peak.get("gpu", 0.0)}
 
     def encode(self) -> Iterator[bytes]:
         """`{"name": {...}, ...}` as json.dumps writes it, in pieces of about FLUSH_BYTES."""

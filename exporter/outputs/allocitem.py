@@ -41,24 +41,32 @@ def allocation_item(name: str, row: Row, start: int, end: int) -> dict[str, Any]
         "start": iso(start),
         "end": iso(end),
         "minutes": (end - start) / 60,
-        "cpuCores": line.cpu_core_seconds / 3600 / hours,
+        # OpenCost's quantities (docs/api.md, "Quantities"): what the containers held (max(request, usage) under the
+        # default policy) before a node's overflow scale, and nvidia.com/gpu requests; cost is chargeback's.
+        "cpuCores": line.cpu_held_seconds / 3600 / hours,
         "cpuCoreRequestAverage": line.cpu_request_seconds / 3600 / hours,
         "cpuCoreUsageAverage": line.cpu_usage_seconds / 3600 / hours,
-        "cpuCoreHours": line.cpu_core_seconds / 3600,
+        "cpuCoreLimitAverage": line.cpu_limit_seconds / 3600 / hours,
+        "cpuCoreHours": line.cpu_held_seconds / 3600,
         "cpuCost": cpu_cost,
         "cpuEfficiency": cpu_eff,
-        "gpuCount": line.gpu_seconds / 3600 / hours,
-        "gpuHours": line.gpu_seconds / 3600,
+        "gpuCount": line.gpu_request_seconds / 3600 / hours,
+        "gpuHours": line.gpu_request_seconds / 3600,
         "gpuCost": gpu_cost,
+        # chargeback's own quantities, as priced: after the overflow scale, GPUs as physical devices held.
+        "chargedCpuCoreHours": line.cpu_core_seconds / 3600,
+        "chargedRamByteHours": line.ram_byte_seconds / 3600,
+        "physicalGpuHours": line.gpu_seconds / 3600,
         # dcgm-exporter's view (exporter/core/gpuwaste.py): average busy GPUs, busy over observed GPU time (0 when
         # no GPU was observed, as cpuEfficiency is 0 with nothing requested), and the GPU cost of idle time.
         "gpuUsageAverage": line.gpu_usage_seconds / 3600 / hours,
         "gpuEfficiency": gpu_efficiency(line) or 0.0,
         "gpuWasteCost": line.gpu_waste_cost,
-        "ramBytes": line.ram_byte_seconds / 3600 / hours,
+        "ramBytes": line.ram_held_byte_seconds / 3600 / hours,
         "ramByteRequestAverage": line.ram_request_byte_seconds / 3600 / hours,
         "ramByteUsageAverage": line.ram_usage_byte_seconds / 3600 / hours,
-        "ramByteHours": line.ram_byte_seconds / 3600,
+        "ramByteLimitAverage": line.ram_limit_byte_seconds / 3600 / hours,
+        "ramByteHours": line.ram_held_byte_seconds / 3600,
         "ramCost": ram_cost,
         "ramEfficiency": ram_eff,
         "pvByteHours": line.pv_byte_seconds / 3600,
@@ -94,9 +102,32 @@ def pv_allocations(pvs: Mapping[str, tuple[float, float]] | None, cluster: str) 
             for pv, (b, c) in sorted(pvs.items())}
 
 
+@dataclass(frozen=True)
+class GpuInfo:
+    """The one GPU a container allocation was seen on by dcgm-exporter (OpenCost's gpuDevice, gpuModel, gpuUUID)."""
+
+    device: str = ""
+    model: str = ""
+    uuid: str = ""
+
+
+def gpu_allocation(line: Line, hours: float, gpu: GpuInfo | None) -> dict[str, Any] | None:
+    """OpenCost's gpuAllocation: null without GPUs; gpuUsageAverage sums each GPU pod's mean busy fraction of its
+    GPUs (dcgm-exporter) over the allocation's hours, gpuRequestAverage its nvidia.com/gpu requests."""
+    if not (line.gpu_request_seconds or line.gpu_seconds or line.gpu_pod_busy_seconds or gpu):
+        return None
+    g = gpu or GpuInfo()
+    # A share of a device (time-sliced replica, MIG slice) holds less physical GPU than it requested units.
+    shared = line.gpu_seconds < line.gpu_request_seconds * (1 - 1e-9) or not line.gpu_request_seconds
+    return {"gpuDevice": g.device, "gpuModel": g.model, "gpuUUID": g.uuid, "isGPUShared": shared,
+            "gpuUsageAverage": line.gpu_pod_busy_seconds / 3600 / hours,
+            "gpuRequestAverage": line.gpu_request_seconds / 3600 / hours}
+
+
 def api_item(name: str, row: Row, start: int, end: int, bounds: tuple[int, int],
              properties: dict[str, Any], proportional: dict[str, Any] | None = None,
-             pvs: dict[str, Any] | None = None, raw: dict[str, float] | None = None) -> dict[str, Any]:
+             pvs: dict[str, Any] | None = None, raw: dict[str, float] | None = None,
+             gpu: GpuInfo | None = None) -> dict[str, Any]:
     """One allocation as OpenCost's /allocation serialises it: `properties`, the set's `window`, and
     every documented field (those with no meaning here are 0)."""
     item = allocation_item(name, row, start, end)
@@ -113,6 +144,7 @@ def api_item(name: str, row: Row, start: int, end: int, bounds: tuple[int, int],
     out["pvBytes"] = row.line.pv_byte_seconds / 3600 / hours
     out["pvs"] = pvs
     out["rawAllocationOnly"] = raw
+    out["gpuAllocation"] = gpu_allocation(line, hours, gpu)
     if proportional is not None:
         out["proportionalAssetResourceCosts"] = proportional
     return out

@@ -78,16 +78,20 @@ class RowBuilder:
         for (ns, _node, attrs), line in sorted(result.table.items(), key=lambda kv: kv[0]):
             for res, c in line.cost_by_resource().items():
                 self.table_sum[(ns, attrs, res)] = self.table_sum.get((ns, attrs, res), 0.0) + c
-        self.owner_labels: dict[tuple[str, ...], dict[str, str]] = {}  # one dict per owner, read-only, shared
+        # One dict per (namespace, node if it has allocation.nodeLabels, owner), read-only, shared.
+        self.owner_labels: dict[tuple[str, str, tuple[str, ...]], dict[str, str]] = {}
+        self.node_labels = result.node_labels
         self.volumes: dict[str, dict[str, tuple[float, float]]] = {}  # namespace -> PV -> (byte-seconds, cost)
         for (ns, pv), part in sorted(result.pv_parts.items()):
             self.volumes.setdefault(ns, {})[pv] = part
 
     def _props(self, ns: str, node: str, attrs: tuple[str, ...]) -> Props:
         real = "" if is_pseudo(ns) else ns
-        labels = self.owner_labels.get(attrs)
-        if labels is None:
-            labels = self.owner_labels[attrs] = _labels(attrs, self.label_keys)
+        on_node = self.node_labels.get(node, {})
+        labels = self.owner_labels.get((real, node if on_node else "", attrs))
+        if labels is None:  # OpenCost's: the node's (allocation.nodeLabels), the namespace's, then the owner's
+            labels = self.owner_labels[(real, node if on_node else "", attrs)] = {
+                **on_node, **self.ns_labels.get(real, {}), **_labels(attrs, self.label_keys)}
         return Props(cluster=self.cluster, node=node, namespace=real, labels=labels,
                      annotations=self.ns_annotations.get(real, {}))
 
@@ -110,8 +114,10 @@ class RowBuilder:
                 total = table_sum.get((ns, attrs, res), 0.0)
                 r.cost[res] += c * kept.get((ns, attrs, res), 0.0) / total if total else 0.0
             if ns == IDLE:  # idle has no requests or usage; keep the allocated-capacity quantities
+                # OpenCost's views of idle are the same unused capacity (allocitem reads them).
                 r.line = Line(cpu_core_seconds=line.cpu_core_seconds, ram_byte_seconds=line.ram_byte_seconds,
-                              gpu_seconds=line.gpu_seconds)
+                              gpu_seconds=line.gpu_seconds, cpu_held_seconds=line.cpu_core_seconds,
+                              ram_held_byte_seconds=line.ram_byte_seconds, gpu_request_seconds=line.gpu_seconds)
             row = self._row(ns, node, attrs, r)
             if not node and line.pv_cost and ns in self.volumes:  # the namespace's volumes, kept as its pvCost is
                 kept_share = r.cost["storage"] / line.pv_cost

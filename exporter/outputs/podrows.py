@@ -31,7 +31,7 @@ from exporter.core.window import Window
 from exporter.core.workloads import resolve as resolve_workloads
 from exporter.outputs.allocbody import AllocationBody, SetGroups
 from exporter.outputs.allocfilter import Node, Props
-from exporter.outputs.allocitem import Row
+from exporter.outputs.allocitem import GpuInfo, Row
 from exporter.outputs.allocrows import AllocRow, Group, RowBuilder, add_rows, finish
 from exporter.outputs.opencost_api import AggKey, AllocationQuery
 from exporter.sources.allocsteps import NodeScales
@@ -39,7 +39,7 @@ from exporter.sources.podqueries import PodQueries
 from exporter.sources.podsteps import ContainerFetcher, ContainerTotals
 from exporter.sources.prometheus import PrometheusClient
 from exporter.sources.promql import one_of
-from exporter.sources.queries import Queries
+from exporter.sources.queries import RESOURCE_FROM_KSM, Queries
 from exporter.sources.stepfetch import namespace_batches, usage_records
 from exporter.vocab.labels import Attrs, Metadata
 
@@ -56,6 +56,8 @@ BATCH_PODS = 1000
 _QTY = {"cpu": "cpu_core_seconds", "memory": "ram_byte_seconds", "gpu": "gpu_seconds"}
 _REQ = {"cpu": "cpu_request_seconds", "memory": "ram_request_byte_seconds"}
 _USE = {"cpu": "cpu_usage_seconds", "memory": "ram_usage_byte_seconds"}
+_HELD = {"cpu": "cpu_held_seconds", "memory": "ram_held_byte_seconds"}
+_LIMIT = {"cpu": "cpu_limit_seconds", "memory": "ram_limit_byte_seconds"}
 
 
 @dataclass(slots=True)
@@ -154,14 +156,21 @@ def fetch_meta(client: PrometheusClient, q: Queries, w: Window) -> PodMeta:
     return PodMeta(info, providers, counts)
 
 
-def container_lines(totals: ContainerTotals, step: int) -> dict[ContainerKey, Line]:
-    """Per-container sums over steps as unit-seconds on Lines, the shape split_rows takes. Pure."""
+def container_lines(totals: ContainerTotals, step: int, limits: Mapping[ContainerKey, Mapping[str, float]]
+                    | None = None) -> dict[ContainerKey, Line]:
+    """Per-container sums over steps as unit-seconds on Lines, the shape split_rows takes; `limits`: each
+    container's limit integrals (unit-seconds) per resource, of those containers only. Pure."""
     out: dict[ContainerKey, Line] = {}
-    for rows, names in ((totals.allocated, _QTY), (totals.requested, _REQ), (totals.used, _USE)):
+    for rows, names in ((totals.allocated, _QTY), (totals.requested, _REQ), (totals.used, _USE),
+                        (totals.held, _HELD)):
         for key, v in rows.items():
             if key.resource in names:
                 line = out.setdefault((key.namespace, key.node, key.pod, key.container), Line())
                 setattr(line, names[key.resource], getattr(line, names[key.resource]) + v * step)
+    for ckey, per_res in (limits or {}).items():
+        if ckey in out:
+            for res, v in per_res.items():
+                setattr(out[ckey], _LIMIT[res], getattr(out[ckey], _LIMIT[res]) + v)
     return out
 
 
@@ -176,7 +185,8 @@ def with_gpus(usage: dict[ContainerKey, Line], held: Mapping[ContainerKey, GpuPo
         line.gpu_seconds = 0.0
     for key, h in held.items():
         if key[0] in namespaces and h.gpu_seconds > 0:
-            usage.setdefault(key, Line()).gpu_seconds = h.gpu_seconds
+            line = usage.setdefault(key, Line())
+            line.gpu_seconds, line.gpu_request_seconds = h.gpu_seconds, h.requested_seconds
             pods[key[:3]] = pods.get(key[:3], 0.0) + h.gpu_seconds
     for key, line in usage.items():
         pod = pods.get(key[:3], 0.0)
@@ -187,6 +197,19 @@ def with_gpus(usage: dict[ContainerKey, Line], held: Mapping[ContainerKey, GpuPo
             line.gpu_observed_seconds = seen.get("gpu_observed", 0.0) * share
             line.gpu_memory_used_byte_seconds = seen.get("gpu_memory", 0.0) * share
             line.gpu_memory_byte_seconds = seen.get("gpu_memory_total", 0.0) * share
+            line.gpu_pod_busy_seconds = seen.get("gpu_pod_mean", 0.0) * share
+
+
+def container_limits(pipeline: Pipeline, q: Queries, w: Window) -> dict[ContainerKey, dict[str, float]]:
+    """Each container's CPU and memory limit integrals (unit-seconds) over a segment, of what `q` selects."""
+    out: dict[ContainerKey, dict[str, float]] = {}
+    by = "namespace, node, pod, container, resource"
+    for lb, v in pipeline.client.query(q.limits_integral(w.seconds, by), float(w.end)):
+        res = RESOURCE_FROM_KSM.get(lb.get("resource", ""), "")
+        if res in _LIMIT:
+            key = (lb.get("namespace", ""), lb.get("node", ""), lb.get("pod", ""), lb.get("container", ""))
+            out.setdefault(key, {})[res] = v * pipeline.step
+    return out
 
 
 def split_rows(rows: Iterable[AllocRow], usage: Mapping[ContainerKey, Line], attrs_of: Callable[[str, str], Attrs],
@@ -338,7 +361,8 @@ class PodGranularity:
             totals = fetcher.totals(q if whole else q.scoped(batch), w.start, w.end, scales, records,
                                     "" if whole else one_of("namespace", batch),
                                     sum(self.meta.pods.get(ns, 1) for ns in batch))
-            usage = container_lines(totals, pipeline.step)
+            scoped = q if whole else q.scoped(batch)
+            usage = container_lines(totals, pipeline.step, container_limits(pipeline, scoped, w))
             with_gpus(usage, result.gpu_pods, dcgm, set(batch))
             del totals
             rows = [r for ns in batch for r in (*builder.table_rows(keys.pop(ns, [])), *nodeless.pop(ns, []))]
@@ -365,12 +389,16 @@ def response(pipeline: Pipeline, query: AllocationQuery, label_keys: tuple[str, 
                                by_node=query.proportional)
         result = pipeline.compute(s.compute, cancel=cancel, granularity=grain)
         one = {(g.props.namespace, g.props.pod, g.props.container) for g in grain.groups.values() if g.props.container}
-        peaks = pipeline.usage_max(s.compute, one, cancel) if one else None
+        gpu = frozenset((g.props.namespace, g.props.pod, g.props.container) for g in grain.groups.values()
+                        if g.props.container and g.row.line.gpu_seconds > 0)
+        peaks = pipeline.usage_max(s.compute, one, cancel, gpu) if one else None
+        found = pipeline.gpu_devices(s.compute, {k[:2] for k in gpu}) if gpu else {}
+        gpus = {k: GpuInfo(*found[k[:2]]) for k in gpu if k[:2] in found}
         if body.last is not None:
             body.done.append(b"".join(body.last.encode()))
         body.last = SetGroups(finish(grain.groups), result.start, result.end, (s.bounds.start, s.bounds.end),
                               cluster, result.node_cost if query.proportional else None, query.kubernetes_keys,
-                              peaks)
+                              peaks, gpus)
         coverage.merge(result.coverage)
         del grain, result
     span = (query.sets[0].compute.start, query.sets[-1].compute.end) if query.sets else None

@@ -67,6 +67,9 @@ class Reconciliation:
     # category -> matched cost at list prices / on the invoice (cash), where every matched line states it
     listed: dict[str, float] = field(default_factory=dict)
     invoiced: dict[str, float] = field(default_factory=dict)
+    # NAT gateway -> bill cost of this cluster's (tagged) NAT lines: billed as network, spread when reconciled
+    # over the namespaces by their internet-bound bytes (bill_prices)
+    nat: dict[str, float] = field(default_factory=dict)
 
     def variance(self, category: str) -> float | None:
         b = self.bill.get(category, 0.0)
@@ -160,6 +163,7 @@ class _Matched:
     per_node: dict[str, float] = field(default_factory=lambda: defaultdict(float))
     per_asset: dict[str, float] = field(default_factory=lambda: defaultdict(float))
     unmatched: dict[str, float] = field(default_factory=lambda: defaultdict(float))
+    nat: dict[str, float] = field(default_factory=lambda: defaultdict(float))
 
 
 def _category(line: BillLine, inv: Inventory) -> tuple[str, str]:
@@ -194,6 +198,11 @@ def _match(bill: Bill, inv: Inventory, window: Window, cluster_tags: dict[str, s
             m.per_asset[service_tag] += cost
         elif cluster_tags and not any(line.tags.get(k) == v for k, v in cluster_tags.items()):
             m.ignored["not this cluster (no cluster tag)"] = m.ignored.get("not this cluster (no cluster tag)", 0) + 1
+        elif cluster_tags and line.nat:  # this cluster's NAT gateway: network, spread by internet bytes
+            m.nat[line.resource or line.service or "nat"] += cost
+            m.billed["network"] += cost
+            _add(m.listed, "network", line.list_cost, share)
+            _add(m.invoiced, "network", line.invoiced, share)
         else:
             m.unmatched[line.service or "(no service)"] += cost
     return m
@@ -235,7 +244,7 @@ def reconcile(bill: Bill, inv: Inventory, result: CostResult, window: Window,
                           {k: computed.get(k, 0.0) for k in CATEGORIES}, _node_lines(m, inv, node_cost, window),
                           dict(m.unmatched), m.ignored, dict(m.per_asset), dict(m.per_node), bool(cluster_tags), split,
                           {k: v for k, v in m.listed.items() if v is not None},
-                          {k: v for k, v in m.invoiced.items() if v is not None})
+                          {k: v for k, v in m.invoiced.items() if v is not None}, dict(m.nat))
 
 
 def _add(acc: dict[str, float | None], key: str, amount: float | None, share: float) -> None:
@@ -263,7 +272,8 @@ def bill_prices(rec: Reconciliation, result: CostResult) -> BillPrices:
         {n: b / node_cost[n] for n, b in rec.node_bill.items() if node_cost.get(n)},
         {a: b / asset_cost[a] for a, b in rec.by_asset.items() if asset_cost.get(a)},
         # only lines tagged for this cluster: otherwise they may be another cluster's spend
-        {f"bill:{service}": cost / seconds for service, cost in rec.unmatched.items()} if rec.scoped else {})
+        {f"bill:{service}": cost / seconds for service, cost in rec.unmatched.items()} if rec.scoped else {},
+        {f"bill:{nat}": cost / seconds for nat, cost in rec.nat.items()})
 
 
 def inventory(client: Any, window: Window, ksm_selector: str) -> Inventory:
@@ -290,7 +300,8 @@ def render_reconciliation(rec: Reconciliation, fmt: str) -> str:
     if fmt == "json":
         return json.dumps({"window": [rec.window.start, rec.window.end], "currency": rec.currency,
                            "categories": rows(rec), "nodes": [n.to_json() for n in rec.nodes],
-                           "unmatched": rec.unmatched, "ignored": rec.ignored, "totalBill": rec.total_bill,
+                           "unmatched": rec.unmatched, "nat": rec.nat, "ignored": rec.ignored,
+                           "totalBill": rec.total_bill,
                            "namespaces": {ns: {"split": s, "unused": u, "chargeback": c}
                                           for ns, (s, u, c) in rec.namespaces.items()},
                            "totalComputed": rec.total_computed, "totalVariance": rec.total_variance,
@@ -357,6 +368,10 @@ def to_table(r: Reconciliation) -> str:
         parts += ["", f"Bill lines matching no cluster resource{note}:",
                   tabulate(_rounded([[k, v] for k, v in sorted(r.unmatched.items(), key=lambda kv: -kv[1])]),
                            headers=["service", cur],
+                           floatfmt=".4f")]
+    if r.nat:
+        parts += ["", "NAT gateway lines (network; --reconciled spreads them by internet-bound bytes):",
+                  tabulate(_rounded([[k, v] for k, v in sorted(r.nat.items())]), headers=["NAT gateway", cur],
                            floatfmt=".4f")]
     if r.ignored:
         parts += ["", "Ignored rows: " + "; ".join(f"{n} {why}" for why, n in sorted(r.ignored.items()))]

@@ -58,6 +58,7 @@ class StepTotals:
     requested: dict[RowKey, float] = field(default_factory=dict)
     used: dict[RowKey, float] = field(default_factory=dict)
     scales: NodeScales = field(default_factory=dict)  # the overflow scale per (node, resource) and step
+    held: dict[RowKey, float] = field(default_factory=dict)  # the allocation before the overflow scale
 
 
 def none_of(label: str, values: Iterable[str]) -> str:
@@ -79,8 +80,18 @@ PER_POD = "namespace, pod"
 
 def step_query(q: Queries, span: int, resources: tuple[str, ...], by: str = BY_NAMESPACE, per: str = PER_POD,
                capacity: bool = True, records: frozenset[str] = frozenset(), scope: str = "") -> str:
-    """Per step over the `span` seconds before the evaluation time: rows tagged part="request" / "usage" /
-    "allocated" per `by` (namespace, node[, pod], resource by default), plus part="capacity" per (node, resource).
+    """Per step over the `span` seconds before the evaluation time, the rows of `step_expr`.
+    The full span: both ends are on the step grid, where Prometheus and VictoriaMetrics agree (VM steps a
+    subquery from `at - range`, so a range off the grid would shift every point); `in_span` drops the
+    start point, which belongs to the previous sub-window."""
+    return f"({step_expr(q, resources, by, per, capacity, records, scope)})[{span}s:{format_duration(q.step)}]"
+
+
+def step_expr(q: Queries, resources: tuple[str, ...], by: str = BY_NAMESPACE, per: str = PER_POD,
+              capacity: bool = True, records: frozenset[str] = frozenset(), scope: str = "") -> str:
+    """At one step: rows tagged part="request" / "usage" / "allocated" per `by` (namespace, node[, pod],
+    resource by default), plus part="capacity" per (node, resource). The mixin records it per resource
+    group, without capacity (exporter/sources/recordrules.py).
 
     Measured (docs/scale.md), the per-container `or` and `label_replace` cost as much as a selector, so
     containers are summed per pod first and tagged there; the placement join then runs once, on pods.
@@ -108,10 +119,7 @@ def step_query(q: Queries, span: int, resources: tuple[str, ...], by: str = BY_N
     if capacity:
         cap = f"max by (node, resource) (kube_node_status_capacity{ksm_res}{q._at} > -Inf < +Inf)"
         expr = f"{expr} or {_tag(cap, part='capacity')}"
-    # The full span: both ends are on the step grid, where Prometheus and VictoriaMetrics agree (VM steps a
-    # subquery from `at - range`, so a range off the grid would shift every point); `in_span` drops the
-    # start point, which belongs to the previous sub-window.
-    return f"({expr})[{span}s:{format_duration(q.step)}]"
+    return expr
 
 
 def in_span(series: list[tuple[Labels, list[tuple[float, float]]]], at: int, span: int
@@ -233,16 +241,25 @@ def scaled(samples: Samples, scales: Mapping[float, float]) -> float | None:
 
 
 def add_sums(rows: StepRows[Key], alloc: Mapping[Key, Samples], scales: NodeScales, requested: dict[Key, float],
-             used: dict[Key, float], allocated: dict[Key, float]) -> None:
-    """Requests and usage summed over steps; the allocation scaled step by step by its node's overflow scale."""
+             used: dict[Key, float], allocated: dict[Key, float], held: dict[Key, float] | None = None) -> None:
+    """Requests and usage summed over steps; the allocation scaled step by step by its node's overflow scale
+    (and, into `held`, as it was, at the steps it was scaled: OpenCost's cpuCores and ramBytes)."""
     for part, out in ((rows.request, requested), (rows.usage, used)):
         for key, samples in part.items():
             if samples and key.resource in REQUESTED:
                 out[key] = out.get(key, 0.0) + sum(v for _t, v in samples)
     for key, samples in alloc.items():
-        acc = scaled(samples, scales.get((key.node, key.resource), {}))
+        by_step = scales.get((key.node, key.resource), {})
+        acc = scaled(samples, by_step)
         if acc is not None:
             allocated[key] = allocated.get(key, 0.0) + acc
+            if held is not None and key.resource in REQUESTED:
+                held[key] = held.get(key, 0.0) + unscaled(samples, by_step)
+
+
+def unscaled(samples: Samples, scales: Mapping[float, float]) -> float:
+    """Sum over steps of `v` where the step has a scale (the steps `scaled` counts)."""
+    return sum(v for t, v in samples if t in scales)
 
 
 def derived_allocation(req: dict[Key, Samples], use: dict[Key, Samples], policy: str, weight: float

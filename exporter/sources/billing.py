@@ -44,6 +44,7 @@ class BillLine:
     provider: str = ""
     invoice_entity: str = ""
     account: str = ""
+    nat: bool = False  # a NAT gateway's hours or bytes (spread by internet-bound bytes when reconciled)
 
 
 @dataclass
@@ -194,7 +195,9 @@ def _focus(r: _Row) -> tuple[str, BillLine] | str:
                         r.text("ResourceId"), r.optional("ListCost"), r.optional("BilledCost"),
                         r.optional("PricingQuantity"), r.text("PricingUnit"),
                         provider=r.text("ProviderName") or r.text("Provider"),
-                        invoice_entity=r.text("BillingAccountId"), account=r.text("SubAccountId"))
+                        invoice_entity=r.text("BillingAccountId"), account=r.text("SubAccountId"),
+                        nat=_is_nat(f"{service} {r.text('ResourceType')} {r.text('ChargeDescription')}",
+                                    r.text("ResourceId")))
 
 
 SPLIT_ROW = "EKS split-cost row (compared per namespace; its parent instance line carries the cost)"
@@ -224,7 +227,8 @@ def _cur(r: _Row) -> tuple[str, BillLine] | str:
                         r.text("line_item_product_code"), _category(r.text("line_item_product_code"), "", res, usage),
                         tags, r.text("line_item_resource_id"), r.optional("pricing_public_on_demand_cost"), invoiced,
                         r.optional("line_item_usage_amount"), r.text("pricing_unit"), provider="AWS",
-                        invoice_entity=r.text("bill_payer_account_id"), account=r.text("line_item_usage_account_id"))
+                        invoice_entity=r.text("bill_payer_account_id"), account=r.text("line_item_usage_account_id"),
+                        nat=_is_nat(usage, r.text("line_item_resource_id")))
 
 
 def _gcp(r: _Row) -> tuple[str, BillLine] | str:
@@ -244,7 +248,16 @@ def _gcp(r: _Row) -> tuple[str, BillLine] | str:
                         _category(service, "", res, sku), r.tags("labels") if "labels" in r.row else {},
                         r.text("resource.global_name"), r.optional("cost_at_list"), cost,
                         r.optional("usage.amount_in_pricing_units"), r.text("usage.pricing_unit"), provider="GCP",
-                        invoice_entity=r.text("billing_account_id"), account=r.text("project.id"))
+                        invoice_entity=r.text("billing_account_id"), account=r.text("project.id"),
+                        nat=_is_nat(f"{service} {sku}", r.text("resource.global_name")))
+
+
+def _is_nat(text: str, raw_resource: str) -> bool:
+    """A NAT gateway line: AWS usage types `<region>-NatGateway-Hours/-Bytes` and `natgateway/nat-...` ids, GCP's
+    "Cloud NAT" SKUs, Azure's "NAT Gateway" service or resource type."""
+    text = f"{text} {raw_resource}".lower()
+    return (any(w in text for w in ("natgateway", "nat gateway", "nat-gateway", "cloud nat"))
+            or resource_id(raw_resource).startswith("nat-"))
 
 
 def _category(service: str, service_category: str, res: str, usage: str) -> str:

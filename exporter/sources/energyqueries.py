@@ -59,7 +59,3 @@ class KeplerQueries:
         """Any Kepler joule series, of either generation."""
         return selector(matcher("__name__", "kepler_(pod|node|container)_.*joules_total", "=~"), self.sel)
 
-
-def intensity_mean(query: str, seconds: int, step: int) -> str:
-    """A live intensity series averaged over a piece, one sample per step (a subquery)."""
-    return f"avg_over_time(({query})[{duration(seconds)}:{duration(step)}])"

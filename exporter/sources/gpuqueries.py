@@ -6,10 +6,12 @@ container and filters the pods it places before any aggregation."""
 
 from __future__ import annotations
 
+from exporter.core.gpu import ASKED
 from exporter.sources.promql import matcher, selector
 from exporter.sources.queries import Queries
 
 _HAMI = "nvidia_com_gpumem.*|nvidia_com_gpucores"
+OPENCOST_GPU = "nvidia_com_gpu"  # the one resource OpenCost's GPU requests count
 
 
 def _finite(expr: str) -> str:
@@ -19,7 +21,8 @@ def _finite(expr: str) -> str:
 def gpu_requested_integral(q: Queries, chunk_seconds: int, resources: str) -> str:
     """Per (namespace, node, pod, container, resource): request integrals of the accelerator resources
     matching the regex `resources` (exporter/core/gpu.py converts them to physical devices), plus each HAMi
-    container's running seconds as resource="seconds"."""
+    container's running seconds as resource="seconds" and its nvidia.com/gpu request, never scaled down, as
+    resource="opencost_requested" (OpenCost's gpuHours)."""
     at = q._at
     sel = selector(matcher("resource", resources, "=~"), q.k)
     req = f"max by (namespace, pod, container, resource) (kube_pod_container_resource_requests{sel}{at})"
@@ -42,7 +45,12 @@ def gpu_requested_integral(q: Queries, chunk_seconds: int, resources: str) -> st
     # are kept as they are.
     cap = f"max by (node, resource) (kube_node_status_capacity{sel}{at})"
     scale = f"clamp_max({cap} / on (node, resource) (sum by (node, resource) ({alloc}) > 0), 1)"
-    inner = f"({alloc} * on (node, resource) group_left () {scale}) or {alloc}"
+    # OpenCost's GPU request (nvidia.com/gpu, as asked, never scaled) as a resource of its own.
+    asked = selector(matcher("resource", OPENCOST_GPU), q.k)
+    opencost = (f"sum by ({by}) ((max by (namespace, pod, container, resource) "
+                f"(kube_pod_container_resource_requests{asked}{at})) * on (namespace, pod) group_left (node) {placed})")
+    tagged = f'label_replace({opencost}, "resource", "{ASKED}", "", "")'
+    inner = f"({alloc} * on (node, resource) group_left () {scale}) or {alloc} or {tagged}"
     return f"sum_over_time({_finite(inner)}{q._sub(chunk_seconds)})"
 
 

@@ -41,6 +41,7 @@ class ContainerTotals:
     allocated: dict[ContainerRowKey, float] = field(default_factory=dict)
     requested: dict[ContainerRowKey, float] = field(default_factory=dict)
     used: dict[ContainerRowKey, float] = field(default_factory=dict)
+    held: dict[ContainerRowKey, float] = field(default_factory=dict)  # before the overflow scale
 
 
 def container_key(labels: dict[str, str]) -> ContainerRowKey | None:
@@ -59,7 +60,7 @@ def add_containers(series: list[Series], scales: NodeScales, policy: str, weight
         key = container_key(labels)
         if key is not None:
             rows.add(labels, samples, key)
-    add_sums(rows, rows.allocation(policy, weight), scales, into.requested, into.used, into.allocated)
+    add_sums(rows, rows.allocation(policy, weight), scales, into.requested, into.used, into.allocated, into.held)
 
 
 class ContainerFetcher:

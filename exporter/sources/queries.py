@@ -8,10 +8,12 @@ namespaces x nodes, not with containers.
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable
+from functools import partial
 
 from exporter.config.schema import Allocation, Prometheus
 from exporter.sources.promql import join_matchers, matcher, one_of, quote, selector
-from exporter.sources.scrapeshape import cadvisor, dcgm_series, device_usage
+from exporter.sources.scrapeshape import cadvisor, dcgm_series, device_busy, device_names, device_usage
 from exporter.vocab.durations import format_duration, parse_duration
 
 
@@ -42,8 +44,14 @@ RESOURCE_FROM_KSM = {v: k for k, v in KSM_RESOURCE.items()}
 _RUNNING, _PLACED, _EXPORTED_POD = 'phase="Running"', 'node!=""', 'exported_pod!=""'
 LOOKBACK_SECONDS = 300  # Prometheus' default --query.lookback-delta
 
-# Per-(namespace, node) sums that the mixin records every rule interval, and its evaluation heartbeat. No GPUs:
-# what each container holds of physical devices is read per container on every path (engine/gpufetch.py).
+# What the mixin records every rule interval: per resource group, one labelled series per (namespace, node,
+# resource, part), part "request", "usage" and, for the `max` policy, "allocated" (the rows of the raw path's
+# one-pass query, exporter/sources/recordrules.py), and its evaluation heartbeat, labelled layout="v2". No
+# GPUs: what each container holds of physical devices is read per container on every path (engine/gpufetch.py).
+RECORDED_PARTS = "namespace_node:chargeback_allocation:sum"
+LAYOUT = 'layout="v2"'
+PART = {"requested": "request", "used": "usage"}
+# The per-pair sums recorded before it (layout v1), deprecated: read where history holds only them.
 UNITS = {"cpu": "cpu_cores", "memory": "memory_bytes"}
 RECORDED = {(kind, res): f"namespace_node:chargeback_{kind}_{UNITS[res]}:sum"
             for kind in ("allocated", "requested", "used") for res in UNITS}
@@ -78,6 +86,8 @@ class Queries:
         self.policy_label = f"weighted:{self.w:g}" if self.policy == "weighted" else self.policy
         self.r = join_matchers(matcher("policy", self.policy_label), matcher("usage_rate_window", self.rate_window),
                                prom.clusterSelector)
+        # Which recorded names a covered chunk reads (`recorded_coverage` tells): "v2", "v1" or both ("mixed").
+        self.layout = "v2"
         self.max_gap_bridge = parse_duration(alloc.maxGapBridge)
         # A bridged gap (exporter/core/coverage.py): kube-state-metrics read at the last step before it, pods
         # kept only if they still exist at the first step after; cAdvisor's CPU counter read across it.
@@ -101,14 +111,18 @@ class Queries:
         """The `@` modifier every kube-state-metrics selector takes inside a bridged gap."""
         return f" @ {self.ksm_at}" if self.ksm_at is not None else ""
 
-    def coverage_probe(self, span: int) -> str:
-        """Per step over `span`, a sample tagged source="ksm" / "cadvisor" where that source has data
-        (a raw selector already reaches back the 5-minute lookback, so absent means absent)."""
-        ksm = f'label_replace(count(kube_node_status_capacity{_sel(self.k)}), "source", "ksm", "", "")'
-        parts = [ksm]
+    def coverage_probe(self, span: int, containers: bool = False) -> str:
+        """Per step over `span`, a sample tagged source="ksm" / "cadvisor" where that source has data (a raw
+        selector already reaches back the 5-minute lookback, so absent means absent). cAdvisor's is read from
+        its per-node root cgroup (id="/"), a series per node: the container series, one per container, made it
+        the costliest query of serve's recorded cycle at 300k containers (docs/scale.md). `containers` probes
+        those instead, alone, where the root cgroup is missing while kube-state-metrics is there (a scrape
+        that drops cgroups without a container: `Pipeline.coverage_plan`)."""
+        parts = [] if containers else [
+            f'label_replace(count(kube_node_status_capacity{_sel(self.k)}), "source", "ksm", "", "")']
         if self.policy != "request":
-            sel = _sel('container!=""', 'container!="POD"', 'namespace!=""', 'pod!=""', self.c)
-            rate = f"rate(container_cpu_usage_seconds_total{sel}[{self.rate_window}])"
+            cgroups = ('container!=""', 'container!="POD"', 'namespace!=""', 'pod!=""') if containers else ('id="/"',)
+            rate = f"rate(container_cpu_usage_seconds_total{_sel(*cgroups, self.c)}[{self.rate_window}])"
             parts.append(f'label_replace(count({rate}), "source", "cadvisor", "", "")')
         return f"({' or '.join(parts)})[{span}s:{format_duration(self.step)}]"
 
@@ -189,23 +203,6 @@ class Queries:
         reports as rawAllocationOnly's cpuCoreUsageMax and ramByteUsageMax. A view, not a cost."""
         return f"max_over_time(({self.usage(resource)}){self._sub(chunk_seconds)})"
 
-    def allocation(self, resource: str) -> str:
-        """Per-container allocated quantity under the configured policy (GPU: always requests)."""
-        req = self.request(resource)
-        if resource == "gpu" or self.policy == "request":
-            return req
-        use = self.usage(resource)
-        if self.policy == "usage":
-            return use
-        # Tag request and usage apart so one `max`/`sum` combines them: each is evaluated once,
-        # and a container with only one of the two (BestEffort, no cAdvisor yet) keeps it.
-        if self.policy == "max":
-            agg, r, u = "max", f"({req})", f"({use})"
-        else:
-            agg, r, u = "sum", f"{self.weights[0]} * ({req})", f"{self.weights[1]} * ({use})"
-        tagged = f'label_replace({r}, "src", "request", "", "") or label_replace({u}, "src", "usage", "", "")'
-        return f"{agg} by (namespace, pod, container) ({tagged})"
-
     def _by_ns_node(self, per_container: str, by: str = "namespace, node") -> str:
         placed = f"* on (namespace, pod) group_left (node) {self.placement()}"
         return f"sum by ({by}) (({per_container}) {placed})"
@@ -215,41 +212,71 @@ class Queries:
         return f"max by (node) ({_finite(f'kube_node_status_capacity{sel}{self._at}')})"
 
     # ---- chunk queries (evaluated at the chunk's end) ----
-    def requested_integral(self, chunk_seconds: int, pods_in: list[str] | None = None) -> str:
+    def limits_integral(self, chunk_seconds: int, by: str = "namespace, node, resource",
+                        pods_in: list[str] | None = None) -> str:
+        """CPU and memory limits of running containers summed over steps per `by` (OpenCost's
+        cpuCoreLimitAverage, ramByteLimitAverage; a view, not a cost), of `pods_in`'s namespaces only if given."""
         q = self.scoped(pods_in) if pods_in else self
         sel = _sel(one_of("resource", ("cpu", "memory")), q.k)
-        req = f"max by (namespace, pod, container, resource) (kube_pod_container_resource_requests{sel}{q._at})"
-        by = "namespace, node, pod, resource" if pods_in else "namespace, node, resource"
-        inner = q._by_ns_node(req, by)
-        return f"sum_over_time({_finite(inner)}{self._sub(chunk_seconds)})"
+        lim = f"max by (namespace, pod, container, resource) (kube_pod_container_resource_limits{sel}{q._at})"
+        return f"sum_over_time({_finite(q._by_ns_node(lim, by))}{self._sub(chunk_seconds)})"
 
     def used_integral(self, resource: str, chunk_seconds: int, pods_in: list[str] | None = None) -> str:
         q = self.scoped(pods_in) if pods_in else self
         inner = q._by_ns_node(q.usage(resource), "namespace, node, pod" if pods_in else "namespace, node")
         return f"sum_over_time({_finite(inner)}{self._sub(chunk_seconds)})"
 
+    def steps(self, expr: str, chunk_seconds: int) -> str:
+        """`expr` at each of the chunk's steps (a range-vector subquery: the samples the integrals above sum)."""
+        return f"({expr}){self._sub(chunk_seconds)}"
+
+    def used_steps(self, resource: str, chunk_seconds: int) -> str:
+        """Used cores or bytes per (namespace, node) at each step: what `used_integral` sums (live carbon)."""
+        return self.steps(_finite(self._by_ns_node(self.usage(resource))), chunk_seconds)
+
+    def capacity_steps(self, chunk_seconds: int) -> str:
+        """Node cpu and memory capacity per (node, resource) at each step."""
+        sel = _sel(one_of("resource", ("cpu", "memory")), self.k)
+        return self.steps(f"max by (node, resource) ({_finite(f'kube_node_status_capacity{sel}{self._at}')})",
+                          chunk_seconds)
+
     # ---- recorded per-(namespace, node) series (rules/rules/allocation.libsonnet records them) ----
-    def recording_rules(self) -> dict[str, str]:
-        """Record name -> expression of the mixin's allocation rules (mixin/rulegen.py renders them into it)."""
-        rules = {RECORDED["allocated", res]: self._by_ns_node(self.allocation(res)) for res in ("cpu", "memory")}
-        for res in ("cpu", "memory"):
-            rules[RECORDED["requested", res]] = self._by_ns_node(self.request(res))
-            rules[RECORDED["used", res]] = self._by_ns_node(self.usage(res))
-        return rules
+    def recorded_as(self, layout: str) -> Queries:
+        """A copy reading the recorded names of `layout` ("v2", "v1", or "mixed": each step whichever it has)."""
+        q = copy.copy(self)
+        q.layout = layout
+        return q
 
     def recorded_coverage(self, chunk_seconds: int) -> str:
-        """Two counts over the chunk, by label `count`: `steps`, the steps holding a rule evaluation in what
-        they read (their last step, less 1 ms), and `evaluations`, all of them. The rules cover the chunk only
-        if every step holds one: at an interval shorter than the resolution a missed evaluation can empty a
-        step while the total still exceeds the steps (core/coverage.rule_gap). Steps of any series: replicated
-        rules (an HA pair writing into one store) record the heartbeat twice, and the recorded amounts are read
-        from whichever replica recorded the step (`_recorded`); evaluations per series, so one replica's do
-        not add to the other's."""
-        beat = f"{RULES_EVALUATED}{_sel(self.r)}"
-        steps = f"count_over_time((max(last_over_time({beat}{_just_under(self.step)}))){self._sub(chunk_seconds)})"
-        evaluations = f"count_over_time({beat}{_just_under(chunk_seconds)})"
-        return " or ".join(f'label_replace(max({expr}), "count", "{name}", "", "")'
-                           for name, expr in (("steps", steps), ("evaluations", evaluations)))
+        """Three counts over the chunk, by label `count`: `steps`, the steps holding a rule evaluation in what
+        they read (their last step, less 1 ms), `v2`, those holding one of the labelled record's rules, and
+        `evaluations`, all of them. The rules cover the chunk only if every step holds one: at an interval
+        shorter than the resolution a missed evaluation can empty a step while the total still exceeds the
+        steps (core/coverage.rule_gap). Steps of any series: replicated rules (an HA pair writing into one
+        store) record the heartbeat twice, and the recorded amounts are read from whichever replica recorded
+        the step (`_recorded`); evaluations per series, so one replica's do not add to the other's."""
+        def steps(matchers: str) -> str:
+            beat = f"{RULES_EVALUATED}{_sel(matchers)}{_just_under(self.step)}"
+            return f"count_over_time((max(last_over_time({beat}))){self._sub(chunk_seconds)})"
+
+        evaluations = f"count_over_time({RULES_EVALUATED}{_sel(self.r)}{_just_under(chunk_seconds)})"
+        return " or ".join(f'label_replace(max({expr}), "count", "{name}", "", "")' for name, expr in (
+            ("steps", steps(self.r)), ("v2", steps(join_matchers(self.r, LAYOUT))), ("evaluations", evaluations)))
+
+    def recorded_part(self, kind: str, resource: str, select: Callable[[str], str]) -> str:
+        """Per (namespace, node), `kind` of `resource` from the labelled record, each selector (its matchers)
+        passed through `select`: a request or usage part, or the allocation under this policy, which only
+        `max` records; the linear policies' is derived from the other two, as on the raw path."""
+        def part(name: str) -> str:
+            return select(join_matchers(matcher("part", name), matcher("resource", KSM_RESOURCE[resource])))
+
+        if kind != "allocated":
+            return part(PART[kind])
+        if self.policy == "weighted":  # tagged apart, so that a pair with only one of the two keeps it
+            weighted = " or ".join(f'label_replace({w} * {part(name)}, "part", "{name}", "", "")'
+                                   for w, name in zip(self.weights, ("request", "usage"), strict=True))
+            return f"sum by (namespace, node) ({weighted})"
+        return part({"max": "allocated", "request": "request", "usage": "usage"}[self.policy])
 
     def _recorded(self, kind: str, resource: str, scope: str = "") -> str:
         """The one sample recorded within each step, per (namespace, node). Not the bare series: a pair that
@@ -257,9 +284,16 @@ class Queries:
         written. The range is a millisecond short of the step, so that a group evaluating exactly on the
         step boundary does not also see the previous step's sample, while any other phase is kept. `max`,
         not the series as they are: replicated rules (an HA Prometheus pair writing into Thanos without a
-        replica label, two vmalert instances) record each pair twice, under an extra label or none."""
-        last = f"last_over_time({RECORDED[kind, resource]}{_sel(self.r, scope)}{_just_under(self.step)})"
-        return f"max by (namespace, node) ({last})"
+        replica label, two vmalert instances) record each pair twice, under an extra label or none. Where
+        history holds both layouts (`mixed`, the release after the labelled record came in), each step reads
+        the labelled record and, for the pairs it lacks there, the deprecated name."""
+        def last(metric: str, matchers: str = "") -> str:
+            span = _just_under(self.step)
+            return f"max by (namespace, node) (last_over_time({metric}{_sel(self.r, matchers, scope)}{span}))"
+
+        v2 = self.recorded_part(kind, resource, partial(last, RECORDED_PARTS))
+        v1 = last(RECORDED[kind, resource])
+        return {"v2": v2, "v1": v1}.get(self.layout, f"({v2} or {v1})")
 
     def _recorded_scaled(self, resource: str, scope: str = "") -> str:
         """The recorded allocation (of the namespaces `scope` matches) times its node's overflow scale."""
@@ -280,6 +314,13 @@ class Queries:
                             f'"resource", {quote(KSM_RESOURCE[res])}, "", "")' for res in ("cpu", "memory"))
         return f"({parts})[{span}s:{format_duration(self.step)}]"
 
+    def recorded_held_integral(self, resource: str, chunk_seconds: int) -> str:
+        """The recorded allocation per (namespace, node) summed over steps before the overflow scale, at the
+        steps the scaled integral counts (OpenCost's cpuCores, ramBytes)."""
+        alloc = self._recorded("allocated", resource)
+        counted = f"{alloc} and on (node) (sum by (node) ({alloc}) > 0) and on (node) {self.capacity(resource)}"
+        return f"sum_over_time({_finite(counted)}{self._sub(chunk_seconds)})"
+
     def recorded_requested_integral(self, chunk_seconds: int) -> str:
         parts = " or ".join(f'label_replace({self._recorded("requested", res)}, "resource", {quote(res)}, "", "")'
                             for res in ("cpu", "memory"))
@@ -297,6 +338,15 @@ class Queries:
         """Per GPU (or MIG instance) a pod holds, busy, observed and framebuffer (sources/scrapeshape.py), with
         dcgm-exporter scraped with or without honorLabels."""
         return device_usage(self.d, self.only)
+
+    def gpu_busy_max(self, chunk_seconds: int) -> str:
+        """Each GPU pod's highest busy fraction of one of its GPUs at the resolution's steps over a chunk
+        (OpenCost's rawAllocationOnly gpuUsageMax). A view, not a cost."""
+        return f"max_over_time((max by (namespace, pod) ({device_busy(self.d, self.only)})){self._sub(chunk_seconds)})"
+
+    def gpu_devices(self, chunk_seconds: int) -> str:
+        """The GPUs dcgm-exporter saw each pod hold over a chunk (OpenCost's gpuDevice, gpuModel, gpuUUID)."""
+        return device_names(self.d, self._sub(chunk_seconds), self.only)
 
     def gpu_usage_integral(self, chunk_seconds: int, pods_in: list[str] | None = None, every_pod: bool = False) -> str:
         """Sum over steps of busy GPUs and framebuffer bytes per (namespace, node, kind) of running pods;

@@ -64,12 +64,32 @@ def workload(metric: str, d: str, only: tuple[str, ...] = ()) -> str:
 def device_usage(d: str, only: tuple[str, ...] = ()) -> str:
     """Per GPU (or MIG instance) a pod holds: busy fraction (kind="gpu": graphics-engine activity where
     the GPU profiles it, else GPU_UTIL/100), 1 where it was seen (gpu_observed), framebuffer used and
-    used+free in bytes."""
+    used+free in bytes; per pod, its GPUs' mean busy fraction (gpu_pod_mean)."""
     def per_device(metric: str) -> str:
-        return f"max by (namespace, pod, UUID, GPU_I_ID) ({workload(metric, d, only)})"
+        return _per_device(metric, d, only)
 
-    busy = f"clamp(({per_device(DCGM_ACTIVE)} or {per_device(DCGM_UTIL)} / 100), 0, 1)"
+    busy = device_busy(d, only)
     used = f"{per_device('DCGM_FI_DEV_FB_USED')} * {MIB}"
     total = f"({per_device('DCGM_FI_DEV_FB_USED')} + {per_device('DCGM_FI_DEV_FB_FREE')}) * {MIB}"
-    kinds = (("gpu", busy), ("gpu_observed", f"{busy} * 0 + 1"), ("gpu_memory", used), ("gpu_memory_total", total))
+    # The pod's busy fraction averaged over its GPUs (OpenCost's per-container gpuUsageAverage, per pod here).
+    mean = f"avg by (namespace, pod) ({busy})"
+    kinds = (("gpu", busy), ("gpu_observed", f"{busy} * 0 + 1"), ("gpu_memory", used), ("gpu_memory_total", total),
+             ("gpu_pod_mean", mean))
     return " or ".join(f'label_replace({expr}, "kind", {quote(kind)}, "", "")' for kind, expr in kinds)
+
+
+def _per_device(metric: str, d: str, only: tuple[str, ...]) -> str:
+    return f"max by (namespace, pod, UUID, GPU_I_ID) ({workload(metric, d, only)})"
+
+
+def device_busy(d: str, only: tuple[str, ...] = ()) -> str:
+    """Per GPU (or MIG instance) a pod holds, its busy fraction: graphics-engine activity where the GPU profiles
+    it, else GPU_UTIL/100."""
+    return f"clamp(({_per_device(DCGM_ACTIVE, d, only)} or {_per_device(DCGM_UTIL, d, only)} / 100), 0, 1)"
+
+
+def device_names(d: str, subquery: str, only: tuple[str, ...] = ()) -> str:
+    """Per pod, the GPUs dcgm-exporter saw it hold at the steps of `subquery` (a `[range:step]`): their device,
+    model and UUID labels (the value counts the steps)."""
+    per_step = f"({workload(DCGM_UTIL, d, only)}){subquery}"
+    return f"max by (namespace, pod, device, modelName, UUID) (count_over_time({per_step}))"

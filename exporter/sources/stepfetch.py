@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from exporter.sources.allocsteps import (
     BY_NAMESPACE,
     BY_POD,
+    REQUESTED,
     RESOURCE_GROUPS,
     SAMPLE_BUDGET,
     NodeScales,
@@ -32,6 +33,7 @@ from exporter.sources.allocsteps import (
     records_probe,
     scaled,
     step_query,
+    unscaled,
 )
 from exporter.sources.prometheus import PrometheusClient
 from exporter.sources.promql import join_matchers, one_of
@@ -151,6 +153,8 @@ class Pending:
             acc = scaled(samples, by_step)
             if acc is not None:
                 into.allocated[key] = into.allocated.get(key, 0.0) + acc
+                if key.resource in REQUESTED:
+                    into.held[key] = into.held.get(key, 0.0) + unscaled(samples, by_step)
         for node_res, by_step in scales.items():
             into.scales.setdefault(node_res, {}).update(by_step)
 
