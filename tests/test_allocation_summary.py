@@ -11,6 +11,7 @@ using half its request:
 
 from __future__ import annotations
 
+import asyncio
 import threading
 from collections.abc import Iterator
 from typing import Any
@@ -26,6 +27,7 @@ from exporter.serve.httpserver import AsyncHTTPServer
 from exporter.serve.server import Exporter
 
 from .test_allocate_core import REL, window_arg
+from .test_mcp import session_calls
 
 TENANTS = {"payments": 0.24, "search": 0.12, "kube-system": 0.12, "web": 0.24, "monitoring": 0.28, "tools": 0.12}
 IDLE = 0.64 + 0.48
@@ -35,20 +37,36 @@ GIB = 1024**3
 @pytest.fixture(scope="module")
 def exporter(share_prom: tuple[PrometheusServer, int]) -> Iterator[Exporter]:
     prom, _t0 = share_prom
-    # kube-system is shared by configuration, as a deployment would set it.
+    # kube-system is shared by configuration, and this deployment asks OpenCost's doors to apply it too
+    # (api.allocationSharing: config); `default_url` below is a deployment with the default (opencost).
     ex = Exporter(parse_config({"prometheus": {"url": prom.url}, "attribution": {"source": "prometheus"},
-                                "sharing": {"shareNamespaces": ["kube-system"]}}))
+                                "sharing": {"shareNamespaces": ["kube-system"]},
+                                "api": {"allocationSharing": "config"}}))
     yield ex
     ex.close()
 
 
-@pytest.fixture(scope="module")
-def base_url(exporter: Exporter) -> Iterator[str]:
+def serve_app(exporter: Exporter) -> Iterator[str]:
     httpd = AsyncHTTPServer(("127.0.0.1", 0), make_app(exporter))
     threading.Thread(target=httpd.serve_forever, daemon=True).start()
     yield f"http://127.0.0.1:{httpd.server_address[1]}"
     httpd.shutdown()
     httpd.server_close()
+
+
+@pytest.fixture(scope="module")
+def default_url(share_prom: tuple[PrometheusServer, int]) -> Iterator[str]:
+    """The same sharing section, with api.allocationSharing at its default: OpenCost's doors share only what a
+    request asks."""
+    ex = Exporter(parse_config({"prometheus": {"url": share_prom[0].url}, "attribution": {"source": "prometheus"},
+                                "sharing": {"shareNamespaces": ["kube-system"], "shareIdle": True}}))
+    yield from serve_app(ex)
+    ex.close()
+
+
+@pytest.fixture(scope="module")
+def base_url(exporter: Exporter) -> Iterator[str]:
+    yield from serve_app(exporter)
 
 
 def get(base_url: str, path: str, t0: int, **params: str) -> dict[str, Any]:
@@ -160,3 +178,44 @@ def test_share_idle_needs_include_idle(base_url: str, share_prom: Any) -> None:
     assert sum(v["totalCost"] for v in both.values()) == pytest.approx(2.24, rel=REL)  # conservation
     kept = get(base_url, "/allocation", t0, includeIdle="true", shareNamespaces="")["data"][0]
     assert {k: v["totalCost"] for k, v in kept.items()} == approx({**TENANTS, "__idle__": IDLE})
+
+
+def test_opencost_doors_share_only_what_the_request_asks(default_url: str, share_prom: Any) -> None:
+    """api.allocationSharing's default: the configured kube-system sharing and shareIdle do not apply to
+    /allocation, /allocation/summary or the MCP tools unless asked (OpenCost's defaults); `sharing=config` asks
+    for the sharing section, and a parameter given on top still replaces its value."""
+    t0 = share_prom[1]
+    pods = get(default_url, "/allocation", t0, aggregate="pod")["data"][0]
+    # coredns 1 core x 0.10 + 2 GiB x 0.01 = 0.12, in kube-system, with no shared cost anywhere
+    assert pods["coredns"]["totalCost"] == pytest.approx(0.12, rel=REL)
+    assert pods["coredns"]["properties"]["namespace"] == "kube-system"
+    assert sum(v["sharedCost"] for v in pods.values()) == 0.0
+    by_ns = get(default_url, "/allocation/summary", t0)["data"]["sets"][0]["allocations"]
+    assert {k: v["totalCost"] for k, v in by_ns.items()} == approx(TENANTS)
+    # with idle: tenants 1.12 + idle 1.12 = 2.24, the two nodes' 16 cores x 0.10 + 64 GiB x 0.01 (conservation)
+    kept = get(default_url, "/allocation", t0, includeIdle="true")["data"][0]
+    assert {k: v["totalCost"] for k, v in kept.items()} == approx({**TENANTS, "__idle__": IDLE})
+    assert sum(v["totalCost"] for v in kept.values()) == pytest.approx(2.24, rel=REL)
+    # sharing=config: kube-system's 0.12 over the five tenants by cost (SHARED); idle shared as configured, all
+    # 2.24 on the five (shareIdle, with includeIdle so that idle exists)
+    conf = get(default_url, "/allocation", t0, sharing="config")["data"][0]
+    assert {k: v["totalCost"] for k, v in conf.items()} == approx(SHARED)
+    both = get(default_url, "/allocation", t0, sharing="config", includeIdle="true")["data"][0]
+    assert "__idle__" not in both and "kube-system" not in both
+    assert sum(v["totalCost"] for v in both.values()) == pytest.approx(2.24, rel=REL)
+    # sharing=config with its own parameter on top: monitoring (0.28) over the other five (0.84) instead
+    other = get(default_url, "/allocation", t0, sharing="config", shareNamespaces="monitoring")["data"][0]
+    assert {k: v["totalCost"] for k, v in other.items()} == approx(
+        {k: v + 0.28 * v / 0.84 for k, v in TENANTS.items() if k != "monitoring"})
+    r = requests.get(default_url + "/allocation", params={"window": window_arg(t0), "sharing": "mine"}, timeout=60)
+    assert r.status_code == 400 and "sharing='mine': use opencost" in r.json()["message"]
+    # the MCP doors: OpenCost's get_allocation_costs and chargeback's allocation, the same defaults and `sharing`
+    _names, (oc, own, conf_mcp) = asyncio.run(session_calls(default_url + "/mcp", [
+        ("get_allocation_costs", {"window": window_arg(t0), "aggregate": "pod"}),
+        ("allocation", {"window": window_arg(t0), "aggregate": "namespace"}),
+        ("allocation", {"window": window_arg(t0), "aggregate": "namespace", "sharing": "config"})]))
+    oc_set = oc.structured_content["data"]["allocations"]["allocations"]  # OpenCost's {name, properties, allocations}
+    coredns = [a for a in oc_set["allocations"] if a["name"] == "coredns"]
+    assert [a["totalCost"] for a in coredns] == [pytest.approx(0.12, rel=REL)]
+    assert {k: v["totalCost"] for k, v in own.structured_content["data"][0].items()} == approx(TENANTS)
+    assert {k: v["totalCost"] for k, v in conf_mcp.structured_content["data"][0].items()} == approx(SHARED)

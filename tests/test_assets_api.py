@@ -383,6 +383,7 @@ def test_both_endpoints_over_http_with_clear_errors(asset_prom: Any, http: str) 
     assert r.json()["data"]["Node"]["totalCost"] == pytest.approx(NODES, rel=REL)
     r = requests.get(f"{http}/cloudCost", params={"window": w, "aggregate": "category"}, timeout=60)
     assert r.status_code == 200
+    assert (r.json()["code"], r.json()["status"]) == (200, "success")  # OpenCost's cloud-cost envelope
     assert r.json()["data"]["sets"][0]["cloudCosts"]["Storage"]["netCost"]["cost"] == pytest.approx(EBS, rel=REL)
     for path, params, message in [
         ("/assets", {"window": w, "aggregate": "namespace"}, "'namespace' is not one of provider, account"),

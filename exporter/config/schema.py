@@ -351,6 +351,12 @@ class Api(_Model):
                                                           "'Authorization: Bearer <token>'")
     openPaths: list[str] = Field(default_factory=list, description="paths answered without credentials, "
                                                                    "e.g. [/metrics, /healthz, /readyz]")
+    allocationSharing: Literal["opencost", "config"] = Field(
+        "opencost", description="what OpenCost's doors (/allocation, /allocation/summary, the MCP allocation "
+                                "tools) share when a request does not say (its `sharing=` parameter): opencost, "
+                                "only what the request asks (OpenCost's defaults: no namespace or idle sharing; "
+                                "fixed costs stay shared); config, the sharing section. Counters, report and "
+                                "FOCUS always use the sharing section")
 
 
 class Config(_Model):

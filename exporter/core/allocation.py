@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, fields
 from functools import cache
+from typing import TypeVar
 
 from exporter.core.assets import AssetCost
 from exporter.core.coverage import Coverage
@@ -29,6 +30,7 @@ _UNIT_HOURS = {"cpu": 3600.0, "memory": 3600.0 * GIB, "gpu": 3600.0}
 
 RowKey = tuple[str, str, Attrs]  # (namespace, node, attribution)
 EntryKey = tuple[str, Attrs, str, str, str]  # (namespace, attribution, component, resource, shared source)
+K = TypeVar("K")
 
 
 @dataclass(frozen=True)
@@ -37,15 +39,16 @@ class ChunkUsage:
 
     start: int
     end: int
-    allocated: dict[UsageKey, float]
-    requested: dict[UsageKey, float]
-    used: dict[UsageKey, float]
+    # Dicts, or on the fetch path `UsageTable`s (core/usagetable.py): one array per resource, not a float each.
+    allocated: Mapping[UsageKey, float]
+    requested: Mapping[UsageKey, float]
+    used: Mapping[UsageKey, float]
     capacity: dict[tuple[str, str], float]  # (node, resource)
     nodes: dict[str, NodeFacts]
     gpu_held: list[GpuHeld] = field(default_factory=list)  # per container; their sum is allocated "gpu"
     # Raw path only: the overflow scale per (node, resource) and step time, which pod-level rows reuse.
     node_scales: dict[tuple[str, str], dict[float, float]] | None = None
-    held: dict[UsageKey, float] = field(default_factory=dict)  # cpu/memory allocation before the overflow scale
+    held: Mapping[UsageKey, float] = field(default_factory=dict)  # cpu/memory allocation before the overflow scale
     limits: dict[UsageKey, float] = field(default_factory=dict)  # cpu/memory limits
 
 
@@ -153,6 +156,8 @@ class CostResult:
     energy: EnergyResult = field(default_factory=EnergyResult)
     # Each volume's byte-seconds and cost per (namespace, PV): what OpenCost itemises as an allocation's `pvs`.
     pv_parts: dict[tuple[str, str], tuple[float, float]] = field(default_factory=dict)
+    # Each LoadBalancer Service's seconds and cost per (namespace, "namespace/service"): OpenCost's `lbAllocations`.
+    lb_parts: dict[tuple[str, str], tuple[float, float]] = field(default_factory=dict)
     # allocation.nodeLabels per node (Kubernetes key -> value): OpenCost copies them into allocations' labels.
     node_labels: dict[str, dict[str, str]] = field(default_factory=dict)
 
@@ -175,9 +180,8 @@ class CostResult:
             self.costs[ek] = self.costs.get(ek, 0.0) + v
         for pk, v in other.pools.items():
             self.pools[pk] = self.pools.get(pk, 0.0) + v
-        for vk, (b, c) in other.pv_parts.items():
-            b0, c0 = self.pv_parts.get(vk, (0.0, 0.0))
-            self.pv_parts[vk] = (b0 + b, c0 + c)
+        add_parts(self.pv_parts, other.pv_parts)
+        add_parts(self.lb_parts, other.lb_parts)
         for gk, g in other.gpu_pods.items():
             self.gpu_pods.setdefault(gk, GpuPodCost()).add(g)
         self.energy.merge(other.energy)
@@ -239,12 +243,20 @@ def add_assets(result: CostResult, assets: Iterable[AssetCost], owner: Callable[
         setattr(line, _ASSET_FIELD[a.resource], getattr(line, _ASSET_FIELD[a.resource]) + a.cost)
         if a.resource == "storage":
             line.pv_byte_seconds += a.quantity
-            b, c = result.pv_parts.get((a.namespace, a.asset), (0.0, 0.0))
-            result.pv_parts[(a.namespace, a.asset)] = (b + a.quantity, c + a.cost)
+            add_parts(result.pv_parts, {(a.namespace, a.asset): (a.quantity, a.cost)})
+        elif a.resource == "load_balancer":
+            add_parts(result.lb_parts, {(a.namespace, a.asset): (a.quantity, a.cost)})
         elif a.resource == "network" and (part := _EGRESS_FIELD.get(a.asset)):
             setattr(line, part, getattr(line, part) + a.cost)
         key = (a.asset, a.resource)
         result.asset_cost[key] = result.asset_cost.get(key, 0.0) + a.cost
+
+
+def add_parts(into: dict[K, tuple[float, float]], parts: Mapping[K, tuple[float, float]]) -> None:
+    """Add (quantity, cost) pairs by key: a volume's byte-seconds and cost, a load balancer's seconds and cost."""
+    for key, (q, c) in parts.items():
+        q0, c0 = into.get(key, (0.0, 0.0))
+        into[key] = (q0 + q, c0 + c)
 
 
 def node_labels(nodes: Mapping[str, NodeFacts], keys: Iterable[str]) -> dict[str, dict[str, str]]:

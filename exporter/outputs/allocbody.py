@@ -17,7 +17,7 @@ from typing import Any
 
 from exporter.core.allocation import CostResult
 from exporter.core.coverage import Coverage
-from exporter.outputs.allocitem import GpuInfo, api_item, pv_allocations
+from exporter.outputs.allocitem import GpuInfo, api_item, lb_allocations, pv_allocations
 from exporter.outputs.allocrows import Group, aggregate, build_rows, properties_json, proportional_costs
 from exporter.outputs.opencost_api import AllocationQuery, AllocationSet
 
@@ -37,6 +37,7 @@ class SetGroups:
     node_cost: Mapping[tuple[str, str], float] | None = None
     kubernetes_keys: bool = False  # labelKeys=kubernetes: label and annotation keys as Kubernetes spells them
     usage_max: Mapping[tuple[str, str, str], Mapping[str, float]] | None = None  # pod-level answers only
+    volume_ids: Mapping[str, str] | None = None  # PV -> provider id, for `pvs`
     gpus: Mapping[tuple[str, str, str], GpuInfo] | None = None  # the GPU each GPU container was seen on
 
     def items(self) -> Iterator[tuple[str, dict[str, Any]]]:
@@ -46,7 +47,8 @@ class SetGroups:
             p = g.props
             gpu = self.gpus.get((p.namespace, p.pod, p.container)) if self.gpus and p.container else None
             yield name, api_item(name, g.row, self.start, self.end, self.bounds, props, proportional,
-                                 pv_allocations(g.pvs, self.cluster), self.raw_only(g), gpu)
+                                 pv_allocations(g.pvs, self.cluster, self.volume_ids), self.raw_only(g), gpu,
+                                 lb_allocations(g.lbs, self.cluster))
 
     def raw_only(self, g: Group) -> dict[str, float] | None:
         """OpenCost's rawAllocationOnly: max usage, which only an allocation of one container has (a maximum
@@ -96,7 +98,7 @@ class AllocationBody:
 
 
 def response(results: Iterable[tuple[AllocationSet, CostResult]], query: AllocationQuery,
-             label_keys: tuple[str, ...], cluster: str) -> dict[str, Any]:
+             label_keys: tuple[str, ...], cluster: str, volume_ids: Mapping[str, str] | None = None) -> dict[str, Any]:
     """OpenCost's body: `data` is one map per set; plus `coverage` over all sets (what the numbers stand on).
     Sets are consumed one by one, so only one set's cost table is held at a time."""
     data: list[dict[str, Any]] = []
@@ -107,13 +109,14 @@ def response(results: Iterable[tuple[AllocationSet, CostResult]], query: Allocat
         m = result.metadata
         rows = build_rows(result, label_keys, cluster, m.namespaces if m else {}, m.annotations if m else {})
         groups = aggregate(rows, query.aggregate, query.filter, query.include_idle, query.proportional)
-        data.append(set_data(groups, result, s, query, cluster))
+        data.append(set_data(groups, result, s, query, cluster, volume_ids))
         coverage.merge(result.coverage)
     return {"code": 200, "data": data, "coverage": coverage.to_json(span)}
 
 
 def set_data(groups: Mapping[str, Group], result: CostResult, s: AllocationSet, query: AllocationQuery,
-             cluster: str) -> dict[str, Any]:
+             cluster: str, volume_ids: Mapping[str, str] | None = None) -> dict[str, Any]:
     """One set of the answer: name -> OpenCost allocation."""
     return dict(SetGroups(groups, result.start, result.end, (s.bounds.start, s.bounds.end), cluster,
-                          result.node_cost if query.proportional else None, query.kubernetes_keys).items())
+                          result.node_cost if query.proportional else None, query.kubernetes_keys,
+                          volume_ids=volume_ids).items())

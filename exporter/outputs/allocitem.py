@@ -93,13 +93,24 @@ _ZERO_FIELDS = ("cpuCostAdjustment", "gpuCostAdjustment", "ramCostAdjustment", "
                 "networkReceiveBytes")
 
 
-def pv_allocations(pvs: Mapping[str, tuple[float, float]] | None, cluster: str) -> dict[str, Any] | None:
-    """OpenCost's PVAllocations: keyed by its PVKey's text (`cluster=<c>:name=<pv>`), byte-hours and cost per
-    volume; null when the allocation holds no volume, as OpenCost writes it."""
+def pv_allocations(pvs: Mapping[str, tuple[float, float]] | None, cluster: str,
+                   ids: Mapping[str, str] | None = None) -> dict[str, Any] | None:
+    """OpenCost's PVAllocations: keyed by its PVKey's text (`cluster=<c>:name=<pv>`), byte-hours, cost and
+    provider id (`ids`) per volume; null when the allocation holds no volume, as OpenCost writes it."""
     if not pvs:
         return None
-    return {f"cluster={cluster}:name={pv}": {"byteHours": b / 3600, "cost": c, "providerID": "", "adjustment": 0.0}
-            for pv, (b, c) in sorted(pvs.items())}
+    ids = ids or {}
+    return {f"cluster={cluster}:name={pv}": {"byteHours": b / 3600, "cost": c, "providerID": ids.get(pv, ""),
+                                             "adjustment": 0.0} for pv, (b, c) in sorted(pvs.items())}
+
+
+def lb_allocations(lbs: Mapping[str, tuple[float, float]] | None, cluster: str) -> dict[str, Any] | None:
+    """OpenCost's LbAllocations: keyed by its service key's text (`<cluster>/<namespace>/<service>`), the
+    service as `namespace/service`, cost and hours; no IP is read (private false, ip empty). Null without one."""
+    if not lbs:
+        return None
+    return {f"{cluster}/{svc}": {"service": svc, "cost": c, "private": False, "ip": "", "hours": s / 3600,
+                                 "adjustment": 0.0} for svc, (s, c) in sorted(lbs.items())}
 
 
 @dataclass(frozen=True)
@@ -127,7 +138,7 @@ def gpu_allocation(line: Line, hours: float, gpu: GpuInfo | None) -> dict[str, A
 def api_item(name: str, row: Row, start: int, end: int, bounds: tuple[int, int],
              properties: dict[str, Any], proportional: dict[str, Any] | None = None,
              pvs: dict[str, Any] | None = None, raw: dict[str, float] | None = None,
-             gpu: GpuInfo | None = None) -> dict[str, Any]:
+             gpu: GpuInfo | None = None, lbs: dict[str, Any] | None = None) -> dict[str, Any]:
     """One allocation as OpenCost's /allocation serialises it: `properties`, the set's `window`, and
     every documented field (those with no meaning here are 0)."""
     item = allocation_item(name, row, start, end)
@@ -143,6 +154,7 @@ def api_item(name: str, row: Row, start: int, end: int, bounds: tuple[int, int],
                networkInternetCost=line.network_internet_cost)
     out["pvBytes"] = row.line.pv_byte_seconds / 3600 / hours
     out["pvs"] = pvs
+    out["lbAllocations"] = lbs
     out["rawAllocationOnly"] = raw
     out["gpuAllocation"] = gpu_allocation(line, hours, gpu)
     if proportional is not None:

@@ -14,7 +14,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
-from exporter.core.allocation import CostResult, Line, RowKey
+from exporter.core.allocation import CostResult, Line, RowKey, add_parts
 from exporter.core.names import IDLE, UNALLOCATED, UNATTRIBUTED, is_pseudo
 from exporter.outputs.allocfilter import Node, Props
 from exporter.outputs.allocitem import Row
@@ -35,6 +35,7 @@ class AllocRow:
     namespace_annotations: Mapping[str, str] | None = None  # set on pod rows, whose annotations are the pod's
     moved: bool = False  # what sharing moved to this owner (shared cost, shared idle): no node
     pvs: Mapping[str, tuple[float, float]] | None = None  # PV -> (byte-seconds, cost) of a volume row
+    lbs: Mapping[str, tuple[float, float]] | None = None  # "namespace/service" -> (seconds, cost), likewise
 
 
 def _labels(attrs: tuple[str, ...], keys: tuple[str, ...]) -> dict[str, str]:
@@ -81,9 +82,8 @@ class RowBuilder:
         # One dict per (namespace, node if it has allocation.nodeLabels, owner), read-only, shared.
         self.owner_labels: dict[tuple[str, str, tuple[str, ...]], dict[str, str]] = {}
         self.node_labels = result.node_labels
-        self.volumes: dict[str, dict[str, tuple[float, float]]] = {}  # namespace -> PV -> (byte-seconds, cost)
-        for (ns, pv), part in sorted(result.pv_parts.items()):
-            self.volumes.setdefault(ns, {})[pv] = part
+        self.volumes = _by_namespace(result.pv_parts)  # namespace -> PV -> (byte-seconds, cost)
+        self.balancers = _by_namespace(result.lb_parts)  # namespace -> "namespace/service" -> (seconds, cost)
 
     def _props(self, ns: str, node: str, attrs: tuple[str, ...]) -> Props:
         real = "" if is_pseudo(ns) else ns
@@ -119,9 +119,9 @@ class RowBuilder:
                               gpu_seconds=line.gpu_seconds, cpu_held_seconds=line.cpu_core_seconds,
                               ram_held_byte_seconds=line.ram_byte_seconds, gpu_request_seconds=line.gpu_seconds)
             row = self._row(ns, node, attrs, r)
-            if not node and line.pv_cost and ns in self.volumes:  # the namespace's volumes, kept as its pvCost is
-                kept_share = r.cost["storage"] / line.pv_cost
-                row.pvs = {pv: (b, c * kept_share) for pv, (b, c) in self.volumes[ns].items()}
+            if not node:  # the namespace's volumes and load balancers, each kept as its pvCost and lbCost are
+                row.pvs = _kept_parts(self.volumes.get(ns), r.cost["storage"], line.pv_cost)
+                row.lbs = _kept_parts(self.balancers.get(ns), r.cost["load_balancer"], line.lb_cost)
             yield row
 
     def energy_rows(self) -> Iterator[AllocRow]:
@@ -142,6 +142,22 @@ class RowBuilder:
                 r.cost[res] = c
                 rows.append(self._row(ns, "", attrs, r))
         return rows
+
+
+def _by_namespace(parts: Mapping[tuple[str, str], tuple[float, float]]) -> dict[str, dict[str, tuple[float, float]]]:
+    out: dict[str, dict[str, tuple[float, float]]] = {}
+    for (ns, name), part in sorted(parts.items()):
+        out.setdefault(ns, {})[name] = part
+    return out
+
+
+def _kept_parts(parts: Mapping[str, tuple[float, float]] | None, kept: float, whole: float
+                ) -> dict[str, tuple[float, float]] | None:
+    """Each volume's (or load balancer's) quantity and the share of its cost the row kept (sharing may have
+    moved the rest to the tenants)."""
+    if not parts or not whole:
+        return None
+    return {name: (q, c * kept / whole) for name, (q, c) in parts.items()}
 
 
 def _value(row: AllocRow, key: AggKey) -> str:
@@ -197,7 +213,7 @@ class Group:
     the cost per resource, then shared cost), not a Row of float objects: a pod-level answer holds a group
     per pod. `row` builds the Row when it is read."""
 
-    __slots__ = ("by_node", "namespace_annotations", "namespace_labels", "props", "pvs", "values")
+    __slots__ = ("by_node", "lbs", "namespace_annotations", "namespace_labels", "props", "pvs", "values")
 
     def __init__(self, props: Props, row: Row, namespace_labels: Mapping[str, str],
                  by_node: dict[str, dict[str, float]] | None = None,
@@ -210,6 +226,7 @@ class Group:
         self.by_node = by_node if by_node is not None else {}  # node -> cpu/memory/gpu cost on it
         self.namespace_annotations = namespace_annotations  # None: the same as props.annotations
         self.pvs: dict[str, tuple[float, float]] | None = None  # PV -> (byte-seconds, cost), as OpenCost's `pvs`
+        self.lbs: dict[str, tuple[float, float]] | None = None  # service -> (seconds, cost): `lbAllocations`
 
     def add(self, row: Row) -> None:
         v, line = self.values, row.line
@@ -267,9 +284,10 @@ def add_rows(out: dict[str, Group], rows: Iterable[AllocRow], keys: list[AggKey]
         g.add(r.row)
         if r.pvs:
             g.pvs = g.pvs if g.pvs is not None else {}
-            for pv, (b, c) in r.pvs.items():
-                b0, c0 = g.pvs.get(pv, (0.0, 0.0))
-                g.pvs[pv] = (b0 + b, c0 + c)
+            add_parts(g.pvs, r.pvs)
+        if r.lbs:
+            g.lbs = g.lbs if g.lbs is not None else {}
+            add_parts(g.lbs, r.lbs)
         if by_node and r.props.node:
             on = g.by_node.setdefault(r.props.node, dict.fromkeys(("cpu", "memory", "gpu"), 0.0))
             for res in on:

@@ -184,4 +184,6 @@ def cloud_cost_response(cfg: Config, client: PrometheusClient, query: dict[str, 
     sets = [cloud_cost_set(bill, inv, w, parts, flt) for w in windows]
     if ACCUMULATE[accumulate] == "all" and len(sets) > 1:
         sets = [accumulate_sets(sets, window)]
-    return {"code": 200, "data": {"sets": sets, "window": {"start": iso(window.start), "end": iso(window.end)}}}
+    # The envelope OpenCost writes for every cloud-cost answer (its views too: outputs/cloudviews.py).
+    return {"code": 200, "status": "success",
+            "data": {"sets": sets, "window": {"start": iso(window.start), "end": iso(window.end)}}}

@@ -243,11 +243,29 @@ def _flag(query: Mapping[str, list[str]], name: str, default: bool | None = None
     return v.lower() in ("true", "1")
 
 
-def sharing_overrides(query: Mapping[str, list[str]], include_idle: bool) -> dict[str, object]:
-    """Each sharing parameter given replaces the configured value, an empty one included: `shareNamespaces=`
-    shares no namespace for this request (so kube-system's pods show in aggregate=pod). Idle exists only
-    with includeIdle, as in OpenCost, so without it shareIdle has nothing to share and is off."""
-    sharing: dict[str, object] = {}
+# OpenCost's defaults for what the `sharing` config section also sets: no shared namespace, no idle sharing.
+# Fixed (tenancy) costs stay shared, as OpenCost's shareTenancyCosts defaults to true.
+OPENCOST_SHARING: dict[str, object] = {"shareNamespaces": [], "shareLabels": {}, "shareIdle": False,
+                                       "idleByNode": False}
+SHARING_BASES = ("opencost", "config")
+
+
+def sharing_base(query: Mapping[str, list[str]], default: str) -> str:
+    """`sharing=opencost|config`: what a request's sharing starts from (api.allocationSharing by default)."""
+    base = (query.get("sharing", [""])[0] or default).strip().lower()
+    if base not in SHARING_BASES:
+        raise ConfigError(f"sharing={query['sharing'][0]!r}: use opencost (share only what the request asks) or "
+                          "config (the configured sharing section)")
+    return base
+
+
+def sharing_overrides(query: Mapping[str, list[str]], include_idle: bool, base: str = "opencost") -> dict[str, object]:
+    """What this request changes in the `sharing` config section. From OpenCost's defaults (`base` opencost:
+    no namespace, label or idle sharing unless the request asks, so kube-system's pods show in aggregate=pod),
+    or from the configured section (`base` config). Each sharing parameter given then replaces the value, an
+    empty one included: `shareNamespaces=` shares no namespace. Idle exists only with includeIdle, as in
+    OpenCost, so without it shareIdle has nothing to share and is off."""
+    sharing: dict[str, object] = dict(OPENCOST_SHARING) if base == "opencost" else {}
     for name in ("shareNamespaces", "shareLabels"):
         if name in query:
             sharing[name] = query[name][0]
@@ -274,8 +292,9 @@ def sharing_overrides(query: Mapping[str, list[str]], include_idle: bool) -> dic
 
 
 def parse_query(query: Mapping[str, list[str]], labels: Mapping[str, str], now: float,
-                step: int) -> AllocationQuery:
-    """Every OpenCost /allocation parameter this engine answers, validated; bad ones raise ConfigError."""
+                step: int, sharing: str = "opencost") -> AllocationQuery:
+    """Every OpenCost /allocation parameter this engine answers, validated; bad ones raise ConfigError.
+    `sharing`: what a request without `sharing=` starts from (api.allocationSharing)."""
     def arg(name: str) -> str | None:
         return query.get(name, [None])[0]
 
@@ -288,11 +307,11 @@ def parse_query(query: Mapping[str, list[str]], labels: Mapping[str, str], now: 
     pod_level = (any(k.kind in POD_KINDS or k.kind == "annotation" for k in keys)
                  or any(c.field in POD_FIELDS for c in (comparisons(node) if node is not None else [])))
     include_idle = bool(_flag(query, "includeIdle", _flag(query, "idle", False)))
-    sharing = sharing_overrides(query, include_idle)
+    overrides = sharing_overrides(query, include_idle, sharing_base(query, sharing))
     sets = plan_sets(window, arg("step"), accumulate, now, api_bounds(text, now, window))
     spelling = (arg("labelKeys") or "opencost").strip().lower()
     if spelling not in ("opencost", "kubernetes"):
         raise ConfigError(f"labelKeys={arg('labelKeys')!r}: use opencost (cost_center) or kubernetes (cost-center)")
-    return AllocationQuery(sets, keys, labels, node, include_idle, sharing,
+    return AllocationQuery(sets, keys, labels, node, include_idle, overrides,
                            bool(_flag(query, "includeProportionalAssetResourceCosts")), pod_level,
                            spelling == "kubernetes")

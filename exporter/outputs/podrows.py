@@ -5,8 +5,9 @@ The cost model does not change: every segment is costed per (namespace, node, ow
 those rows is then split between its containers in proportion to their allocated quantity of each
 resource on that node (the same integrals, per container). A node's price is one rate per resource,
 so the split is the cost each container's quantity would have cost, and a namespace's container rows
-add up to its namespace-level row. Rows with no node (what sharing moved, volumes, load balancers,
-network) and the pseudo-namespaces (__idle__, ...) stay as they are, with no pod.
+add up to its namespace-level row. A namespace's volumes go to the pods that mounted them
+(exporter/outputs/podvolumes.py); the other rows with no node (what sharing moved, load balancers, network)
+and the pseudo-namespaces (__idle__, ...) stay as they are, with no pod.
 
 Bounded memory: pod metadata is read once per window; per-container quantities are read per segment
 (a chunk), turned into rows, and added into the groups the request asks for at once, so what stays is
@@ -34,6 +35,7 @@ from exporter.outputs.allocfilter import Node, Props
 from exporter.outputs.allocitem import GpuInfo, Row
 from exporter.outputs.allocrows import AllocRow, Group, RowBuilder, add_rows, finish
 from exporter.outputs.opencost_api import AggKey, AllocationQuery
+from exporter.outputs.podvolumes import Shares, VolumeShares, split_volumes, volume_shares, volume_shares_by_chunk
 from exporter.sources.allocsteps import NodeScales
 from exporter.sources.podqueries import PodQueries
 from exporter.sources.podsteps import ContainerFetcher, ContainerTotals
@@ -213,23 +215,33 @@ def container_limits(pipeline: Pipeline, q: Queries, w: Window) -> dict[Containe
 
 
 def split_rows(rows: Iterable[AllocRow], usage: Mapping[ContainerKey, Line], attrs_of: Callable[[str, str], Attrs],
-               meta: PodMeta) -> Iterator[AllocRow]:
+               meta: PodMeta, volumes: VolumeShares | None = None) -> Iterator[AllocRow]:
     """Each tenant row on a node, split between its containers by allocated quantity per resource; then
     what sharing moved to an owner (shared idle, shared namespaces and fixed costs), split between that
     owner's containers by their cost of each resource (shared cost: by their total). Pure.
 
-    What a row holds that no container can carry (a resource none of them was allocated, volumes and
-    load balancers, whose pods are not known) stays on a row with no pod, so the parts add up to the row."""
+    What a row holds that no container can carry (a resource none of them was allocated, load balancers and
+    network, whose pods are not known) stays on a row with no pod, so the parts add up to the row. Volumes
+    go to the pods that mounted them (`volumes`, exporter/outputs/podvolumes.py)."""
     members: dict[tuple[str, str, Attrs], list[tuple[ContainerKey, Line]]] = {}
+    pods: dict[tuple[str, str], list[ContainerKey]] = {}
     for key, line in usage.items():
         ns, node, pod, _c = key
         members.setdefault((ns, node, attrs_of(ns, pod)), []).append((key, line))
+        pods.setdefault((ns, pod), []).append(key)
+
+    def pod_row(r: AllocRow, key: ContainerKey, part: Row, pvs: dict[str, tuple[float, float]]) -> AllocRow:
+        props = _pod_props(replace(r.props, node=key[1]), key[2], key[3], meta)
+        return AllocRow("", props, part, r.namespace_labels, r.attrs, r.props.annotations, pvs=pvs)
     moved: list[AllocRow] = []
     # (namespace, owner) -> container -> (its props without a node, its cost per resource): for moved rows.
     owned: dict[tuple[str, Attrs], dict[tuple[str, str], tuple[Props, dict[str, float]]]] = {}
     for r in rows:
         if r.moved and not r.name:
             moved.append(r)
+            continue
+        if r.pvs and volumes and not r.name and not r.props.node:
+            yield from split_volumes(r, volumes, pods, pod_row)
             continue
         mine = members.get((r.props.namespace, r.props.node, r.attrs)) if not r.name and r.props.node else None
         if not mine:
@@ -321,10 +333,14 @@ class PodGranularity:
         self.label_keys, self.cluster = label_keys, cluster
         self.groups: dict[str, Group] = {}
         self.meta = PodMeta()
+        self.volumes: dict[int, Shares] = {}  # chunk end -> volume shares, read once for a long window
         self._lock = threading.Lock()
 
     def begin(self, pipeline: Pipeline, window: Window) -> None:
         self.meta = fetch_meta(pipeline.client, pipeline.queries, window)
+        if window.seconds > pipeline.chunk:
+            self.volumes = volume_shares_by_chunk(pipeline.client, pipeline.queries, window, pipeline.chunk,
+                                                  pipeline.step)
 
     def add_segment(self, pipeline: Pipeline, w: Window, q: Queries, meta: Metadata, owners: Owners,
                     result: CostResult, node_scales: NodeScales | None = None) -> None:
@@ -356,6 +372,11 @@ class PodGranularity:
             for lb, v in pipeline.client.query(q.gpu_usage_integral(w.seconds, every_pod=True), float(w.end)):
                 kinds = dcgm.setdefault((lb.get("namespace", ""), lb.get("node", ""), lb.get("pod", "")), {})
                 kinds[lb.get("kind", "")] = kinds.get(lb.get("kind", ""), 0.0) + v * pipeline.step
+        volumes: Shares = {}
+        if result.pv_parts:  # a whole chunk read with the window, else (a bridged or cut piece) its own query
+            whole = w.seconds == pipeline.chunk and q.ksm_at is None and q.ksm_after is None
+            volumes = self.volumes.get(w.end, {}) if whole and w.end in self.volumes else \
+                volume_shares(pipeline.client, q, w, pipeline.step)
         for batch in plan:
             whole = len(plan) == 1
             totals = fetcher.totals(q if whole else q.scoped(batch), w.start, w.end, scales, records,
@@ -366,7 +387,7 @@ class PodGranularity:
             with_gpus(usage, result.gpu_pods, dcgm, set(batch))
             del totals
             rows = [r for ns in batch for r in (*builder.table_rows(keys.pop(ns, [])), *nodeless.pop(ns, []))]
-            split = split_rows(rows, usage, attrs_of, self.meta)
+            split = split_rows(rows, usage, attrs_of, self.meta, volumes)
             with self._lock:
                 self.add(split)
             del usage, split, rows  # this batch's rows are in the groups now
@@ -379,7 +400,7 @@ class PodGranularity:
 
 
 def response(pipeline: Pipeline, query: AllocationQuery, label_keys: tuple[str, ...], cluster: str,
-             cancel: threading.Event | None = None) -> AllocationBody:
+             cancel: threading.Event | None = None, volume_ids: Mapping[str, str] | None = None) -> AllocationBody:
     """allocbody.response for requests that need pod-level rows: one compute per set, one set's groups held
     at a time (an earlier set is encoded as soon as it is computed, the last as it is sent)."""
     body = AllocationBody()
@@ -398,7 +419,7 @@ def response(pipeline: Pipeline, query: AllocationQuery, label_keys: tuple[str, 
             body.done.append(b"".join(body.last.encode()))
         body.last = SetGroups(finish(grain.groups), result.start, result.end, (s.bounds.start, s.bounds.end),
                               cluster, result.node_cost if query.proportional else None, query.kubernetes_keys,
-                              peaks, gpus)
+                              peaks, gpus=gpus, volume_ids=volume_ids)
         coverage.merge(result.coverage)
         del grain, result
     span = (query.sets[0].compute.start, query.sets[-1].compute.end) if query.sets else None

@@ -135,10 +135,13 @@ def build_server(exporter: Exporter, admission: Admission) -> MCPServer:
             share_labels: Annotated[str | None, Field(description=(
                 "Comma-separated label:value pairs whose namespaces' cost is shared."))] = None,
             share_split: Annotated[str | None, Field(description="weighted (by cost, default) or even.")] = None,
+            sharing: Annotated[str | None, Field(description=(
+                "opencost: share only what the arguments ask (OpenCost's defaults); config: start from the "
+                "configured sharing, as the counters and reports do. Default: api.allocationSharing."))] = None,
     ) -> dict[str, Any]:
         q = http_query(window=window, aggregate=aggregate, step=step, accumulate=accumulate, filter=filter,
                    includeIdle=include_idle, shareIdle=share_idle, shareNamespaces=share_namespaces,
-                   shareLabels=share_labels, shareSplit=share_split)
+                   shareLabels=share_labels, shareSplit=share_split, sharing=sharing)
         result: dict[str, Any] = await run(lambda cancel: exporter.allocation(q, cancel))
         return result
 

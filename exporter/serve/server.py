@@ -27,6 +27,7 @@ from exporter.outputs.allocbody import AllocationBody
 from exporter.outputs.allocbody import response as allocation_sets
 from exporter.outputs.allocrows import cluster_name
 from exporter.outputs.opencost_api import AllocationQuery, parse_query
+from exporter.outputs.podvolumes import volume_ids
 from exporter.serve.accrual import Ledger, PeriodKey, batch_from
 from exporter.serve.collector import ChargebackCollector, Health
 from exporter.serve.leader import LeaseElector
@@ -304,7 +305,8 @@ class Exporter:
         return self._allocation_body(self.parse_allocation(query, now), cancel)
 
     def parse_allocation(self, query: dict[str, list[str]], now: float | None = None) -> AllocationQuery:
-        return parse_query(query, self.cfg.attribution.labels, time.time() if now is None else now, self.step)
+        return parse_query(query, self.cfg.attribution.labels, time.time() if now is None else now, self.step,
+                           self.cfg.api.allocationSharing)
 
     def allocation_summary(self, query: dict[str, list[str]], cancel: threading.Event | None = None,
                            now: float | None = None, topline: bool = False) -> dict[str, Any]:
@@ -323,12 +325,14 @@ class Exporter:
             check_window(Window(q.sets[0].compute.start, q.sets[-1].compute.end, self.step), self.cfg.api.maxWindow)
         pipeline = Pipeline(cfg, self.client, self.metadata, self.warnings)
         label_keys, cluster = tuple(cfg.attribution.labels.values()), cluster_name(cfg.prometheus.clusterSelector)
+        ids = volume_ids(self.client, pipeline.queries, Window(q.sets[0].compute.start, q.sets[-1].compute.end,
+                                                               self.step)) if q.sets else {}
         if q.pod_level:  # pods, controllers, containers, Services or pod annotations: exporter/outputs/podrows.py
             from exporter.outputs.podrows import response as pod_allocation_sets
 
-            return pod_allocation_sets(pipeline, q, label_keys, cluster, cancel)
+            return pod_allocation_sets(pipeline, q, label_keys, cluster, cancel, ids)
         results = ((s, pipeline.compute(s.compute, cancel=cancel)) for s in q.sets)
-        return allocation_sets(results, q, label_keys, cluster)
+        return allocation_sets(results, q, label_keys, cluster, ids)
 
     def assets(self, query: dict[str, list[str]], cancel: threading.Event | None = None) -> dict[str, Any]:
         """OpenCost's /assets (exporter/outputs/assets_api.py)."""
