@@ -38,24 +38,13 @@ demo: deps system-deps
 
 # The venv's bin/ first on PATH, as for a user who activated it; tests themselves find the console script
 # next to sys.executable (tests/console.py), so they also pass without it.
-# OpenCost's suite (tests/test_opencost_suite.py, ~20 min, one stream of requests to serve and Prometheus,
-# about one core) runs in its own pytest process beside the rest (~16 min, also about one core): on 2 cores
-# `make test` takes the longer of the two, not their sum. Its output follows the rest's; the target fails if
-# either fails. `make test-fast` is the rest alone; `make test-opencost` the suite alone.
+# One process, OpenCost's suite included. Beside the rest in a second process (tried), the suite's 14-day
+# windows passed serve's 120 s api.timeout on 2 loaded cores (503, two unlisted failures).
+# `make test-fast` is every test but OpenCost's suite; `make test-opencost` the suite alone.
 SUITE_TEST := tests/test_opencost_suite.py
 PYTEST := PATH="$(abspath $(VENV))/bin:$$PATH" $(PY) -m pytest
 test: deps system-deps lint
-	@log=$$(mktemp -t opencost-suite.XXXXXX); \
-	$(PYTEST) -q -p no:cacheprovider $(SUITE_TEST) >"$$log" 2>&1 & suite=$$!; \
-	trap 'kill $$suite 2>/dev/null' INT TERM; \
-	echo "OpenCost suite: pytest $(SUITE_TEST) running beside the rest (pid $$suite, log $$log)"; \
-	started=$$(date +%s); \
-	$(PYTEST) -q --durations=15 --ignore=$(SUITE_TEST) tests; rest=$$?; \
-	echo "the rest of the tests: $$(( $$(date +%s) - started )) s, status $$rest; waiting for the OpenCost suite"; \
-	wait $$suite; oc=$$?; \
-	echo "--- OpenCost suite ($(SUITE_TEST)): status $$oc, $$(( $$(date +%s) - started )) s since start"; \
-	cat "$$log"; rm -f "$$log"; \
-	[ $$rest = 0 ] && [ $$oc = 0 ]
+	$(PYTEST) -q --durations=15 tests
 
 test-fast: deps system-deps
 	$(PYTEST) -q --ignore=$(SUITE_TEST) tests
