@@ -152,7 +152,7 @@ BILLED_COMPUTE = 4 * 0.28 + 2 * 0.1152 + 3.06 - 0.5  # 3.9104
 BILLED_STORAGE = 0.011 - 0.001 + 0.0274
 BILLED_LB = 0.0225
 UNMATCHED = {"Amazon EC2": 0.384}  # the gone node
-NAT = {"nat-0demo": 0.045}  # this cluster's NAT gateway: network, spread by internet-bound bytes when reconciled
+BILLED_NAT = {"nat-0demo": 0.045}  # this cluster's NAT gateway: network, spread by internet-bound bytes when reconciled
 
 
 def reconcile(tmp_path: Path, prom_url: str, t0: int, *extra: str, **overrides: Any) -> tuple[Any, str]:
@@ -180,7 +180,7 @@ def test_demo_bill_against_the_demo_cluster(demo_prom: Any, tmp_path: Path) -> N
     assert nodes["ip-10-0-3-1"]["bill"] == pytest.approx(2.56, rel=REL)  # after the credit
     assert nodes["ip-10-0-4-1"]["bill"] is None and nodes["ip-10-0-4-1"]["computed"] == pytest.approx(0.192, rel=REL)
     assert rec["unmatched"] == pytest.approx(UNMATCHED, rel=REL)
-    assert rec["nat"] == pytest.approx(NAT, rel=REL)
+    assert rec["nat"] == pytest.approx(BILLED_NAT, rel=REL)
     assert rec["ignored"] == {"tax line": 1, "not this cluster (no cluster tag)": 1}
 
 
@@ -192,7 +192,7 @@ def test_demo_reconciled_allocation_conserves_the_bill_to_the_cent(demo_prom: An
     data = data["data"][0]
     # Billed: matched lines, the unmatched one (the gone node) shared by policy, and the NAT gateway's
     # line spread by internet-bound bytes.
-    billed = BILLED_COMPUTE + BILLED_STORAGE + BILLED_LB + sum(UNMATCHED.values()) + sum(NAT.values())
+    billed = BILLED_COMPUTE + BILLED_STORAGE + BILLED_LB + sum(UNMATCHED.values()) + sum(BILLED_NAT.values())
     # Not on the bill, so kept at computed cost: the m5.xlarge node, four volumes, two load balancers,
     # cross-zone egress and the control-plane fee (a config amount, not a bill line).
     unbilled = (0.192 + PV["search"] + PV["ml"] + PV["monitoring"] + PV["__unmounted__"] + 2 * 0.0225
