@@ -244,3 +244,27 @@ def test_hami_node_without_a_replica_count_warns(gpu_prom: tuple[PrometheusServe
     assert r.nodes["gpu-t4-hami"].gpus == 10
     assert "node gpu-t4-hami: HAMi requests" in p.warnings.kinds["gpu_replicas_unknown"].last_message
     assert set(p.warnings.kinds) == {"gpu_replicas_unknown"}
+
+
+def test_assets_gpu_count_is_opencosts_and_physical_beside_it(gpu_prom: tuple[PrometheusServer, int]) -> None:
+    """/assets' gpuCount is the count OpenCost reads from Kubernetes (its node_gpu_count); the devices priced
+    are chargeback's physicalGpuCount, and the cost does not change."""
+    from exporter.serve.server import Exporter
+
+    from .test_assets_api import by_name, q
+
+    ex = Exporter(parse_config({**GPU_CONFIG, "prometheus": {"url": gpu_prom[0].url}}))
+    got = by_name(ex.assets(q(window=window_arg(gpu_prom[1]), filter='assetType:"node"'))["data"])
+    counts = {n[5:]: (a["gpuCount"], a["physicalGpuCount"]) for n, a in got.items() if a["physicalGpuCount"]}
+    assert counts == {
+        "gpu-a100-mig": (0.0, 1.0),  # MIG mixed: no nvidia.com/gpu advertised, OpenCost counts none; 1 A100
+        "gpu-l4-ts": (1.0, 1.0),  # GFD's replicas label: OpenCost takes nvidia.com/gpu.count (1), not the 4 replicas
+        "gpu-h100": (8.0, 8.0),  # whole GPUs: the advertised 8
+        "gpu-a100-single": (14.0, 2.0),  # MIG single: 14 advertised 1g.5gb devices, 2 A100s
+        "gpu-t4-hami": (10.0, 1.0),  # HAMi: 10 advertised vGPUs (no GFD label), 1 T4 by the gpu.nodes rule
+        "inf2-0": (0.0, 1.0),  # OpenCost reads only NVIDIA's resources from Kubernetes
+        "amd-0": (0.0, 2.0),
+        "gpu-over": (1.0, 1.0),
+    }
+    # The cost is priced on the physical devices, as before (NODE_GPU's hand-worked hour).
+    assert {n[5:]: a["gpuCost"] for n, a in got.items() if a["gpuCost"]} == pytest.approx(NODE_GPU, rel=REL)
