@@ -51,7 +51,8 @@ def demo_cluster(seed: int = 7, ksm_gap_at: int | None = None) -> Cluster:
                 mem_req = rnd.choice((0.5, 1.0, 2.0, 4.0)) * GIB
                 use = rnd.uniform(0.2, 1.3)  # some over-request, some burst past requests
                 node = "ip-10-0-3-1" if app == "trainer" else rnd.choice(general)
-                c = Container(app, cpu_req, mem_req, 1.0 if app == "trainer" else 0.0,
+                # ip-10-0-3-1 has one V100: the first trainer requests it (fully requested), the others prepare data
+                c = Container(app, cpu_req, mem_req, 1.0 if app == "trainer" and r == 0 else 0.0,
                               cpu_req * use, mem_req * rnd.uniform(0.4, 1.1), wave=0.4, mem_limit=2 * mem_req)
                 kind = {"etl": "CronJob", "spark": "StatefulSet"}.get(app, "Deployment")
                 pods.append(Pod(team, f"{app}-{r}", node, (c,), labels={"team": team, "app": app}, owner=(kind, app),
