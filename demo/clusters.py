@@ -87,6 +87,11 @@ def demo_cluster(seed: int = 7, ksm_gap_at: int | None = None) -> Cluster:
     gaps = (Gap("ksm", ksm_gap_at, ksm_gap_at + 600),) if ksm_gap_at is not None else ()
     # A budget declared next to its namespace (kube-state-metrics --metric-annotations-allowlist).
     notes = {"web": {"chargeback.io/budget-monthly": "60", "chargeback.io/budget-notify": "slack:#web"}}
+    # Pod IPs, and the Services whose Endpoints list them (kube_pod_info{pod_ip}, kube_endpoint_address), as
+    # kube-state-metrics exports them: pod-level answers give a load balancer's cost to the pods behind it.
+    pods = [replace(p, ip=f"10.1.{i >> 8 & 255}.{i & 255}", services=tuple(
+        svc for ns, svc, _k in SERVICES if ns == p.namespace and p.name.rsplit("-", 1)[0] == svc))
+        for i, p in enumerate(pods, start=1)]
     return Cluster(tuple(nodes), tuple(pods), namespaces, requests + _demo_assets(rnd), gaps=gaps,
                    namespace_annotations=notes, opencost=True, cadvisor_node=True, pause=False)
 
@@ -95,6 +100,11 @@ def demo_cluster(seed: int = 7, ksm_gap_at: int | None = None) -> Cluster:
 # OpenCost's pv_hourly_cost states per GiB-hour over the config's 730-hour month; its load balancer price.
 GIB_MONTH = {"gp3": 0.08, "gp2": 0.10, "io2": 0.125, "": 0.04}
 LB_HOURLY = 0.0225
+SERVICES = (("web", "frontend", "LoadBalancer"), ("payments", "api", "LoadBalancer"),
+            ("ingress-nginx", "controller", "LoadBalancer"), ("search", "query", "ClusterIP"))
+# The pod whose traffic cAdvisor reports for each namespace (each the first replica, there throughout).
+SENT_BY = {"payments": "api-0", "search": "query-0", "data-eng": "airflow-0", "ml": "serving-0", "web": "frontend-0",
+           "growth": "email-0", "monitoring": "prometheus-0"}
 MOUNTED_BY = {"payments": "ledger-0", "search": "indexer-0", "data-eng": "spark-0", "ml": "trainer-0",
               "monitoring": "prometheus-0"}
 
@@ -129,8 +139,7 @@ def _demo_assets(rnd: random.Random) -> tuple[Series, ...]:
             out.append(Series("pod_pvc_allocation", {"job": "opencost", "instance": "opencost:9003", **pod,
                                                      "persistentvolumeclaim": "data", "persistentvolume": name},
                               base=gib * GIB))
-    for ns, svc, kind in (("web", "frontend", "LoadBalancer"), ("payments", "api", "LoadBalancer"),
-                          ("ingress-nginx", "controller", "LoadBalancer"), ("search", "query", "ClusterIP")):
+    for ns, svc, kind in SERVICES:
         out.append(Series("kube_service_spec_type", {**ksm, "namespace": ns, "service": svc, "type": kind}, base=1))
         out.append(Series("service_selector_labels", {"job": "opencost", "instance": "opencost:9003", "namespace": ns,
                                                       "service": svc, "uid": uid_of("service", ns, svc),
@@ -143,7 +152,7 @@ def _demo_assets(rnd: random.Random) -> tuple[Series, ...]:
     cad = {"job": "kubelet", "metrics_path": "/metrics/cadvisor", "container": "", "interface": "eth0"}
     for ns in ("payments", "search", "data-eng", "ml", "web", "growth", "monitoring"):
         gib_per_hour = rnd.uniform(0.5, 8.0)
-        out.append(Series("container_network_transmit_bytes_total", {**cad, "namespace": ns, "pod": f"{ns}-0"},
+        out.append(Series("container_network_transmit_bytes_total", {**cad, "namespace": ns, "pod": SENT_BY[ns]},
                           gib_per_hour * GIB / 3600))
     return tuple(out)
 

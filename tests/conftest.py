@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import signal
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from types import FrameType
 
 import pytest
 import yaml
@@ -13,6 +15,15 @@ from demo.localprom import PrometheusServer, backfill
 from demo.synthetic import Cluster
 
 from .scenarios import CORE_CONFIG, WINDOW_SECONDS, asset_cluster, core_cluster, share_cluster
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """SIGTERM stops the run as Ctrl-C does, so fixtures stop their Prometheus and serve processes (each in
+    its own session, they would outlive pytest): `make test` stops its background OpenCost-suite process so."""
+    def interrupt(_sig: int, _frame: FrameType | None) -> None:
+        raise KeyboardInterrupt("SIGTERM")
+
+    signal.signal(signal.SIGTERM, interrupt)
 
 
 def aligned_past(hours_back: int = 3) -> int:

@@ -151,7 +151,8 @@ def demo_bill(path: Path, t0: int) -> Path:
 BILLED_COMPUTE = 4 * 0.28 + 2 * 0.1152 + 3.06 - 0.5  # 3.9104
 BILLED_STORAGE = 0.011 - 0.001 + 0.0274
 BILLED_LB = 0.0225
-UNMATCHED = {"Amazon EC2": 0.384, "Amazon VPC": 0.045}
+UNMATCHED = {"Amazon EC2": 0.384}  # the gone node
+NAT = {"nat-0demo": 0.045}  # this cluster's NAT gateway: network, spread by internet-bound bytes when reconciled
 
 
 def reconcile(tmp_path: Path, prom_url: str, t0: int, *extra: str, **overrides: Any) -> tuple[Any, str]:
@@ -179,6 +180,7 @@ def test_demo_bill_against_the_demo_cluster(demo_prom: Any, tmp_path: Path) -> N
     assert nodes["ip-10-0-3-1"]["bill"] == pytest.approx(2.56, rel=REL)  # after the credit
     assert nodes["ip-10-0-4-1"]["bill"] is None and nodes["ip-10-0-4-1"]["computed"] == pytest.approx(0.192, rel=REL)
     assert rec["unmatched"] == pytest.approx(UNMATCHED, rel=REL)
+    assert rec["nat"] == pytest.approx(NAT, rel=REL)
     assert rec["ignored"] == {"tax line": 1, "not this cluster (no cluster tag)": 1}
 
 
@@ -188,8 +190,9 @@ def test_demo_reconciled_allocation_conserves_the_bill_to_the_cent(demo_prom: An
     pricing = dict(cast(dict[str, Any], DEMO_CONFIG["pricing"]), network={"unclassified": "zone", "zonePerGiB": 0.01})
     data, stderr = reconcile(tmp_path, prom.url, t0, "--reconciled", pricing=pricing)
     data = data["data"][0]
-    # Billed: matched lines, plus the unmatched ones (the gone node, NAT) shared by policy.
-    billed = BILLED_COMPUTE + BILLED_STORAGE + BILLED_LB + sum(UNMATCHED.values())
+    # Billed: matched lines, the unmatched one (the gone node) shared by policy, and the NAT gateway's
+    # line spread by internet-bound bytes.
+    billed = BILLED_COMPUTE + BILLED_STORAGE + BILLED_LB + sum(UNMATCHED.values()) + sum(NAT.values())
     # Not on the bill, so kept at computed cost: the m5.xlarge node, four volumes, two load balancers,
     # cross-zone egress and the control-plane fee (a config amount, not a bill line).
     unbilled = (0.192 + PV["search"] + PV["ml"] + PV["monitoring"] + PV["__unmounted__"] + 2 * 0.0225
@@ -201,7 +204,7 @@ def test_demo_reconciled_allocation_conserves_the_bill_to_the_cent(demo_prom: An
     assert data["web"]["loadBalancerCost"] == pytest.approx(0.0225, rel=REL)
     # The trainer's GPU scales with its node's bill: 2.5 x (3.06 - 0.5) / 3.06.
     assert data["ml"]["gpuCost"] == pytest.approx(2.5 * 2.56 / 3.06, rel=REL)
-    assert "0.43 shared, nodes not on the bill kept at their computed 0.19" in stderr  # 0.384 + 0.045; ip-10-0-4-1
+    assert "0.38 shared, nodes not on the bill kept at their computed 0.19" in stderr  # 0.384; ip-10-0-4-1
 
 
 def test_the_demo_sample_bill_shows_the_missing_discount(demo_prom: Any, tmp_path: Path) -> None:

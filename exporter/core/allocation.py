@@ -39,15 +39,16 @@ class ChunkUsage:
 
     start: int
     end: int
-    allocated: dict[UsageKey, float]
-    requested: dict[UsageKey, float]
-    used: dict[UsageKey, float]
+    # Dicts, or on the fetch path `UsageTable`s (core/usagetable.py): one array per resource, not a float each.
+    allocated: Mapping[UsageKey, float]
+    requested: Mapping[UsageKey, float]
+    used: Mapping[UsageKey, float]
     capacity: dict[tuple[str, str], float]  # (node, resource)
     nodes: dict[str, NodeFacts]
     gpu_held: list[GpuHeld] = field(default_factory=list)  # per container; their sum is allocated "gpu"
     # Raw path only: the overflow scale per (node, resource) and step time, which pod-level rows reuse.
     node_scales: dict[tuple[str, str], dict[float, float]] | None = None
-    held: dict[UsageKey, float] = field(default_factory=dict)  # cpu/memory allocation before the overflow scale
+    held: Mapping[UsageKey, float] = field(default_factory=dict)  # cpu/memory allocation before the overflow scale
     limits: dict[UsageKey, float] = field(default_factory=dict)  # cpu/memory limits
 
 

@@ -50,16 +50,18 @@ def spelled(value: float) -> str:
     return repr(value)
 
 
-def finite_samples(rows: list[tuple[Labels, str, float]], expr: str,
+def finite_samples(rows: list[tuple[Labels, float]], at: float, expr: str,
                    report: Callable[[NonFinite], None]) -> list[tuple[Labels, float]]:
-    """Keep finite values; report each NaN/Inf so the caller can warn naming the series and time."""
+    """Keep finite values; report each NaN/Inf so the caller can warn naming the series and time. `rows`
+    itself when all are finite (nearly always): a big answer is not copied (docs/scale.md)."""
+    if all(math.isfinite(v) for _lb, v in rows):
+        return rows
     out = []
-    for labels, text, at in rows:
-        value = float(text)
+    for labels, value in rows:
         if math.isfinite(value):
             out.append((labels, value))
         else:
-            report(NonFinite(labels, at, text, metrics_in(expr)))
+            report(NonFinite(labels, at, spelled(value), metrics_in(expr)))
     return out
 
 

@@ -21,6 +21,7 @@ from exporter.core.finite import NonFinite
 from exporter.core.gpuprices import load_shipped_gpu_prices
 from exporter.core.ownershare import Place
 from exporter.core.pricing import NodeFacts
+from exporter.core.usagetable import PairIndex, UsageTable
 from exporter.core.window import Window, iso
 from exporter.core.workloads import resolve as resolve_workloads
 from exporter.engine.gpufetch import gpu_held, with_gpus
@@ -213,10 +214,13 @@ class Fetch:
         step = self.step
         split = sorted(owners.split)
 
-        def integral(expr: str, with_resource: str | None = None, aside: dict[Place, float] | None = None
-                     ) -> dict[UsageKey, float]:
-            """Recorded rows; those of split namespaces are left out, or set `aside` to be split by owner."""
-            out: dict[UsageKey, float] = {}
+        index = PairIndex()  # one for the chunk's three tables (core/usagetable.py)
+
+        def integral(expr: str, with_resource: str | None = None, aside: dict[Place, float] | None = None,
+                     out: UsageTable | None = None) -> UsageTable:
+            """Recorded rows, added into `out`; those of split namespaces are left out, or set `aside` to be
+            split by owner."""
+            out = UsageTable(index) if out is None else out
             for labels, value in self.client.query(expr, at):
                 res = with_resource or RESOURCE_FROM_KSM.get(labels.get("resource", ""), "")
                 ns = labels.get("namespace", "")
@@ -225,8 +229,7 @@ class Fetch:
                     aside[place] = aside.get(place, 0.0) + value * step
                 if not res or ns in owners.split:
                     continue
-                key = (ns, labels.get("node", ""), owners.of(ns, labels.get("pod")), res)
-                out[key] = out.get(key, 0.0) + value * step
+                out.add((ns, labels.get("node", ""), owners.of(ns, labels.get("pod")), res), value * step)
             return out
 
         capacity, nodes = self.node_facts(w, meta, q)
@@ -234,18 +237,18 @@ class Fetch:
         answered_non_finite = self.non_finite_answers
         if rec:
             q = q.recorded_as(rec)
-            allocated: dict[UsageKey, float] = {}
+            allocated = UsageTable(index)
             for res in ("cpu", "memory"):
-                allocated.update(integral(q.recorded_allocated_integral(res, span), res))
+                integral(q.recorded_allocated_integral(res, span), res, out=allocated)
             split_req: dict[Place, float] = {}
             split_used: dict[Place, float] = {}
             requested = integral(q.recorded_requested_integral(span), aside=split_req)
             used = integral(q.recorded_used_integral("cpu", span), "cpu", split_used)
-            used.update(integral(q.recorded_used_integral("memory", span), "memory", split_used))
+            integral(q.recorded_used_integral("memory", span), "memory", split_used, used)
             split_held: dict[Place, float] = {}
-            held: dict[UsageKey, float] = {}
+            held = UsageTable(index)
             for res in ("cpu", "memory"):
-                held.update(integral(q.recorded_held_integral(res, span), res, split_held))
+                integral(q.recorded_held_integral(res, span), res, split_held, held)
             if split:  # recorded amounts too, split between owners by raw per-pod rows (engine/splitfetch.py)
                 pods = sum(n for ns, n in meta.pod_counts.items() if ns in owners.split) if meta else 0
                 records = self.steps.kube_prometheus_usage(q, w.start, w.end)
@@ -259,12 +262,10 @@ class Fetch:
         else:  # one pass over the raw series (exporter/sources/allocsteps.py)
             totals = self.steps.totals(q, w.start, w.end, split, meta.pod_counts if meta else None)
             # GPUs are allocated by their physical shares, below.
-            keys: dict[UsageKey, UsageKey] = {}  # the three share one key object per row
-            allocated = self._unit_seconds(totals.allocated, owners, keys, skip="gpu")
-            requested = self._unit_seconds(totals.requested, owners, keys)
-            used = self._unit_seconds(totals.used, owners, keys)
-            held = self._unit_seconds(totals.held, owners, keys)
-            del keys
+            allocated = self._unit_seconds(totals.allocated, owners, UsageTable(index), skip="gpu")
+            requested = self._unit_seconds(totals.requested, owners, UsageTable(index))
+            used = self._unit_seconds(totals.used, owners, UsageTable(index))
+            held = self._unit_seconds(totals.held, owners, UsageTable(index))
         limits = self.limits(w, q, owners)
         # GPUs: what each container holds of physical devices (MIG slices, replicas, HAMi fractions).
         gpus, notes = gpu_held(self.client, q, w, step, nodes, capacity, self.cfg.gpu)
@@ -272,9 +273,9 @@ class Fetch:
             self._warn(note, kind)
         for h in gpus:
             key = (h.namespace, h.node, owners.of(h.namespace, h.pod if h.namespace in owners.split else None), "gpu")
-            allocated[key] = allocated.get(key, 0.0) + h.device_seconds
+            allocated.add(key, h.device_seconds)
             if h.requested_seconds:
-                requested[key] = requested.get(key, 0.0) + h.requested_seconds
+                requested.add(key, h.requested_seconds)
         used.update(self.gpu_usage(w, q, owners))
         # A NaN or Inf request makes its pod's request row non-finite in the one-pass answer, so the
         # per-container check (as costly as a selector pass) runs only when an answer had one.
@@ -321,17 +322,14 @@ class Fetch:
                 out[key] = out.get(key, 0.0) + v * self.step
         return out
 
-    def _unit_seconds(self, rows: dict[RowKey, float], owners: Owners, keys: dict[UsageKey, UsageKey],
-                      skip: str = "") -> dict[UsageKey, float]:
-        """Step sums keyed by (namespace, node, owner, resource), in unit-seconds, but for resource `skip`.
-        Empties `rows` as it goes, so the two are never both held whole (docs/scale.md)."""
-        out: dict[UsageKey, float] = {}
+    def _unit_seconds(self, rows: dict[RowKey, float], owners: Owners, out: UsageTable,
+                      skip: str = "") -> UsageTable:
+        """Step sums added into `out` per (namespace, node, owner, resource), in unit-seconds, but for
+        resource `skip`. Empties `rows` as it goes, so the two are never both held whole (docs/scale.md)."""
         for k in list(rows):  # in the rows' order, as the sums always were
             v = rows.pop(k)
             if k.resource != skip:
-                key = (k.namespace, k.node, owners.of(k.namespace, k.pod), k.resource)
-                key = keys.setdefault(key, key)
-                out[key] = out.get(key, 0.0) + v * self.step
+                out.add((k.namespace, k.node, owners.of(k.namespace, k.pod), k.resource), v * self.step)
         return out
 
     def recorded_covers(self, w: Window, raw: bool = False) -> str:

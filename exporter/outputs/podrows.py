@@ -6,8 +6,8 @@ those rows is then split between its containers in proportion to their allocated
 resource on that node (the same integrals, per container). A node's price is one rate per resource,
 so the split is the cost each container's quantity would have cost, and a namespace's container rows
 add up to its namespace-level row. A namespace's volumes go to the pods that mounted them
-(exporter/outputs/podvolumes.py); the other rows with no node (what sharing moved, load balancers, network)
-and the pseudo-namespaces (__idle__, ...) stay as they are, with no pod.
+(exporter/outputs/podvolumes.py), load balancers and network to theirs (exporter/outputs/podservices.py);
+what sharing moved goes to the owner's containers; the pseudo-namespaces (__idle__, ...) stay as they are.
 
 Bounded memory: pod metadata is read once per window; per-container quantities are read per segment
 (a chunk), turned into rows, and added into the groups the request asks for at once, so what stays is
@@ -35,6 +35,7 @@ from exporter.outputs.allocfilter import Node, Props
 from exporter.outputs.allocitem import GpuInfo, Row
 from exporter.outputs.allocrows import AllocRow, Group, RowBuilder, add_rows, finish
 from exporter.outputs.opencost_api import AggKey, AllocationQuery
+from exporter.outputs.podservices import PodBytes, pod_bytes, split_services
 from exporter.outputs.podvolumes import Shares, VolumeShares, split_volumes, volume_shares, volume_shares_by_chunk
 from exporter.sources.allocsteps import NodeScales
 from exporter.sources.podqueries import PodQueries
@@ -215,20 +216,23 @@ def container_limits(pipeline: Pipeline, q: Queries, w: Window) -> dict[Containe
 
 
 def split_rows(rows: Iterable[AllocRow], usage: Mapping[ContainerKey, Line], attrs_of: Callable[[str, str], Attrs],
-               meta: PodMeta, volumes: VolumeShares | None = None) -> Iterator[AllocRow]:
+               meta: PodMeta, volumes: VolumeShares | None = None, traffic: PodBytes | None = None
+               ) -> Iterator[AllocRow]:
     """Each tenant row on a node, split between its containers by allocated quantity per resource; then
     what sharing moved to an owner (shared idle, shared namespaces and fixed costs), split between that
     owner's containers by their cost of each resource (shared cost: by their total). Pure.
 
     What a row holds that no container can carry (a resource none of them was allocated, load balancers and
-    network, whose pods are not known) stays on a row with no pod, so the parts add up to the row. Volumes
-    go to the pods that mounted them (`volumes`, exporter/outputs/podvolumes.py)."""
+    what no pod can take, below) stays on a row with no pod, so the parts add up to the row. Volumes go to the
+    pods that mounted them (`volumes`, exporter/outputs/podvolumes.py), load balancers to the pods behind
+    their Service and network to the pods by transmitted bytes (`traffic`, exporter/outputs/podservices.py)."""
     members: dict[tuple[str, str, Attrs], list[tuple[ContainerKey, Line]]] = {}
     pods: dict[tuple[str, str], list[ContainerKey]] = {}
     for key, line in usage.items():
         ns, node, pod, _c = key
         members.setdefault((ns, node, attrs_of(ns, pod)), []).append((key, line))
         pods.setdefault((ns, pod), []).append(key)
+    services = {k: v.services for k, v in meta.pods_info.items() if v.services}
 
     def pod_row(r: AllocRow, key: ContainerKey, part: Row, pvs: dict[str, tuple[float, float]]) -> AllocRow:
         props = _pod_props(replace(r.props, node=key[1]), key[2], key[3], meta)
@@ -240,8 +244,12 @@ def split_rows(rows: Iterable[AllocRow], usage: Mapping[ContainerKey, Line], att
         if r.moved and not r.name:
             moved.append(r)
             continue
-        if r.pvs and volumes and not r.name and not r.props.node:
-            yield from split_volumes(r, volumes, pods, pod_row)
+        if not r.name and not r.props.node and (r.pvs or r.lbs or r.row.cost["network"]):
+            for piece in split_volumes(r, volumes, pods, pod_row) if r.pvs and volumes else (r,):
+                if piece.props.pod:
+                    yield piece
+                else:
+                    yield from split_services(piece, services, traffic or {}, pods, pod_row)
             continue
         mine = members.get((r.props.namespace, r.props.node, r.attrs)) if not r.name and r.props.node else None
         if not mine:
@@ -377,6 +385,9 @@ class PodGranularity:
             whole = w.seconds == pipeline.chunk and q.ksm_at is None and q.ksm_after is None
             volumes = self.volumes.get(w.end, {}) if whole and w.end in self.volumes else \
                 volume_shares(pipeline.client, q, w, pipeline.step)
+        traffic: PodBytes = {}
+        if any(line.network_cost for (ns, node, _a), line in result.table.items() if not node and not is_pseudo(ns)):
+            traffic = pod_bytes(pipeline.client, q, w, pipeline.step)
         for batch in plan:
             whole = len(plan) == 1
             totals = fetcher.totals(q if whole else q.scoped(batch), w.start, w.end, scales, records,
@@ -387,7 +398,7 @@ class PodGranularity:
             with_gpus(usage, result.gpu_pods, dcgm, set(batch))
             del totals
             rows = [r for ns in batch for r in (*builder.table_rows(keys.pop(ns, [])), *nodeless.pop(ns, []))]
-            split = split_rows(rows, usage, attrs_of, self.meta, volumes)
+            split = split_rows(rows, usage, attrs_of, self.meta, volumes, traffic)
             with self._lock:
                 self.add(split)
             del usage, split, rows  # this batch's rows are in the groups now

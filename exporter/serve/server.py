@@ -32,8 +32,8 @@ from exporter.serve.accrual import Ledger, PeriodKey, batch_from
 from exporter.serve.collector import ChargebackCollector, Health
 from exporter.serve.leader import LeaseElector
 from exporter.sources.kube import load_api_client, metadata_source
-from exporter.sources.prometheus import PrometheusClient
 from exporter.sources.promql import LEDGER, OwnSeries, join_matchers, own_label
+from exporter.sources.resultcache import CachingClient
 from exporter.vocab.durations import parse_duration
 from exporter.vocab.errors import ChargebackError, ConfigError, DataError
 
@@ -61,7 +61,9 @@ class Exporter:
 
     def __init__(self, cfg: Config, until: str | None = None) -> None:
         self.cfg = cfg
-        self.client = PrometheusClient(cfg.prometheus)
+        # Answers about the settled past (older than serve.lag, what accrual takes as final) are kept a few
+        # minutes: OpenCost clients ask the same windows, so the same chunk queries, again and again.
+        self.client = CachingClient(cfg.prometheus, settled=parse_duration(cfg.serve.lag))
         self.metadata = metadata_source(cfg.attribution, watch=True)
         self.own = own_series(cfg)
         # One warning log for every pipeline of the process: a kind is logged at most hourly, all counted.

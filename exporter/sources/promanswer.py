@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import socket
 from sys import intern
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 import urllib3
 
@@ -67,6 +67,35 @@ class Shape(Exception):
     """The JSON parsed but is not what the API documents."""
 
 
+class Decoded(NamedTuple):
+    """One series of a result as the JSON decoder hands it over (`series_hook`), its labels interned."""
+
+    metric: Labels
+    value: list[Any] | None  # [time, "value"] of an instant vector
+    values: list[Any] | None  # [[time, "value"], ...] of a range vector
+
+
+def series_hook(obj: dict[str, Any]) -> Any:
+    """The JSON decoder's object_hook: a series object becomes a `Decoded` as soon as it is parsed, so a
+    big answer is never held as a tree of dicts with its own copy of every label string (300k series at
+    the envelope, docs/scale.md). Anything else, a malformed series too, stays as it is: `vector` and
+    `matrix` check the shape. A labels object is told apart by its values (strings, not an object)."""
+    metric = obj.get("metric")
+    if isinstance(metric, dict) and ("value" in obj or "values" in obj) and all(
+            isinstance(v, str) for v in metric.values()):
+        value, values = obj.get("value"), obj.get("values")
+        if (value is None or isinstance(value, list)) and (values is None or isinstance(values, list)):
+            return Decoded({intern(k): intern(v) for k, v in metric.items()}, value, values)
+    return obj
+
+
+def _series(s: Any, field: str) -> tuple[Labels, Any]:
+    """Labels and the `value` / `values` of one series, decoded by `series_hook` or a plain object."""
+    if isinstance(s, Decoded):
+        return s.metric, s.value if field == "value" else s.values
+    return _labels(s["metric"]), s[field]
+
+
 def vector(data: dict[str, Any]) -> list[tuple[Labels, float]]:
     kind, result = data.get("resultType"), data.get("result")
     try:
@@ -74,7 +103,12 @@ def vector(data: dict[str, Any]) -> list[tuple[Labels, float]]:
             return [({}, float(result[1]))]  # type: ignore[index]
         if kind != "vector":
             raise Shape(f"expected a vector, got {one_line(kind)}")
-        return [(_labels(s["metric"]), float(s["value"][1])) for s in result]  # type: ignore[union-attr]
+        out = []
+        for i, s in enumerate(result):  # type: ignore[arg-type]
+            labels, value = _series(s, "value")
+            out.append((labels, float(value[1])))
+            result[i] = None  # type: ignore[index]  # as in `matrix`: never the whole answer twice
+        return out
     except (KeyError, IndexError, TypeError, ValueError) as e:
         raise Shape(f"a malformed {kind} result ({type(e).__name__}: {one_line(e)})") from e
 
@@ -86,7 +120,8 @@ def matrix(data: dict[str, Any]) -> list[tuple[Labels, list[tuple[float, float]]
     try:
         out = []
         for i, s in enumerate(result):  # type: ignore[arg-type]
-            out.append((_labels(s["metric"]), [(float(t), float(v)) for t, v in s["values"]]))
+            labels, values = _series(s, "values")
+            out.append((labels, [(float(t), float(v)) for t, v in values]))
             result[i] = None  # type: ignore[index]  # the decoded series goes as its samples are converted:
             # a big answer is never held twice (decoded JSON and converted samples at once)
         return out

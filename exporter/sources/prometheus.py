@@ -36,6 +36,7 @@ from exporter.sources.promanswer import (
     over_sample_limit,
     partial_reason,
     retry_after,
+    series_hook,
     timed_out,
     vector,
 )
@@ -173,7 +174,7 @@ class PrometheusClient:
 
     def _finite_rows(self, expr: str, at: float, rows: list[tuple[Labels, float]]) -> list[tuple[Labels, float]]:
         """Only finite values: each NaN/Inf is reported to `on_non_finite` and left out."""
-        return finite_samples([(lb, spelled(v), at) for lb, v in rows], expr, self.on_non_finite)
+        return finite_samples(rows, at, expr, self.on_non_finite)
 
     def _parse(self, expr: str, data: dict[str, Any], parse: Callable[[dict[str, Any]], T]) -> T:
         try:
@@ -215,7 +216,8 @@ class PrometheusClient:
         retry = code >= 500 or code == 429
         wait = retry_after(resp.headers.get("Retry-After"))
         try:
-            body = resp.json()
+            # Series objects become compact records as they are parsed (`series_hook`), not a tree of dicts.
+            body = json.loads(resp.content, object_hook=series_hook)
         except ValueError as e:  # JSONDecodeError, UnicodeDecodeError: an HTML error page, a cut or garbled body
             kind = resp.headers.get("Content-Type") or "no content type"
             detail = (str(e).splitlines() or [type(e).__name__])[0]

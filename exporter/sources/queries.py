@@ -385,12 +385,12 @@ class Queries:
         inner = f"sum by (namespace, internet, same_region, same_zone) ({rate})"
         return f"sum_over_time(({inner}){self._sub(span)})"
 
-    def transmitted(self, span: int) -> str:
-        """cAdvisor transmit bytes per namespace (pod-level series; loopback excluded)."""
+    def transmitted(self, span: int, by: str = "namespace") -> str:
+        """cAdvisor transmit bytes per namespace, or per pod (`by`; pod-level series; loopback excluded)."""
         rate = cadvisor("container_network_transmit_bytes_total", self.c, self.only,
                         lambda s: f"rate({s}[{self.rate_window}])", 'namespace!=""', 'pod!=""', 'interface!="lo"')
         per_pod = f"max by (namespace, pod, interface) ({rate})"
-        return f"sum_over_time((sum by (namespace) ({per_pod})){self._sub(span)})"
+        return f"sum_over_time((sum by ({by}) ({per_pod})){self._sub(span)})"
 
     # ---- metadata for attribution and sharing ----
     def pod_labels(self, keys: list[str], chunk_seconds: int) -> str:
