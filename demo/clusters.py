@@ -9,7 +9,7 @@ from __future__ import annotations
 import random
 from dataclasses import replace
 
-from demo.synthetic import GIB, Cluster, Container, Gap, Node, Pod, Series, uid_of
+from demo.synthetic import GIB, Cluster, Container, Dcgm, Gap, Node, Pod, Series, uid_of
 
 
 def demo_cluster(seed: int = 7, ksm_gap_at: int | None = None) -> Cluster:
@@ -51,7 +51,8 @@ def demo_cluster(seed: int = 7, ksm_gap_at: int | None = None) -> Cluster:
                 mem_req = rnd.choice((0.5, 1.0, 2.0, 4.0)) * GIB
                 use = rnd.uniform(0.2, 1.3)  # some over-request, some burst past requests
                 node = "ip-10-0-3-1" if app == "trainer" else rnd.choice(general)
-                c = Container(app, cpu_req, mem_req, 1.0 if app == "trainer" else 0.0,
+                # ip-10-0-3-1 has one V100: the first trainer requests it (fully requested), the others prepare data
+                c = Container(app, cpu_req, mem_req, 1.0 if app == "trainer" and r == 0 else 0.0,
                               cpu_req * use, mem_req * rnd.uniform(0.4, 1.1), wave=0.4, mem_limit=2 * mem_req)
                 kind = {"etl": "CronJob", "spark": "StatefulSet"}.get(app, "Deployment")
                 pods.append(Pod(team, f"{app}-{r}", node, (c,), labels={"team": team, "app": app}, owner=(kind, app),
@@ -187,8 +188,11 @@ def gpu_nodes() -> tuple[tuple[Node, ...], tuple[Pod, ...]]:
 
     * gpu-a100-mig: one A100 80GB in MIG mixed mode, a 3g.40gb slice (ml) and two of four 1g.10gb
       slices (search) used, two 1g.10gb slices free;
-    * gpu-l4-ts: one L4 time-sliced 4 ways, 3 replicas used (ml one, search two);
-    * gpu-h100: eight whole H100s, 4 for ml, 2 for data-eng, 2 free; OpenCost prices the GPU.
+    * gpu-l4-ts: one L4 time-sliced 4 ways, every replica used (ml two, search two);
+    * gpu-h100: eight whole H100s, 4 for ml, 4 for data-eng (two finetune replicas); OpenCost prices the GPU.
+
+    The L4 and H100 nodes are fully requested, as expensive autoscaled GPU nodes usually are: their waste
+    shows in dcgm-exporter's utilisation (the H100s 35 % busy), not in unrequested devices.
     """
     it = "node.kubernetes.io/instance-type"
     nodes = (
@@ -200,11 +204,12 @@ def gpu_nodes() -> tuple[tuple[Node, ...], tuple[Pod, ...]]:
             GFD_SHARING: "time-slicing"}),
         Node("gpu-h100", 192, 2048 * GIB, gpus=8, labels={it: "p5.48xlarge", GFD_PRODUCT: "NVIDIA-H100-80GB-HBM3",
                                                         GFD_COUNT: "8"},
-             opencost={"cpu": 0.03, "ram": 0.004, "gpu": 6.0}),
+             opencost={"cpu": 0.03, "ram": 0.004, "gpu": 6.0}, dcgm=Dcgm("NVIDIA H100 80GB HBM3", 81559)),
     )
 
     def pod(ns: str, name: str, node: str, cpu: float, gib: float, gpus: float = 0.0, **res: float) -> Pod:
-        c = Container(name.rsplit("-", 1)[0], cpu, gib * GIB, gpus, cpu * 0.6, gib * GIB * 0.7, resources=res)
+        c = Container(name.rsplit("-", 1)[0], cpu, gib * GIB, gpus, cpu * 0.6, gib * GIB * 0.7, resources=res,
+                      gpu_util=0.35 if node == "gpu-h100" else 0.0, gpu_fb_mib=40960 if node == "gpu-h100" else 0.0)
         return Pod(ns, name, node, (c,), labels={"team": ns, "app": c.name}, owner=("Deployment", c.name))
 
     pods = (
@@ -212,10 +217,12 @@ def gpu_nodes() -> tuple[tuple[Node, ...], tuple[Pod, ...]]:
         pod("search", "embed-0", "gpu-a100-mig", 1, 8, nvidia_com_mig_1g_10gb=1),
         pod("search", "embed-1", "gpu-a100-mig", 1, 8, nvidia_com_mig_1g_10gb=1),
         pod("ml", "serving-l4-0", "gpu-l4-ts", 0.5, 2, gpus=1),
+        pod("ml", "serving-l4-1", "gpu-l4-ts", 0.5, 2, gpus=1),
         pod("search", "rerank-0", "gpu-l4-ts", 0.5, 2, gpus=1),
         pod("search", "rerank-1", "gpu-l4-ts", 0.5, 2, gpus=1),
         pod("ml", "trainer-h100-0", "gpu-h100", 64, 512, gpus=4),
         pod("data-eng", "finetune-0", "gpu-h100", 32, 256, gpus=2),
+        pod("data-eng", "finetune-1", "gpu-h100", 32, 256, gpus=2),
     )
     return nodes, pods
 

@@ -125,7 +125,7 @@ def start(root: Path, say: Callable[[str], None] = print, hours: int = 24) -> De
     root.mkdir(parents=True)
     now = int(time.time()) // 60 * 60
     # kube-state-metrics was OOM-killed six hours ago for 10 minutes: the allocation bridges the gap.
-    # dcgm-exporter sees the trainers' GPU 12% busy: the GPU waste panels and report section have data.
+    # dcgm-exporter sees the trainer's V100 12% busy: the GPU waste panels and report section have data.
     # Plus three GPU nodes: an A100 in MIG slices and a time-sliced L4 shared by ml and search, eight H100s.
     cluster = with_gpu_nodes(with_dcgm(demo_cluster(ksm_gap_at=now - 6 * 3600), util=0.12, fb_mib=6144,
                                        dcgm=Dcgm("Tesla V100-SXM2-16GB", 16384)))

@@ -304,7 +304,9 @@ def _opencost_node_series(n: Node, oc: dict[str, str], node_uid: dict[str, str]
     if "total" not in n.opencost and "cpu" in n.opencost and "ram" in n.opencost:
         total = n.opencost["cpu"] * n.cores + n.opencost["ram"] * n.mem_bytes / GIB + n.opencost.get("gpu", 0) * n.gpus
         yield "node_total_hourly_cost", _labels(**oc), _const(total)
-    yield "node_gpu_count", _labels(**oc), _const(n.gpus)  # every node, 0 without GPUs
+    # every node, 0 without GPUs; OpenCost counts a time-sliced node's physical GPUs (GFD's count label)
+    count = float(n.labels.get("nvidia.com/gpu.count", 0)) if "nvidia.com/gpu.replicas" in n.labels else n.gpus
+    yield "node_gpu_count", _labels(**oc), _const(count)
     spot = any(n.labels.get(k) == v for k, v in SPOT_LABELS.items())
     yield "kubecost_node_is_spot", _labels(**oc), _const(1.0 if spot else 0.0)
     for metric, v in (("kube_node_status_capacity_cpu_cores", n.cores), ("kube_node_status_allocatable_cpu_cores",

@@ -32,7 +32,8 @@ from .test_assets_api import exporter_for, q, totals
 # Field order of OpenCost's MarshalJSON per asset type (core/pkg/opencost/asset_json.go).
 NODE_FIELDS = ["type", "properties", "labels", "window", "start", "end", "minutes", "nodeType", "cpuCores",
                "ramBytes", "cpuCoreHours", "ramByteHours", "GPUHours", "cpuBreakdown", "ramBreakdown", "preemptible",
-               "discount", "cpuCost", "gpuCost", "gpuCount", "ramCost", "adjustment", "totalCost"]
+               "discount", "cpuCost", "gpuCost", "gpuCount", "ramCost", "adjustment", "totalCost",
+               "physicalGpuCount"]  # chargeback's extension
 DISK_FIELDS = ["type", "properties", "labels", "window", "start", "end", "minutes", "byteHours", "bytes",
                "byteHoursUsed", "byteUsageMax", "breakdown", "adjustment", "totalCost", "storageClass", "volumeName",
                "claimName", "claimNamespace"]

@@ -1,6 +1,7 @@
 """GPU sharing modes priced by what each tenant holds, against a real Prometheus.
 
-Scenario: synthetic_clusters.gpu_nodes (A100 MIG mixed, L4 time-sliced 4 ways, 8 whole H100s) plus
+Scenario: synthetic_clusters.gpu_nodes (A100 MIG mixed, L4 time-sliced 4 ways and 8 whole H100s, both fully
+requested) plus
 four nodes below (A100 MIG single, a HAMi T4, an Inferentia2, two AMD GPUs), over one hour. Every
 GPU amount is worked by hand in the comments; nothing here calls the cost code to get an expectation.
 """
@@ -93,8 +94,8 @@ NODE_GPU = {"gpu-over": 1.0, "gpu-a100-mig": 3.5, "gpu-l4-ts": 0.56, "gpu-h100":
 # What each tenant holds, and its cost:
 # MIG mixed: 3g.40gb = 3/7 of the A100 (ml: 3/7 x 3.5 = 1.5); each 1g.10gb = 1/7 (search: 2/7 x 3.5 = 1.0);
 #   the two free 1g.10gb slices are the node's idle: 3.5 - 1.5 - 1.0 = 1.0.
-# L4 time-sliced: a replica = 1/4 GPU = 0.14 (ml 0.14, search 2 x 0.14 = 0.28, idle 0.14).
-# H100: whole GPUs at 6.0 (ml 4 x 6 = 24, data-eng 2 x 6 = 12, idle 2 x 6 = 12).
+# L4 time-sliced: a replica = 1/4 GPU = 0.14 (ml 2 x 0.14 = 0.28, search 2 x 0.14 = 0.28, idle 0).
+# H100: whole GPUs at 6.0 (ml 4 x 6 = 24, data-eng two pods of 2: 4 x 6 = 24, idle 0).
 # MIG single: a 1g.5gb device = 1/7 of an A100 40GB (research 3/7 x 2.8 = 1.2, idle 5.6 - 1.2 = 4.4).
 # HAMi T4 (16 GiB = 16384 MiB): hami-a max(4096/16384, 20/100) = 0.25 x 0.35 = 0.0875;
 #   hami-b max(8192/16384, 30/100) = 0.5 x 0.35 = 0.175; idle 0.35 - 0.2625 = 0.0875.
@@ -104,18 +105,18 @@ NODE_GPU = {"gpu-over": 1.0, "gpu-a100-mig": 3.5, "gpu-l4-ts": 0.56, "gpu-h100":
 #   succeeded and over-a holds the GPU alone for 30 steps. batch-a 30 x 0.5 + 30 x 1 = 45 min = 0.75,
 #   batch-b 30 x 0.5 = 15 min = 0.25 (a whole-chunk scale would have given 2/3 and 1/3), idle 0.
 GPU_COST = {
-    "ml": 1.5 + 0.14 + 24,  # 25.64
+    "ml": 1.5 + 0.28 + 24,  # 25.78
     "search": 1.0 + 0.28,  # 1.28
-    "data-eng": 12.0,
+    "data-eng": 24.0,
     "research": 1.2,
     "infer": 0.0875 + 0.175 + 0.25,  # 0.5125
     "vision": 2.0,
     "batch-a": 0.75,
     "batch-b": 0.25,
-    IDLE: 1.0 + 0.14 + 12 + 4.4 + 0.0875 + 0.25 + 2.0,  # 19.8775
+    IDLE: 1.0 + 4.4 + 0.0875 + 0.25 + 2.0,  # 7.7375
 }
-# Physical GPU-hours held: ml 3/7 + 1/4 + 4; search 2/7 + 2/4.
-GPU_HOURS = {"ml": 3 / 7 + 0.25 + 4, "search": 2 / 7 + 0.5, "data-eng": 2.0, "research": 3 / 7,
+# Physical GPU-hours held: ml 3/7 + 2/4 + 4; search 2/7 + 2/4; data-eng 2 + 2.
+GPU_HOURS = {"ml": 3 / 7 + 0.5 + 4, "search": 2 / 7 + 0.5, "data-eng": 4.0, "research": 3 / 7,
              "infer": 0.25 + 0.5 + 0.5, "vision": 1.0, "batch-a": 0.75, "batch-b": 0.25}
 
 
@@ -158,8 +159,9 @@ def test_gpu_idle_per_node_and_conservation(result: CostResult) -> None:
     node_gpu = {node: c for (node, res), c in result.node_cost.items() if res == "gpu"}
     assert node_gpu == pytest.approx(NODE_GPU, rel=REL)
     idle = {node: line.gpu_cost for (ns, node, _a), line in result.table.items() if ns == IDLE and line.gpu_cost}
-    assert idle == pytest.approx({"gpu-a100-mig": 1.0, "gpu-l4-ts": 0.14, "gpu-h100": 12.0, "gpu-a100-single": 4.4,
-                                  "gpu-t4-hami": 0.0875, "inf2-0": 0.25, "amd-0": 2.0}, rel=REL)
+    # gpu-l4-ts and gpu-h100 are fully requested: no idle GPU cost there.
+    assert idle == pytest.approx({"gpu-a100-mig": 1.0, "gpu-a100-single": 4.4, "gpu-t4-hami": 0.0875, "inf2-0": 0.25,
+                                  "amd-0": 2.0}, rel=REL)
     # GPU conservation: 3.5 + 0.56 + 48 + 5.6 + 0.35 + 0.5 + 4.0 + 1.0 = 63.51 = sum of GPU_COST.
     assert sum(by_namespace(result, "gpu_cost").values()) == pytest.approx(63.51, rel=REL)
     # Whole-cluster conservation, every resource and idle included.
@@ -191,9 +193,11 @@ def test_gpu_cost_per_pod(result: CostResult) -> None:
     assert pods[("ml", "gpu-a100-mig", "trainer-mig-0")] == (round(3 / 7, 9), 1.5)
     assert pods[("search", "gpu-l4-ts", "rerank-1")] == (0.25, 0.14)
     assert pods[("ml", "gpu-h100", "trainer-h100-0")] == (4.0, 24.0)
+    assert pods[("data-eng", "gpu-h100", "finetune-1")] == (2.0, 12.0)
+    assert pods[("ml", "gpu-l4-ts", "serving-l4-1")] == (0.25, 0.14)
     assert pods[("infer", "gpu-t4-hami", "hami-b")] == (0.5, 0.175)
     assert pods[("batch-b", "gpu-over", "over-b")] == (0.25, 0.25)
-    assert len(pods) == 15
+    assert len(pods) == 17
     assert sum(v.cost for v in result.gpu_pods.values()) == pytest.approx(63.51 - GPU_COST[IDLE], rel=REL)
 
 
@@ -218,7 +222,9 @@ def test_demo_shows_a_gpu_node_shared_by_two_teams(result: CostResult) -> None:
     assert "gpu-a100-mig: 1 x a100-80gb (mig-mixed) at 3.5/GPU-h, idle 1.00" in text
     assert "    ml         trainer-mig-0     0.429 GPU       1.50" in text
     assert "    search     embed-1           0.143 GPU       0.50" in text
-    assert "gpu-l4-ts: 1 x l4 (time-slicing) at 0.56/GPU-h, idle 0.14" in text
+    # gpu-l4-ts: every replica requested, ml two and search two at 0.25 GPU, 0.14 each: idle 0.
+    assert "gpu-l4-ts: 1 x l4 (time-slicing) at 0.56/GPU-h, idle 0.00" in text
+    assert "    ml         serving-l4-1      0.250 GPU       0.14" in text
 
 
 def test_prices_command_names_the_gpu_model(gpu_prom: tuple[PrometheusServer, int], tmp_path: Path) -> None:
@@ -244,3 +250,27 @@ def test_hami_node_without_a_replica_count_warns(gpu_prom: tuple[PrometheusServe
     assert r.nodes["gpu-t4-hami"].gpus == 10
     assert "node gpu-t4-hami: HAMi requests" in p.warnings.kinds["gpu_replicas_unknown"].last_message
     assert set(p.warnings.kinds) == {"gpu_replicas_unknown"}
+
+
+def test_assets_gpu_count_is_opencosts_and_physical_beside_it(gpu_prom: tuple[PrometheusServer, int]) -> None:
+    """/assets' gpuCount is the count OpenCost reads from Kubernetes (its node_gpu_count); the devices priced
+    are chargeback's physicalGpuCount, and the cost does not change."""
+    from exporter.serve.server import Exporter
+
+    from .test_assets_api import by_name, q
+
+    ex = Exporter(parse_config({**GPU_CONFIG, "prometheus": {"url": gpu_prom[0].url}}))
+    got = by_name(ex.assets(q(window=window_arg(gpu_prom[1]), filter='assetType:"node"'))["data"])
+    counts = {n[5:]: (a["gpuCount"], a["physicalGpuCount"]) for n, a in got.items() if a["physicalGpuCount"]}
+    assert counts == {
+        "gpu-a100-mig": (0.0, 1.0),  # MIG mixed: no nvidia.com/gpu advertised, OpenCost counts none; 1 A100
+        "gpu-l4-ts": (1.0, 1.0),  # GFD's replicas label: OpenCost takes nvidia.com/gpu.count (1), not the 4 replicas
+        "gpu-h100": (8.0, 8.0),  # whole GPUs: the advertised 8
+        "gpu-a100-single": (14.0, 2.0),  # MIG single: 14 advertised 1g.5gb devices, 2 A100s
+        "gpu-t4-hami": (10.0, 1.0),  # HAMi: 10 advertised vGPUs (no GFD label), 1 T4 by the gpu.nodes rule
+        "inf2-0": (0.0, 1.0),  # OpenCost reads only NVIDIA's resources from Kubernetes
+        "amd-0": (0.0, 2.0),
+        "gpu-over": (1.0, 1.0),
+    }
+    # The cost is priced on the physical devices, as before (NODE_GPU's hand-worked hour).
+    assert {n[5:]: a["gpuCost"] for n, a in got.items() if a["gpuCost"]} == pytest.approx(NODE_GPU, rel=REL)

@@ -8,20 +8,20 @@ Every pod is a Deployment named after its container, labelled team=<namespace>; 
 
   workload                   CPU + RAM                        GPU                          total
   ml/deployment:trainer-mig  4 x 0.04 + 32 x 0.005 = 0.32      3g.40gb = 3/7 x 3.5 = 1.50     1.82
-  ml/deployment:serving-l4   0.5 x 0.05 + 2 x 0.006 = 0.037    1/4 of the L4 x 0.56 = 0.14    0.177
+  ml/deployment:serving-l4   2 x (0.5 x 0.05 + 2 x 0.006) = 0.074  2/4 of the L4 x 0.56 = 0.28  0.354
   ml/deployment:trainer-h100 64 x 0.03 + 512 x 0.004 = 3.968   4 x 6 = 24                     27.968
   search/deployment:embed    2 x (1 x 0.04 + 8 x 0.005) = 0.16 2 x 1g.10gb = 2/7 x 3.5 = 1.0  1.16
   search/deployment:rerank   2 x 0.037 = 0.074                 2/4 of the L4 x 0.56 = 0.28    0.354
-  data-eng/deployment:finetune 32 x 0.03 + 256 x 0.004 = 1.984 2 x 6 = 12                     13.984
+  data-eng/deployment:finetune 2 x (32 x 0.03 + 256 x 0.004) = 3.968  2 x 2 x 6 = 24        27.968
 
 (On main the report priced each advertised L4 replica as a whole L4, 0.56, and missed MIG slices: 0.32.)
 
 GPU waste = GPU cost x (observed - busy) / held: dcgm-exporter shows each L4 replica as one GPU seen all hour,
 scaled to the quarter held, so waste = cost x 0.75 wherever dcgm-exporter sees the GPU; MIG slices are not
 seen (no dcgm-exporter series for them here): no data is not idleness, waste 0.
-  ml: trainer-h100 24 x 0.75 = 18, serving-l4 0.14 x 0.75 = 0.105, trainer-mig 0  -> 18.105
+  ml: trainer-h100 24 x 0.75 = 18, serving-l4 0.28 x 0.75 = 0.21, trainer-mig 0   -> 18.21
   search: rerank 0.28 x 0.75 = 0.21, embed 0                                     -> 0.21
-  data-eng: finetune 12 x 0.75 = 9
+  data-eng: finetune 24 x 0.75 = 18
 Cluster: a100 node 12 x 0.04 + 170 x 0.005 + 3.5 = 4.83; L4 node 4 x 0.05 + 16 x 0.006 + 0.56 = 0.856;
 H100 node 192 x 0.03 + 2048 x 0.004 + 48 = 61.952; total 67.638.
 """
@@ -53,15 +53,15 @@ CONFIG: dict[str, Any] = {
 }
 WORKLOADS = {
     "ml": {"ml/deployment:trainer-h100": 27.968, "ml/deployment:trainer-mig": 1.82,
-           "ml/deployment:serving-l4": 0.177},
+           "ml/deployment:serving-l4": 0.354},
     "search": {"search/deployment:embed": 1.16, "search/deployment:rerank": 0.354},
-    "data-eng": {"data-eng/deployment:finetune": 13.984},
+    "data-eng": {"data-eng/deployment:finetune": 27.968},
 }
-GPU_COST = {"ml": 1.5 + 0.14 + 24, "search": 1.0 + 0.28, "data-eng": 12.0}
-GPU_WASTE = {"ml": 18 + 0.105, "search": 0.21, "data-eng": 9.0}
-WORKLOAD_WASTE = {"ml/deployment:trainer-h100": 18.0, "ml/deployment:serving-l4": 0.105,
+GPU_COST = {"ml": 1.5 + 0.28 + 24, "search": 1.0 + 0.28, "data-eng": 24.0}
+GPU_WASTE = {"ml": 18 + 0.21, "search": 0.21, "data-eng": 18.0}
+WORKLOAD_WASTE = {"ml/deployment:trainer-h100": 18.0, "ml/deployment:serving-l4": 0.21,
                   "ml/deployment:trainer-mig": 0.0, "search/deployment:rerank": 0.21,
-                  "search/deployment:embed": 0.0, "data-eng/deployment:finetune": 9.0}
+                  "search/deployment:embed": 0.0, "data-eng/deployment:finetune": 18.0}
 CLUSTER = 4.83 + 0.856 + 61.952
 
 
@@ -96,7 +96,7 @@ def test_top_workloads_are_the_engines(report: Any) -> None:
         assert sum(got.values()) == pytest.approx(groups[team]["namespaces"][team], rel=REL)
         assert groups[team]["total"] == pytest.approx(sum(want.values()), rel=REL)
     assert groups["ml"]["top_workloads"] == ("ml/deployment:trainer-h100 27.97; ml/deployment:trainer-mig 1.82; "
-                                             "ml/deployment:serving-l4 0.18")
+                                             "ml/deployment:serving-l4 0.35")
 
 
 def test_gpu_waste_by_group_and_workload(report: Any) -> None:
@@ -109,10 +109,10 @@ def test_gpu_waste_by_group_and_workload(report: Any) -> None:
     # Physical GPU-hours held: a 3g.40gb slice is 3/7 of the A100, an L4 replica a quarter of the L4.
     ml = {w["name"]: w for w in groups["ml"]["workloads"]}
     assert ml["ml/deployment:trainer-mig"]["gpuHours"] == pytest.approx(3 / 7, rel=REL)
-    assert ml["ml/deployment:serving-l4"]["gpuHours"] == pytest.approx(0.25, rel=REL)
-    assert ml["ml/deployment:serving-l4"]["gpuCost"] == pytest.approx(0.14, rel=REL)
-    # Most waste first; trainer-mig wasted nothing seen, so it is not listed (0.105 sits on a rounding edge).
+    assert ml["ml/deployment:serving-l4"]["gpuHours"] == pytest.approx(0.5, rel=REL)  # two replicas
+    assert ml["ml/deployment:serving-l4"]["gpuCost"] == pytest.approx(0.28, rel=REL)
+    # Most waste first; trainer-mig wasted nothing seen, so it is not listed.
     assert groups["ml"]["top_gpu_waste_workloads"].startswith("ml/deployment:trainer-h100 18.00; "
-                                                              "ml/deployment:serving-l4 0.1")
+                                                              "ml/deployment:serving-l4 0.21")
     assert "trainer-mig" not in groups["ml"]["top_gpu_waste_workloads"]
-    assert report["gpuWasteTotal"] == pytest.approx(18.105 + 0.21 + 9, rel=REL)
+    assert report["gpuWasteTotal"] == pytest.approx(18.21 + 0.21 + 18, rel=REL)  # 36.42

@@ -56,6 +56,9 @@ class GpuNode:
     memory_mib: float = 0.0  # per physical GPU, for HAMi's gpumem
     # Whether the replicas are known (a rule, GFD's replicas or count label), not assumed to be 1.
     replicas_known: bool = False
+    # OpenCost's count (its node_gpu_count and node asset gpuCount): GFD's nvidia.com/gpu.count on a node with
+    # nvidia.com/gpu.replicas (time-slicing), else the advertised nvidia.com/gpu; 0 on a MIG-mixed node.
+    opencost_count: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -187,7 +190,17 @@ def learn_node(name: str, caps: Mapping[str, float], labels: Mapping[str, str], 
     if physical <= 0:
         return None
     known = bool(replicas_lbl or count or mig or single)
-    return GpuNode(name, model, physical, mode, shares, replicas, mem_mib, known)
+    return GpuNode(name, model, physical, mode, shares, replicas, mem_mib, known,
+                   opencost_gpu_count(labels, caps.get("nvidia_com_gpu", 0.0)))
+
+
+def opencost_gpu_count(labels: Mapping[str, str], nvidia_gpu: float) -> float:
+    """The GPU count OpenCost reads from Kubernetes (pkg/costmodel getGPUCount), the count its suite compares:
+    with GFD's replicas label, the physical nvidia.com/gpu.count (0 without it); else the advertised
+    nvidia.com/gpu capacity. A MIG-mixed node advertises no nvidia.com/gpu, so OpenCost counts none there."""
+    if L_REPLICAS in labels:
+        return _num(labels, L_COUNT) or 0.0
+    return nvidia_gpu
 
 
 def _hami_fraction(per_vgpu: Mapping[str, float], node: GpuNode, by: str) -> float:

@@ -27,7 +27,7 @@ CATEGORY = {"Node": "Compute", "Disk": "Storage", "LoadBalancer": "Network", "Ne
             "ClusterManagement": "Management", "Cloud": "Other"}
 # The numbers of an AssetRow that add up when assets are summed (over steps, or under an aggregate key).
 SUMMED = ("cpu_cost", "ram_cost", "gpu_cost", "cpu_core_seconds", "ram_byte_seconds", "gpu_seconds",
-          "cpu_idle_seconds", "ram_idle_byte_seconds", "byte_seconds", "cost", "adjustment")
+          "gpu_opencost_seconds", "cpu_idle_seconds", "ram_idle_byte_seconds", "byte_seconds", "cost", "adjustment")
 
 
 @dataclass
@@ -47,7 +47,8 @@ class AssetRow:
     gpu_cost: float = 0.0
     cpu_core_seconds: float = 0.0
     ram_byte_seconds: float = 0.0
-    gpu_seconds: float = 0.0
+    gpu_seconds: float = 0.0  # physical GPU-seconds (what gpuCost prices)
+    gpu_opencost_seconds: float = 0.0  # OpenCost's GPU count over the node's active seconds (gpuCount)
     byte_seconds: float = 0.0  # disks
     cost: float = 0.0  # disks, load balancers, network, fixed fees
     adjustment: float = 0.0
@@ -153,8 +154,8 @@ def render(r: AssetRow, props: dict[str, str] | None = None, labels: Mapping[str
             "cpuBreakdown": _breakdown(r.cpu_idle_seconds, r.cpu_core_seconds),
             "ramBreakdown": _breakdown(r.ram_idle_byte_seconds, r.ram_byte_seconds),
             "preemptible": r.preemptible, "discount": 0.0, "cpuCost": r.cpu_cost, "gpuCost": r.gpu_cost,
-            "gpuCount": _per(r.gpu_seconds, r.seconds), "ramCost": r.ram_cost, "adjustment": r.adjustment,
-            "totalCost": r.total}
+            "gpuCount": _per(r.gpu_opencost_seconds, r.seconds), "ramCost": r.ram_cost, "adjustment": r.adjustment,
+            "totalCost": r.total, "physicalGpuCount": _per(r.gpu_seconds, r.seconds)}
     if r.type == "Disk":
         unmounted = not r.extra.get("claimNamespace")
         return head | {

@@ -135,6 +135,7 @@ def asset_rows(result: CostResult, recorded: list[AssetCost], cluster: str, ids:
             row.labels = {k.removeprefix("label_"): v for k, v in facts.labels.items() if k.startswith("label_")}
             row.node_type = next((facts.labels[k] for k in _INSTANCE_TYPE if facts.labels.get(k)), "")
             row.preemptible = 1.0 if is_spot(facts) else 0.0
+            row.gpu_opencost_seconds = facts.gpu.opencost_count * row.seconds if facts.gpu else 0.0
     detail: dict[tuple[str, str], list[AssetCost]] = defaultdict(list)
     for a in recorded:
         detail[(a.asset, a.resource)].append(a)
