@@ -74,7 +74,7 @@ def test_each_pod_gets_the_volumes_it_mounted(volume_prom: Any, chunk: str, monk
 
     monkeypatch.setattr(podrows, "volume_shares", counted)  # the per-chunk query podrows falls back to
     t0 = volume_prom[1]
-    ex = exporter_for(volume_prom, allocation={"chunk": chunk})
+    ex = exporter_for(volume_prom, allocation={"chunk": chunk, "nodeLabels": ["node.kubernetes.io/instance-type"]})
     pods = ex.allocation(q(window=window_arg(t0), aggregate="pod", includeIdle="true"))["data"][0]
     api = pods["api"]
     assert api["pvs"] == {pv_key("pv-gp3"): {"byteHours": pytest.approx(100 * GIB_H, rel=REL),
@@ -82,6 +82,9 @@ def test_each_pod_gets_the_volumes_it_mounted(volume_prom: Any, chunk: str, monk
                                              "adjustment": 0.0}}
     assert api["pvCost"] == pytest.approx(GP3, rel=REL) and api["pvByteHours"] == pytest.approx(100 * GIB_H, rel=REL)
     assert api["properties"]["node"] == "n-sp-od"  # the volume's row carries the pod's node: still one node
+    # The volume's row is booked to no node: it neither blanks the pod's node nor drops the node's labels
+    # (allocation.nodeLabels), which OpenCost's clients read (its suite's TestGPUInfo finds GPU pods by them).
+    assert api["properties"].get("labels", {}).get("node_kubernetes_io_instance_type") == "m5.2xlarge", api["properties"]
     # query: 30 steps alone + 30 steps halved = 45 of 60; query-2: 15 of 60
     assert pods["query"]["pvs"][pv_key("pv-noclass")]["cost"] == pytest.approx(0.75 * NOCLASS, rel=REL)
     assert pods["query"]["pvs"][pv_key("pv-noclass")]["byteHours"] == pytest.approx(37.5 * GIB_H, rel=REL)

@@ -216,8 +216,8 @@ def container_limits(pipeline: Pipeline, q: Queries, w: Window) -> dict[Containe
 
 
 def split_rows(rows: Iterable[AllocRow], usage: Mapping[ContainerKey, Line], attrs_of: Callable[[str, str], Attrs],
-               meta: PodMeta, volumes: VolumeShares | None = None, traffic: PodBytes | None = None
-               ) -> Iterator[AllocRow]:
+               meta: PodMeta, volumes: VolumeShares | None = None, traffic: PodBytes | None = None,
+               node_labels: Mapping[str, Mapping[str, str]] | None = None) -> Iterator[AllocRow]:
     """Each tenant row on a node, split between its containers by allocated quantity per resource; then
     what sharing moved to an owner (shared idle, shared namespaces and fixed costs), split between that
     owner's containers by their cost of each resource (shared cost: by their total). Pure.
@@ -235,7 +235,12 @@ def split_rows(rows: Iterable[AllocRow], usage: Mapping[ContainerKey, Line], att
     services = {k: v.services for k, v in meta.pods_info.items() if v.services}
 
     def pod_row(r: AllocRow, key: ContainerKey, part: Row, pvs: dict[str, tuple[float, float]]) -> AllocRow:
-        props = _pod_props(replace(r.props, node=key[1]), key[2], key[3], meta)
+        # A node-less row (a volume's, a Service's, traffic) moves onto its pod's node, and takes that node's
+        # labels (allocation.nodeLabels) as the pod's other rows have them: else the pod's group drops them.
+        on_node = (node_labels or {}).get(key[1]) if not r.props.node else None
+        ns_props = replace(r.props, node=key[1], labels=_over(on_node, r.props.labels)) if on_node else \
+            replace(r.props, node=key[1])
+        props = _pod_props(ns_props, key[2], key[3], meta)
         return AllocRow("", props, part, r.namespace_labels, r.attrs, r.props.annotations, pvs=pvs)
     moved: list[AllocRow] = []
     # (namespace, owner) -> container -> (its props without a node, its cost per resource): for moved rows.
@@ -398,7 +403,7 @@ class PodGranularity:
             with_gpus(usage, result.gpu_pods, dcgm, set(batch))
             del totals
             rows = [r for ns in batch for r in (*builder.table_rows(keys.pop(ns, [])), *nodeless.pop(ns, []))]
-            split = split_rows(rows, usage, attrs_of, self.meta, volumes, traffic)
+            split = split_rows(rows, usage, attrs_of, self.meta, volumes, traffic, result.node_labels)
             with self._lock:
                 self.add(split)
             del usage, split, rows  # this batch's rows are in the groups now
