@@ -288,13 +288,19 @@ def test_namespace_annotations_aggregate_and_filter(demo_prom: tuple[PrometheusS
         assert by_note["60"] == pytest.approx(by_ns["web"], rel=REL)
         assert sum(by_note.values()) == pytest.approx(sum(by_ns.values()), rel=REL)  # conservation
         only = call(ex, t0, filter=f'annotation[{key}]:"60"')["data"][0]
-        # OpenCost's spelling in properties; either spelling aggregates and filters alike.
+        # OpenCost's spelling in properties; either spelling aggregates and filters alike. As OpenCost's, an
+        # aggregate keeps the annotations all its pods share: the namespace's two, and example.com/owner, which
+        # every web pod carries (demo/clusters.py).
         assert set(only) == {"web"} and only["web"]["properties"]["annotations"] == {
-            "chargeback_io_budget_monthly": "60", "chargeback_io_budget_notify": "slack:#web"}
+            "chargeback_io_budget_monthly": "60", "chargeback_io_budget_notify": "slack:#web",
+            "example_com_owner": "web@example.com"}
         assert totals(call(ex, t0, aggregate="annotation:chargeback_io_budget_monthly")) == pytest.approx(
             by_note, rel=REL)
         assert set(call(ex, t0, filter='annotation[chargeback_io_budget_monthly]:"60"')["data"][0]) == {"web"}
         k8s = call(ex, t0, filter=f'annotation[{key}]:"60"', labelKeys="kubernetes")["data"][0]
-        assert k8s["web"]["properties"]["annotations"] == {key: "60", "chargeback.io/budget-notify": "slack:#web"}
+        assert k8s["web"]["properties"]["annotations"] == {key: "60", "chargeback.io/budget-notify": "slack:#web",
+                                                           # a pod annotation's key is known only as
+                                                           # kube-state-metrics sanitised it
+                                                           "example_com_owner": "web@example.com"}
     finally:
         ex.close()

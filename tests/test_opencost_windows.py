@@ -69,8 +69,13 @@ def test_steps_of_today_stop_at_now() -> None:
     ({"includeIdle": "1", "shareTenancyCosts": "false"}, True, {"sharedCosts": []}),
 ])
 def test_idle_and_sharing_parameters(params: dict[str, str], include_idle: bool, sharing: dict[str, object]) -> None:
-    q = parse_query({k: [v] for k, v in params.items()}, {}, NOW, 60)
+    """From the configured sharing (`api.allocationSharing: config`), a request changes only what it names;
+    from OpenCost's defaults (the default), it starts with no namespace, label or idle sharing."""
+    q = parse_query({k: [v] for k, v in params.items()}, {}, NOW, 60, sharing="config")
     assert (q.include_idle, q.sharing) == (include_idle, sharing)
+    opencost: dict[str, object] = {"shareNamespaces": [], "shareLabels": {}, "shareIdle": False, "idleByNode": False}
+    q = parse_query({k: [v] for k, v in params.items()}, {}, NOW, 60)
+    assert (q.include_idle, q.sharing) == (include_idle, {**opencost, **sharing})
 
 
 def test_a_duration_with_no_whole_step_yet_keeps_its_trailing_span() -> None:
