@@ -15,12 +15,14 @@ from exporter.core.window import iso
 from exporter.outputs.opencost_api import AllocationSet
 
 # SummaryAllocationResponse's fields, in its order.
-SUMMARY_FIELDS = ("name", "start", "end", "cpuCoreRequestAverage", "cpuCoreUsageAverage", "cpuCost", "gpuCost",
-                  "networkCost", "loadBalancerCost", "pvCost", "ramByteRequestAverage", "ramByteUsageAverage",
-                  "ramCost", "sharedCost", "externalCost", "totalEfficiency", "totalCost")
+SUMMARY_FIELDS = ("name", "start", "end", "cpuCoreRequestAverage", "cpuCoreLimitAverage", "cpuCoreUsageAverage",
+                  "cpuCost", "gpuCost", "networkCost", "loadBalancerCost", "pvCost", "ramByteRequestAverage",
+                  "ramByteLimitAverage", "ramByteUsageAverage", "ramCost", "sharedCost", "externalCost",
+                  "totalEfficiency", "totalCost")
 _COSTS = ("cpuCost", "gpuCost", "networkCost", "loadBalancerCost", "pvCost", "ramCost", "sharedCost",
           "externalCost", "totalCost")
-_AVERAGES = ("cpuCoreRequestAverage", "cpuCoreUsageAverage", "ramByteRequestAverage", "ramByteUsageAverage")
+_AVERAGES = ("cpuCoreRequestAverage", "cpuCoreLimitAverage", "cpuCoreUsageAverage", "ramByteRequestAverage",
+             "ramByteLimitAverage", "ramByteUsageAverage")
 _NS = 1_000_000_000  # Go's time.Duration unit
 
 
