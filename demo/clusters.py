@@ -189,7 +189,7 @@ def gpu_nodes() -> tuple[tuple[Node, ...], tuple[Pod, ...]]:
     * gpu-a100-mig: one A100 80GB in MIG mixed mode, a 3g.40gb slice (ml) and two of four 1g.10gb
       slices (search) used, two 1g.10gb slices free;
     * gpu-l4-ts: one L4 time-sliced 4 ways, every replica used (ml two, search two);
-    * gpu-h100: eight whole H100s, 4 for ml, 4 for data-eng (two finetune replicas); OpenCost prices the GPU.
+    * gpu-h100: eight whole H100s, 4 for ml, 4 for data-eng (one finetune pod); OpenCost prices the GPU.
 
     The L4 and H100 nodes are fully requested, as expensive autoscaled GPU nodes usually are: their waste
     shows in dcgm-exporter's utilisation (the H100s 35 % busy), not in unrequested devices.
@@ -221,8 +221,9 @@ def gpu_nodes() -> tuple[tuple[Node, ...], tuple[Pod, ...]]:
         pod("search", "rerank-0", "gpu-l4-ts", 0.5, 2, gpus=1),
         pod("search", "rerank-1", "gpu-l4-ts", 0.5, 2, gpus=1),
         pod("ml", "trainer-h100-0", "gpu-h100", 64, 512, gpus=4),
-        pod("data-eng", "finetune-0", "gpu-h100", 32, 256, gpus=2),
-        pod("data-eng", "finetune-1", "gpu-h100", 32, 256, gpus=2),
+        # One pod per GPU container name: OpenCost's suite (TestGPUInfo) keys GPU containers by name alone, so two
+        # replicas of a multi-GPU container would be compared by whichever device row each side saw last.
+        pod("data-eng", "finetune-0", "gpu-h100", 64, 512, gpus=4),
     )
     return nodes, pods
 

@@ -193,11 +193,11 @@ def test_gpu_cost_per_pod(result: CostResult) -> None:
     assert pods[("ml", "gpu-a100-mig", "trainer-mig-0")] == (round(3 / 7, 9), 1.5)
     assert pods[("search", "gpu-l4-ts", "rerank-1")] == (0.25, 0.14)
     assert pods[("ml", "gpu-h100", "trainer-h100-0")] == (4.0, 24.0)
-    assert pods[("data-eng", "gpu-h100", "finetune-1")] == (2.0, 12.0)
+    assert pods[("data-eng", "gpu-h100", "finetune-0")] == (4.0, 24.0)  # 4 H100s x 6.0
     assert pods[("ml", "gpu-l4-ts", "serving-l4-1")] == (0.25, 0.14)
     assert pods[("infer", "gpu-t4-hami", "hami-b")] == (0.5, 0.175)
     assert pods[("batch-b", "gpu-over", "over-b")] == (0.25, 0.25)
-    assert len(pods) == 17
+    assert len(pods) == 16
     assert sum(v.cost for v in result.gpu_pods.values()) == pytest.approx(63.51 - GPU_COST[IDLE], rel=REL)
 
 

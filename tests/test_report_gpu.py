@@ -12,7 +12,7 @@ Every pod is a Deployment named after its container, labelled team=<namespace>; 
   ml/deployment:trainer-h100 64 x 0.03 + 512 x 0.004 = 3.968   4 x 6 = 24                     27.968
   search/deployment:embed    2 x (1 x 0.04 + 8 x 0.005) = 0.16 2 x 1g.10gb = 2/7 x 3.5 = 1.0  1.16
   search/deployment:rerank   2 x 0.037 = 0.074                 2/4 of the L4 x 0.56 = 0.28    0.354
-  data-eng/deployment:finetune 2 x (32 x 0.03 + 256 x 0.004) = 3.968  2 x 2 x 6 = 24        27.968
+  data-eng/deployment:finetune 64 x 0.03 + 512 x 0.004 = 3.968     4 x 6 = 24            27.968
 
 (On main the report priced each advertised L4 replica as a whole L4, 0.56, and missed MIG slices: 0.32.)
 
