@@ -17,7 +17,7 @@ from pathlib import Path
 
 class PeakSnapshot:
     """tracemalloc's allocations near the traced peak: a polling thread takes a snapshot whenever the traced size
-    passes the last snapshot's by a quarter (from 64 MB on), and keeps only the newest, so the one reported is
+    passes the last snapshot's by a quarter (from 32 MB on), and keeps only the newest, so the one reported is
     within about 25 % of the peak (or was taken while the peak was building). Snapshots of millions of blocks
     take seconds, hence few of them and short tracebacks. The snapshot held doubles the child's memory: only its
     breakdown is meant to be read."""
@@ -34,7 +34,7 @@ class PeakSnapshot:
     def _poll(self) -> None:
         while not self._stop.wait(0.2):
             current = tracemalloc.get_traced_memory()[0]
-            if current > max(self.size * 1.25, 64 << 20):
+            if current > max(self.size * 1.25, 32 << 20):
                 self._snap = None
                 self._snap = tracemalloc.take_snapshot()
                 self.size, self.when, self.taken = current, self.label, self.taken + 1
