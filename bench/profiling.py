@@ -22,7 +22,7 @@ class PeakSnapshot:
     take seconds, hence few of them and short tracebacks. The snapshot held doubles the child's memory: only its
     breakdown is meant to be read."""
 
-    def __init__(self, frames: int = 3) -> None:
+    def __init__(self, frames: int = 8) -> None:
         self.size, self.when, self.taken = 0, "", 0
         self.label = "start"
         self._snap: tracemalloc.Snapshot | None = None
@@ -52,13 +52,15 @@ class PeakSnapshot:
             by_line: dict[tuple[str, int], list[int]] = defaultdict(lambda: [0, 0])
             by_stack: dict[tuple[tuple[str, int], ...], list[int]] = defaultdict(lambda: [0, 0])
             for _domain, size, frames, *_ in self._snap.traces._traces:  # type: ignore[attr-defined]
-                for key, table in ((frames[0], by_line), (frames, by_stack)):
+                # The stack from the innermost exporter frame out: who holds it, not which json line made it.
+                own = next((i for i, f in enumerate(frames) if "/exporter/" in f[0]), 0)
+                for key, table in ((frames[0], by_line), (frames[own:own + 3], by_stack)):
                     entry = table[key]
                     entry[0] += size
                     entry[1] += 1
             lines += [f"{size / 2**20:8.1f} MB {count:>9,} blocks  {file}:{line}"
                       for (file, line), (size, count) in sorted(by_line.items(), key=lambda kv: -kv[1][0])[:25]]
-            lines += ["", "by traceback (innermost first):"]
+            lines += ["", "by the innermost exporter frame and its two callers:"]
             for stack, (size, count) in sorted(by_stack.items(), key=lambda kv: -kv[1][0])[:12]:
                 lines.append(f"{size / 2**20:8.1f} MB {count:>9,} blocks")
                 lines += [f"        {file}:{line}" for file, line in stack]
