@@ -22,7 +22,7 @@ class PeakSnapshot:
     take seconds, hence few of them and short tracebacks. The snapshot held doubles the child's memory: only its
     breakdown is meant to be read."""
 
-    def __init__(self, frames: int = 8) -> None:
+    def __init__(self, frames: int = 12) -> None:
         self.size, self.when, self.taken = 0, "", 0
         self.label = "start"
         self._snap: tracemalloc.Snapshot | None = None
