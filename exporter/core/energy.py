@@ -151,7 +151,7 @@ class EnergyResult:
         return out
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)  # slots: one per (namespace, node, owner) row of a chunk
 class Usage:
     """A row's used CPU core-seconds and memory byte-seconds (the cost table's usage)."""
 
@@ -212,6 +212,7 @@ def compute_energy(nodes: list[EnergyNode], rows: Mapping[RowKey, Usage],
         by_node.setdefault(k[1], {})[k] = u
     per_node: dict[str, dict[RowKey, float]] = {}
     grams_per_joule: dict[tuple[str, str | None], float] = {}  # (node, namespace; None = idle) -> g/J
+    flat: dict[str, float] = {}  # without steps, a node's one g/J for all its parts (not one entry per row)
     missing: dict[tuple[str, float], list[int]] = {}  # (region, table g/kWh) -> [steps without a sample, steps]
     for node in nodes:
         model = node_model(node, cfg, co, res.notes)
@@ -220,11 +221,10 @@ def compute_energy(nodes: list[EnergyNode], rows: Mapping[RowKey, Usage],
         res.node_joules[node.name] = total
         res.node_idle_joules[node.name] = total - sum(out.values())
         res.node_source[node.name] = node.source
-        namespaces = {ns for ns, _n, _a in out}
         if steps is None:
-            for ns in (*namespaces, None):
-                grams_per_joule[(node.name, ns)] = model.intensity / JOULES_PER_KWH
+            flat[node.name] = model.intensity / JOULES_PER_KWH
             continue
+        namespaces = {ns for ns, _n, _a in out}
         intensity, lacking = step_intensity(steps, model.region, model.intensity)
         seen = missing.setdefault((model.region, model.intensity), [0, 0])
         seen[0], seen[1] = seen[0] + lacking, seen[1] + len(steps.steps)
@@ -241,18 +241,22 @@ def compute_energy(nodes: list[EnergyNode], rows: Mapping[RowKey, Usage],
         if lacking:
             res.notes.append(f"live grid intensity (energy.intensityQuery): no sample for region {region or '(none)'} "
                              f"at {lacking} of {total_steps} node-steps; the table's {table:g} gCO2e/kWh used there")
+
+    def per_joule(node_name: str, ns: str | None) -> float:
+        return flat[node_name] if node_name in flat else grams_per_joule[(node_name, ns)]
+
     weights: dict[str, dict[tuple[str, Attrs], float]] = defaultdict(lambda: defaultdict(float))
     for node_name, out in per_node.items():
         grams = 0.0
         for (ns, _n, attrs), j in out.items():
-            g = grams_per_joule[(node_name, ns)]
+            g = per_joule(node_name, ns)
             grams += j * g
             _add(res, (ns, node_name, attrs, "allocated"), j, j * g)
             if ns not in shared:
                 weights[node_name if sharing.idleByNode else ""][(ns, attrs)] += j
-        res.node_grams[node_name] = grams + res.node_idle_joules[node_name] * grams_per_joule[(node_name, None)]
+        res.node_grams[node_name] = grams + res.node_idle_joules[node_name] * per_joule(node_name, None)
     for node_name, idle in res.node_idle_joules.items():
-        g = grams_per_joule[(node_name, None)]
+        g = per_joule(node_name, None)
         tenants = weights[node_name if sharing.idleByNode else ""] if sharing.shareIdle else {}
         total = sum(w for w in tenants.values() if w > 0)
         if total <= 0:
