@@ -210,51 +210,48 @@ def compute_energy(nodes: list[EnergyNode], rows: Mapping[RowKey, Usage],
     by_node: dict[str, dict[RowKey, Usage]] = {}
     for k, u in rows.items():
         by_node.setdefault(k[1], {})[k] = u
-    per_node: dict[str, dict[RowKey, float]] = {}
     grams_per_joule: dict[tuple[str, str | None], float] = {}  # (node, namespace; None = idle) -> g/J
     flat: dict[str, float] = {}  # without steps, a node's one g/J for all its parts (not one entry per row)
     missing: dict[tuple[str, float], list[int]] = {}  # (region, table g/kWh) -> [steps without a sample, steps]
-    for node in nodes:
-        model = node_model(node, cfg, co, res.notes)
-        out, total = node_energy(node, by_node.get(node.name, {}), measured.get(node.name, {}), model, memory_watts)
-        per_node[node.name] = out
-        res.node_joules[node.name] = total
-        res.node_idle_joules[node.name] = total - sum(out.values())
-        res.node_source[node.name] = node.source
-        if steps is None:
-            flat[node.name] = model.intensity / JOULES_PER_KWH
-            continue
-        namespaces = {ns for ns, _n, _a in out}
-        intensity, lacking = step_intensity(steps, model.region, model.intensity)
-        seen = missing.setdefault((model.region, model.intensity), [0, 0])
-        seen[0], seen[1] = seen[0] + lacking, seen[1] + len(steps.steps)
-        if node.measured_joules is not None or measured.get(node.name):
-            parts, idle_steps = measured_steps(steps, node.name, namespaces)
-        else:
-            parts, idle_steps = estimated_steps(steps, node.name, namespaces, model.min_watts, model.max_watts,
-                                                memory_watts / GIB)
-        ns_steps = NodeSteps(intensity, parts, idle_steps)
-        for ns in namespaces:
-            grams_per_joule[(node.name, ns)] = ns_steps.weighted(parts.get(ns), steps.steps) / JOULES_PER_KWH
-        grams_per_joule[(node.name, None)] = ns_steps.weighted(idle_steps, steps.steps) / JOULES_PER_KWH
-    for (region, table), (lacking, total_steps) in sorted(missing.items()):
-        if lacking:
-            res.notes.append(f"live grid intensity (energy.intensityQuery): no sample for region {region or '(none)'} "
-                             f"at {lacking} of {total_steps} node-steps; the table's {table:g} gCO2e/kWh used there")
 
     def per_joule(node_name: str, ns: str | None) -> float:
         return flat[node_name] if node_name in flat else grams_per_joule[(node_name, ns)]
 
     weights: dict[str, dict[tuple[str, Attrs], float]] = defaultdict(lambda: defaultdict(float))
-    for node_name, out in per_node.items():
+    for node in nodes:  # each node's rows let go once its parts are booked
+        model = node_model(node, cfg, co, res.notes)
+        out, total = node_energy(node, by_node.pop(node.name, {}), measured.get(node.name, {}), model, memory_watts)
+        res.node_joules[node.name] = total
+        res.node_idle_joules[node.name] = total - sum(out.values())
+        res.node_source[node.name] = node.source
+        if steps is None:
+            flat[node.name] = model.intensity / JOULES_PER_KWH
+        else:
+            namespaces = {ns for ns, _n, _a in out}
+            intensity, lacking = step_intensity(steps, model.region, model.intensity)
+            seen = missing.setdefault((model.region, model.intensity), [0, 0])
+            seen[0], seen[1] = seen[0] + lacking, seen[1] + len(steps.steps)
+            if node.measured_joules is not None or measured.get(node.name):
+                parts, idle_steps = measured_steps(steps, node.name, namespaces)
+            else:
+                parts, idle_steps = estimated_steps(steps, node.name, namespaces, model.min_watts, model.max_watts,
+                                                    memory_watts / GIB)
+            ns_steps = NodeSteps(intensity, parts, idle_steps)
+            for ns in namespaces:
+                grams_per_joule[(node.name, ns)] = ns_steps.weighted(parts.get(ns), steps.steps) / JOULES_PER_KWH
+            grams_per_joule[(node.name, None)] = ns_steps.weighted(idle_steps, steps.steps) / JOULES_PER_KWH
         grams = 0.0
         for (ns, _n, attrs), j in out.items():
-            g = per_joule(node_name, ns)
+            g = per_joule(node.name, ns)
             grams += j * g
-            _add(res, (ns, node_name, attrs, "allocated"), j, j * g)
+            _add(res, (ns, node.name, attrs, "allocated"), j, j * g)
             if ns not in shared:
-                weights[node_name if sharing.idleByNode else ""][(ns, attrs)] += j
-        res.node_grams[node_name] = grams + res.node_idle_joules[node_name] * per_joule(node_name, None)
+                weights[node.name if sharing.idleByNode else ""][(ns, attrs)] += j
+        res.node_grams[node.name] = grams + res.node_idle_joules[node.name] * per_joule(node.name, None)
+    for (region, table), (lacking, total_steps) in sorted(missing.items()):
+        if lacking:
+            res.notes.append(f"live grid intensity (energy.intensityQuery): no sample for region {region or '(none)'} "
+                             f"at {lacking} of {total_steps} node-steps; the table's {table:g} gCO2e/kWh used there")
     for node_name, idle in res.node_idle_joules.items():
         g = per_joule(node_name, None)
         tenants = weights[node_name if sharing.idleByNode else ""] if sharing.shareIdle else {}
