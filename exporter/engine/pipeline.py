@@ -28,6 +28,7 @@ from exporter.engine.energyfetch import EnergyFetch
 from exporter.engine.fetch import Fetch
 from exporter.engine.gpufetch import unpriced_gpus
 from exporter.engine.limits import in_order
+from exporter.engine.spans import widen_table
 from exporter.engine.warnlog import WarningLog
 from exporter.sources.promanswer import PartialAnswer
 from exporter.sources.prometheus import PrometheusClient
@@ -227,6 +228,7 @@ class Pipeline:
             rates = {n: replace(r, cpu=r.cpu * f, ram=r.ram * f, gpu=r.gpu * f, source=r.source + "+bill")
                      if (f := self.bill.node_factors.get(n)) is not None else r for n, r in rates.items()}
         result = cost_chunk(usage, rates)
+        widen_table(result.table, self.client, q, w, owners)
         result.node_labels = node_labels(usage.nodes, self.cfg.allocation.nodeLabels)
         scales, capacity = usage.node_scales, usage.capacity
         del usage  # the chunk's rows per (namespace, node, owner, resource), not needed below
