@@ -122,3 +122,14 @@ def test_cost_is_the_physical_share_in_both_shapes_and_conserved(exporter: tuple
     assert {k: a["gpuCost"] for k, a in ns.items()} == pytest.approx(
         {"renamed": 0.75, "plain": 1.0, "__idle__": 2.25}, rel=REL)
     assert sum(a["totalCost"] for a in ns.values()) == pytest.approx(2 * 2.296, rel=REL)
+
+
+def test_topline_averages_over_each_allocations_minutes(exporter: tuple[Any, int]) -> None:
+    """OpenCost's SummaryAllocation.Add: an average back to core-minutes over its allocation's minutes, summed, over
+    the total's span. a-0, c-0, d-0 0.5 core x 60 min, b-0 0.5 x 30 min = 105 core-min over [t0, t0+1h]: 1.75 cores
+    (summing the pods' averages would say 2.0); 1 GiB each likewise 3.5 GiB."""
+    ex, t0 = exporter
+    top = ex.allocation_summary(q(window=window_arg(t0), aggregate="pod"), topline=True)["data"]
+    total = top["combined"]["allocations"]["total"]
+    assert (top["numResults"], total["start"], total["end"]) == (4, iso(t0), iso(t0 + 3600))
+    assert (total["cpuCoreRequestAverage"], total["ramByteRequestAverage"]) == pytest.approx((1.75, 3.5 * GIB), rel=REL)
