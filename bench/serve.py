@@ -43,7 +43,7 @@ from bench.run import allocate, allocation_rules_file
 from demo.clusters import bench_cluster
 from demo.localprom import PrometheusServer, backfill, backfill_rules, free_port, stop_process
 from exporter.core.window import iso
-from exporter.sources.queries import RECORDED_PARTS
+from exporter.sources.recordedqueries import RECORDED_PARTS
 
 STEP = 60  # serve's default interval and resolution
 RATE_WINDOW = "5m"

@@ -8,16 +8,18 @@ from __future__ import annotations
 
 import random
 from dataclasses import replace
+from functools import partial
 
 from demo.synthetic import GIB, Cluster, Container, Dcgm, Gap, Node, Pod, Series, uid_of
 
 
-def demo_cluster(seed: int = 7, ksm_gap_at: int | None = None) -> Cluster:
+def demo_cluster(seed: int = 7, ksm_gap_at: int | None = None, released_deleted_at: int | None = None) -> Cluster:
     """Six teams, shared platform namespaces, on-demand, spot, GPU and total-priced nodes.
 
     payments also owns payments-batch; web-shared is split between web and growth by pod labels, so
     `--aggregate team` differs from namespace. `ksm_gap_at` silences kube-state-metrics for 10 minutes
-    from then (an OOM-kill), which the allocation bridges."""
+    from then (an OOM-kill), which the allocation bridges. `released_deleted_at` is the last timestamp the
+    released volume pv-released-2023 (no claim: `__unmounted__`) exists; None keeps it throughout."""
     rnd = random.Random(seed)
     it, cap = "node.kubernetes.io/instance-type", "karpenter.sh/capacity-type"
     zone = "topology.kubernetes.io/zone"
@@ -92,7 +94,7 @@ def demo_cluster(seed: int = 7, ksm_gap_at: int | None = None) -> Cluster:
     pods = [replace(p, ip=f"10.1.{i >> 8 & 255}.{i & 255}", services=tuple(
         svc for ns, svc, _k in SERVICES if ns == p.namespace and p.name.rsplit("-", 1)[0] == svc))
         for i, p in enumerate(pods, start=1)]
-    return Cluster(tuple(nodes), tuple(pods), namespaces, requests + _demo_assets(rnd), gaps=gaps,
+    return Cluster(tuple(nodes), tuple(pods), namespaces, requests + _demo_assets(rnd, released_deleted_at), gaps=gaps,
                    namespace_annotations=notes, opencost=True, cadvisor_node=True, pause=False)
 
 
@@ -109,8 +111,10 @@ MOUNTED_BY = {"payments": "ledger-0", "search": "indexer-0", "data-eng": "spark-
               "monitoring": "prometheus-0"}
 
 
-def _demo_assets(rnd: random.Random) -> tuple[Series, ...]:
-    """Volumes, LoadBalancer Services and network traffic for the demo cluster."""
+def _demo_assets(rnd: random.Random, released_deleted_at: int | None = None) -> tuple[Series, ...]:
+    """Volumes, LoadBalancer Services and network traffic for the demo cluster. pv-released-2023, released by
+    its claim with reclaimPolicy Retain, has no claim: its cost is `__unmounted__`'s until an admin deletes it
+    (`released_deleted_at`, its last timestamp): then kube-state-metrics and OpenCost stop exporting it."""
     ksm = {"job": "kube-state-metrics", "instance": "ksm:8080"}
     out: list[Series] = []
     volumes = (("pv-payments-db", 100, "gp3", "payments"), ("pv-search-index", 200, "gp3", "search"),
@@ -119,12 +123,16 @@ def _demo_assets(rnd: random.Random) -> tuple[Series, ...]:
     for name, gib, sc, ns in volumes:
         uid = uid_of("persistentvolume", name)
         pv = {**ksm, "persistentvolume": name}
-        out.append(Series("kube_persistentvolume_capacity_bytes", {**pv, "uid": uid}, base=gib * GIB))
-        out.append(Series("kube_persistentvolume_info", {**pv, "uid": uid, "storageclass": sc}, base=1))
+        gone: tuple[tuple[int, float | None], ...] = ()
+        if ns is None and released_deleted_at is not None:
+            gone = ((released_deleted_at + 1, None),)
+        vol = partial(Series, changes=gone)
+        out.append(vol("kube_persistentvolume_capacity_bytes", {**pv, "uid": uid}, base=gib * GIB))
+        out.append(vol("kube_persistentvolume_info", {**pv, "uid": uid, "storageclass": sc}, base=1))
         oc = {"job": "opencost", "instance": "opencost:9003", "persistentvolume": name,
               "provider_id": f"vol-{uid[:8]}"}
-        out.append(Series("kubecost_pv_info", {**oc, "uid": uid, "storageclass": sc}, base=1))
-        out.append(Series("pv_hourly_cost", {**oc, "volumename": name}, base=GIB_MONTH[sc] / 730))
+        out.append(vol("kubecost_pv_info", {**oc, "uid": uid, "storageclass": sc}, base=1))
+        out.append(vol("pv_hourly_cost", {**oc, "volumename": name}, base=GIB_MONTH[sc] / 730))
         if ns:
             out.append(Series("kube_persistentvolume_claim_ref", {**pv, "claim_namespace": ns, "name": "data"}, base=1))
             pvc = {**ksm, "namespace": ns, "persistentvolumeclaim": "data", "uid": uid_of("pvc", ns, "data")}

@@ -167,7 +167,8 @@ def audit_labels(prometheus_url: str | None, config: str | None, window_text: st
 
     try:
         cfg = load(config, prometheus_url)
-        window = parse_window(window_text, cli_common.clock(), parse_duration(cfg.allocation.resolution))
+        window = parse_window(window_text, cli_common.clock(), parse_duration(cfg.allocation.resolution),
+                              allow_empty=True)
         client = PrometheusClient(cfg.prometheus)
         pipeline = command_pipeline(cfg, client)
         result = with_progress(pipeline, window)
