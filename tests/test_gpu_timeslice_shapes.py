@@ -6,7 +6,7 @@ nvidia.com/gpu.replicas 4), priced by a rule at cpu 0.05/core-h, ram 0.006/GiB-h
   ts-plain    renameByDefault=false: 4 replicas advertised as nvidia.com/gpu; pods request nvidia.com/gpu
 Pods (one container, 0.5 core and 1 GiB requested, one replica each):
   renamed/a-0  ts-renamed  the whole hour              60 steps
-  renamed/b-0  ts-renamed  until t0 + 30 min (then Succeeded): steps t0+1m .. t0+30m, 30 steps, span [t0, t0+30m]
+  batch/b-0    ts-renamed  until t0 + 30 min (then Succeeded): steps t0+1m .. t0+30m, 30 steps, span [t0, t0+30m]
   plain/c-0    ts-plain    the whole hour
   plain/d-0    ts-plain    the whole hour
 
@@ -15,7 +15,7 @@ Cost (chargeback's, unchanged by the shape): a replica holds 1/4 of the L4.
   GPU idle: ts-renamed 2.0 - 0.75 = 1.25; ts-plain 2.0 - 1.0 = 1.0.
   Each node 4 x 0.05 + 16 x 0.006 + 1 x 2.0 = 2.296; the cluster 4.592 = every namespace's cost with __idle__.
 OpenCost's gpuHours (its suite's TestGPUCosts: max(container_gpu_allocation, nvidia.com/gpu request) x hours):
-  renamed: no nvidia.com/gpu request; container_gpu_allocation is the replica's 1/4:
+  renamed, batch: no nvidia.com/gpu request; container_gpu_allocation is the replica's 1/4:
     a-0 0.25 x 1 h = 0.25, over its 60 min gpuCount 0.25; b-0 0.25 x 0.5 h = 0.125, over its 30 min 0.25.
     Node ts-renamed: 0.375 GPU-h over [t0, t0+1h] = gpuCount 0.375 (all four replicas would make 1 = the L4).
   plain: the nvidia.com/gpu request of 1 per replica: c-0, d-0 1.0 GPU-h each; node ts-plain gpuCount 2.0, though
@@ -26,14 +26,19 @@ the window); ramBytes 1 GiB.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
+from click.testing import CliRunner
 
 from demo.clusters import GFD_COUNT, GFD_PRODUCT, GFD_REPLICAS, GFD_SHARING
 from demo.localprom import PrometheusServer
 from demo.synthetic import GIB, Cluster, Container, Node, Pod
+from exporter.cli import main
 from exporter.config.schema import parse_config
 from exporter.core.window import iso
 
@@ -59,7 +64,7 @@ def cluster(t0: int) -> Cluster:
 
     nodes = (Node("ts-renamed", 4, 16 * GIB, gpus=4, gpu_resource=SHARED, labels=GFD),
              Node("ts-plain", 4, 16 * GIB, gpus=4, labels=GFD))
-    pods = (pod("renamed", "a-0", "ts-renamed"), pod("renamed", "b-0", "ts-renamed", end=t0 + 1800),
+    pods = (pod("renamed", "a-0", "ts-renamed"), pod("batch", "b-0", "ts-renamed", end=t0 + 1800),
             pod("plain", "c-0", "ts-plain"), pod("plain", "d-0", "ts-plain"))
     return Cluster(nodes, pods)
 
@@ -120,7 +125,7 @@ def test_node_gpu_count_is_gpu_hours_over_the_nodes_span(exporter: tuple[Any, in
 def test_cost_is_the_physical_share_in_both_shapes_and_conserved(exporter: tuple[Any, int]) -> None:
     ns = allocation(exporter, aggregate="namespace", includeIdle="true")
     assert {k: a["gpuCost"] for k, a in ns.items()} == pytest.approx(
-        {"renamed": 0.75, "plain": 1.0, "__idle__": 2.25}, rel=REL)
+        {"renamed": 0.5, "batch": 0.25, "plain": 1.0, "__idle__": 2.25}, rel=REL)
     assert sum(a["totalCost"] for a in ns.values()) == pytest.approx(2 * 2.296, rel=REL)
 
 
@@ -133,3 +138,16 @@ def test_topline_averages_over_each_allocations_minutes(exporter: tuple[Any, int
     total = top["combined"]["allocations"]["total"]
     assert (top["numResults"], total["start"], total["end"]) == (4, iso(t0), iso(t0 + 3600))
     assert (total["cpuCoreRequestAverage"], total["ramByteRequestAverage"]) == pytest.approx((1.75, 3.5 * GIB), rel=REL)
+
+
+def test_allocate_prints_the_same_span(exporter: tuple[Any, int], tmp_path: Path) -> None:
+    """allocate's JSON is /allocation's (docs/cli.md): batch (b-0 alone) ran [t0, t0+30m], 0.125 GPU-h, gpuCount
+    0.25."""
+    ex, t0 = exporter
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump({**CONFIG, "prometheus": {"url": ex.cfg.prometheus.url}}))
+    res = CliRunner().invoke(main, ["allocate", "--config", str(path), "--window", window_arg(t0), "--format", "json"])
+    assert res.exit_code == 0, res.output
+    batch = json.loads(res.stdout)["data"][0]["batch"]
+    assert (batch["start"], batch["end"], batch["minutes"]) == (iso(t0), iso(t0 + 1800), 30.0)
+    assert (batch["gpuHours"], batch["gpuCount"], batch["cpuCores"]) == pytest.approx((0.125, 0.25, 0.5), rel=REL)

@@ -105,6 +105,13 @@ def with_gpus(usage: dict[ContainerKey, Line], held: Mapping[ContainerKey, GpuPo
             line.gpu_pod_busy_seconds = seen.get("gpu_pod_mean", 0.0) * share
 
 
+def with_spans(usage: Mapping[ContainerKey, Line], spans: Mapping[tuple[str, ...], tuple[float, float]]) -> None:
+    """Each container's Line takes in its pod's running span ((namespace, node, pod) -> span). Pure."""
+    for key, line in usage.items():
+        if (span := spans.get(key[:3])) is not None:
+            line.widen(*span)
+
+
 def container_limits(pipeline: Pipeline, q: Queries, w: Window) -> dict[ContainerKey, dict[str, float]]:
     """Each container's CPU and memory limit integrals (unit-seconds) over a segment, of what `q` selects."""
     out: dict[ContainerKey, dict[str, float]] = {}
@@ -303,12 +310,8 @@ class PodGranularity:
             scoped = q if whole else q.scoped(batch)
             usage = container_lines(totals, pipeline.step, container_limits(pipeline, scoped, w))
             with_gpus(usage, result.gpu_pods, dcgm, set(batch))
-            containers: dict[tuple[str, str, str], list[Line]] = {}  # (namespace, node, pod) -> its containers
-            for ckey, cline in usage.items():
-                containers.setdefault(ckey[:3], []).append(cline)
-            for (ns, node, pod), span in running_spans(pipeline.client, scoped, w, "namespace, node, pod").items():
-                for c in containers.get((ns, node, pod), ()):
-                    c.widen(*span)
+            if pipeline.running_spans:
+                with_spans(usage, running_spans(pipeline.client, scoped, w, "namespace, node, pod"))
             del totals
             rows = [r for ns in batch for r in (*builder.table_rows(keys.pop(ns, [])), *nodeless.pop(ns, []))]
             split = split_rows(rows, usage, attrs_of, self.meta, volumes, traffic, result.node_labels)
