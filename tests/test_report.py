@@ -299,3 +299,18 @@ def test_change_only_where_it_means_something() -> None:
     assert change_text(1.0, 0.0, True, "USD") == "new (+1.00 USD)"
     assert change_text(3.0, 2.0, True, "USD") == "+50.0% (+1.00 USD)"
     assert change_text(1.5, 2.0, True, "USD") == "-25.0% (-0.50 USD)"
+
+
+def test_budget_rows_carry_the_budget_labels_not_the_recorded_name() -> None:
+    """A report's budgets are the budget rules' series; the rule's name is how they were asked for, not a fact
+    about the budget (the JSON showed "__name__": "budget:chargeback_budget_usage:ratio" on every row)."""
+    from exporter.config.schema import parse_config
+    from exporter.outputs.report import ReportSource
+
+    class Answer:  # Prometheus' instant answer for the usage series, as PrometheusClient.query yields it
+        def query(self, expr: str, at: float) -> list[tuple[dict[str, str], float]]:
+            assert expr == "budget:chargeback_budget_usage:ratio" and at == 1800.0
+            return [({"__name__": expr, "budget": "payments-daily", "period": "daily", "team": "payments"}, 1.2)]
+
+    src = ReportSource(parse_config({}), Answer(), None)  # type: ignore[arg-type]
+    assert src.budgets(1800.0) == [{"budget": "payments-daily", "period": "daily", "team": "payments", "usage": 1.2}]

@@ -207,7 +207,8 @@ class ReportSource:
 
     def budgets(self, at: float) -> list[dict[str, Any]]:
         rows = self.client.query(OwnSeries.BUDGET_SERIES["usage"], at)
-        return [{**lb, "usage": v} for lb, v in rows]
+        # the recorded name is the query's, not a property of the budget: rows carry the budget's labels
+        return [{**{k: x for k, x in lb.items() if k != "__name__"}, "usage": v} for lb, v in rows]
 
 
 def make_report(cfg: Config, window: Window, by: str, now: float, source: str = "auto") -> Report:
