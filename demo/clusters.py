@@ -196,7 +196,8 @@ def gpu_nodes() -> tuple[tuple[Node, ...], tuple[Pod, ...]]:
 
     * gpu-a100-mig: one A100 80GB in MIG mixed mode, a 3g.40gb slice (ml) and two of four 1g.10gb
       slices (search) used, two 1g.10gb slices free;
-    * gpu-l4-ts: one L4 time-sliced 4 ways, every replica used (ml two, search two);
+    * gpu-l4-ts: one L4 time-sliced 4 ways, every replica used (ml two, search two), under GFD's
+      renameByDefault=true: replicas advertised and requested as nvidia.com/gpu.shared;
     * gpu-h100: eight whole H100s, 4 for ml, 4 for data-eng (one finetune pod); OpenCost prices the GPU.
 
     The L4 and H100 nodes are fully requested, as expensive autoscaled GPU nodes usually are: their waste
@@ -207,7 +208,8 @@ def gpu_nodes() -> tuple[tuple[Node, ...], tuple[Pod, ...]]:
         Node("gpu-a100-mig", 12, 170 * GIB, labels={
             it: "a2-ultragpu-1g", GFD_PRODUCT: "NVIDIA-A100-SXM4-80GB", GFD_COUNT: "1", GFD_MIG: "mixed"},
             resources={"nvidia_com_mig_3g_40gb": 1, "nvidia_com_mig_1g_10gb": 4}),
-        Node("gpu-l4-ts", 4, 16 * GIB, gpus=4, labels={
+        # GFD's renameByDefault=true: the 4 replicas are advertised (and requested) as nvidia.com/gpu.shared.
+        Node("gpu-l4-ts", 4, 16 * GIB, gpus=4, gpu_resource="nvidia_com_gpu_shared", labels={
             it: "g6.xlarge", GFD_PRODUCT: "NVIDIA-L4-SHARED", GFD_COUNT: "1", GFD_REPLICAS: "4",
             GFD_SHARING: "time-slicing"}),
         Node("gpu-h100", 192, 2048 * GIB, gpus=8, labels={it: "p5.48xlarge", GFD_PRODUCT: "NVIDIA-H100-80GB-HBM3",
@@ -216,8 +218,11 @@ def gpu_nodes() -> tuple[tuple[Node, ...], tuple[Pod, ...]]:
     )
 
     def pod(ns: str, name: str, node: str, cpu: float, gib: float, gpus: float = 0.0, **res: float) -> Pod:
+        shared = node == "gpu-l4-ts"  # a replica: OpenCost's container_gpu_allocation is its 1/4 of the L4
         c = Container(name.rsplit("-", 1)[0], cpu, gib * GIB, gpus, cpu * 0.6, gib * GIB * 0.7, resources=res,
-                      gpu_util=0.35 if node == "gpu-h100" else 0.0, gpu_fb_mib=40960 if node == "gpu-h100" else 0.0)
+                      gpu_util=0.35 if node == "gpu-h100" else 0.0, gpu_fb_mib=40960 if node == "gpu-h100" else 0.0,
+                      gpu_resource="nvidia_com_gpu_shared" if shared else "nvidia_com_gpu",
+                      gpu_allocation=gpus / 4 if shared else None)
         return Pod(ns, name, node, (c,), labels={"team": ns, "app": c.name}, owner=("Deployment", c.name))
 
     pods = (

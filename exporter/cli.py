@@ -88,6 +88,7 @@ def allocate(prometheus_url: str | None, window_text: str, aggregate: str, confi
         check_window(window, cfg.api.maxWindow)
         client = PrometheusClient(cfg.prometheus)
         pipeline = command_pipeline(cfg, client)
+        pipeline.running_spans = fmt != "focus"  # /allocation's fields, spans included (api.md)
         result = None
         if fmt == "focus":  # one computation per charge period
             text = export_for(cfg, lambda w: with_progress(pipeline, w), window, focus_period, parts, cluster_name)

@@ -294,11 +294,33 @@ def test_change_only_where_it_means_something() -> None:
     under a cent before is new, one under a cent now shows what it lost, never "-100.0%" on 0.00."""
     from exporter.outputs.reporttext import change_text
     assert change_text(96.7, 1.0, False, "USD") == "-"  # previous period partly before the data
-    assert change_text(0.0, 0.00075, True, "USD") == "no change"  # the demo's __unallocated__
+    assert change_text(0.0, 0.00075, True, "USD") == "no change"  # under a cent both sides
     assert change_text(0.0, 0.5, True, "USD") == "-0.50 USD"
     assert change_text(1.0, 0.0, True, "USD") == "new (+1.00 USD)"
     assert change_text(3.0, 2.0, True, "USD") == "+50.0% (+1.00 USD)"
     assert change_text(1.5, 2.0, True, "USD") == "-25.0% (-0.50 USD)"
+
+
+def test_a_group_with_no_cost_is_listed_only_to_read_what_it_lost() -> None:
+    """The demo's 24 h report listed `__unallocated__` at 0.00: 0.00075 USD in the previous period only (one
+    minute of its 32.85/month NAT gateway, 32.85 / 730 / 60 = 0.00075, before any byte was counted)."""
+    from exporter.core.window import Window
+    from exporter.outputs.report import Entries, build
+    unkeyed = ("__unattributed__",)
+    now: Entries = {("ml", ("ml",), "allocated"): 10.0}
+    before: Entries = {("ml", ("ml",), "allocated"): 8.0, ("old", ("old",), "allocated"): 0.5,
+              ("__unallocated__", unkeyed, "allocated"): 0.00075}
+    w, prev = Window(86400, 172800, 60), Window(0, 86400, 60)
+
+    def groups(covered: int) -> dict[str, tuple[float, float]]:
+        r = build(w, prev, "team", ("team",), "computed", "USD", now, before, previous_covered_seconds=covered)
+        assert r.previous_total == 8.0 + 0.5 + 0.00075 and r.adds_up  # the totals are the cluster's
+        return {g.name: (g.total, g.previous) for g in r.groups}
+
+    # Previous day covered: `old` reads what it lost (-0.50 USD); 0.00075 rounds to 0.00 and is not listed.
+    assert groups(86400) == {"ml": (10.0, 8.0), "old": (0.0, 0.5)}
+    # Previous day covered for 2,040 s (the demo's): no change is told, so a group gone says nothing either.
+    assert groups(2040) == {"ml": (10.0, 8.0)}
 
 
 def test_budget_rows_carry_the_budget_labels_not_the_recorded_name() -> None:

@@ -13,7 +13,7 @@ import time
 from collections import Counter
 
 from exporter.config.schema import Config
-from exporter.core.allocation import ChunkUsage
+from exporter.core.allocation import GPU_OPENCOST, ChunkUsage
 from exporter.core.assets import AssetCost, Service, Volume, price_load_balancers, price_network, price_volumes
 from exporter.core.attribution import BUDGET_PREFIX, LabelSets, Owners, shared_labels
 from exporter.core.coverage import rule_gap
@@ -283,6 +283,8 @@ class Fetch:
             allocated.add(key, h.device_seconds)
             if h.requested_seconds:
                 requested.add(key, h.requested_seconds)
+            if h.opencost_seconds:
+                requested.add((*key[:3], GPU_OPENCOST), h.opencost_seconds)
         used.update(self.gpu_usage(w, q, owners))
         # A NaN or Inf request makes its pod's request row non-finite in the one-pass answer, so the
         # per-container check (as costly as a selector pass) runs only when an answer had one.

@@ -329,6 +329,7 @@ class Exporter:
         if q.sets:
             check_window(Window(q.sets[0].compute.start, q.sets[-1].compute.end, self.step), self.cfg.api.maxWindow)
         pipeline = Pipeline(cfg, self.client, self.metadata, self.warnings)
+        pipeline.running_spans = True  # OpenCost's start, end, minutes and per-time fields (engine/spans.py)
         label_keys, cluster = tuple(cfg.attribution.labels.values()), cluster_name(cfg.prometheus.clusterSelector)
         ids = volume_ids(self.client, pipeline.queries, Window(q.sets[0].compute.start, q.sets[-1].compute.end,
                                                                self.step)) if q.sets else {}
