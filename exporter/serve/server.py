@@ -168,7 +168,12 @@ class Exporter:
         return True
 
     def cycle(self, now: float) -> int:
-        """One accrual cycle: catch up from the frontier to now - lag; returns the chunks costed."""
+        """One accrual cycle: catch up from the frontier to now - lag; returns the chunks costed. Its answers
+        stay out of the API's cache (each step is asked once: kept, they only held memory, docs/scale.md)."""
+        with self.client.uncached():
+            return self._cycle(now)
+
+    def _cycle(self, now: float) -> int:
         term = self.ledger.term
         if term is None:
             return 0  # not leading
