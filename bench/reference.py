@@ -15,7 +15,7 @@ from pathlib import Path
 import requests
 import yaml
 
-from exporter.sources.queries import RECORDED_PARTS
+from exporter.sources.recordedqueries import RECORDED_PARTS
 
 CONTAINERS = 'container!="",container!="POD",namespace!="",pod!=""'
 ON_NODE = '* on (namespace, pod) group_left (node) max by (namespace, pod, node) (kube_pod_info{node!=""})'

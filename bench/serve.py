@@ -103,10 +103,10 @@ def child(config: Path, start: int, cycles: int, prometheus_pid: int, profile: s
     seen: list[tuple[float, int, str]] = []
     instant = ex.client._instant
 
-    def profiled(expr: str, at: float) -> dict[str, Any]:
+    def profiled(expr: str, at: float, kind: str = "vector") -> dict[str, Any]:
         """Each query's own Prometheus time and answer size: where a cycle's time goes."""
         server = stats.server_seconds
-        data = instant(expr, at)
+        data = instant(expr, at, kind)
         result = data.get("result")
         seen.append((round(stats.server_seconds - server, 3), len(result) if isinstance(result, list) else 0,
                      " ".join(expr.split())[:160]))

@@ -8,16 +8,18 @@ from __future__ import annotations
 
 import random
 from dataclasses import replace
+from functools import partial
 
 from demo.synthetic import GIB, Cluster, Container, Dcgm, Gap, Node, Pod, Series, uid_of
 
 
-def demo_cluster(seed: int = 7, ksm_gap_at: int | None = None) -> Cluster:
+def demo_cluster(seed: int = 7, ksm_gap_at: int | None = None, released_deleted_at: int | None = None) -> Cluster:
     """Six teams, shared platform namespaces, on-demand, spot, GPU and total-priced nodes.
 
     payments also owns payments-batch; web-shared is split between web and growth by pod labels, so
     `--aggregate team` differs from namespace. `ksm_gap_at` silences kube-state-metrics for 10 minutes
-    from then (an OOM-kill), which the allocation bridges."""
+    from then (an OOM-kill), which the allocation bridges. `released_deleted_at` is the last timestamp the
+    released volume pv-released-2023 (no claim: `__unmounted__`) exists; None keeps it throughout."""
     rnd = random.Random(seed)
     it, cap = "node.kubernetes.io/instance-type", "karpenter.sh/capacity-type"
     zone = "topology.kubernetes.io/zone"
@@ -92,7 +94,7 @@ def demo_cluster(seed: int = 7, ksm_gap_at: int | None = None) -> Cluster:
     pods = [replace(p, ip=f"10.1.{i >> 8 & 255}.{i & 255}", services=tuple(
         svc for ns, svc, _k in SERVICES if ns == p.namespace and p.name.rsplit("-", 1)[0] == svc))
         for i, p in enumerate(pods, start=1)]
-    return Cluster(tuple(nodes), tuple(pods), namespaces, requests + _demo_assets(rnd), gaps=gaps,
+    return Cluster(tuple(nodes), tuple(pods), namespaces, requests + _demo_assets(rnd, released_deleted_at), gaps=gaps,
                    namespace_annotations=notes, opencost=True, cadvisor_node=True, pause=False)
 
 
@@ -109,8 +111,10 @@ MOUNTED_BY = {"payments": "ledger-0", "search": "indexer-0", "data-eng": "spark-
               "monitoring": "prometheus-0"}
 
 
-def _demo_assets(rnd: random.Random) -> tuple[Series, ...]:
-    """Volumes, LoadBalancer Services and network traffic for the demo cluster."""
+def _demo_assets(rnd: random.Random, released_deleted_at: int | None = None) -> tuple[Series, ...]:
+    """Volumes, LoadBalancer Services and network traffic for the demo cluster. pv-released-2023, released by
+    its claim with reclaimPolicy Retain, has no claim: its cost is `__unmounted__`'s until an admin deletes it
+    (`released_deleted_at`, its last timestamp): then kube-state-metrics and OpenCost stop exporting it."""
     ksm = {"job": "kube-state-metrics", "instance": "ksm:8080"}
     out: list[Series] = []
     volumes = (("pv-payments-db", 100, "gp3", "payments"), ("pv-search-index", 200, "gp3", "search"),
@@ -119,12 +123,16 @@ def _demo_assets(rnd: random.Random) -> tuple[Series, ...]:
     for name, gib, sc, ns in volumes:
         uid = uid_of("persistentvolume", name)
         pv = {**ksm, "persistentvolume": name}
-        out.append(Series("kube_persistentvolume_capacity_bytes", {**pv, "uid": uid}, base=gib * GIB))
-        out.append(Series("kube_persistentvolume_info", {**pv, "uid": uid, "storageclass": sc}, base=1))
+        gone: tuple[tuple[int, float | None], ...] = ()
+        if ns is None and released_deleted_at is not None:
+            gone = ((released_deleted_at + 1, None),)
+        vol = partial(Series, changes=gone)
+        out.append(vol("kube_persistentvolume_capacity_bytes", {**pv, "uid": uid}, base=gib * GIB))
+        out.append(vol("kube_persistentvolume_info", {**pv, "uid": uid, "storageclass": sc}, base=1))
         oc = {"job": "opencost", "instance": "opencost:9003", "persistentvolume": name,
               "provider_id": f"vol-{uid[:8]}"}
-        out.append(Series("kubecost_pv_info", {**oc, "uid": uid, "storageclass": sc}, base=1))
-        out.append(Series("pv_hourly_cost", {**oc, "volumename": name}, base=GIB_MONTH[sc] / 730))
+        out.append(vol("kubecost_pv_info", {**oc, "uid": uid, "storageclass": sc}, base=1))
+        out.append(vol("pv_hourly_cost", {**oc, "volumename": name}, base=GIB_MONTH[sc] / 730))
         if ns:
             out.append(Series("kube_persistentvolume_claim_ref", {**pv, "claim_namespace": ns, "name": "data"}, base=1))
             pvc = {**ksm, "namespace": ns, "persistentvolumeclaim": "data", "uid": uid_of("pvc", ns, "data")}
@@ -188,7 +196,8 @@ def gpu_nodes() -> tuple[tuple[Node, ...], tuple[Pod, ...]]:
 
     * gpu-a100-mig: one A100 80GB in MIG mixed mode, a 3g.40gb slice (ml) and two of four 1g.10gb
       slices (search) used, two 1g.10gb slices free;
-    * gpu-l4-ts: one L4 time-sliced 4 ways, every replica used (ml two, search two);
+    * gpu-l4-ts: one L4 time-sliced 4 ways, every replica used (ml two, search two), under GFD's
+      renameByDefault=true: replicas advertised and requested as nvidia.com/gpu.shared;
     * gpu-h100: eight whole H100s, 4 for ml, 4 for data-eng (one finetune pod); OpenCost prices the GPU.
 
     The L4 and H100 nodes are fully requested, as expensive autoscaled GPU nodes usually are: their waste
@@ -199,7 +208,8 @@ def gpu_nodes() -> tuple[tuple[Node, ...], tuple[Pod, ...]]:
         Node("gpu-a100-mig", 12, 170 * GIB, labels={
             it: "a2-ultragpu-1g", GFD_PRODUCT: "NVIDIA-A100-SXM4-80GB", GFD_COUNT: "1", GFD_MIG: "mixed"},
             resources={"nvidia_com_mig_3g_40gb": 1, "nvidia_com_mig_1g_10gb": 4}),
-        Node("gpu-l4-ts", 4, 16 * GIB, gpus=4, labels={
+        # GFD's renameByDefault=true: the 4 replicas are advertised (and requested) as nvidia.com/gpu.shared.
+        Node("gpu-l4-ts", 4, 16 * GIB, gpus=4, gpu_resource="nvidia_com_gpu_shared", labels={
             it: "g6.xlarge", GFD_PRODUCT: "NVIDIA-L4-SHARED", GFD_COUNT: "1", GFD_REPLICAS: "4",
             GFD_SHARING: "time-slicing"}),
         Node("gpu-h100", 192, 2048 * GIB, gpus=8, labels={it: "p5.48xlarge", GFD_PRODUCT: "NVIDIA-H100-80GB-HBM3",
@@ -208,8 +218,11 @@ def gpu_nodes() -> tuple[tuple[Node, ...], tuple[Pod, ...]]:
     )
 
     def pod(ns: str, name: str, node: str, cpu: float, gib: float, gpus: float = 0.0, **res: float) -> Pod:
+        shared = node == "gpu-l4-ts"  # a replica: OpenCost's container_gpu_allocation is its 1/4 of the L4
         c = Container(name.rsplit("-", 1)[0], cpu, gib * GIB, gpus, cpu * 0.6, gib * GIB * 0.7, resources=res,
-                      gpu_util=0.35 if node == "gpu-h100" else 0.0, gpu_fb_mib=40960 if node == "gpu-h100" else 0.0)
+                      gpu_util=0.35 if node == "gpu-h100" else 0.0, gpu_fb_mib=40960 if node == "gpu-h100" else 0.0,
+                      gpu_resource="nvidia_com_gpu_shared" if shared else "nvidia_com_gpu",
+                      gpu_allocation=gpus / 4 if shared else None)
         return Pod(ns, name, node, (c,), labels={"team": ns, "app": c.name}, owner=("Deployment", c.name))
 
     pods = (

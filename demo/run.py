@@ -46,6 +46,7 @@ from exporter.sources.billing import read_bill
 from exporter.sources.prometheus import PrometheusClient
 
 IT = "node.kubernetes.io/instance-type"
+RELEASED_GONE = 26 * 3600  # how long before the demo's start its released volume was deleted (demo/clusters.py)
 
 # The demo's config: what a user would write. OpenCost prices four nodes; the price book the rest.
 DEMO_CONFIG: dict[str, object] = {
@@ -127,8 +128,10 @@ def start(root: Path, say: Callable[[str], None] = print, hours: int = 24) -> De
     # kube-state-metrics was OOM-killed six hours ago for 10 minutes: the allocation bridges the gap.
     # dcgm-exporter sees the trainer's V100 12% busy: the GPU waste panels and report section have data.
     # Plus three GPU nodes: an A100 in MIG slices and a time-sliced L4 shared by ml and search, eight H100s.
-    cluster = with_gpu_nodes(with_dcgm(demo_cluster(ksm_gap_at=now - 6 * 3600), util=0.12, fb_mib=6144,
-                                       dcgm=Dcgm("Tesla V100-SXM2-16GB", 16384)))
+    # The released volume pv-released-2023 (no claim, kept by reclaimPolicy Retain) was deleted by an admin
+    # 26 hours ago: 24 h windows hold no claim-less volume, two-day ones `__unmounted__` and its cost.
+    cluster = with_gpu_nodes(with_dcgm(demo_cluster(ksm_gap_at=now - 6 * 3600, released_deleted_at=now - RELEASED_GONE),
+                                       util=0.12, fb_mib=6144, dcgm=Dcgm("Tesla V100-SXM2-16GB", 16384)))
     cluster = with_mesh(cluster)  # Istio sidecars: egress classified by zone and internet (demo/mesh.py)
     # Kepler on four general nodes (two of each metric generation); the others' energy is estimated.
     cluster = with_kepler(cluster, ("ip-10-0-1-1", "ip-10-0-1-2"), ("ip-10-0-1-3", "ip-10-0-1-4"))

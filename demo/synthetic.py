@@ -43,6 +43,11 @@ class Container:
     resources: dict[str, float] = field(default_factory=dict)
     mem_limit: float | None = None  # bytes (kube_pod_container_resource_limits; no cost reads it)
     cpu_limit: float | None = None  # cores (the same series; OpenCost's cpuCoreLimitAverage reads them)
+    # The resource `gpu_request` is of: nvidia.com/gpu, or a time-sliced replica under GFD's renameByDefault=true
+    # (nvidia_com_gpu_shared); and OpenCost's container_gpu_allocation when it differs from the request (a
+    # shared replica: its physical share).
+    gpu_resource: str = "nvidia_com_gpu"
+    gpu_allocation: float | None = None
 
 
 @dataclass(frozen=True)
@@ -76,6 +81,7 @@ class Node:
     provider_id: str = ""  # e.g. aws:///us-east-1a/i-0abc (kube_node_info{provider_id})
     resources: dict[str, float] = field(default_factory=dict)  # other capacity: nvidia_com_mig_1g_10gb: 4, ...
     dcgm: Dcgm | None = None  # dcgm-exporter runs on the node (GPU utilisation series)
+    gpu_resource: str = "nvidia_com_gpu"  # the resource `gpus` is advertised as (nvidia_com_gpu_shared: replicas)
 
 
 @dataclass(frozen=True)
@@ -220,7 +226,7 @@ def _series(cluster: Cluster, lean: bool) -> Iterator[tuple[str, str, Sampler]]:
             ("memory", "byte", n.mem_bytes, n.mem_bytes - 0.5 * GIB),
             ("pods", "integer", 110, 110),
             ("ephemeral_storage", "byte", 100 * GIB, 90 * GIB),
-        ) + ((("nvidia_com_gpu", "integer", n.gpus, n.gpus),) if n.gpus else ()) + tuple(
+        ) + (((n.gpu_resource, "integer", n.gpus, n.gpus),) if n.gpus else ()) + tuple(
                 (res, "integer", v, v) for res, v in sorted(n.resources.items())):
             lb = _labels(**ksm, node=n.name, **node_uid, resource=res, unit=unit)
             yield "kube_node_status_capacity", lb, _const(cap)
@@ -337,7 +343,8 @@ def _opencost_allocation(p: Pod) -> Iterator[tuple[str, str, Sampler]]:
         yield "container_cpu_allocation", lb, cpu
         yield "container_memory_allocation_bytes", lb, partial(_alloc, on, c.mem_request or 0.0, partial(_memory, c))
         if c.gpu_request:
-            yield "container_gpu_allocation", lb, partial(_when, on, c.gpu_request)
+            gpus = c.gpu_request if c.gpu_allocation is None else c.gpu_allocation
+            yield "container_gpu_allocation", lb, partial(_when, on, gpus)
 
 
 def _cpu_rate(c: Container, t: int) -> float:
@@ -390,7 +397,7 @@ def _pod_series(p: Pod, ksm: dict[str, str], lean: bool, cadvisor_node: bool = F
         cad["node"] = p.node
     for c in p.containers:
         for res, unit, req in (("cpu", "core", c.cpu_request), ("memory", "byte", c.mem_request),
-                               ("nvidia_com_gpu", "integer", c.gpu_request or None),
+                               (c.gpu_resource, "integer", c.gpu_request or None),
                                *((r, "integer", v) for r, v in sorted(c.resources.items()))):
             if req is not None:
                 lb = _labels(**ksm, **pod_kv, uid=uid, container=c.name, node=p.node, resource=res, unit=unit)

@@ -88,6 +88,7 @@ def allocate(prometheus_url: str | None, window_text: str, aggregate: str, confi
         check_window(window, cfg.api.maxWindow)
         client = PrometheusClient(cfg.prometheus)
         pipeline = command_pipeline(cfg, client)
+        pipeline.running_spans = fmt != "focus"  # /allocation's fields, spans included (api.md)
         result = None
         if fmt == "focus":  # one computation per charge period
             text = export_for(cfg, lambda w: with_progress(pipeline, w), window, focus_period, parts, cluster_name)
@@ -167,7 +168,8 @@ def audit_labels(prometheus_url: str | None, config: str | None, window_text: st
 
     try:
         cfg = load(config, prometheus_url)
-        window = parse_window(window_text, cli_common.clock(), parse_duration(cfg.allocation.resolution))
+        window = parse_window(window_text, cli_common.clock(), parse_duration(cfg.allocation.resolution),
+                              allow_empty=True)
         client = PrometheusClient(cfg.prometheus)
         pipeline = command_pipeline(cfg, client)
         result = with_progress(pipeline, window)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import json
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, cast
 
@@ -17,14 +18,16 @@ import yaml
 from click.testing import CliRunner
 
 from demo.clusters import demo_cluster
+from demo.localprom import PrometheusServer
 from demo.run import DEMO_CONFIG, write_sample_bill
-from demo.synthetic import GIB
+from demo.synthetic import GIB, series
 from exporter.cli import main
 from exporter.config.schema import parse_config
 from exporter.core.window import parse_window
 from exporter.engine.pipeline import Pipeline
 from exporter.sources.prometheus import PrometheusClient
 
+from .conftest import scenario_at
 from .test_allocate_core import REL, run_allocate, window_arg
 from .test_reconcile import iso
 
@@ -223,3 +226,39 @@ def test_the_demo_sample_bill_shows_the_missing_discount(demo_prom: Any, tmp_pat
     assert node["list"] == pytest.approx(round(ON_DEMAND, 4), rel=REL)
     assert "the billed nodes are priced within 0.0% of their list cost" in rec["verdict"]
     assert "so the gap is discounts" in rec["verdict"]
+
+
+@pytest.fixture(scope="module")
+def released_prom(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[PrometheusServer, int]]:
+    """The demo cluster whose released volume an admin deletes half-way through the hour under test (the
+    demo's stack deletes it 26 h before its start, demo/run.py: its 24 h windows hold no claim-less volume)."""
+    yield from scenario_at(tmp_path_factory, "released", lambda t0: demo_cluster(released_deleted_at=t0 + 1800))
+
+
+def test_a_deleted_released_volume_ends_every_series_of_it() -> None:
+    """kube-state-metrics' and OpenCost's series of pv-released-2023 end at its deletion; the others go on."""
+    t = 1_800_000_000
+    rows = [(name, lb, fn) for name, lb, fn in series(demo_cluster(released_deleted_at=t))
+            if "persistentvolume=" in lb or "volumename=" in lb]
+    released = {name for name, lb, fn in rows if '"pv-released-2023"' in lb and fn(t) is not None}
+    assert released == {"kube_persistentvolume_capacity_bytes", "kube_persistentvolume_info", "kubecost_pv_info",
+                        "pv_hourly_cost"}
+    assert [name for name, lb, fn in rows if '"pv-released-2023"' in lb and fn(t + 60) is not None] == []
+    assert {lb for _name, lb, fn in rows if fn(t + 60) is not None} == {lb for _name, lb, fn in rows
+                                                                        if "pv-released-2023" not in lb}
+
+
+def test_a_deleted_released_volume_costs_until_it_is_gone(released_prom: tuple[PrometheusServer, int],
+                                                          tmp_path: Path) -> None:
+    """pv-released-2023's last sample is at t0 + 30 min. Backfilled history has no staleness marker, so
+    Prometheus' lookback (its left edge included, 2.x) still sees it at t0 + 35 min: the steps t0 + 1 .. 35 min,
+    35 of the hour's 60, cost __unmounted__ 40 GiB x 0.10 / 730 x 35 / 60. The hour adds up without the other
+    25 minutes; the 20 minutes from t0 + 40 min hold no claim-less volume, so no __unmounted__."""
+    prom, t0 = released_prom
+    cfg = demo_config(tmp_path, prom.url)
+    data = allocate(cfg, t0)
+    assert data["__unmounted__"]["pvCost"] == pytest.approx(PV["__unmounted__"] * 35 / 60, rel=REL)
+    total = NODES + sum(PV.values()) - PV["__unmounted__"] * 25 / 60 + LB + network() + CONTROL_PLANE
+    assert sum(v["totalCost"] for v in data.values()) == pytest.approx(total, rel=REL)
+    later = run_allocate(cfg, window_arg(t0 + 2400, 1 / 3))["data"][0]
+    assert "__unmounted__" not in later

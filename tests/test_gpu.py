@@ -210,8 +210,9 @@ def test_allocate_json_shows_gpu_share(gpu_prom: tuple[PrometheusServer, int], t
     data = json.loads(res.stdout)["data"][0]
     assert data["search"]["gpuCost"] == pytest.approx(1.28, rel=REL)
     assert data["search"]["physicalGpuHours"] == pytest.approx(2 / 7 + 0.5, rel=REL)  # the devices held
-    # OpenCost's gpuHours count requested nvidia.com/gpu units: two time-sliced replicas, none of MIG's.
-    assert data["search"]["gpuHours"] == pytest.approx(2.0, rel=REL)
+    # OpenCost's gpuHours: nvidia.com/gpu requests, or a time-sliced nvidia.com/gpu.shared replica's physical share
+    # where larger (gpu-l4-ts is renameByDefault=true): two replicas x 1/4 of the L4 x 1 h = 0.5; none of MIG's.
+    assert data["search"]["gpuHours"] == pytest.approx(0.5, rel=REL)
 
 
 def test_demo_shows_a_gpu_node_shared_by_two_teams(result: CostResult) -> None:

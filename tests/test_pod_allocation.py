@@ -313,7 +313,7 @@ def test_linear_policies_per_container(pods_prom: Any, policy: str, per_containe
 
 def test_services_and_controllers_from_kube_state_metrics_series() -> None:
     """Pure: Endpoints addresses joined to pod IPs within a namespace; kind:name split, bare pods have none."""
-    from exporter.outputs.podrows import controllers_of, services_of
+    from exporter.outputs.podmeta import controllers_of, services_of
 
     ips = {("shop", "api-1"): "10.0.0.1", ("shop", "api-2"): "10.0.0.2", ("other", "x"): "10.0.0.1"}
     endpoints = [("shop", "api", "10.0.0.1"), ("shop", "api", "10.0.0.2"), ("shop", "admin", "10.0.0.2"),

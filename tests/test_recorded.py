@@ -24,7 +24,8 @@ from exporter.cli import main
 from exporter.config.schema import parse_config
 from exporter.mixin.budgets import allocation_rules
 from exporter.sources.allocsteps import step_expr
-from exporter.sources.queries import RECORDED_PARTS, RULES_EVALUATED, Queries
+from exporter.sources.queries import Queries
+from exporter.sources.recordedqueries import RECORDED_PARTS, RULES_EVALUATED
 from exporter.sources.recordrules import deprecated_rules
 
 from .scenarios import CORE_CONFIG, WINDOW_SECONDS, core_cluster, share_cluster

@@ -294,8 +294,45 @@ def test_change_only_where_it_means_something() -> None:
     under a cent before is new, one under a cent now shows what it lost, never "-100.0%" on 0.00."""
     from exporter.outputs.reporttext import change_text
     assert change_text(96.7, 1.0, False, "USD") == "-"  # previous period partly before the data
-    assert change_text(0.0, 0.00075, True, "USD") == "no change"  # the demo's __unallocated__
+    assert change_text(0.0, 0.00075, True, "USD") == "no change"  # under a cent both sides
     assert change_text(0.0, 0.5, True, "USD") == "-0.50 USD"
     assert change_text(1.0, 0.0, True, "USD") == "new (+1.00 USD)"
     assert change_text(3.0, 2.0, True, "USD") == "+50.0% (+1.00 USD)"
     assert change_text(1.5, 2.0, True, "USD") == "-25.0% (-0.50 USD)"
+
+
+def test_a_group_with_no_cost_is_listed_only_to_read_what_it_lost() -> None:
+    """The demo's 24 h report listed `__unallocated__` at 0.00: 0.00075 USD in the previous period only (one
+    minute of its 32.85/month NAT gateway, 32.85 / 730 / 60 = 0.00075, before any byte was counted)."""
+    from exporter.core.window import Window
+    from exporter.outputs.report import Entries, build
+    unkeyed = ("__unattributed__",)
+    now: Entries = {("ml", ("ml",), "allocated"): 10.0}
+    before: Entries = {("ml", ("ml",), "allocated"): 8.0, ("old", ("old",), "allocated"): 0.5,
+              ("__unallocated__", unkeyed, "allocated"): 0.00075}
+    w, prev = Window(86400, 172800, 60), Window(0, 86400, 60)
+
+    def groups(covered: int) -> dict[str, tuple[float, float]]:
+        r = build(w, prev, "team", ("team",), "computed", "USD", now, before, previous_covered_seconds=covered)
+        assert r.previous_total == 8.0 + 0.5 + 0.00075 and r.adds_up  # the totals are the cluster's
+        return {g.name: (g.total, g.previous) for g in r.groups}
+
+    # Previous day covered: `old` reads what it lost (-0.50 USD); 0.00075 rounds to 0.00 and is not listed.
+    assert groups(86400) == {"ml": (10.0, 8.0), "old": (0.0, 0.5)}
+    # Previous day covered for 2,040 s (the demo's): no change is told, so a group gone says nothing either.
+    assert groups(2040) == {"ml": (10.0, 8.0)}
+
+
+def test_budget_rows_carry_the_budget_labels_not_the_recorded_name() -> None:
+    """A report's budgets are the budget rules' series; the rule's name is how they were asked for, not a fact
+    about the budget (the JSON showed "__name__": "budget:chargeback_budget_usage:ratio" on every row)."""
+    from exporter.config.schema import parse_config
+    from exporter.outputs.report import ReportSource
+
+    class Answer:  # Prometheus' instant answer for the usage series, as PrometheusClient.query yields it
+        def query(self, expr: str, at: float) -> list[tuple[dict[str, str], float]]:
+            assert expr == "budget:chargeback_budget_usage:ratio" and at == 1800.0
+            return [({"__name__": expr, "budget": "payments-daily", "period": "daily", "team": "payments"}, 1.2)]
+
+    src = ReportSource(parse_config({}), Answer(), None)  # type: ignore[arg-type]
+    assert src.budgets(1800.0) == [{"budget": "payments-daily", "period": "daily", "team": "payments", "usage": 1.2}]

@@ -15,6 +15,7 @@ import pytest
 
 from demo.localprom import PrometheusServer
 from exporter.config.schema import Prometheus, parse_config
+from exporter.core.window import iso
 from exporter.serve.server import Exporter
 from exporter.sources.resultcache import CachingClient
 from exporter.vocab.errors import PrometheusError
@@ -153,5 +154,37 @@ def test_serve_answers_a_past_hour_again_from_the_cache(share_prom: tuple[Promet
         assert ex.client.stats.queries == sent and ex.client.hits > 0
         check(totals(first), NAMESPACES)
         assert second == first
+    finally:
+        ex.close()
+
+
+def test_a_matrix_answer_counts_its_samples(stub: str) -> None:
+    """"mat" is one series of 3 samples, 4 points: over a 3-point entry limit it is not kept (it was once
+    counted as 0 points, so every matrix answer was kept whatever its size)."""
+    c = client(stub, Clock(), max_entry_points=3)
+    assert c.query_range_raw("mat", NOW - 600) == [({"a": "1"}, [(1.0, 1.0), (2.0, 1.0), (3.0, 1.0)])]
+    assert c.query_range_raw("mat", NOW - 600) == [({"a": "1"}, [(1.0, 2.0), (2.0, 2.0), (3.0, 2.0)])]
+    assert Stub.sent == 2
+
+
+def test_what_accrual_asks_is_never_kept(stub: str) -> None:
+    """serve's accrual asks each step once: under `uncached` a settled answer is neither kept nor looked up."""
+    c = client(stub, Clock())
+    with c.uncached():
+        assert values(c.query("vec", NOW - 600)) == [1.0]
+        assert values(c.query("vec", NOW - 600)) == [2.0]
+    assert values(c.query("vec", NOW - 600)) == [3.0]  # kept from now on
+    assert values(c.query("vec", NOW - 600)) == [3.0]
+    assert Stub.sent == 3
+
+
+def test_serve_accrual_keeps_nothing(share_prom: tuple[PrometheusServer, int]) -> None:
+    """An hour accrued by serve's cycle: every query was about the settled past, none was kept."""
+    prom, t0 = share_prom
+    ex = Exporter(parse_config({"prometheus": {"url": prom.url}, "attribution": {"source": "prometheus"},
+                                "serve": {"start": iso(t0), "exposeNewSeriesFor": "0s"}}), until=iso(t0 + 3600))
+    try:
+        assert ex.cycle(t0 + 7200) > 0 and ex.ledger.watermark == t0 + 3600
+        assert ex.client.stats.queries > 0 and not ex.client._kept
     finally:
         ex.close()

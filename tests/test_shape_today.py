@@ -153,3 +153,50 @@ def test_a_report_in_the_first_minute_is_empty_not_an_error(
         for fmt in ("markdown", "csv", "html", "focus"):
             res = CliRunner().invoke(main, ["report", "--config", str(config), "--window", window, "--format", fmt])
             assert res.exit_code == 0, (window, fmt, res.output)
+
+
+def test_every_windowed_door_answers_an_empty_window(
+        midnight_prom: tuple[PrometheusServer, int], config: Path, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """/assets, /cloudCost and its views, /customCost and audit-labels, asked for `today` at 00:00:30 (and the
+    week and month in their first minute), answer OpenCost's empty shapes naming the empty window. Before,
+    each answered 400 ("window 'today' is empty once aligned"), and with that fixed, a `[0s]` inventory query."""
+    from exporter.outputs.assets_api import RecordingPipeline, assets_response
+    from exporter.outputs.cloudcost import cloud_cost_response
+    from exporter.outputs.cloudviews import view_response
+    from exporter.outputs.customcost import custom_cost_response
+
+    from .test_reconcile import hour_bill
+
+    prom, d0 = midnight_prom
+    bill = hour_bill(tmp_path, d0)  # a bill line in the hour after d0: outside every empty window
+    ex = Exporter(parse_config({**CORE_CONFIG, "prometheus": {"url": prom.url},
+                                "reconciliation": {"bills": [str(bill)]}}))
+
+    def pipeline(cfg: Any, b: Any) -> RecordingPipeline:
+        return RecordingPipeline(cfg, ex.client, ex.metadata, ex.warnings, b)
+
+    try:
+        for window, now in boundaries(d0):
+            at = utc(now // 60 * 60).strftime("%Y-%m-%dT%H:%M:%SZ")
+            named = {"start": at, "end": at}
+            w = {"window": [window]}
+            assert assets_response(ex.cfg, ex.client, pipeline, w, now)["data"] == {}
+            assert assets_response(ex.cfg, ex.client, pipeline, {**w, "step": ["1h"]}, now)["data"] == [{}]
+            assert cloud_cost_response(ex.cfg, ex.client, w, now, 60)["data"] == {"sets": [], "window": named}
+            for kind, empty in (("table", []), ("totals", None), ("graph", [])):
+                assert view_response(kind, ex.cfg, ex.client, w, now, 60)["data"] == empty, kind
+            total = custom_cost_response("total", ex.cfg, ex.client, w, now, 60)["data"]
+            assert total == {"window": named, "totalCost": 0, "totalCostType": "blended", "customCosts": []}
+            series = custom_cost_response("timeseries", ex.cfg, ex.client, w, now, 60)["data"]
+            assert series == {"window": named, "timeseries": []}
+            monkeypatch.setattr(exporter.cli_common, "clock", lambda now=now: now)
+            res = CliRunner().invoke(main, ["audit-labels", "--config", str(config), "--window", window,
+                                            "--format", "json"])
+            assert res.exit_code == 0, (window, res.output)
+            # no pod ran in an empty window: none is reported missing a label (it was 8 of 8, at cost 0)
+            audits = json.loads(res.stdout)
+            assert [a["label"] for a in audits] == list(ex.cfg.attribution.labels)  # the defaults, window
+            assert {(a["pods_total"], a["cost_total"], len(a["namespaces"])) for a in audits} == {(0, 0, 0)}, window
+    finally:
+        ex.close()

@@ -111,11 +111,15 @@ def test_a_split_namespace_reads_recorded_amounts_split_by_team(split_prom: Prom
     # Requests and usage are split by each team's raw sums over the chunk: cart requested 1 core and used
     # 3 all hour; pay 2 and 1 for 25 minutes. In chunk 3 (minutes 20-30) both requested 10 core-minutes
     # and used 30 and 5, so a recorded 26th step of pay (e = 1; 2 requested, 1 used) is split 1:1 and 6:1.
+    # Averages are over each allocation's running span, as OpenCost's: cart ran the 60 minutes, pay the 25 its
+    # pod was placed and running (the span reads the raw placement, so a recorded 26th step adds its amount
+    # but not a minute: 51/25 = 2.04 requested, one rule phase's worth).
     e = steps - 25
     assert data["cart"]["cpuCoreRequestAverage"] == pytest.approx((60 + e) / 60, rel=REL)
-    assert data["pay"]["cpuCoreRequestAverage"] == pytest.approx((50 + e) / 60, rel=REL)
+    assert data["pay"]["cpuCoreRequestAverage"] == pytest.approx((50 + e) / 25, rel=REL)
     assert data["cart"]["cpuCoreUsageAverage"] == pytest.approx((180 + e * 6 / 7) / 60, rel=REL)
-    assert data["pay"]["cpuCoreUsageAverage"] == pytest.approx((25 + e / 7) / 60, rel=REL)
+    assert data["pay"]["cpuCoreUsageAverage"] == pytest.approx((25 + e / 7) / 25, rel=REL)
+    assert (data["cart"]["minutes"], data["pay"]["minutes"]) == (60, 25)
 
 
 def test_namespaces_add_up_to_the_cluster_on_the_recorded_path(split_prom: PrometheusServer, core_t0: int,

@@ -25,6 +25,7 @@ from exporter.vocab.labels import Attrs, Metadata, UsageKey, ksm_label
 
 OVERHEAD = "overhead"  # the resource label of fixed shared costs (control-plane fee, support, licences)
 RESOURCES = ("cpu", "memory", "gpu")
+GPU_OPENCOST = "gpu_opencost"  # the requested table's resource of OpenCost's gpuHours basis (Line.gpu_opencost_seconds)
 # Unit divisor that turns a resource's unit-seconds into the unit-hours its rate is quoted in.
 _UNIT_HOURS = {"cpu": 3600.0, "memory": 3600.0 * GIB, "gpu": 3600.0}
 
@@ -91,10 +92,24 @@ class Line:
     ram_limit_byte_seconds: float = 0.0
     gpu_request_seconds: float = 0.0
     gpu_pod_busy_seconds: float = 0.0
+    # OpenCost's gpuHours basis (docs/gpu.md): the nvidia.com/gpu request, or a time-sliced nvidia.com/gpu.shared
+    # replica's physical share where larger. A view, never priced.
+    gpu_opencost_seconds: float = 0.0
+    # The running span: from the start of the first step a pod of the row ran to the end of the last (epoch
+    # seconds; 0 when unknown, as for idle). OpenCost's start, end and minutes, and what its per-time
+    # fields (cpuCores, gpuCount, the *Average fields) are divided by. Aggregates take the earliest start
+    # and the latest end, never a sum.
+    run_start: float = 0.0
+    run_end: float = 0.0
 
     def add(self, other: Line) -> None:
         for name in _line_fields():  # dataclasses.fields() per call was a tenth of the client's CPU (profiled)
             setattr(self, name, getattr(self, name) + getattr(other, name))
+        self.run_start, self.run_end = join_spans(self.run_start, self.run_end, other.run_start, other.run_end)
+
+    def widen(self, start: float, end: float) -> None:
+        """Take in a span the row ran (a pod's, a chunk's)."""
+        self.run_start, self.run_end = join_spans(self.run_start, self.run_end, start, end)
 
     @property
     def total_cost(self) -> float:
@@ -105,13 +120,32 @@ class Line:
                 "load_balancer": self.lb_cost, "network": self.network_cost}
 
 
+SPAN_FIELDS = ("run_start", "run_end")
+
+
 @cache
 def _line_fields() -> tuple[str, ...]:
-    return tuple(f.name for f in fields(Line))
+    """The summed fields: all but the running span."""
+    return tuple(f.name for f in fields(Line) if f.name not in SPAN_FIELDS)
+
+
+def join_spans(a_start: float, a_end: float, b_start: float, b_end: float) -> tuple[float, float]:
+    """The span from the earlier start to the later end; an unknown span (end 0) adds nothing."""
+    if not b_end:
+        return a_start, a_end
+    if not a_end:
+        return b_start, b_end
+    return min(a_start, b_start), max(a_end, b_end)
+
+
+def running_span(line: Line, start: float, end: float) -> tuple[float, float]:
+    """The row's running span, or the window's (`start`, `end`) when no pod span is known (idle, volumes)."""
+    return (line.run_start, line.run_end) if line.run_end else (start, end)
 
 
 _QTY = {"cpu": "cpu_core_seconds", "memory": "ram_byte_seconds", "gpu": "gpu_seconds"}
-_REQ = {"cpu": "cpu_request_seconds", "memory": "ram_request_byte_seconds", "gpu": "gpu_request_seconds"}
+_REQ = {"cpu": "cpu_request_seconds", "memory": "ram_request_byte_seconds", "gpu": "gpu_request_seconds",
+        GPU_OPENCOST: "gpu_opencost_seconds"}
 _USE = {"cpu": "cpu_usage_seconds", "memory": "ram_usage_byte_seconds", "gpu": "gpu_usage_seconds",
         "gpu_observed": "gpu_observed_seconds", "gpu_memory": "gpu_memory_used_byte_seconds",
         "gpu_memory_total": "gpu_memory_byte_seconds", "gpu_pod_mean": "gpu_pod_busy_seconds"}
@@ -208,7 +242,8 @@ def cost_chunk(usage: ChunkUsage, rates: dict[str, NodeRates]) -> CostResult:
     for h in usage.gpu_held:
         if h.node in rates:
             pod = result.gpu_pods.setdefault((h.namespace, h.node, h.pod, h.container), GpuPodCost())
-            pod.add(GpuPodCost(h.device_seconds, priced("gpu", h.device_seconds, rates[h.node]), h.requested_seconds))
+            pod.add(GpuPodCost(h.device_seconds, priced("gpu", h.device_seconds, rates[h.node]), h.requested_seconds,
+                               h.opencost_seconds))
     for source, names in ((usage.requested, _REQ), (usage.used, _USE), (usage.held, _HELD), (usage.limits, _LIMIT)):
         for (ns, node, attrs, res), qty in source.items():
             if res in names and node in rates:

@@ -151,7 +151,7 @@ class EnergyResult:
         return out
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)  # slots: one per (namespace, node, owner) row of a chunk
 class Usage:
     """A row's used CPU core-seconds and memory byte-seconds (the cost table's usage)."""
 
@@ -206,49 +206,54 @@ def compute_energy(nodes: list[EnergyNode], rows: Mapping[RowKey, Usage],
     co = co or load_coefficients()
     memory_watts = cfg.memoryWattsPerGB if cfg.memoryWattsPerGB is not None else co.memory_watts_per_gb
     res = EnergyResult()
-    per_node: dict[str, dict[RowKey, float]] = {}
+    # Each node's rows, in the table's order: one pass, not one per node (5,000 nodes x 150k rows at 300k).
+    by_node: dict[str, dict[RowKey, Usage]] = {}
+    for k, u in rows.items():
+        by_node.setdefault(k[1], {})[k] = u
     grams_per_joule: dict[tuple[str, str | None], float] = {}  # (node, namespace; None = idle) -> g/J
+    flat: dict[str, float] = {}  # without steps, a node's one g/J for all its parts (not one entry per row)
     missing: dict[tuple[str, float], list[int]] = {}  # (region, table g/kWh) -> [steps without a sample, steps]
-    for node in nodes:
+
+    def per_joule(node_name: str, ns: str | None) -> float:
+        return flat[node_name] if node_name in flat else grams_per_joule[(node_name, ns)]
+
+    weights: dict[str, dict[tuple[str, Attrs], float]] = defaultdict(lambda: defaultdict(float))
+    for node in nodes:  # each node's rows let go once its parts are booked
         model = node_model(node, cfg, co, res.notes)
-        out, total = node_energy(node, rows, measured.get(node.name, {}), model, memory_watts)
-        per_node[node.name] = out
+        out, total = node_energy(node, by_node.pop(node.name, {}), measured.get(node.name, {}), model, memory_watts)
         res.node_joules[node.name] = total
         res.node_idle_joules[node.name] = total - sum(out.values())
         res.node_source[node.name] = node.source
-        namespaces = {ns for ns, _n, _a in out}
         if steps is None:
-            for ns in (*namespaces, None):
-                grams_per_joule[(node.name, ns)] = model.intensity / JOULES_PER_KWH
-            continue
-        intensity, lacking = step_intensity(steps, model.region, model.intensity)
-        seen = missing.setdefault((model.region, model.intensity), [0, 0])
-        seen[0], seen[1] = seen[0] + lacking, seen[1] + len(steps.steps)
-        if node.measured_joules is not None or measured.get(node.name):
-            parts, idle_steps = measured_steps(steps, node.name, namespaces)
+            flat[node.name] = model.intensity / JOULES_PER_KWH
         else:
-            parts, idle_steps = estimated_steps(steps, node.name, namespaces, model.min_watts, model.max_watts,
-                                                memory_watts / GIB)
-        ns_steps = NodeSteps(intensity, parts, idle_steps)
-        for ns in namespaces:
-            grams_per_joule[(node.name, ns)] = ns_steps.weighted(parts.get(ns), steps.steps) / JOULES_PER_KWH
-        grams_per_joule[(node.name, None)] = ns_steps.weighted(idle_steps, steps.steps) / JOULES_PER_KWH
+            namespaces = {ns for ns, _n, _a in out}
+            intensity, lacking = step_intensity(steps, model.region, model.intensity)
+            seen = missing.setdefault((model.region, model.intensity), [0, 0])
+            seen[0], seen[1] = seen[0] + lacking, seen[1] + len(steps.steps)
+            if node.measured_joules is not None or measured.get(node.name):
+                parts, idle_steps = measured_steps(steps, node.name, namespaces)
+            else:
+                parts, idle_steps = estimated_steps(steps, node.name, namespaces, model.min_watts, model.max_watts,
+                                                    memory_watts / GIB)
+            ns_steps = NodeSteps(intensity, parts, idle_steps)
+            for ns in namespaces:
+                grams_per_joule[(node.name, ns)] = ns_steps.weighted(parts.get(ns), steps.steps) / JOULES_PER_KWH
+            grams_per_joule[(node.name, None)] = ns_steps.weighted(idle_steps, steps.steps) / JOULES_PER_KWH
+        grams = 0.0
+        for (ns, _n, attrs), j in out.items():
+            g = per_joule(node.name, ns)
+            grams += j * g
+            _add(res, (ns, node.name, attrs, "allocated"), j, j * g)
+            if ns not in shared:
+                weights[node.name if sharing.idleByNode else ""][(ns, attrs)] += j
+        res.node_grams[node.name] = grams + res.node_idle_joules[node.name] * per_joule(node.name, None)
     for (region, table), (lacking, total_steps) in sorted(missing.items()):
         if lacking:
             res.notes.append(f"live grid intensity (energy.intensityQuery): no sample for region {region or '(none)'} "
                              f"at {lacking} of {total_steps} node-steps; the table's {table:g} gCO2e/kWh used there")
-    weights: dict[str, dict[tuple[str, Attrs], float]] = defaultdict(lambda: defaultdict(float))
-    for node_name, out in per_node.items():
-        grams = 0.0
-        for (ns, _n, attrs), j in out.items():
-            g = grams_per_joule[(node_name, ns)]
-            grams += j * g
-            _add(res, (ns, node_name, attrs, "allocated"), j, j * g)
-            if ns not in shared:
-                weights[node_name if sharing.idleByNode else ""][(ns, attrs)] += j
-        res.node_grams[node_name] = grams + res.node_idle_joules[node_name] * grams_per_joule[(node_name, None)]
     for node_name, idle in res.node_idle_joules.items():
-        g = grams_per_joule[(node_name, None)]
+        g = per_joule(node_name, None)
         tenants = weights[node_name if sharing.idleByNode else ""] if sharing.shareIdle else {}
         total = sum(w for w in tenants.values() if w > 0)
         if total <= 0:

@@ -23,7 +23,8 @@ from exporter.vocab.labels import ksm_label
 # kube-state-metrics spells `nvidia.com/mig-3g.40gb` as nvidia_com_mig_3g_40gb (and `+me` as _me).
 MIG_RESOURCE = re.compile(r"^nvidia_com_mig_(\d+)g_(\d+)gb(?:_me)?$")
 MIG_SINGLE_PRODUCT = re.compile(r"-MIG-(\d+)g\.(\d+)gb", re.IGNORECASE)
-NVIDIA_WHOLE = ("nvidia_com_gpu", "nvidia_com_gpu_shared")  # whole GPUs, or time-slicing/MPS replicas
+SHARED = "nvidia_com_gpu_shared"  # time-slicing/MPS replicas under GFD's renameByDefault=true
+NVIDIA_WHOLE = ("nvidia_com_gpu", SHARED)  # whole GPUs, or time-slicing/MPS replicas
 ASKED = "opencost_requested"  # a container's nvidia.com/gpu request-seconds as asked (sources/gpuqueries.py)
 HAMI_MEM, HAMI_MEM_PCT, HAMI_CORES = "nvidia_com_gpumem", "nvidia_com_gpumem_percentage", "nvidia_com_gpucores"
 HAMI = (HAMI_MEM, HAMI_MEM_PCT, HAMI_CORES)
@@ -86,7 +87,17 @@ class GpuHeld:
     container: str
     device_seconds: float
     how: str  # e.g. "nvidia_com_mig_3g_40gb x 0.4286"
-    requested_seconds: float = 0.0  # its nvidia.com/gpu request (device units): OpenCost's gpuHours
+    requested_seconds: float = 0.0  # its nvidia.com/gpu request (device units): OpenCost's gpuRequestAverage
+    opencost_seconds: float = 0.0  # OpenCost's gpuHours (`opencost_gpu_seconds`)
+
+
+def opencost_gpu_seconds(asked: float, shared: float, share: float) -> float:
+    """OpenCost's gpuHours basis, as its suite defines it (TestGPUCosts: the larger of container_gpu_allocation
+    and the nvidia.com/gpu request): the request, or where larger a time-sliced replica's physical share.
+    Under GFD's renameByDefault=true the replicas are nvidia.com/gpu.shared (`shared` replica-seconds, each
+    `share` of a GPU): OpenCost's container_gpu_allocation for them is that share, and they request no
+    nvidia.com/gpu. Under renameByDefault=false they are nvidia.com/gpu, a whole unit each, as OpenCost bills."""
+    return max(asked, shared * share)
 
 
 @dataclass
@@ -96,11 +107,13 @@ class GpuPodCost:
     gpu_seconds: float = 0.0
     cost: float = 0.0
     requested_seconds: float = 0.0  # nvidia.com/gpu request-seconds, as GpuHeld's
+    opencost_seconds: float = 0.0  # OpenCost's gpuHours basis, as GpuHeld's
 
     def add(self, other: GpuPodCost) -> None:
         self.gpu_seconds += other.gpu_seconds
         self.cost += other.cost
         self.requested_seconds += other.requested_seconds
+        self.opencost_seconds += other.opencost_seconds
 
 
 def _num(labels: Mapping[str, str], key: str) -> float | None:
@@ -234,12 +247,13 @@ def holdings(requests: Iterable[GpuRequest], nodes: Mapping[str, GpuNode], cfg: 
         node = nodes[node_name]
         running = req.pop(SECONDS, 0.0)
         asked = req.pop(ASKED, 0.0)
+        opencost = opencost_gpu_seconds(asked, req.get(SHARED, 0.0), node.shares.get(SHARED, 0.0))
         if running > 0 and any(h in req for h in HAMI):
             vgpu_s = sum(req.get(r, 0.0) for r in NVIDIA_WHOLE) or running
             per_vgpu = {h: req[h] / running for h in HAMI if h in req}  # the spec's values: each per vGPU
             frac = _hami_fraction(per_vgpu, node, cfg.fractionBy)
             out.append(GpuHeld(ns, node_name, pod, container, vgpu_s * frac, f"hami {cfg.fractionBy} x {frac:.4g}",
-                               asked))
+                               asked, opencost))
             continue
         held, hows = 0.0, []
         for res, qty in sorted(req.items()):
@@ -249,5 +263,5 @@ def holdings(requests: Iterable[GpuRequest], nodes: Mapping[str, GpuNode], cfg: 
             held += qty * share
             hows.append(f"{res} x {share:.4g}")
         if held > 0:
-            out.append(GpuHeld(ns, node_name, pod, container, held, ", ".join(hows), asked))
+            out.append(GpuHeld(ns, node_name, pod, container, held, ", ".join(hows), asked, opencost))
     return out

@@ -13,7 +13,7 @@ import time
 from collections import Counter
 
 from exporter.config.schema import Config
-from exporter.core.allocation import ChunkUsage
+from exporter.core.allocation import GPU_OPENCOST, ChunkUsage
 from exporter.core.assets import AssetCost, Service, Volume, price_load_balancers, price_network, price_volumes
 from exporter.core.attribution import BUDGET_PREFIX, LabelSets, Owners, shared_labels
 from exporter.core.coverage import rule_gap
@@ -32,6 +32,13 @@ from exporter.sources.allocsteps import RowKey
 from exporter.sources.meshqueries import istio_series
 from exporter.sources.prometheus import PrometheusClient
 from exporter.sources.queries import RESOURCE_FROM_KSM, Queries
+from exporter.sources.recordedqueries import (
+    recorded_allocated_integral,
+    recorded_coverage,
+    recorded_held_integral,
+    recorded_requested_integral,
+    recorded_used_integral,
+)
 from exporter.sources.splitsteps import split_rows
 from exporter.sources.stepfetch import StepFetcher
 from exporter.vocab.errors import DataError
@@ -239,16 +246,16 @@ class Fetch:
             q = q.recorded_as(rec)
             allocated = UsageTable(index)
             for res in ("cpu", "memory"):
-                integral(q.recorded_allocated_integral(res, span), res, out=allocated)
+                integral(recorded_allocated_integral(q, res, span), res, out=allocated)
             split_req: dict[Place, float] = {}
             split_used: dict[Place, float] = {}
-            requested = integral(q.recorded_requested_integral(span), aside=split_req)
-            used = integral(q.recorded_used_integral("cpu", span), "cpu", split_used)
-            integral(q.recorded_used_integral("memory", span), "memory", split_used, used)
+            requested = integral(recorded_requested_integral(q, span), aside=split_req)
+            used = integral(recorded_used_integral(q, "cpu", span), "cpu", split_used)
+            integral(recorded_used_integral(q, "memory", span), "memory", split_used, used)
             split_held: dict[Place, float] = {}
             held = UsageTable(index)
             for res in ("cpu", "memory"):
-                integral(q.recorded_held_integral(res, span), res, split_held, held)
+                integral(recorded_held_integral(q, res, span), res, split_held, held)
             if split:  # recorded amounts too, split between owners by raw per-pod rows (engine/splitfetch.py)
                 pods = sum(n for ns, n in meta.pod_counts.items() if ns in owners.split) if meta else 0
                 records = self.steps.kube_prometheus_usage(q, w.start, w.end)
@@ -276,6 +283,8 @@ class Fetch:
             allocated.add(key, h.device_seconds)
             if h.requested_seconds:
                 requested.add(key, h.requested_seconds)
+            if h.opencost_seconds:
+                requested.add((*key[:3], GPU_OPENCOST), h.opencost_seconds)
         used.update(self.gpu_usage(w, q, owners))
         # A NaN or Inf request makes its pod's request row non-finite in the one-pass answer, so the
         # per-container check (as costly as a selector pass) runs only when an answer had one.
@@ -343,7 +352,7 @@ class Fetch:
         covered, layout = False, ""
         steps = w.seconds // self.step
         if self.cfg.allocation.recordedRules != "off" and steps >= self.min_recorded_steps and not raw:
-            rows = self.client.query(self.queries.recorded_coverage(w.seconds), float(w.end))
+            rows = self.client.query(recorded_coverage(self.queries, w.seconds), float(w.end))
             counts = {lb.get("count", ""): int(v) for lb, v in rows}
             covered = counts.get("steps", 0) >= steps
             # The labelled record at every step, or history from before it (deprecated names) at some.

@@ -28,6 +28,7 @@ from exporter.engine.energyfetch import EnergyFetch
 from exporter.engine.fetch import Fetch
 from exporter.engine.gpufetch import unpriced_gpus
 from exporter.engine.limits import in_order
+from exporter.engine.spans import widen_table
 from exporter.engine.warnlog import WarningLog
 from exporter.sources.promanswer import PartialAnswer
 from exporter.sources.prometheus import PrometheusClient
@@ -68,6 +69,10 @@ class Pipeline:
     """Cost one window: plan its chunks, fetch (its `Fetch`, engine/fetch.py), price, cost, attribute and share."""
 
     fetch_type: type[Fetch] = Fetch  # /assets swaps in one that keeps each chunk's priced assets
+    # Whether rows and pods get their running span (engine/spans.py: two placement subqueries per segment). Set
+    # by the doors that print OpenCost's allocations (/allocation and what is cut from it, allocate); counters,
+    # reports and FOCUS read costs only and skip the queries.
+    running_spans: bool = False
 
     def __init__(self, cfg: Config, client: PrometheusClient, metadata: MetadataSource | None = None,
                  warnings: WarningLog | None = None, bill: BillPrices | None = None) -> None:
@@ -227,6 +232,8 @@ class Pipeline:
             rates = {n: replace(r, cpu=r.cpu * f, ram=r.ram * f, gpu=r.gpu * f, source=r.source + "+bill")
                      if (f := self.bill.node_factors.get(n)) is not None else r for n, r in rates.items()}
         result = cost_chunk(usage, rates)
+        if self.running_spans:
+            widen_table(result.table, self.client, q, w, owners)
         result.node_labels = node_labels(usage.nodes, self.cfg.allocation.nodeLabels)
         scales, capacity = usage.node_scales, usage.capacity
         del usage  # the chunk's rows per (namespace, node, owner, resource), not needed below

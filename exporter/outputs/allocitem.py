@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from exporter.core.allocation import Line, efficiency
+from exporter.core.allocation import Line, efficiency, running_span
 from exporter.core.gpuwaste import efficiency as gpu_efficiency
 from exporter.core.window import iso
 
@@ -29,18 +29,20 @@ class Row:
 
 
 def allocation_item(name: str, row: Row, start: int, end: int) -> dict[str, Any]:
-    """One entry of OpenCost's /allocation/compute `data[0]` map, field for field."""
+    """One entry of OpenCost's /allocation/compute `data[0]` map, field for field. `start`, `end`: the window;
+    the allocation's own are its running span (Line.run_start), which its per-time fields are averaged over."""
     line = row.line
-    hours = (end - start) / 3600 or 1.0
+    first, last = running_span(line, start, end)
+    hours = (last - first) / 3600 or 1.0
     cpu_eff = efficiency(line.cpu_usage_seconds, line.cpu_request_seconds)
     ram_eff = efficiency(line.ram_usage_byte_seconds, line.ram_request_byte_seconds)
     cpu_cost, ram_cost, gpu_cost = row.cost["cpu"], row.cost["memory"], row.cost["gpu"]
     cr = cpu_cost + ram_cost
     return {
         "name": name,
-        "start": iso(start),
-        "end": iso(end),
-        "minutes": (end - start) / 60,
+        "start": iso(int(first)),
+        "end": iso(int(last)),
+        "minutes": (last - first) / 60,
         # OpenCost's quantities (docs/api.md, "Quantities"): what the containers held (max(request, usage) under the
         # default policy) before a node's overflow scale, and nvidia.com/gpu requests; cost is chargeback's.
         "cpuCores": line.cpu_held_seconds / 3600 / hours,
@@ -50,8 +52,9 @@ def allocation_item(name: str, row: Row, start: int, end: int) -> dict[str, Any]
         "cpuCoreHours": line.cpu_held_seconds / 3600,
         "cpuCost": cpu_cost,
         "cpuEfficiency": cpu_eff,
-        "gpuCount": line.gpu_request_seconds / 3600 / hours,
-        "gpuHours": line.gpu_request_seconds / 3600,
+        # nvidia.com/gpu requests, or a time-sliced nvidia.com/gpu.shared replica's physical share (docs/gpu.md).
+        "gpuCount": line.gpu_opencost_seconds / 3600 / hours,
+        "gpuHours": line.gpu_opencost_seconds / 3600,
         "gpuCost": gpu_cost,
         # chargeback's own quantities, as priced: after the overflow scale, GPUs as physical devices held.
         "chargedCpuCoreHours": line.cpu_core_seconds / 3600,
@@ -125,7 +128,7 @@ class GpuInfo:
 def gpu_allocation(line: Line, hours: float, gpu: GpuInfo | None) -> dict[str, Any] | None:
     """OpenCost's gpuAllocation: null without GPUs; gpuUsageAverage sums each GPU pod's mean busy fraction of its
     GPUs (dcgm-exporter) over the allocation's hours, gpuRequestAverage its nvidia.com/gpu requests."""
-    if not (line.gpu_request_seconds or line.gpu_seconds or line.gpu_pod_busy_seconds or gpu):
+    if not (line.gpu_opencost_seconds or line.gpu_seconds or line.gpu_pod_busy_seconds or gpu):
         return None
     g = gpu or GpuInfo()
     # A share of a device (time-sliced replica, MIG slice) holds less physical GPU than it requested units.
@@ -142,7 +145,8 @@ def api_item(name: str, row: Row, start: int, end: int, bounds: tuple[int, int],
     """One allocation as OpenCost's /allocation serialises it: `properties`, the set's `window`, and
     every documented field (those with no meaning here are 0)."""
     item = allocation_item(name, row, start, end)
-    hours = (end - start) / 3600 or 1.0
+    first, last = running_span(row.line, start, end)
+    hours = (last - first) / 3600 or 1.0
     out: dict[str, Any] = {"name": name, "properties": properties,
                            "window": {"start": iso(bounds[0]), "end": iso(bounds[1])}}
     out.update(item)

@@ -14,7 +14,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
-from exporter.core.allocation import CostResult, Line, RowKey, add_parts
+from exporter.core.allocation import CostResult, Line, RowKey, add_parts, join_spans
 from exporter.core.names import IDLE, UNALLOCATED, UNATTRIBUTED, is_pseudo
 from exporter.outputs.allocfilter import Node, Props
 from exporter.outputs.allocitem import Row
@@ -117,7 +117,8 @@ class RowBuilder:
                 # OpenCost's views of idle are the same unused capacity (allocitem reads them).
                 r.line = Line(cpu_core_seconds=line.cpu_core_seconds, ram_byte_seconds=line.ram_byte_seconds,
                               gpu_seconds=line.gpu_seconds, cpu_held_seconds=line.cpu_core_seconds,
-                              ram_held_byte_seconds=line.ram_byte_seconds, gpu_request_seconds=line.gpu_seconds)
+                              ram_held_byte_seconds=line.ram_byte_seconds, gpu_request_seconds=line.gpu_seconds,
+                              gpu_opencost_seconds=line.gpu_seconds)
             row = self._row(ns, node, attrs, r)
             if not node:  # the namespace's volumes and load balancers, each kept as its pvCost and lbCost are
                 row.pvs = _kept_parts(self.volumes.get(ns), r.cost["storage"], line.pv_cost)
@@ -203,6 +204,7 @@ def _common(mine: Mapping[str, str], theirs: Mapping[str, str]) -> Mapping[str, 
 
 _PLAIN = tuple(f.name for f in fields(Props) if f.name not in ("labels", "annotations"))
 _LINE = tuple(f.name for f in fields(Line))
+_RUN_START, _RUN_END = _LINE.index("run_start"), _LINE.index("run_end")
 _COSTS = tuple(Row().cost)
 _SHARED = len(_LINE) + len(_COSTS)
 _ENERGY, _CARBON = _SHARED + 1, _SHARED + 2
@@ -230,8 +232,10 @@ class Group:
 
     def add(self, row: Row) -> None:
         v, line = self.values, row.line
+        span = join_spans(v[_RUN_START], v[_RUN_END], line.run_start, line.run_end)
         for i, name in enumerate(_LINE):
             v[i] += getattr(line, name)
+        v[_RUN_START], v[_RUN_END] = span
         for res, c in row.cost.items():
             v[len(_LINE) + _COSTS.index(res)] += c
         v[_SHARED] += row.shared

@@ -9,6 +9,7 @@ into one `total`. The numbers are /allocation's, field for field, so both answer
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import datetime
 from typing import Any
 
 from exporter.core.window import iso
@@ -28,6 +29,10 @@ _NS = 1_000_000_000  # Go's time.Duration unit
 
 def _window(s: AllocationSet) -> dict[str, str]:
     return {"start": iso(s.bounds.start), "end": iso(s.bounds.end)}
+
+
+def _epoch(text: str) -> float:
+    return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
 
 
 def summary_item(item: dict[str, Any]) -> dict[str, Any]:
@@ -53,26 +58,24 @@ def summary_response(body: dict[str, Any], sets: Sequence[AllocationSet]) -> dic
 
 
 def topline_response(body: dict[str, Any], sets: Sequence[AllocationSet]) -> dict[str, Any]:
-    """Every allocation of every set added into one `total`: costs summed; the averages summed within a set
-    (concurrent allocations) and weighted by each set's minutes across sets; totalEfficiency weighted by
-    cpu + ram cost, as /allocation's is per allocation."""
+    """Every allocation of every set added into one `total`, as OpenCost's SummaryAllocation.Add: costs summed;
+    each average back to a quantity over its allocation's minutes, summed, and over the total's span (the
+    earliest start to the latest end); totalEfficiency weighted by cpu + ram cost, as /allocation's is."""
     summary = summary_response(body, sets)["data"]
-    items = [(m, s) for m, s in zip(body["data"], sets, strict=True)]
-    count = sum(len(m) for m, _s in items)
+    items = [i for m in body["data"] for i in m.values()]
     allocations: dict[str, Any] = {}
-    if count:
-        total: dict[str, Any] = {"name": "total", "start": min(i["start"] for m, _ in items for i in m.values()),
-                                 "end": max(i["end"] for m, _ in items for i in m.values())}
+    if items:
+        total: dict[str, Any] = {"name": "total", "start": min(i["start"] for i in items),
+                                 "end": max(i["end"] for i in items)}
         for k in _COSTS:
-            total[k] = sum(i[k] for m, _ in items for i in m.values())
-        minutes = [(m, max((i["minutes"] for i in m.values()), default=0.0)) for m, _ in items]
-        span = sum(w for _m, w in minutes)
+            total[k] = sum(i[k] for i in items)
+        span = (_epoch(total["end"]) - _epoch(total["start"])) / 60
         for k in _AVERAGES:
-            total[k] = sum(w * sum(i[k] for i in m.values()) for m, w in minutes) / span if span else 0.0
-        cr = sum(i["cpuCost"] + i["ramCost"] for m, _ in items for i in m.values())
-        eff = sum(i["totalEfficiency"] * (i["cpuCost"] + i["ramCost"]) for m, _ in items for i in m.values())
+            total[k] = sum(i[k] * i["minutes"] for i in items) / span if span else 0.0
+        cr = sum(i["cpuCost"] + i["ramCost"] for i in items)
+        eff = sum(i["totalEfficiency"] * (i["cpuCost"] + i["ramCost"]) for i in items)
         total["totalEfficiency"] = eff / cr if cr else 0.0
         allocations["total"] = {k: total[k] for k in SUMMARY_FIELDS}
-    return {"code": 200, "data": {"numResults": count, "combined": {"allocations": allocations,
+    return {"code": 200, "data": {"numResults": len(items), "combined": {"allocations": allocations,
                                                                    "window": summary["window"]}},
             "coverage": body.get("coverage", {})}

@@ -87,6 +87,8 @@ class Ids:
 
 def provider_ids(client: PrometheusClient, window: Window, ksm_selector: str) -> Ids:
     """Provider ids of nodes (kube_node_info), volume handles of PVs and their claims, as the cloud names them."""
+    if not window.seconds:  # an empty window (`today` at 00:00:30) names no asset
+        return Ids({}, {}, {})
     q = inventory_queries(ksm_selector, window.seconds)
     nodes = {lb["node"]: lb.get("provider_id", "") for lb, _ in client.query(q["nodes"], float(window.end))}
     volumes = {}
@@ -208,7 +210,8 @@ def assets_response(cfg: Config, client: PrometheusClient,
         return query.get(name, [None])[0]
 
     # OpenCost's window forms, rounded as /allocation's (`7d` from a midnight), so both answer the same window
-    window = api_window(arg("window") or "24h", now, parse_duration(cfg.allocation.resolution))
+    window = api_window(arg("window") or "24h", now, parse_duration(cfg.allocation.resolution),
+                        allow_empty=True)
     check_window(window, cfg.api.maxWindow)
     parts = parse_aggregate_parts(arg("aggregate"))
     flt = parse_asset_filter(arg("filter") or "")

@@ -170,7 +170,8 @@ def cloud_cost_response(cfg: Config, client: PrometheusClient, query: dict[str, 
     def arg(name: str) -> str | None:
         return query.get(name, [None])[0]
 
-    window = api_window(arg("window") or "7d", now, resolution)  # rounded as /allocation's: `7d` from a midnight
+    # rounded as /allocation's (`7d` from a midnight); `today` at 00:00:30 is an empty window, not an error
+    window = api_window(arg("window") or "7d", now, resolution, allow_empty=True)
     check_window(window, cfg.api.maxWindow)
     parts = parse_aggregate_parts(arg("aggregate"), CLOUD_FIELDS)
     flt = parse_filter(arg("filter") or "")

@@ -73,7 +73,7 @@ def parse_view_query(query: dict[str, list[str]], now: float, resolution: int) -
     order = arg("sortByOrder", "desc").lower()
     if order not in ("asc", "desc"):
         raise ConfigError(f"sortByOrder={order!r}: use asc or desc")
-    window = api_window(arg("window", "7d"), now, resolution)
+    window = api_window(arg("window", "7d"), now, resolution, allow_empty=True)
     return ViewQuery(window, parse_aggregate_parts(query.get("aggregate", [""])[0], CLOUD_FIELDS), metric,
                      _int(query, "limit"), _int(query, "offset"), sort_by, order == "desc")
 

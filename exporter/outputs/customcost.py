@@ -150,7 +150,7 @@ def custom_cost_response(kind: str, cfg: Config, client: PrometheusClient, query
     def arg(name: str, default: str) -> str:
         return query.get(name, [default])[0] or default
 
-    window = api_window(arg("window", "7d"), now, resolution)
+    window = api_window(arg("window", "7d"), now, resolution, allow_empty=True)
     check_window(window, cfg.api.maxWindow)
     cost_type = arg("costType", "blended")
     if cost_type not in COST_TYPES:

@@ -18,29 +18,27 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Container, Iterable, Iterator, Mapping
-from dataclasses import dataclass, field, replace
-from sys import intern
+from dataclasses import replace
 from typing import TYPE_CHECKING
 
 from exporter.core.allocation import RESOURCES, CostResult, Line, RowKey
-from exporter.core.attribution import LabelSets, Owners, shared_labels
+from exporter.core.attribution import Owners
 from exporter.core.coverage import Coverage
 from exporter.core.gpu import GpuPodCost
 from exporter.core.gpuwaste import row_waste
 from exporter.core.names import is_pseudo
 from exporter.core.window import Window
-from exporter.core.workloads import resolve as resolve_workloads
+from exporter.engine.spans import running_spans
 from exporter.outputs.allocbody import AllocationBody, SetGroups
 from exporter.outputs.allocfilter import Node, Props
 from exporter.outputs.allocitem import GpuInfo, Row
 from exporter.outputs.allocrows import AllocRow, Group, RowBuilder, add_rows, finish
 from exporter.outputs.opencost_api import AggKey, AllocationQuery
+from exporter.outputs.podmeta import PodMeta, fetch_meta
 from exporter.outputs.podservices import PodBytes, pod_bytes, split_services
 from exporter.outputs.podvolumes import Shares, VolumeShares, split_volumes, volume_shares, volume_shares_by_chunk
 from exporter.sources.allocsteps import NodeScales
-from exporter.sources.podqueries import PodQueries
 from exporter.sources.podsteps import ContainerFetcher, ContainerTotals
-from exporter.sources.prometheus import PrometheusClient
 from exporter.sources.promql import one_of
 from exporter.sources.queries import RESOURCE_FROM_KSM, Queries
 from exporter.sources.stepfetch import namespace_batches, usage_records
@@ -49,7 +47,6 @@ from exporter.vocab.labels import Attrs, Metadata
 if TYPE_CHECKING:
     from exporter.engine.pipeline import Pipeline
 
-PodKey = tuple[str, str]  # (namespace, pod)
 ContainerKey = tuple[str, str, str, str]  # (namespace, node, pod, container)
 
 # Pods per batch of per-container queries: a batch's answers (six rows per pod and step, with six labels
@@ -61,102 +58,6 @@ _REQ = {"cpu": "cpu_request_seconds", "memory": "ram_request_byte_seconds"}
 _USE = {"cpu": "cpu_usage_seconds", "memory": "ram_usage_byte_seconds"}
 _HELD = {"cpu": "cpu_held_seconds", "memory": "ram_held_byte_seconds"}
 _LIMIT = {"cpu": "cpu_limit_seconds", "memory": "ram_limit_byte_seconds"}
-
-
-@dataclass(slots=True)
-class PodInfo:
-    """What OpenCost reports about one pod beyond its namespace. Label and annotation dicts are shared
-    between pods with the same set, and read-only."""
-
-    controller_kind: str = ""  # in lower case; "" for a bare pod
-    controller: str = ""
-    labels: Mapping[str, str] = field(default_factory=dict)  # label_ stripped: app_kubernetes_io_name
-    annotations: Mapping[str, str] = field(default_factory=dict)
-    services: tuple[str, ...] = ()
-
-
-_NO_POD = PodInfo()
-
-
-@dataclass
-class PodMeta:
-    """Pod metadata from kube-state-metrics over one window: one record per pod, in one dict (not five
-    dicts keyed by pod, each with its own key tuples)."""
-
-    pods_info: dict[PodKey, PodInfo] = field(default_factory=dict)
-    provider_ids: dict[str, str] = field(default_factory=dict)  # node -> providerID
-    pods: dict[str, int] = field(default_factory=dict)  # namespace -> pods seen in the window
-
-    def of(self, namespace: str, pod: str) -> PodInfo:
-        return self.pods_info.get((namespace, pod), _NO_POD)
-
-
-def _stripped(labels: Mapping[str, str], prefix: str, seen: LabelSets) -> dict[str, str]:
-    """The labels under `prefix`, shared (every pod row and group of the window points at its pod's dict)."""
-    n = len(prefix)
-    return shared_labels({k[n:]: v for k, v in labels.items() if k.startswith(prefix) and v}, seen)
-
-
-def controllers_of(workloads: Mapping[PodKey, str]) -> dict[PodKey, tuple[str, str]]:
-    """workloads.resolve's `kind:name` as (kind, name); a bare pod (its own name) has no controller."""
-    out = {}
-    for key, name in workloads.items():
-        kind, sep, rest = name.partition(":")
-        if sep:  # interned: a Deployment's pods then share its name
-            out[key] = (intern(kind), intern(rest))
-    return out
-
-
-def services_of(pod_ips: Mapping[PodKey, str],
-                endpoints: Iterable[tuple[str, str, str]]) -> dict[PodKey, tuple[str, ...]]:
-    """Each pod's Services: the Endpoints objects listing its IP in its namespace, sorted.
-
-    A pod IP seen by several pods over the window (reused, or host-network pods on one node) gives each
-    of them the Services of that IP: kube-state-metrics does not say which pod an address was."""
-    by_ip: dict[tuple[str, str], set[str]] = {}
-    for ns, service, ip in endpoints:
-        by_ip.setdefault((ns, ip), set()).add(service)
-    one: dict[tuple[str, ...], tuple[str, ...]] = {}  # a Service's pods share one tuple
-    return {key: one.setdefault(t := tuple(sorted(svcs)), t)
-            for key, ip in pod_ips.items() if (svcs := by_ip.get((key[0], ip)))}
-
-
-def fetch_meta(client: PrometheusClient, q: Queries, w: Window) -> PodMeta:
-    """Pod metadata as last seen in `w`: owners resolved to controllers, labels, annotations, Services."""
-    pq, at, span = PodQueries(q), float(w.end), w.seconds
-
-    def owners(metric: str, label: str) -> dict[PodKey, tuple[str, str]]:
-        return {(lb.get("namespace", ""), lb.get(label, "")): (lb.get("owner_kind", ""), lb.get("owner_name", ""))
-                for lb, _ in client.query(q.owners(metric, label, span), at)}
-
-    pods = owners("kube_pod_owner", "pod")
-    workloads = resolve_workloads(pods, owners("kube_replicaset_owner", "replicaset"),
-                                  owners("kube_job_owner", "job_name")) if pods else {}
-    seen: LabelSets = {}
-    labels = {(lb.get("namespace", ""), lb.get("pod", "")): _stripped(lb, "label_", seen)
-              for lb, _ in client.query(pq.pod_labels(span), at)}
-    counts: dict[str, int] = {}
-    for ns, _pod in labels:  # kube-state-metrics exports kube_pod_labels for every pod
-        counts[ns] = counts.get(ns, 0) + 1
-    notes = {(lb.get("namespace", ""), lb.get("pod", "")): _stripped(lb, "annotation_", seen)
-             for lb, _ in client.query(pq.pod_annotations(span), at)}
-    ips = {(lb.get("namespace", ""), lb.get("pod", "")): lb.get("pod_ip", "")
-           for lb, _ in client.query(pq.pod_ips(span), at)}
-    endpoints = [(lb.get("namespace", ""), lb.get("endpoint", ""), lb.get("ip", ""))
-                 for lb, _ in client.query(pq.endpoint_addresses(span), at)]
-    providers = {lb.get("node", ""): lb.get("provider_id", "") for lb, _ in client.query(pq.provider_ids(span), at)}
-    info: dict[PodKey, PodInfo] = {}
-    for key, (kind, name) in controllers_of(workloads).items():
-        info[key] = PodInfo(kind, name)
-    for key, lb in labels.items():
-        if lb:
-            info.setdefault(key, PodInfo()).labels = lb
-    for key, notes_of in notes.items():
-        if notes_of:
-            info.setdefault(key, PodInfo()).annotations = notes_of
-    for key, svcs in services_of(ips, endpoints).items():
-        info.setdefault(key, PodInfo()).services = svcs
-    return PodMeta(info, providers, counts)
 
 
 def container_lines(totals: ContainerTotals, step: int, limits: Mapping[ContainerKey, Mapping[str, float]]
@@ -190,6 +91,7 @@ def with_gpus(usage: dict[ContainerKey, Line], held: Mapping[ContainerKey, GpuPo
         if key[0] in namespaces and h.gpu_seconds > 0:
             line = usage.setdefault(key, Line())
             line.gpu_seconds, line.gpu_request_seconds = h.gpu_seconds, h.requested_seconds
+            line.gpu_opencost_seconds = h.opencost_seconds
             pods[key[:3]] = pods.get(key[:3], 0.0) + h.gpu_seconds
     for key, line in usage.items():
         pod = pods.get(key[:3], 0.0)
@@ -201,6 +103,13 @@ def with_gpus(usage: dict[ContainerKey, Line], held: Mapping[ContainerKey, GpuPo
             line.gpu_memory_used_byte_seconds = seen.get("gpu_memory", 0.0) * share
             line.gpu_memory_byte_seconds = seen.get("gpu_memory_total", 0.0) * share
             line.gpu_pod_busy_seconds = seen.get("gpu_pod_mean", 0.0) * share
+
+
+def with_spans(usage: Mapping[ContainerKey, Line], spans: Mapping[tuple[str, ...], tuple[float, float]]) -> None:
+    """Each container's Line takes in its pod's running span ((namespace, node, pod) -> span). Pure."""
+    for key, line in usage.items():
+        if (span := spans.get(key[:3])) is not None:
+            line.widen(*span)
 
 
 def container_limits(pipeline: Pipeline, q: Queries, w: Window) -> dict[ContainerKey, dict[str, float]]:
@@ -401,6 +310,8 @@ class PodGranularity:
             scoped = q if whole else q.scoped(batch)
             usage = container_lines(totals, pipeline.step, container_limits(pipeline, scoped, w))
             with_gpus(usage, result.gpu_pods, dcgm, set(batch))
+            if pipeline.running_spans:
+                with_spans(usage, running_spans(pipeline.client, scoped, w, "namespace, node, pod"))
             del totals
             rows = [r for ns in batch for r in (*builder.table_rows(keys.pop(ns, [])), *nodeless.pop(ns, []))]
             split = split_rows(rows, usage, attrs_of, self.meta, volumes, traffic, result.node_labels)

@@ -6,7 +6,7 @@ Pod-level answers (exporter/outputs/podrows.py) then give
   segment (a chunk, an hour by default: OpenCost splits by the hours each allocation overlapped the load
   balancer, which per hour is even), and within a pod evenly between its containers. A pod is behind a
   Service when the Service's Endpoints list its IP (kube-state-metrics' `kube_endpoint_address` joined to
-  `kube_pod_info{pod_ip}`, podrows.fetch_meta: kube-state-metrics exports no selectors);
+  `kube_pod_info{pod_ip}`, podmeta.fetch_meta: kube-state-metrics exports no selectors);
 - the namespace's network cost to its pods by each pod's transmitted bytes over the namespace's
   (cAdvisor's `container_network_transmit_bytes_total`, `pod_bytes`), within a pod evenly between containers.
 

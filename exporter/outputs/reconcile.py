@@ -278,9 +278,11 @@ def bill_prices(rec: Reconciliation, result: CostResult) -> BillPrices:
 
 def inventory(client: Any, window: Window, ksm_selector: str) -> Inventory:
     """Provider ids of nodes, volume ids of PVs and LoadBalancer Services, from kube-state-metrics."""
+    inv = Inventory()
+    if not window.seconds:  # `today` at 00:00:30 holds nothing (and a [0s] range is no PromQL)
+        return inv
     q = inventory_queries(ksm_selector, window.seconds)
     at = float(window.end)
-    inv = Inventory()
     for lb, _ in client.query(q["nodes"], at):
         if lb.get("provider_id"):
             inv.nodes[resource_id(lb["provider_id"])] = lb["node"]

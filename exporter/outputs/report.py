@@ -149,8 +149,16 @@ def build(window: Window, previous: Window, by: str, attr_names: tuple[str, ...]
         g.unused_request_cost = unused
         g.budgets = [b for b in (budgets or []) if b.get(by) == g.name or b.get("namespace") in g.namespaces]
         g.comparable = report.comparable
-    report.groups = sorted(groups.values(), key=lambda g: (g.name == IDLE, -g.total))
+    report.groups = sorted((g for g in groups.values() if listed(g)), key=lambda g: (g.name == IDLE, -g.total))
     return report
+
+
+def listed(g: Group) -> bool:
+    """A group with no cost in the window is listed only to read what it lost: a cent or more of a comparable
+    previous period. Else it is a 0.00 row that tells finance nothing (the demo's 24 h report had one:
+    `__unallocated__`, its NAT gateway's first minute of history, before any byte was counted, 0.00075 USD
+    in a previous period with 34 minutes of data). previousTotal still counts it: it is the cluster's."""
+    return g.total != 0 or (g.comparable and abs(g.previous) >= 0.005)
 
 
 class ReportSource:
@@ -207,7 +215,8 @@ class ReportSource:
 
     def budgets(self, at: float) -> list[dict[str, Any]]:
         rows = self.client.query(OwnSeries.BUDGET_SERIES["usage"], at)
-        return [{**lb, "usage": v} for lb, v in rows]
+        # the recorded name is the query's, not a property of the budget: rows carry the budget's labels
+        return [{**{k: x for k, x in lb.items() if k != "__name__"}, "usage": v} for lb, v in rows]
 
 
 def make_report(cfg: Config, window: Window, by: str, now: float, source: str = "auto") -> Report:

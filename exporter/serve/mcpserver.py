@@ -197,7 +197,7 @@ def build_server(exporter: Exporter, admission: Admission) -> MCPServer:
         index = None if by == "namespace" else names.index(by)
 
         def work(cancel: threading.Event) -> dict[str, Any]:
-            w = parse_window(window, time.time(), exporter.step)
+            w = parse_window(window, time.time(), exporter.step, allow_empty=True)
             result = fresh_pipeline(exporter).compute(w, cancel=cancel)
             gpu = {g.name: g for g in gpu_groups(result, index)}
             return {"window": {"start": w.start, "end": w.end}, "by": by, "currency":
@@ -225,7 +225,7 @@ def build_server(exporter: Exporter, admission: Admission) -> MCPServer:
         from exporter.outputs.audit import label_audit, to_json
 
         def work(cancel: threading.Event) -> dict[str, Any]:
-            w = parse_window(window, time.time(), exporter.step)
+            w = parse_window(window, time.time(), exporter.step, allow_empty=True)
             audits = label_audit(fresh_pipeline(exporter), exporter.client, w, cancel=cancel)[1]
             return {"labels": to_json(audits)}
         result: dict[str, Any] = await run(work)

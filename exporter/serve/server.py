@@ -168,7 +168,12 @@ class Exporter:
         return True
 
     def cycle(self, now: float) -> int:
-        """One accrual cycle: catch up from the frontier to now - lag; returns the chunks costed."""
+        """One accrual cycle: catch up from the frontier to now - lag; returns the chunks costed. Its answers
+        stay out of the API's cache (each step is asked once: kept, they only held memory, docs/scale.md)."""
+        with self.client.uncached():
+            return self._cycle(now)
+
+    def _cycle(self, now: float) -> int:
         term = self.ledger.term
         if term is None:
             return 0  # not leading
@@ -324,6 +329,7 @@ class Exporter:
         if q.sets:
             check_window(Window(q.sets[0].compute.start, q.sets[-1].compute.end, self.step), self.cfg.api.maxWindow)
         pipeline = Pipeline(cfg, self.client, self.metadata, self.warnings)
+        pipeline.running_spans = True  # OpenCost's start, end, minutes and per-time fields (engine/spans.py)
         label_keys, cluster = tuple(cfg.attribution.labels.values()), cluster_name(cfg.prometheus.clusterSelector)
         ids = volume_ids(self.client, pipeline.queries, Window(q.sets[0].compute.start, q.sets[-1].compute.end,
                                                                self.step)) if q.sets else {}

@@ -5,6 +5,7 @@ shapes a result must have. Every check ends in one line for the user, never a Ke
 from __future__ import annotations
 
 import socket
+from collections.abc import Iterable
 from sys import intern
 from typing import Any, NamedTuple, TypeVar
 
@@ -89,6 +90,52 @@ def series_hook(obj: dict[str, Any]) -> Any:
     return obj
 
 
+def vector_row(s: Any) -> tuple[Labels, float]:
+    labels, value = _series(s, "value")
+    return labels, float(value[1])
+
+
+def matrix_row(s: Any) -> tuple[Labels, list[tuple[float, float]]]:
+    labels, values = _series(s, "values")
+    return labels, [(float(t), float(v)) for t, v in values]
+
+
+ROW = {"vector": vector_row, "matrix": matrix_row}
+
+
+class Rows(list[Any]):
+    """A result's series converted into rows of `kind` as they were read (promstream.py), so the decoded
+    series are never all held. From the first series that does not convert on (`error`), they are kept
+    as decoded, and `vector`/`matrix` report that series as they would have. `kind` "": none converted
+    (the answer named another type, which the parsers then report)."""
+
+    __slots__ = ("error", "kind")
+
+    def __init__(self, kind: str, rows: Iterable[Any] = ()) -> None:
+        super().__init__(rows)
+        self.kind = kind
+        self.error: Exception | None = None
+
+    def take(self, element: Any) -> None:
+        """Add one element of the result, as decoded (`series_hook` applied)."""
+        if self.kind and self.error is None:
+            try:
+                self.append(ROW[self.kind](element))
+                return
+            except (KeyError, IndexError, TypeError, ValueError) as e:
+                self.error = e
+        self.append(element)
+
+    def converted(self, kind: str) -> Rows | None:
+        """The rows when every series converted as `kind`; None when not converted as `kind`; raises the
+        series' error (as the parsers below would meet it) when one did not convert."""
+        if self.kind != kind:
+            return None
+        if self.error is not None:
+            raise self.error
+        return self
+
+
 def _series(s: Any, field: str) -> tuple[Labels, Any]:
     """Labels and the `value` / `values` of one series, decoded by `series_hook` or a plain object."""
     if isinstance(s, Decoded):
@@ -99,14 +146,15 @@ def _series(s: Any, field: str) -> tuple[Labels, Any]:
 def vector(data: dict[str, Any]) -> list[tuple[Labels, float]]:
     kind, result = data.get("resultType"), data.get("result")
     try:
+        if kind == "vector" and isinstance(result, Rows) and (rows := result.converted(kind)) is not None:
+            return rows
         if kind == "scalar":
             return [({}, float(result[1]))]  # type: ignore[index]
         if kind != "vector":
             raise Shape(f"expected a vector, got {one_line(kind)}")
         out = []
         for i, s in enumerate(result):  # type: ignore[arg-type]
-            labels, value = _series(s, "value")
-            out.append((labels, float(value[1])))
+            out.append(vector_row(s))
             result[i] = None  # type: ignore[index]  # as in `matrix`: never the whole answer twice
         return out
     except (KeyError, IndexError, TypeError, ValueError) as e:
@@ -118,10 +166,11 @@ def matrix(data: dict[str, Any]) -> list[tuple[Labels, list[tuple[float, float]]
     if kind != "matrix":
         raise Shape(f"expected a range vector (matrix), got {one_line(kind)}")
     try:
+        if isinstance(result, Rows) and (rows := result.converted(kind)) is not None:
+            return rows
         out = []
         for i, s in enumerate(result):  # type: ignore[arg-type]
-            labels, values = _series(s, "values")
-            out.append((labels, [(float(t), float(v)) for t, v in values]))
+            out.append(matrix_row(s))
             result[i] = None  # type: ignore[index]  # the decoded series goes as its samples are converted:
             # a big answer is never held twice (decoded JSON and converted samples at once)
         return out

@@ -8,7 +8,6 @@ and `promql`.
 from __future__ import annotations
 
 import itertools
-import json
 import logging
 import math
 import threading
@@ -36,10 +35,10 @@ from exporter.sources.promanswer import (
     over_sample_limit,
     partial_reason,
     retry_after,
-    series_hook,
     timed_out,
     vector,
 )
+from exporter.sources.promstream import CHUNK_BYTES, NotJSON, read_body
 from exporter.vocab.durations import parse_duration
 from exporter.vocab.errors import PrometheusError
 from exporter.vocab.redact import redact, redact_url, remember
@@ -122,8 +121,9 @@ class PrometheusClient:
         can never be multiplied into a cost or reach a counter."""
         return self._finite_rows(expr, at, self._parse(expr, self._instant(expr, at), vector))
 
-    def _instant(self, expr: str, at: float) -> dict[str, Any]:
-        """POST an instant query; the `data` of a successful answer, else a one-line PrometheusError."""
+    def _instant(self, expr: str, at: float, kind: str = "vector") -> dict[str, Any]:
+        """POST an instant query; the `data` of a successful answer, its result's series converted to rows
+        of `kind` ("vector" or "matrix") as they are read (`promstream`), else a one-line PrometheusError."""
         started = time.monotonic()
         self.stats.add(queries=1)
         try:
@@ -132,7 +132,7 @@ class PrometheusClient:
             # Prometheus, Thanos and Mimir ignore the parameter.
             params = {"query": expr, "time": f"{at:.3f}", "timeout": f"{self.timeout}s", "stats": "all",
                       "nocache": "1", **self.partial_params}
-            data = self._call("POST", params, expr, self.timeout + 5)
+            data = self._call("POST", params, expr, self.timeout + 5, kind)
         finally:
             self.stats.add(wall=time.monotonic() - started)
         stats = data.get("stats")
@@ -163,7 +163,7 @@ class PrometheusClient:
         """Evaluate a range-vector selector at `at` and return raw samples (used to read counters back).
 
         Non-finite samples are left out and reported, as in `query`."""
-        parsed = self._parse(expr, self._instant(expr, at), matrix)  # the decoded JSON goes at once
+        parsed = self._parse(expr, self._instant(expr, at, "matrix"), matrix)
         for labels, samples in parsed:  # filtered in place: a big answer is not copied for a rare NaN
             if not all(math.isfinite(v) for _t, v in samples):
                 for t, v in samples:
@@ -183,11 +183,11 @@ class PrometheusClient:
             self.stats.failed("bad_response")
             raise PrometheusError(f"unexpected answer from Prometheus at {self.url}: {e} in: {_short(expr)}") from e
 
-    def _call(self, method: str, params: dict[str, str], expr: str, timeout: float) -> dict[str, Any]:
+    def _call(self, method: str, params: dict[str, str], expr: str, timeout: float, kind: str) -> dict[str, Any]:
         """The `data` object of a successful answer, after up to `retries` retries of transient failures."""
         for attempt in itertools.count():
             try:
-                return self._attempt(method, params, expr, timeout)
+                return self._attempt(method, params, expr, timeout, kind)
             except Failed as e:
                 if not e.transient or attempt >= self.retries:
                     self.stats.failed(e.reason)
@@ -198,36 +198,29 @@ class PrometheusClient:
                 time.sleep(wait)
         raise AssertionError("unreachable")  # pragma: no cover - the loop returns or raises
 
-    def _attempt(self, method: str, params: dict[str, str], expr: str, timeout: float) -> dict[str, Any]:
+    def _attempt(self, method: str, params: dict[str, str], expr: str, timeout: float, kind: str) -> dict[str, Any]:
         url = self.url
         try:
+            # stream: the body is parsed as it arrives, never held whole (promstream.py)
             resp = self._session.request(method, f"{self._base}/api/v1/query", timeout=timeout,
                                          data=params if method == "POST" else None,
-                                         params=params if method == "GET" else None)
+                                         params=params if method == "GET" else None, stream=True)
         except requests.RequestException as e:
-            if isinstance(e, requests.Timeout) or timed_out(e):
-                raise Failed(f"Prometheus at {url} timed out after {timeout:g}s", "timeout", False) from e
-            if isinstance(e, (requests.exceptions.ChunkedEncodingError, requests.exceptions.ContentDecodingError)):
-                raise Failed(f"Prometheus at {url} dropped the connection mid-answer: {_root_cause(e)}",
-                              "bad_response", True) from e
-            transient = isinstance(e, requests.ConnectionError)
-            raise Failed(f"Prometheus at {url} is unreachable: {_root_cause(e)}", "unreachable", transient) from e
+            raise _transport(e, url, timeout) from e
         code = resp.status_code
         retry = code >= 500 or code == 429
         wait = retry_after(resp.headers.get("Retry-After"))
         try:
-            # Series objects become compact records as they are parsed (`series_hook`), not a tree of dicts.
-            body = json.loads(resp.content, object_hook=series_hook)
-        except ValueError as e:  # JSONDecodeError, UnicodeDecodeError: an HTML error page, a cut or garbled body
-            kind = resp.headers.get("Content-Type") or "no content type"
-            detail = (str(e).splitlines() or [type(e).__name__])[0]
-            # Cut mid-way: the parser ran off the end, or a string opened and never closed.
-            if isinstance(e, json.JSONDecodeError) and e.doc.strip() and (
-                    e.pos >= len(e.doc.rstrip()) or e.msg.startswith("Unterminated string")):
-                detail = "the JSON stops mid-way, truncated"
+            body = read_body(resp.iter_content(CHUNK_BYTES), kind)
+        except requests.RequestException as e:  # the body cut by a dropped connection, a read timeout
+            raise _transport(e, url, timeout) from e
+        except NotJSON as e:  # an HTML error page, a cut or garbled body
+            ctype = resp.headers.get("Content-Type") or "no content type"
             raise Failed(f"Prometheus at {url} answered HTTP {code} with a non-JSON body "
-                          f"({kind}, {len(resp.content)} bytes: {detail})", "bad_response", retry or code == 200,
+                          f"({ctype}, {e.size} bytes: {e.detail})", "bad_response", retry or code == 200,
                           wait) from e
+        finally:
+            resp.close()
         if not isinstance(body, dict):
             raise Failed(f"Prometheus at {url} answered HTTP {code} with a JSON {json_type(body)} where an "
                           "object was expected", "bad_response", True, wait)
@@ -255,6 +248,16 @@ class PrometheusClient:
         if partial:
             raise PartialAnswer(f"Prometheus at {url} answered only in part ({partial}) in: {_short(expr)}", partial)
         return data
+
+
+def _transport(e: requests.RequestException, url: str, timeout: float) -> Failed:
+    """A failure to get the answer (or all of its body), as the attempt's one line."""
+    if isinstance(e, requests.Timeout) or timed_out(e):
+        return Failed(f"Prometheus at {url} timed out after {timeout:g}s", "timeout", False)
+    if isinstance(e, (requests.exceptions.ChunkedEncodingError, requests.exceptions.ContentDecodingError)):
+        return Failed(f"Prometheus at {url} dropped the connection mid-answer: {_root_cause(e)}", "bad_response", True)
+    transient = isinstance(e, requests.ConnectionError)
+    return Failed(f"Prometheus at {url} is unreachable: {_root_cause(e)}", "unreachable", transient)
 
 
 def _root_cause(e: BaseException) -> str:

@@ -14,7 +14,8 @@ from __future__ import annotations
 
 from exporter.sources.allocsteps import step_expr
 from exporter.sources.promql import selector
-from exporter.sources.queries import RECORDED, RECORDED_PARTS, Queries
+from exporter.sources.queries import Queries
+from exporter.sources.recordedqueries import RECORDED, RECORDED_PARTS, recorded_part
 
 # One rule per resource group, as the raw path's one-pass query; no GPUs (read per container on every path).
 RULE_GROUPS = (("cpu",), ("memory",))
@@ -28,5 +29,7 @@ def allocation_rules(q: Queries) -> dict[str, str]:
 def deprecated_rules(q: Queries) -> dict[str, str]:
     """Deprecated record name -> its expression over the labelled record (recorded just before it in the
     same group, at the same evaluation time): a selection, no join."""
-    return {name: q.recorded_part(kind, res, lambda m: f"sum by (namespace, node) ({RECORDED_PARTS}{selector(q.r, m)})")
-            for (kind, res), name in RECORDED.items()}
+    def labelled(m: str) -> str:
+        return f"sum by (namespace, node) ({RECORDED_PARTS}{selector(q.r, m)})"
+
+    return {name: recorded_part(q, kind, res, labelled) for (kind, res), name in RECORDED.items()}

@@ -7,7 +7,8 @@ when it was evaluated at or before now - `settled` (serve passes `serve.lag`: th
 final), for at most `ttl` seconds, and only small answers, up to a total of points. A query at a later time
 (an open window's last chunk, a coverage probe reaching now) always goes to Prometheus; a failed or partial
 answer is never kept. A hit goes through the same parsing and checks as a fresh answer, and no caller can
-change a kept answer: the matrix parser empties the list it is handed, so each gets its own.
+change a kept answer: each hit gets its own list of rows, and its own list of each matrix row's samples.
+serve's accrual does not use it: it asks each step once, and its answers would only fill the cache.
 """
 
 from __future__ import annotations
@@ -15,10 +16,12 @@ from __future__ import annotations
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from exporter.config.schema import Prometheus
+from exporter.sources.promanswer import Rows
 from exporter.sources.prometheus import PrometheusClient, QueryStats
 
 TTL_SECONDS = 300.0
@@ -27,16 +30,25 @@ MAX_ENTRY_POINTS = 20_000  # a bigger answer (a big cluster's chunk) is not kept
 
 
 def _points(data: dict[str, Any]) -> int:
+    """Series and samples: a matrix's rows (label set, samples) count 1 + their samples."""
     result = data.get("result")
-    if data.get("resultType") == "matrix" and isinstance(result, list):
-        return sum(1 + len(s.get("values") or ()) for s in result if isinstance(s, dict))
+    if isinstance(result, Rows) and result.kind == "matrix" and result.error is None:
+        return sum(1 + len(samples) for _labels, samples in result)
     return len(result) if isinstance(result, list) else 1
 
 
 def _own(data: dict[str, Any]) -> dict[str, Any]:
-    """A copy whose result list is its own (its series are only read, never changed, by the parsers)."""
+    """A copy whose result list, and each matrix row's sample list, is its own: a caller may trim them in
+    place (`in_span`, non-finite samples). The labels and the vector rows are only read, never changed."""
     result = data.get("result")
-    return {**data, "result": list(result)} if isinstance(result, list) else dict(data)
+    if not isinstance(result, list):
+        return dict(data)
+    if isinstance(result, Rows):  # with an `error`, the parsers raise it before they read a row
+        whole = result.kind == "matrix" and result.error is None
+        rows = Rows(result.kind, ((lb, list(samples)) for lb, samples in result) if whole else result)
+        rows.error = result.error
+        return {**data, "result": rows}
+    return {**data, "result": list(result)}
 
 
 class CachingClient(PrometheusClient):
@@ -51,23 +63,34 @@ class CachingClient(PrometheusClient):
             self.stats = stats
         self.settled, self.ttl, self.clock = settled, ttl, clock
         self.max_points, self.max_entry_points = max_points, max_entry_points
-        self._kept: OrderedDict[tuple[str, str, str], tuple[float, int, dict[str, Any]]] = OrderedDict()
+        self._kept: OrderedDict[tuple[str, ...], tuple[float, int, dict[str, Any]]] = OrderedDict()
         self._points = 0
         self._lock = threading.Lock()
+        self._bypass = threading.local()
         self.hits = 0
 
-    def _instant(self, expr: str, at: float) -> dict[str, Any]:
+    @contextmanager
+    def uncached(self) -> Iterator[None]:
+        """This thread's queries neither kept nor looked up, while it lasts (serve's accrual)."""
+        self._bypass.on = True
+        try:
+            yield
+        finally:
+            self._bypass.on = False
+
+    def _instant(self, expr: str, at: float, kind: str = "vector") -> dict[str, Any]:
         now = self.clock()
-        if at > now - self.settled:
-            return super()._instant(expr, at)
-        key = (self._base, expr, f"{at:.3f}")  # another URL (tests repoint the client) is another server
+        if at > now - self.settled or getattr(self._bypass, "on", False):
+            return super()._instant(expr, at, kind)
+        # Another URL (tests repoint the client) is another server; rows are converted for one `kind`.
+        key = (self._base, expr, f"{at:.3f}", kind)
         with self._lock:
             kept = self._kept.get(key)
             if kept is not None and kept[0] > now:
                 self._kept.move_to_end(key)
                 self.hits += 1
                 return _own(kept[2])
-        data = super()._instant(expr, at)
+        data = super()._instant(expr, at, kind)
         points = _points(data)
         if points <= self.max_entry_points:
             with self._lock:
@@ -78,7 +101,7 @@ class CachingClient(PrometheusClient):
                     self._drop(next(iter(self._kept)))
         return data
 
-    def _drop(self, key: tuple[str, str, str]) -> None:
+    def _drop(self, key: tuple[str, ...]) -> None:
         kept = self._kept.pop(key, None)
         if kept is not None:
             self._points -= kept[1]

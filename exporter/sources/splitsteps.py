@@ -16,6 +16,7 @@ from exporter.sources.allocsteps import BY_POD, RowKey, Samples, in_span, parse,
 from exporter.sources.prometheus import PrometheusClient
 from exporter.sources.promql import one_of
 from exporter.sources.queries import Queries
+from exporter.sources.recordedqueries import recorded_allocated_steps
 from exporter.sources.stepfetch import SubWindows
 
 # Two queries per sub-window, as on the raw path, so that a NaN in one resource's series costs only that
@@ -48,7 +49,7 @@ def split_rows(client: PrometheusClient, q: Queries, start: int, end: int, split
             series += in_span(client.query_range_raw(expr, float(at)), at, span)
         rows = parse(series)
         recorded = {key: samples
-                    for lb, samples in in_span(client.query_range_raw(q.recorded_allocated_steps(span, split),
+                    for lb, samples in in_span(client.query_range_raw(recorded_allocated_steps(q, span, split),
                                                                       float(at)), at, span)
                     if (key := row_key(lb)) is not None}
         yield SplitRows(rows.allocation(policy, weight), rows.request, rows.usage, recorded)
