@@ -32,7 +32,7 @@ from typing import Any
 
 import yaml
 
-from bench.reference import Timed, bare_reference, rule_cost
+from bench.reference import Timed, bare_reference, rule_cost, split_derived
 from demo.clusters import bench_cluster
 from demo.localprom import PrometheusServer, backfill, backfill_rules
 from exporter.config.schema import parse_config
@@ -93,12 +93,15 @@ def run_child(cmd: list[str], work: Path, name: str) -> tuple[str, str, float, f
     return out, err, wall, usage.ru_utime + usage.ru_stime
 
 
-def allocate(cfg: Path, window: str, out: Path, code: Path | None = None) -> Run:
-    """`chargeback allocate --stats` as a child process; `code` is a directory holding another `exporter`."""
+def allocate(cfg: Path, window: str, out: Path, code: Path | None = None, profile: str | None = None) -> Run:
+    """`chargeback allocate --stats` as a child process; `code` is a directory holding another `exporter`;
+    `profile` (memory, cpu) runs it under that profiler, its report in OUT.KIND.txt (bench/child.py)."""
     cmd = [sys.executable, str(Path(__file__).with_name("child.py")), "--log-level", "ERROR", "allocate",
            "--config", str(cfg), "--window", window, "--format", "json", "--stats"]
     err_path, peak_path = out.with_suffix(".err"), out.with_suffix(".peak")
-    env = {**os.environ, "BENCH_PEAK_FILE": str(peak_path), **({"PYTHONPATH": str(code)} if code else {})}
+    env = {**os.environ, "BENCH_PEAK_FILE": str(peak_path), **({"PYTHONPATH": str(code)} if code else {}),
+           **({"BENCH_PROFILE": profile, "BENCH_PROFILE_FILE": str(out.with_suffix(f".{profile}.txt"))}
+              if profile else {})}
     with out.open("w") as out_fh, err_path.open("w") as err_fh:
         t = time.monotonic()
         proc = subprocess.Popen(cmd, stdout=out_fh, stderr=err_fh, env=env)
@@ -189,10 +192,12 @@ def prepare(containers: int, work: Path, reuse: bool) -> Data:
 
 
 def run_one(containers: int, root: Path, concurrency: int = 1, baseline: Path | None = None,
-            reuse: bool = False, parts: frozenset[str] = PARTS) -> dict[str, Any]:
+            reuse: bool = False, parts: frozenset[str] = PARTS, profile: tuple[str, int] | None = None,
+            hours: int = 24) -> dict[str, Any]:
     work = root / str(containers)
     data = prepare(containers, work, reuse)
-    nodes, start, end, samples = data.nodes, data.start, data.end, data.samples
+    nodes, end, samples = data.nodes, data.end, data.samples
+    start = max(data.start, end - hours * 3600)  # a shorter window: the same steps, fewer of them
     if not parts:
         return {}
     prom = PrometheusServer(work / "data", extra_args=["--query.lookback-delta=20m", "--query.max-samples=200000000",
@@ -211,6 +216,12 @@ def run_one(containers: int, root: Path, concurrency: int = 1, baseline: Path | 
               f"{r.client_cpu_s:.1f}s client CPU, {r.peak_rss_mb:.0f} MB", file=sys.stderr, flush=True)
 
     with prom:
+        if profile:  # only the profiled raw allocate over the day's last hours
+            kind, hours = profile
+            r = allocate(cfg, f"{end - hours * 3600},{end}", work / f"raw-{hours}h.json", profile=kind)
+            log(f"allocate raw over the last {hours} h under the {kind} profiler (report in "
+                f"{work / f'raw-{hours}h.{kind}.txt'})", r)
+            return {}
         # Each measurement runs twice where a baseline is given, interleaved, so both see the same load.
         row["reference"] = ref = bare_reference(prom.url, start, end, STEP, RATE_WINDOW)
         print(f"[{containers}] bare reference: {ref.wall_s:.1f}s wall, {ref.prometheus_s:.1f}s Prometheus",
@@ -235,13 +246,21 @@ def run_one(containers: int, root: Path, concurrency: int = 1, baseline: Path | 
                   f"Prometheus, {row['pods_rss_mb']:.0f} MB", file=sys.stderr, flush=True)
         if parts & {"recorded", "rules"}:
             rules = allocation_rules_file(cfg, work)
-            row["rules"] = rule_cost(prom.url, rules, end)
+            own, derived = split_derived(rules, work)
+            row["rules"] = rule_cost(prom.url, own, end)
             print(f"[{containers}] one evaluation of the allocation rules: {row['rules'].prometheus_s:.1f}s "
-                  "Prometheus", file=sys.stderr, flush=True)
+                  "Prometheus" + ("" if "recorded" in parts else " (the deprecated names select from the labelled "
+                                  "record, not recorded in this run: not counted)"), file=sys.stderr, flush=True)
         if "recorded" in parts:
             t = time.monotonic()
             backfill_rules(prom, rules, start - 1800, end)
             row["rules_backfill_s"] = time.monotonic() - t
+            # The deprecated names select from the labelled record: their share is measured once it exists.
+            dc = rule_cost(prom.url, derived, end)
+            row["rules"].prometheus_s += dc.prometheus_s
+            row["rules"].items += dc.items
+            print(f"[{containers}] the deprecated records' share: {dc.prometheus_s:.1f}s Prometheus",
+                  file=sys.stderr, flush=True)
             for name, code in codes.items():
                 row[f"recorded_{name}"] = r = allocate(cfg, day, work / f"recorded-{name}.json", code)
                 log(f"allocate recorded ({name})", r)
@@ -281,6 +300,14 @@ def print_table(rows: list[dict[str, Any]], concurrency: int) -> None:
               "of the allocation rules + serve's cycle on the recorded series. peak RSS and python % (the client's "
               "own CPU / wall) are for the raw/recorded allocate runs.")
     for r in rows:
+        if "raw_new" in r and r not in full:
+            ref, new = r["reference"], r["raw_new"]
+            print(f"{r['containers']:,} containers, raw path only: reference {ref.wall_s:.1f}s wall, "
+                  f"{ref.prometheus_s:.1f}s Prometheus; allocate {new.wall_s:.1f}s wall "
+                  f"{new.wall_s / ref.wall_s:.2f}x, "
+                  f"{new.prometheus_s:.1f}s Prometheus {new.prometheus_s / ref.prometheus_s:.2f}x, client CPU "
+                  f"{new.client_cpu_s:.1f}s (python {100 * new.python_share:.0f}%), peak RSS {new.peak_rss_mb:.0f} MB; "
+                  f"raw one-step cycle {r['cycle_new'].prometheus_s:.2f}s Prometheus")
         if "rules" in r and r not in full:
             rule_s, per_step = r["rules"].prometheus_s, r["reference"].prometheus_s * STEP / 86400
             print(f"{r['containers']:,} containers: one evaluation of the allocation rules {rule_s:.2f}s "
@@ -302,14 +329,21 @@ def main() -> None:
     parser.add_argument("--reuse", action="store_true", help="reuse each size's backfill from an earlier run")
     parser.add_argument("--parts", default=",".join(sorted(PARTS)),
                         help="what to measure besides the reference (empty: only backfill)")
+    parser.add_argument("--profile", choices=("memory", "cpu"),
+                        help="instead: the raw allocate alone under tracemalloc or cProfile (best with --reuse)")
+    parser.add_argument("--profile-hours", type=int, default=6, help="the profiled window: the day's last hours")
+    parser.add_argument("--hours", type=int, default=24,
+                        help="measure the day's last hours only (the reference too): the same steps, fewer")
     args = parser.parse_args()
     root = Path(args.dir).resolve()
     baseline = baseline_code(args.baseline, root) if args.baseline else None
     parts = frozenset(p for p in args.parts.split(",") if p)
     if parts - PARTS - ONLY:
         parser.error(f"--parts takes {', '.join(sorted(PARTS | ONLY))}, not {', '.join(sorted(parts - PARTS - ONLY))}")
-    rows = [run_one(int(n), root, args.concurrency, baseline, args.reuse, parts) for n in args.sizes.split(",")]
-    if parts:
+    profile = (args.profile, args.profile_hours) if args.profile else None
+    rows = [run_one(int(n), root, args.concurrency, baseline, args.reuse, parts, profile, args.hours)
+            for n in args.sizes.split(",")]
+    if parts and not profile:
         print_table([r for r in rows if r], args.concurrency)
 
 

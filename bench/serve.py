@@ -16,6 +16,10 @@ one Prometheus:
 * a real `chargeback serve` child accruing the same steps (one catch-up cycle, then idle): its VmHWM read
   from /proc before it is stopped.
 
+`--profile memory` or `--profile cpu` (with `--reuse` or `--from`, on recorded data) measures instead where
+the cost goes: every rule's Prometheus time and answer size, then the accrual child under `tracemalloc`
+(its top allocations near its traced peak) or `cProfile` (top 20 by cumulative time), written beside the data.
+
 Prometheus time is its execTotalTime (what the query stats report); Prometheus CPU is its process's
 user + system time over the same span (/proc/PID/stat), which also counts work outside query execution.
 A benchmark, not a test: nothing here asserts.
@@ -24,6 +28,7 @@ A benchmark, not a test: nothing here asserts.
 from __future__ import annotations
 
 import argparse
+import cProfile
 import json
 import os
 import re
@@ -38,12 +43,12 @@ from typing import Any
 import requests
 import yaml
 
-from bench.reference import rule_cost
+from bench.profiling import PeakSnapshot, write_cprofile
+from bench.reference import Timed, rule_cost, split_derived
 from bench.run import allocate, allocation_rules_file
 from demo.clusters import bench_cluster
 from demo.localprom import PrometheusServer, backfill, backfill_rules, free_port, stop_process
 from exporter.core.window import iso
-from exporter.sources.recordedqueries import RECORDED_PARTS
 
 STEP = 60  # serve's default interval and resolution
 RATE_WINDOW = "5m"
@@ -83,8 +88,13 @@ class Cycle:
     top: list[tuple[float, int, str]]  # the costliest queries: (Prometheus s, series answered, the query's start)
 
 
-def child(config: Path, start: int, cycles: int, prometheus_pid: int) -> None:
-    """serve's accrual, one step per cycle from `start`: a JSON line per cycle, then the peak RSS."""
+TOP = 12  # queries listed per cycle
+CLIENT_CPU = "client-cpu "  # the child's stderr line of its own CPU per cycle
+
+
+def child(config: Path, start: int, cycles: int, prometheus_pid: int, profile: str | None = None) -> None:
+    """serve's accrual, one step per cycle from `start`: a JSON line per cycle, then the peak RSS. Its own CPU
+    per cycle goes to stderr; with `profile`, a report to PROFILE.txt beside the config."""
     from exporter.config.schema import load_config, override
     from exporter.serve.server import Exporter
 
@@ -103,22 +113,38 @@ def child(config: Path, start: int, cycles: int, prometheus_pid: int) -> None:
         return data
 
     ex.client._instant = profiled  # type: ignore[method-assign]
+    memory = PeakSnapshot() if profile == "memory" else None
+    cpu = cProfile.Profile() if profile == "cpu" else None
     for i in range(1, cycles + 1):
         ex.until = start + i * STEP
         seen.clear()
         before = (time.monotonic(), stats.server_seconds, cpu_seconds(prometheus_pid), stats.queries,
-                  sources["recorded"], sources["raw"])
+                  sources["recorded"], sources["raw"], cpu_seconds(os.getpid()))
+        if memory:
+            memory.label = f"cycle {i}"
+        if cpu:
+            cpu.enable()
         ex.cycle(time.time())
         ex.ledger.tick()
+        if memory:
+            memory.label = f"cycle {i}'s scrape"
         scrape = time.monotonic()
         list(ex.registry.collect())  # what a scrape builds
         scrape = time.monotonic() - scrape
+        if cpu:
+            cpu.disable()
         c = Cycle(ex.until, time.monotonic() - before[0], stats.server_seconds - before[1],
                   cpu_seconds(prometheus_pid) - before[2], stats.queries - before[3],
-                  sources["recorded"] - before[4], sources["raw"] - before[5], scrape, sorted(seen, reverse=True)[:4])
+                  sources["recorded"] - before[4], sources["raw"] - before[5], scrape, sorted(seen, reverse=True)[:TOP])
         print(json.dumps(c.__dict__), flush=True)
+        print(CLIENT_CPU + json.dumps({"end": c.end, "client_cpu_s": cpu_seconds(os.getpid()) - before[6]}),
+              file=sys.stderr, flush=True)
     if ex.ledger.watermark != start + cycles * STEP:
         raise SystemExit(f"accrued to {ex.ledger.watermark}, not {start + cycles * STEP}")
+    if memory:
+        memory.write(config.parent / "memory.txt")
+    if cpu:
+        write_cprofile(cpu, config.parent / "cpu.txt")
     print(json.dumps({"peak_rss_mb": status_mb("self", "VmHWM")}), flush=True)
 
 
@@ -152,6 +178,20 @@ def real_serve(cfg: Path, end: int, work: Path, timeout: float) -> tuple[float, 
         err.close()
 
 
+def take_from(source: Path, work: Path) -> None:
+    """Another run's backfill (its `serve-N` directory) as this run's, blocks hard-linked: blocks are immutable
+    (Prometheus replaces their files rather than writing into them), so two runs can share them, while the
+    WAL and head are left behind. The source is not written to."""
+    if not (source / "meta.json").exists():
+        raise SystemExit(f"--from {source}: no meta.json (not a bench.serve directory)")
+    shutil.rmtree(work, ignore_errors=True)
+    (work / "data").mkdir(parents=True)
+    shutil.copy(source / "meta.json", work / "meta.json")
+    for block in (source / "data").iterdir():
+        if block.is_dir() and (block / "meta.json").exists():
+            shutil.copytree(block, work / "data" / block.name, copy_function=os.link)
+
+
 def prepare(containers: int, nodes: int, namespaces: int, minutes: int, cycles: int, work: Path,
             reuse: bool) -> dict[str, Any]:
     """Backfill the cluster into `work/data`, or with `reuse` take the one there (rules recorded or not)."""
@@ -178,23 +218,34 @@ def prepare(containers: int, nodes: int, namespaces: int, minutes: int, cycles: 
     return data
 
 
-def split_derived(rules: Path, work: Path) -> tuple[Path, Path]:
-    """The allocation group as two rule files: the rules reading raw series, and those selecting from the
-    group's own labelled record (the deprecated names, rules/rules/allocation.libsonnet)."""
-    [group] = yaml.safe_load(rules.read_text())["groups"]
-    out = []
-    for name, keep in (("own", False), ("derived", True)):
-        path = work / f"allocation-{name}.rules.yaml"
-        picked = [r for r in group["rules"] if (RECORDED_PARTS in r["expr"]) == keep]
-        path.write_text(yaml.safe_dump({"groups": [{**group, "rules": picked}]}))
-        out.append(path)
-    return out[0], out[1]
+def log_items(containers: int, timed: Timed) -> None:
+    for secs, n, what in sorted(timed.items, reverse=True):
+        log(containers, f"    {secs:6.2f}s {n:>7,} series  {what}")
+
+
+def serve_child(cfg: Path, first: int, cycles: int, prometheus_pid: int,
+                profile: str | None) -> tuple[list[Cycle], float, dict[int, float]]:
+    """The accrual child's cycles, its peak RSS and its own CPU per cycle (by the cycle's end)."""
+    proc = subprocess.run([sys.executable, "-m", "bench.serve", "--child", str(cfg), "--start", str(first),
+                           "--cycles", str(cycles), "--prometheus-pid", str(prometheus_pid),
+                           *(["--profile", profile] if profile else [])], capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise SystemExit(f"serve child failed: {proc.stderr.strip()[-2000:]}")
+    lines = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
+    cpu = {c["end"]: c["client_cpu_s"] for line in proc.stderr.splitlines() if line.startswith(CLIENT_CPU)
+           for c in [json.loads(line[len(CLIENT_CPU):])]}
+    return [Cycle(**c) for c in lines[:-1]], lines[-1]["peak_rss_mb"], cpu
 
 
 def run(containers: int, nodes: int, namespaces: int, minutes: int, cycles: int, root: Path,
-        reuse: bool = False) -> dict[str, Any]:
+        reuse: bool = False, source: Path | None = None, profile: str | None = None) -> dict[str, Any]:
     work = root / f"serve-{containers}"
-    data = prepare(containers, nodes, namespaces, minutes, cycles, work, reuse)
+    if source:
+        take_from(source.resolve() / f"serve-{containers}" if (source / f"serve-{containers}").is_dir()
+                  else source.resolve(), work)
+    data = prepare(containers, nodes, namespaces, minutes, cycles, work, reuse or source is not None)
+    if profile and not data["rules_recorded"]:
+        raise SystemExit("--profile needs recorded data: run once without it, then with --reuse")
     end = data["end"]
     row: dict[str, Any] = {"containers": containers, "nodes": nodes, "namespaces": namespaces, "pods": containers // 2,
                            "samples": data["samples"]}
@@ -209,13 +260,16 @@ def run(containers: int, nodes: int, namespaces: int, minutes: int, cycles: int,
             "serve": {"start": iso(first), "lag": "1m", "interval": f"{STEP}s", "exposeNewSeriesFor": "0s"},
         }))
         assert prom.proc is not None
-        log(containers, "raw one-step cycle (allocate over the last step: fewer than 5 steps read raw series)...")
-        cpu = cpu_seconds(prom.proc.pid)
-        raw = allocate(cfg, f"{end - STEP},{end}", work / "raw-cycle.json")
-        row["raw"] = {"wall_s": raw.wall_s, "prometheus_s": raw.prometheus_s, "queries": raw.queries,
-                      "prometheus_cpu_s": cpu_seconds(prom.proc.pid) - cpu, "peak_rss_mb": raw.peak_rss_mb}
-        log(containers, f"raw cycle: {raw.wall_s:.1f}s wall, {raw.prometheus_s:.2f}s Prometheus, "
-                        f"{row['raw']['prometheus_cpu_s']:.1f}s Prometheus CPU, {raw.peak_rss_mb:.0f} MB")
+        if not profile:
+            log(containers, "raw one-step cycle (allocate over the last step: fewer than 5 steps read raw series)...")
+            cpu = cpu_seconds(prom.proc.pid)
+            raw = allocate(cfg, f"{end - STEP},{end}", work / "raw-cycle.json")
+            row["raw"] = {"wall_s": raw.wall_s, "prometheus_s": raw.prometheus_s, "queries": raw.queries,
+                          "prometheus_cpu_s": cpu_seconds(prom.proc.pid) - cpu, "peak_rss_mb": raw.peak_rss_mb,
+                          "client_cpu_s": raw.client_cpu_s}
+            log(containers, f"raw cycle: {raw.wall_s:.1f}s wall, {raw.prometheus_s:.2f}s Prometheus, "
+                            f"{row['raw']['prometheus_cpu_s']:.1f}s Prometheus CPU, {raw.client_cpu_s:.1f}s client "
+                            f"CPU, {raw.peak_rss_mb:.0f} MB")
         rules = allocation_rules_file(cfg, work)
         own, derived = split_derived(rules, work)
         cpu = cpu_seconds(prom.proc.pid)
@@ -224,6 +278,7 @@ def run(containers: int, nodes: int, namespaces: int, minutes: int, cycles: int,
                         "prometheus_cpu_s": cpu_seconds(prom.proc.pid) - cpu}
         log(containers, f"one evaluation of the allocation rules: {rc.wall_s:.1f}s wall, {rc.prometheus_s:.2f}s "
                         f"Prometheus, {row['rules']['prometheus_cpu_s']:.1f}s Prometheus CPU")
+        log_items(containers, rc)
         if data["rules_recorded"]:
             log(containers, "the rules were recorded by the run that backfilled")
         else:
@@ -241,21 +296,25 @@ def run(containers: int, nodes: int, namespaces: int, minutes: int, cycles: int,
         row["rules"]["prometheus_s"] += dc.prometheus_s
         row["rules"]["prometheus_cpu_s"] += cpu_seconds(prom.proc.pid) - cpu
         log(containers, f"the deprecated records' share: {dc.wall_s:.1f}s wall, {dc.prometheus_s:.2f}s Prometheus")
-        log(containers, f"serve: {cycles} one-step cycles in a child...")
-        proc = subprocess.run([sys.executable, "-m", "bench.serve", "--child", str(cfg), "--start", str(first),
-                               "--cycles", str(cycles), "--prometheus-pid", str(prom.proc.pid)],
-                              capture_output=True, text=True)
-        if proc.returncode != 0:
-            raise SystemExit(f"serve child failed: {proc.stderr.strip()[-2000:]}")
-        lines = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
-        row["cycles"] = [Cycle(**c) for c in lines[:-1]]
-        row["serve_rss_mb"] = lines[-1]["peak_rss_mb"]
+        log_items(containers, dc)
+        log(containers, "serve: one-step cycles in a child" + (f" under the {profile} profiler" if profile
+                                                                else "") + "...")
+        # Under a profiler one cycle only (profilers slow the child several times over): the first, where serve's
+        # peak was in the runs measured.
+        row["cycles"], row["serve_rss_mb"], client_cpu = serve_child(cfg, first, 1 if profile else cycles,
+                                                                     prom.proc.pid, profile)
+        row["client_cpu"] = client_cpu
         for c in row["cycles"]:
             log(containers, f"serve cycle to {iso(c.end)}: {c.wall_s:.1f}s wall, {c.prometheus_s:.2f}s Prometheus, "
-                            f"{c.prometheus_cpu_s:.1f}s Prometheus CPU, {c.queries} queries, scrape {c.scrape_s:.1f}s, "
+                            f"{c.prometheus_cpu_s:.1f}s Prometheus CPU, {client_cpu.get(c.end, 0):.1f}s client CPU, "
+                            f"{c.queries} queries, scrape {c.scrape_s:.1f}s, "
                             f"{'recorded' if c.recorded and not c.raw else 'RAW'} series")
             for secs, n, expr in c.top:
                 log(containers, f"    {secs:6.2f}s {n:>7,} series  {expr}")
+        if profile:
+            log(containers, f"peak RSS under the profiler {row['serve_rss_mb']:.0f} MB; report in "
+                            f"{work / (profile + '.txt')}")
+            return row
         log(containers, f"serve child peak RSS {row['serve_rss_mb']:.0f} MB; now a real `chargeback serve`...")
         row["real_serve_rss_mb"], real_s, row["scrape_s"] = real_serve(cfg, end, work, timeout=3600)
         log(containers, f"chargeback serve accrued {cycles} steps in {real_s:.0f}s, peak RSS "
@@ -271,10 +330,13 @@ def summary(r: dict[str, Any]) -> str:
     rules, raw = r["rules"], r["raw"]
     total, total_cpu = rules["prometheus_s"] + cycle_s, rules["prometheus_cpu_s"] + cycle_cpu
     rss = max(r["serve_rss_mb"], r["real_serve_rss_mb"])
+    client = [r["client_cpu"].get(c.end, 0.0) for c in steady]
+    wall = sum(c.wall_s for c in steady)
+    python = f"{sum(client) / len(steady):.1f}s of its own CPU ({100 * sum(client) / wall:.0f}% of its wall time)"
     return (f"serve at {r['containers']:,} containers / {r['nodes']:,} nodes ({r['pods']:,} pods, "
             f"{r['namespaces']:,} namespaces, {r['samples']:,} samples): rule evaluation "
             f"{rules['prometheus_s']:.2f}s + serve recorded cycle {cycle_s:.2f}s = {total:.2f}s Prometheus per "
-            f"1-minute cycle (the cycle: the mean of all but the first; "
+            f"1-minute cycle (the cycle: the mean of all but the first, {python}; "
             f"{'within' if total <= 10 else 'OVER'} the 10 s goal; Prometheus process CPU "
             f"{rules['prometheus_cpu_s']:.1f}+{cycle_cpu:.1f}={total_cpu:.1f}s); raw cycle "
             f"{raw['prometheus_s']:.2f}s Prometheus ({raw['prometheus_cpu_s']:.1f}s CPU); serve peak RSS "
@@ -293,20 +355,25 @@ def main() -> None:
     parser.add_argument("--cycles", type=int, default=3, help="serve's one-step cycles measured")
     parser.add_argument("--dir", default=".bench")
     parser.add_argument("--reuse", action="store_true", help="reuse the backfill (and rules) of an earlier run")
+    parser.add_argument("--from", dest="source", type=Path, metavar="DIR",
+                        help="reuse another run's backfill (its --dir, or its serve-N directory), hard-linked")
+    parser.add_argument("--profile", choices=("memory", "cpu"),
+                        help="on recorded data: per-rule costs, then the accrual child under tracemalloc or cProfile")
     parser.add_argument("--child", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--start", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--prometheus-pid", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        child(args.child, args.start, args.cycles, args.prometheus_pid)
+        child(args.child, args.start, args.cycles, args.prometheus_pid, args.profile)
         return
     if args.minutes * 60 < 2 * 300 + (args.cycles + 1) * STEP:
         parser.error("--minutes must cover the 5m rate window and the cycles with room to spare")
     sizes = [int(n) for n in args.sizes.split(",")] if args.sizes else [args.containers]
     rows = [run(n, args.nodes or max(n // 60, 10), args.namespaces or max(n // 200, 5), args.minutes, args.cycles,
-                Path(args.dir).resolve(), args.reuse) for n in sizes]
+                Path(args.dir).resolve(), args.reuse, args.source, args.profile) for n in sizes]
     for r in rows:
-        print(summary(r))
+        if not args.profile:
+            print(summary(r))
 
 
 if __name__ == "__main__":
