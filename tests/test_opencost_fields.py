@@ -27,6 +27,7 @@ import pytest
 from demo.localprom import PrometheusServer
 from demo.synthetic import Cluster, Container, Dcgm, Node, Pod
 from exporter.config.schema import parse_config
+from exporter.core.window import Window
 from exporter.serve.server import Exporter
 
 from .conftest import aligned_past, scenario_prom
@@ -133,3 +134,33 @@ def test_container_gpu_fields_come_from_dcgm(exporter: Exporter, fields_prom: An
     assert hog["cpuCoreHours"] == pytest.approx(3.0, rel=USAGE_REL)
     assert hog["chargedCpuCoreHours"] == pytest.approx(2.4, rel=USAGE_REL)
     assert sum(v["totalCost"] for v in data.values()) == pytest.approx(0.56 + 3.12, rel=1e-9)
+
+
+def test_limits_are_read_only_where_allocations_are_printed(exporter: Exporter, fields_prom: Any) -> None:
+    """Counters, reports and FOCUS never print a limit: their pipeline skips the limits read (14-22 s of
+    Prometheus per serve cycle at 300k containers), with the same costs; the allocation doors read it."""
+    from exporter.engine.pipeline import Pipeline
+    from exporter.sources.prometheus import PrometheusClient
+
+    t0 = fields_prom[1]
+    window = Window(t0, t0 + 3600, 60)
+    counted: list[str] = []
+    client = PrometheusClient(exporter.cfg.prometheus)
+    query = client.query
+
+    def recording(expr: str, at: float) -> Any:
+        counted.append(expr)
+        return query(expr, at)
+
+    client.query = recording  # type: ignore[method-assign]
+    costs_only = Pipeline(exporter.cfg, client).compute(window)
+    assert not any("kube_pod_container_resource_limits" in e for e in counted)
+    assert all(line.cpu_limit_seconds == 0 for line in costs_only.table.values())
+    counted.clear()
+    printing = Pipeline(exporter.cfg, client)
+    printing.running_spans = True
+    printed = printing.compute(window)
+    assert any("kube_pod_container_resource_limits" in e for e in counted)
+    # alpha's pod: a 4-core limit for the hour = 14,400 core-seconds; the same costs either way
+    assert sum(ln.cpu_limit_seconds for k, ln in printed.table.items() if k[0] == "alpha") == pytest.approx(14400)
+    assert printed.costs == pytest.approx(costs_only.costs, rel=1e-12)

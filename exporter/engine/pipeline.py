@@ -69,10 +69,16 @@ class Pipeline:
     """Cost one window: plan its chunks, fetch (its `Fetch`, engine/fetch.py), price, cost, attribute and share."""
 
     fetch_type: type[Fetch] = Fetch  # /assets swaps in one that keeps each chunk's priced assets
-    # Whether rows and pods get their running span (engine/spans.py: two placement subqueries per segment). Set
-    # by the doors that print OpenCost's allocations (/allocation and what is cut from it, allocate); counters,
-    # reports and FOCUS read costs only and skip the queries.
-    running_spans: bool = False
+    @property
+    def running_spans(self) -> bool:
+        """Whether rows and pods get their running span (engine/spans.py: two placement subqueries per segment)
+        and their limits (Fetch.read_limits). Set by the doors that print OpenCost's allocations (/allocation
+        and what is cut from it, allocate); counters, reports and FOCUS read costs only and skip the queries."""
+        return self.fetcher.read_limits
+
+    @running_spans.setter
+    def running_spans(self, on: bool) -> None:
+        self.fetcher.read_limits = on
 
     def __init__(self, cfg: Config, client: PrometheusClient, metadata: MetadataSource | None = None,
                  warnings: WarningLog | None = None, bill: BillPrices | None = None) -> None:
