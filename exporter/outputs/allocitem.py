@@ -145,8 +145,7 @@ def api_item(name: str, row: Row, start: int, end: int, bounds: tuple[int, int],
     """One allocation as OpenCost's /allocation serialises it: `properties`, the set's `window`, and
     every documented field (those with no meaning here are 0)."""
     item = allocation_item(name, row, start, end)
-    first, last = running_span(row.line, start, end)
-    hours = (last - first) / 3600 or 1.0
+    hours = item["minutes"] / 60 or 1.0  # the running span allocation_item averaged over
     out: dict[str, Any] = {"name": name, "properties": properties,
                            "window": {"start": iso(bounds[0]), "end": iso(bounds[1])}}
     out.update(item)
