@@ -85,9 +85,12 @@ def volume_shares(client: PrometheusClient, q: Queries, w: Window, step: int) ->
 
 def volume_shares_by_chunk(client: PrometheusClient, q: Queries, w: Window, chunk: int, step: int
                            ) -> dict[int, Shares]:
-    """volume_shares of every whole chunk of `w` ending at a multiple of `chunk`, keyed by its end, in one query."""
+    """volume_shares of every whole chunk of `w` ending at a multiple of `chunk`, keyed by its end, in one query.
+    Asked at the last chunk end, not at `w.end`: a relative window asked again a minute later asks the same
+    query at the same time, which serve's answer cache keeps (`w.end` may be now, never kept)."""
     out: dict[int, Shares] = {}
-    for lb, samples in client.query_range_raw(PodQueries(q).volume_shares_by_chunk(w.seconds, chunk), float(w.end)):
+    last = w.end // chunk * chunk  # every whole chunk's end is at or before it; the span still reaches the first
+    for lb, samples in client.query_range_raw(PodQueries(q).volume_shares_by_chunk(w.seconds, chunk), float(last)):
         for t, v in samples:
             _add_share(out.setdefault(int(t), {}), lb, v * step)
     return out
