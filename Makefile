@@ -38,16 +38,20 @@ demo: deps system-deps
 
 # The venv's bin/ first on PATH, as for a user who activated it; tests themselves find the console script
 # next to sys.executable (tests/console.py), so they also pass without it.
-# One process, OpenCost's suite included. Beside the rest in a second process (tried), the suite's 14-day
+# Every test but OpenCost's suite on TEST_WORKERS processes (pytest-xdist; a module's tests stay on one worker,
+# so its Prometheus fixtures are built once), then the suite alone. Beside the rest (tried), the suite's 14-day
 # windows passed serve's 120 s api.timeout on 2 loaded cores (503, two unlisted failures).
 # `make test-fast` is every test but OpenCost's suite; `make test-opencost` the suite alone.
 SUITE_TEST := tests/test_opencost_suite.py
+TEST_WORKERS ?= 2
 PYTEST := PATH="$(abspath $(VENV))/bin:$$PATH" $(PY) -m pytest
+XDIST := -n $(TEST_WORKERS) --dist loadfile
 test: deps system-deps lint
-	$(PYTEST) -q --durations=15 tests
+	$(PYTEST) -q $(XDIST) --durations=15 --ignore=$(SUITE_TEST) tests
+	$(PYTEST) -q $(SUITE_TEST)
 
 test-fast: deps system-deps
-	$(PYTEST) -q --ignore=$(SUITE_TEST) tests
+	$(PYTEST) -q $(XDIST) --ignore=$(SUITE_TEST) tests
 
 test-opencost: deps system-deps
 	$(PYTEST) -q $(SUITE_TEST)

@@ -32,7 +32,7 @@ def fail(e: ChargebackError) -> NoReturn:
 
 def with_progress(pipeline: Pipeline, window: Window) -> Any:
     """Run the pipeline, drawing a progress bar on a terminal when the window has several chunks."""
-    chunks = len(window.chunks(pipeline.chunk))
+    chunks = len(pipeline.chunks(window))
     if chunks <= 1 or not sys.stderr.isatty():
         return pipeline.compute(window)
     with click.progressbar(length=chunks, label=f"{iso(window.start)} .. {iso(window.end)}",

@@ -136,3 +136,42 @@ def test_load_balancer_allocations_per_service(volume_prom: Any) -> None:
     whole = exporter_for(volume_prom).allocation(q(window=window_arg(t0), aggregate="cluster"))["data"][0]["cluster"]
     assert sorted(whole["lbAllocations"]) == ["cluster/payments/api-lb", "cluster/search/web-lb"]
     assert sum(v["cost"] for v in whole["lbAllocations"].values()) == pytest.approx(whole["loadBalancerCost"], rel=REL)
+
+
+class DayAnswers:
+    """A stand-in client: each query's (span, time) is noted, and its answer holds the chunk ends the subquery
+    would evaluate, (at - span + 30 min, at] on the hour, each worth 1 step of one pod's volume."""
+
+    def __init__(self) -> None:
+        self.asked: list[tuple[str, float]] = []
+
+    def query_range_raw(self, expr: str, at: float) -> list[tuple[dict[str, str], list[tuple[float, float]]]]:
+        self.asked.append((expr, at))
+        span = int(expr.rsplit("[", 1)[1].split("s:")[0])
+        ends = [float(t) for t in range(int(at) // 3600 * 3600, int(at) - span, -3600)]
+        return [({"namespace": "ns", "persistentvolume": "pv", "pod": "p"}, [(t, t / 60) for t in sorted(ends)])]
+
+
+def test_the_pod_volume_shares_are_asked_a_day_at_a_time() -> None:
+    """`2d` at 21:37 on 26 Nov: one query per UTC day it touches (24-26 Nov), each over a day's 23.5 h of
+    hourly ends (86400 - 1800 s), asked at the day's end, or today at 21:00, the last whole hour; `1d` a minute
+    later asks the same two queries for 25 Nov and today again, so serve's cache answers them. Each chunk end
+    of the window is keyed once, with its own value (t / 60 steps of 60 s = t byte-seconds)."""
+    from exporter.config.schema import parse_config
+    from exporter.core.window import parse_window
+    from exporter.outputs.podvolumes import volume_shares_by_chunk
+    from exporter.sources.queries import Queries
+
+    cfg = parse_config({})
+    qs = Queries(cfg.prometheus, cfg.allocation)
+    day = 1_795_996_800  # 2026-11-26T00:00:00Z
+    now = day + 21 * 3600 + 37 * 60
+    client = DayAnswers()
+    out = volume_shares_by_chunk(client, qs, parse_window("2d", now, 60), 3600, 60)  # type: ignore[arg-type]
+    assert [at for _e, at in client.asked] == [day - 86400, day, day + 21 * 3600]
+    assert all("[84600s:3600s]" in e for e, _at in client.asked)
+    assert sorted(out) == list(range(day - 2 * 86400 + 3600, day + 21 * 3600 + 1, 3600))  # 24 Nov 01:00 .. 21:00
+    assert all(out[t] == {"ns": {"pv": {"p": float(t)}}} for t in out)
+    later = DayAnswers()
+    volume_shares_by_chunk(later, qs, parse_window("1d", now + 60, 60), 3600, 60)  # type: ignore[arg-type]
+    assert later.asked == client.asked[1:]

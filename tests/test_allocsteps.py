@@ -15,6 +15,7 @@ from demo.localprom import PrometheusServer, find_binary
 from demo.synthetic import write_openmetrics
 from exporter.config.schema import parse_config
 from exporter.sources.allocsteps import SAMPLE_BUDGET, RowKey, Series, StepTotals, parse
+from exporter.sources.prometheus import Labels
 from exporter.sources.queries import Queries
 from exporter.sources.stepfetch import Pending, StepFetcher, SubWindows
 
@@ -89,11 +90,14 @@ class StepAnswers:
         self.rows = rows
         self.asked: list[tuple[str, float, int]] = []
 
-    def query(self, expr: str, at: float) -> list[Series]:
-        return []
+    def query(self, expr: str, at: float) -> list[tuple[Labels, float]]:
+        """One step is asked as an instant query (`read_steps`): the rows' values at `at`."""
+        return [(labels, v) for labels, samples in self._ask(expr, at, 60) for t, v in samples if t == at]
 
     def query_range_raw(self, expr: str, at: float) -> list[Series]:
-        span = int(re.findall(r"\[(\d+)s:", expr)[-1])
+        return self._ask(expr, at, int(re.findall(r"\[(\d+)s:", expr)[-1]))
+
+    def _ask(self, expr: str, at: float, span: int) -> list[Series]:
         part = next(m for m in self.rows if m in expr) if 'resource=~"cpu"' in expr else ""
         self.asked.append((part, at, span))
         return [(labels, [(t, v) for t, v in samples if at - span <= t <= at])

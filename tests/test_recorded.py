@@ -155,12 +155,13 @@ def test_mixin_records_exactly_what_the_exporter_reads(allocation: dict[str, Any
     q = Queries(cfg.prometheus, cfg.allocation)
     policy = "weighted:0.6" if allocation["policy"] == "weighted" else allocation["policy"]
     labels = {"policy": policy, "usage_rate_window": cfg.allocation.usageRateWindow}
-    # One labelled record per resource group, with the raw path's one-pass rows (no node capacity); the
-    # heartbeat; the deprecated per-pair names, derived from the record by selection.
-    assert [(r["record"], r["labels"], r["expr"]) for r in group["rules"][:3]] == [
-        (RECORDED_PARTS, {**labels, "resource": res}, step_expr(q, (res,), capacity=False))
-        for res in ("cpu", "memory")] + [(RULES_EVALUATED, {**labels, "layout": "v2"}, "vector(1)")]
-    assert {r["record"]: (r["labels"], r["expr"]) for r in group["rules"][3:]} == {
+    # One labelled record for CPU and memory (one placement join), with the raw path's one-pass rows over both
+    # (no node capacity), each row's `resource` its own; the heartbeat; the deprecated per-pair names, derived
+    # from the record by selection.
+    assert [(r["record"], r["labels"], r["expr"]) for r in group["rules"][:2]] == [
+        (RECORDED_PARTS, labels, step_expr(q, ("cpu", "memory"), capacity=False)),
+        (RULES_EVALUATED, {**labels, "layout": "v2"}, "vector(1)")]
+    assert {r["record"]: (r["labels"], r["expr"]) for r in group["rules"][2:]} == {
         name: (labels, expr) for name, expr in deprecated_rules(q).items()}
     assert group["interval"] == cfg.allocation.resolution
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -20,7 +21,8 @@ from exporter.serve.server import Exporter
 from exporter.sources.resultcache import CachingClient
 from exporter.vocab.errors import PrometheusError
 
-from .test_allocation_api import NAMESPACES, call, check, totals
+from .test_allocate_core import window_arg
+from .test_allocation_api import NAMESPACES, NODES, call, check, totals
 
 NOW = 1_800_000_000.0
 SETTLED = 120.0  # serve.lag
@@ -158,6 +160,24 @@ def test_serve_answers_a_past_hour_again_from_the_cache(share_prom: tuple[Promet
         ex.close()
 
 
+def test_api_cache_points_bounds_the_cache(stub: str) -> None:
+    """api.cachePoints is the cache's size: 0 keeps nothing (each settled query asked again), 1 keeps a
+    one-series answer, the default 400,000."""
+    past = time.time() - 600  # serve's own clock: settled
+    base = {"prometheus": {"url": stub, "retries": 0}, "attribution": {"source": "prometheus"}}
+    off = Exporter(parse_config({**base, "api": {"cachePoints": 0}}))
+    assert values(off.client.query("vec", past)) == [1.0]
+    assert values(off.client.query("vec", past)) == [2.0]
+    assert off.client._kept == {} and off.client.hits == 0
+    one = Exporter(parse_config({**base, "api": {"cachePoints": 1}}))
+    assert values(one.client.query("vec", past)) == [3.0]
+    assert values(one.client.query("vec", past)) == [3.0]
+    assert Stub.sent == 3 and one.client.max_points == 1
+    assert Exporter(parse_config(base)).client.max_points == 400_000
+    for ex in (off, one):
+        ex.close()
+
+
 def test_a_matrix_answer_counts_its_samples(stub: str) -> None:
     """"mat" is one series of 3 samples, 4 points: over a 3-point entry limit it is not kept (it was once
     counted as 0 points, so every matrix answer was kept whatever its size)."""
@@ -186,5 +206,25 @@ def test_serve_accrual_keeps_nothing(share_prom: tuple[PrometheusServer, int]) -
     try:
         assert ex.cycle(t0 + 7200) > 0 and ex.ledger.watermark == t0 + 3600
         assert ex.client.stats.queries > 0 and not ex.client._kept
+    finally:
+        ex.close()
+
+
+def test_a_window_asked_from_another_start_reuses_its_whole_chunks(share_prom: tuple[PrometheusServer, int]) -> None:
+    """Chunks are cut at multiples of allocation.chunk (1h), not from a window's start: the hour t0..t0+1h,
+    then t0-30m..t0+1h (as `2d` asked a few minutes later starts elsewhere), whose second chunk is that very
+    hour, so asked from the cache. Cut from the start (t0-30m..t0+30m, t0+30m..t0+1h), nothing was reused.
+    The scenario is steady from before t0: the longer window costs 1.5 times the hand-worked hour."""
+    prom, t0 = share_prom
+    ex = Exporter(parse_config({"prometheus": {"url": prom.url}, "attribution": {"source": "prometheus"}}))
+    try:
+        hour = ex.allocation({"window": [window_arg(t0)], "includeIdle": ["true"], "aggregate": ["namespace"]})
+        sent = ex.client.stats.queries
+        longer = ex.allocation({"window": [window_arg(t0 - 1800, 1.5)], "includeIdle": ["true"],
+                                "aggregate": ["namespace"]})
+        print(sent, ex.client.stats.queries - sent, ex.client.hits)
+        assert ex.client.hits >= sent // 2  # the hour's chunk queries, all asked again
+        check(totals(hour), NAMESPACES)
+        check(totals(longer), {ns: 1.5 * cost for ns, cost in NAMESPACES.items()}, 1.5 * NODES)
     finally:
         ex.close()

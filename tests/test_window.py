@@ -6,7 +6,10 @@ from datetime import datetime, timezone
 
 import pytest
 
+from exporter.config.schema import Prometheus, parse_config
 from exporter.core.window import Window, parse_window
+from exporter.engine.pipeline import Pipeline
+from exporter.sources.prometheus import PrometheusClient
 from exporter.vocab.durations import parse_duration
 from exporter.vocab.errors import ConfigError
 
@@ -41,6 +44,21 @@ def test_lastmonth_across_a_year_boundary() -> None:
 def test_chunks_tile_the_window() -> None:
     w = Window(0, 3600 * 2 + 600, 60)
     assert [(c.start, c.end) for c in w.chunks(3600)] == [(0, 3600), (3600, 7200), (7200, 7800)]
+
+
+def test_the_engine_cuts_windows_at_whole_chunks() -> None:
+    """`2d` at 21:37 (minute-aligned) and a minute later: chunks end on the hour, so the two share the 47 whole
+    hours 22:00 on 24 Nov .. 21:00 on 26 Nov; only the first and last pieces differ. 48 h from 21:37 is
+    49 pieces: 23 minutes, 47 hours, 37 minutes."""
+    pipeline = Pipeline(parse_config({"prometheus": {"url": "http://127.0.0.1:9"}}),
+                        PrometheusClient(Prometheus(url="http://127.0.0.1:9")))
+    first, later = (list(pipeline.chunks(parse_window("2d", t, 60))) for t in (NOW, NOW + 60))
+    assert len(first) == 49 == len(later)
+    assert (first[0].start, first[0].end) == (ts("2026-11-24T21:37:00"), ts("2026-11-24T22:00:00"))
+    assert (first[-1].start, first[-1].end) == (ts("2026-11-26T21:00:00"), ts("2026-11-26T21:37:00"))
+    assert first[1:-1] == later[1:-1] and all(c.seconds == 3600 for c in first[1:-1])
+    assert (later[0].start, later[-1].end) == (ts("2026-11-24T21:38:00"), ts("2026-11-26T21:38:00"))
+    assert len(pipeline.chunks(parse_window("2d", NOW, 60))) == 49
 
 
 @pytest.mark.parametrize("bad", ["", "5", "1x", "-1h", "yesterdayish", "2026-13-01T00:00:00Z,2026-11-02T00:00:00Z"])

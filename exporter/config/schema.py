@@ -351,6 +351,11 @@ class Api(_Model):
                                                           "'Authorization: Bearer <token>'")
     openPaths: list[str] = Field(default_factory=list, description="paths answered without credentials, "
                                                                    "e.g. [/metrics, /healthz, /readyz]")
+    cachePoints: int = Field(400_000, ge=0, description="series and samples of Prometheus answers about the "
+                                                          "settled past kept for five minutes, for clients asking "
+                                                          "the same windows again (about 120 bytes each; 0 keeps "
+                                                          "none); a pod-level 2-day window of a 50-pod cluster asks "
+                                                          "about 900,000")
     allocationSharing: Literal["opencost", "config"] = Field(
         "opencost", description="what OpenCost's doors (/allocation, /allocation/summary, the MCP allocation "
                                 "tools) share when a request does not say (its `sharing=` parameter): opencost, "

@@ -22,7 +22,7 @@ from exporter.core.coverage import Coverage, Segment, State, plan
 from exporter.core.gpuwaste import add_waste
 from exporter.core.pricing import load_shipped_prices, price_nodes, unmatched_rules
 from exporter.core.sharing import ShareInputs, distribute
-from exporter.core.window import Window, iso
+from exporter.core.window import Chunks, Window, iso
 from exporter.engine.chunkguard import handed_on, in_halves, partial_coverage, probe_in_halves
 from exporter.engine.energyfetch import EnergyFetch
 from exporter.engine.fetch import Fetch
@@ -120,7 +120,7 @@ class Pipeline:
         if granularity is not None:
             granularity.begin(self, window)
             chunk_fn = partial(self.compute_chunk, detail=granularity)
-        pieces = window.chunks(self.chunk)
+        pieces = self.chunks(window)
         workers = min(self.cfg.allocation.concurrency, len(pieces))
         pool = ThreadPoolExecutor(workers, thread_name_prefix="chunk") if workers > 1 else None
         try:
@@ -137,6 +137,14 @@ class Pipeline:
             return CostResult(window.start, window.end)
         merged.start, merged.end = window.start, window.end
         return merged
+
+    def chunks(self, window: Window) -> Chunks:
+        """A window's chunks, cut at multiples of the chunk size (UTC), not from the window's start: `24h` asked a
+        minute later, `2d` or `12h` share every chunk but the first and the last, so the same queries at the same
+        times, which serve's answer cache keeps (sources/resultcache.py), and whole chunks match the pod-level
+        volume query's chunk ends (outputs/podvolumes.py). Costs add up step by step: where a window is cut
+        does not change them."""
+        return window.chunks(self.chunk, boundary=self.chunk)
 
     def coverage_plan(self, w: Window, now: float | None = None) -> list[Segment]:
         """The chunk's segments (exporter/core/coverage.py) from one probe reaching maxGapBridge either side
@@ -277,7 +285,7 @@ class Pipeline:
         namespaces = sorted({ns for ns, _p, _c in wanted})
         for i in range(0, len(namespaces), USAGE_MAX_NAMESPACES):
             q = self.queries.scoped(namespaces[i:i + USAGE_MAX_NAMESPACES])
-            for piece in window.chunks(self.chunk):
+            for piece in self.chunks(window):
                 if cancel is not None and cancel.is_set():
                     return out
                 for res in ("cpu", "memory", "gpu"):

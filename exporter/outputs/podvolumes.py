@@ -25,6 +25,7 @@ from exporter.sources.queries import Queries
 VolumeShares = Mapping[str, Mapping[str, Mapping[str, float]]]
 ContainerKey = tuple[str, str, str, str]  # (namespace, node, pod, container)
 # Makes a container's row (its pod's properties) from the namespace's volume row: podrows supplies it.
+DAY = 86400
 PodRow = Callable[[AllocRow, ContainerKey, Row, dict[str, tuple[float, float]]], AllocRow]
 
 
@@ -85,9 +86,17 @@ def volume_shares(client: PrometheusClient, q: Queries, w: Window, step: int) ->
 
 def volume_shares_by_chunk(client: PrometheusClient, q: Queries, w: Window, chunk: int, step: int
                            ) -> dict[int, Shares]:
-    """volume_shares of every whole chunk of `w` ending at a multiple of `chunk`, keyed by its end, in one query."""
+    """volume_shares of every whole chunk of `w` ending at a multiple of `chunk`, keyed by its end: one query per
+    UTC day (a whole number of chunks: `block`), not per chunk nor per window. A day is asked at its end, or
+    today at its last chunk end, not at `w.end`: `12h`, `1d` and `2d`, or `2d` asked again a minute later, ask
+    the same queries at the same times, which serve's answer cache keeps (`w.end` may be now, never kept)."""
     out: dict[int, Shares] = {}
-    for lb, samples in client.query_range_raw(PodQueries(q).volume_shares_by_chunk(w.seconds, chunk), float(w.end)):
-        for t, v in samples:
-            _add_share(out.setdefault(int(t), {}), lb, v * step)
+    block = chunk * max(1, DAY // chunk)
+    last = w.end // chunk * chunk  # every whole chunk's end is at or before it
+    for start in range(w.start // block * block, last, block):
+        at = min(start + block, last)  # each sample at t is the chunk (t - chunk, t]; those in (start, at] are ours
+        for lb, samples in client.query_range_raw(PodQueries(q).volume_shares_by_chunk(block, chunk), float(at)):
+            for t, v in samples:
+                if t > start:  # at a short day's end the span reaches back past its start: that day's
+                    _add_share(out.setdefault(int(t), {}), lb, v * step)
     return out

@@ -63,7 +63,8 @@ class Exporter:
         self.cfg = cfg
         # Answers about the settled past (older than serve.lag, what accrual takes as final) are kept a few
         # minutes: OpenCost clients ask the same windows, so the same chunk queries, again and again.
-        self.client = CachingClient(cfg.prometheus, settled=parse_duration(cfg.serve.lag))
+        self.client = CachingClient(cfg.prometheus, settled=parse_duration(cfg.serve.lag),
+                                    max_points=cfg.api.cachePoints)
         self.metadata = metadata_source(cfg.attribution, watch=True)
         self.own = own_series(cfg)
         # One warning log for every pipeline of the process: a kind is logged at most hourly, all counted.

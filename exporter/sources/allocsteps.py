@@ -19,7 +19,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Generic, NamedTuple, TypeVar
 
-from exporter.sources.prometheus import Labels
+from exporter.sources.prometheus import Labels, PrometheusClient
 from exporter.sources.promql import matcher, re2_escape, selector
 from exporter.sources.queries import KSM_RESOURCE, RESOURCE_FROM_KSM, Queries
 from exporter.vocab.durations import format_duration
@@ -84,7 +84,22 @@ def step_query(q: Queries, span: int, resources: tuple[str, ...], by: str = BY_N
     The full span: both ends are on the step grid, where Prometheus and VictoriaMetrics agree (VM steps a
     subquery from `at - range`, so a range off the grid would shift every point); `in_span` drops the
     start point, which belongs to the previous sub-window."""
-    return f"({step_expr(q, resources, by, per, capacity, records, scope)})[{span}s:{format_duration(q.step)}]"
+    return over_steps(step_expr(q, resources, by, per, capacity, records, scope), span, q.step)
+
+
+def over_steps(expr: str, span: int, step: int) -> str:
+    """`expr` at each step of the `span` seconds before the evaluation time, as a subquery (`step_query`)."""
+    return f"({expr})[{span}s:{format_duration(step)}]"
+
+
+def read_steps(client: PrometheusClient, expr: str, at: int, span: int, step: int) -> list[Series]:
+    """The rows of the one-step expression `expr` at each step of (at - span, at]. One step is its instant
+    value, read as a vector: a one-step subquery also evaluates its start point (Prometheus 2 includes it),
+    which `in_span` would drop, so it cost Prometheus twice the work and the client twice the samples to
+    decode (serve's cycles, the one-step sub-windows of big chunks). Longer spans are a subquery."""
+    if span == step:
+        return [(labels, [(float(at), value)]) for labels, value in client.query(expr, float(at))]
+    return in_span(client.query_range_raw(over_steps(expr, span, step), float(at)), at, span)
 
 
 def step_expr(q: Queries, resources: tuple[str, ...], by: str = BY_NAMESPACE, per: str = PER_POD,

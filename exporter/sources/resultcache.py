@@ -92,7 +92,7 @@ class CachingClient(PrometheusClient):
                 return _own(kept[2])
         data = super()._instant(expr, at, kind)
         points = _points(data)
-        if points <= self.max_entry_points:
+        if points <= min(self.max_entry_points, self.max_points):
             with self._lock:
                 self._drop(key)
                 self._kept[key] = (now + self.ttl, points, _own(data))

@@ -26,13 +26,13 @@ from exporter.sources.allocsteps import (
     StepRows,
     StepTotals,
     add_sums,
-    in_span,
     none_of,
     overflow_scales,
     parse,
+    read_steps,
     records_probe,
     scaled,
-    step_query,
+    step_expr,
     unscaled,
 )
 from exporter.sources.prometheus import PrometheusClient
@@ -186,9 +186,9 @@ class StepFetcher:
             for resources in RESOURCE_GROUPS:
                 pending = Pending(at - span + step, step, span // step)
                 for part in parts:
-                    expr = step_query(part.q, span, resources, by=part.by, capacity=part.capacity,
-                                      records=records, scope=part.scope)
-                    series = in_span(self.client.query_range_raw(expr, float(at)), at, span)
+                    expr = step_expr(part.q, resources, by=part.by, capacity=part.capacity,
+                                     records=records, scope=part.scope)
+                    series = read_steps(self.client, expr, at, span, step)
                     seen = max(seen, len(series))
                     pending.add(parse(series, keys), self.policy, self.weight, out)
                     del series

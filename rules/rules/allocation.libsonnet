@@ -1,8 +1,8 @@
 // Per-(namespace, node) allocation, requests and usage, recorded every rule interval so that
 // `chargeback allocate` over long windows reads a few recorded series instead of joining every
-// container at every step. One rule per resource group records the rows of the raw path's one-pass
-// query as one labelled series, namespace_node:chargeback_allocation:sum{resource, part}: one placement
-// join per group. The expressions have one definition, the exporter's (exporter/sources/recordrules.py):
+// container at every step. One rule records the rows of the raw path's one-pass query over CPU and
+// memory as one labelled series, namespace_node:chargeback_allocation:sum{resource, part}: one placement
+// join per evaluation. The expressions have one definition, the exporter's (exporter/sources/recordrules.py):
 // `make rules` renders them per policy into allocation_exprs.json (python -m exporter.mixin.rulegen),
 // and this file only fills in the _config.
 {
@@ -29,12 +29,12 @@
       name: 'chargeback-allocation.rules',
       interval: c.allocationRuleInterval,
       // No GPUs: what each container holds of physical devices is read per container on every path.
-      // The static `resource` label keeps the groups' rules apart (promtool's duplicate-rule check).
+      // One rule for CPU and memory (one placement join): each series' `resource` label is the expression's.
       rules: [
         {
           record: 'namespace_node:chargeback_allocation:sum',
           expr: fill(templates.allocation[group]),
-          labels: labels { resource: group },
+          labels: labels,
         }
         for group in std.objectFields(templates.allocation)
       ] + [{
