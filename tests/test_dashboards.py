@@ -101,7 +101,7 @@ def populated(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Promet
     cfg.write_text(yaml.safe_dump({"prometheus": {"url": prom.url}, "attribution": {"source": "prometheus"},
                                    "sharing": BASE_SHARING, "allocation": {"chunk": "30m"},
                                    "serve": {"interval": "1s", "listen": f"127.0.0.1:{port}",
-                                             "exposeNewSeriesFor": "3s"}}))
+                                             "exposeNewSeriesFor": "10s"}}))
     start, until = window_arg(t0).split(",")
     wait_scraping(prom.url)
     serve = subprocess.Popen([sys.executable, "-m", "exporter", "serve", "--config", str(cfg), "--start", start,

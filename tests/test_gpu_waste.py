@@ -201,7 +201,7 @@ def test_dashboard_panels_on_a_served_gpu_cluster(tmp_path: Path) -> None:
         cfg = tmp_path / "serve.yaml"
         cfg.write_text(yaml.safe_dump({**config(prom), "allocation": {"chunk": "30m"},
                                        "serve": {"interval": "1s", "listen": f"127.0.0.1:{port}",
-                                                 "exposeNewSeriesFor": "3s"}}))
+                                                 "exposeNewSeriesFor": "10s"}}))
         start, until = window_arg(t0).split(",")
         wait_scraping(prom.url)
         serve = subprocess.Popen([sys.executable, "-m", "exporter", "serve", "--config", str(cfg), "--start", start,

@@ -148,7 +148,7 @@ def test_two_clusters_through_a_central_store(tmp_path: Path, store: str, rules:
             path.write_text(yaml.safe_dump({**cfg, "prometheus": sources[name],
                                             "attribution": {"source": "prometheus"}, "allocation": {"chunk": "30m"},
                                             "serve": {"interval": "1s", "listen": f"127.0.0.1:{ports[name]}",
-                                                      "exposeNewSeriesFor": "3s"}}))
+                                                      "exposeNewSeriesFor": "10s"}}))
             procs.append(subprocess.Popen([sys.executable, "-m", "exporter", "serve", "--config", str(path),
                                            "--start", start, "--until", until],
                                           stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT))

@@ -96,7 +96,7 @@ def exporter_history(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple
     backfill(share_cluster(t0), tmp / "data", t0 - 1800, t0 + WINDOW_SECONDS + 600, 60)
     prom = PrometheusServer(tmp / "data", {"chargeback": f"127.0.0.1:{port}"}, "1s").start()
     cfg = cfg_file(tmp, prom.url, allocation={"chunk": "10m"},
-                   serve={"interval": "1s", "listen": f"127.0.0.1:{port}", "exposeNewSeriesFor": "3s"})
+                   serve={"interval": "1s", "listen": f"127.0.0.1:{port}", "exposeNewSeriesFor": "10s"})
     start = window_arg(t0).split(",")[0]
     import requests
 

@@ -165,7 +165,7 @@ def test_budget_alert_reaches_only_the_owner_and_finance(tmp_path: Path, webhook
     serve_cfg.write_text(yaml.safe_dump({
         "prometheus": {"url": prom.url}, "attribution": {"source": "prometheus"},
         "allocation": {"chunk": "30m"}, "serve": {"interval": "1s", "listen": f"127.0.0.1:{exporter_port}",
-                                                 "exposeNewSeriesFor": "3s"}}))
+                                                 "exposeNewSeriesFor": "10s"}}))
     serve = None
     try:
         wait_for(lambda: _ready(f"http://127.0.0.1:{am_port}"), what="alertmanager")

@@ -66,7 +66,7 @@ class Stack:
         cfg = dict(CORE_CONFIG, prometheus={"url": self.prom.url},
                    allocation={"chunk": "10m"},
                    serve={"interval": "1s", "lag": "3m", "listen": f"127.0.0.1:{self.port}",
-                          "exposeNewSeriesFor": "3s"})
+                          "exposeNewSeriesFor": "10s"})
         self.config = root / "serve.yaml"
         self.config.write_text(yaml.safe_dump(cfg))
         self.procs: list[subprocess.Popen[str]] = []

@@ -64,7 +64,7 @@ class Stack:
         self.config: dict[str, Any] = {
             **CORE_CONFIG, "prometheus": {"url": self.prom.url}, "attribution": {"source": "prometheus"},
             "allocation": {"chunk": "10m"},
-            "serve": {"start": window_arg(t0).split(",")[0], "exposeNewSeriesFor": "3s"}}
+            "serve": {"start": window_arg(t0).split(",")[0], "exposeNewSeriesFor": "10s"}}
         self.pods: list[Served] = []
 
     def query(self, expr: str) -> list[dict[str, Any]]:

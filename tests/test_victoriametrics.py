@@ -209,7 +209,7 @@ def test_serve_counters_scraped_by_vmagent(tmp_path: Path, core_t0: int) -> None
     cfg = tmp_path / "serve.yaml"
     cfg.write_text(yaml.safe_dump({**CORE_CONFIG, "prometheus": {"url": vm.url}, "allocation": {"chunk": "10m"},
                                    "serve": {"interval": "1s", "lag": "3m", "listen": f"127.0.0.1:{port}",
-                                             "exposeNewSeriesFor": "3s"}}))
+                                             "exposeNewSeriesFor": "10s"}}))
 
     def serve(*args: str) -> subprocess.Popen[bytes]:
         log = (tmp_path / f"serve-{len(procs)}.log").open("wb")
