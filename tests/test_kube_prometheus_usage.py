@@ -104,8 +104,9 @@ def test_without_records_the_raw_series_are_read(core_prom: PrometheusServer, co
 
 
 def test_records_missing_for_part_of_the_chunk_are_not_read(kp_prom: PrometheusServer, core_t0: int) -> None:
-    # Recorded from t0 - 10 min only: a chunk starting an hour earlier reads raw series.
+    # Recorded from t0 - 10 min only: the chunk (t0 - 30 min, t0] reads raw series. (Chunks are cut on the hour:
+    # from t0 - 30 min to t0 + 30 min would be two, the second one recorded.)
     cfg = config(kp_prom, chunk="1h")
     pipeline = Pipeline(parsed := parse_config(cfg), PrometheusClient(parsed.prometheus))
-    pipeline.compute(Window(core_t0 - 1800, core_t0 + 1800, 60))
+    pipeline.compute(Window(core_t0 - 1800, core_t0, 60))
     assert pipeline.fetcher.steps.usage_sources == {"cpu:raw": 1, "memory:raw": 1}

@@ -48,6 +48,9 @@ def test_sigkill_at_random_points_loses_and_doubles_nothing(tmp_path: Path) -> N
         with proxy.running() as url:
             cfg = yaml.safe_load(stack.config.read_text())
             cfg["allocation"]["chunk"] = "1m"  # sixty one-minute pieces: many places to die in
+            # Each new process holds its new series at 0 before its first batch applies, and the batches computed
+            # meanwhile then apply at once: 3 s, not the Stack's 10 s, or a process jumps past its kill point.
+            cfg["serve"]["exposeNewSeriesFor"] = "3s"
             cfg["prometheus"]["url"] = url
             stack.config.write_text(yaml.safe_dump(cfg))
             rng = random.Random(SEED)
