@@ -78,17 +78,11 @@ BY_NODE = "node, resource, part"  # the node totals the overflow scale needs, an
 PER_POD = "namespace, pod"
 
 
-def step_query(q: Queries, span: int, resources: tuple[str, ...], by: str = BY_NAMESPACE, per: str = PER_POD,
-               capacity: bool = True, records: frozenset[str] = frozenset(), scope: str = "") -> str:
-    """Per step over the `span` seconds before the evaluation time, the rows of `step_expr`.
-    The full span: both ends are on the step grid, where Prometheus and VictoriaMetrics agree (VM steps a
-    subquery from `at - range`, so a range off the grid would shift every point); `in_span` drops the
-    start point, which belongs to the previous sub-window."""
-    return over_steps(step_expr(q, resources, by, per, capacity, records, scope), span, q.step)
-
-
 def over_steps(expr: str, span: int, step: int) -> str:
-    """`expr` at each step of the `span` seconds before the evaluation time, as a subquery (`step_query`)."""
+    """`expr` at each step of the `span` seconds before the evaluation time, as a subquery. The full span: both
+    ends are on the step grid, where Prometheus and VictoriaMetrics agree (VM steps a subquery from
+    `at - range`, so a range off the grid would shift every point); `in_span` drops the start point, which
+    belongs to the previous sub-window."""
     return f"({expr})[{span}s:{format_duration(step)}]"
 
 

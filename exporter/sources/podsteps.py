@@ -21,10 +21,10 @@ from exporter.sources.allocsteps import (
     Series,
     StepRows,
     add_sums,
-    in_span,
     node_scales,
     parse,
-    step_query,
+    read_steps,
+    step_expr,
 )
 from exporter.sources.prometheus import PrometheusClient
 from exporter.sources.queries import RESOURCE_FROM_KSM, Queries
@@ -70,13 +70,14 @@ class ContainerFetcher:
         self.client, self.policy, self.weight = client, policy, weight
 
     def _each(self, start: int, end: int, step: int, expected: int,
-              build: Callable[[int, tuple[str, ...]], str], take: Callable[[list[Series]], None]) -> None:
-        """(start, end] in sub-windows of at most SAMPLE_BUDGET samples per answer, a query per resource group."""
+              build: Callable[[tuple[str, ...]], str], take: Callable[[list[Series]], None]) -> None:
+        """(start, end] in sub-windows of at most SAMPLE_BUDGET samples per answer, a query per resource group
+        (`build`: its one-step expression, read per step by `read_steps`)."""
         windows = SubWindows(start, end, step, max(expected, 1))
         for at, span in windows:
             seen = 0
             for resources in RESOURCE_GROUPS:
-                series = in_span(self.client.query_range_raw(build(span, resources), float(at)), at, span)
+                series = read_steps(self.client, build(resources), at, span, step)
                 seen += len(series)
                 take(series)
             windows.saw(seen // len(RESOURCE_GROUPS))
@@ -91,7 +92,7 @@ class ContainerFetcher:
                 out.setdefault(node_res, {}).update(by_step)
 
         self._each(start, end, q.step, 4 * nodes,
-                   lambda span, res: step_query(q, span, res, by=BY_NODE, records=records), take)
+                   lambda res: step_expr(q, res, by=BY_NODE, records=records), take)
         return out
 
     def totals(self, q: Queries, start: int, end: int, scales: NodeScales, records: frozenset[str], scope: str,
@@ -99,7 +100,7 @@ class ContainerFetcher:
         """Per-container sums over (start, end] for what `q` selects (a batch's namespaces, in `scope` too)."""
         out = ContainerTotals()
         self._each(start, end, q.step, 6 * pods,  # about two containers a pod, three parts each
-                   lambda span, res: step_query(q, span, res, by=BY_CONTAINER, per=PER_CONTAINER, capacity=False,
-                                                records=records, scope=scope),
+                   lambda res: step_expr(q, res, by=BY_CONTAINER, per=PER_CONTAINER, capacity=False,
+                                         records=records, scope=scope),
                    lambda series: add_containers(series, scales, self.policy, self.weight, out))
         return out

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from exporter.sources.allocsteps import BY_POD, RowKey, Samples, in_span, parse, row_key, step_query
+from exporter.sources.allocsteps import BY_POD, RowKey, Samples, in_span, parse, read_steps, row_key, step_expr
 from exporter.sources.prometheus import PrometheusClient
 from exporter.sources.promql import one_of
 from exporter.sources.queries import Queries
@@ -45,8 +45,8 @@ def split_rows(client: PrometheusClient, q: Queries, start: int, end: int, split
     for at, span in windows:
         series = []
         for resources in SPLIT_GROUPS:
-            expr = step_query(scoped, span, resources, by=BY_POD, capacity=False, records=records, scope=scope)
-            series += in_span(client.query_range_raw(expr, float(at)), at, span)
+            expr = step_expr(scoped, resources, by=BY_POD, capacity=False, records=records, scope=scope)
+            series += read_steps(client, expr, at, span, q.step)
         rows = parse(series)
         recorded = {key: samples
                     for lb, samples in in_span(client.query_range_raw(recorded_allocated_steps(q, span, split),
