@@ -9,10 +9,9 @@ into one `total`. The numbers are /allocation's, field for field, so both answer
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import datetime
 from typing import Any
 
-from exporter.core.window import iso
+from exporter.core.window import iso, parse_instant
 from exporter.outputs.opencost_api import AllocationSet
 
 # SummaryAllocationResponse's fields, in its order.
@@ -29,10 +28,6 @@ _NS = 1_000_000_000  # Go's time.Duration unit
 
 def _window(s: AllocationSet) -> dict[str, str]:
     return {"start": iso(s.bounds.start), "end": iso(s.bounds.end)}
-
-
-def _epoch(text: str) -> float:
-    return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
 
 
 def summary_item(item: dict[str, Any]) -> dict[str, Any]:
@@ -69,7 +64,7 @@ def topline_response(body: dict[str, Any], sets: Sequence[AllocationSet]) -> dic
                                  "end": max(i["end"] for i in items)}
         for k in _COSTS:
             total[k] = sum(i[k] for i in items)
-        span = (_epoch(total["end"]) - _epoch(total["start"])) / 60
+        span = (parse_instant(total["end"]) - parse_instant(total["start"])) / 60
         for k in _AVERAGES:
             total[k] = sum(i[k] * i["minutes"] for i in items) / span if span else 0.0
         cr = sum(i["cpuCost"] + i["ramCost"] for i in items)
